@@ -1,0 +1,41 @@
+/* limits.h — every limit podsolved enforces, with the reason for its value.
+ * Flags override the ones an administrator would want to change. */
+#ifndef PS_LIMITS_H
+#define PS_LIMITS_H
+
+/* Largest build context accepted (bytes of the uploaded body, and of the
+   unpacked files): a context bigger than this is almost surely a mistake
+   (a home directory without .dockerignore). --max-context-bytes. */
+#define PS_DEFAULT_MAX_CONTEXT_BYTES (4ULL * 1024 * 1024 * 1024)
+
+/* Entries in one context tar: bounds inode use and extraction time. */
+#define PS_MAX_CONTEXT_ENTRIES 1000000
+
+/* Longest path inside a context (PATH_MAX less room for our state dir). */
+#define PS_MAX_CONTEXT_PATH 3072
+
+/* Largest single query value or header we parse as JSON (buildargs,
+   labels, X-Registry-Config): Docker clients send a few KiB at most. */
+#define PS_MAX_PARAM_JSON (1024 * 1024)
+
+/* Most tags in one build request. */
+#define PS_MAX_TAGS 64
+
+/* Largest Dockerfile we read ourselves (to validate it exists and is text). */
+#define PS_MAX_DOCKERFILE_BYTES (16 * 1024 * 1024)
+
+/* Concurrent HTTP connections per listener; each build holds one. */
+#define PS_DEFAULT_MAX_CONNECTIONS 256
+
+/* How long a cancelled buildah gets to remove its working containers after
+   SIGTERM before its whole process group is killed. */
+#define PS_CANCEL_GRACE_MS 10000
+
+/* How often a streaming response wakes to check that its client is still
+   connected while no event arrives. */
+#define PS_STREAM_POLL_MS 200
+
+/* Longest line of builder output kept as one event; longer lines are split. */
+#define PS_MAX_LOG_LINE (64 * 1024)
+
+#endif

@@ -1,0 +1,581 @@
+/* ps.c — implementation of the shared helpers declared in ps.h. */
+#define _GNU_SOURCE
+#include "ps.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+/* ---- errors ---------------------------------------------------------- */
+
+static int
+error_setv (ps_error **err, int status, const char *suffix, const char *fmt, va_list ap)
+{
+  char *msg = NULL;
+  if (vasprintf (&msg, fmt, ap) < 0)
+    abort ();
+  if (suffix != NULL)
+    {
+      char *full = xasprintf ("%s: %s", msg, suffix);
+      free (msg);
+      msg = full;
+    }
+  if (err == NULL)
+    {
+      free (msg);
+      return -1;
+    }
+  if (*err != NULL)
+    ps_error_free (*err);
+  *err = xmalloc (sizeof (**err));
+  (*err)->status = status;
+  (*err)->msg = msg;
+  return -1;
+}
+
+int
+ps_error_set (ps_error **err, int status, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  error_setv (err, status, NULL, fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+int
+ps_error_set_errno (ps_error **err, int status, int errno_value, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  error_setv (err, status, strerror (errno_value), fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+int
+ps_error_wrap (ps_error **err, const char *fmt, ...)
+{
+  if (err == NULL || *err == NULL)
+    return -1;
+  char *ctx = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  if (vasprintf (&ctx, fmt, ap) < 0)
+    abort ();
+  va_end (ap);
+  char *msg = xasprintf ("%s: %s", ctx, (*err)->msg);
+  free (ctx);
+  free ((*err)->msg);
+  (*err)->msg = msg;
+  return -1;
+}
+
+void
+ps_error_free (ps_error *err)
+{
+  if (err == NULL)
+    return;
+  free (err->msg);
+  free (err);
+}
+
+/* ---- allocation ------------------------------------------------------- */
+
+static void
+oom (void)
+{
+  fputs ("podsolved: out of memory\n", stderr);
+  abort ();
+}
+
+void *
+xmalloc (size_t size)
+{
+  void *p = malloc (size ? size : 1);
+  if (UNLIKELY (p == NULL))
+    oom ();
+  return p;
+}
+
+void *
+xcalloc (size_t n, size_t size)
+{
+  void *p = calloc (n ? n : 1, size ? size : 1);
+  if (UNLIKELY (p == NULL))
+    oom ();
+  return p;
+}
+
+void *
+xrealloc (void *p, size_t size)
+{
+  p = realloc (p, size ? size : 1);
+  if (UNLIKELY (p == NULL))
+    oom ();
+  return p;
+}
+
+char *
+xstrdup (const char *s)
+{
+  char *p = strdup (s ? s : "");
+  if (UNLIKELY (p == NULL))
+    oom ();
+  return p;
+}
+
+char *
+xstrndup (const char *s, size_t n)
+{
+  char *p = strndup (s, n);
+  if (UNLIKELY (p == NULL))
+    oom ();
+  return p;
+}
+
+char *
+xasprintf (const char *fmt, ...)
+{
+  char *p = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  if (UNLIKELY (vasprintf (&p, fmt, ap) < 0))
+    oom ();
+  va_end (ap);
+  return p;
+}
+
+/* ---- cleanup helpers -------------------------------------------------- */
+
+void
+ps_freep (void *p)
+{
+  free (*(void **) p);
+}
+
+void
+ps_closep (int *fd)
+{
+  if (*fd >= 0)
+    close (*fd);
+  *fd = -1;
+}
+
+void
+ps_fclosep (void *fp)
+{
+  FILE **f = fp;
+  if (*f != NULL)
+    fclose (*f);
+}
+
+void
+ps_error_freep (ps_error **err)
+{
+  ps_error_free (*err);
+  *err = NULL;
+}
+
+void
+ps_strvfreep (char ***v)
+{
+  ps_strv_free_raw (*v);
+  *v = NULL;
+}
+
+/* ---- buffers ---------------------------------------------------------- */
+
+static void
+buf_reserve (ps_buf *b, size_t extra)
+{
+  if (b->len + extra + 1 <= b->cap)
+    return;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < b->len + extra + 1)
+    cap *= 2;
+  b->data = xrealloc (b->data, cap);
+  b->cap = cap;
+}
+
+void
+ps_buf_append (ps_buf *b, const void *data, size_t len)
+{
+  buf_reserve (b, len);
+  if (len)
+    memcpy (b->data + b->len, data, len);
+  b->len += len;
+  b->data[b->len] = '\0';
+}
+
+void
+ps_buf_puts (ps_buf *b, const char *s)
+{
+  ps_buf_append (b, s, strlen (s));
+}
+
+void
+ps_buf_printf (ps_buf *b, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  va_list ap2;
+  va_copy (ap2, ap);
+  int n = vsnprintf (NULL, 0, fmt, ap);
+  va_end (ap);
+  if (n < 0)
+    abort ();
+  buf_reserve (b, (size_t) n);
+  vsnprintf (b->data + b->len, (size_t) n + 1, fmt, ap2);
+  va_end (ap2);
+  b->len += (size_t) n;
+}
+
+void
+ps_buf_reset (ps_buf *b)
+{
+  b->len = 0;
+  if (b->data)
+    b->data[0] = '\0';
+}
+
+void
+ps_buf_free (ps_buf *b)
+{
+  free (b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+char *
+ps_buf_steal (ps_buf *b)
+{
+  if (b->data == NULL)
+    return xstrdup ("");
+  char *p = b->data;
+  b->data = NULL;
+  b->len = b->cap = 0;
+  return p;
+}
+
+/* ---- string vectors ---------------------------------------------------- */
+
+void
+ps_strv_push (ps_strv *s, const char *str)
+{
+  if (s->n + 2 > s->cap)
+    {
+      s->cap = s->cap ? s->cap * 2 : 16;
+      s->v = xrealloc (s->v, s->cap * sizeof (char *));
+    }
+  s->v[s->n++] = xstrdup (str);
+  s->v[s->n] = NULL;
+}
+
+void
+ps_strv_pushf (ps_strv *s, const char *fmt, ...)
+{
+  char *p = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  if (vasprintf (&p, fmt, ap) < 0)
+    abort ();
+  va_end (ap);
+  ps_strv_push (s, p);
+  free (p);
+}
+
+void
+ps_strv_free (ps_strv *s)
+{
+  for (size_t i = 0; i < s->n; i++)
+    free (s->v[i]);
+  free (s->v);
+  s->v = NULL;
+  s->n = s->cap = 0;
+}
+
+void
+ps_strv_free_raw (char **v)
+{
+  if (v == NULL)
+    return;
+  for (char **p = v; *p; p++)
+    free (*p);
+  free (v);
+}
+
+void
+ps_kv_list_free (struct ps_kv_list *l)
+{
+  free (l->items);
+  l->items = NULL;
+  l->n = 0;
+}
+
+/* ---- time -------------------------------------------------------------- */
+
+int64_t
+ps_now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t
+ps_monotonic_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void
+ps_format_rfc3339 (int64_t ns, char *out, size_t outlen)
+{
+  time_t secs = (time_t) (ns / 1000000000LL);
+  long frac = (long) (ns % 1000000000LL);
+  struct tm tm;
+  gmtime_r (&secs, &tm);
+  char base[32];
+  strftime (base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf (out, outlen, "%s.%09ldZ", base, frac);
+}
+
+/* ---- digests and encodings --------------------------------------------- */
+
+void
+ps_sha256_hex (const void *data, size_t len, char out[65])
+{
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_Digest (data, len, md, &mdlen, EVP_sha256 (), NULL);
+  for (unsigned i = 0; i < 32; i++)
+    sprintf (out + 2 * i, "%02x", md[i]);
+  out[64] = '\0';
+}
+
+char *
+ps_base64_encode (const void *data, size_t len)
+{
+  char *out = xmalloc (4 * ((len + 2) / 3) + 1);
+  EVP_EncodeBlock ((unsigned char *) out, data, (int) len);
+  return out;
+}
+
+int
+ps_base64_decode (const char *in, unsigned char **out, size_t *outlen)
+{
+  size_t n = strlen (in);
+  while (n > 0 && (in[n - 1] == '\n' || in[n - 1] == '\r' || in[n - 1] == ' '))
+    n--;
+  /* Normalise the URL-safe alphabet and restore padding. */
+  cleanup_free char *norm = xmalloc (n + 4);
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    {
+      char c = in[i];
+      if (c == '-')
+        c = '+';
+      else if (c == '_')
+        c = '/';
+      norm[m++] = c;
+    }
+  while (m % 4 != 0)
+    norm[m++] = '=';
+  norm[m] = '\0';
+  unsigned char *buf = xmalloc (m / 4 * 3 + 1);
+  int r = m ? EVP_DecodeBlock (buf, (unsigned char *) norm, (int) m) : 0;
+  if (r < 0)
+    {
+      free (buf);
+      return -1;
+    }
+  /* EVP_DecodeBlock counts padding bytes as output; remove them. */
+  size_t pad = 0;
+  for (size_t i = m; i > 0 && norm[i - 1] == '='; i--)
+    pad++;
+  *outlen = (size_t) r - pad;
+  buf[*outlen] = '\0';
+  *out = buf;
+  return 0;
+}
+
+void
+ps_random_hex (char *out, size_t nbytes)
+{
+  unsigned char raw[64];
+  if (nbytes > sizeof raw)
+    nbytes = sizeof raw;
+  if (RAND_bytes (raw, (int) nbytes) != 1)
+    abort ();
+  for (size_t i = 0; i < nbytes; i++)
+    sprintf (out + 2 * i, "%02x", raw[i]);
+  out[2 * nbytes] = '\0';
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+int
+ps_mkdir_p (const char *path, mode_t mode, ps_error **err)
+{
+  cleanup_free char *p = xstrdup (path);
+  for (char *s = p + 1; *s; s++)
+    {
+      if (*s != '/')
+        continue;
+      *s = '\0';
+      if (mkdir (p, mode) < 0 && errno != EEXIST)
+        return ps_error_set_errno (err, 500, errno, "mkdir %s", p);
+      *s = '/';
+    }
+  if (mkdir (p, mode) < 0 && errno != EEXIST)
+    return ps_error_set_errno (err, 500, errno, "mkdir %s", p);
+  return 0;
+}
+
+static int
+rm_rf_at (int parent_fd, const char *name, ps_error **err)
+{
+  struct stat st;
+  if (fstatat (parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    return errno == ENOENT ? 0 : ps_error_set_errno (err, 500, errno, "stat %s", name);
+  if (S_ISDIR (st.st_mode))
+    {
+      int fd = openat (parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0)
+        return ps_error_set_errno (err, 500, errno, "open %s", name);
+      /* A read-only directory (chmod 0555 in an image) must still go. */
+      fchmod (fd, 0700);
+      DIR *d = fdopendir (fd);
+      if (d == NULL)
+        {
+          close (fd);
+          return ps_error_set_errno (err, 500, errno, "opendir %s", name);
+        }
+      struct dirent *de;
+      int ret = 0;
+      while ((de = readdir (d)) != NULL)
+        {
+          if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
+            continue;
+          if (rm_rf_at (dirfd (d), de->d_name, err) < 0)
+            {
+              ret = -1;
+              break;
+            }
+        }
+      closedir (d);
+      if (ret < 0)
+        return ps_error_wrap (err, "remove %s", name);
+      if (unlinkat (parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return ps_error_set_errno (err, 500, errno, "rmdir %s", name);
+      return 0;
+    }
+  if (unlinkat (parent_fd, name, 0) < 0 && errno != ENOENT)
+    return ps_error_set_errno (err, 500, errno, "unlink %s", name);
+  return 0;
+}
+
+int
+ps_rm_rf (const char *path, ps_error **err)
+{
+  return rm_rf_at (AT_FDCWD, path, err);
+}
+
+int
+ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err)
+{
+  cleanup_close int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0)
+    return ps_error_set_errno (err, 500, errno, "open %s", path);
+  const char *p = data;
+  while (len > 0)
+    {
+      ssize_t w = write (fd, p, len);
+      if (w < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return ps_error_set_errno (err, 500, errno, "write %s", path);
+        }
+      p += w;
+      len -= (size_t) w;
+    }
+  return 0;
+}
+
+int
+ps_read_file (const char *path, size_t max, char **out, size_t *outlen, ps_error **err)
+{
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return ps_error_set_errno (err, errno == ENOENT ? 404 : 500, errno, "open %s", path);
+  ps_buf b = { 0 };
+  char chunk[16384];
+  for (;;)
+    {
+      ssize_t r = read (fd, chunk, sizeof chunk);
+      if (r < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          ps_buf_free (&b);
+          return ps_error_set_errno (err, 500, errno, "read %s", path);
+        }
+      if (r == 0)
+        break;
+      if (b.len + (size_t) r > max)
+        {
+          ps_buf_free (&b);
+          return ps_error_set (err, 413, "%s is larger than %zu bytes", path, max);
+        }
+      ps_buf_append (&b, chunk, (size_t) r);
+    }
+  if (outlen)
+    *outlen = b.len;
+  *out = ps_buf_steal (&b);
+  return 0;
+}
+
+bool
+ps_path_is_contained (const char *rel)
+{
+  if (rel == NULL || rel[0] == '/' || rel[0] == '\0')
+    return false;
+  const char *p = rel;
+  while (*p)
+    {
+      const char *slash = strchr (p, '/');
+      size_t n = slash ? (size_t) (slash - p) : strlen (p);
+      if (n == 2 && p[0] == '.' && p[1] == '.')
+        return false;
+      if (slash == NULL)
+        break;
+      p = slash + 1;
+    }
+  return true;
+}
+
+bool
+ps_str_has_prefix (const char *s, const char *prefix)
+{
+  return strncmp (s, prefix, strlen (prefix)) == 0;
+}
+
+bool
+ps_str_has_suffix (const char *s, const char *suffix)
+{
+  size_t a = strlen (s), b = strlen (suffix);
+  return a >= b && memcmp (s + a - b, suffix, b) == 0;
+}

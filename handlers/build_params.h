@@ -1,0 +1,43 @@
+/* build_params.h — /build and /libpod/build query parameters (as Docker's
+ * and Podman's clients send them) to build options.  Pure parsing: no I/O,
+ * so every rule has a unit test. */
+#ifndef HANDLERS_BUILD_PARAMS_H
+#define HANDLERS_BUILD_PARAMS_H
+
+#include "common/ps.h"
+#include "solver/build_options.h"
+
+struct build_request
+{
+  struct build_options opts;
+  bool libpod;
+  ps_strv dockerfile_param; /* as sent: relative paths or URLs; empty = auto-detect */
+  ps_strv secrets_param;    /* libpod "id=X,src=<path in context>" */
+  ps_strv excludes;         /* libpod excludes= overrides the ignore file */
+  int version;              /* 1 (classic) or 2 (BuildKit) */
+  char *session;
+  char *buildid;
+  bool use_session_context; /* remote=client-session */
+};
+
+void build_request_init (struct build_request *r);
+void build_request_free (struct build_request *r);
+
+/* Parse all query parameters.  Unknown keys are ignored, as Docker and
+ * Podman do.  Errors are 400 with Podman's message shape:
+ * "failed to parse query parameter 'memory': \"abc\": not an integer". */
+int build_params_parse (const struct ps_kv *kv, size_t n, bool libpod, struct build_request *r,
+                        ps_error **err);
+
+/* Parse a boolean the way the API accepts them: 1/0, true/false in any
+ * case, t/f, yes/no, on/off; "" is false.  Returns -1 for anything else. */
+int build_params_bool (const char *value, bool *out);
+
+/* Validate an image reference used as a tag (Docker's grammar: lowercase
+ * repository, optional registry host[:port], optional :tag). */
+int build_params_check_tag (const char *tag, ps_error **err);
+
+/* Podman compat's normalisation: "x" -> "docker.io/library/x:latest". */
+char *build_params_normalize_compat_tag (const char *tag);
+
+#endif

@@ -1,0 +1,13 @@
+/* handlers.h — one handler per endpoint family.  Handlers parse and
+ * validate, then call solver/; they hold no build logic. */
+#ifndef HANDLERS_HANDLERS_H
+#define HANDLERS_HANDLERS_H
+
+#include "server/http.h"
+
+extern const struct ps_handler handler_ping;
+extern const struct ps_handler handler_version;
+extern const struct ps_handler handler_info;
+extern const struct ps_handler handler_build;
+
+#endif

@@ -1,0 +1,239 @@
+/* system.c — /_ping, /version, /info. */
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "handlers/handlers.h"
+#include "server/config.h"
+#include "solver/buildah.h"
+
+/* Builder-Version: "1" while only the classic /build exists.  The docker
+   CLI treats "2" as "use BuildKit by default", which needs /session. */
+#define PS_BUILDER_VERSION "1"
+
+static int
+ping_complete (struct ps_request *req, ps_error **err)
+{
+  const char *const headers[] = {
+    "Builder-Version", PS_BUILDER_VERSION,
+    "Buildkit-Version", "",
+    "Cache-Control", "no-cache",
+    "Docker-Experimental", "true",
+    "Libpod-Buildah-Version", buildah_version (),
+    "Ostype", "linux",
+    "Pragma", "no-cache",
+    NULL,
+  };
+  bool head = strcmp (req->method, "HEAD") == 0;
+  return ps_respond (req, 200, "text/plain; charset=utf-8", head ? "" : "OK", head ? 0 : 2, headers);
+}
+
+const struct ps_handler handler_ping = { .on_complete = ping_complete };
+
+/* Go's GOARCH names, which Docker clients expect. */
+static const char *
+go_arch (const char *machine)
+{
+  if (strcmp (machine, "x86_64") == 0)
+    return "amd64";
+  if (strcmp (machine, "aarch64") == 0)
+    return "arm64";
+  if (strcmp (machine, "i686") == 0 || strcmp (machine, "i386") == 0)
+    return "386";
+  if (strncmp (machine, "armv", 4) == 0)
+    return "arm";
+  return machine;
+}
+
+/* A value from /etc/os-release ("ID", "VERSION_ID", "PRETTY_NAME"). */
+static char *
+os_release (const char *key)
+{
+  cleanup_free char *text = NULL;
+  if (ps_read_file ("/etc/os-release", 65536, &text, NULL, NULL) < 0)
+    return xstrdup ("");
+  size_t klen = strlen (key);
+  for (char *line = text; line && *line;)
+    {
+      char *nl = strchr (line, '\n');
+      if (nl)
+        *nl = '\0';
+      if (strncmp (line, key, klen) == 0 && line[klen] == '=')
+        {
+          char *v = line + klen + 1;
+          size_t n = strlen (v);
+          if (n >= 2 && (v[0] == '"' || v[0] == '\''))
+            return xstrndup (v + 1, n - 2);
+          return xstrdup (v);
+        }
+      line = nl ? nl + 1 : NULL;
+    }
+  return xstrdup ("");
+}
+
+static int
+version_complete (struct ps_request *req, ps_error **err)
+{
+  struct utsname u;
+  uname (&u);
+  const char *arch = go_arch (u.machine);
+  cleanup_free char *os_id = os_release ("ID");
+  cleanup_free char *os_ver = os_release ("VERSION_ID");
+
+  cJSON *v = cJSON_CreateObject ();
+  cJSON *platform = cJSON_AddObjectToObject (v, "Platform");
+  cleanup_free char *pname = xasprintf ("linux/%s/%s-%s", arch, os_id, os_ver);
+  cJSON_AddStringToObject (platform, "Name", pname);
+
+  cJSON *components = cJSON_AddArrayToObject (v, "Components");
+  cJSON *c = cJSON_CreateObject ();
+  cJSON_AddStringToObject (c, "Name", "podsolve");
+  cJSON_AddStringToObject (c, "Version", PODSOLVE_VERSION);
+  cJSON *d = cJSON_AddObjectToObject (c, "Details");
+  cJSON_AddStringToObject (d, "APIVersion", ps_libpod_api_version ());
+  cJSON_AddStringToObject (d, "Arch", arch);
+  cJSON_AddStringToObject (d, "BuilderVersion", PS_BUILDER_VERSION);
+  cJSON_AddStringToObject (d, "Isolation", buildah_isolation ());
+  cJSON_AddStringToObject (d, "KernelVersion", u.release);
+  cJSON_AddStringToObject (d, "MinAPIVersion", PS_COMPAT_MIN_API_VERSION);
+  cJSON_AddStringToObject (d, "Os", "linux");
+  cJSON_AddItemToArray (components, c);
+
+  c = cJSON_CreateObject ();
+  cJSON_AddStringToObject (c, "Name", "buildah");
+  cJSON_AddStringToObject (c, "Version", buildah_version ());
+  d = cJSON_AddObjectToObject (c, "Details");
+  cJSON_AddStringToObject (d, "Isolation", buildah_isolation ());
+  cJSON_AddStringToObject (d, "Runtime", buildah_runtime () ? buildah_runtime () : "default");
+  cJSON_AddItemToArray (components, c);
+
+  cJSON_AddStringToObject (v, "Version", PODSOLVE_VERSION);
+  cJSON_AddStringToObject (v, "ApiVersion", PS_COMPAT_API_VERSION);
+  cJSON_AddStringToObject (v, "MinAPIVersion", PS_COMPAT_MIN_API_VERSION);
+  cJSON_AddStringToObject (v, "GitCommit", "");
+  cJSON_AddStringToObject (v, "GoVersion", "n/a (C)");
+  cJSON_AddStringToObject (v, "Os", "linux");
+  cJSON_AddStringToObject (v, "Arch", arch);
+  cJSON_AddStringToObject (v, "KernelVersion", u.release);
+  cJSON_AddBoolToObject (v, "Experimental", false);
+  cJSON_AddStringToObject (v, "BuildTime", "");
+
+  char *s = cJSON_PrintUnformatted (v);
+  cJSON_Delete (v);
+  int r = ps_respond_json (req, 200, s);
+  cJSON_free (s);
+  return r;
+}
+
+const struct ps_handler handler_version = { .on_complete = version_complete };
+
+static const cJSON *
+path_get (const cJSON *o, const char *a, const char *b)
+{
+  const cJSON *x = cJSON_GetObjectItemCaseSensitive (o, a);
+  return b ? cJSON_GetObjectItemCaseSensitive (x, b) : x;
+}
+
+static const char *
+str_or (const cJSON *j, const char *dflt)
+{
+  return cJSON_IsString (j) ? j->valuestring : dflt;
+}
+
+/* Docker's system.Info with real values: host facts from the kernel,
+   storage facts from `buildah info` on our storage. */
+static int
+info_complete (struct ps_request *req, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "info");
+  cleanup_free char *out = NULL;
+  int status = -1;
+  int r = ps_run_capture (argv.v, &out, NULL, &status, err);
+  ps_strv_free (&argv);
+  if (r < 0)
+    return ps_error_wrap (err, "buildah info");
+  if (status != 0)
+    return ps_error_set (err, 500, "buildah info exited with status %d", status);
+  cJSON *bi = cJSON_Parse (out);
+  if (bi == NULL)
+    return ps_error_set (err, 500, "buildah info: output is not JSON");
+
+  struct utsname u;
+  uname (&u);
+  struct sysinfo si;
+  sysinfo (&si);
+  char host[256] = "";
+  gethostname (host, sizeof host - 1);
+  cleanup_free char *pretty = os_release ("PRETTY_NAME");
+  cleanup_free char *os_ver = os_release ("VERSION_ID");
+  char id[33];
+  ps_random_hex (id, 16);
+
+  const cJSON *store = cJSON_GetObjectItemCaseSensitive (bi, "store");
+  const cJSON *hostj = cJSON_GetObjectItemCaseSensitive (bi, "host");
+  const cJSON *nctr = path_get (store, "ContainerStore", "number");
+  const cJSON *nimg = path_get (store, "ImageStore", "number");
+
+  cJSON *v = cJSON_CreateObject ();
+  cJSON_AddStringToObject (v, "ID", id);
+  cJSON_AddNumberToObject (v, "Containers", cJSON_IsNumber (nctr) ? nctr->valuedouble : 0);
+  cJSON_AddNumberToObject (v, "ContainersRunning", 0);
+  cJSON_AddNumberToObject (v, "ContainersPaused", 0);
+  cJSON_AddNumberToObject (v, "ContainersStopped", 0);
+  cJSON_AddNumberToObject (v, "Images", cJSON_IsNumber (nimg) ? nimg->valuedouble : 0);
+  cJSON_AddStringToObject (v, "Driver", str_or (cJSON_GetObjectItemCaseSensitive (store, "GraphDriverName"), ""));
+  cJSON *ds = cJSON_AddArrayToObject (v, "DriverStatus");
+  const cJSON *gs = cJSON_GetObjectItemCaseSensitive (store, "GraphStatus");
+  const cJSON *it;
+  cJSON_ArrayForEach (it, gs)
+    {
+      cJSON *pair = cJSON_CreateArray ();
+      cJSON_AddItemToArray (pair, cJSON_CreateString (it->string));
+      cJSON_AddItemToArray (pair, cJSON_CreateString (str_or (it, "")));
+      cJSON_AddItemToArray (ds, pair);
+    }
+  cJSON_AddStringToObject (v, "DockerRootDir", str_or (cJSON_GetObjectItemCaseSensitive (store, "GraphRoot"), ""));
+  cJSON_AddStringToObject (v, "CgroupDriver", "cgroupfs");
+  const char *cgv = str_or (cJSON_GetObjectItemCaseSensitive (hostj, "CgroupVersion"), "v1");
+  cJSON_AddStringToObject (v, "CgroupVersion", cgv[0] == 'v' ? cgv + 1 : cgv);
+  cJSON_AddNumberToObject (v, "NCPU", (double) sysconf (_SC_NPROCESSORS_ONLN));
+  cJSON_AddNumberToObject (v, "MemTotal", (double) si.totalram * si.mem_unit);
+  cJSON_AddStringToObject (v, "KernelVersion", u.release);
+  cJSON_AddStringToObject (v, "OperatingSystem", pretty);
+  cJSON_AddStringToObject (v, "OSVersion", os_ver);
+  cJSON_AddStringToObject (v, "OSType", "linux");
+  cJSON_AddStringToObject (v, "Architecture", u.machine);
+  cJSON_AddStringToObject (v, "Name", host);
+  cJSON_AddStringToObject (v, "ServerVersion", PODSOLVE_VERSION);
+  cJSON_AddStringToObject (v, "BuildahVersion", buildah_version ());
+  cJSON_AddStringToObject (v, "Isolation", buildah_isolation ());
+  cJSON_AddBoolToObject (v, "ExperimentalBuild", true);
+  cJSON_AddBoolToObject (v, "Rootless", geteuid () != 0);
+  cJSON_AddStringToObject (v, "HTTPProxy", getenv ("HTTP_PROXY") ? getenv ("HTTP_PROXY") : "");
+  cJSON_AddStringToObject (v, "HTTPSProxy", getenv ("HTTPS_PROXY") ? getenv ("HTTPS_PROXY") : "");
+  cJSON_AddStringToObject (v, "NoProxy", getenv ("NO_PROXY") ? getenv ("NO_PROXY") : "");
+  cJSON_AddStringToObject (v, "DefaultRuntime", buildah_runtime () ? buildah_runtime () : "runc");
+  cJSON *swarm = cJSON_AddObjectToObject (v, "Swarm");
+  cJSON_AddStringToObject (swarm, "LocalNodeState", "inactive");
+  cJSON *sec = cJSON_AddArrayToObject (v, "SecurityOptions");
+  cJSON_AddItemToArray (sec, cJSON_CreateString ("name=seccomp,profile=default"));
+  char now[48];
+  ps_format_rfc3339 (ps_now_ns (), now, sizeof now);
+  cJSON_AddStringToObject (v, "SystemTime", now);
+
+  cJSON_Delete (bi);
+  char *s = cJSON_PrintUnformatted (v);
+  cJSON_Delete (v);
+  r = ps_respond_json (req, 200, s);
+  cJSON_free (s);
+  return r;
+}
+
+const struct ps_handler handler_info = { .on_complete = info_complete };

@@ -1,0 +1,156 @@
+/* jsonmessage.c — the Podman-compatible /build stream.
+ *
+ * Podman compat sends, in order: buildah's own lines as {"stream"}, then
+ * {"aux":{"ID":"sha256:…"}}, {"stream":"Successfully built <12 hex>\n"} and
+ * one {"stream":"Successfully tagged <t>\n"} per t as the client sent it
+ * (docker-compose v1 scans for "Successfully built", the docker CLI and
+ * compose v2 read aux.ID).  libpod sends no aux; its client takes the last
+ * bare-ID stream line.  Errors after the 200 are
+ * {"errorDetail":{"code":N,"message":…},"error":…}; the docker CLI exits
+ * with `code`. */
+#include "schema/jsonmessage.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+char *
+schema_utf8_sanitize (const char *data, size_t len)
+{
+  ps_buf b = { 0 };
+  const unsigned char *s = (const unsigned char *) data;
+  static const char replacement[] = "\xef\xbf\xbd";
+  size_t i = 0;
+  while (i < len)
+    {
+      unsigned char c = s[i];
+      size_t n = 0;
+      if (c >= 0x01 && c < 0x80)
+        n = 1;
+      else if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+      else if (c >= 0xe0 && c <= 0xef)
+        n = 3;
+      else if (c >= 0xf0 && c <= 0xf4)
+        n = 4;
+      bool ok = n > 0 && i + n <= len;
+      for (size_t k = 1; ok && k < n; k++)
+        if ((s[i + k] & 0xc0) != 0x80)
+          ok = false;
+      /* Overlong and surrogate forms. */
+      if (ok && n == 3 && ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0)))
+        ok = false;
+      if (ok && n == 4 && ((c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] >= 0x90)))
+        ok = false;
+      if (ok)
+        {
+          ps_buf_append (&b, s + i, n);
+          i += n;
+        }
+      else
+        {
+          ps_buf_append (&b, replacement, 3);
+          i++;
+        }
+    }
+  return ps_buf_steal (&b);
+}
+
+/* Print `o` compactly the way Go's encoding/json does: '<', '>' and '&'
+   escaped (they only ever occur inside strings here). */
+static void
+append_json_line (ps_buf *out, cJSON *o)
+{
+  char *s = cJSON_PrintUnformatted (o);
+  for (const char *p = s; *p; p++)
+    {
+      if (*p == '<')
+        ps_buf_puts (out, "\\u003c");
+      else if (*p == '>')
+        ps_buf_puts (out, "\\u003e");
+      else if (*p == '&')
+        ps_buf_puts (out, "\\u0026");
+      else
+        ps_buf_append (out, p, 1);
+    }
+  ps_buf_puts (out, "\n");
+  cJSON_free (s);
+}
+
+void
+schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len)
+{
+  cleanup_free char *clean = schema_utf8_sanitize (text, len);
+  cJSON *o = cJSON_CreateObject ();
+  cJSON_AddStringToObject (o, "stream", clean);
+  append_json_line (out, o);
+  cJSON_Delete (o);
+}
+
+static void
+encode_result (const struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
+{
+  const char *id = ev->image_id ? ev->image_id : "";
+  if (o->quiet)
+    {
+      cleanup_free char *line = xasprintf ("%s\n", id);
+      schema_jsonmessage_stream (out, line, strlen (line));
+      return;
+    }
+  if (!o->compat)
+    return; /* buildah's own last line already was the bare ID */
+
+  cJSON *aux = cJSON_CreateObject ();
+  cJSON *inner = cJSON_AddObjectToObject (aux, "aux");
+  cleanup_free char *full = xasprintf ("sha256:%s", id);
+  cJSON_AddStringToObject (inner, "ID", full);
+  append_json_line (out, aux);
+  cJSON_Delete (aux);
+
+  cleanup_free char *built = xasprintf ("Successfully built %.12s\n", id);
+  schema_jsonmessage_stream (out, built, strlen (built));
+  for (char **t = ev->tags; t && *t; t++)
+    {
+      cleanup_free char *tagged = xasprintf ("Successfully tagged %s\n", *t);
+      schema_jsonmessage_stream (out, tagged, strlen (tagged));
+    }
+}
+
+static void
+encode_error (const struct solver_event *ev, ps_buf *out)
+{
+  cleanup_free char *msg = schema_utf8_sanitize (ev->error ? ev->error : "build failed",
+                                                 strlen (ev->error ? ev->error : "build failed"));
+  cJSON *o = cJSON_CreateObject ();
+  cJSON *detail = cJSON_AddObjectToObject (o, "errorDetail");
+  if (ev->exit_code > 0)
+    cJSON_AddNumberToObject (detail, "code", ev->exit_code);
+  cJSON_AddStringToObject (detail, "message", msg);
+  cJSON_AddStringToObject (o, "error", msg);
+  append_json_line (out, o);
+  cJSON_Delete (o);
+}
+
+void
+schema_jsonmessage_encode (const struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
+{
+  switch (ev->kind)
+    {
+    case SOLVER_EV_VERTEX:
+    case SOLVER_EV_TEXT:
+      if (!o->quiet && ev->text)
+        schema_jsonmessage_stream (out, ev->text, strlen (ev->text));
+      return;
+    case SOLVER_EV_LOG:
+      if (!o->quiet)
+        schema_jsonmessage_stream (out, ev->data, ev->len);
+      return;
+    case SOLVER_EV_STATUS:
+      return;
+    case SOLVER_EV_RESULT:
+      encode_result (o, ev, out);
+      return;
+    case SOLVER_EV_ERROR:
+      encode_error (ev, out);
+      return;
+    }
+}

@@ -1,0 +1,201 @@
+/* config.c — command-line flags. */
+#define _GNU_SOURCE
+#include "server/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/limits.h"
+
+struct ps_config ps_cfg;
+static char *libpod_api_version;
+
+const char *
+ps_libpod_api_version (void)
+{
+  return libpod_api_version ? libpod_api_version : "4.3.1";
+}
+
+void
+ps_config_set_libpod_api_version (const char *v)
+{
+  free (libpod_api_version);
+  libpod_api_version = xstrdup (v);
+}
+
+static void
+usage (FILE *f)
+{
+  fputs ("Usage: podsolved [OPTION]...\n"
+         "Serve the Docker/Podman build API (and /solve) on a socket; builds run with buildah.\n"
+         "\n"
+         "  --listen URI            unix:///PATH or tcp://HOST:PORT; repeatable\n"
+         "                          (default /run/podsolve/podsolve.sock as root,\n"
+         "                          $XDG_RUNTIME_DIR/podsolve/podsolve.sock otherwise;\n"
+         "                          systemd socket activation via LISTEN_FDS)\n"
+         "  --root DIR              containers-storage root for buildah (default: Podman's)\n"
+         "  --runroot DIR           containers-storage run root\n"
+         "  --storage-driver NAME   containers-storage driver (overlay, vfs, ...)\n"
+         "  --state-dir DIR         podsolve's own files (default /var/lib/podsolve as root,\n"
+         "                          $XDG_DATA_HOME/podsolve otherwise)\n"
+         "  --isolation oci|chroot  how RUN steps are isolated (default oci; probed at start,\n"
+         "                          falling back to runc, then chroot)\n"
+         "  --runtime PATH          OCI runtime for oci isolation\n"
+         "  --buildah PATH          buildah binary (default: buildah from PATH)\n"
+         "  --max-context-bytes N   largest build context accepted (default 4 GiB)\n"
+         "  --max-connections N     concurrent connections per listener (default 256)\n"
+         "  --insecure-tcp          allow a tcp:// listener without TLS\n"
+         "  --log-level LEVEL       error, warn, info (default) or debug\n"
+         "  --help, --version\n",
+         f);
+}
+
+enum
+{
+  OPT_LISTEN = 1000,
+  OPT_ROOT,
+  OPT_RUNROOT,
+  OPT_STORAGE_DRIVER,
+  OPT_STATE_DIR,
+  OPT_ISOLATION,
+  OPT_RUNTIME,
+  OPT_BUILDAH,
+  OPT_MAX_CONTEXT,
+  OPT_MAX_CONNECTIONS,
+  OPT_INSECURE_TCP,
+  OPT_LOG_LEVEL,
+  OPT_HELP,
+  OPT_VERSION,
+};
+
+static int
+parse_u64 (const char *flag, const char *s, uint64_t *out, ps_error **err)
+{
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull (s, &end, 10);
+  if (errno || end == s || *end != '\0' || s[0] == '-')
+    return ps_error_set (err, 400, "%s: \"%s\" is not a positive integer", flag, s);
+  *out = v;
+  return 0;
+}
+
+int
+ps_config_parse (int argc, char **argv, ps_error **err)
+{
+  static const struct option opts[] = {
+    { "listen", required_argument, NULL, OPT_LISTEN },
+    { "root", required_argument, NULL, OPT_ROOT },
+    { "runroot", required_argument, NULL, OPT_RUNROOT },
+    { "storage-driver", required_argument, NULL, OPT_STORAGE_DRIVER },
+    { "state-dir", required_argument, NULL, OPT_STATE_DIR },
+    { "isolation", required_argument, NULL, OPT_ISOLATION },
+    { "runtime", required_argument, NULL, OPT_RUNTIME },
+    { "buildah", required_argument, NULL, OPT_BUILDAH },
+    { "max-context-bytes", required_argument, NULL, OPT_MAX_CONTEXT },
+    { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+    { "insecure-tcp", no_argument, NULL, OPT_INSECURE_TCP },
+    { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "help", no_argument, NULL, OPT_HELP },
+    { "version", no_argument, NULL, OPT_VERSION },
+    { NULL, 0, NULL, 0 },
+  };
+
+  ps_cfg.isolation = xstrdup ("oci");
+  ps_cfg.log_level = PS_LOG_INFO;
+  ps_cfg.max_context_bytes = PS_DEFAULT_MAX_CONTEXT_BYTES;
+  ps_cfg.max_connections = PS_DEFAULT_MAX_CONNECTIONS;
+
+  int c;
+  uint64_t u;
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, "", opts, NULL)) != -1)
+    {
+      switch (c)
+        {
+        case OPT_LISTEN:
+          if (!ps_str_has_prefix (optarg, "unix://") && !ps_str_has_prefix (optarg, "tcp://"))
+            return ps_error_set (err, 400, "--listen: \"%s\": use unix:///PATH or tcp://HOST:PORT", optarg);
+          ps_strv_push (&ps_cfg.listen, optarg);
+          break;
+        case OPT_ROOT:
+          ps_cfg.root = xstrdup (optarg);
+          break;
+        case OPT_RUNROOT:
+          ps_cfg.runroot = xstrdup (optarg);
+          break;
+        case OPT_STORAGE_DRIVER:
+          ps_cfg.storage_driver = xstrdup (optarg);
+          break;
+        case OPT_STATE_DIR:
+          ps_cfg.state_dir = xstrdup (optarg);
+          break;
+        case OPT_ISOLATION:
+          if (strcmp (optarg, "oci") != 0 && strcmp (optarg, "chroot") != 0)
+            return ps_error_set (err, 400, "--isolation: \"%s\": use oci or chroot", optarg);
+          free (ps_cfg.isolation);
+          ps_cfg.isolation = xstrdup (optarg);
+          break;
+        case OPT_RUNTIME:
+          ps_cfg.runtime = xstrdup (optarg);
+          break;
+        case OPT_BUILDAH:
+          ps_cfg.buildah = xstrdup (optarg);
+          break;
+        case OPT_MAX_CONTEXT:
+          if (parse_u64 ("--max-context-bytes", optarg, &ps_cfg.max_context_bytes, err) < 0)
+            return -1;
+          break;
+        case OPT_MAX_CONNECTIONS:
+          if (parse_u64 ("--max-connections", optarg, &u, err) < 0)
+            return -1;
+          ps_cfg.max_connections = (unsigned) (u ? u : 1);
+          break;
+        case OPT_INSECURE_TCP:
+          ps_cfg.insecure_tcp = true;
+          break;
+        case OPT_LOG_LEVEL:
+          if (ps_log_parse_level (optarg, &ps_cfg.log_level) < 0)
+            return ps_error_set (err, 400, "--log-level: \"%s\": use error, warn, info or debug", optarg);
+          break;
+        case OPT_HELP:
+          usage (stdout);
+          return 1;
+        case OPT_VERSION:
+          printf ("podsolved %s\n", PODSOLVE_VERSION);
+          return 1;
+        default:
+          usage (stderr);
+          return ps_error_set (err, 400, "unknown or incomplete option %s", argv[optind - 1]);
+        }
+    }
+  if (optind < argc)
+    return ps_error_set (err, 400, "unexpected argument %s", argv[optind]);
+
+  bool root_user = geteuid () == 0;
+  const char *xdg_run = getenv ("XDG_RUNTIME_DIR");
+  if (ps_cfg.listen.n == 0 && getenv ("LISTEN_FDS") == NULL)
+    {
+      if (root_user || xdg_run == NULL)
+        ps_strv_push (&ps_cfg.listen, "unix:///run/podsolve/podsolve.sock");
+      else
+        ps_strv_pushf (&ps_cfg.listen, "unix://%s/podsolve/podsolve.sock", xdg_run);
+    }
+  if (ps_cfg.state_dir == NULL)
+    {
+      const char *xdg_data = getenv ("XDG_DATA_HOME");
+      const char *home = getenv ("HOME");
+      if (root_user)
+        ps_cfg.state_dir = xstrdup ("/var/lib/podsolve");
+      else if (xdg_data)
+        ps_cfg.state_dir = xasprintf ("%s/podsolve", xdg_data);
+      else
+        ps_cfg.state_dir = xasprintf ("%s/.local/share/podsolve", home ? home : "/tmp");
+    }
+  return 0;
+}

@@ -1,0 +1,39 @@
+/* config.h — podsolved's configuration: command-line flags, parsed once at
+ * start-up and read-only afterwards. */
+#ifndef SERVER_CONFIG_H
+#define SERVER_CONFIG_H
+
+#include "common/log.h"
+#include "common/ps.h"
+
+struct ps_config
+{
+  ps_strv listen;           /* unix:///path or tcp://host:port */
+  char *root;               /* buildah --root, NULL = Podman's storage */
+  char *runroot;
+  char *storage_driver;
+  char *state_dir;          /* podsolve's own files */
+  char *isolation;          /* wanted: oci or chroot */
+  char *runtime;            /* OCI runtime path, NULL = buildah's default */
+  char *buildah;            /* buildah binary */
+  enum ps_log_level log_level;
+  uint64_t max_context_bytes;
+  unsigned max_connections;
+  bool insecure_tcp;
+};
+
+/* The daemon's configuration (server/ owns it; handlers read it). */
+extern struct ps_config ps_cfg;
+
+/* Parse argv into ps_cfg.  Returns 1 when the program should exit 0 at once
+   (--help, --version), 0 to run, -1 on a usage error. */
+int ps_config_parse (int argc, char **argv, ps_error **err);
+
+/* The libpod API version podsolved speaks (that of the Podman it fronts). */
+const char *ps_libpod_api_version (void);
+void ps_config_set_libpod_api_version (const char *v);
+
+#define PS_COMPAT_API_VERSION "1.41"
+#define PS_COMPAT_MIN_API_VERSION "1.24"
+
+#endif

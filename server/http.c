@@ -1,0 +1,247 @@
+/* http.c — libmicrohttpd glue: request lifecycle, API headers, responses,
+ * streaming, access log. */
+#define _GNU_SOURCE
+#include "server/http.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "schema/apierror.h"
+#include "server/config.h"
+#include "server/router.h"
+
+const char *
+ps_request_header (struct ps_request *req, const char *name)
+{
+  return MHD_lookup_connection_value (req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+ps_request_query (struct ps_request *req, const char *name)
+{
+  return MHD_lookup_connection_value (req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static enum MHD_Result
+collect_kv (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+  struct ps_kv_list *l = cls;
+  l->items = xrealloc (l->items, (l->n + 1) * sizeof *l->items);
+  l->items[l->n].key = key;
+  l->items[l->n].value = value ? value : "";
+  l->n++;
+  return MHD_YES;
+}
+
+void
+ps_request_query_all (struct ps_request *req, struct ps_kv_list *out)
+{
+  out->items = NULL;
+  out->n = 0;
+  MHD_get_connection_values (req->conn, MHD_GET_ARGUMENT_KIND, collect_kv, out);
+}
+
+int
+ps_request_fd (struct ps_request *req)
+{
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info (req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  return ci ? ci->connect_fd : -1;
+}
+
+bool
+ps_request_client_gone (struct ps_request *req)
+{
+  int fd = ps_request_fd (req);
+  if (fd < 0)
+    return true;
+  struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+  if (poll (&p, 1, 0) <= 0)
+    return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static void
+add_api_headers (struct MHD_Response *r)
+{
+  MHD_add_response_header (r, "Api-Version", PS_COMPAT_API_VERSION);
+  MHD_add_response_header (r, "Libpod-Api-Version", ps_libpod_api_version ());
+  MHD_add_response_header (r, "Server", "podsolve/" PODSOLVE_VERSION " (linux)");
+}
+
+static int
+queue (struct ps_request *req, unsigned status, struct MHD_Response *r)
+{
+  add_api_headers (r);
+  enum MHD_Result ret = MHD_queue_response (req->conn, status, r);
+  MHD_destroy_response (r);
+  req->responded = true;
+  req->status = status;
+  return ret == MHD_YES ? 0 : -1;
+}
+
+int
+ps_respond (struct ps_request *req, unsigned status, const char *content_type, const char *body, size_t len,
+            const char *const *extra)
+{
+  struct MHD_Response *r = MHD_create_response_from_buffer (len, (void *) body, MHD_RESPMEM_MUST_COPY);
+  if (r == NULL)
+    return -1;
+  if (content_type)
+    MHD_add_response_header (r, "Content-Type", content_type);
+  for (const char *const *e = extra; e && e[0]; e += 2)
+    MHD_add_response_header (r, e[0], e[1]);
+  return queue (req, status, r);
+}
+
+int
+ps_respond_json (struct ps_request *req, unsigned status, const char *json)
+{
+  return ps_respond (req, status, "application/json", json, strlen (json), NULL);
+}
+
+int
+ps_respond_error (struct ps_request *req, unsigned status, const char *message)
+{
+  cleanup_free char *body = schema_api_error_json ((int) status, NULL, message);
+  ps_info ("Request Failed(%u): %s %s: %s", status, req->method, req->url, message);
+  return ps_respond_json (req, status, body);
+}
+
+int
+ps_respond_stream (struct ps_request *req, unsigned status, const char *content_type,
+                   MHD_ContentReaderCallback read, void *cls, MHD_ContentReaderFreeCallback done)
+{
+  struct MHD_Response *r = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 16 * 1024, read, cls, done);
+  if (r == NULL)
+    {
+      done (cls);
+      return -1;
+    }
+  MHD_add_response_header (r, "Content-Type", content_type);
+  return queue (req, status, r);
+}
+
+/* ---- request lifecycle ------------------------------------------------------ */
+
+static void
+request_free (struct ps_request *req)
+{
+  if (req->state_free && req->state)
+    req->state_free (req->state);
+  for (size_t i = 0; i < ARRAY_SIZE (req->params); i++)
+    free ((char *) req->params[i]);
+  free ((char *) req->url);
+  free (req);
+}
+
+static void
+fail (struct ps_request *req, ps_error *err)
+{
+  unsigned status = err && err->status >= 400 && err->status < 600 ? (unsigned) err->status : 500;
+  ps_respond_error (req, status, err ? err->msg : "internal error");
+}
+
+static enum MHD_Result
+access_handler (void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+  struct ps_request *req = *con_cls;
+  cleanup_error ps_error *err = NULL;
+
+  if (req == NULL)
+    {
+      req = xcalloc (1, sizeof *req);
+      req->conn = conn;
+      req->method = method;
+      req->url = xstrdup (url);
+      req->started_ns = ps_monotonic_ns ();
+      *con_cls = req;
+      req->handler = ps_route (req);
+      if (req->handler == NULL)
+        {
+          bool known = ps_route_path_known (req->url);
+          cleanup_free char *msg = known ? xasprintf ("method %s not allowed for %s", method, url)
+                                         : xasprintf ("no such route: %s %s", method, url);
+          ps_respond_error (req, known ? 405 : 404, msg);
+          return MHD_YES;
+        }
+      if (req->handler->on_begin && req->handler->on_begin (req, &err) < 0 && !req->responded)
+        fail (req, err);
+      return MHD_YES;
+    }
+
+  if (*upload_data_size > 0)
+    {
+      size_t len = *upload_data_size;
+      *upload_data_size = 0;
+      if (req->responded)
+        return MHD_YES; /* an early error answered already; drop the rest */
+      req->body_bytes += len;
+      if (req->handler->on_body && req->handler->on_body (req, upload_data, len, &err) < 0
+          && !req->responded)
+        fail (req, err);
+      return MHD_YES;
+    }
+
+  if (!req->responded)
+    {
+      if (req->handler->on_complete == NULL || req->handler->on_complete (req, &err) < 0)
+        {
+          if (!req->responded)
+            fail (req, err);
+        }
+      else if (!req->responded)
+        {
+          ps_error_set (&err, 500, "handler for %s produced no response", req->url);
+          fail (req, err);
+        }
+    }
+  return MHD_YES;
+}
+
+static void
+completed_handler (void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+  struct ps_request *req = *con_cls;
+  if (req == NULL)
+    return;
+  int64_t ms = (ps_monotonic_ns () - req->started_ns) / 1000000;
+  ps_info ("%s %s %u %llu bytes in, %lld ms%s", req->method, req->url, req->status,
+           (unsigned long long) req->body_bytes, (long long) ms,
+           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+  request_free (req);
+  *con_cls = NULL;
+}
+
+static void
+mhd_log (void *cls, const char *fmt, va_list ap)
+{
+  char *msg = NULL;
+  if (vasprintf (&msg, fmt, ap) < 0)
+    return;
+  size_t n = strlen (msg);
+  while (n > 0 && msg[n - 1] == '\n')
+    msg[--n] = '\0';
+  ps_debug ("http: %s", msg);
+  free (msg);
+}
+
+struct MHD_Daemon *
+ps_http_start (int listen_fd, unsigned max_connections, ps_error **err)
+{
+  struct MHD_Daemon *d = MHD_start_daemon (
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_UPGRADE
+          | MHD_USE_ERROR_LOG | MHD_USE_ITC,
+      0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+      listen_fd, MHD_OPTION_NOTIFY_COMPLETED, completed_handler, NULL, MHD_OPTION_CONNECTION_LIMIT,
+      max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0, MHD_OPTION_THREAD_STACK_SIZE,
+      (size_t) (512 * 1024), MHD_OPTION_END);
+  if (d == NULL)
+    return ps_error_set (err, 500, "cannot start the HTTP server"), NULL;
+  return d;
+}

@@ -1,0 +1,19 @@
+/* listen.h — listening sockets: unix (mode 0660, stale file replaced, live
+ * one refused), tcp, and systemd socket activation (LISTEN_FDS). */
+#ifndef SERVER_LISTEN_H
+#define SERVER_LISTEN_H
+
+#include "common/ps.h"
+
+struct ps_listener
+{
+  int fd;
+  char *uri;       /* for logs */
+  char *unix_path; /* unlinked at exit; NULL for tcp and inherited fds */
+};
+
+/* Open every --listen URI plus inherited systemd sockets. */
+int ps_listeners_open (const ps_strv *uris, struct ps_listener **out, size_t *n, ps_error **err);
+void ps_listeners_close (struct ps_listener *l, size_t n);
+
+#endif

@@ -1,0 +1,153 @@
+/* main.c — podsolved: start-up, the isolation probe, listeners, and an
+ * orderly shutdown on SIGTERM/SIGINT (stop accepting, cancel builds, let
+ * buildah remove its working containers, exit 0). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/listen.h"
+#include "solver/buildah.h"
+#include "solver/job.h"
+
+/* Builds interrupted by a crash leave their directories behind. */
+static void
+clean_stale_builds (const char *builds_dir)
+{
+  DIR *d = opendir (builds_dir);
+  if (d == NULL)
+    return;
+  int removed = 0;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (de->d_name[0] == '.')
+        continue;
+      cleanup_free char *path = xasprintf ("%s/%s", builds_dir, de->d_name);
+      ps_error *err = NULL;
+      if (ps_rm_rf (path, &err) == 0)
+        removed++;
+      else
+        {
+          ps_warn ("cannot remove stale build directory %s: %s", path, err->msg);
+          ps_error_free (err);
+        }
+    }
+  closedir (d);
+  if (removed)
+    ps_info ("removed %d build directories left by an earlier run", removed);
+}
+
+/* The libpod API version is that of the Podman installed beside us, which
+   podman-remote compares against its own. */
+static void
+detect_libpod_version (void)
+{
+  char *argv[] = { (char *) "podman", (char *) "--version", NULL };
+  cleanup_free char *out = NULL;
+  int status = -1;
+  if (ps_run_capture (argv, &out, NULL, &status, NULL) < 0 || status != 0 || out == NULL)
+    return;
+  const char *v = strstr (out, "version ");
+  if (v == NULL)
+    return;
+  v += 8;
+  cleanup_free char *ver = xstrndup (v, strcspn (v, " \n"));
+  if (*ver)
+    ps_config_set_libpod_api_version (ver);
+}
+
+int
+main (int argc, char **argv)
+{
+  sigset_t stop_signals;
+  sigemptyset (&stop_signals);
+  sigaddset (&stop_signals, SIGTERM);
+  sigaddset (&stop_signals, SIGINT);
+  /* Blocked before any thread starts, so only sigwait() below sees them. */
+  pthread_sigmask (SIG_BLOCK, &stop_signals, NULL);
+  signal (SIGPIPE, SIG_IGN);
+
+  cleanup_error ps_error *err = NULL;
+  int r = ps_config_parse (argc, argv, &err);
+  if (r != 0)
+    {
+      if (r < 0)
+        fprintf (stderr, "podsolved: %s\n", err->msg);
+      return r < 0 ? 2 : 0;
+    }
+  ps_log_set_level (ps_cfg.log_level);
+
+  for (size_t i = 0; i < ps_cfg.listen.n; i++)
+    if (ps_str_has_prefix (ps_cfg.listen.v[i], "tcp://") && !ps_cfg.insecure_tcp)
+      {
+        fprintf (stderr, "podsolved: %s: a TCP listener without TLS lets anyone on the network run builds as "
+                         "this user; pass --insecure-tcp to allow it\n",
+                 ps_cfg.listen.v[i]);
+        return 2;
+      }
+
+  cleanup_free char *builds_dir = xasprintf ("%s/builds", ps_cfg.state_dir);
+  if (ps_mkdir_p (builds_dir, 0700, &err) < 0)
+    {
+      ps_error_log ("state directory: %s", err->msg);
+      return 1;
+    }
+  clean_stale_builds (builds_dir);
+
+  struct buildah_config bc = {
+    .buildah = ps_cfg.buildah,
+    .root = ps_cfg.root,
+    .runroot = ps_cfg.runroot,
+    .storage_driver = ps_cfg.storage_driver,
+  };
+  buildah_configure (&bc);
+  if (buildah_probe_isolation (ps_cfg.isolation, ps_cfg.runtime, &err) < 0)
+    {
+      ps_error_log ("%s", err->msg);
+      return 1;
+    }
+  detect_libpod_version ();
+
+  struct ps_listener *listeners = NULL;
+  size_t nlisteners = 0;
+  if (ps_listeners_open (&ps_cfg.listen, &listeners, &nlisteners, &err) < 0)
+    {
+      ps_error_log ("%s", err->msg);
+      return 1;
+    }
+  struct MHD_Daemon **daemons = xcalloc (nlisteners, sizeof *daemons);
+  for (size_t i = 0; i < nlisteners; i++)
+    {
+      daemons[i] = ps_http_start (listeners[i].fd, ps_cfg.max_connections, &err);
+      if (daemons[i] == NULL)
+        {
+          ps_error_log ("%s: %s", listeners[i].uri, err->msg);
+          return 1;
+        }
+      ps_info ("listening on %s", listeners[i].uri);
+    }
+  ps_info ("podsolved %s ready (buildah %s, state %s)", PODSOLVE_VERSION, buildah_version (), ps_cfg.state_dir);
+
+  int sig = 0;
+  while (sigwait (&stop_signals, &sig) != 0)
+    ;
+  ps_info ("received %s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+
+  for (size_t i = 0; i < nlisteners; i++)
+    MHD_quiesce_daemon (daemons[i]);
+  solver_jobs_cancel_all ("podsolved is shutting down");
+  for (size_t i = 0; i < nlisteners; i++)
+    MHD_stop_daemon (daemons[i]);
+  free (daemons);
+  ps_listeners_close (listeners, nlisteners);
+  ps_info ("stopped");
+  return 0;
+}

@@ -1,0 +1,127 @@
+/* router.c — the route table and version-prefix handling. */
+#define _GNU_SOURCE
+#include "server/router.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers/handlers.h"
+
+struct route
+{
+  const char *method; /* "GET", "POST", ... ; "GET|HEAD" allowed */
+  const char *pattern; /* path after the version prefix; "{x}" captures one segment */
+  const struct ps_handler *handler;
+};
+
+static const struct route routes[] = {
+  { "GET|HEAD", "/_ping", &handler_ping },
+  { "GET|HEAD", "/libpod/_ping", &handler_ping },
+  { "GET", "/version", &handler_version },
+  { "GET", "/libpod/version", &handler_version },
+  { "GET", "/info", &handler_info },
+  { "POST", "/build", &handler_build },
+  { "POST", "/libpod/build", &handler_build },
+};
+
+static bool
+method_matches (const char *allowed, const char *method)
+{
+  size_t n = strlen (method);
+  for (const char *p = allowed; *p;)
+    {
+      const char *bar = strchr (p, '|');
+      size_t len = bar ? (size_t) (bar - p) : strlen (p);
+      if (len == n && strncmp (p, method, n) == 0)
+        return true;
+      if (bar == NULL)
+        break;
+      p = bar + 1;
+    }
+  return false;
+}
+
+static bool
+pattern_matches (const char *pattern, const char *path, struct ps_request *req)
+{
+  size_t nparams = 0;
+  while (*pattern && *path)
+    {
+      if (*pattern == '{')
+        {
+          const char *close = strchr (pattern, '}');
+          const char *end = strchr (path, '/');
+          if (close == NULL)
+            return false;
+          size_t len = end ? (size_t) (end - path) : strlen (path);
+          if (len == 0)
+            return false;
+          if (req && nparams < ARRAY_SIZE (req->params))
+            req->params[nparams] = xstrndup (path, len);
+          nparams++;
+          pattern = close + 1;
+          path += len;
+          continue;
+        }
+      if (*pattern != *path)
+        return false;
+      pattern++;
+      path++;
+    }
+  /* Tolerate one trailing slash, as Docker's router does. */
+  if (*pattern == '\0' && (*path == '\0' || (path[0] == '/' && path[1] == '\0')))
+    {
+      if (req)
+        req->n_params = nparams < ARRAY_SIZE (req->params) ? nparams : ARRAY_SIZE (req->params);
+      return true;
+    }
+  if (req)
+    for (size_t i = 0; i < nparams && i < ARRAY_SIZE (req->params); i++)
+      {
+        free ((char *) req->params[i]);
+        req->params[i] = NULL;
+      }
+  return false;
+}
+
+/* "/v1.41/build" -> "/build"; "/v4.3.1/libpod/build" -> "/libpod/build".
+   Any version string is accepted, as Podman does. */
+static const char *
+strip_version (const char *url)
+{
+  if (url[0] == '/' && url[1] == 'v' && isdigit ((unsigned char) url[2]))
+    {
+      const char *p = url + 2;
+      while (*p && *p != '/')
+        {
+          if (!(isalnum ((unsigned char) *p) || *p == '.' || *p == '-'))
+            return url;
+          p++;
+        }
+      return *p ? p : "/";
+    }
+  return url;
+}
+
+const struct ps_handler *
+ps_route (struct ps_request *req)
+{
+  const char *path = strip_version (req->url);
+  req->path = path;
+  req->libpod = ps_str_has_prefix (path, "/libpod/");
+  for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
+    if (method_matches (routes[i].method, req->method) && pattern_matches (routes[i].pattern, path, req))
+      return routes[i].handler;
+  return NULL;
+}
+
+bool
+ps_route_path_known (const char *url)
+{
+  const char *path = strip_version (url);
+  for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
+    if (pattern_matches (routes[i].pattern, path, NULL))
+      return true;
+  return false;
+}

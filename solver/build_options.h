@@ -1,0 +1,60 @@
+/* build_options.h — what a Dockerfile build asks of buildah, independent of
+ * which endpoint (/build, /libpod/build, /solve) the request came through. */
+#ifndef SOLVER_BUILD_OPTIONS_H
+#define SOLVER_BUILD_OPTIONS_H
+
+#include "common/ps.h"
+
+enum build_pull_policy
+{
+  BUILD_PULL_MISSING = 0, /* pull only when the image is not in storage */
+  BUILD_PULL_ALWAYS,
+  BUILD_PULL_NEVER,
+  BUILD_PULL_NEWER,
+};
+
+struct build_options
+{
+  char *context_dir;    /* unpacked local context; NULL when `remote` is used */
+  char *remote;         /* git or http(s) context URL handed to buildah */
+  ps_strv dockerfiles;  /* relative to the context dir, or URLs */
+
+  ps_strv tags;         /* normalised names given to buildah -t */
+  ps_strv client_tags;  /* the same names as the client sent them */
+
+  bool quiet;
+  bool nocache;
+  bool rm;              /* default true */
+  bool forcerm;
+  bool layers;
+  bool squash;
+  enum build_pull_policy pull;
+
+  ps_strv build_args;   /* "K=V" */
+  ps_strv labels;       /* "K=V" */
+  char *target;
+  ps_strv platforms;    /* "os/arch[/variant]" */
+  ps_strv cache_from;   /* registry repositories */
+  ps_strv cache_to;
+
+  char *network;        /* NULL (default), "host", "none" */
+  ps_strv add_hosts;    /* "host:ip" */
+  ps_strv ulimits;      /* "name=soft:hard" */
+  int64_t shm_size;     /* bytes, 0 = default */
+  int64_t memory, memswap, cpu_shares, cpu_period, cpu_quota;
+  char *cpuset_cpus, *cpuset_mems, *cgroup_parent;
+
+  char *format;         /* "docker" or "oci" */
+  char *isolation;      /* "chroot" / "oci" override, NULL = daemon's choice */
+  ps_strv secrets;      /* "id=X,src=/abs/path" */
+  ps_strv build_contexts; /* "name=value" for buildah --build-context */
+  char *authfile;       /* registry credentials for pulls, 0600 */
+};
+
+void build_options_init (struct build_options *o);
+void build_options_free (struct build_options *o);
+
+/* The complete `buildah build` argv for these options. */
+void build_options_to_argv (const struct build_options *o, ps_strv *argv);
+
+#endif

@@ -1,0 +1,388 @@
+/* buildah.c — spawning buildah, the isolation probe and version probe. */
+#define _GNU_SOURCE
+#include "solver/buildah.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+extern char **environ;
+
+static struct buildah_config config = { .buildah = "buildah" };
+static char *chosen_isolation;
+static char *chosen_runtime;
+static char *version_string;
+
+void
+buildah_configure (const struct buildah_config *cfg)
+{
+  config = *cfg;
+  if (config.buildah == NULL)
+    config.buildah = "buildah";
+}
+
+void
+buildah_argv_init (ps_strv *argv)
+{
+  ps_strv_push (argv, config.buildah);
+  if (config.root)
+    {
+      ps_strv_push (argv, "--root");
+      ps_strv_push (argv, config.root);
+    }
+  if (config.runroot)
+    {
+      ps_strv_push (argv, "--runroot");
+      ps_strv_push (argv, config.runroot);
+    }
+  if (config.storage_driver)
+    {
+      ps_strv_push (argv, "--storage-driver");
+      ps_strv_push (argv, config.storage_driver);
+    }
+}
+
+const char *
+buildah_isolation (void)
+{
+  return chosen_isolation ? chosen_isolation : "oci";
+}
+
+const char *
+buildah_runtime (void)
+{
+  return chosen_runtime;
+}
+
+void
+buildah_argv_isolation (ps_strv *argv, const char *override_isolation)
+{
+  const char *iso = override_isolation ? override_isolation : buildah_isolation ();
+  ps_strv_pushf (argv, "--isolation=%s", iso);
+  if (strcmp (iso, "oci") == 0 && chosen_runtime)
+    ps_strv_pushf (argv, "--runtime=%s", chosen_runtime);
+}
+
+const char *
+buildah_version (void)
+{
+  return version_string ? version_string : "unknown";
+}
+
+/* ---- children --------------------------------------------------------- */
+
+int
+ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err)
+{
+  int out[2] = { -1, -1 }, errp[2] = { -1, -1 };
+  if (pipe2 (out, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
+    {
+      int e = errno;
+      if (out[0] >= 0)
+        {
+          close (out[0]);
+          close (out[1]);
+        }
+      return ps_error_set_errno (err, 500, e, "pipe");
+    }
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init (&fa);
+  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2 (&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2 (&fa, errp[1], 2);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init (&attr);
+  sigset_t none, all;
+  sigemptyset (&none);
+  sigfillset (&all);
+  posix_spawnattr_setsigmask (&attr, &none);
+  posix_spawnattr_setsigdefault (&attr, &all);
+  posix_spawnattr_setpgroup (&attr, 0);
+  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
+                                       | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+
+  pid_t pid;
+  int r = posix_spawnp (&pid, argv[0], &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy (&fa);
+  posix_spawnattr_destroy (&attr);
+  close (out[1]);
+  close (errp[1]);
+  if (r != 0)
+    {
+      close (out[0]);
+      close (errp[0]);
+      return ps_error_set_errno (err, 500, r, "cannot run %s", argv[0]);
+    }
+  if (ps_log_enabled (PS_LOG_DEBUG))
+    {
+      ps_buf line = { 0 };
+      for (char *const *a = argv; *a; a++)
+        {
+          ps_buf_puts (&line, *a);
+          ps_buf_puts (&line, " ");
+        }
+      ps_debug ("spawned pid %d: %s", (int) pid, line.data);
+      ps_buf_free (&line);
+    }
+  child->pid = pid;
+  child->out_fd = out[0];
+  child->err_fd = errp[0];
+  return 0;
+}
+
+int
+ps_child_wait (struct ps_child *child)
+{
+  int status = 0;
+  while (waitpid (child->pid, &status, 0) < 0)
+    if (errno != EINTR)
+      return -1;
+  if (child->out_fd >= 0)
+    close (child->out_fd);
+  if (child->err_fd >= 0)
+    close (child->err_fd);
+  child->out_fd = child->err_fd = -1;
+  if (WIFEXITED (status))
+    return WEXITSTATUS (status);
+  if (WIFSIGNALED (status))
+    return 128 + WTERMSIG (status);
+  return -1;
+}
+
+/* True while `pid` runs (a zombie counts as gone: it has exited, and its
+   waiter in the job thread will reap it). */
+static bool
+process_running (pid_t pid)
+{
+  char path[64];
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  cleanup_free char *stat = NULL;
+  if (ps_read_file (path, 4096, &stat, NULL, NULL) < 0)
+    return false;
+  const char *rp = strrchr (stat, ')');
+  return !(rp && rp[1] == ' ' && rp[2] == 'Z');
+}
+
+void
+ps_child_terminate (pid_t pid, int grace_ms)
+{
+  if (pid <= 0 || kill (pid, SIGTERM) < 0)
+    return;
+  for (int waited = 0; waited < grace_ms && process_running (pid); waited += 50)
+    {
+      struct timespec ts = { 0, 50 * 1000000L };
+      nanosleep (&ts, NULL);
+    }
+  /* buildah has cleaned up (or ran out of time): nothing of the group may
+     outlive it. */
+  kill (-pid, SIGKILL);
+}
+
+int
+ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err)
+{
+  struct ps_child c;
+  if (ps_child_spawn (argv, &c, err) < 0)
+    return -1;
+  ps_buf ob = { 0 }, eb = { 0 };
+  struct pollfd pfd[2] = { { c.out_fd, POLLIN, 0 }, { c.err_fd, POLLIN, 0 } };
+  int open_fds = 2;
+  while (open_fds > 0)
+    {
+      if (poll (pfd, 2, -1) < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          break;
+        }
+      for (int i = 0; i < 2; i++)
+        {
+          if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+          char buf[8192];
+          ssize_t r = read (pfd[i].fd, buf, sizeof buf);
+          if (r <= 0)
+            {
+              pfd[i].fd = -1;
+              open_fds--;
+              continue;
+            }
+          ps_buf *b = i == 0 ? &ob : &eb;
+          if (b->len < 4 * 1024 * 1024)
+            ps_buf_append (b, buf, (size_t) r);
+        }
+    }
+  int st = ps_child_wait (&c);
+  if (status)
+    *status = st;
+  if (out)
+    *out = ps_buf_steal (&ob);
+  else
+    ps_buf_free (&ob);
+  if (errout)
+    *errout = ps_buf_steal (&eb);
+  else
+    ps_buf_free (&eb);
+  return 0;
+}
+
+/* ---- start-up probes ----------------------------------------------------- */
+
+static char *
+first_line (const char *s)
+{
+  const char *nl = strchr (s, '\n');
+  return nl ? xstrndup (s, (size_t) (nl - s)) : xstrdup (s);
+}
+
+/* Try one isolation mode: returns 0 when a container ran, else -1 with a
+   reason in *why. */
+static int
+probe_one (const char *iso, const char *runtime, char **why)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "from");
+  ps_strv_push (&argv, "--quiet");
+  ps_strv_push (&argv, "--pull=never");
+  ps_strv_push (&argv, "scratch");
+  cleanup_free char *out = NULL, *errout = NULL;
+  int status = -1;
+  ps_error *err = NULL;
+  if (ps_run_capture (argv.v, &out, &errout, &status, &err) < 0 || status != 0)
+    {
+      *why = xasprintf ("buildah from scratch failed: %s",
+                        err ? err->msg : (errout && *errout ? errout : "unknown error"));
+      ps_error_free (err);
+      ps_strv_free (&argv);
+      return -1;
+    }
+  ps_strv_free (&argv);
+  cleanup_free char *ctr = first_line (out);
+
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "run");
+  ps_strv_pushf (&argv, "--isolation=%s", iso);
+  if (runtime)
+    ps_strv_pushf (&argv, "--runtime=%s", runtime);
+  const char *binds[] = { "/usr", "/lib", "/lib64", "/bin" };
+  for (size_t i = 0; i < ARRAY_SIZE (binds); i++)
+    {
+      struct stat st;
+      if (lstat (binds[i], &st) == 0)
+        ps_strv_pushf (&argv, "--volume=%s:%s:ro", binds[i], binds[i]);
+    }
+  ps_strv_push (&argv, ctr);
+  ps_strv_push (&argv, "/usr/bin/true");
+  free (out);
+  free (errout);
+  out = errout = NULL;
+  int rc = ps_run_capture (argv.v, &out, &errout, &status, &err);
+  ps_strv_free (&argv);
+  if (rc < 0 || status != 0)
+    {
+      /* The runtime's own complaint is the most useful line. */
+      const char *e = err ? err->msg : errout;
+      const char *pick = e ? strstr (e, "cgroups in hybrid mode") : NULL;
+      *why = pick ? first_line (pick) : (e && *e ? first_line (e) : xstrdup ("container did not run"));
+      ps_error_free (err);
+      err = NULL;
+    }
+
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "rm");
+  ps_strv_push (&argv, ctr);
+  ps_run_capture (argv.v, NULL, NULL, NULL, NULL);
+  ps_strv_free (&argv);
+  return rc < 0 || status != 0 ? -1 : 0;
+}
+
+static char *
+find_in_path (const char *name)
+{
+  const char *path = getenv ("PATH");
+  cleanup_free char *copy = xstrdup (path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  char *save = NULL;
+  for (char *dir = strtok_r (copy, ":", &save); dir; dir = strtok_r (NULL, ":", &save))
+    {
+      char *full = xasprintf ("%s/%s", dir, name);
+      if (access (full, X_OK) == 0)
+        return full;
+      free (full);
+    }
+  return NULL;
+}
+
+int
+buildah_probe_isolation (const char *wanted, const char *runtime, ps_error **err)
+{
+  /* buildah's version doubles as the check that buildah runs at all. */
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, config.buildah);
+  ps_strv_push (&argv, "version");
+  ps_strv_push (&argv, "--json");
+  cleanup_free char *out = NULL;
+  int status = -1;
+  if (ps_run_capture (argv.v, &out, NULL, &status, err) < 0)
+    {
+      ps_strv_free (&argv);
+      return ps_error_wrap (err, "buildah is required");
+    }
+  ps_strv_free (&argv);
+  const char *v = out ? strstr (out, "\"version\": \"") : NULL;
+  if (v)
+    {
+      v += 12;
+      const char *end = strchr (v, '"');
+      version_string = end ? xstrndup (v, (size_t) (end - v)) : NULL;
+    }
+
+  if (strcmp (wanted, "chroot") == 0)
+    {
+      chosen_isolation = xstrdup ("chroot");
+      ps_info ("isolation: chroot (as configured)");
+      return 0;
+    }
+  if (strcmp (wanted, "oci") != 0)
+    return ps_error_set (err, 400, "unknown isolation %s (use oci or chroot)", wanted);
+
+  cleanup_free char *why = NULL;
+  if (probe_one ("oci", runtime, &why) == 0)
+    {
+      chosen_isolation = xstrdup ("oci");
+      chosen_runtime = runtime ? xstrdup (runtime) : NULL;
+      ps_info ("isolation: oci with runtime %s (probe container ran)", runtime ? runtime : "buildah's default");
+      return 0;
+    }
+  cleanup_free char *runc = find_in_path ("runc");
+  if (runc && (runtime == NULL || strcmp (runtime, runc) != 0))
+    {
+      cleanup_free char *why2 = NULL;
+      if (probe_one ("oci", runc, &why2) == 0)
+        {
+          chosen_isolation = xstrdup ("oci");
+          chosen_runtime = xstrdup (runc);
+          ps_info ("isolation: oci with runtime %s, because the %s runtime cannot run containers here: %s",
+                   runc, runtime ? runtime : "default", why);
+          return 0;
+        }
+      free (why);
+      why = xasprintf ("%s; runc: %s", why ? why : "", why2);
+    }
+  chosen_isolation = xstrdup ("chroot");
+  ps_info ("isolation: chroot, because OCI isolation cannot run containers here: %s", why);
+  return 0;
+}

@@ -1,0 +1,60 @@
+/* buildah.h — the buildah driver: every buildah call goes through here, as
+ * an argv array (never a shell string) with podsolved's storage flags. */
+#ifndef SOLVER_BUILDAH_H
+#define SOLVER_BUILDAH_H
+
+#include <sys/types.h>
+
+#include "common/ps.h"
+
+struct buildah_config
+{
+  const char *buildah;        /* binary; default "buildah" from PATH */
+  const char *root;           /* --root, NULL = buildah's (Podman's) default */
+  const char *runroot;        /* --runroot */
+  const char *storage_driver; /* --storage-driver */
+};
+
+/* Set once at start-up, before any thread uses the driver. */
+void buildah_configure (const struct buildah_config *cfg);
+
+/* Start an argv with the binary and the global storage flags. */
+void buildah_argv_init (ps_strv *argv);
+
+/* The isolation every RUN uses, chosen at start-up by buildah_probe_isolation. */
+const char *buildah_isolation (void);
+const char *buildah_runtime (void); /* NULL = buildah's default */
+/* Append "--isolation X [--runtime R]" for the chosen (or overridden) mode. */
+void buildah_argv_isolation (ps_strv *argv, const char *override_isolation);
+
+/* Run one tiny container the configured way (a scratch container with the
+ * host's /usr bound read-only, running /usr/bin/true).  If OCI isolation
+ * cannot run here, fall back to runc when present, else to chroot, and log
+ * one line saying what was chosen and why. */
+int buildah_probe_isolation (const char *wanted, const char *runtime, ps_error **err);
+
+/* buildah's version string ("1.28.2"), read once at start-up. */
+const char *buildah_version (void);
+
+/* ---- child processes ----------------------------------------------------- */
+
+struct ps_child
+{
+  pid_t pid;   /* also the process group id */
+  int out_fd;  /* read end of the child's stdout, or -1 */
+  int err_fd;  /* read end of the child's stderr, or -1 */
+};
+
+/* Spawn argv in a new process group with stdin from /dev/null and
+   stdout/stderr on pipes. */
+int ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err);
+/* Wait for the child; returns its exit status (128+signal if killed). */
+int ps_child_wait (struct ps_child *child);
+/* Ask the child to stop (SIGTERM to the leader, so buildah removes its
+   working containers), then SIGKILL the whole group after grace_ms. */
+void ps_child_terminate (pid_t pid, int grace_ms);
+
+/* Run argv to completion, capturing stdout and stderr (each bounded). */
+int ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err);
+
+#endif

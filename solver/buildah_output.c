@@ -1,0 +1,375 @@
+/* buildah_output.c — classify `buildah build` output lines and map them to
+ * job events.  The shapes are listed in buildah_output.h. */
+#define _GNU_SOURCE
+#include "solver/buildah_output.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/limits.h"
+
+static bool
+all_hex (const char *s, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (!isxdigit ((unsigned char) s[i]) || isupper ((unsigned char) s[i]))
+      return false;
+  return true;
+}
+
+/* Parse "[s/S] " at the start of `line`; returns the rest or NULL. */
+static const char *
+parse_stage_prefix (const char *line, int *stage, int *nstages)
+{
+  int s, S, n = 0;
+  if (sscanf (line, "[%d/%d] %n", &s, &S, &n) == 2 && n > 0 && s > 0 && S > 0)
+    {
+      *stage = s;
+      *nstages = S;
+      return line + n;
+    }
+  return NULL;
+}
+
+void
+buildah_line_classify (const char *line, bool from_stderr, struct buildah_line *out)
+{
+  memset (out, 0, sizeof *out);
+  out->kind = BUILDAH_LINE_OTHER;
+  out->rest = line;
+  size_t len = strlen (line);
+
+  if (from_stderr)
+    {
+      int code, n = 0;
+      if (ps_str_has_prefix (line, "Error: "))
+        {
+          out->kind = BUILDAH_LINE_ERROR;
+          out->rest = line + 7;
+        }
+      else if (sscanf (line, "subprocess exited with status %d%n", &code, &n) == 1
+               && line[n] == '\0')
+        {
+          out->kind = BUILDAH_LINE_SUBPROCESS_EXIT;
+          out->exit_code = code;
+        }
+      return;
+    }
+
+  const char *p = line;
+  int stage = 0, nstages = 0;
+  const char *after = parse_stage_prefix (line, &stage, &nstages);
+  if (after != NULL)
+    p = after;
+
+  int step, nsteps, n = 0;
+  if (sscanf (p, "STEP %d/%d: %n", &step, &nsteps, &n) == 2 && n > 0 && step > 0)
+    {
+      out->kind = BUILDAH_LINE_STEP;
+      out->stage = stage;
+      out->nstages = nstages;
+      out->step = step;
+      out->nsteps = nsteps;
+      out->rest = p + n;
+      return;
+    }
+  if (strcmp (p, "COMMIT") == 0 || ps_str_has_prefix (p, "COMMIT "))
+    {
+      out->kind = BUILDAH_LINE_COMMIT;
+      out->stage = stage;
+      out->nstages = nstages;
+      out->rest = p[6] == ' ' ? p + 7 : p + 6;
+      return;
+    }
+  if (after != NULL)
+    return;
+
+  if (ps_str_has_prefix (line, "--> Using cache ") && len == 16 + 64 && all_hex (line + 16, 64))
+    {
+      out->kind = BUILDAH_LINE_USING_CACHE;
+      memcpy (out->id, line + 16, 64);
+      return;
+    }
+  if (ps_str_has_prefix (line, "--> ") && len >= 4 + 11 && len <= 4 + 64 && all_hex (line + 4, len - 4))
+    {
+      out->kind = BUILDAH_LINE_LAYER;
+      memcpy (out->id, line + 4, len - 4);
+      return;
+    }
+  if (ps_str_has_prefix (line, "Successfully tagged "))
+    {
+      out->kind = BUILDAH_LINE_TAGGED;
+      out->rest = line + 20;
+      return;
+    }
+  if (len == 64 && all_hex (line, 64))
+    {
+      out->kind = BUILDAH_LINE_IMAGE_ID;
+      memcpy (out->id, line, 64);
+    }
+}
+
+/* ---- progress mapping --------------------------------------------------- */
+
+#define MAX_STAGES 128
+
+struct buildah_progress
+{
+  solver_job *job;
+  char *root_digest;
+
+  /* the open vertex */
+  char *digest;
+  char *name;
+  char *input;        /* previous vertex of the same stage, or NULL */
+  int64_t started_ns;
+  bool open;          /* started and not yet completed */
+
+  char *stage_labels[MAX_STAGES];
+  char *stage_last[MAX_STAGES]; /* last vertex digest of each stage */
+  char *last_digest;            /* last vertex of any stage */
+
+  char image_id[65];
+  char *error;
+  int exit_code;
+};
+
+buildah_progress *
+buildah_progress_new (solver_job *job, const char *root_digest)
+{
+  buildah_progress *p = xcalloc (1, sizeof *p);
+  p->job = job;
+  p->root_digest = xstrdup (root_digest ? root_digest : "");
+  return p;
+}
+
+void
+buildah_progress_free (buildah_progress *p)
+{
+  if (p == NULL)
+    return;
+  free (p->root_digest);
+  free (p->digest);
+  free (p->name);
+  free (p->input);
+  for (int i = 0; i < MAX_STAGES; i++)
+    {
+      free (p->stage_labels[i]);
+      free (p->stage_last[i]);
+    }
+  free (p->last_digest);
+  free (p->error);
+  free (p);
+}
+
+static char *
+chain_digest (const char *parent, const char *label, const char *instr)
+{
+  cleanup_free char *material = xasprintf ("%s\n%s\n%s", parent ? parent : "", label, instr);
+  char hex[65];
+  ps_sha256_hex (material, strlen (material), hex);
+  return xasprintf ("sha256:%s", hex);
+}
+
+static void
+emit_vertex (buildah_progress *p, bool completed, bool cached, const char *error, const char *text)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+  ev.vertex = xstrdup (p->digest);
+  ev.name = xstrdup (p->name);
+  if (p->input)
+    {
+      ev.inputs = xcalloc (2, sizeof (char *));
+      ev.inputs[0] = xstrdup (p->input);
+    }
+  ev.started_ns = p->started_ns;
+  if (completed)
+    ev.completed_ns = cached ? p->started_ns : ps_now_ns ();
+  ev.cached = cached;
+  ev.error = error ? xstrdup (error) : NULL;
+  ev.text = text ? xstrdup (text) : NULL;
+  solver_job_emit (p->job, &ev);
+}
+
+static void
+emit_text (buildah_progress *p, const char *text)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_TEXT };
+  ev.vertex = p->digest ? xstrdup (p->digest) : NULL;
+  ev.text = xstrdup (text);
+  solver_job_emit (p->job, &ev);
+}
+
+static void
+close_vertex (buildah_progress *p)
+{
+  if (p->open)
+    emit_vertex (p, true, false, NULL, NULL);
+  p->open = false;
+}
+
+static void
+open_vertex (buildah_progress *p, char *digest, char *name, const char *input, const char *text)
+{
+  close_vertex (p);
+  free (p->digest);
+  free (p->name);
+  free (p->input);
+  p->digest = digest;
+  p->name = name;
+  p->input = input ? xstrdup (input) : NULL;
+  p->started_ns = ps_now_ns ();
+  p->open = true;
+  free (p->last_digest);
+  p->last_digest = xstrdup (digest);
+  emit_vertex (p, false, false, NULL, text);
+}
+
+/* BuildKit names stages by their "AS" name, else "stage-<index>". */
+static const char *
+stage_label (buildah_progress *p, int stage, const char *from_instr)
+{
+  int i = stage - 1;
+  if (i < 0 || i >= MAX_STAGES)
+    return "stage";
+  if (p->stage_labels[i] == NULL)
+    {
+      const char *as = NULL;
+      if (from_instr && strncasecmp (from_instr, "FROM ", 5) == 0)
+        {
+          const char *q = strcasestr (from_instr, " AS ");
+          if (q)
+            as = q + 4;
+        }
+      p->stage_labels[i] = as && *as ? xstrdup (as) : xasprintf ("stage-%d", i);
+    }
+  return p->stage_labels[i];
+}
+
+static void
+on_step (buildah_progress *p, const struct buildah_line *l, const char *text)
+{
+  char *name;
+  const char *label;
+  int si = l->stage > 0 ? l->stage - 1 : 0;
+  if (si >= MAX_STAGES)
+    si = MAX_STAGES - 1;
+  if (l->nstages > 1)
+    {
+      label = stage_label (p, l->stage, l->step == 1 ? l->rest : NULL);
+      name = xasprintf ("[%s %d/%d] %s", label, l->step, l->nsteps, l->rest);
+    }
+  else
+    {
+      label = "stage-0";
+      name = xasprintf ("[%d/%d] %s", l->step, l->nsteps, l->rest);
+    }
+  const char *parent = l->step == 1 ? NULL : p->stage_last[si];
+  char *digest = chain_digest (parent ? parent : p->root_digest, label, l->rest);
+  open_vertex (p, digest, name, parent, text);
+  free (p->stage_last[si]); /* only now: `parent` pointed at it */
+  p->stage_last[si] = xstrdup (digest);
+}
+
+void
+buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool from_stderr)
+{
+  /* Classify without the newline; keep the line as printed for the text. */
+  cleanup_free char *bare = xstrndup (line, len);
+  size_t blen = len;
+  while (blen > 0 && (bare[blen - 1] == '\n' || bare[blen - 1] == '\r'))
+    bare[--blen] = '\0';
+
+  struct buildah_line l;
+  buildah_line_classify (bare, from_stderr, &l);
+  cleanup_free char *text = xstrndup (line, len);
+
+  switch (l.kind)
+    {
+    case BUILDAH_LINE_STEP:
+      on_step (p, &l, text);
+      return;
+
+    case BUILDAH_LINE_USING_CACHE:
+      if (p->open)
+        {
+          emit_vertex (p, true, true, NULL, NULL);
+          p->open = false;
+        }
+      emit_text (p, text);
+      return;
+
+    case BUILDAH_LINE_COMMIT:
+      {
+        const char *input = p->last_digest;
+        char *digest = chain_digest (input ? input : p->root_digest, "export", "exporting to image");
+        open_vertex (p, digest, xstrdup ("exporting to image"), input, text);
+        return;
+      }
+
+    case BUILDAH_LINE_IMAGE_ID:
+      memcpy (p->image_id, l.id, 65);
+      emit_text (p, text);
+      return;
+
+    case BUILDAH_LINE_LAYER:
+    case BUILDAH_LINE_TAGGED:
+      emit_text (p, text);
+      return;
+
+    case BUILDAH_LINE_ERROR:
+      free (p->error);
+      p->error = xstrdup (l.rest);
+      return;
+
+    case BUILDAH_LINE_SUBPROCESS_EXIT:
+      p->exit_code = l.exit_code;
+      emit_text (p, text);
+      return;
+
+    case BUILDAH_LINE_OTHER:
+      solver_job_emit_log (p->job, p->open ? p->digest : NULL, from_stderr ? 2 : 1, line, len, NULL);
+      return;
+    }
+}
+
+void
+buildah_progress_finish (buildah_progress *p, bool success, const char *error)
+{
+  if (!p->open)
+    return;
+  if (success)
+    close_vertex (p);
+  else
+    {
+      emit_vertex (p, true, false, error ? error : (p->error ? p->error : "failed"), NULL);
+      p->open = false;
+    }
+}
+
+const char *
+buildah_progress_image_id (const buildah_progress *p)
+{
+  return p->image_id;
+}
+
+const char *
+buildah_progress_error (const buildah_progress *p)
+{
+  return p->error;
+}
+
+int
+buildah_progress_exit_code (const buildah_progress *p)
+{
+  return p->exit_code;
+}
+
+const char *
+buildah_progress_current_vertex (const buildah_progress *p)
+{
+  return p->digest;
+}

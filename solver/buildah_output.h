@@ -1,0 +1,68 @@
+/* buildah_output.h — the shapes of `buildah build` output podsolve relies
+ * on, in one place, and the mapping from them to job events.
+ *
+ * Shapes (buildah 1.28; each has a unit test in tests/unit/test_buildah_output.c):
+ *   stdout  "STEP i/n: INSTR"              single-stage step i of n
+ *   stdout  "[s/S] STEP i/n: INSTR"        step i of n in stage s of S
+ *   stdout  "--> Using cache <64 hex>"     the step just announced was cached
+ *   stdout  "--> <11+ hex>"                the step's layer was committed
+ *   stdout  "COMMIT [name]", "[s/S] COMMIT [name]"   final image commit starts
+ *   stdout  "Successfully tagged <name>"
+ *   stdout  "<64 hex>"                     last line: the image ID
+ *   stderr  "Error: <message>"             the build failed
+ *   stderr  "subprocess exited with status N"  a RUN exited N
+ * Anything else is output of the step being run (stdout -> stream 1,
+ * stderr -> stream 2).  If buildah changes a shape, steps stop becoming
+ * vertices and show up as plain log text instead: builds still work, the
+ * structured progress degrades, and the unit test for that shape fails. */
+#ifndef SOLVER_BUILDAH_OUTPUT_H
+#define SOLVER_BUILDAH_OUTPUT_H
+
+#include "common/ps.h"
+#include "solver/job.h"
+
+enum buildah_line_kind
+{
+  BUILDAH_LINE_OTHER,
+  BUILDAH_LINE_STEP,
+  BUILDAH_LINE_USING_CACHE,
+  BUILDAH_LINE_LAYER,
+  BUILDAH_LINE_COMMIT,
+  BUILDAH_LINE_TAGGED,
+  BUILDAH_LINE_IMAGE_ID,
+  BUILDAH_LINE_ERROR,
+  BUILDAH_LINE_SUBPROCESS_EXIT,
+};
+
+struct buildah_line
+{
+  enum buildah_line_kind kind;
+  int stage, nstages;      /* STEP/COMMIT: 1-based, 0 when single-stage */
+  int step, nsteps;        /* STEP */
+  const char *rest;        /* STEP: the instruction; COMMIT/TAGGED: name;
+                              ERROR: message; points into the line */
+  char id[65];             /* USING_CACHE, LAYER, IMAGE_ID */
+  int exit_code;           /* SUBPROCESS_EXIT */
+};
+
+/* Classify one line (without its trailing newline). */
+void buildah_line_classify (const char *line, bool from_stderr, struct buildah_line *out);
+
+/* The mapping state for one build: turns lines into vertex/log events. */
+typedef struct buildah_progress buildah_progress;
+
+/* `root_digest` seeds the vertex digests (the digest of the build
+   definition), so the same Dockerfile gives the same digests every run. */
+buildah_progress *buildah_progress_new (solver_job *job, const char *root_digest);
+/* Feed one complete line, newline included when the builder printed one. */
+void buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool from_stderr);
+/* The build process ended: complete or fail the open vertex. */
+void buildah_progress_finish (buildah_progress *p, bool success, const char *error);
+
+const char *buildah_progress_image_id (const buildah_progress *p); /* "" if none seen */
+const char *buildah_progress_error (const buildah_progress *p);    /* NULL if none */
+int buildah_progress_exit_code (const buildah_progress *p);        /* 0 if unknown */
+const char *buildah_progress_current_vertex (const buildah_progress *p);
+void buildah_progress_free (buildah_progress *p);
+
+#endif

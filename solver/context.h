@@ -1,0 +1,46 @@
+/* context.h — build context intake: a tar stream from an untrusted client
+ * unpacked into a directory podsolved owns, and the ignore file applied. */
+#ifndef SOLVER_CONTEXT_H
+#define SOLVER_CONTEXT_H
+
+#include "common/ps.h"
+#include "solver/dockerignore.h"
+
+struct ps_context_limits
+{
+  uint64_t max_bytes;  /* sum of regular-file sizes; over it: status 413 */
+  size_t max_entries;  /* number of tar entries; over it: status 413 */
+};
+
+struct ps_context_stats
+{
+  uint64_t bytes;   /* regular-file bytes written */
+  size_t entries;   /* entries created */
+};
+
+/* Unpack the tar stream read from `fd` into `dest`, an existing empty
+ * directory.  Compression (none, gzip, bzip2, xz, zstd) is detected from
+ * the bytes.  Every entry is checked before anything is written:
+ *   - absolute names, names with a ".." element, and names longer than
+ *     PS_MAX_CONTEXT_PATH are rejected (400);
+ *   - no entry may be written through a symlink, so a symlink inside the
+ *     context pointing outside it cannot be used to escape (400);
+ *   - hard links must name an earlier entry of the same archive (400);
+ *   - device nodes, fifos and sockets are rejected (400);
+ *   - sizes and entry counts are bounded by `lim` (413).
+ * Symlinks themselves are kept as they are (a COPY of a dangling link is
+ * the builder's business), but never followed while extracting.
+ * Owners are not restored (files belong to podsolved); modes and mtimes are.
+ * A body that is not a tar gives 400 "build context is not a tar archive".
+ * An empty body is an empty context.  On failure `dest` may hold a partial
+ * tree; the caller removes the whole build directory. */
+int ps_context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
+                           struct ps_context_stats *stats, ps_error **err);
+
+/* Remove from `dir` every path `ig` excludes, except the paths in `keep`
+ * (the Dockerfile and the ignore file itself, which the builder needs).
+ * Does not follow symlinks. Returns the number of entries removed, or -1. */
+long ps_context_prune (const char *dir, const ps_ignore *ig, const char *const *keep, size_t nkeep,
+                       ps_error **err);
+
+#endif

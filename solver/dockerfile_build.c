@@ -1,0 +1,199 @@
+/* dockerfile_build.c — run `buildah build` for a job and turn its output
+ * into events (line shapes: buildah_output.h). */
+#define _GNU_SOURCE
+#include "solver/dockerfile_build.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/limits.h"
+#include "common/log.h"
+#include "solver/buildah.h"
+#include "solver/buildah_output.h"
+
+void
+dockerfile_build_free (struct dockerfile_build *b)
+{
+  if (b == NULL)
+    return;
+  build_options_free (&b->opts);
+  free (b->dockerfile_name);
+  free (b->definition_digest);
+  free (b);
+}
+
+/* The two [internal] vertices BuildKit shows before the first step. */
+static void
+emit_internal_vertices (solver_job *job, const struct dockerfile_build *b)
+{
+  int64_t now = ps_now_ns ();
+  const char *names[2];
+  cleanup_free char *def_name = xasprintf ("[internal] load build definition from %s",
+                                           b->dockerfile_name ? b->dockerfile_name : "Dockerfile");
+  names[0] = def_name;
+  names[1] = "[internal] load build context";
+  for (int i = 0; i < 2; i++)
+    {
+      cleanup_free char *material = xasprintf ("%s\n%s", b->definition_digest ? b->definition_digest : "", names[i]);
+      char hex[65];
+      ps_sha256_hex (material, strlen (material), hex);
+      struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+      ev.vertex = xasprintf ("sha256:%s", hex);
+      ev.name = xstrdup (names[i]);
+      ev.started_ns = now;
+      ev.completed_ns = now;
+      if (i == 1 && b->context_bytes > 0)
+        {
+          struct solver_event st = { .kind = SOLVER_EV_STATUS };
+          st.vertex = xstrdup (ev.vertex);
+          st.status_id = xstrdup ("transferring context:");
+          st.current = (int64_t) b->context_bytes;
+          st.started_ns = now;
+          st.completed_ns = now;
+          solver_job_emit (job, &ev);
+          solver_job_emit (job, &st);
+          continue;
+        }
+      solver_job_emit (job, &ev);
+    }
+}
+
+struct line_reader
+{
+  int fd;
+  bool from_stderr;
+  ps_buf pending;
+};
+
+static void
+flush_lines (struct line_reader *r, buildah_progress *p, bool at_eof)
+{
+  size_t start = 0;
+  for (size_t i = 0; i < r->pending.len; i++)
+    if (r->pending.data[i] == '\n')
+      {
+        buildah_progress_line (p, r->pending.data + start, i + 1 - start, r->from_stderr);
+        start = i + 1;
+      }
+  size_t rest = r->pending.len - start;
+  if (rest > 0 && (at_eof || rest >= PS_MAX_LOG_LINE))
+    {
+      buildah_progress_line (p, r->pending.data + start, rest, r->from_stderr);
+      start = r->pending.len;
+      rest = 0;
+    }
+  memmove (r->pending.data, r->pending.data + start, rest);
+  r->pending.len = rest;
+  if (r->pending.data)
+    r->pending.data[rest] = '\0';
+}
+
+static void
+cancel_child (void *data)
+{
+  pid_t pid = (pid_t) (intptr_t) data;
+  ps_child_terminate (pid, PS_CANCEL_GRACE_MS);
+}
+
+/* "... exit status 3" at the end of buildah's message names the RUN's code. */
+static int
+exit_code_from_message (const char *msg)
+{
+  const char *p = msg ? strstr (msg, "exit status ") : NULL;
+  return p ? atoi (p + 12) : 0;
+}
+
+int
+dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
+{
+  struct dockerfile_build *b = userdata;
+  emit_internal_vertices (job, b);
+
+  ps_strv argv = { 0 };
+  build_options_to_argv (&b->opts, &argv);
+  struct ps_child child;
+  int ret = ps_child_spawn (argv.v, &child, err);
+  ps_strv_free (&argv);
+  if (ret < 0)
+    return ps_error_wrap (err, "buildah build");
+  solver_job_set_cancel_hook (job, cancel_child, (void *) (intptr_t) child.pid);
+
+  buildah_progress *progress = buildah_progress_new (job, b->definition_digest);
+  struct line_reader readers[2] = { { child.out_fd, false, { 0 } }, { child.err_fd, true, { 0 } } };
+  struct pollfd pfd[2] = { { child.out_fd, POLLIN, 0 }, { child.err_fd, POLLIN, 0 } };
+  int open_fds = 2;
+  char buf[16384];
+  while (open_fds > 0)
+    {
+      if (poll (pfd, 2, -1) < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          break;
+        }
+      for (int i = 0; i < 2; i++)
+        {
+          if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+          ssize_t r = read (pfd[i].fd, buf, sizeof buf);
+          if (r < 0 && errno == EINTR)
+            continue;
+          if (r <= 0)
+            {
+              flush_lines (&readers[i], progress, true);
+              pfd[i].fd = -1;
+              open_fds--;
+              continue;
+            }
+          ps_buf_append (&readers[i].pending, buf, (size_t) r);
+          flush_lines (&readers[i], progress, false);
+        }
+    }
+  /* Both pipes closed: buildah is exiting.  Forget the hook before reaping,
+     so a late cancel can never signal a recycled pid. */
+  solver_job_set_cancel_hook (job, NULL, NULL);
+  int status = ps_child_wait (&child);
+  ps_buf_free (&readers[0].pending);
+  ps_buf_free (&readers[1].pending);
+
+  bool cancelled = solver_job_cancelled (job);
+  struct solver_event ev = { 0 };
+  if (status == 0 && !cancelled)
+    {
+      /* The ID is buildah's last stdout line (--iidfile would suppress it
+         and the "--> id" lines Podman's clients see). */
+      buildah_progress_finish (progress, true, NULL);
+      ev.kind = SOLVER_EV_RESULT;
+      ev.image_id = xstrdup (buildah_progress_image_id (progress));
+      ev.tags = xcalloc (b->opts.client_tags.n + 1, sizeof (char *));
+      for (size_t i = 0; i < b->opts.client_tags.n; i++)
+        ev.tags[i] = xstrdup (b->opts.client_tags.v[i]);
+      solver_job_emit (job, &ev);
+      ret = 0;
+    }
+  else
+    {
+      const char *msg = buildah_progress_error (progress);
+      cleanup_free char *fallback = NULL;
+      if (cancelled)
+        msg = "build cancelled";
+      else if (msg == NULL)
+        msg = fallback = xasprintf ("buildah build exited with status %d", status);
+      buildah_progress_finish (progress, false, msg);
+      ev.kind = SOLVER_EV_ERROR;
+      ev.error = xstrdup (msg);
+      const char *vtx = buildah_progress_current_vertex (progress);
+      ev.vertex = vtx ? xstrdup (vtx) : NULL;
+      ev.exit_code = buildah_progress_exit_code (progress);
+      if (ev.exit_code == 0)
+        ev.exit_code = exit_code_from_message (msg);
+      solver_job_emit (job, &ev);
+      ps_error_set (err, 500, "%s", msg);
+      ret = -1;
+    }
+  buildah_progress_free (progress);
+  return ret;
+}

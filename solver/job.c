@@ -1,0 +1,394 @@
+/* job.c — jobs, their event logs and the registry of live jobs. */
+#define _GNU_SOURCE
+#include "solver/job.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+
+struct solver_job
+{
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  int refs;
+
+  char *id;
+  char *dir;
+  enum solver_job_state state;
+  bool finished;  /* worker returned and the final event is in the log */
+  bool cancelled;
+  char *cancel_reason;
+
+  struct solver_event **events; /* each event has a stable address */
+  size_t n_events;
+  size_t cap_events;
+
+  void (*cancel_hook) (void *);
+  void *cancel_data;
+
+  solver_job_fn fn;
+  void *fn_data;
+  void (*fn_free) (void *);
+
+  solver_job *next_live; /* registry list */
+};
+
+/* Registry of started, unfinished jobs: the shutdown path cancels them. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t live_changed = PTHREAD_COND_INITIALIZER;
+static solver_job *live_head;
+static size_t live_count;
+
+static void
+event_clear (struct solver_event *ev)
+{
+  free (ev->text);
+  free (ev->vertex);
+  free (ev->name);
+  ps_strv_free_raw (ev->inputs);
+  free (ev->error);
+  free (ev->data);
+  free (ev->status_id);
+  free (ev->image_id);
+  ps_strv_free_raw (ev->tags);
+}
+
+solver_job *
+solver_job_new (const char *id, const char *dir)
+{
+  solver_job *job = xcalloc (1, sizeof *job);
+  pthread_mutex_init (&job->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&job->changed, &ca);
+  pthread_condattr_destroy (&ca);
+  job->refs = 1;
+  if (id != NULL)
+    job->id = xstrdup (id);
+  else
+    {
+      char hex[33];
+      ps_random_hex (hex, 16);
+      job->id = xstrdup (hex);
+    }
+  job->dir = xstrdup (dir ? dir : "");
+  job->state = SOLVER_JOB_QUEUED;
+  return job;
+}
+
+void
+solver_job_ref (solver_job *job)
+{
+  pthread_mutex_lock (&job->lock);
+  job->refs++;
+  pthread_mutex_unlock (&job->lock);
+}
+
+void
+solver_job_unref (solver_job *job)
+{
+  if (job == NULL)
+    return;
+  pthread_mutex_lock (&job->lock);
+  int refs = --job->refs;
+  pthread_mutex_unlock (&job->lock);
+  if (refs > 0)
+    return;
+  for (size_t i = 0; i < job->n_events; i++)
+    {
+      event_clear (job->events[i]);
+      free (job->events[i]);
+    }
+  free (job->events);
+  free (job->id);
+  free (job->dir);
+  free (job->cancel_reason);
+  pthread_mutex_destroy (&job->lock);
+  pthread_cond_destroy (&job->changed);
+  free (job);
+}
+
+const char *
+solver_job_id (const solver_job *job)
+{
+  return job->id;
+}
+
+const char *
+solver_job_dir (const solver_job *job)
+{
+  return job->dir;
+}
+
+enum solver_job_state
+solver_job_state (solver_job *job)
+{
+  pthread_mutex_lock (&job->lock);
+  enum solver_job_state s = job->state;
+  pthread_mutex_unlock (&job->lock);
+  return s;
+}
+
+static void
+emit_locked (solver_job *job, struct solver_event *ev)
+{
+  if (job->n_events == job->cap_events)
+    {
+      job->cap_events = job->cap_events ? job->cap_events * 2 : 64;
+      job->events = xrealloc (job->events, job->cap_events * sizeof *job->events);
+    }
+  if (ev->time_ns == 0)
+    ev->time_ns = ps_now_ns ();
+  struct solver_event *copy = xmalloc (sizeof *copy);
+  *copy = *ev;
+  job->events[job->n_events++] = copy;
+  memset (ev, 0, sizeof *ev);
+  pthread_cond_broadcast (&job->changed);
+}
+
+void
+solver_job_emit (solver_job *job, struct solver_event *ev)
+{
+  pthread_mutex_lock (&job->lock);
+  if (job->finished)
+    {
+      /* A late event after the final one (e.g. a straggling log line) is
+         dropped: readers may already have ended their streams. */
+      pthread_mutex_unlock (&job->lock);
+      event_clear (ev);
+      memset (ev, 0, sizeof *ev);
+      return;
+    }
+  emit_locked (job, ev);
+  pthread_mutex_unlock (&job->lock);
+}
+
+void
+solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char *data, size_t len,
+                     const char *text)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_LOG };
+  ev.vertex = vertex ? xstrdup (vertex) : NULL;
+  ev.stream = stream;
+  ev.data = xmalloc (len + 1);
+  memcpy (ev.data, data, len);
+  ev.data[len] = '\0';
+  ev.len = len;
+  ev.text = text ? xstrdup (text) : NULL;
+  solver_job_emit (job, &ev);
+}
+
+const struct solver_event *
+solver_job_next (solver_job *job, size_t idx, int timeout_ms, bool *done)
+{
+  struct timespec deadline;
+  clock_gettime (CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L)
+    {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+
+  const struct solver_event *ev = NULL;
+  pthread_mutex_lock (&job->lock);
+  *done = false;
+  while (idx >= job->n_events && !job->finished)
+    if (pthread_cond_timedwait (&job->changed, &job->lock, &deadline) == ETIMEDOUT)
+      break;
+  if (idx < job->n_events)
+    ev = job->events[idx];
+  else if (job->finished)
+    *done = true;
+  pthread_mutex_unlock (&job->lock);
+  return ev;
+}
+
+void
+solver_job_set_cancel_hook (solver_job *job, void (*hook) (void *), void *data)
+{
+  pthread_mutex_lock (&job->lock);
+  job->cancel_hook = hook;
+  job->cancel_data = data;
+  bool run_now = hook != NULL && job->cancelled;
+  pthread_mutex_unlock (&job->lock);
+  /* Cancelled before the worker got as far as registering: stop at once. */
+  if (run_now)
+    hook (data);
+}
+
+void
+solver_job_cancel (solver_job *job, const char *why)
+{
+  pthread_mutex_lock (&job->lock);
+  if (job->cancelled || job->finished)
+    {
+      pthread_mutex_unlock (&job->lock);
+      return;
+    }
+  job->cancelled = true;
+  job->cancel_reason = xstrdup (why ? why : "cancelled");
+  void (*hook) (void *) = job->cancel_hook;
+  void *data = job->cancel_data;
+  pthread_mutex_unlock (&job->lock);
+  ps_info ("job %s: cancelling: %s", job->id, why ? why : "cancelled");
+  if (hook)
+    hook (data);
+}
+
+bool
+solver_job_cancelled (solver_job *job)
+{
+  pthread_mutex_lock (&job->lock);
+  bool c = job->cancelled;
+  pthread_mutex_unlock (&job->lock);
+  return c;
+}
+
+static void
+live_add (solver_job *job)
+{
+  pthread_mutex_lock (&live_lock);
+  job->next_live = live_head;
+  live_head = job;
+  live_count++;
+  pthread_mutex_unlock (&live_lock);
+}
+
+static void
+live_remove (solver_job *job)
+{
+  pthread_mutex_lock (&live_lock);
+  for (solver_job **p = &live_head; *p; p = &(*p)->next_live)
+    if (*p == job)
+      {
+        *p = job->next_live;
+        live_count--;
+        break;
+      }
+  pthread_cond_broadcast (&live_changed);
+  pthread_mutex_unlock (&live_lock);
+}
+
+static void *
+job_thread (void *arg)
+{
+  solver_job *job = arg;
+  ps_error *err = NULL;
+
+  pthread_mutex_lock (&job->lock);
+  job->state = SOLVER_JOB_RUNNING;
+  pthread_mutex_unlock (&job->lock);
+
+  int ret = job->fn (job, job->fn_data, &err);
+  if (job->fn_free)
+    job->fn_free (job->fn_data);
+  job->fn_data = NULL;
+
+  pthread_mutex_lock (&job->lock);
+  job->cancel_hook = NULL;
+  bool have_final = job->n_events > 0
+                    && (job->events[job->n_events - 1]->kind == SOLVER_EV_RESULT
+                        || job->events[job->n_events - 1]->kind == SOLVER_EV_ERROR);
+  if (ret < 0 && !have_final)
+    {
+      struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+      if (job->cancelled)
+        ev.error = xasprintf ("build cancelled: %s", job->cancel_reason);
+      else
+        ev.error = xstrdup (err ? err->msg : "build failed");
+      emit_locked (job, &ev);
+    }
+  job->state = ret < 0 ? (job->cancelled ? SOLVER_JOB_CANCELLED : SOLVER_JOB_FAILED)
+                       : SOLVER_JOB_SUCCEEDED;
+  job->finished = true;
+  pthread_cond_broadcast (&job->changed);
+  pthread_mutex_unlock (&job->lock);
+
+  ps_info ("job %s: %s", job->id,
+           ret == 0 ? "succeeded" : (err ? err->msg : "failed"));
+  ps_error_free (err);
+  err = NULL;
+  /* The job's directory (context, credentials, secrets) dies with it. */
+  if (job->dir[0] != '\0' && ps_rm_rf (job->dir, &err) < 0)
+    {
+      ps_warn ("job %s: cannot remove %s: %s", job->id, job->dir, err->msg);
+      ps_error_free (err);
+    }
+  live_remove (job);
+  solver_job_unref (job);
+  return NULL;
+}
+
+int
+solver_job_start (solver_job *job, solver_job_fn fn, void *userdata, void (*free_fn) (void *),
+                  ps_error **err)
+{
+  job->fn = fn;
+  job->fn_data = userdata;
+  job->fn_free = free_fn;
+  solver_job_ref (job);
+  live_add (job);
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  int r = pthread_create (&th, &attr, job_thread, job);
+  pthread_attr_destroy (&attr);
+  if (r != 0)
+    {
+      live_remove (job);
+      solver_job_unref (job);
+      return ps_error_set_errno (err, 500, r, "start build thread");
+    }
+  return 0;
+}
+
+void
+solver_job_wait (solver_job *job)
+{
+  pthread_mutex_lock (&job->lock);
+  while (!job->finished)
+    pthread_cond_wait (&job->changed, &job->lock);
+  pthread_mutex_unlock (&job->lock);
+}
+
+void
+solver_jobs_cancel_all (const char *why)
+{
+  pthread_mutex_lock (&live_lock);
+  size_t n = live_count, i = 0;
+  solver_job **snapshot = xcalloc (n, sizeof *snapshot);
+  for (solver_job *j = live_head; j && i < n; j = j->next_live)
+    {
+      solver_job_ref (j);
+      snapshot[i++] = j;
+    }
+  pthread_mutex_unlock (&live_lock);
+
+  for (size_t k = 0; k < i; k++)
+    {
+      solver_job_cancel (snapshot[k], why);
+      solver_job_unref (snapshot[k]);
+    }
+  free (snapshot);
+
+  pthread_mutex_lock (&live_lock);
+  while (live_count > 0)
+    pthread_cond_wait (&live_changed, &live_lock);
+  pthread_mutex_unlock (&live_lock);
+}
+
+size_t
+solver_jobs_running (void)
+{
+  pthread_mutex_lock (&live_lock);
+  size_t n = live_count;
+  pthread_mutex_unlock (&live_lock);
+  return n;
+}

@@ -1,0 +1,144 @@
+"""pytest fixtures: one real podsolved per session, real buildah storage,
+real clients.  See podsolve_testlib.py for the helpers.
+
+Environment:
+  PODSOLVED          daemon binary (default: <repo>/server/podsolved)
+  PODSOLVE_KEEP_TMP  1 = keep /var/tmp/podsolve-it-* after the run (debugging)
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import podsolve_testlib as lib  # noqa: E402
+
+
+def _start_daemon(extra_args=(), prefix="podsolve-it-"):
+    tmp = lib.new_tmp_dir(prefix)
+    d = lib.Daemon(tmp, extra_args)
+    try:
+        d.prepare_storage()
+        d.start(timeout=30)
+    except Exception:
+        d.kill()
+        d.cleanup_storage(remove_tmp=False)
+        raise
+    return d
+
+
+def _stop_daemon(d):
+    """SIGTERM, expect exit status 0 within 20 s, then wipe storage.
+
+    Returns an error message, or None when the daemon stopped cleanly."""
+    status, timeout_msg = d.stop(timeout=20)
+    problem = None
+    if timeout_msg:
+        problem = timeout_msg
+    elif status != 0:
+        problem = f"podsolved exited with status {status} after SIGTERM (want 0)"
+    if problem:
+        problem += f"\n--- log tail ({d.log_path}):\n{d.log_tail()}"
+    d.cleanup_storage()
+    return problem
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    """The shared podsolved: unix socket, overlay storage with localhost/busybox."""
+    try:
+        d = _start_daemon()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield d
+    problem = _stop_daemon(d)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture
+def spawn_daemon():
+    """Factory for extra podsolved instances with their own storage and flags,
+    e.g. spawn_daemon("--max-context-bytes", "1048576").  Each one is stopped
+    (and must exit 0) when the test ends, unless the test stopped it itself."""
+    started = []
+
+    def spawn(*extra_args):
+        try:
+            d = _start_daemon(extra_args, prefix="podsolve-it-extra-")
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+        started.append(d)
+        return d
+
+    yield spawn
+    problems = [p for p in (_stop_daemon(d) for d in started) if p]
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def daemon_still_alive(request):
+    """After every test: the shared daemon is still running.  Bad input,
+    killed clients and failing builds must never take the daemon down."""
+    yield
+    if "daemon" not in request.fixturenames:
+        return
+    d = request.getfixturevalue("daemon")
+    if not d.alive():
+        pytest.fail(f"podsolved died during this test (exit status {d.proc.returncode}); "
+                    f"log tail:\n{d.log_tail()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def docker_cli():
+    """Path of the Docker 20.10 CLI (Debian's docker.io, unpacked, not installed)."""
+    dest = Path(os.environ.get("PODSOLVE_DOCKER_CLI_DIR", str(lib.DOCKER_CLI_CACHE)))
+    r = subprocess.run([str(lib.GET_DOCKER_CLI), str(dest)], capture_output=True, text=True)
+    binary = dest / "usr" / "bin" / "docker"
+    if r.returncode != 0 or not binary.exists():
+        pytest.fail(f"cannot obtain the docker 20.10 CLI with {lib.GET_DOCKER_CLI}:\n{r.stdout}\n{r.stderr}",
+                    pytrace=False)
+    ver = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
+    assert "20.10." in ver, ver
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def ctx_server(tmp_path_factory):
+    """A 127.0.0.1 HTTP server for remote= contexts (tarballs, git repos)."""
+    srv = lib.ContextServer(tmp_path_factory.mktemp("ctx-server"))
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def uniq():
+    """A short random suffix so image names never collide between tests."""
+    return secrets.token_hex(4)
+
+
+HEALTH_CONTEXT = {
+    "Containerfile": lib.containerfile(f"FROM {lib.BASE_IMAGE}", "RUN echo healthy > /health.txt"),
+}
+
+
+def assert_daemon_builds(d, tag="podsolve-health"):
+    """The daemon is alive, answers /_ping and still completes a good build."""
+    assert d.alive(), f"podsolved died; log tail:\n{d.log_tail()}"
+    status, _, body = d.request("GET", "/_ping")
+    assert (status, body) == (200, b"OK")
+    r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
+    assert r.status == 200 and r.error is None, r.describe()
+    assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"
+
+
+@pytest.fixture
+def daemon_builds():
+    """Function handle: daemon_builds(daemon) asserts a good build still works."""
+    return assert_daemon_builds

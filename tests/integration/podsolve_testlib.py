@@ -1,0 +1,709 @@
+"""Helpers for the podsolved integration tests.
+
+Everything here talks to a real podsolved over its unix socket and inspects
+real containers-storage with the real buildah binary: no mocks.
+
+Main pieces:
+  Daemon            one running podsolved (start, HTTP over AF_UNIX, storage
+                    helpers, teardown that checks a clean exit)
+  BuildResult       a finished /build stream, split into the JSONMessage shapes
+  make_context / tar_context / tar_entries
+                    build contexts from dicts, tarred with python's tarfile
+  ContextServer     a 127.0.0.1 HTTP server for remote= contexts (tarballs and
+                    git repositories over git's smart HTTP protocol)
+"""
+
+import base64
+import http.client
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MAKE_BASE_IMAGE = REPO_ROOT / "tests" / "fixtures" / "make-base-image"
+GET_DOCKER_CLI = REPO_ROOT / "scripts" / "get-docker-cli"
+DOCKER_CLI_CACHE = Path("/var/cache/podsolve-test/docker-20.10")
+
+BASE_IMAGE = "localhost/busybox:latest"
+COMPAT_BUILD = "/v1.41/build"
+LIBPOD_BUILD = "/v4.3.1/libpod/build"
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX12 = re.compile(r"^[0-9a-f]{12}$")
+
+
+def podsolved_path():
+    return os.environ.get("PODSOLVED") or str(REPO_ROOT / "server" / "podsolved")
+
+
+def tail(path, nbytes=6000):
+    """Last bytes of a log file, for failure messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - nbytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+
+
+# --------------------------------------------------------------------------
+# HTTP over a unix socket
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client connection whose transport is an AF_UNIX stream socket."""
+
+    def __init__(self, sock_path, timeout=120):
+        # Docker's clients use "docker" / "d" / "localhost" as Host; any works.
+        super().__init__("docker", timeout=timeout)
+        self.sock_path = str(sock_path)
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.sock_path)
+        self.sock = s
+
+
+class JSONStream:
+    """Iterator over the JSON objects of a streaming response, yielded as
+    soon as each one is complete on the wire.
+
+    Objects may be separated by '\\n' (Podman), '\\r\\n' or nothing at all;
+    a body that is not a sequence of JSON objects raises ValueError naming
+    the offending bytes.  `raw` keeps every byte received, `close()` drops
+    the connection (used to simulate a client that goes away)."""
+
+    def __init__(self, conn, resp):
+        self.conn = conn
+        self.resp = resp
+        self.raw = b""
+        self._buf = ""
+        self._eof = False
+        self._dec = json.JSONDecoder()
+        self._bytes_pending = b""
+
+    def __iter__(self):
+        return self
+
+    def _next_object(self):
+        s = self._buf.lstrip(" \t\r\n")
+        if not s:
+            self._buf = ""
+            return None
+        try:
+            obj, end = self._dec.raw_decode(s)
+        except json.JSONDecodeError:
+            if self._eof:
+                raise ValueError(f"stream body is not a sequence of JSON objects near: {s[:300]!r}")
+            self._buf = s
+            return None
+        self._buf = s[end:]
+        return obj
+
+    def __next__(self):
+        while True:
+            obj = self._next_object()
+            if obj is not None:
+                return obj
+            if self._eof:
+                if self._buf.strip():
+                    raise ValueError(f"trailing garbage in stream: {self._buf[:300]!r}")
+                raise StopIteration
+            data = self.resp.read1(65536) if self.resp is not None else b""
+            if not data:
+                self._eof = True
+                data = b""
+            self.raw += data
+            chunk = self._bytes_pending + data
+            try:
+                text = chunk.decode("utf-8")
+                self._bytes_pending = b""
+            except UnicodeDecodeError as e:
+                # a multi-byte character split across reads: keep its tail
+                if e.start >= len(chunk) - 3 and not self._eof:
+                    text = chunk[: e.start].decode("utf-8")
+                    self._bytes_pending = chunk[e.start:]
+                else:
+                    raise ValueError(f"stream is not UTF-8 near {chunk[max(0, e.start - 40):e.start + 40]!r}")
+            self._buf += text
+
+    def close(self):
+        """Drop the connection the way a killed client would."""
+        try:
+            if self.conn.sock is not None:
+                try:
+                    self.conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        finally:
+            self.conn.close()
+
+
+def _encode_query(params):
+    if params is None:
+        return ""
+    if isinstance(params, str):
+        return params
+    if isinstance(params, dict):
+        params = list(params.items())
+    return urllib.parse.urlencode(params, doseq=True)
+
+
+def with_query(path, params):
+    q = _encode_query(params)
+    return f"{path}?{q}" if q else path
+
+
+class BuildResult:
+    """A whole /build response, decoded."""
+
+    def __init__(self, status, headers, events, raw, body=b""):
+        self.status = status
+        self.headers = headers
+        self.events = events        # every JSON object, in order
+        self.raw = raw              # raw (de-chunked) body bytes
+        self.body = body            # for non-200 answers: the full body
+
+    @property
+    def streams(self):
+        return [e["stream"] for e in self.events if isinstance(e, dict) and "stream" in e]
+
+    @property
+    def text(self):
+        return "".join(self.streams)
+
+    @property
+    def error(self):
+        errs = [e for e in self.events if isinstance(e, dict) and ("error" in e or "errorDetail" in e)]
+        return errs[-1] if errs else None
+
+    @property
+    def aux_ids(self):
+        return [e["aux"]["ID"] for e in self.events
+                if isinstance(e, dict) and isinstance(e.get("aux"), dict) and "ID" in e["aux"]]
+
+    @property
+    def bare_ids(self):
+        """Stream lines that are nothing but a 64-hex image ID (buildah's last line)."""
+        return [s.strip() for s in self.streams if HEX64.match(s.strip())]
+
+    @property
+    def final_id(self):
+        ids = self.bare_ids
+        return ids[-1] if ids else None
+
+    def describe(self):
+        lines = [f"HTTP {self.status}"]
+        for e in self.events[-40:]:
+            lines.append("  " + json.dumps(e)[:400])
+        if self.body and not self.events:
+            lines.append("  body: " + self.body[:1000].decode("utf-8", "replace"))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# The daemon
+
+
+class Daemon:
+    """A podsolved process with its own socket, storage and state dir."""
+
+    def __init__(self, tmp, extra_args=(), name="podsolved"):
+        self.tmp = Path(tmp)
+        self.name = name
+        self.sock = self.tmp / "podsolve.sock"
+        self.root = self.tmp / "root"
+        self.runroot = self.tmp / "runroot"
+        self.state = self.tmp / "state"
+        self.tmpdir = self.tmp / "tmp"
+        self.log_path = self.tmp / "podsolved.log"
+        self.storage_args = ["--root", str(self.root), "--runroot", str(self.runroot),
+                             "--storage-driver", "overlay"]
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self._log = None
+
+    # ---- lifecycle --------------------------------------------------------
+
+    def command(self):
+        return [podsolved_path(),
+                "--listen", f"unix://{self.sock}",
+                "--root", str(self.root),
+                "--runroot", str(self.runroot),
+                "--storage-driver", "overlay",
+                "--state-dir", str(self.state),
+                "--log-level", "debug"] + self.extra_args
+
+    def base_env(self):
+        env = dict(os.environ)
+        env["TMPDIR"] = str(self.tmpdir)
+        return env
+
+    def prepare_storage(self):
+        for d in (self.root, self.runroot, self.state, self.tmpdir):
+            d.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([str(MAKE_BASE_IMAGE), str(self.root), str(self.runroot), "overlay", BASE_IMAGE],
+                           env=self.base_env(), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"make-base-image failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+
+    def start(self, timeout=30):
+        binary = podsolved_path()
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"podsolved binary not found or not executable: {binary} "
+                               f"(build it, or set PODSOLVED=/path/to/podsolved)")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log, env=self.base_env(), start_new_session=True)
+        deadline = time.monotonic() + timeout
+        last_err = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"podsolved exited with status {self.proc.returncode} during startup; "
+                                   f"log tail:\n{tail(self.log_path)}")
+            if self.sock.exists():
+                try:
+                    status, _, _ = self.request("GET", "/_ping", timeout=2)
+                    if status == 200:
+                        return self
+                    last_err = f"GET /_ping answered {status}"
+                except (OSError, AssertionError) as e:
+                    last_err = repr(e)[:300]
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"podsolved did not answer GET /_ping with 200 within {timeout}s "
+                           f"(last: {last_err}); log tail:\n{tail(self.log_path)}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns (exit status, None) or (None, message) on timeout."""
+        if self.proc is None:
+            return 0, None
+        if self.proc.poll() is not None:
+            return self.proc.returncode, None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout), None
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return None, f"podsolved did not exit within {timeout}s of SIGTERM (killed)"
+        finally:
+            if self._log:
+                self._log.close()
+                self._log = None
+
+    def cleanup_storage(self, remove_tmp=True):
+        """Remove every container and image, unmount leftovers, delete the tree."""
+        env = self.base_env()
+        if self.root.exists():
+            subprocess.run(["buildah", *self.storage_args, "rm", "--all"], env=env, capture_output=True)
+            subprocess.run(["buildah", *self.storage_args, "rmi", "--all", "--force"], env=env,
+                           capture_output=True)
+        unmount_below(self.tmp)
+        if remove_tmp and os.environ.get("PODSOLVE_KEEP_TMP") != "1":
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_tail(self, nbytes=6000):
+        return tail(self.log_path, nbytes)
+
+    def descendants(self):
+        """(pid, cmdline) of every live process below the daemon."""
+        if not self.alive():
+            return []
+        children = {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    st = f.read()
+                ppid = int(st[st.rindex(")") + 2:].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except (OSError, ValueError):
+                continue
+        out, todo = [], [self.proc.pid]
+        while todo:
+            for c in children.get(todo.pop(), []):
+                try:
+                    with open(f"/proc/{c}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+                except OSError:
+                    cmd = "?"
+                out.append((c, cmd))
+                todo.append(c)
+        return out
+
+    # ---- HTTP --------------------------------------------------------------
+
+    def connection(self, timeout=120):
+        return UnixHTTPConnection(self.sock, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=120, chunked=False):
+        """One request on a fresh connection -> (status, headers, body bytes).
+
+        If the daemon answers early and closes while we are still uploading
+        (e.g. 413), the upload error is swallowed and the answer returned."""
+        conn = self.connection(timeout)
+        try:
+            try:
+                if chunked:
+                    conn.request(method, path, body=_chunks(body), headers=headers or {},
+                                 encode_chunked=True)
+                else:
+                    conn.request(method, path, body=body, headers=headers or {})
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                raise AssertionError(f"{method} {path}: the daemon closed the connection without an HTTP "
+                                     f"answer ({e!r}); log tail:\n{self.log_tail(3000)}") from None
+            data = resp.read()
+            return resp.status, resp.headers, data
+        finally:
+            conn.close()
+
+    def stream(self, method, path, body=None, headers=None, timeout=300, chunked=False):
+        """Start a streaming request -> (status, headers, JSONStream).
+
+        For a non-2xx answer the iterator yields the parsed error body."""
+        conn = self.connection(timeout)
+        try:
+            if chunked:
+                conn.request(method, path, body=_chunks(body), headers=headers or {}, encode_chunked=True)
+            else:
+                conn.request(method, path, body=body, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            resp = conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+            conn.close()
+            raise AssertionError(f"{method} {path}: the daemon closed the connection without an HTTP "
+                                 f"answer ({e!r}); log tail:\n{self.log_tail(3000)}") from None
+        return resp.status, resp.headers, JSONStream(conn, resp)
+
+    def build(self, context=None, params=None, endpoint=COMPAT_BUILD, headers=None, body=None,
+              chunked=False, timeout=300):
+        """POST a build and read the whole answer.
+
+        context: dict for make_context/tar_context, or a directory; body:
+        raw bytes (overrides context).  params: dict / list of pairs / str."""
+        if body is None:
+            body = tar_context(context) if context is not None else b""
+        hdrs = {"Content-Type": "application/x-tar"}
+        hdrs.update(headers or {})
+        hdrs = {k: v for k, v in hdrs.items() if v is not None}   # None = do not send
+        status, rh, it = self.stream("POST", with_query(endpoint, params), body, hdrs, timeout=timeout,
+                                     chunked=chunked)
+        events = []
+        try:
+            if status == 200:
+                for ev in it:
+                    events.append(ev)
+                return BuildResult(status, rh, events, it.raw)
+            raw = it.resp.read()
+            try:
+                parsed = json.loads(raw) if raw else None
+            except ValueError:
+                parsed = None
+            return BuildResult(status, rh, [parsed] if parsed is not None else [], raw, body=raw)
+        finally:
+            it.close()
+
+    def env(self):
+        """Environment for client programs pointed at this daemon."""
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = f"unix://{self.sock}"
+        env["CONTAINER_HOST"] = f"unix://{self.sock}"
+        env["DOCKER_CONFIG"] = str(self.tmp / "docker-config")
+        env.pop("DOCKER_CONTEXT", None)
+        env.pop("DOCKER_TLS_VERIFY", None)
+        env.pop("DOCKER_CERT_PATH", None)
+        return env
+
+    # ---- storage inspection --------------------------------------------------
+
+    def buildah(self, *args, check=True, timeout=120):
+        r = subprocess.run(["buildah", *self.storage_args, *args], env=self.base_env(), capture_output=True,
+                           text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"buildah {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def image_exists(self, name):
+        return self.buildah("inspect", "--type", "image", name, check=False).returncode == 0
+
+    def image_inspect(self, name):
+        return json.loads(self.buildah("inspect", "--type", "image", name).stdout)
+
+    def image_id(self, name):
+        return self.image_inspect(name)["FromImageID"]
+
+    def image_labels(self, name):
+        return self.image_inspect(name)["OCIv1"]["config"].get("Labels") or {}
+
+    def image_manifest_type(self, name):
+        """mediaType of the stored manifest: OCI or Docker v2s2."""
+        return json.loads(self.image_inspect(name)["Manifest"]).get("mediaType")
+
+    def working_containers(self):
+        out = self.buildah("containers", "--all", "--json").stdout.strip()
+        return json.loads(out) if out and out != "null" else []
+
+    def _with_mounted(self, image, fn):
+        ctr = self.buildah("from", "--pull=never", "--quiet", image).stdout.strip()
+        try:
+            mnt = self.buildah("mount", ctr).stdout.strip()
+            try:
+                return fn(Path(mnt))
+            finally:
+                self.buildah("umount", ctr, check=False)
+        finally:
+            self.buildah("rm", ctr, check=False)
+
+    def image_file(self, image, path):
+        """Bytes of a file inside an image (FileNotFoundError if absent)."""
+        def read(mnt):
+            p = mnt / path.lstrip("/")
+            if p.is_symlink():
+                raise AssertionError(f"{path} in {image} is a symlink; refusing to follow it on the host")
+            return p.read_bytes()
+        return self._with_mounted(image, read)
+
+    def image_paths(self, image, *paths):
+        """{path: True/False} for whether each path exists in the image."""
+        return self._with_mounted(image, lambda mnt: {p: os.path.lexists(mnt / p.lstrip("/")) for p in paths})
+
+    def image_has_file(self, image, path):
+        return self.image_paths(image, path)[path]
+
+
+def _chunks(body, size=8192):
+    if body is None:
+        return iter(())
+    if isinstance(body, (bytes, bytearray)):
+        return (bytes(body[i:i + size]) for i in range(0, len(body), size))
+    return body
+
+
+def unmount_below(top):
+    """umount -l every mount point at or below `top`, deepest first."""
+    top = os.path.realpath(str(top))
+    points = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 5:
+                    continue
+                mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                if mp == top or mp.startswith(top + "/"):
+                    points.append(mp)
+    except OSError:
+        return
+    for mp in sorted(set(points), key=lambda p: p.count("/"), reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+def new_tmp_dir(prefix="podsolve-it-"):
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+
+
+# --------------------------------------------------------------------------
+# Build contexts
+
+
+def make_context(dest, files):
+    """Write {relpath: content | (content, mode)} under `dest`; str content is UTF-8.
+    A value of ("symlink", target) makes a symlink.  Returns `dest` as a Path."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, spec in files.items():
+        p = dest / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(spec, tuple) and spec and spec[0] == "symlink":
+            os.symlink(spec[1], p)
+            continue
+        content, mode = (spec if isinstance(spec, tuple) else (spec, 0o644))
+        if isinstance(content, str):
+            content = content.encode()
+        p.write_bytes(content)
+        os.chmod(p, mode)
+    return dest
+
+
+def tar_context(context, compression=None):
+    """Tar a context given as a dict (see make_context) or a directory path.
+    compression: None, "gz", "bz2" or "xz".  Returns the archive bytes."""
+    if isinstance(context, dict):
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+            make_context(d, context)
+            return tar_context(d, compression)
+    buf = io.BytesIO()
+    mode = "w:" + compression if compression else "w"
+    with tarfile.open(fileobj=buf, mode=mode, format=tarfile.PAX_FORMAT) as tf:
+        root = Path(context)
+        for p in sorted(root.rglob("*")):
+            tf.add(str(p), arcname=str(p.relative_to(root)), recursive=False)
+    return buf.getvalue()
+
+
+def tar_entries(entries):
+    """Tar hand-made entries, for hostile archives.
+
+    entries: list of (name, kind, payload): kind "file" (payload bytes/str),
+    "dir", "symlink" (payload = target) or "hardlink" (payload = target)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, kind, payload in entries:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = int(time.time())
+            if kind == "file":
+                data = payload.encode() if isinstance(payload, str) else payload
+                ti.size = len(data)
+                ti.mode = 0o644
+                tf.addfile(ti, io.BytesIO(data))
+            elif kind == "dir":
+                ti.type = tarfile.DIRTYPE
+                ti.mode = 0o755
+                tf.addfile(ti)
+            elif kind == "symlink":
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = payload
+                tf.addfile(ti)
+            elif kind == "hardlink":
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = payload
+                tf.addfile(ti)
+            else:
+                raise ValueError(kind)
+    return buf.getvalue()
+
+
+def containerfile(*lines):
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# remote= contexts: a local HTTP server (tarballs + git smart HTTP)
+
+
+class _ContextHandler(http.server.SimpleHTTPRequestHandler):
+    server_version = "podsolve-test-ctx/1"
+
+    def __init__(self, request, client_address, server):
+        super().__init__(request, client_address, server, directory=server.root)
+
+    def log_message(self, fmt, *args):
+        self.server.requests.append(f"{self.command} {self.path}")
+
+    def _git_backend(self):
+        # git's *smart* HTTP protocol: buildah fetches with --depth=1, which the
+        # dumb protocol (plain files + update-server-info) cannot serve.
+        u = urllib.parse.urlsplit(self.path)
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        env = dict(os.environ, GIT_PROJECT_ROOT=self.server.root, GIT_HTTP_EXPORT_ALL="1",
+                   PATH_INFO=urllib.parse.unquote(u.path), QUERY_STRING=u.query,
+                   REQUEST_METHOD=self.command, CONTENT_TYPE=self.headers.get("Content-Type", ""),
+                   CONTENT_LENGTH=str(len(body)), REMOTE_ADDR="127.0.0.1",
+                   HTTP_CONTENT_ENCODING=self.headers.get("Content-Encoding", ""),
+                   GIT_PROTOCOL=self.headers.get("Git-Protocol", ""))
+        p = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True)
+        head, sep, out = p.stdout.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, out = p.stdout.partition(b"\n\n")
+        status, hdrs = 200, []
+        for line in head.decode("latin-1").splitlines():
+            k, _, v = line.partition(":")
+            if k.lower() == "status":
+                status = int(v.split()[0])
+            elif k:
+                hdrs.append((k, v.strip()))
+        self.send_response(status)
+        for k, v in hdrs:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def do_GET(self):
+        if ".git/" in self.path:
+            return self._git_backend()
+        return super().do_GET()
+
+    def do_POST(self):
+        if ".git/" in self.path:
+            return self._git_backend()
+        self.send_error(405)
+
+
+class ContextServer:
+    """Serves files under `root` on http://127.0.0.1:<port>/ from a thread."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ContextHandler)
+        self.httpd.root = self.root
+        self.httpd.requests = []
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def requests(self):
+        return self.httpd.requests
+
+    def url(self, rel):
+        return f"http://127.0.0.1:{self.port}/{rel.lstrip('/')}"
+
+    def add_tarball(self, name, files, compression="gz"):
+        (Path(self.root) / name).write_bytes(tar_context(files, compression))
+        return self.url(name)
+
+    def add_git_repo(self, name, files):
+        """A bare repo `name` (ending in .git) whose one commit holds `files`."""
+        assert name.endswith(".git")
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as work:
+            make_context(work, files)
+            git = ["git", "-c", "user.name=podsolve-tests", "-c", "user.email=tests@podsolve.invalid",
+                   "-c", "init.defaultBranch=main"]
+            for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "context"]):
+                subprocess.run(git + args, cwd=work, check=True, capture_output=True)
+            dest = Path(self.root) / name
+            subprocess.run(["git", "clone", "-q", "--bare", work, str(dest)], check=True, capture_output=True)
+            subprocess.run(["git", "update-server-info"], cwd=dest, check=True, capture_output=True)
+        return self.url(name)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def b64url_json(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode()

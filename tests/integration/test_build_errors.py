@@ -1,0 +1,255 @@
+"""What a client gets when a build cannot start or fails half way, and what
+the daemon leaves behind (nothing).
+
+Before streaming: an HTTP error with Podman's body {"cause","message",
+"response"}.  After streaming started: HTTP 200 and a final
+{"error","errorDetail"} line (capture F: errorDetail.code = the RUN exit
+code).  After every case the daemon is alive and still builds."""
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import podsolve_testlib as lib
+from podsolve_testlib import BASE_IMAGE, COMPAT_BUILD, LIBPOD_BUILD, containerfile
+
+GOOD = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo ok > /ok.txt")}
+
+
+def assert_api_error(r, status, *needles):
+    """HTTP `status` with Podman's JSON error body whose message names every needle."""
+    assert r.status == status, r.describe()
+    try:
+        err = json.loads(r.body)
+    except ValueError:
+        pytest.fail(f"HTTP {r.status} body is not JSON: {r.body[:500]!r}")
+    assert set(err) >= {"cause", "message", "response"}, err
+    assert err["response"] == status, err
+    for n in needles:
+        assert n.lower() in err["message"].lower(), f"{n!r} not in message {err['message']!r}"
+    return err
+
+
+def find_named(top, name):
+    hits = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        if name in filenames or name in dirnames:
+            hits.append(os.path.join(dirpath, name))
+    return hits
+
+
+# --------------------------------------------------------------------------
+# Rejected before streaming
+
+
+@pytest.mark.parametrize("param,value", [
+    ("buildargs", "notjson"),
+    ("buildargs", '["a list", "not an object"]'),
+    ("labels", "{unterminated"),
+    ("ulimits", "nofile"),
+    ("memory", "abc"),
+    ("shmsize", "lots"),
+])
+def test_malformed_query_value_is_a_400_naming_the_parameter(daemon, daemon_builds, uniq, param, value):
+    r = daemon.build(GOOD, {"t": f"bad-{uniq}", param: value})
+    assert_api_error(r, 400, param)
+    assert not daemon.image_exists(f"docker.io/library/bad-{uniq}:latest")
+    daemon_builds(daemon)
+
+
+def test_uppercase_tag_is_a_400_that_says_lowercase(daemon, daemon_builds):
+    """Podman answers 500 with an empty body here; a user deserves to be
+    told why `-t Upper` is refused."""
+    r = daemon.build(GOOD, {"t": "Upper"})
+    assert_api_error(r, 400, "lowercase")
+    daemon_builds(daemon)
+
+
+def test_body_that_is_not_a_tar_is_a_400(daemon, daemon_builds):
+    r = daemon.build(body=b"this is not a tar archive\n" * 200, params={"t": "nottar"})
+    assert_api_error(r, 400, "tar")
+    daemon_builds(daemon)
+
+
+@pytest.mark.parametrize("depth", [1, 12])
+def test_tar_entry_with_dotdot_is_a_400_and_writes_nothing_outside(daemon, daemon_builds, depth):
+    """`../evil` (one level up) and `../../…/tmp/evil` (aimed at /tmp)."""
+    evil = "evil-" + secrets.token_hex(6)
+    name = "../" * depth + ("tmp/" if depth > 1 else "") + evil
+    body = lib.tar_entries([("Dockerfile", "file", GOOD["Dockerfile"]), (name, "file", "pwned\n")])
+    r = daemon.build(body=body, params={"t": "dotdot"})
+    assert_api_error(r, 400)
+    assert find_named(daemon.tmp, evil) == []
+    assert not os.path.lexists(f"/tmp/{evil}") and not os.path.lexists(f"/var/tmp/{evil}")
+    daemon_builds(daemon)
+
+
+def test_absolute_tar_entry_is_a_400_and_the_file_is_not_created(daemon, daemon_builds):
+    target = f"/tmp/evil-{secrets.token_hex(6)}"
+    body = lib.tar_entries([("Dockerfile", "file", GOOD["Dockerfile"]), (target, "file", "pwned\n")])
+    r = daemon.build(body=body, params={"t": "absolute"})
+    assert_api_error(r, 400)
+    assert not os.path.lexists(target)
+    assert find_named(daemon.tmp, os.path.basename(target)) == []
+    daemon_builds(daemon)
+
+
+def test_writing_through_a_symlink_out_of_the_context_is_a_400(daemon, daemon_builds, tmp_path):
+    """`link -> /tmp/<dir>` followed by `link/evil`: nothing may appear in
+    the link's target."""
+    outside = Path("/tmp") / f"podsolve-escape-{secrets.token_hex(6)}"
+    outside.mkdir()
+    try:
+        body = lib.tar_entries([("Dockerfile", "file", GOOD["Dockerfile"]),
+                                ("link", "symlink", str(outside)),
+                                ("link/evil", "file", "pwned\n")])
+        r = daemon.build(body=body, params={"t": "symlinkescape"})
+        assert_api_error(r, 400)
+        assert list(outside.iterdir()) == []
+    finally:
+        for p in outside.iterdir():
+            p.unlink()
+        outside.rmdir()
+    daemon_builds(daemon)
+
+
+def test_hardlink_to_a_host_file_is_a_400(daemon, daemon_builds, uniq):
+    """A hard link naming a host path (not an earlier entry) would let COPY
+    ship /etc/shadow into an image."""
+    body = lib.tar_entries([("Dockerfile", "file", containerfile(f"FROM {BASE_IMAGE}", "COPY leak /leak")),
+                            ("leak", "hardlink", "/etc/shadow")])
+    r = daemon.build(body=body, params={"t": f"hardlink-{uniq}"})
+    assert_api_error(r, 400)
+    assert not daemon.image_exists(f"docker.io/library/hardlink-{uniq}:latest")
+    daemon_builds(daemon)
+
+
+def test_named_dockerfile_missing_from_the_context_is_a_400_naming_it(daemon, daemon_builds):
+    r = daemon.build({"Containerfile": GOOD["Dockerfile"]}, {"t": "nodf", "dockerfile": "Nope.dockerfile"})
+    assert_api_error(r, 400, "Nope.dockerfile")
+    daemon_builds(daemon)
+
+
+def test_compat_context_without_any_build_file_is_a_400_naming_Dockerfile(daemon, daemon_builds):
+    r = daemon.build({"README": "no build file here\n"}, {"t": "nodf2"})
+    assert_api_error(r, 400, "Dockerfile")
+    daemon_builds(daemon)
+
+
+def test_libpod_context_without_any_build_file_is_a_400(daemon, daemon_builds):
+    r = daemon.build({"README": "no build file here\n"}, {"t": "nodf3"}, endpoint=LIBPOD_BUILD)
+    err = assert_api_error(r, 400)
+    assert "containerfile" in err["message"].lower() or "dockerfile" in err["message"].lower(), err
+    daemon_builds(daemon)
+
+
+def test_context_over_max_context_bytes_is_a_413(spawn_daemon, daemon_builds):
+    """podsolved --max-context-bytes 1048576: a 2 MB context is refused with
+    413 and the same daemon then builds a small context fine."""
+    small = spawn_daemon("--max-context-bytes", "1048576")
+    ctx = {"Dockerfile": GOOD["Dockerfile"], "big.bin": os.urandom(2 * 1024 * 1024)}
+    r = small.build(ctx, {"t": "toobig"})
+    assert_api_error(r, 413)
+    assert not small.image_exists("docker.io/library/toobig:latest")
+    daemon_builds(small)
+
+
+# --------------------------------------------------------------------------
+# Failing after streaming started
+
+
+def test_failing_RUN_streams_its_output_then_an_error_with_the_exit_code(daemon, daemon_builds, uniq):
+    """`RUN echo about-to-fail && exit 3`: HTTP 200, the RUN output in the
+    stream, a final errorDetail with code 3 (the docker CLI exits with it),
+    no image under the tag and no working container left over."""
+    name = f"fail-{uniq}"
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo about-to-fail && exit 3")}
+    r = daemon.build(ctx, {"t": name})
+    assert r.status == 200, r.describe()
+    assert any("about-to-fail" in s for s in r.streams), r.describe()
+    last = r.events[-1]
+    assert set(last) >= {"error", "errorDetail"}, last
+    assert last["error"] and last["errorDetail"]["message"], last
+    assert last["errorDetail"].get("code") == 3, last
+    assert r.aux_ids == [] and not any(s.startswith("Successfully built") for s in r.streams)
+    assert not daemon.image_exists(f"docker.io/library/{name}:latest")
+    assert daemon.working_containers() == []
+    daemon_builds(daemon)
+
+
+def test_unknown_base_image_fails_in_the_stream_without_a_registry(daemon, daemon_builds, uniq):
+    """FROM an image that is not in storage (no registry reachable): the
+    error comes back in-band, naming the image."""
+    ctx = {"Dockerfile": containerfile("FROM localhost/does-not-exist-" + uniq + ":latest", "RUN true")}
+    r = daemon.build(ctx, {"t": f"nobase-{uniq}", "pull": "0"})
+    if r.status == 200:
+        assert r.error is not None, r.describe()
+        assert "does-not-exist-" + uniq in json.dumps(r.error), r.error
+    else:
+        assert_api_error(r, r.status, "does-not-exist-" + uniq)
+    assert daemon.working_containers() == []
+    daemon_builds(daemon)
+
+
+def sleepers(token):
+    r = subprocess.run(["pgrep", "-af", token], capture_output=True, text=True)
+    return [l for l in r.stdout.splitlines() if "pgrep" not in l]
+
+
+def wait_for(pred, timeout, step=0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def test_client_disconnect_mid_build_cancels_it_and_cleans_up(daemon, daemon_builds, uniq):
+    """A client that goes away after the first STEP line (Ctrl-C on docker
+    build): within 15 s the RUN process and buildah are gone and no working
+    container is left."""
+    token = f"sleep 31.{int(uniq, 16) % 100000:05d}"
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN {token}")}
+    status, _, events = daemon.stream("POST", lib.with_query(COMPAT_BUILD, {"t": f"gone-{uniq}", "nocache": "1"}),
+                                      lib.tar_context(ctx), {"Content-Type": "application/x-tar"})
+    assert status == 200
+    try:
+        first = next(events)
+        assert first.get("stream", "").startswith("STEP 1/2"), first
+        assert wait_for(lambda: sleepers(token), 20), "the RUN step never started"
+    finally:
+        events.close()
+    gone = wait_for(lambda: not sleepers(token) and
+                    not [p for p in daemon.descendants() if "buildah" in p[1]], 15)
+    assert gone, (f"still running 15 s after the client left: {sleepers(token)} "
+                  f"{daemon.descendants()}\nlog tail:\n{daemon.log_tail()}")
+    assert wait_for(lambda: daemon.working_containers() == [], 5), daemon.working_containers()
+    assert not daemon.image_exists(f"docker.io/library/gone-{uniq}:latest")
+    daemon_builds(daemon)
+
+
+def test_sigterm_during_a_build_stops_it_and_exits_0(spawn_daemon, uniq):
+    """SIGTERM while a RUN step sleeps: the daemon cancels the build, cleans
+    up, and exits 0 within 20 s."""
+    d = spawn_daemon()
+    token = f"sleep 32.{int(uniq, 16) % 100000:05d}"
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN {token}")}
+    status, _, events = d.stream("POST", lib.with_query(COMPAT_BUILD, {"t": f"term-{uniq}"}),
+                                 lib.tar_context(ctx), {"Content-Type": "application/x-tar"})
+    assert status == 200
+    try:
+        next(events)
+        assert wait_for(lambda: sleepers(token), 20), "the RUN step never started"
+        code, msg = d.stop(timeout=20)
+    finally:
+        events.close()
+    assert msg is None, f"{msg}\nlog tail:\n{d.log_tail()}"
+    assert code == 0, f"exit status {code}\nlog tail:\n{d.log_tail()}"
+    assert wait_for(lambda: not sleepers(token), 5), sleepers(token)
+    assert d.working_containers() == []

@@ -1,0 +1,20 @@
+/* main.c — runs every unit suite; `make check` runs this binary.  Set
+ * CK_RUN_SUITE=<name> to run one suite. */
+#include <stdlib.h>
+
+#include "tests/unit/suites.h"
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (suite_common ());
+  srunner_add_suite (sr, suite_build_params ());
+  srunner_add_suite (sr, suite_context ());
+  srunner_add_suite (sr, suite_dockerignore ());
+  srunner_add_suite (sr, suite_buildah_output ());
+  srunner_add_suite (sr, suite_jsonmessage ());
+  srunner_run_all (sr, CK_NORMAL);
+  int failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,14 @@
+/* suites.h — every Check suite of the unit test binary. */
+#ifndef TESTS_UNIT_SUITES_H
+#define TESTS_UNIT_SUITES_H
+
+#include <check.h>
+
+Suite *suite_common (void);
+Suite *suite_build_params (void);
+Suite *suite_context (void);
+Suite *suite_dockerignore (void);
+Suite *suite_buildah_output (void);
+Suite *suite_jsonmessage (void);
+
+#endif

@@ -1,0 +1,111 @@
+/* test_jsonmessage.c — the Podman-compatible /build stream encoding. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema/jsonmessage.h"
+#include "tests/unit/suites.h"
+
+#define ID64 "65204c41aff7030161dc098389624827bd6a530983f4a633bf8306d98fb7b16c"
+
+static struct solver_event
+result_event (void)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_RESULT };
+  ev.image_id = (char *) ID64;
+  static char *tags[] = { (char *) "y", NULL };
+  ev.tags = tags;
+  return ev;
+}
+
+START_TEST (compat_result_is_aux_built_tagged)
+{
+  struct jsonmessage_opts o = { .compat = true };
+  struct solver_event ev = result_event ();
+  ps_buf out = { 0 };
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_str_eq (out.data, "{\"aux\":{\"ID\":\"sha256:" ID64 "\"}}\n"
+                              "{\"stream\":\"Successfully built 65204c41aff7\\n\"}\n"
+                              "{\"stream\":\"Successfully tagged y\\n\"}\n");
+  ps_buf_free (&out);
+}
+END_TEST
+
+START_TEST (libpod_result_adds_nothing_quiet_is_bare_id)
+{
+  struct jsonmessage_opts o = { .compat = false };
+  struct solver_event ev = result_event ();
+  ps_buf out = { 0 };
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_uint_eq (out.len, 0);
+  o.quiet = true;
+  o.compat = true;
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_str_eq (out.data, "{\"stream\":\"" ID64 "\\n\"}\n");
+  ps_buf_free (&out);
+}
+END_TEST
+
+START_TEST (text_escapes_like_go)
+{
+  struct jsonmessage_opts o = { .compat = true };
+  struct solver_event ev = { .kind = SOLVER_EV_VERTEX, .text = (char *) "STEP 2/4: RUN echo hello > /hello.txt && x\n" };
+  ps_buf out = { 0 };
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_str_eq (out.data, "{\"stream\":\"STEP 2/4: RUN echo hello \\u003e /hello.txt \\u0026\\u0026 x\\n\"}\n");
+  ps_buf_free (&out);
+}
+END_TEST
+
+START_TEST (error_carries_exit_code)
+{
+  struct jsonmessage_opts o = { .compat = true };
+  struct solver_event ev = { .kind = SOLVER_EV_ERROR, .error = (char *) "building at STEP \"RUN exit 3\": exit status 3",
+                             .exit_code = 3 };
+  ps_buf out = { 0 };
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_str_eq (out.data, "{\"errorDetail\":{\"code\":3,\"message\":\"building at STEP \\\"RUN exit 3\\\": exit "
+                              "status 3\"},\"error\":\"building at STEP \\\"RUN exit 3\\\": exit status 3\"}\n");
+  ps_buf_free (&out);
+}
+END_TEST
+
+START_TEST (log_bytes_sanitised_to_utf8)
+{
+  struct jsonmessage_opts o = { .compat = true };
+  struct solver_event ev = { .kind = SOLVER_EV_LOG, .data = (char *) "a\xff\0b\n", .len = 5, .stream = 1 };
+  ps_buf out = { 0 };
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_str_eq (out.data, "{\"stream\":\"a\xef\xbf\xbd\xef\xbf\xbd" "b\\n\"}\n");
+  ps_buf_free (&out);
+  char *s = schema_utf8_sanitize ("\xe2\x82\xac ok", 6);
+  ck_assert_str_eq (s, "\xe2\x82\xac ok");
+  free (s);
+}
+END_TEST
+
+START_TEST (quiet_hides_progress)
+{
+  struct jsonmessage_opts o = { .compat = true, .quiet = true };
+  struct solver_event ev = { .kind = SOLVER_EV_TEXT, .text = (char *) "--> abc\n" };
+  ps_buf out = { 0 };
+  schema_jsonmessage_encode (&o, &ev, &out);
+  ck_assert_uint_eq (out.len, 0);
+  ps_buf_free (&out);
+}
+END_TEST
+
+Suite *
+suite_jsonmessage (void)
+{
+  Suite *s = suite_create ("jsonmessage");
+  TCase *tc = tcase_create ("encode");
+  tcase_add_test (tc, compat_result_is_aux_built_tagged);
+  tcase_add_test (tc, libpod_result_adds_nothing_quiet_is_bare_id);
+  tcase_add_test (tc, text_escapes_like_go);
+  tcase_add_test (tc, error_carries_exit_code);
+  tcase_add_test (tc, log_bytes_sanitised_to_utf8);
+  tcase_add_test (tc, quiet_hides_progress);
+  suite_add_tcase (s, tc);
+  return s;
+}
