@@ -226,18 +226,15 @@ ps_buf_puts (ps_buf *b, const char *s)
 void
 ps_buf_printf (ps_buf *b, const char *fmt, ...)
 {
+  char *p = NULL;
   va_list ap;
   va_start (ap, fmt);
-  va_list ap2;
-  va_copy (ap2, ap);
-  int n = vsnprintf (NULL, 0, fmt, ap);
+  int n = vasprintf (&p, fmt, ap);
   va_end (ap);
   if (n < 0)
     abort ();
-  buf_reserve (b, (size_t) n);
-  vsnprintf (b->data + b->len, (size_t) n + 1, fmt, ap2);
-  va_end (ap2);
-  b->len += (size_t) n;
+  ps_buf_append (b, p, (size_t) n);
+  free (p);
 }
 
 void

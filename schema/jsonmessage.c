@@ -57,8 +57,8 @@ schema_utf8_sanitize (const char *data, size_t len)
 
 /* Print `o` compactly the way Go's encoding/json does: '<', '>' and '&'
    escaped (they only ever occur inside strings here). */
-static void
-append_json_line (ps_buf *out, cJSON *o)
+void
+schema_json_append_line (ps_buf *out, const cJSON *o)
 {
   char *s = cJSON_PrintUnformatted (o);
   for (const char *p = s; *p; p++)
@@ -82,7 +82,7 @@ schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len)
   cleanup_free char *clean = schema_utf8_sanitize (text, len);
   cJSON *o = cJSON_CreateObject ();
   cJSON_AddStringToObject (o, "stream", clean);
-  append_json_line (out, o);
+  schema_json_append_line (out, o);
   cJSON_Delete (o);
 }
 
@@ -103,7 +103,7 @@ encode_result (const struct jsonmessage_opts *o, const struct solver_event *ev, 
   cJSON *inner = cJSON_AddObjectToObject (aux, "aux");
   cleanup_free char *full = xasprintf ("sha256:%s", id);
   cJSON_AddStringToObject (inner, "ID", full);
-  append_json_line (out, aux);
+  schema_json_append_line (out, aux);
   cJSON_Delete (aux);
 
   cleanup_free char *built = xasprintf ("Successfully built %.12s\n", id);
@@ -126,7 +126,7 @@ encode_error (const struct solver_event *ev, ps_buf *out)
     cJSON_AddNumberToObject (detail, "code", ev->exit_code);
   cJSON_AddStringToObject (detail, "message", msg);
   cJSON_AddStringToObject (o, "error", msg);
-  append_json_line (out, o);
+  schema_json_append_line (out, o);
   cJSON_Delete (o);
 }
 

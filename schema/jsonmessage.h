@@ -19,6 +19,11 @@ void schema_jsonmessage_encode (const struct jsonmessage_opts *o, const struct s
 /* Append one {"stream": text} line. */
 void schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len);
 
+/* Append `o` as one compact line the way Go's encoding/json writes it
+   ('<', '>', '&' escaped as \u003c, \u003e, \u0026). */
+struct cJSON;
+void schema_json_append_line (ps_buf *out, const struct cJSON *o);
+
 /* Copy `len` bytes to a NUL-terminated string that is valid UTF-8: invalid
    sequences and NUL bytes become U+FFFD, as Go's encoder does. */
 char *schema_utf8_sanitize (const char *data, size_t len);

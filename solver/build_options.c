@@ -111,7 +111,7 @@ build_options_to_argv (const struct build_options *o, ps_strv *argv)
   push_each (argv, "--add-host", &o->add_hosts);
   push_each (argv, "--ulimit", &o->ulimits);
   if (o->shm_size > 0)
-    ps_strv_pushf (argv, "--shm-size=%" PRId64 "b", o->shm_size);
+    ps_strv_pushf (argv, "--shm-size=%" PRId64, o->shm_size); /* tmpfs takes bytes; a "b" suffix breaks the mount */
   if (o->memory > 0)
     ps_strv_pushf (argv, "--memory=%" PRId64 "b", o->memory);
   if (o->memswap != 0)

@@ -51,8 +51,8 @@
 
 /* Deliberately not ARCHIVE_EXTRACT_OWNER (files belong to podsolved) nor
    ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS (see the top of the file). */
-#define CONTEXT_EXTRACT_FLAGS                                                                       \
-  (ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_PERM        \
+#define CONTEXT_EXTRACT_FLAGS                                                                      \
+  (ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_PERM       \
    | ARCHIVE_EXTRACT_TIME)
 
 /* libarchive's ARCHIVE_ERRNO_MISC (archive_private.h, not installed): the
@@ -339,8 +339,8 @@ static int
 write_error (const struct extract *x, const char *qname, ps_error **err)
 {
   int e = archive_errno (x->out);
-  bool entry_fault = e == 0 || e == LA_ERRNO_MISC || e == ENAMETOOLONG || e == ENOTDIR || e == EISDIR
-                     || e == EEXIST || e == ELOOP || e == EINVAL || e == EILSEQ;
+  bool entry_fault = e == 0 || e == LA_ERRNO_MISC || e == ENAMETOOLONG || e == ENOTDIR
+                     || e == EISDIR || e == EEXIST || e == ELOOP || e == EINVAL || e == EILSEQ;
   const char *msg = archive_error_string (x->out);
   return ps_error_set (err, entry_fault ? 400 : 500, "write context entry %s: %s", qname,
                        msg ? msg : "write error");
@@ -483,8 +483,9 @@ extract_entry (struct extract *x, struct archive_entry *e, ps_error **err)
     case CLEAN_ROOT:
       /* "./" from GNU tar: the root is ours, keep its mode and times. */
       if (hardlink != NULL || type != AE_IFDIR)
-        return ps_error_set (err, 400, "context entry %s names the context root but is not a "
-                                       "directory", qname);
+        return ps_error_set (err, 400,
+                             "context entry %s names the context root but is not a directory",
+                             qname);
       return 0;
     case CLEAN_OK:
       break;
@@ -718,7 +719,8 @@ list_dir (int dirfd, ps_strv *names, const char *rel, ps_error **err)
   return 0;
 }
 
-static int prune_dir (struct prune *pr, int dirfd, const char *rel, bool remove_all, ps_error **err);
+static int prune_dir (struct prune *pr, int dirfd, const char *rel, bool remove_all,
+                      ps_error **err);
 
 /* One entry of the directory dirfd (whose relative name is `rel`). */
 static int

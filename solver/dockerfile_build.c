@@ -107,9 +107,8 @@ exit_code_from_message (const char *msg)
 }
 
 int
-dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
+dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
-  struct dockerfile_build *b = userdata;
   emit_internal_vertices (job, b);
 
   ps_strv argv = { 0 };
@@ -166,12 +165,7 @@ dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
       /* The ID is buildah's last stdout line (--iidfile would suppress it
          and the "--> id" lines Podman's clients see). */
       buildah_progress_finish (progress, true, NULL);
-      ev.kind = SOLVER_EV_RESULT;
-      ev.image_id = xstrdup (buildah_progress_image_id (progress));
-      ev.tags = xcalloc (b->opts.client_tags.n + 1, sizeof (char *));
-      for (size_t i = 0; i < b->opts.client_tags.n; i++)
-        ev.tags[i] = xstrdup (b->opts.client_tags.v[i]);
-      solver_job_emit (job, &ev);
+      *image_id = xstrdup (buildah_progress_image_id (progress));
       ret = 0;
     }
   else
@@ -196,4 +190,20 @@ dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
     }
   buildah_progress_free (progress);
   return ret;
+}
+
+int
+dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
+{
+  struct dockerfile_build *b = userdata;
+  cleanup_free char *image_id = NULL;
+  if (dockerfile_frontend_run (job, b, &image_id, err) < 0)
+    return -1;
+  struct solver_event ev = { .kind = SOLVER_EV_RESULT };
+  ev.image_id = steal_pointer (&image_id);
+  ev.tags = xcalloc (b->opts.client_tags.n + 1, sizeof (char *));
+  for (size_t i = 0; i < b->opts.client_tags.n; i++)
+    ev.tags[i] = xstrdup (b->opts.client_tags.v[i]);
+  solver_job_emit (job, &ev);
+  return 0;
 }

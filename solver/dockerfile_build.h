@@ -16,8 +16,13 @@ struct dockerfile_build
 
 void dockerfile_build_free (struct dockerfile_build *b);
 
-/* The job function: run the build, append every event, end with RESULT or
-   ERROR.  userdata is a struct dockerfile_build *. */
+/* The dockerfile.v0 frontend: run `buildah build`, append its vertices and
+   logs.  On success *image_id is the built image (64 hex).  On failure the
+   ERROR event (failing vertex, RUN exit code) is already appended. */
+int dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
+
+/* The /build job: the frontend, then RESULT with the image ID and the
+   client's tags.  userdata is a struct dockerfile_build *. */
 int dockerfile_build_run (solver_job *job, void *userdata, ps_error **err);
 
 #endif

@@ -368,7 +368,8 @@ class_matches (const struct re_class *c, uint32_t r)
 /* Go's perlGroup and posixGroup tables (regexp/syntax/perl_groups.go). */
 static const struct rune_range g_digit[] = { { '0', '9' } };
 static const struct rune_range g_perl_space[] = { { '\t', '\n' }, { '\f', '\r' }, { ' ', ' ' } };
-static const struct rune_range g_word[] = { { '0', '9' }, { 'A', 'Z' }, { '_', '_' }, { 'a', 'z' } };
+static const struct rune_range g_word[]
+    = { { '0', '9' }, { 'A', 'Z' }, { '_', '_' }, { 'a', 'z' } };
 static const struct rune_range g_alnum[] = { { '0', '9' }, { 'A', 'Z' }, { 'a', 'z' } };
 static const struct rune_range g_alpha[] = { { 'A', 'Z' }, { 'a', 'z' } };
 static const struct rune_range g_ascii[] = { { 0, 0x7F } };
@@ -377,7 +378,8 @@ static const struct rune_range g_cntrl[] = { { 0, 0x1F }, { 0x7F, 0x7F } };
 static const struct rune_range g_graph[] = { { '!', '~' } };
 static const struct rune_range g_lower[] = { { 'a', 'z' } };
 static const struct rune_range g_print[] = { { ' ', '~' } };
-static const struct rune_range g_punct[] = { { '!', '/' }, { ':', '@' }, { '[', '`' }, { '{', '~' } };
+static const struct rune_range g_punct[]
+    = { { '!', '/' }, { ':', '@' }, { '[', '`' }, { '{', '~' } };
 static const struct rune_range g_space[] = { { '\t', '\r' }, { ' ', ' ' } };
 static const struct rune_range g_upper[] = { { 'A', 'Z' } };
 static const struct rune_range g_xdigit[] = { { '0', '9' }, { 'A', 'F' }, { 'a', 'f' } };

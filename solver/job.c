@@ -33,7 +33,17 @@ struct solver_job
   void *fn_data;
   void (*fn_free) (void *);
 
-  solver_job *next_live; /* registry list */
+  solver_job *next_live; /* live list */
+
+  char *kind;
+  bool keep_dir;
+  struct solver_output *outputs;
+  size_t n_outputs;
+  int64_t created_ns, started_ns, finished_ns;
+  char *final_error;
+  char **final_response;
+  bool registered;
+  solver_job *next_reg;  /* ref registry list */
 };
 
 /* Registry of started, unfinished jobs: the shutdown path cancels them. */
@@ -41,6 +51,16 @@ static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t live_changed = PTHREAD_COND_INITIALIZER;
 static solver_job *live_head;
 static size_t live_count;
+
+/* Registry by ref: live jobs and finished ones until they expire. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static solver_job *reg_head;
+
+/* The bound on concurrently running jobs. */
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slot_changed = PTHREAD_COND_INITIALIZER;
+static unsigned max_parallel;
+static unsigned running;
 
 static void
 event_clear (struct solver_event *ev)
@@ -54,6 +74,21 @@ event_clear (struct solver_event *ev)
   free (ev->status_id);
   free (ev->image_id);
   ps_strv_free_raw (ev->tags);
+  ps_strv_free_raw (ev->response);
+}
+
+static char **
+strv_copy (char **v)
+{
+  if (v == NULL)
+    return NULL;
+  size_t n = 0;
+  while (v[n])
+    n++;
+  char **c = xcalloc (n + 1, sizeof (char *));
+  for (size_t i = 0; i < n; i++)
+    c[i] = xstrdup (v[i]);
+  return c;
 }
 
 solver_job *
@@ -77,6 +112,7 @@ solver_job_new (const char *id, const char *dir)
     }
   job->dir = xstrdup (dir ? dir : "");
   job->state = SOLVER_JOB_QUEUED;
+  job->created_ns = ps_now_ns ();
   return job;
 }
 
@@ -107,6 +143,15 @@ solver_job_unref (solver_job *job)
   free (job->id);
   free (job->dir);
   free (job->cancel_reason);
+  free (job->kind);
+  for (size_t i = 0; i < job->n_outputs; i++)
+    {
+      free (job->outputs[i].type);
+      free (job->outputs[i].path);
+    }
+  free (job->outputs);
+  free (job->final_error);
+  ps_strv_free_raw (job->final_response);
   pthread_mutex_destroy (&job->lock);
   pthread_cond_destroy (&job->changed);
   free (job);
@@ -275,17 +320,83 @@ live_remove (solver_job *job)
   pthread_mutex_unlock (&live_lock);
 }
 
+void
+solver_jobs_set_max_parallel (unsigned n)
+{
+  pthread_mutex_lock (&slot_lock);
+  max_parallel = n;
+  pthread_cond_broadcast (&slot_changed);
+  pthread_mutex_unlock (&slot_lock);
+}
+
+/* Wait for a running slot; says once that the job is queued.  Returns -1
+   when the job was cancelled while waiting. */
+static int
+acquire_slot (solver_job *job)
+{
+  bool announced = false;
+  pthread_mutex_lock (&slot_lock);
+  while (max_parallel > 0 && running >= max_parallel)
+    {
+      if (!announced)
+        {
+          struct solver_event ev = { .kind = SOLVER_EV_STATUS };
+          ev.status_id = xasprintf ("waiting for a build slot (%u running, --max-parallel %u)", running,
+                                    max_parallel);
+          ev.started_ns = ps_now_ns ();
+          pthread_mutex_unlock (&slot_lock);
+          solver_job_emit (job, &ev);
+          pthread_mutex_lock (&slot_lock);
+          announced = true;
+          continue;
+        }
+      if (solver_job_cancelled (job))
+        {
+          pthread_mutex_unlock (&slot_lock);
+          return -1;
+        }
+      struct timespec ts;
+      clock_gettime (CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 200 * 1000000L;
+      if (ts.tv_nsec >= 1000000000L)
+        {
+          ts.tv_sec++;
+          ts.tv_nsec -= 1000000000L;
+        }
+      pthread_cond_timedwait (&slot_changed, &slot_lock, &ts);
+    }
+  running++;
+  pthread_mutex_unlock (&slot_lock);
+  return 0;
+}
+
+static void
+release_slot (void)
+{
+  pthread_mutex_lock (&slot_lock);
+  running--;
+  pthread_cond_broadcast (&slot_changed);
+  pthread_mutex_unlock (&slot_lock);
+}
+
 static void *
 job_thread (void *arg)
 {
   solver_job *job = arg;
   ps_error *err = NULL;
 
-  pthread_mutex_lock (&job->lock);
-  job->state = SOLVER_JOB_RUNNING;
-  pthread_mutex_unlock (&job->lock);
-
-  int ret = job->fn (job, job->fn_data, &err);
+  int ret;
+  if (acquire_slot (job) < 0)
+    ret = -1;
+  else
+    {
+      pthread_mutex_lock (&job->lock);
+      job->state = SOLVER_JOB_RUNNING;
+      job->started_ns = ps_now_ns ();
+      pthread_mutex_unlock (&job->lock);
+      ret = job->fn (job, job->fn_data, &err);
+      release_slot ();
+    }
   if (job->fn_free)
     job->fn_free (job->fn_data);
   job->fn_data = NULL;
@@ -306,7 +417,14 @@ job_thread (void *arg)
     }
   job->state = ret < 0 ? (job->cancelled ? SOLVER_JOB_CANCELLED : SOLVER_JOB_FAILED)
                        : SOLVER_JOB_SUCCEEDED;
+  const struct solver_event *last = job->n_events ? job->events[job->n_events - 1] : NULL;
+  if (last && last->kind == SOLVER_EV_ERROR)
+    job->final_error = xstrdup (last->error ? last->error : "failed");
+  if (last && last->kind == SOLVER_EV_RESULT)
+    job->final_response = strv_copy (last->response);
+  job->finished_ns = ps_now_ns ();
   job->finished = true;
+  bool keep = job->keep_dir;
   pthread_cond_broadcast (&job->changed);
   pthread_mutex_unlock (&job->lock);
 
@@ -315,7 +433,7 @@ job_thread (void *arg)
   ps_error_free (err);
   err = NULL;
   /* The job's directory (context, credentials, secrets) dies with it. */
-  if (job->dir[0] != '\0' && ps_rm_rf (job->dir, &err) < 0)
+  if (!keep && job->dir[0] != '\0' && ps_rm_rf (job->dir, &err) < 0)
     {
       ps_warn ("job %s: cannot remove %s: %s", job->id, job->dir, err->msg);
       ps_error_free (err);
@@ -391,4 +509,213 @@ solver_jobs_running (void)
   size_t n = live_count;
   pthread_mutex_unlock (&live_lock);
   return n;
+}
+
+/* ---- summaries --------------------------------------------------------------- */
+
+void
+solver_job_set_kind (solver_job *job, const char *kind)
+{
+  pthread_mutex_lock (&job->lock);
+  free (job->kind);
+  job->kind = xstrdup (kind);
+  pthread_mutex_unlock (&job->lock);
+}
+
+void
+solver_job_keep_dir (solver_job *job, bool keep)
+{
+  pthread_mutex_lock (&job->lock);
+  job->keep_dir = keep;
+  pthread_mutex_unlock (&job->lock);
+}
+
+void
+solver_job_add_output (solver_job *job, const char *type, const char *path, uint64_t size)
+{
+  pthread_mutex_lock (&job->lock);
+  job->outputs = xrealloc (job->outputs, (job->n_outputs + 1) * sizeof *job->outputs);
+  job->outputs[job->n_outputs].type = xstrdup (type);
+  job->outputs[job->n_outputs].path = xstrdup (path);
+  job->outputs[job->n_outputs].size = size;
+  job->n_outputs++;
+  pthread_mutex_unlock (&job->lock);
+}
+
+const char *
+solver_job_state_name (enum solver_job_state s)
+{
+  switch (s)
+    {
+    case SOLVER_JOB_QUEUED:
+      return "queued";
+    case SOLVER_JOB_RUNNING:
+      return "running";
+    case SOLVER_JOB_SUCCEEDED:
+      return "succeeded";
+    case SOLVER_JOB_FAILED:
+      return "failed";
+    case SOLVER_JOB_CANCELLED:
+      return "cancelled";
+    }
+  return "unknown";
+}
+
+void
+solver_job_summarize (solver_job *job, struct solver_job_summary *out)
+{
+  memset (out, 0, sizeof *out);
+  pthread_mutex_lock (&job->lock);
+  out->ref = xstrdup (job->id);
+  out->kind = xstrdup (job->kind ? job->kind : "");
+  out->state = job->state;
+  out->created_ns = job->created_ns;
+  out->started_ns = job->started_ns;
+  out->finished_ns = job->finished ? job->finished_ns : 0;
+  out->error = job->final_error ? xstrdup (job->final_error) : NULL;
+  out->response = strv_copy (job->final_response);
+  out->n_outputs = job->n_outputs;
+  out->outputs = xcalloc (job->n_outputs + 1, sizeof *out->outputs);
+  for (size_t i = 0; i < job->n_outputs; i++)
+    {
+      out->outputs[i].type = xstrdup (job->outputs[i].type);
+      out->outputs[i].path = xstrdup (job->outputs[i].path);
+      out->outputs[i].size = job->outputs[i].size;
+    }
+  pthread_mutex_unlock (&job->lock);
+}
+
+void
+solver_job_summary_free (struct solver_job_summary *s)
+{
+  free (s->ref);
+  free (s->kind);
+  free (s->error);
+  ps_strv_free_raw (s->response);
+  for (size_t i = 0; i < s->n_outputs; i++)
+    {
+      free (s->outputs[i].type);
+      free (s->outputs[i].path);
+    }
+  free (s->outputs);
+  memset (s, 0, sizeof *s);
+}
+
+/* ---- registry by ref ------------------------------------------------------------ */
+
+int
+solver_jobs_register (solver_job *job, ps_error **err)
+{
+  pthread_mutex_lock (&reg_lock);
+  for (solver_job *j = reg_head; j; j = j->next_reg)
+    if (strcmp (j->id, job->id) == 0)
+      {
+        bool live = !j->finished;
+        pthread_mutex_unlock (&reg_lock);
+        if (live)
+          return ps_error_set (err, 409, "a solve with ref \"%s\" is already running", job->id);
+        /* A finished job with the same ref is replaced. */
+        pthread_mutex_lock (&reg_lock);
+        for (solver_job **p = &reg_head; *p; p = &(*p)->next_reg)
+          if (*p == j)
+            {
+              *p = j->next_reg;
+              j->registered = false;
+              break;
+            }
+        pthread_mutex_unlock (&reg_lock);
+        if (j->keep_dir && j->dir[0])
+          ps_rm_rf (j->dir, NULL);
+        solver_job_unref (j);
+        pthread_mutex_lock (&reg_lock);
+        break;
+      }
+  solver_job_ref (job);
+  job->registered = true;
+  job->next_reg = reg_head;
+  reg_head = job;
+  pthread_mutex_unlock (&reg_lock);
+  return 0;
+}
+
+solver_job *
+solver_jobs_lookup (const char *ref)
+{
+  pthread_mutex_lock (&reg_lock);
+  solver_job *found = NULL;
+  for (solver_job *j = reg_head; j; j = j->next_reg)
+    if (strcmp (j->id, ref) == 0)
+      {
+        solver_job_ref (j);
+        found = j;
+        break;
+      }
+  pthread_mutex_unlock (&reg_lock);
+  return found;
+}
+
+solver_job **
+solver_jobs_list (size_t *n)
+{
+  pthread_mutex_lock (&reg_lock);
+  size_t count = 0;
+  for (solver_job *j = reg_head; j; j = j->next_reg)
+    count++;
+  solver_job **v = xcalloc (count + 1, sizeof *v);
+  size_t i = 0;
+  for (solver_job *j = reg_head; j; j = j->next_reg)
+    {
+      solver_job_ref (j);
+      v[i++] = j;
+    }
+  pthread_mutex_unlock (&reg_lock);
+  *n = count;
+  return v;
+}
+
+void
+solver_jobs_list_free (solver_job **jobs, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    solver_job_unref (jobs[i]);
+  free (jobs);
+}
+
+void
+solver_jobs_expire (int64_t ttl_ms)
+{
+  int64_t now = ps_now_ns ();
+  for (;;)
+    {
+      solver_job *victim = NULL;
+      pthread_mutex_lock (&reg_lock);
+      for (solver_job **p = &reg_head; *p; p = &(*p)->next_reg)
+        {
+          solver_job *j = *p;
+          pthread_mutex_lock (&j->lock);
+          bool expired = j->finished && (now - j->finished_ns) / 1000000 > ttl_ms;
+          pthread_mutex_unlock (&j->lock);
+          if (expired)
+            {
+              *p = j->next_reg;
+              j->registered = false;
+              victim = j;
+              break;
+            }
+        }
+      pthread_mutex_unlock (&reg_lock);
+      if (victim == NULL)
+        return;
+      if (victim->keep_dir && victim->dir[0])
+        {
+          ps_error *err = NULL;
+          if (ps_rm_rf (victim->dir, &err) < 0)
+            {
+              ps_warn ("job %s: cannot remove %s: %s", victim->id, victim->dir, err->msg);
+              ps_error_free (err);
+            }
+        }
+      ps_debug ("job %s: expired", victim->id);
+      solver_job_unref (victim);
+    }
 }

@@ -61,6 +61,7 @@ struct solver_event
   /* SOLVER_EV_RESULT */
   char *image_id;      /* 64 hex, no "sha256:" */
   char **tags;         /* names the image was tagged with, as the client sent them */
+  char **response;     /* exporter response: key, value, key, value, ..., NULL */
 
   /* SOLVER_EV_ERROR (message in `error`) */
   int exit_code;       /* exit status of the failing RUN, 0 when unknown */
@@ -126,7 +127,58 @@ void solver_job_set_cancel_hook (solver_job *job, void (*hook) (void *), void *d
 /* Block until the worker thread returned. */
 void solver_job_wait (solver_job *job);
 
-/* ---- the registry of live jobs ------------------------------------------ */
+/* ---- what a finished job leaves behind -------------------------------------- */
+
+/* A short description shown by GET /solve ("dockerfile.v0"). */
+void solver_job_set_kind (solver_job *job, const char *kind);
+/* Keep the directory after the job ends (outputs live there until the job
+   expires); by default it is removed when the worker returns. */
+void solver_job_keep_dir (solver_job *job, bool keep);
+
+struct solver_output
+{
+  char *type;  /* exporter type: "tar", "local", "oci", "docker" */
+  char *path;  /* file kept for GET /solve/{ref}/outputs/{n} */
+  uint64_t size;
+};
+/* Record an output kept for download; the job owns the strings. */
+void solver_job_add_output (solver_job *job, const char *type, const char *path, uint64_t size);
+
+/* A consistent copy of a job's state for listings (free with
+   solver_job_summary_free). */
+struct solver_job_summary
+{
+  char *ref;
+  char *kind;
+  enum solver_job_state state;
+  int64_t created_ns, started_ns, finished_ns;
+  char *error;           /* final error, NULL on success */
+  char **response;       /* final exporter response (key, value, ..., NULL) */
+  struct solver_output *outputs;
+  size_t n_outputs;
+};
+void solver_job_summarize (solver_job *job, struct solver_job_summary *out);
+void solver_job_summary_free (struct solver_job_summary *s);
+const char *solver_job_state_name (enum solver_job_state s);
+
+/* ---- the registry of jobs by ref --------------------------------------------- */
+
+/* Jobs are registered by ref from creation until `ttl_ms` after they end;
+   a duplicate live ref is refused (409). */
+int solver_jobs_register (solver_job *job, ps_error **err);
+/* Look up a registered job (returns a new reference) or NULL. */
+solver_job *solver_jobs_lookup (const char *ref);
+/* Every registered job, newest first (each a new reference); free the
+   array with solver_jobs_list_free. */
+solver_job **solver_jobs_list (size_t *n);
+void solver_jobs_list_free (solver_job **jobs, size_t n);
+/* Forget (and remove the kept directories of) jobs that ended more than
+   ttl_ms ago. */
+void solver_jobs_expire (int64_t ttl_ms);
+
+/* At most `n` jobs run at once; the others wait in SOLVER_JOB_QUEUED and
+   say so with a status event.  0 = unbounded. */
+void solver_jobs_set_max_parallel (unsigned n);
 
 /* Cancel every running job and wait for all of them (used at shutdown). */
 void solver_jobs_cancel_all (const char *why);

@@ -25,18 +25,39 @@
 #include "solver/context.h"
 #include "solver/dockerignore.h"
 
-/* ---- fixture: /tmp/ps-ctx-XXXXXX/{ctx,victim} --------------------------- */
+/* ---- fixture: /tmp/ps-ctx-XXXXXX/t-XXXXXX/{ctx,victim} -------------------- */
 
-static char *g_base;   /* parent of the context: must stay untouched */
+static char *g_root;   /* per test case, made and removed by the parent process */
+static char *g_base;   /* per test: the parent of the context, must stay untouched */
 static char *g_dest;   /* the context directory */
 static char *g_victim; /* a directory outside the context for symlinks to aim at */
+
+/* Unchecked fixtures run in Check's parent process, so the directory goes
+   even when a failed assertion _exit()s the forked test before its own
+   teardown. */
+static void
+setup_root (void)
+{
+  char tmpl[] = "/tmp/ps-ctx-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (tmpl));
+  g_root = xstrdup (tmpl);
+}
+
+static void
+teardown_root (void)
+{
+  ps_error *err = NULL;
+  if (ps_rm_rf (g_root, &err) < 0)
+    ps_error_free (err);
+  free (g_root);
+  g_root = NULL;
+}
 
 static void
 setup (void)
 {
-  char tmpl[] = "/tmp/ps-ctx-XXXXXX";
-  ck_assert_ptr_nonnull (mkdtemp (tmpl));
-  g_base = xstrdup (tmpl);
+  g_base = xasprintf ("%s/t-XXXXXX", g_root);
+  ck_assert_ptr_nonnull (mkdtemp (g_base));
   g_dest = xasprintf ("%s/ctx", g_base);
   g_victim = xasprintf ("%s/victim", g_base);
   ck_assert_int_eq (mkdir (g_dest, 0755), 0);
@@ -58,6 +79,8 @@ teardown (void)
 /* ---- helpers ---------------------------------------------------------------- */
 
 #define HARDLINK ((mode_t) 1) /* tar_ent.type for a hard link to .link */
+#define TAR_PLAIN ARCHIVE_FILTER_NONE
+#define TAR_GZIP ARCHIVE_FILTER_GZIP
 
 struct tar_ent
 {
@@ -283,7 +306,7 @@ START_TEST (test_extract_plain_tar_keeps_contents_modes_and_times)
   };
   struct ps_context_stats st;
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, &st, &err), 0);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, &st, &err), 0);
   ck_assert_ptr_null (err);
 
   assert_file ("dir/file.txt", "hello\n", 0640);
@@ -328,7 +351,7 @@ START_TEST (test_extract_dot_slash_and_trailing_slash_names)
   ck_assert_int_eq (stat (g_dest, &before), 0);
   struct ps_context_stats st;
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, &st, &err), 0);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, &st, &err), 0);
   assert_file ("a.txt", "a", 0644);
   assert_file ("sub/b.txt", "b", 0644);
   assert_file ("plain/c.txt", "c", 0644);
@@ -432,7 +455,7 @@ START_TEST (test_extract_hardlink_to_earlier_file)
     { "sub/h", HARDLINK, 0644, NULL, "f", 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), 0);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), 0);
   cleanup_free char *f = path_in (g_dest, "f");
   cleanup_free char *h = path_in (g_dest, "sub/h");
   struct stat a, b;
@@ -455,7 +478,7 @@ START_TEST (test_extract_file_replaces_symlink_without_following_it)
     { "f", AE_IFREG, 0644, "new", NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), 0);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), 0);
   assert_file ("f", "new", 0644);
   cleanup_free char *orig = slurp (g_victim, "target");
   ck_assert_str_eq (orig, "orig");
@@ -529,7 +552,7 @@ START_TEST (test_reject_dotdot_entry_writes_nothing_outside)
     { "../x", AE_IFREG, 0644, "evil", NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "context entry \"../x\" escapes the build context");
   ps_error_free (err);
   ck_assert (!exists_nofollow (g_base, "x"));
@@ -543,7 +566,7 @@ START_TEST (test_reject_any_dotdot_element)
 {
   const struct tar_ent ents[] = { { dotdot_names[_i], AE_IFREG, 0644, "evil", NULL, 0 } };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, 1, ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, 1, TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "escapes the build context");
   ps_error_free (err);
   cleanup_free char *names = dir_names (g_dest);
@@ -557,7 +580,7 @@ START_TEST (test_reject_absolute_entry)
   cleanup_free char *name = unique_name ("/tmp/ps-abs-");
   const struct tar_ent ents[] = { { name, AE_IFREG, 0644, "evil", NULL, 0 } };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, 1, ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, 1, TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "is an absolute path");
   ck_assert (strstr (err->msg, name) != NULL);
   ps_error_free (err);
@@ -575,7 +598,7 @@ START_TEST (test_reject_write_through_absolute_symlink)
     { through, AE_IFREG, 0644, "evil", NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "would be written through the symlink \"link\"");
   ck_assert (strstr (err->msg, through) != NULL);
   ps_error_free (err);
@@ -597,14 +620,15 @@ START_TEST (test_reject_write_through_symlink_into_victim)
     { "d/link/sub/evil", AE_IFREG, 0644, "evil", NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "through the symlink \"d/link\"");
   ps_error_free (err);
   assert_outside_untouched ();
 }
 END_TEST
 
-/* link -> ../.. (from ctx/link that is /tmp), then link/x. */
+/* link -> ../.. (from ctx/link, the directory above the test's), then
+   link/x. */
 START_TEST (test_reject_write_through_relative_symlink)
 {
   cleanup_free char *evil = unique_name ("ps-evil-");
@@ -614,10 +638,10 @@ START_TEST (test_reject_write_through_relative_symlink)
     { through, AE_IFREG, 0644, "evil", NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "would be written through the symlink \"link\"");
   ps_error_free (err);
-  ck_assert (!exists_nofollow ("/tmp", evil));
+  ck_assert (!exists_nofollow (g_root, evil));
   ck_assert (!exists_nofollow (g_base, evil));
   assert_outside_untouched ();
 }
@@ -627,7 +651,7 @@ START_TEST (test_reject_hardlink_to_unknown_entry)
 {
   const struct tar_ent ents[] = { { "h", HARDLINK, 0644, NULL, "missing", 0 } };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, 1, ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, 1, TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "context entry \"h\" is a hard link to \"missing\"");
   ps_error_free (err);
   ck_assert (!exists_nofollow (g_dest, "h"));
@@ -640,7 +664,7 @@ START_TEST (test_reject_hardlink_outside)
 {
   const struct tar_ent ents[] = { { "h", HARDLINK, 0644, NULL, outside_links[_i], 0 } };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, 1, ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, 1, TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "is a hard link to");
   ps_error_free (err);
   ck_assert (!exists_nofollow (g_dest, "h"));
@@ -657,7 +681,7 @@ START_TEST (test_reject_hardlink_to_name_now_a_symlink)
     { "h", HARDLINK, 0644, NULL, "f", 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "no longer a regular file");
   ps_error_free (err);
   ck_assert (!exists_nofollow (g_dest, "h"));
@@ -674,7 +698,7 @@ START_TEST (test_reject_device_and_fifo)
     { "special", special_types[_i], 0666, NULL, NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, special_words[_i]);
   ck_assert (strstr (err->msg, "\"special\"") != NULL);
   ps_error_free (err);
@@ -690,7 +714,7 @@ START_TEST (test_reject_file_replacing_directory)
     { "d", AE_IFLNK, 0777, NULL, "/", 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, NULL, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, NULL, NULL, &err), -1);
   assert_error (err, 400, "would replace a directory");
   ps_error_free (err);
   assert_file ("d/x", "x", 0644);
@@ -705,7 +729,7 @@ START_TEST (test_reject_name_too_long)
   ps_buf_puts (&name, "f");
   const struct tar_ent ents[] = { { name.data, AE_IFREG, 0644, "x", NULL, 0 } };
   ps_error *err = NULL;
-  int r = extract_ents (ents, 1, ARCHIVE_FILTER_NONE, NULL, NULL, &err);
+  int r = extract_ents (ents, 1, TAR_PLAIN, NULL, NULL, &err);
   ps_buf_free (&name);
   ck_assert_int_eq (r, -1);
   assert_error (err, 400, "is longer than");
@@ -725,7 +749,7 @@ START_TEST (test_limit_file_bytes_413)
   const struct tar_ent ents[] = { { "big", AE_IFREG, 0644, big, NULL, 0 } };
   struct ps_context_limits lim = { .max_bytes = 1000, .max_entries = 100 };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, 1, ARCHIVE_FILTER_GZIP, &lim, NULL, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, 1, TAR_GZIP, &lim, NULL, &err), -1);
   assert_error (err, 413, "build context exceeds --max-context-bytes (1000 bytes)");
   ps_error_free (err);
   ck_assert (!exists_nofollow (g_dest, "big"));
@@ -746,7 +770,7 @@ START_TEST (test_limit_sum_of_file_bytes_413)
   struct ps_context_limits lim = { .max_bytes = 1000, .max_entries = 100 };
   struct ps_context_stats st;
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, 3, ARCHIVE_FILTER_GZIP, &lim, &st, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, 3, TAR_GZIP, &lim, &st, &err), -1);
   assert_error (err, 413, "--max-context-bytes (1000 bytes)");
   ps_error_free (err);
   ck_assert_uint_eq (st.entries, 2);
@@ -793,7 +817,7 @@ START_TEST (test_limit_entries_413)
   struct ps_context_limits lim = { .max_bytes = 1 << 20, .max_entries = 3 };
   struct ps_context_stats st;
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_NONE, &lim, &st, &err), -1);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_PLAIN, &lim, &st, &err), -1);
   assert_error (err, 413, "more than 3 entries");
   ps_error_free (err);
   ck_assert_uint_eq (st.entries, 3);
@@ -1029,7 +1053,7 @@ START_TEST (test_extract_then_prune)
     { "secret.env", AE_IFREG, 0600, "TOKEN=1\n", NULL, 0 },
   };
   ps_error *err = NULL;
-  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), ARCHIVE_FILTER_GZIP, NULL, NULL, &err), 0);
+  ck_assert_int_eq (extract_ents (ents, ARRAY_SIZE (ents), TAR_GZIP, NULL, NULL, &err), 0);
   cleanup_free char *text = slurp (g_dest, ".dockerignore");
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
   const char *keep[] = { "Dockerfile", ".dockerignore" };
@@ -1047,6 +1071,7 @@ suite_context (void)
   Suite *s = suite_create ("context");
 
   TCase *ok = tcase_create ("extract");
+  tcase_add_unchecked_fixture (ok, setup_root, teardown_root);
   tcase_add_checked_fixture (ok, setup, teardown);
   tcase_add_test (ok, test_extract_plain_tar_keeps_contents_modes_and_times);
   tcase_add_test (ok, test_extract_dot_slash_and_trailing_slash_names);
@@ -1059,6 +1084,7 @@ suite_context (void)
   suite_add_tcase (s, ok);
 
   TCase *bad = tcase_create ("hostile");
+  tcase_add_unchecked_fixture (bad, setup_root, teardown_root);
   tcase_add_checked_fixture (bad, setup, teardown);
   tcase_add_test (bad, test_reject_dotdot_entry_writes_nothing_outside);
   tcase_add_loop_test (bad, test_reject_any_dotdot_element, 0, (int) ARRAY_SIZE (dotdot_names));
@@ -1075,6 +1101,7 @@ suite_context (void)
   suite_add_tcase (s, bad);
 
   TCase *lim = tcase_create ("limits");
+  tcase_add_unchecked_fixture (lim, setup_root, teardown_root);
   tcase_add_checked_fixture (lim, setup, teardown);
   tcase_add_test (lim, test_limit_file_bytes_413);
   tcase_add_test (lim, test_limit_sum_of_file_bytes_413);
@@ -1087,6 +1114,7 @@ suite_context (void)
   suite_add_tcase (s, lim);
 
   TCase *pr = tcase_create ("prune");
+  tcase_add_unchecked_fixture (pr, setup_root, teardown_root);
   tcase_add_checked_fixture (pr, setup, teardown);
   tcase_add_test (pr, test_prune_with_exceptions_and_keep);
   tcase_add_test (pr, test_prune_whole_directory_but_kept_file_below);
