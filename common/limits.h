@@ -38,4 +38,23 @@
 /* Longest line of builder output kept as one event; longer lines are split. */
 #define PS_MAX_LOG_LINE (64 * 1024)
 
+/* Largest /solve JSON request: a SolveRequest is attrs and names, a few
+   KiB; a megabyte leaves room for long build-arg values. */
+#define PS_MAX_SOLVE_REQUEST (1024 * 1024)
+
+/* Parts in one multipart /solve request: request + context + dockerfile
+   + named contexts. */
+#define PS_MAX_MULTIPART_PARTS 64
+
+/* Longest multipart part name (it names a local source). */
+#define PS_MAX_PART_NAME 64
+
+/* Default bound on concurrently running jobs (--max-parallel): buildah
+   builds are CPU- and IO-heavy; more than a few per core only thrash. */
+#define PS_DEFAULT_MAX_PARALLEL 4
+
+/* How long finished /solve jobs (and their kept outputs) stay listed and
+   downloadable (--job-ttl, seconds). */
+#define PS_DEFAULT_JOB_TTL_S 600
+
 #endif

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "common/log.h"
 #include "handlers/build_params.h"
 #include "handlers/handlers.h"
+#include "handlers/stream.h"
 #include "schema/jsonmessage.h"
 #include "server/config.h"
 #include "solver/context.h"
@@ -130,28 +130,6 @@ build_body (struct ps_request *req, const char *data, size_t len, ps_error **err
   return 0;
 }
 
-/* Resolve `rel` inside `ctx` without leaving it, even through symlinks;
-   returns 1 when it names a regular file, 0 when absent. */
-static int
-context_file (const char *ctx, const char *rel, ps_error **err)
-{
-  while (ps_str_has_prefix (rel, "./"))
-    rel += 2;
-  if (!ps_path_is_contained (rel))
-    return ps_error_set (err, 400, "the Dockerfile path \"%s\" must be inside the build context", rel);
-  cleanup_free char *full = xasprintf ("%s/%s", ctx, rel);
-  char resolved[PATH_MAX], ctxreal[PATH_MAX];
-  if (realpath (full, resolved) == NULL)
-    return 0;
-  if (realpath (ctx, ctxreal) == NULL)
-    return ps_error_set_errno (err, 500, errno, "resolve %s", ctx);
-  size_t n = strlen (ctxreal);
-  if (strncmp (resolved, ctxreal, n) != 0 || resolved[n] != '/')
-    return ps_error_set (err, 400, "the Dockerfile path \"%s\" leads outside the build context", rel);
-  struct stat st;
-  return stat (resolved, &st) == 0 && S_ISREG (st.st_mode) ? 1 : 0;
-}
-
 static bool
 is_url (const char *s)
 {
@@ -171,7 +149,7 @@ resolve_dockerfiles (struct build_state *s, const char *ctx, ps_error **err)
       const char **order = b->libpod ? order_libpod : order_compat;
       for (int i = 0; i < 2; i++)
         {
-          int r = context_file (ctx, order[i], err);
+          int r = ps_context_file (ctx, order[i], err);
           if (r < 0)
             return -1;
           if (r == 1)
@@ -192,7 +170,7 @@ resolve_dockerfiles (struct build_state *s, const char *ctx, ps_error **err)
           ps_strv_push (&b->opts.dockerfiles, f);
           continue;
         }
-      int r = context_file (ctx, f, err);
+      int r = ps_context_file (ctx, f, err);
       if (r < 0)
         return -1;
       if (r == 0)
@@ -201,55 +179,6 @@ resolve_dockerfiles (struct build_state *s, const char *ctx, ps_error **err)
         f += 2;
       ps_strv_push (&b->opts.dockerfiles, f);
     }
-  return 0;
-}
-
-/* The ignore file: excludes= if sent, else <Dockerfile>.dockerignore,
-   .containerignore or .dockerignore, the first that exists. */
-static int
-apply_ignore_file (struct build_state *s, const char *ctx, ps_error **err)
-{
-  struct build_request *b = &s->breq;
-  ps_ignore *ig = NULL;
-  const char *ignore_name = NULL;
-  cleanup_free char *df_ignore = NULL;
-
-  if (b->excludes.n > 0)
-    ig = ps_ignore_from_patterns ((const char *const *) b->excludes.v, b->excludes.n, err);
-  else
-    {
-      const char *df = b->opts.dockerfiles.n > 0 && !is_url (b->opts.dockerfiles.v[0]) ? b->opts.dockerfiles.v[0] : NULL;
-      df_ignore = df ? xasprintf ("%s.dockerignore", df) : NULL;
-      const char *candidates[] = { df_ignore, ".containerignore", ".dockerignore" };
-      for (size_t i = 0; i < ARRAY_SIZE (candidates) && ig == NULL; i++)
-        {
-          if (candidates[i] == NULL || context_file (ctx, candidates[i], NULL) != 1)
-            continue;
-          cleanup_free char *path = xasprintf ("%s/%s", ctx, candidates[i]);
-          cleanup_free char *text = NULL;
-          size_t len = 0;
-          if (ps_read_file (path, PS_MAX_PARAM_JSON, &text, &len, err) < 0)
-            return ps_error_wrap (err, "read %s", candidates[i]);
-          ig = ps_ignore_parse (text, len, err);
-          if (ig == NULL)
-            return ps_error_wrap (err, "%s", candidates[i]);
-          ignore_name = candidates[i];
-        }
-    }
-  if (ig == NULL)
-    return b->excludes.n > 0 ? ps_error_wrap (err, "excludes") : 0;
-
-  const char *keep[1 + 3];
-  size_t nkeep = 0;
-  for (size_t i = 0; i < b->opts.dockerfiles.n && nkeep < 3; i++)
-    keep[nkeep++] = b->opts.dockerfiles.v[i];
-  if (ignore_name)
-    keep[nkeep++] = ignore_name;
-  long removed = ps_context_prune (ctx, ig, keep, nkeep, err);
-  ps_ignore_free (ig);
-  if (removed < 0)
-    return ps_error_wrap (err, "apply ignore file");
-  ps_debug ("build %s: ignore file removed %ld entries", s->id, removed);
   return 0;
 }
 
@@ -279,7 +208,7 @@ move_secrets (struct build_state *s, const char *ctx, ps_error **err)
         }
       if (id == NULL || src == NULL || *id == '\0' || strchr (id, '/') != NULL)
         return ps_error_set (err, 400, "failed to parse query parameter 'secrets': \"%s\": expected id=ID,src=FILE", spec);
-      if (context_file (ctx, src, err) != 1)
+      if (ps_context_file (ctx, src, err) != 1)
         return ps_error_set (err, 400, "secret %s: file %s is not in the build context", id, src);
       cleanup_free char *from = xasprintf ("%s/%s", ctx, src);
       cleanup_free char *to = xasprintf ("%s/%s", sdir, id);
@@ -292,75 +221,10 @@ move_secrets (struct build_state *s, const char *ctx, ps_error **err)
 
 /* ---- the response stream -------------------------------------------------- */
 
-struct build_stream
-{
-  solver_job *job;
-  struct jsonmessage_opts opts;
-  size_t next_event;
-  ps_buf pending;
-  size_t sent;
-  bool ended;
-  int client_fd;
-};
-
-static ssize_t
-build_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
-{
-  struct build_stream *st = cls;
-  for (;;)
-    {
-      if (st->sent < st->pending.len)
-        {
-          /* One JSON line per chunk, flushed as it happens (old clients
-             expect a record per read). */
-          const char *start = st->pending.data + st->sent;
-          const char *nl = memchr (start, '\n', st->pending.len - st->sent);
-          size_t n = nl ? (size_t) (nl - start) + 1 : st->pending.len - st->sent;
-          if (n > max)
-            n = max;
-          memcpy (buf, start, n);
-          st->sent += n;
-          return (ssize_t) n;
-        }
-      ps_buf_reset (&st->pending);
-      st->sent = 0;
-      if (st->ended)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-
-      bool done = false;
-      const struct solver_event *ev = solver_job_next (st->job, st->next_event, PS_STREAM_POLL_MS, &done);
-      if (ev != NULL)
-        {
-          st->next_event++;
-          schema_jsonmessage_encode (&st->opts, ev, &st->pending);
-          if (ev->kind == SOLVER_EV_RESULT || ev->kind == SOLVER_EV_ERROR)
-            st->ended = true;
-          continue;
-        }
-      if (done)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-      /* Idle: a client that hung up cancels its build.  The fd is valid
-         here: MHD calls this reader on the connection's own thread. */
-      if (st->client_fd >= 0)
-        {
-          char c;
-          ssize_t r = recv (st->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-          if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-    }
-}
-
 static void
-build_stream_done (void *cls)
+encode_jsonmessage (const struct solver_event *ev, void *ctx, ps_buf *out)
 {
-  struct build_stream *st = cls;
-  /* Released before the final event went out: the client left early. */
-  if (!st->ended)
-    solver_job_cancel (st->job, "the client disconnected");
-  solver_job_unref (st->job);
-  ps_buf_free (&st->pending);
-  free (st);
+  schema_jsonmessage_encode (ctx, ev, out);
 }
 
 static void
@@ -391,8 +255,10 @@ build_complete (struct ps_request *req, ps_error **err)
       if (ps_context_extract_fd (fd, ctx, &lim, &stats, err) < 0)
         return ps_error_wrap (err, "build context");
       context_bytes = stats.bytes;
-      if (resolve_dockerfiles (s, ctx, err) < 0 || apply_ignore_file (s, ctx, err) < 0
-          || move_secrets (s, ctx, err) < 0)
+      if (resolve_dockerfiles (s, ctx, err) < 0)
+        return -1;
+      const char *df = b->opts.dockerfiles.n > 0 && !is_url (b->opts.dockerfiles.v[0]) ? b->opts.dockerfiles.v[0] : NULL;
+      if (ps_context_apply_ignore (ctx, df, &b->excludes, err) < 0 || move_secrets (s, ctx, err) < 0)
         return -1;
       b->opts.context_dir = xstrdup (ctx);
     }
@@ -438,11 +304,16 @@ build_complete (struct ps_request *req, ps_error **err)
   s->dir_owned = false; /* the job removes its directory when it ends */
   ps_info ("build %s: started (%s endpoint)", s->id, req->libpod ? "libpod" : "compat");
 
-  struct build_stream *st = xcalloc (1, sizeof *st);
-  st->job = job; /* the creator's reference moves to the stream */
-  st->opts = enc;
-  st->client_fd = ps_request_fd (req);
-  return ps_respond_stream (req, 200, "application/json", build_stream_read, st, build_stream_done);
+  struct jsonmessage_opts *enc_copy = xmalloc (sizeof *enc_copy);
+  *enc_copy = enc;
+  struct job_stream_opts so = {
+    .encode = encode_jsonmessage,
+    .ctx = enc_copy,
+    .ctx_free = free,
+    .cancel_on_disconnect = true,
+    .content_type = "application/json",
+  };
+  return handler_stream_job (req, job, &so); /* the creator's job reference moves to the stream */
 }
 
 const struct ps_handler handler_build = {

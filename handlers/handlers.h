@@ -9,5 +9,11 @@ extern const struct ps_handler handler_ping;
 extern const struct ps_handler handler_version;
 extern const struct ps_handler handler_info;
 extern const struct ps_handler handler_build;
+extern const struct ps_handler handler_solve;
+extern const struct ps_handler handler_solve_list;
+extern const struct ps_handler handler_solve_inspect;
+extern const struct ps_handler handler_solve_status;
+extern const struct ps_handler handler_solve_cancel;
+extern const struct ps_handler handler_solve_output;
 
 #endif

@@ -50,6 +50,9 @@ usage (FILE *f)
          "  --max-context-bytes N   largest build context accepted (default 4 GiB)\n"
          "  --max-connections N     concurrent connections per listener (default 256)\n"
          "  --insecure-tcp          allow a tcp:// listener without TLS\n"
+         "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
+         "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
+         "  --job-ttl SECONDS       how long finished /solve jobs and their outputs are kept (default 600)\n"
          "  --log-level LEVEL       error, warn, info (default) or debug\n"
          "  --help, --version\n",
          f);
@@ -71,6 +74,9 @@ enum
   OPT_LOG_LEVEL,
   OPT_HELP,
   OPT_VERSION,
+  OPT_OUTPUT_ROOT,
+  OPT_MAX_PARALLEL,
+  OPT_JOB_TTL,
 };
 
 static int
@@ -101,6 +107,9 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
     { "insecure-tcp", no_argument, NULL, OPT_INSECURE_TCP },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "allow-output-root", required_argument, NULL, OPT_OUTPUT_ROOT },
+    { "max-parallel", required_argument, NULL, OPT_MAX_PARALLEL },
+    { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -110,6 +119,8 @@ ps_config_parse (int argc, char **argv, ps_error **err)
   ps_cfg.log_level = PS_LOG_INFO;
   ps_cfg.max_context_bytes = PS_DEFAULT_MAX_CONTEXT_BYTES;
   ps_cfg.max_connections = PS_DEFAULT_MAX_CONNECTIONS;
+  ps_cfg.max_parallel = PS_DEFAULT_MAX_PARALLEL;
+  ps_cfg.job_ttl_s = PS_DEFAULT_JOB_TTL_S;
 
   int c;
   uint64_t u;
@@ -155,6 +166,21 @@ ps_config_parse (int argc, char **argv, ps_error **err)
           if (parse_u64 ("--max-connections", optarg, &u, err) < 0)
             return -1;
           ps_cfg.max_connections = (unsigned) (u ? u : 1);
+          break;
+        case OPT_OUTPUT_ROOT:
+          if (optarg[0] != '/')
+            return ps_error_set (err, 400, "--allow-output-root: \"%s\" must be an absolute path", optarg);
+          ps_strv_push (&ps_cfg.output_roots, optarg);
+          break;
+        case OPT_MAX_PARALLEL:
+          if (parse_u64 ("--max-parallel", optarg, &u, err) < 0)
+            return -1;
+          ps_cfg.max_parallel = (unsigned) u;
+          break;
+        case OPT_JOB_TTL:
+          if (parse_u64 ("--job-ttl", optarg, &u, err) < 0)
+            return -1;
+          ps_cfg.job_ttl_s = (unsigned) u;
           break;
         case OPT_INSECURE_TCP:
           ps_cfg.insecure_tcp = true;

@@ -20,6 +20,9 @@ struct ps_config
   uint64_t max_context_bytes;
   unsigned max_connections;
   bool insecure_tcp;
+  ps_strv output_roots;     /* --allow-output-root: where /solve may write server-side */
+  unsigned max_parallel;    /* running jobs at once */
+  unsigned job_ttl_s;       /* finished /solve jobs are kept this long */
 };
 
 /* The daemon's configuration (server/ owns it; handlers read it). */

@@ -113,7 +113,7 @@ ps_respond_error (struct ps_request *req, unsigned status, const char *message)
 }
 
 int
-ps_respond_stream (struct ps_request *req, unsigned status, const char *content_type,
+ps_respond_stream (struct ps_request *req, unsigned status, const char *content_type, const char *const *extra,
                    MHD_ContentReaderCallback read, void *cls, MHD_ContentReaderFreeCallback done)
 {
   struct MHD_Response *r = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 16 * 1024, read, cls, done);
@@ -123,6 +123,8 @@ ps_respond_stream (struct ps_request *req, unsigned status, const char *content_
       return -1;
     }
   MHD_add_response_header (r, "Content-Type", content_type);
+  for (const char *const *e = extra; e && e[0]; e += 2)
+    MHD_add_response_header (r, e[0], e[1]);
   return queue (req, status, r);
 }
 

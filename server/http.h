@@ -71,7 +71,8 @@ int ps_respond_error (struct ps_request *req, unsigned status, const char *messa
    END_OF_STREAM or END_WITH_ERROR to finish.  `done` runs when the response
    is released (the stream ended or the client went away); it owns `cls`. */
 int ps_respond_stream (struct ps_request *req, unsigned status, const char *content_type,
-                       MHD_ContentReaderCallback read, void *cls, MHD_ContentReaderFreeCallback done);
+                       const char *const *extra, MHD_ContentReaderCallback read, void *cls,
+                       MHD_ContentReaderFreeCallback done);
 
 /* Start one MHD daemon per listening fd. */
 struct MHD_Daemon *ps_http_start (int listen_fd, unsigned max_connections, ps_error **err);

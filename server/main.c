@@ -101,6 +101,13 @@ main (int argc, char **argv)
       return 1;
     }
   clean_stale_builds (builds_dir);
+  cleanup_free char *solves_dir = xasprintf ("%s/solves", ps_cfg.state_dir);
+  if (ps_mkdir_p (solves_dir, 0700, &err) < 0)
+    {
+      ps_error_log ("state directory: %s", err->msg);
+      return 1;
+    }
+  clean_stale_builds (solves_dir);
 
   struct buildah_config bc = {
     .buildah = ps_cfg.buildah,
@@ -115,6 +122,7 @@ main (int argc, char **argv)
       return 1;
     }
   detect_libpod_version ();
+  solver_jobs_set_max_parallel (ps_cfg.max_parallel);
 
   struct ps_listener *listeners = NULL;
   size_t nlisteners = 0;

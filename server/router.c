@@ -23,6 +23,18 @@ static const struct route routes[] = {
   { "GET", "/info", &handler_info },
   { "POST", "/build", &handler_build },
   { "POST", "/libpod/build", &handler_build },
+  { "POST", "/solve", &handler_solve },
+  { "POST", "/libpod/solve", &handler_solve },
+  { "GET", "/solve", &handler_solve_list },
+  { "GET", "/libpod/solve", &handler_solve_list },
+  { "GET", "/solve/{ref}", &handler_solve_inspect },
+  { "GET", "/libpod/solve/{ref}", &handler_solve_inspect },
+  { "GET", "/solve/{ref}/status", &handler_solve_status },
+  { "GET", "/libpod/solve/{ref}/status", &handler_solve_status },
+  { "POST", "/solve/{ref}/cancel", &handler_solve_cancel },
+  { "POST", "/libpod/solve/{ref}/cancel", &handler_solve_cancel },
+  { "GET", "/solve/{ref}/outputs/{n}", &handler_solve_output },
+  { "GET", "/libpod/solve/{ref}/outputs/{n}", &handler_solve_output },
 };
 
 static bool

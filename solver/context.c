@@ -832,3 +832,72 @@ ps_context_prune (const char *dir, const ps_ignore *ig, const char *const *keep,
     return ps_error_wrap (err, "apply ignore file");
   return pr.removed;
 }
+
+/* ---- lookups shared by the frontends ---------------------------------------- */
+
+int
+ps_context_file (const char *dir, const char *rel, ps_error **err)
+{
+  while (ps_str_has_prefix (rel, "./"))
+    rel += 2;
+  if (!ps_path_is_contained (rel))
+    return ps_error_set (err, 400, "the path \"%s\" must be inside the build context", rel);
+  cleanup_free char *full = xasprintf ("%s/%s", dir, rel);
+  char resolved[PATH_MAX], dirreal[PATH_MAX];
+  if (realpath (full, resolved) == NULL)
+    return 0;
+  if (realpath (dir, dirreal) == NULL)
+    return ps_error_set_errno (err, 500, errno, "resolve %s", dir);
+  size_t n = strlen (dirreal);
+  if (strncmp (resolved, dirreal, n) != 0 || resolved[n] != '/')
+    return ps_error_set (err, 400, "the path \"%s\" leads outside the build context", rel);
+  struct stat st;
+  return stat (resolved, &st) == 0 && S_ISREG (st.st_mode) ? 1 : 0;
+}
+
+int
+ps_context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *excludes, ps_error **err)
+{
+  ps_ignore *ig = NULL;
+  const char *ignore_name = NULL;
+  cleanup_free char *df_ignore = dockerfile ? xasprintf ("%s.dockerignore", dockerfile) : NULL;
+
+  if (excludes && excludes->n > 0)
+    {
+      ig = ps_ignore_from_patterns ((const char *const *) excludes->v, excludes->n, err);
+      if (ig == NULL)
+        return ps_error_wrap (err, "excludes");
+    }
+  else
+    {
+      const char *candidates[] = { df_ignore, ".containerignore", ".dockerignore" };
+      for (size_t i = 0; i < ARRAY_SIZE (candidates) && ig == NULL; i++)
+        {
+          if (candidates[i] == NULL || ps_context_file (dir, candidates[i], NULL) != 1)
+            continue;
+          cleanup_free char *path = xasprintf ("%s/%s", dir, candidates[i]);
+          cleanup_free char *text = NULL;
+          size_t len = 0;
+          if (ps_read_file (path, 1024 * 1024, &text, &len, err) < 0)
+            return ps_error_wrap (err, "read %s", candidates[i]);
+          ig = ps_ignore_parse (text, len, err);
+          if (ig == NULL)
+            return ps_error_wrap (err, "%s", candidates[i]);
+          ignore_name = candidates[i];
+        }
+    }
+  if (ig == NULL)
+    return 0;
+
+  const char *keep[2];
+  size_t nkeep = 0;
+  if (dockerfile)
+    keep[nkeep++] = dockerfile;
+  if (ignore_name)
+    keep[nkeep++] = ignore_name;
+  long removed = ps_context_prune (dir, ig, keep, nkeep, err);
+  ps_ignore_free (ig);
+  if (removed < 0)
+    return ps_error_wrap (err, "apply ignore file");
+  return 0;
+}

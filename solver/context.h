@@ -43,4 +43,15 @@ int ps_context_extract_fd (int fd, const char *dest, const struct ps_context_lim
 long ps_context_prune (const char *dir, const ps_ignore *ig, const char *const *keep, size_t nkeep,
                        ps_error **err);
 
+/* Resolve `rel` inside `dir` without leaving it, even through symlinks:
+   1 when it names a regular file, 0 when absent, -1 (400) when the path
+   leads outside `dir`. */
+int ps_context_file (const char *dir, const char *rel, ps_error **err);
+
+/* Apply the build's ignore rules to the unpacked context `dir`: the
+   `excludes` list when given, else the first of <dockerfile>.dockerignore,
+   .containerignore and .dockerignore that exists.  The Dockerfile and the
+   ignore file itself are kept.  `dockerfile` is relative to `dir` or NULL. */
+int ps_context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *excludes, ps_error **err);
+
 #endif

@@ -1,0 +1,28 @@
+/* stream.h — a streaming HTTP response that follows a job's event log:
+ * replays every event so far, then each new one as it is appended, each
+ * encoded by the endpoint's encoder and flushed line by line. */
+#ifndef HANDLERS_STREAM_H
+#define HANDLERS_STREAM_H
+
+#include "server/http.h"
+#include "solver/job.h"
+
+/* Append the wire form of `ev` to `out` (possibly nothing).  `ctx` is the
+   encoder's own state. */
+typedef void (*job_event_encoder) (const struct solver_event *ev, void *ctx, ps_buf *out);
+
+struct job_stream_opts
+{
+  job_event_encoder encode;
+  void *ctx;                     /* owned: freed with ctx_free when the stream ends */
+  void (*ctx_free) (void *ctx);
+  bool cancel_on_disconnect;     /* a client leaving early cancels the job */
+  const char *content_type;
+  const char *const *headers;    /* extra response headers: name, value, ..., NULL */
+};
+
+/* Queue a 200 streaming response for `job`.  Takes over the caller's job
+   reference. */
+int handler_stream_job (struct ps_request *req, solver_job *job, const struct job_stream_opts *o);
+
+#endif

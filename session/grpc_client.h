@@ -1,0 +1,142 @@
+/* grpc_client.h — a gRPC client over HTTP/2 (libnghttp2) on an already
+ * connected socket.
+ *
+ * On /session the roles are reversed (buildkit-protocols.md §2.3): after the
+ * HTTP/1.1 101 the daemon is the HTTP/2 *client* and calls the services
+ * the docker CLI / buildx serve (FileSync, Auth, Secrets, Health...).
+ *
+ * Threading: one I/O thread per connection runs grpc_conn_run(); it owns
+ * the nghttp2 session and the socket and is the only thread that touches
+ * either.  Any other thread (a build job) makes calls through the grpc_call_*
+ * functions, which are thread safe: they queue work for the I/O thread and
+ * wake it through an eventfd, then wait on the call's condition variable.
+ * When the socket closes or the peer breaks the protocol, the connection is
+ * marked dead and every call in flight fails with the reason.
+ *
+ * Wire shape (§1): HEADERS :method POST, :scheme http, :path, :authority
+ * localhost, content-type application/grpc, te trailers, user metadata;
+ * messages framed as flag(1) | length(4, big endian) | bytes on DATA
+ * frames; the answer ends with trailers (or is trailers-only) carrying
+ * grpc-status and a percent-encoded grpc-message. */
+#ifndef SESSION_GRPC_CLIENT_H
+#define SESSION_GRPC_CLIENT_H
+
+#include "common/ps.h"
+
+typedef struct grpc_conn grpc_conn;
+typedef struct grpc_call grpc_call;
+
+/* gRPC status codes (§1). */
+enum grpc_status
+{
+  GRPC_STATUS_OK = 0,
+  GRPC_STATUS_CANCELLED = 1,
+  GRPC_STATUS_UNKNOWN = 2,
+  GRPC_STATUS_INVALID_ARGUMENT = 3,
+  GRPC_STATUS_DEADLINE_EXCEEDED = 4,
+  GRPC_STATUS_NOT_FOUND = 5,
+  GRPC_STATUS_ALREADY_EXISTS = 6,
+  GRPC_STATUS_PERMISSION_DENIED = 7,
+  GRPC_STATUS_RESOURCE_EXHAUSTED = 8,
+  GRPC_STATUS_FAILED_PRECONDITION = 9,
+  GRPC_STATUS_ABORTED = 10,
+  GRPC_STATUS_OUT_OF_RANGE = 11,
+  GRPC_STATUS_UNIMPLEMENTED = 12,
+  GRPC_STATUS_INTERNAL = 13,
+  GRPC_STATUS_UNAVAILABLE = 14,
+  GRPC_STATUS_DATA_LOSS = 15,
+  GRPC_STATUS_UNAUTHENTICATED = 16,
+};
+
+/* "UNIMPLEMENTED" for 12; "?" for a code outside the table. */
+const char *grpc_status_name (int code);
+
+/* One metadata entry of a call.  Keys are lower case ASCII; a key may
+   repeat (one header field per value). */
+struct grpc_metadata
+{
+  const char *key;
+  const char *value;
+};
+
+/* Create a client connection on `fd` (a connected stream socket; made
+   non-blocking).  `extra_in` are bytes already read from the socket after
+   the HTTP/1.1 head (MHD hands them over); they are fed to HTTP/2 first.
+   `label` names the connection in logs and errors (a session id).  The fd
+   stays owned by the caller: grpc_conn_free does not close it. */
+grpc_conn *grpc_conn_new (int fd, const void *extra_in, size_t extra_len, const char *label, ps_error **err);
+
+/* Run the I/O loop on the calling thread: send the client preface and
+   SETTINGS, then serve calls until the peer closes the socket, the
+   connection fails, or grpc_conn_shutdown() is called.  Returns 0 when the
+   peer closed cleanly or we were asked to stop, -1 with *err on a
+   transport or protocol failure.  Either way the connection is dead on
+   return and every pending call has failed. */
+int grpc_conn_run (grpc_conn *c, ps_error **err);
+
+/* Ask the I/O loop to end (GOAWAY, then stop).  Any thread; returns at once. */
+void grpc_conn_shutdown (grpc_conn *c);
+
+/* False once the connection is dead (or shutting down). */
+bool grpc_conn_alive (grpc_conn *c);
+
+/* Why the connection died ("connection closed by peer", ...), or NULL
+   while alive.  The string is a copy the caller frees. */
+char *grpc_conn_dead_reason (grpc_conn *c);
+
+/* Free a connection whose grpc_conn_run has returned (or never ran).  Calls
+   still referenced by other threads keep working on the dead connection
+   (they fail) until freed. */
+void grpc_conn_free (grpc_conn *c);
+
+/* Start a call.  `path` is the full method, "/moby.filesync.v1.FileSync/DiffCopy".
+   Returns at once (the I/O thread opens the stream); NULL with *err when the
+   connection is dead or going away.  Any thread. */
+grpc_call *grpc_call_start (grpc_conn *c, const char *path, const struct grpc_metadata *md, size_t n_md,
+                            ps_error **err);
+
+/* Queue one message (framed here).  Blocks while more than
+   PS_GRPC_SEND_BUFFER bytes wait to be sent.  -1 with *err when the call
+   has ended, was cancelled, or send was closed. */
+int grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err);
+
+/* Half-close: END_STREAM after the queued messages. */
+int grpc_call_close_send (grpc_call *call, ps_error **err);
+
+/* Wait up to timeout_ms (< 0: forever) for the next message.
+   Returns 1 with *msg (malloc'd, caller frees; NUL-terminated for
+   convenience, *len excludes it), 0 when the call ended with grpc-status 0
+   and no message is left, -1 with *err otherwise (non-OK status, transport
+   failure, cancellation, timeout: see grpc_call_status for which). */
+int grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_error **err);
+
+/* The call's grpc-status once known (trailers received or a local failure
+   mapped to a code: RESOURCE_EXHAUSTED for an oversize message, CANCELLED,
+   DEADLINE_EXCEEDED for a recv timeout, UNAVAILABLE for a dead connection);
+   -1 while the call is running. */
+int grpc_call_status (grpc_call *call);
+
+/* Cancel: RST_STREAM(CANCEL); pending and later recv/send fail.  Any thread. */
+void grpc_call_cancel (grpc_call *call);
+
+/* Release the call; cancels it first when it has not ended. */
+void grpc_call_free (grpc_call *call);
+
+/* "FileSync/DiffCopy" for "/moby.filesync.v1.FileSync/DiffCopy": the
+   short name used in error messages.  Returns a pointer into `path` or a
+   static string. */
+const char *grpc_method_label (const char *path, char *buf, size_t buflen);
+
+/* A unary call: one request, one response.  Returns 0 with *resp
+   (malloc'd) or -1 with *err; *status_out (optional) gets the grpc-status
+   (or -1 when the call failed below gRPC). */
+int grpc_unary (grpc_conn *c, const char *path, const struct grpc_metadata *md, size_t n_md, const void *req,
+                size_t req_len, void **resp, size_t *resp_len, int timeout_ms, int *status_out, ps_error **err);
+
+/* Percent-decode a grpc-message value (§1); malloc'd. */
+char *grpc_percent_decode (const char *s, size_t len);
+
+/* Map a gRPC status to the HTTP status a ps_error carries. */
+int grpc_status_http (int code);
+
+#endif

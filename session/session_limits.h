@@ -1,0 +1,64 @@
+/* session_limits.h — every limit of the /session layer, with its reason.
+ * (Kept next to the code that enforces them; common/limits.h holds the
+ * daemon-wide ones such as PS_MAX_CONTEXT_PATH, which we use too.) */
+#ifndef SESSION_SESSION_LIMITS_H
+#define SESSION_SESSION_LIMITS_H
+
+/* Largest gRPC message we accept from the client.  grpc-go's default
+   receive limit is 4 MiB and the docker CLI's session server keeps it, so
+   no well-behaved client sends more (BuildKit splits FileSend chunks at
+   3 MiB for the same reason); a bigger length prefix is a broken or hostile
+   peer, and we refuse before buffering a byte of it. */
+#define PS_GRPC_MAX_MESSAGE (4 * 1024 * 1024)
+
+/* Largest message we send: the peer enforces the same 4 MiB default. */
+#define PS_GRPC_MAX_SEND_MESSAGE (4 * 1024 * 1024)
+
+/* HTTP/2 stream receive window we advertise.  Received bytes are handed
+   back to the peer (WINDOW_UPDATE) only when the calling thread takes a
+   message, so this bounds the memory one slow call can pin.  It must exceed
+   one maximal message plus its 5-byte prefix, or a call whose consumer is
+   waiting for that message could never receive it. */
+#define PS_GRPC_STREAM_WINDOW (PS_GRPC_MAX_MESSAGE + 4 * 1024 * 1024)
+
+/* HTTP/2 connection receive window.  Connection-level credit is returned
+   as soon as bytes are read, so one slow call never stalls the others; the
+   size only needs to keep a fast link busy. */
+#define PS_GRPC_CONNECTION_WINDOW (16 * 1024 * 1024)
+
+/* Bytes a call may queue for sending before grpc_call_send blocks: keeps a
+   fast producer (an export) from buffering a whole file in memory. */
+#define PS_GRPC_SEND_BUFFER (1024 * 1024)
+
+/* Encoded HTTP/2 output kept ready for the socket before the I/O thread
+   stops pulling more from nghttp2 and waits for the socket to drain. */
+#define PS_GRPC_OUTPUT_HIGH_WATER (256 * 1024)
+
+/* Longest grpc-message we keep (the rest is cut): it ends up in an error
+   line shown to a user. */
+#define PS_GRPC_MAX_STATUS_MESSAGE (16 * 1024)
+
+/* How long /build waits for the session it names to appear: clients open
+   /session and /build concurrently; BuildKit waits 5 s as well. */
+#define PS_SESSION_WAIT_MS 5000
+
+/* Methods one client may expose in X-Docker-Expose-Session-Grpc-Method:
+   BuildKit clients expose about 20; the cap bounds a hostile header list. */
+#define PS_SESSION_MAX_METHODS 256
+
+/* DiffCopy: how long the transfer may see no packet at all before it is
+   abandoned.  The docker CLI sends its listing as it walks, so even a huge
+   context produces a packet at least every few milliseconds; a silent peer
+   for this long is stuck. */
+#define PS_DIFFCOPY_IDLE_TIMEOUT_MS (120 * 1000)
+
+/* DiffCopy: temporary files kept open at once.  fsutil's sender streams 4
+   files at a time, so a handful suffice; past this we close the least
+   recently written one and reopen it on its next chunk. */
+#define PS_DIFFCOPY_MAX_OPEN_FILES 32
+
+/* Unary session calls (Auth, Secrets, Health): the client answers from
+   memory or a credential helper; a helper that prompts can take a while. */
+#define PS_SESSION_UNARY_TIMEOUT_MS (60 * 1000)
+
+#endif

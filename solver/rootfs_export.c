@@ -1,0 +1,215 @@
+/* rootfs_export.c — image filesystems to tar files and directories with
+ * libarchive (read_disk on the buildah mount, write or write_disk out). */
+#define _GNU_SOURCE
+#include "solver/rootfs_export.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "solver/buildah.h"
+
+static char *
+first_line (const char *s)
+{
+  return xstrndup (s, strcspn (s, "\n"));
+}
+
+static int
+buildah_simple (const char *const *args, char **out, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  for (const char *const *a = args; *a; a++)
+    ps_strv_push (&argv, *a);
+  cleanup_free char *o = NULL, *e = NULL;
+  int status = -1;
+  int r = ps_run_capture (argv.v, &o, &e, &status, err);
+  ps_strv_free (&argv);
+  if (r < 0)
+    return -1;
+  if (status != 0)
+    return ps_error_set (err, 500, "buildah %s: exit status %d: %s", args[0], status, e ? e : "");
+  if (out)
+    *out = first_line (o ? o : "");
+  return 0;
+}
+
+int
+rootfs_with_mount (const char *image_id, int (*fn) (const char *root, void *ud, ps_error **err), void *ud,
+                   ps_error **err)
+{
+  cleanup_free char *ctr = NULL, *mnt = NULL;
+  const char *from[] = { "from", "--quiet", "--pull=never", image_id, NULL };
+  if (buildah_simple (from, &ctr, err) < 0)
+    return ps_error_wrap (err, "mount image %.12s", image_id);
+  const char *mount[] = { "mount", ctr, NULL };
+  int ret = buildah_simple (mount, &mnt, err);
+  if (ret == 0)
+    ret = fn (mnt, ud, err);
+  const char *umount[] = { "umount", ctr, NULL };
+  const char *rm[] = { "rm", ctr, NULL };
+  buildah_simple (umount, NULL, NULL);
+  buildah_simple (rm, NULL, NULL);
+  return ret;
+}
+
+/* Walk `root` with read_disk and hand each entry, renamed relative to the
+   root, to `emit`. */
+static int
+walk_tree (const char *root, int (*emit) (struct archive *in, struct archive_entry *e, void *ud, ps_error **err),
+           void *ud, ps_error **err)
+{
+  struct archive *in = archive_read_disk_new ();
+  archive_read_disk_set_symlink_physical (in);
+  archive_read_disk_set_standard_lookup (in);
+  int ret = 0;
+  if (archive_read_disk_open (in, root) != ARCHIVE_OK)
+    {
+      ret = ps_error_set (err, 500, "read %s: %s", root, archive_error_string (in));
+      archive_read_free (in);
+      return ret;
+    }
+  size_t rootlen = strlen (root);
+  for (;;)
+    {
+      struct archive_entry *e = archive_entry_new ();
+      int r = archive_read_next_header2 (in, e);
+      if (r == ARCHIVE_EOF)
+        {
+          archive_entry_free (e);
+          break;
+        }
+      if (r < ARCHIVE_WARN)
+        {
+          ret = ps_error_set (err, 500, "read %s: %s", root, archive_error_string (in));
+          archive_entry_free (e);
+          break;
+        }
+      archive_read_disk_descend (in);
+      const char *path = archive_entry_pathname (e);
+      const char *rel = path + (strncmp (path, root, rootlen) == 0 ? rootlen : 0);
+      while (*rel == '/')
+        rel++;
+      if (*rel == '\0')
+        {
+          archive_entry_free (e);
+          continue;
+        }
+      cleanup_free char *relcopy = xstrdup (rel);
+      archive_entry_set_pathname (e, relcopy);
+      /* Hard links found on disk name their target by disk path too. */
+      const char *hl = archive_entry_hardlink (e);
+      if (hl && strncmp (hl, root, rootlen) == 0)
+        {
+          cleanup_free char *hrel = xstrdup (hl + rootlen + (hl[rootlen] == '/'));
+          archive_entry_set_hardlink (e, hrel);
+        }
+      ret = emit (in, e, ud, err);
+      archive_entry_free (e);
+      if (ret < 0)
+        break;
+    }
+  archive_read_close (in);
+  archive_read_free (in);
+  return ret;
+}
+
+static int
+copy_data (struct archive *in, struct archive_entry *e, struct archive *out, bool disk, ps_error **err)
+{
+  if (archive_entry_filetype (e) != AE_IFREG || archive_entry_size (e) == 0)
+    return 0;
+  const void *buf;
+  size_t size;
+  la_int64_t offset;
+  for (;;)
+    {
+      int r = archive_read_data_block (in, &buf, &size, &offset);
+      if (r == ARCHIVE_EOF)
+        return 0;
+      if (r < ARCHIVE_WARN)
+        return ps_error_set (err, 500, "read %s: %s", archive_entry_pathname (e), archive_error_string (in));
+      la_ssize_t w = disk ? archive_write_data_block (out, buf, size, offset) : archive_write_data (out, buf, size);
+      if (w < 0)
+        return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (out));
+    }
+}
+
+static int
+emit_tar (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
+{
+  struct archive *out = ud;
+  if (archive_write_header (out, e) < ARCHIVE_WARN)
+    return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (out));
+  return copy_data (in, e, out, false, err);
+}
+
+int
+rootfs_write_tar (const char *root, const char *tar_path, uint64_t *bytes, ps_error **err)
+{
+  struct archive *out = archive_write_new ();
+  archive_write_set_format_pax_restricted (out);
+  if (archive_write_open_filename (out, tar_path) != ARCHIVE_OK)
+    {
+      int r = ps_error_set (err, 500, "create %s: %s", tar_path, archive_error_string (out));
+      archive_write_free (out);
+      return r;
+    }
+  int ret = walk_tree (root, emit_tar, out, err);
+  if (archive_write_close (out) != ARCHIVE_OK && ret == 0)
+    ret = ps_error_set (err, 500, "write %s: %s", tar_path, archive_error_string (out));
+  archive_write_free (out);
+  struct stat st;
+  if (ret == 0 && bytes)
+    *bytes = stat (tar_path, &st) == 0 ? (uint64_t) st.st_size : 0;
+  return ret;
+}
+
+struct disk_out
+{
+  struct archive *out;
+  const char *dest;
+};
+
+static int
+emit_disk (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
+{
+  struct disk_out *d = ud;
+  cleanup_free char *full = xasprintf ("%s/%s", d->dest, archive_entry_pathname (e));
+  archive_entry_set_pathname (e, full);
+  const char *hl = archive_entry_hardlink (e);
+  if (hl)
+    {
+      cleanup_free char *hfull = xasprintf ("%s/%s", d->dest, hl);
+      archive_entry_set_hardlink (e, hfull);
+    }
+  if (archive_write_header (d->out, e) < ARCHIVE_WARN)
+    return ps_error_set (err, 500, "write %s: %s", full, archive_error_string (d->out));
+  int r = copy_data (in, e, d->out, true, err);
+  archive_write_finish_entry (d->out);
+  return r;
+}
+
+int
+rootfs_copy_dir (const char *root, const char *dest, ps_error **err)
+{
+  if (ps_mkdir_p (dest, 0755, err) < 0)
+    return -1;
+  struct archive *out = archive_write_disk_new ();
+  archive_write_disk_set_options (out, ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER
+                                           | ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS
+                                           | ARCHIVE_EXTRACT_UNLINK);
+  archive_write_disk_set_standard_lookup (out);
+  struct disk_out d = { out, dest };
+  int ret = walk_tree (root, emit_disk, &d, err);
+  archive_write_close (out);
+  archive_write_free (out);
+  return ret;
+}

@@ -1,0 +1,20 @@
+/* rootfs_export.h — a built image's filesystem out of containers-storage,
+ * as a tar file or a directory (the tar and local exporters). */
+#ifndef SOLVER_ROOTFS_EXPORT_H
+#define SOLVER_ROOTFS_EXPORT_H
+
+#include "common/ps.h"
+
+/* Mount `image_id` with buildah, call `fn` with the mount point, unmount
+   and remove the working container, whatever fn returned. */
+int rootfs_with_mount (const char *image_id, int (*fn) (const char *root, void *ud, ps_error **err), void *ud,
+                       ps_error **err);
+
+/* Write the tree at `root` as a tar archive at `tar_path`; *bytes gets its size. */
+int rootfs_write_tar (const char *root, const char *tar_path, uint64_t *bytes, ps_error **err);
+
+/* Copy the tree at `root` into `dest` (created if missing), keeping modes,
+   owners, times and symlinks as they are. */
+int rootfs_copy_dir (const char *root, const char *dest, ps_error **err);
+
+#endif

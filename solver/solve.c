@@ -1,0 +1,713 @@
+/* solve.c — /solve jobs: the dockerfile.v0 frontend's attrs, exporters and
+ * the final exporter response. */
+#define _GNU_SOURCE
+#include "solver/solve.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "handlers/build_params.h"
+#include "solver/buildah.h"
+#include "solver/context.h"
+#include "solver/rootfs_export.h"
+
+struct plan_exporter
+{
+  char *type;
+  char *dest;     /* server-side destination, NULL = keep for download */
+  char *name;     /* oci/docker archive image name */
+  bool push;
+  bool insecure;
+};
+
+struct solve_plan
+{
+  struct solve_request req;
+  struct dockerfile_build build;
+  char *job_dir;
+  struct plan_exporter *exporters;
+  size_t n_exporters;
+  ps_strv image_names;
+};
+
+void
+solve_plan_free (struct solve_plan *p)
+{
+  if (p == NULL)
+    return;
+  schema_solve_request_free (&p->req);
+  build_options_free (&p->build.opts);
+  free (p->build.dockerfile_name);
+  free (p->build.definition_digest);
+  for (size_t i = 0; i < p->n_exporters; i++)
+    {
+      free (p->exporters[i].type);
+      free (p->exporters[i].dest);
+      free (p->exporters[i].name);
+    }
+  free (p->exporters);
+  ps_strv_free (&p->image_names);
+  free (p->job_dir);
+  free (p);
+}
+
+static const struct solve_source *
+find_source (const struct solve_env *env, const char *name)
+{
+  for (size_t i = 0; i < env->n_sources; i++)
+    if (strcmp (env->sources[i].name, name) == 0)
+      return &env->sources[i];
+  return NULL;
+}
+
+static bool
+attr_true (const char *v)
+{
+  bool b = false;
+  return v && build_params_bool (v, &b) == 0 && b;
+}
+
+static bool
+is_remote_url (const char *v)
+{
+  return ps_str_has_prefix (v, "https://") || ps_str_has_prefix (v, "http://") || ps_str_has_prefix (v, "git://")
+         || ps_str_has_prefix (v, "git@");
+}
+
+/* A server-side destination must stay under an --allow-output-root. */
+static int
+check_output_dest (const char *dest, const ps_strv *roots, const char *field, ps_error **err)
+{
+  if (dest[0] != '/')
+    return ps_error_set (err, 400, "%s: dest \"%s\" must be an absolute path on the server", field, dest);
+  if (roots == NULL || roots->n == 0)
+    return ps_error_set (err, 400, "%s: server-side dest is disabled (start podsolved with --allow-output-root); "
+                                   "omit dest to download the output from /solve/{ref}/outputs/{n}", field);
+  /* The parent must exist; resolve it to see through symlinks. */
+  cleanup_free char *copy = xstrdup (dest);
+  char *slash = strrchr (copy, '/');
+  const char *parent = slash == copy ? "/" : copy;
+  if (slash != copy)
+    *slash = '\0';
+  char real[PATH_MAX];
+  if (realpath (parent, real) == NULL)
+    return ps_error_set (err, 400, "%s: the parent of dest \"%s\" does not exist", field, dest);
+  for (size_t i = 0; i < roots->n; i++)
+    {
+      char rroot[PATH_MAX];
+      if (realpath (roots->v[i], rroot) == NULL)
+        continue;
+      size_t n = strlen (rroot);
+      if (strncmp (real, rroot, n) == 0 && (real[n] == '/' || real[n] == '\0'))
+        {
+          if (strstr (dest, "/../") || ps_str_has_suffix (dest, "/.."))
+            break;
+          return 0;
+        }
+    }
+  return ps_error_set (err, 400, "%s: dest \"%s\" is not under an --allow-output-root directory", field, dest);
+}
+
+/* "a=1.2.3.4,b:1.2.3.5" (BuildKit writes host=ip; docker host:ip). */
+static int
+parse_add_hosts (const char *v, ps_strv *out, ps_error **err)
+{
+  cleanup_free char *copy = xstrdup (v);
+  char *save = NULL;
+  for (char *h = strtok_r (copy, ",", &save); h; h = strtok_r (NULL, ",", &save))
+    {
+      char *sep = strchr (h, '=');
+      if (sep == NULL)
+        sep = strchr (h, ':');
+      if (sep == NULL || sep == h || sep[1] == '\0')
+        return ps_error_set (err, 400, "frontendAttrs.add-hosts: \"%s\" is not host=ip", h);
+      *sep = '\0';
+      ps_strv_pushf (out, "%s:%s", h, sep + 1);
+    }
+  return 0;
+}
+
+static int
+parse_int_attr (const char *key, const char *v, int64_t *out, ps_error **err)
+{
+  char *end = NULL;
+  errno = 0;
+  long long n = strtoll (v, &end, 10);
+  if (errno || end == v || *end || n < 0)
+    return ps_error_set (err, 400, "frontendAttrs.%s: \"%s\" is not a byte count", key, v);
+  *out = n;
+  return 0;
+}
+
+/* dockerfile.v0 attrs to build options.  Every attr is either honoured or
+   a 400: nothing the client asked for is silently dropped. */
+static int
+apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const char **context_key,
+                      const char **dockerfile_key, const char **filename, ps_error **err)
+{
+  struct build_options *o = &p->build.opts;
+  const struct solve_attrs *a = &p->req.frontend_attrs;
+  for (size_t i = 0; i < a->n; i++)
+    {
+      const char *k = a->kv[2 * i], *v = a->kv[2 * i + 1];
+      if (strcmp (k, "filename") == 0)
+        *filename = v;
+      else if (strcmp (k, "contextkey") == 0)
+        *context_key = v;
+      else if (strcmp (k, "dockerfilekey") == 0)
+        *dockerfile_key = v;
+      else if (strcmp (k, "context") == 0)
+        {
+          if (!is_remote_url (v))
+            return ps_error_set (err, 400, "frontendAttrs.context: \"%s\" is not a git or http(s) URL", v);
+          o->remote = xstrdup (v);
+        }
+      else if (strcmp (k, "target") == 0)
+        o->target = *v ? xstrdup (v) : NULL;
+      else if (ps_str_has_prefix (k, "build-arg:") && k[10])
+        ps_strv_pushf (&o->build_args, "%s=%s", k + 10, v);
+      else if (ps_str_has_prefix (k, "label:") && k[6])
+        ps_strv_pushf (&o->labels, "%s=%s", k + 6, v);
+      else if (strcmp (k, "platform") == 0)
+        {
+          cleanup_free char *copy = xstrdup (v);
+          char *save = NULL;
+          for (char *pl = strtok_r (copy, ",", &save); pl; pl = strtok_r (NULL, ",", &save))
+            ps_strv_push (&o->platforms, pl);
+        }
+      else if (strcmp (k, "no-cache") == 0)
+        {
+          /* BuildKit: "" = every stage; a list names stages, which buildah
+             cannot do selectively. */
+          bool b;
+          if (*v == '\0' || (build_params_bool (v, &b) == 0))
+            o->nocache = *v == '\0' ? true : b;
+          else
+            return ps_error_set (err, 400, "frontendAttrs.no-cache: per-stage no-cache (\"%s\") is not supported; "
+                                           "use \"\" or \"true\" for the whole build", v);
+        }
+      else if (strcmp (k, "image-resolve-mode") == 0)
+        {
+          if (strcmp (v, "default") == 0 || *v == '\0')
+            o->pull = BUILD_PULL_MISSING;
+          else if (strcmp (v, "pull") == 0)
+            o->pull = BUILD_PULL_ALWAYS;
+          else if (strcmp (v, "local") == 0)
+            o->pull = BUILD_PULL_NEVER;
+          else
+            return ps_error_set (err, 400, "frontendAttrs.image-resolve-mode: \"%s\" (supported: default, pull, local)", v);
+        }
+      else if (strcmp (k, "add-hosts") == 0)
+        {
+          if (parse_add_hosts (v, &o->add_hosts, err) < 0)
+            return -1;
+        }
+      else if (strcmp (k, "shm-size") == 0)
+        {
+          if (parse_int_attr (k, v, &o->shm_size, err) < 0)
+            return -1;
+        }
+      else if (strcmp (k, "ulimit") == 0)
+        {
+          cleanup_free char *copy = xstrdup (v);
+          char *save = NULL;
+          for (char *u = strtok_r (copy, ",", &save); u; u = strtok_r (NULL, ",", &save))
+            {
+              if (strchr (u, '=') == NULL)
+                return ps_error_set (err, 400, "frontendAttrs.ulimit: \"%s\" is not name=soft[:hard]", u);
+              ps_strv_push (&o->ulimits, u);
+            }
+        }
+      else if (strcmp (k, "force-network-mode") == 0)
+        {
+          if (strcmp (v, "host") == 0)
+            {
+              bool allowed = false;
+              for (size_t e = 0; e < p->req.entitlements.n; e++)
+                allowed |= strcmp (p->req.entitlements.v[e], "network.host") == 0;
+              if (!allowed)
+                return ps_error_set (err, 400, "frontendAttrs.force-network-mode=host needs the \"network.host\" entitlement");
+              o->network = xstrdup ("host");
+            }
+          else if (strcmp (v, "none") == 0)
+            o->network = xstrdup ("none");
+          else if (strcmp (v, "sandbox") != 0 && *v)
+            return ps_error_set (err, 400, "frontendAttrs.force-network-mode: \"%s\" (supported: sandbox, host, none)", v);
+        }
+      else if (ps_str_has_prefix (k, "context:") && k[8])
+        {
+          const char *name = k + 8;
+          if (ps_str_has_prefix (v, "local:"))
+            {
+              const struct solve_source *src = find_source (env, v + 6);
+              if (src == NULL)
+                return ps_error_set (err, 400, "frontendAttrs.%s: no local source \"%s\" was sent (add a multipart "
+                                               "part named \"%s\")", k, v + 6, v + 6);
+              ps_strv_pushf (&o->build_contexts, "%s=%s", name, src->dir);
+            }
+          else if (ps_str_has_prefix (v, "docker-image://") || is_remote_url (v))
+            ps_strv_pushf (&o->build_contexts, "%s=%s", name, v);
+          else
+            return ps_error_set (err, 400, "frontendAttrs.%s: \"%s\" (supported: local:NAME, docker-image://REF, "
+                                           "git or http(s) URLs)", k, v);
+        }
+      else
+        return ps_error_set (err, 400, "frontendAttrs: unknown attr \"%s\" (supported: filename, target, "
+                                       "build-arg:*, label:*, platform, no-cache, image-resolve-mode, add-hosts, "
+                                       "shm-size, ulimit, force-network-mode, context:*, context, contextkey, "
+                                       "dockerfilekey)", k);
+    }
+  return 0;
+}
+
+static int
+plan_exporters (struct solve_plan *p, const struct solve_env *env, ps_error **err)
+{
+  p->exporters = xcalloc (p->req.n_exporters + 1, sizeof *p->exporters);
+  for (size_t i = 0; i < p->req.n_exporters; i++)
+    {
+      const struct solve_exporter *e = &p->req.exporters[i];
+      struct plan_exporter *pe = &p->exporters[i];
+      p->n_exporters = i + 1;
+      pe->type = xstrdup (e->type);
+      cleanup_free char *field = xasprintf ("exporters[%zu]", i);
+      if (strcmp (e->type, "image") == 0)
+        {
+          const char *names = solve_attrs_get (&e->attrs, "name");
+          if (names)
+            {
+              cleanup_free char *copy = xstrdup (names);
+              char *save = NULL;
+              for (char *n = strtok_r (copy, ",", &save); n; n = strtok_r (NULL, ",", &save))
+                {
+                  while (*n == ' ')
+                    n++;
+                  if (build_params_check_tag (n, err) < 0)
+                    return ps_error_wrap (err, "%s.attrs.name", field);
+                  cleanup_free char *norm = build_params_normalize_compat_tag (n);
+                  ps_strv_push (&p->build.opts.tags, norm);
+                  ps_strv_push (&p->image_names, norm);
+                }
+            }
+          pe->push = attr_true (solve_attrs_get (&e->attrs, "push"));
+          pe->insecure = attr_true (solve_attrs_get (&e->attrs, "registry.insecure"));
+          if (pe->push && p->image_names.n == 0)
+            return ps_error_set (err, 400, "%s: push=true needs attrs.name", field);
+          continue;
+        }
+      const char *dest = solve_attrs_get (&e->attrs, "dest");
+      if (dest && *dest)
+        {
+          if (check_output_dest (dest, env->output_roots, field, err) < 0)
+            return -1;
+          pe->dest = xstrdup (dest);
+        }
+      const char *name = solve_attrs_get (&e->attrs, "name");
+      if (name && *name)
+        {
+          if (build_params_check_tag (name, err) < 0)
+            return ps_error_wrap (err, "%s.attrs.name", field);
+          pe->name = build_params_normalize_compat_tag (name);
+        }
+    }
+  return 0;
+}
+
+static int
+plan_cache (struct solve_plan *p, ps_error **err)
+{
+  struct build_options *o = &p->build.opts;
+  for (int pass = 0; pass < 2; pass++)
+    {
+      const struct solve_cache_entry *list = pass ? p->req.cache_exports : p->req.cache_imports;
+      size_t n = pass ? p->req.n_cache_exports : p->req.n_cache_imports;
+      const char *field = pass ? "cache.exports" : "cache.imports";
+      for (size_t i = 0; i < n; i++)
+        {
+          if (strcmp (list[i].type, "registry") != 0)
+            return ps_error_set (err, 400, "%s[%zu].type: \"%s\" is not supported by buildah (supported: registry)",
+                                 field, i, list[i].type);
+          const char *ref = solve_attrs_get (&list[i].attrs, "ref");
+          if (ref == NULL || *ref == '\0')
+            return ps_error_set (err, 400, "%s[%zu].attrs.ref: missing (a registry repository)", field, i);
+          /* buildah keys its cache by repository; a tag names nothing more. */
+          cleanup_free char *repo = xstrdup (ref);
+          char *last_slash = strrchr (repo, '/');
+          char *colon = strrchr (last_slash ? last_slash : repo, ':');
+          if (colon)
+            *colon = '\0';
+          ps_strv_push (pass ? &o->cache_to : &o->cache_from, repo);
+        }
+    }
+  if (o->cache_to.n > 0)
+    o->layers = true;
+  return 0;
+}
+
+int
+solve_plan_new (struct solve_request *req, const struct solve_env *env, struct solve_plan **out, ps_error **err)
+{
+  struct solve_plan *p = xcalloc (1, sizeof *p);
+  p->req = *req;
+  memset (req, 0, sizeof *req);
+  p->job_dir = xstrdup (env->job_dir);
+  build_options_init (&p->build.opts);
+  struct build_options *o = &p->build.opts;
+  o->format = xstrdup ("oci");
+  o->layers = true;
+
+  if (p->req.has_definition)
+    {
+      solve_plan_free (p);
+      return ps_error_set (err, 501, "definition: raw LLB definitions are executed by the LLB solver, which this "
+                                     "podsolved does not include yet; use frontend \"dockerfile.v0\"");
+    }
+
+  const char *context_key = "context", *dockerfile_key = "dockerfile", *filename = NULL;
+  if (apply_frontend_attrs (p, env, &context_key, &dockerfile_key, &filename, err) < 0
+      || plan_exporters (p, env, err) < 0 || plan_cache (p, err) < 0)
+    {
+      solve_plan_free (p);
+      return -1;
+    }
+
+  /* The context: a local source, or a URL in the "context" attr. */
+  const struct solve_source *ctx = find_source (env, context_key);
+  const struct solve_source *dfsrc = find_source (env, dockerfile_key);
+  if (ctx == NULL && o->remote == NULL)
+    {
+      ps_error_set (err, 400, "missing context: send a multipart part named \"%s\" (a tar of the build context)%s",
+                    context_key, p->req.session ? "; session-synced sources are not available in this podsolved yet"
+                                                : ", or a git/http(s) URL in frontendAttrs.context");
+      solve_plan_free (p);
+      return -1;
+    }
+  if (ctx)
+    {
+      o->context_dir = xstrdup (ctx->dir);
+      p->build.context_bytes = ctx->bytes;
+    }
+
+  /* The Dockerfile: in its own source when sent, else in the context. */
+  const char *search_dir = dfsrc ? dfsrc->dir : (ctx ? ctx->dir : NULL);
+  cleanup_free char *df_path = NULL;
+  if (search_dir)
+    {
+      const char *candidates[2] = { filename ? filename : "Dockerfile", filename ? NULL : "Containerfile" };
+      for (int i = 0; i < 2 && candidates[i] && df_path == NULL; i++)
+        {
+          int r = ps_context_file (search_dir, candidates[i], err);
+          if (r < 0)
+            {
+              ps_error_wrap (err, "frontendAttrs.filename");
+              solve_plan_free (p);
+              return -1;
+            }
+          if (r == 1)
+            df_path = xstrdup (candidates[i]);
+        }
+      if (df_path == NULL)
+        {
+          ps_error_set (err, 400, "Cannot locate specified Dockerfile: %s (looked in the \"%s\" source)",
+                        filename ? filename : "Dockerfile", dfsrc ? dockerfile_key : context_key);
+          solve_plan_free (p);
+          return -1;
+        }
+      if (dfsrc)
+        ps_strv_pushf (&o->dockerfiles, "%s/%s", dfsrc->dir, df_path);
+      else
+        ps_strv_push (&o->dockerfiles, df_path);
+      cleanup_free char *full = xasprintf ("%s/%s", search_dir, df_path);
+      cleanup_free char *text = NULL;
+      size_t len = 0;
+      char hex[65];
+      if (ps_read_file (full, 16 * 1024 * 1024, &text, &len, err) < 0)
+        {
+          solve_plan_free (p);
+          return -1;
+        }
+      ps_sha256_hex (text, len, hex);
+      p->build.definition_digest = xstrdup (hex);
+    }
+  else if (filename)
+    ps_strv_push (&o->dockerfiles, filename);
+  p->build.dockerfile_name = xstrdup (df_path ? df_path : (filename ? filename : "Dockerfile"));
+  if (p->build.definition_digest == NULL)
+    {
+      char hex[65];
+      ps_sha256_hex (o->remote ? o->remote : "", o->remote ? strlen (o->remote) : 0, hex);
+      p->build.definition_digest = xstrdup (hex);
+    }
+
+  if (ctx && ps_context_apply_ignore (ctx->dir, dfsrc ? NULL : df_path, NULL, err) < 0)
+    {
+      solve_plan_free (p);
+      return -1;
+    }
+  if (env->authfile)
+    o->authfile = xstrdup (env->authfile);
+  *out = p;
+  return 0;
+}
+
+/* ---- running ------------------------------------------------------------------ */
+
+struct export_vertex
+{
+  solver_job *job;
+  char *digest;
+  char *name;
+  int64_t started;
+};
+
+static void
+vertex_begin (struct export_vertex *v, solver_job *job, const char *image_id, const char *name)
+{
+  v->job = job;
+  v->name = xstrdup (name);
+  cleanup_free char *material = xasprintf ("%s\nexport\n%s", image_id, name);
+  char hex[65];
+  ps_sha256_hex (material, strlen (material), hex);
+  v->digest = xasprintf ("sha256:%s", hex);
+  v->started = ps_now_ns ();
+  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+  ev.vertex = xstrdup (v->digest);
+  ev.name = xstrdup (name);
+  ev.started_ns = v->started;
+  solver_job_emit (job, &ev);
+}
+
+static void
+vertex_status (struct export_vertex *v, const char *id, int64_t current, int64_t total)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_STATUS };
+  ev.vertex = xstrdup (v->digest);
+  ev.status_id = xstrdup (id);
+  ev.current = current;
+  ev.total = total;
+  ev.started_ns = v->started;
+  ev.completed_ns = ps_now_ns ();
+  solver_job_emit (v->job, &ev);
+}
+
+static void
+vertex_end (struct export_vertex *v, const char *error)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+  ev.vertex = xstrdup (v->digest);
+  ev.name = xstrdup (v->name);
+  ev.started_ns = v->started;
+  ev.completed_ns = ps_now_ns ();
+  ev.error = error ? xstrdup (error) : NULL;
+  solver_job_emit (v->job, &ev);
+  free (v->digest);
+  free (v->name);
+}
+
+static int
+buildah_run (ps_strv *argv, char **out, ps_error **err)
+{
+  cleanup_free char *o = NULL, *e = NULL;
+  int status = -1;
+  if (ps_run_capture (argv->v, &o, &e, &status, err) < 0)
+    return -1;
+  if (status != 0)
+    {
+      size_t n = e ? strlen (e) : 0;
+      while (n > 0 && e[n - 1] == '\n')
+        e[--n] = '\0';
+      return ps_error_set (err, 500, "%s %s: %s", argv->v[0], argv->v[argv->n > 4 ? 4 : 1],
+                           e && *e ? e : "failed");
+    }
+  if (out)
+    *out = xstrndup (o ? o : "", strcspn (o ? o : "", "\n"));
+  return 0;
+}
+
+static int
+push_image (const struct solve_plan *p, const char *image_id, const char *dest_ref, bool insecure, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "push");
+  ps_strv_push (&argv, "--quiet");
+  if (insecure)
+    ps_strv_push (&argv, "--tls-verify=false");
+  if (p->build.opts.authfile)
+    ps_strv_pushf (&argv, "--authfile=%s", p->build.opts.authfile);
+  ps_strv_push (&argv, image_id);
+  ps_strv_push (&argv, dest_ref);
+  int r = buildah_run (&argv, NULL, err);
+  ps_strv_free (&argv);
+  return r;
+}
+
+struct tar_job
+{
+  const char *path;
+  uint64_t bytes;
+  const char *dir;
+};
+
+static int
+write_rootfs_tar (const char *root, void *ud, ps_error **err)
+{
+  struct tar_job *t = ud;
+  return rootfs_write_tar (root, t->path, &t->bytes, err);
+}
+
+static int
+copy_rootfs (const char *root, void *ud, ps_error **err)
+{
+  struct tar_job *t = ud;
+  return rootfs_copy_dir (root, t->dir, err);
+}
+
+static uint64_t
+file_size (const char *path)
+{
+  struct stat st;
+  return stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
+}
+
+static int
+run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
+{
+  struct plan_exporter *e = &p->exporters[idx];
+  struct export_vertex v;
+  int ret = 0;
+
+  if (strcmp (e->type, "cacheonly") == 0)
+    return 0;
+  if (strcmp (e->type, "image") == 0)
+    {
+      if (!e->push)
+        return 0;
+      for (size_t i = 0; i < p->image_names.n && ret == 0; i++)
+        {
+          cleanup_free char *title = xasprintf ("pushing %s", p->image_names.v[i]);
+          vertex_begin (&v, job, image_id, title);
+          cleanup_free char *ref = xasprintf ("docker://%s", p->image_names.v[i]);
+          ret = push_image (p, image_id, ref, e->insecure, err);
+          vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+        }
+      return ret;
+    }
+
+  /* Everything else writes a file or a directory. */
+  cleanup_free char *kept = NULL;
+  const char *path = e->dest;
+  if (path == NULL)
+    {
+      cleanup_free char *outdir = xasprintf ("%s/outputs", p->job_dir);
+      if (ps_mkdir_p (outdir, 0700, err) < 0)
+        return -1;
+      path = kept = xasprintf ("%s/%zu.tar", outdir, idx);
+    }
+
+  if (strcmp (e->type, "oci") == 0 || strcmp (e->type, "docker") == 0)
+    {
+      bool oci = e->type[0] == 'o';
+      vertex_begin (&v, job, image_id, oci ? "exporting to oci image format" : "exporting to docker image format");
+      const char *name = e->name ? e->name : (p->image_names.n ? p->image_names.v[0] : NULL);
+      cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
+                                    : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
+      unlink (path);
+      ret = push_image (p, image_id, ref, false, err);
+      if (ret == 0)
+        vertex_status (&v, "sending tarball", (int64_t) file_size (path), (int64_t) file_size (path));
+      vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+    }
+  else if (strcmp (e->type, "tar") == 0 || (strcmp (e->type, "local") == 0 && e->dest == NULL))
+    {
+      vertex_begin (&v, job, image_id, "exporting to client tarball");
+      struct tar_job t = { .path = path };
+      ret = rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
+      if (ret == 0)
+        vertex_status (&v, "sending tarball", (int64_t) t.bytes, (int64_t) t.bytes);
+      vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+    }
+  else
+    {
+      vertex_begin (&v, job, image_id, "exporting to client directory");
+      struct tar_job t = { .dir = e->dest };
+      ret = rootfs_with_mount (image_id, copy_rootfs, &t, err);
+      vertex_status (&v, "copying files", 0, 0);
+      vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+      return ret;
+    }
+  if (ret == 0 && kept)
+    {
+      solver_job_add_output (job, e->type, kept, file_size (kept));
+      solver_job_keep_dir (job, true);
+    }
+  return ret;
+}
+
+static char *
+manifest_digest (const char *image_id)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "inspect");
+  ps_strv_push (&argv, "--type=image");
+  ps_strv_push (&argv, "--format={{.FromImageDigest}}");
+  ps_strv_push (&argv, image_id);
+  char *out = NULL;
+  if (buildah_run (&argv, &out, NULL) < 0)
+    out = NULL;
+  ps_strv_free (&argv);
+  return out;
+}
+
+int
+solve_run (solver_job *job, void *userdata, ps_error **err)
+{
+  struct solve_plan *p = userdata;
+  cleanup_free char *image_id = NULL;
+  if (dockerfile_frontend_run (job, &p->build, &image_id, err) < 0)
+    return -1;
+
+  for (size_t i = 0; i < p->n_exporters; i++)
+    if (run_exporter (job, p, i, image_id, err) < 0)
+      {
+        struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+        ev.error = xasprintf ("export %s: %s", p->exporters[i].type, (*err)->msg);
+        solver_job_emit (job, &ev);
+        return -1;
+      }
+
+  ps_strv resp = { 0 };
+  cleanup_free char *mdigest = manifest_digest (image_id);
+  if (mdigest && *mdigest)
+    {
+      ps_strv_push (&resp, "containerimage.digest");
+      ps_strv_push (&resp, mdigest);
+    }
+  ps_strv_push (&resp, "containerimage.config.digest");
+  ps_strv_pushf (&resp, "sha256:%s", image_id);
+  if (p->image_names.n > 0)
+    {
+      ps_buf names = { 0 };
+      for (size_t i = 0; i < p->image_names.n; i++)
+        {
+          if (i)
+            ps_buf_puts (&names, ",");
+          ps_buf_puts (&names, p->image_names.v[i]);
+        }
+      ps_strv_push (&resp, "image.name");
+      ps_strv_push (&resp, names.data);
+      ps_buf_free (&names);
+    }
+  struct solver_event ev = { .kind = SOLVER_EV_RESULT };
+  ev.image_id = xstrdup (image_id);
+  ev.response = resp.v; /* moved */
+  solver_job_emit (job, &ev);
+  return 0;
+}

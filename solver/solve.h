@@ -1,0 +1,41 @@
+/* solve.h — a /solve job: a frontend (dockerfile.v0 via buildah build; LLB
+ * definitions are the LLB solver's) followed by its exporters, reported
+ * through the job's event log and ending in one RESULT or ERROR. */
+#ifndef SOLVER_SOLVE_H
+#define SOLVER_SOLVE_H
+
+#include "schema/solve_request.h"
+#include "solver/dockerfile_build.h"
+#include "solver/job.h"
+
+/* A local source the client sent with the request (a multipart tar part),
+   unpacked in the job's directory. */
+struct solve_source
+{
+  char *name;
+  char *dir;
+  uint64_t bytes;
+};
+
+struct solve_plan;
+
+struct solve_env
+{
+  const char *job_dir;                 /* the job's own directory */
+  const struct solve_source *sources;  /* local sources by name */
+  size_t n_sources;
+  const ps_strv *output_roots;         /* --allow-output-root dirs */
+  const char *authfile;                /* registry credentials, or NULL */
+};
+
+/* Check everything about `req` that can be checked before running and
+ * derive the build: frontend attrs (unknown ones are 400s), the context and
+ * Dockerfile sources, named contexts, exporters and their destinations,
+ * cache options and entitlements.  `req` is moved into the plan. */
+int solve_plan_new (struct solve_request *req, const struct solve_env *env, struct solve_plan **out, ps_error **err);
+void solve_plan_free (struct solve_plan *p);
+
+/* The job function; userdata is the plan. */
+int solve_run (solver_job *job, void *userdata, ps_error **err);
+
+#endif
