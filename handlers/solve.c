@@ -393,6 +393,7 @@ job_json (solver_job *job, bool detail)
         {
           cJSON *x = cJSON_CreateObject ();
           cJSON_AddNumberToObject (x, "index", (double) i);
+          cJSON_AddNumberToObject (x, "exporter", (double) sum.outputs[i].exporter);
           cJSON_AddStringToObject (x, "type", sum.outputs[i].type);
           cJSON_AddNumberToObject (x, "size", (double) sum.outputs[i].size);
           cleanup_free char *url = xasprintf ("/solve/%s/outputs/%zu", sum.ref, i);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -144,9 +145,17 @@ main (int argc, char **argv)
     }
   ps_info ("podsolved %s ready (buildah %s, state %s)", PODSOLVE_VERSION, buildah_version (), ps_cfg.state_dir);
 
+  /* Wait for a stop signal; meanwhile, forget expired /solve jobs and
+     their kept outputs even when no request comes to trigger it. */
   int sig = 0;
-  while (sigwait (&stop_signals, &sig) != 0)
-    ;
+  for (;;)
+    {
+      struct timespec tick = { 30, 0 };
+      sig = sigtimedwait (&stop_signals, NULL, &tick);
+      if (sig == SIGTERM || sig == SIGINT)
+        break;
+      solver_jobs_expire ((int64_t) ps_cfg.job_ttl_s * 1000);
+    }
   ps_info ("received %s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
   for (size_t i = 0; i < nlisteners; i++)

@@ -531,10 +531,11 @@ solver_job_keep_dir (solver_job *job, bool keep)
 }
 
 void
-solver_job_add_output (solver_job *job, const char *type, const char *path, uint64_t size)
+solver_job_add_output (solver_job *job, size_t exporter, const char *type, const char *path, uint64_t size)
 {
   pthread_mutex_lock (&job->lock);
   job->outputs = xrealloc (job->outputs, (job->n_outputs + 1) * sizeof *job->outputs);
+  job->outputs[job->n_outputs].exporter = exporter;
   job->outputs[job->n_outputs].type = xstrdup (type);
   job->outputs[job->n_outputs].path = xstrdup (path);
   job->outputs[job->n_outputs].size = size;
@@ -578,6 +579,7 @@ solver_job_summarize (solver_job *job, struct solver_job_summary *out)
   out->outputs = xcalloc (job->n_outputs + 1, sizeof *out->outputs);
   for (size_t i = 0; i < job->n_outputs; i++)
     {
+      out->outputs[i].exporter = job->outputs[i].exporter;
       out->outputs[i].type = xstrdup (job->outputs[i].type);
       out->outputs[i].path = xstrdup (job->outputs[i].path);
       out->outputs[i].size = job->outputs[i].size;

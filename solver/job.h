@@ -137,12 +137,13 @@ void solver_job_keep_dir (solver_job *job, bool keep);
 
 struct solver_output
 {
+  size_t exporter; /* index of the exporter in the request */
   char *type;  /* exporter type: "tar", "local", "oci", "docker" */
   char *path;  /* file kept for GET /solve/{ref}/outputs/{n} */
   uint64_t size;
 };
 /* Record an output kept for download; the job owns the strings. */
-void solver_job_add_output (solver_job *job, const char *type, const char *path, uint64_t size);
+void solver_job_add_output (solver_job *job, size_t exporter, const char *type, const char *path, uint64_t size);
 
 /* A consistent copy of a job's state for listings (free with
    solver_job_summary_free). */

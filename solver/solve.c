@@ -644,7 +644,7 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
     }
   if (ret == 0 && kept)
     {
-      solver_job_add_output (job, e->type, kept, file_size (kept));
+      solver_job_add_output (job, idx, e->type, kept, file_size (kept));
       solver_job_keep_dir (job, true);
     }
   return ret;

@@ -10,5 +10,6 @@ Suite *suite_context (void);
 Suite *suite_dockerignore (void);
 Suite *suite_buildah_output (void);
 Suite *suite_jsonmessage (void);
+Suite *suite_solve (void);
 
 #endif

@@ -1,0 +1,1392 @@
+/* grpc_client.c — gRPC client over HTTP/2 on an upgraded /session socket.
+ *
+ * Ownership and locking, in one place:
+ *  - The I/O thread (the one in grpc_conn_run) is the only thread that calls
+ *    nghttp2 or touches the socket.  It never holds conn->mu while calling
+ *    into nghttp2; nghttp2's callbacks (which run inside mem_recv/mem_send on
+ *    that thread) take conn->mu themselves when they touch call state.
+ *  - Every other field of a call and of the connection is under conn->mu.
+ *  - Other threads ask the I/O thread for work by putting the call on the
+ *    connection's "dirty" list and writing the eventfd: open the stream,
+ *    resume sending, return receive window, cancel.
+ *  - References: a call is held by its user (until grpc_call_free), by the
+ *    dirty list while queued, and by its HTTP/2 stream from submission to
+ *    on_stream_close.  The connection is held by its owner and by every call,
+ *    so a call outliving grpc_conn_free still has a (dead) connection to lock.
+ */
+#define _GNU_SOURCE
+#include "session/grpc_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "session/session_limits.h"
+
+/* gRPC message prefix: compressed flag (1 byte) + big-endian length (4). */
+#define GRPC_PREFIX 5
+
+struct grpc_msg
+{
+  struct grpc_msg *next;
+  size_t len;  /* payload bytes */
+  size_t wire; /* payload + prefix: what we return to the stream window */
+  char data[]; /* len bytes + NUL */
+};
+
+struct grpc_call
+{
+  grpc_conn *conn;
+  int refs;
+  char *path;
+  char label[128];
+  struct grpc_metadata *md; /* copies, until submitted */
+  size_t n_md;
+
+  /* I/O thread bookkeeping. */
+  int32_t stream_id;
+  bool submitted;      /* the I/O thread has handled the start */
+  bool stream_open;    /* holds the stream reference */
+  bool in_dirty;
+  struct grpc_call *dirty_next;
+  struct grpc_call *prev, *next; /* conn->calls: calls holding a stream ref */
+
+  /* Sending. */
+  ps_buf out;
+  size_t out_off;
+  bool send_closed;  /* no more messages from the user */
+  bool eof_sent;     /* END_STREAM handed to nghttp2 */
+  bool deferred;     /* data provider returned DEFERRED; needs a resume */
+  bool cancel_req;   /* user asked to cancel */
+  bool cancel_sent;  /* RST_STREAM submitted */
+
+  /* Receiving. */
+  ps_buf partial;    /* prefix + payload of the message being reassembled */
+  size_t want;       /* total bytes of that message once its prefix is known */
+  struct grpc_msg *head, *tail;
+  size_t unacked;    /* bytes the user took; to return to the stream window */
+  int http_status;
+  bool grpc_content_type;
+  int status_hdr;    /* grpc-status as received, -1 none */
+  char *message_hdr; /* grpc-message, decoded */
+
+  /* Outcome: status >= 0 once the call is over (no more messages arrive). */
+  int status;
+  char *errmsg;      /* for a non-OK status: what recv reports after the label */
+
+  pthread_cond_t cond;
+};
+
+struct grpc_conn
+{
+  int refs; /* atomic */
+  int fd;
+  int efd;
+  char *label;
+  ps_buf extra_in;
+
+  pthread_mutex_t mu;
+  bool dead;
+  bool shutdown_req;
+  bool goaway_recv;
+  char *dead_reason;
+  struct grpc_call *dirty;
+  struct grpc_call *calls;
+
+  /* I/O thread only. */
+  nghttp2_session *h2;
+  ps_buf wbuf;
+  size_t wbuf_off;
+  char *h2_error;     /* last nghttp2 error text, for the death reason */
+  char *goaway_text;  /* GOAWAY we received or sent */
+  bool goaway_error;  /* ... with an error code */
+};
+
+static const char *const status_names[] = {
+  "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+  "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *
+grpc_status_name (int code)
+{
+  if (code >= 0 && (size_t) code < ARRAY_SIZE (status_names))
+    return status_names[code];
+  return "?";
+}
+
+int
+grpc_status_http (int code)
+{
+  switch (code)
+    {
+    case GRPC_STATUS_INVALID_ARGUMENT:
+    case GRPC_STATUS_FAILED_PRECONDITION:
+    case GRPC_STATUS_OUT_OF_RANGE:
+      return 400;
+    case GRPC_STATUS_UNAUTHENTICATED:
+      return 401;
+    case GRPC_STATUS_PERMISSION_DENIED:
+      return 403;
+    case GRPC_STATUS_NOT_FOUND:
+      return 404;
+    case GRPC_STATUS_ALREADY_EXISTS:
+    case GRPC_STATUS_ABORTED:
+      return 409;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+      return 413;
+    case GRPC_STATUS_CANCELLED:
+      return 500; /* we cancelled it (the build was cancelled): not the client's fault */
+    case GRPC_STATUS_UNIMPLEMENTED:
+      return 501;
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+      return 504;
+    default:
+      return 502; /* the client's side of the session failed: a bad gateway for us */
+    }
+}
+
+const char *
+grpc_method_label (const char *path, char *buf, size_t buflen)
+{
+  /* "/pkg.sub.Service/Method" -> "Service/Method" */
+  const char *slash = path[0] == '/' ? strchr (path + 1, '/') : NULL;
+  if (slash == NULL)
+    return path;
+  const char *start = slash;
+  while (start > path + 1 && start[-1] != '.' && start[-1] != '/')
+    start--;
+  snprintf (buf, buflen, "%s", start);
+  return buf;
+}
+
+static int
+hexval (char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+char *
+grpc_percent_decode (const char *s, size_t len)
+{
+  char *out = xmalloc (len + 1);
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++)
+    {
+      int hi, lo;
+      if (s[i] == '%' && i + 2 < len && (hi = hexval (s[i + 1])) >= 0 && (lo = hexval (s[i + 2])) >= 0)
+        {
+          out[n++] = (char) (hi << 4 | lo);
+          i += 2;
+        }
+      else
+        out[n++] = s[i];
+    }
+  out[n] = '\0';
+  return out;
+}
+
+/* ---- references ------------------------------------------------------------ */
+
+static void
+conn_ref (grpc_conn *c)
+{
+  __atomic_add_fetch (&c->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void
+conn_unref (grpc_conn *c)
+{
+  if (__atomic_sub_fetch (&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    return;
+  if (c->efd >= 0)
+    close (c->efd);
+  pthread_mutex_destroy (&c->mu);
+  free (c->label);
+  free (c->dead_reason);
+  free (c->h2_error);
+  free (c->goaway_text);
+  ps_buf_free (&c->extra_in);
+  ps_buf_free (&c->wbuf);
+  free (c);
+}
+
+static void
+call_destroy (grpc_call *call)
+{
+  for (struct grpc_msg *m = call->head, *next; m; m = next)
+    {
+      next = m->next;
+      free (m);
+    }
+  for (size_t i = 0; i < call->n_md; i++)
+    {
+      free ((char *) call->md[i].key);
+      free ((char *) call->md[i].value);
+    }
+  free (call->md);
+  free (call->path);
+  free (call->message_hdr);
+  free (call->errmsg);
+  ps_buf_free (&call->out);
+  ps_buf_free (&call->partial);
+  pthread_cond_destroy (&call->cond);
+  grpc_conn *c = call->conn;
+  free (call);
+  conn_unref (c);
+}
+
+/* Drop one reference; conn->mu is held and stays held.  Returns the call to
+   destroy after unlocking (or NULL). */
+static grpc_call *
+call_unref_locked (grpc_call *call)
+{
+  if (--call->refs == 0)
+    return call;
+  return NULL;
+}
+
+static void
+wake_io (grpc_conn *c)
+{
+  uint64_t one = 1;
+  ssize_t r = write (c->efd, &one, sizeof one);
+  (void) r; /* EAGAIN: the counter is already non-zero, the thread will wake */
+}
+
+/* Queue the call for the I/O thread; conn->mu held. */
+static void
+mark_dirty_locked (grpc_call *call)
+{
+  grpc_conn *c = call->conn;
+  if (c->dead || call->in_dirty)
+    return;
+  call->in_dirty = true;
+  call->refs++;
+  call->dirty_next = c->dirty;
+  c->dirty = call;
+  wake_io (c);
+}
+
+/* The call is over: record the outcome once and wake its waiters; conn->mu
+   held.  `errmsg` is NULL for OK. */
+static void
+finish_locked (grpc_call *call, int status, const char *fmt, ...) PS_PRINTF (3, 4);
+
+static void
+finish_locked (grpc_call *call, int status, const char *fmt, ...)
+{
+  if (call->status >= 0)
+    return;
+  call->status = status;
+  if (fmt)
+    {
+      va_list ap;
+      va_start (ap, fmt);
+      if (vasprintf (&call->errmsg, fmt, ap) < 0)
+        abort ();
+      va_end (ap);
+    }
+  pthread_cond_broadcast (&call->cond);
+}
+
+/* ---- the I/O thread: nghttp2 callbacks -------------------------------------- */
+
+static grpc_call *
+stream_call (nghttp2_session *h2, int32_t stream_id)
+{
+  return nghttp2_session_get_stream_user_data (h2, stream_id);
+}
+
+static int
+on_begin_headers (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
+{
+  return 0;
+}
+
+static int
+on_header (nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+           const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+  grpc_conn *c = ud;
+  if (frame->hd.type != NGHTTP2_HEADERS)
+    return 0;
+  grpc_call *call = stream_call (h2, frame->hd.stream_id);
+  if (call == NULL)
+    return 0;
+  pthread_mutex_lock (&c->mu);
+  if (namelen == 7 && memcmp (name, ":status", 7) == 0)
+    {
+      char tmp[8] = "";
+      memcpy (tmp, value, valuelen < sizeof tmp - 1 ? valuelen : sizeof tmp - 1);
+      call->http_status = atoi (tmp);
+    }
+  else if (namelen == 12 && memcmp (name, "content-type", 12) == 0)
+    call->grpc_content_type = valuelen >= 16 && memcmp (value, "application/grpc", 16) == 0;
+  else if (namelen == 11 && memcmp (name, "grpc-status", 11) == 0)
+    {
+      int code = 0;
+      bool ok = valuelen > 0 && valuelen < 6;
+      for (size_t i = 0; ok && i < valuelen; i++)
+        {
+          ok = value[i] >= '0' && value[i] <= '9';
+          code = code * 10 + (value[i] - '0');
+        }
+      call->status_hdr = ok ? code : GRPC_STATUS_UNKNOWN;
+    }
+  else if (namelen == 12 && memcmp (name, "grpc-message", 12) == 0)
+    {
+      free (call->message_hdr);
+      size_t n = valuelen < PS_GRPC_MAX_STATUS_MESSAGE ? valuelen : PS_GRPC_MAX_STATUS_MESSAGE;
+      call->message_hdr = grpc_percent_decode ((const char *) value, n);
+    }
+  pthread_mutex_unlock (&c->mu);
+  return 0;
+}
+
+/* The HTTP status a gRPC client maps to a code when a response is not gRPC
+   at all (grpc-go's table). */
+static int
+http_to_grpc (int http)
+{
+  switch (http)
+    {
+    case 400:
+      return GRPC_STATUS_INTERNAL;
+    case 401:
+      return GRPC_STATUS_UNAUTHENTICATED;
+    case 403:
+      return GRPC_STATUS_PERMISSION_DENIED;
+    case 404:
+      return GRPC_STATUS_UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return GRPC_STATUS_UNAVAILABLE;
+    default:
+      return GRPC_STATUS_UNKNOWN;
+    }
+}
+
+/* The status block ended the stream (trailers, or a trailers-only
+   response): the call's outcome is known.  conn->mu held. */
+static void
+finish_from_status_locked (grpc_call *call)
+{
+  if (call->status_hdr < 0)
+    {
+      finish_locked (call, GRPC_STATUS_INTERNAL, "grpc status %d (%s): response ended without grpc-status",
+                     GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL));
+      return;
+    }
+  if (call->status_hdr == GRPC_STATUS_OK && call->partial.len > 0)
+    {
+      finish_locked (call, GRPC_STATUS_INTERNAL,
+                     "grpc status %d (%s): stream ended inside a message (%zu of %zu bytes)", GRPC_STATUS_INTERNAL,
+                     grpc_status_name (GRPC_STATUS_INTERNAL), call->partial.len, call->want);
+      return;
+    }
+  if (call->status_hdr == GRPC_STATUS_OK)
+    finish_locked (call, GRPC_STATUS_OK, NULL);
+  else
+    finish_locked (call, call->status_hdr, "grpc status %d (%s): %s", call->status_hdr,
+                   grpc_status_name (call->status_hdr),
+                   call->message_hdr && call->message_hdr[0] ? call->message_hdr : "(no message)");
+}
+
+static int
+on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
+{
+  grpc_conn *c = ud;
+  switch (frame->hd.type)
+    {
+    case NGHTTP2_HEADERS:
+      {
+        grpc_call *call = stream_call (h2, frame->hd.stream_id);
+        if (call == NULL)
+          return 0;
+        bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+        pthread_mutex_lock (&c->mu);
+        if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
+          {
+            if (call->http_status != 200 && call->status_hdr < 0)
+              finish_locked (call, http_to_grpc (call->http_status),
+                             "grpc status %d (%s): HTTP status %d instead of 200",
+                             http_to_grpc (call->http_status), grpc_status_name (http_to_grpc (call->http_status)),
+                             call->http_status);
+            else if (!call->grpc_content_type && call->status_hdr < 0)
+              finish_locked (call, GRPC_STATUS_INTERNAL, "grpc status %d (%s): response is not application/grpc",
+                             GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL));
+            else if (end)
+              finish_from_status_locked (call); /* trailers-only */
+          }
+        else if (end)
+          finish_from_status_locked (call); /* trailers */
+        bool failed = call->status > 0;
+        pthread_mutex_unlock (&c->mu);
+        if (failed && !end)
+          nghttp2_submit_rst_stream (h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_CANCEL);
+        return 0;
+      }
+    case NGHTTP2_DATA:
+      if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        {
+          /* END_STREAM on DATA: the peer ended without trailers. */
+          grpc_call *call = stream_call (h2, frame->hd.stream_id);
+          if (call == NULL)
+            return 0;
+          pthread_mutex_lock (&c->mu);
+          finish_from_status_locked (call);
+          pthread_mutex_unlock (&c->mu);
+        }
+      return 0;
+    case NGHTTP2_GOAWAY:
+      {
+        const nghttp2_goaway *g = &frame->goaway;
+        free (c->goaway_text);
+        c->goaway_text = xasprintf ("the client sent GOAWAY (%s%s%.*s)", nghttp2_http2_strerror (g->error_code),
+                                    g->opaque_data_len ? ": " : "", (int) g->opaque_data_len,
+                                    (const char *) g->opaque_data);
+        c->goaway_error = g->error_code != NGHTTP2_NO_ERROR;
+        pthread_mutex_lock (&c->mu);
+        c->goaway_recv = true;
+        pthread_mutex_unlock (&c->mu);
+        ps_debug ("session %s: %s", c->label, c->goaway_text);
+        return 0;
+      }
+    default:
+      return 0;
+    }
+}
+
+static int
+on_frame_send (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
+{
+  grpc_conn *c = ud;
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+    {
+      free (c->goaway_text);
+      c->goaway_text = xasprintf ("HTTP/2 protocol error (%s%s%s)", nghttp2_http2_strerror (frame->goaway.error_code),
+                                  c->h2_error ? ": " : "", c->h2_error ? c->h2_error : "");
+      c->goaway_error = true;
+    }
+  return 0;
+}
+
+static int
+on_data_chunk_recv (nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *ud)
+{
+  grpc_conn *c = ud;
+  /* Connection-level credit goes back at once so one slow call never
+     starves the others; stream credit waits for the user (recv). */
+  nghttp2_session_consume_connection (h2, len);
+  grpc_call *call = stream_call (h2, stream_id);
+  if (call == NULL)
+    {
+      nghttp2_session_consume_stream (h2, stream_id, len);
+      return 0;
+    }
+  bool reset = false;
+  size_t discard = 0;
+  pthread_mutex_lock (&c->mu);
+  if (call->status >= 0)
+    discard = len; /* over (cancelled, oversize...): drop */
+  while (discard == 0 && len > 0)
+    {
+      if (call->partial.len < GRPC_PREFIX)
+        {
+          size_t take = GRPC_PREFIX - call->partial.len;
+          if (take > len)
+            take = len;
+          ps_buf_append (&call->partial, data, take);
+          data += take;
+          len -= take;
+          if (call->partial.len < GRPC_PREFIX)
+            break;
+          const unsigned char *p = (const unsigned char *) call->partial.data;
+          uint32_t mlen = (uint32_t) p[1] << 24 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 8 | p[4];
+          if (p[0] != 0)
+            {
+              finish_locked (call, GRPC_STATUS_INTERNAL,
+                             "grpc status %d (%s): compressed message (flag %u) but no compression was negotiated",
+                             GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL), p[0]);
+              reset = true;
+              discard = len;
+              break;
+            }
+          if (mlen > PS_GRPC_MAX_MESSAGE)
+            {
+              finish_locked (call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                             "grpc status %d (%s): received message larger than max (%u vs. %u bytes)",
+                             GRPC_STATUS_RESOURCE_EXHAUSTED, grpc_status_name (GRPC_STATUS_RESOURCE_EXHAUSTED), mlen,
+                             (unsigned) PS_GRPC_MAX_MESSAGE);
+              reset = true;
+              discard = len;
+              break;
+            }
+          call->want = GRPC_PREFIX + (size_t) mlen;
+        }
+      size_t take = call->want - call->partial.len;
+      if (take > len)
+        take = len;
+      ps_buf_append (&call->partial, data, take);
+      data += take;
+      len -= take;
+      if (call->partial.len == call->want)
+        {
+          size_t mlen = call->want - GRPC_PREFIX;
+          struct grpc_msg *m = xmalloc (sizeof *m + mlen + 1);
+          m->next = NULL;
+          m->len = mlen;
+          m->wire = call->want;
+          memcpy (m->data, call->partial.data + GRPC_PREFIX, mlen);
+          m->data[mlen] = '\0';
+          if (call->tail)
+            call->tail->next = m;
+          else
+            call->head = m;
+          call->tail = m;
+          ps_buf_reset (&call->partial);
+          call->want = 0;
+          pthread_cond_broadcast (&call->cond);
+        }
+    }
+  if (discard)
+    {
+      /* Those bytes will never be handed to the user: give the window back
+         now, along with what the call had already buffered. */
+      discard += call->partial.len;
+      ps_buf_reset (&call->partial);
+    }
+  pthread_mutex_unlock (&c->mu);
+  if (discard)
+    nghttp2_session_consume_stream (h2, stream_id, discard);
+  if (reset)
+    nghttp2_submit_rst_stream (h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+  return 0;
+}
+
+static int
+on_stream_close (nghttp2_session *h2, int32_t stream_id, uint32_t error_code, void *ud)
+{
+  grpc_conn *c = ud;
+  grpc_call *call = stream_call (h2, stream_id);
+  if (call == NULL)
+    return 0;
+  nghttp2_session_set_stream_user_data (h2, stream_id, NULL);
+  pthread_mutex_lock (&c->mu);
+  if (call->cancel_req)
+    finish_locked (call, GRPC_STATUS_CANCELLED, "grpc status %d (%s): cancelled", GRPC_STATUS_CANCELLED,
+                   grpc_status_name (GRPC_STATUS_CANCELLED));
+  else if (error_code == NGHTTP2_REFUSED_STREAM)
+    finish_locked (call, GRPC_STATUS_UNAVAILABLE, "grpc status %d (%s): the client refused the stream%s%s",
+                   GRPC_STATUS_UNAVAILABLE, grpc_status_name (GRPC_STATUS_UNAVAILABLE), c->goaway_text ? ": " : "",
+                   c->goaway_text ? c->goaway_text : "");
+  else if (error_code != NGHTTP2_NO_ERROR)
+    finish_locked (call, GRPC_STATUS_UNAVAILABLE, "grpc status %d (%s): stream reset (HTTP/2 %s)",
+                   GRPC_STATUS_UNAVAILABLE, grpc_status_name (GRPC_STATUS_UNAVAILABLE),
+                   nghttp2_http2_strerror (error_code));
+  else
+    finish_locked (call, GRPC_STATUS_INTERNAL, "grpc status %d (%s): stream closed without grpc-status",
+                   GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL));
+  /* Unlink and drop the stream's reference. */
+  if (call->stream_open)
+    {
+      call->stream_open = false;
+      if (call->prev)
+        call->prev->next = call->next;
+      else
+        c->calls = call->next;
+      if (call->next)
+        call->next->prev = call->prev;
+      call->prev = call->next = NULL;
+    }
+  grpc_call *dead = call_unref_locked (call);
+  pthread_mutex_unlock (&c->mu);
+  if (dead)
+    call_destroy (dead);
+  return 0;
+}
+
+static int
+on_error (nghttp2_session *h2, int lib_error_code, const char *msg, size_t len, void *ud)
+{
+  grpc_conn *c = ud;
+  free (c->h2_error);
+  c->h2_error = xstrndup (msg, len);
+  ps_debug ("session %s: nghttp2: %s", c->label, c->h2_error);
+  return 0;
+}
+
+/* Data provider: hand nghttp2 the call's queued bytes. */
+static ssize_t
+read_out (nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+          nghttp2_data_source *source, void *ud)
+{
+  grpc_conn *c = ud;
+  grpc_call *call = source->ptr;
+  pthread_mutex_lock (&c->mu);
+  size_t avail = call->out.len - call->out_off;
+  size_t n = avail < length ? avail : length;
+  if (n)
+    memcpy (buf, call->out.data + call->out_off, n);
+  call->out_off += n;
+  if (call->out_off == call->out.len)
+    {
+      ps_buf_reset (&call->out);
+      call->out_off = 0;
+    }
+  else if (call->out_off > PS_GRPC_SEND_BUFFER)
+    {
+      memmove (call->out.data, call->out.data + call->out_off, call->out.len - call->out_off);
+      call->out.len -= call->out_off;
+      call->out_off = 0;
+    }
+  ssize_t ret = (ssize_t) n;
+  if (call->out.len == call->out_off && (call->send_closed || call->status >= 0))
+    {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      call->eof_sent = true;
+    }
+  else if (n == 0)
+    {
+      call->deferred = true;
+      ret = NGHTTP2_ERR_DEFERRED;
+    }
+  if (n)
+    pthread_cond_broadcast (&call->cond); /* room for a blocked sender */
+  pthread_mutex_unlock (&c->mu);
+  return ret;
+}
+
+/* ---- the I/O thread: commands from other threads ---------------------------- */
+
+static void
+submit_call (grpc_conn *c, grpc_call *call)
+{
+  size_t n = 0;
+  nghttp2_nv *nva = xcalloc (6 + call->n_md, sizeof *nva);
+#define NV(k, v)                                                                                                      \
+  do                                                                                                                  \
+    {                                                                                                                 \
+      nva[n].name = (uint8_t *) (k);                                                                                  \
+      nva[n].namelen = strlen (k);                                                                                    \
+      nva[n].value = (uint8_t *) (v);                                                                                 \
+      nva[n].valuelen = strlen (v);                                                                                   \
+      nva[n].flags = NGHTTP2_NV_FLAG_NONE;                                                                            \
+      n++;                                                                                                            \
+    }                                                                                                                 \
+  while (0)
+  NV (":method", "POST");
+  NV (":scheme", "http");
+  NV (":path", call->path);
+  NV (":authority", "localhost");
+  NV ("content-type", "application/grpc");
+  NV ("te", "trailers");
+  for (size_t i = 0; i < call->n_md; i++)
+    NV (call->md[i].key, call->md[i].value);
+#undef NV
+  nghttp2_data_provider prd = { .source.ptr = call, .read_callback = read_out };
+  /* Take the stream's reference before submitting: callbacks for the new
+     stream may run within the next mem_send. */
+  pthread_mutex_lock (&c->mu);
+  call->refs++;
+  pthread_mutex_unlock (&c->mu);
+  int32_t id = nghttp2_submit_request (c->h2, NULL, nva, n, &prd, call);
+  free (nva);
+  pthread_mutex_lock (&c->mu);
+  call->submitted = true;
+  grpc_call *dead = NULL;
+  if (id < 0)
+    {
+      if (id == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED || id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
+        finish_locked (call, GRPC_STATUS_UNAVAILABLE, "grpc status %d (%s): the session is closing%s%s",
+                       GRPC_STATUS_UNAVAILABLE, grpc_status_name (GRPC_STATUS_UNAVAILABLE),
+                       c->goaway_text ? ": " : "", c->goaway_text ? c->goaway_text : "");
+      else
+        finish_locked (call, GRPC_STATUS_INTERNAL, "grpc status %d (%s): cannot open a stream: %s",
+                       GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL), nghttp2_strerror (id));
+      dead = call_unref_locked (call);
+    }
+  else
+    {
+      call->stream_id = id;
+      call->stream_open = true;
+      call->next = c->calls;
+      if (c->calls)
+        c->calls->prev = call;
+      c->calls = call;
+      ps_debug ("session %s: stream %d %s", c->label, id, call->path);
+    }
+  pthread_mutex_unlock (&c->mu);
+  if (dead)
+    call_destroy (dead);
+}
+
+static void
+process_dirty (grpc_conn *c)
+{
+  pthread_mutex_lock (&c->mu);
+  grpc_call *list = c->dirty;
+  c->dirty = NULL;
+  pthread_mutex_unlock (&c->mu);
+
+  /* The list is newest first; opening streams in submission order keeps
+     their ids in the order the calls were made. */
+  grpc_call *rev = NULL;
+  while (list)
+    {
+      grpc_call *next = list->dirty_next;
+      list->dirty_next = rev;
+      rev = list;
+      list = next;
+    }
+
+  for (grpc_call *call = rev, *next; call; call = next)
+    {
+      next = call->dirty_next;
+      pthread_mutex_lock (&c->mu);
+      call->in_dirty = false;
+      call->dirty_next = NULL;
+      bool need_submit = !call->submitted && !call->cancel_req && call->status < 0;
+      if (!call->submitted && (call->cancel_req || call->status >= 0))
+        {
+          call->submitted = true;
+          finish_locked (call, GRPC_STATUS_CANCELLED, "grpc status %d (%s): cancelled", GRPC_STATUS_CANCELLED,
+                         grpc_status_name (GRPC_STATUS_CANCELLED));
+        }
+      bool open = call->stream_open;
+      int32_t id = call->stream_id;
+      bool cancel = open && call->cancel_req && !call->cancel_sent;
+      if (cancel)
+        call->cancel_sent = true;
+      bool resume = open && call->deferred;
+      if (resume)
+        call->deferred = false;
+      size_t ack = open ? call->unacked : 0;
+      call->unacked = 0;
+      pthread_mutex_unlock (&c->mu);
+
+      if (need_submit)
+        submit_call (c, call);
+      if (cancel)
+        nghttp2_submit_rst_stream (c->h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      else
+        {
+          if (resume)
+            nghttp2_session_resume_data (c->h2, id);
+          if (ack)
+            nghttp2_session_consume_stream (c->h2, id, ack);
+        }
+
+      pthread_mutex_lock (&c->mu);
+      grpc_call *dead = call_unref_locked (call);
+      pthread_mutex_unlock (&c->mu);
+      if (dead)
+        call_destroy (dead);
+    }
+}
+
+/* ---- the I/O thread: the loop ------------------------------------------------ */
+
+grpc_conn *
+grpc_conn_new (int fd, const void *extra_in, size_t extra_len, const char *label, ps_error **err)
+{
+  int efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0)
+    return ps_error_set_errno (err, 500, errno, "eventfd"), NULL;
+  int fl = fcntl (fd, F_GETFL);
+  if (fl < 0 || fcntl (fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    {
+      close (efd);
+      return ps_error_set_errno (err, 500, errno, "session socket: set non-blocking"), NULL;
+    }
+  grpc_conn *c = xcalloc (1, sizeof *c);
+  c->refs = 1;
+  c->fd = fd;
+  c->efd = efd;
+  c->label = xstrdup (label ? label : "?");
+  pthread_mutex_init (&c->mu, NULL);
+  if (extra_len)
+    ps_buf_append (&c->extra_in, extra_in, extra_len);
+  return c;
+}
+
+bool
+grpc_conn_alive (grpc_conn *c)
+{
+  pthread_mutex_lock (&c->mu);
+  bool alive = !c->dead && !c->shutdown_req && !c->goaway_recv;
+  pthread_mutex_unlock (&c->mu);
+  return alive;
+}
+
+char *
+grpc_conn_dead_reason (grpc_conn *c)
+{
+  pthread_mutex_lock (&c->mu);
+  char *r = c->dead ? xstrdup (c->dead_reason) : NULL;
+  pthread_mutex_unlock (&c->mu);
+  return r;
+}
+
+void
+grpc_conn_shutdown (grpc_conn *c)
+{
+  pthread_mutex_lock (&c->mu);
+  c->shutdown_req = true;
+  pthread_mutex_unlock (&c->mu);
+  wake_io (c);
+}
+
+static void conn_die (grpc_conn *c, const char *reason);
+
+void
+grpc_conn_free (grpc_conn *c)
+{
+  if (c == NULL)
+    return;
+  /* Never ran: calls queued for an I/O thread that will not come. */
+  conn_die (c, "the session was closed before it started");
+  conn_unref (c);
+}
+
+/* Mark the connection dead and fail every call still running. */
+static void
+conn_die (grpc_conn *c, const char *reason)
+{
+  pthread_mutex_lock (&c->mu);
+  if (!c->dead)
+    {
+      c->dead = true;
+      c->dead_reason = xstrdup (reason);
+    }
+  grpc_call *calls = c->calls;
+  c->calls = NULL;
+  grpc_call *dirty = c->dirty;
+  c->dirty = NULL;
+  /* Calls holding a stream reference. */
+  grpc_call *destroy = NULL;
+  for (grpc_call *call = calls, *next; call; call = next)
+    {
+      next = call->next;
+      call->prev = call->next = NULL;
+      call->stream_open = false;
+      finish_locked (call, GRPC_STATUS_UNAVAILABLE, "session connection lost: %s", reason);
+      if (call_unref_locked (call))
+        {
+          call->dirty_next = destroy;
+          destroy = call;
+        }
+    }
+  /* Calls queued for the I/O thread. */
+  for (grpc_call *call = dirty, *next; call; call = next)
+    {
+      next = call->dirty_next;
+      call->in_dirty = false;
+      call->submitted = true;
+      finish_locked (call, GRPC_STATUS_UNAVAILABLE, "session connection lost: %s", reason);
+      if (call_unref_locked (call))
+        {
+          call->dirty_next = destroy;
+          destroy = call;
+        }
+    }
+  pthread_mutex_unlock (&c->mu);
+  for (grpc_call *call = destroy, *next; call; call = next)
+    {
+      next = call->dirty_next;
+      call_destroy (call);
+    }
+}
+
+/* Write what we can of wbuf.  0 ok (maybe partially), -1 with *reason. */
+static int
+flush_out (grpc_conn *c, char **reason)
+{
+  while (c->wbuf_off < c->wbuf.len)
+    {
+      ssize_t w = send (c->fd, c->wbuf.data + c->wbuf_off, c->wbuf.len - c->wbuf_off, MSG_NOSIGNAL);
+      if (w < 0 && errno == ENOTSOCK)
+        w = write (c->fd, c->wbuf.data + c->wbuf_off, c->wbuf.len - c->wbuf_off);
+      if (w < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+          *reason = xasprintf ("write to the client failed: %s", strerror (errno));
+          return -1;
+        }
+      c->wbuf_off += (size_t) w;
+    }
+  ps_buf_reset (&c->wbuf);
+  c->wbuf_off = 0;
+  return 0;
+}
+
+static int
+feed (grpc_conn *c, const void *data, size_t len, char **reason)
+{
+  ssize_t rv = nghttp2_session_mem_recv (c->h2, data, len);
+  if (rv < 0)
+    {
+      *reason = xasprintf ("HTTP/2 protocol error: %s%s%s", nghttp2_strerror ((int) rv), c->h2_error ? ": " : "",
+                           c->h2_error ? c->h2_error : "");
+      return -1;
+    }
+  return 0;
+}
+
+int
+grpc_conn_run (grpc_conn *c, ps_error **err)
+{
+  nghttp2_session_callbacks *cbs;
+  nghttp2_session_callbacks_new (&cbs);
+  nghttp2_session_callbacks_set_on_begin_headers_callback (cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback (cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback (cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_frame_send_callback (cbs, on_frame_send);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback (cbs, on_data_chunk_recv);
+  nghttp2_session_callbacks_set_on_stream_close_callback (cbs, on_stream_close);
+  nghttp2_session_callbacks_set_error_callback2 (cbs, on_error);
+  nghttp2_option *opt;
+  nghttp2_option_new (&opt);
+  /* Stream credit is returned only as the user takes messages (recv). */
+  nghttp2_option_set_no_auto_window_update (opt, 1);
+  int rv = nghttp2_session_client_new2 (&c->h2, cbs, c, opt);
+  nghttp2_option_del (opt);
+  nghttp2_session_callbacks_del (cbs);
+  if (rv != 0)
+    {
+      conn_die (c, "cannot start HTTP/2");
+      return ps_error_set (err, 500, "session %s: nghttp2: %s", c->label, nghttp2_strerror (rv));
+    }
+
+  nghttp2_settings_entry iv[] = {
+    { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+    { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PS_GRPC_STREAM_WINDOW },
+  };
+  nghttp2_submit_settings (c->h2, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE (iv));
+  nghttp2_session_set_local_window_size (c->h2, NGHTTP2_FLAG_NONE, 0, PS_GRPC_CONNECTION_WINDOW);
+
+  cleanup_free char *reason = NULL;
+  bool failed = false;
+  bool goaway_submitted = false;
+  if (c->extra_in.len && feed (c, c->extra_in.data, c->extra_in.len, &reason) < 0)
+    failed = true;
+  ps_buf_free (&c->extra_in);
+
+  char rbuf[64 * 1024];
+  while (!failed)
+    {
+      process_dirty (c);
+
+      pthread_mutex_lock (&c->mu);
+      bool stop = c->shutdown_req;
+      pthread_mutex_unlock (&c->mu);
+      if (stop && !goaway_submitted)
+        {
+          nghttp2_session_terminate_session (c->h2, NGHTTP2_NO_ERROR);
+          goaway_submitted = true;
+        }
+
+      /* Serialise what nghttp2 has to say, up to the high-water mark. */
+      while (c->wbuf.len - c->wbuf_off < PS_GRPC_OUTPUT_HIGH_WATER)
+        {
+          const uint8_t *data;
+          ssize_t n = nghttp2_session_mem_send (c->h2, &data);
+          if (n < 0)
+            {
+              reason = xasprintf ("HTTP/2: %s", nghttp2_strerror ((int) n));
+              failed = true;
+              break;
+            }
+          if (n == 0)
+            break;
+          ps_buf_append (&c->wbuf, data, (size_t) n);
+        }
+      if (failed || flush_out (c, &reason) < 0)
+        {
+          failed = true;
+          break;
+        }
+      bool pending = c->wbuf_off < c->wbuf.len;
+      bool want_read = nghttp2_session_want_read (c->h2);
+      bool want_write = nghttp2_session_want_write (c->h2);
+      if (!want_read && !want_write && !pending)
+        {
+          if (goaway_submitted)
+            reason = xstrdup ("closed by the daemon");
+          else if (c->goaway_text)
+            {
+              reason = xstrdup (c->goaway_text);
+              failed = c->goaway_error;
+            }
+          else
+            {
+              reason = xstrdup ("HTTP/2 session ended");
+              failed = true;
+            }
+          break;
+        }
+      if (goaway_submitted && !pending && !want_write)
+        {
+          reason = xstrdup ("closed by the daemon");
+          break;
+        }
+
+      struct pollfd p[2] = {
+        { .fd = c->fd, .events = (short) ((want_read ? POLLIN : 0) | (pending || want_write ? POLLOUT : 0)) },
+        { .fd = c->efd, .events = POLLIN },
+      };
+      if (poll (p, 2, -1) < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          reason = xasprintf ("poll: %s", strerror (errno));
+          failed = true;
+          break;
+        }
+      if (p[1].revents & POLLIN)
+        {
+          uint64_t v;
+          ssize_t r = read (c->efd, &v, sizeof v);
+          (void) r;
+        }
+      if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+        {
+          ssize_t r = read (c->fd, rbuf, sizeof rbuf);
+          if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+          if (r < 0)
+            {
+              reason = xasprintf ("read from the client failed: %s", strerror (errno));
+              failed = true;
+              break;
+            }
+          if (r == 0)
+            {
+              reason = xstrdup ("connection closed by the client");
+              break;
+            }
+          if (feed (c, rbuf, (size_t) r, &reason) < 0)
+            {
+              failed = true;
+              break;
+            }
+        }
+    }
+
+  if (reason == NULL)
+    reason = xstrdup ("connection ended");
+  ps_debug ("session %s: HTTP/2 connection over: %s", c->label, reason);
+  conn_die (c, reason);
+  /* Streams still known to nghttp2 reference calls that conn_die already
+     released; deleting the session must not call back into them. */
+  nghttp2_session_del (c->h2);
+  c->h2 = NULL;
+  if (failed)
+    return ps_error_set (err, 502, "session %s: %s", c->label, reason);
+  return 0;
+}
+
+/* ---- calls: the user side ------------------------------------------------------ */
+
+static bool
+valid_md_key (const char *k)
+{
+  if (k == NULL || *k == '\0' || k[0] == ':')
+    return false;
+  for (const char *p = k; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+      return false;
+  return true;
+}
+
+static bool
+valid_md_value (const char *v)
+{
+  for (const unsigned char *p = (const unsigned char *) v; *p; p++)
+    if (*p < 0x20 || *p == 0x7f)
+      return false;
+  return true;
+}
+
+grpc_call *
+grpc_call_start (grpc_conn *c, const char *path, const struct grpc_metadata *md, size_t n_md, ps_error **err)
+{
+  char lb[128];
+  const char *label = grpc_method_label (path, lb, sizeof lb);
+  if (path[0] != '/' || strchr (path + 1, '/') == NULL)
+    return ps_error_set (err, 500, "%s: invalid gRPC method path", path), NULL;
+  for (size_t i = 0; i < n_md; i++)
+    {
+      if (!valid_md_key (md[i].key))
+        return ps_error_set (err, 500, "%s: invalid metadata key \"%s\"", label, md[i].key ? md[i].key : ""),
+               NULL;
+      if (md[i].value == NULL || !valid_md_value (md[i].value))
+        return ps_error_set (err, 400, "%s: metadata %s has a value with control characters", label, md[i].key),
+               NULL;
+    }
+
+  grpc_call *call = xcalloc (1, sizeof *call);
+  call->path = xstrdup (path);
+  snprintf (call->label, sizeof call->label, "%s", label);
+  call->md = xcalloc (n_md ? n_md : 1, sizeof *call->md);
+  for (size_t i = 0; i < n_md; i++)
+    {
+      call->md[i].key = xstrdup (md[i].key);
+      call->md[i].value = xstrdup (md[i].value);
+    }
+  call->n_md = n_md;
+  call->status = -1;
+  call->status_hdr = -1;
+  call->refs = 1;
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&call->cond, &ca);
+  pthread_condattr_destroy (&ca);
+  conn_ref (c);
+  call->conn = c;
+
+  pthread_mutex_lock (&c->mu);
+  if (c->dead || c->shutdown_req || c->goaway_recv)
+    {
+      cleanup_free char *why = xstrdup (c->dead ? c->dead_reason
+                                        : c->goaway_recv ? (c->goaway_text ? c->goaway_text : "the client sent GOAWAY")
+                                                         : "closed by the daemon");
+      pthread_mutex_unlock (&c->mu);
+      ps_error_set (err, 502, "%s: session %s is gone: %s", call->label, c->label, why);
+      call_destroy (call);
+      return NULL;
+    }
+  mark_dirty_locked (call);
+  pthread_mutex_unlock (&c->mu);
+  return call;
+}
+
+static int
+call_failed_error (grpc_call *call, ps_error **err)
+{
+  /* conn->mu held; call->status > 0 or the call cannot continue. */
+  return ps_error_set (err, grpc_status_http (call->status), "%s: %s", call->label,
+                       call->errmsg ? call->errmsg : "call ended");
+}
+
+int
+grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
+{
+  grpc_conn *c = call->conn;
+  if (len > PS_GRPC_MAX_SEND_MESSAGE)
+    return ps_error_set (err, 413, "%s: message of %zu bytes is over the %u-byte gRPC limit", call->label, len,
+                         (unsigned) PS_GRPC_MAX_SEND_MESSAGE);
+  pthread_mutex_lock (&c->mu);
+  for (;;)
+    {
+      if (call->status > 0 || call->cancel_req)
+        {
+          int r = call->status > 0 ? call_failed_error (call, err)
+                                   : ps_error_set (err, 500, "%s: call was cancelled", call->label);
+          pthread_mutex_unlock (&c->mu);
+          return r;
+        }
+      if (call->status == 0 || call->send_closed)
+        {
+          pthread_mutex_unlock (&c->mu);
+          return ps_error_set (err, 500, "%s: send after the call ended or was half-closed", call->label);
+        }
+      if (call->out.len - call->out_off < PS_GRPC_SEND_BUFFER)
+        break;
+      pthread_cond_wait (&call->cond, &c->mu);
+    }
+  unsigned char prefix[GRPC_PREFIX] = { 0, (unsigned char) (len >> 24), (unsigned char) (len >> 16),
+                                        (unsigned char) (len >> 8), (unsigned char) len };
+  ps_buf_append (&call->out, prefix, sizeof prefix);
+  ps_buf_append (&call->out, msg, len);
+  if (call->deferred || !call->submitted)
+    mark_dirty_locked (call);
+  pthread_mutex_unlock (&c->mu);
+  return 0;
+}
+
+int
+grpc_call_close_send (grpc_call *call, ps_error **err)
+{
+  grpc_conn *c = call->conn;
+  pthread_mutex_lock (&c->mu);
+  if (!call->send_closed)
+    {
+      call->send_closed = true;
+      if (call->deferred)
+        mark_dirty_locked (call);
+    }
+  pthread_mutex_unlock (&c->mu);
+  return 0;
+}
+
+int
+grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_error **err)
+{
+  grpc_conn *c = call->conn;
+  struct timespec deadline;
+  if (timeout_ms >= 0)
+    {
+      clock_gettime (CLOCK_MONOTONIC, &deadline);
+      deadline.tv_sec += timeout_ms / 1000;
+      deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+      if (deadline.tv_nsec >= 1000000000L)
+        {
+          deadline.tv_sec++;
+          deadline.tv_nsec -= 1000000000L;
+        }
+    }
+  pthread_mutex_lock (&c->mu);
+  for (;;)
+    {
+      if (call->head)
+        {
+          struct grpc_msg *m = call->head;
+          call->head = m->next;
+          if (call->head == NULL)
+            call->tail = NULL;
+          if (call->status < 0 && !c->dead)
+            {
+              call->unacked += m->wire;
+              mark_dirty_locked (call);
+            }
+          pthread_mutex_unlock (&c->mu);
+          *len = m->len;
+          /* Hand the payload over without a copy: move it to the front. */
+          memmove (m, m->data, m->len + 1);
+          *msg = m;
+          return 1;
+        }
+      if (call->status == 0)
+        {
+          pthread_mutex_unlock (&c->mu);
+          return 0;
+        }
+      if (call->status > 0)
+        {
+          int r = call_failed_error (call, err);
+          pthread_mutex_unlock (&c->mu);
+          return r;
+        }
+      if (call->cancel_req)
+        {
+          pthread_mutex_unlock (&c->mu);
+          return ps_error_set (err, 500, "%s: call was cancelled", call->label);
+        }
+      if (timeout_ms < 0)
+        pthread_cond_wait (&call->cond, &c->mu);
+      else if (pthread_cond_timedwait (&call->cond, &c->mu, &deadline) == ETIMEDOUT && call->head == NULL
+               && call->status < 0)
+        {
+          pthread_mutex_unlock (&c->mu);
+          return ps_error_set (err, 504, "%s: no answer from the client within %d ms", call->label, timeout_ms);
+        }
+    }
+}
+
+int
+grpc_call_status (grpc_call *call)
+{
+  grpc_conn *c = call->conn;
+  pthread_mutex_lock (&c->mu);
+  int s = call->status;
+  pthread_mutex_unlock (&c->mu);
+  return s;
+}
+
+void
+grpc_call_cancel (grpc_call *call)
+{
+  grpc_conn *c = call->conn;
+  pthread_mutex_lock (&c->mu);
+  if (call->status < 0 && !call->cancel_req)
+    {
+      call->cancel_req = true;
+      mark_dirty_locked (call);
+      pthread_cond_broadcast (&call->cond);
+    }
+  pthread_mutex_unlock (&c->mu);
+}
+
+void
+grpc_call_free (grpc_call *call)
+{
+  if (call == NULL)
+    return;
+  grpc_call_cancel (call);
+  grpc_conn *c = call->conn;
+  pthread_mutex_lock (&c->mu);
+  grpc_call *dead = call_unref_locked (call);
+  pthread_mutex_unlock (&c->mu);
+  if (dead)
+    call_destroy (dead);
+}
+
+int
+grpc_unary (grpc_conn *c, const char *path, const struct grpc_metadata *md, size_t n_md, const void *req,
+            size_t req_len, void **resp, size_t *resp_len, int timeout_ms, int *status_out, ps_error **err)
+{
+  if (status_out)
+    *status_out = -1;
+  grpc_call *call = grpc_call_start (c, path, md, n_md, err);
+  if (call == NULL)
+    return -1;
+  void *msg = NULL;
+  size_t len = 0;
+  int ret = -1;
+  if (grpc_call_send (call, req, req_len, err) < 0 || grpc_call_close_send (call, err) < 0)
+    goto out;
+  int r = grpc_call_recv (call, &msg, &len, timeout_ms, err);
+  if (r < 0)
+    goto out;
+  if (r == 0)
+    {
+      ps_error_set (err, 502, "%s: the client ended the call without a response", call->label);
+      goto out;
+    }
+  /* A unary call has exactly one response; wait for the status. */
+  void *extra = NULL;
+  size_t extra_len = 0;
+  r = grpc_call_recv (call, &extra, &extra_len, timeout_ms, err);
+  if (r < 0)
+    goto out;
+  if (r == 1)
+    {
+      free (extra);
+      ps_error_set (err, 502, "%s: the client sent more than one response to a unary call", call->label);
+      goto out;
+    }
+  *resp = steal_pointer (&msg);
+  *resp_len = len;
+  ret = 0;
+out:
+  if (status_out)
+    *status_out = grpc_call_status (call);
+  free (msg);
+  grpc_call_free (call);
+  return ret;
+}

@@ -1,0 +1,162 @@
+/* test_solve.c — the /solve request parser (every bad request a 400 naming
+ * its field) and the SolveStatus line encoder (BuildKit's rawjson shape). */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema/solve_request.h"
+#include "schema/solve_status.h"
+#include "tests/unit/suites.h"
+
+static int
+parse (const char *json, struct solve_request *r, ps_error **err)
+{
+  return schema_solve_request_parse (json, strlen (json), r, err);
+}
+
+START_TEST (full_request_parses)
+{
+  struct solve_request r;
+  ps_error *err = NULL;
+  const char *json = "{\"ref\":\"app-1\",\"frontend\":\"dockerfile.v0\","
+                     "\"frontendAttrs\":{\"filename\":\"Containerfile\",\"build-arg:V\":\"1\"},"
+                     "\"exporters\":[{\"type\":\"image\",\"attrs\":{\"name\":\"localhost/app:1\",\"push\":\"false\"}},"
+                     "{\"type\":\"tar\"}],"
+                     "\"cache\":{\"imports\":[{\"type\":\"registry\",\"attrs\":{\"ref\":\"r/app\"}}],\"exports\":[]},"
+                     "\"session\":\"abc\",\"entitlements\":[\"network.host\"],\"detach\":true}";
+  ck_assert_int_eq (parse (json, &r, &err), 0);
+  ck_assert_str_eq (r.ref, "app-1");
+  ck_assert_str_eq (r.frontend, "dockerfile.v0");
+  ck_assert_str_eq (solve_attrs_get (&r.frontend_attrs, "build-arg:V"), "1");
+  ck_assert_uint_eq (r.n_exporters, 2);
+  ck_assert_str_eq (r.exporters[0].type, "image");
+  ck_assert_str_eq (solve_attrs_get (&r.exporters[0].attrs, "name"), "localhost/app:1");
+  ck_assert_uint_eq (r.n_cache_imports, 1);
+  ck_assert_str_eq (r.session, "abc");
+  ck_assert_str_eq (r.entitlements.v[0], "network.host");
+  ck_assert (r.detach);
+  schema_solve_request_free (&r);
+}
+END_TEST
+
+/* Each bad request and the words its 400 must contain. */
+static const struct
+{
+  const char *json;
+  const char *expect;
+} bad[] = {
+  { "{", "not valid JSON" },
+  { "[]", "must be a JSON object" },
+  { "{\"frontend\":\"gateway.v0\"}", "gateway.v0" },
+  { "{\"frontend\":5}", "frontend" },
+  { "{}", "frontend: missing" },
+  { "{\"frontend\":\"dockerfile.v0\",\"bogus\":1}", "unknown field \"bogus\"" },
+  { "{\"frontend\":\"dockerfile.v0\",\"frontendAttrs\":{\"x\":1}}", "frontendAttrs.x" },
+  { "{\"frontend\":\"dockerfile.v0\",\"frontendAttrs\":[]}", "frontendAttrs" },
+  { "{\"frontend\":\"dockerfile.v0\",\"exporters\":[{\"type\":\"s3\"}]}", "exporters[0].type" },
+  { "{\"frontend\":\"dockerfile.v0\",\"exporters\":[{\"type\":\"image\",\"attrs\":{\"dest\":\"/x\"}}]}",
+    "unknown attr \"dest\"" },
+  { "{\"frontend\":\"dockerfile.v0\",\"exporters\":{}}", "exporters" },
+  { "{\"frontend\":\"dockerfile.v0\",\"cache\":{\"imports\":[{\"type\":\"gha\"}]}}", "cache.imports[0].type" },
+  { "{\"frontend\":\"dockerfile.v0\",\"cache\":{\"other\":[]}}", "unknown key \"other\"" },
+  { "{\"frontend\":\"dockerfile.v0\",\"entitlements\":[\"device\"]}", "entitlements" },
+  { "{\"frontend\":\"dockerfile.v0\",\"detach\":\"yes\"}", "detach" },
+  { "{\"frontend\":\"dockerfile.v0\",\"ref\":\"../x\"}", "ref" },
+  { "{\"frontend\":\"dockerfile.v0\",\"definition\":\"AAAA\"}", "mutually exclusive" },
+  { "{\"definition\":5}", "definition" },
+};
+
+START_TEST (bad_requests_are_400_naming_the_field)
+{
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    {
+      struct solve_request r;
+      ps_error *err = NULL;
+      ck_assert_msg (parse (bad[i].json, &r, &err) == -1, "accepted: %s", bad[i].json);
+      ck_assert_int_eq (err->status, 400);
+      ck_assert_msg (strstr (err->msg, bad[i].expect) != NULL, "%s -> %s (wanted \"%s\")", bad[i].json, err->msg,
+                     bad[i].expect);
+      ps_error_free (err);
+      schema_solve_request_free (&r);
+    }
+}
+END_TEST
+
+START_TEST (time_is_go_rfc3339nano)
+{
+  char buf[64];
+  schema_time_rfc3339nano (1700000000500000000LL, buf, sizeof buf);
+  ck_assert_str_eq (buf, "2023-11-14T22:13:20.5Z");
+  schema_time_rfc3339nano (1700000000000000000LL, buf, sizeof buf);
+  ck_assert_str_eq (buf, "2023-11-14T22:13:20Z");
+  schema_time_rfc3339nano (1700000000000000001LL, buf, sizeof buf);
+  ck_assert_str_eq (buf, "2023-11-14T22:13:20.000000001Z");
+}
+END_TEST
+
+START_TEST (vertex_status_log_lines)
+{
+  ps_buf out = { 0 };
+  char *inputs[] = { (char *) "sha256:aa", NULL };
+  struct solver_event v = { .kind = SOLVER_EV_VERTEX, .vertex = (char *) "sha256:bb", .name = (char *) "[2/3] RUN a>b",
+                            .inputs = inputs, .started_ns = 1700000000500000000LL,
+                            .completed_ns = 1700000000500000000LL, .cached = true };
+  schema_solve_encode (&v, "r", &out);
+  ck_assert_str_eq (out.data, "{\"status\":{\"vertexes\":[{\"digest\":\"sha256:bb\",\"inputs\":[\"sha256:aa\"],"
+                              "\"name\":\"[2/3] RUN a\\u003eb\",\"started\":\"2023-11-14T22:13:20.5Z\","
+                              "\"completed\":\"2023-11-14T22:13:20.5Z\",\"cached\":true}]}}\n");
+  ps_buf_reset (&out);
+
+  struct solver_event l = { .kind = SOLVER_EV_LOG, .vertex = (char *) "sha256:bb", .stream = 2,
+                            .data = (char *) "hello\n", .len = 6, .time_ns = 1700000000000000000LL };
+  schema_solve_encode (&l, "r", &out);
+  ck_assert_str_eq (out.data, "{\"status\":{\"logs\":[{\"vertex\":\"sha256:bb\",\"stream\":2,\"data\":\"aGVsbG8K\","
+                              "\"timestamp\":\"2023-11-14T22:13:20Z\"}]}}\n");
+  ps_buf_reset (&out);
+
+  struct solver_event s = { .kind = SOLVER_EV_STATUS, .vertex = (char *) "sha256:bb",
+                            .status_id = (char *) "transferring context:", .current = 10240,
+                            .time_ns = 1700000000000000000LL };
+  schema_solve_encode (&s, "r", &out);
+  ck_assert_str_eq (out.data, "{\"status\":{\"statuses\":[{\"id\":\"transferring context:\",\"vertex\":\"sha256:bb\","
+                              "\"current\":10240,\"timestamp\":\"2023-11-14T22:13:20Z\"}]}}\n");
+  ps_buf_free (&out);
+}
+END_TEST
+
+START_TEST (result_and_error_lines)
+{
+  ps_buf out = { 0 };
+  char *resp[] = { (char *) "containerimage.config.digest", (char *) "sha256:cc", NULL };
+  struct solver_event r = { .kind = SOLVER_EV_RESULT, .response = resp };
+  schema_solve_encode (&r, "ref1", &out);
+  ck_assert_str_eq (out.data, "{\"result\":{\"ref\":\"ref1\",\"exporterResponse\":{\"containerimage.config.digest\":"
+                              "\"sha256:cc\"}}}\n");
+  ps_buf_reset (&out);
+  struct solver_event e = { .kind = SOLVER_EV_ERROR, .error = (char *) "boom", .vertex = (char *) "sha256:bb",
+                            .exit_code = 3 };
+  schema_solve_encode (&e, "ref1", &out);
+  ck_assert_str_eq (out.data, "{\"error\":{\"message\":\"boom\",\"vertex\":\"sha256:bb\",\"exitCode\":3}}\n");
+  ps_buf_reset (&out);
+  struct solver_event t = { .kind = SOLVER_EV_TEXT, .text = (char *) "--> abc\n" };
+  schema_solve_encode (&t, "ref1", &out);
+  ck_assert_uint_eq (out.len, 0);
+  ps_buf_free (&out);
+}
+END_TEST
+
+Suite *
+suite_solve (void)
+{
+  Suite *s = suite_create ("solve");
+  TCase *tc = tcase_create ("request");
+  tcase_add_test (tc, full_request_parses);
+  tcase_add_test (tc, bad_requests_are_400_naming_the_field);
+  suite_add_tcase (s, tc);
+  tc = tcase_create ("status");
+  tcase_add_test (tc, time_is_go_rfc3339nano);
+  tcase_add_test (tc, vertex_status_log_lines);
+  tcase_add_test (tc, result_and_error_lines);
+  suite_add_tcase (s, tc);
+  return s;
+}
