@@ -1,0 +1,331 @@
+/* session.c — session objects and the uuid registry. */
+#define _GNU_SOURCE
+#include "session/session.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "schema/health.pb-c.h"
+#include "session/session_limits.h"
+
+struct ps_session
+{
+  int refs; /* atomic */
+  char *uuid;
+  char *shared_key;
+  char *name;
+  ps_strv methods; /* lower-cased */
+  grpc_conn *conn;
+  bool registered; /* registry_mu */
+  struct ps_session *reg_next;
+};
+
+/* ---- identity --------------------------------------------------------------- */
+
+/* BuildKit ids are 25 base-36 characters; other clients use UUIDs.  Accept
+   what could plausibly be an id and nothing that could hurt a log line or a
+   path built from it. */
+static bool
+valid_id (const char *s, size_t max)
+{
+  size_t n = strlen (s);
+  if (n == 0 || n > max)
+    return false;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'
+          || *p == '_' || *p == '.'))
+      return false;
+  return true;
+}
+
+int
+session_info_validate (const struct session_info *info, ps_error **err)
+{
+  if (info->uuid == NULL || info->uuid[0] == '\0')
+    return ps_error_set (err, 400, "missing X-Docker-Expose-Session-Uuid header");
+  if (!valid_id (info->uuid, 128))
+    return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Uuid \"%.64s\": expected up to 128 letters, digits, '-', '_' or '.'",
+                         info->uuid);
+  if (info->shared_key && info->shared_key[0] && !valid_id (info->shared_key, 256))
+    return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Sharedkey: expected up to 256 letters, digits, '-', '_' or '.'");
+  if (info->n_methods > PS_SESSION_MAX_METHODS)
+    return ps_error_set (err, 400, "too many X-Docker-Expose-Session-Grpc-Method headers (%zu, at most %d)",
+                         info->n_methods, PS_SESSION_MAX_METHODS);
+  for (size_t i = 0; i < info->n_methods; i++)
+    {
+      const char *m = info->methods[i];
+      if (m == NULL || m[0] != '/' || strchr (m + 1, '/') == NULL || strlen (m) > 512)
+        return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Grpc-Method \"%.128s\": expected /package.Service/Method",
+                             m ? m : "");
+      for (const char *p = m; *p; p++)
+        if ((unsigned char) *p <= 0x20 || *p == 0x7f)
+          return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Grpc-Method \"%.128s\"", m);
+    }
+  return 0;
+}
+
+ps_session *
+session_new (int fd, const void *extra_in, size_t extra_len, const struct session_info *info, ps_error **err)
+{
+  if (session_info_validate (info, err) < 0)
+    return NULL;
+  grpc_conn *conn = grpc_conn_new (fd, extra_in, extra_len, info->uuid, err);
+  if (conn == NULL)
+    return NULL;
+  ps_session *s = xcalloc (1, sizeof *s);
+  s->refs = 1;
+  s->uuid = xstrdup (info->uuid);
+  s->shared_key = xstrdup (info->shared_key ? info->shared_key : "");
+  s->name = xstrdup (info->name ? info->name : "");
+  for (size_t i = 0; i < info->n_methods; i++)
+    {
+      char *m = xstrdup (info->methods[i]);
+      for (char *p = m; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+          *p = (char) (*p - 'A' + 'a');
+      ps_strv_push (&s->methods, m);
+      free (m);
+    }
+  s->conn = conn;
+  return s;
+}
+
+int
+session_run (ps_session *s, ps_error **err)
+{
+  ps_info ("session %s: started (name \"%s\", %zu methods)", s->uuid, s->name, s->methods.n);
+  int r = grpc_conn_run (s->conn, err);
+  cleanup_free char *why = grpc_conn_dead_reason (s->conn);
+  ps_info ("session %s: ended: %s", s->uuid, why ? why : "?");
+  return r;
+}
+
+void
+session_close (ps_session *s)
+{
+  grpc_conn_shutdown (s->conn);
+}
+
+void
+session_ref (ps_session *s)
+{
+  __atomic_add_fetch (&s->refs, 1, __ATOMIC_RELAXED);
+}
+
+void
+session_unref (ps_session *s)
+{
+  if (s == NULL || __atomic_sub_fetch (&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    return;
+  grpc_conn_free (s->conn);
+  free (s->uuid);
+  free (s->shared_key);
+  free (s->name);
+  ps_strv_free (&s->methods);
+  free (s);
+}
+
+const char *
+session_uuid (const ps_session *s)
+{
+  return s->uuid;
+}
+
+const char *
+session_shared_key (const ps_session *s)
+{
+  return s->shared_key;
+}
+
+const char *
+session_name (const ps_session *s)
+{
+  return s->name;
+}
+
+bool
+session_has_method (const ps_session *s, const char *method)
+{
+  for (size_t i = 0; i < s->methods.n; i++)
+    if (strcasecmp (s->methods.v[i], method) == 0)
+      return true;
+  return false;
+}
+
+bool
+session_alive (ps_session *s)
+{
+  return grpc_conn_alive (s->conn);
+}
+
+grpc_conn *
+session_conn (ps_session *s)
+{
+  return s->conn;
+}
+
+/* ---- registry ----------------------------------------------------------------- */
+
+/* Few sessions live at once (one per running docker build), so a list is
+   the right structure; the condition variable wakes session_wait. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t registry_cond;
+static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+static ps_session *registry;
+
+static void
+registry_init (void)
+{
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&registry_cond, &ca);
+  pthread_condattr_destroy (&ca);
+}
+
+/* registry_mu held. */
+static ps_session *
+registry_find (const char *uuid)
+{
+  for (ps_session *s = registry; s; s = s->reg_next)
+    if (strcmp (s->uuid, uuid) == 0)
+      return s;
+  return NULL;
+}
+
+int
+session_registry_add (ps_session *s, ps_error **err)
+{
+  pthread_once (&registry_once, registry_init);
+  pthread_mutex_lock (&registry_mu);
+  ps_session *old = registry_find (s->uuid);
+  if (old)
+    {
+      pthread_mutex_unlock (&registry_mu);
+      return ps_error_set (err, 400, "session %s already exists", s->uuid);
+    }
+  session_ref (s);
+  s->registered = true;
+  s->reg_next = registry;
+  registry = s;
+  pthread_cond_broadcast (&registry_cond);
+  pthread_mutex_unlock (&registry_mu);
+  return 0;
+}
+
+void
+session_registry_remove (ps_session *s)
+{
+  pthread_once (&registry_once, registry_init);
+  pthread_mutex_lock (&registry_mu);
+  bool found = false;
+  for (ps_session **pp = &registry; *pp; pp = &(*pp)->reg_next)
+    if (*pp == s)
+      {
+        *pp = s->reg_next;
+        s->reg_next = NULL;
+        s->registered = false;
+        found = true;
+        break;
+      }
+  pthread_mutex_unlock (&registry_mu);
+  if (found)
+    session_unref (s);
+}
+
+bool
+session_registry_has (const char *uuid)
+{
+  pthread_once (&registry_once, registry_init);
+  pthread_mutex_lock (&registry_mu);
+  bool has = registry_find (uuid) != NULL;
+  pthread_mutex_unlock (&registry_mu);
+  return has;
+}
+
+ps_session *
+session_wait (const char *uuid, int timeout_ms, ps_error **err)
+{
+  pthread_once (&registry_once, registry_init);
+  if (uuid == NULL || uuid[0] == '\0')
+    return ps_error_set (err, 400, "no session id given"), NULL;
+  struct timespec deadline;
+  clock_gettime (CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L)
+    {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  pthread_mutex_lock (&registry_mu);
+  for (;;)
+    {
+      ps_session *s = registry_find (uuid);
+      if (s && session_alive (s))
+        {
+          session_ref (s);
+          pthread_mutex_unlock (&registry_mu);
+          return s;
+        }
+      if (pthread_cond_timedwait (&registry_cond, &registry_mu, &deadline) == ETIMEDOUT)
+        {
+          s = registry_find (uuid);
+          if (s && session_alive (s))
+            {
+              session_ref (s);
+              pthread_mutex_unlock (&registry_mu);
+              return s;
+            }
+          bool ended = s != NULL;
+          pthread_mutex_unlock (&registry_mu);
+          if (ended)
+            return ps_error_set (err, 404, "session %s has ended (the client closed its /session connection)", uuid),
+                   NULL;
+          return ps_error_set (err, 404,
+                               "no session %s (waited %d ms): the client must open POST /session with this id "
+                               "(X-Docker-Expose-Session-Uuid) while the build runs",
+                               uuid, timeout_ms),
+                 NULL;
+        }
+    }
+}
+
+/* ---- Health ------------------------------------------------------------------- */
+
+#define HEALTH_CHECK "/grpc.health.v1.Health/Check"
+
+int
+session_health_check (ps_session *s, int timeout_ms, ps_error **err)
+{
+  if (!session_has_method (s, HEALTH_CHECK))
+    return ps_error_set (err, 501, "session %s does not serve %s", s->uuid, HEALTH_CHECK);
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  size_t len = grpc__health__v1__health_check_request__get_packed_size (&req);
+  cleanup_free uint8_t *buf = xmalloc (len + 1);
+  grpc__health__v1__health_check_request__pack (&req, buf);
+  cleanup_free void *resp = NULL;
+  size_t resp_len = 0;
+  /* grpc-go's health client sends a deadline; BuildKit uses "9999740u". */
+  char timeout[32];
+  snprintf (timeout, sizeof timeout, "%dm", timeout_ms > 0 ? timeout_ms : 1);
+  struct grpc_metadata md[] = { { "grpc-timeout", timeout } };
+  if (grpc_unary (s->conn, HEALTH_CHECK, md, ARRAY_SIZE (md), buf, len, &resp, &resp_len, timeout_ms, NULL, err)
+      < 0)
+    return ps_error_wrap (err, "session %s: health check", s->uuid);
+  Grpc__Health__V1__HealthCheckResponse *r
+      = grpc__health__v1__health_check_response__unpack (NULL, resp_len, resp);
+  if (r == NULL)
+    return ps_error_set (err, 502, "session %s: health check: undecodable HealthCheckResponse", s->uuid);
+  int status = r->status;
+  grpc__health__v1__health_check_response__free_unpacked (r, NULL);
+  if (status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+    return ps_error_set (err, 502, "session %s: health check: client reports status %d, not SERVING", s->uuid,
+                         status);
+  return 0;
+}
