@@ -20,6 +20,7 @@
 #include "handlers/handlers.h"
 #include "handlers/stream.h"
 #include "schema/jsonmessage.h"
+#include "schema/trace.h"
 #include "server/config.h"
 #include "solver/context.h"
 #include "solver/dockerfile_build.h"
@@ -83,10 +84,10 @@ build_begin (struct ps_request *req, ps_error **err)
   if (r < 0)
     return -1;
 
-  if (s->breq.version == 2)
+  if (s->breq.version == 2 && s->breq.use_session_context)
     return ps_error_set (err, 400,
-                         "BuildKit builds (version=2) need the /session endpoint, which this podsolved "
-                         "does not serve; build with DOCKER_BUILDKIT=0");
+                         "remote=client-session: session-synced contexts need the /session endpoint, which this "
+                         "podsolved does not serve yet; build with DOCKER_BUILDKIT=0 or send a tar body");
 
   /* Podman's libpod endpoint takes only tar bodies; compat takes anything
      and sniffs the bytes. */
@@ -228,6 +229,18 @@ encode_jsonmessage (const struct solver_event *ev, void *ctx, ps_buf *out)
 }
 
 static void
+encode_trace (const struct solver_event *ev, void *ctx, ps_buf *out)
+{
+  schema_trace_encode (ctx, ev, out);
+}
+
+static void
+trace_encoder_free (void *ctx)
+{
+  schema_trace_encoder_free (ctx);
+}
+
+static void
 dockerfile_build_free_cb (void *p)
 {
   dockerfile_build_free (p);
@@ -293,8 +306,18 @@ build_complete (struct ps_request *req, ps_error **err)
   job_input->opts = b->opts;
   build_options_init (&b->opts); /* moved into the job */
 
-  struct jsonmessage_opts enc = { .compat = !req->libpod, .quiet = job_input->opts.quiet };
-  solver_job *job = solver_job_new (s->id, s->dir);
+  bool quiet = job_input->opts.quiet;
+  /* A BuildKit-mode build is registered under its buildid, so
+     POST /build/cancel?id= finds it. */
+  bool v2 = b->version == 2;
+  solver_job *job = solver_job_new (v2 && b->buildid && *b->buildid ? b->buildid : s->id, s->dir);
+  solver_job_set_kind (job, v2 ? "build (BuildKit mode)" : "build");
+  if (v2 && solver_jobs_register (job, err) < 0)
+    {
+      dockerfile_build_free (job_input);
+      solver_job_unref (job);
+      return -1;
+    }
   if (solver_job_start (job, dockerfile_build_run, job_input, dockerfile_build_free_cb, err) < 0)
     {
       dockerfile_build_free (job_input);
@@ -304,15 +327,27 @@ build_complete (struct ps_request *req, ps_error **err)
   s->dir_owned = false; /* the job removes its directory when it ends */
   ps_info ("build %s: started (%s endpoint)", s->id, req->libpod ? "libpod" : "compat");
 
-  struct jsonmessage_opts *enc_copy = xmalloc (sizeof *enc_copy);
-  *enc_copy = enc;
   struct job_stream_opts so = {
-    .encode = encode_jsonmessage,
-    .ctx = enc_copy,
-    .ctx_free = free,
     .cancel_on_disconnect = true,
     .content_type = "application/json",
   };
+  if (v2)
+    {
+      struct trace_encoder *enc = xcalloc (1, sizeof *enc);
+      enc->quiet = quiet;
+      so.encode = encode_trace;
+      so.ctx = enc;
+      so.ctx_free = trace_encoder_free;
+    }
+  else
+    {
+      struct jsonmessage_opts *enc = xmalloc (sizeof *enc);
+      enc->compat = !req->libpod;
+      enc->quiet = quiet;
+      so.encode = encode_jsonmessage;
+      so.ctx = enc;
+      so.ctx_free = free;
+    }
   return handler_stream_job (req, job, &so); /* the creator's job reference moves to the stream */
 }
 
@@ -321,3 +356,21 @@ const struct ps_handler handler_build = {
   .on_body = build_body,
   .on_complete = build_complete,
 };
+
+/* POST /build/cancel?id=<buildid>: what the docker CLI sends on Ctrl-C in
+   BuildKit mode. */
+static int
+cancel_complete (struct ps_request *req, ps_error **err)
+{
+  const char *id = ps_request_query (req, "id");
+  if (id == NULL || *id == '\0')
+    return ps_error_set (err, 400, "failed to parse query parameter 'id': \"\": missing build id");
+  solver_job *job = solver_jobs_lookup (id);
+  if (job == NULL)
+    return ps_error_set (err, 404, "no build with id %s", id);
+  solver_job_cancel (job, "cancelled by POST /build/cancel");
+  solver_job_unref (job);
+  return ps_respond (req, 200, "text/plain; charset=utf-8", "", 0, NULL);
+}
+
+const struct ps_handler handler_build_cancel = { .on_complete = cancel_complete };

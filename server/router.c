@@ -23,6 +23,7 @@ static const struct route routes[] = {
   { "GET", "/info", &handler_info },
   { "POST", "/build", &handler_build },
   { "POST", "/libpod/build", &handler_build },
+  { "POST", "/build/cancel", &handler_build_cancel },
   { "POST", "/solve", &handler_solve },
   { "POST", "/libpod/solve", &handler_solve },
   { "GET", "/solve", &handler_solve_list },
