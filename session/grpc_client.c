@@ -665,6 +665,7 @@ read_out (nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length, u
     {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
       call->eof_sent = true;
+      pthread_cond_broadcast (&call->cond);
     }
   else if (n == 0)
     {
@@ -1193,6 +1194,19 @@ call_failed_error (grpc_call *call, ps_error **err)
                        call->errmsg ? call->errmsg : "call ended");
 }
 
+static void
+deadline_in (struct timespec *ts, int ms)
+{
+  clock_gettime (CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (long) (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L)
+    {
+      ts->tv_sec++;
+      ts->tv_nsec -= 1000000000L;
+    }
+}
+
 int
 grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
 {
@@ -1200,6 +1214,8 @@ grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
   if (len > PS_GRPC_MAX_SEND_MESSAGE)
     return ps_error_set (err, 413, "%s: message of %zu bytes is over the %u-byte gRPC limit", call->label, len,
                          (unsigned) PS_GRPC_MAX_SEND_MESSAGE);
+  struct timespec deadline;
+  bool have_deadline = false;
   pthread_mutex_lock (&c->mu);
   for (;;)
     {
@@ -1217,7 +1233,19 @@ grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
         }
       if (call->out.len - call->out_off < PS_GRPC_SEND_BUFFER)
         break;
-      pthread_cond_wait (&call->cond, &c->mu);
+      /* The peer reads nothing: give up rather than block a build forever. */
+      if (!have_deadline)
+        {
+          deadline_in (&deadline, PS_GRPC_SEND_STALL_MS);
+          have_deadline = true;
+        }
+      if (pthread_cond_timedwait (&call->cond, &c->mu, &deadline) == ETIMEDOUT
+          && call->out.len - call->out_off >= PS_GRPC_SEND_BUFFER)
+        {
+          pthread_mutex_unlock (&c->mu);
+          return ps_error_set (err, 504, "%s: the client has read nothing for %d s", call->label,
+                               PS_GRPC_SEND_STALL_MS / 1000);
+        }
     }
   unsigned char prefix[GRPC_PREFIX] = { 0, (unsigned char) (len >> 24), (unsigned char) (len >> 16),
                                         (unsigned char) (len >> 8), (unsigned char) len };
@@ -1250,16 +1278,7 @@ grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_err
   grpc_conn *c = call->conn;
   struct timespec deadline;
   if (timeout_ms >= 0)
-    {
-      clock_gettime (CLOCK_MONOTONIC, &deadline);
-      deadline.tv_sec += timeout_ms / 1000;
-      deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-      if (deadline.tv_nsec >= 1000000000L)
-        {
-          deadline.tv_sec++;
-          deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    deadline_in (&deadline, timeout_ms);
   pthread_mutex_lock (&c->mu);
   for (;;)
     {
@@ -1306,6 +1325,26 @@ grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_err
           return ps_error_set (err, 504, "%s: no answer from the client within %d ms", call->label, timeout_ms);
         }
     }
+}
+
+bool
+grpc_call_flush (grpc_call *call, int timeout_ms)
+{
+  grpc_conn *c = call->conn;
+  struct timespec deadline;
+  deadline_in (&deadline, timeout_ms);
+  pthread_mutex_lock (&c->mu);
+  bool flushed;
+  for (;;)
+    {
+      flushed = call->out.len == call->out_off && (!call->send_closed || call->eof_sent);
+      if (flushed || call->status >= 0 || c->dead)
+        break;
+      if (pthread_cond_timedwait (&call->cond, &c->mu, &deadline) == ETIMEDOUT)
+        break;
+    }
+  pthread_mutex_unlock (&c->mu);
+  return flushed;
 }
 
 int

@@ -96,12 +96,19 @@ grpc_call *grpc_call_start (grpc_conn *c, const char *path, const struct grpc_me
                             ps_error **err);
 
 /* Queue one message (framed here).  Blocks while more than
-   PS_GRPC_SEND_BUFFER bytes wait to be sent.  -1 with *err when the call
-   has ended, was cancelled, or send was closed. */
+   PS_GRPC_SEND_BUFFER bytes wait to be sent (at most PS_GRPC_SEND_STALL_MS
+   without progress).  -1 with *err when the call has ended, was cancelled,
+   or send was closed. */
 int grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err);
 
 /* Half-close: END_STREAM after the queued messages. */
 int grpc_call_close_send (grpc_call *call, ps_error **err);
+
+/* Wait up to timeout_ms until every queued message (and the half-close, if
+   requested) has been handed to HTTP/2, so a following cancel cannot
+   overtake it.  True when flushed; false on timeout or when the call or
+   connection ended first. */
+bool grpc_call_flush (grpc_call *call, int timeout_ms);
 
 /* Wait up to timeout_ms (< 0: forever) for the next message.
    Returns 1 with *msg (malloc'd, caller frees; NUL-terminated for

@@ -30,6 +30,11 @@
    fast producer (an export) from buffering a whole file in memory. */
 #define PS_GRPC_SEND_BUFFER (1024 * 1024)
 
+/* How long grpc_call_send waits for room in a full send buffer before it
+   fails: a client that reads nothing for this long is stuck, and the
+   build must not hang on it. */
+#define PS_GRPC_SEND_STALL_MS (120 * 1000)
+
 /* Encoded HTTP/2 output kept ready for the socket before the I/O thread
    stops pulling more from nghttp2 and waits for the socket to drain. */
 #define PS_GRPC_OUTPUT_HIGH_WATER (256 * 1024)

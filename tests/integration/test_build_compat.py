@@ -118,6 +118,35 @@ def test_dockerfile_from_outside_the_context_sent_as_dot_dockerfile(daemon, uniq
     assert daemon.image_file(lib_tag(name), "/data.txt") == b"outside-dockerfile\n"
 
 
+def unpadded_tar(entries):
+    """A tar of `entries` [(name, content)] in that order, whose last entry's
+    data stops short of its 512-byte padding and has no end-of-archive
+    blocks: exactly what the 20.10 CLI sends for `docker build -f <outside>
+    ctx` (its ReplaceFileTarWrapper appends the .dockerfile.<hex> entry
+    without closing the tar writer).  Go's archive/tar, used by dockerd and
+    Podman, reads it fine."""
+    import io
+    import tarfile
+    raw = lib.tar_entries([(name, "file", content) for name, content in entries])
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        last = tf.getmembers()[-1]
+    return raw[:last.offset_data + last.size]
+
+
+def test_tar_without_final_padding_as_the_docker_cli_sends_it(daemon, uniq):
+    """The exact tar shape of `docker build -f ../Dockerfile ctx` (20.10):
+    the last member (.dockerfile.<hex>, 42 bytes) is not padded and there
+    are no trailing zero blocks.  The build must work."""
+    name = f"unpadded-{uniq}"
+    hidden = ".dockerfile.b193a05a169c1d9cee55"
+    body = unpadded_tar([(".dockerignore", "skip.txt\n\n" + hidden + "\n"), ("keep.txt", "keep\n"),
+                         (hidden, containerfile(f"FROM {BASE_IMAGE}", "COPY . /ctx"))])
+    assert len(body) % 512 == 42
+    r = daemon.build(body=body, params={"t": name, "dockerfile": hidden}, chunked=True)
+    assert_ok(r)
+    assert daemon.image_file(lib_tag(name), "/ctx/keep.txt") == b"keep\n"
+
+
 def test_repeated_t_creates_every_tag_on_the_same_image(daemon, uniq):
     """`docker build -t a -t b:v2`: both names point at the built image and
     the stream ends with one "Successfully tagged" per t as sent."""
@@ -382,3 +411,80 @@ def test_remote_git_repository_context(daemon, ctx_server, uniq):
     r = daemon.build(body=b"", params={"t": name, "remote": url})
     assert_ok(r)
     assert daemon.image_file(lib_tag(name), "/payload.txt") == b"came from a remote context\n"
+
+
+def test_remote_plain_dockerfile_url(daemon, ctx_server, uniq):
+    """`docker build http://host/Dockerfile`: a remote text file is the
+    Dockerfile of an otherwise empty context."""
+    path = f"plain-{uniq}/Dockerfile"
+    (lib.Path(ctx_server.root) / f"plain-{uniq}").mkdir()
+    (lib.Path(ctx_server.root) / path).write_text(
+        containerfile(f"FROM {BASE_IMAGE}", f"RUN echo plain-{uniq} > /plain.txt"))
+    name = f"remdf-{uniq}"
+    r = daemon.build(body=b"", params={"t": name, "remote": ctx_server.url(path)})
+    assert_ok(r)
+    assert daemon.image_file(lib_tag(name), "/plain.txt") == f"plain-{uniq}\n".encode()
+
+
+# --------------------------------------------------------------------------
+# Stream fidelity and HTTP behaviour under real use
+
+
+def test_RUN_output_with_unicode_quotes_and_backslashes_arrives_intact(daemon, uniq):
+    """What RUN prints (stdout and stderr) reaches the client byte for byte,
+    correctly JSON-escaped."""
+    text = 'héllo → "quoted" \\back\\slash\ttab ✓'
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY say.txt /say.txt",
+                                       "RUN cat /say.txt && echo on-stderr-" + uniq + " >&2"),
+           "say.txt": text + "\n"}
+    r = daemon.build(ctx, {"t": f"utf8-{uniq}", "nocache": "1"})
+    assert_ok(r)
+    assert text + "\n" in r.text, r.describe()
+    assert f"on-stderr-{uniq}\n" in r.text, r.describe()
+
+
+def test_large_RUN_output_arrives_complete_and_in_order(daemon, uniq):
+    """30000 lines of RUN output (≈170 KB) all reach the client, in order."""
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN echo start-{uniq} && seq 1 30000")}
+    r = daemon.build(ctx, {"t": f"bigout-{uniq}", "nocache": "1"})
+    assert_ok(r)
+    text = r.text
+    start = text.index(f"start-{uniq}\n") + len(f"start-{uniq}\n")
+    numbers = text[start:].split("\n")[:30000]
+    assert numbers == [str(i) for i in range(1, 30001)]
+
+
+def test_two_builds_in_parallel_both_complete_with_their_own_content(daemon, uniq):
+    import threading
+    results = {}
+
+    def build(which):
+        ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN sleep 1 && echo {which}-{uniq} > /who")}
+        results[which] = daemon.build(ctx, {"t": f"par-{which}-{uniq}", "nocache": "1"})
+
+    threads = [threading.Thread(target=build, args=(w,)) for w in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for which in ("left", "right"):
+        assert_ok(results[which])
+        assert daemon.image_file(lib_tag(f"par-{which}-{uniq}"), "/who") == f"{which}-{uniq}\n".encode()
+
+
+def test_connection_is_reusable_after_a_build_stream(daemon, uniq):
+    """docker-py keeps its connection: after a complete build stream the
+    same connection answers the next request."""
+    conn = daemon.connection()
+    try:
+        conn.request("POST", lib.with_query(lib.COMPAT_BUILD, {"t": f"reuse-{uniq}", "dockerfile": "Containerfile"}),
+                     body=lib.tar_context(FOUR_STEP), headers={"Content-Type": "application/x-tar"})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200
+        assert b'"aux"' in body
+        conn.request("GET", "/_ping")
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"OK")
+    finally:
+        conn.close()

@@ -153,7 +153,11 @@ def test_context_over_max_context_bytes_is_a_413(spawn_daemon, daemon_builds):
     413 and the same daemon then builds a small context fine."""
     small = spawn_daemon("--max-context-bytes", "1048576")
     ctx = {"Dockerfile": GOOD["Dockerfile"], "big.bin": os.urandom(2 * 1024 * 1024)}
-    r = small.build(ctx, {"t": "toobig"})
+    try:
+        r = small.build(ctx, {"t": "toobig"}, timeout=20)
+    except TimeoutError:
+        pytest.fail("no HTTP answer within 20 s to a 2 MB context on a 1 MiB limit (the client hangs); "
+                    f"log tail:\n{small.log_tail(1500)}", pytrace=False)
     assert_api_error(r, 413)
     assert not small.image_exists("docker.io/library/toobig:latest")
     daemon_builds(small)
@@ -194,6 +198,27 @@ def test_unknown_base_image_fails_in_the_stream_without_a_registry(daemon, daemo
         assert_api_error(r, r.status, "does-not-exist-" + uniq)
     assert daemon.working_containers() == []
     daemon_builds(daemon)
+
+
+def test_finished_failed_and_rejected_builds_leave_no_context_files(daemon, uniq):
+    """Uploaded contexts are deleted when a build ends, however it ends:
+    no file from them remains outside containers-storage."""
+    marker = f"marker-{uniq}.txt"
+    good = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"COPY {marker} /m"), marker: "m\n"}
+    failing = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN exit 4"), marker: "m\n"}
+    assert daemon.build(good, {"t": f"leak-{uniq}"}).error is None
+    assert daemon.build(failing, {"t": f"leak2-{uniq}"}).error is not None
+    assert daemon.build(good, {"t": "Upper"}).status == 400
+    assert daemon.build(good, {"t": f"leak3-{uniq}", "dockerfile": "missing"}).status == 400
+
+    def leftovers():
+        hits = []
+        for sub in daemon.tmp.iterdir():
+            if sub.name in ("root", "runroot"):
+                continue
+            hits += find_named(sub, marker) if sub.is_dir() else []
+        return hits
+    assert wait_for(lambda: leftovers() == [], 5), leftovers()
 
 
 def sleepers(token):

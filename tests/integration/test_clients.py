@@ -148,3 +148,30 @@ def test_curl_posting_a_tar_gets_the_compat_stream_and_an_image(daemon, tmp_path
                            {"stream": f"Successfully built {image_id[:12]}\n"},
                            {"stream": f"Successfully tagged {name}\n"}]
     assert daemon.image_file(image, "/file.txt") == b"client file\n"
+
+
+def test_docker_cli_quiet_build_prints_only_the_image_id(daemon, docker_cli, tmp_path, uniq):
+    """`docker build -q` prints nothing but the new image's ID."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo quiet-{uniq} > /q.txt")})
+    name = f"cliq-{uniq}"
+    r = run([docker_cli, "build", "-q", "-t", name, "."], cli_env(daemon, docker_cli), cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    image_id = daemon.image_id(f"docker.io/library/{name}:latest")
+    assert r.stdout.strip().removeprefix("sha256:") == image_id, explain(r, daemon)
+
+
+def test_curl_with_a_context_over_1_MiB_uses_expect_100_continue(daemon, tmp_path, uniq):
+    """curl sends `Expect: 100-continue` for bodies over 1 MiB; the upload
+    must proceed and the big file must land in the image intact."""
+    blob = os.urandom(1536 * 1024)
+    files = {"Containerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY blob.bin /blob.bin"), "blob.bin": blob}
+    tar = tmp_path / "ctx.tar"
+    tar.write_bytes(lib.tar_context(files))
+    name = f"curlbig-{uniq}"
+    r = run(["curl", "-sS", "-v", "--fail-with-body", "--unix-socket", str(daemon.sock), "--data-binary",
+             f"@{tar}", "-H", "Content-Type: application/x-tar",
+             f"http://d/v1.41/build?t={name}&dockerfile=Containerfile"], daemon.env())
+    assert r.returncode == 0, explain(r, daemon)
+    assert "Expect: 100-continue" in r.stderr
+    assert daemon.image_file(f"docker.io/library/{name}:latest", "/blob.bin") == blob

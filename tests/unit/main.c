@@ -14,6 +14,7 @@ main (void)
   srunner_add_suite (sr, suite_buildah_output ());
   srunner_add_suite (sr, suite_jsonmessage ());
   srunner_add_suite (sr, suite_solve ());
+  srunner_add_suite (sr, suite_trace ());
   srunner_run_all (sr, CK_NORMAL);
   int failed = srunner_ntests_failed (sr);
   srunner_free (sr);

@@ -11,5 +11,6 @@ Suite *suite_dockerignore (void);
 Suite *suite_buildah_output (void);
 Suite *suite_jsonmessage (void);
 Suite *suite_solve (void);
+Suite *suite_trace (void);
 
 #endif
