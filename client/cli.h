@@ -18,8 +18,8 @@
 enum cli_exit
 {
   CLI_EXIT_OK = 0,
-  CLI_EXIT_FAILED = 1,      /* the build failed, or the daemon refused the request */
-  CLI_EXIT_USAGE = 2,       /* bad command line */
+  CLI_EXIT_FAILED = 1,        /* the build failed, or the daemon refused the request */
+  CLI_EXIT_USAGE = 2,         /* bad command line */
   CLI_EXIT_INTERRUPTED = 130, /* SIGINT/SIGTERM: 128 + SIGINT, as shells report it */
 };
 
@@ -53,9 +53,8 @@ struct cli_global
                        NULL = $PODSOLVE_HOST, unix:// $DOCKER_HOST, default */
 };
 
-/* The long option every command accepts, and its getopt value. */
+/* The getopt value of --host, which every command accepts too. */
 #define CLI_OPT_HOST 0x1000
-#define CLI_LONGOPT_HOST { "host", required_argument, NULL, CLI_OPT_HOST }
 
 /* Set by SIGINT and SIGTERM.  Transfers look at it every CLI_TICK_MS and
    stop; closing the /solve connection makes the daemon cancel the build. */

@@ -102,8 +102,11 @@ int
 cmd_ls (struct cli_global *g, int argc, char **argv)
 {
   static const struct option longopts[] = {
-    { "quiet", no_argument, NULL, 'q' }, { "json", no_argument, NULL, OPT_JSON }, CLI_LONGOPT_HOST,
-    { "help", no_argument, NULL, 'h' },  { NULL, 0, NULL, 0 },
+    { "quiet", no_argument, NULL, 'q' },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "host", required_argument, NULL, CLI_OPT_HOST },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
   };
   bool quiet = false, json = false;
   int c;
@@ -179,7 +182,7 @@ cmd_status (struct cli_global *g, int argc, char **argv)
 {
   static const struct option longopts[] = {
     { "progress", required_argument, NULL, OPT_PROGRESS },
-    CLI_LONGOPT_HOST,
+    { "host", required_argument, NULL, CLI_OPT_HOST },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -236,7 +239,7 @@ int
 cmd_cancel (struct cli_global *g, int argc, char **argv)
 {
   static const struct option longopts[] = {
-    CLI_LONGOPT_HOST,
+    { "host", required_argument, NULL, CLI_OPT_HOST },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };

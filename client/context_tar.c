@@ -44,8 +44,8 @@ cli_tmpfile (ps_error **err)
 }
 
 ps_ignore *
-cli_context_load_ignore (const char *context_dir, const char *dockerfile, const char *dockerfile_rel,
-                         char **used_rel, ps_error **err)
+cli_context_load_ignore (const char *context_dir, const char *dockerfile, const char *dockerfile_rel, char **used_rel,
+                         ps_error **err)
 {
   *used_rel = NULL;
   cleanup_free char *df_ignore = dockerfile ? xasprintf ("%s.dockerignore", dockerfile) : NULL;

@@ -12,9 +12,9 @@
 
 struct cli_context_stats
 {
-  uint64_t bytes;  /* regular-file bytes archived */
-  size_t entries;  /* entries archived */
-  size_t skipped;  /* sockets, fifos, devices: the daemon refuses them */
+  uint64_t bytes; /* regular-file bytes archived */
+  size_t entries; /* entries archived */
+  size_t skipped; /* sockets, fifos, devices: the daemon refuses them */
 };
 
 /* The ignore rules for a build, chosen as the daemon chooses them: the

@@ -32,7 +32,7 @@ contained_name (const char *name, bool *absolute)
   *absolute = name[0] == '/';
   while (ps_str_has_prefix (name, "./"))
     name += 2;
-  if (strcmp (name, ".") == 0)
+  if (*name == '\0' || strcmp (name, ".") == 0)
     return "";
   if (*absolute || !ps_path_is_contained (name))
     return NULL;
@@ -81,8 +81,8 @@ extract_entry (struct archive *in, struct archive *out, struct archive_entry *e,
       cleanup_free char *orig_link = xstrdup (link);
       const char *target = contained_name (orig_link, &absolute);
       if (target == NULL || *target == '\0')
-        return ps_error_set (err, 0, "refusing tar entry \"%s\": a hard link to \"%s\", outside the destination",
-                             orig, orig_link);
+        return ps_error_set (err, 0, "refusing tar entry \"%s\": a hard link to \"%s\", outside the destination", orig,
+                             orig_link);
       archive_entry_set_hardlink (e, target);
     }
   else

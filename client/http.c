@@ -37,11 +37,11 @@ struct xfer
 {
   CURL *curl;
   enum sink sink;
-  long status;   /* HTTP status, read when the first body byte arrives */
-  ps_buf body;   /* SINK_BUFFER */
-  int fd;        /* SINK_FD */
+  long status; /* HTTP status, read when the first body byte arrives */
+  ps_buf body; /* SINK_BUFFER */
+  int fd;      /* SINK_FD */
   int write_errno;
-  ps_buf lines;  /* SINK_LINES: bytes of an unfinished line */
+  ps_buf lines; /* SINK_LINES: bytes of an unfinished line */
   struct cli_http_stream *stream;
   bool line_stopped; /* the line callback asked to stop */
   bool too_big;
@@ -309,8 +309,10 @@ transport_error (cli_http *h, struct xfer *x, CURLcode res, ps_error **err)
   if (h->unix_path && os_errno)
     detail = strerror ((int) os_errno);
   if (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST)
-    return ps_error_set (err, 0, "cannot connect to podsolved at %s: %s (is it running? see --host and "
-                                 "$PODSOLVE_HOST)", h->address, detail);
+    return ps_error_set (err, 0,
+                         "cannot connect to podsolved at %s: %s (is it running? see --host and "
+                         "$PODSOLVE_HOST)",
+                         h->address, detail);
   return ps_error_set (err, 0, "%s: %s", h->address, detail);
 }
 
@@ -486,8 +488,8 @@ cli_http_download (cli_http *h, const char *path, int fd, ps_error **err)
 }
 
 int
-cli_http_stream (cli_http *h, const char *method, const char *path, const struct cli_http_part *parts,
-                 size_t n_parts, struct cli_http_stream *s, ps_error **err)
+cli_http_stream (cli_http *h, const char *method, const char *path, const struct cli_http_part *parts, size_t n_parts,
+                 struct cli_http_stream *s, ps_error **err)
 {
   struct xfer x = { .sink = SINK_LINES, .fd = -1, .stream = s };
   int ret = run (h, &x, method, path, parts, n_parts, err);

@@ -38,11 +38,12 @@ usage (FILE *out)
   fprintf (out, "Usage: podsolve [--host ADDRESS] COMMAND [OPTIONS]\n\nCommands:\n");
   for (size_t i = 0; i < ARRAY_SIZE (commands); i++)
     fprintf (out, "  %-8s %s\n", commands[i].name, commands[i].summary);
-  fprintf (out, "\nGlobal options:\n"
-                "  --host ADDRESS  daemon address: unix:///path, tcp://host:port, http(s)://host:port\n"
-                "                  (default: $PODSOLVE_HOST, a unix:// $DOCKER_HOST, or %s)\n"
-                "  --version       print the version\n"
-                "\nRun 'podsolve COMMAND --help' for the options of a command.\n",
+  fprintf (out,
+           "\nGlobal options:\n"
+           "  --host ADDRESS  daemon address: unix:///path, tcp://host:port, http(s)://host:port\n"
+           "                  (default: $PODSOLVE_HOST, a unix:// $DOCKER_HOST, or %s)\n"
+           "  --version       print the version\n"
+           "\nRun 'podsolve COMMAND --help' for the options of a command.\n",
            CLI_DEFAULT_HOST);
 }
 
@@ -74,7 +75,7 @@ main (int argc, char **argv)
 {
   struct cli_global g = { 0 };
   static const struct option longopts[] = {
-    CLI_LONGOPT_HOST,
+    { "host", required_argument, NULL, CLI_OPT_HOST },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },

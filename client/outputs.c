@@ -98,8 +98,10 @@ validate (struct cli_output *o, ps_error **err)
   for (size_t i = 0; i < ARRAY_SIZE (output_types); i++)
     known |= strcmp (o->type, output_types[i]) == 0;
   if (!known)
-    return ps_error_set (err, 0, "type \"%s\" is not supported (supported: image, oci, docker, tar, local, "
-                                 "cacheonly)", o->type);
+    return ps_error_set (err, 0,
+                         "type \"%s\" is not supported (supported: image, oci, docker, tar, local, "
+                         "cacheonly)",
+                         o->type);
   if (cli_output_downloads (o))
     {
       if (o->dest == NULL || *o->dest == '\0')

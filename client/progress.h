@@ -15,11 +15,11 @@
 
 enum cli_progress_mode
 {
-  CLI_PROGRESS_AUTO,    /* tty when the output is a terminal, else plain */
-  CLI_PROGRESS_TTY,     /* the same, but also when TERM=dumb */
+  CLI_PROGRESS_AUTO, /* tty when the output is a terminal, else plain */
+  CLI_PROGRESS_TTY,  /* the same, but also when TERM=dumb */
   CLI_PROGRESS_PLAIN,
   CLI_PROGRESS_RAWJSON,
-  CLI_PROGRESS_QUIET,   /* nothing but the failure summary */
+  CLI_PROGRESS_QUIET, /* nothing but the failure summary */
 };
 
 /* "auto", "tty", "plain", "rawjson", "quiet". */

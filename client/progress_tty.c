@@ -197,8 +197,8 @@ build_rows (cli_progress *p, struct rows *rs, int cols, bool final)
       const char *color = !st->color ? NULL : v->error ? ANSI_RED : finished ? ANSI_BLUE : NULL;
       char t[32];
       timer (v->started, v->cached && !v->completed ? v->started : v->completed, now, t, sizeof t);
-      cleanup_free char *name = xasprintf ("%s%s%s", v->cached ? "CACHED " : "", v->error ? "ERROR " : "",
-                                           v->name ? v->name : v->digest);
+      cleanup_free char *name
+          = xasprintf ("%s%s%s", v->cached ? "CACHED " : "", v->error ? "ERROR " : "", v->name ? v->name : v->digest);
       add_row (rs, cols, color, v->index, finished, " => ", name, t);
       for (size_t k = 0; k < v->n_statuses; k++)
         {

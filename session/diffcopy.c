@@ -330,7 +330,16 @@ send_packet (struct dc *d, Fsutil__Types__Packet *p, ps_error **err)
   size_t len = fsutil__types__packet__get_packed_size (p);
   cleanup_free uint8_t *buf = xmalloc (len + 1);
   fsutil__types__packet__pack (p, buf);
-  return grpc_call_send (d->call, buf, len, err);
+  cleanup_error ps_error *serr = NULL;
+  if (grpc_call_send (d->call, buf, len, &serr) == 0)
+    return 0;
+  /* The sender already ended the call: what it sent before (an ERR
+     packet, typically) and its status explain why better than this failed
+     send, and the loop reads them next. */
+  if (grpc_call_status (d->call) >= 0)
+    return 0;
+  *err = steal_pointer (&serr);
+  return -1;
 }
 
 /* For the ERR of a failing transfer: never wait on a peer that reads
@@ -984,7 +993,8 @@ run (struct dc *d, grpc_conn *conn, ps_error **err)
           if (o->cancelled && o->cancelled (o->cancel_ud))
             return ps_error_set (err, 500, "cancelled");
           if (ps_monotonic_ns () - last >= (int64_t) idle_ms * 1000000)
-            return ps_error_set (err, 504, "no packet from the client for %d s", idle_ms / 1000);
+            return idle_ms % 1000 ? ps_error_set (err, 504, "no packet from the client for %d ms", idle_ms)
+                                  : ps_error_set (err, 504, "no packet from the client for %d s", idle_ms / 1000);
           continue;
         }
       if (r < 0)

@@ -412,6 +412,22 @@ finish_from_status_locked (grpc_call *call)
                    call->message_hdr && call->message_hdr[0] ? call->message_hdr : "(no message)");
 }
 
+/* The peer ended the call while our side is still open (we never
+   half-closed): wake the data provider so it sends END_STREAM and the
+   stream closes instead of lingering (Go's server resets it; others may
+   not). */
+static void
+resume_if_finished (nghttp2_session *h2, grpc_conn *c, grpc_call *call, int32_t stream_id)
+{
+  pthread_mutex_lock (&c->mu);
+  bool resume = call->status >= 0 && call->deferred;
+  if (resume)
+    call->deferred = false;
+  pthread_mutex_unlock (&c->mu);
+  if (resume)
+    nghttp2_session_resume_data (h2, stream_id);
+}
+
 static int
 on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
 {
@@ -444,6 +460,8 @@ on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
         pthread_mutex_unlock (&c->mu);
         if (failed && !end)
           nghttp2_submit_rst_stream (h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_CANCEL);
+        else if (end)
+          resume_if_finished (h2, c, call, frame->hd.stream_id);
         return 0;
       }
     case NGHTTP2_DATA:
@@ -456,6 +474,7 @@ on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
           pthread_mutex_lock (&c->mu);
           finish_from_status_locked (call);
           pthread_mutex_unlock (&c->mu);
+          resume_if_finished (h2, c, call, frame->hd.stream_id);
         }
       return 0;
     case NGHTTP2_GOAWAY:
@@ -596,6 +615,8 @@ on_stream_close (nghttp2_session *h2, int32_t stream_id, uint32_t error_code, vo
   if (call->cancel_req)
     finish_locked (call, GRPC_STATUS_CANCELLED, "grpc status %d (%s): cancelled", GRPC_STATUS_CANCELLED,
                    grpc_status_name (GRPC_STATUS_CANCELLED));
+  else if (c->goaway_error && c->goaway_text)
+    finish_locked (call, GRPC_STATUS_UNAVAILABLE, "session connection lost: %s", c->goaway_text);
   else if (error_code == NGHTTP2_REFUSED_STREAM)
     finish_locked (call, GRPC_STATUS_UNAVAILABLE, "grpc status %d (%s): the client refused the stream%s%s",
                    GRPC_STATUS_UNAVAILABLE, grpc_status_name (GRPC_STATUS_UNAVAILABLE), c->goaway_text ? ": " : "",
@@ -934,7 +955,10 @@ flush_out (grpc_conn *c, char **reason)
             continue;
           if (errno == EAGAIN || errno == EWOULDBLOCK)
             return 0;
-          *reason = xasprintf ("write to the client failed: %s", strerror (errno));
+          if (errno == EPIPE || errno == ECONNRESET)
+            *reason = xstrdup ("connection closed by the client");
+          else
+            *reason = xasprintf ("write to the client failed: %s", strerror (errno));
           return -1;
         }
       c->wbuf_off += (size_t) w;
@@ -1078,6 +1102,11 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
           ssize_t r = read (c->fd, rbuf, sizeof rbuf);
           if (r < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
+          if (r < 0 && errno == ECONNRESET)
+            {
+              reason = xstrdup ("connection closed by the client");
+              break;
+            }
           if (r < 0)
             {
               reason = xasprintf ("read from the client failed: %s", strerror (errno));
@@ -1397,8 +1426,17 @@ grpc_unary (grpc_conn *c, const char *path, const struct grpc_metadata *md, size
   void *msg = NULL;
   size_t len = 0;
   int ret = -1;
-  if (grpc_call_send (call, req, req_len, err) < 0 || grpc_call_close_send (call, err) < 0)
-    goto out;
+  cleanup_error ps_error *serr = NULL;
+  if (grpc_call_send (call, req, req_len, &serr) < 0 || grpc_call_close_send (call, &serr) < 0)
+    {
+      /* A server may answer before reading the request (grpc-go's SendMsg
+         then returns EOF): the outcome is in what it sent. */
+      if (grpc_call_status (call) < 0)
+        {
+          *err = steal_pointer (&serr);
+          goto out;
+        }
+    }
   int r = grpc_call_recv (call, &msg, &len, timeout_ms, err);
   if (r < 0)
     goto out;

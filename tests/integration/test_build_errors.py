@@ -24,6 +24,7 @@ GOOD = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo ok > /ok.txt
 def assert_api_error(r, status, *needles):
     """HTTP `status` with Podman's JSON error body whose message names every needle."""
     assert r.status == status, r.describe()
+    assert r.headers.get_content_type() == "application/json", r.headers.get("Content-Type")
     try:
         err = json.loads(r.body)
     except ValueError:
@@ -129,6 +130,61 @@ def test_hardlink_to_a_host_file_is_a_400(daemon, daemon_builds, uniq):
     daemon_builds(daemon)
 
 
+@pytest.mark.parametrize("endpoint,dockerfile", [
+    (COMPAT_BUILD, "../../../../../../../../tmp/{host}"),
+    (COMPAT_BUILD, "/tmp/{host}"),
+    (LIBPOD_BUILD, '["/tmp/{host}"]'),
+])
+def test_dockerfile_param_pointing_outside_the_context_is_a_400(daemon, daemon_builds, uniq, endpoint,
+                                                                dockerfile):
+    """dockerfile= may not make the daemon read a Dockerfile from its own
+    filesystem (here a host file that would build an image)."""
+    host = Path("/tmp") / f"podsolve-hostdf-{uniq}"
+    host.write_text(containerfile(f"FROM {BASE_IMAGE}", "RUN echo host-file-was-read > /pwn"))
+    try:
+        r = daemon.build({"x": "y"}, {"t": f"outdf-{uniq}", "dockerfile": dockerfile.format(host=host.name)},
+                         endpoint=endpoint)
+        assert_api_error(r, 400, "context")
+    finally:
+        host.unlink()
+    assert not daemon.image_exists(f"docker.io/library/outdf-{uniq}:latest")
+    assert not daemon.image_exists(f"localhost/outdf-{uniq}:latest")
+    daemon_builds(daemon)
+
+
+@pytest.mark.parametrize("target", ["/tmp/{host}", "../../../../../../../../tmp/{host}"])
+def test_dockerfile_that_is_a_symlink_out_of_the_context_is_a_400(daemon, daemon_builds, uniq, target):
+    host = Path("/tmp") / f"podsolve-hostdf-{uniq}"
+    host.write_text(containerfile(f"FROM {BASE_IMAGE}", "RUN echo host-file-was-read > /pwn"))
+    try:
+        body = lib.tar_entries([("Dockerfile", "symlink", target.format(host=host.name))])
+        r = daemon.build(body=body, params={"t": f"symdf-{uniq}"})
+        assert_api_error(r, 400, "Dockerfile")
+    finally:
+        host.unlink()
+    assert not daemon.image_exists(f"docker.io/library/symdf-{uniq}:latest")
+    daemon_builds(daemon)
+
+
+def test_COPY_of_a_symlink_to_a_host_file_never_ships_the_host_file(daemon, daemon_builds, uniq):
+    """`l -> /etc/passwd` in the context, `COPY l /l`: the image may hold
+    the symlink or the build may fail, but never the host's file content."""
+    host_content = Path("/etc/passwd").read_bytes()
+    body = lib.tar_entries([("Dockerfile", "file", containerfile(f"FROM {BASE_IMAGE}", "COPY l /l")),
+                            ("l", "symlink", "/etc/passwd")])
+    r = daemon.build(body=body, params={"t": f"cpsym-{uniq}"})
+    image = f"docker.io/library/cpsym-{uniq}:latest"
+    if r.status == 200 and r.error is None:
+        def check(mnt):
+            p = mnt / "l"
+            return p.is_symlink() or p.read_bytes() != host_content
+        assert daemon._with_mounted(image, check), "the host's /etc/passwd was copied into the image"
+    else:
+        assert not daemon.image_exists(image)
+    assert daemon.working_containers() == []
+    daemon_builds(daemon)
+
+
 def test_named_dockerfile_missing_from_the_context_is_a_400_naming_it(daemon, daemon_builds):
     r = daemon.build({"Containerfile": GOOD["Dockerfile"]}, {"t": "nodf", "dockerfile": "Nope.dockerfile"})
     assert_api_error(r, 400, "Nope.dockerfile")
@@ -183,6 +239,41 @@ def test_failing_RUN_streams_its_output_then_an_error_with_the_exit_code(daemon,
     assert r.aux_ids == [] and not any(s.startswith("Successfully built") for s in r.streams)
     assert not daemon.image_exists(f"docker.io/library/{name}:latest")
     assert daemon.working_containers() == []
+    daemon_builds(daemon)
+
+
+def test_quiet_build_that_fails_still_shows_what_went_wrong(daemon, daemon_builds, uniq):
+    """q=1 hides step output, but when the build fails the held-back output
+    is replayed (Docker and Podman both do), so `docker build -q` users see
+    why: the RUN output and the error with its exit code."""
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN echo quiet-fail-{uniq} && exit 5")}
+    r = daemon.build(ctx, {"t": f"qfail-{uniq}", "q": "1"})
+    assert r.status == 200, r.describe()
+    assert f"quiet-fail-{uniq}" in r.text, r.describe()
+    assert r.events[-1].get("errorDetail", {}).get("code") == 5, r.describe()
+    daemon_builds(daemon)
+
+
+def test_client_vanishing_mid_upload_leaves_nothing_behind(daemon, daemon_builds, uniq):
+    """The client sends half of a 2 MB context and disappears: the partial
+    context is removed and the daemon keeps serving."""
+    import socket
+    marker = f"upload-marker-{uniq}"
+    body = lib.tar_context({marker: "x" * 1000, "big.bin": os.urandom(2 * 1024 * 1024),
+                            "Dockerfile": GOOD["Dockerfile"]})
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(daemon.sock))
+    s.sendall(f"POST /v1.41/build?t=vanish-{uniq} HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+    time.sleep(0.5)
+    s.close()
+
+    def leftovers():
+        return [h for sub in daemon.tmp.iterdir() if sub.is_dir() and sub.name not in ("root", "runroot")
+                for h in find_named(sub, marker)]
+    assert wait_for(lambda: leftovers() == [], 10), leftovers()
+    assert not daemon.image_exists(f"docker.io/library/vanish-{uniq}:latest")
     daemon_builds(daemon)
 
 

@@ -156,6 +156,24 @@ def test_ping_answers_while_a_build_is_running(daemon, uniq):
     assert r.status == 200 and r.error is None, r.describe()
 
 
+def test_fifty_concurrent_clients_all_get_answers(daemon):
+    """A burst of parallel connections (compose with many services, CI
+    fan-out) is served, not dropped."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda i: daemon.request("GET", "/_ping" if i % 2 else "/version", timeout=20),
+                                range(50)))
+    assert [status for status, _, _ in results] == [200] * 50
+
+
+def test_oversized_request_line_and_headers_are_refused_not_fatal(daemon, daemon_builds):
+    status, _, _ = daemon.request("GET", "/_ping?" + "a" * 200_000)
+    assert 400 <= status < 500
+    status, _, _ = daemon.request("GET", "/_ping", headers={"X-Big": "b" * 200_000})
+    assert 400 <= status < 500
+    daemon_builds(daemon)
+
+
 def test_garbage_on_the_socket_does_not_kill_the_daemon(daemon, daemon_builds):
     """A client writing junk instead of HTTP, or hanging up half way through
     a request, must leave the daemon serving."""

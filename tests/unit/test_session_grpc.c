@@ -375,6 +375,27 @@ START_TEST (shutdown_fails_pending_calls)
 }
 END_TEST
 
+/* The server ends these calls before we half-close; were such streams
+   left open, the peer's 250-stream limit would stall call 251. */
+START_TEST (finished_streams_do_not_linger)
+{
+  struct peer_pair pp;
+  pair_start (&pp, &normal);
+  for (int i = 0; i < 300; i++)
+    {
+      ps_error *err = NULL;
+      grpc_call *call = grpc_call_start (pp.conn, "/test.Echo/Metadata", NULL, 0, &err);
+      void *m = NULL;
+      size_t n = 0;
+      ck_assert_msg (grpc_call_recv (call, &m, &n, 5000, &err) == 1, "call %d: %s", i, err ? err->msg : "");
+      free (m);
+      ck_assert_int_eq (grpc_call_recv (call, &m, &n, 5000, &err), 0);
+      grpc_call_free (call);
+    }
+  pair_stop (&pp);
+}
+END_TEST
+
 struct worker
 {
   grpc_conn *conn;
@@ -493,6 +514,7 @@ suite_session_grpc (void)
   tcase_add_test (tc, peer_hangup_fails_pending_calls);
   tcase_add_test (tc, shutdown_fails_pending_calls);
   tcase_add_test (tc, calls_from_many_threads);
+  tcase_add_test (tc, finished_streams_do_not_linger);
   tcase_add_test (tc, helpers_labels_and_percent_decoding);
   tcase_add_test (tc, fsutil_packets_match_the_documented_bytes);
   suite_add_tcase (s, tc);

@@ -106,7 +106,8 @@ read_out (nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length, uint32_t
   struct fstream *s = src->ptr;
   size_t avail = s->out.len - s->out_off;
   size_t n = avail < length ? avail : length;
-  memcpy (buf, s->out.data + s->out_off, n);
+  if (n)
+    memcpy (buf, s->out.data + s->out_off, n);
   s->out_off += n;
   if (s->out_off == s->out.len)
     {
@@ -619,6 +620,8 @@ stream_start (struct fake_peer *p, struct fstream *s)
     return;
   if (strcmp (s->path, "/moby.filesync.v1.FileSync/DiffCopy") == 0)
     diffcopy_start (p, s);
+  else if (p->cfg.auth_unimplemented && strcmp (s->path, "/moby.filesync.v1.Auth/Credentials") == 0)
+    trailers_only (p, s, 12, "unknown method Credentials");
   else if (strcmp (s->path, "/test.Echo/Fail") == 0)
     trailers_only (p, s, 3, "bad%20request%3A%20%E2%9C%93%25done");
   else if (strcmp (s->path, "/test.Echo/FailAfter") == 0)

@@ -44,6 +44,7 @@ struct fake_config
   const char *auth_host;   /* Credentials: the host we know */
   const char *auth_user;
   const char *auth_secret;
+  bool auth_unimplemented; /* answer Credentials with UNIMPLEMENTED */
   const char *secret_id;   /* GetSecret: the id we know */
   const char *secret_value;
 };

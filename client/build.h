@@ -1,0 +1,32 @@
+/* build.h — one `podsolve build`: its options as data, and the run that
+ * sends them to POST /solve (build.c).  cmd_build.c fills the options from
+ * the command line. */
+#ifndef CLIENT_BUILD_H
+#define CLIENT_BUILD_H
+
+#include "client/http.h"
+#include "client/outputs.h"
+#include "client/progress.h"
+#include "common/ps.h"
+
+struct cli_build_opts
+{
+  const char *context;
+  const char *file;       /* -f as given (relative to the working directory); "-" = stdin; NULL = default */
+  ps_strv tags;           /* -t, each a name for the image exporter */
+  ps_strv frontend_attrs; /* key, value, key, value ...; a later key wins */
+  const char *ref;        /* --ref, or NULL */
+  enum cli_progress_mode progress;
+  struct cli_output *outputs;
+  size_t n_outputs;
+};
+
+void cli_build_opts_free (struct cli_build_opts *o);
+
+/* Tar the context, send the request, render the stream, download the
+   outputs.  Returns an enum cli_exit.  Problems met before the stream or
+   after it (writing outputs) are left in *err for the caller to print;
+   what the stream itself reports is printed as it is rendered. */
+int cli_build_run (cli_http *h, struct cli_build_opts *o, ps_error **err);
+
+#endif
