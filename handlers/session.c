@@ -118,9 +118,12 @@ on_upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const 
     }
   if (session_run (s, &err) < 0)
     ps_info ("%s", err->msg);
+  /* Close before leaving the registry: session_registry_shutdown's wait
+     then covers MHD's part too.  The session touches the socket no more
+     (its connection is dead); other threads' references stay valid. */
+  MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CLOSE);
   session_registry_remove (s);
   session_unref (s);
-  MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
 static int

@@ -178,6 +178,7 @@ static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t registry_cond;
 static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
 static ps_session *registry;
+static bool registry_closed;
 
 static void
 registry_init (void)
@@ -204,6 +205,11 @@ session_registry_add (ps_session *s, ps_error **err)
 {
   pthread_once (&registry_once, registry_init);
   pthread_mutex_lock (&registry_mu);
+  if (registry_closed)
+    {
+      pthread_mutex_unlock (&registry_mu);
+      return ps_error_set (err, 503, "session %s: the daemon is shutting down", s->uuid);
+    }
   ps_session *old = registry_find (s->uuid);
   if (old)
     {
@@ -234,6 +240,7 @@ session_registry_remove (ps_session *s)
         found = true;
         break;
       }
+  pthread_cond_broadcast (&registry_cond);
   pthread_mutex_unlock (&registry_mu);
   if (found)
     session_unref (s);
@@ -295,6 +302,38 @@ session_wait (const char *uuid, int timeout_ms, ps_error **err)
                  NULL;
         }
     }
+}
+
+size_t
+session_registry_shutdown (int timeout_ms)
+{
+  pthread_once (&registry_once, registry_init);
+  struct timespec deadline;
+  clock_gettime (CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L)
+    {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  pthread_mutex_lock (&registry_mu);
+  registry_closed = true;
+  for (ps_session *s = registry; s; s = s->reg_next)
+    session_close (s);
+  size_t left = 0;
+  for (;;)
+    {
+      left = 0;
+      for (ps_session *s = registry; s; s = s->reg_next)
+        left++;
+      if (left == 0 || pthread_cond_timedwait (&registry_cond, &registry_mu, &deadline) == ETIMEDOUT)
+        break;
+    }
+  pthread_mutex_unlock (&registry_mu);
+  if (left)
+    ps_warn ("%zu session(s) still open after %d ms", left, timeout_ms);
+  return left;
 }
 
 /* ---- Health ------------------------------------------------------------------- */

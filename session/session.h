@@ -73,6 +73,13 @@ bool session_registry_has (const char *uuid);
    a reference (session_unref when done), or NULL with *err (404). */
 ps_session *session_wait (const char *uuid, int timeout_ms, ps_error **err);
 
+/* Daemon shutdown: refuse new sessions, ask every live one to close, and
+   wait up to timeout_ms until all have left the registry.  Call before
+   MHD_stop_daemon: MHD (0.9.75, thread-per-connection) would otherwise
+   wait on each upgraded connection's thread for as long as its client
+   keeps the session open.  Returns the number still live at the timeout. */
+size_t session_registry_shutdown (int timeout_ms);
+
 /* grpc.health.v1.Health/Check: 0 when the client answers SERVING, -1 with
    *err otherwise (not exposed, NOT_SERVING, timeout, gone). */
 int session_health_check (ps_session *s, int timeout_ms, ps_error **err);

@@ -41,6 +41,7 @@ build_options_free (struct build_options *o)
   ps_strv_free (&o->secrets);
   ps_strv_free (&o->build_contexts);
   free (o->authfile);
+  ps_strv_free (&o->env);
   memset (o, 0, sizeof *o);
 }
 

@@ -49,6 +49,7 @@ struct build_options
   ps_strv secrets;      /* "id=X,src=/abs/path" */
   ps_strv build_contexts; /* "name=value" for buildah --build-context */
   char *authfile;       /* registry credentials for pulls, 0600 */
+  ps_strv env;          /* extra "NAME=value" for the buildah process */
 };
 
 void build_options_init (struct build_options *o);

@@ -82,8 +82,39 @@ buildah_version (void)
 
 /* ---- children --------------------------------------------------------- */
 
+/* environ with `extra` entries replacing same-named ones. */
+static char **
+merged_env (char *const *extra)
+{
+  size_t n = 0, m = 0;
+  while (environ[n])
+    n++;
+  while (extra && extra[m])
+    m++;
+  char **env = xcalloc (n + m + 1, sizeof (char *));
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    {
+      size_t name_len = strcspn (environ[i], "=");
+      bool replaced = false;
+      for (size_t j = 0; j < m && !replaced; j++)
+        replaced = strncmp (extra[j], environ[i], name_len) == 0 && extra[j][name_len] == '=';
+      if (!replaced)
+        env[k++] = environ[i];
+    }
+  for (size_t j = 0; j < m; j++)
+    env[k++] = extra[j];
+  return env;
+}
+
 int
 ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err)
+{
+  return ps_child_spawn_env (argv, NULL, child, err);
+}
+
+int
+ps_child_spawn_env (char *const *argv, char *const *extra_env, struct ps_child *child, ps_error **err)
 {
   int out[2] = { -1, -1 }, errp[2] = { -1, -1 };
   if (pipe2 (out, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
@@ -115,7 +146,8 @@ ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err)
                                        | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
 
   pid_t pid;
-  int r = posix_spawnp (&pid, argv[0], &fa, &attr, argv, environ);
+  cleanup_free char **env = extra_env ? merged_env (extra_env) : NULL;
+  int r = posix_spawnp (&pid, argv[0], &fa, &attr, argv, env ? env : environ);
   posix_spawn_file_actions_destroy (&fa);
   posix_spawnattr_destroy (&attr);
   close (out[1]);

@@ -48,6 +48,9 @@ struct ps_child
 /* Spawn argv in a new process group with stdin from /dev/null and
    stdout/stderr on pipes. */
 int ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err);
+/* The same with "NAME=value" entries added to (or replacing in) the
+   daemon's environment; `env` may be NULL. */
+int ps_child_spawn_env (char *const *argv, char *const *env, struct ps_child *child, ps_error **err);
 /* Wait for the child; returns its exit status (128+signal if killed). */
 int ps_child_wait (struct ps_child *child);
 /* Ask the child to stop (SIGTERM to the leader, so buildah removes its

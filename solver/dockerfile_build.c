@@ -114,7 +114,7 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
   ps_strv argv = { 0 };
   build_options_to_argv (&b->opts, &argv);
   struct ps_child child;
-  int ret = ps_child_spawn (argv.v, &child, err);
+  int ret = ps_child_spawn_env (argv.v, b->opts.env.v, &child, err);
   ps_strv_free (&argv);
   if (ret < 0)
     return ps_error_wrap (err, "buildah build");

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "handlers/build_params.h"
 #include "solver/buildah.h"
+#include "solver/cache_registry.h"
 #include "solver/context.h"
 #include "solver/rootfs_export.h"
 
@@ -34,6 +35,8 @@ struct solve_plan
   struct plan_exporter *exporters;
   size_t n_exporters;
   ps_strv image_names;
+  char *local_cache_import; /* cache dirs served by a loopback registry */
+  char *local_cache_export;
 };
 
 void
@@ -53,6 +56,8 @@ solve_plan_free (struct solve_plan *p)
     }
   free (p->exporters);
   ps_strv_free (&p->image_names);
+  free (p->local_cache_import);
+  free (p->local_cache_export);
   free (p->job_dir);
   free (p);
 }
@@ -320,7 +325,7 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, ps_error **er
 }
 
 static int
-plan_cache (struct solve_plan *p, ps_error **err)
+plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
 {
   struct build_options *o = &p->build.opts;
   for (int pass = 0; pass < 2; pass++)
@@ -330,9 +335,21 @@ plan_cache (struct solve_plan *p, ps_error **err)
       const char *field = pass ? "cache.exports" : "cache.imports";
       for (size_t i = 0; i < n; i++)
         {
-          if (strcmp (list[i].type, "registry") != 0)
-            return ps_error_set (err, 400, "%s[%zu].type: \"%s\" is not supported by buildah (supported: registry)",
-                                 field, i, list[i].type);
+          if (strcmp (list[i].type, "local") == 0)
+            {
+              const char *key = pass ? "dest" : "src";
+              const char *dir = solve_attrs_get (&list[i].attrs, key);
+              char **slot = pass ? &p->local_cache_export : &p->local_cache_import;
+              cleanup_free char *where = xasprintf ("%s[%zu].attrs.%s", field, i, key);
+              if (dir == NULL || *dir == '\0')
+                return ps_error_set (err, 400, "%s: missing (a directory on the server)", where);
+              if (*slot)
+                return ps_error_set (err, 400, "%s: only one local cache per direction", where);
+              if (check_output_dest (dir, env->output_roots, where, err) < 0)
+                return -1;
+              *slot = xstrdup (dir);
+              continue;
+            }
           const char *ref = solve_attrs_get (&list[i].attrs, "ref");
           if (ref == NULL || *ref == '\0')
             return ps_error_set (err, 400, "%s[%zu].attrs.ref: missing (a registry repository)", field, i);
@@ -371,7 +388,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
 
   const char *context_key = "context", *dockerfile_key = "dockerfile", *filename = NULL;
   if (apply_frontend_attrs (p, env, &context_key, &dockerfile_key, &filename, err) < 0
-      || plan_exporters (p, env, err) < 0 || plan_cache (p, err) < 0)
+      || plan_exporters (p, env, err) < 0 || plan_cache (p, env, err) < 0)
     {
       solve_plan_free (p);
       return -1;
@@ -666,12 +683,58 @@ manifest_digest (const char *image_id)
   return out;
 }
 
+/* Serve the local cache dirs as loopback registries for this build and
+   point buildah at them. */
+static int
+start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t *n, ps_error **err)
+{
+  struct build_options *o = &p->build.opts;
+  *n = 0;
+  const char *dirs[2] = { p->local_cache_import, p->local_cache_export };
+  for (int i = 0; i < 2; i++)
+    {
+      if (dirs[i] == NULL)
+        continue;
+      size_t use = *n;
+      if (i == 1 && dirs[0] && strcmp (dirs[0], dirs[1]) == 0)
+        use = 0; /* import and export share one directory */
+      else
+        {
+          if (cache_registry_start (dirs[i], p->job_dir, &regs[*n], err) < 0)
+            return ps_error_wrap (err, "local cache %s", dirs[i]);
+          (*n)++;
+        }
+      ps_strv_push (i == 0 ? &o->cache_from : &o->cache_to, regs[use].repo);
+    }
+  if (*n == 0)
+    return 0;
+  o->layers = true;
+  cleanup_free char *conf = xasprintf ("%s/registries.conf", p->job_dir);
+  if (cache_registry_write_conf (conf, regs, *n, err) < 0)
+    return -1;
+  ps_strv_pushf (&o->env, "CONTAINERS_REGISTRIES_CONF=%s", conf);
+  return 0;
+}
+
 int
 solve_run (solver_job *job, void *userdata, ps_error **err)
 {
   struct solve_plan *p = userdata;
   cleanup_free char *image_id = NULL;
-  if (dockerfile_frontend_run (job, &p->build, &image_id, err) < 0)
+  struct cache_registry regs[2];
+  size_t nregs = 0;
+  int r = start_local_caches (p, regs, &nregs, err);
+  if (r == 0)
+    r = dockerfile_frontend_run (job, &p->build, &image_id, err);
+  else
+    {
+      struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+      ev.error = xstrdup ((*err)->msg);
+      solver_job_emit (job, &ev);
+    }
+  for (size_t i = 0; i < nregs; i++)
+    cache_registry_stop (&regs[i]);
+  if (r < 0)
     return -1;
 
   for (size_t i = 0; i < p->n_exporters; i++)
