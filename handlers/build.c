@@ -229,6 +229,14 @@ encode_jsonmessage (const struct solver_event *ev, void *ctx, ps_buf *out)
 }
 
 static void
+jsonmessage_opts_free (void *ctx)
+{
+  struct jsonmessage_opts *o = ctx;
+  ps_buf_free (&o->held);
+  free (o);
+}
+
+static void
 encode_trace (const struct solver_event *ev, void *ctx, ps_buf *out)
 {
   schema_trace_encode (ctx, ev, out);
@@ -266,7 +274,7 @@ build_complete (struct ps_request *req, ps_error **err)
       struct ps_context_limits lim = { ps_cfg.max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
       struct ps_context_stats stats = { 0 };
       if (ps_context_extract_fd (fd, ctx, &lim, &stats, err) < 0)
-        return ps_error_wrap (err, "build context");
+        return -1; /* its messages name the build context already */
       context_bytes = stats.bytes;
       if (resolve_dockerfiles (s, ctx, err) < 0)
         return -1;
@@ -341,12 +349,12 @@ build_complete (struct ps_request *req, ps_error **err)
     }
   else
     {
-      struct jsonmessage_opts *enc = xmalloc (sizeof *enc);
+      struct jsonmessage_opts *enc = xcalloc (1, sizeof *enc);
       enc->compat = !req->libpod;
       enc->quiet = quiet;
       so.encode = encode_jsonmessage;
       so.ctx = enc;
-      so.ctx_free = free;
+      so.ctx_free = jsonmessage_opts_free;
     }
   return handler_stream_job (req, job, &so); /* the creator's job reference moves to the stream */
 }

@@ -87,7 +87,7 @@ schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len)
 }
 
 static void
-encode_result (const struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
+encode_result (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
 {
   const char *id = ev->image_id ? ev->image_id : "";
   if (o->quiet)
@@ -131,25 +131,29 @@ encode_error (const struct solver_event *ev, ps_buf *out)
 }
 
 void
-schema_jsonmessage_encode (const struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
+schema_jsonmessage_encode (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
 {
+  ps_buf *progress = o->quiet ? &o->held : out;
   switch (ev->kind)
     {
     case SOLVER_EV_VERTEX:
     case SOLVER_EV_TEXT:
-      if (!o->quiet && ev->text)
-        schema_jsonmessage_stream (out, ev->text, strlen (ev->text));
+      if (ev->text)
+        schema_jsonmessage_stream (progress, ev->text, strlen (ev->text));
       return;
     case SOLVER_EV_LOG:
-      if (!o->quiet)
-        schema_jsonmessage_stream (out, ev->data, ev->len);
+      schema_jsonmessage_stream (progress, ev->data, ev->len);
       return;
     case SOLVER_EV_STATUS:
       return;
     case SOLVER_EV_RESULT:
+      ps_buf_free (&o->held);
       encode_result (o, ev, out);
       return;
     case SOLVER_EV_ERROR:
+      if (o->held.len)
+        ps_buf_append (out, o->held.data, o->held.len);
+      ps_buf_free (&o->held);
       encode_error (ev, out);
       return;
     }

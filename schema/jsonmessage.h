@@ -9,12 +9,13 @@
 struct jsonmessage_opts
 {
   bool compat; /* Docker-compatible endpoint: aux ID + "Successfully built/tagged" */
-  bool quiet;  /* q=1: only the image ID (and errors) */
+  bool quiet;  /* q=1: only the image ID, unless the build fails */
+  ps_buf held; /* quiet: the progress held back, replayed before an error
+                  (as Docker and Podman do) */
 };
 
 /* Append the lines (each "{...}\n") for `ev` to `out`; many events have none. */
-void schema_jsonmessage_encode (const struct jsonmessage_opts *o, const struct solver_event *ev,
-                                ps_buf *out);
+void schema_jsonmessage_encode (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out);
 
 /* Append one {"stream": text} line. */
 void schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len);

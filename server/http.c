@@ -138,6 +138,7 @@ request_free (struct ps_request *req)
   for (size_t i = 0; i < ARRAY_SIZE (req->params); i++)
     free ((char *) req->params[i]);
   free ((char *) req->url);
+  ps_error_free (req->body_error);
   free (req);
 }
 
@@ -181,16 +182,18 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
     {
       size_t len = *upload_data_size;
       *upload_data_size = 0;
-      if (req->responded)
-        return MHD_YES; /* an early error answered already; drop the rest */
       req->body_bytes += len;
-      if (req->handler->on_body && req->handler->on_body (req, upload_data, len, &err) < 0
-          && !req->responded)
-        fail (req, err);
+      if (req->responded || req->body_error)
+        return MHD_YES; /* already answered or failed: discard the rest */
+      if (req->handler->on_body && req->handler->on_body (req, upload_data, len, &req->body_error) < 0
+          && req->body_error == NULL)
+        ps_error_set (&req->body_error, 500, "request body handler failed");
       return MHD_YES;
     }
 
-  if (!req->responded)
+  if (!req->responded && req->body_error)
+    fail (req, req->body_error);
+  else if (!req->responded)
     {
       if (req->handler->on_complete == NULL || req->handler->on_complete (req, &err) < 0)
         {

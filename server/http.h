@@ -4,8 +4,10 @@
  * stream waits on its job's event log).  A request goes through:
  *   route match -> handler->on_begin (headers and query known, no body yet)
  *   -> handler->on_body for each upload chunk -> handler->on_complete,
- * and exactly one response is queued, by any of the three (an error
- * queued early ends the request: later callbacks are not made). */
+ * and exactly one response is queued.  An error in on_begin is answered
+ * at once (MHD may queue a response before the body); an error in on_body
+ * is kept, the rest of the body discarded, and answered when it ends (MHD
+ * cannot queue a response in the middle of a body). */
 #ifndef SERVER_HTTP_H
 #define SERVER_HTTP_H
 
@@ -40,6 +42,7 @@ struct ps_request
   void (*state_free) (void *state);
 
   bool responded;
+  ps_error *body_error;   /* set while reading the body; answered once it ends */
   uint64_t body_bytes;
   int64_t started_ns;
   unsigned status;        /* for the access log */

@@ -17,6 +17,7 @@
 #include "server/listen.h"
 #include "solver/buildah.h"
 #include "solver/job.h"
+#include "session/session.h"
 
 /* Builds interrupted by a crash leave their directories behind. */
 static void
@@ -161,6 +162,9 @@ main (int argc, char **argv)
   for (size_t i = 0; i < nlisteners; i++)
     MHD_quiesce_daemon (daemons[i]);
   solver_jobs_cancel_all ("podsolved is shutting down");
+  /* Upgraded /session connections hold their MHD threads until the client
+     hangs up: say GOAWAY so MHD_stop_daemon does not wait on them. */
+  session_registry_shutdown (5000);
   for (size_t i = 0; i < nlisteners; i++)
     MHD_stop_daemon (daemons[i]);
   free (daemons);

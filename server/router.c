@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "handlers/handlers.h"
+#include "handlers/session.h"
 
 struct route
 {
@@ -24,6 +25,7 @@ static const struct route routes[] = {
   { "POST", "/build", &handler_build },
   { "POST", "/libpod/build", &handler_build },
   { "POST", "/build/cancel", &handler_build_cancel },
+  { "POST", "/session", &handler_session },
   { "POST", "/solve", &handler_solve },
   { "POST", "/libpod/solve", &handler_solve },
   { "GET", "/solve", &handler_solve_list },

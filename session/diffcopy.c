@@ -459,8 +459,9 @@ on_stat (struct dc *d, const Fsutil__Types__Stat *st, ps_error **err)
 
   if (validate_order (d, e, err) < 0)
     return -1;
-  if (e->kind == DC_SYMLINK && e->linkname[0] == '\0')
-    return ps_error_set (err, 400, "symlink \"%s\" without a target", e->path);
+  if (e->kind == DC_SYMLINK && (e->linkname[0] == '\0' || strlen (e->linkname) >= PATH_MAX))
+    return ps_error_set (err, 400, "symlink \"%s\" without a target or with one over %d bytes", e->path,
+                         PATH_MAX - 1);
   if (e->kind == DC_HARDLINK)
     {
       /* fsutil's Hardlinks validator: the source must be an earlier regular
@@ -498,6 +499,7 @@ prune_dir (struct dc *d, int fd, const char *rel, ps_error **err)
       close (dupfd);
       return ps_error_set_errno (err, 500, errno, "opendir %s/%s", d->dest, rel);
     }
+  rewinddir (dir); /* the duplicate shares the descriptor's offset */
   int ret = 0;
   struct dirent *de;
   while (ret == 0 && (errno = 0, de = readdir (dir)) != NULL)

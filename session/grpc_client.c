@@ -316,12 +316,6 @@ stream_call (nghttp2_session *h2, int32_t stream_id)
 }
 
 static int
-on_begin_headers (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
-{
-  return 0;
-}
-
-static int
 on_header (nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
            const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
@@ -705,7 +699,7 @@ static void
 submit_call (grpc_conn *c, grpc_call *call)
 {
   size_t n = 0;
-  nghttp2_nv *nva = xcalloc (6 + call->n_md, sizeof *nva);
+  nghttp2_nv *nva = xcalloc (7 + call->n_md, sizeof *nva);
 #define NV(k, v)                                                                                                      \
   do                                                                                                                  \
     {                                                                                                                 \
@@ -723,6 +717,9 @@ submit_call (grpc_conn *c, grpc_call *call)
   NV (":authority", "localhost");
   NV ("content-type", "application/grpc");
   NV ("te", "trailers");
+#ifdef PODSOLVE_VERSION
+  NV ("user-agent", "podsolve/" PODSOLVE_VERSION);
+#endif
   for (size_t i = 0; i < call->n_md; i++)
     NV (call->md[i].key, call->md[i].value);
 #undef NV
@@ -986,7 +983,6 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
 {
   nghttp2_session_callbacks *cbs;
   nghttp2_session_callbacks_new (&cbs);
-  nghttp2_session_callbacks_set_on_begin_headers_callback (cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback (cbs, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback (cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_frame_send_callback (cbs, on_frame_send);

@@ -535,6 +535,69 @@ extract_entry (struct extract *x, struct archive_entry *e, ps_error **err)
   return 0;
 }
 
+/* Reads the body from an fd and, for an uncompressed tar, completes what
+   the docker CLI leaves out: when `docker build -f` names a Dockerfile
+   outside the context, the 20.10 CLI appends it as ".dockerfile.<hex>"
+   without padding the last block or writing the two end-of-archive
+   blocks.  Go's tar reader tolerates that, libarchive does not; so at end
+   of input the stream is padded to a 512-byte boundary plus 1024 zero
+   bytes.  Compressed bodies are left alone (their framing ends them). */
+struct padded_reader
+{
+  int fd;
+  bool sniffed;
+  bool compressed;
+  bool at_eof;
+  uint64_t total;
+  size_t pad_left;
+  char buf[CONTEXT_READ_BLOCK];
+};
+
+static bool
+compression_magic (const unsigned char *b, size_t n)
+{
+  return (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)                              /* gzip */
+         || (n >= 3 && b[0] == 'B' && b[1] == 'Z' && b[2] == 'h')                /* bzip2 */
+         || (n >= 6 && memcmp (b, "\xfd" "7zXZ\0", 6) == 0)                      /* xz */
+         || (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd); /* zstd */
+}
+
+static la_ssize_t
+padded_read (struct archive *a, void *cls, const void **out)
+{
+  struct padded_reader *r = cls;
+  *out = r->buf;
+  if (!r->at_eof)
+    {
+      ssize_t n;
+      do
+        n = read (r->fd, r->buf, sizeof r->buf);
+      while (n < 0 && errno == EINTR);
+      if (n < 0)
+        {
+          archive_set_error (a, errno, "read build context");
+          return -1;
+        }
+      if (n > 0)
+        {
+          if (!r->sniffed)
+            {
+              r->sniffed = true;
+              r->compressed = compression_magic ((unsigned char *) r->buf, (size_t) n);
+            }
+          r->total += (uint64_t) n;
+          return n;
+        }
+      r->at_eof = true;
+      if (r->total > 0 && !r->compressed)
+        r->pad_left = (size_t) ((512 - r->total % 512) % 512) + 1024;
+    }
+  size_t n = r->pad_left < sizeof r->buf ? r->pad_left : sizeof r->buf;
+  memset (r->buf, 0, n);
+  r->pad_left -= n;
+  return (la_ssize_t) n;
+}
+
 int
 ps_context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
                        struct ps_context_stats *stats, ps_error **err)
@@ -578,7 +641,8 @@ ps_context_extract_fd (int fd, const char *dest, const struct ps_context_limits 
   /* libarchive picks the format while opening (empty, tar) or at the first
      header; a failure before any entry means the body is something else. */
   int ret = 0;
-  if (archive_read_open_fd (in, fd, CONTEXT_READ_BLOCK) != ARCHIVE_OK)
+  struct padded_reader pr = { .fd = fd };
+  if (archive_read_open (in, &pr, NULL, padded_read, NULL) != ARCHIVE_OK)
     ret = not_a_tar (&x, err);
   while (ret == 0)
     {

@@ -4,6 +4,8 @@ real clients.  See podsolve_testlib.py for the helpers.
 Environment:
   PODSOLVED          daemon binary (default: <repo>/server/podsolved)
   PODSOLVE_KEEP_TMP  1 = keep /var/tmp/podsolve-it-* after the run (debugging)
+  PODSOLVE_DOCKER_CLI_DIR  where scripts/get-docker-cli unpacks docker.io
+                     (default /var/cache/podsolve-test/docker-20.10)
 """
 
 import os

@@ -137,3 +137,28 @@ def test_daemon_survives_garbage_after_the_upgrade(daemon, uniq):
     s.close()
     status, _, _ = daemon.request("GET", "/_ping", timeout=5)
     assert status == 200
+
+
+def test_sigterm_with_an_open_session_stops_cleanly(spawn_daemon, uniq):
+    """A client holding /session open must not keep the daemon from stopping:
+    the session gets GOAWAY, the socket closes, podsolved exits 0."""
+    d = spawn_daemon()
+    s, data = open_session(d, f"held{uniq}")
+    assert data.startswith(b"HTTP/1.1 101 ")
+    started = time.monotonic()
+    status, problem = d.stop(timeout=20)
+    assert problem is None, problem
+    assert status == 0
+    assert time.monotonic() - started < 10
+    s.settimeout(5)
+    rest = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    except OSError:
+        pass
+    s.close()
+    assert b"\x00\x00\x08\x07" in data + rest, "no GOAWAY before the close"

@@ -15,6 +15,9 @@ main (void)
   srunner_add_suite (sr, suite_jsonmessage ());
   srunner_add_suite (sr, suite_solve ());
   srunner_add_suite (sr, suite_trace ());
+  srunner_add_suite (sr, suite_session_grpc ());
+  srunner_add_suite (sr, suite_session_diffcopy ());
+  srunner_add_suite (sr, suite_session ());
   srunner_run_all (sr, CK_NORMAL);
   int failed = srunner_ntests_failed (sr);
   srunner_free (sr);

@@ -95,6 +95,22 @@ START_TEST (quiet_hides_progress)
 }
 END_TEST
 
+/* Docker and Podman replay a quiet build's output when it fails. */
+START_TEST (quiet_failure_replays_held_output)
+{
+  struct jsonmessage_opts o = { .compat = true, .quiet = true };
+  ps_buf out = { 0 };
+  struct solver_event l = { .kind = SOLVER_EV_LOG, .data = (char *) "quiet-fail-X\n", .len = 13, .stream = 1 };
+  schema_jsonmessage_encode (&o, &l, &out);
+  ck_assert_uint_eq (out.len, 0);
+  struct solver_event e = { .kind = SOLVER_EV_ERROR, .error = (char *) "exit status 5", .exit_code = 5 };
+  schema_jsonmessage_encode (&o, &e, &out);
+  ck_assert_str_eq (out.data, "{\"stream\":\"quiet-fail-X\\n\"}\n"
+                              "{\"errorDetail\":{\"code\":5,\"message\":\"exit status 5\"},\"error\":\"exit status 5\"}\n");
+  ps_buf_free (&out);
+}
+END_TEST
+
 Suite *
 suite_jsonmessage (void)
 {
@@ -106,6 +122,7 @@ suite_jsonmessage (void)
   tcase_add_test (tc, error_carries_exit_code);
   tcase_add_test (tc, log_bytes_sanitised_to_utf8);
   tcase_add_test (tc, quiet_hides_progress);
+  tcase_add_test (tc, quiet_failure_replays_held_output);
   suite_add_tcase (s, tc);
   return s;
 }

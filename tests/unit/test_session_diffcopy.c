@@ -66,6 +66,9 @@ make_tree (const char *src)
   p = xasprintf ("%s/link", src);
   ck_assert (symlink ("src/main.c", p) == 0);
   free (p);
+  p = xasprintf ("%s/pipe", src);
+  ck_assert (mkfifo (p, 0620) == 0);
+  free (p);
   char *a = xasprintf ("%s/run.sh", src);
   char *b = xasprintf ("%s/zz-hardlink", src);
   ck_assert (link (a, b) == 0);
@@ -151,7 +154,7 @@ START_TEST (first_transfer_copies_the_tree_with_metadata)
   pair_stop (&pp);
 
   const char *files[] = { "Dockerfile", "empty", "run.sh", "src", "src/main.c", "src/deep", "src/deep/leaf.txt",
-                          "big.bin", "zz-hardlink" };
+                          "big.bin", "zz-hardlink", "pipe" };
   for (size_t i = 0; i < ARRAY_SIZE (files); i++)
     assert_same_file (&f, files[i]);
   char *l = xasprintf ("%s/link", f.dest);
@@ -168,7 +171,7 @@ START_TEST (first_transfer_copies_the_tree_with_metadata)
   free (b);
   /* Regular files without linkname: Dockerfile empty run.sh main.c leaf big.bin */
   ck_assert_uint_eq (st.files_requested, 6);
-  ck_assert_uint_eq (st.entries, 10);
+  ck_assert_uint_eq (st.entries, 11);
   ck_assert_uint_eq (st.file_bytes, 200 * 1024 + 22 + 18 + 30 + 5);
   ck_assert_uint_eq (st.removed, 0);
   ck_assert (st.bytes > st.file_bytes);

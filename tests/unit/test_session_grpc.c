@@ -36,6 +36,8 @@ START_TEST (unary_call_round_trip)
   ck_assert_str_eq (resp, "hello");
   ck_assert_int_eq (status, 0);
   free (resp);
+  /* The peer pinged on connect; nghttp2 answered for us. */
+  ck_assert_uint_ge (fake_peer_ping_acks (pp.peer), 1);
   pair_stop (&pp);
 }
 END_TEST
@@ -396,6 +398,23 @@ START_TEST (finished_streams_do_not_linger)
 }
 END_TEST
 
+START_TEST (goaway_lets_running_calls_finish_and_refuses_new_ones)
+{
+  struct peer_pair pp;
+  pair_start (&pp, &normal);
+  ps_error *err = NULL;
+  char *resp = call_unary (pp.conn, "/test.Echo/GoAway", "x", NULL, &err);
+  ck_assert_msg (resp != NULL, "%s", err ? err->msg : "");
+  ck_assert_str_eq (resp, "served");
+  free (resp);
+  ck_assert (!grpc_conn_alive (pp.conn));
+  ck_assert_ptr_null (grpc_call_start (pp.conn, "/test.Echo/Unary", NULL, 0, &err));
+  ck_assert_msg (strstr (err->msg, "the client sent GOAWAY (NO_ERROR: bye)") != NULL, "%s", err->msg);
+  ps_error_free (err);
+  pair_stop (&pp);
+}
+END_TEST
+
 struct worker
 {
   grpc_conn *conn;
@@ -515,6 +534,7 @@ suite_session_grpc (void)
   tcase_add_test (tc, shutdown_fails_pending_calls);
   tcase_add_test (tc, calls_from_many_threads);
   tcase_add_test (tc, finished_streams_do_not_linger);
+  tcase_add_test (tc, goaway_lets_running_calls_finish_and_refuses_new_ones);
   tcase_add_test (tc, helpers_labels_and_percent_decoding);
   tcase_add_test (tc, fsutil_packets_match_the_documented_bytes);
   suite_add_tcase (s, tc);

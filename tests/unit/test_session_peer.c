@@ -95,6 +95,7 @@ struct fake_peer
   ps_strv last_md;
   char *err_received;
   size_t resets;
+  size_t ping_acks;
 };
 
 /* ---- responses ---------------------------------------------------------------- */
@@ -635,6 +636,13 @@ stream_start (struct fake_peer *p, struct fstream *s)
       s->end_without_trailers = true;
       finish (p, s, 0, NULL);
     }
+  else if (strcmp (s->path, "/test.Echo/GoAway") == 0)
+    {
+      /* Graceful GOAWAY: this stream is the last one served. */
+      nghttp2_submit_goaway (p->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR, (const uint8_t *) "bye", 3);
+      send_msg (p, s, "served", 6);
+      finish (p, s, 0, NULL);
+    }
   else if (strcmp (s->path, "/test.Echo/Reset") == 0)
     nghttp2_submit_rst_stream (p->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
   else if (strcmp (s->path, "/test.Echo/Huge") == 0)
@@ -755,6 +763,12 @@ static int
 on_frame_recv (nghttp2_session *h2, const nghttp2_frame *f, void *ud)
 {
   struct fake_peer *p = ud;
+  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
+    {
+      pthread_mutex_lock (&p->mu);
+      p->ping_acks++;
+      pthread_mutex_unlock (&p->mu);
+    }
   struct fstream *s = find_stream (p, f->hd.stream_id);
   if (s == NULL)
     return 0;
@@ -857,6 +871,7 @@ peer_main (void *arg)
     { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1048576 },
   };
   nghttp2_submit_settings (p->h2, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE (iv));
+  nghttp2_submit_ping (p->h2, NGHTTP2_FLAG_NONE, (const uint8_t *) "podsolve");
 
   char buf[65536];
   for (;;)
@@ -988,6 +1003,15 @@ fake_peer_err_received (struct fake_peer *p)
   char *e = p->err_received ? xstrdup (p->err_received) : NULL;
   pthread_mutex_unlock (&p->mu);
   return e;
+}
+
+size_t
+fake_peer_ping_acks (struct fake_peer *p)
+{
+  pthread_mutex_lock (&p->mu);
+  size_t n = p->ping_acks;
+  pthread_mutex_unlock (&p->mu);
+  return n;
 }
 
 size_t

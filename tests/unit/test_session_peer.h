@@ -67,6 +67,8 @@ char *fake_peer_metadata (struct fake_peer *p, const char *key);
 char *fake_peer_err_received (struct fake_peer *p);
 /* Streams reset by the client (RST_STREAM). */
 size_t fake_peer_resets (struct fake_peer *p);
+/* PING ACKs received (the peer pings once at start). */
+size_t fake_peer_ping_acks (struct fake_peer *p);
 
 /* A connected pair: our gRPC connection (its I/O loop on a thread) and
    the fake peer on the other end of a socketpair. */
