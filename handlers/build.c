@@ -25,6 +25,7 @@
 #include "solver/context.h"
 #include "solver/dockerfile_build.h"
 #include "solver/registry_auth.h"
+#include "solver/session_sources.h"
 
 struct build_state
 {
@@ -84,10 +85,8 @@ build_begin (struct ps_request *req, ps_error **err)
   if (r < 0)
     return -1;
 
-  if (s->breq.version == 2 && s->breq.use_session_context)
-    return ps_error_set (err, 400,
-                         "remote=client-session: session-synced contexts need the /session endpoint, which this "
-                         "podsolved does not serve yet; build with DOCKER_BUILDKIT=0 or send a tar body");
+  if (s->breq.use_session_context && (s->breq.version != 2 || s->breq.session == NULL || !*s->breq.session))
+    return ps_error_set (err, 400, "remote=client-session needs version=2 and a session id from POST /session");
 
   /* Podman's libpod endpoint takes only tar bodies; compat takes anything
      and sniffs the bytes. */
@@ -266,7 +265,16 @@ build_complete (struct ps_request *req, ps_error **err)
   if (ps_mkdir_p (ctx, 0700, err) < 0)
     return -1;
   uint64_t context_bytes = 0;
-  if (b->opts.remote == NULL)
+  struct session_sources *session = NULL;
+  if (b->use_session_context)
+    {
+      /* The sources come over the session, inside the job (their transfers
+         are the first vertices of the build). */
+      cleanup_free char *cache_root = xasprintf ("%s/contexts", ps_cfg.state_dir);
+      session = session_sources_new (b->session, cache_root, s->dir,
+                                     b->dockerfile_param.n ? b->dockerfile_param.v[0] : NULL);
+    }
+  else if (b->opts.remote == NULL)
     {
       cleanup_close int fd = open (s->spool_path, O_RDONLY | O_CLOEXEC);
       if (fd < 0)
@@ -313,6 +321,7 @@ build_complete (struct ps_request *req, ps_error **err)
   job_input->definition_digest = xstrdup (hex);
   job_input->opts = b->opts;
   build_options_init (&b->opts); /* moved into the job */
+  job_input->session = session;
 
   bool quiet = job_input->opts.quiet;
   /* A BuildKit-mode build is registered under its buildid, so

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/buildah_output.h"
+#include "solver/session_sources.h"
 
 void
 dockerfile_build_free (struct dockerfile_build *b)
@@ -20,6 +21,7 @@ dockerfile_build_free (struct dockerfile_build *b)
   if (b == NULL)
     return;
   build_options_free (&b->opts);
+  session_sources_free (b->session);
   free (b->dockerfile_name);
   free (b->definition_digest);
   free (b);
@@ -91,6 +93,8 @@ flush_lines (struct line_reader *r, buildah_progress *p, bool at_eof)
     r->pending.data[rest] = '\0';
 }
 
+static int frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
+
 static void
 cancel_child (void *data)
 {
@@ -109,7 +113,29 @@ exit_code_from_message (const char *msg)
 int
 dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
+  if (b->session)
+    {
+      /* The sources come over the session: their [internal] vertices carry
+         the real transfer statuses. */
+      if (session_sources_prepare (job, b, err) < 0)
+        {
+          session_sources_release (b->session);
+          struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+          ev.error = xstrdup ((*err)->msg);
+          solver_job_emit (job, &ev);
+          return -1;
+        }
+      int r = frontend_build (job, b, image_id, err);
+      session_sources_release (b->session);
+      return r;
+    }
   emit_internal_vertices (job, b);
+  return frontend_build (job, b, image_id, err);
+}
+
+static int
+frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
+{
 
   ps_strv argv = { 0 };
   build_options_to_argv (&b->opts, &argv);

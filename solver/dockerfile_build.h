@@ -6,12 +6,29 @@
 #include "solver/build_options.h"
 #include "solver/job.h"
 
+/* Sources that come over a BuildKit session instead of the request body
+   (see session_sources.h). */
+struct session_sources
+{
+  char *session_id;     /* the /session uuid */
+  char *cache_root;     /* <state-dir>/contexts: caches kept between builds */
+  char *job_dir;        /* the job's directory (credentials) */
+  char *filename;       /* Dockerfile name in the "dockerfile" dir; NULL = Dockerfile */
+  char *context_name;   /* the client's dir names: "context" ... */
+  char *dockerfile_name;/* ... and "dockerfile" */
+  /* filled while preparing, released after the build */
+  int lock_fds[3];
+  char *secrets_dir;    /* tmpfs directory holding this build's secrets */
+  size_t files_requested; /* context files the daemon asked for (tests read it) */
+};
+
 struct dockerfile_build
 {
   struct build_options opts;
   char *dockerfile_name;   /* for "[internal] load build definition from X" */
   char *definition_digest; /* sha256 hex of the Dockerfile bytes (seeds vertex digests) */
   uint64_t context_bytes;  /* bytes of context received, for the status */
+  struct session_sources *session; /* NULL: the context is already in opts */
 };
 
 void dockerfile_build_free (struct dockerfile_build *b);

@@ -1,0 +1,30 @@
+/* session_sources.h — the build's Dockerfile and context pulled from the
+ * client's BuildKit session, in the order BuildKit's Dockerfile frontend
+ * asks for them (buildkit-protocols.md §7.2):
+ *   1. dir "dockerfile" with followpaths [<file>, <file>.dockerignore]
+ *      -> "[internal] load build definition from <file>";
+ *   2. dir "context" with followpaths [.dockerignore]
+ *      -> "[internal] load .dockerignore";
+ *   3. registry credentials for the FROM images (Auth/Credentials);
+ *   4. dir "context" with the ignore patterns as exclude-patterns
+ *      -> "[internal] load build context", status "transferring context:".
+ * Each directory lands in a cache under <state-dir>/contexts keyed by the
+ * session's shared key, the dir name and what was asked, so a rebuild
+ * transfers only what changed.  Secrets the Dockerfile mounts are fetched
+ * into a 0600 file on tmpfs for the build's duration. */
+#ifndef SOLVER_SESSION_SOURCES_H
+#define SOLVER_SESSION_SOURCES_H
+
+#include "solver/dockerfile_build.h"
+
+struct session_sources *session_sources_new (const char *session_id, const char *cache_root, const char *job_dir,
+                                             const char *filename);
+void session_sources_free (struct session_sources *s);
+
+/* Sync the sources and fill b->opts (context dir, Dockerfile, auth file,
+   secrets) and b->definition_digest.  The caches stay locked until
+   session_sources_release. */
+int session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error **err);
+void session_sources_release (struct session_sources *s);
+
+#endif
