@@ -270,8 +270,7 @@ build_complete (struct ps_request *req, ps_error **err)
     {
       /* The sources come over the session, inside the job (their transfers
          are the first vertices of the build). */
-      cleanup_free char *cache_root = xasprintf ("%s/contexts", ps_cfg.state_dir);
-      session = session_sources_new (b->session, cache_root, s->dir,
+      session = session_sources_new (b->session, ps_cfg.state_dir, s->dir,
                                      b->dockerfile_param.n ? b->dockerfile_param.v[0] : NULL);
     }
   else if (b->opts.remote == NULL)

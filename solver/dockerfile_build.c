@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/buildah_output.h"
+#include "solver/result_cache.h"
 #include "solver/session_sources.h"
 
 void
@@ -125,7 +126,20 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
           solver_job_emit (job, &ev);
           return -1;
         }
+      /* Unchanged inputs: reuse the finished image instead of building. */
+      cleanup_free char *df_text = NULL;
+      cleanup_free char *key = NULL;
+      if (b->opts.dockerfiles.n > 0 && ps_read_file (b->opts.dockerfiles.v[0], 16 * 1024 * 1024, &df_text, NULL, NULL) == 0)
+        key = result_cache_key (b, df_text);
+      if (key && result_cache_lookup (job, b->session->state_dir, key, b, image_id) == 1)
+        {
+          session_sources_release (b->session);
+          return 0;
+        }
+      size_t first_event = solver_job_event_count (job);
       int r = frontend_build (job, b, image_id, err);
+      if (r == 0 && key)
+        result_cache_store (job, b->session->state_dir, key, first_event, *image_id);
       session_sources_release (b->session);
       return r;
     }

@@ -11,6 +11,7 @@
 struct session_sources
 {
   char *session_id;     /* the /session uuid */
+  char *state_dir;      /* podsolved's --state-dir */
   char *cache_root;     /* <state-dir>/contexts: caches kept between builds */
   char *job_dir;        /* the job's directory (credentials) */
   char *filename;       /* Dockerfile name in the "dockerfile" dir; NULL = Dockerfile */

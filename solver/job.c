@@ -254,6 +254,15 @@ solver_job_next (solver_job *job, size_t idx, int timeout_ms, bool *done)
   return ev;
 }
 
+size_t
+solver_job_event_count (solver_job *job)
+{
+  pthread_mutex_lock (&job->lock);
+  size_t n = job->n_events;
+  pthread_mutex_unlock (&job->lock);
+  return n;
+}
+
 void
 solver_job_set_cancel_hook (solver_job *job, void (*hook) (void *), void *data)
 {

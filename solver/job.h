@@ -115,6 +115,9 @@ void solver_job_emit_log (solver_job *job, const char *vertex, int stream, const
 const struct solver_event *solver_job_next (solver_job *job, size_t idx, int timeout_ms,
                                             bool *done);
 
+/* Number of events in the log so far. */
+size_t solver_job_event_count (solver_job *job);
+
 /* Ask the job to stop: sets the cancelled flag and runs the registered
    cancel hook (which kills the builder).  Safe from any thread. */
 void solver_job_cancel (solver_job *job, const char *why);

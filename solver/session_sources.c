@@ -22,11 +22,12 @@
 #include "solver/context.h"
 
 struct session_sources *
-session_sources_new (const char *session_id, const char *cache_root, const char *job_dir, const char *filename)
+session_sources_new (const char *session_id, const char *state_dir, const char *job_dir, const char *filename)
 {
   struct session_sources *s = xcalloc (1, sizeof *s);
   s->session_id = xstrdup (session_id);
-  s->cache_root = xstrdup (cache_root);
+  s->state_dir = xstrdup (state_dir);
+  s->cache_root = xasprintf ("%s/contexts", state_dir);
   s->job_dir = xstrdup (job_dir);
   s->filename = filename && *filename && strcmp (filename, ".") != 0 ? xstrdup (filename) : NULL;
   s->context_name = xstrdup ("context");
@@ -62,6 +63,7 @@ session_sources_free (struct session_sources *s)
     return;
   session_sources_release (s);
   free (s->session_id);
+  free (s->state_dir);
   free (s->cache_root);
   free (s->job_dir);
   free (s->filename);

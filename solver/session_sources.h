@@ -17,7 +17,7 @@
 
 #include "solver/dockerfile_build.h"
 
-struct session_sources *session_sources_new (const char *session_id, const char *cache_root, const char *job_dir,
+struct session_sources *session_sources_new (const char *session_id, const char *state_dir, const char *job_dir,
                                              const char *filename);
 void session_sources_free (struct session_sources *s);
 

@@ -1,0 +1,334 @@
+/* result_cache.c — reuse of finished session builds (see result_cache.h). */
+#define _GNU_SOURCE
+#include "solver/result_cache.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common/log.h"
+#include "solver/buildah.h"
+
+/* Bump when the key's material changes meaning. */
+#define RESULT_CACHE_VERSION "podsolve-result-v1"
+
+static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Hash the tree under `dir` (entries sorted by name, symlinks not
+   followed) into `md`. */
+static int
+hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel)
+{
+  DIR *d = fdopendir (dirfd_);
+  if (d == NULL)
+    {
+      close (dirfd_);
+      return -1;
+    }
+  ps_strv names = { 0 };
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    if (strcmp (de->d_name, ".") && strcmp (de->d_name, ".."))
+      ps_strv_push (&names, de->d_name);
+  if (names.n)
+    qsort (names.v, names.n, sizeof (char *), cmp_str);
+  int ret = 0;
+  for (size_t i = 0; i < names.n && ret == 0; i++)
+    {
+      struct stat st;
+      if (fstatat (dirfd (d), names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+        {
+          ret = -1;
+          break;
+        }
+      char link[4096] = "";
+      if (S_ISLNK (st.st_mode))
+        {
+          ssize_t n = readlinkat (dirfd (d), names.v[i], link, sizeof link - 1);
+          link[n > 0 ? n : 0] = '\0';
+        }
+      char line[8192];
+      int n = snprintf (line, sizeof line, "%s/%s\n%o %u %u %lld %lld.%09ld %s\n", rel, names.v[i],
+                        (unsigned) st.st_mode, (unsigned) st.st_uid, (unsigned) st.st_gid, (long long) st.st_size,
+                        (long long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec, link);
+      EVP_DigestUpdate (md, line, (size_t) n);
+      if (S_ISDIR (st.st_mode))
+        {
+          int fd = openat (dirfd (d), names.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+          cleanup_free char *sub = xasprintf ("%s/%s", rel, names.v[i]);
+          ret = fd < 0 ? -1 : hash_tree (md, fd, sub);
+        }
+    }
+  ps_strv_free (&names);
+  closedir (d);
+  return ret;
+}
+
+/* The ID of image `name` as storage has it now, or NULL. */
+static char *
+image_id_of (const char *name)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "inspect");
+  ps_strv_push (&argv, "--type=image");
+  ps_strv_push (&argv, "--format={{.FromImageID}}");
+  ps_strv_push (&argv, name);
+  cleanup_free char *out = NULL;
+  int status = -1;
+  int r = ps_run_capture (argv.v, &out, NULL, &status, NULL);
+  ps_strv_free (&argv);
+  if (r < 0 || status != 0 || out == NULL || *out == '\0')
+    return NULL;
+  return xstrndup (out, strcspn (out, "\n"));
+}
+
+/* FROM images that must resolve; false when the key cannot be computed
+   (an ARG in a FROM, or an image that is not in storage). */
+static bool
+hash_from_images (EVP_MD_CTX *md, const char *dockerfile)
+{
+  cleanup_free char *copy = xstrdup (dockerfile);
+  ps_strv stages = { 0 };
+  bool ok = true;
+  char *save = NULL;
+  for (char *line = strtok_r (copy, "\n", &save); line && ok; line = strtok_r (NULL, "\n", &save))
+    {
+      while (isspace ((unsigned char) *line))
+        line++;
+      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
+        continue;
+      char *tsave = NULL, *image = NULL;
+      for (char *tok = strtok_r (line + 4, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
+        {
+          if (ps_str_has_prefix (tok, "--"))
+            continue;
+          if (image == NULL)
+            image = tok;
+          else if (strcasecmp (tok, "AS") == 0)
+            {
+              char *stage = strtok_r (NULL, " \t\r", &tsave);
+              if (stage)
+                ps_strv_push (&stages, stage);
+              break;
+            }
+        }
+      if (image == NULL || strchr (image, '$'))
+        {
+          ok = false;
+          break;
+        }
+      bool is_stage = strcmp (image, "scratch") == 0;
+      for (size_t i = 0; i < stages.n; i++)
+        is_stage |= strcasecmp (stages.v[i], image) == 0;
+      if (is_stage)
+        continue;
+      cleanup_free char *id = image_id_of (image);
+      if (id == NULL)
+        ok = false;
+      else
+        {
+          EVP_DigestUpdate (md, "from\n", 5);
+          EVP_DigestUpdate (md, id, strlen (id));
+        }
+    }
+  ps_strv_free (&stages);
+  return ok;
+}
+
+static void
+hash_strv (EVP_MD_CTX *md, const char *label, const ps_strv *v)
+{
+  EVP_DigestUpdate (md, label, strlen (label));
+  for (size_t i = 0; i < v->n; i++)
+    {
+      EVP_DigestUpdate (md, "\n", 1);
+      EVP_DigestUpdate (md, v->v[i], strlen (v->v[i]));
+    }
+  EVP_DigestUpdate (md, "\n\n", 2);
+}
+
+char *
+result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
+{
+  const struct build_options *o = &b->opts;
+  if (o->nocache || o->pull == BUILD_PULL_ALWAYS || o->pull == BUILD_PULL_NEWER || o->context_dir == NULL
+      || o->remote || o->secrets.n > 0 || o->build_contexts.n > 0)
+    return NULL;
+  EVP_MD_CTX *md = EVP_MD_CTX_new ();
+  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+  EVP_DigestUpdate (md, RESULT_CACHE_VERSION "\n", strlen (RESULT_CACHE_VERSION) + 1);
+  EVP_DigestUpdate (md, dockerfile_text, strlen (dockerfile_text));
+  hash_strv (md, "build-args", &o->build_args);
+  hash_strv (md, "labels", &o->labels);
+  hash_strv (md, "platforms", &o->platforms);
+  hash_strv (md, "add-hosts", &o->add_hosts);
+  hash_strv (md, "ulimits", &o->ulimits);
+  hash_strv (md, "cache-from", &o->cache_from);
+  cleanup_free char *scalars = xasprintf ("target=%s network=%s format=%s squash=%d layers=%d shm=%lld "
+                                          "mem=%lld swap=%lld cpu=%lld/%lld/%lld sets=%s/%s cg=%s iso=%s",
+                                          o->target ? o->target : "", o->network ? o->network : "",
+                                          o->format ? o->format : "", o->squash, o->layers, (long long) o->shm_size,
+                                          (long long) o->memory, (long long) o->memswap, (long long) o->cpu_shares,
+                                          (long long) o->cpu_period, (long long) o->cpu_quota,
+                                          o->cpuset_cpus ? o->cpuset_cpus : "", o->cpuset_mems ? o->cpuset_mems : "",
+                                          o->cgroup_parent ? o->cgroup_parent : "",
+                                          o->isolation ? o->isolation : buildah_isolation ());
+  EVP_DigestUpdate (md, scalars, strlen (scalars));
+  bool ok = hash_from_images (md, dockerfile_text);
+  int fd = open (o->context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (ok && (fd < 0 || hash_tree (md, fd, ".") < 0))
+    ok = false;
+  else if (!ok && fd >= 0)
+    close (fd);
+  unsigned char raw[32];
+  unsigned int n = 0;
+  EVP_DigestFinal_ex (md, raw, &n);
+  EVP_MD_CTX_free (md);
+  if (!ok)
+    return NULL;
+  char *hex = xmalloc (65);
+  for (unsigned i = 0; i < 32; i++)
+    sprintf (hex + 2 * i, "%02x", raw[i]);
+  return hex;
+}
+
+static char *
+record_path (const char *state_dir, const char *key)
+{
+  return xasprintf ("%s/results/%s.json", state_dir, key);
+}
+
+static bool
+tag_image (const char *image_id, const ps_strv *tags)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  if (tags->n == 0)
+    {
+      ps_strv_push (&argv, "inspect");
+      ps_strv_push (&argv, "--type=image");
+      ps_strv_push (&argv, "--format={{.FromImageID}}");
+      ps_strv_push (&argv, image_id);
+    }
+  else
+    {
+      ps_strv_push (&argv, "tag");
+      ps_strv_push (&argv, image_id);
+      for (size_t i = 0; i < tags->n; i++)
+        ps_strv_push (&argv, tags->v[i]);
+    }
+  int status = -1;
+  int r = ps_run_capture (argv.v, NULL, NULL, &status, NULL);
+  ps_strv_free (&argv);
+  return r == 0 && status == 0;
+}
+
+int
+result_cache_lookup (solver_job *job, const char *state_dir, const char *key, const struct dockerfile_build *b,
+                     char **image_id)
+{
+  cleanup_free char *path = record_path (state_dir, key);
+  cleanup_free char *text = NULL;
+  if (ps_read_file (path, 4 * 1024 * 1024, &text, NULL, NULL) < 0)
+    return 0;
+  cJSON *rec = cJSON_Parse (text);
+  const cJSON *img = cJSON_GetObjectItemCaseSensitive (rec, "image");
+  const cJSON *vertices = cJSON_GetObjectItemCaseSensitive (rec, "vertices");
+  if (!cJSON_IsString (img) || !cJSON_IsArray (vertices) || !tag_image (img->valuestring, &b->opts.tags))
+    {
+      cJSON_Delete (rec);
+      unlink (path); /* stale: the image is gone */
+      return 0;
+    }
+  int64_t now = ps_now_ns ();
+  const cJSON *v;
+  cJSON_ArrayForEach (v, vertices)
+    {
+      const cJSON *d = cJSON_GetObjectItemCaseSensitive (v, "digest");
+      const cJSON *n = cJSON_GetObjectItemCaseSensitive (v, "name");
+      const cJSON *in = cJSON_GetObjectItemCaseSensitive (v, "inputs");
+      if (!cJSON_IsString (d) || !cJSON_IsString (n))
+        continue;
+      struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+      ev.vertex = xstrdup (d->valuestring);
+      ev.name = xstrdup (n->valuestring);
+      int count = cJSON_GetArraySize (in);
+      if (count > 0)
+        {
+          ev.inputs = xcalloc ((size_t) count + 1, sizeof (char *));
+          int k = 0;
+          const cJSON *x;
+          cJSON_ArrayForEach (x, in)
+            if (cJSON_IsString (x))
+              ev.inputs[k++] = xstrdup (x->valuestring);
+        }
+      ev.started_ns = now;
+      ev.completed_ns = now;
+      ev.cached = true;
+      solver_job_emit (job, &ev);
+    }
+  *image_id = xstrdup (img->valuestring);
+  cJSON_Delete (rec);
+  ps_info ("job %s: inputs unchanged since a previous build: reusing image %.12s", solver_job_id (job), *image_id);
+  return 1;
+}
+
+void
+result_cache_store (solver_job *job, const char *state_dir, const char *key, size_t first_event, const char *image_id)
+{
+  cJSON *rec = cJSON_CreateObject ();
+  cJSON_AddStringToObject (rec, "image", image_id);
+  cJSON *vertices = cJSON_AddArrayToObject (rec, "vertices");
+  /* The last state of each vertex, in first-seen order. */
+  bool done;
+  const struct solver_event *ev;
+  for (size_t i = first_event; (ev = solver_job_next (job, i, 0, &done)) != NULL; i++)
+    {
+      if (ev->kind != SOLVER_EV_VERTEX || ev->vertex == NULL)
+        continue;
+      bool seen = false;
+      const cJSON *x;
+      cJSON_ArrayForEach (x, vertices)
+        seen |= strcmp (cJSON_GetObjectItemCaseSensitive (x, "digest")->valuestring, ev->vertex) == 0;
+      if (seen)
+        continue;
+      cJSON *v = cJSON_CreateObject ();
+      cJSON_AddStringToObject (v, "digest", ev->vertex);
+      cJSON_AddStringToObject (v, "name", ev->name ? ev->name : "");
+      cJSON *in = cJSON_AddArrayToObject (v, "inputs");
+      for (char **p = ev->inputs; p && *p; p++)
+        cJSON_AddItemToArray (in, cJSON_CreateString (*p));
+      cJSON_AddItemToArray (vertices, v);
+    }
+  char *text = cJSON_PrintUnformatted (rec);
+  cJSON_Delete (rec);
+  cleanup_free char *dir = xasprintf ("%s/results", state_dir);
+  cleanup_free char *path = record_path (state_dir, key);
+  cleanup_free char *tmp = xasprintf ("%s.tmp%d", path, (int) getpid ());
+  ps_error *err = NULL;
+  if (ps_mkdir_p (dir, 0700, &err) == 0 && ps_write_file (tmp, text, strlen (text), 0600, &err) == 0
+      && rename (tmp, path) < 0)
+    ps_error_set_errno (&err, 500, errno, "rename %s", tmp);
+  if (err)
+    {
+      ps_warn ("result cache: %s", err->msg);
+      ps_error_free (err);
+      unlink (tmp);
+    }
+  cJSON_free (text);
+}
