@@ -34,6 +34,7 @@ build_request_free (struct build_request *r)
   ps_strv_free (&r->excludes);
   free (r->session);
   free (r->buildid);
+  free (r->output_type);
   memset (r, 0, sizeof *r);
 }
 
@@ -397,6 +398,35 @@ parse_outputformat (const char *key, const char *value, char **out, ps_error **e
   return 0;
 }
 
+/* outputs (BuildKit mode): [{"Type":"local","Attrs":{}}]; at most one.
+   "moby"/"image" and "cacheonly" keep the image in storage; local and tar
+   go to the client over its session (FileSend). */
+static int
+parse_outputs (const char *key, const char *value, char **out, ps_error **err)
+{
+  if (*value == '\0' || strcmp (value, "null") == 0 || strcmp (value, "[]") == 0)
+    return 0;
+  cJSON *j = parse_json (key, value, err);
+  if (j == NULL)
+    return -1;
+  int ret = 0;
+  if (!cJSON_IsArray (j) || cJSON_GetArraySize (j) > 1)
+    ret = param_error (err, key, value, "expected a JSON array with at most one {\"Type\",\"Attrs\"} output");
+  else if (cJSON_GetArraySize (j) == 1)
+    {
+      const cJSON *t = cJSON_GetObjectItemCaseSensitive (cJSON_GetArrayItem (j, 0), "Type");
+      if (!cJSON_IsString (t))
+        ret = param_error (err, key, value, "missing output Type");
+      else if (strcmp (t->valuestring, "local") == 0 || strcmp (t->valuestring, "tar") == 0)
+        *out = xstrdup (t->valuestring);
+      else if (strcmp (t->valuestring, "moby") != 0 && strcmp (t->valuestring, "image") != 0
+               && strcmp (t->valuestring, "cacheonly") != 0)
+        ret = param_error (err, key, value, "supported output types are moby, image, cacheonly, local and tar");
+    }
+  cJSON_Delete (j);
+  return ret;
+}
+
 /* ---- image references ----------------------------------------------------- */
 
 /* path-component: [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)* */
@@ -670,6 +700,8 @@ build_params_parse (const struct ps_kv *kv, size_t n, bool libpod, struct build_
               r->opts.remote = xstrdup (v);
             }
         }
+      else if (strcmp (k, "outputs") == 0)
+        ret = parse_outputs (k, v, &r->output_type, err);
       else if (strcmp (k, "version") == 0)
         {
           if (strcmp (v, "1") == 0 || *v == '\0')

@@ -18,6 +18,7 @@ struct build_request
   char *session;
   char *buildid;
   bool use_session_context; /* remote=client-session */
+  char *output_type;        /* BuildKit outputs=[{"Type":...}]: "local", "tar", or NULL (the image) */
 };
 
 void build_request_init (struct build_request *r);

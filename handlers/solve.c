@@ -300,6 +300,7 @@ solve_complete (struct ps_request *req, ps_error **err)
         .n_sources = n_sources,
         .output_roots = &ps_cfg.output_roots,
         .authfile = have_auth > 0 ? authfile : NULL,
+        .state_dir = ps_cfg.state_dir,
       };
       ret = solve_plan_new (&sr, &env, &plan, err);
     }

@@ -12,9 +12,10 @@
 #include "server/config.h"
 #include "solver/buildah.h"
 
-/* Builder-Version: "1" while only the classic /build exists.  The docker
-   CLI treats "2" as "use BuildKit by default", which needs /session. */
-#define PS_BUILDER_VERSION "1"
+/* Builder-Version: "2" = BuildKit.  The docker 20.10 CLI then builds in
+   BuildKit mode by default (POST /session + /build?version=2), which
+   podsolved serves; DOCKER_BUILDKIT=0 still selects the classic path. */
+#define PS_BUILDER_VERSION "2"
 
 static int
 ping_complete (struct ps_request *req, ps_error **err)

@@ -17,6 +17,7 @@
 #include "solver/cache_registry.h"
 #include "solver/context.h"
 #include "solver/rootfs_export.h"
+#include "solver/session_sources.h"
 
 struct plan_exporter
 {
@@ -46,6 +47,7 @@ solve_plan_free (struct solve_plan *p)
     return;
   schema_solve_request_free (&p->req);
   build_options_free (&p->build.opts);
+  session_sources_free (p->build.session);
   free (p->build.dockerfile_name);
   free (p->build.definition_digest);
   for (size_t i = 0; i < p->n_exporters; i++)
@@ -394,14 +396,28 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       return -1;
     }
 
-  /* The context: a local source, or a URL in the "context" attr. */
+  /* The context: a local source sent with the request, the client's
+     session, or a URL in the "context" attr. */
   const struct solve_source *ctx = find_source (env, context_key);
   const struct solve_source *dfsrc = find_source (env, dockerfile_key);
+  if (ctx == NULL && o->remote == NULL && p->req.session)
+    {
+      /* Dockerfile and context come over the session, inside the job. */
+      p->build.session = session_sources_new (p->req.session, env->state_dir, p->job_dir, filename);
+      free (p->build.session->context_name);
+      p->build.session->context_name = xstrdup (context_key);
+      free (p->build.session->dockerfile_name);
+      p->build.session->dockerfile_name = xstrdup (dockerfile_key);
+      if (env->authfile)
+        o->authfile = xstrdup (env->authfile);
+      *out = p;
+      return 0;
+    }
   if (ctx == NULL && o->remote == NULL)
     {
-      ps_error_set (err, 400, "missing context: send a multipart part named \"%s\" (a tar of the build context)%s",
-                    context_key, p->req.session ? "; session-synced sources are not available in this podsolved yet"
-                                                : ", or a git/http(s) URL in frontendAttrs.context");
+      ps_error_set (err, 400, "missing context: send a multipart part named \"%s\" (a tar of the build context), "
+                              "a \"session\" from POST /session, or a git/http(s) URL in frontendAttrs.context",
+                    context_key);
       solve_plan_free (p);
       return -1;
     }

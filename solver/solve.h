@@ -26,6 +26,7 @@ struct solve_env
   size_t n_sources;
   const ps_strv *output_roots;         /* --allow-output-root dirs */
   const char *authfile;                /* registry credentials, or NULL */
+  const char *state_dir;               /* --state-dir (session context caches) */
 };
 
 /* Check everything about `req` that can be checked before running and
