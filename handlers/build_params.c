@@ -418,7 +418,10 @@ parse_outputs (const char *key, const char *value, char **out, ps_error **err)
       if (!cJSON_IsString (t))
         ret = param_error (err, key, value, "missing output Type");
       else if (strcmp (t->valuestring, "local") == 0 || strcmp (t->valuestring, "tar") == 0)
-        *out = xstrdup (t->valuestring);
+        {
+          free (*out); /* a repeated outputs= replaces the earlier one */
+          *out = xstrdup (t->valuestring);
+        }
       else if (strcmp (t->valuestring, "moby") != 0 && strcmp (t->valuestring, "image") != 0
                && strcmp (t->valuestring, "cacheonly") != 0)
         ret = param_error (err, key, value, "supported output types are moby, image, cacheonly, local and tar");

@@ -412,6 +412,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
   cleanup_free char *fname_ignore = xasprintf ("%s.dockerignore", fname);
   struct diffcopy_stats st = { 0 };
   cleanup_free char *df_dir = NULL, *ign_dir = NULL, *ctx_dir = NULL, *df_text = NULL;
+  cleanup_free char *df_path = NULL, *own_ignore = NULL;
   ps_strv excludes = { 0 };
 
   /* 1. The Dockerfile (and its own ignore file), from the "dockerfile" dir. */
@@ -432,7 +433,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
         ps_error_set (err, 400, "failed to read dockerfile: %s: no such file in the client's directory", fname);
       goto out;
     }
-  cleanup_free char *df_path = xasprintf ("%s/%s", df_dir, fname);
+  df_path = xasprintf ("%s/%s", df_dir, fname);
   size_t df_len = 0;
   if (ps_read_file (df_path, 16 * 1024 * 1024, &df_text, &df_len, err) < 0)
     goto out;
@@ -442,7 +443,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
   b->definition_digest = xstrdup (hex);
 
   /* 2. The context's .dockerignore, unless the Dockerfile has its own. */
-  cleanup_free char *own_ignore = xasprintf ("%s/%s", df_dir, fname_ignore);
+  own_ignore = xasprintf ("%s/%s", df_dir, fname_ignore);
   struct stat sb;
   if (stat (own_ignore, &sb) == 0)
     read_ignore_lines (own_ignore, &excludes);

@@ -33,6 +33,7 @@ and jq.
 
 import base64
 import binascii
+import io
 import json
 import os
 import re
@@ -764,7 +765,7 @@ def test_guide_example(guide, ex):
 
 
 # --------------------------------------------------------------------------
-# A documented known issue, kept honest
+# Documented answers to bodies that break a limit while they are read
 
 
 def _multipart(parts, boundary="podsolvedocsboundary"):
@@ -776,21 +777,53 @@ def _multipart(parts, boundary="podsolvedocsboundary"):
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-@pytest.mark.xfail(strict=True, reason="podsolve 0.1.0 logs errors found while the body is read but never sends "
-                                       "them (the 'Known issue' in api-docs); when this passes, drop the mark and "
-                                       "the known-issue notes in openapi.yaml and guide.md")
-@pytest.mark.parametrize("case", ["request-over-1MiB", "invalid-part-name"])
-def test_documented_body_errors_are_answered(daemon, case):
-    if case == "request-over-1MiB":
-        body = json.dumps({"frontend": "dockerfile.v0",
-                           "frontendAttrs": {"build-arg:PAD": "x" * (1024 * 1024 + 10)}}).encode()
-        headers, want = {"Content-Type": "application/json"}, 413
-    else:
-        body, headers = _multipart([("request", b'{"frontend":"dockerfile.v0"}'), ("bad name", b"\0" * 1024)])
-        want = 400
+def _tar_of(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+REQUEST = b'{"frontend":"dockerfile.v0"}'
+BODY_LIMIT_CASES = {
+    # case: (body, headers, status, message regex) -- the messages the OpenAPI document quotes
+    "request-over-1MiB": (
+        json.dumps({"frontend": "dockerfile.v0", "frontendAttrs": {"build-arg:PAD": "x" * (1024 * 1024 + 10)}}).encode(),
+        {"Content-Type": "application/json"}, 413, r"^the solve request is larger than 1048576 bytes$"),
+    "request-part-over-1MiB": _multipart([("request", b" " * (1024 * 1024 + 10) + REQUEST)]) + (
+        413, r"^the solve request is larger than 1048576 bytes$"),
+    "invalid-part-name": _multipart([("request", REQUEST), ("bad name", b"\0" * 1024)]) + (
+        400, r'^multipart part "bad name": names are 1-64 characters of \[A-Za-z0-9._-\]$'),
+    "part-sent-twice": _multipart([("request", REQUEST), ("context", b"\0" * 1024), ("context", b"\0" * 1024)]) + (
+        400, r'^multipart part "context" is sent twice$'),
+    "too-many-parts": _multipart([("request", REQUEST)] + [(f"p{i}", b"\0" * 16) for i in range(65)]) + (
+        413, r"^more than 64 multipart parts$"),
+}
+
+
+def _assert_answered(d, body, headers, status, message_re, where):
     try:
-        status, _, data = daemon.request("POST", "/solve", body=body, headers=headers, timeout=8)
+        got, rh, data = d.request("POST", "/solve", body=body, headers=headers, timeout=20)
     except OSError as e:   # socket.timeout is an OSError
-        pytest.fail(f"no answer within 8 s ({e!r})", pytrace=False)
-    assert status == want, data
-    assert_valid("ErrorResponse", json.loads(data), case)
+        pytest.fail(f"{where}: no answer within 20 s ({e!r}); daemon log:\n{d.log_tail(2000)}", pytrace=False)
+    assert got == status, (where, got, data)
+    err = json.loads(data)
+    assert_valid("ErrorResponse", err, where)
+    assert err["response"] == status and re.search(message_re, err["message"]), (where, err)
+
+
+@pytest.mark.parametrize("case", sorted(BODY_LIMIT_CASES))
+def test_documented_body_errors_are_answered(daemon, case):
+    body, headers, status, message_re = BODY_LIMIT_CASES[case]
+    _assert_answered(daemon, body, headers, status, message_re, case)
+
+
+def test_documented_context_limit_is_answered(spawn_daemon):
+    d = spawn_daemon("--max-context-bytes", "65536")
+    big = _tar_of({"Dockerfile": b"FROM localhost/busybox:latest\n", "blob": os.urandom(200 * 1024)})
+    body, headers = _multipart([("request", REQUEST), ("context", big)])
+    _assert_answered(d, body, headers, 413, r"^build context exceeds --max-context-bytes \(65536 bytes\)$",
+                     "context over --max-context-bytes")

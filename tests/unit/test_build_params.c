@@ -236,6 +236,20 @@ START_TEST (remote_and_platform)
 }
 END_TEST
 
+/* Found by fuzz_build_params: a repeated outputs= leaked the first value. */
+START_TEST (repeated_outputs_last_wins)
+{
+  ps_error *err = NULL;
+  ck_assert_int_eq (parse (KV ({ "outputs", "[{\"Type\":\"local\",\"Attrs\":{}}]" },
+                               { "outputs", "[{\"Type\":\"tar\",\"Attrs\":{}}]" }),
+                           2, false, &err),
+                    0);
+  ck_assert_str_eq (req.output_type, "tar");
+  ck_assert_int_eq (parse (KV ({ "outputs", "[{\"Type\":\"s3\"}]" }), 1, false, &err), -1);
+  ps_error_free (err);
+}
+END_TEST
+
 Suite *
 suite_build_params (void)
 {
@@ -252,6 +266,7 @@ suite_build_params (void)
   tcase_add_test (tc, podman_remote_libpod_query);
   tcase_add_test (tc, tags_validated_and_normalised);
   tcase_add_test (tc, remote_and_platform);
+  tcase_add_test (tc, repeated_outputs_last_wins);
   suite_add_tcase (s, tc);
   return s;
 }

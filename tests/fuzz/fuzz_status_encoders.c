@@ -1,0 +1,65 @@
+/* fuzz_status_encoders — an event built from arbitrary bytes goes through
+ * the three encoders (JSONMessage, SolveStatus rawjson, BuildKit trace);
+ * the trace's protobuf must decode back to the same fields. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "control.pb-c.h"
+#include "schema/jsonmessage.h"
+#include "schema/solve_status.h"
+#include "schema/trace.h"
+
+int
+LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
+{
+  if (size < 2)
+    return 0;
+  struct solver_event ev = { 0 };
+  ev.kind = (enum solver_event_kind) (data[0] % 6);
+  size_t half = (size - 1) / 2;
+  char *a = xstrndup ((const char *) data + 1, half);
+  char *b = xmalloc (size - 1 - half + 1);
+  memcpy (b, data + 1 + half, size - 1 - half);
+  b[size - 1 - half] = '\0';
+  ev.vertex = a;
+  ev.name = a;
+  ev.text = a;
+  ev.error = a;
+  ev.status_id = a;
+  ev.image_id = a;
+  ev.data = b;
+  ev.len = size - 1 - half;
+  ev.stream = data[0] & 1 ? 2 : 1;
+  ev.time_ns = 1700000000000000000LL + data[0];
+  ev.started_ns = data[0] & 2 ? ev.time_ns : 0;
+  ev.current = (int64_t) size;
+
+  ps_buf out = { 0 };
+  struct jsonmessage_opts jo = { .compat = data[0] & 8, .quiet = data[0] & 16 };
+  schema_jsonmessage_encode (&jo, &ev, &out);
+  ps_buf_free (&jo.held);
+  schema_solve_encode (&ev, "ref", &out);
+  struct trace_encoder te = { .quiet = data[0] & 32 };
+  schema_trace_encode (&te, &ev, &out);
+  ps_buf_free (&te.held);
+  ps_buf_free (&out);
+
+  size_t len = 0;
+  uint8_t *pb = schema_trace_status_response (&ev, &len);
+  if (pb)
+    {
+      Moby__Buildkit__V1__StatusResponse *r = moby__buildkit__v1__status_response__unpack (NULL, len, pb);
+      if (r == NULL)
+        abort ();
+      if (ev.kind == SOLVER_EV_LOG && (r->n_logs != 1 || r->logs[0]->msg.len != ev.len
+                                       || memcmp (r->logs[0]->msg.data, ev.data, ev.len) != 0))
+        abort ();
+      if (ev.kind == SOLVER_EV_VERTEX && (r->n_vertexes != 1 || strcmp (r->vertexes[0]->digest, ev.vertex) != 0))
+        abort ();
+      moby__buildkit__v1__status_response__free_unpacked (r, NULL);
+      free (pb);
+    }
+  free (a);
+  free (b);
+  return 0;
+}
