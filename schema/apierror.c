@@ -3,6 +3,7 @@
 #include "schema/apierror.h"
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <string.h>
 
 char *
@@ -11,11 +12,25 @@ schema_api_error_json (int status, const char *cause, const char *message)
   cJSON *o = cJSON_CreateObject ();
   if (cause == NULL)
     {
-      /* The innermost cause of "a: b: c" is "c". */
-      const char *last = message;
-      for (const char *p = message; p && (p = strstr (p, ": ")) != NULL; p += 2)
-        last = p + 2;
-      cause = last ? last : "";
+      /* The innermost cause of "a: b: c" is "c" — splitting only at ": "
+         outside quotes and parentheses, so "x (supported: a, b)" stays whole. */
+      const char *last = message ? message : "";
+      int depth = 0;
+      bool quoted = false;
+      for (const char *p = last; *p; p++)
+        {
+          if (*p == '\\' && quoted && p[1])
+            p++;
+          else if (*p == '"')
+            quoted = !quoted;
+          else if (!quoted && *p == '(')
+            depth++;
+          else if (!quoted && *p == ')' && depth > 0)
+            depth--;
+          else if (!quoted && depth == 0 && p[0] == ':' && p[1] == ' ')
+            last = p + 2;
+        }
+      cause = last;
     }
   cJSON_AddStringToObject (o, "cause", cause);
   cJSON_AddStringToObject (o, "message", message ? message : "");

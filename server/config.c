@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/limits.h"
@@ -53,6 +54,13 @@ usage (FILE *f)
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
          "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
          "  --job-ttl SECONDS       how long finished /solve jobs and their outputs are kept (default 600)\n"
+         "  --upstream URI          unix:///PATH of the Podman API service every non-build\n"
+         "                          request is passed through to, or \"none\" (default\n"
+         "                          /run/podman/podman.sock as root,\n"
+         "                          $XDG_RUNTIME_DIR/podman/podman.sock otherwise)\n"
+         "  --spawn-upstream        run `podman system service --time=0` on the upstream\n"
+         "                          socket (default STATE_DIR/upstream/podman.sock) as a\n"
+         "                          supervised child, stopped when podsolved exits\n"
          "  --log-level LEVEL       error, warn, info (default) or debug\n"
          "  --help, --version\n",
          f);
@@ -77,6 +85,8 @@ enum
   OPT_OUTPUT_ROOT,
   OPT_MAX_PARALLEL,
   OPT_JOB_TTL,
+  OPT_UPSTREAM,
+  OPT_SPAWN_UPSTREAM,
 };
 
 static int
@@ -110,6 +120,8 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     { "allow-output-root", required_argument, NULL, OPT_OUTPUT_ROOT },
     { "max-parallel", required_argument, NULL, OPT_MAX_PARALLEL },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
+    { "upstream", required_argument, NULL, OPT_UPSTREAM },
+    { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -182,6 +194,23 @@ ps_config_parse (int argc, char **argv, ps_error **err)
             return -1;
           ps_cfg.job_ttl_s = (unsigned) u;
           break;
+        case OPT_UPSTREAM:
+          free (ps_cfg.upstream);
+          ps_cfg.upstream = NULL;
+          ps_cfg.upstream_explicit = true;
+          if (strcmp (optarg, "none") == 0)
+            break;
+          /* unix:// only: attach relays and the 502 advice assume a local
+             Podman service; its TCP listener has no client authentication. */
+          if (!ps_str_has_prefix (optarg, "unix:///"))
+            return ps_error_set (err, 400, "--upstream: \"%s\": use unix:///PATH or none", optarg);
+          if (strlen (optarg + 7) >= sizeof ((struct sockaddr_un *) 0)->sun_path)
+            return ps_error_set (err, 400, "--upstream: \"%s\": the socket path is too long", optarg);
+          ps_cfg.upstream = xstrdup (optarg + 7);
+          break;
+        case OPT_SPAWN_UPSTREAM:
+          ps_cfg.spawn_upstream = true;
+          break;
         case OPT_INSECURE_TCP:
           ps_cfg.insecure_tcp = true;
           break;
@@ -222,6 +251,30 @@ ps_config_parse (int argc, char **argv, ps_error **err)
         ps_cfg.state_dir = xasprintf ("%s/podsolve", xdg_data);
       else
         ps_cfg.state_dir = xasprintf ("%s/.local/share/podsolve", home ? home : "/tmp");
+    }
+  if (ps_cfg.spawn_upstream)
+    {
+      if (ps_cfg.upstream_explicit && ps_cfg.upstream == NULL)
+        return ps_error_set (err, 400, "--spawn-upstream needs an upstream socket, not --upstream none");
+      if (!ps_cfg.upstream_explicit)
+        {
+          /* A private socket: nobody else's Podman service is disturbed. */
+          ps_cfg.upstream = xasprintf ("%s/upstream/podman.sock", ps_cfg.state_dir);
+          ps_cfg.upstream_explicit = true;
+          if (strlen (ps_cfg.upstream) >= sizeof ((struct sockaddr_un *) 0)->sun_path)
+            return ps_error_set (err, 400,
+                                 "--spawn-upstream: %s is too long for a socket path; pass "
+                                 "--upstream unix:///SHORTER/PATH",
+                                 ps_cfg.upstream);
+        }
+    }
+  else if (!ps_cfg.upstream_explicit)
+    {
+      /* Where `podman system service` listens by default (podman-build-api.md §2.5). */
+      if (root_user)
+        ps_cfg.upstream = xstrdup ("/run/podman/podman.sock");
+      else if (xdg_run)
+        ps_cfg.upstream = xasprintf ("%s/podman/podman.sock", xdg_run);
     }
   return 0;
 }

@@ -23,6 +23,9 @@ struct ps_config
   ps_strv output_roots;     /* --allow-output-root: where /solve may write server-side */
   unsigned max_parallel;    /* running jobs at once */
   unsigned job_ttl_s;       /* finished /solve jobs are kept this long */
+  char *upstream;           /* Podman API socket path non-build requests go to; NULL = none */
+  bool upstream_explicit;   /* --upstream was given (else the per-user default) */
+  bool spawn_upstream;      /* run `podman system service` on `upstream` ourselves */
 };
 
 /* The daemon's configuration (server/ owns it; handlers read it). */

@@ -124,7 +124,7 @@ cache_registry_stop (struct cache_registry *r)
 }
 
 int
-cache_registry_write_conf (const char *path, const struct cache_registry *regs, size_t n, ps_error **err)
+cache_registry_write_conf (const char *path, const ps_strv *insecure, ps_error **err)
 {
   ps_buf b = { 0 };
   cleanup_free char *sys = NULL;
@@ -134,8 +134,8 @@ cache_registry_write_conf (const char *path, const struct cache_registry *regs, 
       ps_buf_append (&b, sys, len);
       ps_buf_puts (&b, "\n");
     }
-  for (size_t i = 0; i < n; i++)
-    ps_buf_printf (&b, "[[registry]]\nlocation = \"127.0.0.1:%d\"\ninsecure = true\n", regs[i].port);
+  for (size_t i = 0; i < insecure->n; i++)
+    ps_buf_printf (&b, "[[registry]]\nlocation = \"%s\"\ninsecure = true\n", insecure->v[i]);
   int r = ps_write_file (path, b.data, b.len, 0644, err);
   ps_buf_free (&b);
   return r;

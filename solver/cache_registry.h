@@ -23,8 +23,10 @@ struct cache_registry
 int cache_registry_start (const char *storage_dir, const char *work_dir, struct cache_registry *r, ps_error **err);
 void cache_registry_stop (struct cache_registry *r);
 
-/* Write a registries.conf at `path`: the system's, plus the registries in
-   `repos` marked insecure (they are plain HTTP on loopback). */
-int cache_registry_write_conf (const char *path, const struct cache_registry *regs, size_t n, ps_error **err);
+/* Write a registries.conf at `path`: the system's, plus the registries
+   ("host[:port]") in `insecure` marked insecure (plain HTTP or unverified
+   TLS: the loopback cache registries, and registry caches whose attrs say
+   registry.insecure=true). */
+int cache_registry_write_conf (const char *path, const ps_strv *insecure, ps_error **err);
 
 #endif

@@ -178,6 +178,27 @@ solver_job_state (solver_job *job)
   return s;
 }
 
+static char **strv_copy (char **v);
+
+/* Called with the lock held. */
+static void
+record_outcome (solver_job *job, const struct solver_event *last)
+{
+  if (last->kind == SOLVER_EV_ERROR)
+    {
+      free (job->final_error);
+      job->final_error = xstrdup (last->error ? last->error : "failed");
+      job->state = job->cancelled ? SOLVER_JOB_CANCELLED : SOLVER_JOB_FAILED;
+    }
+  else
+    {
+      ps_strv_free_raw (job->final_response);
+      job->final_response = strv_copy (last->response);
+      job->state = SOLVER_JOB_SUCCEEDED;
+    }
+  job->finished_ns = ps_now_ns ();
+}
+
 static void
 emit_locked (solver_job *job, struct solver_event *ev)
 {
@@ -192,6 +213,10 @@ emit_locked (solver_job *job, struct solver_event *ev)
   *copy = *ev;
   job->events[job->n_events++] = copy;
   memset (ev, 0, sizeof *ev);
+  /* The final event carries the outcome: a client that reads it and asks
+     GET /solve/{ref} at once must see the job ended. */
+  if (copy->kind == SOLVER_EV_RESULT || copy->kind == SOLVER_EV_ERROR)
+    record_outcome (job, copy);
   pthread_cond_broadcast (&job->changed);
 }
 
@@ -424,14 +449,13 @@ job_thread (void *arg)
         ev.error = xstrdup (err ? err->msg : "build failed");
       emit_locked (job, &ev);
     }
-  job->state = ret < 0 ? (job->cancelled ? SOLVER_JOB_CANCELLED : SOLVER_JOB_FAILED)
-                       : SOLVER_JOB_SUCCEEDED;
-  const struct solver_event *last = job->n_events ? job->events[job->n_events - 1] : NULL;
-  if (last && last->kind == SOLVER_EV_ERROR)
-    job->final_error = xstrdup (last->error ? last->error : "failed");
-  if (last && last->kind == SOLVER_EV_RESULT)
-    job->final_response = strv_copy (last->response);
-  job->finished_ns = ps_now_ns ();
+  if (!have_final && ret == 0)
+    {
+      /* A worker that returned success without a RESULT event. */
+      struct solver_event ev = { .kind = SOLVER_EV_RESULT };
+      emit_locked (job, &ev);
+    }
+  job->state = ret < 0 ? (job->cancelled ? SOLVER_JOB_CANCELLED : SOLVER_JOB_FAILED) : SOLVER_JOB_SUCCEEDED;
   job->finished = true;
   bool keep = job->keep_dir;
   pthread_cond_broadcast (&job->changed);

@@ -36,6 +36,7 @@ struct solve_plan
   struct plan_exporter *exporters;
   size_t n_exporters;
   ps_strv image_names;
+  ps_strv insecure_registries; /* cache registries reached without TLS checks */
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
 };
@@ -58,6 +59,7 @@ solve_plan_free (struct solve_plan *p)
     }
   free (p->exporters);
   ps_strv_free (&p->image_names);
+  ps_strv_free (&p->insecure_registries);
   free (p->local_cache_import);
   free (p->local_cache_export);
   free (p->job_dir);
@@ -302,6 +304,15 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, ps_error **er
                   ps_strv_push (&p->image_names, norm);
                 }
             }
+          const char *const bool_attrs[] = { "push", "registry.insecure" };
+          for (size_t b = 0; b < 2; b++)
+            {
+              const char *v = solve_attrs_get (&e->attrs, bool_attrs[b]);
+              bool ignored;
+              if (v && build_params_bool (v, &ignored) < 0)
+                return ps_error_set (err, 400, "%s.attrs.%s: \"%s\" is not a boolean (true or false)", field,
+                                     bool_attrs[b], v);
+            }
           pe->push = attr_true (solve_attrs_get (&e->attrs, "push"));
           pe->insecure = attr_true (solve_attrs_get (&e->attrs, "registry.insecure"));
           if (pe->push && p->image_names.n == 0)
@@ -347,6 +358,10 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
                 return ps_error_set (err, 400, "%s: missing (a directory on the server)", where);
               if (*slot)
                 return ps_error_set (err, 400, "%s: only one local cache per direction", where);
+              const char *mode = solve_attrs_get (&list[i].attrs, "mode");
+              if (mode && strcmp (mode, "max") != 0)
+                return ps_error_set (err, 400, "%s[%zu].attrs.mode: \"%s\" is not supported: buildah exports "
+                                               "the layers of every step (mode=max)", field, i, mode);
               if (check_output_dest (dir, env->output_roots, where, err) < 0)
                 return -1;
               *slot = xstrdup (dir);
@@ -355,6 +370,21 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
           const char *ref = solve_attrs_get (&list[i].attrs, "ref");
           if (ref == NULL || *ref == '\0')
             return ps_error_set (err, 400, "%s[%zu].attrs.ref: missing (a registry repository)", field, i);
+          const char *mode = solve_attrs_get (&list[i].attrs, "mode");
+          if (mode && strcmp (mode, "max") != 0)
+            return ps_error_set (err, 400, "%s[%zu].attrs.mode: \"%s\" is not supported: buildah exports the "
+                                           "layers of every step (mode=max)", field, i, mode);
+          const char *insecure = solve_attrs_get (&list[i].attrs, "registry.insecure");
+          bool insecure_b = false;
+          if (insecure && build_params_bool (insecure, &insecure_b) < 0)
+            return ps_error_set (err, 400, "%s[%zu].attrs.registry.insecure: \"%s\" is not a boolean", field, i,
+                                 insecure);
+          if (insecure_b)
+            {
+              /* Plain HTTP (or unverified TLS) for this registry only. */
+              cleanup_free char *host = xstrndup (ref, strcspn (ref, "/"));
+              ps_strv_push (&p->insecure_registries, host);
+            }
           /* buildah keys its cache by repository; a tag names nothing more. */
           cleanup_free char *repo = xstrdup (ref);
           char *last_slash = strrchr (repo, '/');
@@ -722,11 +752,18 @@ start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t 
         }
       ps_strv_push (i == 0 ? &o->cache_from : &o->cache_to, regs[use].repo);
     }
-  if (*n == 0)
+  if (*n == 0 && p->insecure_registries.n == 0)
     return 0;
   o->layers = true;
+  ps_strv insecure = { 0 };
+  for (size_t i = 0; i < *n; i++)
+    ps_strv_pushf (&insecure, "127.0.0.1:%d", regs[i].port);
+  for (size_t i = 0; i < p->insecure_registries.n; i++)
+    ps_strv_push (&insecure, p->insecure_registries.v[i]);
   cleanup_free char *conf = xasprintf ("%s/registries.conf", p->job_dir);
-  if (cache_registry_write_conf (conf, regs, *n, err) < 0)
+  int r = cache_registry_write_conf (conf, &insecure, err);
+  ps_strv_free (&insecure);
+  if (r < 0)
     return -1;
   ps_strv_pushf (&o->env, "CONTAINERS_REGISTRIES_CONF=%s", conf);
   return 0;

@@ -658,7 +658,7 @@ class GuideRunner:
                 self.run(need)
             if isinstance(self.done[need.name], str):
                 pytest.fail(f"{ex}: prerequisite {need} failed: {self.done[need.name]}", pytrace=False)
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env["PODSOLVE_SOCK"] = str(self.daemon.sock)
         proc = subprocess.Popen(["bash", "-eu", "-c", ex.script], cwd=self.workdir, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -4,8 +4,11 @@
  * the docker CLI's side of /session: FileSync/DiffCopy as fsutil's sender
  * (walk in lexicographic depth-first order, STAT for every entry, the
  * empty STAT, DATA chunks for each REQ interleaved round-robin like
- * fsutil's 4 workers, FIN on FIN), Auth/Credentials, Secrets/GetSecret,
- * Health/Check, and /test.Echo/... methods exercising the gRPC client. */
+ * fsutil's 4 workers, FIN on FIN), FileSend/DiffCopy as the receiver of
+ * --output (a tar written from BytesMessages, or fsutil's receiver for
+ * type=local: REQ every file after the listing, write, FIN, drain to EOF),
+ * Auth/Credentials, Secrets/GetSecret, Health/Check, and /test.Echo/...
+ * methods exercising the gRPC client. */
 #define _GNU_SOURCE
 #include "tests/unit/test_session_peer.h"
 
@@ -21,9 +24,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "schema/auth.pb-c.h"
+#include "schema/filesync.pb-c.h"
 #include "schema/fsutil.pb-c.h"
 #include "schema/health.pb-c.h"
 #include "schema/secrets.pb-c.h"
@@ -74,6 +79,14 @@ struct fstream
   size_t n_pending, rr;
   bool first_chunk_sent;
 
+  /* FileSend receiver */
+  bool filesend;
+  int out_fd; /* tar: the output file */
+  struct rentry *rx;
+  size_t rx_n;
+  size_t rx_outstanding;
+  bool rx_fin_sent;
+
   struct fstream *next;
 };
 
@@ -96,6 +109,9 @@ struct fake_peer
   char *err_received;
   size_t resets;
   size_t ping_acks;
+  struct fake_filesend_stats fs; /* paths and problem stay NULL here */
+  ps_buf fs_paths;
+  char *fs_problem;
 };
 
 /* ---- responses ---------------------------------------------------------------- */
@@ -532,6 +548,322 @@ diffcopy_pump (struct fake_peer *p, struct fstream *s)
   free (buf);
 }
 
+/* ---- FileSend: the docker CLI's receiver of --output --------------------------------------- */
+
+/* One entry the sender listed (type=local). */
+struct rentry
+{
+  char *path;
+  uint32_t mode;
+  int64_t mtime;
+  char *linkname;
+  Fsutil__Types__Stat *stat; /* for its xattrs */
+  bool requested;
+  bool done;
+};
+
+static void
+filesend_problem (struct fake_peer *p, struct fstream *s, const char *msg)
+{
+  pthread_mutex_lock (&p->mu);
+  if (p->fs_problem == NULL)
+    p->fs_problem = xstrdup (msg);
+  pthread_mutex_unlock (&p->mu);
+  finish (p, s, 2, msg);
+}
+
+static void
+filesend_start (struct fake_peer *p, struct fstream *s)
+{
+  pthread_mutex_lock (&p->mu);
+  p->fs.calls++;
+  pthread_mutex_unlock (&p->mu);
+  s->out_fd = -1;
+  if (p->cfg.mode == FAKE_FS_DECLINE || p->cfg.filesend_dest == NULL)
+    {
+      /* BuildKit's fsSyncTarget: a nil writer means "target already exists". */
+      trailers_only (p, s, 6, "target already exists");
+      return;
+    }
+  s->filesend = true;
+  if (p->cfg.filesend_local)
+    mkdir (p->cfg.filesend_dest, 0755);
+  else
+    {
+      s->out_fd = open (p->cfg.filesend_dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      ck_assert_int_ge (s->out_fd, 0);
+    }
+  respond (p, s);
+}
+
+static char *
+rx_full (struct fake_peer *p, const char *rel)
+{
+  return xasprintf ("%s/%s", p->cfg.filesend_dest, rel);
+}
+
+static void
+rx_req (struct fake_peer *p, struct fstream *s, uint32_t id)
+{
+  Fsutil__Types__Packet r = FSUTIL__TYPES__PACKET__INIT;
+  r.type = FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_REQ;
+  r.id = id;
+  send_packet (p, s, &r);
+  pthread_mutex_lock (&p->mu);
+  p->fs.reqs++;
+  pthread_mutex_unlock (&p->mu);
+}
+
+/* Everything requested arrived: hard links, then modes and times (children
+   before their directory), then FIN (fsutil's receiver, §3.5 step 5). */
+static void
+rx_complete (struct fake_peer *p, struct fstream *s)
+{
+  for (size_t i = 0; i < s->rx_n; i++)
+    {
+      struct rentry *e = &s->rx[i];
+      if ((e->mode & 0x8F280000u) == 0 && e->linkname)
+        {
+          char *from = rx_full (p, e->linkname), *to = rx_full (p, e->path);
+          ck_assert_msg (link (from, to) == 0, "link %s %s", from, to);
+          free (from);
+          free (to);
+        }
+    }
+  for (size_t i = s->rx_n; i-- > 0;)
+    {
+      struct rentry *e = &s->rx[i];
+      char *full = rx_full (p, e->path);
+      if (!(e->mode & GO_SYMLINK))
+        {
+          mode_t perm = e->mode & 0777;
+          if (e->mode & 0x00800000u)
+            perm |= S_ISUID;
+          if (e->mode & 0x00400000u)
+            perm |= S_ISGID;
+          if (e->mode & 0x00100000u)
+            perm |= S_ISVTX;
+          ck_assert (chmod (full, perm) == 0);
+        }
+      /* Errors ignored, as fsutil's receiver does. */
+      for (size_t k = 0; e->stat && k < e->stat->n_xattrs; k++)
+        (void) !lsetxattr (full, e->stat->xattrs[k]->key, e->stat->xattrs[k]->value.data,
+                           e->stat->xattrs[k]->value.len, 0);
+      struct timespec ts[2] = { { e->mtime / 1000000000LL, e->mtime % 1000000000LL },
+                                { e->mtime / 1000000000LL, e->mtime % 1000000000LL } };
+      ck_assert (utimensat (AT_FDCWD, full, ts, AT_SYMLINK_NOFOLLOW) == 0);
+      free (full);
+    }
+  Fsutil__Types__Packet fin = FSUTIL__TYPES__PACKET__INIT;
+  fin.type = FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_FIN;
+  send_packet (p, s, &fin);
+  s->rx_fin_sent = true;
+}
+
+static void
+rx_stat (struct fake_peer *p, struct fstream *s, const Fsutil__Types__Stat *st)
+{
+  pthread_mutex_lock (&p->mu);
+  p->fs.stats++;
+  if (p->fs_paths.len)
+    ps_buf_puts (&p->fs_paths, "|");
+  ps_buf_puts (&p->fs_paths, st->path);
+  pthread_mutex_unlock (&p->mu);
+  s->rx = xrealloc (s->rx, (s->rx_n + 1) * sizeof *s->rx);
+  struct rentry *e = &s->rx[s->rx_n++];
+  *e = (struct rentry) { .path = xstrdup (st->path), .mode = st->mode, .mtime = st->modtime };
+  if (st->n_xattrs)
+    {
+      /* Keep a copy: applied with the other metadata at the end. */
+      size_t n = fsutil__types__stat__get_packed_size (st);
+      uint8_t *buf = xmalloc (n + 1);
+      fsutil__types__stat__pack (st, buf);
+      e->stat = fsutil__types__stat__unpack (NULL, n, buf);
+      free (buf);
+    }
+  if (st->linkname && st->linkname[0])
+    e->linkname = xstrdup (st->linkname);
+  char *full = rx_full (p, st->path);
+  if (st->mode & GO_DIR)
+    ck_assert_msg (mkdir (full, 0700) == 0, "mkdir %s", full);
+  else if (st->mode & GO_SYMLINK)
+    ck_assert (symlink (e->linkname, full) == 0);
+  else if (st->mode & GO_NAMED_PIPE)
+    ck_assert (mkfifo (full, 0600) == 0);
+  else if ((st->mode & 0x8F280000u) == 0 && e->linkname == NULL)
+    {
+      int fd = open (full, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      ck_assert_int_ge (fd, 0);
+      close (fd);
+    }
+  free (full);
+}
+
+static void
+rx_end_of_listing (struct fake_peer *p, struct fstream *s)
+{
+  uint32_t first_dir = UINT32_MAX, first_file = UINT32_MAX;
+  for (size_t i = 0; i < s->rx_n; i++)
+    {
+      if ((s->rx[i].mode & GO_DIR) && first_dir == UINT32_MAX)
+        first_dir = (uint32_t) i;
+      if ((s->rx[i].mode & 0x8F280000u) == 0 && s->rx[i].linkname == NULL && first_file == UINT32_MAX)
+        first_file = (uint32_t) i;
+    }
+  switch (p->cfg.mode)
+    {
+    case FAKE_FS_REQ_DIR:
+      rx_req (p, s, first_dir);
+      return;
+    case FAKE_FS_REQ_PAST:
+      rx_req (p, s, (uint32_t) s->rx_n + 5);
+      return;
+    case FAKE_FS_ERR:
+      {
+        Fsutil__Types__Packet e = FSUTIL__TYPES__PACKET__INIT;
+        e.type = FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_ERR;
+        e.data.data = (uint8_t *) "no space left on device";
+        e.data.len = strlen ("no space left on device");
+        send_packet (p, s, &e);
+        finish (p, s, 2, "no space left on device");
+        return;
+      }
+    case FAKE_FS_REQ_TWICE:
+      rx_req (p, s, first_file);
+      break;
+    default:
+      break;
+    }
+  for (size_t i = 0; i < s->rx_n; i++)
+    if ((s->rx[i].mode & 0x8F280000u) == 0 && s->rx[i].linkname == NULL)
+      {
+        s->rx[i].requested = true;
+        s->rx_outstanding++;
+        rx_req (p, s, (uint32_t) i);
+      }
+  if (s->rx_outstanding == 0)
+    rx_complete (p, s);
+}
+
+static void
+rx_data (struct fake_peer *p, struct fstream *s, uint32_t id, const uint8_t *data, size_t len)
+{
+  if (id >= s->rx_n || !s->rx[id].requested || s->rx[id].done)
+    {
+      char *m = xasprintf ("invalid file request %u", id);
+      filesend_problem (p, s, m);
+      free (m);
+      return;
+    }
+  struct rentry *e = &s->rx[id];
+  if (len == 0)
+    {
+      e->done = true;
+      if (--s->rx_outstanding == 0)
+        rx_complete (p, s);
+      return;
+    }
+  char *full = rx_full (p, e->path);
+  int fd = open (full, O_WRONLY | O_APPEND | O_CLOEXEC);
+  ck_assert_int_ge (fd, 0);
+  ck_assert_int_eq (write (fd, data, len), (ssize_t) len);
+  close (fd);
+  free (full);
+  pthread_mutex_lock (&p->mu);
+  p->fs.bytes += len;
+  pthread_mutex_unlock (&p->mu);
+  if (p->cfg.mode == FAKE_FS_HANGUP)
+    p->close_pending = true;
+}
+
+static void
+filesend_msg (struct fake_peer *p, struct fstream *s, const void *msg, size_t len)
+{
+  if (!p->cfg.filesend_local)
+    {
+      /* type=tar: BuildKit's writeTargetFile. */
+      Moby__Filesync__V1__BytesMessage *bm = moby__filesync__v1__bytes_message__unpack (NULL, len, msg);
+      ck_assert (bm != NULL);
+      ck_assert_int_eq (write (s->out_fd, bm->data.data, bm->data.len), (ssize_t) bm->data.len);
+      pthread_mutex_lock (&p->mu);
+      p->fs.messages++;
+      if (len > p->fs.max_message)
+        p->fs.max_message = len;
+      p->fs.bytes += bm->data.len;
+      pthread_mutex_unlock (&p->mu);
+      moby__filesync__v1__bytes_message__free_unpacked (bm, NULL);
+      if (p->cfg.mode == FAKE_FS_HANGUP)
+        p->close_pending = true;
+      return;
+    }
+  Fsutil__Types__Packet *pk = fsutil__types__packet__unpack (NULL, len, msg);
+  ck_assert (pk != NULL);
+  switch (pk->type)
+    {
+    case FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_STAT:
+      if (pk->stat)
+        rx_stat (p, s, pk->stat);
+      else
+        rx_end_of_listing (p, s);
+      break;
+    case FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_DATA:
+      rx_data (p, s, pk->id, pk->data.data, pk->data.len);
+      break;
+    case FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_FIN:
+      if (!s->rx_fin_sent)
+        filesend_problem (p, s, "FIN from the sender before ours");
+      pthread_mutex_lock (&p->mu);
+      p->fs.fin_received = true;
+      pthread_mutex_unlock (&p->mu);
+      break;
+    case FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_ERR:
+      pthread_mutex_lock (&p->mu);
+      free (p->err_received);
+      p->err_received = xstrndup ((const char *) pk->data.data, pk->data.len);
+      pthread_mutex_unlock (&p->mu);
+      finish (p, s, 2, "error from sender");
+      break;
+    default:
+      filesend_problem (p, s, "unexpected packet type from the sender");
+      break;
+    }
+  fsutil__types__packet__free_unpacked (pk, NULL);
+}
+
+/* The daemon half-closed: the tar is complete; a local transfer is
+   complete if the FIN exchange happened (the receiver drains to EOF). */
+static void
+filesend_eof (struct fake_peer *p, struct fstream *s)
+{
+  if (s->finished)
+    return;
+  pthread_mutex_lock (&p->mu);
+  p->fs.half_closed = true;
+  bool ok = !p->cfg.filesend_local || p->fs.fin_received;
+  if (ok)
+    p->fs.ok = true;
+  pthread_mutex_unlock (&p->mu);
+  if (s->out_fd >= 0)
+    {
+      close (s->out_fd);
+      s->out_fd = -1;
+    }
+  if (ok)
+    finish (p, s, 0, NULL);
+  else
+    filesend_problem (p, s, "EOF before the FIN exchange");
+}
+
+void
+fake_peer_filesend_stats (struct fake_peer *p, struct fake_filesend_stats *out)
+{
+  pthread_mutex_lock (&p->mu);
+  *out = p->fs;
+  out->paths = xstrdup (p->fs_paths.data ? p->fs_paths.data : "");
+  out->problem = p->fs_problem ? xstrdup (p->fs_problem) : NULL;
+  pthread_mutex_unlock (&p->mu);
+}
+
 /* ---- the other services --------------------------------------------------------------- */
 
 static void
@@ -621,6 +953,8 @@ stream_start (struct fake_peer *p, struct fstream *s)
     return;
   if (strcmp (s->path, "/moby.filesync.v1.FileSync/DiffCopy") == 0)
     diffcopy_start (p, s);
+  else if (strcmp (s->path, "/moby.filesync.v1.FileSend/DiffCopy") == 0)
+    filesend_start (p, s);
   else if (p->cfg.auth_unimplemented && strcmp (s->path, "/moby.filesync.v1.Auth/Credentials") == 0)
     trailers_only (p, s, 12, "unknown method Credentials");
   else if (strcmp (s->path, "/test.Echo/Fail") == 0)
@@ -730,6 +1064,8 @@ stream_msg (struct fake_peer *p, struct fstream *s, const char *msg, size_t len)
     return;
   if (s->diffcopy)
     diffcopy_msg (p, s, msg, len);
+  else if (s->filesend)
+    filesend_msg (p, s, msg, len);
   else
     unary_msg (p, s, msg, len);
 }
@@ -750,7 +1086,11 @@ on_data_chunk (nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *da
       size_t mlen = (size_t) b[1] << 24 | (size_t) b[2] << 16 | (size_t) b[3] << 8 | b[4];
       if (s->in.len < 5 + mlen)
         break;
-      char *m = xstrndup (s->in.data + 5, mlen);
+      /* Binary-safe copy (file contents hold NUL bytes), NUL-terminated
+         for the text messages of the Echo methods. */
+      char *m = xmalloc (mlen + 1);
+      memcpy (m, s->in.data + 5, mlen);
+      m[mlen] = '\0';
       memmove (s->in.data, s->in.data + 5 + mlen, s->in.len - 5 - mlen);
       s->in.len -= 5 + mlen;
       stream_msg (p, s, m, mlen);
@@ -777,6 +1117,9 @@ on_frame_recv (nghttp2_session *h2, const nghttp2_frame *f, void *ud)
   if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
       && strcmp (s->path, "/test.Echo/Stream") == 0)
     finish (p, s, 0, NULL);
+  if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+      && s->filesend)
+    filesend_eof (p, s);
   return 0;
 }
 
@@ -799,6 +1142,16 @@ stream_free (struct fstream *s)
   for (size_t i = 0; i < s->n_pending; i++)
     if (s->pending[i].fd >= 0)
       close (s->pending[i].fd);
+  if (s->filesend && s->out_fd >= 0)
+    close (s->out_fd);
+  for (size_t i = 0; i < s->rx_n; i++)
+    {
+      free (s->rx[i].path);
+      free (s->rx[i].linkname);
+      if (s->rx[i].stat)
+        fsutil__types__stat__free_unpacked (s->rx[i].stat, NULL);
+    }
+  free (s->rx);
   free (s);
 }
 
@@ -956,6 +1309,8 @@ fake_peer_stop (struct fake_peer *p)
   ps_strv_free (&p->requested);
   ps_strv_free (&p->last_md);
   free (p->err_received);
+  ps_buf_free (&p->fs_paths);
+  free (p->fs_problem);
   pthread_mutex_destroy (&p->mu);
   free (p);
 }

@@ -28,6 +28,13 @@ enum fake_mode
   FAKE_HUGE_MESSAGE,     /* a message prefix announcing 5 MiB */
   FAKE_IGNORE_EXCLUDES,  /* send excluded files anyway */
   FAKE_NO_FIN,           /* answer FIN by ending the call without FIN */
+  /* FileSend (the client's side of --output): */
+  FAKE_FS_DECLINE,   /* answer ALREADY_EXISTS at once, like a client declining the target */
+  FAKE_FS_REQ_DIR,   /* type=local: REQ the id of the first directory */
+  FAKE_FS_REQ_TWICE, /* type=local: REQ the first file twice */
+  FAKE_FS_REQ_PAST,  /* type=local: REQ an id past the end of the listing */
+  FAKE_FS_ERR,       /* type=local: ERR "no space left on device" after the listing */
+  FAKE_FS_HANGUP,    /* close the socket after the first BytesMessage / DATA */
 };
 
 struct fake_dir
@@ -47,6 +54,9 @@ struct fake_config
   bool auth_unimplemented; /* answer Credentials with UNIMPLEMENTED */
   const char *secret_id;   /* GetSecret: the id we know */
   const char *secret_value;
+  /* FileSend/DiffCopy receiver: what the docker CLI does with --output. */
+  const char *filesend_dest; /* the output file (tar) or directory (local) */
+  bool filesend_local;       /* the call carries fsutil packets (type=local) */
 };
 
 struct fake_peer;
@@ -69,6 +79,23 @@ char *fake_peer_err_received (struct fake_peer *p);
 size_t fake_peer_resets (struct fake_peer *p);
 /* PING ACKs received (the peer pings once at start). */
 size_t fake_peer_ping_acks (struct fake_peer *p);
+
+/* What the FileSend receiver saw (a snapshot). */
+struct fake_filesend_stats
+{
+  size_t calls;       /* FileSend/DiffCopy calls started */
+  size_t messages;    /* tar: BytesMessages received */
+  size_t max_message; /* tar: largest BytesMessage (protobuf bytes) */
+  uint64_t bytes;     /* tar: file bytes written; local: file bytes written */
+  size_t stats;       /* local: STAT packets with a stat */
+  size_t reqs;        /* local: REQ packets sent */
+  bool fin_received;  /* local: the sender answered our FIN */
+  bool half_closed;   /* the daemon ended its side (END_STREAM) */
+  bool ok;            /* the receiver ended the call with grpc-status 0 */
+  char *paths;        /* local: STAT paths in arrival order, '|'-joined (caller frees) */
+  char *problem;      /* the receiver's own complaint, or NULL (caller frees) */
+};
+void fake_peer_filesend_stats (struct fake_peer *p, struct fake_filesend_stats *out);
 
 /* A connected pair: our gRPC connection (its I/O loop on a thread) and
    the fake peer on the other end of a socketpair. */

@@ -1,0 +1,182 @@
+"""Client paths: one (system, client) pair that can run a build.
+
+Every path turns (context, tag, no-cache?) into one command line, the exact
+command a user would type, and knows how to tell success from failure:
+
+  curl /build    curl --data-binary @ctx.tar POST /v1.41/build (Podman's and
+                 podsolve's compat endpoint; tar made beforehand, not timed)
+  curl /solve    curl -F request=... -F context=@ctx.tar POST /solve
+  docker legacy  DOCKER_BUILDKIT=0 docker build (20.10 CLI; it tars the dir)
+  docker BuildKit DOCKER_BUILDKIT=1 docker build (20.10 CLI; /session +
+                 /build?version=2, the context synced over the session)
+  buildah build  buildah build with podsolved's own flags, on the directory
+"""
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from .util import BenchError
+
+
+class Context:
+    """A build context directory, with a tar of it made on demand."""
+
+    def __init__(self, dir, dockerfile="Containerfile"):
+        self.dir = dir
+        self.dockerfile = dockerfile
+        self._tar = None
+
+    @property
+    def tar(self):
+        if self._tar is None:
+            self._tar = self.dir.rstrip("/") + ".tar"
+            subprocess.run(["tar", "-C", self.dir, "-cf", self._tar, "."], check=True)
+        return self._tar
+
+    def changed(self):
+        """Call after modifying the directory: the tar is made again when needed."""
+        self._tar = None
+
+
+@dataclass
+class Cmd:
+    argv: list
+    env: dict
+    log: str
+    check: object            # fn(exit_code, output_text) -> error message or None
+    proc: object = None
+    t0: float = 0.0
+    elapsed: float = None
+
+    def start(self):
+        os.makedirs(os.path.dirname(self.log), exist_ok=True)
+        with open(self.log, "wb") as lf:
+            lf.write(("$ " + " ".join(self.argv) + "\n").encode())
+            lf.flush()
+            self.t0 = time.perf_counter()
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=lf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait(self, timeout=900):
+        rc = self.proc.wait(timeout)
+        self.elapsed = time.perf_counter() - self.t0
+        with open(self.log, errors="replace") as f:
+            out = f.read()
+        err = self.check(rc, out)
+        if err:
+            raise BenchError(f"build failed: {err}\n  command: {' '.join(self.argv)}\n"
+                             f"  log: {self.log}\n  last output:\n{out[-1500:]}")
+        return self.elapsed
+
+
+def run_one(cmd):
+    cmd.start()
+    return cmd.wait()
+
+
+def run_together(cmds):
+    """Start all commands at once; wall time from the first start to the last end."""
+    t0 = time.perf_counter()
+    for c in cmds:
+        c.start()
+    for c in cmds:
+        c.proc.wait(900)
+    wall = time.perf_counter() - t0
+    for c in cmds:
+        c.wait()
+    return wall
+
+
+def _check_exit(rc, out):
+    return f"exit status {rc}" if rc != 0 else None
+
+
+def _check_curl_v1(rc, out):
+    if rc != 0:
+        return f"curl exit status {rc}"
+    body, _, code = out.rpartition("\nHTTP_CODE=")
+    if code.strip() != "200":
+        return f"HTTP {code.strip()}"
+    if '"errorDetail"' in body:
+        return "errorDetail in the stream"
+    if '"aux"' not in body and "Successfully" not in body:
+        return "stream ended without an image ID"
+    return None
+
+
+def _check_curl_solve(rc, out):
+    if rc != 0:
+        return f"curl exit status {rc}"
+    body, _, code = out.rpartition("\nHTTP_CODE=")
+    if code.strip() != "200":
+        return f"HTTP {code.strip()}"
+    lines = [l for l in body.splitlines()[1:] if l.strip()]
+    if not lines or not lines[-1].startswith('{"result"'):
+        return "stream did not end with a result"
+    return None
+
+
+@dataclass
+class Path:
+    id: str            # short key used in results.json
+    system: str        # podsolve | Podman | Docker Engine | buildah
+    client: str        # curl /build | curl /solve | docker legacy | docker BuildKit | buildah build
+    kind: str          # curl-v1 | curl-solve | docker-legacy | docker-bk | buildah
+    sock: str = None
+    env: dict = field(default_factory=dict)
+    buildah_argv: list = None   # for kind=buildah: everything up to the build flags
+
+    @property
+    def label(self):
+        return f"{self.system} · {self.client}"
+
+    def command(self, ctx, tag, nocache, log, sock=None, docker_cli=None):
+        """The command for one build; ``sock`` overrides the socket (proxy)."""
+        sock = sock or self.sock
+        env = dict(self.env)
+        if self.kind == "curl-v1":
+            q = f"t={tag}&dockerfile={ctx.dockerfile}" + ("&nocache=1" if nocache else "")
+            argv = ["curl", "-sS", "--unix-socket", sock, "-H", "Content-Type: application/x-tar",
+                    "--data-binary", "@" + ctx.tar, "-w", "\nHTTP_CODE=%{http_code}\n",
+                    f"http://d/v1.41/build?{q}"]
+            return Cmd(argv, env, log, _check_curl_v1)
+        if self.kind == "curl-solve":
+            attrs = {"filename": ctx.dockerfile}
+            if nocache:
+                attrs["no-cache"] = ""
+            req = {"frontend": "dockerfile.v0", "frontendAttrs": attrs,
+                   "exporters": [{"type": "image", "attrs": {"name": f"localhost/{tag}:latest"}}]}
+            argv = ["curl", "-sS", "-N", "--unix-socket", sock,
+                    "--form-string", "request=" + json.dumps(req, separators=(",", ":")),
+                    "-F", "context=@" + ctx.tar, "-w", "\nHTTP_CODE=%{http_code}\n",
+                    "http://d/solve"]
+            return Cmd(argv, env, log, _check_curl_solve)
+        if self.kind in ("docker-legacy", "docker-bk"):
+            env["DOCKER_HOST"] = "unix://" + sock
+            argv = [docker_cli, "build"]
+            if self.kind == "docker-bk":
+                argv.append("--progress=plain")
+            if nocache:
+                argv.append("--no-cache")
+            argv += ["-t", tag, "-f", os.path.join(ctx.dir, ctx.dockerfile), ctx.dir]
+            return Cmd(argv, env, log, _check_exit)
+        if self.kind == "buildah":
+            argv = list(self.buildah_argv) + ["--layers=true"]
+            if nocache:
+                argv.append("--no-cache")
+            argv += ["--rm=true", "--force-rm", "--pull=false", "--format=oci",
+                     f"--file={os.path.join(ctx.dir, ctx.dockerfile)}", f"--tag=localhost/{tag}:latest",
+                     "--", ctx.dir]
+            return Cmd(argv, env, log, _check_exit)
+        raise ValueError(self.kind)
+
+    @property
+    def uses_tar(self):
+        return self.kind in ("curl-v1", "curl-solve")
+
+    @property
+    def proxyable(self):
+        return self.kind != "buildah"

@@ -1,0 +1,187 @@
+"""Build contexts and workloads, run interleaved across client paths.
+
+Every workload runs its warm-up round(s) first and then N timed rounds; each
+round runs every path once, in the same order (A B C A B C ...), so slow
+phases of a shared, noisy machine hit all systems alike.  Warm-up runs go
+through the measuring relay (proxy.py) to count the bytes each client sends;
+timed runs talk to the daemon's socket directly.
+"""
+
+import os
+import random
+import shutil
+import subprocess
+
+from .clients import Context, run_one, run_together
+from .util import BenchError, log, stats
+
+CONTAINERFILE_4 = """FROM localhost/busybox:latest
+RUN echo hello > /hello.txt
+COPY file.txt /file.txt
+CMD ["cat", "/file.txt"]
+"""
+
+CONTAINERFILE_HEAVY = """FROM localhost/busybox:latest
+COPY . /ctx
+RUN ls /ctx | wc -l
+"""
+
+HEAVY_FILES = 2000
+HEAVY_BIG = 50 * 1024 * 1024
+CONCURRENT = 8
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def make_contexts(top):
+    """ctx4 (4 steps), heavy (2000 small files + 50 MiB random), conc/c0..c7."""
+    ctx = {}
+    d = os.path.join(top, "ctx", "ctx4")
+    os.makedirs(d)
+    _write(os.path.join(d, "Containerfile"), CONTAINERFILE_4)
+    _write(os.path.join(d, "file.txt"), "hello from the 4-step context\n")
+    ctx["ctx4"] = Context(d)
+
+    pristine = os.path.join(top, "ctx", "heavy-pristine")
+    os.makedirs(pristine)
+    _write(os.path.join(pristine, "Containerfile"), CONTAINERFILE_HEAVY)
+    for i in range(HEAVY_FILES):
+        _write(os.path.join(pristine, f"f{i:04d}.txt"), f"small file number {i:04d} of the heavy context\n")
+    rnd = random.Random(20261121)
+    with open(os.path.join(pristine, "big.bin"), "wb") as f:
+        for _ in range(HEAVY_BIG // (1 << 20)):
+            f.write(rnd.randbytes(1 << 20))
+    heavy = os.path.join(top, "ctx", "heavy")
+    subprocess.run(["cp", "-r", pristine, heavy], check=True)
+    ctx["heavy"] = Context(heavy)
+    ctx["heavy-pristine"] = pristine
+
+    for i in range(CONCURRENT):
+        d = os.path.join(top, "ctx", "conc", f"c{i}")
+        os.makedirs(d)
+        _write(os.path.join(d, "Containerfile"), CONTAINERFILE_4.replace(
+            "echo hello", f"echo concurrent build {i}"))
+        _write(os.path.join(d, "file.txt"), f"file of concurrent build {i}\n")
+        ctx[f"c{i}"] = Context(d)
+    return ctx
+
+
+class Runner:
+    def __init__(self, top, paths, runs, warmup, logdir, docker_cli, proxies):
+        self.top = top
+        self.paths = paths
+        self.runs = runs
+        self.warmup = warmup
+        self.logdir = logdir
+        self.docker_cli = docker_cli
+        self.proxies = proxies          # {path id: MeasuringProxy}
+        self.results = {}
+
+    def _cmd(self, p, ctx, wid, nocache, label, via_proxy=False, tag=None):
+        sock = self.proxies[p.id].listen_path if via_proxy else None
+        return p.command(ctx, tag or f"bench-{wid}-{p.id}", nocache,
+                         os.path.join(self.logdir, wid, f"{p.id}-{label}.log"),
+                         sock=sock, docker_cli=self.docker_cli)
+
+    # -- build workloads: wall time of the client command ---------------------
+    def build(self, wid, title, ctx, nocache, before=None, note=""):
+        log(f"workload {wid}: {title}")
+        samples = {p.id: [] for p in self.paths}
+        sent = {}
+        for r in range(-self.warmup, self.runs):
+            for p in self.paths:
+                if before:
+                    before(p)
+                if r < 0:
+                    px = self.proxies.get(p.id)
+                    if px:
+                        px.reset()
+                    run_one(self._cmd(p, ctx, wid, nocache, f"warmup{-r}", via_proxy=bool(px)))
+                    if px:
+                        sent[p.id] = px.bytes_c2s
+                else:
+                    samples[p.id].append(run_one(self._cmd(p, ctx, wid, nocache, f"run{r}")))
+        self.results[wid] = {
+            "title": title, "kind": "build", "note": note,
+            "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
+            "client_bytes_sent": sent,
+        }
+
+    # -- time from the request to the first status line ------------------------
+    def first_status_line(self, wid, ctx):
+        title = "time from request to first status line (4-step, cached)"
+        log(f"workload {wid}: {title}")
+        paths = [p for p in self.paths if p.id in self.proxies]
+        samples = {p.id: [] for p in paths}
+        for r in range(-self.warmup, self.runs):
+            for p in paths:
+                px = self.proxies[p.id]
+                px.reset()
+                run_one(self._cmd(p, ctx, wid, False, f"run{r}", via_proxy=True))
+                lines = list(px.first_lines)
+                if not lines:
+                    raise BenchError(f"{p.label}: the relay saw no status line for the build request")
+                if r >= 0:
+                    samples[p.id].append(lines[0][1])
+        self.results[wid] = {
+            "title": title, "kind": "latency",
+            "note": "measured at a relay between client and daemon: from the arrival of the "
+                    "POST /build or /solve request line to the arrival of the first complete "
+                    "response body line (the request body, 10 kB here, is included)",
+            "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
+        }
+
+    # -- 8 different small builds: all at once vs one after another -------------
+    def concurrency(self, wid, ctxs, path_ids, rounds):
+        title = f"{len(ctxs)} different small builds (no cache): concurrent vs serial"
+        log(f"workload {wid}: {title}")
+        paths = [p for p in self.paths if p.id in path_ids]
+        conc = {p.id: [] for p in paths}
+        ser = {p.id: [] for p in paths}
+        for r in range(rounds):
+            for p in paths:
+                cmds = [self._cmd(p, c, wid, True, f"r{r}-conc-c{i}", tag=f"bench-conc{i}-{p.id}")
+                        for i, c in enumerate(ctxs)]
+                conc[p.id].append(run_together(cmds))
+                total = 0.0
+                for i, c in enumerate(ctxs):
+                    total += run_one(self._cmd(p, c, wid, True, f"r{r}-serial-c{i}",
+                                               tag=f"bench-conc{i}-{p.id}"))
+                ser[p.id].append(total)
+        self.results[wid] = {
+            "title": title, "kind": "concurrency",
+            "samples_s": {"concurrent": conc, "serial": ser},
+            "stats": {"concurrent": {k: stats(v) for k, v in conc.items()},
+                      "serial": {k: stats(v) for k, v in ser.items()}},
+        }
+
+
+def heavy_workloads(runner, ctx, pristine):
+    """Cold first build, no-op rebuild, one-file-changed rebuild."""
+    heavy = ctx
+
+    def fresh_copy(_p):
+        # A cold context: a new copy (new mtimes), so nothing the client or
+        # the daemon synced before can be reused; the tar is made again too.
+        shutil.rmtree(heavy.dir)
+        subprocess.run(["cp", "-r", pristine, heavy.dir], check=True)
+        heavy.changed()
+
+    counter = [0]
+
+    def change_one_file(_p):
+        counter[0] += 1
+        _write(os.path.join(heavy.dir, "f0000.txt"), f"changed {counter[0]}\n")
+        heavy.changed()
+
+    runner.build("heavy-cold", "heavy context: cold first build (fresh copy, no cache)",
+                 heavy, True, before=fresh_copy,
+                 note="before every run the context is copied afresh (cp -r, new mtimes) "
+                      "and built with --no-cache / nocache=1; the copy and the tar are not timed")
+    runner.build("heavy-noop", "heavy context: no-op rebuild", heavy, False)
+    runner.build("heavy-change", "heavy context: one file changed, rebuild", heavy, False,
+                 before=change_one_file,
+                 note="before every run one small file gets new content; COPY and RUN rebuild")

@@ -1,0 +1,169 @@
+"""podsolved as a process: how it listens, how it picks isolation, and how
+it stops.  Each test starts its own daemon binary with its own state."""
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+import podsolve_testlib as lib
+
+
+def _run_daemon(tmp, args, env=None, preexec_fn=None):
+    log = open(tmp / "d.log", "wb")
+    # close_fds would run after preexec_fn and close a socket it placed on fd 3
+    return subprocess.Popen([lib.podsolved_path()] + args, stdout=log, stderr=log, env=env,
+                            preexec_fn=preexec_fn, start_new_session=preexec_fn is None,
+                            close_fds=preexec_fn is None)
+
+
+def _wait_ping(sock_path=None, sock=None, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = lib.UnixHTTPConnection(str(sock_path), timeout=2)
+            c.request("GET", "/_ping")
+            r = c.getresponse()
+            if r.status == 200:
+                return r
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no answer on {sock_path}")
+
+
+def _state_args(tmp):
+    return ["--root", str(tmp / "root"), "--runroot", str(tmp / "runroot"), "--storage-driver", "overlay",
+            "--state-dir", str(tmp / "state"), "--isolation", "chroot"]
+
+
+def _stop(p):
+    p.terminate()
+    assert p.wait(20) == 0
+
+
+def test_socket_is_created_0660_and_a_live_socket_is_refused(tmp_path):
+    sock = tmp_path / "p.sock"
+    p = _run_daemon(tmp_path, ["--listen", f"unix://{sock}"] + _state_args(tmp_path))
+    try:
+        _wait_ping(sock)
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+        # A second daemon on the same live socket must refuse to start.
+        other = tmp_path / "other"
+        other.mkdir()
+        q = _run_daemon(other, ["--listen", f"unix://{sock}"] + _state_args(other))
+        assert q.wait(30) != 0
+        assert "in use by a running server" in (other / "d.log").read_text()
+        _wait_ping(sock)  # the first one is unharmed
+    finally:
+        _stop(p)
+    assert not sock.exists(), "the socket file is removed at exit"
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path):
+    sock = tmp_path / "p.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()  # a socket file nobody listens on, as a crash leaves it
+    p = _run_daemon(tmp_path, ["--listen", f"unix://{sock}"] + _state_args(tmp_path))
+    try:
+        _wait_ping(sock)
+        assert "replacing stale socket" in (tmp_path / "d.log").read_text()
+    finally:
+        _stop(p)
+
+
+def test_systemd_socket_activation_serves_the_inherited_socket(tmp_path):
+    sock = tmp_path / "activated.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.listen(16)
+    fd = listener.fileno()
+
+    def as_fd3_with_listen_env():
+        os.dup2(fd, 3)
+        os.environ["LISTEN_FDS"] = "1"
+        os.environ["LISTEN_PID"] = str(os.getpid())
+        os.setsid()
+
+    p = _run_daemon(tmp_path, _state_args(tmp_path), preexec_fn=as_fd3_with_listen_env)
+    listener.close()
+    try:
+        r = _wait_ping(sock)
+        assert r.getheader("Server").startswith("podsolve/")
+        assert "listening on systemd fd 3" in (tmp_path / "d.log").read_text()
+    finally:
+        _stop(p)
+
+
+def test_tcp_without_tls_needs_insecure_tcp(tmp_path):
+    p = _run_daemon(tmp_path, ["--listen", "tcp://127.0.0.1:0"] + _state_args(tmp_path))
+    assert p.wait(20) == 2
+    assert "--insecure-tcp" in (tmp_path / "d.log").read_text()
+
+
+def test_tcp_listener_with_insecure_tcp_answers_on_loopback(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = _run_daemon(tmp_path, ["--listen", f"tcp://127.0.0.1:{port}", "--insecure-tcp"] + _state_args(tmp_path))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                import http.client
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/v1.41/_ping")
+                assert c.getresponse().status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        _stop(p)
+
+
+def test_isolation_probe_logs_what_it_chose_and_why(tmp_path):
+    """With --isolation oci the probe runs a container; on hybrid-cgroup hosts
+    crun refuses and podsolved falls back (runc or chroot) saying why."""
+    sock = tmp_path / "p.sock"
+    args = ["--listen", f"unix://{sock}", "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"),
+            "--storage-driver", "overlay", "--state-dir", str(tmp_path / "state"), "--isolation", "oci"]
+    p = _run_daemon(tmp_path, args)
+    try:
+        _wait_ping(sock)
+        lines = [l for l in (tmp_path / "d.log").read_text().splitlines() if "isolation:" in l]
+        assert len(lines) == 1, lines
+        assert re.search(r"isolation: (oci with runtime \S+|chroot)", lines[0])
+        if "because" in lines[0]:
+            assert re.search(r"because .+: .+", lines[0])
+        c = lib.UnixHTTPConnection(str(sock))
+        c.request("GET", "/version")
+        import json
+        v = json.loads(c.getresponse().read())
+        buildah = [x for x in v["Components"] if x["Name"] == "buildah"][0]
+        assert buildah["Details"]["Isolation"] in lines[0]
+    finally:
+        _stop(p)
+        subprocess.run(["buildah", "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"),
+                        "rm", "--all"], capture_output=True)
+        lib.unmount_below(str(tmp_path))
+
+
+def test_state_left_by_a_crashed_run_is_removed_at_start(tmp_path):
+    stale = tmp_path / "state" / "builds" / "deadbeef"
+    (stale / "context").mkdir(parents=True)
+    (stale / "context" / "f").write_text("x")
+    sock = tmp_path / "p.sock"
+    p = _run_daemon(tmp_path, ["--listen", f"unix://{sock}"] + _state_args(tmp_path))
+    try:
+        _wait_ping(sock)
+        assert not stale.exists()
+        assert "removed 1 build directories left by an earlier run" in (tmp_path / "d.log").read_text()
+    finally:
+        _stop(p)
