@@ -257,15 +257,24 @@ on_step (buildah_progress *p, const struct buildah_line *l, const char *text)
   int si = l->stage > 0 ? l->stage - 1 : 0;
   if (si >= MAX_STAGES)
     si = MAX_STAGES - 1;
+  /* BuildKit shows "FROM image" without its " AS name" (the name is the
+     stage label already). */
+  size_t instr_len = strlen (l->rest);
+  if (strncasecmp (l->rest, "FROM ", 5) == 0)
+    {
+      const char *as = strcasestr (l->rest, " AS ");
+      if (as)
+        instr_len = (size_t) (as - l->rest);
+    }
   if (l->nstages > 1)
     {
       label = stage_label (p, l->stage, l->step == 1 ? l->rest : NULL);
-      name = xasprintf ("[%s %d/%d] %s", label, l->step, l->nsteps, l->rest);
+      name = xasprintf ("[%s %d/%d] %.*s", label, l->step, l->nsteps, (int) instr_len, l->rest);
     }
   else
     {
       label = "stage-0";
-      name = xasprintf ("[%d/%d] %s", l->step, l->nsteps, l->rest);
+      name = xasprintf ("[%d/%d] %.*s", l->step, l->nsteps, (int) instr_len, l->rest);
     }
   const char *parent = l->step == 1 ? NULL : p->stage_last[si];
   char *digest = chain_digest (parent ? parent : p->root_digest, label, l->rest);

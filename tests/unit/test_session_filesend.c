@@ -200,8 +200,6 @@ failing_export (struct fixture *f, enum fake_mode mode, bool local, const char *
                 : session_filesend_file (pp.session, f->src, NULL, NULL, &err);
   ck_assert_int_eq (r, -1);
   ck_assert_ptr_nonnull (err);
-  if (getenv ("FS_DEBUG"))
-    fprintf (stderr, "DEBUG %d: %s\n", (int) mode, err->msg);
   if (err_at_peer)
     for (int i = 0; i < 100 && (*err_at_peer = fake_peer_err_received (pp.peer)) == NULL; i++)
       usleep (10000);
