@@ -92,6 +92,7 @@ START_TEST (quiet_hides_progress)
   schema_jsonmessage_encode (&o, &ev, &out);
   ck_assert_uint_eq (out.len, 0);
   ps_buf_free (&out);
+  ps_buf_free (&o.held);
 }
 END_TEST
 
