@@ -87,6 +87,9 @@ build_begin (struct ps_request *req, ps_error **err)
 
   if (s->breq.use_session_context && (s->breq.version != 2 || s->breq.session == NULL || !*s->breq.session))
     return ps_error_set (err, 400, "remote=client-session needs version=2 and a session id from POST /session");
+  if (s->breq.output_type && !s->breq.use_session_context)
+    return ps_error_set (err, 400, "outputs of type %s are sent to the client over its session: they need "
+                                   "remote=client-session and a session id", s->breq.output_type);
 
   /* Podman's libpod endpoint takes only tar bodies; compat takes anything
      and sniffs the bytes. */
@@ -272,6 +275,7 @@ build_complete (struct ps_request *req, ps_error **err)
          are the first vertices of the build). */
       session = session_sources_new (b->session, ps_cfg.state_dir, s->dir,
                                      b->dockerfile_param.n ? b->dockerfile_param.v[0] : NULL);
+      session->output_type = b->output_type ? xstrdup (b->output_type) : NULL;
     }
   else if (b->opts.remote == NULL)
     {

@@ -83,10 +83,12 @@ void ps_upstream_reply_free (struct ps_upstream_reply *r);
 /* ---- --spawn-upstream --------------------------------------------------- */
 
 /* Start `podman system service --time=0 unix://PATH` on ps_cfg.upstream
-   and a thread that restarts it if it dies; waits until the socket
-   accepts (or PS_UPSTREAM_START_TIMEOUT_MS, then warns and goes on: builds
-   do not need it). */
+   and a thread that restarts it if it dies. */
 int ps_upstream_spawn_start (ps_error **err);
+/* Wait until the spawned service's socket accepts, at most
+   PS_UPSTREAM_START_TIMEOUT_MS (then warn and go on: builds do not need
+   it).  No-op without --spawn-upstream. */
+void ps_upstream_spawn_wait_ready (void);
 /* SIGTERM the child, SIGKILL after PS_UPSTREAM_STOP_GRACE_MS, reap it. */
 void ps_upstream_spawn_stop (void);
 

@@ -238,7 +238,8 @@ filesend_file (grpc_conn *conn, const char *who, const char *path, void (*progre
   cleanup_error ps_error *lerr = NULL;
   grpc_call *call = NULL;
   int ret = -1;
-  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  /* O_NONBLOCK: a FIFO in its place must not hang the build in open(). */
+  cleanup_close int fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   struct stat st;
   if (fd < 0)
     ps_error_set_errno (&lerr, 500, errno, "open %s", path);

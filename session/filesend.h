@@ -16,20 +16,22 @@
  * Both block the calling thread (a build job) until the client has the
  * whole output or the transfer failed; a client that stops reading fails
  * the call after PS_GRPC_SEND_STALL_MS, one that stops answering after
- * PS_FILESEND_IDLE_TIMEOUT_MS.  `progress` (optional) is called on the
- * calling thread after every message sent with the cumulative bytes so far:
- * file bytes for a file, packet bytes (STAT + DATA) for a tree, as
- * BuildKit counts them.  Keep it cheap. */
+ * PS_FILESEND_IDLE_TIMEOUT_MS (defined in filesend.c with the other
+ * limits of this file).  `progress` (optional) is called on the calling
+ * thread after every message sent with the cumulative bytes so far: file
+ * bytes for a file, packet bytes (STAT + DATA) for a tree, as BuildKit
+ * counts them.  Keep it cheap. */
 #ifndef SESSION_FILESEND_H
 #define SESSION_FILESEND_H
 
 #include "session/session.h"
 
 /* The file at `path` as the client's output file.  Sent in BytesMessages
-   of at most PS_FILESEND_FILE_CHUNK bytes (under the client's 4 MiB
-   receive limit).  Errors: the client does not serve FileSend (it did not
-   ask for an output over the session), the client declined the target
-   (ALREADY_EXISTS, 409), a gRPC failure or a dropped session. */
+   of at most 3 MiB (PS_FILESEND_FILE_CHUNK: under the client's 4 MiB
+   receive limit), as BuildKit splits them.  Errors: the client does not
+   serve FileSend (it did not ask for an output over the session), the
+   client declined the target (ALREADY_EXISTS, 409), a gRPC failure or a
+   dropped session. */
 int session_filesend_file (ps_session *s, const char *path, void (*progress) (void *ud, uint64_t bytes), void *ud,
                            ps_error **err);
 

@@ -239,6 +239,13 @@ dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
   cleanup_free char *image_id = NULL;
   if (dockerfile_frontend_run (job, b, &image_id, err) < 0)
     return -1;
+  if (b->session && b->session->output_type && session_sources_export (job, b, image_id, err) < 0)
+    {
+      struct solver_event e = { .kind = SOLVER_EV_ERROR };
+      e.error = xasprintf ("export to client: %s", (*err)->msg);
+      solver_job_emit (job, &e);
+      return -1;
+    }
   struct solver_event ev = { .kind = SOLVER_EV_RESULT };
   ev.image_id = steal_pointer (&image_id);
   ev.tags = xcalloc (b->opts.client_tags.n + 1, sizeof (char *));

@@ -21,6 +21,7 @@ struct session_sources
   int lock_fds[3];
   char *secrets_dir;    /* tmpfs directory holding this build's secrets */
   size_t files_requested; /* context files the daemon asked for (tests read it) */
+  char *output_type;    /* "local" or "tar": send the result to the client (FileSend) */
 };
 
 struct dockerfile_build

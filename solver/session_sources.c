@@ -16,10 +16,12 @@
 #include "common/log.h"
 #include "session/auth.h"
 #include "session/diffcopy.h"
+#include "session/filesend.h"
 #include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/context.h"
+#include "solver/rootfs_export.h"
 
 struct session_sources *
 session_sources_new (const char *session_id, const char *state_dir, const char *job_dir, const char *filename)
@@ -69,6 +71,7 @@ session_sources_free (struct session_sources *s)
   free (s->filename);
   free (s->context_name);
   free (s->dockerfile_name);
+  free (s->output_type);
   free (s);
 }
 
@@ -488,4 +491,57 @@ out:
   ps_strv_free (&excludes);
   session_unref (sess);
   return ret;
+}
+
+/* ---- results back to the client ------------------------------------------------ */
+
+struct export_ctx
+{
+  solver_job *job;
+  ps_session *sess;
+  struct session_sources *src;
+  struct transfer t;
+};
+
+static void
+on_send_progress (void *ud, uint64_t bytes)
+{
+  on_progress (ud, bytes);
+}
+
+static int
+send_rootfs (const char *root, void *ud, ps_error **err)
+{
+  struct export_ctx *x = ud;
+  if (strcmp (x->src->output_type, "local") == 0)
+    return session_filesend_dir (x->sess, root, on_send_progress, &x->t, err);
+  cleanup_free char *tar = xasprintf ("%s/output.tar", x->src->job_dir);
+  uint64_t bytes = 0;
+  int r = rootfs_write_tar (root, tar, &bytes, err);
+  if (r == 0)
+    r = session_filesend_file (x->sess, tar, on_send_progress, &x->t, err);
+  unlink (tar);
+  return r;
+}
+
+int
+session_sources_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err)
+{
+  struct session_sources *s = b->session;
+  ps_session *sess = session_wait (s->session_id, 0, err);
+  if (sess == NULL)
+    return ps_error_wrap (err, "send the output to the client");
+  const char *name = "exporting to client";
+  cleanup_free char *digest = vertex_digest (image_id, name);
+  struct export_ctx x = { .job = job, .sess = sess, .src = s };
+  x.t = (struct transfer){ .job = job, .vertex = digest,
+                           .status_id = strcmp (s->output_type, "local") == 0 ? "copying files" : "sending tarball",
+                           .started = ps_now_ns () };
+  emit_vertex (job, digest, name, x.t.started, 0, NULL);
+  int r = rootfs_with_mount (image_id, send_rootfs, &x, err);
+  if (r == 0)
+    emit_status (&x.t, 0, true);
+  emit_vertex (job, digest, name, x.t.started, ps_now_ns (), r < 0 ? (*err)->msg : NULL);
+  session_unref (sess);
+  return r;
 }

@@ -27,4 +27,8 @@ void session_sources_free (struct session_sources *s);
 int session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error **err);
 void session_sources_release (struct session_sources *s);
 
+/* Send the built image's filesystem to the client over its session
+   (FileSend): a tree for output "local", a tar for "tar". */
+int session_sources_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err);
+
 #endif

@@ -562,7 +562,6 @@ def output_context(tmp_path, uniq):
         *[l.format(uniq=uniq) if "{uniq}" in l else l for l in OUTPUT_DOCKERFILE])})
 
 
-@pytest.mark.xfail(strict=False, reason="FileSend being wired")
 def test_buildkit_output_local_writes_the_files_into_dest(daemon, docker_cli, tmp_path, uniq):
     """`--output type=local,dest=DIR`: the final stage's files land in DIR."""
     ctx = output_context(tmp_path, uniq)
@@ -573,7 +572,6 @@ def test_buildkit_output_local_writes_the_files_into_dest(daemon, docker_cli, tm
     assert (dest / "sub" / "n.txt").read_text() == "nested\n"
 
 
-@pytest.mark.xfail(strict=False, reason="FileSend being wired")
 def test_buildkit_output_tar_writes_an_archive_of_the_files(daemon, docker_cli, tmp_path, uniq):
     """`--output type=tar,dest=F`: F is a tar holding the final stage's files."""
     ctx = output_context(tmp_path, uniq)

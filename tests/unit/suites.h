@@ -15,5 +15,6 @@ Suite *suite_trace (void);
 Suite *suite_session_grpc (void);
 Suite *suite_session_diffcopy (void);
 Suite *suite_session (void);
+Suite *suite_session_filesend (void);
 
 #endif
