@@ -57,6 +57,16 @@ method_matches (const char *allowed, const char *method)
   return false;
 }
 
+static void
+free_captures (struct ps_request *req, size_t n)
+{
+  for (size_t i = 0; req && i < n && i < ARRAY_SIZE (req->params); i++)
+    {
+      free ((char *) req->params[i]);
+      req->params[i] = NULL;
+    }
+}
+
 static bool
 pattern_matches (const char *pattern, const char *path, struct ps_request *req)
 {
@@ -67,11 +77,12 @@ pattern_matches (const char *pattern, const char *path, struct ps_request *req)
         {
           const char *close = strchr (pattern, '}');
           const char *end = strchr (path, '/');
-          if (close == NULL)
-            return false;
           size_t len = end ? (size_t) (end - path) : strlen (path);
-          if (len == 0)
-            return false;
+          if (close == NULL || len == 0)
+            {
+              free_captures (req, nparams);
+              return false;
+            }
           if (req && nparams < ARRAY_SIZE (req->params))
             req->params[nparams] = xstrndup (path, len);
           nparams++;
@@ -80,7 +91,10 @@ pattern_matches (const char *pattern, const char *path, struct ps_request *req)
           continue;
         }
       if (*pattern != *path)
-        return false;
+        {
+          free_captures (req, nparams);
+          return false;
+        }
       pattern++;
       path++;
     }
@@ -91,12 +105,7 @@ pattern_matches (const char *pattern, const char *path, struct ps_request *req)
         req->n_params = nparams < ARRAY_SIZE (req->params) ? nparams : ARRAY_SIZE (req->params);
       return true;
     }
-  if (req)
-    for (size_t i = 0; i < nparams && i < ARRAY_SIZE (req->params); i++)
-      {
-        free ((char *) req->params[i]);
-        req->params[i] = NULL;
-      }
+  free_captures (req, nparams);
   return false;
 }
 
