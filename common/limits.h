@@ -53,6 +53,10 @@
    builds are CPU- and IO-heavy; more than a few per core only thrash. */
 #define PS_DEFAULT_MAX_PARALLEL 4
 
+/* Builds waiting for a running slot (--max-queued): a client beyond this
+   gets 429 at once rather than an unbounded wait. */
+#define PS_DEFAULT_MAX_QUEUED 64
+
 /* How long finished /solve jobs (and their kept outputs) stay listed and
    downloadable (--job-ttl, seconds). */
 #define PS_DEFAULT_JOB_TTL_S 600

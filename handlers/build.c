@@ -340,6 +340,8 @@ build_complete (struct ps_request *req, ps_error **err)
     }
   if (solver_job_start (job, dockerfile_build_run, job_input, dockerfile_build_free_cb, err) < 0)
     {
+      if (v2)
+        solver_jobs_unregister (job);
       dockerfile_build_free (job_input);
       solver_job_unref (job);
       return -1;

@@ -324,15 +324,19 @@ parse_platforms (const char *key, const char *value, ps_strv *out, ps_error **er
 }
 
 /* Docker: default|bridge|host|none|container:<id>|<network>; libpod: 0..2 or
-   NetworkDefault/NetworkDisabled/NetworkEnabled. */
+   NetworkDefault/NetworkDisabled/NetworkEnabled.  "default" is the daemon's
+   default (RUN in the host's network namespace, as Podman's builds do);
+   "bridge" asks for a private namespace with its own network (netavark). */
 static int
 parse_networkmode (const char *key, const char *value, char **out, ps_error **err)
 {
   const char *mode = NULL;
-  if (*value == '\0' || strcmp (value, "default") == 0 || strcmp (value, "bridge") == 0
-      || strcmp (value, "0") == 0 || strcmp (value, "NetworkDefault") == 0
-      || strcmp (value, "2") == 0 || strcmp (value, "NetworkEnabled") == 0)
+  if (*value == '\0' || strcmp (value, "default") == 0 || strcmp (value, "0") == 0
+      || strcmp (value, "NetworkDefault") == 0 || strcmp (value, "2") == 0
+      || strcmp (value, "NetworkEnabled") == 0)
     mode = NULL;
+  else if (strcmp (value, "bridge") == 0)
+    mode = "private";
   else if (strcmp (value, "host") == 0)
     mode = "host";
   else if (strcmp (value, "none") == 0 || strcmp (value, "1") == 0 || strcmp (value, "NetworkDisabled") == 0)

@@ -325,6 +325,7 @@ solve_complete (struct ps_request *req, ps_error **err)
     }
   if (solver_job_start (job, solve_run, plan, (void (*) (void *)) solve_plan_free, err) < 0)
     {
+      solver_jobs_unregister (job);
       solve_plan_free (plan);
       solver_job_unref (job);
       return -1;

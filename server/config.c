@@ -53,6 +53,8 @@ usage (FILE *f)
          "  --insecure-tcp          allow a tcp:// listener without TLS\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
          "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
+         "  --max-queued N          builds waiting for a slot; more get 429 (default 64)\n"
+         "  --group NAME            group owning the unix sockets (mode 0660)\n"
          "  --job-ttl SECONDS       how long finished /solve jobs and their outputs are kept (default 600)\n"
          "  --upstream URI          unix:///PATH of the Podman API service every non-build\n"
          "                          request is passed through to, or \"none\" (default\n"
@@ -84,6 +86,8 @@ enum
   OPT_VERSION,
   OPT_OUTPUT_ROOT,
   OPT_MAX_PARALLEL,
+  OPT_MAX_QUEUED,
+  OPT_GROUP,
   OPT_JOB_TTL,
   OPT_UPSTREAM,
   OPT_SPAWN_UPSTREAM,
@@ -119,6 +123,8 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "allow-output-root", required_argument, NULL, OPT_OUTPUT_ROOT },
     { "max-parallel", required_argument, NULL, OPT_MAX_PARALLEL },
+    { "max-queued", required_argument, NULL, OPT_MAX_QUEUED },
+    { "group", required_argument, NULL, OPT_GROUP },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
     { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
@@ -132,6 +138,7 @@ ps_config_parse (int argc, char **argv, ps_error **err)
   ps_cfg.max_context_bytes = PS_DEFAULT_MAX_CONTEXT_BYTES;
   ps_cfg.max_connections = PS_DEFAULT_MAX_CONNECTIONS;
   ps_cfg.max_parallel = PS_DEFAULT_MAX_PARALLEL;
+  ps_cfg.max_queued = PS_DEFAULT_MAX_QUEUED;
   ps_cfg.job_ttl_s = PS_DEFAULT_JOB_TTL_S;
 
   int c;
@@ -183,6 +190,14 @@ ps_config_parse (int argc, char **argv, ps_error **err)
           if (optarg[0] != '/')
             return ps_error_set (err, 400, "--allow-output-root: \"%s\" must be an absolute path", optarg);
           ps_strv_push (&ps_cfg.output_roots, optarg);
+          break;
+        case OPT_MAX_QUEUED:
+          if (parse_u64 ("--max-queued", optarg, &u, err) < 0)
+            return -1;
+          ps_cfg.max_queued = (unsigned) u;
+          break;
+        case OPT_GROUP:
+          ps_cfg.socket_group = xstrdup (optarg);
           break;
         case OPT_MAX_PARALLEL:
           if (parse_u64 ("--max-parallel", optarg, &u, err) < 0)

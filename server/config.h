@@ -22,6 +22,8 @@ struct ps_config
   bool insecure_tcp;
   ps_strv output_roots;     /* --allow-output-root: where /solve may write server-side */
   unsigned max_parallel;    /* running jobs at once */
+  unsigned max_queued;      /* jobs waiting for a slot; beyond: 429 */
+  char *socket_group;       /* --group: group owning the unix sockets */
   unsigned job_ttl_s;       /* finished /solve jobs are kept this long */
   char *upstream;           /* Podman API socket path non-build requests go to; NULL = none */
   bool upstream_explicit;   /* --upstream was given (else the per-user default) */

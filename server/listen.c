@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 #define SD_LISTEN_FDS_START 3
 
 static int
-open_unix (const char *path, ps_error **err)
+open_unix (const char *path, const char *group, ps_error **err)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   if (strlen (path) >= sizeof sun.sun_path)
@@ -65,6 +66,17 @@ open_unix (const char *path, ps_error **err)
       return ps_error_set_errno (err, 500, e, "bind %s", path);
     }
   chmod (path, 0660);
+  if (group)
+    {
+      struct group *g = getgrnam (group);
+      if (g == NULL || chown (path, (uid_t) -1, g->gr_gid) < 0)
+        {
+          int e = g ? errno : ENOENT;
+          close (fd);
+          unlink (path);
+          return ps_error_set_errno (err, 400, e, "--group %s", group);
+        }
+    }
   if (listen (fd, 128) < 0)
     {
       int e = errno;
@@ -122,7 +134,7 @@ open_tcp (const char *hostport, ps_error **err)
 }
 
 int
-ps_listeners_open (const ps_strv *uris, struct ps_listener **out, size_t *n, ps_error **err)
+ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n, ps_error **err)
 {
   struct ps_listener *l = NULL;
   size_t count = 0;
@@ -156,7 +168,7 @@ ps_listeners_open (const ps_strv *uris, struct ps_listener **out, size_t *n, ps_
       if (ps_str_has_prefix (uri, "unix://"))
         {
           unix_path = uri + 7;
-          fd = open_unix (unix_path, err);
+          fd = open_unix (unix_path, group, err);
         }
       else
         fd = open_tcp (uri + 6, err);

@@ -12,8 +12,10 @@ struct ps_listener
   char *unix_path; /* unlinked at exit; NULL for tcp and inherited fds */
 };
 
-/* Open every --listen URI plus inherited systemd sockets. */
-int ps_listeners_open (const ps_strv *uris, struct ps_listener **out, size_t *n, ps_error **err);
+/* Open every --listen URI plus inherited systemd sockets.  Unix sockets
+   are mode 0660, owned by `group` when given (NULL: the daemon's group). */
+int ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n,
+                       ps_error **err);
 void ps_listeners_close (struct ps_listener *l, size_t n);
 
 #endif

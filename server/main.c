@@ -125,10 +125,11 @@ main (int argc, char **argv)
     }
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
+  solver_jobs_set_max_queued (ps_cfg.max_queued);
 
   struct ps_listener *listeners = NULL;
   size_t nlisteners = 0;
-  if (ps_listeners_open (&ps_cfg.listen, &listeners, &nlisteners, &err) < 0)
+  if (ps_listeners_open (&ps_cfg.listen, ps_cfg.socket_group, &listeners, &nlisteners, &err) < 0)
     {
       ps_error_log ("%s", err->msg);
       return 1;

@@ -107,8 +107,10 @@ build_options_to_argv (const struct build_options *o, ps_strv *argv)
   push_each (argv, "--platform", &o->platforms);
   push_each (argv, "--cache-from", &o->cache_from);
   push_each (argv, "--cache-to", &o->cache_to);
-  if (o->network)
-    ps_strv_pushf (argv, "--network=%s", o->network);
+  /* RUN steps use the host's network namespace unless asked otherwise, as
+     Podman's builds do: no per-step netavark bridge and iptables rules
+     (slower, and fragile when other tools rewrite iptables). */
+  ps_strv_pushf (argv, "--network=%s", o->network ? o->network : "host");
   push_each (argv, "--add-host", &o->add_hosts);
   push_each (argv, "--ulimit", &o->ulimits);
   if (o->shm_size > 0)

@@ -60,6 +60,7 @@ static solver_job *reg_head;
 static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t slot_changed = PTHREAD_COND_INITIALIZER;
 static unsigned max_parallel;
+static unsigned max_queued = 64;
 static unsigned running;
 
 static void
@@ -355,6 +356,14 @@ live_remove (solver_job *job)
 }
 
 void
+solver_jobs_set_max_queued (unsigned n)
+{
+  pthread_mutex_lock (&slot_lock);
+  max_queued = n;
+  pthread_mutex_unlock (&slot_lock);
+}
+
+void
 solver_jobs_set_max_parallel (unsigned n)
 {
   pthread_mutex_lock (&slot_lock);
@@ -480,6 +489,16 @@ int
 solver_job_start (solver_job *job, solver_job_fn fn, void *userdata, void (*free_fn) (void *),
                   ps_error **err)
 {
+  /* Live jobs are the running ones plus those queued for a slot. */
+  pthread_mutex_lock (&slot_lock);
+  unsigned cap = max_parallel ? max_parallel + max_queued : 0;
+  pthread_mutex_unlock (&slot_lock);
+  pthread_mutex_lock (&live_lock);
+  size_t live = live_count;
+  pthread_mutex_unlock (&live_lock);
+  if (cap && live >= cap)
+    return ps_error_set (err, 429, "too many builds: %zu running or queued (--max-parallel %u, --max-queued %u); "
+                                   "retry later", live, max_parallel, max_queued);
   job->fn = fn;
   job->fn_data = userdata;
   job->fn_free = free_fn;
@@ -671,6 +690,24 @@ solver_jobs_register (solver_job *job, ps_error **err)
   reg_head = job;
   pthread_mutex_unlock (&reg_lock);
   return 0;
+}
+
+void
+solver_jobs_unregister (solver_job *job)
+{
+  bool found = false;
+  pthread_mutex_lock (&reg_lock);
+  for (solver_job **p = &reg_head; *p; p = &(*p)->next_reg)
+    if (*p == job)
+      {
+        *p = job->next_reg;
+        job->registered = false;
+        found = true;
+        break;
+      }
+  pthread_mutex_unlock (&reg_lock);
+  if (found)
+    solver_job_unref (job);
 }
 
 solver_job *

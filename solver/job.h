@@ -170,6 +170,8 @@ const char *solver_job_state_name (enum solver_job_state s);
 /* Jobs are registered by ref from creation until `ttl_ms` after they end;
    a duplicate live ref is refused (409). */
 int solver_jobs_register (solver_job *job, ps_error **err);
+/* Take a job out of the registry (a job that could not be started). */
+void solver_jobs_unregister (solver_job *job);
 /* Look up a registered job (returns a new reference) or NULL. */
 solver_job *solver_jobs_lookup (const char *ref);
 /* Every registered job, newest first (each a new reference); free the
@@ -183,6 +185,8 @@ void solver_jobs_expire (int64_t ttl_ms);
 /* At most `n` jobs run at once; the others wait in SOLVER_JOB_QUEUED and
    say so with a status event.  0 = unbounded. */
 void solver_jobs_set_max_parallel (unsigned n);
+/* At most `n` jobs wait for a slot; solver_job_start refuses more (429). */
+void solver_jobs_set_max_queued (unsigned n);
 
 /* Cancel every running job and wait for all of them (used at shutdown). */
 void solver_jobs_cancel_all (const char *why);

@@ -246,7 +246,9 @@ apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const c
             }
           else if (strcmp (v, "none") == 0)
             o->network = xstrdup ("none");
-          else if (strcmp (v, "sandbox") != 0 && *v)
+          else if (strcmp (v, "sandbox") == 0)
+            o->network = xstrdup ("private");
+          else if (*v)
             return ps_error_set (err, 400, "frontendAttrs.force-network-mode: \"%s\" (supported: sandbox, host, none)", v);
         }
       else if (ps_str_has_prefix (k, "context:") && k[8])

@@ -202,8 +202,10 @@ def markdown(res, chart_rel):
     w(f"- **Reproduce** (as root): `scripts/install-deps && make -j2 && make bench`, i.e. `{m['command']}`")
     w(f"  (`bench/run --quick` for a 1-run check; raw numbers in [`bench/results.json`](bench/results.json),"
       " per-build logs in `bench/out/logs/`).")
+    hw = "" if m.get("heavy_warmup", m["warmup"]) == m["warmup"] else \
+        f" ({m['heavy_warmup']} for the self-contained heavy cold / one-file-changed runs; a no-op always has one)"
     w(f"- **Run**: {m['date']}, {m['mode']} mode, {m['runs']} timed runs per workload and path after "
-      f"{m['warmup']} warm-up, {m['duration_s']:.0f} s in total; load average "
+      f"{m['warmup']} warm-up{hw}, {m['duration_s']:.0f} s in total; load average "
       f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after.")
     w(f"- **Machine**: {mc['cpu']}, {mc['cpus']} vCPU, {mc['mem_gib']} GiB, Debian {mc['debian']}, "
       f"kernel {mc['kernel']}, cgroups {mc['cgroups']}.")
@@ -269,14 +271,16 @@ def markdown(res, chart_rel):
 
     if "heavy-cold" in wl:
         w("## Bytes sent by the client (heavy context)\n")
-        w("Every byte the client wrote to the daemon socket (requests, headers, tar or session "
-          "stream), counted by a relay during the warm-up run; buildah reads the directory itself.\n")
+        w("What the client wrote to the daemon's socket in each timed run (requests, headers, the "
+          "tar or the session stream), median: the client's `wchar` from `/proc/PID/io`, read "
+          "after it exited and before it was reaped, minus what it wrote to its own output. "
+          "buildah reads the directory itself.\n")
         w("| client path | cold | no-op | 1 file changed |")
         w("|---|---|---|---|")
         for pid, p in paths.items():
             vals = [wl[x]["client_bytes_sent"].get(pid) for x in ("heavy-cold", "heavy-noop", "heavy-change")]
             if any(x is not None for x in vals):
-                w(f"| {p['label']} | " + " | ".join(fmt_bytes(x) for x in vals) + " |")
+                w(f"| {p['label']} | " + " | ".join(fmt_bytes(x["median"] if x else None) for x in vals) + " |")
         w("")
 
     fl = wl.get("first-line")
@@ -310,6 +314,18 @@ def markdown(res, chart_rel):
         if rs:
             w("Concurrent wall time, podsolve ÷ anchor: " +
               "; ".join(f"{r['label'].split(':')[0]} {r['ratio']:.2f}" for r in rs) + ".\n")
+
+    px = wl.get("proxy")
+    if px:
+        w("## Proxy overhead: through podsolved vs straight to Podman\n")
+        w("podsolved started with `--upstream unix://<our Podman socket>`; the same requests sent "
+          f"to podsolved and to Podman directly, interleaved. {px['note']}. Median (min–max).\n")
+        w("| request | through podsolved | Podman directly | ratio |")
+        w("|---|---|---|---|")
+        for name, st in px["stats"].items():
+            a, b = st.get("ps-proxy"), st.get("pm-direct")
+            w(f"| {name} | {_cell(a)} | {_cell(b)} | {_fr(_ratio(a and a['median'], b and b['median']))} |")
+        w("")
 
     mem = res["memory"]
     w("## Daemon memory\n")
@@ -429,8 +445,11 @@ def smoke_check(res, out, only_idle=False):
                 if not s or s["n"] != runs:
                     problems.append(f"{wid}/{pid}: expected {runs} samples")
         for pid in res["paths"]:
-            if pid != "buildah" and pid not in res["workloads"]["heavy-cold"]["client_bytes_sent"]:
-                problems.append(f"no byte count for {pid}")
+            for wid in ("heavy-cold", "heavy-noop", "heavy-change"):
+                if pid != "buildah" and pid not in res["workloads"][wid]["client_bytes_sent"]:
+                    problems.append(f"{wid}: no byte count for {pid}")
+        if res["meta"].get("podsolved_upstream") and "proxy" not in res["workloads"]:
+            problems.append("podsolved has --upstream but the proxy workload did not run")
         cc = res["workloads"].get("concurrent8", {}).get("stats", {}).get("concurrent", {})
         if len(cc) < 2:
             problems.append("concurrency workload incomplete")

@@ -137,9 +137,10 @@ class Podsolved(Daemon):
     key = "podsolve"
     name = "podsolve"
 
-    def __init__(self, top, binary):
+    def __init__(self, top, binary, upstream=None):
         super().__init__(top)
         self.binary = binary
+        self.upstream = upstream            # Podman socket to proxy to, if supported
         self.root = os.path.join(self.dir, "root")
         self.runroot = os.path.join(self.dir, "runroot")
         self.isolation = None
@@ -150,6 +151,8 @@ class Podsolved(Daemon):
     def start(self):
         argv = [self.binary, "--listen", "unix://" + self.sock, *self.storage_args(),
                 "--state-dir", os.path.join(self.dir, "state"), "--log-level", "info"]
+        if self.upstream:
+            argv += ["--upstream", "unix://" + self.upstream]
         p = self._spawn("podsolved", argv, base_env(self.top), "podsolved.log")
         wait_ping(self.sock, p, "podsolved")
         with open(os.path.join(self.dir, "podsolved.log"), errors="replace") as f:

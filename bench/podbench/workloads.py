@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 
 from .clients import Context, run_one, run_together
 from .util import BenchError, log, stats
@@ -87,27 +88,26 @@ class Runner:
                          sock=sock, docker_cli=self.docker_cli)
 
     # -- build workloads: wall time of the client command ---------------------
-    def build(self, wid, title, ctx, nocache, before=None, note=""):
-        log(f"workload {wid}: {title}")
+    def build(self, wid, title, ctx, nocache, before=None, note="", warmup=None):
+        """``warmup`` overrides the runner's default (a no-op workload needs >= 1)."""
+        warmup = self.warmup if warmup is None else warmup
+        log(f"workload {wid}: {title} ({warmup} warm-up + {self.runs} runs)")
         samples = {p.id: [] for p in self.paths}
-        sent = {}
-        for r in range(-self.warmup, self.runs):
+        sent = {p.id: [] for p in self.paths if p.kind != "buildah"}
+        for r in range(-warmup, self.runs):
             for p in self.paths:
                 if before:
                     before(p)
-                if r < 0:
-                    px = self.proxies.get(p.id)
-                    if px:
-                        px.reset()
-                    run_one(self._cmd(p, ctx, wid, nocache, f"warmup{-r}", via_proxy=bool(px)))
-                    if px:
-                        sent[p.id] = px.bytes_c2s
-                else:
-                    samples[p.id].append(run_one(self._cmd(p, ctx, wid, nocache, f"run{r}")))
+                label = f"warmup{-r}" if r < 0 else f"run{r}"
+                c = run_one(self._cmd(p, ctx, wid, nocache, label))
+                if r >= 0:
+                    samples[p.id].append(c.elapsed)
+                    if p.id in sent and c.bytes_sent is not None:
+                        sent[p.id].append(c.bytes_sent)
         self.results[wid] = {
-            "title": title, "kind": "build", "note": note,
+            "title": title, "kind": "build", "note": note, "warmup": warmup,
             "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
-            "client_bytes_sent": sent,
+            "client_bytes_sent": {k: stats(v) for k, v in sent.items() if v},
         }
 
     # -- time from the request to the first status line ------------------------
@@ -116,11 +116,11 @@ class Runner:
         log(f"workload {wid}: {title}")
         paths = [p for p in self.paths if p.id in self.proxies]
         samples = {p.id: [] for p in paths}
-        for r in range(-self.warmup, self.runs):
+        for r in range(-max(1, self.warmup), self.runs):
             for p in paths:
                 px = self.proxies[p.id]
                 px.reset()
-                run_one(self._cmd(p, ctx, wid, False, f"run{r}", via_proxy=True))
+                run_one(self._cmd(p, ctx, wid, False, f"run{r}" if r >= 0 else "warmup", via_proxy=True))
                 lines = list(px.first_lines)
                 if not lines:
                     raise BenchError(f"{p.label}: the relay saw no status line for the build request")
@@ -146,11 +146,10 @@ class Runner:
                 cmds = [self._cmd(p, c, wid, True, f"r{r}-conc-c{i}", tag=f"bench-conc{i}-{p.id}")
                         for i, c in enumerate(ctxs)]
                 conc[p.id].append(run_together(cmds))
-                total = 0.0
+                t0 = time.perf_counter()
                 for i, c in enumerate(ctxs):
-                    total += run_one(self._cmd(p, c, wid, True, f"r{r}-serial-c{i}",
-                                               tag=f"bench-conc{i}-{p.id}"))
-                ser[p.id].append(total)
+                    run_one(self._cmd(p, c, wid, True, f"r{r}-serial-c{i}", tag=f"bench-conc{i}-{p.id}"))
+                ser[p.id].append(time.perf_counter() - t0)
         self.results[wid] = {
             "title": title, "kind": "concurrency",
             "samples_s": {"concurrent": conc, "serial": ser},
@@ -159,8 +158,13 @@ class Runner:
         }
 
 
-def heavy_workloads(runner, ctx, pristine):
-    """Cold first build, no-op rebuild, one-file-changed rebuild."""
+def heavy_workloads(runner, ctx, pristine, warmup):
+    """Cold first build, no-op rebuild, one-file-changed rebuild.
+
+    ``warmup`` is for the cold and one-file-changed workloads, whose runs are
+    self-contained; the no-op workload always has at least one warm-up (it is
+    what makes the next build a no-op for every client, e.g. the BuildKit
+    clients must have synced the current copy of the context)."""
     heavy = ctx
 
     def fresh_copy(_p):
@@ -178,10 +182,65 @@ def heavy_workloads(runner, ctx, pristine):
         heavy.changed()
 
     runner.build("heavy-cold", "heavy context: cold first build (fresh copy, no cache)",
-                 heavy, True, before=fresh_copy,
+                 heavy, True, before=fresh_copy, warmup=warmup,
                  note="before every run the context is copied afresh (cp -r, new mtimes) "
                       "and built with --no-cache / nocache=1; the copy and the tar are not timed")
-    runner.build("heavy-noop", "heavy context: no-op rebuild", heavy, False)
+    runner.build("heavy-noop", "heavy context: no-op rebuild", heavy, False,
+                 warmup=max(1, runner.warmup))
     runner.build("heavy-change", "heavy context: one file changed, rebuild", heavy, False,
-                 before=change_one_file,
+                 before=change_one_file, warmup=warmup,
                  note="before every run one small file gets new content; COPY and RUN rebuild")
+
+
+def proxy_overhead(runner, ps_sock, pm_sock, cli_env, runs, requests=20):
+    """Requests podsolved passes through to Podman, vs the same sent to Podman.
+
+    * ``docker images`` (docker 20.10 CLI): HEAD /_ping (podsolved answers it
+      itself) + GET /v1.41/images/json (passed through);
+    * GET /v1.41/images/json and GET /_ping from an in-process client, a new
+      connection per request (as the CLI does), ``requests`` per round."""
+    from .clients import Cmd, _check_exit
+    from .systems import UnixHTTPConnection
+    wid = "proxy"
+    log(f"workload {wid}: requests through podsolved's pass-through vs straight to Podman")
+    socks = {"ps-proxy": ps_sock, "pm-direct": pm_sock}
+    cli = {k: [] for k in socks}
+    for r in range(-1, runs):
+        for k, sock in socks.items():
+            env = dict(cli_env, DOCKER_HOST="unix://" + sock)
+            c = run_one(Cmd([runner.docker_cli, "images"], env,
+                            os.path.join(runner.logdir, wid, f"{k}-images-{r}.log"), _check_exit))
+            if r >= 0:
+                cli[k].append(c.elapsed)
+
+    def one(sock, method, path):
+        t0 = time.perf_counter()
+        c = UnixHTTPConnection(sock, 10)
+        try:
+            c.request(method, path)
+            resp = c.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise BenchError(f"{method} {path} on {sock}: HTTP {resp.status}")
+        finally:
+            c.close()
+        return time.perf_counter() - t0
+
+    http = {}
+    for name, method, path in (("GET /v1.41/images/json", "GET", "/v1.41/images/json"),
+                               ("GET /_ping", "GET", "/_ping")):
+        http[name] = {k: [] for k in socks}
+        for r in range(-1, runs):
+            for _ in range(requests):
+                for k, sock in socks.items():
+                    t = one(sock, method, path)
+                    if r >= 0:
+                        http[name][k].append(t)
+    stats_ = {"docker images (CLI)": {k: stats(v) for k, v in cli.items()}}
+    for name, d in http.items():
+        stats_[name] = {k: stats(v) for k, v in d.items()}
+    runner.results[wid] = {
+        "title": "proxy overhead: through podsolved (--upstream) vs straight to Podman",
+        "kind": "proxy", "stats": stats_,
+        "note": "GET /_ping is answered by podsolved itself; GET /images/json is passed through",
+    }

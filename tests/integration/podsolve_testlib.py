@@ -707,3 +707,17 @@ class ContextServer:
 
 def b64url_json(obj):
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode()
+
+
+def multipart(fields, files):
+    """A multipart/form-data body -> (bytes, content type).  fields: name ->
+    bytes (sent as application/json); files: name -> bytes (application/x-tar)."""
+    boundary = "podsolve" + os.urandom(8).hex()
+    out = []
+    for name, data in list(fields.items()) + list(files.items()):
+        ctype = "application/json" if name in fields else "application/x-tar"
+        fname = "" if name in fields else f'; filename="{name}.tar"'
+        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{fname}\r\n'
+                   f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), f"multipart/form-data; boundary={boundary}"

@@ -154,6 +154,8 @@ START_TEST (networkmode_host_none_honoured)
   ck_assert_int_eq (parse (KV ({ "networkmode", "1" }), 1, true, &err), 0);
   ck_assert_str_eq (req.opts.network, "none");
   ck_assert_int_eq (parse (KV ({ "networkmode", "bridge" }), 1, false, &err), 0);
+  ck_assert_str_eq (req.opts.network, "private");
+  ck_assert_int_eq (parse (KV ({ "networkmode", "default" }), 1, false, &err), 0);
   ck_assert_ptr_null (req.opts.network);
   ck_assert_int_eq (parse (KV ({ "networkmode", "container:abc" }), 1, false, &err), -1);
   ps_error_free (err);

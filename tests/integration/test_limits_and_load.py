@@ -1,0 +1,185 @@
+"""Named limits are enforced with clear answers, and the daemon stays
+healthy under a bounded hostile load (issue: hardening)."""
+
+import json
+import os
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+import podsolve_testlib as lib
+from conftest import assert_daemon_builds
+
+
+def _slow_context(seconds, marker):
+    return {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo {marker} && sleep {seconds}\n"}
+
+
+def test_builds_beyond_max_parallel_plus_max_queued_get_429_then_the_daemon_recovers(spawn_daemon, uniq):
+    d = spawn_daemon("--max-parallel", "1", "--max-queued", "1")
+    streams = []
+    try:
+        # one running, one queued
+        for i in range(2):
+            status, _, it = d.stream("POST", lib.with_query(lib.COMPAT_BUILD, {"t": f"slow{i}-{uniq}"}),
+                                     lib.tar_context(_slow_context(3.5, f"slow{i}")),
+                                     {"Content-Type": "application/x-tar"})
+            assert status == 200
+            streams.append(it)
+        time.sleep(0.5)
+        r = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN true\n"}, {"t": f"third-{uniq}"})
+        assert r.status == 429, r.describe()
+        body = r.events[0]
+        assert body["response"] == 429 and "--max-queued" in body["message"]
+        # the queued build says it is waiting, then both finish
+        for it in streams:
+            lines = list(it)
+            assert lines[-1].get("aux") or "Successfully built" in json.dumps(lines), lines[-3:]
+    finally:
+        for it in streams:
+            it.close()
+    assert_daemon_builds(d, tag=f"after429-{uniq}")
+
+
+def test_socket_group_is_applied(spawn_daemon):
+    d = spawn_daemon("--group", "nogroup")
+    st = os.stat(d.sock)
+    import grp
+    assert st.st_gid == grp.getgrnam("nogroup").gr_gid
+    assert st.st_mode & 0o777 == 0o660
+
+
+def _ping(d):
+    status, _, body = d.request("GET", "/_ping", timeout=30)
+    return status == 200 and body == b"OK"
+
+
+def _fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _thread_count(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _settle(pid, want_fds, want_threads, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _fd_count(pid) <= want_fds and _thread_count(pid) <= want_threads:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def test_hostile_mixed_load_200_requests_32_connections(spawn_daemon, uniq):
+    """200 requests over 32 concurrent clients: pings, small /build and
+    /solve jobs, cancels, disconnects mid-stream, malformed requests.  No
+    crash, every good build correct, and fds/threads back to idle."""
+    d = spawn_daemon("--max-parallel", "4", "--max-queued", "200")
+    pid = d.proc.pid
+    assert _ping(d)
+    time.sleep(1)
+    idle_fds, idle_threads = _fd_count(pid), _thread_count(pid)
+
+    rng = random.Random(42)
+    kinds = (["ping"] * 80 + ["build"] * 30 + ["solve"] * 20 + ["disconnect"] * 20 + ["cancel"] * 10
+             + ["malformed"] * 40)
+    rng.shuffle(kinds)
+    work = list(enumerate(kinds))
+    lock = threading.Lock()
+    failures, built = [], []
+
+    def one(i, kind):
+        tag = f"load{i}-{uniq}"
+        if kind == "ping":
+            assert _ping(d)
+        elif kind == "build":
+            r = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo {tag} > /tag\n"}, {"t": tag})
+            assert r.status == 200 and r.error is None, r.describe()
+            with lock:
+                built.append(tag)
+        elif kind == "solve":
+            req = {"ref": tag, "frontend": "dockerfile.v0",
+                   "exporters": [{"type": "image", "attrs": {"name": f"localhost/{tag}"}}]}
+            body, ctype = lib.multipart({"request": json.dumps(req).encode()},
+                                        {"context": lib.tar_context(
+                                            {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo {tag} > /tag\n"})})
+            status, _, body_ = d.request("POST", "/solve", body, {"Content-Type": ctype}, timeout=120)
+            lines = [json.loads(l) for l in body_.splitlines() if l.strip()]
+            assert status == 200 and "result" in lines[-1], lines[-1:]
+            with lock:
+                built.append(f"localhost/{tag}")
+        elif kind == "disconnect":
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(d.sock))
+            body = lib.tar_context(_slow_context(20, tag))
+            s.sendall(f"POST /v1.41/build?t={tag} HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            s.recv(200)  # the stream started
+            s.close()
+        elif kind == "cancel":
+            req = {"ref": tag, "frontend": "dockerfile.v0", "detach": True}
+            body, ctype = lib.multipart({"request": json.dumps(req).encode()},
+                                        {"context": lib.tar_context(_slow_context(20, tag))})
+            status, _, it = d.stream("POST", "/solve", body, {"Content-Type": ctype})
+            assert status == 200
+            next(iter(it))
+            st, _, b = d.request("POST", f"/solve/{tag}/cancel", timeout=60)
+            assert st == 200 and json.loads(b)["state"] == "cancelled", b
+            it.close()
+        else:
+            choice = i % 4
+            if choice == 0:
+                st, _, _ = d.request("POST", "/v1.41/build?buildargs=notjson", b"", {})
+                assert st == 400
+            elif choice == 1:
+                st, _, _ = d.request("POST", "/solve", b"{nope", {"Content-Type": "application/json"})
+                assert st == 400
+            elif choice == 2:
+                st, _, _ = d.request("POST", "/v1.41/build?t=x", os.urandom(3000),
+                                     {"Content-Type": "application/x-tar"})
+                assert st == 400
+            else:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(str(d.sock))
+                s.sendall(b"\x16\x03\x01garbage\r\n\r\n")
+                s.close()
+
+    def worker():
+        while True:
+            with lock:
+                if not work:
+                    return
+                i, kind = work.pop()
+            try:
+                one(i, kind)
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                with lock:
+                    failures.append(f"{kind} #{i}: {e!r}"[:500])
+
+    threads = [threading.Thread(target=worker) for _ in range(32)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert not failures, "\n".join(failures[:10])
+    assert d.alive()
+    for tag in built:
+        name = tag if tag.startswith("localhost/") else f"docker.io/library/{tag}:latest"
+        assert d.image_file(name, "/tag").decode().strip() == tag.split("/")[-1]
+    # cancelled and disconnected builds leave nothing running
+    deadline = time.monotonic() + 30
+    while d.working_containers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert d.working_containers() == []
+    assert _settle(pid, idle_fds, idle_threads), (
+        f"fds {_fd_count(pid)} (idle {idle_fds}), threads {_thread_count(pid)} (idle {idle_threads})")
+    print(f"load: 200 requests in {time.monotonic() - started:.1f}s, {len(built)} images checked")
