@@ -380,7 +380,8 @@ job_json (solver_job *job, bool detail)
   const char *outcome = sum.state == SOLVER_JOB_SUCCEEDED ? "success"
                         : sum.state == SOLVER_JOB_FAILED    ? "failure"
                         : sum.state == SOLVER_JOB_CANCELLED ? "cancelled"
-                                                            : NULL;
+                        : sum.state == SOLVER_JOB_INTERRUPTED ? "interrupted"
+                                                              : NULL;
   if (outcome)
     cJSON_AddStringToObject (o, "outcome", outcome);
   if (sum.error)

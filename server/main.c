@@ -110,6 +110,11 @@ main (int argc, char **argv)
       return 1;
     }
   clean_stale_builds (solves_dir);
+  cleanup_free char *jobs_dir = xasprintf ("%s/jobs", ps_cfg.state_dir);
+  solver_jobs_set_records_dir (jobs_dir);
+  size_t interrupted = solver_jobs_restore_records ();
+  if (interrupted)
+    ps_info ("%zu job(s) were interrupted by an earlier stop; they are listed as \"interrupted\"", interrupted);
 
   struct buildah_config bc = {
     .buildah = ps_cfg.buildah,

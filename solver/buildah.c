@@ -6,7 +6,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,35 +129,46 @@ ps_child_spawn_env (char *const *argv, char *const *extra_env, struct ps_child *
       return ps_error_set_errno (err, 500, e, "pipe");
     }
 
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init (&fa);
-  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2 (&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2 (&fa, errp[1], 2);
-
-  posix_spawnattr_t attr;
-  posix_spawnattr_init (&attr);
-  sigset_t none, all;
-  sigemptyset (&none);
-  sigfillset (&all);
-  posix_spawnattr_setsigmask (&attr, &none);
-  posix_spawnattr_setsigdefault (&attr, &all);
-  posix_spawnattr_setpgroup (&attr, 0);
-  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
-                                       | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
-
-  pid_t pid;
+  /* fork + exec rather than posix_spawn: the child must ask for SIGTERM
+     when podsolved dies (PR_SET_PDEATHSIG), so a killed daemon never
+     leaves buildah running and buildah removes its working containers.
+     Between fork and exec only async-signal-safe calls are made. */
   cleanup_free char **env = extra_env ? merged_env (extra_env) : NULL;
-  int r = posix_spawnp (&pid, argv[0], &fa, &attr, argv, env ? env : environ);
-  posix_spawn_file_actions_destroy (&fa);
-  posix_spawnattr_destroy (&attr);
+  char *const *envp = env ? env : environ;
+  int devnull = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+  pid_t parent = getpid ();
+  sigset_t all, old;
+  sigfillset (&all);
+  pthread_sigmask (SIG_SETMASK, &all, &old);
+  pid_t pid = fork ();
+  if (pid == 0)
+    {
+      prctl (PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid () != parent)
+        _exit (127); /* the parent died before prctl: behave as if signalled */
+      setpgid (0, 0);
+      for (int sig = 1; sig < NSIG; sig++)
+        signal (sig, SIG_DFL);
+      dup2 (devnull, 0);
+      dup2 (out[1], 1);
+      dup2 (errp[1], 2);
+      sigset_t none;
+      sigemptyset (&none);
+      sigprocmask (SIG_SETMASK, &none, NULL);
+      execvpe (argv[0], argv, envp);
+      _exit (127);
+    }
+  int fork_errno = errno;
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  if (devnull >= 0)
+    close (devnull);
   close (out[1]);
   close (errp[1]);
-  if (r != 0)
+  if (pid < 0)
     {
       close (out[0]);
       close (errp[0]);
-      return ps_error_set_errno (err, 500, r, "cannot run %s", argv[0]);
+      return ps_error_set_errno (err, 500, fork_errno, "cannot run %s", argv[0]);
     }
   if (ps_log_enabled (PS_LOG_DEBUG))
     {

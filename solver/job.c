@@ -9,6 +9,11 @@
 
 #include "common/log.h"
 
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <unistd.h>
+
 struct solver_job
 {
   pthread_mutex_t lock;
@@ -55,6 +60,9 @@ static size_t live_count;
 /* Registry by ref: live jobs and finished ones until they expire. */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static solver_job *reg_head;
+
+/* Where job records live (NULL: not persisted). */
+static char *records_dir;
 
 /* The bound on concurrently running jobs. */
 static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -330,6 +338,9 @@ solver_job_cancelled (solver_job *job)
   return c;
 }
 
+static void write_record (solver_job *job);
+static void remove_record (solver_job *job);
+
 static void
 live_add (solver_job *job)
 {
@@ -474,6 +485,7 @@ job_thread (void *arg)
            ret == 0 ? "succeeded" : (err ? err->msg : "failed"));
   ps_error_free (err);
   err = NULL;
+  write_record (job);
   /* The job's directory (context, credentials, secrets) dies with it. */
   if (!keep && job->dir[0] != '\0' && ps_rm_rf (job->dir, &err) < 0)
     {
@@ -610,6 +622,8 @@ solver_job_state_name (enum solver_job_state s)
       return "failed";
     case SOLVER_JOB_CANCELLED:
       return "cancelled";
+    case SOLVER_JOB_INTERRUPTED:
+      return "interrupted";
     }
   return "unknown";
 }
@@ -689,6 +703,7 @@ solver_jobs_register (solver_job *job, ps_error **err)
   job->next_reg = reg_head;
   reg_head = job;
   pthread_mutex_unlock (&reg_lock);
+  write_record (job);
   return 0;
 }
 
@@ -707,7 +722,10 @@ solver_jobs_unregister (solver_job *job)
       }
   pthread_mutex_unlock (&reg_lock);
   if (found)
-    solver_job_unref (job);
+    {
+      remove_record (job);
+      solver_job_unref (job);
+    }
 }
 
 solver_job *
@@ -787,7 +805,151 @@ solver_jobs_expire (int64_t ttl_ms)
               ps_error_free (err);
             }
         }
+      remove_record (victim);
       ps_debug ("job %s: expired", victim->id);
       solver_job_unref (victim);
     }
+}
+
+/* ---- job records ---------------------------------------------------------------- */
+
+void
+solver_jobs_set_records_dir (const char *dir)
+{
+  free (records_dir);
+  records_dir = dir ? xstrdup (dir) : NULL;
+  if (records_dir)
+    ps_mkdir_p (records_dir, 0700, NULL);
+}
+
+static char *
+record_path (const char *ref)
+{
+  return xasprintf ("%s/%s.json", records_dir, ref);
+}
+
+/* Write the job's record (temp + rename, so a crash leaves the old one or
+   the new one, never half of either). */
+static void
+write_record (solver_job *job)
+{
+  if (records_dir == NULL || !job->registered)
+    return;
+  struct solver_job_summary sum;
+  solver_job_summarize (job, &sum);
+  cJSON *o = cJSON_CreateObject ();
+  cJSON_AddStringToObject (o, "ref", sum.ref);
+  cJSON_AddStringToObject (o, "kind", sum.kind);
+  cJSON_AddStringToObject (o, "state", solver_job_state_name (sum.state));
+  cJSON_AddNumberToObject (o, "created", (double) sum.created_ns);
+  cJSON_AddNumberToObject (o, "started", (double) sum.started_ns);
+  cJSON_AddNumberToObject (o, "finished", (double) sum.finished_ns);
+  if (sum.error)
+    cJSON_AddStringToObject (o, "error", sum.error);
+  cJSON *resp = cJSON_AddArrayToObject (o, "response");
+  for (char **p = sum.response; p && *p; p++)
+    cJSON_AddItemToArray (resp, cJSON_CreateString (*p));
+  char *text = cJSON_PrintUnformatted (o);
+  cJSON_Delete (o);
+  cleanup_free char *path = record_path (sum.ref);
+  cleanup_free char *tmp = xasprintf ("%s.tmp", path);
+  if (ps_write_file (tmp, text, strlen (text), 0600, NULL) == 0 && rename (tmp, path) < 0)
+    unlink (tmp);
+  cJSON_free (text);
+  solver_job_summary_free (&sum);
+}
+
+static void
+remove_record (solver_job *job)
+{
+  if (records_dir == NULL)
+    return;
+  cleanup_free char *path = record_path (job->id);
+  unlink (path);
+}
+
+size_t
+solver_jobs_restore_records (void)
+{
+  if (records_dir == NULL)
+    return 0;
+  DIR *d = opendir (records_dir);
+  if (d == NULL)
+    return 0;
+  size_t interrupted = 0;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (!ps_str_has_suffix (de->d_name, ".json"))
+        continue;
+      cleanup_free char *path = xasprintf ("%s/%s", records_dir, de->d_name);
+      cleanup_free char *text = NULL;
+      if (ps_read_file (path, 1024 * 1024, &text, NULL, NULL) < 0)
+        continue;
+      cJSON *o = cJSON_Parse (text);
+      const cJSON *ref = cJSON_GetObjectItemCaseSensitive (o, "ref");
+      const cJSON *state = cJSON_GetObjectItemCaseSensitive (o, "state");
+      if (!cJSON_IsString (ref) || !cJSON_IsString (state))
+        {
+          cJSON_Delete (o);
+          unlink (path);
+          continue;
+        }
+      solver_job *job = solver_job_new (ref->valuestring, NULL);
+      const cJSON *kind = cJSON_GetObjectItemCaseSensitive (o, "kind");
+      job->kind = xstrdup (cJSON_IsString (kind) ? kind->valuestring : "");
+      const cJSON *c = cJSON_GetObjectItemCaseSensitive (o, "created");
+      const cJSON *st = cJSON_GetObjectItemCaseSensitive (o, "started");
+      const cJSON *f = cJSON_GetObjectItemCaseSensitive (o, "finished");
+      job->created_ns = cJSON_IsNumber (c) ? (int64_t) c->valuedouble : 0;
+      job->started_ns = cJSON_IsNumber (st) ? (int64_t) st->valuedouble : 0;
+      struct solver_event ev = { 0 };
+      bool ended = strcmp (state->valuestring, "succeeded") == 0 || strcmp (state->valuestring, "failed") == 0
+                   || strcmp (state->valuestring, "cancelled") == 0 || strcmp (state->valuestring, "interrupted") == 0;
+      if (!ended)
+        {
+          interrupted++;
+          ev.kind = SOLVER_EV_ERROR;
+          ev.error = xstrdup ("interrupted: podsolved stopped while this job ran");
+        }
+      else if (strcmp (state->valuestring, "succeeded") == 0)
+        {
+          ev.kind = SOLVER_EV_RESULT;
+          const cJSON *resp = cJSON_GetObjectItemCaseSensitive (o, "response");
+          size_t n = (size_t) cJSON_GetArraySize (resp);
+          ev.response = xcalloc (n + 1, sizeof (char *));
+          size_t k = 0;
+          const cJSON *it;
+          cJSON_ArrayForEach (it, resp)
+            if (cJSON_IsString (it))
+              ev.response[k++] = xstrdup (it->valuestring);
+        }
+      else
+        {
+          ev.kind = SOLVER_EV_ERROR;
+          const cJSON *e = cJSON_GetObjectItemCaseSensitive (o, "error");
+          ev.error = xstrdup (cJSON_IsString (e) ? e->valuestring : state->valuestring);
+        }
+      pthread_mutex_lock (&job->lock);
+      emit_locked (job, &ev);
+      if (!ended)
+        job->state = SOLVER_JOB_INTERRUPTED;
+      else if (strcmp (state->valuestring, "cancelled") == 0)
+        job->state = SOLVER_JOB_CANCELLED;
+      else if (strcmp (state->valuestring, "interrupted") == 0)
+        job->state = SOLVER_JOB_INTERRUPTED;
+      /* An interrupted job's clock for expiry starts now. */
+      job->finished_ns = !ended || !cJSON_IsNumber (f) ? ps_now_ns () : (int64_t) f->valuedouble;
+      job->finished = true;
+      pthread_mutex_unlock (&job->lock);
+      cJSON_Delete (o);
+      pthread_mutex_lock (&reg_lock);
+      job->registered = true;
+      job->next_reg = reg_head;
+      reg_head = job; /* the registry keeps the creator's reference */
+      pthread_mutex_unlock (&reg_lock);
+      write_record (job);
+    }
+  closedir (d);
+  return interrupted;
 }

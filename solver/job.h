@@ -74,6 +74,7 @@ enum solver_job_state
   SOLVER_JOB_SUCCEEDED,
   SOLVER_JOB_FAILED,
   SOLVER_JOB_CANCELLED,
+  SOLVER_JOB_INTERRUPTED, /* podsolved stopped (or crashed) while it ran */
 };
 
 typedef struct solver_job solver_job;
@@ -187,6 +188,13 @@ void solver_jobs_expire (int64_t ttl_ms);
 void solver_jobs_set_max_parallel (unsigned n);
 /* At most `n` jobs wait for a slot; solver_job_start refuses more (429). */
 void solver_jobs_set_max_queued (unsigned n);
+
+/* Registered jobs leave a record in `dir` (<state>/jobs): written when they
+   start and when they end, removed when they expire.  At start-up,
+   records of jobs that never ended become "interrupted" jobs in the
+   registry.  Returns how many were interrupted. */
+void solver_jobs_set_records_dir (const char *dir);
+size_t solver_jobs_restore_records (void);
 
 /* Cancel every running job and wait for all of them (used at shutdown). */
 void solver_jobs_cancel_all (const char *why);

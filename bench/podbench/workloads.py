@@ -100,6 +100,8 @@ class Runner:
                     before(p)
                 label = f"warmup{-r}" if r < 0 else f"run{r}"
                 c = run_one(self._cmd(p, ctx, wid, nocache, label))
+                log(f"  {wid:12} {label:8} {p.id:10} {c.elapsed:7.3f} s"
+                    + (f"  {c.bytes_sent / 1e6:8.3f} MB sent" if c.bytes_sent is not None else ""))
                 if r >= 0:
                     samples[p.id].append(c.elapsed)
                     if p.id in sent and c.bytes_sent is not None:
@@ -203,6 +205,13 @@ def proxy_overhead(runner, ps_sock, pm_sock, cli_env, runs, requests=20):
     from .systems import UnixHTTPConnection
     wid = "proxy"
     log(f"workload {wid}: requests through podsolved's pass-through vs straight to Podman")
+    from .systems import http_get
+    status, body = http_get(ps_sock, "/v1.41/images/json", 10)
+    if status != 200:
+        why = body.decode(errors="replace").strip()[:200]
+        log(f"podsolved does not pass GET /v1.41/images/json through (HTTP {status}): skipped")
+        return (f"proxy overhead: `podsolved --help` lists --upstream, but GET /v1.41/images/json "
+                f"through podsolved answered HTTP {status} ({why}), so there is nothing to time yet")
     socks = {"ps-proxy": ps_sock, "pm-direct": pm_sock}
     cli = {k: [] for k in socks}
     for r in range(-1, runs):
@@ -244,3 +253,4 @@ def proxy_overhead(runner, ps_sock, pm_sock, cli_env, runs, requests=20):
         "kind": "proxy", "stats": stats_,
         "note": "GET /_ping is answered by podsolved itself; GET /images/json is passed through",
     }
+    return None

@@ -23,16 +23,19 @@ context transfer: dir-name "context" without followpaths):
 
   bad_path          a STAT for "../evil"
   abs_path          a STAT for "/etc/evil"
+  symlink_parent    a symlink "zlink" -> /etc, then a file "zlink/evil" under it
   unrequested_data  after the daemon's REQs: half of the biggest file, then a
                     DATA for an id the daemon never requested (a directory's)
   close_mid_file    half of the biggest file, then the socket is closed
   err_packet        half of the biggest file, then ERR "boom" + grpc-status 2
+  stall_mid_file    half of the biggest file, then silence (the daemon holds
+                    a temporary until the build is cancelled)
   never_answer      response headers for the call, then nothing at all
   garbage           raw non-HTTP/2 bytes right after the 101 (no target needed)
   garbage_mid       raw non-HTTP/2 bytes when the target call arrives
 
-Files are given per dir-name as {path: content}, {path: (content, perm)} or
-{path: (content, perm, mtime_ns)} (content str or bytes; the default mtime is
+Files are given per dir-name as {path: content}, {path: (content, perm)},
+{path: (content, perm, mtime_ns)} or {path: Symlink(target)} (content str or bytes; the default mtime is
 the peer's `mtime_ns`, by default the time it was made); parent directories
 are synthesised.
 """
@@ -53,14 +56,16 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
 DEFAULT_METHODS = (HEALTH_CHECK, DIFFCOPY)
 
-MODES = ("bad_path", "abs_path", "unrequested_data", "close_mid_file", "err_packet", "never_answer",
-         "garbage", "garbage_mid")
+MODES = ("bad_path", "abs_path", "symlink_parent", "unrequested_data", "close_mid_file", "err_packet", "stall_mid_file",
+         "never_answer", "garbage", "garbage_mid")
+HALF_FILE_MODES = ("unrequested_data", "close_mid_file", "err_packet", "stall_mid_file")
 
 # PacketType (§3.3)
 STAT, REQ, DATA, FIN, ERR = 0, 1, 2, 3, 4
 PACKET_NAMES = {STAT: "STAT", REQ: "REQ", DATA: "DATA", FIN: "FIN", ERR: "ERR"}
 
 GO_MODE_DIR = 0x80000000
+GO_MODE_SYMLINK = 0x08000000
 CHUNK = 32 * 1024           # fsutil's sender chunk size
 GARBAGE = b"this is not HTTP/2 at all \x00\xff\xfe\r\n" * 16
 
@@ -166,17 +171,34 @@ def grpc_frame(msg):
 # the file listing a sender walks
 
 
+class Symlink:
+    def __init__(self, target):
+        self.target = target
+
+    def __repr__(self):
+        return f"Symlink({self.target!r})"
+
+
 class Entry:
-    def __init__(self, path, is_dir, content=b"", perm=0o644, mtime=0):
+    def __init__(self, path, is_dir, content=b"", perm=0o644, mtime=0, linkname=""):
         self.path = path
         self.is_dir = is_dir
         self.content = content
         self.perm = perm
         self.mtime = mtime
+        self.linkname = linkname    # a symlink when set
+
+    @property
+    def requestable(self):
+        return not self.is_dir and not self.linkname
 
     def stat(self):
-        mode = (GO_MODE_DIR | self.perm) if self.is_dir else self.perm
-        return encode_stat(self.path, mode, 0 if self.is_dir else len(self.content), self.mtime)
+        if self.is_dir:
+            return encode_stat(self.path, GO_MODE_DIR | self.perm, 0, self.mtime)
+        if self.linkname:
+            return encode_stat(self.path, GO_MODE_SYMLINK | 0o777, len(self.linkname.encode()), self.mtime,
+                               linkname=self.linkname)
+        return encode_stat(self.path, self.perm, len(self.content), self.mtime)
 
 
 def file_spec(spec, mtime_ns=0):
@@ -195,11 +217,14 @@ def build_entries(files, mtime_ns):
     its children (sorting by the list of path components does exactly that)."""
     entries = {}
     for path, spec in files.items():
-        content, perm, mtime = file_spec(spec, mtime_ns)
         parts = path.split("/")
         for k in range(1, len(parts)):
             d = "/".join(parts[:k])
             entries.setdefault(d, Entry(d, True, perm=0o755, mtime=mtime_ns))
+        if isinstance(spec, Symlink):
+            entries[path] = Entry(path, False, mtime=mtime_ns, linkname=spec.target)
+            continue
+        content, perm, mtime = file_spec(spec, mtime_ns)
         entries[path] = Entry(path, False, content, perm, mtime)
     return sorted(entries.values(), key=lambda e: [p.encode() for p in e.path.split("/")])
 
@@ -527,9 +552,13 @@ class SessionPeer:
         entries = select_entries(build_entries(files, self.mtime_ns), call.followpaths,
                                  call.md.get("exclude-patterns", []))
         listing = []
+        if call.is_target and self.mode == "symlink_parent":
+            entries = entries + [Entry("zlink", False, mtime=self.mtime_ns, linkname="/etc"),
+                                 Entry("zlink/evil", False, b"evil", 0o644, self.mtime_ns)]
+            call.misbehaved = True
         for i, e in enumerate(entries):
             listing.append(encode_packet(STAT, stat=e.stat()))
-            if not e.is_dir:
+            if e.requestable:
                 call.files[i] = e
         call.entries = entries
         if call.is_target and self.mode in ("bad_path", "abs_path"):
@@ -584,7 +613,7 @@ class SessionPeer:
             self._queue(call, encode_packet(ERR, data=f"invalid file id {pid}"))
             call.trailers = [("grpc-status", "2"), ("grpc-message", f"invalid file id {pid}")]
             return True
-        if call.is_target and self.mode in ("unrequested_data", "close_mid_file", "err_packet"):
+        if call.is_target and self.mode in HALF_FILE_MODES:
             # wait for every REQ of the listing (the daemon sends them together
             # after the end of the listing), then misbehave on the biggest file
             wanted = [i for i in call.files]
@@ -605,6 +634,8 @@ class SessionPeer:
                 self._trace(f"call {call.stream_id}: half of id {big}, then ERR boom")
                 self._queue(call, encode_packet(ERR, data=b"boom"))
                 call.trailers = [("grpc-status", "2"), ("grpc-message", "boom")]
+            elif self.mode == "stall_mid_file":
+                self._trace(f"call {call.stream_id}: half of id {big}, then silence")
             else:
                 self._trace(f"call {call.stream_id}: half of id {big}, then closing the socket")
                 self._flush()

@@ -537,7 +537,7 @@ def test_job_schema_matches_handler():
     assert set(SCHEMAS["JobOutput"]["properties"]) == output_keys
     states = set(re.findall(r'return "([a-z]+)";', c_function(c_source("solver/job.c"), "solver_job_state_name")))
     assert set(SCHEMAS["JobState"]["enum"]) == states - {"unknown"}
-    outcomes = set(re.findall(r'"(success|failure|cancelled)"', c_function(src, "job_json")))
+    outcomes = set(re.findall(r'"(success|failure|cancelled|interrupted)"', c_function(src, "job_json")))
     assert set(SCHEMAS["Job"]["properties"]["outcome"]["enum"]) == outcomes
 
 

@@ -167,3 +167,48 @@ def test_state_left_by_a_crashed_run_is_removed_at_start(tmp_path):
         assert "removed 1 build directories left by an earlier run" in (tmp_path / "d.log").read_text()
     finally:
         _stop(p)
+
+
+def test_kill_9_during_a_build_then_restart_leaves_nothing_behind(spawn_daemon, uniq):
+    """kill -9 podsolved while a /solve build runs a RUN: buildah is told to
+    stop (it dies with its parent) and removes its working container; on
+    restart the dead run's directories are removed and reported, the job
+    is listed as interrupted, and images tagged before are unchanged."""
+    import json
+    d = spawn_daemon()
+    before = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo kept > /kept\n"}, {"t": f"kept-{uniq}"})
+    assert before.status == 200 and before.error is None
+    kept_id = d.image_id(f"docker.io/library/kept-{uniq}:latest")
+
+    ref = f"crash-{uniq}"
+    req = {"ref": ref, "frontend": "dockerfile.v0"}
+    body, ctype = lib.multipart({"request": json.dumps(req).encode()},
+                                {"context": lib.tar_context(
+                                    {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN sleep 41.5\n"})})
+    status, _, it = d.stream("POST", "/solve", body, {"Content-Type": ctype})
+    assert status == 200
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "the RUN never started"
+        time.sleep(0.2)
+    assert d.working_containers(), "a working container exists while the RUN runs"
+
+    d.proc.kill()  # SIGKILL
+    d.proc.wait(10)
+    it.close()
+    deadline = time.monotonic() + 20
+    while (subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout or d.working_containers()) \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout
+    assert d.working_containers() == []
+
+    d.start()
+    log = d.log_path.read_text()
+    assert "removed 1 build directories left by an earlier run" in log
+    assert "1 job(s) were interrupted by an earlier stop" in log
+    st, _, job = d.request("GET", f"/solve/{ref}")
+    assert st == 200 and json.loads(job)["state"] == "interrupted", job
+    assert d.image_id(f"docker.io/library/kept-{uniq}:latest") == kept_id
+    assert_daemon_builds_again = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN true\n"}, {"t": f"again-{uniq}"})
+    assert assert_daemon_builds_again.status == 200 and assert_daemon_builds_again.error is None

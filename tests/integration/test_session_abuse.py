@@ -29,7 +29,7 @@ import pytest
 
 import podsolve_testlib as lib
 from podsolve_testlib import BASE_IMAGE, COMPAT_BUILD, containerfile
-from session_peer import SessionPeer, file_spec
+from session_peer import SessionPeer, Symlink, file_spec
 
 TMP_PREFIX = ".podsolve-diffcopy-"   # session/diffcopy.c DC_TMP_PREFIX
 
@@ -104,15 +104,18 @@ def partial_files(daemon, peer):
     for kind, (d, files) in peer_cache_dirs(daemon, peer).items():
         if not d.exists():
             continue
-        for dirpath, _, filenames in os.walk(d):
-            for n in filenames:
+        for dirpath, dirnames, filenames in os.walk(d):
+            for n in dirnames + filenames:
                 p = Path(dirpath) / n
                 rel = str(p.relative_to(d))
-                if p.is_symlink():
-                    bad.append(f"{kind}:{rel}: unexpected symlink")
-                    continue
                 spec = files.get(rel)
-                if spec is None:
+                if p.is_symlink():
+                    if not isinstance(spec, Symlink) or os.readlink(p) != spec.target:
+                        bad.append(f"{kind}:{rel}: unexpected symlink to {os.readlink(p)}")
+                    continue
+                if n in dirnames:
+                    continue
+                if spec is None or isinstance(spec, Symlink):
                     bad.append(f"{kind}:{rel}: not something the peer sent")
                     continue
                 want = file_spec(spec)[0]
@@ -155,17 +158,32 @@ def abuse_context(uniq):
     }
 
 
-def good_build(daemon, uniq, label):
-    """A well-behaved peer's build succeeds and its image holds what it sent."""
-    token = f"{label}-{uniq}-{secrets.token_hex(4)}"
-    files = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY hello.txt /hello.txt"),
-             "hello.txt": f"hello {token}\n"}
-    tag = f"abuse-ok-{label}-{uniq}"
-    with SessionPeer(daemon.sock, both(files)) as peer:
+def image_files(daemon, image, paths):
+    """{path: bytes} for several files of an image, with one mount."""
+    def read(mnt):
+        out = {}
+        for p in paths:
+            f = mnt / p.lstrip("/")
+            out[p] = None if f.is_symlink() or not f.is_file() else f.read_bytes()
+        return out
+    return daemon._with_mounted(image, read)
+
+
+def retry_build(daemon, failed, label, uniq):
+    """The user runs the build again from the same directory: a well-behaved
+    peer with the failed one's shared key (so the same, possibly half-synced,
+    context cache), files and mtimes.  It must succeed and the image must
+    hold every byte.  Returns the new peer (closed)."""
+    files = failed.dirs["context"]
+    tag = f"abuse-retry-{label}-{uniq}"
+    with SessionPeer(daemon.sock, failed.dirs, shared_key=failed.shared_key, mtime_ns=failed.mtime_ns) as peer:
         r = v2_build(daemon, peer, tag)
         assert r.status == 200 and r.error is None, explain(daemon, peer, r)
         assert r.aux_ids, explain(daemon, peer, r)
-    assert daemon.image_file(image_ref(tag), "/hello.txt") == f"hello {token}\n".encode()
+    got = image_files(daemon, image_ref(tag), [f"/ctx/{p}" for p in files])
+    want = {f"/ctx/{p}": file_spec(spec)[0] for p, spec in files.items()}
+    assert got == want, {k: (len(v) if v is not None else None, len(want[k])) for k, v in got.items()}
+    return peer
 
 
 def assert_clean(daemon, peer):
@@ -266,40 +284,73 @@ def test_two_clients_with_same_metadata_different_content_get_their_own_image(da
     assert images == {"alice": f"owner=alice {uniq}\n".encode(), "bobby": f"owner=bobby {uniq}\n".encode()}
 
 
+def test_symlink_replaced_by_a_directory_is_never_written_through(daemon, uniq):
+    """Build 1 syncs "sub" as a symlink to a host directory into the context
+    cache; build 2 (same shared key) lists "sub" as a directory with a file
+    in it.  The daemon must replace the symlink, not write through it (nor
+    empty the directory it points to)."""
+    victim = daemon.tmp / f"victim-{uniq}"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep\n")
+    key = "swap" + secrets.token_hex(12)
+    df = containerfile(f"FROM {BASE_IMAGE}", "COPY Dockerfile /Dockerfile")
+    first = {"Dockerfile": df, "sub": Symlink(str(victim))}
+    with SessionPeer(daemon.sock, both(first), shared_key=key) as peer:
+        r = v2_build(daemon, peer, f"abuse-swap1-{uniq}")
+        assert r.status == 200 and r.error is None, explain(daemon, peer, r)
+    link = cache_dir(daemon, peer, "context", "context") / "sub"
+    assert link.is_symlink() and os.readlink(link) == str(victim)
+
+    second = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY sub/evil.txt /evil.txt"),
+              "sub/evil.txt": f"evil {uniq}\n"}
+    tag = f"abuse-swap2-{uniq}"
+    with SessionPeer(daemon.sock, both(second), shared_key=key) as peer2:
+        r = v2_build(daemon, peer2, tag)
+        assert r.status == 200 and r.error is None, explain(daemon, peer2, r)
+    assert sorted(os.listdir(victim)) == ["keep.txt"]
+    assert (victim / "keep.txt").read_text() == "keep\n"
+    assert not link.is_symlink() and link.is_dir()
+    assert daemon.image_file(image_ref(tag), "/evil.txt") == f"evil {uniq}\n".encode()
+    assert_clean(daemon, peer2)
+
+
 # --------------------------------------------------------------------------
 # misbehaving peers
 
 
 ABUSES = [
     # mode, pattern the errorDetail message must match
-    ("bad_path", r"\.\./evil.*(escapes|invalid path)|(escapes|invalid path).*\.\./evil"),
-    ("abs_path", r"/etc/evil"),
-    ("unrequested_data", r"(invalid file request|not requested)"),
-    ("close_mid_file", r"(connection (closed|ended|reset)|closed|gone|EOF)"),
-    ("err_packet", r"boom"),
-    ("garbage", r"(session|connection|protocol|HTTP/2)"),
-    ("garbage_mid", r"(session|connection|protocol|HTTP/2)"),
+    ("bad_path", r'path "\.\./evil" (escapes|is invalid)'),
+    ("abs_path", r'absolute path "/etc/evil"'),
+    ("symlink_parent", r'"zlink/evil" arrived without its parent directory'),
+    ("unrequested_data", r"invalid file request \d+"),
+    ("close_mid_file", r"connection (closed|lost|reset)"),
+    ("err_packet", r"error from sender: boom"),
+    # the session is dropped right after the 101 (see also the xfail below)
+    ("garbage", r"session"),
+    ("garbage_mid", r"(HTTP/2|protocol error)"),
 ]
 
 
 @pytest.mark.parametrize("mode,pattern", ABUSES, ids=[a[0] for a in ABUSES])
 def test_misbehaving_peer_fails_the_build_cleanly(daemon, uniq, mode, pattern):
     files = abuse_context(uniq)
-    tag = f"abuse-{mode.replace('_', '-')}-{uniq}"
+    label = mode.replace("_", "-")
+    tag = f"abuse-{label}-{uniq}"
     peer = SessionPeer(daemon.sock, both(files), mode=mode)
     peer.start()
     try:
         started = time.monotonic()
         r = v2_build(daemon, peer, tag, timeout=40)
         took = time.monotonic() - started
-        assert r.status in (200, 400, 404, 502) and r.error is not None, explain(daemon, peer, r)
+        assert r.error is not None, explain(daemon, peer, r)
         msg = error_message(r)
         assert msg and re.search(pattern, msg), f"error {msg!r} does not match {pattern!r}\n" + explain(daemon, peer, r)
         assert took < 20, f"the failure took {took:.1f}s\n" + explain(daemon, peer, r)
-        if mode not in ("garbage",):
+        if mode != "garbage":
             t = peer.target_call()
             assert t is not None and t.misbehaved, explain(daemon, peer, r)
-        if mode in ("bad_path", "abs_path", "unrequested_data"):
+        if mode in ("bad_path", "abs_path", "symlink_parent", "unrequested_data"):
             # §3.5 step 7: the daemon tells the sender why (ERR) and/or cancels the call
             t = peer.target_call()
             assert wait_for(lambda: t.err_from_daemon is not None or t.reset_by_daemon is not None, 5), \
@@ -308,14 +359,66 @@ def test_misbehaving_peer_fails_the_build_cleanly(daemon, uniq, mode, pattern):
     finally:
         peer.close()
     assert_clean(daemon, peer)
-    good_build(daemon, uniq, mode.replace("_", "-"))
+    again = retry_build(daemon, peer, label, uniq)
+    if mode in ("unrequested_data", "close_mid_file", "err_packet"):
+        # the half-received file was dropped, so it is asked for again
+        ctx = again.transfers("context")[0]
+        assert "sub/big.bin" in [ctx.files[i].path for i in ctx.reqs], ctx
+    assert_clean(daemon, again)
+
+
+@pytest.mark.xfail(strict=True, reason="daemon bug: a session that died (here: garbage after the 101) is removed "
+                                       "from the registry at once, so /build waits 5 s and reports 'no session "
+                                       "... the client must open POST /session' instead of session_wait()'s "
+                                       "'has ended' message (or the HTTP/2 error the log has)")
+def test_build_naming_a_session_that_died_says_so(daemon, uniq):
+    peer = SessionPeer(daemon.sock, both(abuse_context(uniq)), mode="garbage")
+    peer.start()
+    try:
+        assert peer.eof.wait(5), explain(daemon, peer)   # the daemon dropped the session
+        started = time.monotonic()
+        r = v2_build(daemon, peer, f"abuse-dead-{uniq}", timeout=30)
+        took = time.monotonic() - started
+        msg = error_message(r)
+        assert msg and "must open POST /session" not in msg and re.search(r"ended|closed|protocol", msg), \
+            explain(daemon, peer, r)
+        assert took < 4, f"{took:.1f}s to report a session the daemon knows is gone"
+    finally:
+        peer.close()
+
+
+def test_stalled_transfer_holds_a_temporary_that_cancel_removes(daemon, uniq):
+    """Half a file, then silence: the daemon is writing the file to a
+    temporary in the context cache (the leak check above is not vacuous).
+    The client drops /build: the transfer is cancelled, the temporary goes."""
+    files = abuse_context(uniq)
+    tag = f"abuse-stall-{uniq}"
+    peer = SessionPeer(daemon.sock, both(files), mode="stall_mid_file")
+    peer.start()
+    try:
+        status, _, it = daemon.stream("POST", lib.with_query(COMPAT_BUILD, v2_params(peer, tag)), b"",
+                                      V2_HEADERS, timeout=30)
+        assert status == 200, explain(daemon, peer)
+        assert wait_for(lambda: peer.target_call() is not None and peer.target_call().misbehaved, 10), \
+            explain(daemon, peer)
+        ctx_cache = peer_cache_dirs(daemon, peer)["context"][0]
+        assert wait_for(lambda: any(t.startswith(str(ctx_cache) + "/") for t in temporaries(daemon)), 5), \
+            f"no temporary under {ctx_cache}: {temporaries(daemon)}\n" + explain(daemon, peer)
+        assert not peer.target_over.is_set(), explain(daemon, peer)
+        it.close()   # the client goes away
+        assert peer.target_over.wait(10), "the daemon did not cancel the transfer\n" + explain(daemon, peer)
+        assert wait_for(lambda: temporaries(daemon) == [], 5), temporaries(daemon)
+    finally:
+        peer.close()
+    assert_clean(daemon, peer)
+    retry_build(daemon, peer, "stall", uniq)
 
 
 def test_peer_that_never_answers_is_cancelled_when_the_client_goes(daemon, uniq):
     """DiffCopy call accepted, headers sent, then silence.  The client drops
     /build after a few seconds: the daemon cancels the transfer (ERR and/or
-    RST_STREAM on the call), removes nothing it should keep, leaves no
-    container, and serves the next build."""
+    RST_STREAM on the call) at once, leaves no container, and serves the
+    next build."""
     files = abuse_context(uniq)
     tag = f"abuse-silent-{uniq}"
     peer = SessionPeer(daemon.sock, both(files), mode="never_answer")
@@ -333,13 +436,13 @@ def test_peer_that_never_answers_is_cancelled_when_the_client_goes(daemon, uniq)
         assert peer.target_over.wait(10), "the daemon did not cancel the transfer\n" + explain(daemon, peer)
         assert t.err_from_daemon is not None or t.reset_by_daemon is not None, explain(daemon, peer)
         assert time.monotonic() - gone < 5, explain(daemon, peer)
-        assert wait_for(lambda: re.search(r"job \S+: .*(cancel|disconnect)", daemon.log_tail(20000)) is not None, 10), \
-            explain(daemon, peer)
+        assert wait_for(lambda: re.search(r"job \S+: cancelling: the client disconnected", daemon.log_tail(20000)),
+                        10), explain(daemon, peer)
         assert not daemon.image_exists(image_ref(tag))
     finally:
         peer.close()
     assert_clean(daemon, peer)
-    good_build(daemon, uniq, "silent")
+    retry_build(daemon, peer, "silent", uniq)
 
 
 def test_peer_that_never_answers_then_build_cancel(daemon, uniq):
@@ -369,6 +472,24 @@ def test_peer_that_never_answers_then_build_cancel(daemon, uniq):
         t = peer.target_call()
         assert wait_for(lambda: t.err_from_daemon is not None or t.reset_by_daemon is not None, 5), \
             explain(daemon, peer, r)
+        assert not daemon.image_exists(image_ref(tag))
     finally:
         peer.close()
     assert_clean(daemon, peer)
+
+
+@pytest.mark.xfail(strict=True, reason="daemon bug: session transfers ignore --max-context-bytes "
+                                       "(solver/session_sources.c sync_dir() leaves diffcopy_opts.max_bytes 0, so "
+                                       "diffcopy.c uses the 4 GiB default)")
+def test_max_context_bytes_applies_to_session_transfers(spawn_daemon, uniq):
+    """podsolved --max-context-bytes 1048576: a 2 MiB context over the
+    session is refused like a 2 MiB tar upload is (413 there)."""
+    d = spawn_daemon("--max-context-bytes", "1048576")
+    files = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY big.bin /big.bin"),
+             "big.bin": os.urandom(2 * 1024 * 1024)}
+    with SessionPeer(d.sock, both(files)) as peer:
+        r = v2_build(d, peer, f"abuse-big-{uniq}")
+        msg = error_message(r)
+        assert msg and re.search(r"larger than|exceeds|max-context-bytes", msg), explain(d, peer, r)
+        assert not d.image_exists(image_ref(f"abuse-big-{uniq}"))
+        assert temporaries(d) == []
