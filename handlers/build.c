@@ -276,6 +276,7 @@ build_complete (struct ps_request *req, ps_error **err)
       session = session_sources_new (b->session, ps_cfg.state_dir, s->dir,
                                      b->dockerfile_param.n ? b->dockerfile_param.v[0] : NULL);
       session->output_type = b->output_type ? xstrdup (b->output_type) : NULL;
+      session->max_context_bytes = ps_cfg.max_context_bytes;
     }
   else if (b->opts.remote == NULL)
     {

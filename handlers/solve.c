@@ -301,6 +301,7 @@ solve_complete (struct ps_request *req, ps_error **err)
         .output_roots = &ps_cfg.output_roots,
         .authfile = have_auth > 0 ? authfile : NULL,
         .state_dir = ps_cfg.state_dir,
+        .max_context_bytes = ps_cfg.max_context_bytes,
       };
       ret = solve_plan_new (&sr, &env, &plan, err);
     }

@@ -225,11 +225,39 @@ session_registry_add (ps_session *s, ps_error **err)
   return 0;
 }
 
+/* Sessions that ended recently, so a build naming one fails at once with
+   the reason instead of waiting for a session that will never come. */
+#define SESSION_ENDED_MEMORY 64
+static struct
+{
+  char uuid[129];
+  char reason[256];
+} ended_sessions[SESSION_ENDED_MEMORY];
+static size_t ended_next;
+
+/* Called with registry_mu held. */
+static bool
+ended_reason (const char *uuid, char *out, size_t outlen)
+{
+  for (size_t i = 0; i < SESSION_ENDED_MEMORY; i++)
+    if (ended_sessions[i].uuid[0] && strcmp (ended_sessions[i].uuid, uuid) == 0)
+      {
+        snprintf (out, outlen, "%s", ended_sessions[i].reason);
+        return true;
+      }
+  return false;
+}
+
 void
 session_registry_remove (ps_session *s)
 {
   pthread_once (&registry_once, registry_init);
+  cleanup_free char *why = grpc_conn_dead_reason (s->conn);
   pthread_mutex_lock (&registry_mu);
+  snprintf (ended_sessions[ended_next].uuid, sizeof ended_sessions[0].uuid, "%s", s->uuid);
+  snprintf (ended_sessions[ended_next].reason, sizeof ended_sessions[0].reason, "%s",
+            why ? why : "the client closed its /session connection");
+  ended_next = (ended_next + 1) % SESSION_ENDED_MEMORY;
   bool found = false;
   for (ps_session **pp = &registry; *pp; pp = &(*pp)->reg_next)
     if (*pp == s)
@@ -280,6 +308,12 @@ session_wait (const char *uuid, int timeout_ms, ps_error **err)
           session_ref (s);
           pthread_mutex_unlock (&registry_mu);
           return s;
+        }
+      char reason[256];
+      if (s == NULL && ended_reason (uuid, reason, sizeof reason))
+        {
+          pthread_mutex_unlock (&registry_mu);
+          return ps_error_set (err, 404, "session %s has ended: %s", uuid, reason), NULL;
         }
       if (pthread_cond_timedwait (&registry_cond, &registry_mu, &deadline) == ETIMEDOUT)
         {

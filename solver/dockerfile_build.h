@@ -22,6 +22,7 @@ struct session_sources
   char *secrets_dir;    /* tmpfs directory holding this build's secrets */
   size_t files_requested; /* context files the daemon asked for (tests read it) */
   char *output_type;    /* "local" or "tar": send the result to the client (FileSend) */
+  uint64_t max_context_bytes; /* --max-context-bytes for what the session sends */
 };
 
 struct dockerfile_build

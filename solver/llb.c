@@ -744,7 +744,8 @@ collect_ops (struct builder *b, ps_error **err)
                             tag);
           if (!last)
             return op_fail (err, 400, &probe,
-                            "has no operation: only the last op of a definition, the terminal op, may have inputs only");
+                            "is terminal-shaped (inputs only, no operation) but is not the last op; the terminal op, "
+                            "naming the result, must come last and only there");
         }
       else if (last)
         return op_fail (err, 400, &probe,

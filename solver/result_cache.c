@@ -172,6 +172,12 @@ result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
   EVP_MD_CTX *md = EVP_MD_CTX_new ();
   EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
   EVP_DigestUpdate (md, RESULT_CACHE_VERSION "\n", strlen (RESULT_CACHE_VERSION) + 1);
+  /* The context directory is the client's own cache (per session shared
+     key and dir name), so a result is only reused for the same client
+     context: two clients whose trees have equal names, sizes and mtimes
+     but different bytes never share a result.  Within one client, equal
+     size and mtime is exactly what the DiffCopy sync trusts too. */
+  EVP_DigestUpdate (md, o->context_dir, strlen (o->context_dir) + 1);
   EVP_DigestUpdate (md, dockerfile_text, strlen (dockerfile_text));
   hash_strv (md, "build-args", &o->build_args);
   hash_strv (md, "labels", &o->labels);

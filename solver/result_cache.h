@@ -4,8 +4,9 @@
  * all (its COPY steps re-hash the whole context, ~0.5 s for 50 MB).  The
  * key of a build is the digest of everything that decides its result: the
  * build options that shape the image, the Dockerfile bytes, the IDs of the
- * FROM images as they are in storage now, and a digest of the synced
- * context tree.  The context digest covers each entry's path, type, mode,
+ * FROM images as they are in storage now, the client's context cache
+ * directory (keyed by its session shared key) and a digest of that synced
+ * tree.  The context digest covers each entry's path, type, mode,
  * owner, size, mtime and link target — the same facts the DiffCopy
  * receiver uses to decide what to transfer, so a change the sync would
  * carry changes the key.  A hit replays the recorded vertices as cached,

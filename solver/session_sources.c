@@ -170,7 +170,7 @@ emit_vertex (solver_job *job, const char *digest, const char *name, int64_t star
 
 /* One DiffCopy under its own [internal] vertex. */
 static int
-sync_dir (solver_job *job, ps_session *sess, const char *vertex_name, const char *status_id, const char *dir_name,
+sync_dir (solver_job *job, ps_session *sess, uint64_t max_bytes, const char *vertex_name, const char *status_id, const char *dir_name,
           const char *dest, const char *const *follow, size_t n_follow, const char *const *excludes,
           size_t n_excludes, struct diffcopy_stats *st, ps_error **err)
 {
@@ -187,6 +187,7 @@ sync_dir (solver_job *job, ps_session *sess, const char *vertex_name, const char
     .progress_ud = &t,
     .cancelled = on_cancel_poll,
     .cancel_ud = &t,
+    .max_bytes = max_bytes,
   };
   int r = session_diffcopy (sess, dest, &o, st, err);
   if (r == 0)
@@ -426,7 +427,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
   cleanup_free char *df_variant = xasprintf ("followpaths:%s", fname);
   df_dir = cache_dir (s, sess, s->dockerfile_name, df_variant, 0, err);
   if (df_dir == NULL
-      || sync_dir (job, sess, def_vertex, "transferring dockerfile:", s->dockerfile_name, df_dir, df_follow,
+      || sync_dir (job, sess, s->max_context_bytes, def_vertex, "transferring dockerfile:", s->dockerfile_name, df_dir, df_follow,
                    n_df_follow, NULL, 0, &st, err)
              < 0)
     goto out;
@@ -455,7 +456,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
       const char *ign_follow[] = { ".dockerignore" };
       ign_dir = cache_dir (s, sess, s->context_name, "followpaths:.dockerignore", 1, err);
       if (ign_dir == NULL
-          || sync_dir (job, sess, "[internal] load .dockerignore", "transferring context:", s->context_name, ign_dir,
+          || sync_dir (job, sess, s->max_context_bytes, "[internal] load .dockerignore", "transferring context:", s->context_name, ign_dir,
                        ign_follow, 1, NULL, 0, &st, err)
                  < 0)
         goto out;
@@ -471,7 +472,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
   ctx_dir = cache_dir (s, sess, s->context_name, "context", 2, err);
   memset (&st, 0, sizeof st);
   if (ctx_dir == NULL
-      || sync_dir (job, sess, "[internal] load build context", "transferring context:", s->context_name, ctx_dir,
+      || sync_dir (job, sess, s->max_context_bytes, "[internal] load build context", "transferring context:", s->context_name, ctx_dir,
                    NULL, 0, (const char *const *) excludes.v, excludes.n, &st, err)
              < 0)
     goto out;

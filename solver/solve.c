@@ -436,6 +436,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
     {
       /* Dockerfile and context come over the session, inside the job. */
       p->build.session = session_sources_new (p->req.session, env->state_dir, p->job_dir, filename);
+      p->build.session->max_context_bytes = env->max_context_bytes;
       free (p->build.session->context_name);
       p->build.session->context_name = xstrdup (context_key);
       free (p->build.session->dockerfile_name);

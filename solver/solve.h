@@ -27,6 +27,7 @@ struct solve_env
   const ps_strv *output_roots;         /* --allow-output-root dirs */
   const char *authfile;                /* registry credentials, or NULL */
   const char *state_dir;               /* --state-dir (session context caches) */
+  uint64_t max_context_bytes;          /* --max-context-bytes */
 };
 
 /* Check everything about `req` that can be checked before running and

@@ -14,6 +14,7 @@ command a user would type, and knows how to tell success from failure:
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -51,14 +52,15 @@ class Cmd:
     proc: object = None
     t0: float = 0.0
     elapsed: float = None
-    bytes_sent: int = None   # what the client wrote to sockets (see finish())
+    bytes_sent: int = None   # what the client wrote to sockets (see wait_exit())
+    sent_from_output: object = None  # fn(output) -> bytes sent, for clients that say it
     _log_size0: int = 0
     _wchar: int = None
 
     def start(self):
         os.makedirs(os.path.dirname(self.log), exist_ok=True)
         with open(self.log, "wb") as lf:
-            lf.write(("$ " + " ".join(self.argv) + "\n").encode())
+            lf.write(("$ " + " ".join(x.replace("\n", "\\n") for x in self.argv) + "\n").encode())
             lf.flush()
             self._log_size0 = lf.tell()
             self.t0 = time.perf_counter()
@@ -73,10 +75,12 @@ class Cmd:
     def wait_exit(self, timeout=900):
         """Block until the client exits, without reaping it, and take the time.
 
-        Bytes sent: the client's wchar (every byte it wrote, from
-        /proc/PID/io, readable while the exited process is not yet reaped)
-        minus what it wrote to its log (stdout/stderr), i.e. what went to the
-        daemon's socket.  No relay in the way, so it costs the run nothing."""
+        Bytes sent, without a relay in the way (so it costs the run nothing):
+        curl reports them itself (-w size_request + size_upload); for the
+        docker CLI (Go writes to sockets with write(2), which the kernel
+        counts) it is the client's wchar from /proc/PID/io, readable while
+        the exited process is not yet reaped, minus what it wrote to its log
+        (stdout/stderr), i.e. what went to the daemon's socket."""
         pid = self.proc.pid
         watchdog = threading.Timer(timeout, self.proc.kill)
         watchdog.start()
@@ -93,10 +97,12 @@ class Cmd:
 
     def reap_and_check(self):
         rc = self.proc.wait()
-        if self._wchar is not None:
-            self.bytes_sent = self._wchar - (os.path.getsize(self.log) - self._log_size0)
         with open(self.log, errors="replace") as f:
             out = f.read()
+        if self.sent_from_output:
+            self.bytes_sent = self.sent_from_output(out)
+        elif self._wchar is not None:
+            self.bytes_sent = self._wchar - (os.path.getsize(self.log) - self._log_size0)
         err = self.check(rc, out)
         if err:
             raise BenchError(f"build failed: {err}\n  command: {' '.join(self.argv)}\n"
@@ -129,12 +135,25 @@ def _check_exit(rc, out):
     return f"exit status {rc}" if rc != 0 else None
 
 
+_CURL_W = "\nHTTP_CODE=%{http_code}\nSENT=%{size_request}+%{size_upload}\n"
+
+
+def _curl_sent(out):
+    m = re.search(r"\nSENT=(\d+)\+(\d+)\s*$", out)
+    return int(m.group(1)) + int(m.group(2)) if m else None
+
+
+def _curl_body_code(out):
+    body, _, tail = out.rpartition("\nHTTP_CODE=")
+    return body, tail.split("\n", 1)[0].strip()
+
+
 def _check_curl_v1(rc, out):
     if rc != 0:
         return f"curl exit status {rc}"
-    body, _, code = out.rpartition("\nHTTP_CODE=")
-    if code.strip() != "200":
-        return f"HTTP {code.strip()}"
+    body, code = _curl_body_code(out)
+    if code != "200":
+        return f"HTTP {code}"
     if '"errorDetail"' in body:
         return "errorDetail in the stream"
     if '"aux"' not in body and "Successfully" not in body:
@@ -145,9 +164,9 @@ def _check_curl_v1(rc, out):
 def _check_curl_solve(rc, out):
     if rc != 0:
         return f"curl exit status {rc}"
-    body, _, code = out.rpartition("\nHTTP_CODE=")
-    if code.strip() != "200":
-        return f"HTTP {code.strip()}"
+    body, code = _curl_body_code(out)
+    if code != "200":
+        return f"HTTP {code}"
     lines = [l for l in body.splitlines()[1:] if l.strip()]
     if not lines or not lines[-1].startswith('{"result"'):
         return "stream did not end with a result"
@@ -175,9 +194,9 @@ class Path:
         if self.kind == "curl-v1":
             q = f"t={tag}&dockerfile={ctx.dockerfile}" + ("&nocache=1" if nocache else "")
             argv = ["curl", "-sS", "--unix-socket", sock, "-H", "Content-Type: application/x-tar",
-                    "--data-binary", "@" + ctx.tar, "-w", "\nHTTP_CODE=%{http_code}\n",
+                    "--data-binary", "@" + ctx.tar, "-w", _CURL_W,
                     f"http://d/v1.41/build?{q}"]
-            return Cmd(argv, env, log, _check_curl_v1)
+            return Cmd(argv, env, log, _check_curl_v1, sent_from_output=_curl_sent)
         if self.kind == "curl-solve":
             attrs = {"filename": ctx.dockerfile}
             if nocache:
@@ -186,9 +205,9 @@ class Path:
                    "exporters": [{"type": "image", "attrs": {"name": f"localhost/{tag}:latest"}}]}
             argv = ["curl", "-sS", "-N", "--unix-socket", sock,
                     "--form-string", "request=" + json.dumps(req, separators=(",", ":")),
-                    "-F", "context=@" + ctx.tar, "-w", "\nHTTP_CODE=%{http_code}\n",
+                    "-F", "context=@" + ctx.tar, "-w", _CURL_W,
                     "http://d/solve"]
-            return Cmd(argv, env, log, _check_curl_solve)
+            return Cmd(argv, env, log, _check_curl_solve, sent_from_output=_curl_sent)
         if self.kind in ("docker-legacy", "docker-bk"):
             env["DOCKER_HOST"] = "unix://" + sock
             argv = [docker_cli, "build"]
@@ -205,7 +224,8 @@ class Path:
             argv += ["--rm=true", "--force-rm", "--pull=false", "--format=oci",
                      f"--file={os.path.join(ctx.dir, ctx.dockerfile)}", f"--tag=localhost/{tag}:latest",
                      "--", ctx.dir]
-            return Cmd(argv, env, log, _check_exit)
+            # buildah reads the directory itself: no bytes go to a daemon
+            return Cmd(argv, env, log, _check_exit, sent_from_output=lambda out: None)
         raise ValueError(self.kind)
 
     @property

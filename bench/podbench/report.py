@@ -1,6 +1,7 @@
 """results.json, BENCHMARKS.md and the ratio chart, from one run's results."""
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -11,7 +12,7 @@ from .util import BenchError, fmt_bytes, fmt_s, log
 BUILD_WORKLOADS = ["4step-first", "4step-noop", "heavy-cold", "heavy-noop", "heavy-change"]
 SHORT = {"4step-first": "4-step first", "4step-noop": "4-step no-op",
          "heavy-cold": "heavy cold", "heavy-noop": "heavy no-op",
-         "heavy-change": "heavy 1 file changed", "concurrent8": "8 concurrent"}
+         "heavy-change": "heavy 1 file changed", "concurrent8": "8 at once"}
 
 # Comparison groups: a table each.  (title, columns, [(podsolve path, anchor path)])
 GROUPS = [
@@ -113,6 +114,10 @@ def evaluate_targets(res):
 
 # ----------------------------------------------------------------------------
 
+def _pow2_label(e):
+    return str(2 ** e) if e >= 0 else f"1/{2 ** -e}"
+
+
 def chart(res, ratios, png):
     """Clustered bars of podsolve/anchor ratios per workload (log scale)."""
     if not shutil.which("gnuplot"):
@@ -132,20 +137,25 @@ def chart(res, ratios, png):
                 row.append(f"{v:.4f}" if v else "NaN")
             f.write("\t".join(row) + "\n")
     m = res["meta"]
+    vals = [r["ratio"] for r in ratios if r["workload"] in wids and r["label"] in [p[2] for p in pairs]]
+    lo = 2.0 ** min(-1, math.floor(math.log2(min(vals))))
+    hi = 2.0 ** max(1, math.ceil(math.log2(max(vals) * 1.1)))
+    tics = ", ".join(f'"{_pow2_label(e)}" {2.0 ** e}' for e in range(int(math.log2(lo)), int(math.log2(hi)) + 1))
     script = f"""
-set terminal pngcairo size 1100,560 font "DejaVu Sans,11"
+set terminal pngcairo size 1000,600 font "DejaVu Sans,11"
 set output "{png}"
-set title "podsolve ÷ anchor, median build time (below 1 = podsolve faster)\\n{m['mode']} run, {m['runs']} runs after {m['warmup']} warm-up, {m['date']}, {m['machine']['cpus']} CPUs"
+set title "podsolve ÷ anchor: ratio of median times (below 1 = podsolve faster)\\n{m['mode']} run of {m['date']}: {m['runs']} timed run(s) per cell, {m['machine']['cpus']} vCPU; numbers in BENCHMARKS.md"
 set style data histograms
 set style histogram clustered gap 1.5
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set logscale y 2
-set yrange [0.0625:16]
-set ytics ("1/16" 0.0625, "1/8" 0.125, "1/4" 0.25, "1/2" 0.5, "1" 1, "2" 2, "4" 4, "8" 8, "16" 16)
+set yrange [{lo}:{hi}]
+set ytics ({tics})
 set grid ytics
-set ylabel "ratio podsolve / anchor (log scale)"
-set key outside right top vertical
+set ylabel "podsolve / anchor (log scale)"
+set key below horizontal maxcols 2 width -6
+set xtics scale 0 font ",10"
 set datafile missing "NaN"
 set datafile separator "\\t"
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb "black"
@@ -185,7 +195,7 @@ def _idle_rows(res):
     return rows
 
 
-def markdown(res, chart_rel):
+def markdown(res, chart_rel, data_rel):
     m = res["meta"]
     mc = m["machine"]
     paths = res.get("paths", {})
@@ -199,9 +209,10 @@ def markdown(res, chart_rel):
     w("**in the same run, interleaved** (A B C A B C …). These machines are shared and noisy: read")
     w("medians and ratios, not lone absolute times. Ratio = median(podsolve) ÷ median(anchor);")
     w("below 1 means podsolve is faster.\n")
-    w(f"- **Reproduce** (as root): `scripts/install-deps && make -j2 && make bench`, i.e. `{m['command']}`")
-    w(f"  (`bench/run --quick` for a 1-run check; raw numbers in [`bench/results.json`](bench/results.json),"
-      " per-build logs in `bench/out/logs/`).")
+    w("- **Reproduce** (as root): `scripts/install-deps && make -j2 && make bench` (`make bench` runs "
+      "`bench/run`; `bench/run --quick` is a 1-run check in under 3 minutes). "
+      f"This file came from `{m['command']}`. Raw numbers: [`results.json`]({data_rel}results.json); "
+      "per-build logs: `bench/out/logs/`.")
     hw = "" if m.get("heavy_warmup", m["warmup"]) == m["warmup"] else \
         f" ({m['heavy_warmup']} for the self-contained heavy cold / one-file-changed runs; a no-op always has one)"
     w(f"- **Run**: {m['date']}, {m['mode']} mode, {m['runs']} timed runs per workload and path after "
@@ -213,7 +224,7 @@ def markdown(res, chart_rel):
     w(f"- **Versions**: {v['podsolved']}; {v['podman']}; {v['buildah']}; {v['docker CLI']}; "
       f"dockerd {v['dockerd'].split('version ')[-1]}; {v['containerd']}; {v['runc']}.")
     if res.get("isolation"):
-        w(f"- **RUN isolation**: podsolved chose `{res['isolation']}`; raw buildah gets the same flags. "
+        w(f"- **RUN isolation**: podsolved chose `{res['isolation'].split(',')[0]}`; raw buildah gets the same flags. "
           "Podman's service runs RUN with runc (its containers.conf), dockerd with runc via containerd.")
     w("")
     w("## How each system runs\n")
@@ -416,7 +427,7 @@ def write_all(res, out, repo, only_idle=False):
         json.dump(res, f, indent=1, sort_keys=False)
         f.write("\n")
     with open(md_path, "w") as f:
-        f.write(markdown(res, rel + "ratios.png" if have_chart else None))
+        f.write(markdown(res, rel + "ratios.png" if have_chart else None, rel))
     log(f"wrote {md_path}, {os.path.join(data_dir, 'results.json')}" + (f", {png}" if have_chart else ""))
 
 

@@ -128,6 +128,7 @@ class Runner:
                     raise BenchError(f"{p.label}: the relay saw no status line for the build request")
                 if r >= 0:
                     samples[p.id].append(lines[0][1])
+                    log(f"  {wid:12} run{r:<5} {p.id:10} {lines[0][1] * 1000:7.1f} ms")
         self.results[wid] = {
             "title": title, "kind": "latency",
             "note": "measured at a relay between client and daemon: from the arrival of the "
@@ -152,6 +153,8 @@ class Runner:
                 for i, c in enumerate(ctxs):
                     run_one(self._cmd(p, c, wid, True, f"r{r}-serial-c{i}", tag=f"bench-conc{i}-{p.id}"))
                 ser[p.id].append(time.perf_counter() - t0)
+                log(f"  {wid:12} round{r}   {p.id:10} {conc[p.id][-1]:7.3f} s at once, "
+                    f"{ser[p.id][-1]:7.3f} s one by one")
         self.results[wid] = {
             "title": title, "kind": "concurrency",
             "samples_s": {"concurrent": conc, "serial": ser},

@@ -11,11 +11,19 @@ the transfer we check what a user and an operator would see:
   is only part of what the peer sent, nothing written outside the cache;
 * no working container remains;
 * the very next build through a well-behaved peer succeeds and its image
-  holds what that peer sent.
+  holds every byte that peer sent -- run as the user's retry from the same
+  directory (same X-Docker-Expose-Session-Sharedkey, so into the same,
+  possibly half-synced, context cache).
 
 Plus the happy path: the image content is what the peer sent, and a second
 build whose context changed in one file of 50 makes the daemon REQ exactly
-that one file (the cache keyed by X-Docker-Expose-Session-Sharedkey).
+that one file (the cache keyed by the shared key); a symlink in the cache is
+replaced, never written through, when the next listing makes it a directory.
+
+Three tests pin daemon bugs this suite found, now fixed:
+the whole-build result cache matching on metadata across clients,
+--max-context-bytes not applied to session transfers, and the misleading
+error for a build naming a session that already died.
 """
 
 import hashlib
@@ -258,10 +266,6 @@ def test_second_build_requests_only_the_changed_file(daemon, uniq):
     assert_clean(daemon, peer2)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: the whole-build result cache (solver/result_cache.c) keys "
-                                       "the context by path/mode/owner/size/mtime only, and shares hits across "
-                                       "clients (shared keys): a different context with equal metadata gets the "
-                                       "earlier client's image")
 def test_two_clients_with_same_metadata_different_content_get_their_own_image(daemon, uniq):
     """Two unrelated clients (different shared keys, so different context
     caches: each transfer is a full one) send the same Dockerfile and a
@@ -326,7 +330,7 @@ ABUSES = [
     ("unrequested_data", r"invalid file request \d+"),
     ("close_mid_file", r"connection (closed|lost|reset)"),
     ("err_packet", r"error from sender: boom"),
-    # the session is dropped right after the 101 (see also the xfail below)
+    # the session is dropped right after the 101
     ("garbage", r"session"),
     ("garbage_mid", r"(HTTP/2|protocol error)"),
 ]
@@ -367,10 +371,6 @@ def test_misbehaving_peer_fails_the_build_cleanly(daemon, uniq, mode, pattern):
     assert_clean(daemon, again)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a session that died (here: garbage after the 101) is removed "
-                                       "from the registry at once, so /build waits 5 s and reports 'no session "
-                                       "... the client must open POST /session' instead of session_wait()'s "
-                                       "'has ended' message (or the HTTP/2 error the log has)")
 def test_build_naming_a_session_that_died_says_so(daemon, uniq):
     peer = SessionPeer(daemon.sock, both(abuse_context(uniq)), mode="garbage")
     peer.start()
@@ -478,9 +478,6 @@ def test_peer_that_never_answers_then_build_cancel(daemon, uniq):
     assert_clean(daemon, peer)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: session transfers ignore --max-context-bytes "
-                                       "(solver/session_sources.c sync_dir() leaves diffcopy_opts.max_bytes 0, so "
-                                       "diffcopy.c uses the 4 GiB default)")
 def test_max_context_bytes_applies_to_session_transfers(spawn_daemon, uniq):
     """podsolved --max-context-bytes 1048576: a 2 MiB context over the
     session is refused like a 2 MiB tar upload is (413 there)."""
