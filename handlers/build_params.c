@@ -282,6 +282,18 @@ parse_ulimits (const char *key, const char *value, ps_strv *out, ps_error **err)
             ret = param_error (err, key, value, "expected {\"Name\",\"Soft\",\"Hard\"} objects with a known ulimit name");
             break;
           }
+        /* Whole numbers from -1 (unlimited) up to 2^53 (exact in a JSON
+           double); anything else would be undefined to convert. */
+        const double max_exact = 9007199254740992.0;
+        bool soft_ok = soft->valuedouble >= -1 && soft->valuedouble <= max_exact
+                       && soft->valuedouble == (double) (int64_t) soft->valuedouble;
+        bool hard_ok = hard->valuedouble >= -1 && hard->valuedouble <= max_exact
+                       && hard->valuedouble == (double) (int64_t) hard->valuedouble;
+        if (!soft_ok || !hard_ok)
+          {
+            ret = param_error (err, key, value, "ulimit values must be whole numbers from -1 (unlimited) to 2^53");
+            break;
+          }
         if (soft->valuedouble > hard->valuedouble && hard->valuedouble >= 0)
           {
             ret = param_error (err, key, value, "soft limit exceeds hard limit");

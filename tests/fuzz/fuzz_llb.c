@@ -1,7 +1,9 @@
-/* fuzz_llb — pb.Definition bytes from a /solve client: the wire scan, the
- * protobuf-c decode of the Definition and of every op, and all validation.
- * A refusal must be a 4xx; an accepted graph must keep the promises
- * llb.h makes to the executor (checked here, so a validation gap crashes).
+/* fuzz_llb — a /solve client's definition: the input as pb.Definition
+ * bytes (the wire scan, the protobuf-c decode of the Definition and of
+ * every op, all validation), and the same input as the JSON "definition"
+ * value (base64 string or {"def":[...],"metadata":{...}}).  A refusal
+ * must be a 4xx; an accepted graph must keep the promises llb.h makes to
+ * the executor (checked here, so a validation gap crashes).
  *
  * Mutating an op changes its digest, so the seeds' references break at
  * once: most inputs end as "missing input" — after every op has been
@@ -34,19 +36,37 @@ check_graph (const struct llb_graph *g)
     }
 }
 
+static void
+check_result (int ret, struct llb_graph *g, ps_error *err)
+{
+  if (ret < 0)
+    {
+      if (err == NULL || err->status < 400 || err->status > 499 || g != NULL)
+        abort ();
+      ps_error_free (err);
+      return;
+    }
+  check_graph (g);
+  llb_graph_free (g);
+}
+
 int
 LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
 {
   struct llb_graph *g = NULL;
   ps_error *err = NULL;
-  if (llb_graph_from_protobuf (data, size, &g, &err) < 0)
-    {
-      if (err == NULL || err->status < 400 || err->status > 499 || g != NULL)
-        abort ();
-      ps_error_free (err);
-      return 0;
-    }
-  check_graph (g);
-  llb_graph_free (g);
+  int ret = llb_graph_from_protobuf (data, size, &g, &err);
+  check_result (ret, g, err);
+
+  char *json = malloc (size + 1);
+  if (json == NULL)
+    return 0;
+  memcpy (json, data, size);
+  json[size] = '\0';
+  g = NULL;
+  err = NULL;
+  ret = llb_graph_from_json (json, &g, &err);
+  check_result (ret, g, err);
+  free (json);
   return 0;
 }

@@ -113,6 +113,15 @@ START_TEST (ulimits_docker_objects_and_podman_strings)
   ck_assert_int_eq (parse (KV ({ "ulimits", "[{\"Name\":\"bogus\",\"Hard\":1,\"Soft\":1}]" }), 1, false, &err), -1);
   ps_error_free (err);
   err = NULL;
+  /* Found by fuzz_build_params: out-of-range numbers were undefined to convert. */
+  ck_assert_int_eq (parse (KV ({ "ulimits", "[{\"Name\":\"nofile\",\"Hard\":2e59,\"Soft\":1}]" }), 1, false, &err), -1);
+  ps_error_free (err);
+  err = NULL;
+  ck_assert_int_eq (parse (KV ({ "ulimits", "[{\"Name\":\"nofile\",\"Hard\":1.5,\"Soft\":1}]" }), 1, false, &err), -1);
+  ps_error_free (err);
+  err = NULL;
+  ck_assert_int_eq (parse (KV ({ "ulimits", "[{\"Name\":\"nofile\",\"Hard\":-1,\"Soft\":-1}]" }), 1, false, &err), 0);
+  ck_assert_str_eq (req.opts.ulimits.v[0], "nofile=-1:-1");
   ck_assert_int_eq (parse (KV ({ "ulimits", "{" }), 1, false, &err), -1);
   ck_assert_ptr_nonnull (strstr (err->msg, "'ulimits'"));
   ps_error_free (err);
