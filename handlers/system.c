@@ -1,15 +1,25 @@
-/* system.c — /_ping, /version, /info. */
+/* system.c — /_ping, /version, /info.
+ *
+ * With an upstream (the Podman API service every other request goes to),
+ * each answer is the upstream's, merged with podsolve's build side: ping
+ * headers (Builder-Version), a podsolve component in /version, a Podsolve
+ * object in /info.  Clients see one daemon: Podman's containers and images,
+ * podsolve's builder.  Without an upstream, or when it does not answer,
+ * podsolve answers alone so builds keep working. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include "handlers/handlers.h"
+#include "common/log.h"
 #include "server/config.h"
+#include "server/proxy.h"
 #include "solver/buildah.h"
 
 /* Builder-Version: "2" = BuildKit.  The docker 20.10 CLI then builds in
@@ -17,10 +27,69 @@
    podsolved serves; DOCKER_BUILDKIT=0 still selects the classic path. */
 #define PS_BUILDER_VERSION "2"
 
+/* The upstream's 200 answer to the same request, or false (no upstream,
+   down, or not 200: podsolve then answers alone). */
+static bool
+ask_upstream (struct ps_request *req, long timeout_ms, struct ps_upstream_reply *reply)
+{
+  if (!ps_proxy_enabled ())
+    return false;
+  cleanup_error ps_error *err = NULL;
+  if (ps_upstream_fetch (req->method, req->url, timeout_ms, reply, &err) < 0)
+    {
+      ps_debug ("%s %s: answering for the build side only: %s", req->method, req->url, err->msg);
+      return false;
+    }
+  if (reply->status != 200)
+    {
+      ps_debug ("%s %s: the upstream answered %ld; answering for the build side only", req->method, req->url,
+                reply->status);
+      ps_upstream_reply_free (reply);
+      return false;
+    }
+  return true;
+}
+
+/* The upstream's object answer, or NULL. */
+static cJSON *
+ask_upstream_json (struct ps_request *req)
+{
+  struct ps_upstream_reply reply;
+  if (!ask_upstream (req, PS_PROXY_MERGE_TIMEOUT_MS, &reply))
+    return NULL;
+  cJSON *j = cJSON_ParseWithLength (reply.body.data ? reply.body.data : "", reply.body.len);
+  ps_upstream_reply_free (&reply);
+  if (!cJSON_IsObject (j))
+    {
+      ps_debug ("%s %s: the upstream's answer is not a JSON object; answering alone", req->method, req->url);
+      cJSON_Delete (j);
+      return NULL;
+    }
+  return j;
+}
+
+/* Headers of a ping answer that are not the upstream's to pass on: the
+   framing, and what podsolve states itself (ps_respond adds the API ones). */
+static bool
+ping_header_is_ours (const char *name, const char *const *ours)
+{
+  static const char *const skip[] = {
+    "Api-Version", "Libpod-Api-Version", "Server", "Content-Length", "Content-Type", "Date",
+    "Connection", "Keep-Alive", "Transfer-Encoding",
+  };
+  for (size_t i = 0; i < ARRAY_SIZE (skip); i++)
+    if (strcasecmp (name, skip[i]) == 0)
+      return true;
+  for (const char *const *o = ours; *o; o += 2)
+    if (strcasecmp (name, *o) == 0)
+      return true;
+  return false;
+}
+
 static int
 ping_complete (struct ps_request *req, ps_error **err)
 {
-  const char *const headers[] = {
+  const char *const ours[] = {
     "Builder-Version", PS_BUILDER_VERSION,
     "Buildkit-Version", "",
     "Cache-Control", "no-cache",
@@ -30,8 +99,25 @@ ping_complete (struct ps_request *req, ps_error **err)
     "Pragma", "no-cache",
     NULL,
   };
+  ps_strv headers = { 0 };
+  for (const char *const *o = ours; *o; o++)
+    ps_strv_push (&headers, *o);
+  struct ps_upstream_reply reply;
+  if (ask_upstream (req, PS_PROXY_PING_TIMEOUT_MS, &reply))
+    {
+      for (size_t i = 0; i + 1 < reply.headers.n; i += 2)
+        if (!ping_header_is_ours (reply.headers.v[i], ours))
+          {
+            ps_strv_push (&headers, reply.headers.v[i]);
+            ps_strv_push (&headers, reply.headers.v[i + 1]);
+          }
+      ps_upstream_reply_free (&reply);
+    }
   bool head = strcmp (req->method, "HEAD") == 0;
-  return ps_respond (req, 200, "text/plain; charset=utf-8", head ? "" : "OK", head ? 0 : 2, headers);
+  int r = ps_respond (req, 200, "text/plain; charset=utf-8", head ? "" : "OK", head ? 0 : 2,
+                      (const char *const *) headers.v);
+  ps_strv_free (&headers);
+  return r;
 }
 
 const struct ps_handler handler_ping = { .on_complete = ping_complete };
@@ -77,21 +163,10 @@ os_release (const char *key)
   return xstrdup ("");
 }
 
-static int
-version_complete (struct ps_request *req, ps_error **err)
+/* podsolve's own entries in /version's Components. */
+static void
+add_build_components (cJSON *components, const char *arch, const char *kernel)
 {
-  struct utsname u;
-  uname (&u);
-  const char *arch = go_arch (u.machine);
-  cleanup_free char *os_id = os_release ("ID");
-  cleanup_free char *os_ver = os_release ("VERSION_ID");
-
-  cJSON *v = cJSON_CreateObject ();
-  cJSON *platform = cJSON_AddObjectToObject (v, "Platform");
-  cleanup_free char *pname = xasprintf ("linux/%s/%s-%s", arch, os_id, os_ver);
-  cJSON_AddStringToObject (platform, "Name", pname);
-
-  cJSON *components = cJSON_AddArrayToObject (v, "Components");
   cJSON *c = cJSON_CreateObject ();
   cJSON_AddStringToObject (c, "Name", "podsolve");
   cJSON_AddStringToObject (c, "Version", PODSOLVE_VERSION);
@@ -100,7 +175,7 @@ version_complete (struct ps_request *req, ps_error **err)
   cJSON_AddStringToObject (d, "Arch", arch);
   cJSON_AddStringToObject (d, "BuilderVersion", PS_BUILDER_VERSION);
   cJSON_AddStringToObject (d, "Isolation", buildah_isolation ());
-  cJSON_AddStringToObject (d, "KernelVersion", u.release);
+  cJSON_AddStringToObject (d, "KernelVersion", kernel);
   cJSON_AddStringToObject (d, "MinAPIVersion", PS_COMPAT_MIN_API_VERSION);
   cJSON_AddStringToObject (d, "Os", "linux");
   cJSON_AddItemToArray (components, c);
@@ -112,6 +187,47 @@ version_complete (struct ps_request *req, ps_error **err)
   cJSON_AddStringToObject (d, "Isolation", buildah_isolation ());
   cJSON_AddStringToObject (d, "Runtime", buildah_runtime () ? buildah_runtime () : "default");
   cJSON_AddItemToArray (components, c);
+}
+
+static int
+respond_json_object (struct ps_request *req, cJSON *v)
+{
+  char *s = cJSON_PrintUnformatted (v);
+  cJSON_Delete (v);
+  int r = ps_respond_json (req, 200, s);
+  cJSON_free (s);
+  return r;
+}
+
+static int
+version_complete (struct ps_request *req, ps_error **err)
+{
+  struct utsname u;
+  uname (&u);
+  const char *arch = go_arch (u.machine);
+
+  /* The engine is the upstream's (docker version shows Podman); the
+     builder components are added to its list. */
+  cJSON *up = ask_upstream_json (req);
+  if (up)
+    {
+      cJSON *components = cJSON_GetObjectItemCaseSensitive (up, "Components");
+      if (!cJSON_IsArray (components))
+        {
+          cJSON_DeleteItemFromObjectCaseSensitive (up, "Components");
+          components = cJSON_AddArrayToObject (up, "Components");
+        }
+      add_build_components (components, arch, u.release);
+      return respond_json_object (req, up);
+    }
+
+  cleanup_free char *os_id = os_release ("ID");
+  cleanup_free char *os_ver = os_release ("VERSION_ID");
+  cJSON *v = cJSON_CreateObject ();
+  cJSON *platform = cJSON_AddObjectToObject (v, "Platform");
+  cleanup_free char *pname = xasprintf ("linux/%s/%s-%s", arch, os_id, os_ver);
+  cJSON_AddStringToObject (platform, "Name", pname);
+  add_build_components (cJSON_AddArrayToObject (v, "Components"), arch, u.release);
 
   cJSON_AddStringToObject (v, "Version", PODSOLVE_VERSION);
   cJSON_AddStringToObject (v, "ApiVersion", PS_COMPAT_API_VERSION);
@@ -123,12 +239,7 @@ version_complete (struct ps_request *req, ps_error **err)
   cJSON_AddStringToObject (v, "KernelVersion", u.release);
   cJSON_AddBoolToObject (v, "Experimental", false);
   cJSON_AddStringToObject (v, "BuildTime", "");
-
-  char *s = cJSON_PrintUnformatted (v);
-  cJSON_Delete (v);
-  int r = ps_respond_json (req, 200, s);
-  cJSON_free (s);
-  return r;
+  return respond_json_object (req, v);
 }
 
 const struct ps_handler handler_version = { .on_complete = version_complete };
@@ -146,11 +257,35 @@ str_or (const cJSON *j, const char *dflt)
   return cJSON_IsString (j) ? j->valuestring : dflt;
 }
 
-/* Docker's system.Info with real values: host facts from the kernel,
-   storage facts from `buildah info` on our storage. */
+/* The build side of /info, as one object. */
+static cJSON *
+podsolve_info (void)
+{
+  cJSON *o = cJSON_CreateObject ();
+  cJSON_AddStringToObject (o, "Version", PODSOLVE_VERSION);
+  cJSON_AddStringToObject (o, "BuilderVersion", PS_BUILDER_VERSION);
+  cJSON_AddStringToObject (o, "BuildahVersion", buildah_version ());
+  cJSON_AddStringToObject (o, "Isolation", buildah_isolation ());
+  cJSON_AddStringToObject (o, "Runtime", buildah_runtime () ? buildah_runtime () : "default");
+  if (ps_cfg.upstream)
+    cJSON_AddStringToObject (o, "Upstream", ps_cfg.upstream);
+  return o;
+}
+
+/* Docker's system.Info with real values: the upstream's (containers,
+   images, storage as Podman sees them) plus a Podsolve object; alone,
+   host facts from the kernel and storage facts from `buildah info`. */
 static int
 info_complete (struct ps_request *req, ps_error **err)
 {
+  cJSON *up = ask_upstream_json (req);
+  if (up)
+    {
+      cJSON_DeleteItemFromObjectCaseSensitive (up, "Podsolve");
+      cJSON_AddItemToObject (up, "Podsolve", podsolve_info ());
+      return respond_json_object (req, up);
+    }
+
   ps_strv argv = { 0 };
   buildah_argv_init (&argv);
   ps_strv_push (&argv, "info");
@@ -228,13 +363,10 @@ info_complete (struct ps_request *req, ps_error **err)
   char now[48];
   ps_format_rfc3339 (ps_now_ns (), now, sizeof now);
   cJSON_AddStringToObject (v, "SystemTime", now);
+  cJSON_AddItemToObject (v, "Podsolve", podsolve_info ());
 
   cJSON_Delete (bi);
-  char *s = cJSON_PrintUnformatted (v);
-  cJSON_Delete (v);
-  r = ps_respond_json (req, 200, s);
-  cJSON_free (s);
-  return r;
+  return respond_json_object (req, v);
 }
 
 const struct ps_handler handler_info = { .on_complete = info_complete };

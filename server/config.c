@@ -291,5 +291,9 @@ ps_config_parse (int argc, char **argv, ps_error **err)
       else if (xdg_run)
         ps_cfg.upstream = xasprintf ("%s/podman/podman.sock", xdg_run);
     }
+  /* Forwarding to ourselves would loop until every connection is taken. */
+  for (size_t i = 0; ps_cfg.upstream && i < ps_cfg.listen.n; i++)
+    if (ps_str_has_prefix (ps_cfg.listen.v[i], "unix://") && strcmp (ps_cfg.listen.v[i] + 7, ps_cfg.upstream) == 0)
+      return ps_error_set (err, 400, "--upstream unix://%s is podsolved's own --listen socket", ps_cfg.upstream);
   return 0;
 }

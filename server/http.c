@@ -13,7 +13,26 @@
 #include "common/log.h"
 #include "schema/apierror.h"
 #include "server/config.h"
+#include "server/proxy.h"
 #include "server/router.h"
+
+/* What the glue keeps per request beyond struct ps_request: MHD's uri-log
+   callback creates it (so the request-target is seen before MHD decodes
+   it), completed_handler frees it.  `req` comes first: a struct ps_request
+   pointer is a struct http_request pointer. */
+struct http_request
+{
+  struct ps_request req;
+  char *target;       /* request-target as received: raw path + query */
+  bool begun;         /* access_handler has seen the request */
+  int64_t bytes_out;  /* body bytes of a buffered local answer; -1 unknown */
+};
+
+static struct http_request *
+http_request_of (struct ps_request *req)
+{
+  return (struct http_request *) req;
+}
 
 const char *
 ps_request_header (struct ps_request *req, const char *name)
@@ -91,6 +110,7 @@ ps_respond (struct ps_request *req, unsigned status, const char *content_type, c
   struct MHD_Response *r = MHD_create_response_from_buffer (len, (void *) body, MHD_RESPMEM_MUST_COPY);
   if (r == NULL)
     return -1;
+  http_request_of (req)->bytes_out = (int64_t) len;
   if (content_type)
     MHD_add_response_header (r, "Content-Type", content_type);
   for (const char *const *e = extra; e && e[0]; e += 2)
@@ -139,7 +159,22 @@ request_free (struct ps_request *req)
     free ((char *) req->params[i]);
   free ((char *) req->url);
   ps_error_free (req->body_error);
-  free (req);
+  free (http_request_of (req)->target);
+  free (http_request_of (req));
+}
+
+/* MHD calls this once per request, with the request-target exactly as the
+   client sent it, before it percent-decodes the path and splits the query:
+   the pass-through must forward it unchanged. */
+static void *
+uri_log (void *cls, const char *uri, struct MHD_Connection *conn)
+{
+  struct http_request *h = xcalloc (1, sizeof *h);
+  h->req.conn = conn;
+  h->req.started_ns = ps_monotonic_ns ();
+  h->target = xstrdup (uri ? uri : "");
+  h->bytes_out = -1;
+  return h;
 }
 
 static void
@@ -158,13 +193,20 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
 
   if (req == NULL)
     {
-      req = xcalloc (1, sizeof *req);
+      req = uri_log (NULL, url, conn);
+      *con_cls = req;
+    }
+  if (!http_request_of (req)->begun)
+    {
+      http_request_of (req)->begun = true;
       req->conn = conn;
       req->method = method;
       req->url = xstrdup (url);
-      req->started_ns = ps_monotonic_ns ();
-      *con_cls = req;
       req->handler = ps_route (req);
+      /* Not a route of ours: the Podman API service answers it.  A known
+         path with another method stays a local 405. */
+      if (req->handler == NULL && !ps_route_path_known (req->url))
+        req->handler = ps_proxy_route (req, http_request_of (req)->target);
       if (req->handler == NULL)
         {
           bool known = ps_route_path_known (req->url);
@@ -215,10 +257,28 @@ completed_handler (void *cls, struct MHD_Connection *conn, void **con_cls, enum 
   struct ps_request *req = *con_cls;
   if (req == NULL)
     return;
-  int64_t ms = (ps_monotonic_ns () - req->started_ns) / 1000000;
-  ps_info ("%s %s %u %llu bytes in, %lld ms%s", req->method, req->url, req->status,
-           (unsigned long long) req->body_bytes, (long long) ms,
-           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+  /* A request MHD refused before our handler saw it (bad header, too
+     large) has no method; MHD answered it and there is nothing to log. */
+  if (http_request_of (req)->begun)
+    {
+      int64_t ms = (ps_monotonic_ns () - req->started_ns) / 1000000;
+      bool upstream = ps_proxy_owns (req);
+      uint64_t in = req->body_bytes, relay_in = 0, proxied_out = 0;
+      int64_t out = http_request_of (req)->bytes_out;
+      if (upstream)
+        {
+          ps_proxy_bytes (req, &relay_in, &proxied_out);
+          in += relay_in;
+          if (out < 0) /* else podsolved answered for it (an error) */
+            out = (int64_t) proxied_out;
+        }
+      char outs[24] = "-";
+      if (out >= 0)
+        snprintf (outs, sizeof outs, "%lld", (long long) out);
+      ps_info ("%s %s %u %llu bytes in, %s bytes out, %lld ms, %s%s", req->method, req->url, req->status,
+               (unsigned long long) in, outs, (long long) ms, upstream ? "upstream" : "local",
+               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    }
   request_free (req);
   *con_cls = NULL;
 }
@@ -242,7 +302,8 @@ ps_http_start (int listen_fd, unsigned max_connections, ps_error **err)
   struct MHD_Daemon *d = MHD_start_daemon (
       MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_UPGRADE
           | MHD_USE_ERROR_LOG | MHD_USE_ITC,
-      0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+      0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK,
+      uri_log, NULL, MHD_OPTION_LISTEN_SOCKET,
       listen_fd, MHD_OPTION_NOTIFY_COMPLETED, completed_handler, NULL, MHD_OPTION_CONNECTION_LIMIT,
       max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0, MHD_OPTION_THREAD_STACK_SIZE,
       (size_t) (512 * 1024), MHD_OPTION_END);

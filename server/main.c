@@ -15,6 +15,7 @@
 #include "server/config.h"
 #include "server/http.h"
 #include "server/listen.h"
+#include "server/proxy.h"
 #include "solver/buildah.h"
 #include "solver/job.h"
 #include "session/session.h"
@@ -86,6 +87,7 @@ main (int argc, char **argv)
       return r < 0 ? 2 : 0;
     }
   ps_log_set_level (ps_cfg.log_level);
+  ps_proxy_global_init ();
 
   for (size_t i = 0; i < ps_cfg.listen.n; i++)
     if (ps_str_has_prefix (ps_cfg.listen.v[i], "tcp://") && !ps_cfg.insecure_tcp)
@@ -116,6 +118,13 @@ main (int argc, char **argv)
   if (interrupted)
     ps_info ("%zu job(s) were interrupted by an earlier stop; they are listed as \"interrupted\"", interrupted);
 
+  /* Started early: Podman's start-up overlaps the isolation probe. */
+  if (ps_cfg.spawn_upstream && ps_upstream_spawn_start (&err) < 0)
+    {
+      ps_error_log ("%s", err->msg);
+      return 1;
+    }
+
   struct buildah_config bc = {
     .buildah = ps_cfg.buildah,
     .root = ps_cfg.root,
@@ -131,6 +140,8 @@ main (int argc, char **argv)
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
+
+  ps_upstream_spawn_wait_ready ();
 
   struct ps_listener *listeners = NULL;
   size_t nlisteners = 0;
@@ -150,6 +161,11 @@ main (int argc, char **argv)
         }
       ps_info ("listening on %s", listeners[i].uri);
     }
+  if (ps_cfg.upstream)
+    ps_info ("passing non-build requests to the Podman API service at unix://%s%s", ps_cfg.upstream,
+             ps_cfg.upstream_explicit ? "" : " (the default; --upstream to change)");
+  else
+    ps_info ("no upstream (--upstream none): only the build API is served");
   ps_info ("podsolved %s ready (buildah %s, state %s)", PODSOLVE_VERSION, buildah_version (), ps_cfg.state_dir);
 
   /* Wait for a stop signal; meanwhile, forget expired /solve jobs and
@@ -171,10 +187,14 @@ main (int argc, char **argv)
   /* Upgraded /session connections hold their MHD threads until the client
      hangs up: say GOAWAY so MHD_stop_daemon does not wait on them. */
   session_registry_shutdown (5000);
+  /* Proxied streams (logs -f, events) and attach relays end on their own
+     within a poll interval once told. */
+  ps_proxy_shutdown ();
   for (size_t i = 0; i < nlisteners; i++)
     MHD_stop_daemon (daemons[i]);
   free (daemons);
   ps_listeners_close (listeners, nlisteners);
+  ps_upstream_spawn_stop ();
   ps_info ("stopped");
   return 0;
 }

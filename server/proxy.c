@@ -22,11 +22,11 @@
  *    container sees EOF on stdin and its output still flows back.
  *
  *  A hijack without "Upgrade" (Podman then answers "200 OK" and takes the
- *  raw connection) goes the ordinary way: the upstream's output streams to
- *  the client until the upstream closes, but bytes the client sends after
- *  its request are not forwarded, because MHD cannot hand over a connection
- *  without a 101.  The docker CLI, docker-py and podman-remote all send
- *  "Upgrade: tcp".
+ *  raw connection) goes the ordinary way: the upstream's output reaches the
+ *  client byte for byte (not re-framed) until the upstream closes, but
+ *  bytes the client sends after its request are not forwarded, because MHD
+ *  hands over a connection only with a 101.  The docker CLI, docker-py and
+ *  podman-remote all send "Upgrade: tcp".
  */
 #define _GNU_SOURCE
 #include "server/proxy.h"
@@ -321,10 +321,10 @@ upstream_failed (struct proxy *p, const char *doing, ps_error **err)
     why = strerror ((int) oserr);
   if (atomic_load (&stopping))
     return ps_error_set (err, 503, "podsolved is shutting down");
-  return ps_error_set (err, 502, "Podman API service at unix://%s: %s: %s%s", ps_cfg.upstream, doing, why,
-                       p->result == CURLE_COULDNT_CONNECT || p->result == CURLE_OPERATION_TIMEDOUT
-                           ? " (is `podman system service` running there?)"
-                           : "");
+  bool unreachable = p->result == CURLE_COULDNT_CONNECT || p->result == CURLE_OPERATION_TIMEDOUT;
+  return ps_error_set (err, 502, "Podman API service at unix://%s: %s: %s%s", ps_cfg.upstream,
+                       unreachable ? "cannot connect" : doing, why,
+                       unreachable ? " (is `podman system service` running there?)" : "");
 }
 
 /* ---- ordinary requests through curl --------------------------------------- */
@@ -370,9 +370,11 @@ transfer_write_cb (char *data, size_t size, size_t n, void *userp)
       p->recv_paused = true;
       return CURL_WRITEFUNC_PAUSE;
     }
-  if (p->spill_off > 0 && pending == 0)
+  if (p->spill_off > 0)
     {
-      ps_buf_reset (&p->spill);
+      /* Keep the buffer from creeping: move what is left to the front. */
+      memmove (p->spill.data, p->spill.data + p->spill_off, pending);
+      p->spill.len = pending;
       p->spill_off = 0;
     }
   ps_buf_append (&p->spill, data, len);
@@ -519,6 +521,7 @@ transfer_begin (struct proxy *p, struct ps_request *req, ps_error **err)
   if (p->easy == NULL || p->multi == NULL)
     return ps_error_set (err, 500, "cannot start an upstream transfer");
 
+  p->client_fd = ps_request_fd (req);
   struct header_walk w = { .p = p, .connection = ps_request_header (req, "Connection") };
   MHD_get_connection_values (req->conn, MHD_HEADER_KIND, collect_request_header, &w);
   if (!w.saw_accept)
@@ -670,6 +673,12 @@ queue_upstream_answer (struct proxy *p, struct ps_request *req, MHD_ContentReade
       r = MHD_create_response_from_callback (size, 64 * 1024, reader, proxy_ref (p), proxy_unref);
       if (r == NULL)
         proxy_unref (p);
+      /* A body the upstream ends by closing (no length, not chunked: a
+         hijacked attach/exec answered "200 OK") goes out the same way, byte
+         for byte, not re-framed as chunks a raw-stream reader would see. */
+      const char *te = strv_pair_get (&p->head.headers, "Transfer-Encoding");
+      if (r && p->content_length < 0 && !(te && has_token (te, "chunked")))
+        MHD_set_response_options (r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
     }
   if (r == NULL)
     return ps_error_set (err, 500, "cannot create the response");
@@ -731,6 +740,8 @@ upstream_write (struct proxy *p, const void *data, size_t len, ps_error **err)
       poll (&pfd, 1, PS_STREAM_POLL_MS);
       if (atomic_load (&stopping))
         return ps_error_set (err, 503, "podsolved is shutting down");
+      if (client_gone (p->client_fd))
+        return ps_error_set (err, 503, "request abandoned");
     }
   return 0;
 }
@@ -747,9 +758,10 @@ upstream_read_some (struct proxy *p)
   ssize_t n = recv (p->up_fd, buf, sizeof buf, MSG_DONTWAIT);
   if (n < 0)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -2 : -1;
-  if (p->raw_off > 0 && p->raw_off == p->raw.len)
+  if (p->raw_off > 0)
     {
-      ps_buf_reset (&p->raw);
+      memmove (p->raw.data, p->raw.data + p->raw_off, p->raw.len - p->raw_off);
+      p->raw.len -= p->raw_off;
       p->raw_off = 0;
     }
   ps_buf_append (&p->raw, buf, (size_t) n);
@@ -775,6 +787,7 @@ hijack_begin (struct proxy *p, struct ps_request *req, ps_error **err)
   if (curl_easy_getinfo (p->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD)
     return ps_error_set (err, 500, "no socket for the upstream connection");
   p->up_fd = fd;
+  p->client_fd = ps_request_fd (req);
 
   ps_buf head = { 0 };
   ps_buf_printf (&head, "%s %s HTTP/1.1\r\n", req->method, p->target);
@@ -839,8 +852,14 @@ hijack_take_body (struct proxy *p, char *buf, size_t max)
   size_t out = 0;
   while (out < max && !p->body_done && !p->body_failed)
     {
-      const char *in = p->raw.data + p->raw_off;
       size_t avail = p->raw.len - p->raw_off;
+      if (avail == 0)
+        {
+          if (p->framing == FRAME_LENGTH && p->body_left == 0)
+            p->body_done = true;
+          break;
+        }
+      const char *in = p->raw.data + p->raw_off;
       if (p->framing == FRAME_EOF || p->framing == FRAME_LENGTH
           || (p->framing == FRAME_CHUNKED && p->chunk == CHUNK_DATA))
         {
@@ -1211,7 +1230,8 @@ fetch_write_cb (char *data, size_t size, size_t n, void *userp)
 }
 
 int
-ps_upstream_fetch (const char *method, const char *path, struct ps_upstream_reply *out, ps_error **err)
+ps_upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps_upstream_reply *out,
+                   ps_error **err)
 {
   memset (out, 0, sizeof *out);
   if (ps_cfg.upstream == NULL)
@@ -1228,7 +1248,7 @@ ps_upstream_fetch (const char *method, const char *path, struct ps_upstream_repl
   curl_easy_setopt (c, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT_MS, (long) PS_PROXY_CONNECT_TIMEOUT_MS);
-  curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, (long) PS_PROXY_MERGE_TIMEOUT_MS);
+  curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, curl_head_cb);
   curl_easy_setopt (c, CURLOPT_HEADERDATA, &head);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, fetch_write_cb);
@@ -1305,11 +1325,30 @@ find_in_path (const char *name)
   return NULL;
 }
 
+/* Our environment minus what belongs to podsolved's own service manager:
+   with LISTEN_FDS Podman would look for inherited sockets, with
+   NOTIFY_SOCKET it would tell systemd that it is the main process. */
+static char **
+service_environ (void)
+{
+  extern char **environ;
+  size_t n = 0;
+  while (environ[n])
+    n++;
+  char **env = xcalloc (n + 1, sizeof *env);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!ps_str_has_prefix (environ[i], "LISTEN_") && !ps_str_has_prefix (environ[i], "NOTIFY_SOCKET="))
+      env[k++] = environ[i];
+  return env;
+}
+
 static pid_t
 fork_service (void)
 {
   cleanup_free char *uri = xasprintf ("unix://%s", ps_cfg.upstream);
   char *argv[] = { spawned.podman, (char *) "system", (char *) "service", (char *) "--time=0", uri, NULL };
+  cleanup_free char **env = service_environ ();
   pid_t parent = getpid ();
   pid_t pid = fork ();
   if (pid != 0)
@@ -1328,7 +1367,7 @@ fork_service (void)
     dup2 (devnull, 0);
   dup2 (2, 1); /* its log goes where ours goes */
   close_range (3, ~0U, 0);
-  execv (argv[0], argv);
+  execve (argv[0], argv, env);
   _exit (127);
 }
 

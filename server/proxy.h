@@ -19,8 +19,11 @@
    two seconds tells a user "it is down" long before they give up. */
 #define PS_PROXY_CONNECT_TIMEOUT_MS 2000
 
-/* Whole-request bound for the small calls that merge /_ping, /version and
-   /info: a hung upstream must not stall every `docker` command for long. */
+/* Whole-request bounds for the small calls that merge the system
+   endpoints: a hung upstream must not stall every `docker` command (each
+   pings first; Podman answers a ping in a millisecond), while /version and
+   /info make Podman run conmon and the runtime (a few hundred ms). */
+#define PS_PROXY_PING_TIMEOUT_MS 1000
 #define PS_PROXY_MERGE_TIMEOUT_MS 5000
 
 /* Response bytes read ahead from the upstream before the client takes
@@ -75,8 +78,9 @@ struct ps_upstream_reply
 
 /* `method` "GET" or "HEAD", `path` as sent to the upstream ("/v1.41/version").
    Returns 0 with *out filled (any status), or -1 when the upstream cannot
-   be reached or answers garbage.  Bounded by PS_PROXY_MERGE_TIMEOUT_MS. */
-int ps_upstream_fetch (const char *method, const char *path, struct ps_upstream_reply *out, ps_error **err);
+   be reached within timeout_ms or answers garbage. */
+int ps_upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps_upstream_reply *out,
+                       ps_error **err);
 const char *ps_upstream_reply_header (const struct ps_upstream_reply *r, const char *name);
 void ps_upstream_reply_free (struct ps_upstream_reply *r);
 

@@ -88,7 +88,8 @@ flush_lines (struct line_reader *r, buildah_progress *p, bool at_eof)
       start = r->pending.len;
       rest = 0;
     }
-  memmove (r->pending.data, r->pending.data + start, rest);
+  if (rest > 0)
+    memmove (r->pending.data, r->pending.data + start, rest);
   r->pending.len = rest;
   if (r->pending.data)
     r->pending.data[rest] = '\0';

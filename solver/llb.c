@@ -46,6 +46,65 @@ op_fail (ps_error **err, int status, const struct op_entry *e, const char *fmt, 
   return -1;
 }
 
+/* Length of the valid UTF-8 sequence at p, or 0. */
+static size_t
+utf8_len (const unsigned char *p)
+{
+  if (p[0] < 0x80)
+    return 1;
+  if (p[0] >= 0xc2 && p[0] <= 0xdf)
+    return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+  if (p[0] >= 0xe0 && p[0] <= 0xef)
+    {
+      if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[0] == 0xe0 && p[1] < 0xa0)
+          || (p[0] == 0xed && p[1] > 0x9f))
+        return 0;
+      return 3;
+    }
+  if (p[0] >= 0xf0 && p[0] <= 0xf4)
+    {
+      if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80 || (p[0] == 0xf0 && p[1] < 0x90)
+          || (p[0] == 0xf4 && p[1] > 0x8f))
+        return 0;
+      return 4;
+    }
+  return 0;
+}
+
+/* A client's string as an error message quotes it: at most SHOWN_MAX
+   bytes, invalid UTF-8 and control characters as '?'.  protobuf-c does
+   not check that strings are UTF-8, and the message ends up in JSON. */
+#define SHOWN_MAX 160
+typedef char shown_buf[SHOWN_MAX + 4];
+
+static const char *
+shown (const char *in, shown_buf out)
+{
+  const unsigned char *p = (const unsigned char *) in;
+  size_t o = 0;
+  while (*p)
+    {
+      size_t n = utf8_len (p);
+      if (o + (n ? n : 1) > SHOWN_MAX)
+        {
+          memcpy (out + o, "...", 3);
+          o += 3;
+          break;
+        }
+      if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f)))
+        {
+          out[o++] = '?';
+          p++;
+          continue;
+        }
+      memcpy (out + o, p, n);
+      o += n;
+      p += n;
+    }
+  out[o] = '\0';
+  return out;
+}
+
 static const char *
 op_type_name (const Pb__Op *op)
 {
@@ -147,47 +206,83 @@ bad:
                                  "protobuf)");
 }
 
+/* ---- decoding within a memory budget ------------------------------------- */
+
+/* protobuf-c's allocator for one definition: allocations count against
+   PS_MAX_LLB_DECODED_BYTES (frees do not give the budget back), and past
+   it fail, which makes protobuf-c's unpack fail and free what it had.
+   What it returns is plain malloc memory, freed with the default
+   allocator (free_unpacked (m, NULL)). */
+struct decode_budget
+{
+  size_t used;
+  bool exceeded;
+};
+
+static void *
+budget_alloc (void *data, size_t size)
+{
+  struct decode_budget *b = data;
+  if (size > PS_MAX_LLB_DECODED_BYTES - b->used)
+    {
+      b->exceeded = true;
+      return NULL;
+    }
+  b->used += size;
+  return xmalloc (size);
+}
+
+static void
+budget_free (void *data, void *p)
+{
+  free (p);
+}
+
 /* ---- distinct ops by digest --------------------------------------------- */
 
 struct builder
 {
   const Pb__Definition *def;
+  ProtobufCAllocator *alloc; /* budgeted */
+  struct decode_budget *budget;
   struct op_entry *ops; /* distinct ops in order of first occurrence; the terminal is last */
   size_t n_ops;
-  size_t *table; /* open addressing over ops: index + 1, 0 = empty */
-  size_t mask;
+  /* Indexes into ops sorted by digest: lookups are binary searches, whose
+     cost no client can inflate (a hash table's could be, by grinding op
+     bytes until their digests collide in it). */
+  size_t *by_digest;
 };
 
-static size_t
-digest_hash (const char *s)
+/* qsort_r order of indexes into an op_entry array: by digest, then by
+   position in def. */
+static int
+cmp_ops_by_digest (const void *a, const void *b, void *ops)
 {
-  size_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *s; s++)
-    h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-  return h;
+  const struct op_entry *x = (const struct op_entry *) ops + *(const size_t *) a;
+  const struct op_entry *y = (const struct op_entry *) ops + *(const size_t *) b;
+  int c = strcmp (x->digest, y->digest);
+  if (c == 0)
+    c = x->def_index < y->def_index ? -1 : x->def_index > y->def_index;
+  return c;
 }
 
 /* Index into b->ops, or SIZE_MAX. */
 static size_t
 lookup (const struct builder *b, const char *digest)
 {
-  for (size_t i = digest_hash (digest) & b->mask;; i = (i + 1) & b->mask)
+  size_t lo = 0, hi = b->n_ops;
+  while (lo < hi)
     {
-      size_t v = b->table[i];
-      if (v == 0)
-        return SIZE_MAX;
-      if (strcmp (b->ops[v - 1].digest, digest) == 0)
-        return v - 1;
+      size_t mid = lo + (hi - lo) / 2;
+      int c = strcmp (b->ops[b->by_digest[mid]].digest, digest);
+      if (c == 0)
+        return b->by_digest[mid];
+      if (c < 0)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
-}
-
-static void
-insert (struct builder *b, size_t index)
-{
-  size_t i = digest_hash (b->ops[index].digest) & b->mask;
-  while (b->table[i] != 0)
-    i = (i + 1) & b->mask;
-  b->table[i] = index + 1;
+  return SIZE_MAX;
 }
 
 static void
@@ -200,7 +295,7 @@ builder_free (struct builder *b)
       free (b->ops[i].deps);
     }
   free (b->ops);
-  free (b->table);
+  free (b->by_digest);
 }
 
 static bool
@@ -232,11 +327,12 @@ check_exec (struct op_entry *e, ps_error **err)
   for (size_t k = 0; k < x->n_mounts; k++)
     {
       const Pb__Mount *m = x->mounts[k];
-      const char *dest = m->dest;
-      if (*dest == '\0')
+      if (*m->dest == '\0')
         return op_fail (err, 400, e, "exec mount %zu has no dest", k);
+      shown_buf dest;
+      shown (m->dest, dest);
       if (m->input < -1 || m->input >= n_inputs)
-        return op_fail (err, 400, e, "exec mount %zu (%.256s): input %lld is out of range (-1 for empty, or 0..%lld)", k,
+        return op_fail (err, 400, e, "exec mount %zu (%s): input %lld is out of range (-1 for empty, or 0..%lld)", k,
                         dest, (long long) m->input, (long long) n_inputs - 1);
       switch (m->mounttype)
         {
@@ -246,27 +342,27 @@ check_exec (struct op_entry *e, ps_error **err)
           break;
         case PB__MOUNT_TYPE__SECRET:
           if (m->secretopt == NULL || *m->secretopt->id == '\0')
-            return op_fail (err, 400, e, "exec mount %zu (%.256s): a secret mount needs secretOpt.ID", k, dest);
+            return op_fail (err, 400, e, "exec mount %zu (%s): a secret mount needs secretOpt.ID", k, dest);
           break;
         case PB__MOUNT_TYPE__CACHE:
           if (m->cacheopt == NULL || *m->cacheopt->id == '\0')
-            return op_fail (err, 400, e, "exec mount %zu (%.256s): a cache mount needs cacheOpt.ID", k, dest);
+            return op_fail (err, 400, e, "exec mount %zu (%s): a cache mount needs cacheOpt.ID", k, dest);
           if ((unsigned) m->cacheopt->sharing > PB__CACHE_SHARING_OPT__LOCKED)
             return op_fail (err, 400, e,
-                            "exec mount %zu (%.256s): unknown cache sharing mode %d (known: SHARED 0, PRIVATE 1, "
+                            "exec mount %zu (%s): unknown cache sharing mode %d (known: SHARED 0, PRIVATE 1, "
                             "LOCKED 2)",
                             k, dest, (int) m->cacheopt->sharing);
           break;
         default:
           return op_fail (err, 400, e,
-                          "exec mount %zu (%.256s): unknown mount type %d (known: BIND 0, SECRET 1, SSH 2, CACHE 3, "
+                          "exec mount %zu (%s): unknown mount type %d (known: BIND 0, SECRET 1, SSH 2, CACHE 3, "
                           "TMPFS 4)",
                           k, dest, (int) m->mounttype);
         }
       if ((unsigned) m->contentcache > PB__MOUNT_CONTENT_CACHE__OFF)
-        return op_fail (err, 400, e, "exec mount %zu (%.256s): unknown contentCache mode %d (known: DEFAULT 0, ON 1, OFF 2)",
+        return op_fail (err, 400, e, "exec mount %zu (%s): unknown contentCache mode %d (known: DEFAULT 0, ON 1, OFF 2)",
                         k, dest, (int) m->contentcache);
-      if (strcmp (dest, "/") == 0)
+      if (strcmp (m->dest, "/") == 0)
         {
           if (m->mounttype != PB__MOUNT_TYPE__BIND)
             return op_fail (err, 400, e, "exec mount %zu: the root file system (\"/\") must be a bind mount", k);
@@ -280,7 +376,7 @@ check_exec (struct op_entry *e, ps_error **err)
         {
           if (m->output != (int64_t) outputs)
             return op_fail (err, 400, e,
-                            "exec mount %zu (%.256s): output %lld is out of sequence (outputs are numbered 0, 1, ... "
+                            "exec mount %zu (%s): output %lld is out of sequence (outputs are numbered 0, 1, ... "
                             "in mount order; expected %zu, or -1 for none)",
                             k, dest, (long long) m->output, outputs);
           outputs++;
@@ -299,18 +395,22 @@ check_source (struct op_entry *e, ps_error **err)
 {
   const char *id = e->op->source->identifier;
   const char *sep = strstr (id, "://");
+  shown_buf show;
   if (sep == NULL || sep == id)
-    return op_fail (err, 400, e, "source identifier \"%.256s\" is not of the form scheme://ref", id);
+    return op_fail (err, 400, e, "source identifier \"%s\" is not of the form scheme://ref", shown (id, show));
   size_t scheme_len = (size_t) (sep - id);
   bool known = false;
   for (size_t i = 0; i < ARRAY_SIZE (source_schemes) && !known; i++)
     known = strlen (source_schemes[i]) == scheme_len && memcmp (source_schemes[i], id, scheme_len) == 0;
   if (!known)
-    return op_fail (err, 400, e,
-                    "source scheme \"%.*s\" is not supported (supported: docker-image, local, git, http, https)",
-                    (int) (scheme_len > 64 ? 64 : scheme_len), id);
+    {
+      cleanup_free char *scheme = xstrndup (id, scheme_len);
+      return op_fail (err, 400, e,
+                      "source scheme \"%s\" is not supported (supported: docker-image, local, git, http, https)",
+                      shown (scheme, show));
+    }
   if (sep[3] == '\0')
-    return op_fail (err, 400, e, "source identifier \"%.256s\" has an empty ref", id);
+    return op_fail (err, 400, e, "source identifier \"%s\" has an empty ref", shown (id, show));
   if (e->op->n_inputs != 0)
     return op_fail (err, 400, e, "a source op takes no inputs (it has %zu)", e->op->n_inputs);
   e->n_outputs = 1;
@@ -371,6 +471,39 @@ need_path (struct op_entry *e, size_t k, const char *action, const char *field, 
   return op_fail (err, 400, e, "file action %zu (%s) has an empty %s", k, action, field);
 }
 
+/* The action itself: exactly one kind, its paths non-empty, its owner valid. */
+static int
+check_action (struct op_entry *e, size_t k, const Pb__FileAction *a, ps_error **err)
+{
+  switch (a->action_case)
+    {
+    case PB__FILE_ACTION__ACTION_COPY:
+      if (need_path (e, k, "copy", "src", a->copy->src, err) < 0 || need_path (e, k, "copy", "dest", a->copy->dest, err) < 0)
+        return -1;
+      return check_owner (e, k, a->copy->owner, err);
+    case PB__FILE_ACTION__ACTION_MKFILE:
+      if (need_path (e, k, "mkfile", "path", a->mkfile->path, err) < 0)
+        return -1;
+      return check_owner (e, k, a->mkfile->owner, err);
+    case PB__FILE_ACTION__ACTION_MKDIR:
+      if (need_path (e, k, "mkdir", "path", a->mkdir->path, err) < 0)
+        return -1;
+      return check_owner (e, k, a->mkdir->owner, err);
+    case PB__FILE_ACTION__ACTION_RM:
+      return need_path (e, k, "rm", "path", a->rm->path, err);
+    case PB__FILE_ACTION__ACTION_SYMLINK:
+      if (need_path (e, k, "symlink", "oldpath", a->symlink->oldpath, err) < 0
+          || need_path (e, k, "symlink", "newpath", a->symlink->newpath, err) < 0)
+        return -1;
+      return check_owner (e, k, a->symlink->owner, err);
+    default:
+      if (a->base.n_unknown_fields > 0)
+        return op_fail (err, 400, e, "file action %zu: unknown action type (protobuf field %u)", k,
+                        a->base.unknown_fields[0].tag);
+      return op_fail (err, 400, e, "file action %zu has no action (copy, mkfile, mkdir, rm or symlink)", k);
+    }
+}
+
 static int
 check_file (struct op_entry *e, ps_error **err)
 {
@@ -385,42 +518,7 @@ check_file (struct op_entry *e, ps_error **err)
       if (check_action_index (e, k, "input", a->input, err) < 0
           || check_action_index (e, k, "secondaryInput", a->secondaryinput, err) < 0)
         return -1;
-      int r = 0;
-      switch (a->action_case)
-        {
-        case PB__FILE_ACTION__ACTION_COPY:
-          r = need_path (e, k, "copy", "src", a->copy->src, err) < 0 || need_path (e, k, "copy", "dest", a->copy->dest, err) < 0
-                      || check_owner (e, k, a->copy->owner, err) < 0
-                  ? -1
-                  : 0;
-          break;
-        case PB__FILE_ACTION__ACTION_MKFILE:
-          r = need_path (e, k, "mkfile", "path", a->mkfile->path, err) < 0 || check_owner (e, k, a->mkfile->owner, err) < 0
-                  ? -1
-                  : 0;
-          break;
-        case PB__FILE_ACTION__ACTION_MKDIR:
-          r = need_path (e, k, "mkdir", "path", a->mkdir->path, err) < 0 || check_owner (e, k, a->mkdir->owner, err) < 0
-                  ? -1
-                  : 0;
-          break;
-        case PB__FILE_ACTION__ACTION_RM:
-          r = need_path (e, k, "rm", "path", a->rm->path, err);
-          break;
-        case PB__FILE_ACTION__ACTION_SYMLINK:
-          r = need_path (e, k, "symlink", "oldpath", a->symlink->oldpath, err) < 0
-                      || need_path (e, k, "symlink", "newpath", a->symlink->newpath, err) < 0
-                      || check_owner (e, k, a->symlink->owner, err) < 0
-                  ? -1
-                  : 0;
-          break;
-        default:
-          if (a->base.n_unknown_fields > 0)
-            return op_fail (err, 400, e, "file action %zu: unknown action type (protobuf field %u)", k,
-                            a->base.unknown_fields[0].tag);
-          return op_fail (err, 400, e, "file action %zu has no action (copy, mkfile, mkdir, rm or symlink)", k);
-        }
-      if (r < 0)
+      if (check_action (e, k, a, err) < 0)
         return -1;
       /* As BuildKit's FileOpSolver: outputs distinct and numbered 0..n-1. */
       if (a->output != -1)
@@ -707,31 +805,48 @@ collect_ops (struct builder *b, ps_error **err)
 {
   const Pb__Definition *def = b->def;
   size_t n = def->n_def;
-  size_t cap = 16;
-  while (cap < 2 * n)
-    cap *= 2;
-  b->table = xcalloc (cap, sizeof (size_t));
-  b->mask = cap - 1;
+  /* Every position's digest, then the positions sorted by digest (ties
+     by position) to find each op's first occurrence: a repeat has the
+     same bytes (same SHA-256), so it is the same op and the first stands
+     for it. */
   b->ops = xcalloc (n, sizeof (struct op_entry));
+  cleanup_free struct op_entry *at = xcalloc (n, sizeof (struct op_entry));
+  cleanup_free size_t *sorted = xcalloc (n, sizeof (size_t));
   for (size_t i = 0; i < n; i++)
     {
-      const ProtobufCBinaryData *bytes = &def->def[i];
       char hex[65];
-      struct op_entry probe = { .def_index = i };
-      ps_sha256_hex (bytes->data, bytes->len, hex);
-      snprintf (probe.digest, sizeof probe.digest, "sha256:%s", hex);
-      size_t idx = lookup (b, probe.digest);
-      if (idx == SIZE_MAX)
+      ps_sha256_hex (def->def[i].data, def->def[i].len, hex);
+      snprintf (at[i].digest, sizeof at[i].digest, "sha256:%s", hex);
+      at[i].def_index = i;
+      sorted[i] = i;
+    }
+  qsort_r (sorted, n, sizeof (size_t), cmp_ops_by_digest, at);
+  cleanup_free size_t *first = xcalloc (n, sizeof (size_t));
+  for (size_t j = 0; j < n; j++)
+    {
+      size_t i = sorted[j];
+      bool repeat = j > 0 && strcmp (at[i].digest, at[sorted[j - 1]].digest) == 0;
+      first[i] = repeat ? first[sorted[j - 1]] : i;
+    }
+
+  cleanup_free size_t *distinct = xcalloc (n, sizeof (size_t)); /* first position -> index into ops */
+  for (size_t i = 0; i < n; i++)
+    {
+      struct op_entry probe = at[i];
+      size_t idx;
+      if (first[i] == i)
         {
-          /* A repeat of an earlier op has the same bytes (same SHA-256),
-             so it is the same op: keep the first. */
-          probe.op = pb__op__unpack (NULL, bytes->len, bytes->data);
+          probe.op = pb__op__unpack (b->alloc, def->def[i].len, def->def[i].data);
+          if (probe.op == NULL && b->budget->exceeded)
+            return op_fail (err, 413, &probe, "decoding the definition up to this op takes more than %d MiB of memory, "
+                            "the limit", PS_MAX_LLB_DECODED_BYTES >> 20);
           if (probe.op == NULL)
             return op_fail (err, 400, &probe, "cannot decode: not a marshalled pb.Op (truncated or malformed protobuf)");
-          idx = b->n_ops++;
+          idx = distinct[i] = b->n_ops++;
           b->ops[idx] = probe;
-          insert (b, idx);
         }
+      else
+        idx = distinct[first[i]];
       struct op_entry *e = &b->ops[idx];
       bool last = i == n - 1;
       unsigned tag;
@@ -752,6 +867,11 @@ collect_ops (struct builder *b, ps_error **err)
                         "the last op must be the terminal op (inputs only, naming the result), not a %s op",
                         op_type_name (e->op));
     }
+  b->by_digest = xcalloc (b->n_ops, sizeof (size_t));
+  for (size_t i = 0; i < b->n_ops; i++)
+    b->by_digest[i] = i;
+  qsort_r (b->by_digest, b->n_ops, sizeof (size_t), cmp_ops_by_digest, b->ops);
+
   /* The terminal op's bytes occur only last (checked above), so it is the
      last distinct op. */
   struct op_entry *t = &b->ops[b->n_ops - 1];
@@ -777,14 +897,22 @@ resolve_inputs (struct builder *b, ps_error **err)
       for (size_t k = 0; k < e->op->n_inputs; k++)
         {
           const Pb__Input *in = e->op->inputs[k];
+          char what[64];
+          if (i == terminal)
+            snprintf (what, sizeof what, "the terminal op's input (the result)");
+          else
+            snprintf (what, sizeof what, "input %zu", k);
           size_t d = lookup (b, in->digest);
           if (d == SIZE_MAX)
-            return op_fail (err, 400, e, "input %zu: \"%.80s\" is not the digest of any op in the definition", k,
-                            in->digest);
+            {
+              shown_buf show;
+              return op_fail (err, 400, e, "%s: \"%s\" is not the digest of any op in the definition", what,
+                              shown (in->digest, show));
+            }
           if (d == terminal)
-            return op_fail (err, 400, e, "input %zu refers to the terminal op", k);
+            return op_fail (err, 400, e, "%s refers to the terminal op", what);
           if (in->index >= (int64_t) b->ops[d].n_outputs)
-            return op_fail (err, 400, e, "input %zu: output index %lld is out of range (%s op %s has %zu output%s)", k,
+            return op_fail (err, 400, e, "%s: output index %lld is out of range (%s op %s has %zu output%s)", what,
                             (long long) in->index, op_type_name (b->ops[d].op), b->ops[d].digest, b->ops[d].n_outputs,
                             b->ops[d].n_outputs == 1 ? "" : "s");
           e->deps[k] = d;
@@ -890,13 +1018,18 @@ llb_graph_from_protobuf (const uint8_t *data, size_t len, struct llb_graph **out
     return ps_error_set (err, 413, "definition is %zu bytes, over the limit of %d bytes", len, PS_MAX_LLB_BYTES);
   if (scan_definition (data, len, err) < 0)
     return -1;
-  Pb__Definition *def = pb__definition__unpack (NULL, len, data);
+  struct decode_budget budget = { 0 };
+  ProtobufCAllocator alloc = { .alloc = budget_alloc, .free = budget_free, .allocator_data = &budget };
+  Pb__Definition *def = pb__definition__unpack (&alloc, len, data);
+  if (def == NULL && budget.exceeded)
+    return ps_error_set (err, 413, "decoding the definition takes more than %d MiB of memory, the limit",
+                         PS_MAX_LLB_DECODED_BYTES >> 20);
   if (def == NULL)
     return ps_error_set (err, 400, "cannot decode the definition: not a marshalled pb.Definition (truncated or "
                                    "malformed protobuf)");
   struct llb_graph *g = xcalloc (1, sizeof *g);
   g->def = def;
-  struct builder b = { .def = def };
+  struct builder b = { .def = def, .alloc = &alloc, .budget = &budget };
   int ret = build_graph (&b, g, err);
   builder_free (&b);
   if (ret < 0)
@@ -961,6 +1094,28 @@ arena_free (struct arena *a)
   for (size_t i = 0; i < a->n; i++)
     free (a->p[i]);
   free (a->p);
+}
+
+/* Base64, standard or URL-safe alphabet, padding optional, nothing else.
+   Checked here first because ps_base64_decode() writes before its buffer
+   when the input is only '=' characters (its padding count then exceeds
+   what it decoded). */
+static int
+decode_base64 (const char *s, unsigned char **out, size_t *len)
+{
+  size_t n = strlen (s), pad = 0;
+  while (n > 0 && s[n - 1] == '=' && pad < 2)
+    n--, pad++;
+  for (size_t i = 0; i < n; i++)
+    {
+      char c = s[i];
+      if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/'
+            || c == '-' || c == '_'))
+        return -1;
+    }
+  if (n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0))
+    return -1;
+  return ps_base64_decode (s, out, len);
 }
 
 static bool
@@ -1038,12 +1193,14 @@ parse_description (const cJSON *v, const char *where, struct arena *a, Pb__OpMet
   if (json_object (v, where, "description", err) < 0)
     return -1;
   size_t n = (size_t) cJSON_GetArraySize (v);
+  md->n_description = 0; /* a repeated key: the last wins */
   md->description = arena_calloc (a, n, sizeof (Pb__OpMetadata__DescriptionEntry *));
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, v)
     {
       if (!cJSON_IsString (it))
-        return ps_error_set (err, 400, "%s.description.%.80s: expected a string", where, it->string);
+        return ps_error_set (err, 400, "%s.description.%s: expected a string", where, shown (it->string, show));
       Pb__OpMetadata__DescriptionEntry *e = arena_calloc (a, 1, sizeof *e);
       *e = (Pb__OpMetadata__DescriptionEntry) PB__OP_METADATA__DESCRIPTION_ENTRY__INIT;
       e->key = arena_keep (a, xstrdup (it->string));
@@ -1061,12 +1218,14 @@ parse_caps (const cJSON *v, const char *where, struct arena *a, Pb__OpMetadata *
   if (json_object (v, where, "caps", err) < 0)
     return -1;
   size_t n = (size_t) cJSON_GetArraySize (v);
+  md->n_caps = 0; /* a repeated key: the last wins */
   md->caps = arena_calloc (a, n, sizeof (Pb__OpMetadata__CapsEntry *));
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, v)
     {
       if (!cJSON_IsBool (it))
-        return ps_error_set (err, 400, "%s.caps.%.80s: expected true or false", where, it->string);
+        return ps_error_set (err, 400, "%s.caps.%s: expected true or false", where, shown (it->string, show));
       Pb__OpMetadata__CapsEntry *e = arena_calloc (a, 1, sizeof *e);
       *e = (Pb__OpMetadata__CapsEntry) PB__OP_METADATA__CAPS_ENTRY__INIT;
       e->key = arena_keep (a, xstrdup (it->string));
@@ -1086,10 +1245,12 @@ parse_export_cache (const cJSON *v, const char *where, struct arena *a, Pb__OpMe
   md->export_cache = arena_calloc (a, 1, sizeof (Pb__ExportCache));
   *md->export_cache = (Pb__ExportCache) PB__EXPORT_CACHE__INIT;
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, v)
     {
       if (!key_is (it, "Value", "value"))
-        return ps_error_set (err, 400, "%s.export_cache: unknown key \"%.80s\" (accepted: Value)", where, it->string);
+        return ps_error_set (err, 400, "%s.export_cache: unknown key \"%s\" (accepted: Value)", where,
+                             shown (it->string, show));
       if (json_bool (it, where, "export_cache.Value", &md->export_cache->value, err) < 0)
         return -1;
     }
@@ -1106,6 +1267,7 @@ parse_progress_group (const cJSON *v, const char *where, struct arena *a, Pb__Op
   Pb__ProgressGroup *pg = md->progress_group = arena_calloc (a, 1, sizeof (Pb__ProgressGroup));
   *pg = (Pb__ProgressGroup) PB__PROGRESS_GROUP__INIT;
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, v)
     {
       int r;
@@ -1116,8 +1278,8 @@ parse_progress_group (const cJSON *v, const char *where, struct arena *a, Pb__Op
       else if (key_is (it, "weak", NULL))
         r = json_bool (it, where, "progress_group.weak", &pg->weak, err);
       else
-        r = ps_error_set (err, 400, "%s.progress_group: unknown key \"%.80s\" (accepted: id, name, weak)", where,
-                          it->string);
+        r = ps_error_set (err, 400, "%s.progress_group: unknown key \"%s\" (accepted: id, name, weak)", where,
+                          shown (it->string, show));
       if (r < 0)
         return -1;
     }
@@ -1134,6 +1296,7 @@ parse_linux_resources (const cJSON *v, const char *where, struct arena *a, Pb__O
   Pb__LinuxResources *lr = md->linux_resources = arena_calloc (a, 1, sizeof (Pb__LinuxResources));
   *lr = (Pb__LinuxResources) PB__LINUX_RESOURCES__INIT;
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, v)
     {
       int64_t x = 0;
@@ -1160,9 +1323,9 @@ parse_linux_resources (const cJSON *v, const char *where, struct arena *a, Pb__O
         r = json_string (it, where, "linux_resources.cpusetMems", a, &lr->cpusetmems, err);
       else
         r = ps_error_set (err, 400,
-                          "%s.linux_resources: unknown key \"%.80s\" (accepted: memory, memorySwap, cpuShares, "
+                          "%s.linux_resources: unknown key \"%s\" (accepted: memory, memorySwap, cpuShares, "
                           "cpuPeriod, cpuQuota, cpusetCpus, cpusetMems)",
-                          where, it->string);
+                          where, shown (it->string, show));
       if (r < 0)
         return -1;
     }
@@ -1170,13 +1333,15 @@ parse_linux_resources (const cJSON *v, const char *where, struct arena *a, Pb__O
 }
 
 /* One metadata value: pb.OpMetadata as Go's encoding/json writes it (the
-   struct's json tags), protojson's camelCase spellings accepted too. */
+   struct's json tags), protojson's camelCase spellings accepted too.  A
+   key given twice: the last one wins. */
 static int
 parse_op_metadata (const cJSON *o, const char *where, struct arena *a, Pb__OpMetadata *md, ps_error **err)
 {
   if (!cJSON_IsObject (o))
     return ps_error_set (err, 400, "%s: expected an object (pb.OpMetadata)", where);
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, o)
     {
       int r;
@@ -1194,9 +1359,9 @@ parse_op_metadata (const cJSON *o, const char *where, struct arena *a, Pb__OpMet
         r = parse_linux_resources (it, where, a, md, err);
       else
         r = ps_error_set (err, 400,
-                          "%s: unknown key \"%.80s\" (accepted: ignore_cache, description, export_cache, caps, "
+                          "%s: unknown key \"%s\" (accepted: ignore_cache, description, export_cache, caps, "
                           "progress_group, linux_resources)",
-                          where, it->string);
+                          where, shown (it->string, show));
       if (r < 0)
         return -1;
     }
@@ -1209,10 +1374,11 @@ static int
 definition_from_object (const cJSON *root, struct arena *a, Pb__Definition *d, ps_error **err)
 {
   const cJSON *it;
+  shown_buf show;
   cJSON_ArrayForEach (it, root)
     if (!key_is (it, "def", NULL) && !key_is (it, "metadata", NULL) && !key_is (it, "Source", "source"))
-      return ps_error_set (err, 400, "definition: unknown key \"%.80s\" (accepted: def, metadata, Source)",
-                           it->string);
+      return ps_error_set (err, 400, "definition: unknown key \"%s\" (accepted: def, metadata, Source)",
+                           shown (it->string, show));
   /* "Source" (source maps) is accepted and dropped: it only locates errors
      in the client's files, and podsolve's errors name ops instead. */
 
@@ -1227,7 +1393,7 @@ definition_from_object (const cJSON *root, struct arena *a, Pb__Definition *d, p
     {
       unsigned char *bytes = NULL;
       size_t len = 0;
-      if (!cJSON_IsString (it) || ps_base64_decode (it->valuestring, &bytes, &len) < 0)
+      if (!cJSON_IsString (it) || decode_base64 (it->valuestring, &bytes, &len) < 0)
         return ps_error_set (err, 400, "definition.def[%zu]: expected a base64 string (the bytes of a pb.Op)",
                              d->n_def);
       arena_keep (a, bytes);
@@ -1248,7 +1414,7 @@ definition_from_object (const cJSON *root, struct arena *a, Pb__Definition *d, p
   d->metadata = arena_calloc (a, n_meta, sizeof (Pb__Definition__MetadataEntry *));
   cJSON_ArrayForEach (it, meta)
     {
-      cleanup_free char *where = xasprintf ("definition.metadata[\"%.80s\"]", it->string);
+      cleanup_free char *where = xasprintf ("definition.metadata[\"%s\"]", shown (it->string, show));
       Pb__Definition__MetadataEntry *e = arena_calloc (a, 1, sizeof *e);
       *e = (Pb__Definition__MetadataEntry) PB__DEFINITION__METADATA_ENTRY__INIT;
       e->key = arena_keep (a, xstrdup (it->string));
@@ -1280,7 +1446,7 @@ llb_graph_from_json (const char *definition_json, struct llb_graph **out, ps_err
   size_t n_bytes = 0;
   if (cJSON_IsString (root))
     {
-      if (ps_base64_decode (root->valuestring, &bytes, &n_bytes) < 0)
+      if (decode_base64 (root->valuestring, &bytes, &n_bytes) < 0)
         ps_error_set (err, 400, "definition: not valid base64 (expected a base64-encoded pb.Definition)");
       else
         ret = 0;

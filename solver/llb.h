@@ -21,9 +21,15 @@
 
 /* Largest Definition accepted, in bytes: BuildKit's own gRPC server takes
    at most 16 MiB per message (containerd defaults.DefaultMaxRecvMsgSize),
-   so no BuildKit client can rely on sending more.  Decoding costs memory
-   in proportion (protobuf-c allocates a struct per nested message). */
+   so no BuildKit client can rely on sending more. */
 #define PS_MAX_LLB_BYTES (16 * 1024 * 1024)
+
+/* Memory protobuf-c may allocate decoding one Definition and its ops.
+   protobuf-c allocates a struct for every message, ~50 bytes for a 2-byte
+   empty one, so bytes alone do not bound it: 16 MiB of empty sub-messages
+   would take 400 MiB.  Real ops decode to a few KiB each (10000 of them
+   stay under 64 MiB); strings and inline data are copied once. */
+#define PS_MAX_LLB_DECODED_BYTES (128 * 1024 * 1024)
 
 /* Ops in one Definition (and entries in its metadata map): a large
    multi-stage Dockerfile makes a few hundred; 10000 leaves two orders of
@@ -51,7 +57,8 @@ struct llb_vertex
   struct llb_vertex **inputs;  /* resolved Op.inputs, same order */
   int64_t *input_index;        /* Op.inputs[i].index: which output of inputs[i] */
   size_t n_inputs;
-  const char *name;            /* llb.customname, or BuildKit's default name */
+  const char *name;            /* llb.customname, or BuildKit's default name; the client's
+                                  bytes, not checked to be UTF-8 */
   size_t n_outputs;            /* exec: mounts with output >= 0 (outputs are numbered in
                                   mount order); file: actions with output >= 0; others 1 */
   size_t def_index;            /* position of the op's first occurrence in Definition.def */
@@ -63,7 +70,8 @@ struct llb_graph
   Pb__Definition *def;         /* the decoded Definition (op bytes, metadata) */
   struct llb_vertex *vertices; /* topologically ordered: inputs before users */
   size_t n_vertices;
-  struct llb_vertex *result;   /* the terminal op's input */
+  struct llb_vertex *result;   /* the terminal op's input; always the last vertex, as every
+                                  other vertex is one of its dependencies */
   int64_t result_index;        /* ... and which of its outputs is the result */
 };
 
@@ -84,7 +92,8 @@ void llb_graph_free (struct llb_graph *g);
 
 /* Kahn's algorithm over nodes 0..n-1, node i depending on
    deps[dep_start[i] .. dep_start[i+1]-1] (repeats allowed).  Writes into
-   order[n] every node after all of its dependencies, ties in index order.
+   order[n] every node after all of its dependencies (deterministically:
+   a FIFO seeded in index order).
    Returns 0, or -1 with *on_cycle set to a node that lies on a cycle.
    Declared here for the unit tests: in a real Definition a cycle needs a
    SHA-256 fixed point, so every fabricated back-reference is caught as a

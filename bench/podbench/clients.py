@@ -9,7 +9,7 @@ command a user would type, and knows how to tell success from failure:
   docker legacy  DOCKER_BUILDKIT=0 docker build (20.10 CLI; it tars the dir)
   docker BuildKit DOCKER_BUILDKIT=1 docker build (20.10 CLI; /session +
                  /build?version=2, the context synced over the session)
-  buildah build  buildah build with podsolved's own flags, on the directory
+  buildah build  buildah build with the flags podsolved uses, on the directory
 """
 
 import json
@@ -218,11 +218,10 @@ class Path:
             argv += ["-t", tag, "-f", os.path.join(ctx.dir, ctx.dockerfile), ctx.dir]
             return Cmd(argv, env, log, _check_exit)
         if self.kind == "buildah":
-            argv = list(self.buildah_argv) + ["--layers=true"]
+            argv = list(self.buildah_argv)       # podsolved's own flags
             if nocache:
                 argv.append("--no-cache")
-            argv += ["--rm=true", "--force-rm", "--pull=false", "--format=oci",
-                     f"--file={os.path.join(ctx.dir, ctx.dockerfile)}", f"--tag=localhost/{tag}:latest",
+            argv += [f"--file={os.path.join(ctx.dir, ctx.dockerfile)}", f"--tag=localhost/{tag}:latest",
                      "--", ctx.dir]
             # buildah reads the directory itself: no bytes go to a daemon
             return Cmd(argv, env, log, _check_exit, sent_from_output=lambda out: None)

@@ -18,18 +18,18 @@ SHORT = {"4step-first": "4-step first", "4step-noop": "4-step no-op",
 GROUPS = [
     ("curl `POST /build` (Docker-compatible endpoint): podsolve vs Podman",
      ["ps-curl", "pm-curl"], [("ps-curl", "pm-curl")]),
-    ("docker 20.10 CLI, BuildKit mode (`DOCKER_BUILDKIT=1`): podsolve vs Docker Engine",
-     ["ps-bk", "dk-bk", "pm-legacy"], [("ps-bk", "dk-bk"), ("ps-bk", "pm-legacy")]),
+    ("docker 20.10 CLI, BuildKit mode (`DOCKER_BUILDKIT=1`): podsolve vs Docker Engine "
+     "(and vs Podman's `/build`, which has no BuildKit mode)",
+     ["ps-bk", "dk-bk", "pm-curl"], [("ps-bk", "dk-bk"), ("ps-bk", "pm-curl")]),
     ("curl `POST /solve` vs `buildah build` on the same inputs with the same flags",
      ["ps-solve", "buildah"], [("ps-solve", "buildah")]),
-    ("docker 20.10 CLI, legacy builder (`DOCKER_BUILDKIT=0`): podsolve vs Podman vs Docker Engine",
-     ["ps-legacy", "pm-legacy", "dk-legacy"], [("ps-legacy", "pm-legacy"), ("ps-legacy", "dk-legacy")]),
+    ("docker 20.10 CLI, legacy builder (`DOCKER_BUILDKIT=0`): podsolve vs Docker Engine",
+     ["ps-legacy", "dk-legacy"], [("ps-legacy", "dk-legacy")]),
 ]
 
 CHART_PAIRS = [("ps-curl", "pm-curl", "curl /build: podsolve / Podman"),
                ("ps-bk", "dk-bk", "docker BuildKit: podsolve / Docker"),
                ("ps-solve", "buildah", "/solve / buildah build"),
-               ("ps-legacy", "pm-legacy", "docker legacy: podsolve / Podman"),
                ("ps-legacy", "dk-legacy", "docker legacy: podsolve / Docker")]
 
 
@@ -224,16 +224,20 @@ def markdown(res, chart_rel, data_rel):
     w(f"- **Versions**: {v['podsolved']}; {v['podman']}; {v['buildah']}; {v['docker CLI']}; "
       f"dockerd {v['dockerd'].split('version ')[-1]}; {v['containerd']}; {v['runc']}.")
     if res.get("isolation"):
-        w(f"- **RUN isolation**: podsolved chose `{res['isolation'].split(',')[0]}`; raw buildah gets the same flags. "
-          "Podman's service runs RUN with runc (its containers.conf), dockerd with runc via containerd.")
+        w(f"- **RUN isolation**: podsolved chose `{res['isolation'].split(',')[0]}` (crun refuses hybrid "
+          "cgroups); raw buildah gets the same flags. Podman's service runs RUN with runc (its "
+          "containers.conf), dockerd with runc via containerd; BuildKit's RUN gets a network "
+          "namespace on the docker0 bridge.")
     w("")
     w("## How each system runs\n")
     w("| system | set up by bench/run |")
     w("|---|---|")
-    w("| podsolved | `server/podsolved --listen unix://$D/api.sock --root … --runroot … --storage-driver overlay --state-dir …` |")
+    up = " --upstream unix://<the Podman socket below>" if m.get("podsolved_upstream") else ""
+    w(f"| podsolved | `server/podsolved --listen unix://$D/api.sock --root … --runroot … --storage-driver overlay --state-dir …{up}` (defaults otherwise, e.g. `--max-parallel 4`) |")
     w("| Podman | `podman system service --time=0` with a private `containers.conf` (runtime runc, cgroupfs, ulimits) and `storage.conf` (overlay), anchors.md §1 |")
     w("| Docker Engine | its own `containerd --config …` and dockerd 20.10 (`dpkg -x` of Debian's docker.io) with `--storage-driver=overlay2 --iptables=false --ip6tables=false`, private data/exec roots, `deprecated-key-path`, the default bridge (BuildKit's RUN needs it; deleted afterwards), anchors.md §3 |")
-    w("| buildah | `buildah build` with its own storage and exactly the flags podsolved passes for `/solve` (`--layers=true --rm=true --force-rm --pull=false --format=oci` + isolation) |")
+    flags = " ".join(res.get("buildah_flags") or [])
+    w(f"| buildah | `buildah --root … build {flags} --file=… --tag=… DIR`: its own storage and exactly the flags podsolved passes for `/solve`, read from podsolved's debug log in a calibration build at the start of the run |")
     w("")
     w("The base image (`localhost/busybox:latest`, from Debian's busybox-static by "
       "`tests/fixtures/make-base-image`) is made offline once and copied into every store "
@@ -266,7 +270,9 @@ def markdown(res, chart_rel, data_rel):
         if not pairs:
             continue
         w(f"### {title}\n")
-        head = [paths[c]["label"] for c in cols] + [f"{paths[a]['system']} ÷ {paths[b]['label']}" for a, b in pairs]
+        head = [paths[c]["label"] for c in cols] + [
+            f"podsolve ÷ {paths[b]['system']}" if paths[a]["client"] == paths[b]["client"]
+            else f"podsolve ÷ {paths[b]['system']} ({paths[b]['client']})" for a, b in pairs]
         w("| workload | " + " | ".join(head) + " |")
         w("|---" * (len(head) + 1) + "|")
         for wid in BUILD_WORKLOADS:
@@ -282,8 +288,9 @@ def markdown(res, chart_rel, data_rel):
 
     if "heavy-cold" in wl:
         w("## Bytes sent by the client (heavy context)\n")
-        w("What the client wrote to the daemon's socket in each timed run (requests, headers, the "
-          "tar or the session stream), median: the client's `wchar` from `/proc/PID/io`, read "
+        w("What the client sent to the daemon's socket in each timed run (request, headers, the "
+          "tar or the session stream), median. curl reports it itself (`size_request + "
+          "size_upload`); for the docker CLI it is the process's `wchar` from `/proc/PID/io`, read "
           "after it exited and before it was reaped, minus what it wrote to its own output. "
           "buildah reads the directory itself.\n")
         w("| client path | cold | no-op | 1 file changed |")
@@ -301,9 +308,9 @@ def markdown(res, chart_rel, data_rel):
         w("| endpoint | client | system | time to first line |")
         w("|---|---|---|---|")
         ep = {"ps-solve": "/solve", "ps-curl": "/build v1", "pm-curl": "/build v1",
-              "ps-legacy": "/build v1", "pm-legacy": "/build v1", "dk-legacy": "/build v1",
+              "ps-legacy": "/build v1", "dk-legacy": "/build v1",
               "ps-bk": "/build v2", "dk-bk": "/build v2"}
-        for pid in ("ps-solve", "ps-curl", "pm-curl", "ps-legacy", "pm-legacy", "dk-legacy", "ps-bk", "dk-bk"):
+        for pid in ("ps-solve", "ps-curl", "pm-curl", "ps-legacy", "dk-legacy", "ps-bk", "dk-bk"):
             if fl["stats"].get(pid):
                 p = paths[pid]
                 w(f"| {ep[pid]} | {p['client']} | {p['system']} | {_cell(fl['stats'][pid])} |")

@@ -130,6 +130,7 @@ def base_env(top):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DOCKER_", "CONTAINERS_", "BUILDAH_", "CONTAINER_"))}
     env["TMPDIR"] = os.path.join(top, "tmp")
+    os.makedirs(env["TMPDIR"], exist_ok=True)
     return env
 
 
@@ -148,9 +149,9 @@ class Podsolved(Daemon):
     def storage_args(self):
         return ["--root", self.root, "--runroot", self.runroot, "--storage-driver", "overlay"]
 
-    def start(self):
+    def start(self, log_level="info", extra=()):
         argv = [self.binary, "--listen", "unix://" + self.sock, *self.storage_args(),
-                "--state-dir", os.path.join(self.dir, "state"), "--log-level", "info"]
+                "--state-dir", os.path.join(self.dir, "state"), "--log-level", log_level, *extra]
         if self.upstream:
             argv += ["--upstream", "unix://" + self.upstream]
         p = self._spawn("podsolved", argv, base_env(self.top), "podsolved.log")
@@ -158,16 +159,6 @@ class Podsolved(Daemon):
         with open(os.path.join(self.dir, "podsolved.log"), errors="replace") as f:
             m = re.search(r"isolation: (.*)", f.read())
         self.isolation = m.group(1).strip() if m else "oci (default runtime)"
-
-    def buildah_run_flags(self):
-        """The isolation flags podsolved chose at start-up (its log says which)."""
-        m = re.match(r"(oci|chroot)(?: with runtime (\S+))?", self.isolation or "")
-        if not m:
-            return ["--isolation=oci"]
-        flags = [f"--isolation={m.group(1)}"]
-        if m.group(2):
-            flags.append(f"--runtime={m.group(2).rstrip(',')}")
-        return flags
 
 
 class PodmanService(Daemon):

@@ -241,13 +241,23 @@ class Daemon:
     # ---- lifecycle --------------------------------------------------------
 
     def command(self):
+        # Never the machine's own Podman unless a test asks for an upstream;
+        # extra args "--upstream default" mean: give no --upstream at all
+        # (podsolved's own default).
+        extra = list(self.extra_args)
+        if extra[-2:] == ["--upstream", "default"]:
+            extra, upstream = extra[:-2], []
+        elif any(a.startswith("--upstream") or a == "--spawn-upstream" for a in extra):
+            upstream = []
+        else:
+            upstream = ["--upstream", "none"]
         return [podsolved_path(),
                 "--listen", f"unix://{self.sock}",
                 "--root", str(self.root),
                 "--runroot", str(self.runroot),
                 "--storage-driver", "overlay",
                 "--state-dir", str(self.state),
-                "--log-level", "debug"] + self.extra_args
+                "--log-level", "debug"] + upstream + extra
 
     def base_env(self):
         env = dict(os.environ)

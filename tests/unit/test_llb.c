@@ -624,6 +624,22 @@ START_TEST (repeated_ops_are_one_vertex_and_unneeded_ops_are_dropped)
   llb_graph_free (g);
   defb_free (&d);
 
+  /* repeats anywhere: the first occurrence stands for all */
+  const char *ctx = add_source (&d, "local://context");
+  a = add_source (&d, "docker-image://docker.io/library/alpine:latest");
+  add_source (&d, "local://context");
+  run = add_exec (&d, a, NULL);
+  add_source (&d, "docker-image://docker.io/library/alpine:latest");
+  add_source (&d, "local://context");
+  add_terminal (&d, run, 0);
+  g = expect_graph (&d);
+  ck_assert_uint_eq (g->n_vertices, 2);
+  ck_assert_uint_eq (g->vertices[0].def_index, 1);
+  ck_assert_uint_eq (g->vertices[1].def_index, 3);
+  ck_assert_str_ne (g->vertices[0].digest, ctx);
+  llb_graph_free (g);
+  defb_free (&d);
+
   /* ... but a dropped op is validated all the same. */
   a = add_source (&d, "docker-image://docker.io/library/alpine:latest");
   const char *bad = add_source (&d, "oci-layout://store@sha256:abcd");
@@ -642,6 +658,45 @@ START_TEST (metadata_for_unknown_digests_is_ignored)
   struct llb_graph *g = expect_graph (&d);
   ck_assert_str_eq (g->result->name, "local://context");
   ck_assert_ptr_null (g->result->meta);
+  llb_graph_free (g);
+  defb_free (&d);
+}
+END_TEST
+
+/* Each action's result feeds the next: mkdir, symlink, rm; only the last
+   is an output. */
+static void
+mkdir_symlink_rm (Pb__Op *op, Pb__FileOp *f)
+{
+  static Pb__FileAction ln = PB__FILE_ACTION__INIT, rm = PB__FILE_ACTION__INIT;
+  static Pb__FileActionSymlink sym = PB__FILE_ACTION_SYMLINK__INIT;
+  static Pb__FileActionRm rmp = PB__FILE_ACTION_RM__INIT;
+  static Pb__FileAction *actions[3];
+  sym.oldpath = "/a";
+  sym.newpath = "/b";
+  ln.input = 1, ln.secondaryinput = -1, ln.output = -1;
+  ln.action_case = PB__FILE_ACTION__ACTION_SYMLINK, ln.symlink = &sym;
+  rmp.path = "/c";
+  rmp.allownotfound = true;
+  rm.input = 2, rm.secondaryinput = -1, rm.output = 0;
+  rm.action_case = PB__FILE_ACTION__ACTION_RM, rm.rm = &rmp;
+  actions[0] = f->actions[0];
+  actions[0]->output = -1;
+  actions[1] = &ln;
+  actions[2] = &rm;
+  f->actions = actions;
+  f->n_actions = 3;
+}
+
+START_TEST (file_op_name_lists_its_actions)
+{
+  struct defb d = { 0 };
+  const char *a = add_source (&d, "docker-image://docker.io/library/alpine:latest");
+  const char *f = add_mkdir (&d, a, "/a", mkdir_symlink_rm);
+  add_terminal (&d, f, 0);
+  struct llb_graph *g = expect_graph (&d);
+  ck_assert_str_eq (g->result->name, "mkdir /a, symlink /b -> /a, rm /c");
+  ck_assert_uint_eq (g->result->n_outputs, 1);
   llb_graph_free (g);
   defb_free (&d);
 }
@@ -824,7 +879,8 @@ START_TEST (output_index_out_of_range_is_400)
   struct defb d = { 0 };
   const char *a = add_source (&d, "local://context");
   add_terminal (&d, a, 1);
-  expect_error (&d, 400, "output index 1 is out of range (source op sha256:", NULL);
+  expect_error (&d, 400, "the terminal op's input (the result): output index 1 is out of range (source op sha256:",
+                NULL);
 
   a = add_source (&d, "docker-image://docker.io/library/alpine:latest");
   const char *run = add_exec (&d, a, NULL); /* one output: the rootfs */
@@ -981,6 +1037,41 @@ START_TEST (oversized_definition_and_op_are_413)
 }
 END_TEST
 
+static size_t
+put_varint (uint8_t *p, uint64_t v)
+{
+  size_t n = 0;
+  for (; v >= 0x80; v >>= 7)
+    p[n++] = (uint8_t) (v | 0x80);
+  p[n++] = (uint8_t) v;
+  return n;
+}
+
+/* An op within the byte limits that protobuf-c would blow up: 4 million
+   empty Meta.extraHosts entries (2 bytes each on the wire, a ~50-byte
+   struct each decoded). */
+START_TEST (decoding_beyond_the_memory_budget_is_413)
+{
+  size_t n_hosts = 4000000, inner = 2 * n_hosts;
+  cleanup_free uint8_t *op = xmalloc (inner + 32);
+  size_t n = 0;
+  op[n++] = 0x12; /* Op.exec */
+  uint8_t len_meta[10];
+  size_t lm = put_varint (len_meta, inner);
+  n += put_varint (op + n, 1 + lm + inner);
+  op[n++] = 0x0a; /* ExecOp.meta */
+  memcpy (op + n, len_meta, lm), n += lm;
+  for (size_t i = 0; i < n_hosts; i++)
+    op[n++] = 0x32, op[n++] = 0x00; /* Meta.extraHosts {} */
+  ck_assert_uint_le (n, PS_MAX_LLB_OP_BYTES);
+
+  struct defb d = { 0 };
+  const char *big = add_raw (&d, op, n);
+  add_terminal (&d, big, 0);
+  expect_error (&d, 413, "takes more than 128 MiB of memory, the limit", big);
+}
+END_TEST
+
 /* ---- exec ----------------------------------------------------------------- */
 
 static void
@@ -1103,6 +1194,8 @@ START_TEST (bad_sources_are_400_naming_the_scheme)
     { "alpine", "source identifier \"alpine\" is not of the form scheme://ref" },
     { "://x", "is not of the form scheme://ref" },
     { "docker-image://", "source identifier \"docker-image://\" has an empty ref" },
+    /* quoted safely: protobuf-c does not check UTF-8, error messages end up in JSON */
+    { "\xff\x01" "caf\xc3\xa9://x", "source scheme \"??caf\xc3\xa9\" is not supported" },
   };
   for (size_t i = 0; i < ARRAY_SIZE (cases); i++)
     {
@@ -1348,7 +1441,10 @@ START_TEST (json_object_form_with_metadata)
                  "true},\"export_cache\":{\"Value\":true},\"progress_group\":{\"id\":\"pg1\",\"name\":\"stage 1\","
                  "\"weak\":true},\"linux_resources\":{\"memory\":1073741824,\"cpuQuota\":\"50000\","
                  "\"cpusetCpus\":\"0-1\"}},"
-                 "\"%s\":{\"progressGroup\":{\"id\":\"pg1\"},\"ignoreCache\":false},"
+                 "\"%s\":{\"progressGroup\":{\"id\":\"pg1\"},\"ignoreCache\":false,"
+                 /* repeated keys: the last wins (found by fuzz_llb: overflowed the caps array) */
+                 "\"caps\":{\"a\":true},\"caps\":{\"b\":true,\"c\":false},\"description\":{\"x\":\"1\"},"
+                 "\"description\":{\"llb.customname\":\"FROM alpine\"}},"
                  "\"sha256:notanopofthisdefinition\":{\"ignore_cache\":true}},"
                  "\"Source\":{\"locations\":{}}}",
                  ids.run, ids.alpine);
@@ -1368,7 +1464,9 @@ START_TEST (json_object_form_with_metadata)
   ck_assert_str_eq (run->meta->linux_resources->cpusetcpus, "0-1");
   const struct llb_vertex *alpine = vertex (g, ids.alpine);
   ck_assert_str_eq (alpine->meta->progress_group->id, "pg1");
-  ck_assert_str_eq (alpine->name, "docker-image://docker.io/library/alpine:latest");
+  ck_assert_uint_eq (alpine->meta->n_caps, 2);
+  ck_assert_str_eq (alpine->meta->caps[1]->key, "c");
+  ck_assert_str_eq (alpine->name, "FROM alpine");
   ck_assert_ptr_null (vertex (g, ids.local)->meta);
   llb_graph_free (g);
   ps_buf_free (&json);
@@ -1385,6 +1483,10 @@ START_TEST (bad_json_definitions_are_400_naming_the_field)
     { "{", "definition is not valid JSON" },
     { "[]", "definition: expected base64 of a pb.Definition or" },
     { "\"!!!!\"", "definition: not valid base64" },
+    { "\"=\"", "definition: not valid base64" }, /* fuzz: ps_base64_decode wrote before its buffer */
+    { "\"===\"", "definition: not valid base64" },
+    { "\"CgA=CgA=\"", "definition: not valid base64" },
+    { "{\"def\":[\"==\"]}", "definition.def[0]: expected a base64 string" },
     { "\"\"", "definition has 0 ops" },
     { "{\"def\":\"CgA=\"}", "definition.def: expected an array of base64-encoded pb.Op bytes" },
     { "{\"metadata\":{}}", "definition.def: expected an array" },
@@ -1435,6 +1537,7 @@ suite_llb (void)
   tcase_add_test (tc, go_client_bytes_and_digest);
   tcase_add_test (tc, repeated_ops_are_one_vertex_and_unneeded_ops_are_dropped);
   tcase_add_test (tc, metadata_for_unknown_digests_is_ignored);
+  tcase_add_test (tc, file_op_name_lists_its_actions);
   tcase_add_test (tc, nested_default_names_are_bounded);
   suite_add_tcase (s, tc);
 
@@ -1460,6 +1563,7 @@ suite_llb (void)
   tcase_add_test (tc, hundred_thousand_ops_is_413_without_decoding_them);
   tcase_add_test (tc, op_limit_is_inclusive_and_linear);
   tcase_add_test (tc, oversized_definition_and_op_are_413);
+  tcase_add_test (tc, decoding_beyond_the_memory_budget_is_413);
   suite_add_tcase (s, tc);
 
   tc = tcase_create ("json");
