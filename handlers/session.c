@@ -6,6 +6,7 @@
 #include "handlers/session.h"
 
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -88,9 +89,34 @@ info_of (struct session_request *sr)
   };
 }
 
-/* Runs on the connection's own thread (thread-per-connection MHD) once the
-   101 is out; blocking here is what keeps the session alive.  MHD owns
-   `sock`: we may read and write, and must end with UPGRADE_ACTION_CLOSE. */
+struct session_thread
+{
+  ps_session *s;
+  struct MHD_UpgradeResponseHandle *urh;
+};
+
+/* The session's own thread: run it until the client hangs up, then close.
+   Not the connection's thread: with TLS, MHD relays the upgraded bytes on
+   that thread, so it must return from on_upgraded. */
+static void *
+session_thread_main (void *arg)
+{
+  struct session_thread *t = arg;
+  cleanup_error ps_error *err = NULL;
+  if (session_run (t->s, &err) < 0)
+    ps_info ("%s", err->msg);
+  /* Close before leaving the registry: session_registry_shutdown's wait
+     then covers MHD's part too.  The session touches the socket no more
+     (its connection is dead); other threads' references stay valid. */
+  MHD_upgrade_action (t->urh, MHD_UPGRADE_ACTION_CLOSE);
+  session_registry_remove (t->s);
+  session_unref (t->s);
+  free (t);
+  return NULL;
+}
+
+/* Called on the connection's thread once the 101 is out.  MHD owns `sock`
+   (valid until UPGRADE_ACTION_CLOSE): we may read and write it. */
 static void
 on_upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const char *extra_in,
              size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
@@ -116,14 +142,17 @@ on_upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const 
       MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CLOSE);
       return;
     }
-  if (session_run (s, &err) < 0)
-    ps_info ("%s", err->msg);
-  /* Close before leaving the registry: session_registry_shutdown's wait
-     then covers MHD's part too.  The session touches the socket no more
-     (its connection is dead); other threads' references stay valid. */
-  MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CLOSE);
-  session_registry_remove (s);
-  session_unref (s);
+  struct session_thread *t = xmalloc (sizeof *t);
+  t->s = s;
+  t->urh = urh;
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  int r = pthread_create (&th, &attr, session_thread_main, t);
+  pthread_attr_destroy (&attr);
+  if (r != 0)
+    session_thread_main (t); /* no thread: serve it here (fine without TLS) */
 }
 
 static int

@@ -51,6 +51,9 @@ usage (FILE *f)
          "  --max-context-bytes N   largest build context accepted (default 4 GiB)\n"
          "  --max-connections N     concurrent connections per listener (default 256)\n"
          "  --insecure-tcp          allow a tcp:// listener without TLS\n"
+         "  --tls-cert FILE, --tls-key FILE  serve tcp:// listeners over TLS with this PEM pair\n"
+         "  --tls-ca FILE           CA certificate (PEM) for client certificates\n"
+         "  --tls-verify            require a client certificate signed by --tls-ca (as dockerd --tlsverify)\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
          "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
          "  --max-queued N          builds waiting for a slot; more get 429 (default 64)\n"
@@ -87,6 +90,10 @@ enum
   OPT_OUTPUT_ROOT,
   OPT_MAX_PARALLEL,
   OPT_MAX_QUEUED,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY,
+  OPT_TLS_CA,
+  OPT_TLS_VERIFY,
   OPT_GROUP,
   OPT_JOB_TTL,
   OPT_UPSTREAM,
@@ -124,6 +131,10 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     { "allow-output-root", required_argument, NULL, OPT_OUTPUT_ROOT },
     { "max-parallel", required_argument, NULL, OPT_MAX_PARALLEL },
     { "max-queued", required_argument, NULL, OPT_MAX_QUEUED },
+    { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+    { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+    { "tls-ca", required_argument, NULL, OPT_TLS_CA },
+    { "tls-verify", no_argument, NULL, OPT_TLS_VERIFY },
     { "group", required_argument, NULL, OPT_GROUP },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
@@ -191,6 +202,18 @@ ps_config_parse (int argc, char **argv, ps_error **err)
             return ps_error_set (err, 400, "--allow-output-root: \"%s\" must be an absolute path", optarg);
           ps_strv_push (&ps_cfg.output_roots, optarg);
           break;
+        case OPT_TLS_CERT:
+          ps_cfg.tls_cert = xstrdup (optarg);
+          break;
+        case OPT_TLS_KEY:
+          ps_cfg.tls_key = xstrdup (optarg);
+          break;
+        case OPT_TLS_CA:
+          ps_cfg.tls_ca = xstrdup (optarg);
+          break;
+        case OPT_TLS_VERIFY:
+          ps_cfg.tls_verify = true;
+          break;
         case OPT_MAX_QUEUED:
           if (parse_u64 ("--max-queued", optarg, &u, err) < 0)
             return -1;
@@ -246,6 +269,10 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     }
   if (optind < argc)
     return ps_error_set (err, 400, "unexpected argument %s", argv[optind]);
+  if ((ps_cfg.tls_cert == NULL) != (ps_cfg.tls_key == NULL))
+    return ps_error_set (err, 400, "--tls-cert and --tls-key go together");
+  if (ps_cfg.tls_verify && (ps_cfg.tls_ca == NULL || ps_cfg.tls_cert == NULL))
+    return ps_error_set (err, 400, "--tls-verify needs --tls-ca, --tls-cert and --tls-key");
 
   bool root_user = geteuid () == 0;
   const char *xdg_run = getenv ("XDG_RUNTIME_DIR");

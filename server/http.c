@@ -4,6 +4,7 @@
 #include "server/http.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,28 @@ fail (struct ps_request *req, ps_error *err)
   ps_respond_error (req, status, err ? err->msg : "internal error");
 }
 
+/* Set once at start-up when a TLS listener requires client certificates. */
+static bool tls_verify_clients;
+
+/* A TLS connection on a --tls-verify listener must carry a client
+   certificate that GnuTLS verified against --tls-ca; plain connections
+   (unix sockets, --insecure-tcp) pass. */
+static bool
+client_certificate_ok (struct MHD_Connection *conn)
+{
+  if (!tls_verify_clients)
+    return true;
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  if (ci == NULL || ci->tls_session == NULL)
+    return true; /* not a TLS connection */
+  gnutls_session_t session = (gnutls_session_t) ci->tls_session;
+  unsigned int n = 0;
+  if (gnutls_certificate_get_peers (session, &n) == NULL || n == 0)
+    return false;
+  unsigned int status = 0;
+  return gnutls_certificate_verify_peers2 (session, &status) == GNUTLS_E_SUCCESS && status == 0;
+}
+
 static enum MHD_Result
 access_handler (void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                 const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -202,6 +225,12 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
       req->conn = conn;
       req->method = method;
       req->url = xstrdup (url);
+      if (!client_certificate_ok (conn))
+        {
+          /* Mutual TLS (--tls-verify): no valid client certificate, no API. */
+          ps_respond_error (req, 403, "a client certificate signed by the daemon's --tls-ca is required");
+          return MHD_YES;
+        }
       req->handler = ps_route (req);
       /* Not a route of ours: the Podman API service answers it.  A known
          path with another method stays a local 405. */
@@ -297,16 +326,29 @@ mhd_log (void *cls, const char *fmt, va_list ap)
 }
 
 struct MHD_Daemon *
-ps_http_start (int listen_fd, unsigned max_connections, ps_error **err)
+ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, ps_error **err)
 {
+  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL
+                   | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+  struct MHD_OptionItem tls_opts[4] = { { MHD_OPTION_END, 0, NULL } };
+  size_t n = 0;
+  if (tls)
+    {
+      flags |= MHD_USE_TLS;
+      tls_opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, tls->key };
+      tls_opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, tls->cert };
+      /* With a trust list GnuTLS asks the client for its certificate;
+         whether one is required is checked per connection below. */
+      if (tls->ca)
+        tls_opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0, tls->ca };
+      tls_opts[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+      tls_verify_clients = tls->verify;
+    }
   struct MHD_Daemon *d = MHD_start_daemon (
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_UPGRADE
-          | MHD_USE_ERROR_LOG | MHD_USE_ITC,
-      0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK,
-      uri_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-      listen_fd, MHD_OPTION_NOTIFY_COMPLETED, completed_handler, NULL, MHD_OPTION_CONNECTION_LIMIT,
-      max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0, MHD_OPTION_THREAD_STACK_SIZE,
-      (size_t) (512 * 1024), MHD_OPTION_END);
+      flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
+      completed_handler, NULL, MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned) 0, MHD_OPTION_THREAD_STACK_SIZE, (size_t) (512 * 1024), MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
   if (d == NULL)
     return ps_error_set (err, 500, "cannot start the HTTP server"), NULL;
   return d;

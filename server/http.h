@@ -77,7 +77,17 @@ int ps_respond_stream (struct ps_request *req, unsigned status, const char *cont
                        const char *const *extra, MHD_ContentReaderCallback read, void *cls,
                        MHD_ContentReaderFreeCallback done);
 
-/* Start one MHD daemon per listening fd. */
-struct MHD_Daemon *ps_http_start (int listen_fd, unsigned max_connections, ps_error **err);
+/* TLS for one listener: PEM texts (the key stays in memory only). */
+struct ps_tls
+{
+  char *cert;
+  char *key;
+  char *ca;    /* client CA, or NULL */
+  bool verify; /* require a client certificate signed by `ca` */
+};
+
+/* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP. */
+struct MHD_Daemon *ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls,
+                                  ps_error **err);
 
 #endif

@@ -153,6 +153,7 @@ ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **
           l[count].fd = fd;
           l[count].uri = xasprintf ("systemd fd %d", fd);
           l[count].unix_path = NULL;
+          l[count].tcp = false;
           count++;
         }
       unsetenv ("LISTEN_PID");
@@ -181,6 +182,7 @@ ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **
       l[count].fd = fd;
       l[count].uri = xstrdup (uri);
       l[count].unix_path = unix_path ? xstrdup (unix_path) : NULL;
+      l[count].tcp = unix_path == NULL;
       count++;
     }
   if (count == 0)

@@ -10,6 +10,7 @@ struct ps_listener
   int fd;
   char *uri;       /* for logs */
   char *unix_path; /* unlinked at exit; NULL for tcp and inherited fds */
+  bool tcp;        /* opened from a tcp:// URI */
 };
 
 /* Open every --listen URI plus inherited systemd sockets.  Unix sockets

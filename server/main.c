@@ -90,10 +90,11 @@ main (int argc, char **argv)
   ps_proxy_global_init ();
 
   for (size_t i = 0; i < ps_cfg.listen.n; i++)
-    if (ps_str_has_prefix (ps_cfg.listen.v[i], "tcp://") && !ps_cfg.insecure_tcp)
+    if (ps_str_has_prefix (ps_cfg.listen.v[i], "tcp://") && !ps_cfg.insecure_tcp && ps_cfg.tls_cert == NULL)
       {
         fprintf (stderr, "podsolved: %s: a TCP listener without TLS lets anyone on the network run builds as "
-                         "this user; pass --insecure-tcp to allow it\n",
+                         "this user; give --tls-cert and --tls-key (and --tls-verify --tls-ca for client "
+                         "certificates), or pass --insecure-tcp to allow it\n",
                  ps_cfg.listen.v[i]);
         return 2;
       }
@@ -150,10 +151,21 @@ main (int argc, char **argv)
       ps_error_log ("%s", err->msg);
       return 1;
     }
+  /* TLS material for tcp:// listeners, read once. */
+  struct ps_tls tls = { .verify = ps_cfg.tls_verify };
+  if (ps_cfg.tls_cert
+      && (ps_read_file (ps_cfg.tls_cert, 1024 * 1024, &tls.cert, NULL, &err) < 0
+          || ps_read_file (ps_cfg.tls_key, 1024 * 1024, &tls.key, NULL, &err) < 0
+          || (ps_cfg.tls_ca && ps_read_file (ps_cfg.tls_ca, 1024 * 1024, &tls.ca, NULL, &err) < 0)))
+    {
+      ps_error_log ("TLS: %s", err->msg);
+      return 1;
+    }
   struct MHD_Daemon **daemons = xcalloc (nlisteners, sizeof *daemons);
   for (size_t i = 0; i < nlisteners; i++)
     {
-      daemons[i] = ps_http_start (listeners[i].fd, ps_cfg.max_connections, &err);
+      daemons[i] = ps_http_start (listeners[i].fd, ps_cfg.max_connections,
+                                  listeners[i].tcp && tls.cert ? &tls : NULL, &err);
       if (daemons[i] == NULL)
         {
           ps_error_log ("%s: %s", listeners[i].uri, err->msg);
