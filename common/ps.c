@@ -376,32 +376,44 @@ ps_base64_decode (const char *in, unsigned char **out, size_t *outlen)
   size_t n = strlen (in);
   while (n > 0 && (in[n - 1] == '\n' || in[n - 1] == '\r' || in[n - 1] == ' '))
     n--;
+  /* The client's own padding: at most two '=' at the end, nowhere else. */
+  size_t given_pad = 0;
+  while (given_pad < n && in[n - 1 - given_pad] == '=')
+    given_pad++;
+  if (given_pad > 2 || (given_pad > 0 && given_pad == n))
+    return -1;
+  size_t body = n - given_pad;
+  if (body % 4 == 1)
+    return -1; /* no base64 encoding ends with a lone sextet */
   /* Normalise the URL-safe alphabet and restore padding. */
-  cleanup_free char *norm = xmalloc (n + 4);
+  cleanup_free char *norm = xmalloc (body + 4);
   size_t m = 0;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < body; i++)
     {
       char c = in[i];
       if (c == '-')
         c = '+';
       else if (c == '_')
         c = '/';
+      else if (c == '=')
+        return -1;
       norm[m++] = c;
     }
+  size_t pad = 0;
   while (m % 4 != 0)
-    norm[m++] = '=';
+    {
+      norm[m++] = '=';
+      pad++;
+    }
   norm[m] = '\0';
   unsigned char *buf = xmalloc (m / 4 * 3 + 1);
   int r = m ? EVP_DecodeBlock (buf, (unsigned char *) norm, (int) m) : 0;
-  if (r < 0)
+  /* EVP_DecodeBlock counts the bytes the padding stands for; drop them. */
+  if (r < 0 || (size_t) r < pad)
     {
       free (buf);
       return -1;
     }
-  /* EVP_DecodeBlock counts padding bytes as output; remove them. */
-  size_t pad = 0;
-  for (size_t i = m; i > 0 && norm[i - 1] == '='; i--)
-    pad++;
   *outlen = (size_t) r - pad;
   buf[*outlen] = '\0';
   *out = buf;

@@ -25,6 +25,7 @@
 #include "server/config.h"
 #include "solver/context.h"
 #include "solver/registry_auth.h"
+#include "solver/llb.h"
 #include "solver/solve.h"
 
 struct part
@@ -41,6 +42,8 @@ struct solve_state
   bool dir_owned;
   bool multipart;
   ps_buf json;       /* the JSON body, or the "request" part */
+  ps_buf definition; /* a "definition" part: raw pb.Definition bytes */
+  bool has_definition_part;
   struct MHD_PostProcessor *pp;
   struct part *parts;
   size_t n_parts;
@@ -63,6 +66,7 @@ solve_state_free (void *p)
     }
   free (s->parts);
   ps_buf_free (&s->json);
+  ps_buf_free (&s->definition);
   ps_error_free (s->body_err);
   if (s->dir_owned)
     ps_rm_rf (s->dir, NULL);
@@ -102,6 +106,18 @@ on_part_data (void *cls, enum MHD_ValueKind kind, const char *key, const char *f
     return MHD_NO;
   if (strcmp (key, "request") == 0)
     return append_json (s, data, size, &s->body_err) < 0 ? MHD_NO : MHD_YES;
+  if (strcmp (key, "definition") == 0)
+    {
+      /* A raw pb.Definition (application/x-protobuf), kept in memory. */
+      if (s->definition.len + size > PS_MAX_LLB_BYTES)
+        {
+          ps_error_set (&s->body_err, 413, "the definition part is larger than %d bytes", PS_MAX_LLB_BYTES);
+          return MHD_NO;
+        }
+      ps_buf_append (&s->definition, data, size);
+      s->has_definition_part = true;
+      return MHD_YES;
+    }
 
   struct part *p = s->n_parts ? &s->parts[s->n_parts - 1] : NULL;
   if (p == NULL || off == 0 || strcmp (p->name, key) != 0)
@@ -275,7 +291,7 @@ solve_complete (struct ps_request *req, ps_error **err)
     return ps_error_set (err, 400, "empty request body: send a JSON SolveRequest");
 
   struct solve_request sr;
-  if (schema_solve_request_parse (s->json.data, s->json.len, &sr, err) < 0)
+  if (schema_solve_request_parse (s->json.data, s->json.len, s->has_definition_part, &sr, err) < 0)
     return -1;
 
   struct solve_source *sources = NULL;
@@ -302,6 +318,8 @@ solve_complete (struct ps_request *req, ps_error **err)
         .authfile = have_auth > 0 ? authfile : NULL,
         .state_dir = ps_cfg.state_dir,
         .max_context_bytes = ps_cfg.max_context_bytes,
+        .definition = s->has_definition_part ? (const uint8_t *) s->definition.data : NULL,
+        .definition_len = s->definition.len,
       };
       ret = solve_plan_new (&sr, &env, &plan, err);
     }

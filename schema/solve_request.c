@@ -176,7 +176,8 @@ parse_typed_list (const cJSON *arr, const char *field, bool exporters, bool impo
 }
 
 int
-schema_solve_request_parse (const char *json, size_t len, struct solve_request *r, ps_error **err)
+schema_solve_request_parse (const char *json, size_t len, bool definition_part, struct solve_request *r,
+                            ps_error **err)
 {
   memset (r, 0, sizeof *r);
   cJSON *root = cJSON_ParseWithLength (json, len);
@@ -245,6 +246,15 @@ schema_solve_request_parse (const char *json, size_t len, struct solve_request *
           goto out;
         }
       r->frontend = xstrdup (fe->valuestring);
+    }
+  if (definition_part)
+    {
+      if (r->has_definition)
+        {
+          ps_error_set (err, 400, "definition: given both in the JSON and as a multipart part");
+          goto out;
+        }
+      r->has_definition = true;
     }
   if (r->frontend && r->has_definition)
     {

@@ -45,8 +45,11 @@ struct solve_request
   bool detach;
 };
 
-/* Parse and validate `len` bytes of JSON. */
-int schema_solve_request_parse (const char *json, size_t len, struct solve_request *out, ps_error **err);
+/* Parse and validate `len` bytes of JSON.  `definition_part`: the request
+   carried its definition as a separate multipart part (raw protobuf), so
+   neither "frontend" nor "definition" is needed in the JSON. */
+int schema_solve_request_parse (const char *json, size_t len, bool definition_part, struct solve_request *out,
+                                ps_error **err);
 void schema_solve_request_free (struct solve_request *r);
 
 #endif

@@ -16,6 +16,7 @@
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
 #include "solver/context.h"
+#include "solver/llb.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_sources.h"
 
@@ -415,9 +416,23 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
 
   if (p->req.has_definition)
     {
+      /* Everything about the graph is checked first (400/413 naming the op
+         and the problem); only a valid graph reaches the executor. */
+      struct llb_graph *g = NULL;
+      int r = env->definition ? llb_graph_from_protobuf (env->definition, env->definition_len, &g, err)
+                              : llb_graph_from_json (p->req.definition_json, &g, err);
+      if (r < 0)
+        {
+          ps_error_wrap (err, "definition");
+          solve_plan_free (p);
+          return -1;
+        }
+      size_t n = g->n_vertices;
+      llb_graph_free (g);
       solve_plan_free (p);
-      return ps_error_set (err, 501, "definition: raw LLB definitions are executed by the LLB solver, which this "
-                                     "podsolved does not include yet; use frontend \"dockerfile.v0\"");
+      return ps_error_set (err, 501, "definition: the LLB graph is valid (%zu ops to solve), but executing LLB "
+                                     "on buildah is not available in this podsolved yet; use frontend "
+                                     "\"dockerfile.v0\"", n);
     }
 
   const char *context_key = "context", *dockerfile_key = "dockerfile", *filename = NULL;

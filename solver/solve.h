@@ -28,6 +28,8 @@ struct solve_env
   const char *authfile;                /* registry credentials, or NULL */
   const char *state_dir;               /* --state-dir (session context caches) */
   uint64_t max_context_bytes;          /* --max-context-bytes */
+  const uint8_t *definition;           /* a multipart "definition" part (raw pb.Definition), or NULL */
+  size_t definition_len;
 };
 
 /* Check everything about `req` that can be checked before running and

@@ -8,7 +8,7 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
 {
   struct solve_request r;
   ps_error *err = NULL;
-  if (schema_solve_request_parse ((const char *) data, size, &r, &err) < 0)
+  if (schema_solve_request_parse ((const char *) data, size, size > 0 && (data[0] & 1), &r, &err) < 0)
     {
       if (err == NULL || err->status != 400)
         abort ();

@@ -38,6 +38,22 @@ START_TEST (base64_round_trip_and_url_alphabet)
   ck_assert_str_eq ((char *) dec, "?" "?>");
   free (dec);
   ck_assert_int_eq (ps_base64_decode ("!!!!", &dec, &n), -1);
+  /* Found by fuzz_llb: only padding wrote before the buffer. */
+  ck_assert_int_eq (ps_base64_decode ("=", &dec, &n), -1);
+  ck_assert_int_eq (ps_base64_decode ("==", &dec, &n), -1);
+  ck_assert_int_eq (ps_base64_decode ("===", &dec, &n), -1);
+  ck_assert_int_eq (ps_base64_decode ("a===", &dec, &n), -1);
+  ck_assert_int_eq (ps_base64_decode ("ab=c", &dec, &n), -1);
+  ck_assert_int_eq (ps_base64_decode ("", &dec, &n), 0);
+  ck_assert_uint_eq (n, 0);
+  free (dec);
+  ck_assert_int_eq (ps_base64_decode ("YQ==", &dec, &n), 0);
+  ck_assert_uint_eq (n, 1);
+  ck_assert_str_eq ((char *) dec, "a");
+  free (dec);
+  ck_assert_int_eq (ps_base64_decode ("YWI", &dec, &n), 0);
+  ck_assert_str_eq ((char *) dec, "ab");
+  free (dec);
 }
 END_TEST
 

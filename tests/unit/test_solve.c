@@ -11,7 +11,7 @@
 static int
 parse (const char *json, struct solve_request *r, ps_error **err)
 {
-  return schema_solve_request_parse (json, strlen (json), r, err);
+  return schema_solve_request_parse (json, strlen (json), false, r, err);
 }
 
 START_TEST (full_request_parses)
