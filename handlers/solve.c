@@ -308,6 +308,7 @@ solve_complete (struct ps_request *req, ps_error **err)
   struct solve_plan *plan = NULL;
   cleanup_free char *ref = sr.ref ? xstrdup (sr.ref) : NULL;
   bool detach = sr.detach;
+  const char *kind = sr.has_definition ? "llb" : "dockerfile.v0";
   if (ret == 0)
     {
       struct solve_env env = {
@@ -335,7 +336,7 @@ solve_complete (struct ps_request *req, ps_error **err)
 
   solver_jobs_expire ((int64_t) ps_cfg.job_ttl_s * 1000);
   solver_job *job = solver_job_new (ref, s->dir);
-  solver_job_set_kind (job, "dockerfile.v0");
+  solver_job_set_kind (job, kind);
   if (solver_jobs_register (job, err) < 0)
     {
       solve_plan_free (plan);

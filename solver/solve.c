@@ -17,6 +17,7 @@
 #include "solver/cache_registry.h"
 #include "solver/context.h"
 #include "solver/llb.h"
+#include "solver/llb_exec.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_sources.h"
 
@@ -40,6 +41,7 @@ struct solve_plan
   ps_strv insecure_registries; /* cache registries reached without TLS checks */
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
+  struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
 };
 
 void
@@ -64,6 +66,7 @@ solve_plan_free (struct solve_plan *p)
   free (p->local_cache_import);
   free (p->local_cache_export);
   free (p->job_dir);
+  llb_exec_free (p->llb);
   free (p);
 }
 
@@ -402,6 +405,53 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
   return 0;
 }
 
+/* A definition is run by the LLB executor: only the attrs that mean
+   something for a graph are taken (no-cache); the exporters are the same. */
+static int
+plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g, ps_error **err)
+{
+  struct llb_exec_env xe = { .sources = env->sources, .n_sources = env->n_sources, .state_dir = env->state_dir,
+                             .authfile = env->authfile };
+  const struct solve_attrs *a = &p->req.frontend_attrs;
+  for (size_t i = 0; i < a->n; i++)
+    {
+      const char *k = a->kv[2 * i], *v = a->kv[2 * i + 1];
+      bool b = false;
+      if (strcmp (k, "no-cache") == 0)
+        {
+          if (*v && build_params_bool (v, &b) < 0)
+            {
+              llb_graph_free (g);
+              return ps_error_set (err, 400, "frontendAttrs.no-cache: \"%s\" (a definition takes \"\", true "
+                                             "or false)", v);
+            }
+          xe.no_cache = *v == '\0' || b;
+        }
+      else
+        {
+          llb_graph_free (g);
+          return ps_error_set (err, 400, "frontendAttrs: \"%s\" means nothing with a definition (supported: "
+                                         "no-cache)", k);
+        }
+    }
+  if (p->req.n_cache_imports || p->req.n_cache_exports)
+    {
+      llb_graph_free (g);
+      return ps_error_set (err, 501, "cache imports/exports with a definition are not supported by podsolve's "
+                                     "LLB executor yet");
+    }
+  for (size_t e = 0; e < p->req.entitlements.n; e++)
+    xe.network_host |= strcmp (p->req.entitlements.v[e], "network.host") == 0;
+  if (plan_exporters (p, env, err) < 0)
+    {
+      llb_graph_free (g);
+      return -1;
+    }
+  if (env->authfile)
+    p->build.opts.authfile = xstrdup (env->authfile);
+  return llb_exec_new (g, &xe, &p->llb, err);
+}
+
 int
 solve_plan_new (struct solve_request *req, const struct solve_env *env, struct solve_plan **out, ps_error **err)
 {
@@ -427,12 +477,13 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
           solve_plan_free (p);
           return -1;
         }
-      size_t n = g->n_vertices;
-      llb_graph_free (g);
-      solve_plan_free (p);
-      return ps_error_set (err, 501, "definition: the LLB graph is valid (%zu ops to solve), but executing LLB "
-                                     "on buildah is not available in this podsolved yet; use frontend "
-                                     "\"dockerfile.v0\"", n);
+      if (plan_llb (p, env, g, err) < 0)
+        {
+          solve_plan_free (p);
+          return -1;
+        }
+      *out = p;
+      return 0;
     }
 
   const char *context_key = "context", *dockerfile_key = "dockerfile", *filename = NULL;
@@ -795,7 +846,27 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
   struct cache_registry regs[2];
   size_t nregs = 0;
   int r = start_local_caches (p, regs, &nregs, err);
-  if (r == 0)
+  if (r == 0 && p->llb)
+    {
+      r = llb_exec_run (p->llb, job, &image_id, err);
+      for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
+        {
+          ps_strv argv = { 0 };
+          buildah_argv_init (&argv);
+          ps_strv_push (&argv, "tag");
+          ps_strv_push (&argv, image_id);
+          ps_strv_push (&argv, p->image_names.v[i]);
+          r = buildah_run (&argv, NULL, err);
+          ps_strv_free (&argv);
+          if (r < 0)
+            {
+              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
+              solver_job_emit (job, &ev);
+            }
+        }
+    }
+  else if (r == 0)
     r = dockerfile_frontend_run (job, &p->build, &image_id, err);
   else
     {

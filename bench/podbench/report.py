@@ -43,11 +43,15 @@ def _ratio(a, b):
 
 
 def _cell(st):
+    """median (min–max), all three in the median's unit."""
     if not st:
         return "–"
+    med = fmt_s(st["median"])
     if st["n"] == 1:
-        return fmt_s(st["median"])
-    return f"{fmt_s(st['median'])} ({fmt_s(st['min']).split()[0]}–{fmt_s(st['max'])})"
+        return med
+    if med.endswith(" ms"):
+        return f"{med} ({st['min'] * 1000:.1f}–{st['max'] * 1000:.1f})"
+    return f"{med} ({st['min']:.2f}–{st['max']:.2f})"
 
 
 def _fr(r):
@@ -221,6 +225,13 @@ def markdown(res, chart_rel, data_rel):
     w(f"- **Machine**: {mc['cpu']}, {mc['cpus']} vCPU, {mc['mem_gib']} GiB, Debian {mc['debian']}, "
       f"kernel {mc['kernel']}, cgroups {mc['cgroups']}.")
     v = mc["versions"]
+    t = m.get("podsolve_tree")
+    if t:
+        lc = f" + {t['local_changes']} locally changed file(s)" if t["local_changes"] else ""
+        how = ("built by the harness from `git archive` of that commit" if t.get("from_archive")
+               else "the tree's `server/podsolved`")
+        w(f"- **podsolve measured**: commit {t['commit']}{lc}, {how}, built {t['binary_mtime']} "
+          "(a private copy is run, so a rebuild during the run changes nothing).")
     w(f"- **Versions**: {v['podsolved']}; {v['podman']}; {v['buildah']}; {v['docker CLI']}; "
       f"dockerd {v['dockerd'].split('version ')[-1]}; {v['containerd']}; {v['runc']}.")
     if res.get("isolation"):
@@ -337,7 +348,9 @@ def markdown(res, chart_rel, data_rel):
     if px:
         w("## Proxy overhead: through podsolved vs straight to Podman\n")
         w("podsolved started with `--upstream unix://<our Podman socket>`; the same requests sent "
-          f"to podsolved and to Podman directly, interleaved. {px['note']}. Median (min–max).\n")
+          f"to podsolved and to Podman directly, interleaved, at the start of the run (Podman's "
+          f"store holds only the base image). {px['note']}. Median (min–max) over all requests "
+          "(a new connection each, as the CLI does).\n")
         w("| request | through podsolved | Podman directly | ratio |")
         w("|---|---|---|---|")
         for name, st in px["stats"].items():
@@ -378,8 +391,8 @@ def markdown(res, chart_rel, data_rel):
     w("Debian's libmicrohttpd links GnuTLS and initialises it in its library constructor even "
       "though podsolved serves no TLS, and libarchive pulls in libxml2 → ICU and libstdc++. "
       "Reaching 4 MB would mean loading libarchive and libcrypto lazily with dlopen and building "
-      "libmicrohttpd without TLS; neither is worth its complexity while the daemon's own "
-      "footprint is about 1 MB. Measure yourself:")
+      f"libmicrohttpd without TLS; neither is worth its complexity while the daemon's own "
+      f"footprint is {_mb(anon)}. Measure yourself:")
     w("`awk '/^[0-9a-f]+-/{n=$6} /^Rss:/{r[n]+=$2} END{for(k in r) print r[k], k}' "
       "/proc/$(pidof podsolved)/smaps | sort -rn`.\n")
     if mem.get("peak"):
@@ -390,7 +403,7 @@ def markdown(res, chart_rel, data_rel):
           "and their trees include runc/conmon/shims).\n")
         w("| system | daemon VmHWM | peak RSS of the process tree |")
         w("|---|---|---|")
-        for name, pk in mem["peak"].items():
+        for name, pk in sorted(mem["peak"].items(), key=lambda kv: kv[0] != "podsolve"):
             hw = " + ".join(f"{k} {_mb(v)}" for k, v in pk["vmhwm_kb"].items())
             if len(pk["vmhwm_kb"]) > 1:
                 hw += f" = {_mb(sum(pk['vmhwm_kb'].values()))}"

@@ -16,8 +16,8 @@ def log(msg):
     print(f"[bench {time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def run_checked(argv, what=None, env=None, cwd=None, timeout=600):
-    p = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+def run_checked(argv, what=None, env=None, cwd=None, timeout=600, stdin=None):
+    p = subprocess.run(argv, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=timeout)
     if p.returncode != 0:
         tail = p.stdout.decode(errors="replace")[-2000:]

@@ -1,0 +1,39 @@
+/* llb_fileop.h — LLB FileOps done natively on a buildah-mounted rootfs, and
+ * the small pieces the LLB executor (llb_exec.c) shares with them. */
+#ifndef SOLVER_LLB_FILEOP_H
+#define SOLVER_LLB_FILEOP_H
+
+#include "common/ps.h"
+#include "solver/llb.h"
+
+/* A buildah working container, optionally mounted. */
+struct llb_wc
+{
+  char *ctr;
+  char *mnt; /* mount point, NULL when not mounted */
+};
+
+/* `buildah from` image (NULL = scratch), then `buildah mount` if asked. */
+int llb_wc_from (const char *image, bool mount, struct llb_wc *w, ps_error **err);
+/* `buildah commit`; *image gets the new image id. */
+int llb_wc_commit (struct llb_wc *w, char **image, ps_error **err);
+/* Unmount and remove (no-op for a zeroed struct). */
+void llb_wc_remove (struct llb_wc *w);
+
+/* A 501 "op <digest> ("name"): <what> is not supported ..."; returns -1. */
+int llb_unsupported (ps_error **err, const struct llb_vertex *v, const char *fmt, ...) PS_PRINTF (3, 4);
+
+/* Resolve `path` as if `root` were "/": "..", absolute and relative
+   symlinks never lead above root (as filepath-securejoin).  The last
+   component is followed only when `follow_final`.  *out = root + the
+   resolved path; components that do not exist are kept literally. */
+int llb_scoped_resolve (const char *root, const char *path, bool follow_final, char **out, ps_error **err);
+
+/* 501 for any FileOp shape or option llb_fileop_run cannot do. */
+int llb_fileop_check (const struct llb_vertex *v, ps_error **err);
+
+/* Run a checked FileOp: inputs[i] is the image of the op's input i.
+   *image gets the committed result. */
+int llb_fileop_run (const struct llb_vertex *v, const char *const *inputs, char **image, ps_error **err);
+
+#endif
