@@ -214,7 +214,10 @@ parse_extrahosts (const char *key, const char *value, ps_strv *out, ps_error **e
     {
       ps_strv list = { 0 };
       if (parse_string_array (key, value, &list, err) < 0)
-        return -1;
+        {
+          ps_strv_free (&list); /* what was pushed before the bad element */
+          return -1;
+        }
       for (size_t i = 0; i < list.n; i++)
         {
           if (!valid_host_entry (list.v[i]))

@@ -205,6 +205,11 @@ main (int argc, char **argv)
   for (size_t i = 0; i < nlisteners; i++)
     MHD_stop_daemon (daemons[i]);
   free (daemons);
+  free (tls.cert);
+  if (tls.key)
+    explicit_bzero (tls.key, strlen (tls.key));
+  free (tls.key);
+  free (tls.ca);
   ps_listeners_close (listeners, nlisteners);
   ps_upstream_spawn_stop ();
   ps_info ("stopped");

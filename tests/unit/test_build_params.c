@@ -97,6 +97,10 @@ START_TEST (extrahosts_repeated_and_json)
   ck_assert_int_eq (parse (KV ({ "extrahosts", "[\"c:10.0.0.3\",\"d:::1\"]" }), 1, true, &err), 0);
   ck_assert_uint_eq (req.opts.add_hosts.n, 2);
   ck_assert_str_eq (req.opts.add_hosts.v[1], "d:::1");
+  /* Found by the long fuzz run: a bad element after good ones leaked them. */
+  ck_assert_int_eq (parse (KV ({ "extrahosts", "[\"a:1.2.3.4\",5]" }), 1, false, &err), -1);
+  ps_error_free (err);
+  err = NULL;
   ck_assert_int_eq (parse (KV ({ "extrahosts", "nocolon" }), 1, false, &err), -1);
   ck_assert_int_eq (err->status, 400);
   ps_error_free (err);
