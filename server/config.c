@@ -54,6 +54,8 @@ usage (FILE *f)
          "  --tls-cert FILE, --tls-key FILE  serve tcp:// listeners over TLS with this PEM pair\n"
          "  --tls-ca FILE           CA certificate (PEM) for client certificates\n"
          "  --tls-verify            require a client certificate signed by --tls-ca (as dockerd --tlsverify)\n"
+         "  --insecure-registry HOST[:PORT]  pull from and push to this registry without TLS checks\n"
+         "                          (as dockerd --insecure-registry); repeatable\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
          "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
          "  --max-queued N          builds waiting for a slot; more get 429 (default 64)\n"
@@ -94,6 +96,7 @@ enum
   OPT_TLS_KEY,
   OPT_TLS_CA,
   OPT_TLS_VERIFY,
+  OPT_INSECURE_REGISTRY,
   OPT_GROUP,
   OPT_JOB_TTL,
   OPT_UPSTREAM,
@@ -135,6 +138,7 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     { "tls-key", required_argument, NULL, OPT_TLS_KEY },
     { "tls-ca", required_argument, NULL, OPT_TLS_CA },
     { "tls-verify", no_argument, NULL, OPT_TLS_VERIFY },
+    { "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
     { "group", required_argument, NULL, OPT_GROUP },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
@@ -213,6 +217,11 @@ ps_config_parse (int argc, char **argv, ps_error **err)
           break;
         case OPT_TLS_VERIFY:
           ps_cfg.tls_verify = true;
+          break;
+        case OPT_INSECURE_REGISTRY:
+          if (*optarg == '\0' || strpbrk (optarg, "/\" \n"))
+            return ps_error_set (err, 400, "--insecure-registry: \"%s\": expected HOST[:PORT]", optarg);
+          ps_strv_push (&ps_cfg.insecure_registries, optarg);
           break;
         case OPT_MAX_QUEUED:
           if (parse_u64 ("--max-queued", optarg, &u, err) < 0)

@@ -23,6 +23,7 @@ struct ps_config
   char *tls_cert, *tls_key;  /* TLS for tcp:// listeners */
   char *tls_ca;              /* CA that signs client certificates */
   bool tls_verify;           /* clients must present a certificate signed by tls_ca */
+  ps_strv insecure_registries; /* --insecure-registry: plain HTTP / unverified TLS */
   ps_strv output_roots;     /* --allow-output-root: where /solve may write server-side */
   unsigned max_parallel;    /* running jobs at once */
   unsigned max_queued;      /* jobs waiting for a slot; beyond: 429 */

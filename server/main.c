@@ -17,6 +17,7 @@
 #include "server/listen.h"
 #include "server/proxy.h"
 #include "solver/buildah.h"
+#include "solver/cache_registry.h"
 #include "solver/job.h"
 #include "session/session.h"
 
@@ -124,6 +125,20 @@ main (int argc, char **argv)
     {
       ps_error_log ("%s", err->msg);
       return 1;
+    }
+
+  /* --insecure-registry: a registries.conf (the system's plus these
+     entries) that every buildah child reads. */
+  if (ps_cfg.insecure_registries.n > 0)
+    {
+      cleanup_free char *conf = xasprintf ("%s/registries.conf", ps_cfg.state_dir);
+      if (cache_registry_write_conf (conf, &ps_cfg.insecure_registries, &err) < 0)
+        {
+          ps_error_log ("--insecure-registry: %s", err->msg);
+          return 1;
+        }
+      setenv ("CONTAINERS_REGISTRIES_CONF", conf, 1);
+      ps_info ("insecure registries (no TLS checks): %zu, in %s", ps_cfg.insecure_registries.n, conf);
     }
 
   struct buildah_config bc = {

@@ -129,7 +129,11 @@ cache_registry_write_conf (const char *path, const ps_strv *insecure, ps_error *
   ps_buf b = { 0 };
   cleanup_free char *sys = NULL;
   size_t len = 0;
-  if (ps_read_file ("/etc/containers/registries.conf", 1024 * 1024, &sys, &len, NULL) == 0)
+  /* The daemon's own (--insecure-registry) when it has one, else the system's. */
+  const char *base = getenv ("CONTAINERS_REGISTRIES_CONF");
+  if (base == NULL || *base == '\0')
+    base = "/etc/containers/registries.conf";
+  if (ps_read_file (base, 1024 * 1024, &sys, &len, NULL) == 0)
     {
       ps_buf_append (&b, sys, len);
       ps_buf_puts (&b, "\n");

@@ -1,18 +1,14 @@
 """A measuring unix-socket relay, put between a client and a daemon.
 
 It forwards bytes untouched in both directions (HTTP/1.1, chunked bodies,
-h2c upgrades alike) and records:
+h2c upgrades alike) and records, for each ``POST .../build`` or
+``POST .../solve`` request, the time from the request line's arrival to the
+arrival of the first complete line of the response body (the first status
+line).  Both instants are taken here, so the client's own start-up and
+teardown are not counted.  It also counts the bytes in each direction.
 
-* ``bytes_c2s``: every byte the client sent, over all its connections (the
-  build context, the session's DiffCopy stream, requests and headers);
-* for each ``POST .../build`` or ``POST .../solve`` request: the time from
-  the request line's arrival to the arrival of the first complete line of
-  the response body (the first status line), both taken here, so the
-  client's own start-up is not counted.
-
-The relay is only used for runs that are *not* wall-clock timed (warm-ups
-and the first-status-line workload), so its own cost never enters a
-reported build time.
+bench/run uses it only for the first-status-line workload: build times and
+bytes sent are measured without a relay in the way.
 """
 
 import os

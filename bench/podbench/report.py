@@ -220,7 +220,8 @@ def markdown(res, chart_rel, data_rel):
     hw = "" if m.get("heavy_warmup", m["warmup"]) == m["warmup"] else \
         f" ({m['heavy_warmup']} for the self-contained heavy cold / one-file-changed runs; a no-op always has one)"
     w(f"- **Run**: {m['date']}, {m['mode']} mode, {m['runs']} timed runs per workload and path after "
-      f"{m['warmup']} warm-up{hw}, {m['duration_s']:.0f} s in total; load average "
+      f"{m['warmup']} warm-up{hw}; {m['duration_s']:.0f} s from start to this report (deleting "
+      "the private stores afterwards comes on top); load average "
       f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after.")
     w(f"- **Machine**: {mc['cpu']}, {mc['cpus']} vCPU, {mc['mem_gib']} GiB, Debian {mc['debian']}, "
       f"kernel {mc['kernel']}, cgroups {mc['cgroups']}.")
@@ -351,11 +352,12 @@ def markdown(res, chart_rel, data_rel):
           f"to podsolved and to Podman directly, interleaved, at the start of the run (Podman's "
           f"store holds only the base image). {px['note']}. Median (min–max) over all requests "
           "(a new connection each, as the CLI does).\n")
-        w("| request | through podsolved | Podman directly | ratio |")
-        w("|---|---|---|---|")
+        w("| request | through podsolved | Podman directly | ratio | added by podsolved (median) |")
+        w("|---|---|---|---|---|")
         for name, st in px["stats"].items():
             a, b = st.get("ps-proxy"), st.get("pm-direct")
-            w(f"| {name} | {_cell(a)} | {_cell(b)} | {_fr(_ratio(a and a['median'], b and b['median']))} |")
+            added = f"{(a['median'] - b['median']) * 1000:+.1f} ms" if a and b else "–"
+            w(f"| {name} | {_cell(a)} | {_cell(b)} | {_fr(_ratio(a and a['median'], b and b['median']))} | {added} |")
         w("")
 
     mem = res["memory"]
