@@ -38,6 +38,7 @@ struct solve_plan
   struct plan_exporter *exporters;
   size_t n_exporters;
   ps_strv image_names;
+  char *pushed_digest; /* manifest digest as pushed, for containerimage.digest */
   ps_strv insecure_registries; /* cache registries reached without TLS checks */
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
@@ -62,6 +63,7 @@ solve_plan_free (struct solve_plan *p)
     }
   free (p->exporters);
   ps_strv_free (&p->image_names);
+  free (p->pushed_digest);
   ps_strv_free (&p->insecure_registries);
   free (p->local_cache_import);
   free (p->local_cache_export);
@@ -662,8 +664,12 @@ buildah_run (ps_strv *argv, char **out, ps_error **err)
   return 0;
 }
 
+/* Push `image_id` to `dest_ref`; with `digest_out`, the digest of the
+   manifest as pushed (buildah recompresses layers, so it differs from the
+   local manifest's). */
 static int
-push_image (const struct solve_plan *p, const char *image_id, const char *dest_ref, bool insecure, ps_error **err)
+push_image (const struct solve_plan *p, const char *image_id, const char *dest_ref, bool insecure,
+            char **digest_out, ps_error **err)
 {
   ps_strv argv = { 0 };
   buildah_argv_init (&argv);
@@ -673,10 +679,23 @@ push_image (const struct solve_plan *p, const char *image_id, const char *dest_r
     ps_strv_push (&argv, "--tls-verify=false");
   if (p->build.opts.authfile)
     ps_strv_pushf (&argv, "--authfile=%s", p->build.opts.authfile);
+  cleanup_free char *digest_file = digest_out ? xasprintf ("%s/push-digest", p->job_dir) : NULL;
+  if (digest_file)
+    ps_strv_pushf (&argv, "--digestfile=%s", digest_file);
   ps_strv_push (&argv, image_id);
   ps_strv_push (&argv, dest_ref);
   int r = buildah_run (&argv, NULL, err);
   ps_strv_free (&argv);
+  if (r == 0 && digest_file)
+    {
+      cleanup_free char *d = NULL;
+      if (ps_read_file (digest_file, 256, &d, NULL, NULL) == 0 && ps_str_has_prefix (d, "sha256:"))
+        {
+          free (*digest_out);
+          *digest_out = xstrndup (d, strcspn (d, "\n"));
+        }
+      unlink (digest_file);
+    }
   return r;
 }
 
@@ -726,7 +745,7 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
           cleanup_free char *title = xasprintf ("pushing %s", p->image_names.v[i]);
           vertex_begin (&v, job, image_id, title);
           cleanup_free char *ref = xasprintf ("docker://%s", p->image_names.v[i]);
-          ret = push_image (p, image_id, ref, e->insecure, err);
+          ret = push_image (p, image_id, ref, e->insecure, &p->pushed_digest, err);
           vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
         }
       return ret;
@@ -751,7 +770,7 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
       cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
                                     : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
       unlink (path);
-      ret = push_image (p, image_id, ref, false, err);
+      ret = push_image (p, image_id, ref, false, NULL, err);
       if (ret == 0)
         vertex_status (&v, "sending tarball", (int64_t) file_size (path), (int64_t) file_size (path));
       vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
@@ -889,7 +908,9 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
       }
 
   ps_strv resp = { 0 };
-  cleanup_free char *mdigest = manifest_digest (image_id);
+  /* BuildKit reports the digest of the manifest it pushed; without a push,
+     that of the image's manifest in storage. */
+  cleanup_free char *mdigest = p->pushed_digest ? xstrdup (p->pushed_digest) : manifest_digest (image_id);
   if (mdigest && *mdigest)
     {
       ps_strv_push (&resp, "containerimage.digest");
