@@ -216,7 +216,7 @@ def markdown(res, chart_rel, data_rel):
     w("- **Reproduce** (as root): `scripts/install-deps && make -j2 && make bench` (`make bench` runs "
       "`bench/run`; `bench/run --quick` is a 1-run check in under 3 minutes). "
       f"This file came from `{m['command']}`. Raw numbers: [`results.json`]({data_rel}results.json); "
-      "per-build logs: `bench/out/logs/`.")
+      f"per-build logs: `bench/out/logs-{m['mode'] if not m.get('smoke') else 'smoke'}/`.")
     hw = "" if m.get("heavy_warmup", m["warmup"]) == m["warmup"] else \
         f" ({m['heavy_warmup']} for the self-contained heavy cold / one-file-changed runs; a no-op always has one)"
     w(f"- **Run**: {m['date']}, {m['mode']} mode, {m['runs']} timed runs per workload and path after "
