@@ -97,47 +97,16 @@ image_id_of (const char *name)
   return xstrndup (out, strcspn (out, "\n"));
 }
 
-/* FROM images that must resolve; false when the key cannot be computed
-   (an ARG in a FROM, or an image that is not in storage). */
+/* The FROM images as storage has them now; false when the key cannot be
+   computed (an ARG in a FROM, or an image that is not in storage). */
 static bool
 hash_from_images (EVP_MD_CTX *md, const char *dockerfile)
 {
-  cleanup_free char *copy = xstrdup (dockerfile);
-  ps_strv stages = { 0 };
-  bool ok = true;
-  char *save = NULL;
-  for (char *line = strtok_r (copy, "\n", &save); line && ok; line = strtok_r (NULL, "\n", &save))
+  ps_strv images = { 0 };
+  bool ok = dockerfile_from_images (dockerfile, &images);
+  for (size_t i = 0; ok && i < images.n; i++)
     {
-      while (isspace ((unsigned char) *line))
-        line++;
-      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
-        continue;
-      char *tsave = NULL, *image = NULL;
-      for (char *tok = strtok_r (line + 4, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
-        {
-          if (ps_str_has_prefix (tok, "--"))
-            continue;
-          if (image == NULL)
-            image = tok;
-          else if (strcasecmp (tok, "AS") == 0)
-            {
-              char *stage = strtok_r (NULL, " \t\r", &tsave);
-              if (stage)
-                ps_strv_push (&stages, stage);
-              break;
-            }
-        }
-      if (image == NULL || strchr (image, '$'))
-        {
-          ok = false;
-          break;
-        }
-      bool is_stage = strcmp (image, "scratch") == 0;
-      for (size_t i = 0; i < stages.n; i++)
-        is_stage |= strcasecmp (stages.v[i], image) == 0;
-      if (is_stage)
-        continue;
-      cleanup_free char *id = image_id_of (image);
+      cleanup_free char *id = image_id_of (images.v[i]);
       if (id == NULL)
         ok = false;
       else
@@ -146,7 +115,7 @@ hash_from_images (EVP_MD_CTX *md, const char *dockerfile)
           EVP_DigestUpdate (md, id, strlen (id));
         }
     }
-  ps_strv_free (&stages);
+  ps_strv_free (&images);
   return ok;
 }
 

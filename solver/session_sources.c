@@ -219,43 +219,16 @@ read_ignore_lines (const char *path, ps_strv *out)
     }
 }
 
-/* Registry hosts of the FROM images (stage names and scratch skipped,
-   ARG-expanded names skipped: those resolve at build time). */
+/* Registry hosts of the FROM images (ARG-expanded names resolve at build
+   time: buildah asks for those itself, anonymously). */
 static void
 from_hosts (const char *dockerfile, ps_strv *hosts)
 {
-  cleanup_free char *copy = xstrdup (dockerfile);
-  ps_strv stages = { 0 };
-  char *save = NULL;
-  for (char *line = strtok_r (copy, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
+  ps_strv images = { 0 };
+  dockerfile_from_images (dockerfile, &images);
+  for (size_t k = 0; k < images.n; k++)
     {
-      while (isspace ((unsigned char) *line))
-        line++;
-      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
-        continue;
-      char *p = line + 4, *tok, *tsave = NULL;
-      const char *image = NULL;
-      for (tok = strtok_r (p, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
-        {
-          if (ps_str_has_prefix (tok, "--"))
-            continue;
-          if (image == NULL)
-            image = tok;
-          else if (strcasecmp (tok, "AS") == 0)
-            {
-              char *stage = strtok_r (NULL, " \t\r", &tsave);
-              if (stage)
-                ps_strv_push (&stages, stage);
-              break;
-            }
-        }
-      if (image == NULL || strchr (image, '$') || strcmp (image, "scratch") == 0)
-        continue;
-      bool is_stage = false;
-      for (size_t i = 0; i < stages.n; i++)
-        is_stage |= strcmp (stages.v[i], image) == 0;
-      if (is_stage)
-        continue;
+      const char *image = images.v[k];
       const char *slash = strchr (image, '/');
       cleanup_free char *host = NULL;
       if (slash && (memchr (image, '.', (size_t) (slash - image)) || memchr (image, ':', (size_t) (slash - image))
@@ -269,7 +242,7 @@ from_hosts (const char *dockerfile, ps_strv *hosts)
       if (!seen && strcmp (host, "localhost") != 0)
         ps_strv_push (hosts, host);
     }
-  ps_strv_free (&stages);
+  ps_strv_free (&images);
 }
 
 /* Credentials for the FROM registries, as an auth.json for buildah. */

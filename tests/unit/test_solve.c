@@ -6,6 +6,7 @@
 
 #include "schema/solve_request.h"
 #include "schema/solve_status.h"
+#include "solver/dockerfile_build.h"
 #include "tests/unit/suites.h"
 
 static int
@@ -145,6 +146,24 @@ START_TEST (result_and_error_lines)
 }
 END_TEST
 
+START_TEST (dockerfile_from_images_skips_stages_scratch_and_args)
+{
+  const char *df = "# syntax\nFROM --platform=linux/amd64 docker.io/library/golang:1 AS build\n"
+                   "RUN make\n  from quay.io/x/y:2 as second\nFROM build\nFROM scratch\n"
+                   "ARG BASE\nFROM $BASE\nFROM localhost:5000/app\n";
+  ps_strv images = { 0 };
+  ck_assert (!dockerfile_from_images (df, &images)); /* FROM $BASE is unknown */
+  ck_assert_uint_eq (images.n, 3);
+  ck_assert_str_eq (images.v[0], "docker.io/library/golang:1");
+  ck_assert_str_eq (images.v[1], "quay.io/x/y:2");
+  ck_assert_str_eq (images.v[2], "localhost:5000/app");
+  ps_strv_free (&images);
+  ck_assert (dockerfile_from_images ("FROM a\nFROM a AS b\nFROM b\n", &images));
+  ck_assert_uint_eq (images.n, 2);
+  ps_strv_free (&images);
+}
+END_TEST
+
 Suite *
 suite_solve (void)
 {
@@ -157,6 +176,7 @@ suite_solve (void)
   tcase_add_test (tc, time_is_go_rfc3339nano);
   tcase_add_test (tc, vertex_status_log_lines);
   tcase_add_test (tc, result_and_error_lines);
+  tcase_add_test (tc, dockerfile_from_images_skips_stages_scratch_and_args);
   suite_add_tcase (s, tc);
   return s;
 }
