@@ -13,7 +13,6 @@ Peak over the run, two ways, because the daemons split work differently
 
 import os
 import threading
-import time
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

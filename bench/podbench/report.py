@@ -387,7 +387,8 @@ def markdown(res, chart_rel, data_rel):
     met = ps_idle <= 4096
     w(f"**The 4 MB VmRSS target is {'met' if met else 'not met'}.** podsolved's own memory "
       f"(RssAnon) is {_mb(anon)}; the rest of VmRSS is pages of shared libraries touched while "
-      f"they load, which other processes share (hence Pss {_mb(pss)}). Largest resident mappings "
+      f"they load, which any other process using the same libraries shares (Pss, {_mb(pss)} "
+      "here, divides them among the processes mapping them). Largest resident mappings "
       "of podsolved at idle, this run: " +
       ", ".join(f"{n} {kb / 1024:.1f} MB" for n, kb in mem["podsolved_top_mappings_kb"]) + ".")
     w("Debian's libmicrohttpd links GnuTLS and initialises it in its library constructor even "
