@@ -503,11 +503,8 @@ ps_rm_rf (const char *path, ps_error **err)
 }
 
 int
-ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err)
+ps_write_all (int fd, const void *data, size_t len)
 {
-  cleanup_close int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0)
-    return ps_error_set_errno (err, 500, errno, "open %s", path);
   const char *p = data;
   while (len > 0)
     {
@@ -516,11 +513,22 @@ ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_e
         {
           if (errno == EINTR)
             continue;
-          return ps_error_set_errno (err, 500, errno, "write %s", path);
+          return -1;
         }
       p += w;
       len -= (size_t) w;
     }
+  return 0;
+}
+
+int
+ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err)
+{
+  cleanup_close int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0)
+    return ps_error_set_errno (err, 500, errno, "open %s", path);
+  if (ps_write_all (fd, data, len) < 0)
+    return ps_error_set_errno (err, 500, errno, "write %s", path);
   return 0;
 }
 

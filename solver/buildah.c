@@ -221,18 +221,81 @@ process_running (pid_t pid)
 }
 
 void
-ps_child_terminate (pid_t pid, int grace_ms)
+ps_children_terminate (const pid_t *pids, size_t n, int grace_ms)
 {
-  if (pid <= 0 || kill (pid, SIGTERM) < 0)
+  bool any = false;
+  for (size_t i = 0; i < n; i++)
+    any |= pids[i] > 0 && kill (pids[i], SIGTERM) == 0;
+  if (!any)
     return;
-  for (int waited = 0; waited < grace_ms && process_running (pid); waited += 50)
+  for (int waited = 0; waited < grace_ms; waited += 50)
     {
+      bool running = false;
+      for (size_t i = 0; i < n && !running; i++)
+        running = pids[i] > 0 && process_running (pids[i]);
+      if (!running)
+        break;
       struct timespec ts = { 0, 50 * 1000000L };
       nanosleep (&ts, NULL);
     }
-  /* buildah has cleaned up (or ran out of time): nothing of the group may
+  /* buildah has cleaned up (or ran out of time): nothing of the groups may
      outlive it. */
-  kill (-pid, SIGKILL);
+  for (size_t i = 0; i < n; i++)
+    if (pids[i] > 0)
+      kill (-pids[i], SIGKILL);
+}
+
+void
+ps_child_terminate (pid_t pid, int grace_ms)
+{
+  ps_children_terminate (&pid, 1, grace_ms);
+}
+
+int
+ps_child_pump (struct ps_child *child, ps_child_chunk_fn on_chunk, void *ud)
+{
+  struct pollfd pfd[2] = { { child->out_fd, POLLIN, 0 }, { child->err_fd, POLLIN, 0 } };
+  int open_fds = (child->out_fd >= 0) + (child->err_fd >= 0);
+  char buf[16384];
+  while (open_fds > 0)
+    {
+      if (poll (pfd, 2, -1) < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return -1;
+        }
+      for (int i = 0; i < 2; i++)
+        {
+          if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+          ssize_t r = read (pfd[i].fd, buf, sizeof buf);
+          if (r < 0 && errno == EINTR)
+            continue;
+          if (r <= 0)
+            {
+              on_chunk (ud, i + 1, NULL, 0);
+              pfd[i].fd = -1; /* closed by ps_child_wait */
+              open_fds--;
+              continue;
+            }
+          on_chunk (ud, i + 1, buf, (size_t) r);
+        }
+    }
+  return 0;
+}
+
+struct capture
+{
+  ps_buf b[2];
+};
+
+static void
+capture_chunk (void *ud, int stream, const char *data, size_t len)
+{
+  ps_buf *b = &((struct capture *) ud)->b[stream - 1];
+  if (len > 0 && b->len < 4 * 1024 * 1024)
+    ps_buf_append (b, data, len);
 }
 
 int
@@ -241,45 +304,19 @@ ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_er
   struct ps_child c;
   if (ps_child_spawn (argv, &c, err) < 0)
     return -1;
-  ps_buf ob = { 0 }, eb = { 0 };
-  struct pollfd pfd[2] = { { c.out_fd, POLLIN, 0 }, { c.err_fd, POLLIN, 0 } };
-  int open_fds = 2;
-  while (open_fds > 0)
-    {
-      if (poll (pfd, 2, -1) < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          break;
-        }
-      for (int i = 0; i < 2; i++)
-        {
-          if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-            continue;
-          char buf[8192];
-          ssize_t r = read (pfd[i].fd, buf, sizeof buf);
-          if (r <= 0)
-            {
-              pfd[i].fd = -1;
-              open_fds--;
-              continue;
-            }
-          ps_buf *b = i == 0 ? &ob : &eb;
-          if (b->len < 4 * 1024 * 1024)
-            ps_buf_append (b, buf, (size_t) r);
-        }
-    }
+  struct capture cap = { 0 };
+  ps_child_pump (&c, capture_chunk, &cap);
   int st = ps_child_wait (&c);
   if (status)
     *status = st;
   if (out)
-    *out = ps_buf_steal (&ob);
+    *out = ps_buf_steal (&cap.b[0]);
   else
-    ps_buf_free (&ob);
+    ps_buf_free (&cap.b[0]);
   if (errout)
-    *errout = ps_buf_steal (&eb);
+    *errout = ps_buf_steal (&cap.b[1]);
   else
-    ps_buf_free (&eb);
+    ps_buf_free (&cap.b[1]);
   return 0;
 }
 

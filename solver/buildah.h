@@ -56,6 +56,15 @@ int ps_child_wait (struct ps_child *child);
 /* Ask the child to stop (SIGTERM to the leader, so buildah removes its
    working containers), then SIGKILL the whole group after grace_ms. */
 void ps_child_terminate (pid_t pid, int grace_ms);
+/* The same for several children at once (one grace period for all). */
+void ps_children_terminate (const pid_t *pids, size_t n, int grace_ms);
+
+/* Called with each chunk a child writes; stream 1 = stdout, 2 = stderr;
+   data NULL and len 0 once when that stream reaches EOF. */
+typedef void (*ps_child_chunk_fn) (void *ud, int stream, const char *data, size_t len);
+/* Read the child's stdout and stderr until both close, handing every
+   chunk to on_chunk as it arrives.  Returns 0, or -1 if poll failed. */
+int ps_child_pump (struct ps_child *child, ps_child_chunk_fn on_chunk, void *ud);
 
 /* Run argv to completion, capturing stdout and stderr (each bounded). */
 int ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err);

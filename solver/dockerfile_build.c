@@ -111,9 +111,14 @@ emit_internal_vertices (solver_job *job, const struct dockerfile_build *b)
 
 struct line_reader
 {
-  int fd;
   bool from_stderr;
   ps_buf pending;
+};
+
+struct line_readers
+{
+  buildah_progress *progress;
+  struct line_reader r[2]; /* stdout, stderr */
 };
 
 static void
@@ -138,6 +143,17 @@ flush_lines (struct line_reader *r, buildah_progress *p, bool at_eof)
   r->pending.len = rest;
   if (r->pending.data)
     r->pending.data[rest] = '\0';
+}
+
+/* ps_child_pump's callback: buildah's output, line by line, into progress. */
+static void
+read_lines (void *ud, int stream, const char *data, size_t len)
+{
+  struct line_readers *lr = ud;
+  struct line_reader *r = &lr->r[stream - 1];
+  if (data)
+    ps_buf_append (&r->pending, data, len);
+  flush_lines (r, lr->progress, data == NULL);
 }
 
 static int frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
@@ -206,37 +222,10 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
     return ps_error_wrap (err, "buildah build");
   solver_job_set_cancel_hook (job, cancel_child, (void *) (intptr_t) child.pid);
 
-  buildah_progress *progress = buildah_progress_new (job, b->definition_digest);
-  struct line_reader readers[2] = { { child.out_fd, false, { 0 } }, { child.err_fd, true, { 0 } } };
-  struct pollfd pfd[2] = { { child.out_fd, POLLIN, 0 }, { child.err_fd, POLLIN, 0 } };
-  int open_fds = 2;
-  char buf[16384];
-  while (open_fds > 0)
-    {
-      if (poll (pfd, 2, -1) < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          break;
-        }
-      for (int i = 0; i < 2; i++)
-        {
-          if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-            continue;
-          ssize_t r = read (pfd[i].fd, buf, sizeof buf);
-          if (r < 0 && errno == EINTR)
-            continue;
-          if (r <= 0)
-            {
-              flush_lines (&readers[i], progress, true);
-              pfd[i].fd = -1;
-              open_fds--;
-              continue;
-            }
-          ps_buf_append (&readers[i].pending, buf, (size_t) r);
-          flush_lines (&readers[i], progress, false);
-        }
-    }
+  struct line_readers lr = { buildah_progress_new (job, b->definition_digest), { { false, { 0 } }, { true, { 0 } } } };
+  buildah_progress *progress = lr.progress;
+  ps_child_pump (&child, read_lines, &lr);
+  struct line_reader *readers = lr.r;
   /* Both pipes closed: buildah is exiting.  Forget the hook before reaping,
      so a late cancel can never signal a recycled pid. */
   solver_job_set_cancel_hook (job, NULL, NULL);
