@@ -383,6 +383,15 @@ solver_jobs_set_max_parallel (unsigned n)
   pthread_mutex_unlock (&slot_lock);
 }
 
+unsigned
+solver_jobs_max_parallel (void)
+{
+  pthread_mutex_lock (&slot_lock);
+  unsigned n = max_parallel;
+  pthread_mutex_unlock (&slot_lock);
+  return n;
+}
+
 /* Wait for a running slot; says once that the job is queued.  Returns -1
    when the job was cancelled while waiting. */
 static int

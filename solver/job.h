@@ -186,6 +186,8 @@ void solver_jobs_expire (int64_t ttl_ms);
 /* At most `n` jobs run at once; the others wait in SOLVER_JOB_QUEUED and
    say so with a status event.  0 = unbounded. */
 void solver_jobs_set_max_parallel (unsigned n);
+/* The --max-parallel value (0 = unlimited). */
+unsigned solver_jobs_max_parallel (void);
 /* At most `n` jobs wait for a slot; solver_job_start refuses more (429). */
 void solver_jobs_set_max_queued (unsigned n);
 

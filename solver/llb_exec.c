@@ -8,7 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <poll.h>
+#include <pthread.h>
+#include <sys/file.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +17,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
+#include "session/secrets.h"
+#include "session/session.h"
+#include "session/session_limits.h"
 #include "solver/buildah.h"
 #include "solver/llb_fileop.h"
+#include "solver/llb_local.h"
 #include "solver/rootfs_export.h"
+#include "solver/session_sources.h"
 
 /* Version of the cache key material: bump when what a key covers changes,
    so old records are never taken for new meanings. */
@@ -28,10 +35,25 @@
    its process group is killed. */
 #define LLB_CANCEL_GRACE_MS 3000
 
+enum vertex_phase
+{
+  V_WAITING, /* inputs not done yet */
+  V_READY,   /* queued for a worker */
+  V_RUNNING,
+  V_DONE,
+  V_FAILED,
+};
+
 struct vertex_state
 {
-  char *image;  /* committed output image id, NULL before the vertex ran */
-  char key[65]; /* cache key (hex) */
+  char **images;        /* [n_outputs] committed output image ids, set when done */
+  char key[65];         /* cache key (hex) */
+  enum vertex_phase phase;
+  size_t waiting;       /* distinct inputs not done yet */
+  size_t *users;        /* distinct vertices that take this one as an input */
+  size_t n_users;
+  struct llb_local_filter filter; /* local sources */
+  char *local_dir;      /* local sources: the directory the source names (staged copy) */
 };
 
 struct llb_exec
@@ -40,10 +62,27 @@ struct llb_exec
   struct vertex_state *vs;
   ps_strv source_names, source_dirs;
   char *state_dir;
+  char *work_dir;
   char *authfile;
+  char *session_id;
   bool no_cache;
   bool network_host;
+  unsigned max_parallel;
   solver_job *job; /* while running */
+
+  /* The scheduler: everything below under `lock`. */
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  size_t *ready; /* FIFO of vertex indexes, ready_head..ready_tail */
+  size_t ready_head, ready_tail;
+  size_t running;
+  bool stop;           /* a vertex failed or the job was cancelled: start nothing more */
+  ps_error *first_err; /* the failure that stopped the run */
+  size_t failed;       /* ... and its vertex */
+  int exit_code;       /* ... and the process's exit code, if any */
+  pid_t *pids;         /* buildah children running now */
+  size_t n_pids, cap_pids;
+  pthread_mutex_t session_lock; /* one session call at a time */
 };
 
 void
@@ -53,13 +92,29 @@ llb_exec_free (struct llb_exec *x)
     return;
   if (x->vs)
     for (size_t i = 0; i < x->g->n_vertices; i++)
-      free (x->vs[i].image);
+      {
+        struct vertex_state *s = &x->vs[i];
+        for (size_t o = 0; s->images && o < x->g->vertices[i].n_outputs; o++)
+          free (s->images[o]);
+        free (s->images);
+        free (s->users);
+        llb_local_filter_free (&s->filter);
+        free (s->local_dir);
+      }
   free (x->vs);
   llb_graph_free (x->g);
   ps_strv_free (&x->source_names);
   ps_strv_free (&x->source_dirs);
   free (x->state_dir);
+  free (x->work_dir);
   free (x->authfile);
+  free (x->session_id);
+  free (x->ready);
+  free (x->pids);
+  ps_error_free (x->first_err);
+  pthread_mutex_destroy (&x->lock);
+  pthread_cond_destroy (&x->changed);
+  pthread_mutex_destroy (&x->session_lock);
   free (x);
 }
 
@@ -99,8 +154,9 @@ find_local_dir (const struct llb_exec *x, const char *name)
 }
 
 static int
-check_source (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
+check_source (struct llb_exec *x, size_t idx, ps_error **err)
 {
+  const struct llb_vertex *v = &x->g->vertices[idx];
   const Pb__SourceOp *s = v->op->source;
   const char *id = s->identifier;
   if (ps_str_has_prefix (id, "docker-image://"))
@@ -114,18 +170,11 @@ check_source (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
   if (ps_str_has_prefix (id, "local://"))
     {
       const char *name = id + strlen ("local://");
-      if (find_local_dir (x, name) == NULL)
+      if (find_local_dir (x, name) == NULL && x->session_id == NULL)
         return ps_error_set (err, 400, "op %s: local source \"%s\" was not sent: add a multipart part named \"%s\" "
-                                       "(a tar of the directory)", v->digest, name, name);
-      const char *const patterns[] = { "local.includepattern", "local.includepatterns", "local.excludepatterns",
-                                       "local.followpaths" };
-      for (size_t i = 0; i < ARRAY_SIZE (patterns); i++)
-        {
-          const char *p = source_attr (s, patterns[i]);
-          if (p && *p && strcmp (p, "[]") && strcmp (p, "null"))
-            return llb_unsupported (err, v, "local source attr %s", patterns[i]);
-        }
-      return 0;
+                                       "(a tar of the directory), or name a \"session\" that exposes it",
+                             v->digest, name, name);
+      return llb_local_filter_parse (s, v->digest, &x->vs[idx].filter, err);
     }
   return llb_unsupported (err, v, "source scheme \"%.*s\"", (int) strcspn (id, ":"), id);
 }
@@ -171,19 +220,16 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
             return llb_unsupported (err, v, "a root mount of type %d", (int) mt->mounttype);
           if (mt->selector && *mt->selector && strcmp (mt->selector, "/"))
             return llb_unsupported (err, v, "a root mount with a selector");
-          if (mt->output > 0)
-            return llb_unsupported (err, v, "root mount output %lld", (long long) mt->output);
           continue;
         }
       if (!mount_path_ok (mt->dest) || (mt->selector && !mount_path_ok (mt->selector)))
         return llb_unsupported (err, v, "mount path with ',' or '=' (\"%s\")", mt->dest);
-      if (mt->output >= 0)
-        return llb_unsupported (err, v, "an output of the non-root mount %s", mt->dest);
+      if (mt->output >= 0 && (mt->mounttype != PB__MOUNT_TYPE__BIND || mt->readonly))
+        return ps_error_set (err, 400, "op %s: mount %s has output %lld but only a writable bind mount can be an "
+                                       "output", v->digest, mt->dest, (long long) mt->output);
       switch (mt->mounttype)
         {
         case PB__MOUNT_TYPE__BIND:
-          if (mt->input < 0)
-            return llb_unsupported (err, v, "a scratch bind mount at %s", mt->dest);
           break;
         case PB__MOUNT_TYPE__CACHE:
           if (mt->cacheopt == NULL || mt->cacheopt->id == NULL || *mt->cacheopt->id == '\0')
@@ -196,9 +242,14 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
         case PB__MOUNT_TYPE__TMPFS:
           break;
         case PB__MOUNT_TYPE__SECRET:
-          return llb_unsupported (err, v, "secret mount %s", mt->dest);
+          if (mt->secretopt == NULL || mt->secretopt->id == NULL || *mt->secretopt->id == '\0')
+            return ps_error_set (err, 400, "op %s: secret mount %s has no secretOpt.ID", v->digest, mt->dest);
+          if (x->session_id == NULL && !mt->secretopt->optional)
+            return ps_error_set (err, 400, "op %s: secret \"%s\" (mounted at %s) needs a \"session\" that "
+                                           "provides it", v->digest, mt->secretopt->id, mt->dest);
+          break;
         case PB__MOUNT_TYPE__SSH:
-          return llb_unsupported (err, v, "ssh mount %s", mt->dest);
+          return llb_unsupported (err, v, "ssh agent forwarding (ssh mount %s)", mt->dest);
         default:
           return llb_unsupported (err, v, "mount type %d at %s", (int) mt->mounttype, mt->dest);
         }
@@ -209,14 +260,15 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
 }
 
 static int
-check_vertex (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
+check_vertex (struct llb_exec *x, size_t idx, ps_error **err)
 {
-  if (v->n_outputs > 1)
-    return llb_unsupported (err, v, "an op with %zu outputs", v->n_outputs);
+  const struct llb_vertex *v = &x->g->vertices[idx];
+  if (v->n_outputs > 1 && v->op->op_case != PB__OP__OP_EXEC)
+    return llb_unsupported (err, v, "a non-exec op with %zu outputs", v->n_outputs);
   switch (v->op->op_case)
     {
     case PB__OP__OP_SOURCE:
-      return check_source (x, v, err);
+      return check_source (x, idx, err);
     case PB__OP__OP_EXEC:
       return check_exec (x, v, err);
     case PB__OP__OP_FILE:
@@ -240,27 +292,53 @@ llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_ex
   struct llb_exec *x = xcalloc (1, sizeof *x);
   x->g = g;
   x->state_dir = xstrdup (env->state_dir);
+  x->work_dir = xstrdup (env->work_dir ? env->work_dir : env->state_dir);
   x->authfile = env->authfile ? xstrdup (env->authfile) : NULL;
+  x->session_id = env->session_id && *env->session_id ? xstrdup (env->session_id) : NULL;
   x->no_cache = env->no_cache;
   x->network_host = env->network_host;
+  x->max_parallel = env->max_parallel ? env->max_parallel : PS_LLB_DEFAULT_PARALLEL;
+  pthread_mutex_init (&x->lock, NULL);
+  pthread_cond_init (&x->changed, NULL);
+  pthread_mutex_init (&x->session_lock, NULL);
   for (size_t i = 0; i < env->n_sources; i++)
     {
       ps_strv_push (&x->source_names, env->sources[i].name);
       ps_strv_push (&x->source_dirs, env->sources[i].dir);
     }
+  x->vs = xcalloc (g->n_vertices, sizeof *x->vs);
   for (size_t i = 0; i < g->n_vertices; i++)
-    if (check_vertex (x, &g->vertices[i], err) < 0)
+    if (check_vertex (x, i, err) < 0)
       {
         llb_exec_free (x);
         return -1;
       }
-  if (g->result_index != 0)
+  if (g->result_index < 0 || (size_t) g->result_index >= g->result->n_outputs)
     {
       llb_unsupported (err, g->result, "result output index %lld", (long long) g->result_index);
       llb_exec_free (x);
       return -1;
     }
-  x->vs = xcalloc (g->n_vertices, sizeof *x->vs);
+
+  /* The edges, both ways, each distinct pair once. */
+  for (size_t i = 0; i < g->n_vertices; i++)
+    {
+      const struct llb_vertex *v = &g->vertices[i];
+      x->vs[i].images = xcalloc (v->n_outputs ? v->n_outputs : 1, sizeof (char *));
+      for (size_t k = 0; k < v->n_inputs; k++)
+        {
+          bool seen = false;
+          for (size_t j = 0; j < k && !seen; j++)
+            seen = v->inputs[j] == v->inputs[k];
+          if (seen)
+            continue;
+          struct vertex_state *in = &x->vs[v->inputs[k] - g->vertices];
+          in->users = xrealloc (in->users, (in->n_users + 1) * sizeof *in->users);
+          in->users[in->n_users++] = i;
+          x->vs[i].waiting++;
+        }
+    }
+  x->ready = xcalloc (g->n_vertices, sizeof *x->ready);
   *out = x;
   return 0;
 }
@@ -448,8 +526,8 @@ compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
   if (extra)
     hash_str (c, extra);
   int ret = 0;
-  if (v->op->op_case == PB__OP__OP_SOURCE && ps_str_has_prefix (v->op->source->identifier, "local://"))
-    ret = hash_tree (c, find_local_dir (x, v->op->source->identifier + strlen ("local://")), "", err);
+  if (x->vs[idx].local_dir)
+    ret = hash_tree (c, x->vs[idx].local_dir, "", err);
   unsigned char md[32];
   unsigned int mdlen = 0;
   EVP_DigestFinal_ex (c, md, &mdlen);
@@ -459,17 +537,20 @@ compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
   return ret;
 }
 
+/* Output 0 of a key is recorded as <key>, output N > 0 as <key>.N. */
 static char *
-record_path (struct llb_exec *x, const char *key)
+record_path (struct llb_exec *x, const char *key, size_t output)
 {
-  return xasprintf ("%s/llb-results/%s", x->state_dir, key);
+  return output ? xasprintf ("%s/llb-results/%s.%zu", x->state_dir, key, output)
+                : xasprintf ("%s/llb-results/%s", x->state_dir, key);
 }
 
-/* The image recorded for `key`, when it still exists in storage. */
+/* The image recorded for output `output` of `key`, when it still exists in
+   storage. */
 static char *
-record_lookup (struct llb_exec *x, const char *key)
+record_lookup (struct llb_exec *x, const char *key, size_t output)
 {
-  cleanup_free char *path = record_path (x, key);
+  cleanup_free char *path = record_path (x, key, output);
   char *id = NULL;
   size_t len = 0;
   if (ps_read_file (path, 256, &id, &len, NULL) < 0)
@@ -484,10 +565,10 @@ record_lookup (struct llb_exec *x, const char *key)
 }
 
 static void
-record_store (struct llb_exec *x, const char *key, const char *image)
+record_store (struct llb_exec *x, const char *key, size_t output, const char *image)
 {
   cleanup_free char *dir = xasprintf ("%s/llb-results", x->state_dir);
-  cleanup_free char *path = record_path (x, key);
+  cleanup_free char *path = record_path (x, key, output);
   char rnd[17];
   ps_random_hex (rnd, 8); /* jobs run on threads of one process: the pid is not unique */
   cleanup_free char *tmp = xasprintf ("%s.tmp-%s", path, rnd);
@@ -496,6 +577,25 @@ record_store (struct llb_exec *x, const char *key, const char *image)
     return; /* a lost record only costs a re-run */
   if (rename (tmp, path) < 0)
     unlink (tmp);
+}
+
+/* All outputs of vertex idx from the records (true), or none (false). */
+static bool
+records_lookup (struct llb_exec *x, size_t idx)
+{
+  const struct llb_vertex *v = &x->g->vertices[idx];
+  struct vertex_state *s = &x->vs[idx];
+  for (size_t o = 0; o < v->n_outputs; o++)
+    if ((s->images[o] = record_lookup (x, s->key, o)) == NULL)
+      {
+        for (size_t k = 0; k < o; k++)
+          {
+            free (s->images[k]);
+            s->images[k] = NULL;
+          }
+        return false;
+      }
+  return v->n_outputs > 0;
 }
 
 /* ---- sources --------------------------------------------------------------------- */
@@ -531,14 +631,73 @@ copy_local (const char *root, void *ud, ps_error **err)
   return rootfs_copy_dir ((const char *) ud, root, err);
 }
 
+/* A local source's directory, ready to hash and copy: the multipart part
+   as unpacked (or a filtered copy of it), or a filtered copy of the
+   session's directory, synced into its cache first.  Sets local_dir. */
 static int
-run_local_source (struct llb_exec *x, const struct llb_vertex *v, char **image, ps_error **err)
+prepare_local (struct llb_exec *x, size_t idx, ps_error **err)
 {
-  const char *dir = find_local_dir (x, v->op->source->identifier + strlen ("local://"));
+  const struct llb_vertex *v = &x->g->vertices[idx];
+  struct vertex_state *s = &x->vs[idx];
+  const char *name = v->op->source->identifier + strlen ("local://");
+  const char *dir = find_local_dir (x, name);
+  if (dir && llb_local_filter_empty (&s->filter))
+    {
+      s->local_dir = xstrdup (dir);
+      return 0;
+    }
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  cleanup_free char *stage = xasprintf ("%s/llb-local-%zu-%s", x->work_dir, idx, rnd);
+  if (dir)
+    {
+      if (llb_local_stage (dir, stage, &s->filter, err) < 0)
+        return -1;
+      s->local_dir = xstrdup (stage);
+      return 0;
+    }
+
+  /* Over the session: the client applies the patterns as it sends. */
+  const struct llb_local_filter *f = &s->filter;
+  struct diffcopy_opts o = {
+    .dir_name = name,
+    .include_patterns = (const char *const *) f->includes.v,
+    .n_include = f->includes.n - f->follow.n, /* follow paths are appended last */
+    .exclude_patterns = (const char *const *) f->excludes.v,
+    .n_exclude = f->excludes.n,
+    .follow_paths = (const char *const *) f->follow.v,
+    .n_follow = f->follow.n,
+  };
+  pthread_mutex_lock (&x->session_lock);
+  ps_session *sess = session_wait (x->session_id, PS_SESSION_WAIT_MS, err);
+  int ret = -1;
+  cleanup_free char *cache = NULL;
+  int lock_fd = -1;
+  if (sess == NULL)
+    ps_error_wrap (err, "local source \"%s\": session %s", name, x->session_id);
+  else
+    ret = session_sync_local (x->job, sess, x->state_dir, v->digest, source_attr (v->op->source, "local.sharedkeyhint"),
+                              &o, &cache, &lock_fd, err);
+  if (sess)
+    session_unref (sess);
+  pthread_mutex_unlock (&x->session_lock);
+  if (ret < 0)
+    return -1;
+  /* A copy taken under the cache's lock: the next build may change the cache. */
+  ret = llb_local_stage (cache, stage, &s->filter, err);
+  close (lock_fd);
+  if (ret == 0)
+    s->local_dir = xstrdup (stage);
+  return ret;
+}
+
+static int
+run_local_source (struct llb_exec *x, size_t idx, char **image, ps_error **err)
+{
   struct llb_wc w;
   if (llb_wc_from (NULL, true, &w, err) < 0)
     return -1;
-  int r = copy_local (w.mnt, (void *) dir, err);
+  int r = copy_local (w.mnt, x->vs[idx].local_dir, err);
   if (r == 0)
     r = llb_wc_commit (&w, image, err);
   llb_wc_remove (&w);
@@ -547,72 +706,196 @@ run_local_source (struct llb_exec *x, const struct llb_vertex *v, char **image, 
 
 /* ---- exec ------------------------------------------------------------------------- */
 
+/* ---- children: every buildah run is registered so a failure or a cancel
+   can stop all of them at once ------------------------------------------------- */
+
+/* Stop every registered child (SIGTERM to each first, so they clean up in
+   parallel; then SIGKILL of each group after the grace time). */
 static void
-cancel_child (void *data)
+terminate_children (struct llb_exec *x)
 {
-  ps_child_terminate ((pid_t) (intptr_t) data, LLB_CANCEL_GRACE_MS);
+  pthread_mutex_lock (&x->lock);
+  size_t n = x->n_pids;
+  pid_t *pids = n ? xmalloc (n * sizeof *pids) : NULL;
+  if (n)
+    memcpy (pids, x->pids, n * sizeof *pids);
+  pthread_mutex_unlock (&x->lock);
+  ps_children_terminate (pids, n, LLB_CANCEL_GRACE_MS);
+  free (pids);
+}
+
+/* The job's cancel hook: start nothing more, stop what runs. */
+static void
+cancel_all (void *data)
+{
+  struct llb_exec *x = data;
+  pthread_mutex_lock (&x->lock);
+  x->stop = true;
+  pthread_cond_broadcast (&x->changed);
+  pthread_mutex_unlock (&x->lock);
+  terminate_children (x);
+}
+
+struct log_sink
+{
+  struct llb_exec *x;
+  const char *vertex;
+};
+
+static void
+log_chunk (void *ud, int stream, const char *data, size_t len)
+{
+  struct log_sink *ls = ud;
+  if (data)
+    solver_job_emit_log (ls->x->job, ls->vertex, stream, data, len, NULL);
 }
 
 /* Run argv, each chunk of its stdout/stderr a SOLVER_EV_LOG of vertex `v`
-   as it arrives.  Returns the exit status. */
+   as it arrives.  *status gets the exit status. */
 static int
 run_logged (struct llb_exec *x, const struct llb_vertex *v, ps_strv *argv, int *status, ps_error **err)
 {
   struct ps_child child;
   if (ps_child_spawn (argv->v, &child, err) < 0)
     return -1;
-  solver_job_set_cancel_hook (x->job, cancel_child, (void *) (intptr_t) child.pid);
-  struct pollfd pfd[2] = { { child.out_fd, POLLIN, 0 }, { child.err_fd, POLLIN, 0 } };
-  int open_fds = 2;
-  char buf[16384];
-  while (open_fds > 0)
+  pthread_mutex_lock (&x->lock);
+  bool stopped = x->stop;
+  if (x->n_pids == x->cap_pids)
     {
-      if (poll (pfd, 2, -1) < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          break;
-        }
-      for (int i = 0; i < 2; i++)
-        {
-          if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-            continue;
-          ssize_t r = read (pfd[i].fd, buf, sizeof buf);
-          if (r < 0 && errno == EINTR)
-            continue;
-          if (r <= 0)
-            {
-              close (pfd[i].fd);
-              pfd[i].fd = -1;
-              open_fds--;
-              continue;
-            }
-          solver_job_emit_log (x->job, v->digest, i + 1, buf, (size_t) r, NULL);
-        }
+      x->cap_pids = x->cap_pids ? 2 * x->cap_pids : 8;
+      x->pids = xrealloc (x->pids, x->cap_pids * sizeof *x->pids);
     }
-  solver_job_set_cancel_hook (x->job, NULL, NULL);
+  x->pids[x->n_pids++] = child.pid;
+  pthread_mutex_unlock (&x->lock);
+  if (stopped) /* stopped between the vertex's start and now */
+    ps_children_terminate (&child.pid, 1, LLB_CANCEL_GRACE_MS);
+
+  struct log_sink ls = { x, v->digest };
+  ps_child_pump (&child, log_chunk, &ls);
+  /* Both pipes closed: forget the pid before reaping it, so a late stop
+     can never signal a recycled pid. */
+  pthread_mutex_lock (&x->lock);
+  for (size_t i = 0; i < x->n_pids; i++)
+    if (x->pids[i] == child.pid)
+      {
+        x->pids[i] = x->pids[--x->n_pids];
+        break;
+      }
+  pthread_mutex_unlock (&x->lock);
   *status = ps_child_wait (&child);
   return 0;
 }
 
+static bool
+stopped (struct llb_exec *x)
+{
+  pthread_mutex_lock (&x->lock);
+  bool s = x->stop;
+  pthread_mutex_unlock (&x->lock);
+  return s;
+}
+
+/* The image of the op's input `input` (the output it names), NULL = scratch. */
 static const char *
 input_image (struct llb_exec *x, const struct llb_vertex *v, int64_t input)
 {
-  return input < 0 ? NULL : x->vs[v->inputs[input] - x->g->vertices].image;
+  return input < 0 ? NULL : x->vs[v->inputs[input] - x->g->vertices].images[v->input_index[input]];
 }
 
+/* The directory of cache mount `id` for one exec, by its sharing mode:
+   SHARED: one directory, used by any number of execs at once;
+   LOCKED: the same directory, one exec at a time (waits for the lock);
+   PRIVATE: the first instance no other exec holds (a new one if all are).
+   *lock_fd holds the flock until closed (-1 for SHARED). */
 static char *
-cache_mount_dir (struct llb_exec *x, const char *id, ps_error **err)
+cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, int *lock_fd, ps_error **err)
 {
   char hex[65];
-  ps_sha256_hex (id, strlen (id), hex);
-  char *dir = xasprintf ("%s/llb-cache-mounts/%s", x->state_dir, hex);
-  if (ps_mkdir_p (dir, 0755, err) < 0)
+  ps_sha256_hex (c->id, strlen (c->id), hex);
+  cleanup_free char *root = xasprintf ("%s/llb-cache-mounts", x->state_dir);
+  if (ps_mkdir_p (root, 0700, err) < 0)
+    return NULL;
+  *lock_fd = -1;
+  for (unsigned inst = 0;; inst++)
     {
-      free (dir);
-      return NULL;
+      char *dir = inst ? xasprintf ("%s/%s.%u", root, hex, inst) : xasprintf ("%s/%s", root, hex);
+      if (c->sharing != PB__CACHE_SHARING_OPT__SHARED)
+        {
+          cleanup_free char *lock = xasprintf ("%s.lock", dir);
+          int fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+          int how = c->sharing == PB__CACHE_SHARING_OPT__PRIVATE ? LOCK_EX | LOCK_NB : LOCK_EX;
+          if (fd < 0 || flock (fd, how) < 0)
+            {
+              int e = errno;
+              if (fd >= 0)
+                close (fd);
+              free (dir);
+              if (e == EWOULDBLOCK && inst < 1000)
+                continue; /* a private instance in use: the next one */
+              ps_error_set_errno (err, 500, e, "lock cache mount %s", c->id);
+              return NULL;
+            }
+          *lock_fd = fd;
+        }
+      if (ps_mkdir_p (dir, 0755, err) < 0)
+        {
+          if (*lock_fd >= 0)
+            close (*lock_fd);
+          *lock_fd = -1;
+          free (dir);
+          return NULL;
+        }
+      return dir;
     }
-  return dir;
+}
+
+/* Secret `opt` from the session into its own 0600 directory on tmpfs
+   (never in the state dir, a layer or a log).  *file is NULL when the
+   secret is optional and the client has none. */
+static int
+fetch_secret (struct llb_exec *x, const struct llb_vertex *v, const Pb__SecretOpt *opt, const char *secrets_dir,
+              char **file, ps_error **err)
+{
+  *file = NULL;
+  unsigned char *data = NULL;
+  size_t len = 0;
+  int r = -1;
+  pthread_mutex_lock (&x->session_lock);
+  ps_session *sess = x->session_id ? session_wait (x->session_id, PS_SESSION_WAIT_MS, err) : NULL;
+  if (sess)
+    {
+      r = session_get_secret (sess, opt->id, &data, &len, err);
+      session_unref (sess);
+    }
+  else if (x->session_id == NULL)
+    r = 0; /* optional, checked before running */
+  pthread_mutex_unlock (&x->session_lock);
+  if (r < 0)
+    return ps_error_wrap (err, "secret %s", opt->id);
+  if (r == 0)
+    {
+      if (opt->optional)
+        return 0;
+      return ps_error_set (err, 400, "op %s: secret %s not found (the session does not provide it)", v->digest,
+                           opt->id);
+    }
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  char *path = xasprintf ("%s/%s", secrets_dir, rnd);
+  mode_t mode = opt->mode ? (mode_t) (opt->mode & 0777) : 0400;
+  r = ps_write_file (path, data, len, 0600, err);
+  explicit_bzero (data, len);
+  free (data);
+  if (r == 0 && (chown (path, opt->uid, opt->gid) < 0 || chmod (path, mode) < 0))
+    r = ps_error_set_errno (err, 500, errno, "secret file for %s", opt->id);
+  if (r < 0)
+    {
+      unlink (path);
+      free (path);
+      return -1;
+    }
+  *file = path;
+  return 0;
 }
 
 static void
@@ -630,8 +913,10 @@ set_exit_error (ps_error **err, const Pb__Meta *m, int status)
 }
 
 static int
-run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exit_code, ps_error **err)
+run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
 {
+  const struct llb_vertex *v = &x->g->vertices[idx];
+  char **images = x->vs[idx].images;
   const Pb__ExecOp *e = v->op->exec;
   const Pb__Meta *m = e->meta;
   const Pb__Mount *rootm = NULL;
@@ -641,6 +926,10 @@ run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exi
 
   struct llb_wc root = { 0 };
   struct llb_wc *binds = xcalloc (e->n_mounts, sizeof *binds);
+  int *locks = xmalloc (e->n_mounts * sizeof *locks);
+  for (size_t i = 0; i < e->n_mounts; i++)
+    locks[i] = -1;
+  cleanup_free char *secrets_dir = NULL;
   ps_strv argv = { 0 };
   int ret = llb_wc_from (input_image (x, v, rootm->input), false, &root, err);
   if (ret < 0)
@@ -686,13 +975,15 @@ run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exi
         {
         case PB__MOUNT_TYPE__BIND:
           {
-            /* Another input's filesystem: its own working container; a
-               writable bind writes into that container, which is thrown
-               away, as BuildKit discards a mount without an output. */
+            /* An input's filesystem (or scratch) in its own working
+               container: a writable bind writes into that container, which
+               is committed when the mount is an output of the op and
+               thrown away otherwise, as BuildKit does. */
             ret = llb_wc_from (input_image (x, v, mt->input), true, &binds[i], err);
             cleanup_free char *src = NULL;
             if (ret == 0)
-              ret = llb_scoped_resolve (binds[i].mnt, mt->selector ? mt->selector : "/", true, &src, err);
+              ret = llb_scoped_resolve (binds[i].mnt, mt->selector && *mt->selector ? mt->selector : "/", true,
+                                        &src, err);
             if (ret == 0)
               ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", src, mt->dest,
                              mt->readonly ? "ro" : "rw");
@@ -700,7 +991,7 @@ run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exi
           }
         case PB__MOUNT_TYPE__CACHE:
           {
-            cleanup_free char *dir = cache_mount_dir (x, mt->cacheopt->id, err);
+            cleanup_free char *dir = cache_mount_dir (x, mt->cacheopt, &locks[i], err);
             if (dir == NULL)
               ret = -1;
             else
@@ -715,6 +1006,27 @@ run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exi
           else
             ps_strv_pushf (&argv, "--mount=type=tmpfs,target=%s", mt->dest);
           break;
+        case PB__MOUNT_TYPE__SECRET:
+          {
+            if (secrets_dir == NULL)
+              {
+                char rnd[17];
+                ps_random_hex (rnd, 8);
+                secrets_dir = xasprintf ("/dev/shm/podsolve-llb-secrets-%s", rnd);
+                if (mkdir (secrets_dir, 0700) < 0)
+                  {
+                    ret = ps_error_set_errno (err, 500, errno, "create %s", secrets_dir);
+                    free (secrets_dir);
+                    secrets_dir = NULL;
+                    break;
+                  }
+              }
+            cleanup_free char *file = NULL;
+            ret = fetch_secret (x, v, mt->secretopt, secrets_dir, &file, err);
+            if (ret == 0 && file)
+              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, mt->dest);
+            break;
+          }
         default:
           ret = llb_unsupported (err, v, "mount type %d", (int) mt->mounttype);
         }
@@ -730,7 +1042,7 @@ run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exi
   ret = run_logged (x, v, &argv, &status, err);
   if (ret < 0)
     goto out;
-  if (solver_job_cancelled (x->job))
+  if (stopped (x))
     {
       ret = ps_error_set (err, 499, "cancelled");
       goto out;
@@ -745,19 +1057,32 @@ run_exec (struct llb_exec *x, const struct llb_vertex *v, char **image, int *exi
       ret = -1;
       goto out;
     }
-  if (rootm->output >= 0)
-    ret = llb_wc_commit (&root, image, err);
+  /* The outputs: the root's container, and those of writable binds. */
+  for (size_t i = 0; i < e->n_mounts && ret == 0; i++)
+    {
+      const Pb__Mount *mt = e->mounts[i];
+      if (mt->output < 0)
+        continue;
+      ret = llb_wc_commit (mt == rootm ? &root : &binds[i], &images[mt->output], err);
+    }
 
 out:
   ps_strv_free (&argv);
   for (size_t i = 0; i < e->n_mounts; i++)
-    llb_wc_remove (&binds[i]);
+    {
+      llb_wc_remove (&binds[i]);
+      if (locks[i] >= 0)
+        close (locks[i]);
+    }
   free (binds);
+  free (locks);
   llb_wc_remove (&root);
+  if (secrets_dir)
+    ps_rm_rf (secrets_dir, NULL);
   return ret;
 }
 
-/* ---- the walk ---------------------------------------------------------------------- */
+/* ---- one vertex ------------------------------------------------------------------- */
 
 static int
 run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
@@ -772,40 +1097,49 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
          depends on it); only a pull is work worth showing as such. */
       bool pulled = false;
       emit_vertex (x, v, started, 0, false, NULL);
-      if (resolve_image (x, v, &s->image, &pulled, err) < 0)
+      if (resolve_image (x, v, &s->images[0], &pulled, err) < 0)
         return -1;
-      if (compute_key (x, idx, s->image, err) < 0)
+      if (compute_key (x, idx, s->images[0], err) < 0)
         return -1;
       emit_vertex (x, v, started, ps_now_ns (), !pulled, NULL);
       return 0;
     }
 
+  bool local = v->op->op_case == PB__OP__OP_SOURCE && ps_str_has_prefix (v->op->source->identifier, "local://");
+  if (local)
+    {
+      /* The transfer is this vertex's work, cached or not. */
+      emit_vertex (x, v, started, 0, false, NULL);
+      if (prepare_local (x, idx, err) < 0)
+        return -1;
+    }
   if (compute_key (x, idx, NULL, err) < 0)
     return -1;
   bool ignore = x->no_cache || (v->meta && v->meta->ignore_cache);
-  if (!ignore && (s->image = record_lookup (x, s->key)) != NULL)
+  if (!ignore && records_lookup (x, idx))
     {
       int64_t now = ps_now_ns ();
-      emit_vertex (x, v, now, now, true, NULL);
+      emit_vertex (x, v, local ? started : now, now, true, NULL);
       return 0;
     }
 
-  emit_vertex (x, v, started, 0, false, NULL);
+  if (!local)
+    emit_vertex (x, v, started, 0, false, NULL);
   int r;
   switch (v->op->op_case)
     {
     case PB__OP__OP_SOURCE:
-      r = run_local_source (x, v, &s->image, err);
+      r = run_local_source (x, idx, &s->images[0], err);
       break;
     case PB__OP__OP_EXEC:
-      r = run_exec (x, v, &s->image, exit_code, err);
+      r = run_exec (x, idx, exit_code, err);
       break;
     case PB__OP__OP_FILE:
       {
         const char **inputs = xcalloc (v->n_inputs + 1, sizeof *inputs);
         for (size_t i = 0; i < v->n_inputs; i++)
           inputs[i] = input_image (x, v, (int64_t) i);
-        r = llb_fileop_run (v, inputs, &s->image, err);
+        r = llb_fileop_run (v, inputs, &s->images[0], err);
         free (inputs);
         break;
       }
@@ -814,40 +1148,139 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     }
   if (r < 0)
     return -1;
-  if (s->image)
-    record_store (x, s->key, s->image);
+  for (size_t o = 0; o < v->n_outputs; o++)
+    if (s->images[o])
+      record_store (x, s->key, o, s->images[o]);
   emit_vertex (x, v, started, ps_now_ns (), false, NULL);
   return 0;
+}
+
+/* ---- the scheduler: workers take ready vertices until none is left ---------------- */
+
+static void
+push_ready (struct llb_exec *x, size_t idx)
+{
+  x->vs[idx].phase = V_READY;
+  x->ready[x->ready_tail++] = idx;
+}
+
+static void *
+worker (void *arg)
+{
+  struct llb_exec *x = arg;
+  pthread_mutex_lock (&x->lock);
+  for (;;)
+    {
+      while (!x->stop && x->ready_head == x->ready_tail && x->running > 0)
+        pthread_cond_wait (&x->changed, &x->lock);
+      if (x->stop || x->ready_head == x->ready_tail)
+        break; /* stopped, or nothing ready and nothing running: the graph is done */
+      size_t idx = x->ready[x->ready_head++];
+      x->vs[idx].phase = V_RUNNING;
+      x->running++;
+      pthread_mutex_unlock (&x->lock);
+
+      const struct llb_vertex *v = &x->g->vertices[idx];
+      ps_error *err = NULL;
+      int exit_code = 0;
+      int r = run_vertex (x, idx, &exit_code, &err);
+      if (r < 0)
+        {
+          ps_error_wrap (&err, "%s", v->name);
+          emit_vertex (x, v, 0, ps_now_ns (), false, err->msg);
+        }
+
+      pthread_mutex_lock (&x->lock);
+      x->running--;
+      if (r < 0)
+        {
+          x->vs[idx].phase = V_FAILED;
+          bool first = !x->stop && x->first_err == NULL;
+          if (first)
+            {
+              x->first_err = err;
+              x->failed = idx;
+              x->exit_code = exit_code;
+              err = NULL;
+              x->stop = true;
+            }
+          ps_error_free (err);
+          pthread_cond_broadcast (&x->changed);
+          if (first)
+            {
+              /* A failure cancels its siblings: stop their processes. */
+              pthread_mutex_unlock (&x->lock);
+              terminate_children (x);
+              pthread_mutex_lock (&x->lock);
+            }
+          continue;
+        }
+      x->vs[idx].phase = V_DONE;
+      for (size_t u = 0; u < x->vs[idx].n_users; u++)
+        {
+          size_t user = x->vs[idx].users[u];
+          if (--x->vs[user].waiting == 0)
+            push_ready (x, user);
+        }
+      pthread_cond_broadcast (&x->changed);
+    }
+  pthread_cond_broadcast (&x->changed);
+  pthread_mutex_unlock (&x->lock);
+  return NULL;
 }
 
 int
 llb_exec_run (struct llb_exec *x, solver_job *job, char **image_id, ps_error **err)
 {
+  struct llb_graph *g = x->g;
   x->job = job;
-  for (size_t i = 0; i < x->g->n_vertices; i++)
+  for (size_t i = 0; i < g->n_vertices; i++)
+    if (x->vs[i].waiting == 0)
+      push_ready (x, i);
+  solver_job_set_cancel_hook (job, cancel_all, x);
+
+  size_t n = x->max_parallel < g->n_vertices ? x->max_parallel : g->n_vertices;
+  pthread_t *th = xcalloc (n, sizeof *th);
+  size_t started = 0;
+  for (; started < n; started++)
     {
-      const struct llb_vertex *v = &x->g->vertices[i];
-      int exit_code = 0;
-      if (solver_job_cancelled (job))
-        {
-          ps_error_set (err, 499, "cancelled");
-          return -1;
-        }
-      if (run_vertex (x, i, &exit_code, err) < 0)
-        {
-          ps_error_wrap (err, "%s", v->name);
-          emit_vertex (x, v, 0, ps_now_ns (), false, (*err)->msg);
-          struct solver_event ev = { .kind = SOLVER_EV_ERROR };
-          ev.error = xstrdup ((*err)->msg);
-          ev.vertex = xstrdup (v->digest);
-          ev.exit_code = exit_code;
-          solver_job_emit (job, &ev);
-          return -1;
-        }
+      pthread_attr_t attr;
+      pthread_attr_init (&attr);
+      pthread_attr_setstacksize (&attr, 1024 * 1024); /* hash_tree recursion and 64 KiB buffers */
+      int r = pthread_create (&th[started], &attr, worker, x);
+      pthread_attr_destroy (&attr);
+      if (r != 0)
+        break;
     }
-  const char *img = x->vs[x->g->result - x->g->vertices].image;
+  if (started == 0)
+    worker (x); /* no thread to be had: run the graph on this one */
+  for (size_t i = 0; i < started; i++)
+    pthread_join (th[i], NULL);
+  free (th);
+  solver_job_set_cancel_hook (job, NULL, NULL);
+
+  if (x->first_err)
+    {
+      /* A cancelled job's ERROR comes from the job itself ("build
+         cancelled: ..."), not from the vertex that was interrupted. */
+      if (!solver_job_cancelled (job))
+        {
+          struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+          ev.error = xstrdup (x->first_err->msg);
+          ev.vertex = xstrdup (g->vertices[x->failed].digest);
+          ev.exit_code = x->exit_code;
+          solver_job_emit (job, &ev);
+        }
+      *err = x->first_err;
+      x->first_err = NULL;
+      return -1;
+    }
+  if (solver_job_cancelled (job) || x->vs[g->result - g->vertices].phase != V_DONE)
+    return ps_error_set (err, 499, "cancelled");
+  const char *img = x->vs[g->result - g->vertices].images[g->result_index];
   if (img == NULL)
-    return ps_error_set (err, 500, "op %s produced no image", x->g->result->digest);
+    return ps_error_set (err, 500, "op %s produced no image for output %lld", g->result->digest,
+                         (long long) g->result_index);
   *image_id = xstrdup (img);
   return 0;
 }

@@ -1,26 +1,32 @@
 /* llb_exec.h — run a validated LLB graph (solver/llb.h) on buildah.
  *
- * Every vertex output is a committed buildah image; vertices run one at a
- * time in the graph's topological order.  What this slice executes:
+ * Every vertex output is a committed buildah image.  Vertices run as soon
+ * as their inputs are done, up to `max_parallel` at once; the first failure
+ * stops the others (their buildah children are terminated) and is the
+ * job's error.  What this executor runs:
  *
  *   source  docker-image:// (resolved in storage, pulled when missing or
  *           when image.resolvemode=pull), local://NAME (the multipart part
- *           NAME sent with the request, without include/exclude patterns)
+ *           NAME sent with the request, or the directory NAME of the
+ *           request's session over DiffCopy; local.includepattern(s),
+ *           local.excludepatterns, local.followpaths, local.sharedkeyhint)
  *   exec    root mount from an input or scratch; extra mounts: bind of an
- *           input (read-only, or writable and discarded), cache (a
- *           persistent directory under <state>/llb-cache-mounts), tmpfs;
- *           env, cwd, user, hostname, network none/host, validExitCodes
- *   file    mkdir, mkfile, rm, symlink, copy (owners by id only) on one
- *           rootfs, done natively on the buildah mount; every path is
- *           resolved inside that rootfs (symlinks cannot lead out of it)
+ *           input or scratch (read-only, or writable: discarded, or an
+ *           output of the op when the mount has one), cache (a persistent
+ *           directory under <state>/llb-cache-mounts per cacheOpt.ID, with
+ *           shared / private / locked sharing), tmpfs (size), secret (from
+ *           the session, a 0600 tmpfs file for the step); env, proxy env,
+ *           cwd, user, hostname, network none/host/sandbox, validExitCodes
+ *   file    mkdir, mkfile, rm, symlink, copy on one rootfs, done natively
+ *           on the buildah mount (solver/llb_fileop.c)
  *
- * Everything else (merge, diff, build ops, git/http sources, secret/ssh
- * mounts, non-root exec outputs, ...) is refused before anything runs
- * with a 501 naming the op digest and the unsupported feature.
+ * Everything else (build ops, ssh mounts, ...) is refused before anything
+ * runs with a 501 naming the op digest and the unsupported feature.
  *
  * Each vertex is cached by key = sha256(op digest, input keys, content of
- * a local source, resolved id of an image source); the key's image id is
- * kept in <state>/llb-results/<key> and reused while the image exists. */
+ * a local source, resolved id of an image source); the image of output N
+ * is kept in <state>/llb-results/<key> (N = 0) or <key>.N and reused while
+ * it exists. */
 #ifndef SOLVER_LLB_EXEC_H
 #define SOLVER_LLB_EXEC_H
 
@@ -37,7 +43,14 @@ struct llb_exec_env
   const char *authfile;               /* registry credentials for pulls, or NULL */
   bool no_cache;                      /* frontendAttrs no-cache: run every vertex */
   bool network_host;                  /* the network.host entitlement was granted */
+  const char *session_id;             /* the request's session (local sources, secrets), or NULL */
+  const char *work_dir;               /* the job's directory: staging of local sources */
+  unsigned max_parallel;              /* vertices running at once; 0 = PS_LLB_DEFAULT_PARALLEL */
 };
+
+/* Vertices at once when the daemon sets no limit (--max-parallel 0): the
+   work is buildah processes, and more of them than this only contend. */
+#define PS_LLB_DEFAULT_PARALLEL 8
 
 struct llb_exec;
 
@@ -47,8 +60,8 @@ struct llb_exec;
    result. */
 int llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_exec **out, ps_error **err);
 
-/* Run the graph on the job's thread, one SOLVER_EV_VERTEX per state change
-   and SOLVER_EV_LOG for exec output.  On success *image_id is the result
+/* Run the graph (worker threads of the job's thread), one SOLVER_EV_VERTEX
+   per state change and SOLVER_EV_LOG for exec output.  On success *image_id is the result
    image (64 hex).  On failure the ERROR event (with the failing vertex and
    exit code) has been emitted and -1 is returned with *err set. */
 int llb_exec_run (struct llb_exec *x, solver_job *job, char **image_id, ps_error **err);

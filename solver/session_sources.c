@@ -75,22 +75,19 @@ session_sources_free (struct session_sources *s)
   free (s);
 }
 
-/* The cache directory for one kind of transfer, locked for this build
-   (builds of the same context take turns; the lock is an flock on a file
-   beside the directory, released when its fd closes). */
+/* The cache directory for one kind of transfer under `cache_root`, locked
+   for this build (builds of the same context take turns; the lock is an
+   flock on a file beside the directory, released when *lock_fd closes). */
 static char *
-cache_dir (struct session_sources *s, ps_session *sess, const char *dir_name, const char *variant, int slot,
-           ps_error **err)
+cache_dir_at (const char *cache_root, const char *key, const char *dir_name, const char *variant, int *lock_fd,
+              ps_error **err)
 {
-  const char *key = session_shared_key (sess);
-  if (key == NULL || *key == '\0')
-    key = session_uuid (sess); /* no shared key: nothing to share across sessions */
   cleanup_free char *material = xasprintf ("%s\n%s\n%s", key, dir_name, variant);
   char hex[65];
   ps_sha256_hex (material, strlen (material), hex);
-  if (ps_mkdir_p (s->cache_root, 0700, err) < 0)
+  if (ps_mkdir_p (cache_root, 0700, err) < 0)
     return NULL;
-  char *dir = xasprintf ("%s/%.32s", s->cache_root, hex);
+  char *dir = xasprintf ("%s/%.32s", cache_root, hex);
   cleanup_free char *lock = xasprintf ("%s.lock", dir);
   int fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0 || flock (fd, LOCK_EX) < 0)
@@ -101,8 +98,22 @@ cache_dir (struct session_sources *s, ps_session *sess, const char *dir_name, co
       free (dir);
       return NULL;
     }
-  s->lock_fds[slot] = fd;
+  *lock_fd = fd;
   return dir;
+}
+
+static const char *
+sharing_key (ps_session *sess)
+{
+  const char *key = session_shared_key (sess);
+  return key && *key ? key : session_uuid (sess); /* no shared key: nothing to share across sessions */
+}
+
+static char *
+cache_dir (struct session_sources *s, ps_session *sess, const char *dir_name, const char *variant, int slot,
+           ps_error **err)
+{
+  return cache_dir_at (s->cache_root, sharing_key (sess), dir_name, variant, &s->lock_fds[slot], err);
 }
 
 struct transfer
@@ -168,6 +179,22 @@ emit_vertex (solver_job *job, const char *digest, const char *name, int64_t star
   solver_job_emit (job, &ev);
 }
 
+/* One DiffCopy, its progress a status of vertex `digest`. */
+static int
+transfer_dir (solver_job *job, ps_session *sess, const char *digest, const char *status_id, struct diffcopy_opts *o,
+              const char *dest, struct diffcopy_stats *st, ps_error **err)
+{
+  struct transfer t = { .job = job, .vertex = digest, .status_id = status_id, .started = ps_now_ns () };
+  o->progress = on_progress;
+  o->progress_ud = &t;
+  o->cancelled = on_cancel_poll;
+  o->cancel_ud = &t;
+  int r = session_diffcopy (sess, dest, o, st, err);
+  if (r == 0)
+    emit_status (&t, st->bytes, true);
+  return r;
+}
+
 /* One DiffCopy under its own [internal] vertex. */
 static int
 sync_dir (solver_job *job, ps_session *sess, uint64_t max_bytes, const char *vertex_name, const char *status_id, const char *dir_name,
@@ -175,25 +202,57 @@ sync_dir (solver_job *job, ps_session *sess, uint64_t max_bytes, const char *ver
           size_t n_excludes, struct diffcopy_stats *st, ps_error **err)
 {
   cleanup_free char *digest = vertex_digest (session_shared_key (sess), vertex_name);
-  struct transfer t = { .job = job, .vertex = digest, .status_id = status_id, .started = ps_now_ns () };
-  emit_vertex (job, digest, vertex_name, t.started, 0, NULL);
+  int64_t started = ps_now_ns ();
+  emit_vertex (job, digest, vertex_name, started, 0, NULL);
   struct diffcopy_opts o = {
     .dir_name = dir_name,
     .follow_paths = follow,
     .n_follow = n_follow,
     .exclude_patterns = excludes,
     .n_exclude = n_excludes,
-    .progress = on_progress,
-    .progress_ud = &t,
-    .cancelled = on_cancel_poll,
-    .cancel_ud = &t,
     .max_bytes = max_bytes,
   };
-  int r = session_diffcopy (sess, dest, &o, st, err);
-  if (r == 0)
-    emit_status (&t, st->bytes, true);
-  emit_vertex (job, digest, vertex_name, t.started, ps_now_ns (), r < 0 ? (*err)->msg : NULL);
+  int r = transfer_dir (job, sess, digest, status_id, &o, dest, st, err);
+  emit_vertex (job, digest, vertex_name, started, ps_now_ns (), r < 0 ? (*err)->msg : NULL);
   return r;
+}
+
+int
+session_sync_local (solver_job *job, ps_session *sess, const char *state_dir, const char *vertex,
+                    const char *shared_key_hint, struct diffcopy_opts *o, char **dir, int *lock_fd, ps_error **err)
+{
+  cleanup_free char *cache_root = xasprintf ("%s/contexts", state_dir);
+  ps_buf variant = { 0 };
+  ps_buf_puts (&variant, "llb-local");
+  const struct
+  {
+    const char *tag;
+    const char *const *v;
+    size_t n;
+  } lists[] = { { "include", o->include_patterns, o->n_include },
+                { "exclude", o->exclude_patterns, o->n_exclude },
+                { "follow", o->follow_paths, o->n_follow } };
+  for (size_t l = 0; l < ARRAY_SIZE (lists); l++)
+    for (size_t i = 0; i < lists[l].n; i++)
+      ps_buf_printf (&variant, "\n%s:%s", lists[l].tag, lists[l].v[i]);
+  const char *key = shared_key_hint && *shared_key_hint ? shared_key_hint : sharing_key (sess);
+  *dir = cache_dir_at (cache_root, key, o->dir_name, variant.data, lock_fd, err);
+  ps_buf_free (&variant);
+  if (*dir == NULL)
+    return -1;
+  struct diffcopy_stats st = { 0 };
+  if (transfer_dir (job, sess, vertex, "transferring context:", o, *dir, &st, err) < 0)
+    {
+      free (*dir);
+      *dir = NULL;
+      close (*lock_fd);
+      *lock_fd = -1;
+      return -1;
+    }
+  ps_info ("job %s: local \"%s\" synced over session %s: %zu entries, %zu files requested, %llu bytes",
+           solver_job_id (job), o->dir_name, session_uuid (sess), st.entries, st.files_requested,
+           (unsigned long long) st.file_bytes);
+  return 0;
 }
 
 /* The non-empty, non-comment lines of an ignore file, as the client's

@@ -15,6 +15,7 @@
 #ifndef SOLVER_SESSION_SOURCES_H
 #define SOLVER_SESSION_SOURCES_H
 
+#include "session/diffcopy.h"
 #include "solver/dockerfile_build.h"
 
 struct session_sources *session_sources_new (const char *session_id, const char *state_dir, const char *job_dir,
@@ -30,5 +31,16 @@ void session_sources_release (struct session_sources *s);
 /* Send the built image's filesystem to the client over its session
    (FileSend): a tree for output "local", a tar for "tar". */
 int session_sources_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err);
+
+/* An LLB local source over the session: DiffCopy of the client's
+   directory o->dir_name (with o's patterns) into a cache under
+   <state_dir>/contexts keyed by `shared_key_hint` (local.sharedkeyhint; the
+   session's shared key when NULL or empty), the name and the patterns.
+   Transfer statuses go to vertex `vertex`.  On success *dir is the cache
+   directory, locked until *lock_fd is closed.  o's progress and cancel
+   callbacks are set here. */
+int session_sync_local (solver_job *job, ps_session *sess, const char *state_dir, const char *vertex,
+                        const char *shared_key_hint, struct diffcopy_opts *o, char **dir, int *lock_fd,
+                        ps_error **err);
 
 #endif

@@ -412,8 +412,13 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
 static int
 plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g, ps_error **err)
 {
-  struct llb_exec_env xe = { .sources = env->sources, .n_sources = env->n_sources, .state_dir = env->state_dir,
-                             .authfile = env->authfile };
+  struct llb_exec_env xe = { .sources = env->sources,
+                             .n_sources = env->n_sources,
+                             .state_dir = env->state_dir,
+                             .authfile = env->authfile,
+                             .session_id = p->req.session,
+                             .work_dir = env->job_dir,
+                             .max_parallel = solver_jobs_max_parallel () };
   const struct solve_attrs *a = &p->req.frontend_attrs;
   for (size_t i = 0; i < a->n; i++)
     {

@@ -41,7 +41,7 @@ are synthesised.
 """
 
 import fnmatch
-import secrets
+import secrets as _secrets_mod
 import select
 import socket
 import threading
@@ -54,6 +54,7 @@ import h2.exceptions
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
+GET_SECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 DEFAULT_METHODS = (HEALTH_CHECK, DIFFCOPY)
 
 MODES = ("bad_path", "abs_path", "symlink_parent", "unrequested_data", "close_mid_file", "err_packet", "stall_mid_file",
@@ -299,16 +300,21 @@ class Call:
 
 class SessionPeer:
     def __init__(self, sock_path, dirs, mode=None, target="context", uuid=None, shared_key=None,
-                 methods=DEFAULT_METHODS, mtime_ns=None, name="ctx"):
+                 methods=DEFAULT_METHODS, mtime_ns=None, name="ctx", secrets=None):
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.sock_path = str(sock_path)
         self.dirs = dirs
         self.mode = mode
         self.target = target
-        self.uuid = uuid or "peer" + secrets.token_hex(10)
-        self.shared_key = shared_key or "key" + secrets.token_hex(16)
+        self.uuid = uuid or "peer" + _secrets_mod.token_hex(10)
+        self.shared_key = shared_key or "key" + _secrets_mod.token_hex(16)
         self.methods = list(methods)
+        # GetSecret: {id: bytes}; a missing id is NOT_FOUND, as the docker CLI answers
+        self.secrets = secrets
+        if secrets is not None and GET_SECRET not in self.methods:
+            self.methods.append(GET_SECRET)
+        self.secret_requests = []
         # like files on a disk: a fresh mtime unless the test fixes one
         self.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
         self.name = name
@@ -493,6 +499,8 @@ class SessionPeer:
                 self._trace(f"call {ev.stream_id}: daemon half-closed")
                 if call.path == HEALTH_CHECK:
                     self._answer_unary(call, b"\x08\x01")
+                elif call.path == GET_SECRET and self.secrets is not None:
+                    self._answer_secret(call)
                 if call.is_target and call.closed:
                     self.target_over.set()
             return True
@@ -517,7 +525,7 @@ class SessionPeer:
         return call.kind == self.target and self.target_call() is None
 
     def _on_call(self, call):
-        if call.path == HEALTH_CHECK:
+        if call.path == HEALTH_CHECK or (call.path == GET_SECRET and self.secrets is not None):
             return True  # answered when the request is complete
         if call.path != DIFFCOPY:
             self._conn.send_headers(call.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
@@ -577,6 +585,8 @@ class SessionPeer:
             if len(call.inbuf) < 5 + n:
                 break
             msg, call.inbuf = call.inbuf[5:5 + n], call.inbuf[5 + n:]
+            if call.path == GET_SECRET:
+                call.unary_request = msg
             if call.path != DIFFCOPY or call.closed:
                 continue
             ptype, pid, data, _ = decode_packet(msg)
@@ -648,6 +658,20 @@ class SessionPeer:
             self._queue(call, encode_packet(DATA, pid=pid, data=e.content[k:k + CHUNK]))
         self._queue(call, encode_packet(DATA, pid=pid))
         return True
+
+    def _answer_secret(self, call):
+        """GetSecretRequest{ID = 1} -> GetSecretResponse{data = 1}, or NOT_FOUND."""
+        msg = getattr(call, "unary_request", b"")
+        sid = decode_fields(msg).get(1, [b""])[-1].decode()
+        self.secret_requests.append(sid)
+        if sid not in self.secrets:
+            self._conn.send_headers(call.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
+                                                     ("grpc-status", "5"),
+                                                     ("grpc-message", f"secret {sid} not found")], end_stream=True)
+            call.closed = True
+            return
+        data = self.secrets[sid]
+        self._answer_unary(call, field_bytes(1, data.encode() if isinstance(data, str) else data))
 
     def _answer_unary(self, call, msg):
         if call.closed:

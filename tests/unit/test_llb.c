@@ -10,7 +10,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "solver/llb.h"
+#include "solver/llb_local.h"
 #include "tests/unit/suites.h"
 
 /* ---- building definitions ------------------------------------------------ */
@@ -1527,6 +1531,129 @@ START_TEST (bad_json_definitions_are_400_naming_the_field)
 }
 END_TEST
 
+/* ---- local source filters ------------------------------------------------- */
+
+static Pb__SourceOp *
+local_source (const char *include, const char *exclude, const char *follow)
+{
+  static Pb__SourceOp src;
+  static Pb__SourceOp__AttrsEntry e[3], *ep[3];
+  pb__source_op__init (&src);
+  src.identifier = (char *) "local://ctx";
+  size_t n = 0;
+  const char *keys[] = { "local.includepatterns", "local.excludepatterns", "local.followpaths" };
+  const char *vals[] = { include, exclude, follow };
+  for (size_t i = 0; i < 3; i++)
+    if (vals[i])
+      {
+        pb__source_op__attrs_entry__init (&e[n]);
+        e[n].key = (char *) keys[i];
+        e[n].value = (char *) vals[i];
+        ep[n] = &e[n];
+        n++;
+      }
+  src.n_attrs = n;
+  src.attrs = ep;
+  return &src;
+}
+
+static void
+touch (const char *root, const char *rel)
+{
+  char *path = NULL;
+  ck_assert_int_ge (asprintf (&path, "%s/%s", root, rel), 0);
+  for (char *p = path + strlen (root) + 1; (p = strchr (p, '/')) != NULL; p++)
+    {
+      *p = '\0';
+      mkdir (path, 0755);
+      *p = '/';
+    }
+  ps_error *err = NULL;
+  ck_assert_int_eq (ps_write_file (path, rel, strlen (rel), 0644, &err), 0);
+  free (path);
+}
+
+static bool
+staged (const char *root, const char *rel)
+{
+  char *path = NULL;
+  ck_assert_int_ge (asprintf (&path, "%s/%s", root, rel), 0);
+  struct stat st;
+  bool there = lstat (path, &st) == 0;
+  free (path);
+  return there;
+}
+
+/* Stage a fixed tree through one filter; returns the staging dir. */
+static char *
+stage_with (const char *include, const char *exclude, const char *follow)
+{
+  char tmpl[] = "/tmp/ps-llb-local-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (tmpl));
+  char *src = NULL, *dest = NULL;
+  ck_assert_int_ge (asprintf (&src, "%s/src", tmpl), 0);
+  ck_assert_int_ge (asprintf (&dest, "%s/dest", tmpl), 0);
+  mkdir (src, 0755);
+  const char *files[] = { "a.txt", "b.log", "sub/c.txt", "sub/d.log", "other/e.txt", "other/deep/f.txt" };
+  for (size_t i = 0; i < ARRAY_SIZE (files); i++)
+    touch (src, files[i]);
+  struct llb_local_filter f;
+  ps_error *err = NULL;
+  ck_assert_int_eq (llb_local_filter_parse (local_source (include, exclude, follow), "sha256:x", &f, &err), 0);
+  ck_assert_int_eq (llb_local_stage (src, dest, &f, &err), 0);
+  llb_local_filter_free (&f);
+  free (src);
+  return dest;
+}
+
+/* Remove the whole temporary tree of a staging dir and free its name. */
+static void
+unstage (char *dest)
+{
+  *strrchr (dest, '/') = '\0';
+  ps_rm_rf (dest, NULL);
+  free (dest);
+}
+
+START_TEST (local_filter_includes_excludes_and_follow_paths)
+{
+  char *d = stage_with ("[\"*.txt\",\"sub\"]", "[\"**/*.log\"]", NULL);
+  ck_assert (staged (d, "a.txt") && staged (d, "sub/c.txt"));
+  ck_assert (!staged (d, "b.log") && !staged (d, "sub/d.log"));
+  ck_assert (!staged (d, "other")); /* nothing selected below it: not even the directory */
+  unstage (d);
+
+  d = stage_with (NULL, "[\"other\",\"!other/deep\"]", NULL);
+  ck_assert (staged (d, "a.txt") && staged (d, "other/deep/f.txt"));
+  ck_assert (!staged (d, "other/e.txt"));
+  unstage (d);
+
+  d = stage_with (NULL, NULL, "[\"other/deep/f.txt\"]");
+  ck_assert (staged (d, "other/deep/f.txt") && !staged (d, "a.txt") && !staged (d, "other/e.txt"));
+  unstage (d);
+}
+END_TEST
+
+START_TEST (local_filter_attrs_must_be_lists_of_strings)
+{
+  const char *bad[] = { "not json", "{\"a\":1}", "[1]", "[\"\"]", "[\"[unterminated\"]" };
+  for (size_t i = 0; i < ARRAY_SIZE (bad); i++)
+    {
+      struct llb_local_filter f;
+      ps_error *err = NULL;
+      ck_assert_int_eq (llb_local_filter_parse (local_source (NULL, bad[i], NULL), "sha256:op", &f, &err), -1);
+      ck_assert_int_eq (err->status, 400);
+      ck_assert_msg (strstr (err->msg, "sha256:op") != NULL, "%s", err->msg);
+      ps_error_free (err);
+    }
+  struct llb_local_filter f;
+  ps_error *err = NULL;
+  ck_assert_int_eq (llb_local_filter_parse (local_source ("null", "[]", ""), "sha256:op", &f, &err), 0);
+  ck_assert (llb_local_filter_empty (&f));
+  llb_local_filter_free (&f);
+}
+END_TEST
+
 Suite *
 suite_llb (void)
 {
@@ -1570,6 +1697,11 @@ suite_llb (void)
   tcase_add_test (tc, json_base64_string_form);
   tcase_add_test (tc, json_object_form_with_metadata);
   tcase_add_test (tc, bad_json_definitions_are_400_naming_the_field);
+  suite_add_tcase (s, tc);
+
+  tc = tcase_create ("local");
+  tcase_add_test (tc, local_filter_includes_excludes_and_follow_paths);
+  tcase_add_test (tc, local_filter_attrs_must_be_lists_of_strings);
   suite_add_tcase (s, tc);
   return s;
 }
