@@ -18,6 +18,7 @@
 
 #include "solver/buildah.h"
 #include "solver/llb_fileop.h"
+#include "solver/llb_remote.h"
 #include "solver/rootfs_export.h"
 
 /* Version of the cache key material: bump when what a key covers changes,
@@ -127,6 +128,8 @@ check_source (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
         }
       return 0;
     }
+  if (llb_remote_handles (id))
+    return llb_remote_check (v, err);
   return llb_unsupported (err, v, "source scheme \"%.*s\"", (int) strcspn (id, ":"), id);
 }
 
@@ -780,7 +783,17 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       return 0;
     }
 
-  if (compute_key (x, idx, NULL, err) < 0)
+  /* http/git: what the source holds now is part of the key (resolving
+     may download, so the vertex shows as started). */
+  cleanup_llb_remote struct llb_remote *remote = NULL;
+  if (v->op->op_case == PB__OP__OP_SOURCE && llb_remote_handles (v->op->source->identifier))
+    {
+      cleanup_free char *tmp = xasprintf ("%s/llb-tmp", x->state_dir);
+      emit_vertex (x, v, started, 0, false, NULL);
+      if (ps_mkdir_p (tmp, 0700, err) < 0 || llb_remote_resolve (v, tmp, x->job, &remote, err) < 0)
+        return -1;
+    }
+  if (compute_key (x, idx, remote ? llb_remote_key (remote) : NULL, err) < 0)
     return -1;
   bool ignore = x->no_cache || (v->meta && v->meta->ignore_cache);
   if (!ignore && (s->image = record_lookup (x, s->key)) != NULL)
@@ -795,7 +808,7 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   switch (v->op->op_case)
     {
     case PB__OP__OP_SOURCE:
-      r = run_local_source (x, v, &s->image, err);
+      r = remote ? llb_remote_commit (remote, x->job, &s->image, err) : run_local_source (x, v, &s->image, err);
       break;
     case PB__OP__OP_EXEC:
       r = run_exec (x, v, &s->image, exit_code, err);
