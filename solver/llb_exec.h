@@ -5,7 +5,11 @@
  *
  *   source  docker-image:// (resolved in storage, pulled when missing or
  *           when image.resolvemode=pull), local://NAME (the multipart part
- *           NAME sent with the request, without include/exclude patterns)
+ *           NAME sent with the request, without include/exclude patterns),
+ *           http:// and https:// (one downloaded file: http.checksum,
+ *           filename, perm, uid, gid) and git:// (a checkout of one
+ *           commit over http(s) or git://: ref, subdir, keepgitdir,
+ *           checksum, submodules) — see llb_remote.h
  *   exec    root mount from an input or scratch; extra mounts: bind of an
  *           input (read-only, or writable and discarded), cache (a
  *           persistent directory under <state>/llb-cache-mounts), tmpfs;
@@ -14,13 +18,17 @@
  *           rootfs, done natively on the buildah mount; every path is
  *           resolved inside that rootfs (symlinks cannot lead out of it)
  *
- * Everything else (merge, diff, build ops, git/http sources, secret/ssh
- * mounts, non-root exec outputs, ...) is refused before anything runs
- * with a 501 naming the op digest and the unsupported feature.
+ * Everything else (merge, diff, build ops, git remotes over ssh, source
+ * secrets, secret/ssh mounts, non-root exec outputs, ...) is refused
+ * before anything runs with a 501 naming the op digest and the
+ * unsupported feature.
  *
  * Each vertex is cached by key = sha256(op digest, input keys, content of
- * a local source, resolved id of an image source); the key's image id is
- * kept in <state>/llb-results/<key> and reused while the image exists. */
+ * a local source, resolved id of an image source, digest of an http
+ * source's file, commit of a git source's ref); the key's image id is
+ * kept in <state>/llb-results/<key> and reused while the image exists.
+ * Downloads and checkouts are made in <state>/llb-tmp and removed once
+ * the vertex ran. */
 #ifndef SOLVER_LLB_EXEC_H
 #define SOLVER_LLB_EXEC_H
 
