@@ -24,6 +24,7 @@
 #include "solver/buildah.h"
 #include "solver/llb_fileop.h"
 #include "solver/llb_local.h"
+#include "solver/llb_remote.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_sources.h"
 
@@ -176,6 +177,8 @@ check_source (struct llb_exec *x, size_t idx, ps_error **err)
                              v->digest, name, name);
       return llb_local_filter_parse (s, v->digest, &x->vs[idx].filter, err);
     }
+  if (llb_remote_handles (id))
+    return llb_remote_check (v, err);
   return llb_unsupported (err, v, "source scheme \"%.*s\"", (int) strcspn (id, ":"), id);
 }
 
@@ -1106,30 +1109,35 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     }
 
   bool local = v->op->op_case == PB__OP__OP_SOURCE && ps_str_has_prefix (v->op->source->identifier, "local://");
-  if (local)
+  bool remote_src = v->op->op_case == PB__OP__OP_SOURCE && llb_remote_handles (v->op->source->identifier);
+  cleanup_llb_remote struct llb_remote *remote = NULL;
+  if (local || remote_src)
     {
-      /* The transfer is this vertex's work, cached or not. */
+      /* The transfer is this vertex's work, cached or not: what the source
+         holds now is part of the key. */
       emit_vertex (x, v, started, 0, false, NULL);
-      if (prepare_local (x, idx, err) < 0)
+      cleanup_free char *tmp = remote_src ? xasprintf ("%s/llb-tmp", x->state_dir) : NULL;
+      if (local ? prepare_local (x, idx, err) < 0
+                : ps_mkdir_p (tmp, 0700, err) < 0 || llb_remote_resolve (v, tmp, x->job, &remote, err) < 0)
         return -1;
     }
-  if (compute_key (x, idx, NULL, err) < 0)
+  if (compute_key (x, idx, remote ? llb_remote_key (remote) : NULL, err) < 0)
     return -1;
   bool ignore = x->no_cache || (v->meta && v->meta->ignore_cache);
   if (!ignore && records_lookup (x, idx))
     {
       int64_t now = ps_now_ns ();
-      emit_vertex (x, v, local ? started : now, now, true, NULL);
+      emit_vertex (x, v, local || remote_src ? started : now, now, true, NULL);
       return 0;
     }
 
-  if (!local)
+  if (!local && !remote_src)
     emit_vertex (x, v, started, 0, false, NULL);
   int r;
   switch (v->op->op_case)
     {
     case PB__OP__OP_SOURCE:
-      r = run_local_source (x, idx, &s->images[0], err);
+      r = remote ? llb_remote_commit (remote, x->job, &s->images[0], err) : run_local_source (x, idx, &s->images[0], err);
       break;
     case PB__OP__OP_EXEC:
       r = run_exec (x, idx, exit_code, err);

@@ -9,7 +9,11 @@
  *           when image.resolvemode=pull), local://NAME (the multipart part
  *           NAME sent with the request, or the directory NAME of the
  *           request's session over DiffCopy; local.includepattern(s),
- *           local.excludepatterns, local.followpaths, local.sharedkeyhint)
+ *           local.excludepatterns, local.followpaths, local.sharedkeyhint),
+ *           http:// and https:// (one downloaded file: http.checksum,
+ *           filename, perm, uid, gid) and git:// (a checkout of one
+ *           commit over http(s) or git://: ref, subdir, keepgitdir,
+ *           checksum, submodules) — see llb_remote.h
  *   exec    root mount from an input or scratch; extra mounts: bind of an
  *           input or scratch (read-only, or writable: discarded, or an
  *           output of the op when the mount has one), cache (a persistent
@@ -20,13 +24,16 @@
  *   file    mkdir, mkfile, rm, symlink, copy on one rootfs, done natively
  *           on the buildah mount (solver/llb_fileop.c)
  *
- * Everything else (build ops, ssh mounts, ...) is refused before anything
- * runs with a 501 naming the op digest and the unsupported feature.
+ * Everything else (build ops, ssh mounts, git remotes over ssh, source
+ * secrets, ...) is refused before anything runs with a 501 naming the op
+ * digest and the unsupported feature.
  *
  * Each vertex is cached by key = sha256(op digest, input keys, content of
- * a local source, resolved id of an image source); the image of output N
- * is kept in <state>/llb-results/<key> (N = 0) or <key>.N and reused while
- * it exists. */
+ * a local source, resolved id of an image source, digest of an http
+ * source's file, commit of a git source's ref); the image of output N is
+ * kept in <state>/llb-results/<key> (N = 0) or <key>.N and reused while it
+ * exists.  Downloads and checkouts are made in <state>/llb-tmp and removed
+ * once the vertex ran. */
 #ifndef SOLVER_LLB_EXEC_H
 #define SOLVER_LLB_EXEC_H
 

@@ -48,7 +48,7 @@ def _post_json(daemon, definition):
     return status, json.loads(body)
 
 
-GIT = b"git://127.0.0.1/none.git"  # valid LLB, not executable by this podsolved yet
+GIT = b"git://git@127.0.0.1:none.git"  # valid LLB, not executable (a git remote over ssh)
 
 
 def test_valid_definition_passes_validation_and_unsupported_ops_get_501(daemon):
