@@ -68,6 +68,7 @@ struct llb_exec
   char *session_id;
   bool no_cache;
   bool network_host;
+  bool insecure; /* the security.insecure entitlement was granted */
   unsigned max_parallel;
   solver_job *job; /* while running */
 
@@ -189,13 +190,26 @@ mount_path_ok (const char *p)
   return strchr (p, ',') == NULL && strchr (p, '=') == NULL;
 }
 
+/* A value for a buildah option: not empty, printable, no separators. */
+static bool
+opt_value_ok (const char *s)
+{
+  if (s == NULL || *s == '\0')
+    return false;
+  for (; *s; s++)
+    if ((unsigned char) *s <= ' ' || *s == ',' || *s == 0x7f)
+      return false;
+  return true;
+}
+
 static int
 check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
 {
   const Pb__ExecOp *e = v->op->exec;
   size_t roots = 0;
-  if (e->security != PB__SECURITY_MODE__SANDBOX)
-    return llb_unsupported (err, v, "exec security mode INSECURE");
+  if (e->security == PB__SECURITY_MODE__INSECURE && !x->insecure)
+    return ps_error_set (err, 400, "op %s: exec with security INSECURE needs the \"security.insecure\" entitlement",
+                         v->digest);
   if (e->network == PB__NET_MODE__HOST && !x->network_host)
     return ps_error_set (err, 400, "op %s: exec with network HOST needs the \"network.host\" entitlement",
                          v->digest);
@@ -206,10 +220,14 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
   const Pb__Meta *m = e->meta;
   if (m == NULL || m->n_args == 0)
     return ps_error_set (err, 400, "op %s: exec has no args", v->digest);
-  if (m->n_extrahosts)
-    return llb_unsupported (err, v, "exec extraHosts");
-  if (m->n_ulimit)
-    return llb_unsupported (err, v, "exec ulimit");
+  for (size_t i = 0; i < m->n_extrahosts; i++)
+    if (!opt_value_ok (m->extrahosts[i]->host) || !opt_value_ok (m->extrahosts[i]->ip)
+        || strchr (m->extrahosts[i]->host, ':'))
+      return ps_error_set (err, 400, "op %s: extraHosts entry %zu is not a host name and an address", v->digest, i);
+  for (size_t i = 0; i < m->n_ulimit; i++)
+    if (!opt_value_ok (m->ulimit[i]->name) || strchr (m->ulimit[i]->name, '=') || m->ulimit[i]->soft < -1
+        || m->ulimit[i]->hard < -1)
+      return ps_error_set (err, 400, "op %s: ulimit entry %zu is malformed", v->digest, i);
   if (m->cgroupparent && *m->cgroupparent)
     return llb_unsupported (err, v, "exec cgroupParent");
   for (size_t i = 0; i < e->n_mounts; i++)
@@ -300,6 +318,7 @@ llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_ex
   x->session_id = env->session_id && *env->session_id ? xstrdup (env->session_id) : NULL;
   x->no_cache = env->no_cache;
   x->network_host = env->network_host;
+  x->insecure = env->insecure;
   x->max_parallel = env->max_parallel ? env->max_parallel : PS_LLB_DEFAULT_PARALLEL;
   pthread_mutex_init (&x->lock, NULL);
   pthread_cond_init (&x->changed, NULL);
@@ -374,6 +393,36 @@ bh (char **out, ps_error **err, const char *first, ...)
     }
   if (out)
     *out = xstrndup (o ? o : "", strcspn (o ? o : "", "\n"));
+  return 0;
+}
+
+/* `buildah from [extra...] IMAGE|scratch` for an exec's root: options that
+   only `from` takes (add-host, ulimit) live in the working container. */
+static int
+wc_from_with (const char *image, const ps_strv *extra, struct llb_wc *w, ps_error **err)
+{
+  w->ctr = w->mnt = NULL;
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  ps_strv_push (&argv, "from");
+  ps_strv_push (&argv, "--quiet");
+  ps_strv_push (&argv, "--pull=never");
+  for (size_t i = 0; i < extra->n; i++)
+    ps_strv_push (&argv, extra->v[i]);
+  ps_strv_push (&argv, image ? image : "scratch");
+  cleanup_free char *o = NULL, *e = NULL;
+  int status = -1;
+  int r = ps_run_capture (argv.v, &o, &e, &status, err);
+  ps_strv_free (&argv);
+  if (r < 0)
+    return -1;
+  if (status != 0)
+    {
+      e[strcspn (e, "\n")] = '\0';
+      return ps_error_set (err, 500, "working container from %.12s: buildah from: %s", image ? image : "scratch",
+                           *e ? e : "failed");
+    }
+  w->ctr = xstrndup (o, strcspn (o, "\n"));
   return 0;
 }
 
@@ -915,6 +964,33 @@ set_exit_error (ps_error **err, const Pb__Meta *m, int status)
   ps_buf_free (&cmd);
 }
 
+/* BuildKit's INSECURE: every capability podsolved itself may hold ("all"
+   would include ones outside our bounding set, which runc cannot grant). */
+static void
+push_all_caps (ps_strv *argv)
+{
+  static const char *const names[] = {
+    "CHOWN",       "DAC_OVERRIDE",   "DAC_READ_SEARCH", "FOWNER",      "FSETID",       "KILL",
+    "SETGID",      "SETUID",         "SETPCAP",         "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN",   "NET_RAW",        "IPC_LOCK",        "IPC_OWNER",   "SYS_MODULE",   "SYS_RAWIO",
+    "SYS_CHROOT",  "SYS_PTRACE",     "SYS_PACCT",       "SYS_ADMIN",   "SYS_BOOT",     "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME",      "SYS_TTY_CONFIG",  "MKNOD",       "LEASE",        "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP",      "MAC_OVERRIDE",    "MAC_ADMIN",   "SYSLOG",       "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ",   "PERFMON",         "BPF",         "CHECKPOINT_RESTORE",
+  };
+  unsigned long long bnd = 0;
+  cleanup_free char *status = NULL;
+  if (ps_read_file ("/proc/self/status", 65536, &status, NULL, NULL) == 0)
+    {
+      const char *p = strstr (status, "\nCapBnd:");
+      if (p)
+        bnd = strtoull (p + strlen ("\nCapBnd:"), NULL, 16);
+    }
+  for (size_t i = 0; i < ARRAY_SIZE (names); i++)
+    if (bnd & (1ULL << i))
+      ps_strv_pushf (argv, "--cap-add=CAP_%s", names[i]);
+}
+
 static int
 run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
 {
@@ -934,7 +1010,17 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     locks[i] = -1;
   cleanup_free char *secrets_dir = NULL;
   ps_strv argv = { 0 };
-  int ret = llb_wc_from (input_image (x, v, rootm->input), false, &root, err);
+  ps_strv from = { 0 };
+  for (size_t i = 0; i < m->n_extrahosts; i++)
+    ps_strv_pushf (&from, "--add-host=%s:%s", m->extrahosts[i]->host, m->extrahosts[i]->ip);
+  for (size_t i = 0; i < m->n_ulimit; i++)
+    {
+      /* -1 is "unlimited" in BuildKit's and buildah's terms alike */
+      const Pb__Ulimit *u = m->ulimit[i];
+      ps_strv_pushf (&from, "--ulimit=%s=%lld:%lld", u->name, (long long) u->soft, (long long) u->hard);
+    }
+  int ret = wc_from_with (input_image (x, v, rootm->input), &from, &root, err);
+  ps_strv_free (&from);
   if (ret < 0)
     goto out;
 
@@ -964,6 +1050,8 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     ps_strv_pushf (&argv, "--user=%s", m->user);
   if (m->hostname && *m->hostname)
     ps_strv_pushf (&argv, "--hostname=%s", m->hostname);
+  if (e->security == PB__SECURITY_MODE__INSECURE)
+    push_all_caps (&argv);
   if (e->network == PB__NET_MODE__NONE)
     ps_strv_push (&argv, "--network=none");
   else if (e->network == PB__NET_MODE__HOST)

@@ -20,7 +20,9 @@
  *           directory under <state>/llb-cache-mounts per cacheOpt.ID, with
  *           shared / private / locked sharing), tmpfs (size), secret (from
  *           the session, a 0600 tmpfs file for the step); env, proxy env,
- *           cwd, user, hostname, network none/host/sandbox, validExitCodes
+ *           cwd, user, hostname, extraHosts, ulimit, network none/host/
+ *           sandbox (host only with network.host), security INSECURE (all
+ *           capabilities; only with security.insecure), validExitCodes
  *   file    mkdir, mkfile, rm, symlink, copy on one rootfs, done natively
  *           on the buildah mount (solver/llb_fileop.c)
  *
@@ -50,6 +52,7 @@ struct llb_exec_env
   const char *authfile;               /* registry credentials for pulls, or NULL */
   bool no_cache;                      /* frontendAttrs no-cache: run every vertex */
   bool network_host;                  /* the network.host entitlement was granted */
+  bool insecure;                      /* the security.insecure entitlement was granted */
   const char *session_id;             /* the request's session (local sources, secrets), or NULL */
   const char *work_dir;               /* the job's directory: staging of local sources */
   unsigned max_parallel;              /* vertices running at once; 0 = PS_LLB_DEFAULT_PARALLEL */

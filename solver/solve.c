@@ -448,7 +448,10 @@ plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g
                                      "LLB executor yet");
     }
   for (size_t e = 0; e < p->req.entitlements.n; e++)
-    xe.network_host |= strcmp (p->req.entitlements.v[e], "network.host") == 0;
+    {
+      xe.network_host |= strcmp (p->req.entitlements.v[e], "network.host") == 0;
+      xe.insecure |= strcmp (p->req.entitlements.v[e], "security.insecure") == 0;
+    }
   if (plan_exporters (p, env, err) < 0)
     {
       llb_graph_free (g);

@@ -303,3 +303,37 @@ def test_local_source_over_the_session_is_synced_filtered_and_cached(daemon, uni
         assert _final(events, src).get("cached") is True and _final(events, run).get("cached") is True
         call = [c for c in peer2.calls if c.path.endswith("DiffCopy")][0]
         assert call.reqs == []
+
+
+def _logs(events, op):
+    return b"".join(base64.b64decode(l["data"]) for e in events for l in e.get("status", {}).get("logs", [])
+                    if l.get("vertex") == op.ref)
+
+
+def test_exec_meta_user_hostname_extra_hosts_ulimit_and_insecure(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    script = (f"echo {uniq}; hostname > /host; grep myregistry /etc/hosts > /hosts; "
+              "ulimit -n > /nofile; grep CapEff /proc/self/status > /caps")
+    run = llb.exec_(["sh", "-c", script], root=img, hostname="llbhost",
+                    extra_hosts=[("myregistry", "10.1.2.3")], ulimits=[("nofile", 1000, 1000)])
+    status, events = _solve(daemon, [img, run])
+    assert status == 200
+    image = _image(events)
+    assert daemon.image_file(image, "/host") == b"llbhost\n"
+    assert daemon.image_file(image, "/hosts").split() == [b"10.1.2.3", b"myregistry"]
+    assert daemon.image_file(image, "/nofile") == b"1000\n"
+    sandbox_caps = int(daemon.image_file(image, "/caps").split()[1], 16)
+    # a user by uid:gid (it cannot write to /, so it reports on stdout)
+    as_user = llb.exec_(["sh", "-c", f"echo {uniq}; id -u; id -g"], root=img, user="1234:2345")
+    status, events = _solve(daemon, [img, as_user])
+    _image(events)
+    assert _logs(events, as_user).split()[1:] == [b"1234", b"2345"]
+    # INSECURE: every capability, and only with the entitlement
+    priv = llb.exec_(["sh", "-c", f"echo {uniq}; grep CapEff /proc/self/status > /caps"], root=img, insecure=True)
+    status, events = _solve(daemon, [img, priv])
+    assert status == 400
+    status, events = _solve(daemon, [img, priv], entitlements=["security.insecure"])
+    assert status == 200
+    caps = int(daemon.image_file(_image(events), "/caps").split()[1], 16)
+    assert caps & ~sandbox_caps, (hex(caps), hex(sandbox_caps))
+    assert caps & (1 << 21)  # CAP_SYS_ADMIN
