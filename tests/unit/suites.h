@@ -12,6 +12,7 @@ Suite *suite_buildah_output (void);
 Suite *suite_jsonmessage (void);
 Suite *suite_solve (void);
 Suite *suite_llb (void);
+Suite *suite_llb_merge (void);
 Suite *suite_trace (void);
 Suite *suite_session_grpc (void);
 Suite *suite_session_diffcopy (void);
