@@ -19,6 +19,10 @@
  *           cwd, user, hostname, network none/host/sandbox, validExitCodes
  *   file    mkdir, mkfile, rm, symlink, copy on one rootfs, done natively
  *           on the buildah mount (solver/llb_fileop.c)
+ *   merge   inputs stacked like layers over the first one, deletions
+ *           carried by diff results applied (solver/llb_merge.c)
+ *   diff    the changes from lower to upper, either may be scratch; its
+ *           deletions kept in <state>/llb-whiteouts/<image> for merges
  *
  * Everything else (build ops, ssh mounts, ...) is refused before anything
  * runs with a 501 naming the op digest and the unsupported feature.
