@@ -7,9 +7,9 @@
  * deletions an input carries remove those paths from what came before.
  *
  * Diff(lower, upper): what changed from lower to upper — entries added or
- * different (type, mode, owner, mtime, size, content, link target,
- * xattrs), the directories that hold them (with upper's metadata), and
- * the deletions.  Seen as a filesystem the deletions are simply absent;
+ * different (type, mode, owner, mtime, size, link target, xattrs, and the
+ * content when a time may have lost its nanoseconds in a tar), the
+ * directories that hold them (with upper's metadata), and the deletions.  Seen as a filesystem the deletions are simply absent;
  * used as a merge input they delete.
  *
  * A result's deletions ("whiteouts") are kept beside the image, in

@@ -145,6 +145,14 @@ stamp (const char *root, const char *rel)
   ck_assert_int_eq (utimensat (AT_FDCWD, p, t, AT_SYMLINK_NOFOLLOW), 0);
 }
 
+static void
+set_mtime (const char *root, const char *rel, long nsec)
+{
+  cleanup_free char *p = xasprintf ("%s/%s", root, rel);
+  struct timespec t[2] = { { T0, nsec }, { T0, nsec } };
+  ck_assert_int_eq (utimensat (AT_FDCWD, p, t, AT_SYMLINK_NOFOLLOW), 0);
+}
+
 /* One line per entry in name order: path, type+mode, owner, mtime, and
    the content or link target — what a merged tree must reproduce. */
 static void
@@ -213,10 +221,11 @@ ok (int r, ps_error *err)
 
 /* ---- diff ---------------------------------------------------------------------- */
 
-/* lower -> upper: one file rewritten with the same size and mtime, one
-   chmod, one deleted file, one deleted directory, a new file in an
-   otherwise unchanged directory, a file turned into a directory, a link
-   retargeted, new hard links; the rest unchanged. */
+/* lower -> upper: one file rewritten with the same size and (whole
+   second) mtime, one chmod, one touched, one deleted file, one deleted
+   directory, a new file in an otherwise unchanged directory, a file turned
+   into a directory, a link retargeted, new hard links; the rest unchanged,
+   one of them with a time that lost its nanoseconds. */
 static void
 make_pair (const char *lower, const char *upper)
 {
@@ -233,6 +242,8 @@ make_pair (const char *lower, const char *upper)
       put (r, "quiet/x", "x", 0644);
       ln_s (i ? "b" : "a", r, "link");
       ln_s ("same", r, "samelink");
+      put (r, "touched", "t", 0644);
+      put (r, "trunc", "t", 0644);
     }
   put (lower, "gone", "gone", 0644);
   mk (lower, "olddir");
@@ -246,6 +257,9 @@ make_pair (const char *lower, const char *upper)
   ck_assert_int_eq (link (h1, h2), 0);
   stamp (lower, "");
   stamp (upper, "");
+  set_mtime (lower, "touched", 100);
+  set_mtime (upper, "touched", 200);
+  set_mtime (lower, "trunc", 500000000); /* upper's went through a tar: 0 ns */
 }
 
 START_TEST (test_diff_keeps_changes_and_records_deletions)
@@ -271,7 +285,8 @@ START_TEST (test_diff_keeps_changes_and_records_deletions)
   ck_assert_int_eq (readlink (lp, t, sizeof t - 1), 1);
   ck_assert_str_eq (t, "b");
   ck_assert_int_eq (lst (out, "h1").st_ino, lst (out, "h2").st_ino); /* still one file */
-  for (const char *absent[] = { "same", "samelink", "quiet", "gone", "olddir" }, **a = absent;
+  ck_assert_int_eq (lst (out, "touched").st_mtim.tv_nsec, 200);
+  for (const char *absent[] = { "same", "samelink", "quiet", "gone", "olddir", "trunc" }, **a = absent;
        a < absent + ARRAY_SIZE (absent); a++)
     ck_assert_msg (!exists (out, *a), "%s should not be in the diff", *a);
 
@@ -296,7 +311,7 @@ START_TEST (test_diff_against_nothing)
   ps_strv sorted = { 0 };
   ok (llb_whiteouts_absent (out, &w, &sorted, &err), err);
   cleanup_free char *ws = joined (&sorted);
-  ck_assert_str_eq (ws, "chmod,dir,f2d,gone,link,mod,olddir,quiet,same,samelink");
+  ck_assert_str_eq (ws, "chmod,dir,f2d,gone,link,mod,olddir,quiet,same,samelink,touched,trunc");
   ps_strv_free (&w);
   ps_strv_free (&sorted);
   /* lower empty: all of upper, nothing deleted */
@@ -407,6 +422,7 @@ START_TEST (test_merge_of_lower_and_diff_is_upper)
   cleanup_free char *lower = dir_in_base ("lower"), *upper = dir_in_base ("upper"), *out = dir_in_base ("out");
   cleanup_free char *merged = dir_in_base ("merged");
   make_pair (lower, upper);
+  set_mtime (lower, "trunc", 0); /* equal only up to truncation would stay lower's */
   ps_strv w = { 0 };
   ps_error *err = NULL;
   ok (llb_tree_diff (lower, upper, out, &w, "test", &err), err);
