@@ -162,3 +162,18 @@ def test_identical_resubmission_of_merge_and_diff_is_all_cached(daemon, uniq):
     for op in ops:
         assert _final(second, op).get("cached") is True, op
     assert not daemon.image_has_file(_image(second), "/etc/group")
+
+
+def test_merge_replaces_a_symlink_by_the_later_directory_never_writing_through_it(daemon, uniq):
+    """An earlier input's /escape -> /tmp (host /tmp if it were followed) is
+    replaced by the later input's directory /escape; nothing lands on the
+    host."""
+    host = Path(f"/tmp/llb-merge-escape-{uniq}")
+    a = llb.file([llb.symlink("/tmp", "/escape"), llb.symlink("../../../../../../tmp", "/up")])
+    b = llb.file([llb.mkdir("/escape"), llb.mkfile(f"/escape/{host.name}", b"x"),
+                  llb.mkdir("/up"), llb.mkfile(f"/up/{host.name}", b"y")])
+    m = llb.merge([a, b])
+    files = _tar(daemon, [a, b, m], uniq, "escape")
+    assert files["escape"].isdir() and files[f"escape/{host.name}"] == b"x"
+    assert files["up"].isdir() and files[f"up/{host.name}"] == b"y"
+    assert not host.exists()
