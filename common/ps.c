@@ -453,8 +453,8 @@ ps_mkdir_p (const char *path, mode_t mode, ps_error **err)
   return 0;
 }
 
-static int
-rm_rf_at (int parent_fd, const char *name, ps_error **err)
+int
+ps_rm_rf_at (int parent_fd, const char *name, ps_error **err)
 {
   struct stat st;
   if (fstatat (parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -478,7 +478,7 @@ rm_rf_at (int parent_fd, const char *name, ps_error **err)
         {
           if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
             continue;
-          if (rm_rf_at (dirfd (d), de->d_name, err) < 0)
+          if (ps_rm_rf_at (dirfd (d), de->d_name, err) < 0)
             {
               ret = -1;
               break;
@@ -499,7 +499,7 @@ rm_rf_at (int parent_fd, const char *name, ps_error **err)
 int
 ps_rm_rf (const char *path, ps_error **err)
 {
-  return rm_rf_at (AT_FDCWD, path, err);
+  return ps_rm_rf_at (AT_FDCWD, path, err);
 }
 
 int

@@ -125,6 +125,9 @@ int ps_mkdir_p (const char *path, mode_t mode, ps_error **err);
 int ps_rm_rf (const char *path, ps_error **err);
 /* write(2) until done (EINTR retried); -1 with errno on failure. */
 int ps_write_all (int fd, const void *data, size_t len);
+/* Remove `name` of the directory parent_fd and everything below it,
+   following no symlink (nothing to do when it is absent). */
+int ps_rm_rf_at (int parent_fd, const char *name, ps_error **err);
 int ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err);
 int ps_read_file (const char *path, size_t max, char **out, size_t *outlen, ps_error **err);
 /* True when `rel` is a relative path that stays inside its root: no leading

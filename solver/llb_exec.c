@@ -25,6 +25,7 @@
 #include "solver/llb_fileop.h"
 #include "solver/llb_local.h"
 #include "solver/llb_remote.h"
+#include "solver/llb_merge.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_sources.h"
 
@@ -295,9 +296,8 @@ check_vertex (struct llb_exec *x, size_t idx, ps_error **err)
     case PB__OP__OP_FILE:
       return llb_fileop_check (v, err);
     case PB__OP__OP_MERGE:
-      return llb_unsupported (err, v, "MergeOp");
     case PB__OP__OP_DIFF:
-      return llb_unsupported (err, v, "DiffOp");
+      return 0;
     case PB__OP__OP_BUILD:
       return llb_unsupported (err, v, "BuildOp");
     case PB__OP__OP_PASSTHROUGH:
@@ -1239,6 +1239,19 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
         free (inputs);
         break;
       }
+    case PB__OP__OP_MERGE:
+      {
+        const char **inputs = xcalloc (v->n_inputs + 1, sizeof *inputs);
+        for (size_t i = 0; i < v->n_inputs; i++)
+          inputs[i] = input_image (x, v, (int64_t) i);
+        r = llb_merge_run (v, inputs, x->state_dir, &s->images[0], err);
+        free (inputs);
+        break;
+      }
+    case PB__OP__OP_DIFF:
+      r = llb_diff_run (v, input_image (x, v, v->op->diff->lower->input),
+                        input_image (x, v, v->op->diff->upper->input), x->state_dir, &s->images[0], err);
+      break;
     default:
       r = llb_unsupported (err, v, "op type %d", (int) v->op->op_case);
     }

@@ -25,6 +25,10 @@
  *           capabilities; only with security.insecure), validExitCodes
  *   file    mkdir, mkfile, rm, symlink, copy on one rootfs, done natively
  *           on the buildah mount (solver/llb_fileop.c)
+ *   merge   inputs stacked like layers over the first one, deletions
+ *           carried by diff results applied (solver/llb_merge.c)
+ *   diff    the changes from lower to upper, either may be scratch; its
+ *           deletions kept in <state>/llb-whiteouts/<image> for merges
  *
  * Everything else (build ops, ssh mounts, git remotes over ssh, source
  * secrets, ...) is refused before anything runs with a 501 naming the op
