@@ -652,6 +652,41 @@ records_lookup (struct llb_exec *x, size_t idx)
 
 /* ---- sources --------------------------------------------------------------------- */
 
+/* Registry credentials for pulling `ref`: the request's X-Registry-Auth
+   file, else the session's Auth for the image's registry written into a
+   per-pull file (*tmp, for the caller to remove).  *authfile NULL:
+   anonymous. */
+static int
+pull_authfile (struct llb_exec *x, const char *ref, const char **authfile, char **tmp, ps_error **err)
+{
+  *tmp = NULL;
+  *authfile = x->authfile;
+  if (x->authfile || x->session_id == NULL)
+    return 0;
+  cleanup_free char *host = image_ref_registry_host (ref);
+  if (strcmp (host, "localhost") == 0)
+    return 0;
+  ps_strv hosts = { 0 };
+  ps_strv_push (&hosts, host);
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  char *path = xasprintf ("%s/llb-auth-%s.json", x->work_dir, rnd);
+  pthread_mutex_lock (&x->session_lock);
+  ps_session *sess = session_wait (x->session_id, PS_SESSION_WAIT_MS, err);
+  int r = sess ? session_write_authfile (sess, &hosts, path, err) : -1;
+  if (sess)
+    session_unref (sess);
+  pthread_mutex_unlock (&x->session_lock);
+  ps_strv_free (&hosts);
+  if (r == 1)
+    {
+      *authfile = *tmp = path;
+      return 0;
+    }
+  free (path);
+  return r < 0 ? ps_error_wrap (err, "credentials for %s from session %s", ref, x->session_id) : 0;
+}
+
 /* docker-image://REF: the image id in storage, pulling it when missing or
    when image.resolvemode=pull.  *pulled says whether anything was fetched. */
 static int
@@ -665,10 +700,18 @@ resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *
     return 0;
   free (*id);
   *id = NULL;
-  cleanup_free char *auth = x->authfile ? xasprintf ("--authfile=%s", x->authfile) : NULL;
+  if (mode && strcmp (mode, "local") == 0)
+    return ps_error_set (err, 404, "image %s is not in storage (image.resolvemode=local never pulls)", ref);
+  cleanup_free char *tmp_auth = NULL;
+  const char *authfile = NULL;
+  if (pull_authfile (x, ref, &authfile, &tmp_auth, err) < 0)
+    return -1;
+  cleanup_free char *auth = authfile ? xasprintf ("--authfile=%s", authfile) : NULL;
   cleanup_free char *pulled_id = NULL;
   int r = auth ? bh (&pulled_id, err, "pull", "--quiet", "--policy=always", auth, ref, NULL)
                : bh (&pulled_id, err, "pull", "--quiet", "--policy=always", ref, NULL);
+  if (tmp_auth)
+    unlink (tmp_auth);
   if (r < 0)
     return ps_error_wrap (err, "pull %s", ref);
   *pulled = true;

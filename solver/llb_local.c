@@ -51,9 +51,13 @@ int
 llb_local_filter_parse (const Pb__SourceOp *s, const char *digest, struct llb_local_filter *f, ps_error **err)
 {
   memset (f, 0, sizeof *f);
-  const char *one = attr (s, "local.includepattern");
-  if (one && *one)
-    ps_strv_push (&f->includes, one);
+  /* BuildKit's key is the singular one (pb.AttrIncludePatterns), holding
+     a JSON list like the others; a bare pattern is taken as one. */
+  const char *inc = attr (s, "local.includepattern");
+  if (inc && *inc && *inc != '[' && strcmp (inc, "null") != 0)
+    ps_strv_push (&f->includes, inc);
+  else if (parse_list (inc, "local.includepattern", digest, &f->includes, err) < 0)
+    goto fail;
   if (parse_list (attr (s, "local.includepatterns"), "local.includepatterns", digest, &f->includes, err) < 0
       || parse_list (attr (s, "local.excludepatterns"), "local.excludepatterns", digest, &f->excludes, err) < 0
       || parse_list (attr (s, "local.followpaths"), "local.followpaths", digest, &f->follow, err) < 0)

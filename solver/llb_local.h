@@ -1,10 +1,12 @@
 /* llb_local.h — what a local:// source op selects from its directory.
  *
  * BuildKit's local source carries fsutil's filters as attrs:
- *   local.includepatterns  JSON list: only paths matching one (or inside a
- *                          matching directory) are taken, with the parent
- *                          directories that lead to them;
- *   local.includepattern   the same, one pattern (older clients);
+ *   local.includepattern   JSON list (BuildKit's key, pb.AttrIncludePatterns):
+ *                          only paths matching one (or inside a matching
+ *                          directory) are taken, with the parent
+ *                          directories that lead to them; a value that is
+ *                          not a list is one pattern;
+ *   local.includepatterns  the same (accepted as well);
  *   local.excludepatterns  JSON list, .dockerignore semantics ('!' re-includes);
  *   local.followpaths      JSON list of paths taken as they are (treated as
  *                          include patterns of exactly those paths).

@@ -278,6 +278,16 @@ read_ignore_lines (const char *path, ps_strv *out)
     }
 }
 
+char *
+image_ref_registry_host (const char *image)
+{
+  const char *slash = strchr (image, '/');
+  if (slash && (memchr (image, '.', (size_t) (slash - image)) || memchr (image, ':', (size_t) (slash - image))
+                || strncmp (image, "localhost/", 10) == 0))
+    return xstrndup (image, (size_t) (slash - image));
+  return xstrdup ("docker.io");
+}
+
 /* Registry hosts of the FROM images (ARG-expanded names resolve at build
    time: buildah asks for those itself, anonymously). */
 static void
@@ -287,14 +297,7 @@ from_hosts (const char *dockerfile, ps_strv *hosts)
   dockerfile_from_images (dockerfile, &images);
   for (size_t k = 0; k < images.n; k++)
     {
-      const char *image = images.v[k];
-      const char *slash = strchr (image, '/');
-      cleanup_free char *host = NULL;
-      if (slash && (memchr (image, '.', (size_t) (slash - image)) || memchr (image, ':', (size_t) (slash - image))
-                    || strncmp (image, "localhost/", 10) == 0))
-        host = xstrndup (image, (size_t) (slash - image));
-      else
-        host = xstrdup ("docker.io");
+      cleanup_free char *host = image_ref_registry_host (images.v[k]);
       bool seen = false;
       for (size_t i = 0; i < hosts->n; i++)
         seen |= strcmp (hosts->v[i], host) == 0;
@@ -304,55 +307,60 @@ from_hosts (const char *dockerfile, ps_strv *hosts)
   ps_strv_free (&images);
 }
 
-/* Credentials for the FROM registries, as an auth.json for buildah. */
-static int
-fetch_credentials (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
+int
+session_write_authfile (ps_session *sess, const ps_strv *hosts, const char *path, ps_error **err)
 {
-  ps_strv hosts = { 0 };
-  from_hosts (dockerfile, &hosts);
   ps_buf json = { 0 };
   int found = 0;
   ps_buf_puts (&json, "{\"auths\":{");
-  for (size_t i = 0; i < hosts.n; i++)
+  for (size_t i = 0; i < hosts->n; i++)
     {
       /* The docker CLI keys Docker Hub as its API host. */
-      const char *ask = strcmp (hosts.v[i], "docker.io") == 0 ? "registry-1.docker.io" : hosts.v[i];
+      const char *ask = strcmp (hosts->v[i], "docker.io") == 0 ? "registry-1.docker.io" : hosts->v[i];
       char *user = NULL, *secret = NULL;
       int r = session_auth_credentials (sess, ask, &user, &secret, err);
       if (r < 0)
         {
-          ps_strv_free (&hosts);
           ps_buf_free (&json);
-          return ps_error_wrap (err, "registry credentials for %s", hosts.v[i]);
+          return ps_error_wrap (err, "registry credentials for %s", hosts->v[i]);
         }
       if (r == 1)
         {
           cleanup_free char *pair = xasprintf ("%s:%s", user, secret);
           cleanup_free char *b64 = ps_base64_encode (pair, strlen (pair));
-          ps_buf_printf (&json, "%s\"%s\":{\"auth\":\"%s\"}", found ? "," : "", hosts.v[i], b64);
+          ps_buf_printf (&json, "%s\"%s\":{\"auth\":\"%s\"}", found ? "," : "", hosts->v[i], b64);
           found++;
           explicit_bzero (pair, strlen (pair));
+          explicit_bzero (b64, strlen (b64));
           explicit_bzero (secret, strlen (secret));
         }
       free (user);
       free (secret);
     }
   ps_buf_puts (&json, "}}");
-  ps_strv_free (&hosts);
   int ret = 0;
   if (found)
-    {
-      cleanup_free char *path = xasprintf ("%s/auth.json", b->session->job_dir);
-      ret = ps_write_file (path, json.data, json.len, 0600, err);
-      if (ret == 0)
-        {
-          free (b->opts.authfile);
-          b->opts.authfile = xstrdup (path);
-        }
-    }
+    ret = ps_write_file (path, json.data, json.len, 0600, err) < 0 ? -1 : 1;
   explicit_bzero (json.data, json.len);
   ps_buf_free (&json);
   return ret;
+}
+
+/* Credentials for the FROM registries, as an auth.json for buildah. */
+static int
+fetch_credentials (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
+{
+  ps_strv hosts = { 0 };
+  from_hosts (dockerfile, &hosts);
+  cleanup_free char *path = xasprintf ("%s/auth.json", b->session->job_dir);
+  int r = session_write_authfile (sess, &hosts, path, err);
+  ps_strv_free (&hosts);
+  if (r == 1)
+    {
+      free (b->opts.authfile);
+      b->opts.authfile = xstrdup (path);
+    }
+  return r < 0 ? -1 : 0;
 }
 
 /* Secret ids the Dockerfile mounts: RUN --mount=type=secret,id=X (the id

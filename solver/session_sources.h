@@ -32,6 +32,16 @@ void session_sources_release (struct session_sources *s);
    (FileSend): a tree for output "local", a tar for "tar". */
 int session_sources_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err);
 
+/* The registry host of an image reference as containers/image resolves
+   it: the first element when it has a '.' or ':' or is "localhost",
+   "docker.io" otherwise. */
+char *image_ref_registry_host (const char *image);
+
+/* Ask the session for credentials for each of `hosts` and write those it
+   has as an auth.json (0600) at `path`.  Returns 1 when the file was
+   written, 0 when the client has none, -1 with *err on failure. */
+int session_write_authfile (ps_session *sess, const ps_strv *hosts, const char *path, ps_error **err);
+
 /* An LLB local source over the session: DiffCopy of the client's
    directory o->dir_name (with o's patterns) into a cache under
    <state_dir>/contexts keyed by `shared_key_hint` (local.sharedkeyhint; the

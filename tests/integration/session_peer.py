@@ -55,6 +55,7 @@ import h2.exceptions
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
 GET_SECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
 DEFAULT_METHODS = (HEALTH_CHECK, DIFFCOPY)
 
 MODES = ("bad_path", "abs_path", "symlink_parent", "unrequested_data", "close_mid_file", "err_packet", "stall_mid_file",
@@ -300,7 +301,7 @@ class Call:
 
 class SessionPeer:
     def __init__(self, sock_path, dirs, mode=None, target="context", uuid=None, shared_key=None,
-                 methods=DEFAULT_METHODS, mtime_ns=None, name="ctx", secrets=None):
+                 methods=DEFAULT_METHODS, mtime_ns=None, name="ctx", secrets=None, credentials=None):
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.sock_path = str(sock_path)
@@ -315,6 +316,11 @@ class SessionPeer:
         if secrets is not None and GET_SECRET not in self.methods:
             self.methods.append(GET_SECRET)
         self.secret_requests = []
+        # Auth/Credentials: {host: (user, secret)}; other hosts get empty answers (anonymous)
+        self.credentials = credentials
+        if credentials is not None and CREDENTIALS not in self.methods:
+            self.methods.append(CREDENTIALS)
+        self.credential_requests = []
         # like files on a disk: a fresh mtime unless the test fixes one
         self.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
         self.name = name
@@ -501,6 +507,11 @@ class SessionPeer:
                     self._answer_unary(call, b"\x08\x01")
                 elif call.path == GET_SECRET and self.secrets is not None:
                     self._answer_secret(call)
+                elif call.path == CREDENTIALS and self.credentials is not None:
+                    host = decode_fields(getattr(call, "unary_request", b"")).get(1, [b""])[-1].decode()
+                    self.credential_requests.append(host)
+                    user, secret = self.credentials.get(host, ("", ""))
+                    self._answer_unary(call, field_bytes(1, user.encode()) + field_bytes(2, secret.encode()))
                 if call.is_target and call.closed:
                     self.target_over.set()
             return True
@@ -525,7 +536,8 @@ class SessionPeer:
         return call.kind == self.target and self.target_call() is None
 
     def _on_call(self, call):
-        if call.path == HEALTH_CHECK or (call.path == GET_SECRET and self.secrets is not None):
+        if call.path == HEALTH_CHECK or (call.path == GET_SECRET and self.secrets is not None) \
+                or (call.path == CREDENTIALS and self.credentials is not None):
             return True  # answered when the request is complete
         if call.path != DIFFCOPY:
             self._conn.send_headers(call.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
@@ -585,7 +597,7 @@ class SessionPeer:
             if len(call.inbuf) < 5 + n:
                 break
             msg, call.inbuf = call.inbuf[5:5 + n], call.inbuf[5 + n:]
-            if call.path == GET_SECRET:
+            if call.path in (GET_SECRET, CREDENTIALS):
                 call.unary_request = msg
             if call.path != DIFFCOPY or call.closed:
                 continue

@@ -240,7 +240,7 @@ def test_secret_mount_comes_from_the_session_and_stays_out_of_the_image(daemon, 
 def _local(name, include=None, exclude=None, follow=None):
     attrs = {}
     if include is not None:
-        attrs["local.includepatterns"] = json.dumps(include)
+        attrs["local.includepattern"] = json.dumps(include)  # BuildKit's key (pb.AttrIncludePatterns)
     if exclude is not None:
         attrs["local.excludepatterns"] = json.dumps(exclude)
     if follow is not None:

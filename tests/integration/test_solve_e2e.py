@@ -523,3 +523,32 @@ def test_buildkit_session_registry_auth_insecure_conf_wrong_password(insecure_co
     low = out.lower()
     assert "unauthorized" in low or "authentication required" in low, out[-3000:]
     assert not d.image_exists(f"docker.io/library/{tag}:latest")
+
+
+# An LLB definition's docker-image source pulls with the session's
+# Auth/Credentials, as BuildKit does for a frontend's image sources.
+def test_llb_image_source_pulls_with_session_credentials(insecure_conf_daemon, auth_registry_with_base, uniq):
+    import sys as _sys
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+    import llbgen as llb
+    from session_peer import SessionPeer
+    d, reg = insecure_conf_daemon, auth_registry_with_base
+    img = llb.source(f"docker-image://{reg.host}/busybox:latest")
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /authed"], root=img)
+
+    def solve(creds):
+        with SessionPeer(d.sock, {}, credentials={reg.host: creds}) as peer:
+            req = {"definition": llb.definition_json([img, run]), "session": peer.uuid}
+            status, _, it = d.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+            return status, list(it), peer.credential_requests
+
+    status, events, asked = solve((USER, "wrong-password"))
+    assert status == 200 and asked == [reg.host]
+    errs = [e["error"] for e in events if "error" in e]
+    assert errs and errs[0]["vertex"] == img.ref, events[-3:]
+    status, events, asked = solve((USER, PASSWORD))
+    res = [e["result"] for e in events if "result" in e]
+    assert res, events[-3:]
+    image = res[0]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
+    assert d.image_file(image, "/authed") == f"{uniq}\n".encode()
+    assert PASSWORD not in d.log_tail(400000)
