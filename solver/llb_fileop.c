@@ -1257,20 +1257,22 @@ plan (struct fileop_run *r)
 }
 
 /* The working container action k starts from: scratch, a new one from an
-   input or a shared result's image, or the result it alone continues. */
+   input or a shared result's image, or the container of its last user. */
 static int
 take_base (struct fileop_run *r, const Pb__FileAction *a, struct llb_wc *w, ps_error **err)
 {
   if (a->input < 0)
     return llb_wc_from (NULL, true, w, err);
   struct slot *s = &r->slots[a->input];
-  if (s->image)
+  if (s->image && !(s->uses == 1 && s->wc.mnt))
     {
       int ret = llb_wc_from (s->image, true, w, err);
       slot_release (r, a->input);
       return ret;
     }
-  *w = s->wc; /* used only here: it moves on */
+  /* its last use (an image, when there is one, is already safe): the
+     container moves on */
+  *w = s->wc;
   s->wc = (struct llb_wc) { 0 };
   s->uses = 0;
   return 0;

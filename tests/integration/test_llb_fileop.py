@@ -205,6 +205,18 @@ def test_one_file_op_works_on_several_rootfs(daemon, uniq):
     assert daemon.image_has_file(image, "/bin/busybox")
 
 
+def test_copy_from_the_rootfs_it_changes_reads_it_as_it_was(daemon, uniq):
+    """input and secondaryInput both name action 0's result: the copy
+    reads a snapshot, so /snap does not end up inside itself."""
+    f = llb.file_graph([
+        act(llb.mkfile("/x", uniq)),
+        act(llb.copy("/", "/snap", dir_contents=True, create_dest_path=True), input=0, secondary=0, output=0),
+    ])
+    image = _build(daemon, [f])
+    assert daemon.image_file(image, "/snap/x") == uniq.encode()
+    assert daemon.image_paths(image, "/x", "/snap/snap") == {"/x": True, "/snap/snap": False}
+
+
 def test_file_op_with_two_outputs_each_used_by_a_later_op(daemon, uniq):
     img = llb.source(BUSYBOX)
     f = llb.file_graph([
