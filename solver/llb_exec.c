@@ -285,7 +285,7 @@ static int
 check_vertex (struct llb_exec *x, size_t idx, ps_error **err)
 {
   const struct llb_vertex *v = &x->g->vertices[idx];
-  if (v->n_outputs > 1 && v->op->op_case != PB__OP__OP_EXEC)
+  if (v->n_outputs > 1 && v->op->op_case != PB__OP__OP_EXEC && v->op->op_case != PB__OP__OP_FILE)
     return llb_unsupported (err, v, "a non-exec op with %zu outputs", v->n_outputs);
   switch (v->op->op_case)
     {
@@ -1278,7 +1278,7 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
         const char **inputs = xcalloc (v->n_inputs + 1, sizeof *inputs);
         for (size_t i = 0; i < v->n_inputs; i++)
           inputs[i] = input_image (x, v, (int64_t) i);
-        r = llb_fileop_run (v, inputs, &s->images[0], err);
+        r = llb_fileop_run (v, inputs, s->images, err);
         free (inputs);
         break;
       }

@@ -23,8 +23,16 @@
  *           cwd, user, hostname, extraHosts, ulimit, network none/host/
  *           sandbox (host only with network.host), security INSECURE (all
  *           capabilities; only with security.insecure), validExitCodes
- *   file    mkdir, mkfile, rm, symlink, copy on one rootfs, done natively
- *           on the buildah mount (solver/llb_fileop.c)
+ *   file    mkdir (makeParents), mkfile, rm (allowNotFound, allowWildcard),
+ *           symlink, copy (followSymlink, dirCopyContents, createDestPath,
+ *           allowWildcard, allowEmptyWildcard, include/exclude patterns,
+ *           mode, modeStr, timestamp, alwaysReplaceExistingDestPaths);
+ *           owner by id or by name (looked up in /etc/passwd and /etc/group
+ *           of the rootfs NamedUserOpt.input names); actions starting from
+ *           any op input, scratch or earlier action's result, and any
+ *           number of outputs — done natively on buildah mounts
+ *           (solver/llb_fileop.c); ADD's archive unpacking and
+ *           required_paths are 501
  *   merge   inputs stacked like layers over the first one, deletions
  *           carried by diff results applied (solver/llb_merge.c)
  *   diff    the changes from lower to upper, either may be scratch; its

@@ -17,6 +17,7 @@ main (void)
   srunner_add_suite (sr, suite_llb ());
   srunner_add_suite (sr, suite_llb_remote ());
   srunner_add_suite (sr, suite_llb_merge ());
+  srunner_add_suite (sr, suite_llb_fileop ());
   srunner_add_suite (sr, suite_trace ());
   srunner_add_suite (sr, suite_session_grpc ());
   srunner_add_suite (sr, suite_session_diffcopy ());

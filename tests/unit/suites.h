@@ -14,6 +14,7 @@ Suite *suite_solve (void);
 Suite *suite_llb (void);
 Suite *suite_llb_remote (void);
 Suite *suite_llb_merge (void);
+Suite *suite_llb_fileop (void);
 Suite *suite_trace (void);
 Suite *suite_session_grpc (void);
 Suite *suite_session_diffcopy (void);
