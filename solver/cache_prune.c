@@ -31,40 +31,12 @@ cache_record_touch (const char *path)
   utimensat (AT_FDCWD, path, NULL, 0);
 }
 
-static int
-run_buildah (char **out, ps_error **err, const char *const *args)
-{
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  for (const char *const *a = args; *a; a++)
-    ps_strv_push (&argv, *a);
-  cleanup_free char *e = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, out, &e, &status, err);
-  ps_strv_free (&argv);
-  if (r < 0)
-    return -1;
-  if (status != 0)
-    {
-      size_t n = e ? strlen (e) : 0;
-      while (n > 0 && e[n - 1] == '\n')
-        e[--n] = '\0';
-      if (out)
-        {
-          free (*out);
-          *out = NULL;
-        }
-      return ps_error_set (err, 500, "buildah %s: exit status %d: %s", args[0], status, e && *e ? e : "failed");
-    }
-  return 0;
-}
-
 static bool
 image_in_storage (const char *id)
 {
   const char *args[] = { "inspect", "--type=image", "--format={{.FromImageID}}", id, NULL };
   cleanup_free char *out = NULL;
-  return run_buildah (&out, NULL, args) == 0 && out && out[0] && out[0] != '\n';
+  return buildah_call (args, &out, NULL) == 0 && out && out[0] && out[0] != '\n';
 }
 
 char *
@@ -362,7 +334,7 @@ read_layers (struct image *im, ps_error **err)
 {
   const char *args[] = { "inspect", "--type=image", im->id, NULL };
   cleanup_free char *out = NULL;
-  if (run_buildah (&out, err, args) < 0)
+  if (buildah_call (args, &out, err) < 0)
     return -1;
   cJSON *root = cJSON_Parse (out);
   const cJSON *oci = cJSON_GetObjectItemCaseSensitive (root, "OCIv1");
@@ -397,7 +369,7 @@ list_images (struct cache *c, ps_error **err)
 {
   const char *args[] = { "images", "--all", "--json", "--no-trunc", NULL };
   cleanup_free char *out = NULL;
-  if (run_buildah (&out, err, args) < 0)
+  if (buildah_call (args, &out, err) < 0)
     return ps_error_wrap (err, "list images");
   cJSON *arr = cJSON_Parse (out);
   if (arr == NULL || (!cJSON_IsArray (arr) && !cJSON_IsNull (arr)))
@@ -781,7 +753,7 @@ remove_selected (struct cache *c, const struct cache_prune_opts *o)
         continue;
       const char *args[] = { "rmi", im->id, NULL };
       ps_error *err = NULL;
-      if (run_buildah (NULL, &err, args) < 0)
+      if (buildah_call (args, NULL, &err) < 0)
         {
           /* In use by a container, most likely: it stays, and so does a
              bare image entry. */
