@@ -7,6 +7,7 @@ for running builds instead of pulling files from under them.
 Every test runs its own podsolved (its own storage and state), so what a
 prune removes is exactly what the test built."""
 
+import fcntl
 import json
 import os
 import subprocess
@@ -218,6 +219,35 @@ def test_prune_waits_for_a_running_build_and_then_removes_what_it_made(d, uniq):
     # Its exec's record only existed once the build was over: the prune ran after it.
     assert any(r["Type"] == "llb.result" for r in report["Records"]), report
     assert not d.image_exists(result_image(events))
+
+
+def test_a_build_started_during_a_prune_waits_for_it_then_runs(d, uniq):
+    # Hold the prune gate as a prune does while it works.
+    gate = os.open(d.state / "cache-prune.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(gate, fcntl.LOCK_EX)
+    img, run = blob_graph(uniq, 16)
+    req = {"definition": llb.definition_json([img, run]), "exporters": []}
+    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, {})
+    status, _, it = d.stream("POST", "/solve", body, {"Content-Type": ctype})
+    assert status == 200
+    seen = []
+    try:
+        for line in it:
+            seen.append(line)
+            statuses = line.get("status", {}).get("statuses", [])
+            if any(s["id"] == "waiting for a build cache prune to finish" for s in statuses):
+                break
+        else:
+            raise AssertionError(f"the stream ended without saying it waits for the prune: {seen}")
+        # Nothing ran while the prune held the gate.
+        assert not any(line.get("status", {}).get("vertexes") for line in seen), seen
+        assert d.working_containers() == []
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        os.close(gate)
+    rest = list(it)
+    assert [e for e in rest if "result" in e], rest[-3:]
+    assert not cached(seen + rest, run)
 
 
 def test_docker_cli_builder_prune_with_filter_keep_storage_and_all(d, docker_cli, tmp_path, uniq):
