@@ -715,8 +715,10 @@ remove_selected (struct cache *c, const struct cache_prune_opts *o)
           ps_error_free (err);
           continue;
         }
-      if (strcmp (e->type, "source.local") == 0)
+      if (e->is_dir)
         {
+          /* Context caches and locked/private cache mounts have their
+             flock file beside them; no build holds it now. */
           cleanup_free char *lock = xasprintf ("%s.lock", e->path);
           unlink (lock);
         }
