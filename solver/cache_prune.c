@@ -698,7 +698,7 @@ count_freed_layers (struct cache *c)
 }
 
 static void
-remove_selected (struct cache *c, const struct cache_prune_opts *o)
+remove_selected (struct cache *c, const char *state_dir, const struct cache_prune_opts *o)
 {
   /* Records and directories first: once a record is gone, no build can
      take its image for a cache hit. */
@@ -765,6 +765,15 @@ remove_selected (struct cache *c, const struct cache_prune_opts *o)
         }
       im->removed = true;
       c->entries[im->owner].deleted = true;
+      /* What the LLB executor kept about the image (a diff's deletions)
+         goes with it. */
+      cleanup_free char *side = xasprintf ("%s/llb-whiteouts/%s", state_dir, im->id);
+      struct stat st;
+      if (lstat (side, &st) == 0)
+        {
+          c->entries[im->owner].freed += path_bytes (side, S_ISDIR (st.st_mode));
+          ps_rm_rf (side, NULL);
+        }
     }
   count_freed_layers (c);
 }
@@ -814,7 +823,7 @@ cache_prune (const char *state_dir, const struct cache_prune_opts *o, struct cac
       return ps_error_wrap (err, "build cache");
     }
   choose (&c, o);
-  remove_selected (&c, o);
+  remove_selected (&c, state_dir, o);
 
   report->deleted = xcalloc (c.n_entries + 1, sizeof *report->deleted);
   for (size_t i = 0; i < c.n_entries; i++)

@@ -22,7 +22,8 @@
  * image's, the bytes of its layers that no other image uses (layers are
  * told apart by their chain of diff IDs, sizes taken from the stored
  * manifest).  An image that is tagged, or still named by a record that
- * is kept, is never removed: only its record goes.
+ * is kept, is never removed: only its record goes.  What the LLB executor
+ * keeps beside an image (<state>/llb-whiteouts/<id>) goes with the image.
  *
  * Builds and prune exclude each other with two flock files in the state
  * directory: every running job holds CACHE_LOCK_FILE shared (solver/job.c);
