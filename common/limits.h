@@ -61,4 +61,12 @@
    downloadable (--job-ttl, seconds). */
 #define PS_DEFAULT_JOB_TTL_S 600
 
+/* How long a cache prune waits for running builds to end before answering
+   409: while it waits, new builds wait for it (so builds cannot starve a
+   prune), and a longer wait would stall them too long. */
+#define PS_PRUNE_WAIT_MS (5 * 60 * 1000)
+
+/* Largest POST /solve/prune JSON body: four options and a filter map. */
+#define PS_MAX_PRUNE_REQUEST (64 * 1024)
+
 #endif

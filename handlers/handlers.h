@@ -10,6 +10,7 @@ extern const struct ps_handler handler_version;
 extern const struct ps_handler handler_info;
 extern const struct ps_handler handler_build;
 extern const struct ps_handler handler_build_cancel;
+extern const struct ps_handler handler_prune; /* /build/prune and /solve/prune */
 extern const struct ps_handler handler_solve;
 extern const struct ps_handler handler_solve_list;
 extern const struct ps_handler handler_solve_inspect;

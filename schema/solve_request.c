@@ -85,8 +85,11 @@ check_attr_names (const struct solve_attrs *a, const char *field, const char *co
 }
 
 static const char *const exporter_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", NULL };
-static const char *const image_attrs[] = { "name", "push", "registry.insecure", NULL };
-static const char *const archive_attrs[] = { "dest", "name", NULL };
+/* containerimage.config: an image config for a definition's result
+   (solver/image_config.h). */
+static const char *const image_attrs[] = { "name", "push", "registry.insecure", "containerimage.config", NULL };
+static const char *const archive_attrs[] = { "dest", "name", "containerimage.config", NULL };
+static const char *const tar_attrs[] = { "dest", "containerimage.config", NULL };
 static const char *const fs_attrs[] = { "dest", NULL };
 static const char *const no_attrs[] = { NULL };
 static const char *const cache_types[] = { "registry", "local", NULL };
@@ -105,7 +108,9 @@ exporter_attr_names (const char *type)
     return image_attrs;
   if (strcmp (type, "oci") == 0 || strcmp (type, "docker") == 0)
     return archive_attrs;
-  if (strcmp (type, "tar") == 0 || strcmp (type, "local") == 0)
+  if (strcmp (type, "tar") == 0)
+    return tar_attrs;
+  if (strcmp (type, "local") == 0)
     return fs_attrs;
   return no_attrs;
 }

@@ -17,6 +17,7 @@
 #include "server/listen.h"
 #include "server/proxy.h"
 #include "solver/buildah.h"
+#include "solver/cache_prune.h"
 #include "solver/cache_registry.h"
 #include "solver/job.h"
 #include "session/session.h"
@@ -114,6 +115,10 @@ main (int argc, char **argv)
       return 1;
     }
   clean_stale_builds (solves_dir);
+  /* Builds hold the cache lock shared; POST /build/prune takes it alone. */
+  cleanup_free char *cache_lock = xasprintf ("%s/%s", ps_cfg.state_dir, CACHE_LOCK_FILE);
+  cleanup_free char *cache_gate = xasprintf ("%s/%s", ps_cfg.state_dir, CACHE_PRUNE_GATE_FILE);
+  solver_jobs_set_cache_lock (cache_lock, cache_gate);
   cleanup_free char *jobs_dir = xasprintf ("%s/jobs", ps_cfg.state_dir);
   solver_jobs_set_records_dir (jobs_dir);
   size_t interrupted = solver_jobs_restore_records ();

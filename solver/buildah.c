@@ -320,6 +320,31 @@ ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_er
   return 0;
 }
 
+int
+buildah_call (const char *const *args, char **out, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  buildah_argv_init (&argv);
+  for (const char *const *a = args; *a; a++)
+    ps_strv_push (&argv, *a);
+  cleanup_free char *o = NULL, *e = NULL;
+  int status = -1;
+  int r = ps_run_capture (argv.v, &o, &e, &status, err);
+  ps_strv_free (&argv);
+  if (r < 0)
+    return -1;
+  if (status != 0)
+    {
+      size_t n = e ? strlen (e) : 0;
+      while (n > 0 && (e[n - 1] == '\n' || e[n - 1] == ' '))
+        e[--n] = '\0';
+      return ps_error_set (err, 500, "buildah %s: exit status %d: %s", args[0], status, e && *e ? e : "failed");
+    }
+  if (out)
+    *out = steal_pointer (&o);
+  return 0;
+}
+
 /* ---- start-up probes ----------------------------------------------------- */
 
 static char *

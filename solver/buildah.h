@@ -69,4 +69,9 @@ int ps_child_pump (struct ps_child *child, ps_child_chunk_fn on_chunk, void *ud)
 /* Run argv to completion, capturing stdout and stderr (each bounded). */
 int ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err);
 
+/* Run `buildah ARGS...` (`args` NULL-terminated, the storage flags added)
+   to completion.  With `out`, *out gets the whole stdout.  A non-zero exit
+   is a 500 "buildah ARGS[0]: exit status N: <its stderr>". */
+int buildah_call (const char *const *args, char **out, ps_error **err);
+
 #endif

@@ -11,7 +11,9 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 struct solver_job
@@ -442,6 +444,69 @@ release_slot (void)
   pthread_mutex_unlock (&slot_lock);
 }
 
+/* ---- the cache lock (see solver_jobs_set_cache_lock) ------------------------ */
+
+static char *cache_lock_path, *cache_gate_path;
+
+void
+solver_jobs_set_cache_lock (const char *lock_path, const char *gate_path)
+{
+  free (cache_lock_path);
+  free (cache_gate_path);
+  cache_lock_path = lock_path ? xstrdup (lock_path) : NULL;
+  cache_gate_path = gate_path ? xstrdup (gate_path) : NULL;
+}
+
+/* Take the shared cache lock for the job's run: -2 when no lock is
+   configured, -1 when the job was cancelled while a prune held the gate,
+   else the fd to close when the job ends. */
+static int
+hold_cache_lock (solver_job *job)
+{
+  if (cache_lock_path == NULL || cache_gate_path == NULL)
+    return -2;
+  int gate = open (cache_gate_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  int lock = open (cache_lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (gate < 0 || lock < 0)
+    {
+      /* An unusable state dir fails the build elsewhere, loudly; a lock
+         that cannot be had must not stop builds on its own. */
+      ps_warn ("job %s: cache lock: %s", job->id, strerror (errno));
+      if (gate >= 0)
+        close (gate);
+      if (lock >= 0)
+        close (lock);
+      return -2;
+    }
+  bool announced = false;
+  while (flock (gate, LOCK_SH | LOCK_NB) < 0)
+    {
+      if (errno != EWOULDBLOCK && errno != EINTR)
+        break;
+      if (solver_job_cancelled (job))
+        {
+          close (gate);
+          close (lock);
+          return -1;
+        }
+      if (!announced)
+        {
+          struct solver_event ev = { .kind = SOLVER_EV_STATUS };
+          ev.status_id = xstrdup ("waiting for a build cache prune to finish");
+          ev.started_ns = ps_now_ns ();
+          solver_job_emit (job, &ev);
+          announced = true;
+        }
+      struct timespec ts = { 0, 200 * 1000000L };
+      nanosleep (&ts, NULL);
+    }
+  /* With the gate held shared no prune holds the lock: this never waits. */
+  while (flock (lock, LOCK_SH) < 0 && errno == EINTR)
+    ;
+  close (gate);
+  return lock;
+}
+
 static void *
 job_thread (void *arg)
 {
@@ -449,8 +514,14 @@ job_thread (void *arg)
   ps_error *err = NULL;
 
   int ret;
+  int cache_lock = -2;
   if (acquire_slot (job) < 0)
     ret = -1;
+  else if ((cache_lock = hold_cache_lock (job)) == -1)
+    {
+      ret = -1;
+      release_slot ();
+    }
   else
     {
       pthread_mutex_lock (&job->lock);
@@ -458,6 +529,8 @@ job_thread (void *arg)
       job->started_ns = ps_now_ns ();
       pthread_mutex_unlock (&job->lock);
       ret = job->fn (job, job->fn_data, &err);
+      if (cache_lock >= 0)
+        close (cache_lock);
       release_slot ();
     }
   if (job->fn_free)

@@ -191,6 +191,13 @@ unsigned solver_jobs_max_parallel (void);
 /* At most `n` jobs wait for a slot; solver_job_start refuses more (429). */
 void solver_jobs_set_max_queued (unsigned n);
 
+/* Every running job holds a shared flock on `lock_path` while its function
+   runs, after passing `gate_path` (a shared flock taken and dropped): a
+   cache prune holds the gate and then the lock exclusively, so it waits for
+   running jobs and new jobs wait for it (see solver/cache_prune.h).  A job
+   waiting says so with a status event.  NULL paths: no locking (unit tests). */
+void solver_jobs_set_cache_lock (const char *lock_path, const char *gate_path);
+
 /* Registered jobs leave a record in `dir` (<state>/jobs): written when they
    start and when they end, removed when they expire.  At start-up,
    records of jobs that never ended become "interrupted" jobs in the

@@ -22,6 +22,7 @@
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/buildah.h"
+#include "solver/cache_prune.h"
 #include "solver/llb_fileop.h"
 #include "solver/llb_local.h"
 #include "solver/llb_remote.h"
@@ -613,6 +614,7 @@ record_lookup (struct llb_exec *x, const char *key, size_t output)
       free (id);
       return NULL;
     }
+  cache_record_touch (path); /* its last use, for POST /build/prune */
   return id;
 }
 
@@ -940,6 +942,7 @@ cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, int *lock_fd, ps_err
           free (dir);
           return NULL;
         }
+      cache_record_touch (dir); /* its last use, for POST /build/prune */
       return dir;
     }
 }

@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "solver/buildah.h"
+#include "solver/cache_prune.h"
 
 /* Bump when the key's material changes meaning. */
 #define RESULT_CACHE_VERSION "podsolve-result-v1"
@@ -230,6 +231,7 @@ result_cache_lookup (solver_job *job, const char *state_dir, const char *key, co
       unlink (path); /* stale: the image is gone */
       return 0;
     }
+  cache_record_touch (path); /* its last use, for POST /build/prune */
   int64_t now = ps_now_ns ();
   const cJSON *v;
   cJSON_ArrayForEach (v, vertices)

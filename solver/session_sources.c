@@ -20,6 +20,7 @@
 #include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
+#include "solver/cache_prune.h"
 #include "solver/context.h"
 #include "solver/rootfs_export.h"
 
@@ -99,6 +100,7 @@ cache_dir_at (const char *cache_root, const char *key, const char *dir_name, con
       return NULL;
     }
   *lock_fd = fd;
+  cache_record_touch (dir); /* its last use, for POST /build/prune (absent on a first sync) */
   return dir;
 }
 

@@ -16,6 +16,7 @@
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
 #include "solver/context.h"
+#include "solver/image_config.h"
 #include "solver/llb.h"
 #include "solver/llb_exec.h"
 #include "solver/rootfs_export.h"
@@ -28,6 +29,8 @@ struct plan_exporter
   char *name;     /* oci/docker archive image name */
   bool push;
   bool insecure;
+  struct image_config *config; /* containerimage.config (a definition's result only), or NULL */
+  char *image;    /* the image this exporter exports, once the solve ran (config applied) */
 };
 
 struct solve_plan
@@ -43,6 +46,7 @@ struct solve_plan
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
+  char *state_dir;      /* for a definition: where configured images are recorded */
 };
 
 void
@@ -60,6 +64,8 @@ solve_plan_free (struct solve_plan *p)
       free (p->exporters[i].type);
       free (p->exporters[i].dest);
       free (p->exporters[i].name);
+      image_config_free (p->exporters[i].config);
+      free (p->exporters[i].image);
     }
   free (p->exporters);
   ps_strv_free (&p->image_names);
@@ -68,6 +74,7 @@ solve_plan_free (struct solve_plan *p)
   free (p->local_cache_import);
   free (p->local_cache_export);
   free (p->job_dir);
+  free (p->state_dir);
   llb_exec_free (p->llb);
   free (p);
 }
@@ -283,8 +290,26 @@ apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const c
   return 0;
 }
 
+/* containerimage.config: an image config for a definition's result (a
+   Dockerfile sets its own); which exporters take it, the request parser
+   checked. */
 static int
-plan_exporters (struct solve_plan *p, const struct solve_env *env, ps_error **err)
+plan_image_config (struct plan_exporter *pe, const struct solve_exporter *e, bool definition, const char *field,
+                   ps_error **err)
+{
+  const char *cfg = solve_attrs_get (&e->attrs, "containerimage.config");
+  if (cfg == NULL)
+    return 0;
+  if (!definition)
+    return ps_error_set (err, 400, "%s.attrs.containerimage.config: only a definition's result takes an image "
+                                   "config (a Dockerfile sets its own)", field);
+  if (image_config_parse (cfg, &pe->config, err) < 0)
+    return ps_error_wrap (err, "%s.attrs.containerimage.config", field);
+  return 0;
+}
+
+static int
+plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definition, ps_error **err)
 {
   p->exporters = xcalloc (p->req.n_exporters + 1, sizeof *p->exporters);
   for (size_t i = 0; i < p->req.n_exporters; i++)
@@ -294,6 +319,8 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, ps_error **er
       p->n_exporters = i + 1;
       pe->type = xstrdup (e->type);
       cleanup_free char *field = xasprintf ("exporters[%zu]", i);
+      if (plan_image_config (pe, e, definition, field, err) < 0)
+        return -1;
       if (strcmp (e->type, "image") == 0)
         {
           const char *names = solve_attrs_get (&e->attrs, "name");
@@ -452,13 +479,14 @@ plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g
       xe.network_host |= strcmp (p->req.entitlements.v[e], "network.host") == 0;
       xe.insecure |= strcmp (p->req.entitlements.v[e], "security.insecure") == 0;
     }
-  if (plan_exporters (p, env, err) < 0)
+  if (plan_exporters (p, env, true, err) < 0)
     {
       llb_graph_free (g);
       return -1;
     }
   if (env->authfile)
     p->build.opts.authfile = xstrdup (env->authfile);
+  p->state_dir = xstrdup (env->state_dir);
   return llb_exec_new (g, &xe, &p->llb, err);
 }
 
@@ -498,7 +526,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
 
   const char *context_key = "context", *dockerfile_key = "dockerfile", *filename = NULL;
   if (apply_frontend_attrs (p, env, &context_key, &dockerfile_key, &filename, err) < 0
-      || plan_exporters (p, env, err) < 0 || plan_cache (p, env, err) < 0)
+      || plan_exporters (p, env, false, err) < 0 || plan_cache (p, env, err) < 0)
     {
       solve_plan_free (p);
       return -1;
@@ -606,6 +634,7 @@ struct export_vertex
   char *digest;
   char *name;
   int64_t started;
+  bool cached; /* the work was found done (reported when the vertex ends) */
 };
 
 static void
@@ -618,6 +647,7 @@ vertex_begin (struct export_vertex *v, solver_job *job, const char *image_id, co
   ps_sha256_hex (material, strlen (material), hex);
   v->digest = xasprintf ("sha256:%s", hex);
   v->started = ps_now_ns ();
+  v->cached = false;
   struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
   ev.vertex = xstrdup (v->digest);
   ev.name = xstrdup (name);
@@ -647,6 +677,7 @@ vertex_end (struct export_vertex *v, const char *error)
   ev.started_ns = v->started;
   ev.completed_ns = ps_now_ns ();
   ev.error = error ? xstrdup (error) : NULL;
+  ev.cached = v->cached && error == NULL;
   solver_job_emit (v->job, &ev);
   free (v->digest);
   free (v->name);
@@ -741,6 +772,8 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
   struct plan_exporter *e = &p->exporters[idx];
   struct export_vertex v;
   int ret = 0;
+  if (e->image)
+    image_id = e->image;
 
   if (strcmp (e->type, "cacheonly") == 0)
     return 0;
@@ -825,6 +858,63 @@ manifest_digest (const char *image_id)
   return out;
 }
 
+/* Each exporter's image: the definition's result, or the result with the
+   exporter's containerimage.config applied (one image per distinct
+   config; a tar of the files needs none).  The image exporter's image
+   becomes the solve's image (its tags, the exporter response); without
+   one, the first configured image does. */
+static int
+apply_image_configs (solver_job *job, struct solve_plan *p, char **image_id, ps_error **err)
+{
+  for (size_t i = 0; i < p->n_exporters; i++)
+    {
+      struct plan_exporter *e = &p->exporters[i];
+      if (e->config == NULL || strcmp (e->type, "tar") == 0)
+        {
+          e->image = xstrdup (*image_id);
+          continue;
+        }
+      const char *text = image_config_text (e->config);
+      for (size_t j = 0; j < i && e->image == NULL; j++)
+        {
+          const struct plan_exporter *o = &p->exporters[j];
+          if (o->config && strcmp (o->type, "tar") && strcmp (image_config_text (o->config), text) == 0)
+            e->image = xstrdup (o->image);
+        }
+      if (e->image == NULL)
+        {
+          char hex[65];
+          ps_sha256_hex (text, strlen (text), hex);
+          cleanup_free char *material = xasprintf ("%s\nimage config %s", *image_id, hex);
+          struct export_vertex v;
+          vertex_begin (&v, job, material, "applying containerimage.config");
+          int r = image_config_apply (e->config, *image_id, p->state_dir, &e->image, &v.cached, err);
+          vertex_end (&v, r < 0 ? (*err)->msg : NULL);
+          if (r < 0)
+            {
+              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+              ev.error = xasprintf ("exporters[%zu].attrs.containerimage.config: %s", i, (*err)->msg);
+              solver_job_emit (job, &ev);
+              return -1;
+            }
+        }
+    }
+  const char *primary = NULL;
+  for (size_t i = 0; i < p->n_exporters && primary == NULL; i++)
+    if (strcmp (p->exporters[i].type, "image") == 0)
+      primary = p->exporters[i].image;
+  for (size_t i = 0; i < p->n_exporters && primary == NULL; i++)
+    if (p->exporters[i].config && strcmp (p->exporters[i].type, "tar"))
+      primary = p->exporters[i].image;
+  if (primary && strcmp (primary, *image_id))
+    {
+      char *id = xstrdup (primary);
+      free (*image_id);
+      *image_id = id;
+    }
+  return 0;
+}
+
 /* Serve the local cache dirs as loopback registries for this build and
    point buildah at them. */
 static int
@@ -876,6 +966,8 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
   if (r == 0 && p->llb)
     {
       r = llb_exec_run (p->llb, job, &image_id, err);
+      if (r == 0)
+        r = apply_image_configs (job, p, &image_id, err);
       for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
         {
           ps_strv argv = { 0 };

@@ -477,7 +477,7 @@ def test_request_schema_matches_parser():
     assert SCHEMAS["SolveRequest"]["additionalProperties"] is False
 
     exporter_schemas = {"image": "ImageExporter", "oci": "ArchiveExporter", "docker": "ArchiveExporter",
-                        "tar": "FilesystemExporter", "local": "FilesystemExporter",
+                        "tar": "TarExporter", "local": "FilesystemExporter",
                         "cacheonly": "CacheOnlyExporter"}
     assert set(c_string_list(src, "exporter_types")) == set(exporter_schemas)
     assert set(SCHEMAS["Exporter"]["discriminator"]["mapping"]) == set(exporter_schemas)
@@ -487,6 +487,7 @@ def test_request_schema_matches_parser():
     assert documented == set(exporter_schemas)
     assert attr_names("ImageExporter") == set(c_string_list(src, "image_attrs"))
     assert attr_names("ArchiveExporter") == set(c_string_list(src, "archive_attrs"))
+    assert attr_names("TarExporter") == set(c_string_list(src, "tar_attrs"))
     assert attr_names("FilesystemExporter") == set(c_string_list(src, "fs_attrs"))
     assert attr_names("CacheOnlyExporter") == set(c_string_list(src, "no_attrs"))
 
@@ -548,7 +549,10 @@ def test_every_solve_route_is_documented():
     libpod = {(m.lower(), p[len("/libpod"):]) for m, p in routes if p.startswith("/libpod/")}
     assert plain == libpod, "every /solve route is served under /libpod/ too (the servers list says so)"
     documented = {(m, p) for p, item in SPEC["paths"].items() for m in _METHODS if m in item}
-    assert documented == plain
+    assert {(m, p) for m, p in documented if p.startswith("/solve")} == plain
+    # The /build additions documented here are routed (and only those).
+    build = {(m.lower(), p) for m, p in re.findall(r'\{\s*"([A-Z|]+)",\s*"(/build/prune)"', src)}
+    assert {(m, p) for m, p in documented if not p.startswith("/solve")} == build
 
 
 # --------------------------------------------------------------------------

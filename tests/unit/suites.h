@@ -20,5 +20,7 @@ Suite *suite_session_grpc (void);
 Suite *suite_session_diffcopy (void);
 Suite *suite_session (void);
 Suite *suite_session_filesend (void);
+Suite *suite_cache_prune (void);
+Suite *suite_image_config (void);
 
 #endif

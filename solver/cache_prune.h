@@ -1,0 +1,104 @@
+/* cache_prune.h — podsolve's build cache, and removing it
+ * (POST /build/prune, POST /solve/prune).
+ *
+ * What the build cache is, with the type each entry has in a prune report:
+ *
+ *   llb.result          <state>/llb-results/<key>: the image an LLB vertex
+ *                       produced (solver/llb_exec.c), or an LLB result with
+ *                       an image config applied (solver/image_config.c)
+ *   build.result        <state>/results/<key>.json: a whole session build
+ *                       that can be reused (solver/result_cache.c)
+ *   exec.cachemount     <state>/llb-cache-mounts/<hash>: an LLB cache mount
+ *   source.local        <state>/contexts/<hash>: a client's context as last
+ *                       synced over its session (only pruned with `all`:
+ *                       it is what makes the next transfer incremental)
+ *   image.intermediate  an untagged image whose layers are the start of
+ *                       another image's: buildah's layer cache (--layers)
+ *   image.dangling      any other untagged image (only pruned with `all`)
+ *
+ * Last use: a record's mtime, touched on every cache hit
+ * (cache_record_touch); a directory's mtime, touched when a build uses
+ * it; an image's creation time.  Size: a directory's allocated bytes; an
+ * image's, the bytes of its layers that no other image uses (layers are
+ * told apart by their chain of diff IDs, sizes taken from the stored
+ * manifest).  An image that is tagged, or still named by a record that
+ * is kept, is never removed: only its record goes.  What the LLB executor
+ * keeps beside an image (<state>/llb-whiteouts/<id>) goes with the image.
+ *
+ * Builds and prune exclude each other with two flock files in the state
+ * directory: every running job holds CACHE_LOCK_FILE shared (solver/job.c);
+ * prune first takes CACHE_PRUNE_GATE_FILE exclusively, which new jobs wait
+ * for before taking their shared lock (so a stream of builds cannot starve
+ * a prune), then CACHE_LOCK_FILE exclusively, waiting for running jobs to
+ * end. */
+#ifndef SOLVER_CACHE_PRUNE_H
+#define SOLVER_CACHE_PRUNE_H
+
+#include "common/ps.h"
+
+#define CACHE_LOCK_FILE "cache.lock"
+#define CACHE_PRUNE_GATE_FILE "cache-prune.lock"
+
+struct cache_prune_opts
+{
+  bool all;                /* also source.local and image.dangling */
+  int64_t keep_duration_ns; /* filter until=: keep what was used this recently; 0 = no age limit */
+  uint64_t max_used_bytes; /* keep-storage / max-used-space: remove oldest first until the cache is
+                              at most this big; 0 = no size budget (remove every candidate) */
+  uint64_t reserved_bytes; /* reserved-space: never prune the cache below this size */
+  ps_strv ids;             /* filter id=: only entries whose id starts with one of these */
+  ps_strv types;           /* filter type=: only entries of these types */
+
+  /* Polled while waiting for running builds; returning true abandons the
+     prune (the client went away).  May be NULL. */
+  bool (*give_up) (void *data);
+  void *give_up_data;
+  int64_t wait_ms;         /* longest wait for running builds before a 409 */
+};
+
+void cache_prune_opts_free (struct cache_prune_opts *o);
+
+/* Docker's `filters` parameter (JSON: {"until":["24h"]} or the older
+   {"until":{"24h":true}}) into `o`: until / unused-for (a Go duration),
+   id, type.  Any other key is a 400 naming it. */
+int cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_error **err);
+
+/* A Go duration ("24h", "1h30m", "90s", "1.5h", "500ms") in nanoseconds. */
+int cache_prune_parse_duration (const char *s, int64_t *ns, ps_error **err);
+
+struct cache_prune_entry
+{
+  char *id;
+  const char *type;       /* one of the type names above (static) */
+  uint64_t size;          /* bytes freed by removing it */
+  int64_t last_used_ns;
+};
+
+struct cache_prune_report
+{
+  struct cache_prune_entry *deleted;
+  size_t n_deleted;
+  uint64_t reclaimed;     /* sum of the sizes */
+};
+
+void cache_prune_report_free (struct cache_prune_report *r);
+
+/* Remove what `o` selects from the cache under `state_dir` and from
+   storage, waiting (up to o->wait_ms) for running builds to end first. */
+int cache_prune (const char *state_dir, const struct cache_prune_opts *o, struct cache_prune_report *report,
+                 ps_error **err);
+
+/* ---- records: one file per cache key holding an image id ------------------ */
+
+/* Mark a record (or a cache directory) as used now. */
+void cache_record_touch (const char *path);
+
+/* The image id recorded in `path` when that image is still in storage
+   (the record is touched), else NULL. */
+char *cache_record_read (const char *path);
+
+/* Write `image_id` to `path` atomically; a failure only costs a re-run
+   next time, so it is logged, not returned. */
+void cache_record_write (const char *path, const char *image_id);
+
+#endif
