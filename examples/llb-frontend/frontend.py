@@ -218,6 +218,9 @@ def plan(app, appdir):
             if network not in NETWORKS:
                 raise AppError(f"{where}.network: one of {', '.join(NETWORKS)}")
             mounts = []
+            for key in ("cache", "tmpfs"):
+                if not isinstance(s.get(key, []), list):
+                    raise AppError(f"{where}.{key}: expected a list of absolute paths")
             for path in s.get("cache", []):
                 # one cache per app and path, kept by podsolved across builds
                 mounts.append(llb.mount_cache(_abs(path, f"{where}.cache"), f"{name}:{path}"))
@@ -225,7 +228,7 @@ def plan(app, appdir):
                 mounts.append(llb.mount_tmpfs(_abs(path, f"{where}.tmpfs")))
             cwd = s.get("workdir", workdir or "/")
             state = g.exec(state, args, env=[f"{k}={v}" for k, v in step_env.items()],
-                           cwd=_abs(cwd, f"{where}.workdir"), user=str(s.get("user", "")),
+                           cwd=_abs(cwd, f"{where}.workdir"), user=_owner(s.get("user"), f"{where}.user") or "",
                            network=NETWORKS[network], mounts=mounts,
                            name=title(label or "RUN " + (s["run"] if isinstance(s["run"], str)
                                                          else json.dumps(s["run"]))))
