@@ -39,6 +39,10 @@ DEFAULT_SOCK = "/run/podsolve/podsolve.sock"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONTEXT_PART = "context"          # the local://NAME source and its multipart part
 IMAGE_CONFIG_ATTR = "containerimage.config"
+# The local source's include patterns, a JSON list, under the key podsolve's
+# executor reads (solver/llb_local.h).  BuildKit's Go client calls the same
+# list "local.includepattern" (pb.AttrIncludePatterns).
+INCLUDE_ATTR = "local.includepatterns"
 STEP_KINDS = ("copy", "mkdir", "file", "symlink", "run")
 NETWORKS = {"sandbox": llb.NET_SANDBOX, "none": llb.NET_NONE, "host": llb.NET_HOST}
 
@@ -167,8 +171,9 @@ def plan(app, appdir):
     state = g.image(base, resolve_mode=app.get("pull") and "pull", name=f"[1/{total}] FROM {base}")
     if workdir is not None:
         state = g.file(state, [g.mkdir(workdir, 0o755, parents=True)], name=title(f"WORKDIR {workdir}"))
+    context_files = [context_path(s["copy"], f"steps[{i}].copy") for i, s in enumerate(steps)
+                     if isinstance(s, dict) and "copy" in s]
     context = None
-    context_files = []
 
     for i, s in enumerate(steps):
         where = f"steps[{i}]"
@@ -185,8 +190,11 @@ def plan(app, appdir):
             if not dest.startswith("/"):
                 dest = str(PurePosixPath(workdir or "/") / dest) + ("/" if dest.endswith("/") else "")
             if context is None:
-                context = g.local(CONTEXT_PART, name="[internal] load local context")
-            context_files.append(src)
+                # only what the steps copy: the daemon takes nothing else
+                # from the directory (and the frontend sends nothing else)
+                patterns = json.dumps(sorted(set(context_files)), separators=(",", ":"))
+                attrs = {} if "" in context_files else {INCLUDE_ATTR: patterns}
+                context = g.local(CONTEXT_PART, name="[internal] load local context", **attrs)
             action = g.copy(context, "/" + src, dest, owner=_owner(s.get("owner"), f"{where}.owner"),
                             mode=_mode(s.get("mode"), f"{where}.mode") if "mode" in s else llb.KEEP)
             state = g.file(state, [action], name=title(label or f"COPY {s['copy']} {dest}"))

@@ -97,6 +97,14 @@ def frontend(daemon, appdir, *args, cache_dir):
                           capture_output=True, text=True, env=env, timeout=600)
 
 
+def multipart(parts):
+    """[(name, content type, bytes)] -> (body, Content-Type)."""
+    boundary = "frontendtest" + os.urandom(8).hex()
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\nContent-Type: {t}\r\n\r\n'
+                    .encode() + data + b"\r\n" for n, t, data in parts)
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
 def stream_vertexes(stdout):
     """Last state of every vertex in a --progress rawjson stream, by name."""
     last, order = {}, []
@@ -217,6 +225,35 @@ def test_resubmission_is_cached_and_only_copied_files_count(daemon, built, cache
     assert not cached["record mode and uid"]
     assert daemon.image_file(name, "/etc/app/app.conf") == b"port = 9090\n"
     (app / "conf" / "app.conf").write_text("port = 8080\n")
+
+
+def test_the_local_source_names_what_it_takes_so_the_daemon_ignores_the_rest(daemon, built, cache_dir, tmp_path):
+    """A client that sends the whole directory (here curl with a tar of it)
+    still gets a cached build when only an uncopied file changed: the
+    definition's local source carries the copy paths as include patterns."""
+    app, _, _, _ = built
+    out = tmp_path / "emit"
+    assert frontend(daemon, app, "--emit", str(out), "--output", "tar", cache_dir=cache_dir).returncode == 0
+    llb = subprocess.run([str(FRONTEND), "--print-llb", str(app)], capture_output=True, text=True,
+                         env=dict(os.environ, XDG_CACHE_HOME=str(cache_dir))).stdout
+    assert 'key: "local.includepatterns"' in llb and r'value: "[\"bin\",\"conf/app.conf\",\"static\"]"' in llb
+
+    def solve(note):
+        (app / "NOTES.txt").write_text(note)
+        whole = tmp_path / "whole.tar"
+        subprocess.run(["tar", "-C", str(app), "-cf", str(whole), "."], check=True)
+        body, ctype = multipart([("request", "application/json", (out / "request.json").read_bytes()),
+                                 ("definition", "application/x-protobuf", (out / "definition.pb").read_bytes()),
+                                 ("context", "application/x-tar", whole.read_bytes())])
+        status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
+        events = list(it)
+        assert status == 200 and "result" in events[-1], events[-3:]
+        return {v["name"]: v for e in events for v in e.get("status", {}).get("vertexes", [])}
+
+    solve("first\n")
+    vs = solve("second: a file no step copies\n")
+    assert vs["[internal] load local context"].get("cached") is True
+    assert all(v.get("cached") for n, v in vs.items() if not n.startswith("exporting")), vs
 
 
 def test_failing_run_step_names_its_vertex_and_exits_1(daemon, cache_dir, tmp_path, uniq):
