@@ -215,7 +215,7 @@ def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, s
                 overlap.append(ov)
             log(f"  {wid:12} {label:8} cold: podsolve {times['ps-llb-cold']:7.3f} s, buildah "
                 f"{times['bh-jobs4-cold']:7.3f} s; cached: podsolve {times['ps-llb-cached']:7.3f} s, "
-                f"buildah {times['bh-jobs4-cached']:7.3f} s; podsolve ran at most {ov} vertices at once")
+                f"buildah {times['bh-jobs4-cached']:7.3f} s; podsolve ran at most {ov} vertex(es) at once")
         finally:
             ps.stop()
             unmount_under(rdir)
