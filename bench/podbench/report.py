@@ -478,7 +478,7 @@ def llb_section(res):
     w("")
     ov = llb.get("podsolve_max_concurrent_vertices") or []
     if ov:
-        w(f"podsolve ran at most {max(ov)} vertex{'es' if max(ov) > 1 else ''} at once in a cold run "
+        w(f"podsolve ran at most {max(ov)} {'vertices' if max(ov) > 1 else 'vertex'} at once in a cold run "
           "(from the stream's "
           "`started`/`completed` times; buildah's `--jobs 4` runs up to 4 stages at once).\n")
     return L
