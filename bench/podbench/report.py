@@ -72,6 +72,14 @@ def compute_ratios(res):
                 if r is not None:
                     out.append({"workload": wid, "podsolve": ps, "anchor": anchor,
                                 "label": label, "ratio": round(r, 4)})
+    llb = res["workloads"].get("llb-branches")
+    if llb:
+        for phase in ("cold", "cached"):
+            a, b = llb["stats"].get(f"ps-llb-{phase}"), llb["stats"].get(f"bh-jobs4-{phase}")
+            if a and b:
+                out.append({"workload": f"llb-{phase}", "podsolve": "ps-llb", "anchor": "bh-jobs4",
+                            "label": "LLB /solve / buildah build --jobs 4",
+                            "ratio": round(a["median"] / b["median"], 4)})
     conc = res["workloads"].get("concurrent8")
     if conc:
         cs = conc["stats"]["concurrent"]
@@ -345,6 +353,8 @@ def markdown(res, chart_rel, data_rel):
             w("Concurrent wall time, podsolve ÷ anchor: " +
               "; ".join(f"{r['label'].split(':')[0]} {r['ratio']:.2f}" for r in rs) + ".\n")
 
+    L += llb_section(res)
+
     px = wl.get("proxy")
     if px:
         w("## Proxy overhead: through podsolved vs straight to Podman\n")
@@ -431,6 +441,88 @@ def markdown(res, chart_rel, data_rel):
     return "\n".join(L)
 
 
+def llb_section(res):
+    """The LLB workload: what it is, and its figures when this run has them."""
+    from .llbgraph import BRANCHES, FULL_SCALE
+    L = []
+    w = L.append
+    llb = res.get("workloads", {}).get("llb-branches")
+    scale = llb["scale"] if llb else FULL_SCALE
+    w(f"## LLB graph: {BRANCHES} independent branches, podsolve vs `buildah build --jobs 4`\n")
+    w("One build graph of 20 ops: the busybox image; a base FileOp (mkdir, mkfile); "
+      f"{BRANCHES} independent branches of 4 execs each, every one doing real work on the branch's "
+      f"own random data (`dd` of {scale['mib']} MiB from /dev/urandom, `sha256sum` × "
+      f"{scale['hash_passes']}, `gzip`, `md5sum`"
+      f"{'; about a second per op on this machine' if scale == FULL_SCALE else ', the small --smoke size'}"
+      "); a FileOp "
+      "copying each branch's `/work/out` into `/out/bN`; a final exec over the result. podsolve gets "
+      "it as an LLB definition (made by `examples/llb-frontend/llb.py`) in a multipart "
+      "`POST /solve` with curl; buildah gets the same graph as a multi-stage Containerfile (one "
+      "stage per branch, one `RUN` per exec, `COPY --from` per copy; `RUN` for the base FileOp) "
+      "with the flags above plus `--jobs 4`. **Cold**: storage made afresh for every run (a new "
+      "podsolved started on it; `buildah --root` of its own) with the base image copied in, not "
+      "timed. **Fully cached**: the same definition sent again to the same daemon; the same "
+      "`buildah build --layers` again. Each round runs podsolve cold, buildah cold, podsolve "
+      "cached, buildah cached. `bench/run --only llb` runs just this workload.\n")
+    if not llb:
+        w("**Figures: pending re-run** — this report's run did not include the workload (see "
+          "*Not measured yet*).\n")
+        return L
+    st = llb["stats"]
+    w(f"Median (min–max) of {st['ps-llb-cold']['n']} run(s) after {llb['warmup']} warm-up round(s).\n")
+    w(f"| phase | {PATHS_LLB['ps-llb']} | {PATHS_LLB['bh-jobs4']} | podsolve ÷ buildah |")
+    w("|---|---|---|---|")
+    for phase, label in (("cold", "cold (private storage)"), ("cached", "fully cached resubmission")):
+        a, b = st.get(f"ps-llb-{phase}"), st.get(f"bh-jobs4-{phase}")
+        w(f"| {label} | {_cell(a)} | {_cell(b)} | {_fr(_ratio(a and a['median'], b and b['median']))} |")
+    w("")
+    ov = llb.get("podsolve_max_concurrent_vertices") or []
+    if ov:
+        w(f"podsolve ran at most {max(ov)} {'vertices' if max(ov) > 1 else 'vertex'} at once in a cold run "
+          "(from the stream's "
+          "`started`/`completed` times; buildah's `--jobs 4` runs up to 4 stages at once).\n")
+    return L
+
+
+PATHS_LLB = {"ps-llb": "podsolve · curl /solve (LLB definition)",
+             "bh-jobs4": "buildah · `buildah build --jobs 4` (Containerfile)"}
+
+
+def write_llb_only(res, out):
+    """bench/run --only llb: results.json and a BENCHMARKS.md with just the
+    LLB section, in ``out``."""
+    res["ratios"] = compute_ratios(res)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+    m = res["meta"]
+    mc = m["machine"]
+    t = m["podsolve_tree"]
+    head = ["# Benchmarks: the LLB workload alone\n",
+            f"`{m['command']}`, {m['date']}, {mc['cpu']}, {mc['cpus']} vCPU, load average "
+            f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after; podsolve commit "
+            f"{t['commit']}{' + local changes' if t['local_changes'] else ''}; {m['duration_s']:.0f} s. "
+            f"buildah flags: `{' '.join(res.get('buildah_flags') or [])}`.\n"]
+    with open(os.path.join(out, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(head + llb_section(res)))
+    log(f"wrote {os.path.join(out, 'BENCHMARKS.md')} and results.json")
+
+
+def _llb_problems(res):
+    llb = res["workloads"].get("llb-branches")
+    if not llb:
+        return ["workload llb-branches has no results"]
+    runs = res["meta"]["runs"]
+    return [f"llb-branches/{k}: expected {runs} samples" for k, s in llb["stats"].items()
+            if not s or s["n"] != runs]
+
+
+def smoke_check_llb(res):
+    problems = _llb_problems(res)
+    if problems:
+        raise BenchError("smoke check failed:\n  " + "\n  ".join(problems))
+
+
 def write_all(res, out, repo, only_idle=False):
     """Full run: REPO/BENCHMARKS.md + REPO/bench/{results.json,ratios.png};
     otherwise everything in ``out``."""
@@ -488,6 +580,8 @@ def smoke_check(res, out, only_idle=False):
         cc = res["workloads"].get("concurrent8", {}).get("stats", {}).get("concurrent", {})
         if len(cc) < 2:
             problems.append("concurrency workload incomplete")
+        if res["meta"].get("smoke"):
+            problems += _llb_problems(res)
         if not res["ratios"]:
             problems.append("no ratios computed")
         if not mem.get("peak"):

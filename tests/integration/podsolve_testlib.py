@@ -511,6 +511,10 @@ class Daemon:
     def image_has_file(self, image, path):
         return self.image_paths(image, path)[path]
 
+    def image_stat(self, image, *paths):
+        """{path: os.stat_result} of entries inside an image (not followed)."""
+        return self._with_mounted(image, lambda mnt: {p: os.lstat(mnt / p.lstrip("/")) for p in paths})
+
 
 def _chunks(body, size=8192):
     if body is None:

@@ -13,7 +13,8 @@
   solver/solve.c, solver/job.c and server/router.c).
 * Every example marked `<!-- example: NAME expect: KIND ... -->` in
   api-docs/guide.md runs with bash against the session's real podsolved (cwd =
-  one temp dir shared by the examples, PODSOLVE_SOCK = its socket), and its
+  one temp dir shared by the examples, PODSOLVE_SOCK = its socket,
+  PODSOLVE_SRC = this source tree), and its
   stdout is validated with jsonschema against the component schemas of the
   OpenAPI document (converted to JSON Schema draft 4: `$ref`s rewritten,
   `nullable` turned into a "null" type).
@@ -664,6 +665,7 @@ class GuideRunner:
                 pytest.fail(f"{ex}: prerequisite {need} failed: {self.done[need.name]}", pytrace=False)
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env["PODSOLVE_SOCK"] = str(self.daemon.sock)
+        env["PODSOLVE_SRC"] = str(REPO)      # the frontend examples run examples/llb-frontend
         proc = subprocess.Popen(["bash", "-eu", "-c", ex.script], cwd=self.workdir, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)

@@ -1,0 +1,230 @@
+"""The LLB workload: one build graph with 4 independent branches, sent to
+podsolved as an LLB definition (POST /solve) and built by raw buildah as
+the same graph written as a multi-stage Containerfile (`buildah build
+--jobs 4`).
+
+The graph, 20 ops (plus the terminal op):
+
+    busybox ─ base (FileOp: mkdir /work, mkfile /work/seed)
+                ├─ branch 0: gen ─ hash ─ gzip ─ finish ─┐
+                ├─ branch 1: gen ─ hash ─ gzip ─ finish ─┤
+                ├─ branch 2: …                           ├─ join (FileOp: 4 copies of /work/out
+                └─ branch 3: …                           ┘   into /out/bN) ─ sums (exec)
+
+Each branch op is an exec doing real work on its own random data: `dd`
+from /dev/urandom, repeated sha256sum, gzip, md5sum (about a second each on
+the bench machine).  The Containerfile has one stage per branch and one RUN
+per exec, COPY --from per copy; its base stage does the FileOp's work with a
+RUN.  Every command names its branch, so no two branches share a cache
+entry in either system.
+
+Timed, interleaved per round (A B A B): a cold build on private storage
+made for that round (podsolved started on it; buildah --root on its own),
+then the fully cached resubmission (the same definition to the same
+daemon; `buildah build --layers` again).
+"""
+
+import json
+import os
+import shutil
+import sys
+from datetime import datetime
+
+from .clients import Cmd, _CURL_W, _curl_body_code, _check_exit, run_one
+from .systems import Buildah, Podsolved, unmount_under
+from .util import BenchError, log, run_checked, stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+BASE = "localhost/busybox:latest"
+BRANCHES = 4
+
+# Work per branch: MiB of random data, sha256sum passes over it.
+FULL_SCALE = {"mib": 24, "hash_passes": 6}
+SMOKE_SCALE = {"mib": 2, "hash_passes": 1}
+
+def branch_commands(b, scale):
+    """The 4 exec steps of branch b, as shell command lines."""
+    d = "/work/data"
+    return [
+        f"echo branch {b} > /work/branch && mkdir -p /work/out && "
+        f"busybox dd if=/dev/urandom of={d} bs=1M count={scale['mib']} 2>/dev/null && "
+        f"sha256sum {d} > /work/out/data.sha256",
+        f"i=0; while [ $i -lt {scale['hash_passes']} ]; do sha256sum {d}; i=$((i+1)); done "
+        f"> /work/out/hashes-{b}",
+        f"busybox gzip -c {d} | sha256sum > /work/out/gzip-{b}.sha256",
+        f"busybox md5sum {d} > /work/out/md5-{b} && rm {d} && ls -l /work/out > /work/out/listing-{b}",
+    ]
+
+
+SEED = "podsolve LLB bench seed\n"
+FINAL = "test $(ls /out | wc -l) = 4 && sha256sum /out/*/* > /out/SUMS"
+
+
+def containerfile(scale):
+    lines = [f"FROM {BASE} AS base",
+             f"RUN mkdir -p /work && printf '{SEED.strip()}\\n' > /work/seed", ""]
+    for b in range(BRANCHES):
+        lines.append(f"FROM base AS b{b}")
+        lines += [f"RUN {c}" for c in branch_commands(b, scale)]
+        lines.append("")
+    lines.append("FROM base")
+    lines += [f"COPY --from=b{b} /work/out /out/b{b}" for b in range(BRANCHES)]
+    lines.append(f"RUN {FINAL}")
+    return "\n".join(lines) + "\n"
+
+
+def _llb():
+    """examples/llb-frontend/llb.py: the reference frontend's graph builder."""
+    sys.path.insert(0, os.path.join(REPO, "examples", "llb-frontend"))
+    try:
+        import llb
+    finally:
+        sys.path.pop(0)
+    return llb
+
+
+def definition(scale):
+    """(pb.Definition bytes, number of ops without the terminal op)."""
+    llb = _llb()
+    try:
+        g = llb.Graph()
+    except llb.LLBError as e:
+        raise BenchError(f"LLB workload: {e}") from None
+    env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    img = g.image(BASE, name=f"FROM {BASE}")
+    base = g.file(img, [g.mkdir("/work", 0o755), g.mkfile("/work/seed", SEED)], name="base: mkdir + mkfile")
+    ends = []
+    for b in range(BRANCHES):
+        s = base
+        for i, cmd in enumerate(branch_commands(b, scale)):
+            s = g.exec(s, ["/bin/sh", "-c", cmd], env=env, name=f"branch {b} step {i + 1}")
+        ends.append(s)
+    join = g.file(base, [g.copy(e, "/work/out", f"/out/b{b}") for b, e in enumerate(ends)],
+                  name="join: copy each branch's /work/out")
+    final = g.exec(join, ["/bin/sh", "-c", FINAL], env=env, name="sums")
+    return g.marshal(final), len(g.ops)
+
+
+def _ts(s):
+    head, _, frac = s.rstrip("Z").partition(".")
+    return datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").timestamp() + float("0." + (frac or "0"))
+
+
+def stream_facts(body):
+    """From a /solve stream: ({digest: last vertex}, result or None)."""
+    vs, result = {}, None
+    for line in body.splitlines():
+        if not line.startswith("{"):
+            continue
+        ev = json.loads(line)
+        for v in ev.get("status", {}).get("vertexes", []):
+            vs[v["digest"]] = {**vs.get(v["digest"], {}), **v}
+        result = ev.get("result", result)
+    return vs, result
+
+
+def max_overlap(vs):
+    """Most vertices running at the same moment (from started/completed)."""
+    edges = []
+    for v in vs.values():
+        if v.get("started") and v.get("completed") and not v.get("cached"):
+            a, b = _ts(v["started"]), _ts(v["completed"])
+            if b > a:
+                edges += [(a, 1), (b, -1)]
+    cur = best = 0
+    for _, d in sorted(edges, key=lambda e: (e[0], e[1])):
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def _solve_check(n_ops, want_cached):
+    def check(rc, out):
+        if rc != 0:
+            return f"curl exit status {rc}"
+        body, code = _curl_body_code(out)
+        if code != "200":
+            return f"HTTP {code}: {body[-300:]}"
+        vs, result = stream_facts(body)
+        if result is None:
+            return "stream did not end with a result"
+        if len(vs) < n_ops:
+            return f"the stream reported {len(vs)} vertices, the definition has {n_ops} ops"
+        missed = [v["name"] for v in vs.values()
+                  if not v.get("cached") and not v.get("name", "").startswith("exporting")]
+        if want_cached and missed:
+            return "resubmission was not fully cached: " + ", ".join(missed)
+        return None
+    return check
+
+
+def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, scale, upstream_flag):
+    """Run the workload; returns the results entry for results.json."""
+    wid = "llb-branches"
+    work = os.path.join(top, "llb")
+    os.makedirs(work, exist_ok=True)
+    data, n_ops = definition(scale)
+    def_path = os.path.join(work, "definition.pb")
+    with open(def_path, "wb") as f:
+        f.write(data)
+    ctx = os.path.join(work, "ctx")
+    os.makedirs(ctx, exist_ok=True)
+    with open(os.path.join(ctx, "Containerfile"), "w") as f:
+        f.write(containerfile(scale))
+    env = dict(os.environ, TMPDIR=os.path.join(top, "tmp"))
+    log(f"workload {wid}: {n_ops}-op LLB graph, {BRANCHES} branches, {scale['mib']} MiB per branch "
+        f"({warmup} warm-up + {runs} runs)")
+    samples = {k: [] for k in ("ps-llb-cold", "bh-jobs4-cold", "ps-llb-cached", "bh-jobs4-cached")}
+    overlap = []
+    for r in range(-warmup, runs):
+        label = f"warmup{-r}" if r < 0 else f"run{r}"
+        rdir = os.path.join(work, label)
+        ps = Podsolved(rdir, podsolved)
+        bh = Buildah(rdir)
+        try:
+            # private storage for this round, the base image in it (not timed)
+            for s in (ps, bh):
+                run_checked(["buildah", *s.storage_args(), "pull", "-q", f"docker-archive:{archive}"],
+                            "buildah pull", env=env)
+            ps.start(extra=upstream_flag)
+            req = os.path.join(rdir, "request.json")
+            with open(req, "w") as f:
+                json.dump({"ref": f"bench-llb-{label}",
+                           "exporters": [{"type": "image", "attrs": {"name": "localhost/bench-llb:latest"}}]}, f)
+            solve = ["curl", "-sS", "-N", "--unix-socket", ps.sock, "-F", f"request=<{req}",
+                     "-F", f"definition=@{def_path};type=application/x-protobuf", "-w", _CURL_W,
+                     "http://d/solve"]
+            bh_argv = ["buildah", *bh.storage_args(), "build", *buildah_flags, "--jobs=4",
+                       f"--file={os.path.join(ctx, 'Containerfile')}", "--tag=localhost/bench-llb:latest",
+                       "--", ctx]
+            times = {}
+            for key, argv, check in (
+                    ("ps-llb-cold", solve, _solve_check(n_ops, False)),
+                    ("bh-jobs4-cold", bh_argv, _check_exit),
+                    ("ps-llb-cached", solve, _solve_check(n_ops, True)),
+                    ("bh-jobs4-cached", bh_argv, _check_exit)):
+                c = run_one(Cmd(argv, env, os.path.join(logdir, wid, f"{key}-{label}.log"), check))
+                times[key] = c.elapsed
+                if key == "ps-llb-cold":
+                    with open(c.log, errors="replace") as f:
+                        ov = max_overlap(stream_facts(_curl_body_code(f.read())[0])[0])
+                if r >= 0:
+                    samples[key].append(c.elapsed)
+            if r >= 0:
+                overlap.append(ov)
+            log(f"  {wid:12} {label:8} cold: podsolve {times['ps-llb-cold']:7.3f} s, buildah "
+                f"{times['bh-jobs4-cold']:7.3f} s; cached: podsolve {times['ps-llb-cached']:7.3f} s, "
+                f"buildah {times['bh-jobs4-cached']:7.3f} s; podsolve ran at most {ov} vertex(es) at once")
+        finally:
+            ps.stop()
+            unmount_under(rdir)
+            shutil.rmtree(rdir, ignore_errors=True)
+    return {
+        "title": f"LLB graph, {n_ops} ops in {BRANCHES} independent branches: podsolve (definition) vs "
+                 "buildah build --jobs 4 (multi-stage Containerfile)",
+        "kind": "llb", "ops": n_ops, "branches": BRANCHES, "scale": scale, "warmup": warmup,
+        "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
+        "podsolve_max_concurrent_vertices": overlap,
+        "containerfile": containerfile(scale),
+    }
