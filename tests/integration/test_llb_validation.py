@@ -100,3 +100,40 @@ def test_malformed_definitions_are_400_naming_the_op_and_nothing_runs(daemon):
     assert daemon.working_containers() == before
     st, _, jobs = daemon.request("GET", "/solve")
     assert all(j["frontend"] != "" for j in json.loads(jobs))  # no job was created for them
+
+
+def test_more_malformed_graphs_are_refused_before_anything_runs(daemon):
+    """The rest of the issue's list, through the HTTP API: a digest that
+    names no op (one byte off), an output index out of range, an exec
+    without mounts, and 100 000 ops (413).  (Truncations: above.)"""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+    import llbgen as llb
+
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(["true"], root=img)
+    wrong = img.ref[:-1] + ("0" if img.ref[-1] != "0" else "1")
+    no_mounts = llb.Op(llb.f_bytes(2, llb.f_bytes(1, llb.f_bytes(1, "true"))) + llb.PLATFORM)
+    b64 = lambda o: base64.b64encode(o).decode()  # noqa: E731
+    cases = [
+        ({"def": [b64(img.data), b64(_terminal(wrong))], "metadata": {}}, wrong, 400),
+        ({"def": [b64(img.data), b64(run.data), b64(llb.terminal(run, 3).data)], "metadata": {}}, "output", 400),
+        ({"def": [b64(no_mounts.data), b64(llb.terminal(no_mounts).data)], "metadata": {}}, no_mounts.ref, 400),
+    ]
+    before = daemon.working_containers()
+    for definition, needle, want in cases:
+        status, err = _post_json(daemon, definition)
+        assert status == want, (str(definition)[:200], err)
+        assert needle in err["message"], err
+    # 100 000 ops, as raw protobuf (a JSON request body is bounded lower)
+    raw = _definition([llb.source(f"local://c{i}").data for i in range(100_000)] + [_terminal("sha256:" + "1" * 64)])
+    boundary = "llbmany"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="request"\r\n\r\n{{}}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="definition"\r\n'
+            f"Content-Type: application/x-protobuf\r\n\r\n").encode() + raw + f"\r\n--{boundary}--\r\n".encode()
+    status, _, resp = daemon.request("POST", "/solve", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 413 and b"ops" in resp, resp
+    assert daemon.working_containers() == before
+    assert daemon.request("GET", "/_ping")[0] == 200
+
