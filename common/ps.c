@@ -521,6 +521,24 @@ ps_write_all (int fd, const void *data, size_t len)
   return 0;
 }
 
+ssize_t
+ps_read_full (int fd, void *buf, size_t n)
+{
+  size_t got = 0;
+  while (got < n)
+    {
+      ssize_t r = read (fd, (char *) buf + got, n - got);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0)
+        return -1;
+      if (r == 0)
+        break;
+      got += (size_t) r;
+    }
+  return (ssize_t) got;
+}
+
 int
 ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err)
 {

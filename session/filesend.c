@@ -173,26 +173,6 @@ wait_call_end (grpc_call *call, ps_error **err)
 
 /* ---- a file (type=tar) ---------------------------------------------------------------- */
 
-/* Read until `buf` is full or the file ends: every message but the last
-   carries a full chunk, like BuildKit's. */
-static ssize_t
-read_full (int fd, uint8_t *buf, size_t len)
-{
-  size_t got = 0;
-  while (got < len)
-    {
-      ssize_t r = read (fd, buf + got, len - got);
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r < 0)
-        return -1;
-      if (r == 0)
-        break;
-      got += (size_t) r;
-    }
-  return (ssize_t) got;
-}
-
 static int
 send_file_contents (grpc_call *call, int fd, const char *path, void (*progress) (void *, uint64_t), void *ud,
                     ps_error **err)
@@ -202,7 +182,7 @@ send_file_contents (grpc_call *call, int fd, const char *path, void (*progress) 
   uint64_t sent = 0;
   for (;;)
     {
-      ssize_t n = read_full (fd, chunk, PS_FILESEND_FILE_CHUNK);
+      ssize_t n = ps_read_full (fd, chunk, PS_FILESEND_FILE_CHUNK);
       if (n < 0)
         return ps_error_set_errno (err, 500, errno, "read %s", path);
       if (n == 0)

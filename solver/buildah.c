@@ -345,6 +345,20 @@ buildah_call (const char *const *args, char **out, ps_error **err)
   return 0;
 }
 
+int
+buildah_call_line (const char *const *args, char **out, ps_error **err)
+{
+  char *all = NULL;
+  if (buildah_call (args, out ? &all : NULL, err) < 0)
+    return -1;
+  if (out)
+    {
+      *out = xstrndup (all ? all : "", strcspn (all ? all : "", "\n"));
+      free (all);
+    }
+  return 0;
+}
+
 /* ---- start-up probes ----------------------------------------------------- */
 
 static char *

@@ -73,5 +73,7 @@ int ps_run_capture (char *const *argv, char **out, char **errout, int *status, p
    to completion.  With `out`, *out gets the whole stdout.  A non-zero exit
    is a 500 "buildah ARGS[0]: exit status N: <its stderr>". */
 int buildah_call (const char *const *args, char **out, ps_error **err);
+/* The same, *out being the first line of stdout (an id, a path). */
+int buildah_call_line (const char *const *args, char **out, ps_error **err);
 
 #endif

@@ -1473,3 +1473,12 @@ llb_graph_from_json (const char *definition_json, struct llb_graph **out, ps_err
   free (bytes);
   return ret;
 }
+
+const char *
+llb_source_attr (const Pb__SourceOp *s, const char *key)
+{
+  for (size_t i = 0; i < s->n_attrs; i++)
+    if (strcmp (s->attrs[i]->key, key) == 0)
+      return s->attrs[i]->value;
+  return NULL;
+}

@@ -90,6 +90,9 @@ int llb_graph_from_json (const char *definition_json, struct llb_graph **out, ps
 
 void llb_graph_free (struct llb_graph *g);
 
+/* The value of source attr `key` (SourceOp.attrs), or NULL. */
+const char *llb_source_attr (const Pb__SourceOp *s, const char *key);
+
 /* Kahn's algorithm over nodes 0..n-1, node i depending on
    deps[dep_start[i] .. dep_start[i+1]-1] (repeats allowed).  Writes into
    order[n] every node after all of its dependencies (deterministically:

@@ -140,15 +140,6 @@ llb_unsupported (ps_error **err, const struct llb_vertex *v, const char *fmt, ..
 }
 
 static const char *
-source_attr (const Pb__SourceOp *s, const char *key)
-{
-  for (size_t i = 0; i < s->n_attrs; i++)
-    if (strcmp (s->attrs[i]->key, key) == 0)
-      return s->attrs[i]->value;
-  return NULL;
-}
-
-static const char *
 find_local_dir (const struct llb_exec *x, const char *name)
 {
   for (size_t i = 0; i < x->source_names.n; i++)
@@ -165,7 +156,7 @@ check_source (struct llb_exec *x, size_t idx, ps_error **err)
   const char *id = s->identifier;
   if (ps_str_has_prefix (id, "docker-image://"))
     {
-      const char *mode = source_attr (s, "image.resolvemode");
+      const char *mode = llb_source_attr (s, "image.resolvemode");
       if (mode && *mode && strcmp (mode, "default") && strcmp (mode, "pull") && strcmp (mode, "local"))
         return ps_error_set (err, 400, "op %s: image.resolvemode \"%s\" (known: default, pull, local)", v->digest,
                              mode);
@@ -372,29 +363,15 @@ llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_ex
 static int
 bh (char **out, ps_error **err, const char *first, ...)
 {
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
+  const char *args[16];
+  size_t n = 0;
   va_list ap;
   va_start (ap, first);
-  for (const char *a = first; a; a = va_arg (ap, const char *))
-    ps_strv_push (&argv, a);
+  for (const char *a = first; a && n + 1 < ARRAY_SIZE (args); a = va_arg (ap, const char *))
+    args[n++] = a;
   va_end (ap);
-  cleanup_free char *o = NULL, *e = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, &o, &e, &status, err);
-  ps_strv_free (&argv);
-  if (r < 0)
-    return -1;
-  if (status != 0)
-    {
-      size_t n = e ? strlen (e) : 0;
-      while (n > 0 && e[n - 1] == '\n')
-        e[--n] = '\0';
-      return ps_error_set (err, 500, "buildah %s: exit status %d: %s", first, status, e && *e ? e : "failed");
-    }
-  if (out)
-    *out = xstrndup (o ? o : "", strcspn (o ? o : "", "\n"));
-  return 0;
+  args[n] = NULL;
+  return buildah_call_line (args, out, err);
 }
 
 /* `buildah from [extra...] IMAGE|scratch` for an exec's root: options that
@@ -403,27 +380,17 @@ static int
 wc_from_with (const char *image, const ps_strv *extra, struct llb_wc *w, ps_error **err)
 {
   w->ctr = w->mnt = NULL;
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  ps_strv_push (&argv, "from");
-  ps_strv_push (&argv, "--quiet");
-  ps_strv_push (&argv, "--pull=never");
+  ps_strv args = { 0 };
+  ps_strv_push (&args, "from");
+  ps_strv_push (&args, "--quiet");
+  ps_strv_push (&args, "--pull=never");
   for (size_t i = 0; i < extra->n; i++)
-    ps_strv_push (&argv, extra->v[i]);
-  ps_strv_push (&argv, image ? image : "scratch");
-  cleanup_free char *o = NULL, *e = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, &o, &e, &status, err);
-  ps_strv_free (&argv);
+    ps_strv_push (&args, extra->v[i]);
+  ps_strv_push (&args, image ? image : "scratch");
+  int r = buildah_call_line ((const char *const *) args.v, &w->ctr, err);
+  ps_strv_free (&args);
   if (r < 0)
-    return -1;
-  if (status != 0)
-    {
-      e[strcspn (e, "\n")] = '\0';
-      return ps_error_set (err, 500, "working container from %.12s: buildah from: %s", image ? image : "scratch",
-                           *e ? e : "failed");
-    }
-  w->ctr = xstrndup (o, strcspn (o, "\n"));
+    return ps_error_wrap (err, "working container from %.12s", image ? image : "scratch");
   return 0;
 }
 
@@ -443,9 +410,9 @@ llb_wc_remove (struct llb_wc *w)
 int
 llb_wc_from (const char *image, bool mount, struct llb_wc *w, ps_error **err)
 {
-  w->ctr = w->mnt = NULL;
-  if (bh (&w->ctr, err, "from", "--quiet", "--pull=never", image ? image : "scratch", NULL) < 0)
-    return ps_error_wrap (err, "working container from %.12s", image ? image : "scratch");
+  ps_strv none = { 0 };
+  if (wc_from_with (image, &none, w, err) < 0)
+    return -1;
   if (mount && bh (&w->mnt, err, "mount", w->ctr, NULL) < 0)
     {
       llb_wc_remove (w);
@@ -695,7 +662,7 @@ static int
 resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *pulled, ps_error **err)
 {
   const char *ref = v->op->source->identifier + strlen ("docker-image://");
-  const char *mode = source_attr (v->op->source, "image.resolvemode");
+  const char *mode = llb_source_attr (v->op->source, "image.resolvemode");
   bool always = mode && strcmp (mode, "pull") == 0;
   *pulled = false;
   if (!always && bh (id, NULL, "inspect", "--type=image", "--format={{.FromImageID}}", ref, NULL) == 0 && **id)
@@ -773,7 +740,7 @@ prepare_local (struct llb_exec *x, size_t idx, ps_error **err)
   if (sess == NULL)
     ps_error_wrap (err, "local source \"%s\": session %s", name, x->session_id);
   else
-    ret = session_sync_local (x->job, sess, x->state_dir, v->digest, source_attr (v->op->source, "local.sharedkeyhint"),
+    ret = session_sync_local (x->job, sess, x->state_dir, v->digest, llb_source_attr (v->op->source, "local.sharedkeyhint"),
                               &o, &cache, &lock_fd, err);
   if (sess)
     session_unref (sess);

@@ -13,15 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *
-attr (const Pb__SourceOp *s, const char *key)
-{
-  for (size_t i = 0; i < s->n_attrs; i++)
-    if (strcmp (s->attrs[i]->key, key) == 0)
-      return s->attrs[i]->value;
-  return NULL;
-}
-
 /* A JSON list of strings ("" and "null" mean none) appended to `out`. */
 static int
 parse_list (const char *value, const char *name, const char *digest, ps_strv *out, ps_error **err)
@@ -53,14 +44,14 @@ llb_local_filter_parse (const Pb__SourceOp *s, const char *digest, struct llb_lo
   memset (f, 0, sizeof *f);
   /* BuildKit's key is the singular one (pb.AttrIncludePatterns), holding
      a JSON list like the others; a bare pattern is taken as one. */
-  const char *inc = attr (s, "local.includepattern");
+  const char *inc = llb_source_attr (s, "local.includepattern");
   if (inc && *inc && *inc != '[' && strcmp (inc, "null") != 0)
     ps_strv_push (&f->includes, inc);
   else if (parse_list (inc, "local.includepattern", digest, &f->includes, err) < 0)
     goto fail;
-  if (parse_list (attr (s, "local.includepatterns"), "local.includepatterns", digest, &f->includes, err) < 0
-      || parse_list (attr (s, "local.excludepatterns"), "local.excludepatterns", digest, &f->excludes, err) < 0
-      || parse_list (attr (s, "local.followpaths"), "local.followpaths", digest, &f->follow, err) < 0)
+  if (parse_list (llb_source_attr (s, "local.includepatterns"), "local.includepatterns", digest, &f->includes, err) < 0
+      || parse_list (llb_source_attr (s, "local.excludepatterns"), "local.excludepatterns", digest, &f->excludes, err) < 0
+      || parse_list (llb_source_attr (s, "local.followpaths"), "local.followpaths", digest, &f->follow, err) < 0)
     goto fail;
   for (size_t i = 0; i < f->follow.n; i++)
     ps_strv_push (&f->includes, f->follow.v[i]);

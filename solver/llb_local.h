@@ -19,6 +19,7 @@
 #include "common/ps.h"
 #include "schema/ops.pb-c.h"
 #include "solver/dockerignore.h"
+#include "solver/llb.h"
 
 struct llb_local_filter
 {

@@ -660,25 +660,6 @@ llb_whiteouts_write (const char *state_dir, const char *image, const ps_strv *w,
 
 /* ---- diff ----------------------------------------------------------------------------- */
 
-/* Read up to n bytes, fewer only at end of file. */
-static ssize_t
-read_full (int fd, char *buf, size_t n)
-{
-  size_t got = 0;
-  while (got < n)
-    {
-      ssize_t r = read (fd, buf + got, n - got);
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r < 0)
-        return -1;
-      if (r == 0)
-        break;
-      got += (size_t) r;
-    }
-  return (ssize_t) got;
-}
-
 static int
 same_content (struct tree_ctx *c, int ldir, int udir, const char *name, const char *rel, bool *same, ps_error **err)
 {
@@ -688,8 +669,8 @@ same_content (struct tree_ctx *c, int ldir, int udir, const char *name, const ch
     return ps_error_set_errno (err, 500, errno, "open /%s", rel);
   for (;;)
     {
-      ssize_t ra = read_full (a, c->buf_a, TREE_CHUNK);
-      ssize_t rb = read_full (b, c->buf_b, TREE_CHUNK);
+      ssize_t ra = ps_read_full (a, c->buf_a, TREE_CHUNK);
+      ssize_t rb = ps_read_full (b, c->buf_b, TREE_CHUNK);
       if (ra < 0 || rb < 0)
         return ps_error_set_errno (err, 500, errno, "read /%s", rel);
       *same = ra == rb && memcmp (c->buf_a, c->buf_b, (size_t) ra) == 0;

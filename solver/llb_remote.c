@@ -71,19 +71,10 @@ struct llb_remote
   char *used_ref; /* full ref name it was found under, NULL for a sha ref */
 };
 
-static const char *
-source_attr (const Pb__SourceOp *s, const char *key)
-{
-  for (size_t i = 0; i < s->n_attrs; i++)
-    if (strcmp (s->attrs[i]->key, key) == 0)
-      return s->attrs[i]->value;
-  return NULL;
-}
-
 static bool
 attr_true (const Pb__SourceOp *s, const char *key)
 {
-  const char *v = source_attr (s, key);
+  const char *v = llb_source_attr (s, key);
   return v && strcmp (v, "true") == 0;
 }
 
@@ -151,7 +142,7 @@ parse_go_int (const char *s, long long *out)
 static int
 parse_id_attr (const struct llb_vertex *v, const char *key, uint32_t *out, ps_error **err)
 {
-  const char *s = source_attr (v->op->source, key);
+  const char *s = llb_source_attr (v->op->source, key);
   long long n = 0;
   if (s == NULL)
     return 0;
@@ -468,7 +459,7 @@ llb_remote_git_spec (const struct llb_vertex *v, struct llb_git_spec *out, ps_er
   /* As BuildKit: https:// is prepended to what is no git transport; a
      URL with another scheme is kept as it is, to be refused below by
      name (BuildKit would fail later on the odd URL it makes). */
-  const char *full = source_attr (s, "git.fullurl");
+  const char *full = llb_source_attr (s, "git.fullurl");
   const char *given = full && *full ? full : base;
   if (given == base && !is_scp_style (base))
     base[strcspn (base, "?")] = '\0'; /* Go's url drops the query from the remote */

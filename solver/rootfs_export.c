@@ -15,48 +15,22 @@
 
 #include "solver/buildah.h"
 
-static char *
-first_line (const char *s)
-{
-  return xstrndup (s, strcspn (s, "\n"));
-}
-
-static int
-buildah_simple (const char *const *args, char **out, ps_error **err)
-{
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  for (const char *const *a = args; *a; a++)
-    ps_strv_push (&argv, *a);
-  cleanup_free char *o = NULL, *e = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, &o, &e, &status, err);
-  ps_strv_free (&argv);
-  if (r < 0)
-    return -1;
-  if (status != 0)
-    return ps_error_set (err, 500, "buildah %s: exit status %d: %s", args[0], status, e ? e : "");
-  if (out)
-    *out = first_line (o ? o : "");
-  return 0;
-}
-
 int
 rootfs_with_mount (const char *image_id, int (*fn) (const char *root, void *ud, ps_error **err), void *ud,
                    ps_error **err)
 {
   cleanup_free char *ctr = NULL, *mnt = NULL;
   const char *from[] = { "from", "--quiet", "--pull=never", image_id, NULL };
-  if (buildah_simple (from, &ctr, err) < 0)
+  if (buildah_call_line (from, &ctr, err) < 0)
     return ps_error_wrap (err, "mount image %.12s", image_id);
   const char *mount[] = { "mount", ctr, NULL };
-  int ret = buildah_simple (mount, &mnt, err);
+  int ret = buildah_call_line (mount, &mnt, err);
   if (ret == 0)
     ret = fn (mnt, ud, err);
   const char *umount[] = { "umount", ctr, NULL };
   const char *rm[] = { "rm", ctr, NULL };
-  buildah_simple (umount, NULL, NULL);
-  buildah_simple (rm, NULL, NULL);
+  buildah_call_line (umount, NULL, NULL);
+  buildah_call_line (rm, NULL, NULL);
   return ret;
 }
 
