@@ -399,9 +399,7 @@ llb_wc_remove (struct llb_wc *w)
 {
   if (w->ctr == NULL)
     return;
-  if (w->mnt)
-    bh (NULL, NULL, "umount", w->ctr, NULL);
-  bh (NULL, NULL, "rm", w->ctr, NULL);
+  bh (NULL, NULL, "rm", w->ctr, NULL); /* unmounts it too */
   free (w->ctr);
   free (w->mnt);
   w->ctr = w->mnt = NULL;
@@ -426,6 +424,17 @@ llb_wc_commit (struct llb_wc *w, char **image, ps_error **err)
 {
   if (bh (image, err, "commit", "--quiet", w->ctr, NULL) < 0)
     return ps_error_wrap (err, "commit");
+  return 0;
+}
+
+int
+llb_wc_commit_rm (struct llb_wc *w, char **image, ps_error **err)
+{
+  if (bh (image, err, "commit", "--quiet", "--rm", w->ctr, NULL) < 0)
+    return ps_error_wrap (err, "commit");
+  free (w->ctr);
+  free (w->mnt);
+  w->ctr = w->mnt = NULL;
   return 0;
 }
 
@@ -763,7 +772,7 @@ run_local_source (struct llb_exec *x, size_t idx, char **image, ps_error **err)
     return -1;
   int r = copy_local (w.mnt, x->vs[idx].local_dir, err);
   if (r == 0)
-    r = llb_wc_commit (&w, image, err);
+    r = llb_wc_commit_rm (&w, image, err);
   llb_wc_remove (&w);
   return r;
 }
@@ -1167,7 +1176,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       const Pb__Mount *mt = e->mounts[i];
       if (mt->output < 0)
         continue;
-      ret = llb_wc_commit (mt == rootm ? &root : &binds[i], &images[mt->output], err);
+      ret = llb_wc_commit_rm (mt == rootm ? &root : &binds[i], &images[mt->output], err);
     }
 
 out:

@@ -17,6 +17,9 @@ struct llb_wc
 int llb_wc_from (const char *image, bool mount, struct llb_wc *w, ps_error **err);
 /* `buildah commit`; *image gets the new image id. */
 int llb_wc_commit (struct llb_wc *w, char **image, ps_error **err);
+/* The same with `--rm`: the container is gone afterwards (one buildah
+   call less where nothing reads it again). */
+int llb_wc_commit_rm (struct llb_wc *w, char **image, ps_error **err);
 /* Unmount and remove (no-op for a zeroed struct). */
 void llb_wc_remove (struct llb_wc *w);
 

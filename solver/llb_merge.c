@@ -890,7 +890,7 @@ empty_image (char **image, ps_error **err)
   struct llb_wc w;
   if (llb_wc_from (NULL, false, &w, err) < 0)
     return -1;
-  int ret = llb_wc_commit (&w, image, err);
+  int ret = llb_wc_commit_rm (&w, image, err);
   llb_wc_remove (&w);
   return ret;
 }

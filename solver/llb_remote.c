@@ -1190,7 +1190,7 @@ llb_remote_commit (struct llb_remote *r, solver_job *job, char **image, ps_error
     return -1;
   int ret = llb_remote_materialize (r, w.mnt, job, err);
   if (ret == 0)
-    ret = llb_wc_commit (&w, image, err);
+    ret = llb_wc_commit_rm (&w, image, err);
   llb_wc_remove (&w);
   return ret;
 }

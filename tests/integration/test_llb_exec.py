@@ -4,7 +4,6 @@ stream, cached by content, and exported like a Dockerfile build's image.
 What the executor cannot run yet is a 501 naming the op before anything
 runs."""
 
-import base64
 import io
 import json
 import sys
@@ -15,29 +14,13 @@ import podsolve_testlib as lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 
 
-def _solve(daemon, ops, names=None, exporters=None, sources=None, attrs=None, ref=None):
-    """POST /solve with a definition -> (http status, [events] or error body)."""
-    req = {"definition": llb.definition_json(ops, names), "exporters": exporters or []}
-    if attrs:
-        req["frontendAttrs"] = attrs
-    if ref:
-        req["ref"] = ref
-    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, sources or {})
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    events = list(it)
-    return status, events
 
 
-def _vertexes(events):
-    out = {}
-    for e in events:
-        for v in e.get("status", {}).get("vertexes", []):
-            out.setdefault(v["digest"], []).append(v)
-    return out
 
 
 def _final(vertexes, op):
@@ -45,9 +28,6 @@ def _final(vertexes, op):
     return vertexes[op.ref][-1]
 
 
-def _logs(events, op):
-    return b"".join(base64.b64decode(l["data"]) for e in events for l in e.get("status", {}).get("logs", [])
-                    if l.get("vertex") == op.ref)
 
 
 def _result(events):

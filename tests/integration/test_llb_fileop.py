@@ -15,27 +15,16 @@ import podsolve_testlib as lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import errors as _errors, image as _image, solve as _solve, vertexes as _vertexes  # noqa: E402
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 act = llb.act
 
 
-def _solve(daemon, ops, names=None):
-    """POST /solve with a definition -> (http status, [events])."""
-    req = {"definition": llb.definition_json(ops, names), "exporters": []}
-    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, {})
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    return status, list(it)
 
 
-def _errors(events):
-    return [e["error"] for e in events if "error" in e]
 
 
-def _image(events):
-    res = [e["result"] for e in events if "result" in e]
-    assert res and not _errors(events), events[-5:]
-    return res[-1]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
 
 
 def _build(daemon, ops, names=None):
@@ -44,12 +33,6 @@ def _build(daemon, ops, names=None):
     return _image(events)
 
 
-def _vertexes(events):
-    out = {}
-    for e in events:
-        for v in e.get("status", {}).get("vertexes", []):
-            out.setdefault(v["digest"], []).append(v)
-    return out
 
 
 def _stat(daemon, image, *paths):

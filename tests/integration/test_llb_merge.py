@@ -5,7 +5,6 @@ changed from lower to upper, and merged over another base it applies that
 change there, deletions included."""
 
 import io
-import json
 import sys
 import tarfile
 from pathlib import Path
@@ -14,34 +13,17 @@ import podsolve_testlib as lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import errors, solve, final as _final, image as _image  # noqa: E402
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 
 
 def _solve(daemon, ops, exporters=None, ref=None):
     """POST /solve with a definition -> [events]; the solve must succeed."""
-    req = {"definition": llb.definition_json(ops), "exporters": exporters or []}
-    if ref:
-        req["ref"] = ref
-    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, {})
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    events = list(it)
+    status, events = solve(daemon, ops, exporters=exporters, ref=ref)
     assert status == 200, events
-    errs = [e["error"] for e in events if "error" in e]
-    assert not errs, errs
+    assert not errors(events), errors(events)
     return events
-
-
-def _image(events):
-    res = [e["result"] for e in events if "result" in e]
-    assert res, events[-5:]
-    return res[-1]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
-
-
-def _final(events, op):
-    states = [v for e in events for v in e.get("status", {}).get("vertexes", []) if v["digest"] == op.ref]
-    assert states, f"no vertex {op.ref}"
-    return states[-1]
 
 
 def _tar(daemon, ops, uniq, tag):

@@ -6,7 +6,6 @@ network NONE is really cut off, and local sources are filtered by their
 include/exclude/follow attrs whether they come as a multipart part or over
 the session."""
 
-import base64
 import http.server
 import json
 import socketserver
@@ -19,44 +18,19 @@ from session_peer import SessionPeer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import errors as _errors, final as _final, image as _image, logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402,E501
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 
 
-def _solve(daemon, ops, names=None, sources=None, attrs=None, index=0, session=None, entitlements=None):
-    req = {"definition": llb.definition_json(ops, names, index), "exporters": []}
-    if attrs:
-        req["frontendAttrs"] = attrs
-    if session:
-        req["session"] = session
-    if entitlements:
-        req["entitlements"] = entitlements
-    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, sources or {})
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    return status, list(it)
 
 
-def _vertexes(events):
-    out = {}
-    for e in events:
-        for v in e.get("status", {}).get("vertexes", []):
-            out.setdefault(v["digest"], []).append(v)
-    return out
 
 
-def _final(events, op):
-    return _vertexes(events)[op.ref][-1]
 
 
-def _image(events):
-    res = [e["result"] for e in events if "result" in e]
-    errs = [e["error"] for e in events if "error" in e]
-    assert res and not errs, events[-5:]
-    return res[-1]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
 
 
-def _errors(events):
-    return [e["error"] for e in events if "error" in e]
 
 
 def test_independent_branches_run_at_the_same_time(daemon, uniq):
@@ -305,9 +279,6 @@ def test_local_source_over_the_session_is_synced_filtered_and_cached(daemon, uni
         assert call.reqs == []
 
 
-def _logs(events, op):
-    return b"".join(base64.b64decode(l["data"]) for e in events for l in e.get("status", {}).get("logs", [])
-                    if l.get("vertex") == op.ref)
 
 
 def test_exec_meta_user_hostname_extra_hosts_ulimit_and_insecure(daemon, uniq):

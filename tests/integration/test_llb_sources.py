@@ -6,7 +6,6 @@ re-runs it and everything after it), and a bad checksum, a missing file or
 a missing ref is an error event naming the op.  The servers are local: a
 python http.server and `git daemon`, both on 127.0.0.1."""
 
-import base64
 import hashlib
 import http.server
 import json
@@ -24,6 +23,7 @@ import podsolve_testlib as lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import image as _image, solve, vertexes as _vertexes  # noqa: E402
 
 
 # ---- the servers -------------------------------------------------------------
@@ -152,31 +152,13 @@ def gitd(tmp_path_factory):
 
 def _solve(daemon, ops, names=None):
     """POST /solve with a definition -> [events] (the request itself must be accepted)."""
-    req = {"definition": llb.definition_json(ops, names), "exporters": []}
-    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, {})
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    events = list(it)
+    status, events = solve(daemon, ops, names)
     assert status == 200, events
     return events
 
 
-def _vertexes(events):
-    out = {}
-    for e in events:
-        for v in e.get("status", {}).get("vertexes", []):
-            out.setdefault(v["digest"], []).append(v)
-    return out
-
-
 def _cached(events, op):
     return _vertexes(events)[op.ref][-1].get("cached") is True
-
-
-def _image(events):
-    res = [e["result"] for e in events if "result" in e]
-    errs = [e["error"] for e in events if "error" in e]
-    assert res and not errs, events[-5:]
-    return res[-1]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
 
 
 def _error(events):
