@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "solver/buildah.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -220,14 +221,113 @@ process_running (pid_t pid)
   return !(rp && rp[1] == ' ' && rp[2] == 'Z');
 }
 
+/* A process as /proc shows it: the start time tells a recycled pid apart. */
+struct proc_ref
+{
+  pid_t pid;
+  pid_t ppid;
+  unsigned long long start;
+};
+
+static bool
+read_proc_stat (pid_t pid, struct proc_ref *out)
+{
+  char path[64];
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  cleanup_free char *stat = NULL;
+  if (ps_read_file (path, 4096, &stat, NULL, NULL) < 0)
+    return false;
+  const char *rp = strrchr (stat, ')');
+  if (rp == NULL)
+    return false;
+  /* after "pid (comm) ": state ppid ... starttime is field 22 */
+  char state = 0;
+  int ppid = 0;
+  unsigned long long start = 0;
+  const char *f = rp + 2;
+  if (sscanf (f, "%c %d", &state, &ppid) != 2)
+    return false;
+  for (int field = 3; field < 22 && f; field++)
+    {
+      f = strchr (f, ' ');
+      if (f)
+        f++;
+    }
+  if (f == NULL || sscanf (f, "%llu", &start) != 1)
+    return false;
+  out->pid = pid;
+  out->ppid = ppid;
+  out->start = start;
+  return true;
+}
+
+/* Every process below `roots` now.  buildah makes itself the subreaper of
+   what it runs, so the container's processes are among them. */
+static void
+descendants (const pid_t *roots, size_t n, struct proc_ref **out, size_t *n_out)
+{
+  *out = NULL;
+  *n_out = 0;
+  DIR *d = opendir ("/proc");
+  if (d == NULL)
+    return;
+  struct proc_ref *all = NULL;
+  size_t n_all = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      char *end;
+      long pid = strtol (de->d_name, &end, 10);
+      if (*end || pid <= 0)
+        continue;
+      if (n_all == cap)
+        all = xrealloc (all, (cap = cap ? 2 * cap : 256) * sizeof *all);
+      if (read_proc_stat ((pid_t) pid, &all[n_all]))
+        n_all++;
+    }
+  closedir (d);
+  /* A breadth-first walk down from the roots. */
+  bool *taken = xcalloc (n_all ? n_all : 1, sizeof *taken);
+  struct proc_ref *found = NULL;
+  size_t n_found = 0;
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < n_all; k++)
+      if (!taken[k] && all[k].ppid == roots[i] && roots[i] > 0)
+        {
+          taken[k] = true;
+          found = xrealloc (found, (n_found + 1) * sizeof *found);
+          found[n_found++] = all[k];
+        }
+  for (size_t q = 0; q < n_found; q++)
+    for (size_t k = 0; k < n_all; k++)
+      if (!taken[k] && all[k].ppid == found[q].pid)
+        {
+          taken[k] = true;
+          found = xrealloc (found, (n_found + 1) * sizeof *found);
+          found[n_found++] = all[k];
+        }
+  free (taken);
+  free (all);
+  *out = found;
+  *n_out = n_found;
+}
+
 void
 ps_children_terminate (const pid_t *pids, size_t n, int grace_ms)
 {
+  /* What runs below the children now: a buildah killed before it stopped
+     its container would leave the container's processes to init. */
+  struct proc_ref *below = NULL;
+  size_t n_below = 0;
+  descendants (pids, n, &below, &n_below);
   bool any = false;
   for (size_t i = 0; i < n; i++)
     any |= pids[i] > 0 && kill (pids[i], SIGTERM) == 0;
   if (!any)
-    return;
+    {
+      free (below);
+      return;
+    }
   for (int waited = 0; waited < grace_ms; waited += 50)
     {
       bool running = false;
@@ -238,11 +338,18 @@ ps_children_terminate (const pid_t *pids, size_t n, int grace_ms)
       struct timespec ts = { 0, 50 * 1000000L };
       nanosleep (&ts, NULL);
     }
-  /* buildah has cleaned up (or ran out of time): nothing of the groups may
-     outlive it. */
+  /* buildah has cleaned up (or ran out of time): nothing of the groups,
+     nor anything they started, may outlive it. */
   for (size_t i = 0; i < n; i++)
     if (pids[i] > 0)
       kill (-pids[i], SIGKILL);
+  for (size_t i = 0; i < n_below; i++)
+    {
+      struct proc_ref now;
+      if (read_proc_stat (below[i].pid, &now) && now.start == below[i].start)
+        kill (below[i].pid, SIGKILL);
+    }
+  free (below);
 }
 
 void

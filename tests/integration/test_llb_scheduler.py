@@ -6,11 +6,13 @@ network NONE is really cut off, and local sources are filtered by their
 include/exclude/follow attrs whether they come as a multipart part or over
 the session."""
 
+import base64
 import http.server
 import json
 import socketserver
 import sys
 import threading
+import time
 from pathlib import Path
 
 import podsolve_testlib as lib
@@ -308,3 +310,52 @@ def test_exec_meta_user_hostname_extra_hosts_ulimit_and_insecure(daemon, uniq):
     caps = int(daemon.image_file(_image(events), "/caps").split()[1], 16)
     assert caps & ~sandbox_caps, (hex(caps), hex(sandbox_caps))
     assert caps & (1 << 21)  # CAP_SYS_ADMIN
+
+
+def _procs_with(marker):
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    out.append(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_cancelling_a_solve_stops_every_running_branch(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    branches = [llb.exec_(["sh", "-c", f"echo started-{uniq}-{i}; sleep 120; echo {uniq}"], root=img) for i in (0, 1)]
+    field, action = llb.copy("/", "/a")
+    join = llb.Op(llb._inputs(branches) + llb.f_bytes(4, llb.f_bytes(2, llb.f_int(1, 0) + llb.f_int(2, 1)
+                                                                   + llb.f_int(3, 0) + llb.f_bytes(field, action)))
+                  + llb.PLATFORM)
+    ref = f"llb-cancel-{uniq}"
+    req = {"definition": llb.definition_json([img] + branches + [join]), "ref": ref}
+    status, _, it = daemon.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    events, seen = [], set()
+    try:
+        for ev in it:
+            events.append(ev)
+            for l in ev.get("status", {}).get("logs", []):
+                seen |= {i for i in (0, 1) if f"started-{uniq}-{i}".encode() in base64.b64decode(l["data"])}
+            if seen == {0, 1}:
+                break
+        assert seen == {0, 1}, events[-5:]  # both branches were running at once
+        cstatus, _, cbody = daemon.request("POST", f"/solve/{ref}/cancel")
+        assert cstatus == 200 and json.loads(cbody)["state"] == "cancelled", cbody
+        events.extend(it)
+    finally:
+        it.close()
+    assert "error" in events[-1] and "cancel" in events[-1]["error"]["message"], events[-3:]
+    for b in branches:
+        assert _final(events, b).get("error"), _final(events, b)
+    assert join.ref not in _vertexes(events)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (daemon.working_containers() or _procs_with(f"started-{uniq}")):
+        time.sleep(0.3)
+    assert daemon.working_containers() == []
+    left = _procs_with(f"started-{uniq}")
+    assert left == [], [(p, open(f"/proc/{p}/cmdline", "rb").read(), open(f"/proc/{p}/stat").read()) for p in left]
