@@ -359,3 +359,23 @@ def test_cancelling_a_solve_stops_every_running_branch(daemon, uniq):
     assert daemon.working_containers() == []
     left = _procs_with(f"started-{uniq}")
     assert left == [], [(p, open(f"/proc/{p}/cmdline", "rb").read(), open(f"/proc/{p}/stat").read()) for p in left]
+
+
+def test_private_cache_mounts_give_concurrent_execs_their_own_directory(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    cache = llb.mount(-1, "/c", type=llb.CACHE, cache_id=f"private-{uniq}", sharing=llb.PRIVATE)
+    a, b = (llb.exec_(["sh", "-c", f"touch /c/{n}; sleep 2; ls /c > /seen-{n}"], root=img, mounts=[cache])
+            for n in ("a", "b"))
+    actions = b""
+    for i, n in enumerate(("a", "b")):
+        field, action = llb.copy(f"/seen-{n}", f"/seen-{n}")
+        actions += llb.f_bytes(2, llb.f_int(1, -1 if i == 0 else 2) + llb.f_int(2, i) + llb.f_int(3, 0 if i else -1)
+                               + llb.f_bytes(field, action))
+    join = llb.Op(llb._inputs([a, b]) + llb.f_bytes(4, actions) + llb.PLATFORM)
+    status, events = _solve(daemon, [img, a, b, join])
+    assert status == 200
+    image = _image(events)
+    spans = [(_final(events, x)["started"], _final(events, x)["completed"]) for x in (a, b)]
+    assert max(s for s, _ in spans) < min(c for _, c in spans), spans  # they did run together
+    assert daemon.image_file(image, "/seen-a") == b"a\n"
+    assert daemon.image_file(image, "/seen-b") == b"b\n"
