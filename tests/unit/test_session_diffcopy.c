@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "schema/fsutil.pb-c.h"
 #include "session/diffcopy.h"
 #include "tests/unit/suites.h"
 #include "tests/unit/test_session_peer.h"
@@ -583,6 +584,114 @@ START_TEST (path_checks)
 }
 END_TEST
 
+/* ---- the receiver without a connection (the seam the fuzzer drives) ------------- */
+
+struct sent
+{
+  size_t reqs, fins, errs;
+  uint32_t last_req;
+  char *err_text;
+};
+
+static int
+record_send (void *ud, const void *packet, size_t len, bool final, ps_error **err)
+{
+  struct sent *s = ud;
+  Fsutil__Types__Packet *p = fsutil__types__packet__unpack (NULL, len, packet);
+  ck_assert_ptr_nonnull (p);
+  if (p->type == FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_REQ)
+    s->reqs++, s->last_req = p->id;
+  else if (p->type == FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_FIN)
+    s->fins++;
+  else if (p->type == FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_ERR)
+    {
+      ck_assert (final);
+      s->errs++;
+      free (s->err_text);
+      s->err_text = xstrndup ((const char *) p->data.data, p->data.len);
+    }
+  fsutil__types__packet__free_unpacked (p, NULL);
+  return 0;
+}
+
+static int
+feed_packet (diffcopy_receiver *r, int type, const char *path, uint32_t mode, uint32_t id, const char *data,
+             ps_error **err)
+{
+  Fsutil__Types__Packet p = FSUTIL__TYPES__PACKET__INIT;
+  Fsutil__Types__Stat st = FSUTIL__TYPES__STAT__INIT;
+  p.type = (Fsutil__Types__Packet__PacketType) type;
+  p.id = id;
+  if (path)
+    {
+      st.path = (char *) path;
+      st.mode = mode;
+      st.modtime = T0;
+      p.stat = &st;
+    }
+  if (data)
+    {
+      p.data.data = (uint8_t *) data;
+      p.data.len = strlen (data);
+    }
+  uint8_t buf[256];
+  size_t len = fsutil__types__packet__pack (&p, buf);
+  return diffcopy_receiver_packet (r, buf, len, err);
+}
+
+START_TEST (receiver_runs_packet_by_packet_and_fail_removes_the_temporary)
+{
+  struct fixture f;
+  fixture_init (&f);
+  struct diffcopy_opts o = { .dir_name = "context" };
+  struct sent s = { 0 };
+  ps_error *err = NULL;
+
+  /* A complete transfer: STAT, end of listing -> REQ, DATA, empty DATA -> FIN,
+     the sender's FIN, the call's end. */
+  diffcopy_receiver *r = diffcopy_receiver_new ("unit", f.dest, &o, record_send, &s, &err);
+  ck_assert_ptr_nonnull (r);
+  ck_assert_int_eq (feed_packet (r, 0, "Dockerfile", 0644, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 0, NULL, 0, 0, NULL, &err), 0);
+  ck_assert_uint_eq (s.reqs, 1);
+  ck_assert_int_eq (feed_packet (r, 2, NULL, 0, s.last_req, "FROM scratch\n", &err), 0);
+  ck_assert_int_eq (feed_packet (r, 2, NULL, 0, s.last_req, NULL, &err), 0);
+  ck_assert_uint_eq (s.fins, 1);
+  ck_assert_int_eq (feed_packet (r, 3, NULL, 0, 0, NULL, &err), 0);
+  ck_assert_int_eq (diffcopy_receiver_end (r, &err), 0);
+  diffcopy_receiver_free (r);
+  char *text = test_read (f.dest, "Dockerfile");
+  ck_assert_str_eq (text, "FROM scratch\n");
+  free (text);
+
+  /* Half a changed file, then the sender breaks the protocol: ERR goes
+     out as the final packet and no temporary is left. */
+  s = (struct sent) { 0 };
+  r = diffcopy_receiver_new ("unit", f.dest, &o, record_send, &s, &err);
+  ck_assert_int_eq (feed_packet (r, 0, "Dockerfile", 0600, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 0, NULL, 0, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 2, NULL, 0, 0, "FROM bus", &err), 0);
+  ck_assert_uint_eq (test_count_temporaries (f.dest), 1);
+  ck_assert_int_eq (feed_packet (r, 3, NULL, 0, 0, NULL, &err), -1);
+  ck_assert_str_eq (err->msg, "the client sent FIN before the transfer was complete");
+  diffcopy_receiver_fail (r, err->msg);
+  ck_assert_uint_eq (s.errs, 1);
+  ck_assert_str_eq (s.err_text, err->msg);
+  ck_assert_uint_eq (test_count_temporaries (f.dest), 0);
+  /* Nothing more is accepted after the end. */
+  ps_error_free (err);
+  err = NULL;
+  ck_assert_int_eq (feed_packet (r, 0, NULL, 0, 0, NULL, &err), -1);
+  ps_error_free (err);
+  diffcopy_receiver_free (r);
+  text = test_read (f.dest, "Dockerfile");
+  ck_assert_str_eq (text, "FROM scratch\n");
+  free (text);
+  free (s.err_text);
+  fixture_free (&f);
+}
+END_TEST
+
 Suite *
 suite_session_diffcopy (void)
 {
@@ -607,6 +716,7 @@ suite_session_diffcopy (void)
   tcase_add_test (tc, unknown_dir_name_and_method_not_exposed);
   tcase_add_test (tc, sender_ending_without_echoing_fin_is_accepted);
   tcase_add_test (tc, path_checks);
+  tcase_add_test (tc, receiver_runs_packet_by_packet_and_fail_removes_the_temporary);
   suite_add_tcase (s, tc);
   return s;
 }
