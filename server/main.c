@@ -223,7 +223,7 @@ main (int argc, char **argv)
      within a poll interval once told. */
   ps_proxy_shutdown ();
   for (size_t i = 0; i < nlisteners; i++)
-    MHD_stop_daemon (daemons[i]);
+    ps_http_stop (daemons[i]);
   free (daemons);
   free (tls.cert);
   if (tls.key)

@@ -183,3 +183,50 @@ def test_hostile_mixed_load_200_requests_32_connections(spawn_daemon, uniq):
     assert _settle(pid, idle_fds, idle_threads), (
         f"fds {_fd_count(pid)} (idle {idle_fds}), threads {_thread_count(pid)} (idle {idle_threads})")
     print(f"load: 200 requests in {time.monotonic() - started:.1f}s, {len(built)} images checked")
+
+
+def _ping_on(conn):
+    conn.request("GET", "/_ping")
+    r = conn.getresponse()
+    return r.status, dict(r.getheaders()), r.read()
+
+
+def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spawn_daemon):
+    """--max-connections 2: a third client is told 503 "too many
+    connections" in Podman's error shape (not a silent close), the first
+    two keep working, and once one leaves a new client is served."""
+    d = spawn_daemon("--max-connections", "2")
+    first = [lib.UnixHTTPConnection(d.sock, timeout=30) for _ in range(2)]
+    try:
+        for c in first:  # both accepted and counted (keep-alive)
+            assert _ping_on(c)[0] == 200
+        extra = lib.UnixHTTPConnection(d.sock, timeout=30)
+        status, headers, body = _ping_on(extra)
+        assert status == 503, body
+        err = json.loads(body)
+        assert err["response"] == 503
+        assert err["message"] == ("too many connections: podsolved serves at most 2 at once (--max-connections); "
+                                  "retry when one ends")
+        assert err["cause"] and headers.get("Connection", "").lower() == "close"
+        assert headers.get("Retry-After") == "1"
+        extra.close()
+        # the two admitted clients are unaffected
+        for c in first:
+            assert _ping_on(c)[0] == 200
+        # one leaves: a newcomer gets its turn (the daemon notices the
+        # close asynchronously, so allow it a moment)
+        first.pop().close()
+        deadline = time.monotonic() + 15
+        while True:
+            c = lib.UnixHTTPConnection(d.sock, timeout=30)
+            status, _, body = _ping_on(c)
+            c.close()
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (status, body) == (200, b"OK")
+    finally:
+        for c in first:
+            c.close()
+    assert_daemon_builds(d, tag="after-conn-limit")
+    assert "Request Failed(503)" in d.log_tail(200000)
