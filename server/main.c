@@ -160,6 +160,7 @@ main (int argc, char **argv)
     }
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
+  session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
 
   ps_upstream_spawn_wait_ready ();

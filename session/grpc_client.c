@@ -109,6 +109,13 @@ struct grpc_conn
   char *h2_error;     /* last nghttp2 error text, for the death reason */
   char *goaway_text;  /* GOAWAY we received or sent */
   bool goaway_error;  /* ... with an error code */
+  /* Idle policy (grpc_conn_set_idle); idle_since 0 while calls are open. */
+  int idle_ms;
+  bool (*idle_may_close) (void *ud);
+  void *idle_ud;
+  char *idle_why;
+  int64_t idle_since;
+  char *close_reason; /* why we ended the connection ourselves, or NULL */
 };
 
 static const char *const status_names[] = {
@@ -222,6 +229,8 @@ conn_unref (grpc_conn *c)
   free (c->dead_reason);
   free (c->h2_error);
   free (c->goaway_text);
+  free (c->idle_why);
+  free (c->close_reason);
   ps_buf_free (&c->extra_in);
   ps_buf_free (&c->wbuf);
   free (c);
@@ -914,6 +923,54 @@ grpc_conn_dead_reason (grpc_conn *c)
 }
 
 void
+grpc_conn_set_idle (grpc_conn *c, int idle_ms, bool (*may_close) (void *ud), void *ud, const char *why)
+{
+  c->idle_ms = idle_ms;
+  c->idle_may_close = may_close;
+  c->idle_ud = ud;
+  free (c->idle_why);
+  c->idle_why = xstrdup (why ? why : "no call open");
+}
+
+/* The poll timeout the idle policy allows (ms, -1 = none), or 0 after it
+   decided to end the connection.  I/O thread. */
+static int
+idle_poll_timeout (grpc_conn *c)
+{
+  if (c->idle_ms <= 0 || c->close_reason)
+    return -1;
+  pthread_mutex_lock (&c->mu);
+  bool busy = c->calls != NULL || c->dirty != NULL || c->shutdown_req;
+  pthread_mutex_unlock (&c->mu);
+  int64_t now = ps_monotonic_ns ();
+  if (busy)
+    {
+      c->idle_since = 0;
+      return -1;
+    }
+  if (c->idle_since == 0)
+    c->idle_since = now;
+  int64_t left = c->idle_since + (int64_t) c->idle_ms * 1000000 - now;
+  if (left <= 0)
+    {
+      if (c->idle_may_close == NULL || c->idle_may_close (c->idle_ud))
+        {
+          c->close_reason = c->idle_ms % 1000
+                                ? xasprintf ("idle for %d ms: %s", c->idle_ms, c->idle_why)
+                                : xasprintf ("idle for %d s: %s", c->idle_ms / 1000, c->idle_why);
+          ps_info ("session %s: closing: %s", c->label, c->close_reason);
+          pthread_mutex_lock (&c->mu);
+          c->shutdown_req = true;
+          pthread_mutex_unlock (&c->mu);
+          return 0;
+        }
+      c->idle_since = now;
+      left = (int64_t) c->idle_ms * 1000000;
+    }
+  return (int) ((left + 999999) / 1000000);
+}
+
+void
 grpc_conn_shutdown (grpc_conn *c)
 {
   pthread_mutex_lock (&c->mu);
@@ -1024,6 +1081,12 @@ feed (grpc_conn *c, const void *data, size_t len, char **reason)
   return 0;
 }
 
+static char *
+closed_by_daemon (grpc_conn *c)
+{
+  return c->close_reason ? xasprintf ("closed by the daemon: %s", c->close_reason) : xstrdup ("closed by the daemon");
+}
+
 int
 grpc_conn_run (grpc_conn *c, ps_error **err)
 {
@@ -1102,7 +1165,7 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
       if (!want_read && !want_write && !pending)
         {
           if (goaway_submitted)
-            reason = xstrdup ("closed by the daemon");
+            reason = closed_by_daemon (c);
           else if (c->goaway_text)
             {
               reason = xstrdup (c->goaway_text);
@@ -1117,7 +1180,7 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
         }
       if (goaway_submitted && !pending && !want_write)
         {
-          reason = xstrdup ("closed by the daemon");
+          reason = closed_by_daemon (c);
           break;
         }
 
@@ -1125,7 +1188,10 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
         { .fd = c->fd, .events = (short) ((want_read ? POLLIN : 0) | (pending || want_write ? POLLOUT : 0)) },
         { .fd = c->efd, .events = POLLIN },
       };
-      if (poll (p, 2, -1) < 0)
+      int timeout = idle_poll_timeout (c);
+      if (timeout == 0)
+        continue; /* the idle policy asked to close: GOAWAY first */
+      if (poll (p, 2, timeout) < 0)
         {
           if (errno == EINTR)
             continue;

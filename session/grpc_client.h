@@ -74,6 +74,13 @@ grpc_conn *grpc_conn_new (int fd, const void *extra_in, size_t extra_len, const 
    return and every pending call has failed. */
 int grpc_conn_run (grpc_conn *c, ps_error **err);
 
+/* Idle policy, set before grpc_conn_run: once no call has been open for
+   `idle_ms`, the I/O loop asks `may_close` (on its thread; keep it cheap):
+   true ends the connection as grpc_conn_shutdown does, its dead reason
+   saying "closed by the daemon: idle for N s: <why>"; false asks again
+   after another `idle_ms`.  idle_ms <= 0: never. */
+void grpc_conn_set_idle (grpc_conn *c, int idle_ms, bool (*may_close) (void *ud), void *ud, const char *why);
+
 /* Ask the I/O loop to end (GOAWAY, then stop).  Any thread; returns at once. */
 void grpc_conn_shutdown (grpc_conn *c);
 

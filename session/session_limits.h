@@ -62,6 +62,16 @@
    recently written one and reopen it on its next chunk. */
 #define PS_DIFFCOPY_MAX_OPEN_FILES 32
 
+/* A session that no build names and that has no call open is closed
+   after this long (--session-idle-timeout, seconds; 0 = never).  Each
+   session holds a thread and a socket, and a client could otherwise open
+   sessions and never build.  A build names its session from its request to
+   its end (queued, running a long RUN, exporting), so a session in use is
+   never idle; the docker CLI closes its session when its build ends.
+   Silence inside a call has its own bounds (PS_DIFFCOPY_IDLE_TIMEOUT_MS,
+   PS_SESSION_UNARY_TIMEOUT_MS). */
+#define PS_DEFAULT_SESSION_IDLE_TIMEOUT_S 600
+
 /* Unary session calls (Auth, Secrets, Health): the client answers from
    memory or a credential helper; a helper that prompts can take a while. */
 #define PS_SESSION_UNARY_TIMEOUT_MS (60 * 1000)

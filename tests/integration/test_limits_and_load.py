@@ -12,6 +12,7 @@ import pytest
 
 import podsolve_testlib as lib
 from conftest import assert_daemon_builds
+from session_peer import SessionPeer
 
 
 def _slow_context(seconds, marker):
@@ -230,3 +231,48 @@ def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spa
             c.close()
     assert_daemon_builds(d, tag="after-conn-limit")
     assert "Request Failed(503)" in d.log_tail(200000)
+
+
+def _v2_build(d, peer, tag, timeout=120):
+    """A BuildKit-mode /build taking its context from the session `peer`."""
+    params = {"version": "2", "remote": "client-session", "session": peer.uuid, "dockerfile": "Dockerfile",
+              "t": tag, "buildid": os.urandom(16).hex()}
+    return d.build(body=b"", params=params, headers={"Content-Type": "application/x-tar"}, timeout=timeout)
+
+
+def _build_error(r):
+    e = r.error or {}
+    return (e.get("errorDetail") or {}).get("message") or e.get("error") or ""
+
+
+def test_session_no_build_uses_is_closed_after_the_idle_timeout(spawn_daemon, uniq):
+    """--session-idle-timeout 2: a /session that no build names is closed
+    (GOAWAY, socket closed) and a build naming it afterwards says why; a
+    session a build uses stays open through a RUN longer than the timeout,
+    and is closed once the build is over."""
+    d = spawn_daemon("--session-idle-timeout", "2")
+    files = {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nCOPY . /ctx/\nRUN sleep 5\n", "f.txt": uniq}
+    dirs = {"context": files, "dockerfile": files}
+
+    unused = SessionPeer(d.sock, dirs).start()
+    try:
+        assert unused.eof.wait(30), unused.trace()
+        assert "GOAWAY from the daemon" in unused.trace()
+        reason = "closed by the daemon: idle for 2 s: no build used the session"
+        assert f"session {unused.uuid}: ended: {reason}" in d.log_tail(200000)
+        r = _v2_build(d, unused, f"idle-late-{uniq}")
+        assert r.error is not None and f"session {unused.uuid} has ended: {reason}" in _build_error(r), r.describe()
+    finally:
+        unused.close()
+
+    used = SessionPeer(d.sock, dirs).start()
+    try:
+        r = _v2_build(d, used, f"idle-used-{uniq}")
+        assert r.status == 200 and r.error is None, r.describe() + used.trace() + d.log_tail(3000)
+        assert not used.eof.is_set(), "the session was closed while its build ran"
+        assert d.image_file(f"docker.io/library/idle-used-{uniq}:latest", "/ctx/f.txt") == uniq.encode()
+        # the build is over: nothing names the session any more
+        assert used.eof.wait(30), used.trace()
+    finally:
+        used.close()
+    assert_daemon_builds(d, tag=f"after-idle-{uniq}")
