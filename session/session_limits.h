@@ -26,6 +26,14 @@
    size only needs to keep a fast link busy. */
 #define PS_GRPC_CONNECTION_WINDOW (16 * 1024 * 1024)
 
+/* HTTP/2 concurrent streams: on /session we are the client, so the limit
+   that applies is the one the peer sends (SETTINGS_MAX_CONCURRENT_STREAMS).
+   nghttp2 honours it by holding calls beyond it until a stream closes (no
+   RST_STREAM REFUSED_STREAM from a well-behaved peer; a refused call fails
+   as UNAVAILABLE naming it), and their own timeouts bound the wait.  We
+   send ENABLE_PUSH 0, so the peer may open no stream towards us: one it
+   opens anyway is a protocol error that ends the session. */
+
 /* Bytes a call may queue for sending before grpc_call_send blocks: keeps a
    fast producer (an export) from buffering a whole file in memory. */
 #define PS_GRPC_SEND_BUFFER (1024 * 1024)

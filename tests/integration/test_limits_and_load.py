@@ -276,3 +276,52 @@ def test_session_no_build_uses_is_closed_after_the_idle_timeout(spawn_daemon, un
     finally:
         used.close()
     assert_daemon_builds(d, tag=f"after-idle-{uniq}")
+
+
+def _two_builds_at_once(d, peer, uniq, label):
+    """Two BuildKit-mode builds over one session, with different Dockerfiles
+    (so they do not wait on each other's context cache): each returns its
+    BuildResult."""
+    results = {}
+
+    def run(name, dockerfile):
+        params = {"version": "2", "remote": "client-session", "session": peer.uuid, "dockerfile": dockerfile,
+                  "t": f"{label}-{name}-{uniq}", "buildid": os.urandom(16).hex()}
+        results[name] = d.build(body=b"", params=params, headers={"Content-Type": "application/x-tar"},
+                                timeout=180)
+
+    threads = [threading.Thread(target=run, args=a) for a in (("a", "Dockerfile"), ("b", "Dockerfile.b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    return results
+
+
+def test_session_calls_stay_within_the_clients_max_concurrent_streams(daemon, uniq):
+    """The client's SETTINGS_MAX_CONCURRENT_STREAMS is honoured: with two
+    builds transferring over one session at once, a client allowing many
+    streams sees two open together, a client allowing one never sees a
+    second (h2 would count it a protocol error) and both builds still
+    succeed, their calls queued instead of refused."""
+    files = {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nCOPY a.txt /a.txt\n",
+             "Dockerfile.b": f"FROM {lib.BASE_IMAGE}\nCOPY a.txt /b.txt\n",
+             "a.txt": f"{uniq}\n"}
+    dirs = {"context": files, "dockerfile": files}
+
+    # The first transfer is held until a second stream opens (bounded), so
+    # the daemon has every chance to open one.
+    with SessionPeer(daemon.sock, dirs, hold_first_transfer=20) as peer:
+        rs = _two_builds_at_once(daemon, peer, uniq, "streams-many")
+        for r in rs.values():
+            assert r.status == 200 and r.error is None, r.describe() + peer.trace()
+        assert peer.max_open_streams >= 2, peer.trace()
+
+    with SessionPeer(daemon.sock, dirs, max_streams=1, hold_first_transfer=3) as peer:
+        rs = _two_builds_at_once(daemon, peer, uniq, "streams-one")
+        for r in rs.values():
+            assert r.status == 200 and r.error is None, r.describe() + peer.trace()
+        assert peer.max_open_streams == 1 and not peer.too_many_streams, peer.trace()
+        assert peer.error is None, peer.trace()
+    assert daemon.image_file(f"docker.io/library/streams-one-a-{uniq}:latest", "/a.txt") == f"{uniq}\n".encode()
+    assert daemon.image_file(f"docker.io/library/streams-one-b-{uniq}:latest", "/b.txt") == f"{uniq}\n".encode()
