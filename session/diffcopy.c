@@ -147,6 +147,7 @@ struct diffcopy_receiver
   ps_ignore *exclude;
   bool as_root;
   uint64_t max_bytes;
+  size_t max_entries;
 
   struct dc_entry *e; /* index = file id = position in the STAT sequence */
   size_t n, cap;
@@ -384,8 +385,8 @@ on_stat (struct diffcopy_receiver *d, const Fsutil__Types__Stat *st, ps_error **
 {
   if (d->state != DC_LISTING)
     return ps_error_set (err, 400, "STAT packet after the end of the listing");
-  if (d->n >= PS_MAX_CONTEXT_ENTRIES)
-    return ps_error_set (err, 413, "more than %d entries", PS_MAX_CONTEXT_ENTRIES);
+  if (d->n >= d->max_entries)
+    return ps_error_set (err, 413, "more than %zu entries", d->max_entries);
   if (diffcopy_check_path (st->path, err) < 0)
     return -1;
   if (strncmp (st->path, DC_TMP_PREFIX, strlen (DC_TMP_PREFIX)) == 0 && strchr (st->path, '/') == NULL)
@@ -934,6 +935,7 @@ diffcopy_receiver_new (const char *who, const char *dest_dir, const struct diffc
   d->send_ud = send_ud;
   d->as_root = geteuid () == 0;
   d->max_bytes = o->max_bytes ? o->max_bytes : PS_DEFAULT_MAX_CONTEXT_BYTES;
+  d->max_entries = o->max_entries ? o->max_entries : PS_MAX_CONTEXT_ENTRIES;
   d->stack_cap = 16;
   d->stack = xcalloc (d->stack_cap, sizeof *d->stack);
   d->stack[0] = (struct dc_parent) { .dir = "", .dirlen = 0, .last = NULL };

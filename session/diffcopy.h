@@ -37,6 +37,7 @@ struct diffcopy_opts
 
   /* Optional, zero = default. */
   uint64_t max_bytes;  /* file bytes accepted; PS_DEFAULT_MAX_CONTEXT_BYTES */
+  size_t max_entries;  /* entries listed; PS_MAX_CONTEXT_ENTRIES */
   int idle_timeout_ms; /* longest silence; PS_DIFFCOPY_IDLE_TIMEOUT_MS */
   /* Polled a few times a second; returning true abandons the transfer
      (the build was cancelled).  Optional. */

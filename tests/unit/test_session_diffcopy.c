@@ -692,6 +692,33 @@ START_TEST (receiver_runs_packet_by_packet_and_fail_removes_the_temporary)
 }
 END_TEST
 
+/* The entry limit (PS_MAX_CONTEXT_ENTRIES; lowered here): one entry more is
+   413 before anything touches the disk, and the sender is told (ERR). */
+START_TEST (listing_over_the_entry_limit_is_413)
+{
+  struct fixture f;
+  fixture_init (&f);
+  struct diffcopy_opts o = { .dir_name = "context", .max_entries = 3 };
+  struct sent s = { 0 };
+  ps_error *err = NULL;
+  diffcopy_receiver *r = diffcopy_receiver_new ("unit", f.dest, &o, record_send, &s, &err);
+  const char *names[] = { "a", "b", "c", "d" };
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_int_eq (feed_packet (r, 0, names[i], 0644, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 0, names[3], 0644, 0, NULL, &err), -1);
+  ck_assert_int_eq (err->status, 413);
+  ck_assert_str_eq (err->msg, "more than 3 entries");
+  diffcopy_receiver_fail (r, err->msg);
+  ck_assert_uint_eq (s.errs, 1);
+  ck_assert_uint_eq (s.reqs, 0);
+  diffcopy_receiver_free (r);
+  ck_assert (!test_exists (f.dest, "a"));
+  ps_error_free (err);
+  free (s.err_text);
+  fixture_free (&f);
+}
+END_TEST
+
 Suite *
 suite_session_diffcopy (void)
 {
@@ -717,6 +744,7 @@ suite_session_diffcopy (void)
   tcase_add_test (tc, sender_ending_without_echoing_fin_is_accepted);
   tcase_add_test (tc, path_checks);
   tcase_add_test (tc, receiver_runs_packet_by_packet_and_fail_removes_the_temporary);
+  tcase_add_test (tc, listing_over_the_entry_limit_is_413);
   suite_add_tcase (s, tc);
   return s;
 }
