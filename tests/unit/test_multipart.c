@@ -304,7 +304,43 @@ START_TEST (solve_body_errors)
               "--b\r\nContent-Disposition: form-data; name=request\r\n\r\n{}\r\n"
               "--b\r\nContent-Disposition: form-data; name=ctx\r\n\r\nnot a tar",
               400, "multipart/form-data body ends inside part \"ctx\" (no closing --b-- line)");
+  /* PS_MAX_PART_NAME: 64 characters, not 65. */
+  BODY_ERROR (mp,
+              "--b\r\nContent-Disposition: form-data; name=request\r\n\r\n{}\r\n"
+              "--b\r\nContent-Disposition: form-data; name="
+              "p1234567890123456789012345678901234567890123456789012345678901234\r\n\r\n\r\n--b--",
+              400,
+              "multipart part \"p1234567890123456789012345678901234567890123456789012345678901234\": names are 1-64 "
+              "characters of [A-Za-z0-9._-]");
 #undef BODY_ERROR
+}
+END_TEST
+
+/* PS_MAX_LLB_BYTES: a "definition" part over 16 MiB is 413 as soon as the
+   parser knows the extra bytes are part data (it holds back what could
+   still begin a delimiter: 4 bytes for boundary "b"). */
+START_TEST (definition_part_over_16mib_is_413)
+{
+  char *dir = test_mkdtemp ();
+  cleanup_free char *parts = xasprintf ("%s/parts", dir);
+  mkdir (parts, 0700);
+  ps_error *err = NULL;
+  struct solve_body *b = solve_body_new ("multipart/form-data; boundary=b", dir, 1024, &err);
+  const char *head = "--b\r\nContent-Disposition: form-data; name=definition\r\n\r\n";
+  ck_assert_int_eq (solve_body_feed (b, head, strlen (head), &err), 0);
+  size_t chunk = 1024 * 1024;
+  char *zeros = xcalloc (1, chunk);
+  for (int i = 0; i < 16; i++)
+    ck_assert_int_eq (solve_body_feed (b, zeros, chunk, &err), 0);
+  ck_assert_int_eq (solve_body_feed (b, "xyz", 3, &err), 0);
+  ck_assert_int_eq (solve_body_feed (b, "xy", 2, &err), -1);
+  ck_assert_int_eq (err->status, 413);
+  ck_assert_str_eq (err->msg, "the definition part is larger than 16777216 bytes");
+  ps_error_free (err);
+  free (zeros);
+  solve_body_free (b);
+  test_rm_rf (dir);
+  free (dir);
 }
 END_TEST
 
@@ -321,6 +357,7 @@ suite_multipart (void)
   tcase_add_test (tc, part_headers_over_8kib_are_413_without_buffering_more);
   tcase_add_test (tc, solve_body_request_definition_and_an_empty_tar_part);
   tcase_add_test (tc, solve_body_errors);
+  tcase_add_test (tc, definition_part_over_16mib_is_413);
   suite_add_tcase (s, tc);
   return s;
 }

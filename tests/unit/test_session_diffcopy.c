@@ -3,12 +3,14 @@
  * incremental transfer, and how every misbehaviour fails cleanly. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "schema/fsutil.pb-c.h"
 #include "session/diffcopy.h"
 #include "tests/unit/suites.h"
@@ -581,6 +583,25 @@ START_TEST (path_checks)
       ps_error_free (err);
       err = NULL;
     }
+  /* PS_MAX_CONTEXT_PATH for the whole path, NAME_MAX for one name. */
+  char path[PS_MAX_CONTEXT_PATH + 2];
+  for (size_t i = 0; i < sizeof path - 1; i++)
+    path[i] = i % 100 == 99 ? '/' : 'p';
+  path[PS_MAX_CONTEXT_PATH] = '\0';
+  ck_assert_int_eq (diffcopy_check_path (path, &err), 0);
+  path[PS_MAX_CONTEXT_PATH] = 'p';
+  path[PS_MAX_CONTEXT_PATH + 1] = '\0';
+  ck_assert_int_eq (diffcopy_check_path (path, &err), -1);
+  ck_assert_int_eq (err->status, 400);
+  ck_assert_ptr_nonnull (strstr (err->msg, "is longer than 3072 bytes"));
+  ps_error_free (err);
+  err = NULL;
+  char name[NAME_MAX + 2];
+  memset (name, 'n', sizeof name - 1);
+  name[NAME_MAX + 1] = '\0';
+  ck_assert_int_eq (diffcopy_check_path (name, &err), -1);
+  ck_assert_ptr_nonnull (strstr (err->msg, "has a name longer than 255 bytes"));
+  ps_error_free (err);
 }
 END_TEST
 
