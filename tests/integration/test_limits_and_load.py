@@ -348,3 +348,41 @@ def test_request_head_over_the_header_limit_gets_431_then_the_daemon_recovers(da
     s.close()
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:300]
     assert _ping(daemon)
+
+
+def test_output_line_longer_than_64KiB_is_streamed_in_pieces(daemon, uniq):
+    """PS_MAX_LOG_LINE: a RUN printing 1 MiB without a newline is not
+    buffered whole: it reaches the client in pieces of about 64 KiB (at most
+    one 16 KiB read more), and nothing is lost."""
+    r = daemon.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\n"
+                                    f"RUN head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done-{uniq}\n"},
+                     {"t": f"longline-{uniq}"})
+    assert r.status == 200 and r.error is None, r.describe()[:2000]
+    pieces = [e["stream"] for e in r.events if "x" * 100 in e.get("stream", "")]
+    assert sum(p.count("x") for p in pieces) == 1048576
+    assert len(pieces) >= 16 and max(len(p) for p in pieces) <= 64 * 1024 + 16 * 1024 + 1, [len(p) for p in pieces]
+    assert any(f"done-{uniq}" in e.get("stream", "") for e in r.events)
+
+
+def test_finished_solve_jobs_are_forgotten_after_the_job_ttl(spawn_daemon, uniq):
+    """--job-ttl 1: a finished /solve job (and its kept outputs) is listed,
+    then after the TTL answers 404 saying how long jobs are kept."""
+    d = spawn_daemon("--job-ttl", "1")
+    req = {"ref": f"ttl-{uniq}", "frontend": "dockerfile.v0", "exporters": [{"type": "tar"}]}
+    body, ctype = lib.multipart({"request": json.dumps(req).encode()},
+                                {"context": lib.tar_context({"Dockerfile": f"FROM {lib.BASE_IMAGE}\n"})})
+    status, _, out = d.request("POST", "/solve", body, {"Content-Type": ctype})
+    assert status == 200 and b'"result"' in out, out[-500:]
+    status, _, info = d.request("GET", f"/solve/ttl-{uniq}")
+    assert status == 200 and json.loads(info)["outputs"], info
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status, _, info = d.request("GET", f"/solve/ttl-{uniq}")
+        if status == 404:
+            break
+        time.sleep(0.5)
+    assert status == 404, info
+    assert json.loads(info)["message"] == f'no solve with ref "ttl-{uniq}" (finished jobs are kept for 1 s)'
+    status, _, _ = d.request("GET", f"/solve/ttl-{uniq}/outputs/0")
+    assert status == 404
+    assert_daemon_builds(d, tag=f"after-ttl-{uniq}")
