@@ -27,6 +27,11 @@
 /* Concurrent HTTP connections per listener; each build holds one. */
 #define PS_DEFAULT_MAX_CONNECTIONS 256
 
+/* Connections past --max-connections that are still accepted, to be told
+   503 "too many connections" instead of being closed without a word; past
+   these, libmicrohttpd closes new connections at once. */
+#define PS_CONNECTIONS_OVER_LIMIT_ANSWERED 64
+
 /* How long a cancelled buildah gets to remove its working containers after
    SIGTERM before its whole process group is killed. */
 #define PS_CANCEL_GRACE_MS 10000

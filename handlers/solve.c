@@ -2,7 +2,8 @@
  *
  * The body is either a JSON SolveRequest or multipart/form-data with a
  * "request" part (that JSON) and one tar part per local source ("context",
- * "dockerfile", named contexts), so curl alone can build.  Everything that
+ * "dockerfile", named contexts), so curl alone can build (read by
+ * handlers/solve_body.c).  Everything that
  * can be wrong with a request is answered before streaming, with Podman's
  * error body; after that the NDJSON stream ends in one result or error. */
 #define _GNU_SOURCE
@@ -19,6 +20,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "handlers/handlers.h"
+#include "handlers/solve_body.h"
 #include "handlers/stream.h"
 #include "schema/solve_request.h"
 #include "schema/solve_status.h"
@@ -28,156 +30,22 @@
 #include "solver/llb.h"
 #include "solver/solve.h"
 
-struct part
-{
-  char *name;
-  char *path; /* spooled bytes */
-  int fd;
-  uint64_t size;
-};
-
 struct solve_state
 {
-  char *dir;         /* <state>/solves/<id> */
+  char *dir; /* <state>/solves/<id> */
   bool dir_owned;
-  bool multipart;
-  ps_buf json;       /* the JSON body, or the "request" part */
-  ps_buf definition; /* a "definition" part: raw pb.Definition bytes */
-  bool has_definition_part;
-  struct MHD_PostProcessor *pp;
-  struct part *parts;
-  size_t n_parts;
-  ps_error *body_err; /* first error met while reading multipart data */
-  uint64_t total;
+  struct solve_body *body;
 };
 
 static void
 solve_state_free (void *p)
 {
   struct solve_state *s = p;
-  if (s->pp)
-    MHD_destroy_post_processor (s->pp);
-  for (size_t i = 0; i < s->n_parts; i++)
-    {
-      if (s->parts[i].fd >= 0)
-        close (s->parts[i].fd);
-      free (s->parts[i].name);
-      free (s->parts[i].path);
-    }
-  free (s->parts);
-  ps_buf_free (&s->json);
-  ps_buf_free (&s->definition);
-  ps_error_free (s->body_err);
+  solve_body_free (s->body);
   if (s->dir_owned)
     ps_rm_rf (s->dir, NULL);
   free (s->dir);
   free (s);
-}
-
-static bool
-valid_part_name (const char *n)
-{
-  size_t len = strlen (n);
-  if (len == 0 || len > PS_MAX_PART_NAME || n[0] == '.')
-    return false;
-  for (size_t i = 0; i < len; i++)
-    if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') || (n[i] >= '0' && n[i] <= '9')
-          || n[i] == '-' || n[i] == '_' || n[i] == '.'))
-      return false;
-  return true;
-}
-
-static int
-append_json (struct solve_state *s, const char *data, size_t len, ps_error **err)
-{
-  if (s->json.len + len > PS_MAX_SOLVE_REQUEST)
-    return ps_error_set (err, 413, "the solve request is larger than %d bytes", PS_MAX_SOLVE_REQUEST);
-  ps_buf_append (&s->json, data, len);
-  return 0;
-}
-
-/* MHD's multipart iterator: each call carries a piece of one part. */
-static enum MHD_Result
-on_part_data (void *cls, enum MHD_ValueKind kind, const char *key, const char *filename, const char *content_type,
-              const char *transfer_encoding, const char *data, uint64_t off, size_t size)
-{
-  struct solve_state *s = cls;
-  if (s->body_err)
-    return MHD_NO;
-  if (strcmp (key, "request") == 0)
-    return append_json (s, data, size, &s->body_err) < 0 ? MHD_NO : MHD_YES;
-  if (strcmp (key, "definition") == 0)
-    {
-      /* A raw pb.Definition (application/x-protobuf), kept in memory. */
-      if (s->definition.len + size > PS_MAX_LLB_BYTES)
-        {
-          ps_error_set (&s->body_err, 413, "the definition part is larger than %d bytes", PS_MAX_LLB_BYTES);
-          return MHD_NO;
-        }
-      ps_buf_append (&s->definition, data, size);
-      s->has_definition_part = true;
-      return MHD_YES;
-    }
-
-  struct part *p = s->n_parts ? &s->parts[s->n_parts - 1] : NULL;
-  if (p == NULL || off == 0 || strcmp (p->name, key) != 0)
-    {
-      if (!valid_part_name (key))
-        {
-          ps_error_set (&s->body_err, 400, "multipart part \"%s\": names are 1-%d characters of [A-Za-z0-9._-]",
-                        key, PS_MAX_PART_NAME);
-          return MHD_NO;
-        }
-      for (size_t i = 0; i < s->n_parts; i++)
-        if (strcmp (s->parts[i].name, key) == 0)
-          {
-            ps_error_set (&s->body_err, 400, "multipart part \"%s\" is sent twice", key);
-            return MHD_NO;
-          }
-      if (s->n_parts >= PS_MAX_MULTIPART_PARTS)
-        {
-          ps_error_set (&s->body_err, 413, "more than %d multipart parts", PS_MAX_MULTIPART_PARTS);
-          return MHD_NO;
-        }
-      if (p && p->fd >= 0)
-        {
-          close (p->fd);
-          p->fd = -1;
-        }
-      s->parts = xrealloc (s->parts, (s->n_parts + 1) * sizeof *s->parts);
-      p = &s->parts[s->n_parts++];
-      p->name = xstrdup (key);
-      p->path = xasprintf ("%s/parts/%s.tar", s->dir, key);
-      p->size = 0;
-      p->fd = open (p->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (p->fd < 0)
-        {
-          ps_error_set_errno (&s->body_err, 500, errno, "store part %s", key);
-          return MHD_NO;
-        }
-    }
-  s->total += size;
-  if (s->total > ps_cfg.max_context_bytes)
-    {
-      ps_error_set (&s->body_err, 413, "build context exceeds --max-context-bytes (%llu bytes)",
-                    (unsigned long long) ps_cfg.max_context_bytes);
-      return MHD_NO;
-    }
-  while (size > 0)
-    {
-      ssize_t w = write (p->fd, data, size);
-      if (w < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          ps_error_set_errno (&s->body_err, 500, errno, "store part %s", key);
-          return MHD_NO;
-        }
-      data += w;
-      size -= (size_t) w;
-      p->size += (uint64_t) w;
-    }
-  return MHD_YES;
 }
 
 static int
@@ -187,81 +55,25 @@ solve_begin (struct ps_request *req, ps_error **err)
   req->state = s;
   req->state_free = solve_state_free;
 
-  const char *ct = ps_request_header (req, "Content-Type");
-  size_t n = ct ? strcspn (ct, "; ") : 0;
-  if (ct && n == 19 && strncasecmp (ct, "multipart/form-data", n) == 0)
-    s->multipart = true;
-  else if (!(ct && n == 16 && strncasecmp (ct, "application/json", n) == 0))
-    return ps_error_set (err, 415, "Content-Type %s is not supported (use application/json, or multipart/form-data "
-                                   "with a \"request\" part and tar parts)", ct ? ct : "(none)");
-
   char hex[17];
   ps_random_hex (hex, 8);
-  s->dir = xasprintf ("%s/solves/%s", ps_cfg.state_dir, hex);
+  cleanup_free char *dir = xasprintf ("%s/solves/%s", ps_cfg.state_dir, hex);
+  s->body = solve_body_new (ps_request_header (req, "Content-Type"), dir, ps_cfg.max_context_bytes, err);
+  if (s->body == NULL)
+    return -1;
+  s->dir = steal_pointer (&dir);
   cleanup_free char *parts = xasprintf ("%s/parts", s->dir);
   if (ps_mkdir_p (parts, 0700, err) < 0)
     return -1;
   s->dir_owned = true;
-  if (s->multipart)
-    {
-      s->pp = MHD_create_post_processor (req->conn, 64 * 1024, on_part_data, s);
-      if (s->pp == NULL)
-        return ps_error_set (err, 400, "multipart/form-data without a boundary");
-    }
   return 0;
 }
 
 static int
-solve_body (struct ps_request *req, const char *data, size_t len, ps_error **err)
+solve_on_body (struct ps_request *req, const char *data, size_t len, ps_error **err)
 {
   struct solve_state *s = req->state;
-  if (!s->multipart)
-    return append_json (s, data, len, err);
-  if (MHD_post_process (s->pp, data, len) != MHD_YES)
-    {
-      if (s->body_err)
-        {
-          *err = s->body_err;
-          s->body_err = NULL;
-          return -1;
-        }
-      return ps_error_set (err, 400, "malformed multipart/form-data body");
-    }
-  return 0;
-}
-
-/* Unpack every tar part into sources/<name>. */
-static int
-unpack_sources (struct solve_state *s, struct solve_source **out, size_t *n, ps_error **err)
-{
-  struct solve_source *src = xcalloc (s->n_parts + 1, sizeof *src);
-  *out = src;
-  *n = 0;
-  for (size_t i = 0; i < s->n_parts; i++)
-    {
-      struct part *p = &s->parts[i];
-      if (p->fd >= 0)
-        {
-          close (p->fd);
-          p->fd = -1;
-        }
-      cleanup_free char *dir = xasprintf ("%s/sources/%s", s->dir, p->name);
-      if (ps_mkdir_p (dir, 0700, err) < 0)
-        return -1;
-      cleanup_close int fd = open (p->path, O_RDONLY | O_CLOEXEC);
-      if (fd < 0)
-        return ps_error_set_errno (err, 500, errno, "open part %s", p->name);
-      struct ps_context_limits lim = { ps_cfg.max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
-      struct ps_context_stats stats = { 0 };
-      if (ps_context_extract_fd (fd, dir, &lim, &stats, err) < 0)
-        return ps_error_wrap (err, "multipart part \"%s\"", p->name);
-      unlink (p->path);
-      src[*n].name = xstrdup (p->name);
-      src[*n].dir = xstrdup (dir);
-      src[*n].bytes = p->size;
-      (*n)++;
-    }
-  return 0;
+  return solve_body_feed (s->body, data, len, err);
 }
 
 static void
@@ -274,29 +86,19 @@ static int
 solve_complete (struct ps_request *req, ps_error **err)
 {
   struct solve_state *s = req->state;
-  if (s->multipart)
-    {
-      MHD_destroy_post_processor (s->pp);
-      s->pp = NULL;
-      if (s->body_err)
-        {
-          *err = s->body_err;
-          s->body_err = NULL;
-          return -1;
-        }
-      if (s->json.len == 0)
-        return ps_error_set (err, 400, "multipart body has no \"request\" part (the JSON SolveRequest)");
-    }
-  if (s->json.len == 0)
-    return ps_error_set (err, 400, "empty request body: send a JSON SolveRequest");
+  if (solve_body_finish (s->body, err) < 0)
+    return -1;
+  size_t json_len = 0, def_len = 0;
+  const char *json = solve_body_json (s->body, &json_len);
+  const uint8_t *definition = solve_body_definition (s->body, &def_len);
 
   struct solve_request sr;
-  if (schema_solve_request_parse (s->json.data, s->json.len, s->has_definition_part, &sr, err) < 0)
+  if (schema_solve_request_parse (json, json_len, definition != NULL, &sr, err) < 0)
     return -1;
 
   struct solve_source *sources = NULL;
   size_t n_sources = 0;
-  int ret = unpack_sources (s, &sources, &n_sources, err);
+  int ret = solve_body_unpack_sources (s->body, &sources, &n_sources, err);
   cleanup_free char *authfile = xasprintf ("%s/auth.json", s->dir);
   int have_auth = 0;
   if (ret == 0)
@@ -319,8 +121,8 @@ solve_complete (struct ps_request *req, ps_error **err)
         .authfile = have_auth > 0 ? authfile : NULL,
         .state_dir = ps_cfg.state_dir,
         .max_context_bytes = ps_cfg.max_context_bytes,
-        .definition = s->has_definition_part ? (const uint8_t *) s->definition.data : NULL,
-        .definition_len = s->definition.len,
+        .definition = definition,
+        .definition_len = def_len,
       };
       ret = solve_plan_new (&sr, &env, &plan, err);
     }
@@ -367,7 +169,7 @@ solve_complete (struct ps_request *req, ps_error **err)
 
 const struct ps_handler handler_solve = {
   .on_begin = solve_begin,
-  .on_body = solve_body,
+  .on_body = solve_on_body,
   .on_complete = solve_complete,
 };
 

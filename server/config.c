@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/limits.h"
+#include "session/session_limits.h"
 
 struct ps_config ps_cfg;
 static char *libpod_api_version;
@@ -61,6 +62,7 @@ usage (FILE *f)
          "  --max-queued N          builds waiting for a slot; more get 429 (default 64)\n"
          "  --group NAME            group owning the unix sockets (mode 0660)\n"
          "  --job-ttl SECONDS       how long finished /solve jobs and their outputs are kept (default 600)\n"
+         "  --session-idle-timeout SECONDS  close a /session no build uses after this (default 600; 0 = never)\n"
          "  --upstream URI          unix:///PATH of the Podman API service every non-build\n"
          "                          request is passed through to, or \"none\" (default\n"
          "                          /run/podman/podman.sock as root,\n"
@@ -99,6 +101,7 @@ enum
   OPT_INSECURE_REGISTRY,
   OPT_GROUP,
   OPT_JOB_TTL,
+  OPT_SESSION_IDLE_TIMEOUT,
   OPT_UPSTREAM,
   OPT_SPAWN_UPSTREAM,
 };
@@ -141,6 +144,7 @@ ps_config_parse (int argc, char **argv, ps_error **err)
     { "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
     { "group", required_argument, NULL, OPT_GROUP },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
+    { "session-idle-timeout", required_argument, NULL, OPT_SESSION_IDLE_TIMEOUT },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
     { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
     { "help", no_argument, NULL, OPT_HELP },
@@ -155,6 +159,7 @@ ps_config_parse (int argc, char **argv, ps_error **err)
   ps_cfg.max_parallel = PS_DEFAULT_MAX_PARALLEL;
   ps_cfg.max_queued = PS_DEFAULT_MAX_QUEUED;
   ps_cfg.job_ttl_s = PS_DEFAULT_JOB_TTL_S;
+  ps_cfg.session_idle_timeout_s = PS_DEFAULT_SESSION_IDLE_TIMEOUT_S;
 
   int c;
   uint64_t u;
@@ -240,6 +245,14 @@ ps_config_parse (int argc, char **argv, ps_error **err)
           if (parse_u64 ("--job-ttl", optarg, &u, err) < 0)
             return -1;
           ps_cfg.job_ttl_s = (unsigned) u;
+          break;
+        case OPT_SESSION_IDLE_TIMEOUT:
+          if (parse_u64 ("--session-idle-timeout", optarg, &u, err) < 0)
+            return -1;
+          if (u > 7 * 24 * 3600)
+            return ps_error_set (err, 400, "--session-idle-timeout: %llu s is more than a week",
+                                 (unsigned long long) u);
+          ps_cfg.session_idle_timeout_s = (unsigned) u;
           break;
         case OPT_UPSTREAM:
           free (ps_cfg.upstream);

@@ -4,13 +4,16 @@
 #include "server/http.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <gnutls/gnutls.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "schema/apierror.h"
 #include "server/config.h"
@@ -185,6 +188,52 @@ fail (struct ps_request *req, ps_error *err)
   ps_respond_error (req, status, err ? err->msg : "internal error");
 }
 
+/* ---- the connection limit ---------------------------------------------------- */
+
+/* One per listener.  MHD itself accepts PS_CONNECTIONS_OVER_LIMIT_ANSWERED
+   more than --max-connections, so that the extra clients get a clear 503
+   instead of a connection closed without a word; past that MHD closes
+   them (it must stop accepting somewhere). */
+struct listener_limit
+{
+  struct MHD_Daemon *daemon;
+  unsigned max;
+  unsigned active; /* atomic: connections open now */
+  struct listener_limit *next;
+};
+
+static pthread_mutex_t limits_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct listener_limit *limits;
+
+/* A connection's socket context is its listener's limit when it was
+   accepted while the listener was full, else NULL. */
+static void
+notify_connection (void *cls, struct MHD_Connection *conn, void **socket_context,
+                   enum MHD_ConnectionNotificationCode toe)
+{
+  struct listener_limit *l = cls;
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    {
+      unsigned n = __atomic_add_fetch (&l->active, 1, __ATOMIC_ACQ_REL);
+      *socket_context = n > l->max ? l : NULL;
+    }
+  else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+    __atomic_sub_fetch (&l->active, 1, __ATOMIC_ACQ_REL);
+}
+
+/* True when this connection arrived over the limit and the listener is
+   still full (one that only had to wait for a free slot is served). */
+static bool
+over_connection_limit (struct MHD_Connection *conn, unsigned *max)
+{
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  struct listener_limit *l = ci ? ci->socket_context : NULL;
+  if (l == NULL)
+    return false;
+  *max = l->max;
+  return __atomic_load_n (&l->active, __ATOMIC_ACQUIRE) > l->max;
+}
+
 /* Set once at start-up when a TLS listener requires client certificates. */
 static bool tls_verify_clients;
 
@@ -229,6 +278,19 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
         {
           /* Mutual TLS (--tls-verify): no valid client certificate, no API. */
           ps_respond_error (req, 403, "a client certificate signed by the daemon's --tls-ca is required");
+          return MHD_YES;
+        }
+      unsigned max = 0;
+      if (over_connection_limit (conn, &max))
+        {
+          /* Answer, then close: the client learns why and when to retry. */
+          cleanup_free char *msg = xasprintf ("too many connections: podsolved serves at most %u at once "
+                                              "(--max-connections); retry when one ends",
+                                              max);
+          cleanup_free char *body = schema_api_error_json (503, NULL, msg);
+          const char *extra[] = { "Connection", "close", "Retry-After", "1", NULL };
+          ps_info ("Request Failed(503): %s %s: %s", method, url, msg);
+          ps_respond (req, 503, "application/json", body, strlen (body), extra);
           return MHD_YES;
         }
       req->handler = ps_route (req);
@@ -344,12 +406,42 @@ ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls
       tls_opts[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
       tls_verify_clients = tls->verify;
     }
+  struct listener_limit *l = xcalloc (1, sizeof *l);
+  l->max = max_connections;
   struct MHD_Daemon *d = MHD_start_daemon (
       flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
-      completed_handler, NULL, MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-      (unsigned) 0, MHD_OPTION_THREAD_STACK_SIZE, (size_t) (512 * 1024), MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+      completed_handler, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, l, MHD_OPTION_CONNECTION_LIMIT,
+      max_connections > UINT_MAX - PS_CONNECTIONS_OVER_LIMIT_ANSWERED
+          ? UINT_MAX
+          : max_connections + PS_CONNECTIONS_OVER_LIMIT_ANSWERED,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0,
+      MHD_OPTION_THREAD_STACK_SIZE, (size_t) (512 * 1024), MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
   if (d == NULL)
-    return ps_error_set (err, 500, "cannot start the HTTP server"), NULL;
+    {
+      free (l);
+      return ps_error_set (err, 500, "cannot start the HTTP server"), NULL;
+    }
+  pthread_mutex_lock (&limits_mu);
+  l->daemon = d;
+  l->next = limits;
+  limits = l;
+  pthread_mutex_unlock (&limits_mu);
   return d;
+}
+
+void
+ps_http_stop (struct MHD_Daemon *d)
+{
+  MHD_stop_daemon (d);
+  pthread_mutex_lock (&limits_mu);
+  for (struct listener_limit **pp = &limits; *pp; pp = &(*pp)->next)
+    if ((*pp)->daemon == d)
+      {
+        struct listener_limit *l = *pp;
+        *pp = l->next;
+        free (l);
+        break;
+      }
+  pthread_mutex_unlock (&limits_mu);
 }

@@ -86,8 +86,12 @@ struct ps_tls
   bool verify; /* require a client certificate signed by `ca` */
 };
 
-/* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP. */
+/* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP.  A
+   connection over `max_connections` gets a 503 (Podman's error body) and
+   is closed. */
 struct MHD_Daemon *ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls,
                                   ps_error **err);
+/* MHD_stop_daemon, and free what ps_http_start kept for the listener. */
+void ps_http_stop (struct MHD_Daemon *d);
 
 #endif

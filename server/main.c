@@ -160,6 +160,7 @@ main (int argc, char **argv)
     }
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
+  session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
 
   ps_upstream_spawn_wait_ready ();
@@ -223,7 +224,7 @@ main (int argc, char **argv)
      within a poll interval once told. */
   ps_proxy_shutdown ();
   for (size_t i = 0; i < nlisteners; i++)
-    MHD_stop_daemon (daemons[i]);
+    ps_http_stop (daemons[i]);
   free (daemons);
   free (tls.cert);
   if (tls.key)

@@ -13,10 +13,15 @@
  *        v   metadata last) and send FIN                        (§3.5 step 5)
  *   DC_FIN_SENT     on_fin: the sender echoed FIN               (§3.5 step 6)
  *        v
- *   DC_DRAINING     on_call_end: grpc-status 0 ends the transfer
+ *   DC_DRAINING     diffcopy_receiver_end: grpc-status 0 ends the transfer
  *        v
- *   DC_DONE         (any error on the way: DC_FAILED, ERR sent, call
- *                    cancelled, temporaries removed — §3.5 step 7)
+ *   DC_DONE         (any error on the way: diffcopy_receiver_fail, DC_FAILED,
+ *                    temporaries removed, ERR sent, call cancelled — §3.5
+ *                    step 7)
+ *
+ * The state machine knows nothing of gRPC: diffcopy_receive feeds it the
+ * messages of the call and gives it call_send to answer through, and the
+ * fuzzer (tests/fuzz/fuzz_diffcopy.c) drives the same functions directly.
  *
  * Requests are deferred until the end of the listing (the protocol allows
  * it, §3.5 step 3): the whole listing is then known, so stale entries can be
@@ -129,7 +134,7 @@ struct dc_parent
   const char *last;
 };
 
-struct dc
+struct diffcopy_receiver
 {
   enum dc_state state;
   const char *who;
@@ -137,10 +142,12 @@ struct dc
   int dest_fd;
   const struct diffcopy_opts *o;
   struct diffcopy_stats st;
-  grpc_call *call;
+  diffcopy_send_fn send; /* the transport: REQ, FIN and ERR to the sender */
+  void *send_ud;
   ps_ignore *exclude;
   bool as_root;
   uint64_t max_bytes;
+  size_t max_entries;
 
   struct dc_entry *e; /* index = file id = position in the STAT sequence */
   size_t n, cap;
@@ -197,7 +204,7 @@ hash_str (const char *s)
 }
 
 static void
-table_insert (struct dc *d, size_t idx)
+table_insert (struct diffcopy_receiver *d, size_t idx)
 {
   if ((d->n + 1) * 2 > d->nslots)
     {
@@ -222,7 +229,7 @@ table_insert (struct dc *d, size_t idx)
 }
 
 static struct dc_entry *
-table_find (struct dc *d, const char *path)
+table_find (struct diffcopy_receiver *d, const char *path)
 {
   if (d->nslots == 0)
     return NULL;
@@ -287,7 +294,7 @@ xattr_allowed (const char *name)
 }
 
 static void
-apply_xattrs_fd (struct dc *d, struct dc_entry *e, int fd)
+apply_xattrs_fd (struct diffcopy_receiver *d, struct dc_entry *e, int fd)
 {
   for (size_t i = 0; i < e->n_xattrs; i++)
     if (xattr_allowed (e->xattrs[i].name)
@@ -296,7 +303,7 @@ apply_xattrs_fd (struct dc *d, struct dc_entry *e, int fd)
 }
 
 static void
-apply_xattrs_path (struct dc *d, struct dc_entry *e)
+apply_xattrs_path (struct diffcopy_receiver *d, struct dc_entry *e)
 {
   if (e->n_xattrs == 0)
     return;
@@ -310,7 +317,7 @@ apply_xattrs_path (struct dc *d, struct dc_entry *e)
 /* Owner, mode (not for symlinks), then times: chown clears setuid bits, so
    it goes first; times go last because the other two touch ctime only. */
 static int
-apply_meta_at (struct dc *d, struct dc_entry *e, ps_error **err)
+apply_meta_at (struct diffcopy_receiver *d, struct dc_entry *e, ps_error **err)
 {
   if (d->as_root && fchownat (d->dest_fd, e->path, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0)
     return ps_error_set_errno (err, 500, errno, "chown %s", e->path);
@@ -325,47 +332,27 @@ apply_meta_at (struct dc *d, struct dc_entry *e, ps_error **err)
 }
 
 static int
-send_packet (struct dc *d, Fsutil__Types__Packet *p, ps_error **err)
+send_packet (struct diffcopy_receiver *d, Fsutil__Types__Packet *p, bool final, ps_error **err)
 {
   size_t len = fsutil__types__packet__get_packed_size (p);
   cleanup_free uint8_t *buf = xmalloc (len + 1);
   fsutil__types__packet__pack (p, buf);
-  cleanup_error ps_error *serr = NULL;
-  if (grpc_call_send (d->call, buf, len, &serr) == 0)
-    return 0;
-  /* The sender already ended the call: what it sent before (an ERR
-     packet, typically) and its status explain why better than this failed
-     send, and the loop reads them next. */
-  if (grpc_call_status (d->call) >= 0)
-    return 0;
-  *err = steal_pointer (&serr);
-  return -1;
-}
-
-/* For the ERR of a failing transfer: never wait on a peer that reads
-   nothing (the send buffer is full only then). */
-static int
-send_packet_nowait (struct dc *d, Fsutil__Types__Packet *p)
-{
-  if (!grpc_call_flush (d->call, 200))
-    return -1;
-  cleanup_error ps_error *ignored = NULL;
-  return send_packet (d, p, &ignored);
+  return d->send (d->send_ud, buf, len, final, err);
 }
 
 static int
-send_req (struct dc *d, uint32_t id, ps_error **err)
+send_req (struct diffcopy_receiver *d, uint32_t id, ps_error **err)
 {
   Fsutil__Types__Packet p = FSUTIL__TYPES__PACKET__INIT;
   p.type = FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_REQ;
   p.id = id;
-  return send_packet (d, &p, err);
+  return send_packet (d, &p, false, err);
 }
 
 /* ---- event: STAT with a stat (§3.5 receiver step 2) --------------------------------- */
 
 static int
-validate_order (struct dc *d, struct dc_entry *e, ps_error **err)
+validate_order (struct diffcopy_receiver *d, struct dc_entry *e, ps_error **err)
 {
   const char *slash = strrchr (e->path, '/');
   size_t dirlen = slash ? (size_t) (slash - e->path) : 0;
@@ -394,12 +381,12 @@ validate_order (struct dc *d, struct dc_entry *e, ps_error **err)
 }
 
 static int
-on_stat (struct dc *d, const Fsutil__Types__Stat *st, ps_error **err)
+on_stat (struct diffcopy_receiver *d, const Fsutil__Types__Stat *st, ps_error **err)
 {
   if (d->state != DC_LISTING)
     return ps_error_set (err, 400, "STAT packet after the end of the listing");
-  if (d->n >= PS_MAX_CONTEXT_ENTRIES)
-    return ps_error_set (err, 413, "more than %d entries", PS_MAX_CONTEXT_ENTRIES);
+  if (d->n >= d->max_entries)
+    return ps_error_set (err, 413, "more than %zu entries", d->max_entries);
   if (diffcopy_check_path (st->path, err) < 0)
     return -1;
   if (strncmp (st->path, DC_TMP_PREFIX, strlen (DC_TMP_PREFIX)) == 0 && strchr (st->path, '/') == NULL)
@@ -488,7 +475,7 @@ on_stat (struct dc *d, const Fsutil__Types__Stat *st, ps_error **err)
    another type), recursively.  `rel` is the directory relative to dest
    ("" for dest itself), `fd` an open descriptor of it. */
 static int
-prune_dir (struct dc *d, int fd, const char *rel, ps_error **err)
+prune_dir (struct diffcopy_receiver *d, int fd, const char *rel, ps_error **err)
 {
   int dupfd = dup (fd);
   if (dupfd < 0)
@@ -564,7 +551,7 @@ prune_dir (struct dc *d, int fd, const char *rel, ps_error **err)
 
 /* FIFOs and device nodes: created from the stat alone. */
 static int
-make_special (struct dc *d, struct dc_entry *e, ps_error **err)
+make_special (struct diffcopy_receiver *d, struct dc_entry *e, ps_error **err)
 {
   mode_t type = e->kind == DC_FIFO ? S_IFIFO : e->char_dev ? S_IFCHR : S_IFBLK;
   struct stat st;
@@ -593,7 +580,7 @@ make_special (struct dc *d, struct dc_entry *e, ps_error **err)
 /* Bring one listed entry into dest_dir (except file contents and hard
    links); request the file when its contents may differ. */
 static int
-reconcile_entry (struct dc *d, struct dc_entry *e, uint32_t id, ps_error **err)
+reconcile_entry (struct diffcopy_receiver *d, struct dc_entry *e, uint32_t id, ps_error **err)
 {
   struct stat st;
   bool exists = fstatat (d->dest_fd, e->path, &st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -653,7 +640,7 @@ reconcile_entry (struct dc *d, struct dc_entry *e, uint32_t id, ps_error **err)
 }
 
 static int
-on_end_of_listing (struct dc *d, ps_error **err)
+on_end_of_listing (struct diffcopy_receiver *d, ps_error **err)
 {
   if (d->state != DC_LISTING)
     return ps_error_set (err, 400, "a second end-of-listing packet");
@@ -676,7 +663,7 @@ on_end_of_listing (struct dc *d, ps_error **err)
 /* ---- event: DATA (§3.5 receiver step 4) ------------------------------------------ */
 
 static void
-close_open_file (struct dc *d, uint32_t id)
+close_open_file (struct diffcopy_receiver *d, uint32_t id)
 {
   struct dc_entry *e = &d->e[id];
   if (e->fd >= 0)
@@ -695,7 +682,7 @@ close_open_file (struct dc *d, uint32_t id)
 
 /* The temporary of file `id`, open for appending. */
 static int
-open_tmp (struct dc *d, uint32_t id, ps_error **err)
+open_tmp (struct diffcopy_receiver *d, uint32_t id, ps_error **err)
 {
   struct dc_entry *e = &d->e[id];
   if (e->fd >= 0)
@@ -731,7 +718,7 @@ open_tmp (struct dc *d, uint32_t id, ps_error **err)
 /* The file is complete: metadata on the temporary, then rename it over the
    final name, so the final name only ever shows a complete file. */
 static int
-complete_file (struct dc *d, uint32_t id, ps_error **err)
+complete_file (struct diffcopy_receiver *d, uint32_t id, ps_error **err)
 {
   struct dc_entry *e = &d->e[id];
   if (open_tmp (d, id, err) < 0)
@@ -755,7 +742,7 @@ complete_file (struct dc *d, uint32_t id, ps_error **err)
 }
 
 static int
-on_data (struct dc *d, uint32_t id, const uint8_t *data, size_t len, ps_error **err)
+on_data (struct diffcopy_receiver *d, uint32_t id, const uint8_t *data, size_t len, ps_error **err)
 {
   /* fsutil: "invalid file request" for an id it did not ask for. */
   if (d->state != DC_TRANSFERRING || id >= d->n || !d->e[id].requested || d->e[id].done)
@@ -786,7 +773,7 @@ on_data (struct dc *d, uint32_t id, const uint8_t *data, size_t len, ps_error **
 /* ---- after each event: finish when everything arrived (§3.5 step 5) --------------------- */
 
 static int
-finish (struct dc *d, ps_error **err)
+finish (struct diffcopy_receiver *d, ps_error **err)
 {
   /* Hard links: their sources are complete now. */
   for (size_t i = 0; i < d->n; i++)
@@ -817,14 +804,14 @@ finish (struct dc *d, ps_error **err)
     }
   Fsutil__Types__Packet p = FSUTIL__TYPES__PACKET__INIT;
   p.type = FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_FIN;
-  if (send_packet (d, &p, err) < 0)
+  if (send_packet (d, &p, false, err) < 0)
     return -1;
   d->state = DC_FIN_SENT;
   return 0;
 }
 
 static int
-after_event (struct dc *d, ps_error **err)
+after_event (struct diffcopy_receiver *d, ps_error **err)
 {
   if (d->state == DC_TRANSFERRING && d->outstanding == 0)
     return finish (d, err);
@@ -833,8 +820,8 @@ after_event (struct dc *d, ps_error **err)
 
 /* ---- failure (§3.5 step 7) ------------------------------------------------------- */
 
-static void
-fail (struct dc *d, const char *msg)
+void
+diffcopy_receiver_fail (struct diffcopy_receiver *d, const char *msg)
 {
   for (size_t i = 0; i < d->n; i++)
     {
@@ -853,23 +840,15 @@ fail (struct dc *d, const char *msg)
         }
     }
   d->n_open = 0;
-  if (d->call && grpc_call_status (d->call) < 0)
+  if (d->state != DC_FAILED)
     {
-      /* Tell the sender why (best effort), then cancel the stream. */
+      /* Tell the sender why; it ends its side on ERR ("error from receiver"). */
       Fsutil__Types__Packet p = FSUTIL__TYPES__PACKET__INIT;
       p.type = FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_ERR;
       p.data.data = (uint8_t *) msg;
       p.data.len = strlen (msg);
       cleanup_error ps_error *ignored = NULL;
-      /* ERR, half-close, and a moment for both to leave before the cancel
-         (RST_STREAM would overtake queued DATA).  The sender ends its side
-         on ERR ("error from receiver"). */
-      if (send_packet_nowait (d, &p) == 0)
-        {
-          grpc_call_close_send (d->call, &ignored);
-          grpc_call_flush (d->call, 1000);
-        }
-      grpc_call_cancel (d->call);
+      send_packet (d, &p, true, &ignored);
     }
   d->state = DC_FAILED;
 }
@@ -877,9 +856,12 @@ fail (struct dc *d, const char *msg)
 /* ---- the loop ----------------------------------------------------------------------- */
 
 /* One packet from the sender: dispatch on its type. */
-static int
-on_packet (struct dc *d, const void *msg, size_t len, ps_error **err)
+int
+diffcopy_receiver_packet (struct diffcopy_receiver *d, const void *msg, size_t len, ps_error **err)
 {
+  if (d->state == DC_DONE || d->state == DC_FAILED)
+    return ps_error_set (err, 400, "a packet after the transfer ended");
+  d->st.bytes += len;
   Fsutil__Types__Packet *p = fsutil__types__packet__unpack (NULL, len, msg);
   if (p == NULL)
     return ps_error_set (err, 400, "undecodable fsutil packet (%zu bytes)", len);
@@ -919,8 +901,8 @@ on_packet (struct dc *d, const void *msg, size_t len, ps_error **err)
 }
 
 /* The call ended with grpc-status 0 (§3.5 step 6). */
-static int
-on_call_end (struct dc *d, ps_error **err)
+int
+diffcopy_receiver_end (struct diffcopy_receiver *d, ps_error **err)
 {
   if (d->state == DC_DRAINING || d->state == DC_FIN_SENT)
     {
@@ -931,9 +913,58 @@ on_call_end (struct dc *d, ps_error **err)
                        d->state == DC_LISTING ? "during the listing" : "with files outstanding");
 }
 
-static void
-dc_free (struct dc *d)
+void
+diffcopy_receiver_stats (const struct diffcopy_receiver *d, struct diffcopy_stats *st)
 {
+  *st = d->st;
+}
+
+struct diffcopy_receiver *
+diffcopy_receiver_new (const char *who, const char *dest_dir, const struct diffcopy_opts *o, diffcopy_send_fn send,
+                       void *send_ud, ps_error **err)
+{
+  if (o->dir_name == NULL || o->dir_name[0] == '\0')
+    return ps_error_set (err, 500, "diffcopy: no dir-name"), NULL;
+  struct diffcopy_receiver *d = xcalloc (1, sizeof *d);
+  d->state = DC_LISTING;
+  d->who = xstrdup (who);
+  d->dest = xstrdup (dest_dir);
+  d->dest_fd = -1;
+  d->o = o;
+  d->send = send;
+  d->send_ud = send_ud;
+  d->as_root = geteuid () == 0;
+  d->max_bytes = o->max_bytes ? o->max_bytes : PS_DEFAULT_MAX_CONTEXT_BYTES;
+  d->max_entries = o->max_entries ? o->max_entries : PS_MAX_CONTEXT_ENTRIES;
+  d->stack_cap = 16;
+  d->stack = xcalloc (d->stack_cap, sizeof *d->stack);
+  d->stack[0] = (struct dc_parent) { .dir = "", .dirlen = 0, .last = NULL };
+  d->depth = 1;
+  if (o->n_exclude)
+    {
+      d->exclude = ps_ignore_from_patterns (o->exclude_patterns, o->n_exclude, err);
+      if (d->exclude == NULL)
+        goto fail;
+    }
+  if (ps_mkdir_p (dest_dir, 0700, err) < 0)
+    goto fail;
+  d->dest_fd = open (dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d->dest_fd < 0)
+    {
+      ps_error_set_errno (err, 500, errno, "open %s", dest_dir);
+      goto fail;
+    }
+  return d;
+fail:
+  diffcopy_receiver_free (d);
+  return NULL;
+}
+
+void
+diffcopy_receiver_free (struct diffcopy_receiver *d)
+{
+  if (d == NULL)
+    return;
   for (size_t i = 0; i < d->n; i++)
     {
       struct dc_entry *e = &d->e[i];
@@ -956,11 +987,53 @@ dc_free (struct dc *d)
     ps_ignore_free (d->exclude);
   if (d->dest_fd >= 0)
     close (d->dest_fd);
-  grpc_call_free (d->call);
+  free ((char *) d->who);
+  free ((char *) d->dest);
+  free (d);
+}
+
+/* ---- the transport: a gRPC call on the session -------------------------------- */
+
+struct call_transport
+{
+  grpc_call *call; /* NULL until the call is started */
+};
+
+/* diffcopy_send_fn over the call. */
+static int
+call_send (void *ud, const void *packet, size_t len, bool final, ps_error **err)
+{
+  struct call_transport *t = ud;
+  if (t->call == NULL)
+    return final ? 0 : ps_error_set (err, 500, "diffcopy: no call");
+  /* Once the sender has ended the call, what it sent before (an ERR
+     packet, typically) and its status explain the end better than a
+     failed send, and the loop reads them next. */
+  if (grpc_call_status (t->call) >= 0)
+    return 0;
+  cleanup_error ps_error *serr = NULL;
+  if (final)
+    {
+      /* The ERR of a failing transfer: never wait on a peer that reads
+         nothing (the send buffer is full only then).  ERR, half-close, and
+         a moment for both to leave before the cancel (RST_STREAM would
+         overtake queued DATA). */
+      if (grpc_call_flush (t->call, 200) && grpc_call_send (t->call, packet, len, &serr) == 0)
+        {
+          grpc_call_close_send (t->call, &serr);
+          grpc_call_flush (t->call, 1000);
+        }
+      grpc_call_cancel (t->call);
+      return 0;
+    }
+  if (grpc_call_send (t->call, packet, len, &serr) == 0 || grpc_call_status (t->call) >= 0)
+    return 0;
+  *err = steal_pointer (&serr);
+  return -1;
 }
 
 static int
-run (struct dc *d, grpc_conn *conn, ps_error **err)
+run (struct diffcopy_receiver *d, grpc_conn *conn, struct call_transport *t, ps_error **err)
 {
   const struct diffcopy_opts *o = d->o;
   /* §3.2 metadata. */
@@ -975,21 +1048,21 @@ run (struct dc *d, grpc_conn *conn, ps_error **err)
   for (size_t i = 0; i < o->n_follow; i++)
     md[k++] = (struct grpc_metadata) { "followpaths", o->follow_paths[i] };
 
-  d->call = grpc_call_start (conn, DIFFCOPY_METHOD, md, k, err);
-  if (d->call == NULL)
+  t->call = grpc_call_start (conn, DIFFCOPY_METHOD, md, k, err);
+  if (t->call == NULL)
     return -1;
 
   int idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : PS_DIFFCOPY_IDLE_TIMEOUT_MS;
   int64_t last = ps_monotonic_ns ();
   /* The sender talks first (§3.5 step 1): just read. */
-  while (d->state != DC_DONE)
+  for (;;)
     {
       int slice = o->cancelled ? 250 : idle_ms;
       void *msg = NULL;
       size_t len = 0;
       cleanup_error ps_error *rerr = NULL;
-      int r = grpc_call_recv (d->call, &msg, &len, slice, &rerr);
-      if (r < 0 && grpc_call_status (d->call) < 0 && rerr && rerr->status == 504)
+      int r = grpc_call_recv (t->call, &msg, &len, slice, &rerr);
+      if (r < 0 && grpc_call_status (t->call) < 0 && rerr && rerr->status == 504)
         {
           /* A recv slice timed out: the call itself is still running. */
           if (o->cancelled && o->cancelled (o->cancel_ud))
@@ -1005,77 +1078,53 @@ run (struct dc *d, grpc_conn *conn, ps_error **err)
           return -1;
         }
       if (r == 0)
-        return on_call_end (d, err);
+        return diffcopy_receiver_end (d, err);
       last = ps_monotonic_ns ();
-      d->st.bytes += len;
-      int pr = on_packet (d, msg, len, err);
+      int pr = diffcopy_receiver_packet (d, msg, len, err);
       free (msg);
       if (pr < 0)
         return -1;
       if (o->progress)
         o->progress (o->progress_ud, d->st.bytes);
     }
-  return 0;
 }
 
 int
 diffcopy_receive (grpc_conn *conn, const char *who, const char *dest_dir, const struct diffcopy_opts *o,
                   struct diffcopy_stats *st, ps_error **err)
 {
-  if (o->dir_name == NULL || o->dir_name[0] == '\0')
-    return ps_error_set (err, 500, "diffcopy: no dir-name");
-  struct dc d = {
-    .state = DC_LISTING,
-    .who = who,
-    .dest = dest_dir,
-    .dest_fd = -1,
-    .o = o,
-    .as_root = geteuid () == 0,
-    .max_bytes = o->max_bytes ? o->max_bytes : PS_DEFAULT_MAX_CONTEXT_BYTES,
-  };
-  d.stack_cap = 16;
-  d.stack = xcalloc (d.stack_cap, sizeof *d.stack);
-  d.stack[0] = (struct dc_parent) { .dir = "", .dirlen = 0, .last = NULL };
-  d.depth = 1;
-
-  int ret = -1;
+  struct call_transport t = { NULL };
   cleanup_error ps_error *lerr = NULL;
-  if (o->n_exclude)
+  struct diffcopy_receiver *d = diffcopy_receiver_new (who, dest_dir, o, call_send, &t, &lerr);
+  int ret = -1;
+  if (d != NULL)
     {
-      d.exclude = ps_ignore_from_patterns (o->exclude_patterns, o->n_exclude, &lerr);
-      if (d.exclude == NULL)
-        goto out;
+      ret = run (d, conn, &t, &lerr);
+      if (ret < 0)
+        diffcopy_receiver_fail (d, lerr->msg);
+      else
+        {
+          /* §3.5 step 6: half-close our side if the sender has not reset it. */
+          cleanup_error ps_error *ignored = NULL;
+          grpc_call_close_send (t.call, &ignored);
+        }
     }
-  if (ps_mkdir_p (dest_dir, 0700, &lerr) < 0)
-    goto out;
-  d.dest_fd = open (dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (d.dest_fd < 0)
-    {
-      ps_error_set_errno (&lerr, 500, errno, "open %s", dest_dir);
-      goto out;
-    }
-  ret = run (&d, conn, &lerr);
-  if (ret < 0)
-    fail (&d, lerr->msg);
-  else
-    {
-      /* §3.5 step 6: half-close our side if the sender has not reset it. */
-      cleanup_error ps_error *ignored = NULL;
-      grpc_call_close_send (d.call, &ignored);
-    }
-out:
+  struct diffcopy_stats stats = { 0 };
+  if (d)
+    diffcopy_receiver_stats (d, &stats);
   if (ret < 0)
     {
-      ps_error_wrap (&lerr, "transfer %s from %s", o->dir_name, who);
+      ps_error_wrap (&lerr, "transfer %s from %s", o->dir_name ? o->dir_name : "?", who);
       if (err)
         *err = steal_pointer (&lerr);
     }
   else
     ps_info ("diffcopy %s: %s: %zu entries, %zu files requested (%llu bytes), %zu removed", who, o->dir_name,
-             d.st.entries, d.st.files_requested, (unsigned long long) d.st.file_bytes, d.st.removed);
+             stats.entries, stats.files_requested, (unsigned long long) stats.file_bytes, stats.removed);
   if (st)
-    *st = d.st;
-  dc_free (&d);
+    *st = stats;
+  diffcopy_receiver_free (d);
+  grpc_call_free (t.call);
   return ret;
 }
 

@@ -37,6 +37,7 @@ struct diffcopy_opts
 
   /* Optional, zero = default. */
   uint64_t max_bytes;  /* file bytes accepted; PS_DEFAULT_MAX_CONTEXT_BYTES */
+  size_t max_entries;  /* entries listed; PS_MAX_CONTEXT_ENTRIES */
   int idle_timeout_ms; /* longest silence; PS_DIFFCOPY_IDLE_TIMEOUT_MS */
   /* Polled a few times a second; returning true abandons the transfer
      (the build was cancelled).  Optional. */
@@ -68,6 +69,35 @@ int session_diffcopy (ps_session *s, const char *dest_dir, const struct diffcopy
    tools.  `who` names the peer in error messages. */
 int diffcopy_receive (grpc_conn *conn, const char *who, const char *dest_dir, const struct diffcopy_opts *o,
                       struct diffcopy_stats *st, ps_error **err);
+
+/* The receiver without its transport, packet by packet: what
+   diffcopy_receive runs on a gRPC call, and what tests/fuzz/fuzz_diffcopy.c
+   drives directly.  Same contract for dest_dir as above. */
+typedef struct diffcopy_receiver diffcopy_receiver;
+
+/* How the receiver answers the sender (REQ, FIN, and ERR on failure):
+   `packet` is one packed fsutil Packet, valid during the call only.
+   `final` marks the ERR of a failing transfer, the last packet: the
+   transport sends it without waiting on a peer that reads nothing, then
+   ends the call.  Returns 0, or -1 with *err (the transfer fails). */
+typedef int (*diffcopy_send_fn) (void *ud, const void *packet, size_t len, bool final, ps_error **err);
+
+/* Create dest_dir if missing and open it.  `o` (dir_name, exclude patterns,
+   max_bytes) must outlive the receiver; its transport fields (progress,
+   idle_timeout_ms, cancelled) are for diffcopy_receive.  NULL with *err. */
+diffcopy_receiver *diffcopy_receiver_new (const char *who, const char *dest_dir, const struct diffcopy_opts *o,
+                                          diffcopy_send_fn send, void *send_ud, ps_error **err);
+/* One packet from the sender (a gRPC message's bytes).  0, or -1 with *err:
+   the transfer has failed, call diffcopy_receiver_fail. */
+int diffcopy_receiver_packet (diffcopy_receiver *r, const void *msg, size_t len, ps_error **err);
+/* The sender ended the call with grpc-status 0: 0 when the transfer was
+   complete (it echoed our FIN), else -1 with *err (then _fail). */
+int diffcopy_receiver_end (diffcopy_receiver *r, ps_error **err);
+/* Abandon the transfer (§3.5 step 7): remove every temporary, and send ERR
+   `why` (final) unless the transfer had failed already. */
+void diffcopy_receiver_fail (diffcopy_receiver *r, const char *why);
+void diffcopy_receiver_stats (const diffcopy_receiver *r, struct diffcopy_stats *st);
+void diffcopy_receiver_free (diffcopy_receiver *r);
 
 /* Path validation of §3.4/§3.5, exposed for tests and fuzzing: 0 when
    `path` is relative, clean, without "." or ".." elements, not empty and

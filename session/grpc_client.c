@@ -71,8 +71,7 @@ struct grpc_call
   bool cancel_sent;  /* RST_STREAM submitted */
 
   /* Receiving. */
-  ps_buf partial;    /* prefix + payload of the message being reassembled */
-  size_t want;       /* total bytes of that message once its prefix is known */
+  struct grpc_reassembly rx; /* the message arriving */
   struct grpc_msg *head, *tail;
   size_t unacked;    /* bytes the user took; to return to the stream window */
   int http_status;
@@ -110,6 +109,13 @@ struct grpc_conn
   char *h2_error;     /* last nghttp2 error text, for the death reason */
   char *goaway_text;  /* GOAWAY we received or sent */
   bool goaway_error;  /* ... with an error code */
+  /* Idle policy (grpc_conn_set_idle); idle_since 0 while calls are open. */
+  int idle_ms;
+  bool (*idle_may_close) (void *ud);
+  void *idle_ud;
+  char *idle_why;
+  int64_t idle_since;
+  char *close_reason; /* why we ended the connection ourselves, or NULL */
 };
 
 static const char *const status_names[] = {
@@ -223,6 +229,8 @@ conn_unref (grpc_conn *c)
   free (c->dead_reason);
   free (c->h2_error);
   free (c->goaway_text);
+  free (c->idle_why);
+  free (c->close_reason);
   ps_buf_free (&c->extra_in);
   ps_buf_free (&c->wbuf);
   free (c);
@@ -246,7 +254,7 @@ call_destroy (grpc_call *call)
   free (call->message_hdr);
   free (call->errmsg);
   ps_buf_free (&call->out);
-  ps_buf_free (&call->partial);
+  grpc_reassembly_free (&call->rx);
   pthread_cond_destroy (&call->cond);
   grpc_conn *c = call->conn;
   free (call);
@@ -391,11 +399,19 @@ finish_from_status_locked (grpc_call *call)
                      GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL));
       return;
     }
-  if (call->status_hdr == GRPC_STATUS_OK && call->partial.len > 0)
+  size_t pending = grpc_reassembly_pending (&call->rx);
+  if (call->status_hdr == GRPC_STATUS_OK && pending > 0 && call->rx.want == 0)
+    {
+      finish_locked (call, GRPC_STATUS_INTERNAL,
+                     "grpc status %d (%s): stream ended inside a message prefix (%zu of %d bytes)",
+                     GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL), pending, GRPC_PREFIX);
+      return;
+    }
+  if (call->status_hdr == GRPC_STATUS_OK && pending > 0)
     {
       finish_locked (call, GRPC_STATUS_INTERNAL,
                      "grpc status %d (%s): stream ended inside a message (%zu of %zu bytes)", GRPC_STATUS_INTERNAL,
-                     grpc_status_name (GRPC_STATUS_INTERNAL), call->partial.len, call->want);
+                     grpc_status_name (GRPC_STATUS_INTERNAL), pending, call->rx.want);
       return;
     }
   if (call->status_hdr == GRPC_STATUS_OK)
@@ -504,6 +520,100 @@ on_frame_send (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
   return 0;
 }
 
+/* ---- message reassembly (§1) ------------------------------------------------- */
+
+int
+grpc_reassemble (struct grpc_reassembly *r, const void *data, size_t len, grpc_message_fn on_message, void *ud,
+                 size_t *dropped, ps_error **err)
+{
+  const uint8_t *p = data;
+  while (len > 0)
+    {
+      if (r->partial.len < GRPC_PREFIX)
+        {
+          size_t take = GRPC_PREFIX - r->partial.len;
+          if (take > len)
+            take = len;
+          ps_buf_append (&r->partial, p, take);
+          p += take;
+          len -= take;
+          if (r->partial.len < GRPC_PREFIX)
+            break;
+          const unsigned char *h = (const unsigned char *) r->partial.data;
+          uint32_t mlen = (uint32_t) h[1] << 24 | (uint32_t) h[2] << 16 | (uint32_t) h[3] << 8 | h[4];
+          int code = GRPC_STATUS_OK;
+          if (h[0] != 0)
+            {
+              code = GRPC_STATUS_INTERNAL;
+              ps_error_set (err, grpc_status_http (code),
+                            "grpc status %d (%s): compressed message (flag %u) but no compression was negotiated",
+                            code, grpc_status_name (code), h[0]);
+            }
+          else if (mlen > PS_GRPC_MAX_MESSAGE)
+            {
+              code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+              ps_error_set (err, grpc_status_http (code),
+                            "grpc status %d (%s): received message larger than max (%u vs. %u bytes)", code,
+                            grpc_status_name (code), mlen, (unsigned) PS_GRPC_MAX_MESSAGE);
+            }
+          if (code != GRPC_STATUS_OK)
+            {
+              if (dropped)
+                *dropped = r->partial.len + len;
+              ps_buf_reset (&r->partial);
+              r->want = 0;
+              return code;
+            }
+          r->want = GRPC_PREFIX + (size_t) mlen;
+        }
+      size_t take = r->want - r->partial.len;
+      if (take > len)
+        take = len;
+      ps_buf_append (&r->partial, p, take);
+      p += take;
+      len -= take;
+      if (r->partial.len == r->want)
+        {
+          on_message (ud, r->partial.data + GRPC_PREFIX, r->want - GRPC_PREFIX);
+          ps_buf_reset (&r->partial);
+          r->want = 0;
+        }
+    }
+  return 0;
+}
+
+size_t
+grpc_reassembly_pending (const struct grpc_reassembly *r)
+{
+  return r->partial.len;
+}
+
+void
+grpc_reassembly_free (struct grpc_reassembly *r)
+{
+  ps_buf_free (&r->partial);
+  r->want = 0;
+}
+
+/* on_message of a call's reassembly (conn->mu held): queue it for recv. */
+static void
+queue_message_locked (void *ud, const void *msg, size_t len)
+{
+  grpc_call *call = ud;
+  struct grpc_msg *m = xmalloc (sizeof *m + len + 1);
+  m->next = NULL;
+  m->len = len;
+  m->wire = GRPC_PREFIX + len;
+  memcpy (m->data, msg, len);
+  m->data[len] = '\0';
+  if (call->tail)
+    call->tail->next = m;
+  else
+    call->head = m;
+  call->tail = m;
+  pthread_cond_broadcast (&call->cond);
+}
+
 static int
 on_data_chunk_recv (nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *ud)
 {
@@ -522,72 +632,17 @@ on_data_chunk_recv (nghttp2_session *h2, uint8_t flags, int32_t stream_id, const
   pthread_mutex_lock (&c->mu);
   if (call->status >= 0)
     discard = len; /* over (cancelled, oversize...): drop */
-  while (discard == 0 && len > 0)
+  else
     {
-      if (call->partial.len < GRPC_PREFIX)
+      /* Bytes that will never be handed to the user (a refused message)
+         get their window back now rather than on recv. */
+      cleanup_error ps_error *rerr = NULL;
+      int code = grpc_reassemble (&call->rx, data, len, queue_message_locked, call, &discard, &rerr);
+      if (code != GRPC_STATUS_OK)
         {
-          size_t take = GRPC_PREFIX - call->partial.len;
-          if (take > len)
-            take = len;
-          ps_buf_append (&call->partial, data, take);
-          data += take;
-          len -= take;
-          if (call->partial.len < GRPC_PREFIX)
-            break;
-          const unsigned char *p = (const unsigned char *) call->partial.data;
-          uint32_t mlen = (uint32_t) p[1] << 24 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 8 | p[4];
-          if (p[0] != 0)
-            {
-              finish_locked (call, GRPC_STATUS_INTERNAL,
-                             "grpc status %d (%s): compressed message (flag %u) but no compression was negotiated",
-                             GRPC_STATUS_INTERNAL, grpc_status_name (GRPC_STATUS_INTERNAL), p[0]);
-              reset = true;
-              discard = len;
-              break;
-            }
-          if (mlen > PS_GRPC_MAX_MESSAGE)
-            {
-              finish_locked (call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                             "grpc status %d (%s): received message larger than max (%u vs. %u bytes)",
-                             GRPC_STATUS_RESOURCE_EXHAUSTED, grpc_status_name (GRPC_STATUS_RESOURCE_EXHAUSTED), mlen,
-                             (unsigned) PS_GRPC_MAX_MESSAGE);
-              reset = true;
-              discard = len;
-              break;
-            }
-          call->want = GRPC_PREFIX + (size_t) mlen;
+          finish_locked (call, code, "%s", rerr->msg);
+          reset = true;
         }
-      size_t take = call->want - call->partial.len;
-      if (take > len)
-        take = len;
-      ps_buf_append (&call->partial, data, take);
-      data += take;
-      len -= take;
-      if (call->partial.len == call->want)
-        {
-          size_t mlen = call->want - GRPC_PREFIX;
-          struct grpc_msg *m = xmalloc (sizeof *m + mlen + 1);
-          m->next = NULL;
-          m->len = mlen;
-          m->wire = call->want;
-          memcpy (m->data, call->partial.data + GRPC_PREFIX, mlen);
-          m->data[mlen] = '\0';
-          if (call->tail)
-            call->tail->next = m;
-          else
-            call->head = m;
-          call->tail = m;
-          ps_buf_reset (&call->partial);
-          call->want = 0;
-          pthread_cond_broadcast (&call->cond);
-        }
-    }
-  if (discard)
-    {
-      /* Those bytes will never be handed to the user: give the window back
-         now, along with what the call had already buffered. */
-      discard += call->partial.len;
-      ps_buf_reset (&call->partial);
     }
   pthread_mutex_unlock (&c->mu);
   if (discard)
@@ -868,6 +923,54 @@ grpc_conn_dead_reason (grpc_conn *c)
 }
 
 void
+grpc_conn_set_idle (grpc_conn *c, int idle_ms, bool (*may_close) (void *ud), void *ud, const char *why)
+{
+  c->idle_ms = idle_ms;
+  c->idle_may_close = may_close;
+  c->idle_ud = ud;
+  free (c->idle_why);
+  c->idle_why = xstrdup (why ? why : "no call open");
+}
+
+/* The poll timeout the idle policy allows (ms, -1 = none), or 0 after it
+   decided to end the connection.  I/O thread. */
+static int
+idle_poll_timeout (grpc_conn *c)
+{
+  if (c->idle_ms <= 0 || c->close_reason)
+    return -1;
+  pthread_mutex_lock (&c->mu);
+  bool busy = c->calls != NULL || c->dirty != NULL || c->shutdown_req;
+  pthread_mutex_unlock (&c->mu);
+  int64_t now = ps_monotonic_ns ();
+  if (busy)
+    {
+      c->idle_since = 0;
+      return -1;
+    }
+  if (c->idle_since == 0)
+    c->idle_since = now;
+  int64_t left = c->idle_since + (int64_t) c->idle_ms * 1000000 - now;
+  if (left <= 0)
+    {
+      if (c->idle_may_close == NULL || c->idle_may_close (c->idle_ud))
+        {
+          c->close_reason = c->idle_ms % 1000
+                                ? xasprintf ("idle for %d ms: %s", c->idle_ms, c->idle_why)
+                                : xasprintf ("idle for %d s: %s", c->idle_ms / 1000, c->idle_why);
+          ps_info ("session %s: closing: %s", c->label, c->close_reason);
+          pthread_mutex_lock (&c->mu);
+          c->shutdown_req = true;
+          pthread_mutex_unlock (&c->mu);
+          return 0;
+        }
+      c->idle_since = now;
+      left = (int64_t) c->idle_ms * 1000000;
+    }
+  return (int) ((left + 999999) / 1000000);
+}
+
+void
 grpc_conn_shutdown (grpc_conn *c)
 {
   pthread_mutex_lock (&c->mu);
@@ -978,6 +1081,12 @@ feed (grpc_conn *c, const void *data, size_t len, char **reason)
   return 0;
 }
 
+static char *
+closed_by_daemon (grpc_conn *c)
+{
+  return c->close_reason ? xasprintf ("closed by the daemon: %s", c->close_reason) : xstrdup ("closed by the daemon");
+}
+
 int
 grpc_conn_run (grpc_conn *c, ps_error **err)
 {
@@ -1056,7 +1165,7 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
       if (!want_read && !want_write && !pending)
         {
           if (goaway_submitted)
-            reason = xstrdup ("closed by the daemon");
+            reason = closed_by_daemon (c);
           else if (c->goaway_text)
             {
               reason = xstrdup (c->goaway_text);
@@ -1071,7 +1180,7 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
         }
       if (goaway_submitted && !pending && !want_write)
         {
-          reason = xstrdup ("closed by the daemon");
+          reason = closed_by_daemon (c);
           break;
         }
 
@@ -1079,7 +1188,10 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
         { .fd = c->fd, .events = (short) ((want_read ? POLLIN : 0) | (pending || want_write ? POLLOUT : 0)) },
         { .fd = c->efd, .events = POLLIN },
       };
-      if (poll (p, 2, -1) < 0)
+      int timeout = idle_poll_timeout (c);
+      if (timeout == 0)
+        continue; /* the idle policy asked to close: GOAWAY first */
+      if (poll (p, 2, timeout) < 0)
         {
           if (errno == EINTR)
             continue;

@@ -74,6 +74,13 @@ grpc_conn *grpc_conn_new (int fd, const void *extra_in, size_t extra_len, const 
    return and every pending call has failed. */
 int grpc_conn_run (grpc_conn *c, ps_error **err);
 
+/* Idle policy, set before grpc_conn_run: once no call has been open for
+   `idle_ms`, the I/O loop asks `may_close` (on its thread; keep it cheap):
+   true ends the connection as grpc_conn_shutdown does, its dead reason
+   saying "closed by the daemon: idle for N s: <why>"; false asks again
+   after another `idle_ms`.  idle_ms <= 0: never. */
+void grpc_conn_set_idle (grpc_conn *c, int idle_ms, bool (*may_close) (void *ud), void *ud, const char *why);
+
 /* Ask the I/O loop to end (GOAWAY, then stop).  Any thread; returns at once. */
 void grpc_conn_shutdown (grpc_conn *c);
 
@@ -139,6 +146,39 @@ const char *grpc_method_label (const char *path, char *buf, size_t buflen);
    (or -1 when the call failed below gRPC). */
 int grpc_unary (grpc_conn *c, const char *path, const struct grpc_metadata *md, size_t n_md, const void *req,
                 size_t req_len, void **resp, size_t *resp_len, int timeout_ms, int *status_out, ps_error **err);
+
+/* gRPC message framing over the DATA bytes of one stream (§1): each
+   message is flag(1) | length(4, big endian) | payload, and the peer may
+   split it across DATA frames at any byte.  The connection's DATA callback
+   feeds every chunk of a call here; it is public for the unit tests and
+   tests/fuzz/fuzz_grpc_reassembly.c. */
+struct grpc_reassembly
+{
+  ps_buf partial; /* prefix + payload of the message being reassembled */
+  size_t want;    /* that message's total bytes once its prefix is known, else 0 */
+};
+
+/* Called once per complete message, in stream order.  `msg` points into
+   the reassembly's buffer (len bytes; no terminator): valid during the
+   call only, copy what you keep. */
+typedef void (*grpc_message_fn) (void *ud, const void *msg, size_t len);
+
+/* Consume one chunk of DATA.  Returns 0 when all of it was taken: complete
+   messages went to on_message, the rest is kept for the next chunk.  A
+   prefix we refuse ends the stream: the compressed flag set (INTERNAL: no
+   compression is ever negotiated) or a length over PS_GRPC_MAX_MESSAGE
+   (RESOURCE_EXHAUSTED, refused before a byte of the payload is buffered).
+   Then the return value is that gRPC status, *err says why, *dropped (may
+   be NULL) counts the bytes that will never form a message (the refused
+   message's bytes of earlier chunks and all of this chunk from its prefix
+   on), and the reassembly is empty; do not feed it again. */
+int grpc_reassemble (struct grpc_reassembly *r, const void *data, size_t len, grpc_message_fn on_message, void *ud,
+                     size_t *dropped, ps_error **err);
+
+/* Bytes held of an incomplete message (0 between messages). */
+size_t grpc_reassembly_pending (const struct grpc_reassembly *r);
+
+void grpc_reassembly_free (struct grpc_reassembly *r);
 
 /* Percent-decode a grpc-message value (§1); malloc'd. */
 char *grpc_percent_decode (const char *s, size_t len);

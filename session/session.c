@@ -96,10 +96,85 @@ session_new (int fd, const void *extra_in, size_t extra_len, const struct sessio
   return s;
 }
 
+/* ---- claims and the idle timeout ---------------------------------------------- */
+
+static int idle_timeout_ms = PS_DEFAULT_SESSION_IDLE_TIMEOUT_S * 1000;
+
+void
+session_set_idle_timeout (int ms)
+{
+  idle_timeout_ms = ms;
+}
+
+/* uuid -> number of builds naming it.  Few at once (one per build). */
+struct claim
+{
+  char *uuid;
+  unsigned count;
+  struct claim *next;
+};
+static pthread_mutex_t claims_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct claim *claims;
+
+void
+session_claim (const char *uuid)
+{
+  if (uuid == NULL)
+    return;
+  pthread_mutex_lock (&claims_mu);
+  struct claim *c = claims;
+  while (c && strcmp (c->uuid, uuid) != 0)
+    c = c->next;
+  if (c == NULL)
+    {
+      c = xcalloc (1, sizeof *c);
+      c->uuid = xstrdup (uuid);
+      c->next = claims;
+      claims = c;
+    }
+  c->count++;
+  pthread_mutex_unlock (&claims_mu);
+}
+
+void
+session_unclaim (const char *uuid)
+{
+  if (uuid == NULL)
+    return;
+  pthread_mutex_lock (&claims_mu);
+  for (struct claim **pp = &claims; *pp; pp = &(*pp)->next)
+    if (strcmp ((*pp)->uuid, uuid) == 0)
+      {
+        struct claim *c = *pp;
+        if (--c->count == 0)
+          {
+            *pp = c->next;
+            free (c->uuid);
+            free (c);
+          }
+        break;
+      }
+  pthread_mutex_unlock (&claims_mu);
+}
+
+/* The connection's idle policy: close only when no build names us. */
+static bool
+unclaimed (void *ud)
+{
+  ps_session *s = ud;
+  pthread_mutex_lock (&claims_mu);
+  struct claim *c = claims;
+  while (c && strcmp (c->uuid, s->uuid) != 0)
+    c = c->next;
+  pthread_mutex_unlock (&claims_mu);
+  return c == NULL;
+}
+
 int
 session_run (ps_session *s, ps_error **err)
 {
   ps_info ("session %s: started (name \"%s\", %zu methods)", s->uuid, s->name, s->methods.n);
+  grpc_conn_set_idle (s->conn, idle_timeout_ms, unclaimed, s, "no build used the session");
   int r = grpc_conn_run (s->conn, err);
   cleanup_free char *why = grpc_conn_dead_reason (s->conn);
   ps_info ("session %s: ended: %s", s->uuid, why ? why : "?");

@@ -80,6 +80,16 @@ ps_session *session_wait (const char *uuid, int timeout_ms, ps_error **err);
    keeps the session open.  Returns the number still live at the timeout. */
 size_t session_registry_shutdown (int timeout_ms);
 
+/* Claims: a build holds one on the session it names (by uuid, connected
+   yet or not) from its request to its end.  A session without claims and
+   with no call open is closed after the idle timeout. */
+void session_claim (const char *uuid);
+void session_unclaim (const char *uuid);
+
+/* The idle timeout for sessions started from now on (--session-idle-timeout);
+   0 = never. */
+void session_set_idle_timeout (int ms);
+
 /* grpc.health.v1.Health/Check: 0 when the client answers SERVING, -1 with
    *err otherwise (not exposed, NOT_SERVING, timeout, gone). */
 int session_health_check (ps_session *s, int timeout_ms, ps_error **err);

@@ -26,6 +26,14 @@
    size only needs to keep a fast link busy. */
 #define PS_GRPC_CONNECTION_WINDOW (16 * 1024 * 1024)
 
+/* HTTP/2 concurrent streams: on /session we are the client, so the limit
+   that applies is the one the peer sends (SETTINGS_MAX_CONCURRENT_STREAMS).
+   nghttp2 honours it by holding calls beyond it until a stream closes (no
+   RST_STREAM REFUSED_STREAM from a well-behaved peer; a refused call fails
+   as UNAVAILABLE naming it), and their own timeouts bound the wait.  We
+   send ENABLE_PUSH 0, so the peer may open no stream towards us: one it
+   opens anyway is a protocol error that ends the session. */
+
 /* Bytes a call may queue for sending before grpc_call_send blocks: keeps a
    fast producer (an export) from buffering a whole file in memory. */
 #define PS_GRPC_SEND_BUFFER (1024 * 1024)
@@ -61,6 +69,16 @@
    files at a time, so a handful suffice; past this we close the least
    recently written one and reopen it on its next chunk. */
 #define PS_DIFFCOPY_MAX_OPEN_FILES 32
+
+/* A session that no build names and that has no call open is closed
+   after this long (--session-idle-timeout, seconds; 0 = never).  Each
+   session holds a thread and a socket, and a client could otherwise open
+   sessions and never build.  A build names its session from its request to
+   its end (queued, running a long RUN, exporting), so a session in use is
+   never idle; the docker CLI closes its session when its build ends.
+   Silence inside a call has its own bounds (PS_DIFFCOPY_IDLE_TIMEOUT_MS,
+   PS_SESSION_UNARY_TIMEOUT_MS). */
+#define PS_DEFAULT_SESSION_IDLE_TIMEOUT_S 600
 
 /* Unary session calls (Auth, Secrets, Health): the client answers from
    memory or a credential helper; a helper that prompts can take a while. */

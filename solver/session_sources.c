@@ -29,6 +29,8 @@ session_sources_new (const char *session_id, const char *state_dir, const char *
 {
   struct session_sources *s = xcalloc (1, sizeof *s);
   s->session_id = xstrdup (session_id);
+  /* The session stays ours (not idle) until this build ends. */
+  session_claim (session_id);
   s->state_dir = xstrdup (state_dir);
   s->cache_root = xasprintf ("%s/contexts", state_dir);
   s->job_dir = xstrdup (job_dir);
@@ -65,6 +67,7 @@ session_sources_free (struct session_sources *s)
   if (s == NULL)
     return;
   session_sources_release (s);
+  session_unclaim (s->session_id);
   free (s->session_id);
   free (s->state_dir);
   free (s->cache_root);

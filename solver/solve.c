@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "handlers/build_params.h"
+#include "session/session.h"
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
 #include "solver/context.h"
@@ -46,6 +47,7 @@ struct solve_plan
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
+  char *claimed_session; /* the session this solve names, claimed until the plan is freed */
   char *state_dir;      /* for a definition: where configured images are recorded */
 };
 
@@ -54,6 +56,9 @@ solve_plan_free (struct solve_plan *p)
 {
   if (p == NULL)
     return;
+  if (p->claimed_session)
+    session_unclaim (p->claimed_session);
+  free (p->claimed_session);
   schema_solve_request_free (&p->req);
   build_options_free (&p->build.opts);
   session_sources_free (p->build.session);
@@ -497,6 +502,13 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   p->req = *req;
   memset (req, 0, sizeof *req);
   p->job_dir = xstrdup (env->job_dir);
+  if (p->req.session)
+    {
+      /* Whatever runs (frontend or definition), the session it names is in
+         use until this solve ends: its idle timeout does not apply. */
+      p->claimed_session = xstrdup (p->req.session);
+      session_claim (p->claimed_session);
+    }
   build_options_init (&p->build.opts);
   struct build_options *o = &p->build.opts;
   o->format = xstrdup ("oci");

@@ -33,6 +33,15 @@ context transfer: dir-name "context" without followpaths):
   never_answer      response headers for the call, then nothing at all
   garbage           raw non-HTTP/2 bytes right after the 101 (no target needed)
   garbage_mid       raw non-HTTP/2 bytes when the target call arrives
+  refuse_stream     RST_STREAM(REFUSED_STREAM) on the target call, as a
+                    server over its stream limit does
+
+`max_streams` advertises SETTINGS_MAX_CONCURRENT_STREAMS (h2 then treats a
+stream beyond it as a protocol error: `too_many_streams` records that);
+`max_open_streams` is the most streams the daemon ever had open at once.
+`hold_first_transfer` (seconds) makes the peer sit on the first DiffCopy
+call: its listing is sent when a second stream opens or the time is up, so
+a daemon that would open another stream meanwhile gets the chance.
 
 Files are given per dir-name as {path: content}, {path: (content, perm)},
 {path: (content, perm, mtime_ns)} or {path: Symlink(target)} (content str or bytes; the default mtime is
@@ -49,8 +58,10 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
@@ -59,7 +70,7 @@ CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
 DEFAULT_METHODS = (HEALTH_CHECK, DIFFCOPY)
 
 MODES = ("bad_path", "abs_path", "symlink_parent", "unrequested_data", "close_mid_file", "err_packet", "stall_mid_file",
-         "never_answer", "garbage", "garbage_mid")
+         "never_answer", "garbage", "garbage_mid", "refuse_stream")
 HALF_FILE_MODES = ("unrequested_data", "close_mid_file", "err_packet", "stall_mid_file")
 
 # PacketType (§3.3)
@@ -301,7 +312,8 @@ class Call:
 
 class SessionPeer:
     def __init__(self, sock_path, dirs, mode=None, target="context", uuid=None, shared_key=None,
-                 methods=DEFAULT_METHODS, mtime_ns=None, name="ctx", secrets=None, credentials=None):
+                 methods=DEFAULT_METHODS, mtime_ns=None, name="ctx", secrets=None, credentials=None,
+                 max_streams=None, hold_first_transfer=0.0):
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.sock_path = str(sock_path)
@@ -324,6 +336,12 @@ class SessionPeer:
         # like files on a disk: a fresh mtime unless the test fixes one
         self.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
         self.name = name
+        self.max_streams = max_streams
+        self.hold_first_transfer = hold_first_transfer
+        self.max_open_streams = 0
+        self.too_many_streams = False
+        self._held = None               # (call, deadline) of the held first transfer
+        self._held_done = False
         self.calls = []
         self.log = []                   # human-readable trace, for failure messages
         self.error = None               # an exception in the serving thread
@@ -426,12 +444,17 @@ class SessionPeer:
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8",
                                         validate_inbound_headers=False)
         self._conn = h2.connection.H2Connection(config=cfg)
+        if self.max_streams is not None:
+            self._conn.local_settings = h2.settings.Settings(
+                client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
         self._conn.initiate_connection()
         self._send_pending()
         if early:
             self._feed(early)
         while not self._stop.is_set():
             r, _, _ = select.select([s], [], [], 0.1)
+            if self._held is not None and time.monotonic() >= self._held[1]:
+                self._release_held("time is up")
             if not r:
                 continue
             try:
@@ -466,6 +489,8 @@ class SessionPeer:
         try:
             events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
+            if isinstance(e, h2.exceptions.TooManyStreamsError):
+                self.too_many_streams = True
             self._trace(f"h2 protocol error: {e!r}")
             self._send_pending()
             return False
@@ -485,6 +510,9 @@ class SessionPeer:
             with self._lock:
                 self.calls.append(call)
             self._streams[ev.stream_id] = call
+            self.max_open_streams = max(self.max_open_streams, self._conn.open_inbound_streams)
+            if self._held is not None and self._conn.open_inbound_streams > 1:
+                self._release_held(f"stream {ev.stream_id} opened meanwhile")
             self._trace(f"call {ev.stream_id} {call.path} md={ {k: v for k, v in hdrs.items() if k[0] != ':'} }")
             return self._on_call(call)
         if isinstance(ev, h2.events.DataReceived):
@@ -549,6 +577,12 @@ class SessionPeer:
         call.is_target = self.mode is not None and self._is_target(call)
         if call.is_target:
             self.target_seen.set()
+        if call.is_target and self.mode == "refuse_stream":
+            self._conn.reset_stream(call.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._trace(f"call {call.stream_id}: refused (REFUSED_STREAM)")
+            call.closed = call.misbehaved = True
+            self.target_over.set()
+            return True
         files = self.dirs.get(call.dir_name)
         if files is None:
             self._conn.send_headers(call.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
@@ -558,6 +592,23 @@ class SessionPeer:
             call.closed = True
             return True
         self._conn.send_headers(call.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+        if self.hold_first_transfer and not self._held_done:
+            self._held_done = True
+            self._held = (call, time.monotonic() + self.hold_first_transfer)
+            self._trace(f"call {call.stream_id}: holding the listing")
+            return True
+        return self._send_listing(call, files)
+
+    def _release_held(self, why):
+        call, _ = self._held
+        self._held = None
+        self._trace(f"call {call.stream_id}: released ({why})")
+        if not call.closed:
+            self._send_listing(call, self.dirs.get(call.dir_name))
+            self._flush()
+            self._send_pending()
+
+    def _send_listing(self, call, files):
         if call.is_target and self.mode == "garbage_mid":
             self._send_pending()
             self._sock.sendall(GARBAGE)

@@ -808,6 +808,12 @@ BODY_LIMIT_CASES = {
         400, r'^multipart part "context" is sent twice$'),
     "too-many-parts": _multipart([("request", REQUEST)] + [(f"p{i}", b"\0" * 16) for i in range(65)]) + (
         413, r"^more than 64 multipart parts$"),
+    "body-cut-inside-a-part": (_multipart([("request", REQUEST), ("context", b"\0" * 64)])[0][:-30],
+                               _multipart([])[1], 400,
+                               r'^multipart/form-data body ends inside part "context" \(no closing '
+                               r'--podsolvedocsboundary-- line\)$'),
+    "part-headers-over-8KiB": (b"--podsolvedocsboundary\r\nX-Pad: " + b"p" * 9000 + b"\r\n\r\n",
+                               _multipart([])[1], 413, r"^multipart part 1: headers larger than 8192 bytes$"),
 }
 
 

@@ -333,6 +333,8 @@ ABUSES = [
     # the session is dropped right after the 101
     ("garbage", r"session"),
     ("garbage_mid", r"(HTTP/2|protocol error)"),
+    # a client over its own stream limit refuses the call (RST_STREAM REFUSED_STREAM)
+    ("refuse_stream", r"UNAVAILABLE\): the client refused the stream"),
 ]
 
 

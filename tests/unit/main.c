@@ -25,6 +25,7 @@ main (void)
   srunner_add_suite (sr, suite_session_filesend ());
   srunner_add_suite (sr, suite_cache_prune ());
   srunner_add_suite (sr, suite_image_config ());
+  srunner_add_suite (sr, suite_multipart ());
   srunner_run_all (sr, CK_NORMAL);
   int failed = srunner_ntests_failed (sr);
   srunner_free (sr);

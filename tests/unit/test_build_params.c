@@ -1,10 +1,13 @@
 /* test_build_params.c — query parameters as Docker's and Podman's clients
  * send them, to build options; each bad value a 400 naming the parameter. */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/limits.h"
 #include "handlers/build_params.h"
+#include "solver/registry_auth.h"
 #include "tests/unit/suites.h"
 
 #define KV(...) ((struct ps_kv[]){ __VA_ARGS__ })
@@ -265,6 +268,47 @@ START_TEST (repeated_outputs_last_wins)
 }
 END_TEST
 
+/* PS_MAX_TAGS and PS_MAX_PARAM_JSON: one tag more, a JSON value one byte
+   longer, and an X-Registry-Config header one byte longer are 400s. */
+START_TEST (limits_on_tags_and_json_values)
+{
+  struct ps_kv kv[PS_MAX_TAGS + 1];
+  char names[PS_MAX_TAGS + 1][16];
+  for (size_t i = 0; i < ARRAY_SIZE (kv); i++)
+    {
+      snprintf (names[i], sizeof names[i], "t%zu", i);
+      kv[i] = (struct ps_kv) { "t", names[i] };
+    }
+  ps_error *err = NULL;
+  ck_assert_int_eq (parse (kv, PS_MAX_TAGS, false, &err), 0);
+  ck_assert_int_eq (parse (kv, PS_MAX_TAGS + 1, false, &err), -1);
+  ck_assert_str_eq (err->msg, "failed to parse query parameter 't': \"t64\": too many tags");
+  ps_error_free (err);
+  err = NULL;
+
+  size_t n = PS_MAX_PARAM_JSON + 1;
+  char *big = xmalloc (n + 1);
+  memset (big, ' ', n);
+  memcpy (big, "{\"A\":\"b\"}", 9);
+  big[n] = '\0';
+  ck_assert_int_eq (parse (KV ({ "buildargs", big }), 1, false, &err), -1);
+  ck_assert_int_eq (err->status, 400);
+  ck_assert_str_eq (err->msg, "failed to parse query parameter 'buildargs': \"...\": value too large");
+  ps_error_free (err);
+  err = NULL;
+  big[n - 1] = '\0';
+  ck_assert_int_eq (parse (KV ({ "buildargs", big }), 1, false, &err), 0);
+
+  memset (big, 'A', n);
+  big[n] = '\0';
+  ck_assert_int_eq (registry_auth_write (big, NULL, "/nonexistent/auth.json", &err), -1);
+  ck_assert_int_eq (err->status, 400);
+  ck_assert_str_eq (err->msg, "X-Registry-Config is larger than 1048576 bytes");
+  ps_error_free (err);
+  free (big);
+}
+END_TEST
+
 Suite *
 suite_build_params (void)
 {
@@ -282,6 +326,7 @@ suite_build_params (void)
   tcase_add_test (tc, tags_validated_and_normalised);
   tcase_add_test (tc, remote_and_platform);
   tcase_add_test (tc, repeated_outputs_last_wins);
+  tcase_add_test (tc, limits_on_tags_and_json_values);
   suite_add_tcase (s, tc);
   return s;
 }

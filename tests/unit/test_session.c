@@ -9,6 +9,7 @@
 #include "session/auth.h"
 #include "session/secrets.h"
 #include "session/session.h"
+#include "session/session_limits.h"
 #include "tests/unit/suites.h"
 #include "tests/unit/test_session_peer.h"
 
@@ -44,6 +45,19 @@ START_TEST (identity_headers_are_validated)
   struct session_info bm = { .uuid = "abc", .methods = bad_methods, .n_methods = 1 };
   ck_assert_int_eq (session_info_validate (&bm, &err), -1);
   ck_assert_ptr_nonnull (strstr (err->msg, "expected /package.Service/Method"));
+  ps_error_free (err);
+  err = NULL;
+
+  /* PS_SESSION_MAX_METHODS: one more method header is refused. */
+  const char *many[PS_SESSION_MAX_METHODS + 1];
+  for (size_t i = 0; i < ARRAY_SIZE (many); i++)
+    many[i] = "/moby.filesync.v1.FileSync/DiffCopy";
+  struct session_info lots = { .uuid = "abc", .methods = many, .n_methods = PS_SESSION_MAX_METHODS };
+  ck_assert_int_eq (session_info_validate (&lots, &err), 0);
+  lots.n_methods++;
+  ck_assert_int_eq (session_info_validate (&lots, &err), -1);
+  ck_assert_str_eq (err->msg, "too many X-Docker-Expose-Session-Grpc-Method headers (257, at most 256)");
+  ck_assert_int_eq (err->status, 400);
   ps_error_free (err);
 }
 END_TEST

@@ -3,12 +3,15 @@
  * incremental transfer, and how every misbehaviour fails cleanly. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/limits.h"
+#include "schema/fsutil.pb-c.h"
 #include "session/diffcopy.h"
 #include "tests/unit/suites.h"
 #include "tests/unit/test_session_peer.h"
@@ -580,6 +583,160 @@ START_TEST (path_checks)
       ps_error_free (err);
       err = NULL;
     }
+  /* PS_MAX_CONTEXT_PATH for the whole path, NAME_MAX for one name. */
+  char path[PS_MAX_CONTEXT_PATH + 2];
+  for (size_t i = 0; i < sizeof path - 1; i++)
+    path[i] = i % 100 == 99 ? '/' : 'p';
+  path[PS_MAX_CONTEXT_PATH] = '\0';
+  ck_assert_int_eq (diffcopy_check_path (path, &err), 0);
+  path[PS_MAX_CONTEXT_PATH] = 'p';
+  path[PS_MAX_CONTEXT_PATH + 1] = '\0';
+  ck_assert_int_eq (diffcopy_check_path (path, &err), -1);
+  ck_assert_int_eq (err->status, 400);
+  ck_assert_ptr_nonnull (strstr (err->msg, "is longer than 3072 bytes"));
+  ps_error_free (err);
+  err = NULL;
+  char name[NAME_MAX + 2];
+  memset (name, 'n', sizeof name - 1);
+  name[NAME_MAX + 1] = '\0';
+  ck_assert_int_eq (diffcopy_check_path (name, &err), -1);
+  ck_assert_ptr_nonnull (strstr (err->msg, "has a name longer than 255 bytes"));
+  ps_error_free (err);
+}
+END_TEST
+
+/* ---- the receiver without a connection (the seam the fuzzer drives) ------------- */
+
+struct sent
+{
+  size_t reqs, fins, errs;
+  uint32_t last_req;
+  char *err_text;
+};
+
+static int
+record_send (void *ud, const void *packet, size_t len, bool final, ps_error **err)
+{
+  struct sent *s = ud;
+  Fsutil__Types__Packet *p = fsutil__types__packet__unpack (NULL, len, packet);
+  ck_assert_ptr_nonnull (p);
+  if (p->type == FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_REQ)
+    s->reqs++, s->last_req = p->id;
+  else if (p->type == FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_FIN)
+    s->fins++;
+  else if (p->type == FSUTIL__TYPES__PACKET__PACKET_TYPE__PACKET_ERR)
+    {
+      ck_assert (final);
+      s->errs++;
+      free (s->err_text);
+      s->err_text = xstrndup ((const char *) p->data.data, p->data.len);
+    }
+  fsutil__types__packet__free_unpacked (p, NULL);
+  return 0;
+}
+
+static int
+feed_packet (diffcopy_receiver *r, int type, const char *path, uint32_t mode, uint32_t id, const char *data,
+             ps_error **err)
+{
+  Fsutil__Types__Packet p = FSUTIL__TYPES__PACKET__INIT;
+  Fsutil__Types__Stat st = FSUTIL__TYPES__STAT__INIT;
+  p.type = (Fsutil__Types__Packet__PacketType) type;
+  p.id = id;
+  if (path)
+    {
+      st.path = (char *) path;
+      st.mode = mode;
+      st.modtime = T0;
+      p.stat = &st;
+    }
+  if (data)
+    {
+      p.data.data = (uint8_t *) data;
+      p.data.len = strlen (data);
+    }
+  uint8_t buf[256];
+  size_t len = fsutil__types__packet__pack (&p, buf);
+  return diffcopy_receiver_packet (r, buf, len, err);
+}
+
+START_TEST (receiver_runs_packet_by_packet_and_fail_removes_the_temporary)
+{
+  struct fixture f;
+  fixture_init (&f);
+  struct diffcopy_opts o = { .dir_name = "context" };
+  struct sent s = { 0 };
+  ps_error *err = NULL;
+
+  /* A complete transfer: STAT, end of listing -> REQ, DATA, empty DATA -> FIN,
+     the sender's FIN, the call's end. */
+  diffcopy_receiver *r = diffcopy_receiver_new ("unit", f.dest, &o, record_send, &s, &err);
+  ck_assert_ptr_nonnull (r);
+  ck_assert_int_eq (feed_packet (r, 0, "Dockerfile", 0644, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 0, NULL, 0, 0, NULL, &err), 0);
+  ck_assert_uint_eq (s.reqs, 1);
+  ck_assert_int_eq (feed_packet (r, 2, NULL, 0, s.last_req, "FROM scratch\n", &err), 0);
+  ck_assert_int_eq (feed_packet (r, 2, NULL, 0, s.last_req, NULL, &err), 0);
+  ck_assert_uint_eq (s.fins, 1);
+  ck_assert_int_eq (feed_packet (r, 3, NULL, 0, 0, NULL, &err), 0);
+  ck_assert_int_eq (diffcopy_receiver_end (r, &err), 0);
+  diffcopy_receiver_free (r);
+  char *text = test_read (f.dest, "Dockerfile");
+  ck_assert_str_eq (text, "FROM scratch\n");
+  free (text);
+
+  /* Half a changed file, then the sender breaks the protocol: ERR goes
+     out as the final packet and no temporary is left. */
+  s = (struct sent) { 0 };
+  r = diffcopy_receiver_new ("unit", f.dest, &o, record_send, &s, &err);
+  ck_assert_int_eq (feed_packet (r, 0, "Dockerfile", 0600, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 0, NULL, 0, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 2, NULL, 0, 0, "FROM bus", &err), 0);
+  ck_assert_uint_eq (test_count_temporaries (f.dest), 1);
+  ck_assert_int_eq (feed_packet (r, 3, NULL, 0, 0, NULL, &err), -1);
+  ck_assert_str_eq (err->msg, "the client sent FIN before the transfer was complete");
+  diffcopy_receiver_fail (r, err->msg);
+  ck_assert_uint_eq (s.errs, 1);
+  ck_assert_str_eq (s.err_text, err->msg);
+  ck_assert_uint_eq (test_count_temporaries (f.dest), 0);
+  /* Nothing more is accepted after the end. */
+  ps_error_free (err);
+  err = NULL;
+  ck_assert_int_eq (feed_packet (r, 0, NULL, 0, 0, NULL, &err), -1);
+  ps_error_free (err);
+  diffcopy_receiver_free (r);
+  text = test_read (f.dest, "Dockerfile");
+  ck_assert_str_eq (text, "FROM scratch\n");
+  free (text);
+  free (s.err_text);
+  fixture_free (&f);
+}
+END_TEST
+
+/* The entry limit (PS_MAX_CONTEXT_ENTRIES; lowered here): one entry more is
+   413 before anything touches the disk, and the sender is told (ERR). */
+START_TEST (listing_over_the_entry_limit_is_413)
+{
+  struct fixture f;
+  fixture_init (&f);
+  struct diffcopy_opts o = { .dir_name = "context", .max_entries = 3 };
+  struct sent s = { 0 };
+  ps_error *err = NULL;
+  diffcopy_receiver *r = diffcopy_receiver_new ("unit", f.dest, &o, record_send, &s, &err);
+  const char *names[] = { "a", "b", "c", "d" };
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_int_eq (feed_packet (r, 0, names[i], 0644, 0, NULL, &err), 0);
+  ck_assert_int_eq (feed_packet (r, 0, names[3], 0644, 0, NULL, &err), -1);
+  ck_assert_int_eq (err->status, 413);
+  ck_assert_str_eq (err->msg, "more than 3 entries");
+  diffcopy_receiver_fail (r, err->msg);
+  ck_assert_uint_eq (s.errs, 1);
+  ck_assert_uint_eq (s.reqs, 0);
+  diffcopy_receiver_free (r);
+  ck_assert (!test_exists (f.dest, "a"));
+  ps_error_free (err);
+  free (s.err_text);
+  fixture_free (&f);
 }
 END_TEST
 
@@ -607,6 +764,8 @@ suite_session_diffcopy (void)
   tcase_add_test (tc, unknown_dir_name_and_method_not_exposed);
   tcase_add_test (tc, sender_ending_without_echoing_fin_is_accepted);
   tcase_add_test (tc, path_checks);
+  tcase_add_test (tc, receiver_runs_packet_by_packet_and_fail_removes_the_temporary);
+  tcase_add_test (tc, listing_over_the_entry_limit_is_413);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -516,6 +516,129 @@ START_TEST (fsutil_packets_match_the_documented_bytes)
 }
 END_TEST
 
+/* ---- reassembly without a connection ------------------------------------------ */
+
+struct collected
+{
+  ps_buf all; /* messages joined with '|' */
+  size_t n;
+  size_t last_len;
+};
+
+static void
+collect (void *ud, const void *msg, size_t len)
+{
+  struct collected *c = ud;
+  if (c->n++)
+    ps_buf_append (&c->all, "|", 1);
+  ps_buf_append (&c->all, msg, len);
+  c->last_len = len;
+}
+
+static size_t
+frame (uint8_t *out, uint8_t flag, uint32_t len, const char *payload)
+{
+  out[0] = flag;
+  out[1] = (uint8_t) (len >> 24);
+  out[2] = (uint8_t) (len >> 16);
+  out[3] = (uint8_t) (len >> 8);
+  out[4] = (uint8_t) len;
+  if (payload)
+    memcpy (out + 5, payload, strlen (payload));
+  return 5 + (payload ? strlen (payload) : 0);
+}
+
+/* DATA frames may cut a message (or its prefix) anywhere: every way of
+   cutting the stream into three chunks gives the same messages. */
+START_TEST (reassembly_is_the_same_for_every_split)
+{
+  uint8_t stream[64];
+  size_t n = 0;
+  n += frame (stream + n, 0, 5, "alpha");
+  n += frame (stream + n, 0, 0, NULL);
+  n += frame (stream + n, 0, 13, "bravo-charlie");
+  for (size_t i = 0; i <= n; i++)
+    for (size_t j = i; j <= n; j++)
+      {
+        struct grpc_reassembly r = { 0 };
+        struct collected c = { 0 };
+        ps_error *err = NULL;
+        ck_assert_int_eq (grpc_reassemble (&r, stream, i, collect, &c, NULL, &err), 0);
+        ck_assert_int_eq (grpc_reassemble (&r, stream + i, j - i, collect, &c, NULL, &err), 0);
+        ck_assert_int_eq (grpc_reassemble (&r, stream + j, n - j, collect, &c, NULL, &err), 0);
+        ck_assert_uint_eq (c.n, 3);
+        ck_assert_str_eq (c.all.data, "alpha||bravo-charlie");
+        ck_assert_uint_eq (grpc_reassembly_pending (&r), 0);
+        ps_buf_free (&c.all);
+        grpc_reassembly_free (&r);
+      }
+}
+END_TEST
+
+/* 4 MiB is the largest message accepted (grpc-go's default, which the
+   docker CLI keeps); one byte more is refused from its prefix alone. */
+START_TEST (reassembly_takes_4mib_and_refuses_one_byte_more)
+{
+  size_t big = PS_GRPC_MAX_MESSAGE;
+  uint8_t *stream = xcalloc (1, 5 + big + 5 + 3);
+  frame (stream, 0, (uint32_t) big, NULL);
+  memset (stream + 5, 'z', big);
+  frame (stream + 5 + big, 0, (uint32_t) big + 1, NULL);
+  memcpy (stream + 5 + big + 5, "xyz", 3);
+  size_t total = 5 + big + 5 + 3;
+
+  struct grpc_reassembly r = { 0 };
+  struct collected c = { 0 };
+  ps_error *err = NULL;
+  size_t dropped = 0, off = 0;
+  int code = 0;
+  /* 16 KiB DATA frames (HTTP/2's default maximum frame size). */
+  while (off < total && code == 0)
+    {
+      size_t chunk = total - off < 16384 ? total - off : 16384;
+      code = grpc_reassemble (&r, stream + off, chunk, collect, &c, &dropped, &err);
+      off += chunk;
+    }
+  ck_assert_uint_eq (c.n, 1);
+  ck_assert_uint_eq (c.last_len, big);
+  ck_assert_int_eq (code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+  ck_assert_int_eq (err->status, 413);
+  ck_assert_str_eq (err->msg, "grpc status 8 (RESOURCE_EXHAUSTED): received message larger than max "
+                              "(4194305 vs. 4194304 bytes)");
+  /* The refused prefix and what followed it in its chunk get their flow
+     control credit back; nothing of it was buffered. */
+  ck_assert_uint_eq (dropped, 5 + 3);
+  ck_assert_uint_eq (grpc_reassembly_pending (&r), 0);
+  ps_error_free (err);
+  ps_buf_free (&c.all);
+  grpc_reassembly_free (&r);
+  free (stream);
+}
+END_TEST
+
+START_TEST (reassembly_refuses_a_compressed_message)
+{
+  uint8_t stream[32];
+  size_t n = frame (stream, 0, 2, "ok");
+  n += frame (stream + n, 1, 3, "zip");
+  struct grpc_reassembly r = { 0 };
+  struct collected c = { 0 };
+  ps_error *err = NULL;
+  size_t dropped = 0;
+  /* The bad prefix arrives in two chunks. */
+  ck_assert_int_eq (grpc_reassemble (&r, stream, 9, collect, &c, &dropped, &err), 0);
+  ck_assert_uint_eq (grpc_reassembly_pending (&r), 2);
+  ck_assert_int_eq (grpc_reassemble (&r, stream + 9, n - 9, collect, &c, &dropped, &err), GRPC_STATUS_INTERNAL);
+  ck_assert_str_eq (c.all.data, "ok");
+  ck_assert_str_eq (err->msg, "grpc status 13 (INTERNAL): compressed message (flag 1) but no compression was "
+                              "negotiated");
+  ck_assert_uint_eq (dropped, 5 + 3);
+  ps_error_free (err);
+  ps_buf_free (&c.all);
+  grpc_reassembly_free (&r);
+}
+END_TEST
+
 Suite *
 suite_session_grpc (void)
 {
@@ -541,6 +664,9 @@ suite_session_grpc (void)
   tcase_add_test (tc, goaway_lets_running_calls_finish_and_refuses_new_ones);
   tcase_add_test (tc, helpers_labels_and_percent_decoding);
   tcase_add_test (tc, fsutil_packets_match_the_documented_bytes);
+  tcase_add_test (tc, reassembly_is_the_same_for_every_split);
+  tcase_add_test (tc, reassembly_takes_4mib_and_refuses_one_byte_more);
+  tcase_add_test (tc, reassembly_refuses_a_compressed_message);
   suite_add_tcase (s, tc);
   return s;
 }
