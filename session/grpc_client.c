@@ -1102,6 +1102,11 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
   nghttp2_option_new (&opt);
   /* Stream credit is returned only as the user takes messages (recv). */
   nghttp2_option_set_no_auto_window_update (opt, 1);
+  /* Until the client's SETTINGS arrive, assume it takes one stream at a
+     time (nghttp2 would assume no limit): a client advertising a low
+     SETTINGS_MAX_CONCURRENT_STREAMS must never see more, even from calls
+     made in the first round trip.  Its SETTINGS follow the preface at once. */
+  nghttp2_option_set_peer_max_concurrent_streams (opt, 1);
   int rv = nghttp2_session_client_new2 (&c->h2, cbs, c, opt);
   nghttp2_option_del (opt);
   nghttp2_session_callbacks_del (cbs);
