@@ -346,6 +346,8 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
   ret = 0;
 out:
   cJSON_Delete (root);
+  if (ret < 0)
+    schema_solve_request_free (r); /* what was parsed before the error */
   return ret;
 }
 

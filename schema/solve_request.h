@@ -47,7 +47,8 @@ struct solve_request
 
 /* Parse and validate `len` bytes of JSON.  `definition_part`: the request
    carried its definition as a separate multipart part (raw protobuf), so
-   neither "frontend" nor "definition" is needed in the JSON. */
+   neither "frontend" nor "definition" is needed in the JSON.  On failure
+   nothing stays allocated in *out (it is zeroed). */
 int schema_solve_request_parse (const char *json, size_t len, bool definition_part, struct solve_request *out,
                                 ps_error **err);
 void schema_solve_request_free (struct solve_request *r);
