@@ -38,6 +38,10 @@
    its process group is killed. */
 #define LLB_CANCEL_GRACE_MS 3000
 
+/* Stack of each vertex worker thread: glibc's default for a thread (8 MiB,
+   virtual; only what a deep tree walk touches is ever backed). */
+#define LLB_WORKER_STACK (8 * 1024 * 1024)
+
 enum vertex_phase
 {
   V_WAITING, /* inputs not done yet */
@@ -482,6 +486,8 @@ hash_str (EVP_MD_CTX *c, const char *s)
   EVP_DigestUpdate (c, s, strlen (s) + 1);
 }
 
+#define HASH_CHUNK 65536
+
 /* Hash a directory tree in name order: path, type and mode, owner, size,
    mtime, file bytes and link targets: what a copy of it would preserve. */
 static int
@@ -520,12 +526,14 @@ hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
                 }
               else if (S_ISREG (st.st_mode))
                 {
+                  /* On the heap: this function recurses once per directory
+                     level, on a worker thread's stack. */
                   cleanup_close int fd = open (full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-                  char buf[65536];
+                  cleanup_free char *buf = xmalloc (HASH_CHUNK);
                   ssize_t got;
                   if (fd < 0)
                     ret = ps_error_set_errno (err, 500, errno, "open %s", full);
-                  while (fd >= 0 && (got = read (fd, buf, sizeof buf)) > 0)
+                  while (fd >= 0 && (got = read (fd, buf, HASH_CHUNK)) > 0)
                     EVP_DigestUpdate (c, buf, (size_t) got);
                 }
               else if (S_ISDIR (st.st_mode))
@@ -1377,7 +1385,9 @@ llb_exec_run (struct llb_exec *x, solver_job *job, char **image_id, ps_error **e
     {
       pthread_attr_t attr;
       pthread_attr_init (&attr);
-      pthread_attr_setstacksize (&attr, 1024 * 1024); /* hash_tree recursion and 64 KiB buffers */
+      /* As much stack as the job's own thread: tree walks (hashing,
+         staging, copies, merges) recurse once per directory level. */
+      pthread_attr_setstacksize (&attr, LLB_WORKER_STACK);
       int r = pthread_create (&th[started], &attr, worker, x);
       pthread_attr_destroy (&attr);
       if (r != 0)

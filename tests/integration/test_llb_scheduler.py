@@ -240,6 +240,11 @@ def test_multipart_local_source_honours_include_and_exclude_patterns(daemon, uni
     status, events = _solve(daemon, [src], sources={"ctx": lib.tar_context(str(tmp_path))})
     assert _final(events, src).get("cached") is True
     assert _image(events) == image
+    # a deep tree (hashed, staged and copied by recursive walks on a worker thread)
+    deep = "/".join(["d"] * 60) + "/leaf.txt"
+    status, events = _solve(daemon, [llb.source("local://deep")], sources={"deep": lib.tar_context({deep: uniq})})
+    assert status == 200
+    assert daemon.image_file(_image(events), "/" + deep) == uniq.encode()
     # follow paths: exactly those
     only = _local("ctx", follow=["other/e.txt"])
     status, events = _solve(daemon, [only], sources={"ctx": lib.tar_context(str(tmp_path))})
