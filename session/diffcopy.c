@@ -39,6 +39,7 @@
  */
 #define _GNU_SOURCE
 #include "session/diffcopy.h"
+#include "session/fsutil_mode.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -60,18 +61,6 @@
 
 #define DIFFCOPY_METHOD "/moby.filesync.v1.FileSync/DiffCopy"
 
-/* Go os.FileMode bits (§3.4). */
-#define GO_MODE_DIR 0x80000000u
-#define GO_MODE_SYMLINK 0x08000000u
-#define GO_MODE_DEVICE 0x04000000u
-#define GO_MODE_NAMED_PIPE 0x02000000u
-#define GO_MODE_SOCKET 0x01000000u
-#define GO_MODE_SETUID 0x00800000u
-#define GO_MODE_SETGID 0x00400000u
-#define GO_MODE_CHAR_DEVICE 0x00200000u
-#define GO_MODE_STICKY 0x00100000u
-#define GO_MODE_IRREGULAR 0x00080000u
-#define GO_MODE_TYPE 0x8F280000u /* fsutil: requestable iff (mode & this) == 0 */
 
 /* Prefix of our temporary files inside dest_dir. */
 #define DC_TMP_PREFIX ".podsolve-diffcopy-"

@@ -36,6 +36,7 @@
  */
 #define _GNU_SOURCE
 #include "session/filesend.h"
+#include "session/fsutil_mode.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -79,16 +80,6 @@
 #define PS_FILESEND_MAX_DEPTH 256
 #endif
 
-/* Go os.FileMode bits (§3.4). */
-#define GO_MODE_DIR 0x80000000u
-#define GO_MODE_SYMLINK 0x08000000u
-#define GO_MODE_DEVICE 0x04000000u
-#define GO_MODE_NAMED_PIPE 0x02000000u
-#define GO_MODE_SOCKET 0x01000000u
-#define GO_MODE_SETUID 0x00800000u
-#define GO_MODE_SETGID 0x00400000u
-#define GO_MODE_CHAR_DEVICE 0x00200000u
-#define GO_MODE_STICKY 0x00100000u
 
 /* Go's os.Lstat on Linux (os/stat_linux.go fillFileStatFromSys): the 9
    permission bits, one type bit (none for a regular file), then setuid,

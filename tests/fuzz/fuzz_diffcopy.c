@@ -26,17 +26,8 @@
 #include "fsutil.pb-c.h"
 #include "common/log.h"
 #include "session/diffcopy.h"
+#include "session/fsutil_mode.h"
 
-#define GO_MODE_DIR 0x80000000u
-#define GO_MODE_SYMLINK 0x08000000u
-#define GO_MODE_DEVICE 0x04000000u
-#define GO_MODE_NAMED_PIPE 0x02000000u
-#define GO_MODE_SOCKET 0x01000000u
-#define GO_MODE_SETUID 0x00800000u
-#define GO_MODE_SETGID 0x00400000u
-#define GO_MODE_CHAR_DEVICE 0x00200000u
-#define GO_MODE_STICKY 0x00100000u
-#define GO_MODE_IRREGULAR 0x00080000u
 
 static char parent[] = "/tmp/podsolve-fuzz-dc-XXXXXX";
 static char *dest, *outside, *canary;
