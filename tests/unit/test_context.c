@@ -5,6 +5,7 @@
  * the hostile archives — that nothing appeared outside the context. */
 #define _GNU_SOURCE
 #include "tests/unit/suites.h"
+#include "tests/unit/test_session_peer.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -38,19 +39,13 @@ static char *g_victim; /* a directory outside the context for symlinks to aim at
 static void
 setup_root (void)
 {
-  char tmpl[] = "/tmp/ps-ctx-XXXXXX";
-  ck_assert_ptr_nonnull (mkdtemp (tmpl));
-  g_root = xstrdup (tmpl);
+  g_root = test_mkdtemp ();
 }
 
 static void
 teardown_root (void)
 {
-  ps_error *err = NULL;
-  if (ps_rm_rf (g_root, &err) < 0)
-    ps_error_free (err);
-  free (g_root);
-  g_root = NULL;
+  test_rm_tree (&g_root);
 }
 
 static void

@@ -16,6 +16,7 @@
 #include "solver/llb.h"
 #include "solver/llb_local.h"
 #include "tests/unit/suites.h"
+#include "tests/unit/test_session_peer.h"
 
 /* ---- building definitions ------------------------------------------------ */
 
@@ -1588,11 +1589,11 @@ staged (const char *root, const char *rel)
 static char *
 stage_with (const char *include, const char *exclude, const char *follow)
 {
-  char tmpl[] = "/tmp/ps-llb-local-XXXXXX";
-  ck_assert_ptr_nonnull (mkdtemp (tmpl));
+  char *tmp = test_mkdtemp ();
   char *src = NULL, *dest = NULL;
-  ck_assert_int_ge (asprintf (&src, "%s/src", tmpl), 0);
-  ck_assert_int_ge (asprintf (&dest, "%s/dest", tmpl), 0);
+  ck_assert_int_ge (asprintf (&src, "%s/src", tmp), 0);
+  ck_assert_int_ge (asprintf (&dest, "%s/dest", tmp), 0);
+  free (tmp);
   mkdir (src, 0755);
   const char *files[] = { "a.txt", "b.log", "sub/c.txt", "sub/d.log", "other/e.txt", "other/deep/f.txt" };
   for (size_t i = 0; i < ARRAY_SIZE (files); i++)
@@ -1611,8 +1612,7 @@ static void
 unstage (char *dest)
 {
   *strrchr (dest, '/') = '\0';
-  ps_rm_rf (dest, NULL);
-  free (dest);
+  test_rm_tree (&dest);
 }
 
 START_TEST (local_filter_includes_excludes_and_follow_paths)

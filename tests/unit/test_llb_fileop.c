@@ -15,6 +15,7 @@
 #include "solver/llb_fileop.h"
 #include "solver/llb_fileutil.h"
 #include "tests/unit/suites.h"
+#include "tests/unit/test_session_peer.h"
 
 /* ---- wildcards ------------------------------------------------------------------- */
 
@@ -189,14 +190,6 @@ END_TEST
 
 /* ---- actions on directories ---------------------------------------------------------------- */
 
-static char *
-tmp_root (void)
-{
-  char *t = strdup ("/tmp/podsolve-fileop-XXXXXX");
-  ck_assert_ptr_nonnull (mkdtemp (t));
-  return t;
-}
-
 static void
 put (const char *root, const char *rel, const char *data, mode_t mode)
 {
@@ -277,7 +270,7 @@ run (const Pb__FileAction *a, const char *root, const char *src, ps_error **err)
 
 START_TEST (wildcard_copy_takes_each_match_and_empty_is_an_error_unless_allowed)
 {
-  char *src = tmp_root (), *dst = tmp_root ();
+  char *src = test_mkdtemp (), *dst = test_mkdtemp ();
   put (src, "app/a.txt", "a", 0644);
   put (src, "app/b.txt", "b", 0644);
   put (src, "app/c.md", "c", 0644);
@@ -314,7 +307,7 @@ END_TEST
 
 START_TEST (copy_include_and_exclude_patterns_filter_below_the_source)
 {
-  char *src = tmp_root (), *dst = tmp_root ();
+  char *src = test_mkdtemp (), *dst = test_mkdtemp ();
   put (src, "ctx/keep.txt", "k", 0644);
   put (src, "ctx/skip.log", "s", 0644);
   put (src, "ctx/docs/a.md", "a", 0644);
@@ -342,7 +335,7 @@ END_TEST
 
 START_TEST (copy_into_existing_dir_dir_contents_and_create_dest_path)
 {
-  char *src = tmp_root (), *dst = tmp_root ();
+  char *src = test_mkdtemp (), *dst = test_mkdtemp ();
   put (src, "d/f", "f", 0640);
   put (dst, "exists/.keep", "", 0644);
   struct copy_case k;
@@ -395,7 +388,7 @@ END_TEST
 
 START_TEST (copy_mode_str_follow_symlink_and_owner_by_id)
 {
-  char *src = tmp_root (), *dst = tmp_root ();
+  char *src = test_mkdtemp (), *dst = test_mkdtemp ();
   put (src, "bin/tool", "#!/bin/sh\n", 0644);
   put (src, "bin/dir/x", "x", 0600);
   char *l = NULL;
@@ -473,7 +466,7 @@ mkfile_owned_by (Pb__FileActionMkFile *mk, Pb__ChownOpt *own, Pb__UserOpt *u, Pb
 
 START_TEST (owner_by_name_reads_the_rootfs_passwd_and_group_never_the_hosts)
 {
-  char *root = tmp_root ();
+  char *root = test_mkdtemp ();
   put (root, "etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1234:1235::/home/app:/bin/sh\n", 0644);
   put (root, "etc/group", "root:x:0:\nstaff:x:50:app\n", 0644);
   Pb__FileActionMkFile mk;
@@ -518,7 +511,7 @@ END_TEST
 
 START_TEST (rm_with_wildcards_removes_every_match)
 {
-  char *root = tmp_root ();
+  char *root = test_mkdtemp ();
   put (root, "tmp/a.log", "", 0644);
   put (root, "tmp/b.log", "", 0644);
   put (root, "tmp/keep", "", 0644);

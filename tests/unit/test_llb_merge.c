@@ -5,6 +5,7 @@
  * is B again, and the whiteout record on disk. */
 #define _GNU_SOURCE
 #include "tests/unit/suites.h"
+#include "tests/unit/test_session_peer.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -25,19 +26,13 @@ static char *g_victim; /* outside every tree: symlinks aim here, nothing may cha
 static void
 setup_root (void)
 {
-  char tmpl[] = "/tmp/ps-merge-XXXXXX";
-  ck_assert_ptr_nonnull (mkdtemp (tmpl));
-  g_root = xstrdup (tmpl);
+  g_root = test_mkdtemp ();
 }
 
 static void
 teardown_root (void)
 {
-  ps_error *err = NULL;
-  if (ps_rm_rf (g_root, &err) < 0)
-    ps_error_free (err);
-  free (g_root);
-  g_root = NULL;
+  test_rm_tree (&g_root);
 }
 
 static void

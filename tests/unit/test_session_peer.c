@@ -1466,9 +1466,21 @@ pair_stop (struct peer_pair *pp)
 char *
 test_mkdtemp (void)
 {
-  char *t = xstrdup ("/tmp/podsolve-session-test-XXXXXX");
+  char *t = xstrdup ("/tmp/podsolve-test-XXXXXX");
   ck_assert_ptr_nonnull (mkdtemp (t));
   return t;
+}
+
+void
+test_rm_tree (char **dir)
+{
+  if (*dir == NULL)
+    return;
+  ps_error *err = NULL;
+  if (ps_rm_rf (*dir, &err) < 0)
+    ps_error_free (err);
+  free (*dir);
+  *dir = NULL;
 }
 
 void

@@ -121,6 +121,8 @@ void pair_stop (struct peer_pair *pp);
 
 /* Helpers for the DiffCopy tests. */
 char *test_mkdtemp (void);
+/* Remove the tree at *dir (if any) and free and clear the name. */
+void test_rm_tree (char **dir);
 void test_write (const char *dir, const char *rel, const char *content, mode_t mode, int64_t mtime_ns);
 char *test_read (const char *dir, const char *rel);
 bool test_exists (const char *dir, const char *rel);
