@@ -466,6 +466,30 @@ buildah_call_line (const char *const *args, char **out, ps_error **err)
   return 0;
 }
 
+int
+buildah_from (const char *image, const char *const *extra, char **ctr, ps_error **err)
+{
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  cleanup_free char *name = xasprintf (PS_CONTAINER_PREFIX "%s", rnd);
+  ps_strv args = { 0 };
+  ps_strv_push (&args, "from");
+  ps_strv_push (&args, "--quiet");
+  ps_strv_push (&args, "--pull=never");
+  ps_strv_pushf (&args, "--name=%s", name);
+  for (const char *const *a = extra; a && *a; a++)
+    ps_strv_push (&args, *a);
+  ps_strv_push (&args, image ? image : "scratch");
+  int r = buildah_call_line ((const char *const *) args.v, ctr, err);
+  ps_strv_free (&args);
+  if (r < 0)
+    {
+      const char *rm[] = { "rm", name, NULL };
+      buildah_call (rm, NULL, NULL); /* usually "no such container" */
+    }
+  return r;
+}
+
 /* ---- start-up probes ----------------------------------------------------- */
 
 static char *

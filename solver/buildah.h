@@ -53,8 +53,9 @@ int ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err);
 int ps_child_spawn_env (char *const *argv, char *const *env, struct ps_child *child, ps_error **err);
 /* Wait for the child; returns its exit status (128+signal if killed). */
 int ps_child_wait (struct ps_child *child);
-/* Ask the child to stop (SIGTERM to the leader, so buildah removes its
-   working containers), then SIGKILL the whole group after grace_ms. */
+/* Ask the child to stop (SIGTERM to the leader: inside a RUN step buildah
+   then removes its working container, see orphans.h for elsewhere), then
+   SIGKILL the whole group after grace_ms. */
 void ps_child_terminate (pid_t pid, int grace_ms);
 /* The same for several children at once (one grace period for all). */
 void ps_children_terminate (const pid_t *pids, size_t n, int grace_ms);
@@ -75,5 +76,13 @@ int ps_run_capture (char *const *argv, char **out, char **errout, int *status, p
 int buildah_call (const char *const *args, char **out, ps_error **err);
 /* The same, *out being the first line of stdout (an id, a path). */
 int buildah_call_line (const char *const *args, char **out, ps_error **err);
+
+/* Every working container podsolve makes itself is named PREFIX + random
+   hex: the sweep of stopped builds' leftovers (orphans.h) never takes one. */
+#define PS_CONTAINER_PREFIX "podsolve-"
+/* `buildah from --quiet --pull=never [extra...] IMAGE` (NULL = scratch) under
+   such a name; *ctr gets the container's id.  If `from` fails half way
+   the name is removed, so nothing is left either way. */
+int buildah_from (const char *image, const char *const *extra, char **ctr, ps_error **err);
 
 #endif

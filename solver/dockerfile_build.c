@@ -14,6 +14,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "solver/buildah.h"
+#include "solver/orphans.h"
 #include "solver/buildah_output.h"
 #include "solver/result_cache.h"
 #include "solver/session_sources.h"
@@ -216,10 +217,14 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   ps_strv argv = { 0 };
   build_options_to_argv (&b->opts, &argv);
   struct ps_child child;
+  orphan_watch *watch = orphans_build_started (!b->opts.rm && !b->opts.forcerm);
   int ret = ps_child_spawn_env (argv.v, b->opts.env.v, &child, err);
   ps_strv_free (&argv);
   if (ret < 0)
-    return ps_error_wrap (err, "buildah build");
+    {
+      orphans_build_ended (watch, false);
+      return ps_error_wrap (err, "buildah build");
+    }
   solver_job_set_cancel_hook (job, cancel_child, (void *) (intptr_t) child.pid);
 
   struct line_readers lr = { buildah_progress_new (job, b->definition_digest), { { false, { 0 } }, { true, { 0 } } } };
@@ -234,6 +239,8 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   ps_buf_free (&readers[1].pending);
 
   bool cancelled = solver_job_cancelled (job);
+  /* A build stopped outside a RUN step leaves its working container. */
+  orphans_build_ended (watch, cancelled || status > 128);
   struct solver_event ev = { 0 };
   if (status == 0 && !cancelled)
     {

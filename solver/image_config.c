@@ -330,11 +330,9 @@ image_config_apply (const struct image_config *c, const char *image_id, const ch
       return 0;
     }
 
-  const char *from[] = { "from", "--quiet", "--pull=never", image_id, NULL };
   cleanup_free char *ctr = NULL;
-  if (buildah_call (from, &ctr, err) < 0)
+  if (buildah_from (image_id, NULL, &ctr, err) < 0)
     return ps_error_wrap (err, "working container from %.12s", image_id);
-  first_line (ctr);
   cleanup_free char *inspect = NULL;
   const char *insp[] = { "inspect", "--type=container", ctr, NULL };
   int r = buildah_call (insp, &inspect, err);

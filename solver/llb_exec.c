@@ -384,16 +384,7 @@ static int
 wc_from_with (const char *image, const ps_strv *extra, struct llb_wc *w, ps_error **err)
 {
   w->ctr = w->mnt = NULL;
-  ps_strv args = { 0 };
-  ps_strv_push (&args, "from");
-  ps_strv_push (&args, "--quiet");
-  ps_strv_push (&args, "--pull=never");
-  for (size_t i = 0; i < extra->n; i++)
-    ps_strv_push (&args, extra->v[i]);
-  ps_strv_push (&args, image ? image : "scratch");
-  int r = buildah_call_line ((const char *const *) args.v, &w->ctr, err);
-  ps_strv_free (&args);
-  if (r < 0)
+  if (buildah_from (image, (const char *const *) extra->v, &w->ctr, err) < 0)
     return ps_error_wrap (err, "working container from %.12s", image ? image : "scratch");
   return 0;
 }

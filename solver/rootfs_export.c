@@ -20,8 +20,7 @@ rootfs_with_mount (const char *image_id, int (*fn) (const char *root, void *ud, 
                    ps_error **err)
 {
   cleanup_free char *ctr = NULL, *mnt = NULL;
-  const char *from[] = { "from", "--quiet", "--pull=never", image_id, NULL };
-  if (buildah_call_line (from, &ctr, err) < 0)
+  if (buildah_from (image_id, NULL, &ctr, err) < 0)
     return ps_error_wrap (err, "mount image %.12s", image_id);
   const char *mount[] = { "mount", ctr, NULL };
   int ret = buildah_call_line (mount, &mnt, err);

@@ -369,3 +369,86 @@ def test_sigterm_during_a_build_stops_it_and_exits_0(spawn_daemon, uniq):
     assert code == 0, f"exit status {code}\nlog tail:\n{d.log_tail()}"
     assert wait_for(lambda: not sleepers(token), 5), sleepers(token)
     assert d.working_containers() == []
+
+
+@pytest.mark.parametrize("step", ["COPY", "COMMIT"])
+def test_client_disconnect_outside_a_run_step_leaves_no_working_container(spawn_daemon, uniq, step):
+    """buildah stops cleanly on SIGTERM only inside a RUN step; a client that
+    leaves while a big COPY or the final commit runs must not leave buildah's
+    working container behind either."""
+    d = spawn_daemon()
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY big /big"),
+           "big": os.urandom(1 << 20) * 200}
+    status, _, events = d.stream("POST", lib.with_query(COMPAT_BUILD, {"t": f"cut-{uniq}", "nocache": "1"}),
+                                 lib.tar_context(ctx), {"Content-Type": "application/x-tar"})
+    assert status == 200
+    try:
+        for ev in events:
+            text = ev.get("stream", "")
+            if step == "COPY" and text.startswith("STEP 2/2"):
+                break
+            if step == "COMMIT" and text.startswith("COMMIT"):
+                break
+        else:
+            pytest.fail("the build ended before the step was reached")
+    finally:
+        events.close()
+    assert wait_for(lambda: not [p for p in d.descendants() if "buildah" in p[1]], 20), d.descendants()
+    assert wait_for(lambda: d.working_containers() == [], 10), d.working_containers()
+    assert not d.image_exists(f"docker.io/library/cut-{uniq}:latest")
+    assert d.alive()
+
+
+def _cut_during_copy(d, tag):
+    """Start a build with a 200 MB COPY; returns its event stream once the
+    COPY step began (buildah has its working container by then)."""
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY big /big"),
+           "big": os.urandom(1 << 20) * 200}
+    status, _, events = d.stream("POST", lib.with_query(COMPAT_BUILD, {"t": tag, "nocache": "1"}),
+                                 lib.tar_context(ctx), {"Content-Type": "application/x-tar"})
+    assert status == 200
+    for ev in events:
+        if ev.get("stream", "").startswith("STEP 2/2"):
+            return events
+    pytest.fail("the build ended before its COPY step")
+
+
+def test_a_stopped_builds_leftovers_wait_for_the_builds_running_beside_it(spawn_daemon, uniq):
+    """Another build's working container is made while the stopped one
+    lived, so it looks like a leftover: it is swept only once that build
+    is over, which therefore succeeds, and then nothing is left."""
+    d = spawn_daemon()
+    cut = _cut_during_copy(d, f"cut-{uniq}")
+    token = f"sleep 4.{int(uniq, 16) % 100000:05d}"
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN {token} && echo beside > /beside")}
+    status, _, beside = d.stream("POST", lib.with_query(COMPAT_BUILD, {"t": f"beside-{uniq}"}),
+                                 lib.tar_context(ctx), {"Content-Type": "application/x-tar"})
+    assert status == 200
+    events = []
+    for ev in beside:
+        events.append(ev)
+        if ev.get("stream", "").startswith("STEP 2/2"):
+            break
+    assert wait_for(lambda: sleepers(token), 20), "the RUN step never started"
+    cut.close()
+    events += list(beside)
+    assert not [e for e in events if "error" in e], events[-3:]
+    assert d.image_file(f"docker.io/library/beside-{uniq}:latest", "/beside") == b"beside\n"
+    assert wait_for(lambda: d.working_containers() == [], 15), d.working_containers()
+    assert not d.image_exists(f"docker.io/library/cut-{uniq}:latest")
+
+
+def test_containers_a_build_asked_to_keep_are_never_swept(spawn_daemon, uniq):
+    """rm=0 keeps a build's containers (Docker's meaning); one that ran
+    while another build was stopped keeps them too."""
+    d = spawn_daemon()
+    cut = _cut_during_copy(d, f"cut-{uniq}")
+    r = d.build({"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo kept > /kept")},
+                {"t": f"kept-{uniq}", "rm": "0"})
+    assert r.status == 200 and r.error is None, r.describe()
+    kept = {c["id"] for c in d.working_containers()}
+    assert len(kept) >= 2, kept  # the cut build's and the kept one
+    cut.close()
+    assert wait_for(lambda: not [p for p in d.descendants() if "buildah" in p[1]], 20), d.descendants()
+    time.sleep(1)
+    assert kept <= {c["id"] for c in d.working_containers()}

@@ -26,6 +26,7 @@ main (void)
   srunner_add_suite (sr, suite_cache_prune ());
   srunner_add_suite (sr, suite_image_config ());
   srunner_add_suite (sr, suite_multipart ());
+  srunner_add_suite (sr, suite_orphans ());
   srunner_run_all (sr, CK_NORMAL);
   int failed = srunner_ntests_failed (sr);
   srunner_free (sr);

@@ -23,5 +23,6 @@ Suite *suite_session_filesend (void);
 Suite *suite_cache_prune (void);
 Suite *suite_image_config (void);
 Suite *suite_multipart (void);
+Suite *suite_orphans (void);
 
 #endif

@@ -1,0 +1,315 @@
+/* orphans.c — sweeping the working containers of stopped `buildah build`s
+ * (see orphans.h for why a time window is all there is to go by). */
+#define _GNU_SOURCE
+#include "solver/orphans.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/ps.h"
+#include "solver/buildah.h"
+
+/* The largest containers.json we read (about 2 KiB per container). */
+#define ORPHANS_MAX_STORE_FILE (64 * 1024 * 1024)
+
+struct orphan_watch
+{
+  uint64_t id;
+  bool keeps;
+  struct timespec start;
+  orphan_watch *next;
+};
+
+struct window
+{
+  struct timespec from, to;
+  uint64_t *waiting; /* builds running when the stopped one died */
+  size_t n_waiting;
+  struct window *next;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static orphan_watch *running;
+static struct window *windows;
+static uint64_t next_id;
+/* When the last build keeping its containers ended (zero: none yet). */
+static struct timespec last_keeping_end;
+
+static int
+ts_cmp (const struct timespec *a, const struct timespec *b)
+{
+  if (a->tv_sec != b->tv_sec)
+    return a->tv_sec < b->tv_sec ? -1 : 1;
+  if (a->tv_nsec != b->tv_nsec)
+    return a->tv_nsec < b->tv_nsec ? -1 : 1;
+  return 0;
+}
+
+orphan_watch *
+orphans_build_started (bool keeps_containers)
+{
+  orphan_watch *w = xcalloc (1, sizeof *w);
+  w->keeps = keeps_containers;
+  clock_gettime (CLOCK_REALTIME, &w->start);
+  pthread_mutex_lock (&lock);
+  w->id = ++next_id;
+  w->next = running;
+  running = w;
+  pthread_mutex_unlock (&lock);
+  return w;
+}
+
+/* ---- containers-storage's record of containers ----------------------------- */
+
+bool
+orphans_parse_time (const char *s, struct timespec *out)
+{
+  struct tm tm = { 0 };
+  const char *p = s ? strptime (s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+  if (p == NULL)
+    return false;
+  long nsec = 0;
+  if (*p == '.')
+    {
+      long scale = 100000000L;
+      for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+        nsec += (*p - '0') * scale;
+    }
+  long offset = 0;
+  if (*p == '+' || *p == '-')
+    {
+      int hh, mm;
+      if (sscanf (p + 1, "%2d:%2d", &hh, &mm) != 2)
+        return false;
+      offset = (*p == '+' ? 1 : -1) * (hh * 3600L + mm * 60L);
+      p += 6;
+    }
+  else if (*p == 'Z')
+    p++;
+  else
+    return false;
+  if (*p != '\0')
+    return false;
+  out->tv_sec = timegm (&tm) - offset;
+  out->tv_nsec = nsec;
+  return true;
+}
+
+void
+orphans_candidates_free (struct orphan_candidate *c, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      free (c[i].id);
+      free (c[i].name);
+    }
+  free (c);
+}
+
+int
+orphans_parse_containers (const char *json, struct orphan_candidate **out, size_t *n_out)
+{
+  *out = NULL;
+  *n_out = 0;
+  cJSON *root = cJSON_Parse (json);
+  if (!cJSON_IsArray (root))
+    {
+      cJSON_Delete (root);
+      return -1;
+    }
+  struct orphan_candidate *c = xcalloc ((size_t) cJSON_GetArraySize (root) + 1, sizeof *c);
+  size_t n = 0;
+  const cJSON *item;
+  cJSON_ArrayForEach (item, root)
+    {
+      const char *id = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (item, "id"));
+      const char *created = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (item, "created"));
+      struct timespec t;
+      if (id == NULL || !orphans_parse_time (created, &t))
+        continue; /* not a record we understand: never a candidate */
+      const cJSON *names = cJSON_GetObjectItemCaseSensitive (item, "names");
+      const char *name = cJSON_GetStringValue (cJSON_GetArrayItem (names, 0));
+      const char *meta = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (item, "metadata"));
+      c[n].id = xstrdup (id);
+      c[n].name = xstrdup (name ? name : "");
+      c[n].created = t;
+      c[n].has_metadata = meta && *meta;
+      n++;
+    }
+  cJSON_Delete (root);
+  *out = c;
+  *n_out = n;
+  return 0;
+}
+
+bool
+orphans_is_leak (const struct orphan_candidate *c, const struct timespec *from, const struct timespec *to)
+{
+  if (c->has_metadata || strncmp (c->name, PS_CONTAINER_PREFIX, strlen (PS_CONTAINER_PREFIX)) == 0)
+    return false;
+  return ts_cmp (&c->created, from) >= 0 && ts_cmp (&c->created, to) <= 0;
+}
+
+/* Where this storage keeps its container records: the graph root's
+   containers.json, and the run root's volatile-containers.json that newer
+   containers-storage versions use for a transient store. */
+static bool
+store_files (char **graph_file, char **run_file)
+{
+  const char *info[] = { "info", NULL };
+  cleanup_free char *out = NULL;
+  ps_error *err = NULL;
+  if (buildah_call (info, &out, &err) < 0)
+    {
+      ps_warn ("cannot find leftover build containers: %s", err->msg);
+      ps_error_free (err);
+      return false;
+    }
+  cJSON *root = cJSON_Parse (out);
+  const cJSON *store = cJSON_GetObjectItemCaseSensitive (root, "store");
+  const char *graph = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (store, "GraphRoot"));
+  const char *run = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (store, "RunRoot"));
+  const char *driver = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (store, "GraphDriverName"));
+  bool ok = graph && run && driver;
+  if (ok)
+    {
+      *graph_file = xasprintf ("%s/%s-containers/containers.json", graph, driver);
+      *run_file = xasprintf ("%s/%s-containers/volatile-containers.json", run, driver);
+    }
+  else
+    ps_warn ("cannot find leftover build containers: `buildah info` names no storage");
+  cJSON_Delete (root);
+  return ok;
+}
+
+static void
+append_records (const char *path, struct orphan_candidate **all, size_t *n_all)
+{
+  cleanup_free char *text = NULL;
+  if (ps_read_file (path, ORPHANS_MAX_STORE_FILE, &text, NULL, NULL) < 0)
+    return; /* absent: nothing recorded there */
+  struct orphan_candidate *c;
+  size_t n;
+  if (orphans_parse_containers (text, &c, &n) < 0)
+    {
+      ps_warn ("%s is not a containers-storage record; leftover build containers stay", path);
+      return;
+    }
+  *all = xrealloc (*all, (*n_all + n + 1) * sizeof **all);
+  memcpy (*all + *n_all, c, n * sizeof *c);
+  *n_all += n;
+  free (c);
+}
+
+static void
+sweep (const struct window *due)
+{
+  cleanup_free char *graph_file = NULL, *run_file = NULL;
+  if (!store_files (&graph_file, &run_file))
+    return;
+  struct orphan_candidate *all = NULL;
+  size_t n = 0;
+  append_records (graph_file, &all, &n);
+  append_records (run_file, &all, &n);
+  for (size_t i = 0; i < n; i++)
+    {
+      bool leak = false;
+      for (const struct window *w = due; w && !leak; w = w->next)
+        leak = orphans_is_leak (&all[i], &w->from, &w->to);
+      if (!leak)
+        continue;
+      const char *rm[] = { "rm", all[i].id, NULL };
+      ps_error *err = NULL;
+      if (buildah_call (rm, NULL, &err) < 0)
+        {
+          ps_warn ("leftover build container %.12s (%s): %s", all[i].id, all[i].name, err->msg);
+          ps_error_free (err);
+        }
+      else
+        ps_info ("removed %.12s (%s), left by a stopped build", all[i].id, all[i].name);
+    }
+  orphans_candidates_free (all, n);
+}
+
+static void
+window_free (struct window *w)
+{
+  free (w->waiting);
+  free (w);
+}
+
+void
+orphans_build_ended (orphan_watch *w, bool stopped)
+{
+  if (w == NULL)
+    return;
+  struct timespec now;
+  clock_gettime (CLOCK_REALTIME, &now);
+  pthread_mutex_lock (&lock);
+  for (orphan_watch **p = &running; *p; p = &(*p)->next)
+    if (*p == w)
+      {
+        *p = w->next;
+        break;
+      }
+  if (w->keeps)
+    last_keeping_end = now;
+
+  if (stopped)
+    {
+      /* Containers a build keeping them made inside this window are
+         wanted: then the window is left alone. */
+      bool overlapped_keeper = ts_cmp (&last_keeping_end, &w->start) >= 0;
+      for (orphan_watch *r = running; r && !overlapped_keeper; r = r->next)
+        overlapped_keeper = r->keeps;
+      if (w->keeps || overlapped_keeper)
+        ps_info ("a stopped build overlapped one that keeps its containers: none are swept");
+      else
+        {
+          struct window *win = xcalloc (1, sizeof *win);
+          win->from = w->start;
+          win->to = now;
+          for (orphan_watch *r = running; r; r = r->next)
+            {
+              win->waiting = xrealloc (win->waiting, (win->n_waiting + 1) * sizeof *win->waiting);
+              win->waiting[win->n_waiting++] = r->id;
+            }
+          win->next = windows;
+          windows = win;
+        }
+    }
+
+  /* This build no longer holds any window back. */
+  struct window *due = NULL;
+  for (struct window **p = &windows; *p;)
+    {
+      struct window *win = *p;
+      for (size_t i = 0; i < win->n_waiting; i++)
+        if (win->waiting[i] == w->id)
+          win->waiting[i--] = win->waiting[--win->n_waiting];
+      if (win->n_waiting == 0)
+        {
+          *p = win->next;
+          win->next = due;
+          due = win;
+        }
+      else
+        p = &win->next;
+    }
+  pthread_mutex_unlock (&lock);
+  free (w);
+
+  if (due)
+    sweep (due);
+  while (due)
+    {
+      struct window *next = due->next;
+      window_free (due);
+      due = next;
+    }
+}
