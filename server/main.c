@@ -20,6 +20,7 @@
 #include "solver/cache_prune.h"
 #include "solver/cache_registry.h"
 #include "solver/job.h"
+#include "solver/orphans.h"
 #include "session/session.h"
 
 /* Builds interrupted by a crash leave their directories behind. */
@@ -158,6 +159,8 @@ main (int argc, char **argv)
       ps_error_log ("%s", err->msg);
       return 1;
     }
+  /* What a killed earlier run left in storage, before any build starts. */
+  orphans_recover (ps_cfg.state_dir);
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
   session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);

@@ -1,6 +1,7 @@
 /* buildah.c — spawning buildah, the isolation probe and version probe. */
 #define _GNU_SOURCE
 #include "solver/buildah.h"
+#include "solver/orphans.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -469,9 +470,7 @@ buildah_call_line (const char *const *args, char **out, ps_error **err)
 int
 buildah_from (const char *image, const char *const *extra, char **ctr, ps_error **err)
 {
-  char rnd[17];
-  ps_random_hex (rnd, 8);
-  cleanup_free char *name = xasprintf (PS_CONTAINER_PREFIX "%s", rnd);
+  cleanup_free char *name = orphans_container_name ();
   ps_strv args = { 0 };
   ps_strv_push (&args, "from");
   ps_strv_push (&args, "--quiet");

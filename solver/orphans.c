@@ -4,11 +4,14 @@
 #include "solver/orphans.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/ps.h"
@@ -28,12 +31,15 @@ struct orphan_watch
 struct window
 {
   struct timespec from, to;
+  uint64_t record; /* the stopped build's record, kept until the sweep */
   uint64_t *waiting; /* builds running when the stopped one died */
   size_t n_waiting;
   struct window *next;
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static char *records_dir; /* <state-dir>/running-builds, NULL before recovery */
+static char instance_tag[9] = "0";
 static orphan_watch *running;
 static struct window *windows;
 static uint64_t next_id;
@@ -50,6 +56,21 @@ ts_cmp (const struct timespec *a, const struct timespec *b)
   return 0;
 }
 
+char *
+orphans_container_name (void)
+{
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  return xasprintf (PS_CONTAINER_PREFIX "%s-%s", instance_tag, rnd);
+}
+
+/* The record of a running build: "<start sec>.<nsec> <keeps>". */
+static char *
+record_path (uint64_t id)
+{
+  return records_dir && id ? xasprintf ("%s/%" PRIu64, records_dir, id) : NULL;
+}
+
 orphan_watch *
 orphans_build_started (bool keeps_containers)
 {
@@ -61,6 +82,16 @@ orphans_build_started (bool keeps_containers)
   w->next = running;
   running = w;
   pthread_mutex_unlock (&lock);
+  cleanup_free char *path = record_path (w->id);
+  cleanup_free char *text = xasprintf ("%lld.%09ld %d\n", (long long) w->start.tv_sec, w->start.tv_nsec,
+                                       keeps_containers ? 1 : 0);
+  ps_error *err = NULL;
+  if (path && ps_write_file (path, text, strlen (text), 0600, &err) < 0)
+    {
+      /* Only a crash-time sweep is lost. */
+      ps_warn ("running build record: %s", err->msg);
+      ps_error_free (err);
+    }
   return w;
 }
 
@@ -206,19 +237,22 @@ append_records (const char *path, struct orphan_candidate **all, size_t *n_all)
   free (c);
 }
 
-static void
-sweep (const struct window *due)
+/* Remove the containers inside any of the `due` windows and, with
+   `own_prefix`, every container whose name starts with it.  Returns how
+   many were removed. */
+static size_t
+sweep (const struct window *due, const char *own_prefix)
 {
   cleanup_free char *graph_file = NULL, *run_file = NULL;
   if (!store_files (&graph_file, &run_file))
-    return;
+    return 0;
   struct orphan_candidate *all = NULL;
-  size_t n = 0;
+  size_t n = 0, removed = 0;
   append_records (graph_file, &all, &n);
   append_records (run_file, &all, &n);
   for (size_t i = 0; i < n; i++)
     {
-      bool leak = false;
+      bool leak = own_prefix && ps_str_has_prefix (all[i].name, own_prefix);
       for (const struct window *w = due; w && !leak; w = w->next)
         leak = orphans_is_leak (&all[i], &w->from, &w->to);
       if (!leak)
@@ -227,18 +261,80 @@ sweep (const struct window *due)
       ps_error *err = NULL;
       if (buildah_call (rm, NULL, &err) < 0)
         {
-          ps_warn ("leftover build container %.12s (%s): %s", all[i].id, all[i].name, err->msg);
+          ps_warn ("leftover working container %.12s (%s): %s", all[i].id, all[i].name, err->msg);
           ps_error_free (err);
+          continue;
         }
-      else
-        ps_info ("removed %.12s (%s), left by a stopped build", all[i].id, all[i].name);
+      ps_debug ("removed working container %.12s (%s)", all[i].id, all[i].name);
+      removed++;
     }
   orphans_candidates_free (all, n);
+  return removed;
+}
+
+void
+orphans_recover (const char *state_dir)
+{
+  char digest[65];
+  ps_sha256_hex (state_dir, strlen (state_dir), digest);
+  memcpy (instance_tag, digest, 8);
+  instance_tag[8] = '\0';
+  free (records_dir);
+  records_dir = xasprintf ("%s/running-builds", state_dir);
+  ps_error *err = NULL;
+  if (ps_mkdir_p (records_dir, 0700, &err) < 0)
+    {
+      ps_warn ("running build records: %s", err->msg);
+      ps_error_free (err);
+      free (records_dir);
+      records_dir = NULL;
+      return;
+    }
+
+  /* The dead run's builds: from the first one's start until now (when it
+     died is not known), unless one of them kept its containers. */
+  struct window win = { 0 };
+  clock_gettime (CLOCK_REALTIME, &win.to);
+  size_t builds = 0;
+  bool keeper = false;
+  DIR *d = opendir (records_dir);
+  struct dirent *de;
+  while (d && (de = readdir (d)) != NULL)
+    {
+      if (de->d_name[0] == '.')
+        continue;
+      cleanup_free char *path = xasprintf ("%s/%s", records_dir, de->d_name);
+      cleanup_free char *text = NULL;
+      long long sec;
+      long nsec;
+      int keeps;
+      if (ps_read_file (path, 4096, &text, NULL, NULL) == 0 && sscanf (text, "%lld.%ld %d", &sec, &nsec, &keeps) == 3)
+        {
+          struct timespec start = { (time_t) sec, nsec };
+          if (builds++ == 0 || ts_cmp (&start, &win.from) < 0)
+            win.from = start;
+          keeper |= keeps != 0;
+        }
+      unlink (path);
+    }
+  if (d)
+    closedir (d);
+
+  cleanup_free char *own = xasprintf (PS_CONTAINER_PREFIX "%s-", instance_tag);
+  bool by_window = builds > 0 && !keeper;
+  if (keeper)
+    ps_info ("a build interrupted by an earlier stop kept its containers: only podsolve's own are removed");
+  size_t removed = sweep (by_window ? &win : NULL, own);
+  if (removed)
+    ps_info ("removed %zu working container(s) left by an earlier run", removed);
 }
 
 static void
 window_free (struct window *w)
 {
+  cleanup_free char *path = record_path (w->record);
+  if (path)
+    unlink (path);
   free (w->waiting);
   free (w);
 }
@@ -274,6 +370,8 @@ orphans_build_ended (orphan_watch *w, bool stopped)
           struct window *win = xcalloc (1, sizeof *win);
           win->from = w->start;
           win->to = now;
+          win->record = w->id;
+          w->id = 0; /* its record now belongs to the window */
           for (orphan_watch *r = running; r; r = r->next)
             {
               win->waiting = xrealloc (win->waiting, (win->n_waiting + 1) * sizeof *win->waiting);
@@ -284,14 +382,17 @@ orphans_build_ended (orphan_watch *w, bool stopped)
         }
     }
 
-  /* This build no longer holds any window back. */
+  /* This build no longer holds any window back (a stopped build's own
+     window never waited for it). */
   struct window *due = NULL;
   for (struct window **p = &windows; *p;)
     {
       struct window *win = *p;
-      for (size_t i = 0; i < win->n_waiting; i++)
+      for (size_t i = 0; i < win->n_waiting;)
         if (win->waiting[i] == w->id)
-          win->waiting[i--] = win->waiting[--win->n_waiting];
+          win->waiting[i] = win->waiting[--win->n_waiting];
+        else
+          i++;
       if (win->n_waiting == 0)
         {
           *p = win->next;
@@ -302,10 +403,14 @@ orphans_build_ended (orphan_watch *w, bool stopped)
         p = &win->next;
     }
   pthread_mutex_unlock (&lock);
+  cleanup_free char *path = record_path (w->id);
+  if (path)
+    unlink (path);
   free (w);
 
-  if (due)
-    sweep (due);
+  size_t removed = due ? sweep (due, NULL) : 0;
+  if (removed)
+    ps_info ("removed %zu working container(s) left by a stopped build", removed);
   while (due)
     {
       struct window *next = due->next;

@@ -14,7 +14,10 @@
  * Never removed: podsolve's own named containers (podsolve-…), Podman's
  * (they carry metadata), anything made outside the window, and nothing at
  * all for a window that a build keeping its containers (rm=false)
- * overlapped. */
+ * overlapped.
+ *
+ * A running build is also recorded in the state directory, so the window
+ * of a build whose daemon was killed is known at the next start. */
 #ifndef SOLVER_ORPHANS_H
 #define SOLVER_ORPHANS_H
 
@@ -22,6 +25,16 @@
 #include <time.h>
 
 typedef struct orphan_watch orphan_watch;
+
+/* At start-up, before any build: where builds are recorded while they run
+   (<state-dir>/running-builds), and the tag in this daemon's container
+   names.  Then removes what a dead earlier run left behind — containers
+   made while its builds ran (as for a stopped build, the window ending
+   now) and every working container it named itself — and logs one line. */
+void orphans_recover (const char *state_dir);
+/* A new name for a working container of ours:
+   PS_CONTAINER_PREFIX + <state-dir tag> + "-" + random hex. */
+char *orphans_container_name (void);
 
 /* Just before spawning a `buildah build`. */
 orphan_watch *orphans_build_started (bool keeps_containers);

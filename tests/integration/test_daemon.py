@@ -212,3 +212,70 @@ def test_kill_9_during_a_build_then_restart_leaves_nothing_behind(spawn_daemon, 
     assert d.image_id(f"docker.io/library/kept-{uniq}:latest") == kept_id
     assert_daemon_builds_again = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN true\n"}, {"t": f"again-{uniq}"})
     assert assert_daemon_builds_again.status == 200 and assert_daemon_builds_again.error is None
+
+
+def _kill_9_and_restart(d):
+    d.proc.kill()  # SIGKILL
+    d.proc.wait(10)
+    # buildah dies with its parent (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-f", f"buildah.*{d.tmp}"], capture_output=True).stdout \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+def test_kill_9_outside_a_run_step_then_restart_removes_the_working_container(spawn_daemon, uniq):
+    """kill -9 podsolved while buildah copies a big file: buildah, told to
+    stop outside a RUN step, cannot remove its container; the next start
+    does, says so in one line, and keeps images tagged before."""
+    import os
+    d = spawn_daemon()
+    before = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo kept > /kept\n"}, {"t": f"kept-{uniq}"})
+    assert before.status == 200 and before.error is None
+    kept_id = d.image_id(f"docker.io/library/kept-{uniq}:latest")
+    ctx = {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nCOPY big /big\n", "big": os.urandom(1 << 20) * 200}
+    status, _, events = d.stream("POST", lib.with_query(lib.COMPAT_BUILD, {"t": f"crash-{uniq}", "nocache": "1"}),
+                                 lib.tar_context(ctx), {"Content-Type": "application/x-tar"})
+    assert status == 200
+    for ev in events:
+        if ev.get("stream", "").startswith("STEP 2/2"):
+            break
+    _kill_9_and_restart(d)
+    events.close()
+    assert d.working_containers(), "buildah removed its container itself: the case is not reproduced"
+
+    d.start()
+    assert d.working_containers() == []
+    log = d.log_path.read_text()
+    assert "working container(s) left by an earlier run" in log, log[-2000:]
+    assert d.image_id(f"docker.io/library/kept-{uniq}:latest") == kept_id
+    assert not d.image_exists(f"docker.io/library/crash-{uniq}:latest")
+    again = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN true\n"}, {"t": f"again-{uniq}"})
+    assert again.status == 200 and again.error is None
+
+
+def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(spawn_daemon, uniq):
+    """An LLB exec's working container is podsolve's own (named
+    podsolve-…): a killed run cannot remove it, the next start does."""
+    import json
+    import sys
+    sys.path.insert(0, str(lib.REPO_ROOT / "tests" / "fixtures"))
+    import llbgen as llb
+    d = spawn_daemon()
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(["sh", "-c", f"echo started-{uniq}; sleep 43.{int(uniq, 16) % 1000:03d}"], root=img)
+    req = {"definition": llb.definition_json([img, run]), "ref": f"llbcrash-{uniq}"}
+    status, _, it = d.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-f", f"sleep 43.{int(uniq, 16) % 1000:03d}"], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "the exec never started"
+        time.sleep(0.2)
+    names = [c["containername"] for c in d.working_containers()]
+    assert names and all(n.startswith("podsolve-") for n in names), names
+    _kill_9_and_restart(d)
+    it.close()
+
+    d.start()
+    assert d.working_containers() == []
+    assert "working container(s) left by an earlier run" in d.log_path.read_text()
