@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "solver/buildah.h"
+#include "solver/llb_remote.h"
 
 /* How often a prune waiting for running builds (or another prune) looks
    again, and asks whether its client is still there. */
@@ -179,8 +180,8 @@ filter_values (const cJSON *v, const char *key, ps_strv *out, ps_error **err)
   return ps_error_set (err, 400, "filters.%s: expected a list of strings", key);
 }
 
-static const char *const known_types[] = { "llb.result",      "build.result",       "exec.cachemount",
-                                           "source.local",    "image.intermediate", "image.dangling" };
+static const char *const known_types[] = { "llb.result",   "build.result",       "exec.cachemount", "source.local",
+                                           "source.http",  "image.intermediate", "image.dangling" };
 
 int
 cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_error **err)
@@ -224,8 +225,8 @@ cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_erro
               known |= strcmp (vals.v[i], known_types[t]) == 0;
             if (!known)
               ret = ps_error_set (err, 400, "filters.type: unknown cache type \"%s\" (known: llb.result, "
-                                            "build.result, exec.cachemount, source.local, image.intermediate, "
-                                            "image.dangling)", vals.v[i]);
+                                            "build.result, exec.cachemount, source.local, source.http, "
+                                            "image.intermediate, image.dangling)", vals.v[i]);
             else
               ps_strv_push (&o->types, vals.v[i]);
           }
@@ -557,6 +558,8 @@ gather (struct cache *c, const char *state_dir, ps_error **err)
   scan_dir (c, results, "build.result", false, ".json");
   scan_dir (c, mounts, "exec.cachemount", true, NULL);
   scan_dir (c, contexts, "source.local", true, NULL);
+  cleanup_free char *http = xasprintf ("%s/" LLB_REMOTE_HTTP_RECORDS, state_dir);
+  scan_dir (c, http, "source.http", false, ".json");
 
   /* A record's image bytes count once, for the record used last. */
   for (size_t i = 0; i < c->n_images; i++)
@@ -588,7 +591,8 @@ gather (struct cache *c, const char *state_dir, ps_error **err)
 static bool
 wanted (const struct entry *e, const struct cache_prune_opts *o, int64_t now)
 {
-  if (!o->all && (strcmp (e->type, "source.local") == 0 || strcmp (e->type, "image.dangling") == 0))
+  if (!o->all && (strcmp (e->type, "source.local") == 0 || strcmp (e->type, "source.http") == 0
+                  || strcmp (e->type, "image.dangling") == 0))
     return false;
   if (o->types.n)
     {

@@ -12,6 +12,10 @@
  *   source.local        <state>/contexts/<hash>: a client's context as last
  *                       synced over its session (only pruned with `all`:
  *                       it is what makes the next transfer incremental)
+ *   source.http         <state>/http-sources/<hash>.json: how an LLB http
+ *                       source without checksum was last downloaded (ETag,
+ *                       Last-Modified, digest), so the next solve asks the
+ *                       server whether it changed (only pruned with `all`)
  *   image.intermediate  an untagged image whose layers are the start of
  *                       another image's: buildah's layer cache (--layers)
  *   image.dangling      any other untagged image (only pruned with `all`)
@@ -41,7 +45,7 @@
 
 struct cache_prune_opts
 {
-  bool all;                /* also source.local and image.dangling */
+  bool all;                /* also source.local, source.http and image.dangling */
   int64_t keep_duration_ns; /* filter until=: keep what was used this recently; 0 = no age limit */
   uint64_t max_used_bytes; /* keep-storage / max-used-space: remove oldest first until the cache is
                               at most this big; 0 = no size budget (remove every candidate) */

@@ -1217,6 +1217,7 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       return 0;
     }
 
+  bool ignore = x->no_cache || (v->meta && v->meta->ignore_cache);
   bool local = v->op->op_case == PB__OP__OP_SOURCE && ps_str_has_prefix (v->op->source->identifier, "local://");
   bool remote_src = v->op->op_case == PB__OP__OP_SOURCE && llb_remote_handles (v->op->source->identifier);
   cleanup_llb_remote struct llb_remote *remote = NULL;
@@ -1227,12 +1228,12 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       emit_vertex (x, v, started, 0, false, NULL);
       cleanup_free char *tmp = remote_src ? xasprintf ("%s/llb-tmp", x->state_dir) : NULL;
       if (local ? prepare_local (x, idx, err) < 0
-                : ps_mkdir_p (tmp, 0700, err) < 0 || llb_remote_resolve (v, tmp, x->job, &remote, err) < 0)
+                : ps_mkdir_p (tmp, 0700, err) < 0
+                      || llb_remote_resolve (v, tmp, ignore ? NULL : x->state_dir, x->job, &remote, err) < 0)
         return -1;
     }
   if (compute_key (x, idx, remote ? llb_remote_key (remote) : NULL, err) < 0)
     return -1;
-  bool ignore = x->no_cache || (v->meta && v->meta->ignore_cache);
   if (!ignore && records_lookup (x, idx))
     {
       int64_t now = ps_now_ns ();

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "solver/llb_remote.h"
 
+#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "solver/buildah.h"
+#include "solver/cache_prune.h"
 #include "solver/llb_fileop.h"
 #include "solver/rootfs_export.h"
 
@@ -60,6 +62,8 @@ struct llb_remote
   char *key;
 
   struct http_spec http;
+  char *validators; /* record of the last full download (NULL: none kept) */
+  char *expected;   /* sha256 a later download must have (a 304 told it) */
   char *file;      /* the download, once fetched */
   char *filename;  /* name in the rootfs */
   char sha256[72]; /* "sha256:<hex>" of the download (or the pinned checksum) */
@@ -563,6 +567,8 @@ llb_remote_free (struct llb_remote *r)
   free (r->dir);
   free (r->tmp_root);
   free (r->key);
+  free (r->validators);
+  free (r->expected);
   free (r->file);
   free (r->filename);
   llb_git_spec_free (&r->git);
@@ -597,6 +603,7 @@ struct download
   bool too_big;
   int write_errno;
   char *disposition; /* Content-Disposition of the latest response */
+  char *etag, *last_modified; /* the latest response's validators */
   int64_t started, last_emit;
 };
 
@@ -643,30 +650,50 @@ on_body (char *data, size_t size, size_t nmemb, void *ud)
   return n;
 }
 
+/* "Name: value" when the header line is `name` (lower-case, with the
+   colon), the value trimmed; NULL otherwise. */
+static char *
+header_value (const char *data, size_t n, const char *name)
+{
+  size_t nn = strlen (name);
+  if (n <= nn || strncasecmp (data, name, nn) != 0)
+    return NULL;
+  const char *v = data + nn;
+  size_t vn = n - nn;
+  while (vn && (*v == ' ' || *v == '\t'))
+    v++, vn--;
+  while (vn && (v[vn - 1] == '\r' || v[vn - 1] == '\n' || v[vn - 1] == ' '))
+    vn--;
+  return xstrndup (v, vn);
+}
+
+static void
+replace_str (char **slot, char *value)
+{
+  free (*slot);
+  *slot = value;
+}
+
 /* Headers of every response arrive here, redirects included: only the
-   final response's Content-Disposition counts. */
+   final response's Content-Disposition and validators count. */
 static size_t
 on_header (char *data, size_t size, size_t nmemb, void *ud)
 {
   struct download *d = ud;
   size_t n = size * nmemb;
-  static const char name[] = "content-disposition:";
+  char *v;
   if (n >= 5 && memcmp (data, "HTTP/", 5) == 0)
     {
-      free (d->disposition);
-      d->disposition = NULL;
+      replace_str (&d->disposition, NULL);
+      replace_str (&d->etag, NULL);
+      replace_str (&d->last_modified, NULL);
     }
-  else if (n > sizeof name - 1 && strncasecmp (data, name, sizeof name - 1) == 0)
-    {
-      const char *v = data + sizeof name - 1;
-      size_t vn = n - (sizeof name - 1);
-      while (vn && (*v == ' ' || *v == '\t'))
-        v++, vn--;
-      while (vn && (v[vn - 1] == '\r' || v[vn - 1] == '\n' || v[vn - 1] == ' '))
-        vn--;
-      free (d->disposition);
-      d->disposition = xstrndup (v, vn);
-    }
+  else if ((v = header_value (data, n, "content-disposition:")) != NULL)
+    replace_str (&d->disposition, v);
+  else if ((v = header_value (data, n, "etag:")) != NULL)
+    replace_str (&d->etag, v);
+  else if ((v = header_value (data, n, "last-modified:")) != NULL)
+    replace_str (&d->last_modified, v);
   return n;
 }
 
@@ -686,9 +713,107 @@ on_progress (void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
   return 0;
 }
 
-static int
-http_download (struct llb_remote *r, solver_job *job, ps_error **err)
+/* ---- revalidation: BuildKit asks the server whether a URL changed
+   (If-None-Match / If-Modified-Since) instead of fetching it again ---- */
+
+struct http_validators
 {
+  char *etag, *last_modified; /* as the server sent them */
+  char *sha256;               /* what that download was */
+  char *disposition;          /* its Content-Disposition, or NULL */
+  time_t mtime;
+};
+
+static void
+http_validators_free (struct http_validators *h)
+{
+  free (h->etag);
+  free (h->last_modified);
+  free (h->sha256);
+  free (h->disposition);
+  memset (h, 0, sizeof *h);
+}
+
+static bool
+is_sha256_digest (const char *s)
+{
+  if (s == NULL || strncmp (s, "sha256:", 7) != 0 || strlen (s) != 7 + 64)
+    return false;
+  return strspn (s + 7, "0123456789abcdef") == 64;
+}
+
+/* The record of `r`'s URL, if a usable one is kept. */
+static bool
+validators_load (const struct llb_remote *r, struct http_validators *h)
+{
+  memset (h, 0, sizeof *h);
+  cleanup_free char *text = NULL;
+  if (r->validators == NULL || ps_read_file (r->validators, 64 * 1024, &text, NULL, NULL) < 0)
+    return false;
+  cJSON *j = cJSON_Parse (text);
+  const char *etag = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (j, "etag"));
+  const char *lm = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (j, "lastModified"));
+  const char *sha = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (j, "sha256"));
+  const char *disposition = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (j, "disposition"));
+  const char *url = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (j, "url"));
+  const cJSON *mtime = cJSON_GetObjectItemCaseSensitive (j, "mtime");
+  bool ok = (etag || lm) && is_sha256_digest (sha) && url && strcmp (url, r->http.url) == 0 && cJSON_IsNumber (mtime);
+  if (ok)
+    {
+      h->etag = etag ? xstrdup (etag) : NULL;
+      h->last_modified = lm ? xstrdup (lm) : NULL;
+      h->sha256 = xstrdup (sha);
+      h->disposition = disposition ? xstrdup (disposition) : NULL;
+      h->mtime = (time_t) mtime->valuedouble;
+    }
+  cJSON_Delete (j);
+  return ok;
+}
+
+/* After a full download: keep what identifies it (temp + rename, so a
+   reader never sees half a record). */
+static void
+validators_store (const struct llb_remote *r, const char *etag, const char *last_modified, const char *disposition)
+{
+  if (r->validators == NULL)
+    return;
+  if (etag == NULL && last_modified == NULL)
+    {
+      unlink (r->validators); /* nothing to ask with next time */
+      return;
+    }
+  cJSON *j = cJSON_CreateObject ();
+  cJSON_AddStringToObject (j, "url", r->http.url);
+  if (etag)
+    cJSON_AddStringToObject (j, "etag", etag);
+  if (last_modified)
+    cJSON_AddStringToObject (j, "lastModified", last_modified);
+  cJSON_AddStringToObject (j, "sha256", r->sha256);
+  if (disposition)
+    cJSON_AddStringToObject (j, "disposition", disposition);
+  cJSON_AddNumberToObject (j, "mtime", (double) r->mtime);
+  cleanup_free char *text = cJSON_PrintUnformatted (j);
+  cJSON_Delete (j);
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  cleanup_free char *tmp = xasprintf ("%s.%s.tmp", r->validators, rnd);
+  ps_error *err = NULL;
+  if (ps_write_file (tmp, text, strlen (text), 0600, &err) < 0 || rename (tmp, r->validators) < 0)
+    {
+      /* only the next revalidation is lost */
+      unlink (tmp);
+      ps_error_free (err);
+    }
+}
+
+/* GET the URL into the remote's directory.  With `cond`, ask whether it
+   changed since that download: *not_modified is set on a 304. */
+static int
+http_download (struct llb_remote *r, solver_job *job, const struct http_validators *cond, bool *not_modified,
+               ps_error **err)
+{
+  if (not_modified)
+    *not_modified = false;
   if (ensure_dir (r, err) < 0)
     return -1;
   cleanup_free char *path = xasprintf ("%s/download", r->dir);
@@ -708,6 +833,16 @@ http_download (struct llb_remote *r, solver_job *job, ps_error **err)
   if (r->http.accept)
     {
       cleanup_free char *h = xasprintf ("Accept: %s", r->http.accept);
+      headers = curl_slist_append (headers, h);
+    }
+  if (cond && cond->etag)
+    {
+      cleanup_free char *h = xasprintf ("If-None-Match: %s", cond->etag);
+      headers = curl_slist_append (headers, h);
+    }
+  if (cond && cond->last_modified)
+    {
+      cleanup_free char *h = xasprintf ("If-Modified-Since: %s", cond->last_modified);
       headers = curl_slist_append (headers, h);
     }
   curl_easy_setopt (c, CURLOPT_URL, r->http.url);
@@ -743,7 +878,10 @@ http_download (struct llb_remote *r, solver_job *job, ps_error **err)
                                  ? xasprintf ("GET %s (redirected to %s)", r->http.url, effective)
                                  : xasprintf ("GET %s", r->http.url);
   int ret = 0;
-  if (rc == CURLE_ABORTED_BY_CALLBACK && job && solver_job_cancelled (job))
+  bool unchanged = cond && rc == CURLE_OK && status == 304;
+  if (unchanged)
+    ; /* the record says what the content is */
+  else if (rc == CURLE_ABORTED_BY_CALLBACK && job && solver_job_cancelled (job))
     ret = ps_error_set (err, 499, "cancelled");
   else if (d.too_big || rc == CURLE_FILESIZE_EXCEEDED)
     ret = ps_error_set (err, 413, "%s: the file is larger than %llu bytes", where,
@@ -765,14 +903,28 @@ http_download (struct llb_remote *r, solver_job *job, ps_error **err)
   EVP_MD_CTX_free (d.md);
   if (close (d.fd) < 0 && ret == 0)
     ret = ps_error_set_errno (err, 500, errno, "write %s", path);
-  if (ret == 0)
+  const char *want = r->http.checksum ? r->http.checksum : r->expected;
+  if (ret == 0 && unchanged)
+    {
+      emit_progress (&d, true);
+      unlink (path);
+      snprintf (r->sha256, sizeof r->sha256, "%s", cond->sha256);
+      /* named as this op names it (http.filename may differ) */
+      replace_str (&r->filename, llb_remote_http_filename (r->http.url, r->http.filename, cond->disposition));
+      r->mtime = cond->mtime;
+      replace_str (&r->expected, xstrdup (cond->sha256)); /* fetched only if no result is cached */
+      *not_modified = true;
+    }
+  else if (ret == 0)
     {
       char got[72] = "sha256:";
       for (int i = 0; i < 32; i++)
         sprintf (got + 7 + 2 * i, "%02x", sum[i]);
-      if (r->http.checksum && strcmp (got, r->http.checksum) != 0)
-        ret = ps_error_set (err, 400, "digest mismatch for %s: %s (expected: %s)", r->http.url, got,
-                            r->http.checksum);
+      if (want && strcmp (got, want) != 0)
+        ret = r->http.checksum ? ps_error_set (err, 400, "digest mismatch for %s: %s (expected: %s)", r->http.url,
+                                               got, want)
+                               : ps_error_set (err, 502, "%s changed while this solve ran: %s (it was %s)",
+                                               r->http.url, got, want);
       else
         {
           emit_progress (&d, true);
@@ -782,9 +934,13 @@ http_download (struct llb_remote *r, solver_job *job, ps_error **err)
           free (r->filename);
           r->filename = llb_remote_http_filename (r->http.url, r->http.filename, d.disposition);
           r->mtime = filetime > 0 ? (time_t) filetime : 0;
+          if (want == NULL)
+            validators_store (r, d.etag, d.last_modified, d.disposition);
         }
     }
   free (d.disposition);
+  free (d.etag);
+  free (d.last_modified);
   return ret;
 }
 
@@ -835,7 +991,7 @@ copy_fd (int in, int out)
 static int
 http_materialize (struct llb_remote *r, const char *rootfs, solver_job *job, ps_error **err)
 {
-  if (r->file == NULL && http_download (r, job, err) < 0)
+  if (r->file == NULL && http_download (r, job, NULL, NULL, err) < 0)
     return -1;
   cleanup_close int in = open (r->file, O_RDONLY | O_CLOEXEC);
   cleanup_close int dir = open (rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1142,8 +1298,8 @@ git_materialize (struct llb_remote *r, const char *rootfs, solver_job *job, ps_e
 /* ---- the interface ----------------------------------------------------------------- */
 
 int
-llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, solver_job *job, struct llb_remote **out,
-                    ps_error **err)
+llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, const char *state_dir, solver_job *job,
+                    struct llb_remote **out, ps_error **err)
 {
   cleanup_llb_remote struct llb_remote *r = xcalloc (1, sizeof *r);
   r->v = v;
@@ -1166,8 +1322,31 @@ llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, solver_job
           snprintf (r->sha256, sizeof r->sha256, "%s", r->http.checksum);
           r->filename = llb_remote_http_filename (r->http.url, r->http.filename, NULL);
         }
-      else if (http_download (r, job, err) < 0)
-        return -1;
+      else
+        {
+          struct http_validators cond;
+          bool have = false, unchanged = false;
+          if (state_dir)
+            {
+              cleanup_free char *dir = xasprintf ("%s/" LLB_REMOTE_HTTP_RECORDS, state_dir);
+              cleanup_free char *what = xasprintf ("%s\n%s\n%s", r->http.url, r->http.accept ? r->http.accept : "",
+                                                   r->http.user_agent ? r->http.user_agent : "");
+              char key[65];
+              ps_sha256_hex (what, strlen (what), key);
+              if (ps_mkdir_p (dir, 0700, NULL) == 0)
+                r->validators = xasprintf ("%s/%s.json", dir, key);
+              have = validators_load (r, &cond);
+            }
+          int dl = http_download (r, job, have ? &cond : NULL, &unchanged, err);
+          if (have)
+            {
+              if (unchanged)
+                cache_record_touch (r->validators); /* in use: prune by age keeps it */
+              http_validators_free (&cond);
+            }
+          if (dl < 0)
+            return -1;
+        }
       http_set_key (r);
     }
   *out = steal_pointer (&r);

@@ -7,8 +7,10 @@
  *   check        at plan time, attrs only: 400 for a bad value, 501 for
  *                what podsolve cannot do (secrets, ssh remotes, ...);
  *   resolve      what the content is now: an http file is downloaded and
- *                hashed (unless http.checksum pins it), a git ref becomes
- *                a commit sha with `git ls-remote` (no clone);
+ *                hashed (unless http.checksum pins it; when an earlier
+ *                download left ETag/Last-Modified, the server is asked
+ *                whether it changed and a 304 reuses that digest), a git
+ *                ref becomes a commit sha with `git ls-remote` (no clone);
  *   materialize  only when no cached result has that identity: the file
  *                or the checkout is written into an empty scratch rootfs.
  *
@@ -52,6 +54,9 @@
    BuildKit's http source uses. */
 #define LLB_REMOTE_MAX_REDIRECTS 10
 
+/* Under the state directory: one record per revalidatable http URL. */
+#define LLB_REMOTE_HTTP_RECORDS "http-sources"
+
 /* A connection that cannot be set up in this time is an error. */
 #define LLB_REMOTE_CONNECT_TIMEOUT_S 60
 
@@ -80,11 +85,13 @@ struct llb_remote;
 
 /* Find out what the source holds now (see above).  `tmp_root` is an
    existing private directory: a temporary directory inside it holds the
-   download or checkout until llb_remote_free.  SOLVER_EV_STATUS events
+   download or checkout until llb_remote_free.  With `state_dir`, http
+   downloads are revalidated through records in LLB_REMOTE_HTTP_RECORDS
+   there (NULL: always a plain GET, as for no-cache).  SOLVER_EV_STATUS events
    report download progress for vertex `v`.  The remote keeps pointers
    into `v`, which must outlive it. */
-int llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, solver_job *job, struct llb_remote **out,
-                        ps_error **err);
+int llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, const char *state_dir, solver_job *job,
+                        struct llb_remote **out, ps_error **err);
 
 /* The content identity for the vertex cache key: "http:sha256:<hex>"
    with the file name, mode and owner; "git:<sha>" with keep-git-dir,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         self.server.requests.append(path)
         status, headers, body = self.server.routes.get(path, (404, {}, b"no such file\n"))
+        if status == 200 and (("ETag" in headers and self.headers.get("If-None-Match") == headers["ETag"])
+                              or ("Last-Modified" in headers
+                                  and self.headers.get("If-Modified-Since") == headers["Last-Modified"])):
+            status, body = 304, b""
+        self.server.answers.append((path, status))
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         if callable(body):  # a body that writes itself (see stall)
             return body(self)
-        self.send_header("Content-Length", str(len(body)))
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
@@ -54,6 +61,7 @@ class WebServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.routes = {}
         self.httpd.requests = []
+        self.httpd.answers = []  # (path, status)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -73,6 +81,9 @@ class WebServer:
 
     def redirect(self, path, to):
         return self.serve(path, b"", 302, {"Location": to})
+
+    def answers_for(self, path):
+        return [st for p, st in self.httpd.answers if p == path]
 
     def requests_for(self, path):
         return [p for p in self.httpd.requests if p == path]
@@ -304,6 +315,64 @@ def test_http_source_is_cached_while_unchanged_and_reruns_with_downstream_when_i
     assert not _cached(third, src) and not _cached(third, down)
     files = _listing(daemon, _image(third))
     assert files["/data.txt"][4] == b"two\n" and files["/stamp"][4] == uniq.encode()
+
+
+@pytest.mark.parametrize("validator", ["ETag", "Last-Modified"])
+def test_http_source_is_revalidated_not_downloaded_again_while_the_server_says_unchanged(daemon, web, uniq,
+                                                                                          validator):
+    """Without a checksum the server is asked whether the file changed
+    (If-None-Match / If-Modified-Since, as BuildKit): a 304 keeps the
+    source and everything downstream cached; new content is fetched and
+    re-runs them; with the results pruned, a 304 still builds the file."""
+    path = f"/{uniq}/{validator}/tool.sh"
+    value = {"ETag": f'"{uniq}-1"', "Last-Modified": "Sat, 21 Nov 2026 07:00:00 GMT"}[validator]
+    url = web.serve(path, b"#!/bin/sh\necho one\n", headers={validator: value,
+                                                              "Content-Disposition": 'attachment; filename="named.sh"'})
+    src = llb.http_source(url, perm=0o755)
+    down = llb.file([llb.mkfile("/stamp", uniq.encode())], inputs=[src], base=0)
+    first = _solve(daemon, [src, down])
+    assert web.answers_for(path) == [200]
+    second = _solve(daemon, [src, down])
+    assert web.answers_for(path) == [200, 304]  # asked, not downloaded
+    assert _cached(second, src) and _cached(second, down)
+    assert _image(second) == _image(first)
+
+    new_value = {"ETag": f'"{uniq}-2"', "Last-Modified": "Sat, 21 Nov 2026 08:00:00 GMT"}[validator]
+    web.serve(path, b"#!/bin/sh\necho two\n", headers={validator: new_value,
+                                                       "Content-Disposition": 'attachment; filename="named.sh"'})
+    third = _solve(daemon, [src, down])
+    assert web.answers_for(path) == [200, 304, 200]
+    assert not _cached(third, src) and not _cached(third, down)
+    files = _listing(daemon, _image(third))
+    assert files["/named.sh"][4] == b"#!/bin/sh\necho two\n" and files["/named.sh"][1] == 0o755
+
+    # no cached result left: the 304 names the content, which is then fetched
+    st, _, body = daemon.request("POST", "/v1.41/build/prune?all=true&filters=" +
+                                 urllib.parse.quote(json.dumps({"type": ["llb.result"]})))
+    assert st == 200, body
+    fourth = _solve(daemon, [src, down])
+    assert web.answers_for(path) == [200, 304, 200, 304, 200]
+    files = _listing(daemon, _image(fourth))
+    assert files["/named.sh"][4] == b"#!/bin/sh\necho two\n" and files["/stamp"][4] == uniq.encode()
+
+
+def test_http_source_without_validators_is_downloaded_each_time_and_no_cache_skips_revalidation(daemon, web,
+                                                                                               uniq):
+    path = f"/{uniq}/plain.txt"
+    url = web.serve(path, b"plain\n")
+    src = llb.http_source(url)
+    _image(_solve(daemon, [src]))
+    _image(_solve(daemon, [src]))
+    assert web.answers_for(path) == [200, 200]
+    tagged = web.serve(path, b"plain\n", headers={"ETag": f'"{uniq}"'})
+    assert tagged == url
+    _image(_solve(daemon, [src]))
+    status, events = solve(daemon, [src], attrs={"no-cache": ""})
+    assert status == 200
+    _image(events)
+    assert web.answers_for(path) == [200, 200, 200, 200]  # no-cache: a plain GET
+    _image(_solve(daemon, [src]))
+    assert web.answers_for(path)[-1] == 304
 
 
 # ---- git ---------------------------------------------------------------------------
