@@ -228,7 +228,6 @@ def test_kill_9_outside_a_run_step_then_restart_removes_the_working_container(sp
     """kill -9 podsolved while buildah copies a big file: buildah, told to
     stop outside a RUN step, cannot remove its container; the next start
     does, says so in one line, and keeps images tagged before."""
-    import os
     d = spawn_daemon()
     before = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo kept > /kept\n"}, {"t": f"kept-{uniq}"})
     assert before.status == 200 and before.error is None
