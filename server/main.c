@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,6 +81,10 @@ main (int argc, char **argv)
   /* Blocked before any thread starts, so only sigwait() below sees them. */
   pthread_sigmask (SIG_BLOCK, &stop_signals, NULL);
   signal (SIGPIPE, SIG_IGN);
+  /* As dockerd: files we make (git checkouts, downloads, state) and the
+     buildah children we start must not depend on the umask of whoever
+     launched us; with 000 a git checkout's executables would be 0777. */
+  umask (022);
 
   cleanup_error ps_error *err = NULL;
   int r = ps_config_parse (argc, argv, &err);

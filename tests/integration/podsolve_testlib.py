@@ -279,7 +279,10 @@ class Daemon:
                                f"(build it, or set PODSOLVED=/path/to/podsolved)")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, env=self.base_env(), start_new_session=True)
+                                     stderr=self._log, env=self.base_env(), start_new_session=True,
+                                     # CI machines start jobs with umask 000: the daemon must not
+                                     # depend on the umask it inherits, so every test starts it so.
+                                     umask=0)
         deadline = time.monotonic() + timeout
         last_err = None
         while time.monotonic() < deadline:
