@@ -89,6 +89,7 @@ def make_app(root, uniq, toml=APP_TOML, files=FILES):
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
+        p.chmod(0o644)  # a copy keeps the mode: not the umask of whoever runs the tests
     return root
 
 
