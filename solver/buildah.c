@@ -208,25 +208,12 @@ ps_child_wait (struct ps_child *child)
   return -1;
 }
 
-/* True while `pid` runs (a zombie counts as gone: it has exited, and its
-   waiter in the job thread will reap it). */
-static bool
-process_running (pid_t pid)
-{
-  char path[64];
-  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
-  cleanup_free char *stat = NULL;
-  if (ps_read_file (path, 4096, &stat, NULL, NULL) < 0)
-    return false;
-  const char *rp = strrchr (stat, ')');
-  return !(rp && rp[1] == ' ' && rp[2] == 'Z');
-}
-
 /* A process as /proc shows it: the start time tells a recycled pid apart. */
 struct proc_ref
 {
   pid_t pid;
   pid_t ppid;
+  char state; /* R, S, Z, ... */
   unsigned long long start;
 };
 
@@ -258,8 +245,18 @@ read_proc_stat (pid_t pid, struct proc_ref *out)
     return false;
   out->pid = pid;
   out->ppid = ppid;
+  out->state = state;
   out->start = start;
   return true;
+}
+
+/* True while `pid` runs (a zombie counts as gone: it has exited, and its
+   waiter in the job thread will reap it). */
+static bool
+process_running (pid_t pid)
+{
+  struct proc_ref p;
+  return read_proc_stat (pid, &p) && p.state != 'Z';
 }
 
 /* Every process below `roots` now.  buildah makes itself the subreaper of

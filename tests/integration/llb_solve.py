@@ -25,6 +25,14 @@ def solve(daemon, ops, names=None, exporters=None, sources=None, attrs=None, ref
     return status, list(it)
 
 
+def solve_ok(daemon, ops, **kw):
+    """solve() that must succeed -> [events]; a failure shows the daemon's log."""
+    status, events = solve(daemon, ops, **kw)
+    assert status == 200, events
+    assert not errors(events), f"{errors(events)}\n{daemon.log_tail(3000)}"
+    return events
+
+
 def vertexes(events):
     """{digest: [every state the stream reported, in order]}"""
     out = {}

@@ -15,6 +15,7 @@ import podsolve_testlib as lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import solve_ok  # noqa: E402
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 
@@ -51,13 +52,7 @@ def solve_request(ops, exporters, ref=None):
 
 
 def solve(daemon, ops, exporters, ref=None):
-    body, ctype = solve_request(ops, exporters, ref)
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    events = list(it)
-    assert status == 200, events
-    errors = [e["error"] for e in events if "error" in e]
-    assert not errors, f"{errors}\n{daemon.log_tail(3000)}"
-    return events
+    return solve_ok(daemon, ops, exporters=exporters, ref=ref)
 
 
 def response(events):

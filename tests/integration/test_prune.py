@@ -22,6 +22,7 @@ import podsolve_testlib as lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
+from llb_solve import image as result_image, solve_ok as solve  # noqa: E402
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 
@@ -29,25 +30,6 @@ BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 @pytest.fixture
 def d(spawn_daemon):
     return spawn_daemon()
-
-
-def solve(daemon, ops, exporters=None, names=None, ref=None):
-    """POST /solve with a definition -> its NDJSON events (asserting success)."""
-    req = {"definition": llb.definition_json(ops, names), "exporters": exporters or []}
-    if ref:
-        req["ref"] = ref
-    body, ctype = lib.multipart({"request": json.dumps(req).encode()}, {})
-    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
-    events = list(it)
-    assert status == 200, events
-    errors = [e["error"] for e in events if "error" in e]
-    assert not errors, f"{errors}\n{daemon.log_tail(3000)}"
-    return events
-
-
-def result_image(events):
-    resp = [e["result"] for e in events if "result" in e][-1]["exporterResponse"]
-    return resp["containerimage.config.digest"].split(":", 1)[1]
 
 
 def cached(events, op):
