@@ -1,6 +1,6 @@
 /* context_tar.h — the build context as the tar the daemon unpacks: the
  * context directory walked in name order, minus what the ignore file
- * excludes (the daemon's own matcher, solver/dockerignore.h), written to a
+ * excludes (the daemon's own matcher, common/dockerignore.h), written to a
  * descriptor so a large context is never held in memory. */
 #ifndef CLIENT_CONTEXT_TAR_H
 #define CLIENT_CONTEXT_TAR_H
@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "common/ps.h"
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 struct cli_context_stats
 {

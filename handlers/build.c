@@ -23,7 +23,7 @@
 #include "schema/trace.h"
 #include "server/config.h"
 #include "solver/context.h"
-#include "solver/dockerfile_build.h"
+#include "solver/dockerfile/build.h"
 #include "solver/registry_auth.h"
 #include "solver/session_sources.h"
 
@@ -79,7 +79,7 @@ build_begin (struct ps_request *req, ps_error **err)
   build_request_init (&s->breq);
 
   struct ps_kv_list q;
-  ps_request_query_all (req, &q);
+  http_request_query_all (req, &q);
   int r = build_params_parse (q.items, q.n, req->libpod, &s->breq, err);
   ps_kv_list_free (&q);
   if (r < 0)
@@ -93,7 +93,7 @@ build_begin (struct ps_request *req, ps_error **err)
 
   /* Podman's libpod endpoint takes only tar bodies; compat takes anything
      and sniffs the bytes. */
-  const char *ct = ps_request_header (req, "Content-Type");
+  const char *ct = http_request_header (req, "Content-Type");
   if (req->libpod && !content_type_is_tar (ct))
     return ps_error_set (err, 400, "Content-Type: %s is not supported. Should be \"application/x-tar\"", ct);
 
@@ -152,7 +152,7 @@ resolve_dockerfiles (struct build_state *s, const char *ctx, ps_error **err)
       const char **order = b->libpod ? order_libpod : order_compat;
       for (int i = 0; i < 2; i++)
         {
-          int r = ps_context_file (ctx, order[i], err);
+          int r = context_file (ctx, order[i], err);
           if (r < 0)
             return -1;
           if (r == 1)
@@ -173,7 +173,7 @@ resolve_dockerfiles (struct build_state *s, const char *ctx, ps_error **err)
           ps_strv_push (&b->opts.dockerfiles, f);
           continue;
         }
-      int r = ps_context_file (ctx, f, err);
+      int r = context_file (ctx, f, err);
       if (r < 0)
         return -1;
       if (r == 0)
@@ -211,7 +211,7 @@ move_secrets (struct build_state *s, const char *ctx, ps_error **err)
         }
       if (id == NULL || src == NULL || *id == '\0' || strchr (id, '/') != NULL)
         return ps_error_set (err, 400, "failed to parse query parameter 'secrets': \"%s\": expected id=ID,src=FILE", spec);
-      if (ps_context_file (ctx, src, err) != 1)
+      if (context_file (ctx, src, err) != 1)
         return ps_error_set (err, 400, "secret %s: file %s is not in the build context", id, src);
       cleanup_free char *from = xasprintf ("%s/%s", ctx, src);
       cleanup_free char *to = xasprintf ("%s/%s", sdir, id);
@@ -285,13 +285,13 @@ build_complete (struct ps_request *req, ps_error **err)
         return ps_error_set_errno (err, 500, errno, "open %s", s->spool_path);
       struct ps_context_limits lim = { ps_cfg.max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
       struct ps_context_stats stats = { 0 };
-      if (ps_context_extract_fd (fd, ctx, &lim, &stats, err) < 0)
+      if (context_extract_fd (fd, ctx, &lim, &stats, err) < 0)
         return -1; /* its messages name the build context already */
       context_bytes = stats.bytes;
       if (resolve_dockerfiles (s, ctx, err) < 0)
         return -1;
       const char *df = b->opts.dockerfiles.n > 0 && !is_url (b->opts.dockerfiles.v[0]) ? b->opts.dockerfiles.v[0] : NULL;
-      if (ps_context_apply_ignore (ctx, df, &b->excludes, err) < 0 || move_secrets (s, ctx, err) < 0)
+      if (context_apply_ignore (ctx, df, &b->excludes, err) < 0 || move_secrets (s, ctx, err) < 0)
         return -1;
       b->opts.context_dir = xstrdup (ctx);
     }
@@ -303,8 +303,8 @@ build_complete (struct ps_request *req, ps_error **err)
   unlink (s->spool_path);
 
   cleanup_free char *authfile = xasprintf ("%s/auth.json", s->dir);
-  int have_auth = registry_auth_write (ps_request_header (req, "X-Registry-Config"),
-                                       ps_request_header (req, "X-Registry-Auth"), authfile, err);
+  int have_auth = registry_auth_write (http_request_header (req, "X-Registry-Config"),
+                                       http_request_header (req, "X-Registry-Auth"), authfile, err);
   if (have_auth < 0)
     return -1;
   if (have_auth > 0)
@@ -385,7 +385,7 @@ const struct ps_handler handler_build = {
 static int
 cancel_complete (struct ps_request *req, ps_error **err)
 {
-  const char *id = ps_request_query (req, "id");
+  const char *id = http_request_query (req, "id");
   if (id == NULL || *id == '\0')
     return ps_error_set (err, 400, "failed to parse query parameter 'id': \"\": missing build id");
   solver_job *job = solver_jobs_lookup (id);
@@ -393,7 +393,7 @@ cancel_complete (struct ps_request *req, ps_error **err)
     return ps_error_set (err, 404, "no build with id %s", id);
   solver_job_cancel (job, "cancelled by POST /build/cancel");
   solver_job_unref (job);
-  return ps_respond (req, 200, "text/plain; charset=utf-8", "", 0, NULL);
+  return http_respond (req, 200, "text/plain; charset=utf-8", "", 0, NULL);
 }
 
 const struct ps_handler handler_build_cancel = { .on_complete = cancel_complete };

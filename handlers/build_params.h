@@ -5,7 +5,7 @@
 #define HANDLERS_BUILD_PARAMS_H
 
 #include "common/ps.h"
-#include "solver/build_options.h"
+#include "solver/dockerfile/build_options.h"
 
 struct build_request
 {

@@ -88,13 +88,13 @@ static const char *const size_names[] = { "keep-storage", "max-used-space", "res
 static int
 opts_from_query (struct ps_request *req, struct cache_prune_opts *o, ps_error **err)
 {
-  const char *all = ps_request_query (req, "all");
+  const char *all = http_request_query (req, "all");
   if (all && build_params_bool (all, &o->all) < 0)
     return ps_error_set (err, 400, "failed to parse query parameter 'all': \"%s\": not a boolean", all);
   for (size_t i = 0; i < ARRAY_SIZE (size_names); i++)
-    if (apply_size (size_names[i], ps_request_query (req, size_names[i]), o, err) < 0)
+    if (apply_size (size_names[i], http_request_query (req, size_names[i]), o, err) < 0)
       return -1;
-  if (cache_prune_parse_filters (ps_request_query (req, "filters"), o, err) < 0)
+  if (cache_prune_parse_filters (http_request_query (req, "filters"), o, err) < 0)
     return ps_error_wrap (err, "could not parse filters");
   return 0;
 }
@@ -158,7 +158,7 @@ opts_from_body (const ps_buf *body, struct cache_prune_opts *o, ps_error **err)
 static bool
 client_gone (void *data)
 {
-  return ps_request_client_gone (data);
+  return http_request_client_gone (data);
 }
 
 static int
@@ -198,7 +198,7 @@ prune_complete (struct ps_request *req, ps_error **err)
   cache_prune_report_free (&rep);
   char *text = cJSON_PrintUnformatted (out);
   cJSON_Delete (out);
-  r = ps_respond_json (req, 200, text);
+  r = http_respond_json (req, 200, text);
   cJSON_free (text);
   return r;
 }

@@ -159,12 +159,12 @@ static int
 session_complete (struct ps_request *req, ps_error **err)
 {
   /* moby's checks and messages (§2.2). */
-  const char *upgrade = ps_request_header (req, "Upgrade");
+  const char *upgrade = http_request_header (req, "Upgrade");
   if (upgrade == NULL || upgrade[0] == '\0')
     return ps_error_set (err, 400, "no upgrade proto in request");
   if (strcasecmp (upgrade, "h2c") != 0)
     return ps_error_set (err, 400, "protocol %s not supported", upgrade);
-  const char *connection = ps_request_header (req, "Connection");
+  const char *connection = http_request_header (req, "Connection");
   if (connection == NULL || !has_token (connection, "upgrade"))
     return ps_error_set (err, 400, "POST /session needs \"Connection: Upgrade\" with \"Upgrade: h2c\"");
 

@@ -27,7 +27,7 @@
 #include "server/config.h"
 #include "solver/context.h"
 #include "solver/registry_auth.h"
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 #include "solver/solve.h"
 
 struct solve_state
@@ -58,7 +58,7 @@ solve_begin (struct ps_request *req, ps_error **err)
   char hex[17];
   ps_random_hex (hex, 8);
   cleanup_free char *dir = xasprintf ("%s/solves/%s", ps_cfg.state_dir, hex);
-  s->body = solve_body_new (ps_request_header (req, "Content-Type"), dir, ps_cfg.max_context_bytes, err);
+  s->body = solve_body_new (http_request_header (req, "Content-Type"), dir, ps_cfg.max_context_bytes, err);
   if (s->body == NULL)
     return -1;
   s->dir = steal_pointer (&dir);
@@ -103,8 +103,8 @@ solve_complete (struct ps_request *req, ps_error **err)
   int have_auth = 0;
   if (ret == 0)
     {
-      have_auth = registry_auth_write (ps_request_header (req, "X-Registry-Config"),
-                                       ps_request_header (req, "X-Registry-Auth"), authfile, err);
+      have_auth = registry_auth_write (http_request_header (req, "X-Registry-Config"),
+                                       http_request_header (req, "X-Registry-Auth"), authfile, err);
       ret = have_auth < 0 ? -1 : 0;
     }
   struct solve_plan *plan = NULL;
@@ -235,7 +235,7 @@ respond_cjson (struct ps_request *req, unsigned status, cJSON *o)
 {
   char *text = cJSON_PrintUnformatted (o);
   cJSON_Delete (o);
-  int r = ps_respond_json (req, status, text);
+  int r = http_respond_json (req, status, text);
   cJSON_free (text);
   return r;
 }
@@ -346,7 +346,7 @@ output_complete (struct ps_request *req, ps_error **err)
           cleanup_free char *disp = xasprintf ("attachment; filename=\"%s-%lu-%s.tar\"", sum.ref, idx,
                                                sum.outputs[idx].type);
           const char *headers[] = { "Content-Disposition", disp, NULL };
-          ret = ps_respond_stream (req, 200, "application/x-tar", headers, file_read, (void *) (intptr_t) fd,
+          ret = http_respond_stream (req, 200, "application/x-tar", headers, file_read, (void *) (intptr_t) fd,
                                    file_done);
         }
     }

@@ -13,7 +13,7 @@
 #include "common/limits.h"
 #include "common/multipart.h"
 #include "solver/context.h"
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 
 struct part
 {
@@ -258,7 +258,7 @@ solve_body_unpack_sources (struct solve_body *b, struct solve_source **out, size
         return ps_error_set_errno (err, 500, errno, "open part %s", p->name);
       struct ps_context_limits lim = { b->max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
       struct ps_context_stats stats = { 0 };
-      if (ps_context_extract_fd (fd, dir, &lim, &stats, err) < 0)
+      if (context_extract_fd (fd, dir, &lim, &stats, err) < 0)
         return ps_error_wrap (err, "multipart part \"%s\"", p->name);
       unlink (p->path);
       src[*n].name = xstrdup (p->name);

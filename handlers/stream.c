@@ -88,6 +88,6 @@ handler_stream_job (struct ps_request *req, solver_job *job, const struct job_st
   struct job_stream *st = xcalloc (1, sizeof *st);
   st->job = job;
   st->o = *o;
-  st->client_fd = ps_request_fd (req);
-  return ps_respond_stream (req, 200, o->content_type, o->headers, job_stream_read, st, job_stream_done);
+  st->client_fd = http_request_fd (req);
+  return http_respond_stream (req, 200, o->content_type, o->headers, job_stream_read, st, job_stream_done);
 }

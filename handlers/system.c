@@ -32,10 +32,10 @@
 static bool
 ask_upstream (struct ps_request *req, long timeout_ms, struct ps_upstream_reply *reply)
 {
-  if (!ps_proxy_enabled ())
+  if (!proxy_enabled ())
     return false;
   cleanup_error ps_error *err = NULL;
-  if (ps_upstream_fetch (req->method, req->url, timeout_ms, reply, &err) < 0)
+  if (upstream_fetch (req->method, req->url, timeout_ms, reply, &err) < 0)
     {
       ps_debug ("%s %s: answering for the build side only: %s", req->method, req->url, err->msg);
       return false;
@@ -44,7 +44,7 @@ ask_upstream (struct ps_request *req, long timeout_ms, struct ps_upstream_reply 
     {
       ps_debug ("%s %s: the upstream answered %ld; answering for the build side only", req->method, req->url,
                 reply->status);
-      ps_upstream_reply_free (reply);
+      upstream_reply_free (reply);
       return false;
     }
   return true;
@@ -58,7 +58,7 @@ ask_upstream_json (struct ps_request *req)
   if (!ask_upstream (req, PS_PROXY_MERGE_TIMEOUT_MS, &reply))
     return NULL;
   cJSON *j = cJSON_ParseWithLength (reply.body.data ? reply.body.data : "", reply.body.len);
-  ps_upstream_reply_free (&reply);
+  upstream_reply_free (&reply);
   if (!cJSON_IsObject (j))
     {
       ps_debug ("%s %s: the upstream's answer is not a JSON object; answering alone", req->method, req->url);
@@ -69,7 +69,7 @@ ask_upstream_json (struct ps_request *req)
 }
 
 /* Headers of a ping answer that are not the upstream's to pass on: the
-   framing, and what podsolve states itself (ps_respond adds the API ones). */
+   framing, and what podsolve states itself (http_respond adds the API ones). */
 static bool
 ping_header_is_ours (const char *name, const char *const *ours)
 {
@@ -111,10 +111,10 @@ ping_complete (struct ps_request *req, ps_error **err)
             ps_strv_push (&headers, reply.headers.v[i]);
             ps_strv_push (&headers, reply.headers.v[i + 1]);
           }
-      ps_upstream_reply_free (&reply);
+      upstream_reply_free (&reply);
     }
   bool head = strcmp (req->method, "HEAD") == 0;
-  int r = ps_respond (req, 200, "text/plain; charset=utf-8", head ? "" : "OK", head ? 0 : 2,
+  int r = http_respond (req, 200, "text/plain; charset=utf-8", head ? "" : "OK", head ? 0 : 2,
                       (const char *const *) headers.v);
   ps_strv_free (&headers);
   return r;
@@ -171,7 +171,7 @@ add_build_components (cJSON *components, const char *arch, const char *kernel)
   cJSON_AddStringToObject (c, "Name", "podsolve");
   cJSON_AddStringToObject (c, "Version", PODSOLVE_VERSION);
   cJSON *d = cJSON_AddObjectToObject (c, "Details");
-  cJSON_AddStringToObject (d, "APIVersion", ps_libpod_api_version ());
+  cJSON_AddStringToObject (d, "APIVersion", config_libpod_api_version ());
   cJSON_AddStringToObject (d, "Arch", arch);
   cJSON_AddStringToObject (d, "BuilderVersion", PS_BUILDER_VERSION);
   cJSON_AddStringToObject (d, "Isolation", buildah_isolation ());
@@ -194,7 +194,7 @@ respond_json_object (struct ps_request *req, cJSON *v)
 {
   char *s = cJSON_PrintUnformatted (v);
   cJSON_Delete (v);
-  int r = ps_respond_json (req, 200, s);
+  int r = http_respond_json (req, 200, s);
   cJSON_free (s);
   return r;
 }

@@ -18,13 +18,13 @@ struct ps_config ps_cfg;
 static char *libpod_api_version;
 
 const char *
-ps_libpod_api_version (void)
+config_libpod_api_version (void)
 {
   return libpod_api_version ? libpod_api_version : "4.3.1";
 }
 
 void
-ps_config_set_libpod_api_version (const char *v)
+config_set_libpod_api_version (const char *v)
 {
   free (libpod_api_version);
   libpod_api_version = xstrdup (v);
@@ -119,7 +119,7 @@ parse_u64 (const char *flag, const char *s, uint64_t *out, ps_error **err)
 }
 
 int
-ps_config_parse (int argc, char **argv, ps_error **err)
+config_parse (int argc, char **argv, ps_error **err)
 {
   static const struct option opts[] = {
     { "listen", required_argument, NULL, OPT_LISTEN },

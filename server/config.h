@@ -40,11 +40,11 @@ extern struct ps_config ps_cfg;
 
 /* Parse argv into ps_cfg.  Returns 1 when the program should exit 0 at once
    (--help, --version), 0 to run, -1 on a usage error. */
-int ps_config_parse (int argc, char **argv, ps_error **err);
+int config_parse (int argc, char **argv, ps_error **err);
 
 /* The libpod API version podsolved speaks (that of the Podman it fronts). */
-const char *ps_libpod_api_version (void);
-void ps_config_set_libpod_api_version (const char *v);
+const char *config_libpod_api_version (void);
+void config_set_libpod_api_version (const char *v);
 
 #define PS_COMPAT_API_VERSION "1.41"
 #define PS_COMPAT_MIN_API_VERSION "1.24"

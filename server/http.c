@@ -39,13 +39,13 @@ http_request_of (struct ps_request *req)
 }
 
 const char *
-ps_request_header (struct ps_request *req, const char *name)
+http_request_header (struct ps_request *req, const char *name)
 {
   return MHD_lookup_connection_value (req->conn, MHD_HEADER_KIND, name);
 }
 
 const char *
-ps_request_query (struct ps_request *req, const char *name)
+http_request_query (struct ps_request *req, const char *name)
 {
   return MHD_lookup_connection_value (req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
@@ -62,7 +62,7 @@ collect_kv (void *cls, enum MHD_ValueKind kind, const char *key, const char *val
 }
 
 void
-ps_request_query_all (struct ps_request *req, struct ps_kv_list *out)
+http_request_query_all (struct ps_request *req, struct ps_kv_list *out)
 {
   out->items = NULL;
   out->n = 0;
@@ -70,16 +70,16 @@ ps_request_query_all (struct ps_request *req, struct ps_kv_list *out)
 }
 
 int
-ps_request_fd (struct ps_request *req)
+http_request_fd (struct ps_request *req)
 {
   const union MHD_ConnectionInfo *ci = MHD_get_connection_info (req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
   return ci ? ci->connect_fd : -1;
 }
 
 bool
-ps_request_client_gone (struct ps_request *req)
+http_request_client_gone (struct ps_request *req)
 {
-  int fd = ps_request_fd (req);
+  int fd = http_request_fd (req);
   if (fd < 0)
     return true;
   struct pollfd p = { .fd = fd, .events = POLLRDHUP };
@@ -92,7 +92,7 @@ static void
 add_api_headers (struct MHD_Response *r)
 {
   MHD_add_response_header (r, "Api-Version", PS_COMPAT_API_VERSION);
-  MHD_add_response_header (r, "Libpod-Api-Version", ps_libpod_api_version ());
+  MHD_add_response_header (r, "Libpod-Api-Version", config_libpod_api_version ());
   MHD_add_response_header (r, "Server", "podsolve/" PODSOLVE_VERSION " (linux)");
 }
 
@@ -108,7 +108,7 @@ queue (struct ps_request *req, unsigned status, struct MHD_Response *r)
 }
 
 int
-ps_respond (struct ps_request *req, unsigned status, const char *content_type, const char *body, size_t len,
+http_respond (struct ps_request *req, unsigned status, const char *content_type, const char *body, size_t len,
             const char *const *extra)
 {
   struct MHD_Response *r = MHD_create_response_from_buffer (len, (void *) body, MHD_RESPMEM_MUST_COPY);
@@ -123,21 +123,21 @@ ps_respond (struct ps_request *req, unsigned status, const char *content_type, c
 }
 
 int
-ps_respond_json (struct ps_request *req, unsigned status, const char *json)
+http_respond_json (struct ps_request *req, unsigned status, const char *json)
 {
-  return ps_respond (req, status, "application/json", json, strlen (json), NULL);
+  return http_respond (req, status, "application/json", json, strlen (json), NULL);
 }
 
 int
-ps_respond_error (struct ps_request *req, unsigned status, const char *message)
+http_respond_error (struct ps_request *req, unsigned status, const char *message)
 {
   cleanup_free char *body = schema_api_error_json ((int) status, NULL, message);
   ps_info ("Request Failed(%u): %s %s: %s", status, req->method, req->url, message);
-  return ps_respond_json (req, status, body);
+  return http_respond_json (req, status, body);
 }
 
 int
-ps_respond_stream (struct ps_request *req, unsigned status, const char *content_type, const char *const *extra,
+http_respond_stream (struct ps_request *req, unsigned status, const char *content_type, const char *const *extra,
                    MHD_ContentReaderCallback read, void *cls, MHD_ContentReaderFreeCallback done)
 {
   struct MHD_Response *r = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 16 * 1024, read, cls, done);
@@ -185,7 +185,7 @@ static void
 fail (struct ps_request *req, ps_error *err)
 {
   unsigned status = err && err->status >= 400 && err->status < 600 ? (unsigned) err->status : 500;
-  ps_respond_error (req, status, err ? err->msg : "internal error");
+  http_respond_error (req, status, err ? err->msg : "internal error");
 }
 
 /* ---- the connection limit ---------------------------------------------------- */
@@ -277,7 +277,7 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
       if (!client_certificate_ok (conn))
         {
           /* Mutual TLS (--tls-verify): no valid client certificate, no API. */
-          ps_respond_error (req, 403, "a client certificate signed by the daemon's --tls-ca is required");
+          http_respond_error (req, 403, "a client certificate signed by the daemon's --tls-ca is required");
           return MHD_YES;
         }
       unsigned max = 0;
@@ -290,20 +290,20 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
           cleanup_free char *body = schema_api_error_json (503, NULL, msg);
           const char *extra[] = { "Connection", "close", "Retry-After", "1", NULL };
           ps_info ("Request Failed(503): %s %s: %s", method, url, msg);
-          ps_respond (req, 503, "application/json", body, strlen (body), extra);
+          http_respond (req, 503, "application/json", body, strlen (body), extra);
           return MHD_YES;
         }
-      req->handler = ps_route (req);
+      req->handler = router_lookup (req);
       /* Not a route of ours: the Podman API service answers it.  A known
          path with another method stays a local 405. */
-      if (req->handler == NULL && !ps_route_path_known (req->url))
-        req->handler = ps_proxy_route (req, http_request_of (req)->target);
+      if (req->handler == NULL && !router_path_known (req->url))
+        req->handler = proxy_route (req, http_request_of (req)->target);
       if (req->handler == NULL)
         {
-          bool known = ps_route_path_known (req->url);
+          bool known = router_path_known (req->url);
           cleanup_free char *msg = known ? xasprintf ("method %s not allowed for %s", method, url)
                                          : xasprintf ("no such route: %s %s", method, url);
-          ps_respond_error (req, known ? 405 : 404, msg);
+          http_respond_error (req, known ? 405 : 404, msg);
           return MHD_YES;
         }
       if (req->handler->on_begin && req->handler->on_begin (req, &err) < 0 && !req->responded)
@@ -353,12 +353,12 @@ completed_handler (void *cls, struct MHD_Connection *conn, void **con_cls, enum 
   if (http_request_of (req)->begun)
     {
       int64_t ms = (ps_monotonic_ns () - req->started_ns) / 1000000;
-      bool upstream = ps_proxy_owns (req);
+      bool upstream = proxy_owns (req);
       uint64_t in = req->body_bytes, relay_in = 0, proxied_out = 0;
       int64_t out = http_request_of (req)->bytes_out;
       if (upstream)
         {
-          ps_proxy_bytes (req, &relay_in, &proxied_out);
+          proxy_bytes (req, &relay_in, &proxied_out);
           in += relay_in;
           if (out < 0) /* else podsolved answered for it (an error) */
             out = (int64_t) proxied_out;
@@ -388,7 +388,7 @@ mhd_log (void *cls, const char *fmt, va_list ap)
 }
 
 struct MHD_Daemon *
-ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, ps_error **err)
+http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, ps_error **err)
 {
   unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL
                    | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG | MHD_USE_ITC;
@@ -431,7 +431,7 @@ ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls
 }
 
 void
-ps_http_stop (struct MHD_Daemon *d)
+http_stop (struct MHD_Daemon *d)
 {
   MHD_stop_daemon (d);
   pthread_mutex_lock (&limits_mu);

@@ -49,31 +49,31 @@ struct ps_request
 };
 
 /* Query and header access. */
-const char *ps_request_header (struct ps_request *req, const char *name);
-const char *ps_request_query (struct ps_request *req, const char *name);
+const char *http_request_header (struct ps_request *req, const char *name);
+const char *http_request_query (struct ps_request *req, const char *name);
 /* Every query parameter in order, repeats included.  The strings belong to
    MHD and live as long as the request. */
-void ps_request_query_all (struct ps_request *req, struct ps_kv_list *out);
+void http_request_query_all (struct ps_request *req, struct ps_kv_list *out);
 
 /* The client socket, for noticing a disconnect while a stream is idle. */
-int ps_request_fd (struct ps_request *req);
-bool ps_request_client_gone (struct ps_request *req);
+int http_request_fd (struct ps_request *req);
+bool http_request_client_gone (struct ps_request *req);
 
 /* Responses.  Every response carries the API headers (Api-Version,
    Libpod-Api-Version, Server).  `extra` is NULL or a NULL-terminated list
    of name, value pairs. */
-int ps_respond (struct ps_request *req, unsigned status, const char *content_type, const char *body,
+int http_respond (struct ps_request *req, unsigned status, const char *content_type, const char *body,
                 size_t len, const char *const *extra);
-int ps_respond_json (struct ps_request *req, unsigned status, const char *json);
+int http_respond_json (struct ps_request *req, unsigned status, const char *json);
 /* Podman's error body {"cause","message","response"}. */
-int ps_respond_error (struct ps_request *req, unsigned status, const char *message);
+int http_respond_error (struct ps_request *req, unsigned status, const char *message);
 
 /* A streaming (chunked) response.  `read` is called on the connection's
    thread whenever MHD can send more, and may block; it returns bytes
    written to buf, 0 ... see MHD_ContentReaderCallback: MHD_CONTENT_READER_
    END_OF_STREAM or END_WITH_ERROR to finish.  `done` runs when the response
    is released (the stream ended or the client went away); it owns `cls`. */
-int ps_respond_stream (struct ps_request *req, unsigned status, const char *content_type,
+int http_respond_stream (struct ps_request *req, unsigned status, const char *content_type,
                        const char *const *extra, MHD_ContentReaderCallback read, void *cls,
                        MHD_ContentReaderFreeCallback done);
 
@@ -89,9 +89,9 @@ struct ps_tls
 /* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP.  A
    connection over `max_connections` gets a 503 (Podman's error body) and
    is closed. */
-struct MHD_Daemon *ps_http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls,
+struct MHD_Daemon *http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls,
                                   ps_error **err);
-/* MHD_stop_daemon, and free what ps_http_start kept for the listener. */
-void ps_http_stop (struct MHD_Daemon *d);
+/* MHD_stop_daemon, and free what http_start kept for the listener. */
+void http_stop (struct MHD_Daemon *d);
 
 #endif

@@ -134,7 +134,7 @@ open_tcp (const char *hostport, ps_error **err)
 }
 
 int
-ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n, ps_error **err)
+listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n, ps_error **err)
 {
   struct ps_listener *l = NULL;
   size_t count = 0;
@@ -175,7 +175,7 @@ ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **
         fd = open_tcp (uri + 6, err);
       if (fd < 0)
         {
-          ps_listeners_close (l, count);
+          listeners_close (l, count);
           return ps_error_wrap (err, "listen %s", uri);
         }
       l = xrealloc (l, (count + 1) * sizeof *l);
@@ -193,7 +193,7 @@ ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **
 }
 
 void
-ps_listeners_close (struct ps_listener *l, size_t n)
+listeners_close (struct ps_listener *l, size_t n)
 {
   for (size_t i = 0; i < n; i++)
     {

@@ -15,8 +15,8 @@ struct ps_listener
 
 /* Open every --listen URI plus inherited systemd sockets.  Unix sockets
    are mode 0660, owned by `group` when given (NULL: the daemon's group). */
-int ps_listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n,
+int listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n,
                        ps_error **err);
-void ps_listeners_close (struct ps_listener *l, size_t n);
+void listeners_close (struct ps_listener *l, size_t n);
 
 #endif

@@ -68,7 +68,7 @@ detect_libpod_version (void)
   v += 8;
   cleanup_free char *ver = xstrndup (v, strcspn (v, " \n"));
   if (*ver)
-    ps_config_set_libpod_api_version (ver);
+    config_set_libpod_api_version (ver);
 }
 
 int
@@ -87,7 +87,7 @@ main (int argc, char **argv)
   umask (022);
 
   cleanup_error ps_error *err = NULL;
-  int r = ps_config_parse (argc, argv, &err);
+  int r = config_parse (argc, argv, &err);
   if (r != 0)
     {
       if (r < 0)
@@ -95,7 +95,7 @@ main (int argc, char **argv)
       return r < 0 ? 2 : 0;
     }
   ps_log_set_level (ps_cfg.log_level);
-  ps_proxy_global_init ();
+  proxy_global_init ();
 
   for (size_t i = 0; i < ps_cfg.listen.n; i++)
     if (ps_str_has_prefix (ps_cfg.listen.v[i], "tcp://") && !ps_cfg.insecure_tcp && ps_cfg.tls_cert == NULL)
@@ -132,7 +132,7 @@ main (int argc, char **argv)
     ps_info ("%zu job(s) were interrupted by an earlier stop; they are listed as \"interrupted\"", interrupted);
 
   /* Started early: Podman's start-up overlaps the isolation probe. */
-  if (ps_cfg.spawn_upstream && ps_upstream_spawn_start (&err) < 0)
+  if (ps_cfg.spawn_upstream && upstream_spawn_start (&err) < 0)
     {
       ps_error_log ("%s", err->msg);
       return 1;
@@ -171,11 +171,11 @@ main (int argc, char **argv)
   session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
 
-  ps_upstream_spawn_wait_ready ();
+  upstream_spawn_wait_ready ();
 
   struct ps_listener *listeners = NULL;
   size_t nlisteners = 0;
-  if (ps_listeners_open (&ps_cfg.listen, ps_cfg.socket_group, &listeners, &nlisteners, &err) < 0)
+  if (listeners_open (&ps_cfg.listen, ps_cfg.socket_group, &listeners, &nlisteners, &err) < 0)
     {
       ps_error_log ("%s", err->msg);
       return 1;
@@ -193,7 +193,7 @@ main (int argc, char **argv)
   struct MHD_Daemon **daemons = xcalloc (nlisteners, sizeof *daemons);
   for (size_t i = 0; i < nlisteners; i++)
     {
-      daemons[i] = ps_http_start (listeners[i].fd, ps_cfg.max_connections,
+      daemons[i] = http_start (listeners[i].fd, ps_cfg.max_connections,
                                   listeners[i].tcp && tls.cert ? &tls : NULL, &err);
       if (daemons[i] == NULL)
         {
@@ -230,17 +230,17 @@ main (int argc, char **argv)
   session_registry_shutdown (5000);
   /* Proxied streams (logs -f, events) and attach relays end on their own
      within a poll interval once told. */
-  ps_proxy_shutdown ();
+  proxy_shutdown ();
   for (size_t i = 0; i < nlisteners; i++)
-    ps_http_stop (daemons[i]);
+    http_stop (daemons[i]);
   free (daemons);
   free (tls.cert);
   if (tls.key)
     explicit_bzero (tls.key, strlen (tls.key));
   free (tls.key);
   free (tls.ca);
-  ps_listeners_close (listeners, nlisteners);
-  ps_upstream_spawn_stop ();
+  listeners_close (listeners, nlisteners);
+  upstream_spawn_stop ();
   ps_info ("stopped");
   return 0;
 }

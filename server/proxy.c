@@ -58,19 +58,19 @@
 static atomic_bool stopping;
 
 void
-ps_proxy_global_init (void)
+proxy_global_init (void)
 {
   curl_global_init (CURL_GLOBAL_DEFAULT);
 }
 
 bool
-ps_proxy_enabled (void)
+proxy_enabled (void)
 {
   return ps_cfg.upstream != NULL;
 }
 
 void
-ps_proxy_shutdown (void)
+proxy_shutdown (void)
 {
   atomic_store (&stopping, true);
 }
@@ -284,15 +284,15 @@ proxy_ref (struct proxy *p)
 }
 
 bool
-ps_proxy_owns (const struct ps_request *req)
+proxy_owns (const struct ps_request *req)
 {
   return req->state_free == proxy_unref;
 }
 
 void
-ps_proxy_bytes (const struct ps_request *req, uint64_t *in, uint64_t *out)
+proxy_bytes (const struct ps_request *req, uint64_t *in, uint64_t *out)
 {
-  const struct proxy *p = ps_proxy_owns (req) ? req->state : NULL;
+  const struct proxy *p = proxy_owns (req) ? req->state : NULL;
   *in = p ? p->relay_in : 0;
   *out = p ? p->bytes_out : 0;
 }
@@ -494,8 +494,8 @@ collect_request_header (void *cls, enum MHD_ValueKind kind, const char *key, con
 static bool
 request_has_body (struct ps_request *req, int64_t *length)
 {
-  const char *te = ps_request_header (req, "Transfer-Encoding");
-  const char *cl = ps_request_header (req, "Content-Length");
+  const char *te = http_request_header (req, "Transfer-Encoding");
+  const char *cl = http_request_header (req, "Content-Length");
   *length = -1;
   if (te && has_token (te, "chunked"))
     return true;
@@ -521,8 +521,8 @@ transfer_begin (struct proxy *p, struct ps_request *req, ps_error **err)
   if (p->easy == NULL || p->multi == NULL)
     return ps_error_set (err, 500, "cannot start an upstream transfer");
 
-  p->client_fd = ps_request_fd (req);
-  struct header_walk w = { .p = p, .connection = ps_request_header (req, "Connection") };
+  p->client_fd = http_request_fd (req);
+  struct header_walk w = { .p = p, .connection = http_request_header (req, "Connection") };
   MHD_get_connection_values (req->conn, MHD_HEADER_KIND, collect_request_header, &w);
   if (!w.saw_accept)
     p->req_headers = curl_slist_append (p->req_headers, "Accept:"); /* no curl default */
@@ -709,7 +709,7 @@ transfer_complete (struct proxy *p, struct ps_request *req, ps_error **err)
       p->send_paused = false;
       apply_pause (p);
     }
-  p->client_fd = ps_request_fd (req);
+  p->client_fd = http_request_fd (req);
   if (drive (p, head_in) < 0)
     return ps_error_set (err, 503, "request abandoned");
   if (!p->head.complete)
@@ -787,12 +787,12 @@ hijack_begin (struct proxy *p, struct ps_request *req, ps_error **err)
   if (curl_easy_getinfo (p->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD)
     return ps_error_set (err, 500, "no socket for the upstream connection");
   p->up_fd = fd;
-  p->client_fd = ps_request_fd (req);
+  p->client_fd = http_request_fd (req);
 
   ps_buf head = { 0 };
   ps_buf_printf (&head, "%s %s HTTP/1.1\r\n", req->method, p->target);
   struct header_walk w = {
-    .p = p, .connection = ps_request_header (req, "Connection"), .hijack = true, .raw_head = &head
+    .p = p, .connection = http_request_header (req, "Connection"), .hijack = true, .raw_head = &head
   };
   MHD_get_connection_values (req->conn, MHD_HEADER_KIND, collect_request_header, &w);
   if (!w.saw_host)
@@ -1085,7 +1085,7 @@ hijack_complete (struct proxy *p, struct ps_request *req, ps_error **err)
 {
   if (p->chunked_up && upstream_write (p, "0\r\n\r\n", 5, err) < 0)
     return -1;
-  p->client_fd = ps_request_fd (req);
+  p->client_fd = http_request_fd (req);
   int h;
   while ((h = hijack_parse_head (p)) == 0)
     {
@@ -1117,7 +1117,7 @@ hijack_complete (struct proxy *p, struct ps_request *req, ps_error **err)
           MHD_add_response_header (r, name, p->head.headers.v[i + 1]);
         }
       if (!upgrade_set)
-        MHD_add_response_header (r, "Upgrade", ps_request_header (req, "Upgrade"));
+        MHD_add_response_header (r, "Upgrade", http_request_header (req, "Upgrade"));
       enum MHD_Result q = MHD_queue_response (req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
       MHD_destroy_response (r);
       if (q != MHD_YES)
@@ -1151,8 +1151,8 @@ hijack_complete (struct proxy *p, struct ps_request *req, ps_error **err)
 static bool
 is_upgrade_request (struct ps_request *req)
 {
-  const char *upgrade = ps_request_header (req, "Upgrade");
-  const char *connection = ps_request_header (req, "Connection");
+  const char *upgrade = http_request_header (req, "Upgrade");
+  const char *connection = http_request_header (req, "Connection");
   return upgrade && upgrade[0] && connection && has_token (connection, "upgrade");
 }
 
@@ -1201,7 +1201,7 @@ static const struct ps_handler handler_proxy = {
 };
 
 const struct ps_handler *
-ps_proxy_route (struct ps_request *req, const char *target)
+proxy_route (struct ps_request *req, const char *target)
 {
   if (ps_cfg.upstream == NULL)
     return NULL;
@@ -1230,7 +1230,7 @@ fetch_write_cb (char *data, size_t size, size_t n, void *userp)
 }
 
 int
-ps_upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps_upstream_reply *out,
+upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps_upstream_reply *out,
                    ps_error **err)
 {
   memset (out, 0, sizeof *out);
@@ -1272,13 +1272,13 @@ ps_upstream_fetch (const char *method, const char *path, long timeout_ms, struct
 }
 
 const char *
-ps_upstream_reply_header (const struct ps_upstream_reply *r, const char *name)
+upstream_reply_header (const struct ps_upstream_reply *r, const char *name)
 {
   return strv_pair_get (&r->headers, name);
 }
 
 void
-ps_upstream_reply_free (struct ps_upstream_reply *r)
+upstream_reply_free (struct ps_upstream_reply *r)
 {
   ps_strv_free (&r->headers);
   ps_buf_free (&r->body);
@@ -1437,7 +1437,7 @@ socket_accepts (const char *path)
 }
 
 int
-ps_upstream_spawn_start (ps_error **err)
+upstream_spawn_start (ps_error **err)
 {
   spawned.podman = find_in_path ("podman");
   if (spawned.podman == NULL)
@@ -1460,7 +1460,7 @@ ps_upstream_spawn_start (ps_error **err)
 }
 
 void
-ps_upstream_spawn_wait_ready (void)
+upstream_spawn_wait_ready (void)
 {
   if (!spawned.started)
     return;
@@ -1480,7 +1480,7 @@ ps_upstream_spawn_wait_ready (void)
 }
 
 void
-ps_upstream_spawn_stop (void)
+upstream_spawn_stop (void)
 {
   if (!spawned.started)
     return;

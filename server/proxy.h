@@ -46,26 +46,26 @@
 #define PS_UPSTREAM_STOP_GRACE_MS 10000
 
 /* Once, from main, before any thread starts. */
-void ps_proxy_global_init (void);
+void proxy_global_init (void);
 
 /* An upstream is configured (--upstream, or the per-user default). */
-bool ps_proxy_enabled (void);
+bool proxy_enabled (void);
 
 /* The handler for a request no route matched, or NULL when no upstream is
    configured (the caller answers 404).  `target` is the request-target
    exactly as the client sent it (path and query, still percent-encoded);
    it is copied. */
-const struct ps_handler *ps_proxy_route (struct ps_request *req, const char *target);
+const struct ps_handler *proxy_route (struct ps_request *req, const char *target);
 
 /* For the access log: whether the request went upstream, and the bytes
    relayed beyond req->body_bytes (in: client to upstream after an
    upgrade; out: everything sent to the client). */
-bool ps_proxy_owns (const struct ps_request *req);
-void ps_proxy_bytes (const struct ps_request *req, uint64_t *in, uint64_t *out);
+bool proxy_owns (const struct ps_request *req);
+void proxy_bytes (const struct ps_request *req, uint64_t *in, uint64_t *out);
 
 /* Shutting down: proxied streams and relays end within PS_STREAM_POLL_MS
    so MHD_stop_daemon does not wait on clients or the upstream. */
-void ps_proxy_shutdown (void);
+void proxy_shutdown (void);
 
 /* ---- buffered calls, for merging the system endpoints ------------------- */
 
@@ -79,21 +79,21 @@ struct ps_upstream_reply
 /* `method` "GET" or "HEAD", `path` as sent to the upstream ("/v1.41/version").
    Returns 0 with *out filled (any status), or -1 when the upstream cannot
    be reached within timeout_ms or answers garbage. */
-int ps_upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps_upstream_reply *out,
+int upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps_upstream_reply *out,
                        ps_error **err);
-const char *ps_upstream_reply_header (const struct ps_upstream_reply *r, const char *name);
-void ps_upstream_reply_free (struct ps_upstream_reply *r);
+const char *upstream_reply_header (const struct ps_upstream_reply *r, const char *name);
+void upstream_reply_free (struct ps_upstream_reply *r);
 
 /* ---- --spawn-upstream --------------------------------------------------- */
 
 /* Start `podman system service --time=0 unix://PATH` on ps_cfg.upstream
    and a thread that restarts it if it dies. */
-int ps_upstream_spawn_start (ps_error **err);
+int upstream_spawn_start (ps_error **err);
 /* Wait until the spawned service's socket accepts, at most
    PS_UPSTREAM_START_TIMEOUT_MS (then warn and go on: builds do not need
    it).  No-op without --spawn-upstream. */
-void ps_upstream_spawn_wait_ready (void);
+void upstream_spawn_wait_ready (void);
 /* SIGTERM the child, SIGKILL after PS_UPSTREAM_STOP_GRACE_MS, reap it. */
-void ps_upstream_spawn_stop (void);
+void upstream_spawn_stop (void);
 
 #endif

@@ -132,7 +132,7 @@ strip_version (const char *url)
 }
 
 const struct ps_handler *
-ps_route (struct ps_request *req)
+router_lookup (struct ps_request *req)
 {
   const char *path = strip_version (req->url);
   req->path = path;
@@ -144,7 +144,7 @@ ps_route (struct ps_request *req)
 }
 
 bool
-ps_route_path_known (const char *url)
+router_path_known (const char *url)
 {
   const char *path = strip_version (url);
   for (size_t i = 0; i < ARRAY_SIZE (routes); i++)

@@ -8,9 +8,9 @@
 
 /* Strip the version prefix and match; fills req->path, req->libpod,
    req->params.  Returns the handler, or NULL (404). */
-const struct ps_handler *ps_route (struct ps_request *req);
+const struct ps_handler *router_lookup (struct ps_request *req);
 
 /* True when the path exists for some other method (405 rather than 404). */
-bool ps_route_path_known (const char *path);
+bool router_path_known (const char *path);
 
 #endif

@@ -57,7 +57,7 @@
 #include "common/log.h"
 #include "schema/fsutil.pb-c.h"
 #include "session/session_limits.h"
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 #define DIFFCOPY_METHOD "/moby.filesync.v1.FileSync/DiffCopy"
 

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include "common/process.h"
 #include "common/ps.h"
 
 struct buildah_config
@@ -35,40 +36,6 @@ int buildah_probe_isolation (const char *wanted, const char *runtime, ps_error *
 
 /* buildah's version string ("1.28.2"), read once at start-up. */
 const char *buildah_version (void);
-
-/* ---- child processes ----------------------------------------------------- */
-
-struct ps_child
-{
-  pid_t pid;   /* also the process group id */
-  int out_fd;  /* read end of the child's stdout, or -1 */
-  int err_fd;  /* read end of the child's stderr, or -1 */
-};
-
-/* Spawn argv in a new process group with stdin from /dev/null and
-   stdout/stderr on pipes. */
-int ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err);
-/* The same with "NAME=value" entries added to (or replacing in) the
-   daemon's environment; `env` may be NULL. */
-int ps_child_spawn_env (char *const *argv, char *const *env, struct ps_child *child, ps_error **err);
-/* Wait for the child; returns its exit status (128+signal if killed). */
-int ps_child_wait (struct ps_child *child);
-/* Ask the child to stop (SIGTERM to the leader: inside a RUN step buildah
-   then removes its working container, see orphans.h for elsewhere), then
-   SIGKILL the whole group after grace_ms. */
-void ps_child_terminate (pid_t pid, int grace_ms);
-/* The same for several children at once (one grace period for all). */
-void ps_children_terminate (const pid_t *pids, size_t n, int grace_ms);
-
-/* Called with each chunk a child writes; stream 1 = stdout, 2 = stderr;
-   data NULL and len 0 once when that stream reaches EOF. */
-typedef void (*ps_child_chunk_fn) (void *ud, int stream, const char *data, size_t len);
-/* Read the child's stdout and stderr until both close, handing every
-   chunk to on_chunk as it arrives.  Returns 0, or -1 if poll failed. */
-int ps_child_pump (struct ps_child *child, ps_child_chunk_fn on_chunk, void *ud);
-
-/* Run argv to completion, capturing stdout and stderr (each bounded). */
-int ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err);
 
 /* Run `buildah ARGS...` (`args` NULL-terminated, the storage flags added)
    to completion.  With `out`, *out gets the whole stdout.  A non-zero exit

@@ -17,7 +17,7 @@
 
 #include "common/log.h"
 #include "solver/buildah.h"
-#include "solver/llb_remote.h"
+#include "solver/llb/remote.h"
 
 /* How often a prune waiting for running builds (or another prune) looks
    again, and asks whether its client is still there. */

@@ -4,10 +4,10 @@
  * What the build cache is, with the type each entry has in a prune report:
  *
  *   llb.result          <state>/llb-results/<key>: the image an LLB vertex
- *                       produced (solver/llb_exec.c), or an LLB result with
+ *                       produced (solver/llb/exec.c), or an LLB result with
  *                       an image config applied (solver/image_config.c)
  *   build.result        <state>/results/<key>.json: a whole session build
- *                       that can be reused (solver/result_cache.c)
+ *                       that can be reused (solver/dockerfile/result_cache.c)
  *   exec.cachemount     <state>/llb-cache-mounts/<hash>: an LLB cache mount
  *   source.local        <state>/contexts/<hash>: a client's context as last
  *                       synced over its session (only pruned with `all`:

@@ -599,7 +599,7 @@ padded_read (struct archive *a, void *cls, const void **out)
 }
 
 int
-ps_context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
+context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
                        struct ps_context_stats *stats, ps_error **err)
 {
   struct extract x = {
@@ -863,7 +863,7 @@ prune_dir (struct prune *pr, int dirfd, const char *rel, bool remove_all, ps_err
 }
 
 long
-ps_context_prune (const char *dir, const ps_ignore *ig, const char *const *keep, size_t nkeep,
+context_prune (const char *dir, const ps_ignore *ig, const char *const *keep, size_t nkeep,
                   ps_error **err)
 {
   if (ig == NULL || ps_ignore_count (ig) == 0)
@@ -900,7 +900,7 @@ ps_context_prune (const char *dir, const ps_ignore *ig, const char *const *keep,
 /* ---- lookups shared by the frontends ---------------------------------------- */
 
 int
-ps_context_file (const char *dir, const char *rel, ps_error **err)
+context_file (const char *dir, const char *rel, ps_error **err)
 {
   while (ps_str_has_prefix (rel, "./"))
     rel += 2;
@@ -920,7 +920,7 @@ ps_context_file (const char *dir, const char *rel, ps_error **err)
 }
 
 int
-ps_context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *excludes, ps_error **err)
+context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *excludes, ps_error **err)
 {
   ps_ignore *ig = NULL;
   const char *ignore_name = NULL;
@@ -937,7 +937,7 @@ ps_context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv 
       const char *candidates[] = { df_ignore, ".containerignore", ".dockerignore" };
       for (size_t i = 0; i < ARRAY_SIZE (candidates) && ig == NULL; i++)
         {
-          if (candidates[i] == NULL || ps_context_file (dir, candidates[i], NULL) != 1)
+          if (candidates[i] == NULL || context_file (dir, candidates[i], NULL) != 1)
             continue;
           cleanup_free char *path = xasprintf ("%s/%s", dir, candidates[i]);
           cleanup_free char *text = NULL;
@@ -959,7 +959,7 @@ ps_context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv 
     keep[nkeep++] = dockerfile;
   if (ignore_name)
     keep[nkeep++] = ignore_name;
-  long removed = ps_context_prune (dir, ig, keep, nkeep, err);
+  long removed = context_prune (dir, ig, keep, nkeep, err);
   ps_ignore_free (ig);
   if (removed < 0)
     return ps_error_wrap (err, "apply ignore file");

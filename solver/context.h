@@ -4,7 +4,7 @@
 #define SOLVER_CONTEXT_H
 
 #include "common/ps.h"
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 struct ps_context_limits
 {
@@ -34,24 +34,24 @@ struct ps_context_stats
  * A body that is not a tar gives 400 "build context is not a tar archive".
  * An empty body is an empty context.  On failure `dest` may hold a partial
  * tree; the caller removes the whole build directory. */
-int ps_context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
+int context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
                            struct ps_context_stats *stats, ps_error **err);
 
 /* Remove from `dir` every path `ig` excludes, except the paths in `keep`
  * (the Dockerfile and the ignore file itself, which the builder needs).
  * Does not follow symlinks. Returns the number of entries removed, or -1. */
-long ps_context_prune (const char *dir, const ps_ignore *ig, const char *const *keep, size_t nkeep,
+long context_prune (const char *dir, const ps_ignore *ig, const char *const *keep, size_t nkeep,
                        ps_error **err);
 
 /* Resolve `rel` inside `dir` without leaving it, even through symlinks:
    1 when it names a regular file, 0 when absent, -1 (400) when the path
    leads outside `dir`. */
-int ps_context_file (const char *dir, const char *rel, ps_error **err);
+int context_file (const char *dir, const char *rel, ps_error **err);
 
 /* Apply the build's ignore rules to the unpacked context `dir`: the
    `excludes` list when given, else the first of <dockerfile>.dockerignore,
    .containerignore and .dockerignore that exists.  The Dockerfile and the
    ignore file itself are kept.  `dockerfile` is relative to `dir` or NULL. */
-int ps_context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *excludes, ps_error **err);
+int context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *excludes, ps_error **err);
 
 #endif

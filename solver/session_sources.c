@@ -476,7 +476,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
                    n_df_follow, NULL, 0, &st, err)
              < 0)
     goto out;
-  if (ps_context_file (df_dir, fname, err) != 1)
+  if (context_file (df_dir, fname, err) != 1)
     {
       if (*err == NULL)
         ps_error_set (err, 400, "failed to read dockerfile: %s: no such file in the client's directory", fname);

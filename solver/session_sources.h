@@ -16,7 +16,7 @@
 #define SOLVER_SESSION_SOURCES_H
 
 #include "session/diffcopy.h"
-#include "solver/dockerfile_build.h"
+#include "solver/dockerfile/build.h"
 
 struct session_sources *session_sources_new (const char *session_id, const char *state_dir, const char *job_dir,
                                              const char *filename);

@@ -18,8 +18,8 @@
 #include "solver/cache_registry.h"
 #include "solver/context.h"
 #include "solver/image_config.h"
-#include "solver/llb.h"
-#include "solver/llb_exec.h"
+#include "solver/llb/llb.h"
+#include "solver/llb/exec.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_sources.h"
 
@@ -584,7 +584,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       const char *candidates[2] = { filename ? filename : "Dockerfile", filename ? NULL : "Containerfile" };
       for (int i = 0; i < 2 && candidates[i] && df_path == NULL; i++)
         {
-          int r = ps_context_file (search_dir, candidates[i], err);
+          int r = context_file (search_dir, candidates[i], err);
           if (r < 0)
             {
               ps_error_wrap (err, "frontendAttrs.filename");
@@ -627,7 +627,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       p->build.definition_digest = xstrdup (hex);
     }
 
-  if (ctx && ps_context_apply_ignore (ctx->dir, dfsrc ? NULL : df_path, NULL, err) < 0)
+  if (ctx && context_apply_ignore (ctx->dir, dfsrc ? NULL : df_path, NULL, err) < 0)
     {
       solve_plan_free (p);
       return -1;

@@ -5,7 +5,7 @@
 #define SOLVER_SOLVE_H
 
 #include "schema/solve_request.h"
-#include "solver/dockerfile_build.h"
+#include "solver/dockerfile/build.h"
 #include "solver/job.h"
 
 /* A local source the client sent with the request (a multipart tar part),

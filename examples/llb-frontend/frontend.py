@@ -40,7 +40,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONTEXT_PART = "context"          # the local://NAME source and its multipart part
 IMAGE_CONFIG_ATTR = "containerimage.config"
 # The local source's include patterns, a JSON list, under the key podsolve's
-# executor reads (solver/llb_local.h).  BuildKit's Go client calls the same
+# executor reads (solver/llb/local.h).  BuildKit's Go client calls the same
 # list "local.includepattern" (pb.AttrIncludePatterns).
 INCLUDE_ATTR = "local.includepatterns"
 STEP_KINDS = ("copy", "mkdir", "file", "symlink", "run")

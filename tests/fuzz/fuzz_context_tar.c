@@ -46,7 +46,7 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
   struct ps_context_limits lim = { 64 * 1024 * 1024, 10000 };
   struct ps_context_stats st;
   ps_error *err = NULL;
-  if (ps_context_extract_fd (fd, dest, &lim, &st, &err) < 0)
+  if (context_extract_fd (fd, dest, &lim, &st, &err) < 0)
     {
       if (err == NULL || (err->status != 400 && err->status != 413 && err->status != 500))
         abort ();

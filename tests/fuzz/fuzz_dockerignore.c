@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 int
 LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)

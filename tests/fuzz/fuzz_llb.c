@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 
 static void
 check_graph (const struct llb_graph *g)

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "solver/buildah_output.h"
+#include "solver/dockerfile/buildah_output.h"
 #include "tests/unit/suites.h"
 
 #define ID64 "75ab9a58e9ebd9f014b9bd36b1c453e338e7ca15875652659cab2338ea9671a8"

@@ -24,7 +24,7 @@
 
 #include "common/limits.h"
 #include "solver/context.h"
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 /* ---- fixture: /tmp/ps-ctx-XXXXXX/t-XXXXXX/{ctx,victim} -------------------- */
 
@@ -164,7 +164,7 @@ extract_bytes (const void *data, size_t len, const struct ps_context_limits *lim
                struct ps_context_stats *st, ps_error **err)
 {
   int fd = body_fd (data, len);
-  int r = ps_context_extract_fd (fd, g_dest, lim, st, err);
+  int r = context_extract_fd (fd, g_dest, lim, st, err);
   close (fd);
   return r;
 }
@@ -393,7 +393,7 @@ START_TEST (test_extract_gnu_tar_output)
 
   struct ps_context_stats st;
   ps_error *err = NULL;
-  ck_assert_int_eq (ps_context_extract_fd (fd, g_dest, NULL, &st, &err), 0);
+  ck_assert_int_eq (context_extract_fd (fd, g_dest, NULL, &st, &err), 0);
   close (fd);
   assert_file ("Dockerfile", "FROM scratch\n", 0644);
   assert_file ("sub/run.sh", "exit 0\n", 0755);
@@ -924,7 +924,7 @@ START_TEST (test_prune_with_exceptions_and_keep)
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
   ck_assert_ptr_nonnull (ig);
   const char *keep[] = { "Dockerfile", "./.dockerignore" };
-  long removed = ps_context_prune (g_dest, ig, keep, ARRAY_SIZE (keep), &err);
+  long removed = context_prune (g_dest, ig, keep, ARRAY_SIZE (keep), &err);
   ps_ignore_free (ig);
   ck_assert_msg (removed >= 0, "%s", err ? err->msg : "");
 
@@ -955,7 +955,7 @@ START_TEST (test_prune_whole_directory_but_kept_file_below)
   ps_error *err = NULL;
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
   const char *keep[] = { "docs/Dockerfile" };
-  long removed = ps_context_prune (g_dest, ig, keep, 1, &err);
+  long removed = context_prune (g_dest, ig, keep, 1, &err);
   ps_ignore_free (ig);
   ck_assert_int_eq (removed, 4); /* docs/a.md, docs/sub/x, docs/sub, a.txt */
   cleanup_free char *top = dir_names (g_dest);
@@ -974,7 +974,7 @@ START_TEST (test_prune_excluded_dir_removed_whole)
   const char *text = "vendor\n";
   ps_error *err = NULL;
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
-  long removed = ps_context_prune (g_dest, ig, NULL, 0, &err);
+  long removed = context_prune (g_dest, ig, NULL, 0, &err);
   ps_ignore_free (ig);
   ck_assert_int_eq (removed, 5); /* c.go, b, a, d.go, vendor */
   cleanup_free char *top = dir_names (g_dest);
@@ -994,7 +994,7 @@ START_TEST (test_prune_does_not_follow_symlinks)
   const char *text = "lnk\n**/important\n";
   ps_error *err = NULL;
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
-  long removed = ps_context_prune (g_dest, ig, NULL, 0, &err);
+  long removed = context_prune (g_dest, ig, NULL, 0, &err);
   ps_ignore_free (ig);
   ck_assert_int_eq (removed, 1);
   ck_assert (!exists_nofollow (g_dest, "lnk"));
@@ -1015,7 +1015,7 @@ START_TEST (test_prune_inside_read_only_directory)
   const char *text = "**/*.log\n";
   ps_error *err = NULL;
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
-  long removed = ps_context_prune (g_dest, ig, NULL, 0, &err);
+  long removed = context_prune (g_dest, ig, NULL, 0, &err);
   ps_ignore_free (ig);
   ck_assert_msg (removed == 1, "%ld %s", removed, err ? err->msg : "");
   cleanup_free char *names = dir_names (ro);
@@ -1032,7 +1032,7 @@ START_TEST (test_prune_nothing_to_do)
   put_file ("a", "a");
   ps_error *err = NULL;
   ps_ignore *ig = ps_ignore_parse ("", 0, &err);
-  ck_assert_int_eq (ps_context_prune (g_dest, ig, NULL, 0, &err), 0);
+  ck_assert_int_eq (context_prune (g_dest, ig, NULL, 0, &err), 0);
   ps_ignore_free (ig);
   ck_assert (exists_nofollow (g_dest, "a"));
 }
@@ -1052,7 +1052,7 @@ START_TEST (test_extract_then_prune)
   cleanup_free char *text = slurp (g_dest, ".dockerignore");
   ps_ignore *ig = ps_ignore_parse (text, strlen (text), &err);
   const char *keep[] = { "Dockerfile", ".dockerignore" };
-  ck_assert_int_eq (ps_context_prune (g_dest, ig, keep, 2, &err), 1);
+  ck_assert_int_eq (context_prune (g_dest, ig, keep, 2, &err), 1);
   ps_ignore_free (ig);
   cleanup_free char *top = dir_names (g_dest);
   ck_assert_str_eq (top, ".dockerignore,Dockerfile,app");

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 struct match_case
 {

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "solver/llb.h"
-#include "solver/llb_local.h"
+#include "solver/llb/llb.h"
+#include "solver/llb/local.h"
 #include "tests/unit/suites.h"
 #include "tests/unit/test_session_peer.h"
 

@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "solver/llb_fileop.h"
-#include "solver/llb_fileutil.h"
+#include "solver/llb/fileop.h"
+#include "solver/llb/fileutil.h"
 #include "tests/unit/suites.h"
 #include "tests/unit/test_session_peer.h"
 

@@ -1,5 +1,5 @@
 /* test_llb_merge.c — the tree work behind LLB MergeOp and DiffOp
- * (solver/llb_merge.c) on plain directories, no buildah: what a diff
+ * (solver/llb/merge.c) on plain directories, no buildah: what a diff
  * keeps and records as deleted, how a layer applies over another, that
  * whiteouts delete without following symlinks, that Merge(A, Diff(A, B))
  * is B again, and the whiteout record on disk. */
@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "solver/llb_merge.h"
+#include "solver/llb/merge.h"
 
 static char *g_root;   /* per test case, made and removed by Check's parent process */
 static char *g_base;   /* per test */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "solver/llb_remote.h"
+#include "solver/llb/remote.h"
 #include "tests/unit/suites.h"
 
 /* A source vertex with up to 8 attrs ("key", "value", ..., NULL). */

@@ -32,7 +32,7 @@
 #include "schema/fsutil.pb-c.h"
 #include "schema/health.pb-c.h"
 #include "schema/secrets.pb-c.h"
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 #define GO_DIR 0x80000000u
 #define GO_SYMLINK 0x08000000u

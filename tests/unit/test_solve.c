@@ -6,7 +6,7 @@
 
 #include "schema/solve_request.h"
 #include "schema/solve_status.h"
-#include "solver/dockerfile_build.h"
+#include "solver/dockerfile/build.h"
 #include "tests/unit/suites.h"
 
 static int

@@ -1,7 +1,7 @@
 /* llb_local.c — local source filters (include/exclude/follow paths) and
  * the staged copy of what they select. */
 #define _GNU_SOURCE
-#include "solver/llb_local.h"
+#include "solver/llb/local.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

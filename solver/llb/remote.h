@@ -42,7 +42,7 @@
 
 #include "common/ps.h"
 #include "solver/job.h"
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 
 /* Largest http source file: an ADD <url> bigger than the largest build
    context podsolved accepts (PS_DEFAULT_MAX_CONTEXT_BYTES) is almost

@@ -4,7 +4,7 @@
 #define SOLVER_LLB_FILEOP_H
 
 #include "common/ps.h"
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 
 /* A buildah working container, optionally mounted. */
 struct llb_wc

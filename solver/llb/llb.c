@@ -8,7 +8,7 @@
  * index inside an op is range-checked here, so the executor can index
  * arrays with what it reads from a vertex. */
 #define _GNU_SOURCE
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

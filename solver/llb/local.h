@@ -18,8 +18,8 @@
 
 #include "common/ps.h"
 #include "schema/ops.pb-c.h"
-#include "solver/dockerignore.h"
-#include "solver/llb.h"
+#include "common/dockerignore.h"
+#include "solver/llb/llb.h"
 
 struct llb_local_filter
 {

@@ -8,7 +8,7 @@
  * mode code follows BSD setmode.c as ported by github.com/dchapes/mode,
  * which BuildKit's fsutil uses for modeStr. */
 #define _GNU_SOURCE
-#include "solver/llb_fileutil.h"
+#include "solver/llb/fileutil.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * attr parsing as BuildKit's source/http and source/git identifiers do,
  * downloads with libcurl, git through the git CLI as argv arrays. */
 #define _GNU_SOURCE
-#include "solver/llb_remote.h"
+#include "solver/llb/remote.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -21,7 +21,7 @@
 
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
-#include "solver/llb_fileop.h"
+#include "solver/llb/fileop.h"
 #include "solver/rootfs_export.h"
 
 /* BuildKit's name for a download nothing else names (pathutil.SafeFileName). */

@@ -1,7 +1,7 @@
 /* buildah_output.c — classify `buildah build` output lines and map them to
  * job events.  The shapes are listed in buildah_output.h. */
 #define _GNU_SOURCE
-#include "solver/buildah_output.h"
+#include "solver/dockerfile/buildah_output.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* llb_fileutil.h — the pure pieces of LLB FileOps (solver/llb_fileop.c),
+/* llb_fileutil.h — the pure pieces of LLB FileOps (solver/llb/fileop.c),
  * kept apart so the unit tests can check them without a rootfs: Go's
  * filepath.Match (copy and rm wildcards), chmod(1) symbolic modes
  * (FileActionCopy.modeStr, as BuildKit's dchapes-mode), and /etc/passwd and

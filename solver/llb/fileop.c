@@ -12,7 +12,7 @@
  * used once moves on to the action that uses it, one used more often (or
  * an output) is committed and each user starts from the image. */
 #define _GNU_SOURCE
-#include "solver/llb_fileop.h"
+#include "solver/llb/fileop.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,8 +27,8 @@
 #include <unistd.h>
 
 #include "solver/buildah.h"
-#include "solver/dockerignore.h"
-#include "solver/llb_fileutil.h"
+#include "common/dockerignore.h"
+#include "solver/llb/fileutil.h"
 
 /* Symlinks followed while resolving one path (Linux's own limit). */
 #define LLB_MAX_SYMLINKS 40

@@ -1,6 +1,6 @@
 /* build_options.c — build options to a `buildah build` argv. */
 #define _GNU_SOURCE
-#include "solver/build_options.h"
+#include "solver/dockerfile/build_options.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* result_cache.c — reuse of finished session builds (see result_cache.h). */
 #define _GNU_SOURCE
-#include "solver/result_cache.h"
+#include "solver/dockerfile/result_cache.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>

@@ -1,4 +1,4 @@
-/* llb_exec.h — run a validated LLB graph (solver/llb.h) on buildah.
+/* llb_exec.h — run a validated LLB graph (solver/llb/llb.h) on buildah.
  *
  * Every vertex output is a committed buildah image.  Vertices run as soon
  * as their inputs are done, up to `max_parallel` at once; the first failure
@@ -31,10 +31,10 @@
  *           of the rootfs NamedUserOpt.input names); actions starting from
  *           any op input, scratch or earlier action's result, and any
  *           number of outputs — done natively on buildah mounts
- *           (solver/llb_fileop.c); ADD's archive unpacking and
+ *           (solver/llb/fileop.c); ADD's archive unpacking and
  *           required_paths are 501
  *   merge   inputs stacked like layers over the first one, deletions
- *           carried by diff results applied (solver/llb_merge.c)
+ *           carried by diff results applied (solver/llb/merge.c)
  *   diff    the changes from lower to upper, either may be scratch; its
  *           deletions kept in <state>/llb-whiteouts/<image> for merges
  *
@@ -53,7 +53,7 @@
 
 #include "common/ps.h"
 #include "solver/job.h"
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 #include "solver/solve.h"
 
 struct llb_exec_env

@@ -3,7 +3,7 @@
 #ifndef SOLVER_DOCKERFILE_BUILD_H
 #define SOLVER_DOCKERFILE_BUILD_H
 
-#include "solver/build_options.h"
+#include "solver/dockerfile/build_options.h"
 #include "solver/job.h"
 
 /* Sources that come over a BuildKit session instead of the request body

@@ -1,7 +1,7 @@
 /* llb_exec.c — run a validated LLB graph on buildah, vertex by vertex
  * (see llb_exec.h for what is supported).  File ops live in llb_fileop.c. */
 #define _GNU_SOURCE
-#include "solver/llb_exec.h"
+#include "solver/llb/exec.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -23,10 +23,10 @@
 #include "session/session_limits.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
-#include "solver/llb_fileop.h"
-#include "solver/llb_local.h"
-#include "solver/llb_remote.h"
-#include "solver/llb_merge.h"
+#include "solver/llb/fileop.h"
+#include "solver/llb/local.h"
+#include "solver/llb/remote.h"
+#include "solver/llb/merge.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_sources.h"
 

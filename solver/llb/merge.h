@@ -30,7 +30,7 @@
 #define SOLVER_LLB_MERGE_H
 
 #include "common/ps.h"
-#include "solver/llb.h"
+#include "solver/llb/llb.h"
 
 /* Largest whiteout record read back, in bytes: a diff deleting every file
    of a big distribution image (~100k paths of ~60 bytes) stays well

@@ -33,7 +33,7 @@
  * hits when it matches the path or any of its parent directories.
  */
 #define _GNU_SOURCE
-#include "solver/dockerignore.h"
+#include "common/dockerignore.h"
 
 #include <stdlib.h>
 #include <string.h>

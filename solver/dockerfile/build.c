@@ -1,7 +1,7 @@
 /* dockerfile_build.c — run `buildah build` for a job and turn its output
  * into events (line shapes: buildah_output.h). */
 #define _GNU_SOURCE
-#include "solver/dockerfile_build.h"
+#include "solver/dockerfile/build.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,8 +15,8 @@
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/orphans.h"
-#include "solver/buildah_output.h"
-#include "solver/result_cache.h"
+#include "solver/dockerfile/buildah_output.h"
+#include "solver/dockerfile/result_cache.h"
 #include "solver/session_sources.h"
 
 bool

@@ -4,7 +4,7 @@
  * fd with O_NOFOLLOW / AT_SYMLINK_NOFOLLOW, so a symlink in an input can
  * never point the walk outside the rootfs it belongs to. */
 #define _GNU_SOURCE
-#include "solver/llb_merge.h"
+#include "solver/llb/merge.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "solver/llb_fileop.h"
+#include "solver/llb/fileop.h"
 
 /* First line of a whiteout record; the paths follow, each NUL-terminated
    (a path may hold any byte but NUL). */

@@ -14,7 +14,7 @@
 #ifndef SOLVER_RESULT_CACHE_H
 #define SOLVER_RESULT_CACHE_H
 
-#include "solver/dockerfile_build.h"
+#include "solver/dockerfile/build.h"
 
 /* The key for `b` (whose context and Dockerfile are in place), or NULL
    when the build must not be reused (no-cache, pull=always, FROM with an
