@@ -17,7 +17,6 @@
 
 #include "common/log.h"
 #include "solver/buildah.h"
-#include "solver/llb/remote.h"
 
 /* How often a prune waiting for running builds (or another prune) looks
    again, and asks whether its client is still there. */
@@ -558,7 +557,7 @@ gather (struct cache *c, const char *state_dir, ps_error **err)
   scan_dir (c, results, "build.result", false, ".json");
   scan_dir (c, mounts, "exec.cachemount", true, NULL);
   scan_dir (c, contexts, "source.local", true, NULL);
-  cleanup_free char *http = xasprintf ("%s/" LLB_REMOTE_HTTP_RECORDS, state_dir);
+  cleanup_free char *http = xasprintf ("%s/" CACHE_HTTP_RECORDS, state_dir);
   scan_dir (c, http, "source.http", false, ".json");
 
   /* A record's image bytes count once, for the record used last. */

@@ -43,6 +43,10 @@
 #define CACHE_LOCK_FILE "cache.lock"
 #define CACHE_PRUNE_GATE_FILE "cache-prune.lock"
 
+/* Under the state directory: one record per revalidatable http URL of an
+   LLB http source (llb/remote.h). */
+#define CACHE_HTTP_RECORDS "http-sources"
+
 struct cache_prune_opts
 {
   bool all;                /* also source.local, source.http and image.dangling */
