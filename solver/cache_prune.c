@@ -34,9 +34,8 @@ cache_record_touch (const char *path)
 static bool
 image_in_storage (const char *id)
 {
-  const char *args[] = { "inspect", "--type=image", "--format={{.FromImageID}}", id, NULL };
   cleanup_free char *out = NULL;
-  return buildah_call (args, &out, NULL) == 0 && out && out[0] && out[0] != '\n';
+  return buildah_image_id (id, &out, NULL) == 0 && out[0];
 }
 
 char *
