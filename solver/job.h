@@ -194,7 +194,7 @@ void solver_jobs_set_max_queued (unsigned n);
 /* Every running job holds a shared flock on `lock_path` while its function
    runs, after passing `gate_path` (a shared flock taken and dropped): a
    cache prune holds the gate and then the lock exclusively, so it waits for
-   running jobs and new jobs wait for it (see solver/cache_prune.h).  A job
+   running jobs and new jobs wait for it (see solver/cache_lock.h).  A job
    waiting says so with a status event.  NULL paths: no locking (unit tests). */
 void solver_jobs_set_cache_lock (const char *lock_path, const char *gate_path);
 
