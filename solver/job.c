@@ -262,6 +262,30 @@ solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char
   solver_job_emit (job, &ev);
 }
 
+void
+solver_job_emit_vertex (solver_job *job, const char *vertex, const char *name, const char *const *inputs,
+                        int64_t started_ns, int64_t completed_ns, bool cached, const char *error, const char *text)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+  ev.vertex = vertex ? xstrdup (vertex) : NULL;
+  ev.name = name ? xstrdup (name) : NULL;
+  if (inputs && inputs[0])
+    {
+      size_t n = 0;
+      while (inputs[n])
+        n++;
+      ev.inputs = xcalloc (n + 1, sizeof (char *));
+      for (size_t i = 0; i < n; i++)
+        ev.inputs[i] = xstrdup (inputs[i]);
+    }
+  ev.started_ns = started_ns;
+  ev.completed_ns = completed_ns;
+  ev.cached = cached;
+  ev.error = error ? xstrdup (error) : NULL;
+  ev.text = text ? xstrdup (text) : NULL;
+  solver_job_emit (job, &ev);
+}
+
 const struct solver_event *
 solver_job_next (solver_job *job, size_t idx, int timeout_ms, bool *done)
 {

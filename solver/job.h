@@ -108,6 +108,11 @@ void solver_job_emit (solver_job *job, struct solver_event *ev);
 /* Convenience emitters. */
 void solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char *data,
                           size_t len, const char *text);
+/* A SOLVER_EV_VERTEX; every string is copied.  `inputs` is NULL-terminated
+   (NULL or empty: none); `error` and `text` may be NULL. */
+void solver_job_emit_vertex (solver_job *job, const char *vertex, const char *name, const char *const *inputs,
+                             int64_t started_ns, int64_t completed_ns, bool cached, const char *error,
+                             const char *text);
 
 /* Wait until the log holds an event at index `idx`, or the job is done and
    has no more events, or `timeout_ms` passes.  Returns a borrowed pointer to

@@ -660,11 +660,7 @@ vertex_begin (struct export_vertex *v, solver_job *job, const char *image_id, co
   v->digest = xasprintf ("sha256:%s", hex);
   v->started = ps_now_ns ();
   v->cached = false;
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (v->digest);
-  ev.name = xstrdup (name);
-  ev.started_ns = v->started;
-  solver_job_emit (job, &ev);
+  solver_job_emit_vertex (job, v->digest, name, NULL, v->started, 0, false, NULL, NULL);
 }
 
 static void
@@ -683,14 +679,8 @@ vertex_status (struct export_vertex *v, const char *id, int64_t current, int64_t
 static void
 vertex_end (struct export_vertex *v, const char *error)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (v->digest);
-  ev.name = xstrdup (v->name);
-  ev.started_ns = v->started;
-  ev.completed_ns = ps_now_ns ();
-  ev.error = error ? xstrdup (error) : NULL;
-  ev.cached = v->cached && error == NULL;
-  solver_job_emit (v->job, &ev);
+  solver_job_emit_vertex (v->job, v->digest, v->name, NULL, v->started, ps_now_ns (), v->cached && error == NULL,
+                          error, NULL);
   free (v->digest);
   free (v->name);
 }

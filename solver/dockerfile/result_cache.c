@@ -228,23 +228,14 @@ result_cache_lookup (solver_job *job, const char *state_dir, const char *key, co
       const cJSON *in = cJSON_GetObjectItemCaseSensitive (v, "inputs");
       if (!cJSON_IsString (d) || !cJSON_IsString (n))
         continue;
-      struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-      ev.vertex = xstrdup (d->valuestring);
-      ev.name = xstrdup (n->valuestring);
-      int count = cJSON_GetArraySize (in);
-      if (count > 0)
-        {
-          ev.inputs = xcalloc ((size_t) count + 1, sizeof (char *));
-          int k = 0;
-          const cJSON *x;
-          cJSON_ArrayForEach (x, in)
-            if (cJSON_IsString (x))
-              ev.inputs[k++] = xstrdup (x->valuestring);
-        }
-      ev.started_ns = now;
-      ev.completed_ns = now;
-      ev.cached = true;
-      solver_job_emit (job, &ev);
+      ps_strv inputs = { 0 };
+      const cJSON *x;
+      cJSON_ArrayForEach (x, in)
+        if (cJSON_IsString (x))
+          ps_strv_push (&inputs, x->valuestring);
+      solver_job_emit_vertex (job, d->valuestring, n->valuestring, (const char *const *) inputs.v, now, now, true,
+                              NULL, NULL);
+      ps_strv_free (&inputs);
     }
   *image_id = xstrdup (img->valuestring);
   cJSON_Delete (rec);

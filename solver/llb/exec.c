@@ -358,27 +358,18 @@ static void
 emit_vertex (struct llb_exec *x, const struct llb_vertex *v, int64_t started, int64_t completed, bool cached,
              const char *error)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (v->digest);
-  ev.name = xstrdup (v->name);
-  if (v->n_inputs)
+  ps_strv in = { 0 };
+  for (size_t i = 0; i < v->n_inputs; i++)
     {
-      ps_strv in = { 0 };
-      for (size_t i = 0; i < v->n_inputs; i++)
-        {
-          bool seen = false;
-          for (size_t j = 0; j < in.n; j++)
-            seen |= strcmp (in.v[j], v->inputs[i]->digest) == 0;
-          if (!seen)
-            ps_strv_push (&in, v->inputs[i]->digest);
-        }
-      ev.inputs = in.v;
+      bool seen = false;
+      for (size_t j = 0; j < in.n; j++)
+        seen |= strcmp (in.v[j], v->inputs[i]->digest) == 0;
+      if (!seen)
+        ps_strv_push (&in, v->inputs[i]->digest);
     }
-  ev.started_ns = started;
-  ev.completed_ns = completed;
-  ev.cached = cached;
-  ev.error = error ? xstrdup (error) : NULL;
-  solver_job_emit (x->job, &ev);
+  solver_job_emit_vertex (x->job, v->digest, v->name, (const char *const *) in.v, started, completed, cached, error,
+                          NULL);
+  ps_strv_free (&in);
 }
 
 /* ---- cache keys and result records ---------------------------------------------- */
