@@ -180,10 +180,7 @@ buildah_from (const char *image, const char *const *extra, char **ctr, ps_error 
   int r = buildah_call_line ((const char *const *) args.v, ctr, err);
   ps_strv_free (&args);
   if (r < 0)
-    {
-      const char *rm[] = { "rm", name, NULL };
-      buildah_call (rm, NULL, NULL); /* usually "no such container" */
-    }
+    buildah_callv (NULL, NULL, "rm", name, NULL); /* usually "no such container" */
   return r;
 }
 

@@ -37,9 +37,10 @@ int buildah_probe_isolation (const char *wanted, const char *runtime, ps_error *
 /* buildah's version string ("1.28.2"), read once at start-up. */
 const char *buildah_version (void);
 
-/* Every buildah podsolved runs goes through the three calls below (the
-   probes above aside): `buildah ARGS...` with the storage flags added, run
-   to completion.  A non-zero exit is a 500
+/* Every short buildah command goes through the three calls below (the
+   start-up probes aside; the streamed `buildah build` and `buildah run`
+   start from buildah_argv_init): `buildah ARGS...` with the storage flags
+   added, run to completion.  A non-zero exit is a 500
    "buildah ARGS[0]: exit status N: <its stderr>".
 
    buildah_call: `args` NULL-terminated; with `out`, *out gets the whole
