@@ -10,7 +10,6 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sys/file.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

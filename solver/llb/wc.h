@@ -10,7 +10,9 @@
 
 /* `buildah from` image (NULL = scratch), then `buildah mount` if asked. */
 int llb_wc_from (const char *image, bool mount, struct buildah_wc *w, ps_error **err);
-/* The same with extra `from` options (NULL-terminated, may be NULL). */
+/* The same with extra `from` options (NULL-terminated, may be NULL): an
+   exec's root takes the options only `from` knows (add-host, ulimit),
+   which then live in the working container. */
 int llb_wc_from_with (const char *image, const char *const *extra, bool mount, struct buildah_wc *w, ps_error **err);
 /* `buildah commit`; *image gets the new image id. */
 int llb_wc_commit (struct buildah_wc *w, char **image, ps_error **err);
