@@ -286,17 +286,10 @@ info_complete (struct ps_request *req, ps_error **err)
       return respond_json_object (req, up);
     }
 
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  ps_strv_push (&argv, "info");
+  const char *args[] = { "info", NULL };
   cleanup_free char *out = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, &out, NULL, &status, err);
-  ps_strv_free (&argv);
-  if (r < 0)
-    return ps_error_wrap (err, "buildah info");
-  if (status != 0)
-    return ps_error_set (err, 500, "buildah info exited with status %d", status);
+  if (buildah_call (args, &out, err) < 0)
+    return -1;
   cJSON *bi = cJSON_Parse (out);
   if (bi == NULL)
     return ps_error_set (err, 500, "buildah info: output is not JSON");

@@ -1,13 +1,13 @@
 /* buildah.c — spawning buildah, the isolation probe and version probe. */
 #define _GNU_SOURCE
 #include "solver/buildah.h"
-#include "solver/orphans.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <sys/prctl.h>
 #include <stdio.h>
@@ -124,9 +124,51 @@ buildah_call_line (const char *const *args, char **out, ps_error **err)
 }
 
 int
+buildah_callv (char **out, ps_error **err, const char *arg0, ...)
+{
+  ps_strv args = { 0 };
+  va_list ap;
+  va_start (ap, arg0);
+  for (const char *a = arg0; a; a = va_arg (ap, const char *))
+    ps_strv_push (&args, a);
+  va_end (ap);
+  int r = buildah_call_line ((const char *const *) args.v, out, err);
+  ps_strv_free (&args);
+  return r;
+}
+
+int
+buildah_image_id (const char *image, char **id, ps_error **err)
+{
+  return buildah_callv (id, err, "inspect", "--type=image", "--format={{.FromImageID}}", image, NULL);
+}
+
+static char container_tag[9] = "0";
+
+void
+buildah_set_container_tag (const char *tag)
+{
+  snprintf (container_tag, sizeof container_tag, "%s", tag);
+}
+
+const char *
+buildah_container_tag (void)
+{
+  return container_tag;
+}
+
+char *
+buildah_container_name (void)
+{
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  return xasprintf (PS_CONTAINER_PREFIX "%s-%s", container_tag, rnd);
+}
+
+int
 buildah_from (const char *image, const char *const *extra, char **ctr, ps_error **err)
 {
-  cleanup_free char *name = orphans_container_name ();
+  cleanup_free char *name = buildah_container_name ();
   ps_strv args = { 0 };
   ps_strv_push (&args, "from");
   ps_strv_push (&args, "--quiet");
@@ -138,11 +180,63 @@ buildah_from (const char *image, const char *const *extra, char **ctr, ps_error 
   int r = buildah_call_line ((const char *const *) args.v, ctr, err);
   ps_strv_free (&args);
   if (r < 0)
+    buildah_callv (NULL, NULL, "rm", name, NULL); /* usually "no such container" */
+  return r;
+}
+
+/* ---- working containers ------------------------------------------------- */
+
+int
+buildah_wc_from (const char *image, const char *const *extra, bool mount, struct buildah_wc *w, ps_error **err)
+{
+  w->ctr = w->mnt = NULL;
+  if (buildah_from (image, extra, &w->ctr, err) < 0)
+    return -1;
+  if (mount && buildah_wc_mount (w, err) < 0)
     {
-      const char *rm[] = { "rm", name, NULL };
-      buildah_call (rm, NULL, NULL); /* usually "no such container" */
+      buildah_wc_remove (w);
+      return -1;
+    }
+  return 0;
+}
+
+int
+buildah_wc_mount (struct buildah_wc *w, ps_error **err)
+{
+  return buildah_callv (&w->mnt, err, "mount", w->ctr, NULL);
+}
+
+int
+buildah_wc_commit (struct buildah_wc *w, const char *const *opts, bool rm, char **image, ps_error **err)
+{
+  ps_strv args = { 0 };
+  ps_strv_push (&args, "commit");
+  ps_strv_push (&args, "--quiet");
+  for (const char *const *o = opts; o && *o; o++)
+    ps_strv_push (&args, *o);
+  if (rm)
+    ps_strv_push (&args, "--rm");
+  ps_strv_push (&args, w->ctr);
+  int r = buildah_call_line ((const char *const *) args.v, image, err);
+  ps_strv_free (&args);
+  if (r == 0 && rm)
+    {
+      free (w->ctr);
+      free (w->mnt);
+      w->ctr = w->mnt = NULL;
     }
   return r;
+}
+
+void
+buildah_wc_remove (struct buildah_wc *w)
+{
+  if (w->ctr == NULL)
+    return;
+  buildah_callv (NULL, NULL, "rm", w->ctr, NULL); /* unmounts it too */
+  free (w->ctr);
+  free (w->mnt);
+  w->ctr = w->mnt = NULL;
 }
 
 /* ---- start-up probes ----------------------------------------------------- */

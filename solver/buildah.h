@@ -37,19 +37,60 @@ int buildah_probe_isolation (const char *wanted, const char *runtime, ps_error *
 /* buildah's version string ("1.28.2"), read once at start-up. */
 const char *buildah_version (void);
 
-/* Run `buildah ARGS...` (`args` NULL-terminated, the storage flags added)
-   to completion.  With `out`, *out gets the whole stdout.  A non-zero exit
-   is a 500 "buildah ARGS[0]: exit status N: <its stderr>". */
+/* Every short buildah command goes through the three calls below (the
+   start-up probes aside; the streamed `buildah build` and `buildah run`
+   start from buildah_argv_init): `buildah ARGS...` with the storage flags
+   added, run to completion.  A non-zero exit is a 500
+   "buildah ARGS[0]: exit status N: <its stderr>".
+
+   buildah_call: `args` NULL-terminated; with `out`, *out gets the whole
+   stdout. */
 int buildah_call (const char *const *args, char **out, ps_error **err);
 /* The same, *out being the first line of stdout (an id, a path). */
 int buildah_call_line (const char *const *args, char **out, ps_error **err);
+/* buildah_call_line with the arguments listed, NULL-terminated (any number). */
+int buildah_callv (char **out, ps_error **err, const char *arg0, ...) __attribute__ ((sentinel));
 
-/* Every working container podsolve makes itself is named PREFIX + random
-   hex: the sweep of stopped builds' leftovers (orphans.h) never takes one. */
+/* The ID of image `image` (a name or an ID) as storage has it now:
+   `buildah inspect --type=image --format={{.FromImageID}}`, first line
+   (empty when buildah printed none). */
+int buildah_image_id (const char *image, char **id, ps_error **err);
+
+/* Every working container podsolve makes itself is named PREFIX + <tag> +
+   "-" + random hex: the sweep of stopped builds' leftovers (orphans.h)
+   never takes one, and a later run of the same daemon finds them. */
 #define PS_CONTAINER_PREFIX "podsolve-"
+/* The tag: set once at start-up (orphans_recover), "0" before. */
+void buildah_set_container_tag (const char *tag);
+const char *buildah_container_tag (void);
+/* A new name for a working container of ours. */
+char *buildah_container_name (void);
+
 /* `buildah from --quiet --pull=never [extra...] IMAGE` (NULL = scratch) under
    such a name; *ctr gets the container's id.  If `from` fails half way
    the name is removed, so nothing is left either way. */
 int buildah_from (const char *image, const char *const *extra, char **ctr, ps_error **err);
+
+/* ---- working containers: from, mount, commit, rm ------------------------- */
+
+/* A buildah working container, optionally mounted; zeroed = none. */
+struct buildah_wc
+{
+  char *ctr;
+  char *mnt; /* mount point, NULL when not mounted */
+};
+
+/* buildah_from (image, extra), then `buildah mount` if asked (a failed
+   mount removes the container).  Nothing is wrapped: callers say what the
+   container was for. */
+int buildah_wc_from (const char *image, const char *const *extra, bool mount, struct buildah_wc *w, ps_error **err);
+/* `buildah mount`: w->mnt gets the mount point. */
+int buildah_wc_mount (struct buildah_wc *w, ps_error **err);
+/* `buildah commit --quiet [opts...] [--rm] CTR`; *image gets the new image
+   id (first line).  With `rm` the container is gone afterwards (w zeroed):
+   one buildah call less where nothing reads it again. */
+int buildah_wc_commit (struct buildah_wc *w, const char *const *opts, bool rm, char **image, ps_error **err);
+/* `buildah rm` (which unmounts too); no-op for a zeroed struct. */
+void buildah_wc_remove (struct buildah_wc *w);
 
 #endif

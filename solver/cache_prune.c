@@ -10,18 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "solver/buildah.h"
-#include "solver/llb/remote.h"
 
 /* How often a prune waiting for running builds (or another prune) looks
    again, and asks whether its client is still there. */
-#define CACHE_PRUNE_POLL_MS 200
 
 /* ---- records ------------------------------------------------------------------ */
 
@@ -35,9 +32,8 @@ cache_record_touch (const char *path)
 static bool
 image_in_storage (const char *id)
 {
-  const char *args[] = { "inspect", "--type=image", "--format={{.FromImageID}}", id, NULL };
   cleanup_free char *out = NULL;
-  return buildah_call (args, &out, NULL) == 0 && out && out[0] && out[0] != '\n';
+  return buildah_image_id (id, &out, NULL) == 0 && out[0];
 }
 
 char *
@@ -558,7 +554,7 @@ gather (struct cache *c, const char *state_dir, ps_error **err)
   scan_dir (c, results, "build.result", false, ".json");
   scan_dir (c, mounts, "exec.cachemount", true, NULL);
   scan_dir (c, contexts, "source.local", true, NULL);
-  cleanup_free char *http = xasprintf ("%s/" LLB_REMOTE_HTTP_RECORDS, state_dir);
+  cleanup_free char *http = xasprintf ("%s/" CACHE_HTTP_RECORDS, state_dir);
   scan_dir (c, http, "source.http", false, ".json");
 
   /* A record's image bytes count once, for the record used last. */
@@ -782,42 +778,14 @@ remove_selected (struct cache *c, const char *state_dir, const struct cache_prun
   count_freed_layers (c);
 }
 
-/* ---- locking out builds ----------------------------------------------------------- */
-
-static int
-lock_exclusive (int fd, const char *what, const struct cache_prune_opts *o, int64_t deadline, ps_error **err)
-{
-  while (flock (fd, LOCK_EX | LOCK_NB) < 0)
-    {
-      if (errno != EWOULDBLOCK && errno != EINTR)
-        return ps_error_set_errno (err, 500, errno, "lock %s", what);
-      if (o->give_up && o->give_up (o->give_up_data))
-        return ps_error_set (err, 499, "the client went away while the prune waited for %s", what);
-      if (ps_monotonic_ns () > deadline)
-        return ps_error_set (err, 409, "%s did not end within %lld s; prune again when they have",
-                             what, (long long) (o->wait_ms / 1000));
-      struct timespec ts = { 0, CACHE_PRUNE_POLL_MS * 1000000L };
-      nanosleep (&ts, NULL);
-    }
-  return 0;
-}
-
 int
 cache_prune (const char *state_dir, const struct cache_prune_opts *o, struct cache_prune_report *report,
              ps_error **err)
 {
   memset (report, 0, sizeof *report);
-  cleanup_free char *gate_path = xasprintf ("%s/%s", state_dir, CACHE_PRUNE_GATE_FILE);
-  cleanup_free char *lock_path = xasprintf ("%s/%s", state_dir, CACHE_LOCK_FILE);
-  cleanup_close int gate = open (gate_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (gate < 0)
-    return ps_error_set_errno (err, 500, errno, "open %s", gate_path);
-  cleanup_close int lock = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock < 0)
-    return ps_error_set_errno (err, 500, errno, "open %s", lock_path);
-  int64_t deadline = ps_monotonic_ns () + o->wait_ms * 1000000LL;
-  if (lock_exclusive (gate, "another prune", o, deadline, err) < 0
-      || lock_exclusive (lock, "running builds", o, deadline, err) < 0)
+  cleanup_close int gate = -1;
+  cleanup_close int lock = -1;
+  if (cache_lock_exclusive (state_dir, o->give_up, o->give_up_data, o->wait_ms, &gate, &lock, err) < 0)
     return -1;
 
   struct cache c = { 0 };

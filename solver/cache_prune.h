@@ -29,19 +29,17 @@
  * is kept, is never removed: only its record goes.  What the LLB executor
  * keeps beside an image (<state>/llb-whiteouts/<id>) goes with the image.
  *
- * Builds and prune exclude each other with two flock files in the state
- * directory: every running job holds CACHE_LOCK_FILE shared (solver/job.c);
- * prune first takes CACHE_PRUNE_GATE_FILE exclusively, which new jobs wait
- * for before taking their shared lock (so a stream of builds cannot starve
- * a prune), then CACHE_LOCK_FILE exclusively, waiting for running jobs to
- * end. */
+ * Builds and prune exclude each other through cache_lock.h: prune holds
+ * the cache lock exclusively while it runs. */
 #ifndef SOLVER_CACHE_PRUNE_H
 #define SOLVER_CACHE_PRUNE_H
 
 #include "common/ps.h"
+#include "solver/cache_lock.h"
 
-#define CACHE_LOCK_FILE "cache.lock"
-#define CACHE_PRUNE_GATE_FILE "cache-prune.lock"
+/* Under the state directory: one record per revalidatable http URL of an
+   LLB http source (llb/remote.h). */
+#define CACHE_HTTP_RECORDS "http-sources"
 
 struct cache_prune_opts
 {

@@ -308,13 +308,6 @@ image_config_buildah_args (const struct image_config *c, const cJSON *current, p
     ps_strv_pushf (args, "--stop-signal=%s", c->stop_signal);
 }
 
-static char *
-first_line (char *s)
-{
-  s[strcspn (s, "\n")] = '\0';
-  return s;
-}
-
 int
 image_config_apply (const struct image_config *c, const char *image_id, const char *state_dir, char **out_id,
                     bool *cached, ps_error **err)
@@ -330,11 +323,11 @@ image_config_apply (const struct image_config *c, const char *image_id, const ch
       return 0;
     }
 
-  cleanup_free char *ctr = NULL;
-  if (buildah_from (image_id, NULL, &ctr, err) < 0)
+  struct buildah_wc w;
+  if (buildah_wc_from (image_id, NULL, false, &w, err) < 0)
     return ps_error_wrap (err, "working container from %.12s", image_id);
   cleanup_free char *inspect = NULL;
-  const char *insp[] = { "inspect", "--type=container", ctr, NULL };
+  const char *insp[] = { "inspect", "--type=container", w.ctr, NULL };
   int r = buildah_call (insp, &inspect, err);
   ps_strv args = { 0 };
   if (r == 0)
@@ -344,7 +337,7 @@ image_config_apply (const struct image_config *c, const char *image_id, const ch
                                                                "config");
       ps_strv_push (&args, "config");
       image_config_buildah_args (c, current, &args);
-      ps_strv_push (&args, ctr);
+      ps_strv_push (&args, w.ctr);
       cJSON_Delete (root);
       r = buildah_call ((const char *const *) args.v, NULL, err);
     }
@@ -353,15 +346,13 @@ image_config_apply (const struct image_config *c, const char *image_id, const ch
     {
       /* No io.buildah.version label of our own: the labels are the
          frontend's. */
-      const char *commit[] = { "commit", "--quiet", "--identity-label=false", ctr, NULL };
-      r = buildah_call (commit, &id, err);
+      const char *opts[] = { "--identity-label=false", NULL };
+      r = buildah_wc_commit (&w, opts, false, &id, err);
     }
-  const char *rm[] = { "rm", ctr, NULL };
-  buildah_call (rm, NULL, NULL);
+  buildah_wc_remove (&w);
   ps_strv_free (&args);
   if (r < 0)
     return -1;
-  first_line (id);
   cache_record_write (record, id);
   *out_id = steal_pointer (&id);
   return 0;

@@ -8,12 +8,11 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "solver/cache_lock.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
-#include <fcntl.h>
 #include <stdio.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 struct solver_job
@@ -263,6 +262,30 @@ solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char
   solver_job_emit (job, &ev);
 }
 
+void
+solver_job_emit_vertex (solver_job *job, const char *vertex, const char *name, const char *const *inputs,
+                        int64_t started_ns, int64_t completed_ns, bool cached, const char *error, const char *text)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
+  ev.vertex = vertex ? xstrdup (vertex) : NULL;
+  ev.name = name ? xstrdup (name) : NULL;
+  if (inputs && inputs[0])
+    {
+      size_t n = 0;
+      while (inputs[n])
+        n++;
+      ev.inputs = xcalloc (n + 1, sizeof (char *));
+      for (size_t i = 0; i < n; i++)
+        ev.inputs[i] = xstrdup (inputs[i]);
+    }
+  ev.started_ns = started_ns;
+  ev.completed_ns = completed_ns;
+  ev.cached = cached;
+  ev.error = error ? xstrdup (error) : NULL;
+  ev.text = text ? xstrdup (text) : NULL;
+  solver_job_emit (job, &ev);
+}
+
 const struct solver_event *
 solver_job_next (solver_job *job, size_t idx, int timeout_ms, bool *done)
 {
@@ -446,15 +469,25 @@ release_slot (void)
 
 /* ---- the cache lock (see solver_jobs_set_cache_lock) ------------------------ */
 
-static char *cache_lock_path, *cache_gate_path;
-
 void
 solver_jobs_set_cache_lock (const char *lock_path, const char *gate_path)
 {
-  free (cache_lock_path);
-  free (cache_gate_path);
-  cache_lock_path = lock_path ? xstrdup (lock_path) : NULL;
-  cache_gate_path = gate_path ? xstrdup (gate_path) : NULL;
+  cache_lock_configure (lock_path, gate_path);
+}
+
+static bool
+cache_lock_cancelled (void *ud)
+{
+  return solver_job_cancelled (ud);
+}
+
+static void
+cache_lock_waiting (void *ud)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_STATUS };
+  ev.status_id = xstrdup ("waiting for a build cache prune to finish");
+  ev.started_ns = ps_now_ns ();
+  solver_job_emit (ud, &ev);
 }
 
 /* Take the shared cache lock for the job's run: -2 when no lock is
@@ -463,48 +496,8 @@ solver_jobs_set_cache_lock (const char *lock_path, const char *gate_path)
 static int
 hold_cache_lock (solver_job *job)
 {
-  if (cache_lock_path == NULL || cache_gate_path == NULL)
-    return -2;
-  int gate = open (cache_gate_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  int lock = open (cache_lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (gate < 0 || lock < 0)
-    {
-      /* An unusable state dir fails the build elsewhere, loudly; a lock
-         that cannot be had must not stop builds on its own. */
-      ps_warn ("job %s: cache lock: %s", job->id, strerror (errno));
-      if (gate >= 0)
-        close (gate);
-      if (lock >= 0)
-        close (lock);
-      return -2;
-    }
-  bool announced = false;
-  while (flock (gate, LOCK_SH | LOCK_NB) < 0)
-    {
-      if (errno != EWOULDBLOCK && errno != EINTR)
-        break;
-      if (solver_job_cancelled (job))
-        {
-          close (gate);
-          close (lock);
-          return -1;
-        }
-      if (!announced)
-        {
-          struct solver_event ev = { .kind = SOLVER_EV_STATUS };
-          ev.status_id = xstrdup ("waiting for a build cache prune to finish");
-          ev.started_ns = ps_now_ns ();
-          solver_job_emit (job, &ev);
-          announced = true;
-        }
-      struct timespec ts = { 0, 200 * 1000000L };
-      nanosleep (&ts, NULL);
-    }
-  /* With the gate held shared no prune holds the lock: this never waits. */
-  while (flock (lock, LOCK_SH) < 0 && errno == EINTR)
-    ;
-  close (gate);
-  return lock;
+  cleanup_free char *who = xasprintf ("job %s", job->id);
+  return cache_lock_shared (who, cache_lock_cancelled, cache_lock_waiting, job);
 }
 
 static void *

@@ -108,6 +108,11 @@ void solver_job_emit (solver_job *job, struct solver_event *ev);
 /* Convenience emitters. */
 void solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char *data,
                           size_t len, const char *text);
+/* A SOLVER_EV_VERTEX; every string is copied.  `inputs` is NULL-terminated
+   (NULL or empty: none); `error` and `text` may be NULL. */
+void solver_job_emit_vertex (solver_job *job, const char *vertex, const char *name, const char *const *inputs,
+                             int64_t started_ns, int64_t completed_ns, bool cached, const char *error,
+                             const char *text);
 
 /* Wait until the log holds an event at index `idx`, or the job is done and
    has no more events, or `timeout_ms` passes.  Returns a borrowed pointer to
@@ -194,7 +199,7 @@ void solver_jobs_set_max_queued (unsigned n);
 /* Every running job holds a shared flock on `lock_path` while its function
    runs, after passing `gate_path` (a shared flock taken and dropped): a
    cache prune holds the gate and then the lock exclusively, so it waits for
-   running jobs and new jobs wait for it (see solver/cache_prune.h).  A job
+   running jobs and new jobs wait for it (see solver/cache_lock.h).  A job
    waiting says so with a status event.  NULL paths: no locking (unit tests). */
 void solver_jobs_set_cache_lock (const char *lock_path, const char *gate_path);
 

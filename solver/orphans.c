@@ -39,7 +39,6 @@ struct window
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char *records_dir; /* <state-dir>/running-builds, NULL before recovery */
-static char instance_tag[9] = "0";
 static orphan_watch *running;
 static struct window *windows;
 static uint64_t next_id;
@@ -54,14 +53,6 @@ ts_cmp (const struct timespec *a, const struct timespec *b)
   if (a->tv_nsec != b->tv_nsec)
     return a->tv_nsec < b->tv_nsec ? -1 : 1;
   return 0;
-}
-
-char *
-orphans_container_name (void)
-{
-  char rnd[17];
-  ps_random_hex (rnd, 8);
-  return xasprintf (PS_CONTAINER_PREFIX "%s-%s", instance_tag, rnd);
 }
 
 /* The record of a running build: "<start sec>.<nsec> <keeps>". */
@@ -277,8 +268,8 @@ orphans_recover (const char *state_dir)
 {
   char digest[65];
   ps_sha256_hex (state_dir, strlen (state_dir), digest);
-  memcpy (instance_tag, digest, 8);
-  instance_tag[8] = '\0';
+  digest[8] = '\0';
+  buildah_set_container_tag (digest);
   free (records_dir);
   records_dir = xasprintf ("%s/running-builds", state_dir);
   ps_error *err = NULL;
@@ -320,7 +311,7 @@ orphans_recover (const char *state_dir)
   if (d)
     closedir (d);
 
-  cleanup_free char *own = xasprintf (PS_CONTAINER_PREFIX "%s-", instance_tag);
+  cleanup_free char *own = xasprintf (PS_CONTAINER_PREFIX "%s-", buildah_container_tag ());
   bool by_window = builds > 0 && !keeper;
   if (keeper)
     ps_info ("a build interrupted by an earlier stop kept its containers: only podsolve's own are removed");

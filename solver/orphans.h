@@ -28,13 +28,11 @@ typedef struct orphan_watch orphan_watch;
 
 /* At start-up, before any build: where builds are recorded while they run
    (<state-dir>/running-builds), and the tag in this daemon's container
-   names.  Then removes what a dead earlier run left behind — containers
-   made while its builds ran (as for a stopped build, the window ending
-   now) and every working container it named itself — and logs one line. */
+   names (buildah_set_container_tag: a hash of the state dir).  Then
+   removes what a dead earlier run left behind — containers made while its
+   builds ran (as for a stopped build, the window ending now) and every
+   working container it named itself — and logs one line. */
 void orphans_recover (const char *state_dir);
-/* A new name for a working container of ours:
-   PS_CONTAINER_PREFIX + <state-dir tag> + "-" + random hex. */
-char *orphans_container_name (void);
 
 /* Just before spawning a `buildah build`. */
 orphan_watch *orphans_build_started (bool keeps_containers);

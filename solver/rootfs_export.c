@@ -19,17 +19,13 @@ int
 rootfs_with_mount (const char *image_id, int (*fn) (const char *root, void *ud, ps_error **err), void *ud,
                    ps_error **err)
 {
-  cleanup_free char *ctr = NULL, *mnt = NULL;
-  if (buildah_from (image_id, NULL, &ctr, err) < 0)
+  struct buildah_wc w;
+  if (buildah_wc_from (image_id, NULL, false, &w, err) < 0)
     return ps_error_wrap (err, "mount image %.12s", image_id);
-  const char *mount[] = { "mount", ctr, NULL };
-  int ret = buildah_call_line (mount, &mnt, err);
+  int ret = buildah_wc_mount (&w, err);
   if (ret == 0)
-    ret = fn (mnt, ud, err);
-  const char *umount[] = { "umount", ctr, NULL };
-  const char *rm[] = { "rm", ctr, NULL };
-  buildah_call_line (umount, NULL, NULL);
-  buildah_call_line (rm, NULL, NULL);
+    ret = fn (w.mnt, ud, err);
+  buildah_wc_remove (&w);
   return ret;
 }
 

@@ -175,13 +175,7 @@ static void
 emit_vertex (solver_job *job, const char *digest, const char *name, int64_t started, int64_t completed,
              const char *error)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (digest);
-  ev.name = xstrdup (name);
-  ev.started_ns = started;
-  ev.completed_ns = completed;
-  ev.error = error ? xstrdup (error) : NULL;
-  solver_job_emit (job, &ev);
+  solver_job_emit_vertex (job, digest, name, NULL, started, completed, false, error, NULL);
 }
 
 /* One DiffCopy, its progress a status of vertex `digest`. */

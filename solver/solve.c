@@ -660,11 +660,7 @@ vertex_begin (struct export_vertex *v, solver_job *job, const char *image_id, co
   v->digest = xasprintf ("sha256:%s", hex);
   v->started = ps_now_ns ();
   v->cached = false;
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (v->digest);
-  ev.name = xstrdup (name);
-  ev.started_ns = v->started;
-  solver_job_emit (job, &ev);
+  solver_job_emit_vertex (job, v->digest, name, NULL, v->started, 0, false, NULL, NULL);
 }
 
 static void
@@ -683,36 +679,10 @@ vertex_status (struct export_vertex *v, const char *id, int64_t current, int64_t
 static void
 vertex_end (struct export_vertex *v, const char *error)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (v->digest);
-  ev.name = xstrdup (v->name);
-  ev.started_ns = v->started;
-  ev.completed_ns = ps_now_ns ();
-  ev.error = error ? xstrdup (error) : NULL;
-  ev.cached = v->cached && error == NULL;
-  solver_job_emit (v->job, &ev);
+  solver_job_emit_vertex (v->job, v->digest, v->name, NULL, v->started, ps_now_ns (), v->cached && error == NULL,
+                          error, NULL);
   free (v->digest);
   free (v->name);
-}
-
-static int
-buildah_run (ps_strv *argv, char **out, ps_error **err)
-{
-  cleanup_free char *o = NULL, *e = NULL;
-  int status = -1;
-  if (ps_run_capture (argv->v, &o, &e, &status, err) < 0)
-    return -1;
-  if (status != 0)
-    {
-      size_t n = e ? strlen (e) : 0;
-      while (n > 0 && e[n - 1] == '\n')
-        e[--n] = '\0';
-      return ps_error_set (err, 500, "%s %s: %s", argv->v[0], argv->v[argv->n > 4 ? 4 : 1],
-                           e && *e ? e : "failed");
-    }
-  if (out)
-    *out = xstrndup (o ? o : "", strcspn (o ? o : "", "\n"));
-  return 0;
 }
 
 /* Push `image_id` to `dest_ref`; with `digest_out`, the digest of the
@@ -723,7 +693,6 @@ push_image (const struct solve_plan *p, const char *image_id, const char *dest_r
             char **digest_out, ps_error **err)
 {
   ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
   ps_strv_push (&argv, "push");
   ps_strv_push (&argv, "--quiet");
   if (insecure)
@@ -735,7 +704,7 @@ push_image (const struct solve_plan *p, const char *image_id, const char *dest_r
     ps_strv_pushf (&argv, "--digestfile=%s", digest_file);
   ps_strv_push (&argv, image_id);
   ps_strv_push (&argv, dest_ref);
-  int r = buildah_run (&argv, NULL, err);
+  int r = buildah_call ((const char *const *) argv.v, NULL, err);
   ps_strv_free (&argv);
   if (r == 0 && digest_file)
     {
@@ -857,16 +826,9 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
 static char *
 manifest_digest (const char *image_id)
 {
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  ps_strv_push (&argv, "inspect");
-  ps_strv_push (&argv, "--type=image");
-  ps_strv_push (&argv, "--format={{.FromImageDigest}}");
-  ps_strv_push (&argv, image_id);
   char *out = NULL;
-  if (buildah_run (&argv, &out, NULL) < 0)
+  if (buildah_callv (&out, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", image_id, NULL) < 0)
     out = NULL;
-  ps_strv_free (&argv);
   return out;
 }
 
@@ -982,13 +944,7 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
         r = apply_image_configs (job, p, &image_id, err);
       for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
         {
-          ps_strv argv = { 0 };
-          buildah_argv_init (&argv);
-          ps_strv_push (&argv, "tag");
-          ps_strv_push (&argv, image_id);
-          ps_strv_push (&argv, p->image_names.v[i]);
-          r = buildah_run (&argv, NULL, err);
-          ps_strv_free (&argv);
+          r = buildah_callv (NULL, err, "tag", image_id, p->image_names.v[i], NULL);
           if (r < 0)
             {
               struct solver_event ev = { .kind = SOLVER_EV_ERROR };

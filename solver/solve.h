@@ -7,15 +7,7 @@
 #include "schema/solve_request.h"
 #include "solver/dockerfile/build.h"
 #include "solver/job.h"
-
-/* A local source the client sent with the request (a multipart tar part),
-   unpacked in the job's directory. */
-struct solve_source
-{
-  char *name;
-  char *dir;
-  uint64_t bytes;
-};
+#include "solver/solve_source.h"
 
 struct solve_plan;
 

@@ -89,24 +89,18 @@ emit_internal_vertices (solver_job *job, const struct dockerfile_build *b)
       cleanup_free char *material = xasprintf ("%s\n%s", b->definition_digest ? b->definition_digest : "", names[i]);
       char hex[65];
       ps_sha256_hex (material, strlen (material), hex);
-      struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-      ev.vertex = xasprintf ("sha256:%s", hex);
-      ev.name = xstrdup (names[i]);
-      ev.started_ns = now;
-      ev.completed_ns = now;
+      cleanup_free char *digest = xasprintf ("sha256:%s", hex);
+      solver_job_emit_vertex (job, digest, names[i], NULL, now, now, false, NULL, NULL);
       if (i == 1 && b->context_bytes > 0)
         {
           struct solver_event st = { .kind = SOLVER_EV_STATUS };
-          st.vertex = xstrdup (ev.vertex);
+          st.vertex = xstrdup (digest);
           st.status_id = xstrdup ("transferring context:");
           st.current = (int64_t) b->context_bytes;
           st.started_ns = now;
           st.completed_ns = now;
-          solver_job_emit (job, &ev);
           solver_job_emit (job, &st);
-          continue;
         }
-      solver_job_emit (job, &ev);
     }
 }
 

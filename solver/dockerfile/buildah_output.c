@@ -177,21 +177,9 @@ chain_digest (const char *parent, const char *label, const char *instr)
 static void
 emit_vertex (buildah_progress *p, bool completed, bool cached, const char *error, const char *text)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (p->digest);
-  ev.name = xstrdup (p->name);
-  if (p->input)
-    {
-      ev.inputs = xcalloc (2, sizeof (char *));
-      ev.inputs[0] = xstrdup (p->input);
-    }
-  ev.started_ns = p->started_ns;
-  if (completed)
-    ev.completed_ns = cached ? p->started_ns : ps_now_ns ();
-  ev.cached = cached;
-  ev.error = error ? xstrdup (error) : NULL;
-  ev.text = text ? xstrdup (text) : NULL;
-  solver_job_emit (p->job, &ev);
+  const char *inputs[] = { p->input, NULL };
+  int64_t completed_ns = !completed ? 0 : cached ? p->started_ns : ps_now_ns ();
+  solver_job_emit_vertex (p->job, p->digest, p->name, inputs, p->started_ns, completed_ns, cached, error, text);
 }
 
 static void

@@ -83,19 +83,13 @@ hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel)
 static char *
 image_id_of (const char *name)
 {
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  ps_strv_push (&argv, "inspect");
-  ps_strv_push (&argv, "--type=image");
-  ps_strv_push (&argv, "--format={{.FromImageID}}");
-  ps_strv_push (&argv, name);
-  cleanup_free char *out = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, &out, NULL, &status, NULL);
-  ps_strv_free (&argv);
-  if (r < 0 || status != 0 || out == NULL || *out == '\0')
-    return NULL;
-  return xstrndup (out, strcspn (out, "\n"));
+  char *id = NULL;
+  if (buildah_image_id (name, &id, NULL) < 0 || *id == '\0')
+    {
+      free (id);
+      return NULL;
+    }
+  return id;
 }
 
 /* The FROM images as storage has them now; false when the key cannot be
@@ -192,26 +186,19 @@ record_path (const char *state_dir, const char *key)
 static bool
 tag_image (const char *image_id, const ps_strv *tags)
 {
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
   if (tags->n == 0)
     {
-      ps_strv_push (&argv, "inspect");
-      ps_strv_push (&argv, "--type=image");
-      ps_strv_push (&argv, "--format={{.FromImageID}}");
-      ps_strv_push (&argv, image_id);
+      cleanup_free char *id = NULL;
+      return buildah_image_id (image_id, &id, NULL) == 0;
     }
-  else
-    {
-      ps_strv_push (&argv, "tag");
-      ps_strv_push (&argv, image_id);
-      for (size_t i = 0; i < tags->n; i++)
-        ps_strv_push (&argv, tags->v[i]);
-    }
-  int status = -1;
-  int r = ps_run_capture (argv.v, NULL, NULL, &status, NULL);
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, "tag");
+  ps_strv_push (&argv, image_id);
+  for (size_t i = 0; i < tags->n; i++)
+    ps_strv_push (&argv, tags->v[i]);
+  int r = buildah_call ((const char *const *) argv.v, NULL, NULL);
   ps_strv_free (&argv);
-  return r == 0 && status == 0;
+  return r == 0;
 }
 
 int
@@ -241,23 +228,14 @@ result_cache_lookup (solver_job *job, const char *state_dir, const char *key, co
       const cJSON *in = cJSON_GetObjectItemCaseSensitive (v, "inputs");
       if (!cJSON_IsString (d) || !cJSON_IsString (n))
         continue;
-      struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-      ev.vertex = xstrdup (d->valuestring);
-      ev.name = xstrdup (n->valuestring);
-      int count = cJSON_GetArraySize (in);
-      if (count > 0)
-        {
-          ev.inputs = xcalloc ((size_t) count + 1, sizeof (char *));
-          int k = 0;
-          const cJSON *x;
-          cJSON_ArrayForEach (x, in)
-            if (cJSON_IsString (x))
-              ev.inputs[k++] = xstrdup (x->valuestring);
-        }
-      ev.started_ns = now;
-      ev.completed_ns = now;
-      ev.cached = true;
-      solver_job_emit (job, &ev);
+      ps_strv inputs = { 0 };
+      const cJSON *x;
+      cJSON_ArrayForEach (x, in)
+        if (cJSON_IsString (x))
+          ps_strv_push (&inputs, x->valuestring);
+      solver_job_emit_vertex (job, d->valuestring, n->valuestring, (const char *const *) inputs.v, now, now, true,
+                              NULL, NULL);
+      ps_strv_free (&inputs);
     }
   *image_id = xstrdup (img->valuestring);
   cJSON_Delete (rec);

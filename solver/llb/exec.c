@@ -10,7 +10,6 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sys/file.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +23,7 @@
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
 #include "solver/llb/fileop.h"
+#include "solver/llb/wc.h"
 #include "solver/llb/local.h"
 #include "solver/llb/remote.h"
 #include "solver/llb/merge.h"
@@ -124,23 +124,6 @@ llb_exec_free (struct llb_exec *x)
   pthread_cond_destroy (&x->changed);
   pthread_mutex_destroy (&x->session_lock);
   free (x);
-}
-
-/* ---- refusing what this slice cannot run --------------------------------------- */
-
-int
-llb_unsupported (ps_error **err, const struct llb_vertex *v, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *what = NULL;
-  if (vasprintf (&what, fmt, ap) < 0)
-    abort ();
-  va_end (ap);
-  int r = ps_error_set (err, 501, "op %s (\"%s\"): %s is not supported by podsolve's LLB executor yet", v->digest,
-                        v->name, what);
-  free (what);
-  return r;
 }
 
 static const char *
@@ -361,83 +344,11 @@ llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_ex
   return 0;
 }
 
-/* ---- buildah ------------------------------------------------------------------- */
-
-/* Run `buildah ARGS...` (NULL-terminated); *out gets the first stdout line. */
-static int
-bh (char **out, ps_error **err, const char *first, ...)
-{
-  const char *args[16];
-  size_t n = 0;
-  va_list ap;
-  va_start (ap, first);
-  for (const char *a = first; a && n + 1 < ARRAY_SIZE (args); a = va_arg (ap, const char *))
-    args[n++] = a;
-  va_end (ap);
-  args[n] = NULL;
-  return buildah_call_line (args, out, err);
-}
-
-/* `buildah from [extra...] IMAGE|scratch` for an exec's root: options that
-   only `from` takes (add-host, ulimit) live in the working container. */
-static int
-wc_from_with (const char *image, const ps_strv *extra, struct llb_wc *w, ps_error **err)
-{
-  w->ctr = w->mnt = NULL;
-  if (buildah_from (image, (const char *const *) extra->v, &w->ctr, err) < 0)
-    return ps_error_wrap (err, "working container from %.12s", image ? image : "scratch");
-  return 0;
-}
-
-void
-llb_wc_remove (struct llb_wc *w)
-{
-  if (w->ctr == NULL)
-    return;
-  bh (NULL, NULL, "rm", w->ctr, NULL); /* unmounts it too */
-  free (w->ctr);
-  free (w->mnt);
-  w->ctr = w->mnt = NULL;
-}
-
-int
-llb_wc_from (const char *image, bool mount, struct llb_wc *w, ps_error **err)
-{
-  ps_strv none = { 0 };
-  if (wc_from_with (image, &none, w, err) < 0)
-    return -1;
-  if (mount && bh (&w->mnt, err, "mount", w->ctr, NULL) < 0)
-    {
-      llb_wc_remove (w);
-      return -1;
-    }
-  return 0;
-}
-
-int
-llb_wc_commit (struct llb_wc *w, char **image, ps_error **err)
-{
-  if (bh (image, err, "commit", "--quiet", w->ctr, NULL) < 0)
-    return ps_error_wrap (err, "commit");
-  return 0;
-}
-
-int
-llb_wc_commit_rm (struct llb_wc *w, char **image, ps_error **err)
-{
-  if (bh (image, err, "commit", "--quiet", "--rm", w->ctr, NULL) < 0)
-    return ps_error_wrap (err, "commit");
-  free (w->ctr);
-  free (w->mnt);
-  w->ctr = w->mnt = NULL;
-  return 0;
-}
-
 static bool
 image_exists (const char *id)
 {
   cleanup_free char *out = NULL;
-  return bh (&out, NULL, "inspect", "--type=image", "--format={{.FromImageID}}", id, NULL) == 0 && out[0];
+  return buildah_image_id (id, &out, NULL) == 0 && out[0];
 }
 
 /* ---- events -------------------------------------------------------------------- */
@@ -446,27 +357,18 @@ static void
 emit_vertex (struct llb_exec *x, const struct llb_vertex *v, int64_t started, int64_t completed, bool cached,
              const char *error)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_VERTEX };
-  ev.vertex = xstrdup (v->digest);
-  ev.name = xstrdup (v->name);
-  if (v->n_inputs)
+  ps_strv in = { 0 };
+  for (size_t i = 0; i < v->n_inputs; i++)
     {
-      ps_strv in = { 0 };
-      for (size_t i = 0; i < v->n_inputs; i++)
-        {
-          bool seen = false;
-          for (size_t j = 0; j < in.n; j++)
-            seen |= strcmp (in.v[j], v->inputs[i]->digest) == 0;
-          if (!seen)
-            ps_strv_push (&in, v->inputs[i]->digest);
-        }
-      ev.inputs = in.v;
+      bool seen = false;
+      for (size_t j = 0; j < in.n; j++)
+        seen |= strcmp (in.v[j], v->inputs[i]->digest) == 0;
+      if (!seen)
+        ps_strv_push (&in, v->inputs[i]->digest);
     }
-  ev.started_ns = started;
-  ev.completed_ns = completed;
-  ev.cached = cached;
-  ev.error = error ? xstrdup (error) : NULL;
-  solver_job_emit (x->job, &ev);
+  solver_job_emit_vertex (x->job, v->digest, v->name, (const char *const *) in.v, started, completed, cached, error,
+                          NULL);
+  ps_strv_free (&in);
 }
 
 /* ---- cache keys and result records ---------------------------------------------- */
@@ -673,7 +575,7 @@ resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *
   const char *mode = llb_source_attr (v->op->source, "image.resolvemode");
   bool always = mode && strcmp (mode, "pull") == 0;
   *pulled = false;
-  if (!always && bh (id, NULL, "inspect", "--type=image", "--format={{.FromImageID}}", ref, NULL) == 0 && **id)
+  if (!always && buildah_image_id (ref, id, NULL) == 0 && **id)
     return 0;
   free (*id);
   *id = NULL;
@@ -685,14 +587,14 @@ resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *
     return -1;
   cleanup_free char *auth = authfile ? xasprintf ("--authfile=%s", authfile) : NULL;
   cleanup_free char *pulled_id = NULL;
-  int r = auth ? bh (&pulled_id, err, "pull", "--quiet", "--policy=always", auth, ref, NULL)
-               : bh (&pulled_id, err, "pull", "--quiet", "--policy=always", ref, NULL);
+  int r = auth ? buildah_callv (&pulled_id, err, "pull", "--quiet", "--policy=always", auth, ref, NULL)
+               : buildah_callv (&pulled_id, err, "pull", "--quiet", "--policy=always", ref, NULL);
   if (tmp_auth)
     unlink (tmp_auth);
   if (r < 0)
     return ps_error_wrap (err, "pull %s", ref);
   *pulled = true;
-  if (bh (id, err, "inspect", "--type=image", "--format={{.FromImageID}}", ref, NULL) < 0)
+  if (buildah_image_id (ref, id, err) < 0)
     return ps_error_wrap (err, "resolve %s", ref);
   return 0;
 }
@@ -766,7 +668,7 @@ prepare_local (struct llb_exec *x, size_t idx, ps_error **err)
 static int
 run_local_source (struct llb_exec *x, size_t idx, char **image, ps_error **err)
 {
-  struct llb_wc w;
+  struct buildah_wc w;
   if (llb_wc_from (NULL, true, &w, err) < 0)
     return -1;
   int r = copy_local (w.mnt, x->vs[idx].local_dir, err);
@@ -1024,8 +926,8 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     if (strcmp (e->mounts[i]->dest, "/") == 0)
       rootm = e->mounts[i];
 
-  struct llb_wc root = { 0 };
-  struct llb_wc *binds = xcalloc (e->n_mounts, sizeof *binds);
+  struct buildah_wc root = { 0 };
+  struct buildah_wc *binds = xcalloc (e->n_mounts, sizeof *binds);
   int *locks = xmalloc (e->n_mounts * sizeof *locks);
   for (size_t i = 0; i < e->n_mounts; i++)
     locks[i] = -1;
@@ -1040,7 +942,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       const Pb__Ulimit *u = m->ulimit[i];
       ps_strv_pushf (&from, "--ulimit=%s=%lld:%lld", u->name, (long long) u->soft, (long long) u->hard);
     }
-  int ret = wc_from_with (input_image (x, v, rootm->input), &from, &root, err);
+  int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v, false, &root, err);
   ps_strv_free (&from);
   if (ret < 0)
     goto out;

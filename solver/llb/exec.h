@@ -54,7 +54,7 @@
 #include "common/ps.h"
 #include "solver/job.h"
 #include "solver/llb/llb.h"
-#include "solver/solve.h"
+#include "solver/solve_source.h"
 
 struct llb_exec_env
 {

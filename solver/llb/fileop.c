@@ -29,6 +29,7 @@
 #include "solver/buildah.h"
 #include "common/dockerignore.h"
 #include "solver/llb/fileutil.h"
+#include "solver/llb/wc.h"
 
 /* Symlinks followed while resolving one path (Linux's own limit). */
 #define LLB_MAX_SYMLINKS 40
@@ -1136,7 +1137,7 @@ llb_file_action_apply (const Pb__FileAction *a, const char *root, const char *sr
    (slot n_inputs + k). */
 struct slot
 {
-  struct llb_wc wc;  /* a mounted container holding it, or zeroed */
+  struct buildah_wc wc;  /* a mounted container holding it, or zeroed */
   char *image;       /* its image: an op input's (borrowed), or committed here (owned) */
   bool owned;        /* image was committed by this op */
   bool output;       /* an action result that is an output of the op */
@@ -1151,28 +1152,20 @@ struct fileop_run
   const Pb__FileOp *f;
   size_t n_in;
   struct slot *slots;  /* [n_in + n_actions] */
-  struct llb_wc empty; /* scratch, for a copy from secondaryInput -1 */
+  struct buildah_wc empty; /* scratch, for a copy from secondaryInput -1 */
 };
 
 static void
 image_remove (const char *id)
 {
-  ps_strv argv = { 0 };
-  buildah_argv_init (&argv);
-  ps_strv_push (&argv, "rmi");
-  ps_strv_push (&argv, id);
-  cleanup_free char *out = NULL, *errout = NULL;
-  int status = 0;
-  cleanup_error ps_error *e = NULL;
-  ps_run_capture (argv.v, &out, &errout, &status, &e);
-  ps_strv_free (&argv);
+  buildah_callv (NULL, NULL, "rmi", id, NULL);
 }
 
 /* A readable mount of slot `idx` (or scratch for -1), made on first use. */
 static const char *
 slot_root (struct fileop_run *r, int64_t idx, ps_error **err)
 {
-  struct llb_wc *w = idx < 0 ? &r->empty : &r->slots[idx].wc;
+  struct buildah_wc *w = idx < 0 ? &r->empty : &r->slots[idx].wc;
   if (w->mnt == NULL && llb_wc_from (idx < 0 ? NULL : r->slots[idx].image, true, w, err) < 0)
     return NULL;
   return w->mnt;
@@ -1259,7 +1252,7 @@ plan (struct fileop_run *r)
 /* The working container action k starts from: scratch, a new one from an
    input or a shared result's image, or the container of its last user. */
 static int
-take_base (struct fileop_run *r, const Pb__FileAction *a, struct llb_wc *w, ps_error **err)
+take_base (struct fileop_run *r, const Pb__FileAction *a, struct buildah_wc *w, ps_error **err)
 {
   if (a->input < 0)
     return llb_wc_from (NULL, true, w, err);
@@ -1273,7 +1266,7 @@ take_base (struct fileop_run *r, const Pb__FileAction *a, struct llb_wc *w, ps_e
   /* its last use (an image, when there is one, is already safe): the
      container moves on */
   *w = s->wc;
-  s->wc = (struct llb_wc) { 0 };
+  s->wc = (struct buildah_wc) { 0 };
   s->uses = 0;
   return 0;
 }
@@ -1283,7 +1276,7 @@ run_action (struct fileop_run *r, size_t k, ps_error **err)
 {
   const Pb__FileAction *a = r->f->actions[k];
   struct slot *res = &r->slots[r->n_in + k];
-  struct llb_wc w = { 0 };
+  struct buildah_wc w = { 0 };
   if (take_base (r, a, &w, err) < 0)
     return -1;
 

@@ -1,30 +1,10 @@
 /* llb_fileop.h — LLB FileOps done natively on a buildah-mounted rootfs, and
- * the small pieces the LLB executor (llb_exec.c) shares with them. */
+ * the path resolution the other LLB ops share. */
 #ifndef SOLVER_LLB_FILEOP_H
 #define SOLVER_LLB_FILEOP_H
 
 #include "common/ps.h"
 #include "solver/llb/llb.h"
-
-/* A buildah working container, optionally mounted. */
-struct llb_wc
-{
-  char *ctr;
-  char *mnt; /* mount point, NULL when not mounted */
-};
-
-/* `buildah from` image (NULL = scratch), then `buildah mount` if asked. */
-int llb_wc_from (const char *image, bool mount, struct llb_wc *w, ps_error **err);
-/* `buildah commit`; *image gets the new image id. */
-int llb_wc_commit (struct llb_wc *w, char **image, ps_error **err);
-/* The same with `--rm`: the container is gone afterwards (one buildah
-   call less where nothing reads it again). */
-int llb_wc_commit_rm (struct llb_wc *w, char **image, ps_error **err);
-/* Unmount and remove (no-op for a zeroed struct). */
-void llb_wc_remove (struct llb_wc *w);
-
-/* A 501 "op <digest> ("name"): <what> is not supported ..."; returns -1. */
-int llb_unsupported (ps_error **err, const struct llb_vertex *v, const char *fmt, ...) PS_PRINTF (3, 4);
 
 /* Resolve `path` as if `root` were "/": "..", absolute and relative
    symlinks never lead above root (as filepath-securejoin).  The last

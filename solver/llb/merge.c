@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "solver/llb/fileop.h"
+#include "solver/llb/wc.h"
 
 /* First line of a whiteout record; the paths follow, each NUL-terminated
    (a path may hold any byte but NUL). */
@@ -887,7 +887,7 @@ llb_tree_diff (const char *lower, const char *upper, const char *out, ps_strv *w
 static int
 empty_image (char **image, ps_error **err)
 {
-  struct llb_wc w;
+  struct buildah_wc w;
   if (llb_wc_from (NULL, false, &w, err) < 0)
     return -1;
   int ret = llb_wc_commit_rm (&w, image, err);
@@ -897,7 +897,7 @@ empty_image (char **image, ps_error **err)
 
 /* Commit `w` and record `whiteouts` for the new image. */
 static int
-commit_with_whiteouts (struct llb_wc *w, const char *state_dir, const ps_strv *whiteouts, char **image,
+commit_with_whiteouts (struct buildah_wc *w, const char *state_dir, const ps_strv *whiteouts, char **image,
                        ps_error **err)
 {
   cleanup_free char *id = NULL;
@@ -929,7 +929,7 @@ llb_merge_run (const struct llb_vertex *v, const char *const *inputs, const char
   /* The first input is the base as it is (its layers are reused); the
      others are applied over it in order, each one's deletions first. */
   const char *first = inputs[m->inputs[layer[0]]->input];
-  struct llb_wc dst = { 0 };
+  struct buildah_wc dst = { 0 };
   ps_strv w = { 0 }, keep = { 0 };
   int ret = llb_wc_from (first, true, &dst, err);
   if (ret == 0)
@@ -937,7 +937,7 @@ llb_merge_run (const struct llb_vertex *v, const char *const *inputs, const char
   for (size_t k = 1; ret == 0 && k < n; k++)
     {
       const char *img = inputs[m->inputs[layer[k]]->input];
-      struct llb_wc src = { 0 };
+      struct buildah_wc src = { 0 };
       size_t from = w.n;
       ret = llb_whiteouts_read (state_dir, img, &w, err);
       if (ret == 0)
@@ -979,7 +979,7 @@ llb_diff_run (const struct llb_vertex *v, const char *lower, const char *upper, 
   if (upper && strcmp (lower, upper) == 0)
     return empty_image (image, err);
 
-  struct llb_wc l = { 0 }, u = { 0 }, out = { 0 };
+  struct buildah_wc l = { 0 }, u = { 0 }, out = { 0 };
   ps_strv w = { 0 };
   int ret = llb_wc_from (lower, true, &l, err);
   if (ret == 0 && upper)

@@ -21,7 +21,7 @@
 
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
-#include "solver/llb/fileop.h"
+#include "solver/llb/wc.h"
 #include "solver/rootfs_export.h"
 
 /* BuildKit's name for a download nothing else names (pathutil.SafeFileName). */
@@ -1328,7 +1328,7 @@ llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, const char
           bool have = false, unchanged = false;
           if (state_dir)
             {
-              cleanup_free char *dir = xasprintf ("%s/" LLB_REMOTE_HTTP_RECORDS, state_dir);
+              cleanup_free char *dir = xasprintf ("%s/" CACHE_HTTP_RECORDS, state_dir);
               cleanup_free char *what = xasprintf ("%s\n%s\n%s", r->http.url, r->http.accept ? r->http.accept : "",
                                                    r->http.user_agent ? r->http.user_agent : "");
               char key[65];
@@ -1364,7 +1364,7 @@ llb_remote_materialize (struct llb_remote *r, const char *rootfs, solver_job *jo
 int
 llb_remote_commit (struct llb_remote *r, solver_job *job, char **image, ps_error **err)
 {
-  struct llb_wc w;
+  struct buildah_wc w;
   if (llb_wc_from (NULL, true, &w, err) < 0)
     return -1;
   int ret = llb_remote_materialize (r, w.mnt, job, err);

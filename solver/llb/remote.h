@@ -54,9 +54,6 @@
    BuildKit's http source uses. */
 #define LLB_REMOTE_MAX_REDIRECTS 10
 
-/* Under the state directory: one record per revalidatable http URL. */
-#define LLB_REMOTE_HTTP_RECORDS "http-sources"
-
 /* A connection that cannot be set up in this time is an error. */
 #define LLB_REMOTE_CONNECT_TIMEOUT_S 60
 
@@ -86,9 +83,9 @@ struct llb_remote;
 /* Find out what the source holds now (see above).  `tmp_root` is an
    existing private directory: a temporary directory inside it holds the
    download or checkout until llb_remote_free.  With `state_dir`, http
-   downloads are revalidated through records in LLB_REMOTE_HTTP_RECORDS
-   there (NULL: always a plain GET, as for no-cache).  SOLVER_EV_STATUS events
-   report download progress for vertex `v`.  The remote keeps pointers
+   downloads are revalidated through records in CACHE_HTTP_RECORDS
+   (cache_prune.h) there (NULL: always a plain GET, as for no-cache).
+   SOLVER_EV_STATUS events report download progress for vertex `v`.  The remote keeps pointers
    into `v`, which must outlive it. */
 int llb_remote_resolve (const struct llb_vertex *v, const char *tmp_root, const char *state_dir, solver_job *job,
                         struct llb_remote **out, ps_error **err);
