@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <microhttpd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -77,25 +78,6 @@ proxy_shutdown (void)
 
 /* ---- headers ---------------------------------------------------------------- */
 
-/* True when the comma-separated header value lists `token` (any case). */
-static bool
-has_token (const char *value, const char *token)
-{
-  size_t tlen = strlen (token);
-  for (const char *p = value; p && *p;)
-    {
-      p += strspn (p, " \t,");
-      size_t len = strcspn (p, ",");
-      size_t trimmed = len;
-      while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
-        trimmed--;
-      if (trimmed == tlen && strncasecmp (p, token, tlen) == 0)
-        return true;
-      p += len;
-    }
-  return false;
-}
-
 /* Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the
    message: never forwarded, in either direction.  `connection` is the
    Connection header of the same message, whose tokens name more of them. */
@@ -109,7 +91,7 @@ is_hop_by_hop (const char *name, const char *connection)
   for (size_t i = 0; i < ARRAY_SIZE (fixed); i++)
     if (strcasecmp (name, fixed[i]) == 0)
       return true;
-  return connection != NULL && has_token (connection, name);
+  return connection != NULL && http_header_has_token (connection, name);
 }
 
 static const char *
@@ -451,16 +433,14 @@ struct header_walk
   ps_buf *raw_head; /* MODE_HIJACK: the head being written */
 };
 
-static enum MHD_Result
-collect_request_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static void
+collect_request_header (void *cls, const char *key, const char *value)
 {
   struct header_walk *w = cls;
-  if (key == NULL)
-    return MHD_YES;
   value = value ? value : "";
   /* MHD answered any Expect itself, and curl must not send its own. */
   if (strcasecmp (key, "Expect") == 0)
-    return MHD_YES;
+    return;
   if (strcasecmp (key, "Host") == 0)
     w->saw_host = true;
   if (w->hijack)
@@ -469,26 +449,25 @@ collect_request_header (void *cls, enum MHD_ValueKind kind, const char *key, con
          point of it, and the body is re-sent with its own framing. */
       if (strcasecmp (key, "Connection") != 0 && strcasecmp (key, "Upgrade") != 0
           && strcasecmp (key, "Transfer-Encoding") != 0 && is_hop_by_hop (key, w->connection))
-        return MHD_YES;
+        return;
       if (strcasecmp (key, "Transfer-Encoding") == 0)
         {
-          if (!has_token (value, "chunked"))
-            return MHD_YES;
+          if (!http_header_has_token (value, "chunked"))
+            return;
           w->p->chunked_up = true;
           value = "chunked";
         }
       ps_buf_printf (w->raw_head, "%s: %s\r\n", key, value);
-      return MHD_YES;
+      return;
     }
   /* curl writes its own framing from CURLOPT_INFILESIZE / chunked upload. */
   if (is_hop_by_hop (key, w->connection) || strcasecmp (key, "Content-Length") == 0)
-    return MHD_YES;
+    return;
   if (strcasecmp (key, "Accept") == 0)
     w->saw_accept = true;
   /* "Name;" is curl's spelling of a header with an empty value. */
   cleanup_free char *line = value[0] ? xasprintf ("%s: %s", key, value) : xasprintf ("%s;", key);
   w->p->req_headers = curl_slist_append (w->p->req_headers, line);
-  return MHD_YES;
 }
 
 static bool
@@ -497,7 +476,7 @@ request_has_body (struct ps_request *req, int64_t *length)
   const char *te = http_request_header (req, "Transfer-Encoding");
   const char *cl = http_request_header (req, "Content-Length");
   *length = -1;
-  if (te && has_token (te, "chunked"))
+  if (te && http_header_has_token (te, "chunked"))
     return true;
   if (cl)
     {
@@ -523,7 +502,7 @@ transfer_begin (struct proxy *p, struct ps_request *req, ps_error **err)
 
   p->client_fd = http_request_fd (req);
   struct header_walk w = { .p = p, .connection = http_request_header (req, "Connection") };
-  MHD_get_connection_values (req->conn, MHD_HEADER_KIND, collect_request_header, &w);
+  http_request_foreach_header (req, collect_request_header, &w);
   if (!w.saw_accept)
     p->req_headers = curl_slist_append (p->req_headers, "Accept:"); /* no curl default */
   p->req_headers = curl_slist_append (p->req_headers, "Expect:");
@@ -677,7 +656,7 @@ queue_upstream_answer (struct proxy *p, struct ps_request *req, MHD_ContentReade
          hijacked attach/exec answered "200 OK") goes out the same way, byte
          for byte, not re-framed as chunks a raw-stream reader would see. */
       const char *te = strv_pair_get (&p->head.headers, "Transfer-Encoding");
-      if (r && p->content_length < 0 && !(te && has_token (te, "chunked")))
+      if (r && p->content_length < 0 && !(te && http_header_has_token (te, "chunked")))
         MHD_set_response_options (r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
     }
   if (r == NULL)
@@ -794,7 +773,7 @@ hijack_begin (struct proxy *p, struct ps_request *req, ps_error **err)
   struct header_walk w = {
     .p = p, .connection = http_request_header (req, "Connection"), .hijack = true, .raw_head = &head
   };
-  MHD_get_connection_values (req->conn, MHD_HEADER_KIND, collect_request_header, &w);
+  http_request_foreach_header (req, collect_request_header, &w);
   if (!w.saw_host)
     ps_buf_puts (&head, "Host: d\r\n"); /* HTTP/1.1 wants one; Go insists */
   ps_buf_puts (&head, "\r\n");
@@ -1131,7 +1110,7 @@ hijack_complete (struct proxy *p, struct ps_request *req, ps_error **err)
      ordinary response whose body we frame ourselves. */
   const char *te = strv_pair_get (&p->head.headers, "Transfer-Encoding");
   const char *cl = strv_pair_get (&p->head.headers, "Content-Length");
-  if (te && has_token (te, "chunked"))
+  if (te && http_header_has_token (te, "chunked"))
     {
       p->framing = FRAME_CHUNKED;
       p->chunk = CHUNK_SIZE;
@@ -1153,7 +1132,7 @@ is_upgrade_request (struct ps_request *req)
 {
   const char *upgrade = http_request_header (req, "Upgrade");
   const char *connection = http_request_header (req, "Connection");
-  return upgrade && upgrade[0] && connection && has_token (connection, "upgrade");
+  return upgrade && upgrade[0] && connection && http_header_has_token (connection, "upgrade");
 }
 
 static int
