@@ -18,6 +18,7 @@
 #include "server/http.h"
 #include "server/listen.h"
 #include "server/proxy.h"
+#include "server/upstream.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
 #include "solver/cache_registry.h"
