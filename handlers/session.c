@@ -104,7 +104,7 @@ session_complete (struct ps_request *req, ps_error **err)
     return ps_error_set (err, 400, "session %s already exists", sr->uuid);
 
   /* Exactly Connection: Upgrade and Upgrade: h2c, as moby writes it. */
-  return http_respond_upgrade (req, "h2c", on_upgraded, sr, err);
+  return http_respond_upgrade (req, "h2c", NULL, on_upgraded, sr, err);
 }
 
 const struct ps_handler handler_session = { .on_complete = session_complete };

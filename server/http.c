@@ -211,16 +211,20 @@ upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const cha
 }
 
 int
-http_respond_upgrade (struct ps_request *req, const char *protocol, http_upgraded_fn fn, void *ud, ps_error **err)
+http_respond_upgrade (struct ps_request *req, const char *protocol, const char *const *extra, http_upgraded_fn fn,
+                      void *ud, ps_error **err)
 {
-  /* The 101 goes out through MHD directly: exactly Connection: Upgrade (MHD
-     adds it) and Upgrade: <protocol>; no API headers. */
+  /* The 101 goes out through MHD directly: Connection: Upgrade (MHD adds
+     it), `extra` and Upgrade: <protocol>; no API headers. */
   struct MHD_Response *r = MHD_create_response_for_upgrade (upgraded, NULL);
   if (r == NULL)
     return ps_error_set (err, 500, "cannot create the upgrade response");
   http_request_of (req)->upgraded_fn = fn;
   http_request_of (req)->upgraded_ud = ud;
-  MHD_add_response_header (r, MHD_HTTP_HEADER_UPGRADE, protocol);
+  for (const char *const *e = extra; e && e[0]; e += 2)
+    MHD_add_response_header (r, e[0], e[1]);
+  if (protocol)
+    MHD_add_response_header (r, MHD_HTTP_HEADER_UPGRADE, protocol);
   enum MHD_Result q = MHD_queue_response (req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
   MHD_destroy_response (r);
   if (q != MHD_YES)
@@ -234,6 +238,12 @@ void
 http_upgraded_close (struct http_upgraded *u)
 {
   MHD_upgrade_action ((struct MHD_UpgradeResponseHandle *) u, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+void
+http_upgraded_uncork (struct http_upgraded *u)
+{
+  MHD_upgrade_action ((struct MHD_UpgradeResponseHandle *) u, MHD_UPGRADE_ACTION_CORK_OFF);
 }
 
 /* ---- request lifecycle ------------------------------------------------------ */

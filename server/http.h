@@ -90,23 +90,26 @@ int http_respond_stream (struct ps_request *req, unsigned status, const char *co
                        http_stream_done_fn done);
 
 /* Connection upgrades (101 Switching Protocols).  The answer carries
-   exactly "Connection: Upgrade" and "Upgrade: <protocol>", no API headers.
-   Once the 101 is out, `fn` runs on the connection's thread with the
-   client socket `fd` (read and write it, never close it), the bytes the
-   client sent past its request head, and a handle `u` for
-   http_upgraded_close.  With TLS the connection's thread relays the
-   socket's bytes, so `fn` must hand long work to a thread of its own and
-   return.  `ud` must live until then (req->state does: the request is
-   freed only after the upgraded connection is closed).  Errors: 500 when
-   the 101 cannot be queued. */
+   "Connection: Upgrade", then `extra` (NULL, or a NULL-terminated list of
+   name, value pairs; never Connection), then "Upgrade: <protocol>" unless
+   `protocol` is NULL (when `extra` names it); no API headers.  Once the
+   101 is out, `fn` runs on the connection's thread with the client socket
+   `fd` (read and write it, never close it), the bytes the client sent past
+   its request head, and a handle `u` for http_upgraded_close.  With TLS
+   the connection's thread relays the socket's bytes, so `fn` must hand
+   long work to a thread of its own and return.  `ud` must live until then
+   (req->state does: the request is freed only after the upgraded
+   connection is closed).  Errors: 500 when the 101 cannot be queued. */
 struct http_upgraded;
 typedef void (*http_upgraded_fn) (void *ud, int fd, const char *extra_in, size_t extra_in_size,
                                   struct http_upgraded *u);
-int http_respond_upgrade (struct ps_request *req, const char *protocol, http_upgraded_fn fn, void *ud,
-                          ps_error **err);
+int http_respond_upgrade (struct ps_request *req, const char *protocol, const char *const *extra,
+                          http_upgraded_fn fn, void *ud, ps_error **err);
 /* Done with an upgraded connection: MHD closes the socket and frees the
    request.  Exactly once per upgrade, from any thread. */
 void http_upgraded_close (struct http_upgraded *u);
+/* Send what is written at once (TCP_CORK off), for an interactive relay. */
+void http_upgraded_uncork (struct http_upgraded *u);
 
 /* True when the comma-separated header value (Connection,
    Transfer-Encoding, ...) lists `token`, compared in any case. */

@@ -499,13 +499,13 @@ transfer_reader (void *cls, uint64_t pos, char *buf, size_t max)
         {
           bool short_body = p->content_length >= 0 && p->bytes_out < (uint64_t) p->content_length;
           if (p->result == CURLE_OK && !short_body)
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return HTTP_STREAM_END;
           /* Too late for a status: cutting the stream short (no last chunk,
              or fewer bytes than Content-Length) is what tells the client. */
           ps_warn ("Podman API service at unix://%s: %s %s: the answer broke off after %" PRIu64 " bytes: %s",
                    ps_cfg.upstream, p->method, p->target, p->bytes_out,
                    p->errbuf[0] ? p->errbuf : curl_easy_strerror (p->result));
-          return MHD_CONTENT_READER_END_WITH_ERROR;
+          return HTTP_STREAM_ERROR;
         }
       if (p->recv_paused)
         {
@@ -514,7 +514,7 @@ transfer_reader (void *cls, uint64_t pos, char *buf, size_t max)
           continue;
         }
       if (drive (p, bytes_or_paused) < 0)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
+        return HTTP_STREAM_ERROR;
     }
 }
 

@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <microhttpd.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,20 +245,20 @@ hijack_reader (void *cls, uint64_t pos, char *buf, size_t max)
           return (ssize_t) n;
         }
       if (p->body_done)
-        return MHD_CONTENT_READER_END_OF_STREAM;
+        return HTTP_STREAM_END;
       if (p->body_failed)
         break;
       ssize_t r = upstream_read_some (p);
       if (r == 0 && p->framing == FRAME_EOF)
-        return MHD_CONTENT_READER_END_OF_STREAM;
+        return HTTP_STREAM_END;
       if (r == 0 || r == -1)
         break;
       if (r == -2 && (atomic_load (&proxy_stopping) || proxy_client_gone (p->client_fd)))
-        return MHD_CONTENT_READER_END_WITH_ERROR;
+        return HTTP_STREAM_ERROR;
     }
   ps_warn ("Podman API service at unix://%s: %s %s: the answer broke off after %" PRIu64 " bytes",
            ps_cfg.upstream, p->method, p->target, p->bytes_out);
-  return MHD_CONTENT_READER_END_WITH_ERROR;
+  return HTTP_STREAM_ERROR;
 }
 
 /* One direction of an upgraded connection. */
@@ -372,19 +371,17 @@ relay (struct proxy *p, int client, const char *extra_in, size_t extra_in_size)
   free (down.buf);
 }
 
-/* Runs on the connection thread once MHD has sent the 101; MHD owns
-   `sock` until MHD_UPGRADE_ACTION_CLOSE.  The request (and its state, `p`)
-   is freed only after that, as for /session; MHD has no free callback for
-   an upgrade response that never ran, so it holds no reference of its own. */
+/* Runs on the connection thread once the 101 is out; the socket is ours
+   until http_upgraded_close.  The request (and its state, `p`) is freed
+   only after that, as for /session; MHD has no free callback for an
+   upgrade response that never ran, so it holds no reference of its own. */
 static void
-relay_upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const char *extra_in,
-                size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+relay_upgraded (void *ud, int fd, const char *extra_in, size_t extra_in_size, struct http_upgraded *u)
 {
-  struct ps_request *req = con_cls;
-  struct proxy *p = req->state;
-  MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CORK_OFF);
-  relay (p, sock, extra_in, extra_in_size);
-  MHD_upgrade_action (urh, MHD_UPGRADE_ACTION_CLOSE);
+  struct proxy *p = ud;
+  http_upgraded_uncork (u);
+  relay (p, fd, extra_in, extra_in_size);
+  http_upgraded_close (u);
 }
 
 int
@@ -411,27 +408,23 @@ proxy_hijack_complete (struct proxy *p, struct ps_request *req, ps_error **err)
 
   if (p->head.status == 101)
     {
-      struct MHD_Response *r = MHD_create_response_for_upgrade (relay_upgraded, NULL);
-      if (r == NULL)
-        return ps_error_set (err, 500, "cannot create the upgrade response");
+      /* The upstream's headers but Connection ("Connection: Upgrade" is
+         written for us) and Content-Length; Upgrade as the client asked
+         when the upstream does not say. */
+      cleanup_free const char **extra = xcalloc (p->head.headers.n + 1, sizeof *extra);
+      size_t n = 0;
       bool upgrade_set = false;
       for (size_t i = 0; i + 1 < p->head.headers.n; i += 2)
         {
           const char *name = p->head.headers.v[i];
           if (strcasecmp (name, "Connection") == 0 || strcasecmp (name, "Content-Length") == 0)
-            continue; /* MHD writes "Connection: Upgrade" itself */
+            continue;
           upgrade_set |= strcasecmp (name, "Upgrade") == 0;
-          MHD_add_response_header (r, name, p->head.headers.v[i + 1]);
+          extra[n++] = name;
+          extra[n++] = p->head.headers.v[i + 1];
         }
-      if (!upgrade_set)
-        MHD_add_response_header (r, "Upgrade", http_request_header (req, "Upgrade"));
-      enum MHD_Result q = MHD_queue_response (req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
-      MHD_destroy_response (r);
-      if (q != MHD_YES)
-        return ps_error_set (err, 500, "cannot queue the 101 response");
-      req->responded = true;
-      req->status = MHD_HTTP_SWITCHING_PROTOCOLS;
-      return 0;
+      return http_respond_upgrade (req, upgrade_set ? NULL : http_request_header (req, "Upgrade"), extra,
+                                   relay_upgraded, p, err);
     }
 
   /* Anything else (an error, or a hijack answered without upgrading) is an
