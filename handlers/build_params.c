@@ -16,6 +16,8 @@
 #include <strings.h>
 
 #include "common/limits.h"
+#include "schema/apivalue.h"
+#include "schema/imageref.h"
 
 void
 build_request_init (struct build_request *r)
@@ -42,26 +44,6 @@ static int
 param_error (ps_error **err, const char *key, const char *value, const char *why)
 {
   return ps_error_set (err, 400, "failed to parse query parameter '%s': \"%s\": %s", key, value, why);
-}
-
-int
-build_params_bool (const char *value, bool *out)
-{
-  static const char *const truthy[] = { "1", "t", "true", "yes", "y", "on" };
-  static const char *const falsy[] = { "", "0", "f", "false", "no", "n", "off", "none" };
-  for (size_t i = 0; i < ARRAY_SIZE (truthy); i++)
-    if (strcasecmp (value, truthy[i]) == 0)
-      {
-        *out = true;
-        return 0;
-      }
-  for (size_t i = 0; i < ARRAY_SIZE (falsy); i++)
-    if (strcasecmp (value, falsy[i]) == 0)
-      {
-        *out = false;
-        return 0;
-      }
-  return -1;
 }
 
 static int
@@ -449,134 +431,12 @@ parse_outputs (const char *key, const char *value, char **out, ps_error **err)
   return ret;
 }
 
-/* ---- image references ----------------------------------------------------- */
-
-/* path-component: [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)* */
-static bool
-valid_path_component (const char *s, size_t n, bool *uppercase)
-{
-  if (n == 0)
-    return false;
-  size_t i = 0;
-  bool need_alnum = true;
-  while (i < n)
-    {
-      char c = s[i];
-      if (isupper ((unsigned char) c))
-        *uppercase = true;
-      if (islower ((unsigned char) c) || isdigit ((unsigned char) c) || isupper ((unsigned char) c))
-        {
-          need_alnum = false;
-          i++;
-          continue;
-        }
-      if (need_alnum)
-        return false;
-      if (c == '.')
-        i++;
-      else if (c == '_')
-        i += (i + 1 < n && s[i + 1] == '_') ? 2 : 1;
-      else if (c == '-')
-        while (i < n && s[i] == '-')
-          i++;
-      else
-        return false;
-      need_alnum = true;
-    }
-  return !need_alnum;
-}
-
-static bool
-looks_like_domain (const char *s, size_t n)
-{
-  return memchr (s, '.', n) != NULL || memchr (s, ':', n) != NULL
-         || (n == 9 && memcmp (s, "localhost", 9) == 0);
-}
-
-static bool
-valid_domain (const char *s, size_t n)
-{
-  if (n == 0)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!(isalnum ((unsigned char) s[i]) || s[i] == '.' || s[i] == '-' || s[i] == ':'
-          || s[i] == '[' || s[i] == ']'))
-      return false;
-  return true;
-}
-
-int
-build_params_check_tag (const char *tag, ps_error **err)
-{
-  size_t len = strlen (tag);
-  if (len == 0)
-    return ps_error_set (err, 400, "invalid tag \"\": empty image name");
-  if (len > 255 + 128 + 1)
-    return ps_error_set (err, 400, "invalid tag \"%s\": name too long", tag);
-  const char *name_end = tag + len;
-  /* digest */
-  const char *at = strchr (tag, '@');
-  if (at)
-    return ps_error_set (err, 400, "invalid tag \"%s\": a tag cannot contain a digest", tag);
-  /* :tag after the last '/' */
-  const char *last_slash = strrchr (tag, '/');
-  const char *colon = strrchr (last_slash ? last_slash : tag, ':');
-  if (colon)
-    {
-      const char *t = colon + 1;
-      size_t tl = strlen (t);
-      bool ok = tl > 0 && tl <= 128 && (isalnum ((unsigned char) t[0]) || t[0] == '_');
-      for (size_t i = 1; ok && i < tl; i++)
-        ok = isalnum ((unsigned char) t[i]) || t[i] == '_' || t[i] == '.' || t[i] == '-';
-      if (!ok)
-        return ps_error_set (err, 400, "invalid tag \"%s\": invalid tag format", tag);
-      name_end = colon;
-    }
-  const char *p = tag;
-  const char *slash = memchr (p, '/', (size_t) (name_end - p));
-  if (slash && looks_like_domain (p, (size_t) (slash - p)))
-    {
-      if (!valid_domain (p, (size_t) (slash - p)))
-        return ps_error_set (err, 400, "invalid tag \"%s\": invalid registry host", tag);
-      p = slash + 1;
-    }
-  bool uppercase = false;
-  while (p < name_end)
-    {
-      const char *s = memchr (p, '/', (size_t) (name_end - p));
-      size_t n = s ? (size_t) (s - p) : (size_t) (name_end - p);
-      bool upper_here = false;
-      if (!valid_path_component (p, n, &upper_here))
-        return ps_error_set (err, 400, "invalid tag \"%s\": invalid reference format", tag);
-      uppercase |= upper_here;
-      if (s == NULL)
-        break;
-      p = s + 1;
-      if (p == name_end)
-        return ps_error_set (err, 400, "invalid tag \"%s\": invalid reference format", tag);
-    }
-  if (uppercase)
-    return ps_error_set (err, 400, "invalid tag \"%s\": repository name must be lowercase", tag);
-  return 0;
-}
-
-char *
-build_params_normalize_compat_tag (const char *tag)
-{
-  const char *last_slash = strrchr (tag, '/');
-  bool has_tag = strchr (last_slash ? last_slash : tag, ':') != NULL;
-  const char *first_slash = strchr (tag, '/');
-  bool has_domain = first_slash && looks_like_domain (tag, (size_t) (first_slash - tag));
-  const char *prefix = has_domain ? "" : (first_slash ? "docker.io/" : "docker.io/library/");
-  return xasprintf ("%s%s%s", prefix, tag, has_tag ? "" : ":latest");
-}
-
 /* ---- the parameter table ---------------------------------------------------- */
 
 static int
 set_bool (const char *key, const char *value, bool *out, ps_error **err)
 {
-  if (build_params_bool (value, out) < 0)
+  if (schema_api_bool (value, out) < 0)
     return param_error (err, key, value, "expected a boolean (1, 0, true or false)");
   return 0;
 }
@@ -605,13 +465,13 @@ build_params_parse (const struct ps_kv *kv, size_t n, bool libpod, struct build_
             continue;
           if (r->opts.tags.n >= PS_MAX_TAGS)
             return param_error (err, k, v, "too many tags");
-          if (build_params_check_tag (v, err) < 0)
+          if (schema_imageref_check_tag (v, err) < 0)
             return -1;
           if (libpod)
             ps_strv_push (&r->opts.tags, v);
           else
             {
-              cleanup_free char *norm = build_params_normalize_compat_tag (v);
+              cleanup_free char *norm = schema_imageref_normalize_compat (v);
               ps_strv_push (&r->opts.tags, norm);
             }
           ps_strv_push (&r->opts.client_tags, v);
@@ -639,7 +499,7 @@ build_params_parse (const struct ps_kv *kv, size_t n, bool libpod, struct build_
         {
           /* compat: true = always pull; Docker's swagger calls it a string,
              so a policy name is accepted too. */
-          if (build_params_bool (v, &b) == 0)
+          if (schema_api_bool (v, &b) == 0)
             r->opts.pull = b ? BUILD_PULL_ALWAYS : BUILD_PULL_MISSING;
           else
             ret = parse_pullpolicy (k, v, &r->opts.pull, err);

@@ -30,15 +30,4 @@ void build_request_free (struct build_request *r);
 int build_params_parse (const struct ps_kv *kv, size_t n, bool libpod, struct build_request *r,
                         ps_error **err);
 
-/* Parse a boolean the way the API accepts them: 1/0, true/false in any
- * case, t/f, yes/no, on/off; "" is false.  Returns -1 for anything else. */
-int build_params_bool (const char *value, bool *out);
-
-/* Validate an image reference used as a tag (Docker's grammar: lowercase
- * repository, optional registry host[:port], optional :tag). */
-int build_params_check_tag (const char *tag, ps_error **err);
-
-/* Podman compat's normalisation: "x" -> "docker.io/library/x:latest". */
-char *build_params_normalize_compat_tag (const char *tag);
-
 #endif

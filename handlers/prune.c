@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "common/limits.h"
-#include "handlers/build_params.h"
 #include "handlers/handlers.h"
+#include "schema/apivalue.h"
 #include "server/config.h"
 #include "solver/cache_prune.h"
 
@@ -89,7 +89,7 @@ static int
 opts_from_query (struct ps_request *req, struct cache_prune_opts *o, ps_error **err)
 {
   const char *all = http_request_query (req, "all");
-  if (all && build_params_bool (all, &o->all) < 0)
+  if (all && schema_api_bool (all, &o->all) < 0)
     return ps_error_set (err, 400, "failed to parse query parameter 'all': \"%s\": not a boolean", all);
   for (size_t i = 0; i < ARRAY_SIZE (size_names); i++)
     if (apply_size (size_names[i], http_request_query (req, size_names[i]), o, err) < 0)

@@ -312,8 +312,8 @@ file_read (void *cls, uint64_t pos, char *buf, size_t max)
   int fd = (int) (intptr_t) cls;
   ssize_t r = pread (fd, buf, max, (off_t) pos);
   if (r == 0)
-    return MHD_CONTENT_READER_END_OF_STREAM;
-  return r < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : r;
+    return HTTP_STREAM_END;
+  return r < 0 ? HTTP_STREAM_ERROR : r;
 }
 
 static void

@@ -44,7 +44,7 @@ job_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
       ps_buf_reset (&st->pending);
       st->sent = 0;
       if (st->ended)
-        return MHD_CONTENT_READER_END_OF_STREAM;
+        return HTTP_STREAM_END;
 
       bool done = false;
       const struct solver_event *ev = solver_job_next (st->job, st->next_event, PS_STREAM_POLL_MS, &done);
@@ -57,13 +57,13 @@ job_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
           continue;
         }
       if (done)
-        return MHD_CONTENT_READER_END_OF_STREAM;
+        return HTTP_STREAM_END;
       if (st->client_fd >= 0)
         {
           char c;
           ssize_t r = recv (st->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
           if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+            return HTTP_STREAM_ERROR;
         }
     }
 }

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "server/config.h"
 #include "server/proxy.h"
+#include "server/upstream.h"
 #include "solver/buildah.h"
 
 /* Builder-Version: "2" = BuildKit.  The docker 20.10 CLI then builds in

@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <gnutls/gnutls.h>
+#include <microhttpd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "common/limits.h"
@@ -30,7 +32,12 @@ struct http_request
   char *target;       /* request-target as received: raw path + query */
   bool begun;         /* access_handler has seen the request */
   int64_t bytes_out;  /* body bytes of a buffered local answer; -1 unknown */
+  http_upgraded_fn upgraded_fn; /* http_respond_upgrade's callback */
+  void *upgraded_ud;
 };
+
+_Static_assert (HTTP_STREAM_END == MHD_CONTENT_READER_END_OF_STREAM, "HTTP_STREAM_END is MHD's");
+_Static_assert (HTTP_STREAM_ERROR == MHD_CONTENT_READER_END_WITH_ERROR, "HTTP_STREAM_ERROR is MHD's");
 
 static struct http_request *
 http_request_of (struct ps_request *req)
@@ -42,6 +49,47 @@ const char *
 http_request_header (struct ps_request *req, const char *name)
 {
   return MHD_lookup_connection_value (req->conn, MHD_HEADER_KIND, name);
+}
+
+struct header_visit
+{
+  void (*fn) (void *ud, const char *name, const char *value);
+  void *ud;
+};
+
+static enum MHD_Result
+visit_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+  struct header_visit *v = cls;
+  if (key != NULL)
+    v->fn (v->ud, key, value);
+  return MHD_YES;
+}
+
+void
+http_request_foreach_header (struct ps_request *req, void (*fn) (void *ud, const char *name, const char *value),
+                             void *ud)
+{
+  struct header_visit v = { .fn = fn, .ud = ud };
+  MHD_get_connection_values (req->conn, MHD_HEADER_KIND, visit_header, &v);
+}
+
+bool
+http_header_has_token (const char *value, const char *token)
+{
+  size_t tlen = strlen (token);
+  for (const char *p = value; p && *p;)
+    {
+      p += strspn (p, " \t,");
+      size_t len = strcspn (p, ",");
+      size_t trimmed = len;
+      while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+        trimmed--;
+      if (trimmed == tlen && strncasecmp (p, token, tlen) == 0)
+        return true;
+      p += len;
+    }
+  return false;
 }
 
 const char *
@@ -138,7 +186,7 @@ http_respond_error (struct ps_request *req, unsigned status, const char *message
 
 int
 http_respond_stream (struct ps_request *req, unsigned status, const char *content_type, const char *const *extra,
-                   MHD_ContentReaderCallback read, void *cls, MHD_ContentReaderFreeCallback done)
+                   http_stream_read_fn read, void *cls, http_stream_done_fn done)
 {
   struct MHD_Response *r = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, 16 * 1024, read, cls, done);
   if (r == NULL)
@@ -150,6 +198,52 @@ http_respond_stream (struct ps_request *req, unsigned status, const char *conten
   for (const char *const *e = extra; e && e[0]; e += 2)
     MHD_add_response_header (r, e[0], e[1]);
   return queue (req, status, r);
+}
+
+/* Called on the connection's thread once the 101 is out.  MHD owns `sock`
+   (valid until MHD_UPGRADE_ACTION_CLOSE); con_cls is the request. */
+static void
+upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const char *extra_in, size_t extra_in_size,
+          MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+  struct http_request *h = con_cls;
+  h->upgraded_fn (h->upgraded_ud, sock, extra_in, extra_in_size, (struct http_upgraded *) urh);
+}
+
+int
+http_respond_upgrade (struct ps_request *req, const char *protocol, const char *const *extra, http_upgraded_fn fn,
+                      void *ud, ps_error **err)
+{
+  /* The 101 goes out through MHD directly: Connection: Upgrade (MHD adds
+     it), `extra` and Upgrade: <protocol>; no API headers. */
+  struct MHD_Response *r = MHD_create_response_for_upgrade (upgraded, NULL);
+  if (r == NULL)
+    return ps_error_set (err, 500, "cannot create the upgrade response");
+  http_request_of (req)->upgraded_fn = fn;
+  http_request_of (req)->upgraded_ud = ud;
+  for (const char *const *e = extra; e && e[0]; e += 2)
+    MHD_add_response_header (r, e[0], e[1]);
+  if (protocol)
+    MHD_add_response_header (r, MHD_HTTP_HEADER_UPGRADE, protocol);
+  enum MHD_Result q = MHD_queue_response (req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+  MHD_destroy_response (r);
+  if (q != MHD_YES)
+    return ps_error_set (err, 500, "cannot queue the 101 response");
+  req->responded = true;
+  req->status = MHD_HTTP_SWITCHING_PROTOCOLS;
+  return 0;
+}
+
+void
+http_upgraded_close (struct http_upgraded *u)
+{
+  MHD_upgrade_action ((struct MHD_UpgradeResponseHandle *) u, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+void
+http_upgraded_uncork (struct http_upgraded *u)
+{
+  MHD_upgrade_action ((struct MHD_UpgradeResponseHandle *) u, MHD_UPGRADE_ACTION_CORK_OFF);
 }
 
 /* ---- request lifecycle ------------------------------------------------------ */

@@ -11,11 +11,14 @@
 #ifndef SERVER_HTTP_H
 #define SERVER_HTTP_H
 
-#include <microhttpd.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "common/ps.h"
 
 struct ps_request;
+struct MHD_Connection;
+struct MHD_Daemon;
 
 /* Handler callbacks.  Each returns 0, or -1 with *err set; on -1 the glue
    answers with Podman's error body and status err->status. */
@@ -50,6 +53,10 @@ struct ps_request
 
 /* Query and header access. */
 const char *http_request_header (struct ps_request *req, const char *name);
+/* Every request header in order, repeats included; `value` may be NULL.
+   The strings belong to MHD and live as long as the request. */
+void http_request_foreach_header (struct ps_request *req,
+                                  void (*fn) (void *ud, const char *name, const char *value), void *ud);
 const char *http_request_query (struct ps_request *req, const char *name);
 /* Every query parameter in order, repeats included.  The strings belong to
    MHD and live as long as the request. */
@@ -70,12 +77,43 @@ int http_respond_error (struct ps_request *req, unsigned status, const char *mes
 
 /* A streaming (chunked) response.  `read` is called on the connection's
    thread whenever MHD can send more, and may block; it returns bytes
-   written to buf, 0 ... see MHD_ContentReaderCallback: MHD_CONTENT_READER_
-   END_OF_STREAM or END_WITH_ERROR to finish.  `done` runs when the response
-   is released (the stream ended or the client went away); it owns `cls`. */
+   written to buf (at most `max`; 0 = none yet, ask again), or
+   HTTP_STREAM_END / HTTP_STREAM_ERROR to finish (the error cuts the stream
+   short, which is what tells the client).  `done` runs when the response is
+   released (the stream ended or the client went away); it owns `cls`. */
+typedef ssize_t (*http_stream_read_fn) (void *cls, uint64_t pos, char *buf, size_t max);
+typedef void (*http_stream_done_fn) (void *cls);
+#define HTTP_STREAM_END ((ssize_t) -1)
+#define HTTP_STREAM_ERROR ((ssize_t) -2)
 int http_respond_stream (struct ps_request *req, unsigned status, const char *content_type,
-                       const char *const *extra, MHD_ContentReaderCallback read, void *cls,
-                       MHD_ContentReaderFreeCallback done);
+                       const char *const *extra, http_stream_read_fn read, void *cls,
+                       http_stream_done_fn done);
+
+/* Connection upgrades (101 Switching Protocols).  The answer carries
+   "Connection: Upgrade", then `extra` (NULL, or a NULL-terminated list of
+   name, value pairs; never Connection), then "Upgrade: <protocol>" unless
+   `protocol` is NULL (when `extra` names it); no API headers.  Once the
+   101 is out, `fn` runs on the connection's thread with the client socket
+   `fd` (read and write it, never close it), the bytes the client sent past
+   its request head, and a handle `u` for http_upgraded_close.  With TLS
+   the connection's thread relays the socket's bytes, so `fn` must hand
+   long work to a thread of its own and return.  `ud` must live until then
+   (req->state does: the request is freed only after the upgraded
+   connection is closed).  Errors: 500 when the 101 cannot be queued. */
+struct http_upgraded;
+typedef void (*http_upgraded_fn) (void *ud, int fd, const char *extra_in, size_t extra_in_size,
+                                  struct http_upgraded *u);
+int http_respond_upgrade (struct ps_request *req, const char *protocol, const char *const *extra,
+                          http_upgraded_fn fn, void *ud, ps_error **err);
+/* Done with an upgraded connection: MHD closes the socket and frees the
+   request.  Exactly once per upgrade, from any thread. */
+void http_upgraded_close (struct http_upgraded *u);
+/* Send what is written at once (TCP_CORK off), for an interactive relay. */
+void http_upgraded_uncork (struct http_upgraded *u);
+
+/* True when the comma-separated header value (Connection,
+   Transfer-Encoding, ...) lists `token`, compared in any case. */
+bool http_header_has_token (const char *value, const char *token);
 
 /* TLS for one listener: PEM texts (the key stays in memory only). */
 struct ps_tls

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <microhttpd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "server/http.h"
 #include "server/listen.h"
 #include "server/proxy.h"
+#include "server/upstream.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
 #include "solver/cache_registry.h"

@@ -445,6 +445,71 @@ session_registry_shutdown (int timeout_ms)
   return left;
 }
 
+/* ---- serving an upgraded connection --------------------------------------------- */
+
+struct session_thread
+{
+  ps_session *s;
+  void (*release) (void *ud);
+  void *release_ud;
+};
+
+/* The session's own thread: run it until the client hangs up, then close.
+   Not the connection's thread: with TLS, the HTTP server relays the
+   upgraded bytes on that thread, so session_serve_upgraded must return. */
+static void *
+session_thread_main (void *arg)
+{
+  struct session_thread *t = arg;
+  cleanup_error ps_error *err = NULL;
+  if (session_run (t->s, &err) < 0)
+    ps_info ("%s", err->msg);
+  /* Close before leaving the registry: session_registry_shutdown's wait
+     then covers the HTTP server's part too.  The session touches the
+     socket no more (its connection is dead); other threads' references
+     stay valid. */
+  t->release (t->release_ud);
+  session_registry_remove (t->s);
+  session_unref (t->s);
+  free (t);
+  return NULL;
+}
+
+void
+session_serve_upgraded (int fd, const void *extra_in, size_t extra_len, const struct session_info *info,
+                        void (*release) (void *ud), void *release_ud)
+{
+  cleanup_error ps_error *err = NULL;
+  ps_session *s = session_new (fd, extra_in, extra_len, info, &err);
+  if (s == NULL)
+    {
+      ps_warn ("session %s: %s", info->uuid, err->msg);
+      release (release_ud);
+      return;
+    }
+  /* A concurrent /session with the same id may have won since the request
+     was validated: the 101 is out already, so all we can do is hang up. */
+  if (session_registry_add (s, &err) < 0)
+    {
+      ps_warn ("session %s: %s; closing the new connection", info->uuid, err->msg);
+      session_unref (s);
+      release (release_ud);
+      return;
+    }
+  struct session_thread *t = xmalloc (sizeof *t);
+  t->s = s;
+  t->release = release;
+  t->release_ud = release_ud;
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  int r = pthread_create (&th, &attr, session_thread_main, t);
+  pthread_attr_destroy (&attr);
+  if (r != 0)
+    session_thread_main (t); /* no thread: serve it here (fine without TLS) */
+}
+
 /* ---- Health ------------------------------------------------------------------- */
 
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"

@@ -4,9 +4,11 @@
  *
  * Life of a session (buildkit-protocols.md §2, §10.1):
  *   handlers/session.c validates POST /session, answers 101, then on the
- *   connection's thread: session_new (fd, headers) -> session_registry_add
- *   -> session_run (blocks: the I/O loop) -> session_registry_remove ->
- *   session_unref.  Meanwhile build jobs session_wait() for the uuid their
+ *   connection's thread hands the socket to session_serve_upgraded:
+ *   session_new (fd, headers) -> session_registry_add -> on the session's
+ *   own thread, session_run (blocks: the I/O loop) -> release the socket ->
+ *   session_registry_remove -> session_unref.
+ *   Meanwhile build jobs session_wait() for the uuid their
  *   request names and make calls (session_diffcopy, session_auth_credentials,
  *   session_get_secret, session_health_check) from their own threads. */
 #ifndef SESSION_SESSION_H
@@ -35,6 +37,16 @@ int session_info_validate (const struct session_info *info, ps_error **err);
    already read past the HTTP head.  The fd stays owned by the caller. */
 ps_session *session_new (int fd, const void *extra_in, size_t extra_len, const struct session_info *info,
                          ps_error **err);
+
+/* Serve a connection just upgraded by POST /session ("101 Switching
+   Protocols", Upgrade: h2c): a session on `fd` (`extra_in`: bytes already
+   read past the HTTP head), registered under info->uuid and run on a
+   thread of its own until the client hangs up; returns at once.
+   `release (release_ud)` is called exactly once, when the socket is no
+   longer used (at once when the session cannot start or its uuid is live
+   already: those are logged, the 101 being out). */
+void session_serve_upgraded (int fd, const void *extra_in, size_t extra_len, const struct session_info *info,
+                             void (*release) (void *ud), void *release_ud);
 
 /* Run the HTTP/2 client on the calling thread until the client closes the
    socket or session_close() is called.  0 on a clean end, -1 with *err when

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "handlers/build_params.h"
+#include "schema/apivalue.h"
+#include "schema/imageref.h"
 #include "session/session.h"
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
@@ -97,7 +98,7 @@ static bool
 attr_true (const char *v)
 {
   bool b = false;
-  return v && build_params_bool (v, &b) == 0 && b;
+  return v && schema_api_bool (v, &b) == 0 && b;
 }
 
 static bool
@@ -213,7 +214,7 @@ apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const c
           /* BuildKit: "" = every stage; a list names stages, which buildah
              cannot do selectively. */
           bool b;
-          if (*v == '\0' || (build_params_bool (v, &b) == 0))
+          if (*v == '\0' || (schema_api_bool (v, &b) == 0))
             o->nocache = *v == '\0' ? true : b;
           else
             return ps_error_set (err, 400, "frontendAttrs.no-cache: per-stage no-cache (\"%s\") is not supported; "
@@ -337,9 +338,9 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
                 {
                   while (*n == ' ')
                     n++;
-                  if (build_params_check_tag (n, err) < 0)
+                  if (schema_imageref_check_tag (n, err) < 0)
                     return ps_error_wrap (err, "%s.attrs.name", field);
-                  cleanup_free char *norm = build_params_normalize_compat_tag (n);
+                  cleanup_free char *norm = schema_imageref_normalize_compat (n);
                   ps_strv_push (&p->build.opts.tags, norm);
                   ps_strv_push (&p->image_names, norm);
                 }
@@ -349,7 +350,7 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
             {
               const char *v = solve_attrs_get (&e->attrs, bool_attrs[b]);
               bool ignored;
-              if (v && build_params_bool (v, &ignored) < 0)
+              if (v && schema_api_bool (v, &ignored) < 0)
                 return ps_error_set (err, 400, "%s.attrs.%s: \"%s\" is not a boolean (true or false)", field,
                                      bool_attrs[b], v);
             }
@@ -369,9 +370,9 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
       const char *name = solve_attrs_get (&e->attrs, "name");
       if (name && *name)
         {
-          if (build_params_check_tag (name, err) < 0)
+          if (schema_imageref_check_tag (name, err) < 0)
             return ps_error_wrap (err, "%s.attrs.name", field);
-          pe->name = build_params_normalize_compat_tag (name);
+          pe->name = schema_imageref_normalize_compat (name);
         }
     }
   return 0;
@@ -416,7 +417,7 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
                                            "layers of every step (mode=max)", field, i, mode);
           const char *insecure = solve_attrs_get (&list[i].attrs, "registry.insecure");
           bool insecure_b = false;
-          if (insecure && build_params_bool (insecure, &insecure_b) < 0)
+          if (insecure && schema_api_bool (insecure, &insecure_b) < 0)
             return ps_error_set (err, 400, "%s[%zu].attrs.registry.insecure: \"%s\" is not a boolean", field, i,
                                  insecure);
           if (insecure_b)
@@ -458,7 +459,7 @@ plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g
       bool b = false;
       if (strcmp (k, "no-cache") == 0)
         {
-          if (*v && build_params_bool (v, &b) < 0)
+          if (*v && schema_api_bool (v, &b) < 0)
             {
               llb_graph_free (g);
               return ps_error_set (err, 400, "frontendAttrs.no-cache: \"%s\" (a definition takes \"\", true "

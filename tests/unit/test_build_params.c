@@ -7,6 +7,7 @@
 
 #include "common/limits.h"
 #include "handlers/build_params.h"
+#include "schema/imageref.h"
 #include "solver/registry_auth.h"
 #include "tests/unit/suites.h"
 
@@ -204,32 +205,32 @@ END_TEST
 START_TEST (tags_validated_and_normalised)
 {
   ps_error *err = NULL;
-  ck_assert_int_eq (build_params_check_tag ("localhost:5000/team/app:v1.2", &err), 0);
-  ck_assert_int_eq (build_params_check_tag ("a__b/c-d.e:TAG_1", &err), 0);
-  ck_assert_int_eq (build_params_check_tag ("apiA", &err), -1);
+  ck_assert_int_eq (schema_imageref_check_tag ("localhost:5000/team/app:v1.2", &err), 0);
+  ck_assert_int_eq (schema_imageref_check_tag ("a__b/c-d.e:TAG_1", &err), 0);
+  ck_assert_int_eq (schema_imageref_check_tag ("apiA", &err), -1);
   ck_assert_ptr_nonnull (strstr (err->msg, "lowercase"));
   ps_error_free (err);
   err = NULL;
-  ck_assert_int_eq (build_params_check_tag ("bad tag", &err), -1);
+  ck_assert_int_eq (schema_imageref_check_tag ("bad tag", &err), -1);
   ps_error_free (err);
   err = NULL;
-  ck_assert_int_eq (build_params_check_tag ("x:", &err), -1);
+  ck_assert_int_eq (schema_imageref_check_tag ("x:", &err), -1);
   ps_error_free (err);
   err = NULL;
   ck_assert_int_eq (parse (KV ({ "t", "Upper" }), 1, false, &err), -1);
   ck_assert_int_eq (err->status, 400);
   ps_error_free (err);
 
-  char *n = build_params_normalize_compat_tag ("x");
+  char *n = schema_imageref_normalize_compat ("x");
   ck_assert_str_eq (n, "docker.io/library/x:latest");
   free (n);
-  n = build_params_normalize_compat_tag ("team/x:1");
+  n = schema_imageref_normalize_compat ("team/x:1");
   ck_assert_str_eq (n, "docker.io/team/x:1");
   free (n);
-  n = build_params_normalize_compat_tag ("localhost:5000/x");
+  n = schema_imageref_normalize_compat ("localhost:5000/x");
   ck_assert_str_eq (n, "localhost:5000/x:latest");
   free (n);
-  n = build_params_normalize_compat_tag ("quay.io/a/b:c");
+  n = schema_imageref_normalize_compat ("quay.io/a/b:c");
   ck_assert_str_eq (n, "quay.io/a/b:c");
   free (n);
 }
