@@ -23,6 +23,7 @@
 #include "solver/cache_prune.h"
 #include "solver/context.h"
 #include "solver/rootfs_export.h"
+#include "solver/dockerfile/scan.h"
 
 struct session_sources *
 session_sources_new (const char *session_id, const char *state_dir, const char *job_dir, const char *filename)
@@ -368,47 +369,13 @@ fetch_credentials (struct dockerfile_build *b, ps_session *sess, const char *doc
   return r < 0 ? -1 : 0;
 }
 
-/* Secret ids the Dockerfile mounts: RUN --mount=type=secret,id=X (the id
-   defaults to the target's base name). */
-static void
-secret_ids (const char *dockerfile, ps_strv *ids)
-{
-  for (const char *p = dockerfile; (p = strstr (p, "--mount=")) != NULL; p += 8)
-    {
-      const char *end = p + 8 + strcspn (p + 8, " \t\n\\");
-      cleanup_free char *spec = xstrndup (p + 8, (size_t) (end - p - 8));
-      if (strstr (spec, "type=secret") == NULL)
-        continue;
-      cleanup_free char *id = NULL;
-      char *save = NULL;
-      for (char *f = strtok_r (spec, ",", &save); f; f = strtok_r (NULL, ",", &save))
-        {
-          if (ps_str_has_prefix (f, "id="))
-            id = xstrdup (f + 3);
-          else if (id == NULL && (ps_str_has_prefix (f, "target=") || ps_str_has_prefix (f, "dst=")))
-            {
-              const char *t = strchr (f, '=') + 1;
-              const char *base = strrchr (t, '/');
-              id = xstrdup (base ? base + 1 : t);
-            }
-        }
-      if (id == NULL || *id == '\0' || strchr (id, '/'))
-        continue;
-      bool seen = false;
-      for (size_t i = 0; i < ids->n; i++)
-        seen |= strcmp (ids->v[i], id) == 0;
-      if (!seen)
-        ps_strv_push (ids, id);
-    }
-}
-
 /* Each secret in its own 0600 file on tmpfs (/dev/shm), never in the
    context, a layer, the cache or a log; removed when the build ends. */
 static int
 fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
 {
   ps_strv ids = { 0 };
-  secret_ids (dockerfile, &ids);
+  dockerfile_secret_ids (dockerfile, &ids);
   int ret = 0;
   for (size_t i = 0; i < ids.n && ret == 0; i++)
     {

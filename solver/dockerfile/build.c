@@ -3,12 +3,10 @@
 #define _GNU_SOURCE
 #include "solver/dockerfile/build.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "common/limits.h"
@@ -18,49 +16,6 @@
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/result_cache.h"
 #include "solver/session_sources.h"
-
-bool
-dockerfile_from_images (const char *dockerfile, ps_strv *images)
-{
-  cleanup_free char *copy = xstrdup (dockerfile);
-  ps_strv stages = { 0 };
-  bool all_known = true;
-  char *save = NULL;
-  for (char *line = strtok_r (copy, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
-    {
-      while (isspace ((unsigned char) *line))
-        line++;
-      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
-        continue;
-      char *tsave = NULL, *image = NULL;
-      for (char *tok = strtok_r (line + 4, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
-        {
-          if (ps_str_has_prefix (tok, "--"))
-            continue; /* --platform=... */
-          if (image == NULL)
-            image = tok;
-          else if (strcasecmp (tok, "AS") == 0)
-            {
-              char *stage = strtok_r (NULL, " \t\r", &tsave);
-              if (stage)
-                ps_strv_push (&stages, stage);
-              break;
-            }
-        }
-      if (image == NULL || strchr (image, '$'))
-        {
-          all_known = false;
-          continue;
-        }
-      bool is_stage = strcmp (image, "scratch") == 0;
-      for (size_t i = 0; i < stages.n; i++)
-        is_stage |= strcasecmp (stages.v[i], image) == 0;
-      if (!is_stage)
-        ps_strv_push (images, image);
-    }
-  ps_strv_free (&stages);
-  return all_known;
-}
 
 void
 dockerfile_build_free (struct dockerfile_build *b)

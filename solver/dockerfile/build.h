@@ -36,12 +36,6 @@ struct dockerfile_build
 
 void dockerfile_build_free (struct dockerfile_build *b);
 
-/* The base images a Dockerfile's FROM lines name, in order, without
-   "scratch" and the names of earlier stages.  A FROM whose image comes
-   from an ARG ("$...") is known only at build time: it is left out and
-   the result is false. */
-bool dockerfile_from_images (const char *dockerfile, ps_strv *images);
-
 /* The dockerfile.v0 frontend: run `buildah build`, append its vertices and
    logs.  On success *image_id is the built image (64 hex).  On failure the
    ERROR event (failing vertex, RUN exit code) is already appended. */
