@@ -15,7 +15,8 @@
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/result_cache.h"
-#include "solver/session_sources.h"
+#include "solver/session_io.h"
+#include "solver/dockerfile/transfer.h"
 
 void
 dockerfile_build_free (struct dockerfile_build *b)
@@ -136,7 +137,7 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
     {
       /* The sources come over the session: their [internal] vertices carry
          the real transfer statuses. */
-      if (session_sources_prepare (job, b, err) < 0)
+      if (dockerfile_transfer_sources (job, b, err) < 0)
         {
           session_sources_release (b->session);
           struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -236,7 +237,7 @@ dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
   cleanup_free char *image_id = NULL;
   if (dockerfile_frontend_run (job, b, &image_id, err) < 0)
     return -1;
-  if (b->session && b->session->output_type && session_sources_export (job, b, image_id, err) < 0)
+  if (b->session && b->session->output_type && dockerfile_transfer_export (job, b, image_id, err) < 0)
     {
       struct solver_event e = { .kind = SOLVER_EV_ERROR };
       e.error = xasprintf ("export to client: %s", (*err)->msg);

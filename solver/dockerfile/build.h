@@ -6,24 +6,7 @@
 #include "solver/dockerfile/build_options.h"
 #include "solver/job.h"
 
-/* Sources that come over a BuildKit session instead of the request body
-   (see session_sources.h). */
-struct session_sources
-{
-  char *session_id;     /* the /session uuid */
-  char *state_dir;      /* podsolved's --state-dir */
-  char *cache_root;     /* <state-dir>/contexts: caches kept between builds */
-  char *job_dir;        /* the job's directory (credentials) */
-  char *filename;       /* Dockerfile name in the "dockerfile" dir; NULL = Dockerfile */
-  char *context_name;   /* the client's dir names: "context" ... */
-  char *dockerfile_name;/* ... and "dockerfile" */
-  /* filled while preparing, released after the build */
-  int lock_fds[3];
-  char *secrets_dir;    /* tmpfs directory holding this build's secrets */
-  size_t files_requested; /* context files the daemon asked for (tests read it) */
-  char *output_type;    /* "local" or "tar": send the result to the client (FileSend) */
-  uint64_t max_context_bytes; /* --max-context-bytes for what the session sends */
-};
+struct session_sources; /* solver/session_io.h */
 
 struct dockerfile_build
 {

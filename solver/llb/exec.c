@@ -28,7 +28,7 @@
 #include "solver/llb/remote.h"
 #include "solver/llb/merge.h"
 #include "solver/rootfs_export.h"
-#include "solver/session_sources.h"
+#include "solver/session_io.h"
 
 /* Version of the cache key material: bump when what a key covers changes,
    so old records are never taken for new meanings. */

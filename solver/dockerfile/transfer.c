@@ -1,166 +1,34 @@
-/* session_sources.c — Dockerfile, .dockerignore and context over the
- * session, credentials and secrets from it. */
+/* transfer.c — a Dockerfile build's Dockerfile, .dockerignore and context
+ * over the session, its credentials and secrets from it, its result back
+ * (see transfer.h). */
 #define _GNU_SOURCE
-#include "solver/session_sources.h"
+#include "solver/dockerfile/transfer.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
-#include "session/auth.h"
 #include "session/diffcopy.h"
 #include "session/filesend.h"
 #include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
-#include "solver/cache_prune.h"
 #include "solver/context.h"
 #include "solver/rootfs_export.h"
+#include "solver/session_io.h"
 #include "solver/dockerfile/scan.h"
 
-struct session_sources *
-session_sources_new (const char *session_id, const char *state_dir, const char *job_dir, const char *filename)
-{
-  struct session_sources *s = xcalloc (1, sizeof *s);
-  s->session_id = xstrdup (session_id);
-  /* The session stays ours (not idle) until this build ends. */
-  session_claim (session_id);
-  s->state_dir = xstrdup (state_dir);
-  s->cache_root = xasprintf ("%s/contexts", state_dir);
-  s->job_dir = xstrdup (job_dir);
-  s->filename = filename && *filename && strcmp (filename, ".") != 0 ? xstrdup (filename) : NULL;
-  s->context_name = xstrdup ("context");
-  s->dockerfile_name = xstrdup ("dockerfile");
-  for (size_t i = 0; i < ARRAY_SIZE (s->lock_fds); i++)
-    s->lock_fds[i] = -1;
-  return s;
-}
-
-void
-session_sources_release (struct session_sources *s)
-{
-  if (s == NULL)
-    return;
-  for (size_t i = 0; i < ARRAY_SIZE (s->lock_fds); i++)
-    if (s->lock_fds[i] >= 0)
-      {
-        close (s->lock_fds[i]); /* drops the flock */
-        s->lock_fds[i] = -1;
-      }
-  if (s->secrets_dir)
-    {
-      ps_rm_rf (s->secrets_dir, NULL);
-      free (s->secrets_dir);
-      s->secrets_dir = NULL;
-    }
-}
-
-void
-session_sources_free (struct session_sources *s)
-{
-  if (s == NULL)
-    return;
-  session_sources_release (s);
-  session_unclaim (s->session_id);
-  free (s->session_id);
-  free (s->state_dir);
-  free (s->cache_root);
-  free (s->job_dir);
-  free (s->filename);
-  free (s->context_name);
-  free (s->dockerfile_name);
-  free (s->output_type);
-  free (s);
-}
-
-/* The cache directory for one kind of transfer under `cache_root`, locked
-   for this build (builds of the same context take turns; the lock is an
-   flock on a file beside the directory, released when *lock_fd closes). */
-static char *
-cache_dir_at (const char *cache_root, const char *key, const char *dir_name, const char *variant, int *lock_fd,
-              ps_error **err)
-{
-  cleanup_free char *material = xasprintf ("%s\n%s\n%s", key, dir_name, variant);
-  char hex[65];
-  ps_sha256_hex (material, strlen (material), hex);
-  if (ps_mkdir_p (cache_root, 0700, err) < 0)
-    return NULL;
-  char *dir = xasprintf ("%s/%.32s", cache_root, hex);
-  cleanup_free char *lock = xasprintf ("%s.lock", dir);
-  int fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0 || flock (fd, LOCK_EX) < 0)
-    {
-      ps_error_set_errno (err, 500, errno, "lock %s", lock);
-      if (fd >= 0)
-        close (fd);
-      free (dir);
-      return NULL;
-    }
-  *lock_fd = fd;
-  cache_record_touch (dir); /* its last use, for POST /build/prune (absent on a first sync) */
-  return dir;
-}
-
-static const char *
-sharing_key (ps_session *sess)
-{
-  const char *key = session_shared_key (sess);
-  return key && *key ? key : session_uuid (sess); /* no shared key: nothing to share across sessions */
-}
-
+/* The cache for one of the build's transfers, its lock in slot `slot`. */
 static char *
 cache_dir (struct session_sources *s, ps_session *sess, const char *dir_name, const char *variant, int slot,
            ps_error **err)
 {
-  return cache_dir_at (s->cache_root, sharing_key (sess), dir_name, variant, &s->lock_fds[slot], err);
-}
-
-struct transfer
-{
-  solver_job *job;
-  const char *vertex;
-  const char *status_id;
-  int64_t started;
-  int64_t last_emit;
-};
-
-static void
-emit_status (struct transfer *t, uint64_t bytes, bool done)
-{
-  struct solver_event ev = { .kind = SOLVER_EV_STATUS };
-  ev.vertex = xstrdup (t->vertex);
-  ev.status_id = xstrdup (t->status_id);
-  ev.current = (int64_t) bytes;
-  ev.started_ns = t->started;
-  if (done)
-    ev.completed_ns = ps_now_ns ();
-  solver_job_emit (t->job, &ev);
-}
-
-/* At most ten updates a second: the stream stays small for big contexts. */
-static void
-on_progress (void *ud, uint64_t bytes)
-{
-  struct transfer *t = ud;
-  int64_t now = ps_monotonic_ns ();
-  if (now - t->last_emit < 100000000LL)
-    return;
-  t->last_emit = now;
-  emit_status (t, bytes, false);
-}
-
-static bool
-on_cancel_poll (void *ud)
-{
-  struct transfer *t = ud;
-  return solver_job_cancelled (t->job);
+  return session_cache_dir (s->cache_root, sess, NULL, dir_name, variant, &s->lock_fds[slot], err);
 }
 
 static char *
@@ -185,22 +53,6 @@ emit_vertex (solver_job *job, const char *digest, const char *name, int64_t star
   solver_job_emit (job, &ev);
 }
 
-/* One DiffCopy, its progress a status of vertex `digest`. */
-static int
-transfer_dir (solver_job *job, ps_session *sess, const char *digest, const char *status_id, struct diffcopy_opts *o,
-              const char *dest, struct diffcopy_stats *st, ps_error **err)
-{
-  struct transfer t = { .job = job, .vertex = digest, .status_id = status_id, .started = ps_now_ns () };
-  o->progress = on_progress;
-  o->progress_ud = &t;
-  o->cancelled = on_cancel_poll;
-  o->cancel_ud = &t;
-  int r = session_diffcopy (sess, dest, o, st, err);
-  if (r == 0)
-    emit_status (&t, st->bytes, true);
-  return r;
-}
-
 /* One DiffCopy under its own [internal] vertex. */
 static int
 sync_dir (solver_job *job, ps_session *sess, uint64_t max_bytes, const char *vertex_name, const char *status_id, const char *dir_name,
@@ -218,47 +70,9 @@ sync_dir (solver_job *job, ps_session *sess, uint64_t max_bytes, const char *ver
     .n_exclude = n_excludes,
     .max_bytes = max_bytes,
   };
-  int r = transfer_dir (job, sess, digest, status_id, &o, dest, st, err);
+  int r = session_transfer_dir (job, sess, digest, status_id, &o, dest, st, err);
   emit_vertex (job, digest, vertex_name, started, ps_now_ns (), r < 0 ? (*err)->msg : NULL);
   return r;
-}
-
-int
-session_sync_local (solver_job *job, ps_session *sess, const char *state_dir, const char *vertex,
-                    const char *shared_key_hint, struct diffcopy_opts *o, char **dir, int *lock_fd, ps_error **err)
-{
-  cleanup_free char *cache_root = xasprintf ("%s/contexts", state_dir);
-  ps_buf variant = { 0 };
-  ps_buf_puts (&variant, "llb-local");
-  const struct
-  {
-    const char *tag;
-    const char *const *v;
-    size_t n;
-  } lists[] = { { "include", o->include_patterns, o->n_include },
-                { "exclude", o->exclude_patterns, o->n_exclude },
-                { "follow", o->follow_paths, o->n_follow } };
-  for (size_t l = 0; l < ARRAY_SIZE (lists); l++)
-    for (size_t i = 0; i < lists[l].n; i++)
-      ps_buf_printf (&variant, "\n%s:%s", lists[l].tag, lists[l].v[i]);
-  const char *key = shared_key_hint && *shared_key_hint ? shared_key_hint : sharing_key (sess);
-  *dir = cache_dir_at (cache_root, key, o->dir_name, variant.data, lock_fd, err);
-  ps_buf_free (&variant);
-  if (*dir == NULL)
-    return -1;
-  struct diffcopy_stats st = { 0 };
-  if (transfer_dir (job, sess, vertex, "transferring context:", o, *dir, &st, err) < 0)
-    {
-      free (*dir);
-      *dir = NULL;
-      close (*lock_fd);
-      *lock_fd = -1;
-      return -1;
-    }
-  ps_info ("job %s: local \"%s\" synced over session %s: %zu entries, %zu files requested, %llu bytes",
-           solver_job_id (job), o->dir_name, session_uuid (sess), st.entries, st.files_requested,
-           (unsigned long long) st.file_bytes);
-  return 0;
 }
 
 /* The non-empty, non-comment lines of an ignore file, as the client's
@@ -284,16 +98,6 @@ read_ignore_lines (const char *path, ps_strv *out)
     }
 }
 
-char *
-image_ref_registry_host (const char *image)
-{
-  const char *slash = strchr (image, '/');
-  if (slash && (memchr (image, '.', (size_t) (slash - image)) || memchr (image, ':', (size_t) (slash - image))
-                || strncmp (image, "localhost/", 10) == 0))
-    return xstrndup (image, (size_t) (slash - image));
-  return xstrdup ("docker.io");
-}
-
 /* Registry hosts of the FROM images (ARG-expanded names resolve at build
    time: buildah asks for those itself, anonymously). */
 static void
@@ -311,45 +115,6 @@ from_hosts (const char *dockerfile, ps_strv *hosts)
         ps_strv_push (hosts, host);
     }
   ps_strv_free (&images);
-}
-
-int
-session_write_authfile (ps_session *sess, const ps_strv *hosts, const char *path, ps_error **err)
-{
-  ps_buf json = { 0 };
-  int found = 0;
-  ps_buf_puts (&json, "{\"auths\":{");
-  for (size_t i = 0; i < hosts->n; i++)
-    {
-      /* The docker CLI keys Docker Hub as its API host. */
-      const char *ask = strcmp (hosts->v[i], "docker.io") == 0 ? "registry-1.docker.io" : hosts->v[i];
-      char *user = NULL, *secret = NULL;
-      int r = session_auth_credentials (sess, ask, &user, &secret, err);
-      if (r < 0)
-        {
-          ps_buf_free (&json);
-          return ps_error_wrap (err, "registry credentials for %s", hosts->v[i]);
-        }
-      if (r == 1)
-        {
-          cleanup_free char *pair = xasprintf ("%s:%s", user, secret);
-          cleanup_free char *b64 = ps_base64_encode (pair, strlen (pair));
-          ps_buf_printf (&json, "%s\"%s\":{\"auth\":\"%s\"}", found ? "," : "", hosts->v[i], b64);
-          found++;
-          explicit_bzero (pair, strlen (pair));
-          explicit_bzero (b64, strlen (b64));
-          explicit_bzero (secret, strlen (secret));
-        }
-      free (user);
-      free (secret);
-    }
-  ps_buf_puts (&json, "}}");
-  int ret = 0;
-  if (found)
-    ret = ps_write_file (path, json.data, json.len, 0600, err) < 0 ? -1 : 1;
-  explicit_bzero (json.data, json.len);
-  ps_buf_free (&json);
-  return ret;
 }
 
 /* Credentials for the FROM registries, as an auth.json for buildah. */
@@ -416,7 +181,7 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
 }
 
 int
-session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error **err)
+dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_error **err)
 {
   struct session_sources *s = b->session;
   ps_session *sess = session_wait (s->session_id, PS_SESSION_WAIT_MS, err);
@@ -513,32 +278,26 @@ struct export_ctx
   solver_job *job;
   ps_session *sess;
   struct session_sources *src;
-  struct transfer t;
+  struct session_transfer t;
 };
-
-static void
-on_send_progress (void *ud, uint64_t bytes)
-{
-  on_progress (ud, bytes);
-}
 
 static int
 send_rootfs (const char *root, void *ud, ps_error **err)
 {
   struct export_ctx *x = ud;
   if (strcmp (x->src->output_type, "local") == 0)
-    return session_filesend_dir (x->sess, root, on_send_progress, &x->t, err);
+    return session_filesend_dir (x->sess, root, session_transfer_progress, &x->t, err);
   cleanup_free char *tar = xasprintf ("%s/output.tar", x->src->job_dir);
   uint64_t bytes = 0;
   int r = rootfs_write_tar (root, tar, &bytes, err);
   if (r == 0)
-    r = session_filesend_file (x->sess, tar, on_send_progress, &x->t, err);
+    r = session_filesend_file (x->sess, tar, session_transfer_progress, &x->t, err);
   unlink (tar);
   return r;
 }
 
 int
-session_sources_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err)
+dockerfile_transfer_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err)
 {
   struct session_sources *s = b->session;
   ps_session *sess = session_wait (s->session_id, 0, err);
@@ -547,13 +306,13 @@ session_sources_export (solver_job *job, struct dockerfile_build *b, const char 
   const char *name = "exporting to client";
   cleanup_free char *digest = vertex_digest (image_id, name);
   struct export_ctx x = { .job = job, .sess = sess, .src = s };
-  x.t = (struct transfer){ .job = job, .vertex = digest,
+  x.t = (struct session_transfer){ .job = job, .vertex = digest,
                            .status_id = strcmp (s->output_type, "local") == 0 ? "copying files" : "sending tarball",
                            .started = ps_now_ns () };
   emit_vertex (job, digest, name, x.t.started, 0, NULL);
   int r = rootfs_with_mount (image_id, send_rootfs, &x, err);
   if (r == 0)
-    emit_status (&x.t, 0, true);
+    session_transfer_status (&x.t, 0, true);
   emit_vertex (job, digest, name, x.t.started, ps_now_ns (), r < 0 ? (*err)->msg : NULL);
   session_unref (sess);
   return r;
