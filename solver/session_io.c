@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "session/auth.h"
 #include "session/diffcopy.h"
+#include "session/secrets.h"
 #include "session/session.h"
 #include "solver/cache_prune.h"
 
@@ -242,4 +243,61 @@ session_write_authfile (ps_session *sess, const ps_strv *hosts, const char *path
   explicit_bzero (json.data, json.len);
   ps_buf_free (&json);
   return ret;
+}
+
+/* ---- secrets -------------------------------------------------------------------------- */
+
+int
+session_secrets_dir (char **dir, const char *prefix, ps_error **err)
+{
+  if (*dir)
+    return 0;
+  char hex[17];
+  ps_random_hex (hex, 8);
+  *dir = xasprintf ("/dev/shm/%s-%s", prefix, hex);
+  if (mkdir (*dir, 0700) < 0)
+    {
+      int ret = ps_error_set_errno (err, 500, errno, "create %s", *dir);
+      free (*dir);
+      *dir = NULL;
+      return ret;
+    }
+  return 0;
+}
+
+int
+session_secret_to_tmpfs (ps_session *sess, const char *id, char **dir, const char *prefix,
+                         const struct session_secret_file *f, char **path, ps_error **err)
+{
+  *path = NULL;
+  unsigned char *data = NULL;
+  size_t len = 0;
+  int r = session_get_secret (sess, id, &data, &len, err);
+  if (r < 0)
+    return ps_error_wrap (err, "secret %s", id);
+  if (r == 0)
+    return 0;
+  char *file = NULL;
+  r = session_secrets_dir (dir, prefix, err);
+  if (r == 0)
+    {
+      char rnd[17];
+      if (f->name == NULL)
+        ps_random_hex (rnd, 8);
+      file = xasprintf ("%s/%s", *dir, f->name ? f->name : rnd);
+      r = ps_write_file (file, data, len, 0600, err);
+    }
+  explicit_bzero (data, len);
+  free (data);
+  if (r == 0 && f->chown && (chown (file, f->uid, f->gid) < 0 || chmod (file, f->mode) < 0))
+    r = ps_error_set_errno (err, 500, errno, "secret file for %s", id);
+  if (r < 0)
+    {
+      if (file)
+        unlink (file);
+      free (file);
+      return -1;
+    }
+  *path = file;
+  return 1;
 }

@@ -100,4 +100,30 @@ char *image_ref_registry_host (const char *image);
    written, 0 when the client has none, -1 with *err on failure. */
 int session_write_authfile (ps_session *sess, const ps_strv *hosts, const char *path, ps_error **err);
 
+/* ---- secrets -------------------------------------------------------------------------- */
+
+/* The directory of a build's secrets on tmpfs, /dev/shm/<prefix>-<16 hex>
+   (0700), created when *dir is NULL.  The caller removes it (ps_rm_rf)
+   when the build ends. */
+int session_secrets_dir (char **dir, const char *prefix, ps_error **err);
+
+/* How a secret's file is made. */
+struct session_secret_file
+{
+  const char *name; /* its name in the directory; NULL: a random one */
+  bool chown;       /* after writing it 0600: chown to uid:gid, chmod to mode */
+  uid_t uid;
+  gid_t gid;
+  mode_t mode;
+};
+
+/* Secret `id` from the session into a file of its own in the build's
+   secrets directory *dir (session_secrets_dir (dir, prefix) on first use):
+   never in the state dir, the context, a layer, the cache or a log.  The
+   bytes are wiped from memory once written; a file that could not be made
+   whole is removed.  Returns 1 with *path (the caller's), 0 when the client
+   has no such secret (nothing is created), -1 with *err. */
+int session_secret_to_tmpfs (ps_session *sess, const char *id, char **dir, const char *prefix,
+                             const struct session_secret_file *f, char **path, ps_error **err);
+
 #endif

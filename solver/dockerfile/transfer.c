@@ -5,7 +5,6 @@
 #include "solver/dockerfile/transfer.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,6 @@
 #include "common/log.h"
 #include "session/diffcopy.h"
 #include "session/filesend.h"
-#include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/context.h"
@@ -144,37 +142,14 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
   int ret = 0;
   for (size_t i = 0; i < ids.n && ret == 0; i++)
     {
-      unsigned char *data = NULL;
-      size_t len = 0;
-      int r = session_get_secret (sess, ids.v[i], &data, &len, err);
+      const struct session_secret_file f = { .name = ids.v[i] };
+      cleanup_free char *path = NULL;
+      int r = session_secret_to_tmpfs (sess, ids.v[i], &b->session->secrets_dir, "podsolve-secrets", &f, &path, err);
       if (r < 0)
-        {
-          ret = ps_error_wrap (err, "secret %s", ids.v[i]);
-          break;
-        }
-      if (r == 0)
-        continue; /* buildah reports a missing required secret itself */
-      if (b->session->secrets_dir == NULL)
-        {
-          char hex[17];
-          ps_random_hex (hex, 8);
-          b->session->secrets_dir = xasprintf ("/dev/shm/podsolve-secrets-%s", hex);
-          if (mkdir (b->session->secrets_dir, 0700) < 0)
-            {
-              ret = ps_error_set_errno (err, 500, errno, "create %s", b->session->secrets_dir);
-              free (b->session->secrets_dir);
-              b->session->secrets_dir = NULL;
-            }
-        }
-      if (ret == 0)
-        {
-          cleanup_free char *path = xasprintf ("%s/%s", b->session->secrets_dir, ids.v[i]);
-          ret = ps_write_file (path, data, len, 0600, err);
-          if (ret == 0)
-            ps_strv_pushf (&b->opts.secrets, "id=%s,src=%s", ids.v[i], path);
-        }
-      explicit_bzero (data, len);
-      free (data);
+        ret = -1;
+      else if (r == 1)
+        ps_strv_pushf (&b->opts.secrets, "id=%s,src=%s", ids.v[i], path);
+      /* r == 0: buildah reports a missing required secret itself */
     }
   ps_strv_free (&ids);
   return ret;
