@@ -1,4 +1,4 @@
-/* dockerfile_build.c — run `buildah build` for a job and turn its output
+/* build.c — run `buildah build` for a job and turn its output
  * into events (line shapes: buildah_output.h). */
 #define _GNU_SOURCE
 #include "solver/dockerfile/build.h"

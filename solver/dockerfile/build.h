@@ -1,4 +1,4 @@
-/* dockerfile_build.h — the dockerfile.v0 frontend: a Dockerfile build run by
+/* build.h — the dockerfile.v0 frontend: a Dockerfile build run by
  * `buildah build`, reported as vertices, logs and a final result. */
 #ifndef SOLVER_DOCKERFILE_BUILD_H
 #define SOLVER_DOCKERFILE_BUILD_H
