@@ -18,18 +18,6 @@
 #include "solver/session_io.h"
 #include "solver/dockerfile/transfer.h"
 
-void
-dockerfile_build_free (struct dockerfile_build *b)
-{
-  if (b == NULL)
-    return;
-  build_options_free (&b->opts);
-  session_sources_free (b->session);
-  free (b->dockerfile_name);
-  free (b->definition_digest);
-  free (b);
-}
-
 /* The two [internal] vertices BuildKit shows before the first step. */
 static void
 emit_internal_vertices (solver_job *job, const struct dockerfile_build *b)

@@ -6,19 +6,6 @@
 #include "solver/dockerfile/build_options.h"
 #include "solver/job.h"
 
-struct session_sources; /* solver/session_io.h */
-
-struct dockerfile_build
-{
-  struct build_options opts;
-  char *dockerfile_name;   /* for "[internal] load build definition from X" */
-  char *definition_digest; /* sha256 hex of the Dockerfile bytes (seeds vertex digests) */
-  uint64_t context_bytes;  /* bytes of context received, for the status */
-  struct session_sources *session; /* NULL: the context is already in opts */
-};
-
-void dockerfile_build_free (struct dockerfile_build *b);
-
 /* The dockerfile.v0 frontend: run `buildah build`, append its vertices and
    logs.  On success *image_id is the built image (64 hex).  On failure the
    ERROR event (failing vertex, RUN exit code) is already appended. */

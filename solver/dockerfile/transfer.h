@@ -14,7 +14,8 @@
 #ifndef SOLVER_DOCKERFILE_TRANSFER_H
 #define SOLVER_DOCKERFILE_TRANSFER_H
 
-#include "solver/dockerfile/build.h"
+#include "solver/dockerfile/build_options.h"
+#include "solver/job.h"
 
 /* Sync b->session's sources and fill b->opts (context dir, Dockerfile, auth
    file, secrets) and b->definition_digest.  The caches stay locked until
