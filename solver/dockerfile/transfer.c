@@ -132,6 +132,9 @@ fetch_credentials (struct dockerfile_build *b, ps_session *sess, const char *doc
   return r < 0 ? -1 : 0;
 }
 
+/* /dev/shm/podsolve-secrets-<hex>: the build's secrets directory. */
+#define DOCKERFILE_SECRETS_PREFIX "podsolve-secrets"
+
 /* Each secret in its own 0600 file on tmpfs (/dev/shm), never in the
    context, a layer, the cache or a log; removed when the build ends. */
 static int
@@ -144,7 +147,8 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
     {
       const struct session_secret_file f = { .name = ids.v[i] };
       cleanup_free char *path = NULL;
-      int r = session_secret_to_tmpfs (sess, ids.v[i], &b->session->secrets_dir, "podsolve-secrets", &f, &path, err);
+      int r = session_secret_to_tmpfs (sess, ids.v[i], &b->session->secrets_dir, DOCKERFILE_SECRETS_PREFIX, &f, &path,
+                                      err);
       if (r < 0)
         ret = -1;
       else if (r == 1)
