@@ -25,7 +25,7 @@
 #include "solver/context.h"
 #include "solver/dockerfile/build.h"
 #include "solver/registry_auth.h"
-#include "solver/session_sources.h"
+#include "solver/session_io.h"
 
 struct build_state
 {

@@ -22,7 +22,7 @@
 #include "solver/llb/llb.h"
 #include "solver/llb/exec.h"
 #include "solver/rootfs_export.h"
-#include "solver/session_sources.h"
+#include "solver/session_io.h"
 
 struct plan_exporter
 {

@@ -1,14 +1,12 @@
-/* dockerfile_build.c — run `buildah build` for a job and turn its output
+/* build.c — run `buildah build` for a job and turn its output
  * into events (line shapes: buildah_output.h). */
 #define _GNU_SOURCE
 #include "solver/dockerfile/build.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "common/limits.h"
@@ -17,62 +15,8 @@
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/result_cache.h"
-#include "solver/session_sources.h"
-
-bool
-dockerfile_from_images (const char *dockerfile, ps_strv *images)
-{
-  cleanup_free char *copy = xstrdup (dockerfile);
-  ps_strv stages = { 0 };
-  bool all_known = true;
-  char *save = NULL;
-  for (char *line = strtok_r (copy, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
-    {
-      while (isspace ((unsigned char) *line))
-        line++;
-      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
-        continue;
-      char *tsave = NULL, *image = NULL;
-      for (char *tok = strtok_r (line + 4, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
-        {
-          if (ps_str_has_prefix (tok, "--"))
-            continue; /* --platform=... */
-          if (image == NULL)
-            image = tok;
-          else if (strcasecmp (tok, "AS") == 0)
-            {
-              char *stage = strtok_r (NULL, " \t\r", &tsave);
-              if (stage)
-                ps_strv_push (&stages, stage);
-              break;
-            }
-        }
-      if (image == NULL || strchr (image, '$'))
-        {
-          all_known = false;
-          continue;
-        }
-      bool is_stage = strcmp (image, "scratch") == 0;
-      for (size_t i = 0; i < stages.n; i++)
-        is_stage |= strcasecmp (stages.v[i], image) == 0;
-      if (!is_stage)
-        ps_strv_push (images, image);
-    }
-  ps_strv_free (&stages);
-  return all_known;
-}
-
-void
-dockerfile_build_free (struct dockerfile_build *b)
-{
-  if (b == NULL)
-    return;
-  build_options_free (&b->opts);
-  session_sources_free (b->session);
-  free (b->dockerfile_name);
-  free (b->definition_digest);
-  free (b);
-}
+#include "solver/session_io.h"
+#include "solver/dockerfile/transfer.h"
 
 /* The two [internal] vertices BuildKit shows before the first step. */
 static void
@@ -175,7 +119,7 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
     {
       /* The sources come over the session: their [internal] vertices carry
          the real transfer statuses. */
-      if (session_sources_prepare (job, b, err) < 0)
+      if (dockerfile_transfer_sources (job, b, err) < 0)
         {
           session_sources_release (b->session);
           struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -275,7 +219,7 @@ dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
   cleanup_free char *image_id = NULL;
   if (dockerfile_frontend_run (job, b, &image_id, err) < 0)
     return -1;
-  if (b->session && b->session->output_type && session_sources_export (job, b, image_id, err) < 0)
+  if (b->session && b->session->output_type && dockerfile_transfer_export (job, b, image_id, err) < 0)
     {
       struct solver_event e = { .kind = SOLVER_EV_ERROR };
       e.error = xasprintf ("export to client: %s", (*err)->msg);

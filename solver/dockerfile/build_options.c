@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "solver/buildah.h"
+#include "solver/session_io.h"
 
 void
 build_options_init (struct build_options *o)
@@ -136,4 +137,16 @@ build_options_to_argv (const struct build_options *o, ps_strv *argv)
   /* The context comes last; "--" keeps a context named "-x" a path. */
   ps_strv_push (argv, "--");
   ps_strv_push (argv, o->remote ? o->remote : o->context_dir);
+}
+
+void
+dockerfile_build_free (struct dockerfile_build *b)
+{
+  if (b == NULL)
+    return;
+  build_options_free (&b->opts);
+  session_sources_free (b->session);
+  free (b->dockerfile_name);
+  free (b->definition_digest);
+  free (b);
 }

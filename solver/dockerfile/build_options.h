@@ -1,5 +1,8 @@
 /* build_options.h — what a Dockerfile build asks of buildah, independent of
- * which endpoint (/build, /libpod/build, /solve) the request came through. */
+ * which endpoint (/build, /libpod/build, /solve) the request came through,
+ * and a build's whole input (struct dockerfile_build: the options and where
+ * the sources come from), which the driver (build.h), the session
+ * transfers (transfer.h) and the result cache (result_cache.h) share. */
 #ifndef SOLVER_BUILD_OPTIONS_H
 #define SOLVER_BUILD_OPTIONS_H
 
@@ -57,5 +60,19 @@ void build_options_free (struct build_options *o);
 
 /* The complete `buildah build` argv for these options. */
 void build_options_to_argv (const struct build_options *o, ps_strv *argv);
+
+struct session_sources; /* solver/session_io.h */
+
+/* A Dockerfile build's input. */
+struct dockerfile_build
+{
+  struct build_options opts;
+  char *dockerfile_name;   /* for "[internal] load build definition from X" */
+  char *definition_digest; /* sha256 hex of the Dockerfile bytes (seeds vertex digests) */
+  uint64_t context_bytes;  /* bytes of context received, for the status */
+  struct session_sources *session; /* NULL: the context is already in opts */
+};
+
+void dockerfile_build_free (struct dockerfile_build *b);
 
 #endif

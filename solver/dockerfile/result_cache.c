@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
+#include "solver/dockerfile/scan.h"
 
 /* Bump when the key's material changes meaning. */
 #define RESULT_CACHE_VERSION "podsolve-result-v1"

@@ -14,7 +14,8 @@
 #ifndef SOLVER_RESULT_CACHE_H
 #define SOLVER_RESULT_CACHE_H
 
-#include "solver/dockerfile/build.h"
+#include "solver/dockerfile/build_options.h"
+#include "solver/job.h"
 
 /* The key for `b` (whose context and Dockerfile are in place), or NULL
    when the build must not be reused (no-cache, pull=always, FROM with an

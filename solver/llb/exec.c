@@ -28,7 +28,7 @@
 #include "solver/llb/remote.h"
 #include "solver/llb/merge.h"
 #include "solver/rootfs_export.h"
-#include "solver/session_sources.h"
+#include "solver/session_io.h"
 
 /* Version of the cache key material: bump when what a key covers changes,
    so old records are never taken for new meanings. */
@@ -824,53 +824,37 @@ cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, int *lock_fd, ps_err
     }
 }
 
-/* Secret `opt` from the session into its own 0600 directory on tmpfs
-   (never in the state dir, a layer or a log).  *file is NULL when the
-   secret is optional and the client has none. */
+#define LLB_SECRETS_PREFIX "podsolve-llb-secrets"
+
+/* Secret `opt` from the session into a file of its own on tmpfs, in
+   `secrets_dir` (session_io.h).  *file is NULL when the secret is optional
+   and the client has none. */
 static int
-fetch_secret (struct llb_exec *x, const struct llb_vertex *v, const Pb__SecretOpt *opt, const char *secrets_dir,
+fetch_secret (struct llb_exec *x, const struct llb_vertex *v, const Pb__SecretOpt *opt, char **secrets_dir,
               char **file, ps_error **err)
 {
   *file = NULL;
-  unsigned char *data = NULL;
-  size_t len = 0;
-  int r = -1;
+  const struct session_secret_file f = { .chown = true, .uid = opt->uid, .gid = opt->gid,
+                                         .mode = opt->mode ? (mode_t) (opt->mode & 0777) : 0400 };
+  int r = 0; /* no session: the secret is optional, checked before running */
   pthread_mutex_lock (&x->session_lock);
-  ps_session *sess = x->session_id ? session_wait (x->session_id, PS_SESSION_WAIT_MS, err) : NULL;
-  if (sess)
+  if (x->session_id)
     {
-      r = session_get_secret (sess, opt->id, &data, &len, err);
-      session_unref (sess);
+      ps_session *sess = session_wait (x->session_id, PS_SESSION_WAIT_MS, err);
+      if (sess == NULL)
+        r = ps_error_wrap (err, "secret %s", opt->id);
+      else
+        {
+          r = session_secret_to_tmpfs (sess, opt->id, secrets_dir, LLB_SECRETS_PREFIX, &f, file, err);
+          session_unref (sess);
+        }
     }
-  else if (x->session_id == NULL)
-    r = 0; /* optional, checked before running */
   pthread_mutex_unlock (&x->session_lock);
-  if (r < 0)
-    return ps_error_wrap (err, "secret %s", opt->id);
-  if (r == 0)
-    {
-      if (opt->optional)
-        return 0;
-      return ps_error_set (err, 400, "op %s: secret %s not found (the session does not provide it)", v->digest,
-                           opt->id);
-    }
-  char rnd[17];
-  ps_random_hex (rnd, 8);
-  char *path = xasprintf ("%s/%s", secrets_dir, rnd);
-  mode_t mode = opt->mode ? (mode_t) (opt->mode & 0777) : 0400;
-  r = ps_write_file (path, data, len, 0600, err);
-  explicit_bzero (data, len);
-  free (data);
-  if (r == 0 && (chown (path, opt->uid, opt->gid) < 0 || chmod (path, mode) < 0))
-    r = ps_error_set_errno (err, 500, errno, "secret file for %s", opt->id);
-  if (r < 0)
-    {
-      unlink (path);
-      free (path);
-      return -1;
-    }
-  *file = path;
-  return 0;
+  if (r != 0)
+    return r < 0 ? -1 : 0;
+  if (opt->optional)
+    return 0;
+  return ps_error_set (err, 400, "op %s: secret %s not found (the session does not provide it)", v->digest, opt->id);
 }
 
 static void
@@ -1022,21 +1006,11 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
           break;
         case PB__MOUNT_TYPE__SECRET:
           {
-            if (secrets_dir == NULL)
-              {
-                char rnd[17];
-                ps_random_hex (rnd, 8);
-                secrets_dir = xasprintf ("/dev/shm/podsolve-llb-secrets-%s", rnd);
-                if (mkdir (secrets_dir, 0700) < 0)
-                  {
-                    ret = ps_error_set_errno (err, 500, errno, "create %s", secrets_dir);
-                    free (secrets_dir);
-                    secrets_dir = NULL;
-                    break;
-                  }
-              }
+            ret = session_secrets_dir (&secrets_dir, LLB_SECRETS_PREFIX, err);
+            if (ret < 0)
+              break;
             cleanup_free char *file = NULL;
-            ret = fetch_secret (x, v, mt->secretopt, secrets_dir, &file, err);
+            ret = fetch_secret (x, v, mt->secretopt, &secrets_dir, &file, err);
             if (ret == 0 && file)
               ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, mt->dest);
             break;

@@ -81,7 +81,7 @@ def explain(daemon, peer, r=None):
 
 
 def cache_dir(daemon, peer, dir_name, variant):
-    """solver/session_sources.c cache_dir(): <state>/contexts/<sha256(key\\ndir\\nvariant)[:32]>."""
+    """solver/session_io.c session_cache_dir(): <state>/contexts/<sha256(key\\ndir\\nvariant)[:32]>."""
     material = f"{peer.shared_key}\n{dir_name}\n{variant}".encode()
     return daemon.state / "contexts" / hashlib.sha256(material).hexdigest()[:32]
 

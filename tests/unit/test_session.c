@@ -4,12 +4,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "session/auth.h"
 #include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
+#include "solver/session_io.h"
 #include "tests/unit/suites.h"
 #include "tests/unit/test_session_peer.h"
 
@@ -197,6 +199,62 @@ START_TEST (secrets_found_missing_and_not_exposed)
 }
 END_TEST
 
+/* The one writer of secrets to disk (Dockerfile builds and LLB secret
+   mounts): a file of its own in a 0700 directory on tmpfs, created only
+   for a secret the client has. */
+START_TEST (secret_to_tmpfs_writes_a_private_file_only_for_a_secret_the_client_has)
+{
+  struct peer_pair pp;
+  pair_start_session (&pp, &services, "sess-secret-tmpfs", NULL, 0);
+  ps_error *err = NULL;
+  char *dir = NULL, *path = NULL;
+  const char *prefix = "podsolve-unit-secrets";
+  const struct session_secret_file named = { .name = "npmrc" };
+  ck_assert_int_eq (session_secret_to_tmpfs (pp.session, "other", &dir, prefix, &named, &path, &err), 0);
+  ck_assert_ptr_null (dir);
+  ck_assert_ptr_null (path);
+
+  ck_assert_int_eq (session_secret_to_tmpfs (pp.session, "npmrc", &dir, prefix, &named, &path, &err), 1);
+  ck_assert (ps_str_has_prefix (dir, "/dev/shm/podsolve-unit-secrets-"));
+  ck_assert_uint_eq (strlen (dir), strlen ("/dev/shm/podsolve-unit-secrets-") + 16);
+  struct stat st;
+  ck_assert_int_eq (stat (dir, &st), 0);
+  ck_assert_uint_eq (st.st_mode & 07777, 0700);
+  cleanup_free char *expect = xasprintf ("%s/npmrc", dir);
+  ck_assert_str_eq (path, expect);
+  ck_assert_int_eq (stat (path, &st), 0);
+  ck_assert_uint_eq (st.st_mode & 07777, 0600);
+  char *text = NULL;
+  ck_assert_int_eq (ps_read_file (path, 4096, &text, NULL, NULL), 0);
+  ck_assert_str_eq (text, services.secret_value);
+  free (text);
+  free (path);
+
+  /* An LLB mount's file: a random name, its owner and mode as asked, in
+     the same directory. */
+  cleanup_free char *first_dir = xstrdup (dir);
+  const struct session_secret_file owned = { .chown = true, .uid = getuid (), .gid = getgid (), .mode = 0440 };
+  ck_assert_int_eq (session_secret_to_tmpfs (pp.session, "npmrc", &dir, prefix, &owned, &path, &err), 1);
+  ck_assert_str_eq (dir, first_dir);
+  ck_assert (ps_str_has_prefix (path, dir) && path[strlen (dir)] == '/');
+  ck_assert_uint_eq (strlen (path + strlen (dir) + 1), 16);
+  ck_assert_int_eq (stat (path, &st), 0);
+  ck_assert_uint_eq (st.st_mode & 07777, 0440);
+  ck_assert_uint_eq (st.st_uid, getuid ());
+  free (path);
+
+  /* A failed call names the secret. */
+  ck_assert_int_eq (session_secret_to_tmpfs (pp.session, "", &dir, prefix, &named, &path, &err), -1);
+  ck_assert_ptr_null (path);
+  ck_assert (ps_str_has_prefix (err->msg, "secret : "));
+  ck_assert_int_eq (err->status, 400);
+  ps_error_free (err);
+  ck_assert_int_eq (ps_rm_rf (dir, NULL), 0);
+  free (dir);
+  pair_stop (&pp);
+}
+END_TEST
+
 START_TEST (calls_on_a_dead_session_fail_fast)
 {
   struct peer_pair pp;
@@ -226,6 +284,7 @@ suite_session (void)
   tcase_add_test (tc, auth_credentials_found_anonymous_and_not_exposed);
   tcase_add_test (tc, auth_unimplemented_is_anonymous);
   tcase_add_test (tc, secrets_found_missing_and_not_exposed);
+  tcase_add_test (tc, secret_to_tmpfs_writes_a_private_file_only_for_a_secret_the_client_has);
   tcase_add_test (tc, calls_on_a_dead_session_fail_fast);
   suite_add_tcase (s, tc);
   return s;

@@ -6,7 +6,7 @@
 
 #include "schema/solve_request.h"
 #include "schema/solve_status.h"
-#include "solver/dockerfile/build.h"
+#include "solver/dockerfile/scan.h"
 #include "tests/unit/suites.h"
 
 static int
@@ -188,6 +188,30 @@ START_TEST (dockerfile_from_images_skips_stages_scratch_and_args)
 }
 END_TEST
 
+START_TEST (dockerfile_secret_ids_from_run_mounts)
+{
+  const char *df = "FROM alpine\n"
+                   "RUN --mount=type=secret,id=npmrc,target=/root/.npmrc npm ci\n"
+                   "RUN --mount=type=secret,target=/run/secrets/token \\\n    --mount=type=secret,dst=/a/b/key cat\n"
+                   "RUN --mount=type=cache,id=gocache,target=/root/.cache go build\n"
+                   "RUN --mount=target=/x/late,type=secret,id=first cat\n"
+                   "RUN --mount=type=secret,id=npmrc true\n"
+                   "RUN --mount=type=secret,id=a/b --mount=type=secret,id= --mount=type=secret true\n"
+                   "RUN --mount=type=secret,id=one,id=two true\n";
+  ps_strv ids = { 0 };
+  dockerfile_secret_ids (df, &ids);
+  ck_assert_uint_eq (ids.n, 5);
+  ck_assert_str_eq (ids.v[0], "npmrc");
+  ck_assert_str_eq (ids.v[1], "token"); /* the target's base name */
+  ck_assert_str_eq (ids.v[2], "key");   /* after a line continuation, dst= */
+  ck_assert_str_eq (ids.v[3], "first"); /* id= wins over an earlier target= */
+  ck_assert_str_eq (ids.v[4], "two");   /* the last id= wins; npmrc only once; a/b, "" and none left out */
+  ps_strv_free (&ids);
+  dockerfile_secret_ids ("FROM alpine\nRUN true\n", &ids);
+  ck_assert_uint_eq (ids.n, 0);
+}
+END_TEST
+
 Suite *
 suite_solve (void)
 {
@@ -202,6 +226,7 @@ suite_solve (void)
   tcase_add_test (tc, vertex_status_log_lines);
   tcase_add_test (tc, result_and_error_lines);
   tcase_add_test (tc, dockerfile_from_images_skips_stages_scratch_and_args);
+  tcase_add_test (tc, dockerfile_secret_ids_from_run_mounts);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -1,0 +1,89 @@
+/* scan.c — FROM images and secret ids out of a Dockerfile's text (see
+ * scan.h). */
+#define _GNU_SOURCE
+#include "solver/dockerfile/scan.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+bool
+dockerfile_from_images (const char *dockerfile, ps_strv *images)
+{
+  cleanup_free char *copy = xstrdup (dockerfile);
+  ps_strv stages = { 0 };
+  bool all_known = true;
+  char *save = NULL;
+  for (char *line = strtok_r (copy, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
+    {
+      while (isspace ((unsigned char) *line))
+        line++;
+      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
+        continue;
+      char *tsave = NULL, *image = NULL;
+      for (char *tok = strtok_r (line + 4, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
+        {
+          if (ps_str_has_prefix (tok, "--"))
+            continue; /* --platform=... */
+          if (image == NULL)
+            image = tok;
+          else if (strcasecmp (tok, "AS") == 0)
+            {
+              char *stage = strtok_r (NULL, " \t\r", &tsave);
+              if (stage)
+                ps_strv_push (&stages, stage);
+              break;
+            }
+        }
+      if (image == NULL || strchr (image, '$'))
+        {
+          all_known = false;
+          continue;
+        }
+      bool is_stage = strcmp (image, "scratch") == 0;
+      for (size_t i = 0; i < stages.n; i++)
+        is_stage |= strcasecmp (stages.v[i], image) == 0;
+      if (!is_stage)
+        ps_strv_push (images, image);
+    }
+  ps_strv_free (&stages);
+  return all_known;
+}
+
+/* Each --mount=... flag's spec up to white space or a line continuation;
+   the ids of those of type=secret. */
+void
+dockerfile_secret_ids (const char *dockerfile, ps_strv *ids)
+{
+  for (const char *p = dockerfile; (p = strstr (p, "--mount=")) != NULL; p += 8)
+    {
+      const char *end = p + 8 + strcspn (p + 8, " \t\n\\");
+      cleanup_free char *spec = xstrndup (p + 8, (size_t) (end - p - 8));
+      if (strstr (spec, "type=secret") == NULL)
+        continue;
+      cleanup_free char *id = NULL;
+      char *save = NULL;
+      for (char *f = strtok_r (spec, ",", &save); f; f = strtok_r (NULL, ",", &save))
+        {
+          if (ps_str_has_prefix (f, "id="))
+            {
+              free (id);
+              id = xstrdup (f + 3);
+            }
+          else if (id == NULL && (ps_str_has_prefix (f, "target=") || ps_str_has_prefix (f, "dst=")))
+            {
+              const char *t = strchr (f, '=') + 1;
+              const char *base = strrchr (t, '/');
+              id = xstrdup (base ? base + 1 : t);
+            }
+        }
+      if (id == NULL || *id == '\0' || strchr (id, '/'))
+        continue;
+      bool seen = false;
+      for (size_t i = 0; i < ids->n; i++)
+        seen |= strcmp (ids->v[i], id) == 0;
+      if (!seen)
+        ps_strv_push (ids, id);
+    }
+}
