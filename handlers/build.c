@@ -225,32 +225,6 @@ move_secrets (struct build_state *s, const char *ctx, ps_error **err)
 /* ---- the response stream -------------------------------------------------- */
 
 static void
-encode_jsonmessage (const struct solver_event *ev, void *ctx, ps_buf *out)
-{
-  schema_jsonmessage_encode (ctx, ev, out);
-}
-
-static void
-jsonmessage_opts_free (void *ctx)
-{
-  struct jsonmessage_opts *o = ctx;
-  ps_buf_free (&o->held);
-  free (o);
-}
-
-static void
-encode_trace (const struct solver_event *ev, void *ctx, ps_buf *out)
-{
-  schema_trace_encode (ctx, ev, out);
-}
-
-static void
-trace_encoder_free (void *ctx)
-{
-  schema_trace_encoder_free (ctx);
-}
-
-static void
 dockerfile_build_free_cb (void *p)
 {
   dockerfile_build_free (p);
@@ -354,23 +328,7 @@ build_complete (struct ps_request *req, ps_error **err)
     .cancel_on_disconnect = true,
     .content_type = "application/json",
   };
-  if (v2)
-    {
-      struct trace_encoder *enc = xcalloc (1, sizeof *enc);
-      enc->quiet = quiet;
-      so.encode = encode_trace;
-      so.ctx = enc;
-      so.ctx_free = trace_encoder_free;
-    }
-  else
-    {
-      struct jsonmessage_opts *enc = xcalloc (1, sizeof *enc);
-      enc->compat = !req->libpod;
-      enc->quiet = quiet;
-      so.encode = encode_jsonmessage;
-      so.ctx = enc;
-      so.ctx_free = jsonmessage_opts_free;
-    }
+  so.encoder = v2 ? schema_trace_encoder_new (quiet) : schema_jsonmessage_encoder_new (!req->libpod, quiet);
   return handler_stream_job (req, job, &so); /* the creator's job reference moves to the stream */
 }
 
