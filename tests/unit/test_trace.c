@@ -99,6 +99,25 @@ START_TEST (lines_are_moby_shaped)
 }
 END_TEST
 
+/* A quiet build that succeeds shows the image ID only: the held progress
+   is dropped. */
+START_TEST (quiet_success_is_the_id_only)
+{
+  struct event_encoder *enc = schema_trace_encoder_new (true);
+  ps_buf out = { 0 };
+  struct solver_event l = { .kind = SOLVER_EV_LOG, .vertex = (char *) "sha256:bb", .data = (char *) "hi\n", .len = 3,
+                            .stream = 1, .time_ns = 1700000000000000000LL };
+  event_encoder_encode (enc, &l, &out);
+  ck_assert_uint_eq (out.len, 0);
+  char *tags[] = { (char *) "app", NULL };
+  struct solver_event r = { .kind = SOLVER_EV_RESULT, .image_id = (char *) "ab12", .tags = tags };
+  event_encoder_encode (enc, &r, &out);
+  ck_assert_str_eq (out.data, "{\"stream\":\"sha256:ab12\\n\"}\r\n");
+  ps_buf_free (&out);
+  event_encoder_free (enc);
+}
+END_TEST
+
 Suite *
 suite_trace (void)
 {
@@ -107,6 +126,7 @@ suite_trace (void)
   tcase_add_test (tc, vertex_round_trips_through_protobuf);
   tcase_add_test (tc, log_and_status_carry_timestamps);
   tcase_add_test (tc, lines_are_moby_shaped);
+  tcase_add_test (tc, quiet_success_is_the_id_only);
   suite_add_tcase (s, tc);
   return s;
 }
