@@ -1,20 +1,18 @@
 /* build.c — POST /build (compat) and POST /libpod/build.
  *
- * The request body (a tar context) is spooled to the build's own directory,
- * unpacked there safely, the ignore file applied, and a dockerfile.v0 job
- * started; the response streams the job's events as JSONMessage lines. */
+ * The request body (a tar context) is spooled to the build's own directory;
+ * dockerfile_plan_new (solver/dockerfile/plan.h) unpacks it there and
+ * prepares the build, a dockerfile.v0 job runs it, and the response
+ * streams the job's events as JSONMessage lines (BuildKit trace records
+ * for version=2). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/limits.h"
 #include "common/log.h"
 #include "handlers/build_params.h"
 #include "handlers/handlers.h"
@@ -22,10 +20,7 @@
 #include "schema/jsonmessage.h"
 #include "schema/trace.h"
 #include "server/config.h"
-#include "solver/context.h"
-#include "solver/dockerfile/build.h"
-#include "solver/registry_auth.h"
-#include "solver/session_io.h"
+#include "solver/dockerfile/plan.h"
 
 struct build_state
 {
@@ -133,129 +128,6 @@ build_body (struct ps_request *req, const char *data, size_t len, ps_error **err
   return 0;
 }
 
-static bool
-is_url (const char *s)
-{
-  return ps_str_has_prefix (s, "http://") || ps_str_has_prefix (s, "https://");
-}
-
-/* dockerfile=: compat defaults to Dockerfile and, as users expect, falls
-   back to Containerfile; libpod looks for Containerfile, then Dockerfile. */
-static int
-resolve_dockerfiles (struct build_state *s, const char *ctx, ps_error **err)
-{
-  struct build_request *b = &s->breq;
-  if (b->dockerfile_param.n == 0)
-    {
-      const char *order_compat[] = { "Dockerfile", "Containerfile" };
-      const char *order_libpod[] = { "Containerfile", "Dockerfile" };
-      const char **order = b->libpod ? order_libpod : order_compat;
-      for (int i = 0; i < 2; i++)
-        {
-          int r = context_file (ctx, order[i], err);
-          if (r < 0)
-            return -1;
-          if (r == 1)
-            {
-              ps_strv_push (&b->opts.dockerfiles, order[i]);
-              return 0;
-            }
-        }
-      return ps_error_set (err, 400,
-                           b->libpod ? "no Containerfile or Dockerfile specified or found in context directory"
-                                     : "Cannot locate specified Dockerfile: Dockerfile");
-    }
-  for (size_t i = 0; i < b->dockerfile_param.n; i++)
-    {
-      const char *f = b->dockerfile_param.v[i];
-      if (is_url (f))
-        {
-          ps_strv_push (&b->opts.dockerfiles, f);
-          continue;
-        }
-      int r = context_file (ctx, f, err);
-      if (r < 0)
-        return -1;
-      if (r == 0)
-        return ps_error_set (err, 400, "Cannot locate specified Dockerfile: %s", f);
-      while (ps_str_has_prefix (f, "./"))
-        f += 2;
-      ps_strv_push (&b->opts.dockerfiles, f);
-    }
-  return 0;
-}
-
-/* libpod secrets=["id=X,src=<file in context>"]: podman-remote ships the
-   secret inside the context; move it out so no COPY can put it in a layer. */
-static int
-move_secrets (struct build_state *s, const char *ctx, ps_error **err)
-{
-  struct build_request *b = &s->breq;
-  if (b->secrets_param.n == 0)
-    return 0;
-  cleanup_free char *sdir = xasprintf ("%s/secrets", s->dir);
-  if (ps_mkdir_p (sdir, 0700, err) < 0)
-    return -1;
-  for (size_t i = 0; i < b->secrets_param.n; i++)
-    {
-      const char *spec = b->secrets_param.v[i];
-      cleanup_free char *id = NULL, *src = NULL;
-      cleanup_free char *copy = xstrdup (spec);
-      char *save = NULL;
-      for (char *f = strtok_r (copy, ",", &save); f; f = strtok_r (NULL, ",", &save))
-        {
-          if (ps_str_has_prefix (f, "id="))
-            id = xstrdup (f + 3);
-          else if (ps_str_has_prefix (f, "src="))
-            src = xstrdup (f + 4);
-        }
-      if (id == NULL || src == NULL || *id == '\0' || strchr (id, '/') != NULL)
-        return ps_error_set (err, 400, "failed to parse query parameter 'secrets': \"%s\": expected id=ID,src=FILE", spec);
-      if (context_file (ctx, src, err) != 1)
-        return ps_error_set (err, 400, "secret %s: file %s is not in the build context", id, src);
-      cleanup_free char *from = xasprintf ("%s/%s", ctx, src);
-      cleanup_free char *to = xasprintf ("%s/%s", sdir, id);
-      if (rename (from, to) < 0)
-        return ps_error_set_errno (err, 500, errno, "secret %s", id);
-      ps_strv_pushf (&b->opts.secrets, "id=%s,src=%s", id, to);
-    }
-  return 0;
-}
-
-/* ---- the response stream -------------------------------------------------- */
-
-static void
-encode_jsonmessage (const struct solver_event *ev, void *ctx, ps_buf *out)
-{
-  schema_jsonmessage_encode (ctx, ev, out);
-}
-
-static void
-jsonmessage_opts_free (void *ctx)
-{
-  struct jsonmessage_opts *o = ctx;
-  ps_buf_free (&o->held);
-  free (o);
-}
-
-static void
-encode_trace (const struct solver_event *ev, void *ctx, ps_buf *out)
-{
-  schema_trace_encode (ctx, ev, out);
-}
-
-static void
-trace_encoder_free (void *ctx)
-{
-  schema_trace_encoder_free (ctx);
-}
-
-static void
-dockerfile_build_free_cb (void *p)
-{
-  dockerfile_build_free (p);
-}
-
 static int
 build_complete (struct ps_request *req, ps_error **err)
 {
@@ -264,70 +136,19 @@ build_complete (struct ps_request *req, ps_error **err)
   s->spool_fd = -1;
   struct build_request *b = &s->breq;
 
-  cleanup_free char *ctx = xasprintf ("%s/context", s->dir);
-  if (ps_mkdir_p (ctx, 0700, err) < 0)
+  struct dockerfile_env env = {
+    .job_dir = s->dir,
+    .body_path = s->spool_path,
+    .state_dir = ps_cfg.state_dir,
+    .max_context_bytes = ps_cfg.max_context_bytes,
+    .registry_config = http_request_header (req, "X-Registry-Config"),
+    .registry_auth = http_request_header (req, "X-Registry-Auth"),
+  };
+  struct dockerfile_build *plan = NULL;
+  if (dockerfile_plan_new (b, &env, &plan, err) < 0)
     return -1;
-  uint64_t context_bytes = 0;
-  struct session_sources *session = NULL;
-  if (b->use_session_context)
-    {
-      /* The sources come over the session, inside the job (their transfers
-         are the first vertices of the build). */
-      session = session_sources_new (b->session, ps_cfg.state_dir, s->dir,
-                                     b->dockerfile_param.n ? b->dockerfile_param.v[0] : NULL);
-      session->output_type = b->output_type ? xstrdup (b->output_type) : NULL;
-      session->max_context_bytes = ps_cfg.max_context_bytes;
-    }
-  else if (b->opts.remote == NULL)
-    {
-      cleanup_close int fd = open (s->spool_path, O_RDONLY | O_CLOEXEC);
-      if (fd < 0)
-        return ps_error_set_errno (err, 500, errno, "open %s", s->spool_path);
-      struct ps_context_limits lim = { ps_cfg.max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
-      struct ps_context_stats stats = { 0 };
-      if (context_extract_fd (fd, ctx, &lim, &stats, err) < 0)
-        return -1; /* its messages name the build context already */
-      context_bytes = stats.bytes;
-      if (resolve_dockerfiles (s, ctx, err) < 0)
-        return -1;
-      const char *df = b->opts.dockerfiles.n > 0 && !is_url (b->opts.dockerfiles.v[0]) ? b->opts.dockerfiles.v[0] : NULL;
-      if (context_apply_ignore (ctx, df, &b->excludes, err) < 0 || move_secrets (s, ctx, err) < 0)
-        return -1;
-      b->opts.context_dir = xstrdup (ctx);
-    }
-  else
-    {
-      for (size_t i = 0; i < b->dockerfile_param.n; i++)
-        ps_strv_push (&b->opts.dockerfiles, b->dockerfile_param.v[i]);
-    }
-  unlink (s->spool_path);
+  bool quiet = plan->opts.quiet;
 
-  cleanup_free char *authfile = xasprintf ("%s/auth.json", s->dir);
-  int have_auth = registry_auth_write (http_request_header (req, "X-Registry-Config"),
-                                       http_request_header (req, "X-Registry-Auth"), authfile, err);
-  if (have_auth < 0)
-    return -1;
-  if (have_auth > 0)
-    b->opts.authfile = xstrdup (authfile);
-
-  struct dockerfile_build *job_input = xcalloc (1, sizeof *job_input);
-  const char *df = b->opts.dockerfiles.n > 0 ? b->opts.dockerfiles.v[0] : "Dockerfile";
-  job_input->dockerfile_name = xstrdup (df);
-  job_input->context_bytes = context_bytes;
-  char hex[65];
-  cleanup_free char *text = NULL;
-  size_t len = 0;
-  cleanup_free char *dfpath = b->opts.context_dir ? xasprintf ("%s/%s", b->opts.context_dir, df) : NULL;
-  if (dfpath && ps_read_file (dfpath, PS_MAX_DOCKERFILE_BYTES, &text, &len, NULL) == 0)
-    ps_sha256_hex (text, len, hex);
-  else
-    ps_sha256_hex (df, strlen (df), hex);
-  job_input->definition_digest = xstrdup (hex);
-  job_input->opts = b->opts;
-  build_options_init (&b->opts); /* moved into the job */
-  job_input->session = session;
-
-  bool quiet = job_input->opts.quiet;
   /* A BuildKit-mode build is registered under its buildid, so
      POST /build/cancel?id= finds it. */
   bool v2 = b->version == 2;
@@ -335,15 +156,15 @@ build_complete (struct ps_request *req, ps_error **err)
   solver_job_set_kind (job, v2 ? "build (BuildKit mode)" : "build");
   if (v2 && solver_jobs_register (job, err) < 0)
     {
-      dockerfile_build_free (job_input);
+      dockerfile_build_free (plan);
       solver_job_unref (job);
       return -1;
     }
-  if (solver_job_start (job, dockerfile_build_run, job_input, dockerfile_build_free_cb, err) < 0)
+  if (solver_job_start (job, dockerfile_build_run, plan, (void (*) (void *)) dockerfile_build_free, err) < 0)
     {
       if (v2)
         solver_jobs_unregister (job);
-      dockerfile_build_free (job_input);
+      dockerfile_build_free (plan);
       solver_job_unref (job);
       return -1;
     }
@@ -351,26 +172,10 @@ build_complete (struct ps_request *req, ps_error **err)
   ps_info ("build %s: started (%s endpoint)", s->id, req->libpod ? "libpod" : "compat");
 
   struct job_stream_opts so = {
+    .encoder = v2 ? schema_trace_encoder_new (quiet) : schema_jsonmessage_encoder_new (!req->libpod, quiet),
     .cancel_on_disconnect = true,
     .content_type = "application/json",
   };
-  if (v2)
-    {
-      struct trace_encoder *enc = xcalloc (1, sizeof *enc);
-      enc->quiet = quiet;
-      so.encode = encode_trace;
-      so.ctx = enc;
-      so.ctx_free = trace_encoder_free;
-    }
-  else
-    {
-      struct jsonmessage_opts *enc = xcalloc (1, sizeof *enc);
-      enc->compat = !req->libpod;
-      enc->quiet = quiet;
-      so.encode = encode_jsonmessage;
-      so.ctx = enc;
-      so.ctx_free = jsonmessage_opts_free;
-    }
   return handler_stream_job (req, job, &so); /* the creator's job reference moves to the stream */
 }
 

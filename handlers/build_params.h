@@ -5,21 +5,7 @@
 #define HANDLERS_BUILD_PARAMS_H
 
 #include "common/ps.h"
-#include "solver/dockerfile/build_options.h"
-
-struct build_request
-{
-  struct build_options opts;
-  bool libpod;
-  ps_strv dockerfile_param; /* as sent: relative paths or URLs; empty = auto-detect */
-  ps_strv secrets_param;    /* libpod "id=X,src=<path in context>" */
-  ps_strv excludes;         /* libpod excludes= overrides the ignore file */
-  int version;              /* 1 (classic) or 2 (BuildKit) */
-  char *session;
-  char *buildid;
-  bool use_session_context; /* remote=client-session */
-  char *output_type;        /* BuildKit outputs=[{"Type":...}]: "local", "tar", or NULL (the image) */
-};
+#include "solver/dockerfile/plan.h" /* struct build_request */
 
 void build_request_init (struct build_request *r);
 void build_request_free (struct build_request *r);

@@ -76,12 +76,6 @@ solve_on_body (struct ps_request *req, const char *data, size_t len, ps_error **
   return solve_body_feed (s->body, data, len, err);
 }
 
-static void
-encode_solve (const struct solver_event *ev, void *ctx, ps_buf *out)
-{
-  schema_solve_encode (ev, ctx, out);
-}
-
 static int
 solve_complete (struct ps_request *req, ps_error **err)
 {
@@ -157,9 +151,7 @@ solve_complete (struct ps_request *req, ps_error **err)
 
   const char *headers[] = { "Podsolve-Solve-Ref", solver_job_id (job), NULL };
   struct job_stream_opts so = {
-    .encode = encode_solve,
-    .ctx = xstrdup (solver_job_id (job)),
-    .ctx_free = free,
+    .encoder = schema_solve_encoder_new (solver_job_id (job)),
     .cancel_on_disconnect = !detach,
     .content_type = "application/x-ndjson",
     .headers = headers,
@@ -283,9 +275,7 @@ status_complete (struct ps_request *req, ps_error **err)
     return -1;
   const char *headers[] = { "Podsolve-Solve-Ref", req->params[0], NULL };
   struct job_stream_opts so = {
-    .encode = encode_solve,
-    .ctx = xstrdup (solver_job_id (job)),
-    .ctx_free = free,
+    .encoder = schema_solve_encoder_new (solver_job_id (job)),
     .cancel_on_disconnect = false, /* a watcher leaving does not stop the build */
     .content_type = "application/x-ndjson",
     .headers = headers,

@@ -51,7 +51,7 @@ job_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
       if (ev != NULL)
         {
           st->next_event++;
-          st->o.encode (ev, st->o.ctx, &st->pending);
+          event_encoder_encode (st->o.encoder, ev, &st->pending);
           if (ev->kind == SOLVER_EV_RESULT || ev->kind == SOLVER_EV_ERROR)
             st->ended = true;
           continue;
@@ -76,8 +76,7 @@ job_stream_done (void *cls)
   if (!st->ended && st->o.cancel_on_disconnect)
     solver_job_cancel (st->job, "the client disconnected");
   solver_job_unref (st->job);
-  if (st->o.ctx_free)
-    st->o.ctx_free (st->o.ctx);
+  event_encoder_free (st->o.encoder);
   ps_buf_free (&st->pending);
   free (st);
 }

@@ -4,18 +4,13 @@
 #ifndef HANDLERS_STREAM_H
 #define HANDLERS_STREAM_H
 
+#include "schema/encoder.h"
 #include "server/http.h"
 #include "solver/job.h"
 
-/* Append the wire form of `ev` to `out` (possibly nothing).  `ctx` is the
-   encoder's own state. */
-typedef void (*job_event_encoder) (const struct solver_event *ev, void *ctx, ps_buf *out);
-
 struct job_stream_opts
 {
-  job_event_encoder encode;
-  void *ctx;                     /* owned: freed with ctx_free when the stream ends */
-  void (*ctx_free) (void *ctx);
+  struct event_encoder *encoder; /* owned: freed when the stream ends */
   bool cancel_on_disconnect;     /* a client leaving early cancels the job */
   const char *content_type;
   const char *const *headers;    /* extra response headers: name, value, ..., NULL */

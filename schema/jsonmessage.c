@@ -11,6 +11,7 @@
 #include "schema/jsonmessage.h"
 
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 
 char *
@@ -86,11 +87,18 @@ schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len)
   cJSON_Delete (o);
 }
 
+struct jsonmessage_encoder
+{
+  struct event_encoder base;
+  bool compat;
+  struct quiet_hold hold;
+};
+
 static void
-encode_result (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
+encode_result (struct jsonmessage_encoder *o, const struct solver_event *ev, ps_buf *out)
 {
   const char *id = ev->image_id ? ev->image_id : "";
-  if (o->quiet)
+  if (o->hold.quiet)
     {
       cleanup_free char *line = xasprintf ("%s\n", id);
       schema_jsonmessage_stream (out, line, strlen (line));
@@ -116,24 +124,10 @@ encode_result (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf
 }
 
 static void
-encode_error (const struct solver_event *ev, ps_buf *out)
+jsonmessage_encode (struct event_encoder *enc, const struct solver_event *ev, ps_buf *out)
 {
-  cleanup_free char *msg = schema_utf8_sanitize (ev->error ? ev->error : "build failed",
-                                                 strlen (ev->error ? ev->error : "build failed"));
-  cJSON *o = cJSON_CreateObject ();
-  cJSON *detail = cJSON_AddObjectToObject (o, "errorDetail");
-  if (ev->exit_code > 0)
-    cJSON_AddNumberToObject (detail, "code", ev->exit_code);
-  cJSON_AddStringToObject (detail, "message", msg);
-  cJSON_AddStringToObject (o, "error", msg);
-  schema_json_append_line (out, o);
-  cJSON_Delete (o);
-}
-
-void
-schema_jsonmessage_encode (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out)
-{
-  ps_buf *progress = o->quiet ? &o->held : out;
+  struct jsonmessage_encoder *o = (struct jsonmessage_encoder *) enc;
+  ps_buf *progress = quiet_hold_progress (&o->hold, out);
   switch (ev->kind)
     {
     case SOLVER_EV_VERTEX:
@@ -147,14 +141,34 @@ schema_jsonmessage_encode (struct jsonmessage_opts *o, const struct solver_event
     case SOLVER_EV_STATUS:
       return;
     case SOLVER_EV_RESULT:
-      ps_buf_free (&o->held);
+      quiet_hold_drop (&o->hold);
       encode_result (o, ev, out);
       return;
     case SOLVER_EV_ERROR:
-      if (o->held.len)
-        ps_buf_append (out, o->held.data, o->held.len);
-      ps_buf_free (&o->held);
-      encode_error (ev, out);
+      quiet_hold_fail (&o->hold, ev, false, out);
       return;
     }
+}
+
+static void
+jsonmessage_free (struct event_encoder *enc)
+{
+  struct jsonmessage_encoder *o = (struct jsonmessage_encoder *) enc;
+  ps_buf_free (&o->hold.held);
+  free (o);
+}
+
+static const struct event_encoder_ops jsonmessage_ops = {
+  .encode = jsonmessage_encode,
+  .free = jsonmessage_free,
+};
+
+struct event_encoder *
+schema_jsonmessage_encoder_new (bool compat, bool quiet)
+{
+  struct jsonmessage_encoder *o = xcalloc (1, sizeof *o);
+  o->base.ops = &jsonmessage_ops;
+  o->compat = compat;
+  o->hold.quiet = quiet;
+  return &o->base;
 }

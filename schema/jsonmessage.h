@@ -4,18 +4,13 @@
 #define SCHEMA_JSONMESSAGE_H
 
 #include "common/ps.h"
-#include "solver/job.h"
+#include "schema/encoder.h"
 
-struct jsonmessage_opts
-{
-  bool compat; /* Docker-compatible endpoint: aux ID + "Successfully built/tagged" */
-  bool quiet;  /* q=1: only the image ID, unless the build fails */
-  ps_buf held; /* quiet: the progress held back, replayed before an error
-                  (as Docker and Podman do) */
-};
-
-/* Append the lines (each "{...}\n") for `ev` to `out`; many events have none. */
-void schema_jsonmessage_encode (struct jsonmessage_opts *o, const struct solver_event *ev, ps_buf *out);
+/* The encoder of /build (v1) responses: lines "{...}\n", none for many
+   events.  `compat`: the Docker-compatible endpoint (aux ID and
+   "Successfully built/tagged"); `quiet`: q=1, only the image ID unless the
+   build fails. */
+struct event_encoder *schema_jsonmessage_encoder_new (bool compat, bool quiet);
 
 /* Append one {"stream": text} line. */
 void schema_jsonmessage_stream (ps_buf *out, const char *text, size_t len);

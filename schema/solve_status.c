@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -105,9 +106,16 @@ log_json (const struct solver_event *ev)
   return l;
 }
 
-void
-schema_solve_encode (const struct solver_event *ev, const char *ref, ps_buf *out)
+struct solve_encoder
 {
+  struct event_encoder base;
+  char *ref;
+};
+
+static void
+solve_encode (struct event_encoder *enc, const struct solver_event *ev, ps_buf *out)
+{
+  const char *ref = ((struct solve_encoder *) enc)->ref;
   cJSON *line = cJSON_CreateObject ();
   switch (ev->kind)
     {
@@ -151,4 +159,26 @@ schema_solve_encode (const struct solver_event *ev, const char *ref, ps_buf *out
     }
   schema_json_append_line (out, line);
   cJSON_Delete (line);
+}
+
+static void
+solve_free (struct event_encoder *enc)
+{
+  struct solve_encoder *e = (struct solve_encoder *) enc;
+  free (e->ref);
+  free (e);
+}
+
+static const struct event_encoder_ops solve_ops = {
+  .encode = solve_encode,
+  .free = solve_free,
+};
+
+struct event_encoder *
+schema_solve_encoder_new (const char *ref)
+{
+  struct solve_encoder *e = xcalloc (1, sizeof *e);
+  e->base.ops = &solve_ops;
+  e->ref = ref ? xstrdup (ref) : NULL;
+  return &e->base;
 }

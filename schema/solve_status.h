@@ -5,10 +5,12 @@
 #define SCHEMA_SOLVE_STATUS_H
 
 #include "common/ps.h"
-#include "solver/job.h"
+#include "schema/encoder.h"
 
-/* Append the line for `ev` (or nothing: builder chatter has no place here). */
-void schema_solve_encode (const struct solver_event *ev, const char *ref, ps_buf *out);
+/* The encoder of /solve responses: one line per event (none for builder
+   chatter, which has no place here); a result line names the job `ref`
+   (copied; may be NULL). */
+struct event_encoder *schema_solve_encoder_new (const char *ref);
 
 /* RFC 3339 with nanoseconds, trailing zeros trimmed, UTC "Z", as Go's
    time.Time marshals: 2023-11-14T22:13:20.5Z. */

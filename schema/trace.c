@@ -80,19 +80,16 @@ schema_trace_status_response (const struct solver_event *ev, size_t *len)
   return buf;
 }
 
-static void
-append_crlf_line (ps_buf *out, const cJSON *o)
+struct trace_encoder
 {
-  schema_json_append_line (out, o);
-  /* moby ends each message with "\r\n"; append_line wrote "\n". */
-  out->data[out->len - 1] = '\r';
-  ps_buf_puts (out, "\n");
-}
+  struct event_encoder base;
+  struct quiet_hold hold;
+};
 
-void
-schema_trace_encode (struct trace_encoder *enc, const struct solver_event *ev, ps_buf *out)
+static void
+trace_encode (struct event_encoder *base, const struct solver_event *ev, ps_buf *out)
 {
-  ps_buf *dst = enc->quiet ? &enc->held : out;
+  struct trace_encoder *enc = (struct trace_encoder *) base;
   if (ev->kind == SOLVER_EV_VERTEX || ev->kind == SOLVER_EV_STATUS || ev->kind == SOLVER_EV_LOG)
     {
       size_t len = 0;
@@ -101,19 +98,20 @@ schema_trace_encode (struct trace_encoder *enc, const struct solver_event *ev, p
       cJSON *o = cJSON_CreateObject ();
       cJSON_AddStringToObject (o, "id", "moby.buildkit.trace");
       cJSON_AddStringToObject (o, "aux", b64);
-      append_crlf_line (dst, o);
+      schema_json_append_crlf_line (quiet_hold_progress (&enc->hold, out), o);
       cJSON_Delete (o);
       return;
     }
   if (ev->kind == SOLVER_EV_RESULT)
     {
+      quiet_hold_drop (&enc->hold);
       cleanup_free char *id = xasprintf ("sha256:%s", ev->image_id ? ev->image_id : "");
-      if (enc->quiet)
+      if (enc->hold.quiet)
         {
           cleanup_free char *line = xasprintf ("%s\n", id);
           cJSON *o = cJSON_CreateObject ();
           cJSON_AddStringToObject (o, "stream", line);
-          append_crlf_line (out, o);
+          schema_json_append_crlf_line (out, o);
           cJSON_Delete (o);
           return;
         }
@@ -121,44 +119,40 @@ schema_trace_encode (struct trace_encoder *enc, const struct solver_event *ev, p
       cJSON_AddStringToObject (o, "id", "moby.image.id");
       cJSON *aux = cJSON_AddObjectToObject (o, "aux");
       cJSON_AddStringToObject (aux, "ID", id);
-      append_crlf_line (out, o);
+      schema_json_append_crlf_line (out, o);
       cJSON_Delete (o);
       for (char **t = ev->tags; t && *t; t++)
         {
           cleanup_free char *line = xasprintf ("Successfully tagged %s\n", *t);
           cJSON *s = cJSON_CreateObject ();
           cJSON_AddStringToObject (s, "stream", line);
-          append_crlf_line (out, s);
+          schema_json_append_crlf_line (out, s);
           cJSON_Delete (s);
         }
       return;
     }
   if (ev->kind == SOLVER_EV_ERROR)
-    {
-      /* Held progress first, so a quiet client still sees what failed. */
-      if (enc->quiet && enc->held.len)
-        {
-          ps_buf_append (out, enc->held.data, enc->held.len);
-          ps_buf_reset (&enc->held);
-        }
-      const char *msg = ev->error ? ev->error : "build failed";
-      cleanup_free char *clean = schema_utf8_sanitize (msg, strlen (msg));
-      cJSON *o = cJSON_CreateObject ();
-      cJSON *d = cJSON_AddObjectToObject (o, "errorDetail");
-      if (ev->exit_code > 0)
-        cJSON_AddNumberToObject (d, "code", ev->exit_code);
-      cJSON_AddStringToObject (d, "message", clean);
-      cJSON_AddStringToObject (o, "error", clean);
-      append_crlf_line (out, o);
-      cJSON_Delete (o);
-    }
+    quiet_hold_fail (&enc->hold, ev, true, out);
 }
 
-void
-schema_trace_encoder_free (struct trace_encoder *enc)
+static void
+trace_free (struct event_encoder *base)
 {
-  if (enc == NULL)
-    return;
-  ps_buf_free (&enc->held);
+  struct trace_encoder *enc = (struct trace_encoder *) base;
+  ps_buf_free (&enc->hold.held);
   free (enc);
+}
+
+static const struct event_encoder_ops trace_ops = {
+  .encode = trace_encode,
+  .free = trace_free,
+};
+
+struct event_encoder *
+schema_trace_encoder_new (bool quiet)
+{
+  struct trace_encoder *enc = xcalloc (1, sizeof *enc);
+  enc->base.ops = &trace_ops;
+  enc->hold.quiet = quiet;
+  return &enc->base;
 }

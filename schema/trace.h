@@ -6,17 +6,12 @@
 #define SCHEMA_TRACE_H
 
 #include "common/ps.h"
-#include "solver/job.h"
+#include "schema/encoder.h"
 
-struct trace_encoder
-{
-  bool quiet;  /* q=1: hold progress back; on success only the image ID */
-  ps_buf held; /* progress held back while quiet */
-};
-
-/* Append the lines for `ev` (each ends with "\r\n", as moby writes them). */
-void schema_trace_encode (struct trace_encoder *enc, const struct solver_event *ev, ps_buf *out);
-void schema_trace_encoder_free (struct trace_encoder *enc);
+/* The encoder of /build?version=2 responses: lines ending with "\r\n", as
+   moby writes them.  `quiet`: q=1, progress held back; on success only the
+   image ID. */
+struct event_encoder *schema_trace_encoder_new (bool quiet);
 
 /* The StatusResponse protobuf bytes for one event (NULL for events with no
    trace form).  Exposed for tests: decoding them must give back the event. */

@@ -18,6 +18,7 @@
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
 #include "solver/context.h"
+#include "solver/dockerfile/plan.h"
 #include "solver/image_config.h"
 #include "solver/llb/llb.h"
 #include "solver/llb/exec.h"
@@ -582,40 +583,34 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   cleanup_free char *df_path = NULL;
   if (search_dir)
     {
-      const char *candidates[2] = { filename ? filename : "Dockerfile", filename ? NULL : "Containerfile" };
-      for (int i = 0; i < 2 && candidates[i] && df_path == NULL; i++)
+      const char *candidates[2] = { filename ? filename : "Dockerfile", "Containerfile" };
+      const char *found = NULL;
+      int r = dockerfile_find (search_dir, candidates, filename ? 1 : 2, &found, err);
+      if (r < 0)
         {
-          int r = context_file (search_dir, candidates[i], err);
-          if (r < 0)
-            {
-              ps_error_wrap (err, "frontendAttrs.filename");
-              solve_plan_free (p);
-              return -1;
-            }
-          if (r == 1)
-            df_path = xstrdup (candidates[i]);
+          ps_error_wrap (err, "frontendAttrs.filename");
+          solve_plan_free (p);
+          return -1;
         }
-      if (df_path == NULL)
+      if (r == 0)
         {
           ps_error_set (err, 400, "Cannot locate specified Dockerfile: %s (looked in the \"%s\" source)",
                         filename ? filename : "Dockerfile", dfsrc ? dockerfile_key : context_key);
           solve_plan_free (p);
           return -1;
         }
+      df_path = xstrdup (found);
       if (dfsrc)
         ps_strv_pushf (&o->dockerfiles, "%s/%s", dfsrc->dir, df_path);
       else
         ps_strv_push (&o->dockerfiles, df_path);
       cleanup_free char *full = xasprintf ("%s/%s", search_dir, df_path);
-      cleanup_free char *text = NULL;
-      size_t len = 0;
       char hex[65];
-      if (ps_read_file (full, 16 * 1024 * 1024, &text, &len, err) < 0)
+      if (dockerfile_read (full, NULL, NULL, hex, err) < 0)
         {
           solve_plan_free (p);
           return -1;
         }
-      ps_sha256_hex (text, len, hex);
       p->build.definition_digest = xstrdup (hex);
     }
   else if (filename)

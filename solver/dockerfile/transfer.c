@@ -17,6 +17,7 @@
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/context.h"
+#include "solver/dockerfile/plan.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_io.h"
 #include "solver/dockerfile/scan.h"
@@ -181,18 +182,17 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
                    n_df_follow, NULL, 0, &st, err)
              < 0)
     goto out;
-  if (context_file (df_dir, fname, err) != 1)
+  const char *found = NULL;
+  if (dockerfile_find (df_dir, &fname, 1, &found, err) != 1)
     {
       if (*err == NULL)
         ps_error_set (err, 400, "failed to read dockerfile: %s: no such file in the client's directory", fname);
       goto out;
     }
   df_path = xasprintf ("%s/%s", df_dir, fname);
-  size_t df_len = 0;
-  if (ps_read_file (df_path, 16 * 1024 * 1024, &df_text, &df_len, err) < 0)
-    goto out;
   char hex[65];
-  ps_sha256_hex (df_text, df_len, hex);
+  if (dockerfile_read (df_path, &df_text, NULL, hex, err) < 0)
+    goto out;
   free (b->definition_digest);
   b->definition_digest = xstrdup (hex);
 

@@ -35,13 +35,16 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
   ev.current = (int64_t) size;
 
   ps_buf out = { 0 };
-  struct jsonmessage_opts jo = { .compat = data[0] & 8, .quiet = data[0] & 16 };
-  schema_jsonmessage_encode (&jo, &ev, &out);
-  ps_buf_free (&jo.held);
-  schema_solve_encode (&ev, "ref", &out);
-  struct trace_encoder te = { .quiet = data[0] & 32 };
-  schema_trace_encode (&te, &ev, &out);
-  ps_buf_free (&te.held);
+  struct event_encoder *encoders[] = {
+    schema_jsonmessage_encoder_new (data[0] & 8, data[0] & 16),
+    schema_solve_encoder_new ("ref"),
+    schema_trace_encoder_new (data[0] & 32),
+  };
+  for (size_t i = 0; i < sizeof encoders / sizeof encoders[0]; i++)
+    {
+      event_encoder_encode (encoders[i], &ev, &out);
+      event_encoder_free (encoders[i]);
+    }
   ps_buf_free (&out);
 
   size_t len = 0;

@@ -20,64 +20,69 @@ result_event (void)
 
 START_TEST (compat_result_is_aux_built_tagged)
 {
-  struct jsonmessage_opts o = { .compat = true };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (true, false);
   struct solver_event ev = result_event ();
   ps_buf out = { 0 };
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_str_eq (out.data, "{\"aux\":{\"ID\":\"sha256:" ID64 "\"}}\n"
                               "{\"stream\":\"Successfully built 65204c41aff7\\n\"}\n"
                               "{\"stream\":\"Successfully tagged y\\n\"}\n");
   ps_buf_free (&out);
+  event_encoder_free (o);
 }
 END_TEST
 
 START_TEST (libpod_result_adds_nothing_quiet_is_bare_id)
 {
-  struct jsonmessage_opts o = { .compat = false };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (false, false);
   struct solver_event ev = result_event ();
   ps_buf out = { 0 };
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_uint_eq (out.len, 0);
-  o.quiet = true;
-  o.compat = true;
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_free (o);
+  o = schema_jsonmessage_encoder_new (true, true);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_str_eq (out.data, "{\"stream\":\"" ID64 "\\n\"}\n");
   ps_buf_free (&out);
+  event_encoder_free (o);
 }
 END_TEST
 
 START_TEST (text_escapes_like_go)
 {
-  struct jsonmessage_opts o = { .compat = true };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (true, false);
   struct solver_event ev = { .kind = SOLVER_EV_VERTEX, .text = (char *) "STEP 2/4: RUN echo hello > /hello.txt && x\n" };
   ps_buf out = { 0 };
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_str_eq (out.data, "{\"stream\":\"STEP 2/4: RUN echo hello \\u003e /hello.txt \\u0026\\u0026 x\\n\"}\n");
   ps_buf_free (&out);
+  event_encoder_free (o);
 }
 END_TEST
 
 START_TEST (error_carries_exit_code)
 {
-  struct jsonmessage_opts o = { .compat = true };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (true, false);
   struct solver_event ev = { .kind = SOLVER_EV_ERROR, .error = (char *) "building at STEP \"RUN exit 3\": exit status 3",
                              .exit_code = 3 };
   ps_buf out = { 0 };
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_str_eq (out.data, "{\"errorDetail\":{\"code\":3,\"message\":\"building at STEP \\\"RUN exit 3\\\": exit "
                               "status 3\"},\"error\":\"building at STEP \\\"RUN exit 3\\\": exit status 3\"}\n");
   ps_buf_free (&out);
+  event_encoder_free (o);
 }
 END_TEST
 
 START_TEST (log_bytes_sanitised_to_utf8)
 {
-  struct jsonmessage_opts o = { .compat = true };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (true, false);
   struct solver_event ev = { .kind = SOLVER_EV_LOG, .data = (char *) "a\xff\0b\n", .len = 5, .stream = 1 };
   ps_buf out = { 0 };
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_str_eq (out.data, "{\"stream\":\"a\xef\xbf\xbd\xef\xbf\xbd" "b\\n\"}\n");
   ps_buf_free (&out);
+  event_encoder_free (o);
   char *s = schema_utf8_sanitize ("\xe2\x82\xac ok", 6);
   ck_assert_str_eq (s, "\xe2\x82\xac ok");
   free (s);
@@ -86,29 +91,30 @@ END_TEST
 
 START_TEST (quiet_hides_progress)
 {
-  struct jsonmessage_opts o = { .compat = true, .quiet = true };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (true, true);
   struct solver_event ev = { .kind = SOLVER_EV_TEXT, .text = (char *) "--> abc\n" };
   ps_buf out = { 0 };
-  schema_jsonmessage_encode (&o, &ev, &out);
+  event_encoder_encode (o, &ev, &out);
   ck_assert_uint_eq (out.len, 0);
   ps_buf_free (&out);
-  ps_buf_free (&o.held);
+  event_encoder_free (o);
 }
 END_TEST
 
 /* Docker and Podman replay a quiet build's output when it fails. */
 START_TEST (quiet_failure_replays_held_output)
 {
-  struct jsonmessage_opts o = { .compat = true, .quiet = true };
+  struct event_encoder *o = schema_jsonmessage_encoder_new (true, true);
   ps_buf out = { 0 };
   struct solver_event l = { .kind = SOLVER_EV_LOG, .data = (char *) "quiet-fail-X\n", .len = 13, .stream = 1 };
-  schema_jsonmessage_encode (&o, &l, &out);
+  event_encoder_encode (o, &l, &out);
   ck_assert_uint_eq (out.len, 0);
   struct solver_event e = { .kind = SOLVER_EV_ERROR, .error = (char *) "exit status 5", .exit_code = 5 };
-  schema_jsonmessage_encode (&o, &e, &out);
+  event_encoder_encode (o, &e, &out);
   ck_assert_str_eq (out.data, "{\"stream\":\"quiet-fail-X\\n\"}\n"
                               "{\"errorDetail\":{\"code\":5,\"message\":\"exit status 5\"},\"error\":\"exit status 5\"}\n");
   ps_buf_free (&out);
+  event_encoder_free (o);
 }
 END_TEST
 

@@ -121,12 +121,13 @@ END_TEST
 
 START_TEST (vertex_status_log_lines)
 {
+  struct event_encoder *enc = schema_solve_encoder_new ("r");
   ps_buf out = { 0 };
   char *inputs[] = { (char *) "sha256:aa", NULL };
   struct solver_event v = { .kind = SOLVER_EV_VERTEX, .vertex = (char *) "sha256:bb", .name = (char *) "[2/3] RUN a>b",
                             .inputs = inputs, .started_ns = 1700000000500000000LL,
                             .completed_ns = 1700000000500000000LL, .cached = true };
-  schema_solve_encode (&v, "r", &out);
+  event_encoder_encode (enc, &v, &out);
   ck_assert_str_eq (out.data, "{\"status\":{\"vertexes\":[{\"digest\":\"sha256:bb\",\"inputs\":[\"sha256:aa\"],"
                               "\"name\":\"[2/3] RUN a\\u003eb\",\"started\":\"2023-11-14T22:13:20.5Z\","
                               "\"completed\":\"2023-11-14T22:13:20.5Z\",\"cached\":true}]}}\n");
@@ -134,7 +135,7 @@ START_TEST (vertex_status_log_lines)
 
   struct solver_event l = { .kind = SOLVER_EV_LOG, .vertex = (char *) "sha256:bb", .stream = 2,
                             .data = (char *) "hello\n", .len = 6, .time_ns = 1700000000000000000LL };
-  schema_solve_encode (&l, "r", &out);
+  event_encoder_encode (enc, &l, &out);
   ck_assert_str_eq (out.data, "{\"status\":{\"logs\":[{\"vertex\":\"sha256:bb\",\"stream\":2,\"data\":\"aGVsbG8K\","
                               "\"timestamp\":\"2023-11-14T22:13:20Z\"}]}}\n");
   ps_buf_reset (&out);
@@ -142,31 +143,34 @@ START_TEST (vertex_status_log_lines)
   struct solver_event s = { .kind = SOLVER_EV_STATUS, .vertex = (char *) "sha256:bb",
                             .status_id = (char *) "transferring context:", .current = 10240,
                             .time_ns = 1700000000000000000LL };
-  schema_solve_encode (&s, "r", &out);
+  event_encoder_encode (enc, &s, &out);
   ck_assert_str_eq (out.data, "{\"status\":{\"statuses\":[{\"id\":\"transferring context:\",\"vertex\":\"sha256:bb\","
                               "\"current\":10240,\"timestamp\":\"2023-11-14T22:13:20Z\"}]}}\n");
   ps_buf_free (&out);
+  event_encoder_free (enc);
 }
 END_TEST
 
 START_TEST (result_and_error_lines)
 {
+  struct event_encoder *enc = schema_solve_encoder_new ("ref1");
   ps_buf out = { 0 };
   char *resp[] = { (char *) "containerimage.config.digest", (char *) "sha256:cc", NULL };
   struct solver_event r = { .kind = SOLVER_EV_RESULT, .response = resp };
-  schema_solve_encode (&r, "ref1", &out);
+  event_encoder_encode (enc, &r, &out);
   ck_assert_str_eq (out.data, "{\"result\":{\"ref\":\"ref1\",\"exporterResponse\":{\"containerimage.config.digest\":"
                               "\"sha256:cc\"}}}\n");
   ps_buf_reset (&out);
   struct solver_event e = { .kind = SOLVER_EV_ERROR, .error = (char *) "boom", .vertex = (char *) "sha256:bb",
                             .exit_code = 3 };
-  schema_solve_encode (&e, "ref1", &out);
+  event_encoder_encode (enc, &e, &out);
   ck_assert_str_eq (out.data, "{\"error\":{\"message\":\"boom\",\"vertex\":\"sha256:bb\",\"exitCode\":3}}\n");
   ps_buf_reset (&out);
   struct solver_event t = { .kind = SOLVER_EV_TEXT, .text = (char *) "--> abc\n" };
-  schema_solve_encode (&t, "ref1", &out);
+  event_encoder_encode (enc, &t, &out);
   ck_assert_uint_eq (out.len, 0);
   ps_buf_free (&out);
+  event_encoder_free (enc);
 }
 END_TEST
 

@@ -69,32 +69,52 @@ END_TEST
 
 START_TEST (lines_are_moby_shaped)
 {
-  struct trace_encoder enc = { 0 };
+  struct event_encoder *enc = schema_trace_encoder_new (false);
   ps_buf out = { 0 };
   struct solver_event v = { .kind = SOLVER_EV_VERTEX, .vertex = (char *) "sha256:bb", .name = (char *) "n" };
-  schema_trace_encode (&enc, &v, &out);
+  event_encoder_encode (enc, &v, &out);
   ck_assert (ps_str_has_prefix (out.data, "{\"id\":\"moby.buildkit.trace\",\"aux\":\""));
   ck_assert (ps_str_has_suffix (out.data, "\"}\r\n"));
   ps_buf_reset (&out);
 
   char *tags[] = { (char *) "app", NULL };
   struct solver_event r = { .kind = SOLVER_EV_RESULT, .image_id = (char *) "ab12", .tags = tags };
-  schema_trace_encode (&enc, &r, &out);
+  event_encoder_encode (enc, &r, &out);
   ck_assert_str_eq (out.data, "{\"id\":\"moby.image.id\",\"aux\":{\"ID\":\"sha256:ab12\"}}\r\n"
                               "{\"stream\":\"Successfully tagged app\\n\"}\r\n");
   ps_buf_reset (&out);
 
   /* quiet: progress held back, released before an error */
-  enc.quiet = true;
-  schema_trace_encode (&enc, &v, &out);
+  event_encoder_free (enc);
+  enc = schema_trace_encoder_new (true);
+  event_encoder_encode (enc, &v, &out);
   ck_assert_uint_eq (out.len, 0);
   struct solver_event e = { .kind = SOLVER_EV_ERROR, .error = (char *) "exit status 3", .exit_code = 3 };
-  schema_trace_encode (&enc, &e, &out);
+  event_encoder_encode (enc, &e, &out);
   ck_assert (ps_str_has_prefix (out.data, "{\"id\":\"moby.buildkit.trace\""));
   ck_assert (strstr (out.data, "{\"errorDetail\":{\"code\":3,\"message\":\"exit status 3\"},\"error\":\"exit status 3\"}\r\n")
              != NULL);
   ps_buf_free (&out);
-  ps_buf_free (&enc.held);
+  event_encoder_free (enc);
+}
+END_TEST
+
+/* A quiet build that succeeds shows the image ID only: the held progress
+   is dropped. */
+START_TEST (quiet_success_is_the_id_only)
+{
+  struct event_encoder *enc = schema_trace_encoder_new (true);
+  ps_buf out = { 0 };
+  struct solver_event l = { .kind = SOLVER_EV_LOG, .vertex = (char *) "sha256:bb", .data = (char *) "hi\n", .len = 3,
+                            .stream = 1, .time_ns = 1700000000000000000LL };
+  event_encoder_encode (enc, &l, &out);
+  ck_assert_uint_eq (out.len, 0);
+  char *tags[] = { (char *) "app", NULL };
+  struct solver_event r = { .kind = SOLVER_EV_RESULT, .image_id = (char *) "ab12", .tags = tags };
+  event_encoder_encode (enc, &r, &out);
+  ck_assert_str_eq (out.data, "{\"stream\":\"sha256:ab12\\n\"}\r\n");
+  ps_buf_free (&out);
+  event_encoder_free (enc);
 }
 END_TEST
 
@@ -106,6 +126,7 @@ suite_trace (void)
   tcase_add_test (tc, vertex_round_trips_through_protobuf);
   tcase_add_test (tc, log_and_status_carry_timestamps);
   tcase_add_test (tc, lines_are_moby_shaped);
+  tcase_add_test (tc, quiet_success_is_the_id_only);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -1,0 +1,218 @@
+/* plan.c — preparing a /build request (context intake, Dockerfile
+ * resolution, secrets, credentials) and the Dockerfile loader. */
+#define _GNU_SOURCE
+#include "solver/dockerfile/plan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/limits.h"
+#include "solver/context.h"
+#include "solver/registry_auth.h"
+#include "solver/session_io.h"
+
+/* ---- the Dockerfile loader ----------------------------------------------------------- */
+
+int
+dockerfile_find (const char *dir, const char *const *names, size_t n, const char **found, ps_error **err)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      int r = context_file (dir, names[i], err);
+      if (r < 0)
+        return -1;
+      if (r == 1)
+        {
+          *found = names[i];
+          return 1;
+        }
+    }
+  return 0;
+}
+
+int
+dockerfile_read (const char *path, char **text, size_t *len, char digest[65], ps_error **err)
+{
+  cleanup_free char *bytes = NULL;
+  size_t n = 0;
+  if (ps_read_file (path, PS_MAX_DOCKERFILE_BYTES, &bytes, &n, err) < 0)
+    return -1;
+  if (digest)
+    ps_sha256_hex (bytes, n, digest);
+  if (len)
+    *len = n;
+  if (text)
+    *text = steal_pointer (&bytes);
+  return 0;
+}
+
+/* ---- preparing a /build -------------------------------------------------------------- */
+
+static bool
+is_url (const char *s)
+{
+  return ps_str_has_prefix (s, "http://") || ps_str_has_prefix (s, "https://");
+}
+
+/* dockerfile=: compat defaults to Dockerfile and, as users expect, falls
+   back to Containerfile; libpod looks for Containerfile, then Dockerfile. */
+static int
+resolve_dockerfiles (struct build_request *b, const char *ctx, ps_error **err)
+{
+  const char *found = NULL;
+  if (b->dockerfile_param.n == 0)
+    {
+      static const char *const order_compat[] = { "Dockerfile", "Containerfile" };
+      static const char *const order_libpod[] = { "Containerfile", "Dockerfile" };
+      int r = dockerfile_find (ctx, b->libpod ? order_libpod : order_compat, 2, &found, err);
+      if (r < 0)
+        return -1;
+      if (r == 1)
+        {
+          ps_strv_push (&b->opts.dockerfiles, found);
+          return 0;
+        }
+      return ps_error_set (err, 400,
+                           b->libpod ? "no Containerfile or Dockerfile specified or found in context directory"
+                                     : "Cannot locate specified Dockerfile: Dockerfile");
+    }
+  for (size_t i = 0; i < b->dockerfile_param.n; i++)
+    {
+      const char *f = b->dockerfile_param.v[i];
+      if (is_url (f))
+        {
+          ps_strv_push (&b->opts.dockerfiles, f);
+          continue;
+        }
+      int r = dockerfile_find (ctx, &f, 1, &found, err);
+      if (r < 0)
+        return -1;
+      if (r == 0)
+        return ps_error_set (err, 400, "Cannot locate specified Dockerfile: %s", f);
+      while (ps_str_has_prefix (f, "./"))
+        f += 2;
+      ps_strv_push (&b->opts.dockerfiles, f);
+    }
+  return 0;
+}
+
+/* libpod secrets=["id=X,src=<file in context>"]: podman-remote ships the
+   secret inside the context; move it out so no COPY can put it in a layer. */
+static int
+move_secrets (struct build_request *b, const char *job_dir, const char *ctx, ps_error **err)
+{
+  if (b->secrets_param.n == 0)
+    return 0;
+  cleanup_free char *sdir = xasprintf ("%s/secrets", job_dir);
+  if (ps_mkdir_p (sdir, 0700, err) < 0)
+    return -1;
+  for (size_t i = 0; i < b->secrets_param.n; i++)
+    {
+      const char *spec = b->secrets_param.v[i];
+      cleanup_free char *id = NULL, *src = NULL;
+      cleanup_free char *copy = xstrdup (spec);
+      char *save = NULL;
+      for (char *f = strtok_r (copy, ",", &save); f; f = strtok_r (NULL, ",", &save))
+        {
+          if (ps_str_has_prefix (f, "id="))
+            id = xstrdup (f + 3);
+          else if (ps_str_has_prefix (f, "src="))
+            src = xstrdup (f + 4);
+        }
+      if (id == NULL || src == NULL || *id == '\0' || strchr (id, '/') != NULL)
+        return ps_error_set (err, 400, "failed to parse query parameter 'secrets': \"%s\": expected id=ID,src=FILE", spec);
+      if (context_file (ctx, src, err) != 1)
+        return ps_error_set (err, 400, "secret %s: file %s is not in the build context", id, src);
+      cleanup_free char *from = xasprintf ("%s/%s", ctx, src);
+      cleanup_free char *to = xasprintf ("%s/%s", sdir, id);
+      if (rename (from, to) < 0)
+        return ps_error_set_errno (err, 500, errno, "secret %s", id);
+      ps_strv_pushf (&b->opts.secrets, "id=%s,src=%s", id, to);
+    }
+  return 0;
+}
+
+/* The request body is the context: unpack it, find the Dockerfile, apply
+   the ignore rules, take the secrets out. */
+static int
+unpack_context (struct build_request *b, const struct dockerfile_env *env, const char *ctx, uint64_t *context_bytes,
+                ps_error **err)
+{
+  cleanup_close int fd = open (env->body_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return ps_error_set_errno (err, 500, errno, "open %s", env->body_path);
+  struct ps_context_limits lim = { env->max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
+  struct ps_context_stats stats = { 0 };
+  if (context_extract_fd (fd, ctx, &lim, &stats, err) < 0)
+    return -1; /* its messages name the build context already */
+  *context_bytes = stats.bytes;
+  if (resolve_dockerfiles (b, ctx, err) < 0)
+    return -1;
+  const char *df = b->opts.dockerfiles.n > 0 && !is_url (b->opts.dockerfiles.v[0]) ? b->opts.dockerfiles.v[0] : NULL;
+  if (context_apply_ignore (ctx, df, &b->excludes, err) < 0 || move_secrets (b, env->job_dir, ctx, err) < 0)
+    return -1;
+  b->opts.context_dir = xstrdup (ctx);
+  return 0;
+}
+
+int
+dockerfile_plan_new (struct build_request *b, const struct dockerfile_env *env, struct dockerfile_build **out,
+                     ps_error **err)
+{
+  cleanup_free char *ctx = xasprintf ("%s/context", env->job_dir);
+  if (ps_mkdir_p (ctx, 0700, err) < 0)
+    return -1;
+  uint64_t context_bytes = 0;
+  struct session_sources *session = NULL;
+  if (b->use_session_context)
+    {
+      /* The sources come over the session, inside the job (their transfers
+         are the first vertices of the build). */
+      session = session_sources_new (b->session, env->state_dir, env->job_dir,
+                                     b->dockerfile_param.n ? b->dockerfile_param.v[0] : NULL);
+      session->output_type = b->output_type ? xstrdup (b->output_type) : NULL;
+      session->max_context_bytes = env->max_context_bytes;
+    }
+  else if (b->opts.remote == NULL)
+    {
+      if (unpack_context (b, env, ctx, &context_bytes, err) < 0)
+        return -1;
+    }
+  else
+    {
+      for (size_t i = 0; i < b->dockerfile_param.n; i++)
+        ps_strv_push (&b->opts.dockerfiles, b->dockerfile_param.v[i]);
+    }
+  unlink (env->body_path);
+
+  cleanup_free char *authfile = xasprintf ("%s/auth.json", env->job_dir);
+  int have_auth = registry_auth_write (env->registry_config, env->registry_auth, authfile, err);
+  if (have_auth < 0)
+    {
+      session_sources_free (session);
+      return -1;
+    }
+  if (have_auth > 0)
+    b->opts.authfile = xstrdup (authfile);
+
+  struct dockerfile_build *p = xcalloc (1, sizeof *p);
+  const char *df = b->opts.dockerfiles.n > 0 ? b->opts.dockerfiles.v[0] : "Dockerfile";
+  p->dockerfile_name = xstrdup (df);
+  p->context_bytes = context_bytes;
+  /* The digest of a Dockerfile not at hand (a URL, one coming over the
+     session) is its name's until the bytes arrive. */
+  char hex[65];
+  cleanup_free char *dfpath = b->opts.context_dir ? xasprintf ("%s/%s", b->opts.context_dir, df) : NULL;
+  if (dfpath == NULL || dockerfile_read (dfpath, NULL, NULL, hex, NULL) < 0)
+    ps_sha256_hex (df, strlen (df), hex);
+  p->definition_digest = xstrdup (hex);
+  p->opts = b->opts;
+  build_options_init (&b->opts); /* moved into the plan */
+  p->session = session;
+  *out = p;
+  return 0;
+}
