@@ -5,7 +5,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
-#include "schema/jsonmessage.h"
+#include "schema/jsonline.h"
 
 ps_buf *
 quiet_hold_progress (struct quiet_hold *h, ps_buf *out)
@@ -19,14 +19,6 @@ quiet_hold_drop (struct quiet_hold *h)
   ps_buf_free (&h->held);
 }
 
-void
-schema_json_append_crlf_line (ps_buf *out, const cJSON *o)
-{
-  schema_json_append_line (out, o);
-  /* schema_json_append_line wrote "\n". */
-  out->data[out->len - 1] = '\r';
-  ps_buf_puts (out, "\n");
-}
 
 void
 quiet_hold_fail (struct quiet_hold *h, const struct solver_event *ev, bool crlf, ps_buf *out)

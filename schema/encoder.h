@@ -64,9 +64,4 @@ void quiet_hold_drop (struct quiet_hold *h);
    BuildKit-mode stream). */
 void quiet_hold_fail (struct quiet_hold *h, const struct solver_event *ev, bool crlf, ps_buf *out);
 
-/* Append `o` as one compact line (see schema_json_append_line) ended by
-   "\r\n", as moby writes its BuildKit-mode messages. */
-struct cJSON;
-void schema_json_append_crlf_line (ps_buf *out, const struct cJSON *o);
-
 #endif

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "schema/jsonmessage.h"
+#include "schema/jsonline.h"
 
 void
 schema_time_rfc3339nano (int64_t ns, char *out, size_t outlen)

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "control.pb-c.h"
-#include "schema/jsonmessage.h"
+#include "schema/jsonline.h"
 
 static Google__Protobuf__Timestamp *
 ts_new (Google__Protobuf__Timestamp *slot, int64_t ns)

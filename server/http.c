@@ -19,8 +19,6 @@
 #include "common/log.h"
 #include "schema/apierror.h"
 #include "server/config.h"
-#include "server/proxy.h"
-#include "server/router.h"
 
 /* What the glue keeps per request beyond struct ps_request: MHD's uri-log
    callback creates it (so the request-target is seen before MHD decodes
@@ -288,6 +286,14 @@ fail (struct ps_request *req, ps_error *err)
    more than --max-connections, so that the extra clients get a clear 503
    instead of a connection closed without a word; past that MHD closes
    them (it must stop accepting somewhere). */
+static struct http_dispatch dispatch;
+
+void
+http_set_dispatch (const struct http_dispatch *d)
+{
+  dispatch = *d;
+}
+
 struct listener_limit
 {
   struct MHD_Daemon *daemon;
@@ -387,14 +393,14 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
           http_respond (req, 503, "application/json", body, strlen (body), extra);
           return MHD_YES;
         }
-      req->handler = router_lookup (req);
+      req->handler = dispatch.lookup (req);
       /* Not a route of ours: the Podman API service answers it.  A known
          path with another method stays a local 405. */
-      if (req->handler == NULL && !router_path_known (req->url))
-        req->handler = proxy_route (req, http_request_of (req)->target);
+      if (req->handler == NULL && !dispatch.path_known (req->url))
+        req->handler = dispatch.fallback (req, http_request_of (req)->target);
       if (req->handler == NULL)
         {
-          bool known = router_path_known (req->url);
+          bool known = dispatch.path_known (req->url);
           cleanup_free char *msg = known ? xasprintf ("method %s not allowed for %s", method, url)
                                          : xasprintf ("no such route: %s %s", method, url);
           http_respond_error (req, known ? 405 : 404, msg);
@@ -447,12 +453,12 @@ completed_handler (void *cls, struct MHD_Connection *conn, void **con_cls, enum 
   if (http_request_of (req)->begun)
     {
       int64_t ms = (ps_monotonic_ns () - req->started_ns) / 1000000;
-      bool upstream = proxy_owns (req);
+      bool upstream = dispatch.fallback_owns (req);
       uint64_t in = req->body_bytes, relay_in = 0, proxied_out = 0;
       int64_t out = http_request_of (req)->bytes_out;
       if (upstream)
         {
-          proxy_bytes (req, &relay_in, &proxied_out);
+          dispatch.fallback_bytes (req, &relay_in, &proxied_out);
           in += relay_in;
           if (out < 0) /* else podsolved answered for it (an error) */
             out = (int64_t) proxied_out;

@@ -124,6 +124,23 @@ struct ps_tls
   bool verify; /* require a client certificate signed by `ca` */
 };
 
+/* Where requests go, set once by main before the first http_start: the
+   route table (`lookup`: our handler or NULL; `path_known`: the path is
+   ours with some method, so another method is a 405), and the fallback for
+   everything else (the pass-through to the Podman service: `fallback`
+   returns its handler or NULL when there is none; `fallback_owns` and
+   `fallback_bytes` feed the access log).  The server floor's glue knows
+   neither the routes nor the proxy: main wires them. */
+struct http_dispatch
+{
+  const struct ps_handler *(*lookup) (struct ps_request *req);
+  bool (*path_known) (const char *url);
+  const struct ps_handler *(*fallback) (struct ps_request *req, const char *target);
+  bool (*fallback_owns) (const struct ps_request *req);
+  void (*fallback_bytes) (const struct ps_request *req, uint64_t *in, uint64_t *out);
+};
+void http_set_dispatch (const struct http_dispatch *d);
+
 /* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP.  A
    connection over `max_connections` gets a 503 (Podman's error body) and
    is closed. */

@@ -18,6 +18,7 @@
 #include "server/http.h"
 #include "server/listen.h"
 #include "server/proxy.h"
+#include "server/router.h"
 #include "server/upstream.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
@@ -98,6 +99,13 @@ main (int argc, char **argv)
     }
   ps_log_set_level (ps_cfg.log_level);
   proxy_global_init ();
+  http_set_dispatch (&(struct http_dispatch){
+      .lookup = router_lookup,
+      .path_known = router_path_known,
+      .fallback = proxy_route,
+      .fallback_owns = proxy_owns,
+      .fallback_bytes = proxy_bytes,
+  });
 
   for (size_t i = 0; i < ps_cfg.listen.n; i++)
     if (ps_str_has_prefix (ps_cfg.listen.v[i], "tcp://") && !ps_cfg.insecure_tcp && ps_cfg.tls_cert == NULL)

@@ -60,94 +60,6 @@ proxy_shutdown (void)
   atomic_store (&proxy_stopping, true);
 }
 
-/* ---- headers ---------------------------------------------------------------- */
-
-/* Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the
-   message: never forwarded, in either direction.  `connection` is the
-   Connection header of the same message, whose tokens name more of them. */
-bool
-proxy_is_hop_by_hop (const char *name, const char *connection)
-{
-  static const char *const fixed[] = {
-    "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-    "TE",         "Trailer",    "Transfer-Encoding", "Upgrade",
-  };
-  for (size_t i = 0; i < ARRAY_SIZE (fixed); i++)
-    if (strcasecmp (name, fixed[i]) == 0)
-      return true;
-  return connection != NULL && http_header_has_token (connection, name);
-}
-
-const char *
-proxy_header_get (const ps_strv *pairs, const char *name)
-{
-  for (size_t i = 0; i + 1 < pairs->n; i += 2)
-    if (strcasecmp (pairs->v[i], name) == 0)
-      return pairs->v[i + 1];
-  return NULL;
-}
-
-/* Feed one line, CRLF already removed.  Returns -1 on a malformed line. */
-int
-proxy_head_line (struct response_head *h, const char *line, size_t len)
-{
-  if (h->complete)
-    return 0; /* trailers after a chunked body: not forwarded */
-  if (len >= 5 && strncmp (line, "HTTP/", 5) == 0)
-    {
-      const char *sp = memchr (line, ' ', len);
-      if (sp == NULL || line + len - sp < 4)
-        return -1;
-      long code = 0;
-      for (int i = 1; i <= 3; i++)
-        {
-          if (sp[i] < '0' || sp[i] > '9')
-            return -1;
-          code = code * 10 + (sp[i] - '0');
-        }
-      h->status = code;
-      ps_strv_free (&h->headers); /* a final status after 1xx starts afresh */
-      return 0;
-    }
-  if (len == 0)
-    {
-      /* 101 is final for us: it ends the HTTP part of the connection. */
-      if (h->status >= 200 || h->status == 101)
-        h->complete = true;
-      return h->status > 0 ? 0 : -1;
-    }
-  if (h->status == 0)
-    return -1;
-  if (line[0] == ' ' || line[0] == '\t')
-    return 0; /* obsolete line folding: Podman never sends it */
-  const char *colon = memchr (line, ':', len);
-  if (colon == NULL || colon == line)
-    return -1;
-  const char *v = colon + 1, *end = line + len;
-  while (v < end && (*v == ' ' || *v == '\t'))
-    v++;
-  while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-    end--;
-  cleanup_free char *name = xstrndup (line, (size_t) (colon - line));
-  cleanup_free char *value = xstrndup (v, (size_t) (end - v));
-  ps_strv_push (&h->headers, name);
-  ps_strv_push (&h->headers, value);
-  return 0;
-}
-
-size_t
-proxy_curl_head_cb (char *buf, size_t size, size_t n, void *userp)
-{
-  struct response_head *h = userp;
-  size_t len = size * n;
-  size_t l = len;
-  while (l > 0 && (buf[l - 1] == '\n' || buf[l - 1] == '\r'))
-    l--;
-  if (proxy_head_line (h, buf, l) < 0)
-    return 0; /* curl fails the transfer: CURLE_WRITE_ERROR */
-  return len;
-}
-
 /* ---- the per-request state -------------------------------------------------- */
 
 static void
@@ -352,7 +264,7 @@ proxy_collect_request_header (void *cls, const char *key, const char *value)
       /* The upgrade request goes as it came: Connection and Upgrade are the
          point of it, and the body is re-sent with its own framing. */
       if (strcasecmp (key, "Connection") != 0 && strcasecmp (key, "Upgrade") != 0
-          && strcasecmp (key, "Transfer-Encoding") != 0 && proxy_is_hop_by_hop (key, w->connection))
+          && strcasecmp (key, "Transfer-Encoding") != 0 && http1_is_hop_by_hop (key, w->connection))
         return;
       if (strcasecmp (key, "Transfer-Encoding") == 0)
         {
@@ -365,7 +277,7 @@ proxy_collect_request_header (void *cls, const char *key, const char *value)
       return;
     }
   /* curl writes its own framing from CURLOPT_INFILESIZE / chunked upload. */
-  if (proxy_is_hop_by_hop (key, w->connection) || strcasecmp (key, "Content-Length") == 0)
+  if (http1_is_hop_by_hop (key, w->connection) || strcasecmp (key, "Content-Length") == 0)
     return;
   if (strcasecmp (key, "Accept") == 0)
     w->saw_accept = true;
@@ -424,7 +336,7 @@ transfer_begin (struct proxy *p, struct ps_request *req, ps_error **err)
   /* Bytes pass unchanged: no content decoding (curl still removes the
      upstream's chunked framing; MHD applies its own). */
   curl_easy_setopt (c, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-  curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, proxy_curl_head_cb);
+  curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, http1_curl_head_cb);
   curl_easy_setopt (c, CURLOPT_HEADERDATA, &p->head);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, transfer_write_cb);
   curl_easy_setopt (c, CURLOPT_WRITEDATA, p);
@@ -525,8 +437,8 @@ proxy_queue_upstream_answer (struct proxy *p, struct ps_request *req, http_strea
                              ps_error **err)
 {
   long status = p->head.status;
-  const char *cl = proxy_header_get (&p->head.headers, "Content-Length");
-  const char *connection = proxy_header_get (&p->head.headers, "Connection");
+  const char *cl = http1_header_get (&p->head.headers, "Content-Length");
+  const char *connection = http1_header_get (&p->head.headers, "Connection");
   p->content_length = -1;
   if (cl)
     {
@@ -559,7 +471,7 @@ proxy_queue_upstream_answer (struct proxy *p, struct ps_request *req, http_strea
       /* A body the upstream ends by closing (no length, not chunked: a
          hijacked attach/exec answered "200 OK") goes out the same way, byte
          for byte, not re-framed as chunks a raw-stream reader would see. */
-      const char *te = proxy_header_get (&p->head.headers, "Transfer-Encoding");
+      const char *te = http1_header_get (&p->head.headers, "Transfer-Encoding");
       if (r && p->content_length < 0 && !(te && http_header_has_token (te, "chunked")))
         MHD_set_response_options (r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
     }
@@ -569,7 +481,7 @@ proxy_queue_upstream_answer (struct proxy *p, struct ps_request *req, http_strea
   for (size_t i = 0; i + 1 < p->head.headers.n; i += 2)
     {
       const char *name = p->head.headers.v[i];
-      if (proxy_is_hop_by_hop (name, connection) || strcasecmp (name, "Content-Length") == 0)
+      if (http1_is_hop_by_hop (name, connection) || strcasecmp (name, "Content-Length") == 0)
         continue;
       if (MHD_add_response_header (r, name, p->head.headers.v[i + 1]) != MHD_YES)
         ps_debug ("proxy: MHD refused the upstream header %s", name);

@@ -135,7 +135,7 @@ hijack_parse_head (struct proxy *p)
       size_t l = i - start;
       if (l > 0 && data[start + l - 1] == '\r')
         l--;
-      if (proxy_head_line (&p->head, data + start, l) < 0)
+      if (http1_head_line (&p->head, data + start, l) < 0)
         return -1;
       start = i + 1;
       if (p->head.complete)
@@ -429,8 +429,8 @@ proxy_hijack_complete (struct proxy *p, struct ps_request *req, ps_error **err)
 
   /* Anything else (an error, or a hijack answered without upgrading) is an
      ordinary response whose body we frame ourselves. */
-  const char *te = proxy_header_get (&p->head.headers, "Transfer-Encoding");
-  const char *cl = proxy_header_get (&p->head.headers, "Content-Length");
+  const char *te = http1_header_get (&p->head.headers, "Transfer-Encoding");
+  const char *cl = http1_header_get (&p->head.headers, "Content-Length");
   if (te && http_header_has_token (te, "chunked"))
     {
       p->framing = FRAME_CHUNKED;

@@ -21,7 +21,7 @@
 
 #include "common/log.h"
 #include "server/config.h"
-#include "server/proxy_internal.h"
+#include "server/http1.h"
 
 /* ---- buffered calls ------------------------------------------------------------ */
 
@@ -56,7 +56,7 @@ upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps
   curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT_MS, (long) PS_PROXY_CONNECT_TIMEOUT_MS);
   curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, proxy_curl_head_cb);
+  curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, http1_curl_head_cb);
   curl_easy_setopt (c, CURLOPT_HEADERDATA, &head);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, fetch_write_cb);
   curl_easy_setopt (c, CURLOPT_WRITEDATA, &out->body);
@@ -81,7 +81,7 @@ upstream_fetch (const char *method, const char *path, long timeout_ms, struct ps
 const char *
 upstream_reply_header (const struct ps_upstream_reply *r, const char *name)
 {
-  return proxy_header_get (&r->headers, name);
+  return http1_header_get (&r->headers, name);
 }
 
 void

@@ -18,7 +18,7 @@
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
 #include "solver/context.h"
-#include "solver/dockerfile/plan.h"
+#include "solver/dockerfile/scan.h"
 #include "solver/image_config.h"
 #include "solver/llb/llb.h"
 #include "solver/llb/exec.h"

@@ -14,7 +14,7 @@
 #include "solver/buildah.h"
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
-#include "solver/dockerfile/plan.h"
+#include "solver/dockerfile/scan.h"
 #include "solver/dockerfile/result_cache.h"
 #include "solver/session_io.h"
 #include "solver/dockerfile/transfer.h"

@@ -1,5 +1,5 @@
 /* plan.c — preparing a /build request (context intake, Dockerfile
- * resolution, secrets, credentials) and the Dockerfile loader. */
+ * resolution, secrets, credentials). */
 #define _GNU_SOURCE
 #include "solver/dockerfile/plan.h"
 
@@ -12,43 +12,9 @@
 
 #include "common/limits.h"
 #include "solver/context.h"
+#include "solver/dockerfile/scan.h"
 #include "solver/registry_auth.h"
 #include "solver/session_io.h"
-
-/* ---- the Dockerfile loader ----------------------------------------------------------- */
-
-int
-dockerfile_find (const char *dir, const char *const *names, size_t n, const char **found, ps_error **err)
-{
-  for (size_t i = 0; i < n; i++)
-    {
-      int r = context_file (dir, names[i], err);
-      if (r < 0)
-        return -1;
-      if (r == 1)
-        {
-          *found = names[i];
-          return 1;
-        }
-    }
-  return 0;
-}
-
-int
-dockerfile_read (const char *path, char **text, size_t *len, char digest[65], ps_error **err)
-{
-  cleanup_free char *bytes = NULL;
-  size_t n = 0;
-  if (ps_read_file (path, PS_MAX_DOCKERFILE_BYTES, &bytes, &n, err) < 0)
-    return -1;
-  if (digest)
-    ps_sha256_hex (bytes, n, digest);
-  if (len)
-    *len = n;
-  if (text)
-    *text = steal_pointer (&bytes);
-  return 0;
-}
 
 /* ---- preparing a /build -------------------------------------------------------------- */
 

@@ -47,16 +47,4 @@ struct dockerfile_env
 int dockerfile_plan_new (struct build_request *req, const struct dockerfile_env *env, struct dockerfile_build **out,
                          ps_error **err);
 
-/* ---- the Dockerfile loader ----------------------------------------------------------- */
-
-/* Look for the first of `names` (tried in order) that is a regular file
-   inside `dir`, by context_file's rules.  Returns 1 with *found pointing at
-   that name, 0 when none exists, -1 (400) when a name leads outside `dir`. */
-int dockerfile_find (const char *dir, const char *const *names, size_t n, const char **found, ps_error **err);
-
-/* Read the Dockerfile at `path` (at most PS_MAX_DOCKERFILE_BYTES).  `text`
-   and `len` may be NULL; `digest`, unless NULL, gets the sha256 hex of the
-   bytes, which seeds the build's vertex digests. */
-int dockerfile_read (const char *path, char **text, size_t *len, char digest[65], ps_error **err);
-
 #endif

@@ -1,5 +1,5 @@
-/* scan.c — FROM images and secret ids out of a Dockerfile's text (see
- * scan.h). */
+/* scan.c — the Dockerfile loader, and FROM images and secret ids out of a
+ * Dockerfile's text (see scan.h). */
 #define _GNU_SOURCE
 #include "solver/dockerfile/scan.h"
 
@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "common/limits.h"
+#include "solver/context.h"
 
 bool
 dockerfile_from_images (const char *dockerfile, ps_strv *images)
@@ -86,4 +89,39 @@ dockerfile_secret_ids (const char *dockerfile, ps_strv *ids)
       if (!seen)
         ps_strv_push (ids, id);
     }
+}
+
+/* ---- the Dockerfile loader ----------------------------------------------------------- */
+
+int
+dockerfile_find (const char *dir, const char *const *names, size_t n, const char **found, ps_error **err)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      int r = context_file (dir, names[i], err);
+      if (r < 0)
+        return -1;
+      if (r == 1)
+        {
+          *found = names[i];
+          return 1;
+        }
+    }
+  return 0;
+}
+
+int
+dockerfile_read (const char *path, char **text, size_t *len, char digest[65], ps_error **err)
+{
+  cleanup_free char *bytes = NULL;
+  size_t n = 0;
+  if (ps_read_file (path, PS_MAX_DOCKERFILE_BYTES, &bytes, &n, err) < 0)
+    return -1;
+  if (digest)
+    ps_sha256_hex (bytes, n, digest);
+  if (len)
+    *len = n;
+  if (text)
+    *text = steal_pointer (&bytes);
+  return 0;
 }

@@ -1,4 +1,4 @@
-/* scan.h — what the daemon reads out of a Dockerfile's text before buildah
+/* scan.h — the Dockerfile loader (find, read, hash) and what the daemon reads out of a Dockerfile's text before buildah
  * sees it: the base images its FROM lines name (registry credentials, the
  * result cache's key) and the secrets its RUN --mount flags ask for (fetched
  * from the client's session).  A light line scan, not a Dockerfile parser:
@@ -18,5 +18,17 @@ bool dockerfile_from_images (const char *dockerfile, ps_strv *images);
    defaults to the base name of target= / dst=), each once, in order of
    first use.  Ids that are empty or hold a '/' are left out. */
 void dockerfile_secret_ids (const char *dockerfile, ps_strv *ids);
+
+/* ---- the Dockerfile loader ----------------------------------------------------------- */
+
+/* Look for the first of `names` (tried in order) that is a regular file
+   inside `dir`, by context_file's rules.  Returns 1 with *found pointing at
+   that name, 0 when none exists, -1 (400) when a name leads outside `dir`. */
+int dockerfile_find (const char *dir, const char *const *names, size_t n, const char **found, ps_error **err);
+
+/* Read the Dockerfile at `path` (at most PS_MAX_DOCKERFILE_BYTES).  `text`
+   and `len` may be NULL; `digest`, unless NULL, gets the sha256 hex of the
+   bytes, which seeds the build's vertex digests. */
+int dockerfile_read (const char *path, char **text, size_t *len, char digest[65], ps_error **err);
 
 #endif

@@ -17,7 +17,6 @@
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/context.h"
-#include "solver/dockerfile/plan.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_io.h"
 #include "solver/dockerfile/scan.h"
