@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/ps.h"
+#include "common/regexp.h"
 #include "schema/apierror.h"
 #include "tests/unit/suites.h"
 
@@ -98,6 +99,44 @@ START_TEST (api_error_body_has_podman_fields)
 }
 END_TEST
 
+static bool
+re_matches (const char *pattern, const char *text)
+{
+  uint32_t runes[128];
+  size_t n = 0;
+  for (const char *c = pattern; *c; c++)
+    runes[n++] = (unsigned char) *c;
+  const char *error = NULL;
+  ps_regexp *re = ps_regexp_compile (runes, n, &error);
+  ck_assert_msg (re != NULL, "%s: %s", pattern, error);
+  bool m = ps_regexp_match (re, text, strlen (text));
+  ps_regexp_free (re);
+  return m;
+}
+
+START_TEST (regexp_engine)
+{
+  ck_assert (re_matches ("^a[^/]*b$", "axxb"));
+  ck_assert (!re_matches ("^a[^/]*b$", "ax/b"));
+  ck_assert (re_matches ("^(.*/)?c$", "a/b/c"));
+  ck_assert (re_matches ("^(.*/)?c$", "c"));
+  ck_assert (re_matches ("[[:digit:]]+", "ab12"));
+  ck_assert (!re_matches ("^\\d$", "x"));
+  ck_assert (re_matches ("x|y", "zzy"));
+  /* a rune, not a byte: U+00E9 is one [^/] */
+  ck_assert (re_matches ("^[^/]$", "\xc3\xa9"));
+  const char *error = NULL;
+  uint32_t bad[] = { '[', 'z', '-', 'a', ']' };
+  ck_assert_ptr_null (ps_regexp_compile (bad, 5, &error));
+  ck_assert_ptr_nonnull (error);
+  size_t w;
+  ck_assert_uint_eq (ps_decode_rune ((const unsigned char *) "\xc3\xa9", 2, &w), 0xE9);
+  ck_assert_uint_eq (w, 2);
+  ck_assert_uint_eq (ps_decode_rune ((const unsigned char *) "\xff", 1, &w), PS_RUNE_ERROR);
+  ck_assert_uint_eq (w, 1);
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -108,6 +147,7 @@ suite_common (void)
   tcase_add_test (tc, path_containment);
   tcase_add_test (tc, buffer_and_strv);
   tcase_add_test (tc, api_error_body_has_podman_fields);
+  tcase_add_test (tc, regexp_engine);
   suite_add_tcase (s, tc);
   return s;
 }
