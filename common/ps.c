@@ -338,6 +338,39 @@ ps_monotonic_ns (void)
 }
 
 void
+ps_timespec_add_ms (struct timespec *ts, int64_t ms)
+{
+  ts->tv_sec += (time_t) (ms / 1000);
+  ts->tv_nsec += (long) (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L)
+    {
+      ts->tv_sec++;
+      ts->tv_nsec -= 1000000000L;
+    }
+}
+
+struct timespec
+ps_deadline_after_ms (clockid_t clock, int64_t ms)
+{
+  struct timespec ts;
+  clock_gettime (clock, &ts);
+  ps_timespec_add_ms (&ts, ms);
+  return ts;
+}
+
+int64_t
+ps_deadline_ns_after_ms (int64_t ms)
+{
+  return ps_monotonic_ns () + ms * 1000000LL;
+}
+
+bool
+ps_deadline_passed (int64_t deadline_ns)
+{
+  return ps_monotonic_ns () > deadline_ns;
+}
+
+void
 ps_format_rfc3339 (int64_t ns, char *out, size_t outlen)
 {
   time_t secs = (time_t) (ns / 1000000000LL);

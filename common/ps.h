@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define UNLIKELY(x) __builtin_expect (!!(x), 0)
 #define LIKELY(x) __builtin_expect (!!(x), 1)
@@ -112,6 +113,15 @@ void ps_kv_list_free (struct ps_kv_list *l);
 int64_t ps_now_ns (void);       /* CLOCK_REALTIME, nanoseconds */
 int64_t ps_monotonic_ns (void); /* CLOCK_MONOTONIC, nanoseconds */
 void ps_format_rfc3339 (int64_t ns, char *out, size_t outlen);
+
+/* Deadlines.  pthread_cond_timedwait and pthread_timedjoin_np want an
+   absolute time on the clock the condition waits on (CLOCK_REALTIME unless
+   its condattr says CLOCK_MONOTONIC); a plain int64_t deadline is a
+   ps_monotonic_ns () value. */
+void ps_timespec_add_ms (struct timespec *ts, int64_t ms); /* ms >= 0 */
+struct timespec ps_deadline_after_ms (clockid_t clock, int64_t ms);
+int64_t ps_deadline_ns_after_ms (int64_t ms);   /* ps_monotonic_ns () + ms */
+bool ps_deadline_passed (int64_t deadline_ns);  /* now is past it */
 
 /* Digests and encodings (OpenSSL). */
 void ps_sha256_hex (const void *data, size_t len, char out[65]);

@@ -1404,15 +1404,7 @@ supervise (void *arg)
                    si.si_code == CLD_EXITED ? "exited with status" : "was killed by signal", si.si_status,
                    delay_ms);
         }
-      struct timespec until;
-      clock_gettime (CLOCK_REALTIME, &until);
-      until.tv_sec += delay_ms / 1000;
-      until.tv_nsec += (long) (delay_ms % 1000) * 1000000L;
-      if (until.tv_nsec >= 1000000000L)
-        {
-          until.tv_sec++;
-          until.tv_nsec -= 1000000000L;
-        }
+      struct timespec until = ps_deadline_after_ms (CLOCK_REALTIME, delay_ms);
       while (!spawned.stop && pthread_cond_timedwait (&spawned.cond, &spawned.lock, &until) != ETIMEDOUT)
         ;
       delay_ms = delay_ms * 2 > UPSTREAM_RESTART_MAX_MS ? UPSTREAM_RESTART_MAX_MS : delay_ms * 2;
@@ -1464,10 +1456,10 @@ upstream_spawn_wait_ready (void)
 {
   if (!spawned.started)
     return;
-  int64_t deadline = ps_monotonic_ns () + (int64_t) PS_UPSTREAM_START_TIMEOUT_MS * 1000000;
+  int64_t deadline = ps_deadline_ns_after_ms (PS_UPSTREAM_START_TIMEOUT_MS);
   while (!socket_accepts (ps_cfg.upstream))
     {
-      if (ps_monotonic_ns () > deadline)
+      if (ps_deadline_passed (deadline))
         {
           ps_warn ("the Podman API service is not answering on unix://%s after %d s; builds work, other "
                    "requests get 502 until it does",
@@ -1492,9 +1484,7 @@ upstream_spawn_stop (void)
   pthread_cond_broadcast (&spawned.cond);
   pthread_mutex_unlock (&spawned.lock);
 
-  struct timespec until;
-  clock_gettime (CLOCK_REALTIME, &until);
-  until.tv_sec += PS_UPSTREAM_STOP_GRACE_MS / 1000;
+  struct timespec until = ps_deadline_after_ms (CLOCK_REALTIME, PS_UPSTREAM_STOP_GRACE_MS);
   if (pthread_timedjoin_np (spawned.thread, NULL, &until) != 0)
     {
       pthread_mutex_lock (&spawned.lock);

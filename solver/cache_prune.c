@@ -793,7 +793,7 @@ lock_exclusive (int fd, const char *what, const struct cache_prune_opts *o, int6
         return ps_error_set_errno (err, 500, errno, "lock %s", what);
       if (o->give_up && o->give_up (o->give_up_data))
         return ps_error_set (err, 499, "the client went away while the prune waited for %s", what);
-      if (ps_monotonic_ns () > deadline)
+      if (ps_deadline_passed (deadline))
         return ps_error_set (err, 409, "%s did not end within %lld s; prune again when they have",
                              what, (long long) (o->wait_ms / 1000));
       struct timespec ts = { 0, CACHE_PRUNE_POLL_MS * 1000000L };
@@ -815,7 +815,7 @@ cache_prune (const char *state_dir, const struct cache_prune_opts *o, struct cac
   cleanup_close int lock = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0)
     return ps_error_set_errno (err, 500, errno, "open %s", lock_path);
-  int64_t deadline = ps_monotonic_ns () + o->wait_ms * 1000000LL;
+  int64_t deadline = ps_deadline_ns_after_ms (o->wait_ms);
   if (lock_exclusive (gate, "another prune", o, deadline, err) < 0
       || lock_exclusive (lock, "running builds", o, deadline, err) < 0)
     return -1;

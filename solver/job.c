@@ -266,15 +266,7 @@ solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char
 const struct solver_event *
 solver_job_next (solver_job *job, size_t idx, int timeout_ms, bool *done)
 {
-  struct timespec deadline;
-  clock_gettime (CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L)
-    {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, timeout_ms);
 
   const struct solver_event *ev = NULL;
   pthread_mutex_lock (&job->lock);
@@ -420,14 +412,7 @@ acquire_slot (solver_job *job)
           pthread_mutex_unlock (&slot_lock);
           return -1;
         }
-      struct timespec ts;
-      clock_gettime (CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 200 * 1000000L;
-      if (ts.tv_nsec >= 1000000000L)
-        {
-          ts.tv_sec++;
-          ts.tv_nsec -= 1000000000L;
-        }
+      struct timespec ts = ps_deadline_after_ms (CLOCK_REALTIME, 200);
       pthread_cond_timedwait (&slot_changed, &slot_lock, &ts);
     }
   running++;

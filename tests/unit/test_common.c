@@ -137,6 +137,28 @@ START_TEST (regexp_engine)
 }
 END_TEST
 
+START_TEST (deadline_helpers)
+{
+  struct timespec ts = { .tv_sec = 5, .tv_nsec = 999000000L };
+  ps_timespec_add_ms (&ts, 1001);
+  ck_assert_int_eq (ts.tv_sec, 7);
+  ck_assert_int_eq (ts.tv_nsec, 0);
+  ps_timespec_add_ms (&ts, 250);
+  ck_assert_int_eq (ts.tv_sec, 7);
+  ck_assert_int_eq (ts.tv_nsec, 250000000L);
+
+  struct timespec now;
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  struct timespec d = ps_deadline_after_ms (CLOCK_MONOTONIC, 1500);
+  int64_t diff = ((int64_t) d.tv_sec - now.tv_sec) * 1000000000LL + (d.tv_nsec - now.tv_nsec);
+  ck_assert (diff >= 1500000000LL && diff < 1600000000LL);
+  ck_assert (d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+
+  ck_assert (!ps_deadline_passed (ps_deadline_ns_after_ms (60000)));
+  ck_assert (ps_deadline_passed (ps_monotonic_ns () - 1));
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -148,6 +170,7 @@ suite_common (void)
   tcase_add_test (tc, buffer_and_strv);
   tcase_add_test (tc, api_error_body_has_podman_fields);
   tcase_add_test (tc, regexp_engine);
+  tcase_add_test (tc, deadline_helpers);
   suite_add_tcase (s, tc);
   return s;
 }
