@@ -529,6 +529,51 @@ ps_rm_rf_at (int parent_fd, const char *name, ps_error **err)
   return 0;
 }
 
+static int
+compare_names (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+int
+ps_list_dir_at (int dirfd, bool sorted, ps_strv *names, const char **failed_step)
+{
+  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    {
+      *failed_step = "open";
+      return -1;
+    }
+  DIR *d = fdopendir (fd);
+  if (d == NULL)
+    {
+      int e = errno;
+      close (fd);
+      errno = e;
+      *failed_step = "opendir";
+      return -1;
+    }
+  struct dirent *de;
+  errno = 0;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
+        ps_strv_push (names, de->d_name);
+      errno = 0;
+    }
+  int e = errno;
+  closedir (d);
+  if (e != 0)
+    {
+      errno = e;
+      *failed_step = "readdir";
+      return -1;
+    }
+  if (sorted && names->n > 1)
+    qsort (names->v, names->n, sizeof (char *), compare_names);
+  return 0;
+}
+
 int
 ps_rm_rf (const char *path, ps_error **err)
 {

@@ -140,6 +140,13 @@ ssize_t ps_read_full (int fd, void *buf, size_t n);
 /* Remove `name` of the directory parent_fd and everything below it,
    following no symlink (nothing to do when it is absent). */
 int ps_rm_rf_at (int parent_fd, const char *name, ps_error **err);
+/* Append to *names the entries of the directory dirfd (all but "." and
+   ".."), read through a descriptor of its own (dirfd's offset is left
+   alone), sorted byte-wise (strcmp, as Go's sort.Strings) when `sorted`.
+   Returns 0, or -1 with errno set and *failed_step naming the call that
+   failed ("open", "opendir" or "readdir") so callers keep their wording;
+   names read before a failure stay in *names. */
+int ps_list_dir_at (int dirfd, bool sorted, ps_strv *names, const char **failed_step);
 int ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err);
 int ps_read_file (const char *path, size_t max, char **out, size_t *outlen, ps_error **err);
 /* True when `rel` is a relative path that stays inside its root: no leading

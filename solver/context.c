@@ -759,27 +759,9 @@ open_subdir (int dirfd, const char *name, mode_t mode, mode_t *restore_mode)
 static int
 list_dir (int dirfd, ps_strv *names, const char *rel, ps_error **err)
 {
-  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return ps_error_set_errno (err, 500, errno, "open %s", rel[0] ? rel : ".");
-  DIR *d = fdopendir (fd);
-  if (d == NULL)
-    {
-      close (fd);
-      return ps_error_set_errno (err, 500, errno, "opendir %s", rel[0] ? rel : ".");
-    }
-  struct dirent *de;
-  errno = 0;
-  while ((de = readdir (d)) != NULL)
-    {
-      if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
-        ps_strv_push (names, de->d_name);
-      errno = 0;
-    }
-  int e = errno;
-  closedir (d);
-  if (e != 0)
-    return ps_error_set_errno (err, 500, e, "readdir %s", rel[0] ? rel : ".");
+  const char *step;
+  if (ps_list_dir_at (dirfd, false, names, &step) < 0)
+    return ps_error_set_errno (err, 500, errno, "%s %s", step, rel[0] ? rel : ".");
   return 0;
 }
 

@@ -1,7 +1,10 @@
 /* test_common.c — the shared helpers: errors, buffers, base64, paths. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/ps.h"
 #include "common/regexp.h"
@@ -159,6 +162,43 @@ START_TEST (deadline_helpers)
 }
 END_TEST
 
+START_TEST (list_dir_sorted_without_dots)
+{
+  char tmpl[] = "/tmp/ps-listdir-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (tmpl));
+  const char *files[] = { "b", "a", "C", ".hidden" };
+  for (size_t i = 0; i < 4; i++)
+    {
+      cleanup_free char *p = xasprintf ("%s/%s", tmpl, files[i]);
+      ck_assert_int_eq (ps_write_file (p, "", 0, 0644, NULL), 0);
+    }
+  int fd = open (tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ck_assert_int_ge (fd, 0);
+  ps_strv names = { 0 };
+  const char *step = NULL;
+  ck_assert_int_eq (ps_list_dir_at (fd, true, &names, &step), 0);
+  ck_assert_uint_eq (names.n, 4);
+  ck_assert_str_eq (names.v[0], ".hidden");
+  ck_assert_str_eq (names.v[1], "C");
+  ck_assert_str_eq (names.v[2], "a");
+  ck_assert_str_eq (names.v[3], "b");
+  ps_strv_free (&names);
+  /* a second listing through the same descriptor sees everything again */
+  ck_assert_int_eq (ps_list_dir_at (fd, false, &names, &step), 0);
+  ck_assert_uint_eq (names.n, 4);
+  ps_strv_free (&names);
+  close (fd);
+  ck_assert_int_eq (ps_rm_rf (tmpl, NULL), 0);
+  ck_assert_int_eq (ps_list_dir_at (AT_FDCWD, false, &names, &step), 0);
+  ps_strv_free (&names);
+  fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+  ck_assert_int_eq (ps_list_dir_at (fd, false, &names, &step), -1);
+  ck_assert_int_eq (errno, ENOTDIR);
+  ck_assert_str_eq (step, "open");
+  close (fd);
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -171,6 +211,7 @@ suite_common (void)
   tcase_add_test (tc, api_error_body_has_podman_fields);
   tcase_add_test (tc, regexp_engine);
   tcase_add_test (tc, deadline_helpers);
+  tcase_add_test (tc, list_dir_sorted_without_dots);
   suite_add_tcase (s, tc);
   return s;
 }
