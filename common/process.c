@@ -362,3 +362,22 @@ ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_er
     ps_buf_free (&cap.b[1]);
   return 0;
 }
+
+char *
+ps_find_in_path (const char *name, const char *default_path)
+{
+  const char *path = getenv ("PATH");
+  if (path == NULL || *path == '\0')
+    path = default_path;
+  for (const char *p = path; *p;)
+    {
+      size_t len = strcspn (p, ":");
+      cleanup_free char *cand = xasprintf ("%.*s/%s", (int) len, p, name);
+      if (len > 0 && access (cand, X_OK) == 0)
+        return steal_pointer (&cand);
+      p += len;
+      if (*p == ':')
+        p++;
+    }
+  return NULL;
+}

@@ -53,6 +53,7 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "server/config.h"
 
 static atomic_bool stopping;
@@ -1306,25 +1307,6 @@ static struct
 #define UPSTREAM_RESTART_MIN_MS 500
 #define UPSTREAM_RESTART_MAX_MS 30000
 
-static char *
-find_in_path (const char *name)
-{
-  const char *path = getenv ("PATH");
-  if (path == NULL || *path == '\0')
-    path = "/usr/local/bin:/usr/bin:/bin";
-  for (const char *p = path; *p;)
-    {
-      size_t len = strcspn (p, ":");
-      cleanup_free char *cand = xasprintf ("%.*s/%s", (int) len, p, name);
-      if (len > 0 && access (cand, X_OK) == 0)
-        return steal_pointer (&cand);
-      p += len;
-      if (*p == ':')
-        p++;
-    }
-  return NULL;
-}
-
 /* Our environment minus what belongs to podsolved's own service manager:
    with LISTEN_FDS Podman would look for inherited sockets, with
    NOTIFY_SOCKET it would tell systemd that it is the main process. */
@@ -1431,7 +1413,7 @@ socket_accepts (const char *path)
 int
 upstream_spawn_start (ps_error **err)
 {
-  spawned.podman = find_in_path ("podman");
+  spawned.podman = ps_find_in_path ("podman", "/usr/local/bin:/usr/bin:/bin");
   if (spawned.podman == NULL)
     return ps_error_set (err, 500, "--spawn-upstream: podman is not in PATH");
   cleanup_free char *dir = xstrdup (ps_cfg.upstream);

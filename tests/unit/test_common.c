@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/ps.h"
+#include "common/process.h"
 #include "common/regexp.h"
 #include "schema/apierror.h"
 #include "tests/unit/suites.h"
@@ -199,6 +200,24 @@ START_TEST (list_dir_sorted_without_dots)
 }
 END_TEST
 
+START_TEST (find_in_path_walks_path)
+{
+  const char *saved = getenv ("PATH");
+  cleanup_free char *old = saved ? xstrdup (saved) : NULL;
+  setenv ("PATH", "/nonexistent::/bin", 1);
+  cleanup_free char *sh = ps_find_in_path ("sh", "/nowhere");
+  ck_assert_str_eq (sh, "/bin/sh");
+  ck_assert_ptr_null (ps_find_in_path ("no-such-program-here", "/bin"));
+  setenv ("PATH", "", 1);
+  cleanup_free char *dflt = ps_find_in_path ("sh", "/nonexistent:/bin");
+  ck_assert_str_eq (dflt, "/bin/sh");
+  if (old)
+    setenv ("PATH", old, 1);
+  else
+    unsetenv ("PATH");
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -212,6 +231,7 @@ suite_common (void)
   tcase_add_test (tc, regexp_engine);
   tcase_add_test (tc, deadline_helpers);
   tcase_add_test (tc, list_dir_sorted_without_dots);
+  tcase_add_test (tc, find_in_path_walks_path);
   suite_add_tcase (s, tc);
   return s;
 }
