@@ -10,8 +10,6 @@
  * with the destination as the working directory and names relative to it;
  * the previous working directory is restored afterwards. */
 #define _GNU_SOURCE
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -19,6 +17,7 @@
 #include <unistd.h>
 
 #include "client/cli.h"
+#include "common/archive.h"
 #include "client/outputs.h"
 
 /* Bytes libarchive reads from the tar at a time. */
@@ -49,18 +48,14 @@ archive_failed (struct archive *a, const char *what, const char *name, ps_error 
 static int
 copy_data (struct archive *in, struct archive *out, const char *name, ps_error **err)
 {
-  for (;;)
+  switch (ps_archive_copy_data (in, out, true, NULL, NULL))
     {
-      const void *buf;
-      size_t size;
-      la_int64_t offset;
-      int r = archive_read_data_block (in, &buf, &size, &offset);
-      if (r == ARCHIVE_EOF)
-        return 0;
-      if (r < ARCHIVE_WARN)
-        return archive_failed (in, "read", name, err);
-      if (archive_write_data_block (out, buf, size, offset) < ARCHIVE_WARN)
-        return archive_failed (out, "write", name, err);
+    case PS_ARCHIVE_COPY_READ_ERROR:
+      return archive_failed (in, "read", name, err);
+    case PS_ARCHIVE_COPY_WRITE_ERROR:
+      return archive_failed (out, "write", name, err);
+    default:
+      return 0;
     }
 }
 
@@ -114,8 +109,8 @@ extract_here (int fd, ps_error **err)
     abort ();
   archive_read_support_format_tar (in);
   archive_read_support_filter_all (in);
-  int flags = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_SYMLINKS
-              | ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
+  int flags = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | PS_ARCHIVE_EXTRACT_SECURE
+              | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
   if (geteuid () == 0)
     {
       flags |= ARCHIVE_EXTRACT_OWNER;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/ps.h"
+#include "common/archive.h"
 #include "common/process.h"
 #include "common/regexp.h"
 #include "schema/apierror.h"
@@ -218,6 +219,67 @@ START_TEST (find_in_path_walks_path)
 }
 END_TEST
 
+/* A one-entry tar ("f", `data`) in memory. */
+static size_t
+make_tar (char *buf, size_t cap, const char *data)
+{
+  size_t used = 0;
+  cleanup_archive struct archive *w = archive_write_new ();
+  archive_write_set_format_pax_restricted (w);
+  ck_assert_int_eq (archive_write_open_memory (w, buf, cap, &used), ARCHIVE_OK);
+  struct archive_entry *e = archive_entry_new ();
+  archive_entry_set_pathname (e, "f");
+  archive_entry_set_filetype (e, AE_IFREG);
+  archive_entry_set_perm (e, 0644);
+  archive_entry_set_size (e, (la_int64_t) strlen (data));
+  ck_assert_int_eq (archive_write_header (w, e), ARCHIVE_OK);
+  ck_assert_int_eq (archive_write_data (w, data, strlen (data)), (la_ssize_t) strlen (data));
+  archive_entry_free (e);
+  ck_assert_int_eq (archive_write_close (w), ARCHIVE_OK);
+  return used;
+}
+
+static int
+count_block (void *ud, size_t size)
+{
+  size_t *total = ud;
+  *total += size;
+  return *total > 4 ? -1 : 0;
+}
+
+START_TEST (archive_copy_data)
+{
+  static char in_tar[16384], out_tar[16384];
+  size_t in_len = make_tar (in_tar, sizeof in_tar, "hello");
+  for (int refuse = 0; refuse < 2; refuse++)
+    {
+      cleanup_archive struct archive *r = archive_read_new ();
+      archive_read_support_format_tar (r);
+      ck_assert_int_eq (archive_read_open_memory (r, in_tar, in_len), ARCHIVE_OK);
+      size_t out_len = 0;
+      cleanup_archive struct archive *w = archive_write_new ();
+      archive_write_set_format_pax_restricted (w);
+      ck_assert_int_eq (archive_write_open_memory (w, out_tar, sizeof out_tar, &out_len), ARCHIVE_OK);
+      struct archive_entry *e;
+      ck_assert_int_eq (archive_read_next_header (r, &e), ARCHIVE_OK);
+      ck_assert_int_eq (archive_write_header (w, e), ARCHIVE_OK);
+      size_t total = 0;
+      int rc = ps_archive_copy_data (r, w, false, refuse ? count_block : NULL, &total);
+      ck_assert_int_eq (rc, refuse ? PS_ARCHIVE_COPY_REFUSED : PS_ARCHIVE_COPY_DONE);
+      if (refuse)
+        continue;
+      ck_assert_int_eq (archive_write_close (w), ARCHIVE_OK);
+      cleanup_archive struct archive *back = archive_read_new ();
+      archive_read_support_format_tar (back);
+      ck_assert_int_eq (archive_read_open_memory (back, out_tar, out_len), ARCHIVE_OK);
+      ck_assert_int_eq (archive_read_next_header (back, &e), ARCHIVE_OK);
+      char got[16] = { 0 };
+      ck_assert_int_eq (archive_read_data (back, got, sizeof got - 1), 5);
+      ck_assert_str_eq (got, "hello");
+    }
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -232,6 +294,7 @@ suite_common (void)
   tcase_add_test (tc, deadline_helpers);
   tcase_add_test (tc, list_dir_sorted_without_dots);
   tcase_add_test (tc, find_in_path_walks_path);
+  tcase_add_test (tc, archive_copy_data);
   suite_add_tcase (s, tc);
   return s;
 }
