@@ -8,6 +8,7 @@
 
 #include "common/ps.h"
 #include "common/archive.h"
+#include "common/cjson.h"
 #include "common/process.h"
 #include "common/regexp.h"
 #include "schema/apierror.h"
@@ -280,6 +281,17 @@ START_TEST (archive_copy_data)
 }
 END_TEST
 
+START_TEST (cleanup_cjson_frees_on_scope_exit)
+{
+  for (int i = 0; i < 2; i++)
+    {
+      cleanup_cjson cJSON *j = i ? cJSON_Parse ("{\"a\":[1,2]}") : NULL;
+      if (i)
+        ck_assert (cJSON_IsArray (cJSON_GetObjectItemCaseSensitive (j, "a")));
+    }
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -295,6 +307,7 @@ suite_common (void)
   tcase_add_test (tc, list_dir_sorted_without_dots);
   tcase_add_test (tc, find_in_path_walks_path);
   tcase_add_test (tc, archive_copy_data);
+  tcase_add_test (tc, cleanup_cjson_frees_on_scope_exit);
   suite_add_tcase (s, tc);
   return s;
 }
