@@ -21,10 +21,11 @@
 #include <unistd.h>
 
 #include "client/cli.h"
+#include "common/limits.h"
 
 /* Largest ignore file read: Docker reads any size, but a megabyte of
    patterns is certainly a mistake. */
-#define CLI_MAX_IGNORE_FILE (1024 * 1024)
+#define CLI_MAX_IGNORE_FILE PS_MAX_IGNORE_FILE_BYTES
 
 /* Bytes copied per read while archiving a file. */
 #define CLI_COPY_CHUNK (128 * 1024)

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 
 extern char **environ;
@@ -337,7 +338,7 @@ static void
 capture_chunk (void *ud, int stream, const char *data, size_t len)
 {
   ps_buf *b = &((struct capture *) ud)->b[stream - 1];
-  if (len > 0 && b->len < 4 * 1024 * 1024)
+  if (len > 0 && b->len < PS_MAX_CAPTURE_BYTES)
     ps_buf_append (b, data, len);
 }
 

@@ -918,7 +918,7 @@ context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *ex
           cleanup_free char *path = xasprintf ("%s/%s", dir, candidates[i]);
           cleanup_free char *text = NULL;
           size_t len = 0;
-          if (ps_read_file (path, 1024 * 1024, &text, &len, err) < 0)
+          if (ps_read_file (path, PS_MAX_IGNORE_FILE_BYTES, &text, &len, err) < 0)
             return ps_error_wrap (err, "read %s", candidates[i]);
           ig = ps_ignore_parse (text, len, err);
           if (ig == NULL)

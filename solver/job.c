@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 
 #include <cjson/cJSON.h>
@@ -951,7 +952,7 @@ solver_jobs_restore_records (void)
         continue;
       cleanup_free char *path = xasprintf ("%s/%s", records_dir, de->d_name);
       cleanup_free char *text = NULL;
-      if (ps_read_file (path, 1024 * 1024, &text, NULL, NULL) < 0)
+      if (ps_read_file (path, PS_MAX_JOB_RECORD_BYTES, &text, NULL, NULL) < 0)
         continue;
       cJSON *o = cJSON_Parse (text);
       const cJSON *ref = cJSON_GetObjectItemCaseSensitive (o, "ref");

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "session/auth.h"
 #include "session/diffcopy.h"
@@ -267,7 +268,7 @@ read_ignore_lines (const char *path, ps_strv *out)
 {
   cleanup_free char *text = NULL;
   size_t len = 0;
-  if (ps_read_file (path, 1024 * 1024, &text, &len, NULL) < 0)
+  if (ps_read_file (path, PS_MAX_IGNORE_FILE_BYTES, &text, &len, NULL) < 0)
     return;
   char *save = NULL;
   for (char *line = strtok_r (text, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
@@ -484,7 +485,7 @@ session_sources_prepare (solver_job *job, struct dockerfile_build *b, ps_error *
     }
   df_path = xasprintf ("%s/%s", df_dir, fname);
   size_t df_len = 0;
-  if (ps_read_file (df_path, 16 * 1024 * 1024, &df_text, &df_len, err) < 0)
+  if (ps_read_file (df_path, PS_MAX_DOCKERFILE_BYTES, &df_text, &df_len, err) < 0)
     goto out;
   char hex[65];
   ps_sha256_hex (df_text, df_len, hex);

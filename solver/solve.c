@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "handlers/build_params.h"
 #include "session/session.h"
@@ -609,7 +610,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       cleanup_free char *text = NULL;
       size_t len = 0;
       char hex[65];
-      if (ps_read_file (full, 16 * 1024 * 1024, &text, &len, err) < 0)
+      if (ps_read_file (full, PS_MAX_DOCKERFILE_BYTES, &text, &len, err) < 0)
         {
           solve_plan_free (p);
           return -1;

@@ -192,7 +192,7 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
       /* Unchanged inputs: reuse the finished image instead of building. */
       cleanup_free char *df_text = NULL;
       cleanup_free char *key = NULL;
-      if (b->opts.dockerfiles.n > 0 && ps_read_file (b->opts.dockerfiles.v[0], 16 * 1024 * 1024, &df_text, NULL, NULL) == 0)
+      if (b->opts.dockerfiles.n > 0 && ps_read_file (b->opts.dockerfiles.v[0], PS_MAX_DOCKERFILE_BYTES, &df_text, NULL, NULL) == 0)
         key = result_cache_key (b, df_text);
       if (key && result_cache_lookup (job, b->session->state_dir, key, b, image_id) == 1)
         {
