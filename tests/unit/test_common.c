@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/ps.h"
@@ -292,6 +293,132 @@ START_TEST (cleanup_cjson_frees_on_scope_exit)
 }
 END_TEST
 
+struct tar_entry
+{
+  const char *name;
+  mode_t type;
+  const char *data;   /* a regular file's content */
+  const char *target; /* a symlink's target or a hard link's name */
+};
+
+/* A tar of `n` entries in a fresh temporary file; returns its descriptor
+   at offset 0. */
+static int
+tar_file (const struct tar_entry *ents, size_t n)
+{
+  char tmpl[] = "/tmp/ps-tar-XXXXXX";
+  int fd = mkstemp (tmpl);
+  ck_assert_int_ge (fd, 0);
+  unlink (tmpl);
+  cleanup_archive struct archive *w = archive_write_new ();
+  archive_write_set_format_pax_restricted (w);
+  ck_assert_int_eq (archive_write_open_fd (w, fd), ARCHIVE_OK);
+  for (size_t i = 0; i < n; i++)
+    {
+      struct archive_entry *e = archive_entry_new ();
+      archive_entry_set_pathname (e, ents[i].name);
+      archive_entry_set_perm (e, ents[i].type == AE_IFDIR ? 0755 : 0644);
+      if (ents[i].type == 0)
+        {
+          archive_entry_set_filetype (e, AE_IFREG);
+          archive_entry_set_hardlink (e, ents[i].target);
+        }
+      else
+        archive_entry_set_filetype (e, ents[i].type);
+      if (ents[i].type == AE_IFLNK)
+        archive_entry_set_symlink (e, ents[i].target);
+      size_t len = ents[i].data ? strlen (ents[i].data) : 0;
+      archive_entry_set_size (e, (la_int64_t) len);
+      ck_assert_int_eq (archive_write_header (w, e), ARCHIVE_OK);
+      if (len)
+        ck_assert_int_eq (archive_write_data (w, ents[i].data, len), (la_ssize_t) len);
+      archive_entry_free (e);
+    }
+  ck_assert_int_eq (archive_write_close (w), ARCHIVE_OK);
+  ck_assert_int_eq (lseek (fd, 0, SEEK_SET), 0);
+  return fd;
+}
+
+/* Extract the entries into a fresh directory; returns the result, and the
+   directory in *dir (removed by the caller). */
+static int
+extract (const struct tar_entry *ents, size_t n, char **dir, ps_error **err)
+{
+  char tmpl[] = "/tmp/ps-extract-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (tmpl));
+  *dir = xstrdup (tmpl);
+  int fd = tar_file (ents, n);
+  const struct ps_extract_opts o = { .label = "the test tar", .status = 400 };
+  int r = ps_archive_extract_fd (fd, tmpl, &o, err);
+  close (fd);
+  return r;
+}
+
+START_TEST (archive_extract_stays_inside)
+{
+  cleanup_free char *dir = NULL;
+  ps_error *err = NULL;
+  const struct tar_entry good[] = {
+    { "./", AE_IFDIR, NULL, NULL },
+    { "./d/", AE_IFDIR, NULL, NULL },
+    { "./d/f", AE_IFREG, "hi\n", NULL },
+    { "d/hard", 0, NULL, "./d/f" },
+    { "d/ln", AE_IFLNK, NULL, "/etc/passwd" },
+    { "fifo", AE_IFIFO, NULL, NULL },
+  };
+  ck_assert_int_eq (extract (good, ARRAY_SIZE (good), &dir, &err), 0);
+  cleanup_free char *f = xasprintf ("%s/d/f", dir), *hard = xasprintf ("%s/d/hard", dir);
+  cleanup_free char *ln = xasprintf ("%s/d/ln", dir), *fifo = xasprintf ("%s/fifo", dir);
+  cleanup_free char *text = NULL;
+  ck_assert_int_eq (ps_read_file (f, 100, &text, NULL, NULL), 0);
+  ck_assert_str_eq (text, "hi\n");
+  struct stat a, b;
+  ck_assert_int_eq (stat (f, &a), 0);
+  ck_assert_int_eq (stat (hard, &b), 0);
+  ck_assert_uint_eq (a.st_ino, b.st_ino);
+  char target[64] = "";
+  ck_assert_int_gt (readlink (ln, target, sizeof target - 1), 0);
+  ck_assert_str_eq (target, "/etc/passwd");
+  ck_assert_int_eq (lstat (fifo, &a), -1); /* skipped */
+  ck_assert_int_eq (ps_rm_rf (dir, NULL), 0);
+  free (steal_pointer (&dir));
+
+  const struct tar_entry dotdot[] = { { "a/../../x", AE_IFREG, "x", NULL } };
+  ck_assert_int_eq (extract (dotdot, 1, &dir, &err), -1);
+  ck_assert_str_eq (err->msg, "refusing tar entry \"a/../../x\": it would land outside the destination");
+  ck_assert_int_eq (err->status, 400);
+  ps_error_free (err), err = NULL;
+  ck_assert_int_eq (ps_rm_rf (dir, NULL), 0);
+  free (steal_pointer (&dir));
+
+  const struct tar_entry absolute[] = { { "/tmp/x", AE_IFREG, "x", NULL } };
+  ck_assert_int_eq (extract (absolute, 1, &dir, &err), -1);
+  ck_assert (strstr (err->msg, "refusing tar entry \"/tmp/x\"") != NULL);
+  ps_error_free (err), err = NULL;
+  ck_assert_int_eq (ps_rm_rf (dir, NULL), 0);
+  free (steal_pointer (&dir));
+
+  const struct tar_entry hardout[] = { { "h", 0, NULL, "../../etc/passwd" } };
+  ck_assert_int_eq (extract (hardout, 1, &dir, &err), -1);
+  ck_assert (strstr (err->msg, "a hard link to \"../../etc/passwd\", outside the destination") != NULL);
+  ps_error_free (err), err = NULL;
+  ck_assert_int_eq (ps_rm_rf (dir, NULL), 0);
+  free (steal_pointer (&dir));
+
+  /* a symlink the tar made is never written through */
+  char outside[] = "/tmp/ps-outside-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (outside));
+  const struct tar_entry through[] = { { "l", AE_IFLNK, NULL, outside }, { "l/x", AE_IFREG, "x", NULL } };
+  ck_assert_int_eq (extract (through, 2, &dir, &err), -1);
+  ck_assert (ps_str_has_prefix (err->msg, "write l/x: "));
+  ps_error_free (err), err = NULL;
+  cleanup_free char *escaped = xasprintf ("%s/x", outside);
+  ck_assert_int_eq (access (escaped, F_OK), -1);
+  ck_assert_int_eq (ps_rm_rf (dir, NULL), 0);
+  ck_assert_int_eq (ps_rm_rf (outside, NULL), 0);
+}
+END_TEST
+
 Suite *
 suite_common (void)
 {
@@ -307,6 +434,7 @@ suite_common (void)
   tcase_add_test (tc, list_dir_sorted_without_dots);
   tcase_add_test (tc, find_in_path_walks_path);
   tcase_add_test (tc, archive_copy_data);
+  tcase_add_test (tc, archive_extract_stays_inside);
   tcase_add_test (tc, cleanup_cjson_frees_on_scope_exit);
   suite_add_tcase (s, tc);
   return s;
