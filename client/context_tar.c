@@ -21,10 +21,11 @@
 #include <unistd.h>
 
 #include "client/cli.h"
+#include "common/limits.h"
 
 /* Largest ignore file read: Docker reads any size, but a megabyte of
    patterns is certainly a mistake. */
-#define CLI_MAX_IGNORE_FILE (1024 * 1024)
+#define CLI_MAX_IGNORE_FILE PS_MAX_IGNORE_FILE_BYTES
 
 /* Bytes copied per read while archiving a file. */
 #define CLI_COPY_CHUNK (128 * 1024)
@@ -111,39 +112,13 @@ keeps_below (const struct walk *w, const char *rel)
   return false;
 }
 
-static int
-compare_names (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 /* The names in the directory `dirfd`, sorted so the tar is reproducible. */
 static int
 list_dir (int dirfd, const char *rel, ps_strv *names, ps_error **err)
 {
-  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR *d = fd >= 0 ? fdopendir (fd) : NULL;
-  if (d == NULL)
-    {
-      int e = errno;
-      if (fd >= 0)
-        close (fd);
-      return ps_error_set_errno (err, 0, e, "read directory %s", rel[0] ? rel : ".");
-    }
-  struct dirent *de;
-  errno = 0;
-  while ((de = readdir (d)) != NULL)
-    {
-      if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
-        ps_strv_push (names, de->d_name);
-      errno = 0;
-    }
-  int e = errno;
-  closedir (d);
-  if (e)
-    return ps_error_set_errno (err, 0, e, "read directory %s", rel[0] ? rel : ".");
-  if (names->n > 1)
-    qsort (names->v, names->n, sizeof (char *), compare_names);
+  const char *step;
+  if (ps_list_dir_at (dirfd, true, names, &step) < 0)
+    return ps_error_set_errno (err, 0, errno, "read directory %s", rel[0] ? rel : ".");
   return 0;
 }
 

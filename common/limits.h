@@ -24,6 +24,37 @@
 /* Largest Dockerfile we read ourselves (to validate it exists and is text). */
 #define PS_MAX_DOCKERFILE_BYTES (16 * 1024 * 1024)
 
+/* Largest Dockerfile-adjacent ignore file (.dockerignore,
+   <Dockerfile>.dockerignore) read to filter a context: patterns are a few
+   lines; a megabyte is already absurd. */
+#define PS_MAX_IGNORE_FILE_BYTES (1024 * 1024)
+
+/* Largest result-cache record read back (a bare image id, or the JSON
+   record of a cached build with its inputs' digests). */
+#define PS_MAX_RESULT_RECORD_BYTES (4 * 1024 * 1024)
+
+/* Largest job record (one small JSON file per /solve job) read back at
+   start-up to find the jobs a previous podsolved left unfinished. */
+#define PS_MAX_JOB_RECORD_BYTES (1024 * 1024)
+
+/* Largest registries.conf copied into the per-build one (--insecure-registry):
+   a TOML file of a few KiB. */
+#define PS_MAX_REGISTRIES_CONF_BYTES (1024 * 1024)
+
+/* Largest PEM file (--tls-cert, --tls-key, --tls-ca) read at start-up: a
+   CA bundle is a few hundred KiB. */
+#define PS_MAX_TLS_FILE_BYTES (1024 * 1024)
+
+/* Output of a helper command (buildah inspect, images ...) kept per stream
+   by ps_run_capture; the rest is read and dropped, so a chatty command
+   cannot grow the daemon without bound. */
+#define PS_MAX_CAPTURE_BYTES (4 * 1024 * 1024)
+
+/* Stack of each libmicrohttpd connection thread: handlers keep big buffers
+   on the heap, so half a megabyte is ample and keeps many connections
+   cheap. */
+#define PS_HTTP_THREAD_STACK_BYTES (512 * 1024)
+
 /* Concurrent HTTP connections per listener; each build holds one. */
 #define PS_DEFAULT_MAX_CONNECTIONS 256
 

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 
 extern char **environ;
@@ -337,7 +338,7 @@ static void
 capture_chunk (void *ud, int stream, const char *data, size_t len)
 {
   ps_buf *b = &((struct capture *) ud)->b[stream - 1];
-  if (len > 0 && b->len < 4 * 1024 * 1024)
+  if (len > 0 && b->len < PS_MAX_CAPTURE_BYTES)
     ps_buf_append (b, data, len);
 }
 
@@ -361,4 +362,23 @@ ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_er
   else
     ps_buf_free (&cap.b[1]);
   return 0;
+}
+
+char *
+ps_find_in_path (const char *name, const char *default_path)
+{
+  const char *path = getenv ("PATH");
+  if (path == NULL || *path == '\0')
+    path = default_path;
+  for (const char *p = path; *p;)
+    {
+      size_t len = strcspn (p, ":");
+      cleanup_free char *cand = xasprintf ("%.*s/%s", (int) len, p, name);
+      if (len > 0 && access (cand, X_OK) == 0)
+        return steal_pointer (&cand);
+      p += len;
+      if (*p == ':')
+        p++;
+    }
+  return NULL;
 }

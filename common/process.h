@@ -35,6 +35,11 @@ typedef void (*ps_child_chunk_fn) (void *ud, int stream, const char *data, size_
    chunk to on_chunk as it arrives.  Returns 0, or -1 if poll failed. */
 int ps_child_pump (struct ps_child *child, ps_child_chunk_fn on_chunk, void *ud);
 
+/* The first executable `name` in the directories of $PATH (default_path
+   when PATH is unset or empty; empty elements are skipped), malloc'd, or
+   NULL when there is none. */
+char *ps_find_in_path (const char *name, const char *default_path);
+
 /* Run argv to completion, capturing stdout and stderr (each bounded). */
 int ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err);
 

@@ -338,6 +338,39 @@ ps_monotonic_ns (void)
 }
 
 void
+ps_timespec_add_ms (struct timespec *ts, int64_t ms)
+{
+  ts->tv_sec += (time_t) (ms / 1000);
+  ts->tv_nsec += (long) (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L)
+    {
+      ts->tv_sec++;
+      ts->tv_nsec -= 1000000000L;
+    }
+}
+
+struct timespec
+ps_deadline_after_ms (clockid_t clock, int64_t ms)
+{
+  struct timespec ts;
+  clock_gettime (clock, &ts);
+  ps_timespec_add_ms (&ts, ms);
+  return ts;
+}
+
+int64_t
+ps_deadline_ns_after_ms (int64_t ms)
+{
+  return ps_monotonic_ns () + ms * 1000000LL;
+}
+
+bool
+ps_deadline_passed (int64_t deadline_ns)
+{
+  return ps_monotonic_ns () > deadline_ns;
+}
+
+void
 ps_format_rfc3339 (int64_t ns, char *out, size_t outlen)
 {
   time_t secs = (time_t) (ns / 1000000000LL);
@@ -493,6 +526,51 @@ ps_rm_rf_at (int parent_fd, const char *name, ps_error **err)
     }
   if (unlinkat (parent_fd, name, 0) < 0 && errno != ENOENT)
     return ps_error_set_errno (err, 500, errno, "unlink %s", name);
+  return 0;
+}
+
+static int
+compare_names (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+int
+ps_list_dir_at (int dirfd, bool sorted, ps_strv *names, const char **failed_step)
+{
+  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    {
+      *failed_step = "open";
+      return -1;
+    }
+  DIR *d = fdopendir (fd);
+  if (d == NULL)
+    {
+      int e = errno;
+      close (fd);
+      errno = e;
+      *failed_step = "opendir";
+      return -1;
+    }
+  struct dirent *de;
+  errno = 0;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
+        ps_strv_push (names, de->d_name);
+      errno = 0;
+    }
+  int e = errno;
+  closedir (d);
+  if (e != 0)
+    {
+      errno = e;
+      *failed_step = "readdir";
+      return -1;
+    }
+  if (sorted && names->n > 1)
+    qsort (names->v, names->n, sizeof (char *), compare_names);
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define UNLIKELY(x) __builtin_expect (!!(x), 0)
 #define LIKELY(x) __builtin_expect (!!(x), 1)
@@ -113,6 +114,15 @@ int64_t ps_now_ns (void);       /* CLOCK_REALTIME, nanoseconds */
 int64_t ps_monotonic_ns (void); /* CLOCK_MONOTONIC, nanoseconds */
 void ps_format_rfc3339 (int64_t ns, char *out, size_t outlen);
 
+/* Deadlines.  pthread_cond_timedwait and pthread_timedjoin_np want an
+   absolute time on the clock the condition waits on (CLOCK_REALTIME unless
+   its condattr says CLOCK_MONOTONIC); a plain int64_t deadline is a
+   ps_monotonic_ns () value. */
+void ps_timespec_add_ms (struct timespec *ts, int64_t ms); /* ms >= 0 */
+struct timespec ps_deadline_after_ms (clockid_t clock, int64_t ms);
+int64_t ps_deadline_ns_after_ms (int64_t ms);   /* ps_monotonic_ns () + ms */
+bool ps_deadline_passed (int64_t deadline_ns);  /* now is past it */
+
 /* Digests and encodings (OpenSSL). */
 void ps_sha256_hex (const void *data, size_t len, char out[65]);
 char *ps_base64_encode (const void *data, size_t len);
@@ -130,6 +140,13 @@ ssize_t ps_read_full (int fd, void *buf, size_t n);
 /* Remove `name` of the directory parent_fd and everything below it,
    following no symlink (nothing to do when it is absent). */
 int ps_rm_rf_at (int parent_fd, const char *name, ps_error **err);
+/* Append to *names the entries of the directory dirfd (all but "." and
+   ".."), read through a descriptor of its own (dirfd's offset is left
+   alone), sorted byte-wise (strcmp, as Go's sort.Strings) when `sorted`.
+   Returns 0, or -1 with errno set and *failed_step naming the call that
+   failed ("open", "opendir" or "readdir") so callers keep their wording;
+   names read before a failure stay in *names. */
+int ps_list_dir_at (int dirfd, bool sorted, ps_strv *names, const char **failed_step);
 int ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err);
 int ps_read_file (const char *path, size_t max, char **out, size_t *outlen, ps_error **err);
 /* True when `rel` is a relative path that stays inside its root: no leading

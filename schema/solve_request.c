@@ -3,9 +3,10 @@
  * /solve shape uses them. */
 #include "schema/solve_request.h"
 
-#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/cjson.h"
 
 const char *
 solve_attrs_get (const struct solve_attrs *a, const char *key)
@@ -79,7 +80,7 @@ check_attr_names (const struct solve_attrs *a, const char *field, const char *co
       {
         cleanup_free char *accepted = join (known);
         return ps_error_set (err, 400, "%s: unknown attr \"%s\" (accepted: %s)", field, a->kv[2 * i],
-                             *accepted ? accepted : "none");
+                               *accepted ? accepted : "none");
       }
   return 0;
 }
@@ -144,8 +145,8 @@ parse_typed_list (const cJSON *arr, const char *field, bool exporters, bool impo
         {
           cleanup_free char *accepted = join (types);
           return ps_error_set (err, 400, "%s.type: %s%s%s is not supported (supported: %s)", where,
-                               cJSON_IsString (type) ? "\"" : "", cJSON_IsString (type) ? type->valuestring : "a missing or non-string type",
-                               cJSON_IsString (type) ? "\"" : "", accepted);
+                                 cJSON_IsString (type) ? "\"" : "", cJSON_IsString (type) ? type->valuestring : "a missing or non-string type",
+                                 cJSON_IsString (type) ? "\"" : "", accepted);
         }
       struct solve_attrs *attrs;
       char **type_out;
@@ -180,37 +181,27 @@ parse_typed_list (const cJSON *arr, const char *field, bool exporters, bool impo
   return 0;
 }
 
-int
-schema_solve_request_parse (const char *json, size_t len, bool definition_part, struct solve_request *r,
-                            ps_error **err)
+/* The fields of a SolveRequest object, checked in the order the errors
+   are documented; on failure what was parsed stays in *r for the caller to
+   free. */
+static int
+parse_request (const cJSON *root, bool definition_part, struct solve_request *r, ps_error **err)
 {
-  memset (r, 0, sizeof *r);
-  cJSON *root = cJSON_ParseWithLength (json, len);
-  if (root == NULL)
-    return ps_error_set (err, 400, "request body is not valid JSON");
-  int ret = -1;
   if (!cJSON_IsObject (root))
-    {
-      ps_error_set (err, 400, "request body must be a JSON object");
-      goto out;
-    }
+    return ps_error_set (err, 400, "request body must be a JSON object");
   const cJSON *it;
   cJSON_ArrayForEach (it, root)
     if (!in_list (it->string, top_keys))
       {
         cleanup_free char *accepted = join (top_keys);
-        ps_error_set (err, 400, "unknown field \"%s\" (accepted: %s)", it->string, accepted);
-        goto out;
+        return ps_error_set (err, 400, "unknown field \"%s\" (accepted: %s)", it->string, accepted);
       }
 
   const cJSON *ref = cJSON_GetObjectItemCaseSensitive (root, "ref");
   if (ref && !cJSON_IsNull (ref))
     {
       if (!cJSON_IsString (ref))
-        {
-          ps_error_set (err, 400, "ref: expected a string");
-          goto out;
-        }
+        return ps_error_set (err, 400, "ref: expected a string");
       size_t n = strlen (ref->valuestring);
       bool ok = n > 0 && n <= 128;
       for (size_t i = 0; ok && i < n; i++)
@@ -220,11 +211,8 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
                || c == '.';
         }
       if (!ok || ref->valuestring[0] == '.')
-        {
-          ps_error_set (err, 400, "ref: \"%s\" must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
-                        ref->valuestring);
-          goto out;
-        }
+        return ps_error_set (err, 400, "ref: \"%s\" must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
+                             ref->valuestring);
       r->ref = xstrdup (ref->valuestring);
     }
 
@@ -232,10 +220,7 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
   if (def && !cJSON_IsNull (def))
     {
       if (!cJSON_IsString (def) && !cJSON_IsObject (def))
-        {
-          ps_error_set (err, 400, "definition: expected base64 of a pb.Definition or {\"def\":[...],\"metadata\":{...}}");
-          goto out;
-        }
+        return ps_error_set (err, 400, "definition: expected base64 of a pb.Definition or {\"def\":[...],\"metadata\":{...}}");
       r->has_definition = true;
       r->definition_json = cJSON_PrintUnformatted (def);
     }
@@ -244,71 +229,50 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
   if (fe && !cJSON_IsNull (fe) && !(cJSON_IsString (fe) && fe->valuestring[0] == '\0'))
     {
       if (!cJSON_IsString (fe) || !in_list (fe->valuestring, frontends))
-        {
-          ps_error_set (err, 400, "frontend: %s%s%s is not supported (supported: dockerfile.v0, or a \"definition\")",
-                        cJSON_IsString (fe) ? "\"" : "", cJSON_IsString (fe) ? fe->valuestring : "a non-string value",
-                        cJSON_IsString (fe) ? "\"" : "");
-          goto out;
-        }
+        return ps_error_set (err, 400, "frontend: %s%s%s is not supported (supported: dockerfile.v0, or a \"definition\")",
+                             cJSON_IsString (fe) ? "\"" : "", cJSON_IsString (fe) ? fe->valuestring : "a non-string value",
+                             cJSON_IsString (fe) ? "\"" : "");
       r->frontend = xstrdup (fe->valuestring);
     }
   if (definition_part)
     {
       if (r->has_definition)
-        {
-          ps_error_set (err, 400, "definition: given both in the JSON and as a multipart part");
-          goto out;
-        }
+        return ps_error_set (err, 400, "definition: given both in the JSON and as a multipart part");
       r->has_definition = true;
     }
   if (r->frontend && r->has_definition)
-    {
-      ps_error_set (err, 400, "frontend and definition are mutually exclusive");
-      goto out;
-    }
+    return ps_error_set (err, 400, "frontend and definition are mutually exclusive");
   if (r->frontend == NULL && !r->has_definition)
-    {
-      ps_error_set (err, 400, "frontend: missing (supported: dockerfile.v0, or give a \"definition\")");
-      goto out;
-    }
+    return ps_error_set (err, 400, "frontend: missing (supported: dockerfile.v0, or give a \"definition\")");
   if (parse_attrs (cJSON_GetObjectItemCaseSensitive (root, "frontendAttrs"), "frontendAttrs", &r->frontend_attrs, err) < 0)
-    goto out;
+    return -1;
   if (parse_typed_list (cJSON_GetObjectItemCaseSensitive (root, "exporters"), "exporters", true, false,
                         (void **) &r->exporters, &r->n_exporters, err)
       < 0)
-    goto out;
+    return -1;
 
   const cJSON *cache = cJSON_GetObjectItemCaseSensitive (root, "cache");
   if (cache && !cJSON_IsNull (cache))
     {
       if (!cJSON_IsObject (cache))
-        {
-          ps_error_set (err, 400, "cache: expected {\"imports\":[...],\"exports\":[...]}");
-          goto out;
-        }
+        return ps_error_set (err, 400, "cache: expected {\"imports\":[...],\"exports\":[...]}");
       cJSON_ArrayForEach (it, cache)
         if (strcmp (it->string, "imports") != 0 && strcmp (it->string, "exports") != 0)
-          {
-            ps_error_set (err, 400, "cache: unknown key \"%s\" (accepted: imports, exports)", it->string);
-            goto out;
-          }
+          return ps_error_set (err, 400, "cache: unknown key \"%s\" (accepted: imports, exports)", it->string);
       if (parse_typed_list (cJSON_GetObjectItemCaseSensitive (cache, "imports"), "cache.imports", false, true,
                             (void **) &r->cache_imports, &r->n_cache_imports, err)
               < 0
           || parse_typed_list (cJSON_GetObjectItemCaseSensitive (cache, "exports"), "cache.exports", false, false,
                                (void **) &r->cache_exports, &r->n_cache_exports, err)
                  < 0)
-        goto out;
+        return -1;
     }
 
   const cJSON *sess = cJSON_GetObjectItemCaseSensitive (root, "session");
   if (sess && !cJSON_IsNull (sess))
     {
       if (!cJSON_IsString (sess))
-        {
-          ps_error_set (err, 400, "session: expected a string (the uuid given to /session)");
-          goto out;
-        }
+        return ps_error_set (err, 400, "session: expected a string (the uuid given to /session)");
       if (*sess->valuestring)
         r->session = xstrdup (sess->valuestring);
     }
@@ -317,18 +281,12 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
   if (ents && !cJSON_IsNull (ents))
     {
       if (!cJSON_IsArray (ents))
-        {
-          ps_error_set (err, 400, "entitlements: expected an array of strings");
-          goto out;
-        }
+        return ps_error_set (err, 400, "entitlements: expected an array of strings");
       cJSON_ArrayForEach (it, ents)
         {
           if (!cJSON_IsString (it) || !in_list (it->valuestring, entitlements))
-            {
-              ps_error_set (err, 400, "entitlements: %s is not supported (supported: network.host, security.insecure)",
-                            cJSON_IsString (it) ? it->valuestring : "a non-string value");
-              goto out;
-            }
+            return ps_error_set (err, 400, "entitlements: %s is not supported (supported: network.host, security.insecure)",
+                                 cJSON_IsString (it) ? it->valuestring : "a non-string value");
           ps_strv_push (&r->entitlements, it->valuestring);
         }
     }
@@ -337,18 +295,26 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
   if (detach && !cJSON_IsNull (detach))
     {
       if (!cJSON_IsBool (detach))
-        {
-          ps_error_set (err, 400, "detach: expected true or false");
-          goto out;
-        }
+        return ps_error_set (err, 400, "detach: expected true or false");
       r->detach = cJSON_IsTrue (detach);
     }
-  ret = 0;
-out:
-  cJSON_Delete (root);
-  if (ret < 0)
-    schema_solve_request_free (r); /* what was parsed before the error */
-  return ret;
+  return 0;
+}
+
+int
+schema_solve_request_parse (const char *json, size_t len, bool definition_part, struct solve_request *r,
+                            ps_error **err)
+{
+  memset (r, 0, sizeof *r);
+  cleanup_cjson cJSON *root = cJSON_ParseWithLength (json, len);
+  if (root == NULL)
+    return ps_error_set (err, 400, "request body is not valid JSON");
+  if (parse_request (root, definition_part, r, err) < 0)
+    {
+      schema_solve_request_free (r); /* what was parsed before the error */
+      return -1;
+    }
+  return 0;
 }
 
 static void

@@ -249,7 +249,7 @@ config_parse (int argc, char **argv, ps_error **err)
         case OPT_SESSION_IDLE_TIMEOUT:
           if (parse_u64 ("--session-idle-timeout", optarg, &u, err) < 0)
             return -1;
-          if (u > 7 * 24 * 3600)
+          if (u > PS_MAX_SESSION_IDLE_TIMEOUT_S)
             return ps_error_set (err, 400, "--session-idle-timeout: %llu s is more than a week",
                                  (unsigned long long) u);
           ps_cfg.session_idle_timeout_s = (unsigned) u;

@@ -516,7 +516,7 @@ http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, p
           ? UINT_MAX
           : max_connections + PS_CONNECTIONS_OVER_LIMIT_ANSWERED,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0,
-      MHD_OPTION_THREAD_STACK_SIZE, (size_t) (512 * 1024), MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+      MHD_OPTION_THREAD_STACK_SIZE, (size_t) PS_HTTP_THREAD_STACK_BYTES, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
   if (d == NULL)
     {
       free (l);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -26,6 +27,7 @@
 #include "solver/job.h"
 #include "solver/orphans.h"
 #include "session/session.h"
+#include "session/session_limits.h"
 
 /* Builds interrupted by a crash leave their directories behind. */
 static void
@@ -193,9 +195,9 @@ main (int argc, char **argv)
   /* TLS material for tcp:// listeners, read once. */
   struct ps_tls tls = { .verify = ps_cfg.tls_verify };
   if (ps_cfg.tls_cert
-      && (ps_read_file (ps_cfg.tls_cert, 1024 * 1024, &tls.cert, NULL, &err) < 0
-          || ps_read_file (ps_cfg.tls_key, 1024 * 1024, &tls.key, NULL, &err) < 0
-          || (ps_cfg.tls_ca && ps_read_file (ps_cfg.tls_ca, 1024 * 1024, &tls.ca, NULL, &err) < 0)))
+      && (ps_read_file (ps_cfg.tls_cert, PS_MAX_TLS_FILE_BYTES, &tls.cert, NULL, &err) < 0
+          || ps_read_file (ps_cfg.tls_key, PS_MAX_TLS_FILE_BYTES, &tls.key, NULL, &err) < 0
+          || (ps_cfg.tls_ca && ps_read_file (ps_cfg.tls_ca, PS_MAX_TLS_FILE_BYTES, &tls.ca, NULL, &err) < 0)))
     {
       ps_error_log ("TLS: %s", err->msg);
       return 1;
@@ -237,7 +239,7 @@ main (int argc, char **argv)
   solver_jobs_cancel_all ("podsolved is shutting down");
   /* Upgraded /session connections hold their MHD threads until the client
      hangs up: say GOAWAY so MHD_stop_daemon does not wait on them. */
-  session_registry_shutdown (5000);
+  session_registry_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
   /* Proxied streams (logs -f, events) and attach relays end on their own
      within a poll interval once told. */
   proxy_shutdown ();

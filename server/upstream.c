@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/process.h"
 #include "server/config.h"
 #include "server/http1.h"
 
@@ -113,25 +114,6 @@ static struct
 #define UPSTREAM_RESTART_MIN_MS 500
 #define UPSTREAM_RESTART_MAX_MS 30000
 
-static char *
-find_in_path (const char *name)
-{
-  const char *path = getenv ("PATH");
-  if (path == NULL || *path == '\0')
-    path = "/usr/local/bin:/usr/bin:/bin";
-  for (const char *p = path; *p;)
-    {
-      size_t len = strcspn (p, ":");
-      cleanup_free char *cand = xasprintf ("%.*s/%s", (int) len, p, name);
-      if (len > 0 && access (cand, X_OK) == 0)
-        return steal_pointer (&cand);
-      p += len;
-      if (*p == ':')
-        p++;
-    }
-  return NULL;
-}
-
 /* Our environment minus what belongs to podsolved's own service manager:
    with LISTEN_FDS Podman would look for inherited sockets, with
    NOTIFY_SOCKET it would tell systemd that it is the main process. */
@@ -211,15 +193,7 @@ supervise (void *arg)
                    si.si_code == CLD_EXITED ? "exited with status" : "was killed by signal", si.si_status,
                    delay_ms);
         }
-      struct timespec until;
-      clock_gettime (CLOCK_REALTIME, &until);
-      until.tv_sec += delay_ms / 1000;
-      until.tv_nsec += (long) (delay_ms % 1000) * 1000000L;
-      if (until.tv_nsec >= 1000000000L)
-        {
-          until.tv_sec++;
-          until.tv_nsec -= 1000000000L;
-        }
+      struct timespec until = ps_deadline_after_ms (CLOCK_REALTIME, delay_ms);
       while (!spawned.stop && pthread_cond_timedwait (&spawned.cond, &spawned.lock, &until) != ETIMEDOUT)
         ;
       delay_ms = delay_ms * 2 > UPSTREAM_RESTART_MAX_MS ? UPSTREAM_RESTART_MAX_MS : delay_ms * 2;
@@ -246,7 +220,7 @@ socket_accepts (const char *path)
 int
 upstream_spawn_start (ps_error **err)
 {
-  spawned.podman = find_in_path ("podman");
+  spawned.podman = ps_find_in_path ("podman", "/usr/local/bin:/usr/bin:/bin");
   if (spawned.podman == NULL)
     return ps_error_set (err, 500, "--spawn-upstream: podman is not in PATH");
   cleanup_free char *dir = xstrdup (ps_cfg.upstream);
@@ -271,10 +245,10 @@ upstream_spawn_wait_ready (void)
 {
   if (!spawned.started)
     return;
-  int64_t deadline = ps_monotonic_ns () + (int64_t) PS_UPSTREAM_START_TIMEOUT_MS * 1000000;
+  int64_t deadline = ps_deadline_ns_after_ms (PS_UPSTREAM_START_TIMEOUT_MS);
   while (!socket_accepts (ps_cfg.upstream))
     {
-      if (ps_monotonic_ns () > deadline)
+      if (ps_deadline_passed (deadline))
         {
           ps_warn ("the Podman API service is not answering on unix://%s after %d s; builds work, other "
                    "requests get 502 until it does",
@@ -299,9 +273,7 @@ upstream_spawn_stop (void)
   pthread_cond_broadcast (&spawned.cond);
   pthread_mutex_unlock (&spawned.lock);
 
-  struct timespec until;
-  clock_gettime (CLOCK_REALTIME, &until);
-  until.tv_sec += PS_UPSTREAM_STOP_GRACE_MS / 1000;
+  struct timespec until = ps_deadline_after_ms (CLOCK_REALTIME, PS_UPSTREAM_STOP_GRACE_MS);
   if (pthread_timedjoin_np (spawned.thread, NULL, &until) != 0)
     {
       pthread_mutex_lock (&spawned.lock);

@@ -341,13 +341,6 @@ send_packet (struct fs *f, const Fsutil__Types__Packet *p, ps_error **err)
 
 /* ---- FS_LISTING: the walk (§3.5 sender steps 1–2) ------------------------------------------- */
 
-static int
-cmp_names (const void *a, const void *b)
-{
-  /* strcmp compares as unsigned char: Go's byte-wise sort.Strings. */
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 static uint64_t
 hash_inode (dev_t dev, ino_t ino)
 {
@@ -506,29 +499,15 @@ walk_dir (struct fs *f, int dirfd, const char *rel, size_t depth, ps_error **err
 {
   if (depth > PS_FILESEND_MAX_DEPTH)
     return ps_error_set (err, 500, "%s: directories nested deeper than %d levels", rel, PS_FILESEND_MAX_DEPTH);
-  int dupfd = dup (dirfd);
-  if (dupfd < 0)
-    return ps_error_set_errno (err, 500, errno, "dup");
-  DIR *dir = fdopendir (dupfd);
-  if (dir == NULL)
-    {
-      close (dupfd);
-      return ps_error_set_errno (err, 500, errno, "open directory %s/%s", f->root, rel);
-    }
   ps_strv names = { 0 };
-  struct dirent *de;
-  while ((errno = 0, de = readdir (dir)) != NULL)
-    if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
-      ps_strv_push (&names, de->d_name);
-  int saved = errno;
-  closedir (dir);
-  if (saved != 0)
+  const char *step;
+  if (ps_list_dir_at (dirfd, true, &names, &step) < 0)
     {
+      int saved = errno;
       ps_strv_free (&names);
-      return ps_error_set_errno (err, 500, saved, "read directory %s/%s", f->root, rel);
+      return ps_error_set_errno (err, 500, saved, "%s directory %s/%s", strcmp (step, "readdir") == 0 ? "read" : "open",
+                                 f->root, rel);
     }
-  if (names.n)
-    qsort (names.v, names.n, sizeof *names.v, cmp_names);
 
   int ret = 0;
   for (size_t i = 0; i < names.n && ret == 0; i++)

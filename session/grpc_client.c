@@ -1336,19 +1336,6 @@ call_failed_error (grpc_call *call, ps_error **err)
                        call->errmsg ? call->errmsg : "call ended");
 }
 
-static void
-deadline_in (struct timespec *ts, int ms)
-{
-  clock_gettime (CLOCK_MONOTONIC, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (long) (ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L)
-    {
-      ts->tv_sec++;
-      ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int
 grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
 {
@@ -1378,7 +1365,7 @@ grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
       /* The peer reads nothing: give up rather than block a build forever. */
       if (!have_deadline)
         {
-          deadline_in (&deadline, PS_GRPC_SEND_STALL_MS);
+          deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, PS_GRPC_SEND_STALL_MS);
           have_deadline = true;
         }
       if (pthread_cond_timedwait (&call->cond, &c->mu, &deadline) == ETIMEDOUT
@@ -1420,7 +1407,7 @@ grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_err
   grpc_conn *c = call->conn;
   struct timespec deadline;
   if (timeout_ms >= 0)
-    deadline_in (&deadline, timeout_ms);
+    deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, timeout_ms);
   pthread_mutex_lock (&c->mu);
   for (;;)
     {
@@ -1473,8 +1460,7 @@ bool
 grpc_call_flush (grpc_call *call, int timeout_ms)
 {
   grpc_conn *c = call->conn;
-  struct timespec deadline;
-  deadline_in (&deadline, timeout_ms);
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, timeout_ms);
   pthread_mutex_lock (&c->mu);
   bool flushed;
   for (;;)

@@ -365,15 +365,7 @@ session_wait (const char *uuid, int timeout_ms, ps_error **err)
   pthread_once (&registry_once, registry_init);
   if (uuid == NULL || uuid[0] == '\0')
     return ps_error_set (err, 400, "no session id given"), NULL;
-  struct timespec deadline;
-  clock_gettime (CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L)
-    {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, timeout_ms);
   pthread_mutex_lock (&registry_mu);
   for (;;)
     {
@@ -417,15 +409,7 @@ size_t
 session_registry_shutdown (int timeout_ms)
 {
   pthread_once (&registry_once, registry_init);
-  struct timespec deadline;
-  clock_gettime (CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L)
-    {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, timeout_ms);
   pthread_mutex_lock (&registry_mu);
   registry_closed = true;
   for (ps_session *s = registry; s; s = s->reg_next)

@@ -80,6 +80,14 @@
    PS_SESSION_UNARY_TIMEOUT_MS). */
 #define PS_DEFAULT_SESSION_IDLE_TIMEOUT_S 600
 
+/* Largest --session-idle-timeout accepted (a week, in seconds): the value
+   becomes milliseconds in an int, and a longer one is surely a typo. */
+#define PS_MAX_SESSION_IDLE_TIMEOUT_S (7 * 24 * 3600)
+
+/* At shutdown, how long podsolved waits for open /session connections to
+   end after telling them GOAWAY, before stopping the HTTP daemons anyway. */
+#define PS_SESSION_SHUTDOWN_GRACE_MS 5000
+
 /* Unary session calls (Auth, Secrets, Health): the client answers from
    memory or a credential helper; a helper that prompts can take a while. */
 #define PS_SESSION_UNARY_TIMEOUT_MS (60 * 1000)

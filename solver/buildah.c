@@ -310,22 +310,6 @@ probe_one (const char *iso, const char *runtime, char **why)
   return rc < 0 || status != 0 ? -1 : 0;
 }
 
-static char *
-find_in_path (const char *name)
-{
-  const char *path = getenv ("PATH");
-  cleanup_free char *copy = xstrdup (path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  char *save = NULL;
-  for (char *dir = strtok_r (copy, ":", &save); dir; dir = strtok_r (NULL, ":", &save))
-    {
-      char *full = xasprintf ("%s/%s", dir, name);
-      if (access (full, X_OK) == 0)
-        return full;
-      free (full);
-    }
-  return NULL;
-}
-
 int
 buildah_probe_isolation (const char *wanted, const char *runtime, ps_error **err)
 {
@@ -367,7 +351,7 @@ buildah_probe_isolation (const char *wanted, const char *runtime, ps_error **err
       ps_info ("isolation: oci with runtime %s (probe container ran)", runtime ? runtime : "buildah's default");
       return 0;
     }
-  cleanup_free char *runc = find_in_path ("runc");
+  cleanup_free char *runc = ps_find_in_path ("runc", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   if (runc && (runtime == NULL || strcmp (runtime, runc) != 0))
     {
       cleanup_free char *why2 = NULL;

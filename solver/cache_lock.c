@@ -83,7 +83,7 @@ lock_exclusive (int fd, const char *what, bool (*give_up) (void *data), void *gi
         return ps_error_set_errno (err, 500, errno, "lock %s", what);
       if (give_up && give_up (give_up_data))
         return ps_error_set (err, 499, "the client went away while the prune waited for %s", what);
-      if (ps_monotonic_ns () > deadline)
+      if (ps_deadline_passed (deadline))
         return ps_error_set (err, 409, "%s did not end within %lld s; prune again when they have",
                              what, (long long) (wait_ms / 1000));
       poll_sleep ();
@@ -103,7 +103,7 @@ cache_lock_exclusive (const char *state_dir, bool (*give_up) (void *data), void 
   cleanup_close int lock = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0)
     return ps_error_set_errno (err, 500, errno, "open %s", lock_path);
-  int64_t deadline = ps_monotonic_ns () + wait_ms * 1000000LL;
+  int64_t deadline = ps_deadline_ns_after_ms (wait_ms);
   if (lock_exclusive (gate, "another prune", give_up, give_up_data, wait_ms, deadline, err) < 0
       || lock_exclusive (lock, "running builds", give_up, give_up_data, wait_ms, deadline, err) < 0)
     return -1;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "solver/buildah.h"
 
@@ -522,7 +523,7 @@ scan_dir (struct cache *c, const char *dir, const char *type, bool dirs, const c
       /* The image the record names: a bare id (llb.result) or the "image"
          of a JSON record (build.result). */
       cleanup_free char *text = NULL;
-      if (ps_read_file (path, 4 * 1024 * 1024, &text, NULL, NULL) < 0)
+      if (ps_read_file (path, PS_MAX_RESULT_RECORD_BYTES, &text, NULL, NULL) < 0)
         continue;
       cleanup_free char *image_id = NULL;
       if (suffix == NULL)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "solver/buildah.h"
+#include "common/limits.h"
 
 /* How long a fresh registry may take to answer. */
 #define CACHE_REGISTRY_START_MS 10000
@@ -133,7 +134,7 @@ cache_registry_write_conf (const char *path, const ps_strv *insecure, ps_error *
   const char *base = getenv ("CONTAINERS_REGISTRIES_CONF");
   if (base == NULL || *base == '\0')
     base = "/etc/containers/registries.conf";
-  if (ps_read_file (base, 1024 * 1024, &sys, &len, NULL) == 0)
+  if (ps_read_file (base, PS_MAX_REGISTRIES_CONF_BYTES, &sys, &len, NULL) == 0)
     {
       ps_buf_append (&b, sys, len);
       ps_buf_puts (&b, "\n");

@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include "solver/context.h"
 
+#include "common/archive.h"
 #include "common/limits.h"
 
 #include <archive.h>
@@ -51,32 +52,13 @@
 
 /* Deliberately not ARCHIVE_EXTRACT_OWNER (files belong to podsolved) nor
    ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS (see the top of the file). */
-#define CONTEXT_EXTRACT_FLAGS                                                                      \
-  (ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_PERM       \
-   | ARCHIVE_EXTRACT_TIME)
+#define CONTEXT_EXTRACT_FLAGS (PS_ARCHIVE_EXTRACT_SECURE | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME)
 
 /* libarchive's ARCHIVE_ERRNO_MISC (archive_private.h, not installed): the
    "errno" its own checks report, as opposed to a system call's. */
 #define LA_ERRNO_MISC (-1)
 
 /* ---- small helpers ---------------------------------------------------------- */
-
-static void
-archive_read_freep (struct archive **a)
-{
-  if (*a != NULL)
-    archive_read_free (*a);
-}
-
-static void
-archive_write_freep (struct archive **a)
-{
-  if (*a != NULL)
-    archive_write_free (*a);
-}
-
-#define cleanup_archive_read __attribute__ ((cleanup (archive_read_freep)))
-#define cleanup_archive_write __attribute__ ((cleanup (archive_write_freep)))
 
 /* `s` in double quotes for an error message: quotes, backslashes and
    control bytes escaped, long names cut, so a hostile name can neither
@@ -419,29 +401,41 @@ prepare_target (struct extract *x, const char *rel, const char *qname, bool is_d
   return 0;
 }
 
+struct copy_check
+{
+  struct extract *x;
+  ps_error **err;
+};
+
+/* Each block read counts against the unpacked and the body limits. */
+static int
+copy_block (void *ud, size_t size)
+{
+  struct copy_check *c = ud;
+  struct extract *x = c->x;
+  if (size > x->max_bytes - x->st.bytes)
+    return over_bytes (x, c->err);
+  x->st.bytes += size;
+  return check_body_bytes (x, c->err);
+}
+
 static int
 copy_data (struct extract *x, const char *qname, ps_error **err)
 {
-  for (;;)
+  struct copy_check c = { x, err };
+  switch (ps_archive_copy_data (x->in, x->out, true, copy_block, &c))
     {
-      const void *buf;
-      size_t size;
-      la_int64_t offset;
-      int r = archive_read_data_block (x->in, &buf, &size, &offset);
-      if (r == ARCHIVE_EOF)
-        return 0;
-      if (r < ARCHIVE_WARN)
-        {
-          cleanup_free char *what = xasprintf ("read entry %s", qname);
-          return read_error (x, what, err);
-        }
-      if (size > x->max_bytes - x->st.bytes)
-        return over_bytes (x, err);
-      x->st.bytes += size;
-      if (check_body_bytes (x, err) < 0)
-        return -1;
-      if (size > 0 && archive_write_data_block (x->out, buf, size, offset) < ARCHIVE_WARN)
-        return write_error (x, qname, err);
+    case PS_ARCHIVE_COPY_READ_ERROR:
+      {
+        cleanup_free char *what = xasprintf ("read entry %s", qname);
+        return read_error (x, what, err);
+      }
+    case PS_ARCHIVE_COPY_WRITE_ERROR:
+      return write_error (x, qname, err);
+    case PS_ARCHIVE_COPY_REFUSED:
+      return -1;
+    default:
+      return 0;
     }
 }
 
@@ -623,8 +617,8 @@ context_extract_fd (int fd, const char *dest, const struct ps_context_limits *li
   /* The compressions the Docker and Podman clients send; not _all(), which
      would also accept uuencode, lrzip and friends (some via fork+exec of an
      external program). */
-  cleanup_archive_read struct archive *in = archive_read_new ();
-  cleanup_archive_write struct archive *out = archive_write_disk_new ();
+  cleanup_archive struct archive *in = archive_read_new ();
+  cleanup_archive struct archive *out = archive_write_disk_new ();
   if (in == NULL || out == NULL)
     return ps_error_set (err, 500, "cannot allocate a libarchive handle");
   archive_read_support_filter_gzip (in);
@@ -759,27 +753,9 @@ open_subdir (int dirfd, const char *name, mode_t mode, mode_t *restore_mode)
 static int
 list_dir (int dirfd, ps_strv *names, const char *rel, ps_error **err)
 {
-  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return ps_error_set_errno (err, 500, errno, "open %s", rel[0] ? rel : ".");
-  DIR *d = fdopendir (fd);
-  if (d == NULL)
-    {
-      close (fd);
-      return ps_error_set_errno (err, 500, errno, "opendir %s", rel[0] ? rel : ".");
-    }
-  struct dirent *de;
-  errno = 0;
-  while ((de = readdir (d)) != NULL)
-    {
-      if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
-        ps_strv_push (names, de->d_name);
-      errno = 0;
-    }
-  int e = errno;
-  closedir (d);
-  if (e != 0)
-    return ps_error_set_errno (err, 500, e, "readdir %s", rel[0] ? rel : ".");
+  const char *step;
+  if (ps_list_dir_at (dirfd, false, names, &step) < 0)
+    return ps_error_set_errno (err, 500, errno, "%s %s", step, rel[0] ? rel : ".");
   return 0;
 }
 
@@ -942,7 +918,7 @@ context_apply_ignore (const char *dir, const char *dockerfile, const ps_strv *ex
           cleanup_free char *path = xasprintf ("%s/%s", dir, candidates[i]);
           cleanup_free char *text = NULL;
           size_t len = 0;
-          if (ps_read_file (path, 1024 * 1024, &text, &len, err) < 0)
+          if (ps_read_file (path, PS_MAX_IGNORE_FILE_BYTES, &text, &len, err) < 0)
             return ps_error_wrap (err, "read %s", candidates[i]);
           ig = ps_ignore_parse (text, len, err);
           if (ig == NULL)

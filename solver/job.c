@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "solver/cache_lock.h"
 
@@ -289,15 +290,7 @@ solver_job_emit_vertex (solver_job *job, const char *vertex, const char *name, c
 const struct solver_event *
 solver_job_next (solver_job *job, size_t idx, int timeout_ms, bool *done)
 {
-  struct timespec deadline;
-  clock_gettime (CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L)
-    {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_MONOTONIC, timeout_ms);
 
   const struct solver_event *ev = NULL;
   pthread_mutex_lock (&job->lock);
@@ -443,14 +436,7 @@ acquire_slot (solver_job *job)
           pthread_mutex_unlock (&slot_lock);
           return -1;
         }
-      struct timespec ts;
-      clock_gettime (CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 200 * 1000000L;
-      if (ts.tv_nsec >= 1000000000L)
-        {
-          ts.tv_sec++;
-          ts.tv_nsec -= 1000000000L;
-        }
+      struct timespec ts = ps_deadline_after_ms (CLOCK_REALTIME, 200);
       pthread_cond_timedwait (&slot_changed, &slot_lock, &ts);
     }
   running++;
@@ -959,7 +945,7 @@ solver_jobs_restore_records (void)
         continue;
       cleanup_free char *path = xasprintf ("%s/%s", records_dir, de->d_name);
       cleanup_free char *text = NULL;
-      if (ps_read_file (path, 1024 * 1024, &text, NULL, NULL) < 0)
+      if (ps_read_file (path, PS_MAX_JOB_RECORD_BYTES, &text, NULL, NULL) < 0)
         continue;
       cJSON *o = cJSON_Parse (text);
       const cJSON *ref = cJSON_GetObjectItemCaseSensitive (o, "ref");

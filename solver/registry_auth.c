@@ -4,17 +4,10 @@
 #define _GNU_SOURCE
 #include "solver/registry_auth.h"
 
-#include <cjson/cJSON.h>
 #include <string.h>
 
+#include "common/cjson.h"
 #include "common/limits.h"
-
-static void
-cjson_deletep (cJSON **p)
-{
-  cJSON_Delete (*p);
-}
-#define cleanup_cjson __attribute__ ((cleanup (cjson_deletep)))
 
 static cJSON *
 decode_header (const char *name, const char *value, ps_error **err)

@@ -3,8 +3,6 @@
 #define _GNU_SOURCE
 #include "solver/rootfs_export.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/archive.h"
 #include "solver/buildah.h"
 
 int
@@ -95,19 +94,14 @@ copy_data (struct archive *in, struct archive_entry *e, struct archive *out, boo
 {
   if (archive_entry_filetype (e) != AE_IFREG || archive_entry_size (e) == 0)
     return 0;
-  const void *buf;
-  size_t size;
-  la_int64_t offset;
-  for (;;)
+  switch (ps_archive_copy_data (in, out, disk, NULL, NULL))
     {
-      int r = archive_read_data_block (in, &buf, &size, &offset);
-      if (r == ARCHIVE_EOF)
-        return 0;
-      if (r < ARCHIVE_WARN)
-        return ps_error_set (err, 500, "read %s: %s", archive_entry_pathname (e), archive_error_string (in));
-      la_ssize_t w = disk ? archive_write_data_block (out, buf, size, offset) : archive_write_data (out, buf, size);
-      if (w < 0)
-        return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (out));
+    case PS_ARCHIVE_COPY_READ_ERROR:
+      return ps_error_set (err, 500, "read %s: %s", archive_entry_pathname (e), archive_error_string (in));
+    case PS_ARCHIVE_COPY_WRITE_ERROR:
+      return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (out));
+    default:
+      return 0;
     }
 }
 
@@ -173,8 +167,7 @@ rootfs_copy_dir (const char *root, const char *dest, ps_error **err)
     return -1;
   struct archive *out = archive_write_disk_new ();
   archive_write_disk_set_options (out, ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER
-                                           | ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS
-                                           | ARCHIVE_EXTRACT_UNLINK);
+                                           | PS_ARCHIVE_EXTRACT_SECURE | ARCHIVE_EXTRACT_UNLINK);
   archive_write_disk_set_standard_lookup (out);
   struct disk_out d = { out, dest };
   int ret = walk_tree (root, emit_disk, &d, err);

@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
@@ -208,7 +209,7 @@ result_cache_lookup (solver_job *job, const char *state_dir, const char *key, co
 {
   cleanup_free char *path = record_path (state_dir, key);
   cleanup_free char *text = NULL;
-  if (ps_read_file (path, 4 * 1024 * 1024, &text, NULL, NULL) < 0)
+  if (ps_read_file (path, PS_MAX_RESULT_RECORD_BYTES, &text, NULL, NULL) < 0)
     return 0;
   cJSON *rec = cJSON_Parse (text);
   const cJSON *img = cJSON_GetObjectItemCaseSensitive (rec, "image");

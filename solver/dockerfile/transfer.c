@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "session/diffcopy.h"
 #include "session/filesend.h"
@@ -74,7 +75,7 @@ read_ignore_lines (const char *path, ps_strv *out)
 {
   cleanup_free char *text = NULL;
   size_t len = 0;
-  if (ps_read_file (path, 1024 * 1024, &text, &len, NULL) < 0)
+  if (ps_read_file (path, PS_MAX_IGNORE_FILE_BYTES, &text, &len, NULL) < 0)
     return;
   char *save = NULL;
   for (char *line = strtok_r (text, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
