@@ -4,8 +4,8 @@
  * the directory: which files exist, with what bytes and modes, and — for
  * the hostile archives — that nothing appeared outside the context. */
 #define _GNU_SOURCE
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -1060,8 +1060,7 @@ START_TEST (test_extract_then_prune)
 }
 END_TEST
 
-Suite *
-suite_context (void)
+PS_TEST_SUITE (context)
 {
   Suite *s = suite_create ("context");
 

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "solver/image_config.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 static char *
 joined (const ps_strv *v)
@@ -84,8 +84,7 @@ START_TEST (bad_configs_are_400_naming_the_field)
 }
 END_TEST
 
-Suite *
-suite_image_config (void)
+PS_TEST_SUITE (image_config)
 {
   Suite *s = suite_create ("image_config");
   TCase *tc = tcase_create ("parse");

@@ -13,8 +13,8 @@
 #include "common/limits.h"
 #include "schema/fsutil.pb-c.h"
 #include "session/diffcopy.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 #define T0 1700000000123456789LL /* a modification time with nanoseconds */
 
@@ -740,8 +740,7 @@ START_TEST (listing_over_the_entry_limit_is_413)
 }
 END_TEST
 
-Suite *
-suite_session_diffcopy (void)
+PS_TEST_SUITE (session_diffcopy)
 {
   Suite *s = suite_create ("session_diffcopy");
   TCase *tc = tcase_create ("diffcopy");

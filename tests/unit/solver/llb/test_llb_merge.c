@@ -4,8 +4,8 @@
  * whiteouts delete without following symlinks, that Merge(A, Diff(A, B))
  * is B again, and the whiteout record on disk. */
 #define _GNU_SOURCE
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -509,8 +509,7 @@ START_TEST (test_whiteout_record_rejects_bad_input)
 }
 END_TEST
 
-Suite *
-suite_llb_merge (void)
+PS_TEST_SUITE (llb_merge)
 {
   Suite *s = suite_create ("llb_merge");
   TCase *tc = tcase_create ("trees");

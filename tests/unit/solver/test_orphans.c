@@ -7,7 +7,7 @@
 
 #include "solver/buildah.h"
 #include "solver/orphans.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 START_TEST (storage_times_parse)
 {
@@ -84,8 +84,7 @@ START_TEST (only_anonymous_buildah_containers_inside_the_window_are_leaks)
 }
 END_TEST
 
-Suite *
-suite_orphans (void)
+PS_TEST_SUITE (orphans)
 {
   Suite *s = suite_create ("orphans");
   TCase *tc = tcase_create ("records");

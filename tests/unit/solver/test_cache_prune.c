@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "solver/cache_prune.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 START_TEST (go_durations_parse)
 {
@@ -100,8 +100,7 @@ START_TEST (bad_filters_are_400_naming_the_problem)
 }
 END_TEST
 
-Suite *
-suite_cache_prune (void)
+PS_TEST_SUITE (cache_prune)
 {
   Suite *s = suite_create ("cache_prune");
   TCase *tc = tcase_create ("options");

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "schema/jsonmessage.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 #define ID64 "65204c41aff7030161dc098389624827bd6a530983f4a633bf8306d98fb7b16c"
 
@@ -112,8 +112,7 @@ START_TEST (quiet_failure_replays_held_output)
 }
 END_TEST
 
-Suite *
-suite_jsonmessage (void)
+PS_TEST_SUITE (jsonmessage)
 {
   Suite *s = suite_create ("jsonmessage");
   TCase *tc = tcase_create ("encode");

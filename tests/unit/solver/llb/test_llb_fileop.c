@@ -14,8 +14,8 @@
 
 #include "solver/llb/fileop.h"
 #include "solver/llb/fileutil.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 /* ---- wildcards ------------------------------------------------------------------- */
 
@@ -537,8 +537,7 @@ START_TEST (rm_with_wildcards_removes_every_match)
 }
 END_TEST
 
-Suite *
-suite_llb_fileop (void)
+PS_TEST_SUITE (llb_fileop)
 {
   Suite *s = suite_create ("llb_fileop");
   TCase *tc = tcase_create ("match");

@@ -15,8 +15,8 @@
 
 #include "solver/llb/llb.h"
 #include "solver/llb/local.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 /* ---- building definitions ------------------------------------------------ */
 
@@ -1654,8 +1654,7 @@ START_TEST (local_filter_attrs_must_be_lists_of_strings)
 }
 END_TEST
 
-Suite *
-suite_llb (void)
+PS_TEST_SUITE (llb)
 {
   Suite *s = suite_create ("llb");
   TCase *tc = tcase_create ("graph");

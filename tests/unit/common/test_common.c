@@ -5,7 +5,7 @@
 
 #include "common/ps.h"
 #include "schema/apierror.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 START_TEST (error_wrap_reads_like_a_path)
 {
@@ -98,8 +98,7 @@ START_TEST (api_error_body_has_podman_fields)
 }
 END_TEST
 
-Suite *
-suite_common (void)
+PS_TEST_SUITE (common)
 {
   Suite *s = suite_create ("common");
   TCase *tc = tcase_create ("helpers");

@@ -7,7 +7,7 @@
 #include "schema/solve_request.h"
 #include "schema/solve_status.h"
 #include "solver/dockerfile/build.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 static int
 parse (const char *json, struct solve_request *r, ps_error **err)
@@ -188,8 +188,7 @@ START_TEST (dockerfile_from_images_skips_stages_scratch_and_args)
 }
 END_TEST
 
-Suite *
-suite_solve (void)
+PS_TEST_SUITE (solve)
 {
   Suite *s = suite_create ("solve");
   TCase *tc = tcase_create ("request");

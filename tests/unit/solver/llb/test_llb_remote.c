@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "solver/llb/remote.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 /* A source vertex with up to 8 attrs ("key", "value", ..., NULL). */
 struct src_vertex
@@ -226,8 +226,7 @@ START_TEST (downloaded_files_get_buildkits_names)
 }
 END_TEST
 
-Suite *
-suite_llb_remote (void)
+PS_TEST_SUITE (llb_remote)
 {
   Suite *s = suite_create ("llb_remote");
   TCase *tc = tcase_create ("attrs");

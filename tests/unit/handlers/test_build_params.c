@@ -8,7 +8,7 @@
 #include "common/limits.h"
 #include "handlers/build_params.h"
 #include "solver/registry_auth.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 #define KV(...) ((struct ps_kv[]){ __VA_ARGS__ })
 #define N(a) (sizeof (a) / sizeof ((a)[0]))
@@ -309,8 +309,7 @@ START_TEST (limits_on_tags_and_json_values)
 }
 END_TEST
 
-Suite *
-suite_build_params (void)
+PS_TEST_SUITE (build_params)
 {
   Suite *s = suite_create ("build_params");
   TCase *tc = tcase_create ("query");

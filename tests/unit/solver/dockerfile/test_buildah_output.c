@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "solver/dockerfile/buildah_output.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 #define ID64 "75ab9a58e9ebd9f014b9bd36b1c453e338e7ca15875652659cab2338ea9671a8"
 
@@ -248,8 +248,7 @@ START_TEST (progress_names_stages_like_buildkit)
 }
 END_TEST
 
-Suite *
-suite_buildah_output (void)
+PS_TEST_SUITE (buildah_output)
 {
   Suite *s = suite_create ("buildah_output");
   TCase *tc = tcase_create ("shapes");

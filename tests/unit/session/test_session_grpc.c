@@ -10,8 +10,8 @@
 #include "schema/fsutil.pb-c.h"
 #include "session/grpc_client.h"
 #include "session/session_limits.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 static const struct fake_config normal = { .mode = FAKE_NORMAL };
 
@@ -639,8 +639,7 @@ START_TEST (reassembly_refuses_a_compressed_message)
 }
 END_TEST
 
-Suite *
-suite_session_grpc (void)
+PS_TEST_SUITE (session_grpc)
 {
   Suite *s = suite_create ("session_grpc");
   TCase *tc = tcase_create ("grpc");

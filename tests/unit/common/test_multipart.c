@@ -10,8 +10,8 @@
 
 #include "common/multipart.h"
 #include "handlers/solve_body.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 /* What the callbacks saw, as text: "name(filename,type)=data;" per part. */
 struct trace
@@ -344,8 +344,7 @@ START_TEST (definition_part_over_16mib_is_413)
 }
 END_TEST
 
-Suite *
-suite_multipart (void)
+PS_TEST_SUITE (multipart)
 {
   Suite *s = suite_create ("multipart");
   TCase *tc = tcase_create ("multipart");

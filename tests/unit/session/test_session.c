@@ -10,8 +10,8 @@
 #include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 static const struct fake_config services = {
   .mode = FAKE_NORMAL,
@@ -215,8 +215,7 @@ START_TEST (calls_on_a_dead_session_fail_fast)
 }
 END_TEST
 
-Suite *
-suite_session (void)
+PS_TEST_SUITE (session)
 {
   Suite *s = suite_create ("session");
   TCase *tc = tcase_create ("session");

@@ -7,7 +7,7 @@
 
 #include "control.pb-c.h"
 #include "schema/trace.h"
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 START_TEST (vertex_round_trips_through_protobuf)
 {
@@ -98,8 +98,7 @@ START_TEST (lines_are_moby_shaped)
 }
 END_TEST
 
-Suite *
-suite_trace (void)
+PS_TEST_SUITE (trace)
 {
   Suite *s = suite_create ("trace");
   TCase *tc = tcase_create ("encode");

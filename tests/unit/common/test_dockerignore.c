@@ -3,7 +3,7 @@
  * (TestMatches run through MatchesOrParentMatches, the multi-pattern cases,
  * and the filepath.Match table of TestMatch); the rest pin down behaviour
  * users trip over (comments, '!' order, what '*' does not cross). */
-#include "tests/unit/suites.h"
+#include "tests/unit/unit.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -378,8 +378,7 @@ START_TEST (test_ignore_nul_byte_refused)
 }
 END_TEST
 
-Suite *
-suite_dockerignore (void)
+PS_TEST_SUITE (dockerignore)
 {
   Suite *s = suite_create ("dockerignore");
   TCase *tc = tcase_create ("match");

@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include "session/filesend.h"
-#include "tests/unit/suites.h"
-#include "tests/unit/test_session_peer.h"
+#include "tests/unit/unit.h"
+#include "tests/fixtures/session_peer.h"
 
 #define T0 1700000000123456789LL /* a modification time with nanoseconds */
 #define MIB (1024 * 1024)
@@ -555,8 +555,7 @@ START_TEST (go_file_modes)
 }
 END_TEST
 
-Suite *
-suite_session_filesend (void)
+PS_TEST_SUITE (session_filesend)
 {
   Suite *s = suite_create ("session_filesend");
   TCase *tc = tcase_create ("filesend");
