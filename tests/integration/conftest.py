@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Test files live in subfolders (endpoints/, clients/, llb/, hardening/); the
+# helper modules next to this file (podsolve_testlib, llb_solve) import from all
+# of them, and podsolve_testlib puts tests/fixtures/ on the path too.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import podsolve_testlib as lib  # noqa: E402
@@ -125,22 +128,7 @@ def uniq():
     return secrets.token_hex(4)
 
 
-HEALTH_CONTEXT = {
-    "Containerfile": lib.containerfile(f"FROM {lib.BASE_IMAGE}", "RUN echo healthy > /health.txt"),
-}
-
-
-def assert_daemon_builds(d, tag="podsolve-health"):
-    """The daemon is alive, answers /_ping and still completes a good build."""
-    assert d.alive(), f"podsolved died; log tail:\n{d.log_tail()}"
-    status, _, body = d.request("GET", "/_ping")
-    assert (status, body) == (200, b"OK")
-    r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
-    assert r.status == 200 and r.error is None, r.describe()
-    assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"
-
-
 @pytest.fixture
 def daemon_builds():
     """Function handle: daemon_builds(daemon) asserts a good build still works."""
-    return assert_daemon_builds
+    return lib.assert_daemon_builds

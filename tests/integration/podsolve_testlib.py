@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -32,7 +33,8 @@ import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MAKE_BASE_IMAGE = REPO_ROOT / "tests" / "fixtures" / "make-base-image"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+MAKE_BASE_IMAGE = FIXTURES / "make-base-image"
 GET_DOCKER_CLI = REPO_ROOT / "scripts" / "get-docker-cli"
 DOCKER_CLI_CACHE = Path("/var/cache/podsolve-test/docker-20.10")
 
@@ -42,6 +44,12 @@ LIBPOD_BUILD = "/v4.3.1/libpod/build"
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX12 = re.compile(r"^[0-9a-f]{12}$")
+
+
+# The fixtures shared with other harnesses (llbgen.py, session_peer.py) import
+# as top-level modules from every test folder.
+if str(FIXTURES) not in sys.path:
+    sys.path.insert(0, str(FIXTURES))
 
 
 def podsolved_path():
@@ -738,3 +746,22 @@ def multipart(fields, files):
                    f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
+
+
+# --------------------------------------------------------------------------
+# The daemon still works
+
+
+HEALTH_CONTEXT = {
+    "Containerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo healthy > /health.txt"),
+}
+
+
+def assert_daemon_builds(d, tag="podsolve-health"):
+    """The daemon is alive, answers /_ping and still completes a good build."""
+    assert d.alive(), f"podsolved died; log tail:\n{d.log_tail()}"
+    status, _, body = d.request("GET", "/_ping")
+    assert (status, body) == (200, b"OK")
+    r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
+    assert r.status == 200 and r.error is None, r.describe()
+    assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -22,7 +21,6 @@ import pytest
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import image as _image, solve, vertexes as _vertexes  # noqa: E402
 

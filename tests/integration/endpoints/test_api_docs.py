@@ -49,7 +49,7 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCS = REPO / "api-docs"
 OPENAPI_PATH = DOCS / "openapi.yaml"
 GUIDE_PATH = DOCS / "guide.md"

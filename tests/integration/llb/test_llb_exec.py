@@ -6,13 +6,11 @@ runs."""
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402
 

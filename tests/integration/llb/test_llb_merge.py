@@ -5,13 +5,11 @@ changed from lower to upper, and merged over another base it applies that
 change there, deletions included."""
 
 import io
-import sys
 import tarfile
 from pathlib import Path
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import solve_ok as _solve, final as _final, image as _image  # noqa: E402
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import podsolve_testlib as lib
-from conftest import assert_daemon_builds
+from podsolve_testlib import assert_daemon_builds
 from session_peer import SessionPeer
 
 

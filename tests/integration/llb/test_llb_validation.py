@@ -106,9 +106,6 @@ def test_more_malformed_graphs_are_refused_before_anything_runs(daemon):
     """The rest of the issue's list, through the HTTP API: a digest that
     names no op (one byte off), an output index out of range, an exec
     without mounts, and 100 000 ops (413).  (Truncations: above.)"""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
     import llbgen as llb
 
     img = llb.source("docker-image://" + lib.BASE_IMAGE)

@@ -7,13 +7,10 @@ document with a 400 naming the attr before anything runs."""
 
 import io
 import json
-import sys
 import tarfile
-from pathlib import Path
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import solve_ok  # noqa: E402
 

@@ -11,16 +11,13 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import image as result_image, solve_ok as solve  # noqa: E402
 

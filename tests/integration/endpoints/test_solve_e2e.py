@@ -528,8 +528,6 @@ def test_buildkit_session_registry_auth_insecure_conf_wrong_password(insecure_co
 # An LLB definition's docker-image source pulls with the session's
 # Auth/Credentials, as BuildKit does for a frontend's image sources.
 def test_llb_image_source_pulls_with_session_credentials(insecure_conf_daemon, auth_registry_with_base, uniq):
-    import sys as _sys
-    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
     import llbgen as llb
     from session_peer import SessionPeer
     d, reg = insecure_conf_daemon, auth_registry_with_base

@@ -257,8 +257,6 @@ def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(sp
     """An LLB exec's working container is podsolve's own (named
     podsolve-…): a killed run cannot remove it, the next start does."""
     import json
-    import sys
-    sys.path.insert(0, str(lib.REPO_ROOT / "tests" / "fixtures"))
     import llbgen as llb
     d = spawn_daemon()
     img = llb.source("docker-image://" + lib.BASE_IMAGE)

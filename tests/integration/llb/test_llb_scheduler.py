@@ -10,7 +10,6 @@ import base64
 import http.server
 import json
 import socketserver
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import podsolve_testlib as lib
 from session_peer import SessionPeer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import errors as _errors, final as _final, image as _image, logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402,E501
 

@@ -8,12 +8,9 @@ used by a later op.  Malformed options are a 400 and unsupported ones a
 import json
 import os
 import stat
-import sys
-from pathlib import Path
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 from llb_solve import errors as _errors, image as _image, solve as _solve, vertexes as _vertexes  # noqa: E402
 
