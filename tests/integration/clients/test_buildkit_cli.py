@@ -9,6 +9,7 @@ the image in containers-storage, the CLI's output and exit status, and where
 the daemon's log says what crossed the session.
 """
 
+import functools
 import gzip
 import os
 import re
@@ -34,8 +35,7 @@ IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 # helpers
 
 
-def image_ref(tag):
-    return f"docker.io/library/{tag}:latest"
+image_ref = lib.image_ref
 
 
 def bk_env(daemon, docker_cli, buildkit="1"):
@@ -51,19 +51,8 @@ def bk_env(daemon, docker_cli, buildkit="1"):
     return env
 
 
-def run(cmd, env, cwd=None, timeout=120):
-    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    r.output = r.stdout + r.stderr
-    return r
-
-
-def explain(r, daemon, log=None):
-    text = (f"exit {r.returncode}\n--- stdout:\n{r.stdout[-4000:]}\n--- stderr:\n{r.stderr[-5000:]}")
-    if log is not None:
-        text += f"\n--- podsolved log during the command:\n{log.text()[-5000:]}"
-    else:
-        text += f"\n--- podsolved log tail:\n{daemon.log_tail(4000)}"
-    return text
+run = functools.partial(lib.run, timeout=120)
+explain = lib.explain
 
 
 def docker_build(daemon, docker_cli, ctx, *args, buildkit="1", progress="plain", timeout=120):
@@ -427,9 +416,7 @@ def test_buildkit_secret_is_readable_in_RUN_and_leaves_no_trace(daemon, docker_c
     assert scan_tree_for(daemon.state, needle) == [], "secret bytes under --state-dir"
     assert scan_tree_for(daemon.tmpdir, needle) == [], "secret bytes under the daemon's TMPDIR"
 
-    deadline = time.monotonic() + 5
-    while secrets_dirs() - shm_before and time.monotonic() < deadline:
-        time.sleep(0.1)
+    lib.wait_for(lambda: not secrets_dirs() - shm_before, 5)
     assert secrets_dirs() - shm_before == set(), f"left on /dev/shm: {secrets_dirs() - shm_before}"
 
 
@@ -448,7 +435,7 @@ def test_buildkit_ctrl_c_during_RUN_cancels_the_build(daemon, docker_cli, tmp_pa
     cli = subprocess.Popen([docker_cli, "build", "--progress=plain", "-t", f"bk-cancel-{uniq}", "."],
                            env=bk_env(daemon, docker_cli), cwd=ctx, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + lib.scaled(30)
         sleeps = []
         while not sleeps and time.monotonic() < deadline and cli.poll() is None:
             time.sleep(0.2)
@@ -456,7 +443,7 @@ def test_buildkit_ctrl_c_during_RUN_cancels_the_build(daemon, docker_cli, tmp_pa
         assert sleeps, (f"`sleep 40` never started under the daemon (cli exit {cli.poll()}):\n"
                         f"{Path(out.name).read_text()[-3000:]}\n{mark.text()[-3000:]}")
         cli.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + lib.scaled(15)
         while time.monotonic() < deadline:
             alive = [p for p in sleeps if pid_is(p, "sleep 40")] + sleep40_pids(daemon)
             if not alive and daemon.working_containers() == [] and cli.poll() is not None:
@@ -473,7 +460,7 @@ def test_buildkit_ctrl_c_during_RUN_cancels_the_build(daemon, docker_cli, tmp_pa
     finally:
         if cli.poll() is None:
             cli.kill()
-            cli.wait(10)
+            cli.wait(lib.scaled(10))
         out.close()
 
 

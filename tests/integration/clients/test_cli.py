@@ -43,7 +43,7 @@ def cli_env(daemon):
 def podsolve(daemon, *args, cwd=None, timeout=240, stdin=None):
     """Run the CLI to completion; the result has .output = stdout + stderr."""
     r = subprocess.run([CLI, *map(str, args)], env=cli_env(daemon), cwd=cwd, capture_output=True,
-                       timeout=timeout, input=stdin)
+                       timeout=lib.scaled(timeout), input=stdin)
     r.out = r.stdout.decode("utf-8", "replace")
     r.err = r.stderr.decode("utf-8", "replace")
     return r
@@ -61,13 +61,12 @@ def jobs(daemon):
 
 
 def wait_for_state(daemon, ref, states, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached():
         job = jobs(daemon).get(ref)
-        if job and job["state"] in states:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"solve {ref} never reached {states}; jobs: {jobs(daemon)}")
+        return job if job and job["state"] in states else None
+    job = lib.wait_for(reached, timeout, step=0.2)
+    assert job, f"solve {ref} never reached {states}; jobs: {jobs(daemon)}"
+    return job
 
 
 HELLO = {
@@ -291,11 +290,11 @@ def test_cancel_from_a_second_process_stops_a_running_build(daemon, tmp_path, un
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_state(daemon, ref, {"running"})
-        time.sleep(1)
+        assert lib.wait_for(lambda: lib.running(f"echo sleeping-{uniq} && sleep 30"), 30), "the RUN step never started"
         r = podsolve(daemon, "cancel", ref)
         assert r.returncode == 0, explain(r, daemon)
         assert f"{ref} cancelled" in r.out, r.out
-        _, err = build.communicate(timeout=30)
+        _, err = build.communicate(timeout=lib.scaled(30))
     finally:
         if build.poll() is None:
             build.kill()
@@ -316,9 +315,10 @@ def test_interrupting_the_build_cancels_it_on_the_daemon(daemon, tmp_path, uniq)
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_state(daemon, ref, {"running"})
-        time.sleep(1)
+        assert lib.wait_for(lambda: [p for p in daemon.descendants() if p[1].endswith("sleep 30")], 30), \
+            f"the RUN step never started: {daemon.descendants()}"
         build.send_signal(signal.SIGINT)
-        _, err = build.communicate(timeout=15)
+        _, err = build.communicate(timeout=lib.scaled(15))
     finally:
         if build.poll() is None:
             build.kill()

@@ -2,9 +2,9 @@
 docker-compose 1.29 (docker-py), podman-remote 4.3.1 and curl.  Each test
 runs the client the way a user would and checks the image it produced."""
 
+import functools
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import podsolve_testlib as lib
@@ -20,15 +20,8 @@ CTX4 = {
 }
 
 
-def run(cmd, env, cwd=None, timeout=240):
-    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    r.output = r.stdout + r.stderr
-    return r
-
-
-def explain(r, daemon):
-    return (f"exit {r.returncode}\n--- stdout:\n{r.stdout[-4000:]}\n--- stderr:\n{r.stderr[-4000:]}"
-            f"\n--- podsolved log tail:\n{daemon.log_tail(3000)}")
+run = functools.partial(lib.run, timeout=240)
+explain = lib.explain
 
 
 def cli_env(daemon, docker_cli):

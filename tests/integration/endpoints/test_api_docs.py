@@ -43,18 +43,19 @@ import signal
 import subprocess
 import tarfile
 from datetime import datetime
-from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
+import podsolve_testlib as lib
+
+REPO = lib.REPO_ROOT
 DOCS = REPO / "api-docs"
 OPENAPI_PATH = DOCS / "openapi.yaml"
 GUIDE_PATH = DOCS / "guide.md"
 
-EXAMPLE_TIMEOUT = 300
+EXAMPLE_TIMEOUT = lib.scaled(300)
 
 
 # --------------------------------------------------------------------------

@@ -472,7 +472,7 @@ def test_two_builds_in_parallel_both_complete_with_their_own_content(daemon, uni
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(lib.scaled(120))
     for which in ("left", "right"):
         assert_ok(results[which])
         assert daemon.image_file(lib_tag(f"par-{which}-{uniq}"), "/who") == f"{which}-{uniq}\n".encode()

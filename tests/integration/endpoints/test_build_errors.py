@@ -8,15 +8,16 @@ code).  After every case the daemon is alive and still builds."""
 
 import json
 import os
+import re
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 import podsolve_testlib as lib
-from podsolve_testlib import BASE_IMAGE, COMPAT_BUILD, LIBPOD_BUILD, containerfile
+from podsolve_testlib import BASE_IMAGE, COMPAT_BUILD, LIBPOD_BUILD, containerfile, wait_for
+from podsolve_testlib import running as sleepers
 
 GOOD = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo ok > /ok.txt")}
 
@@ -312,20 +313,6 @@ def test_finished_failed_and_rejected_builds_leave_no_context_files(daemon, uniq
     assert wait_for(lambda: leftovers() == [], 5), leftovers()
 
 
-def sleepers(token):
-    r = subprocess.run(["pgrep", "-af", token], capture_output=True, text=True)
-    return [l for l in r.stdout.splitlines() if "pgrep" not in l]
-
-
-def wait_for(pred, timeout, step=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
 def test_client_disconnect_mid_build_cancels_it_and_cleans_up(daemon, daemon_builds, uniq):
     """A client that goes away after the first STEP line (Ctrl-C on docker
     build): within 15 s the RUN process and buildah are gone and no working
@@ -450,6 +437,7 @@ def test_containers_a_build_asked_to_keep_are_never_swept(spawn_daemon, uniq):
     assert status == 200
     try:
         next(cut)
+        cut_id = re.search(r"build (\S+): started", d.log_tail(1 << 20)).group(1)
         assert wait_for(lambda: sleepers(token), 20), "the RUN step never started"
         before = {c["id"] for c in d.working_containers()}
         r = d.build({"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo kept > /kept")},
@@ -460,5 +448,6 @@ def test_containers_a_build_asked_to_keep_are_never_swept(spawn_daemon, uniq):
     finally:
         cut.close()
     assert wait_for(lambda: not [p for p in d.descendants() if "buildah" in p[1]], 20), d.descendants()
-    time.sleep(1)
+    # The stopped build's job ends (its line comes after its leftovers were swept).
+    assert wait_for(lambda: re.search(rf"job {cut_id}: (?!cancelling: )", d.log_tail(1 << 20)), 20), d.log_tail()
     assert {c["id"] for c in d.working_containers()} == kept

@@ -90,7 +90,7 @@ class PodmanService:
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=podman_env(self.tmp),
                                      start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + lib.scaled(timeout)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"podman system service exited ({self.proc.returncode}):\n"
@@ -112,13 +112,13 @@ class PodmanService:
     def kill(self):
         if self.alive():
             self.proc.kill()
-            self.proc.wait(10)
+            self.proc.wait(lib.scaled(10))
 
     def stop(self):
         if self.alive():
             self.proc.terminate()
             try:
-                self.proc.wait(20)
+                self.proc.wait(lib.scaled(20))
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -141,7 +141,7 @@ class Stack:
     def podman_cli(self, *args, timeout=120):
         """Plain (not remote) podman on the stack's storage: for cleanup."""
         return subprocess.run(["podman", *args], env=podman_env(self.daemon.tmp), capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=lib.scaled(timeout))
 
 
 def start_stack(spawn=False, extra_args=()):
@@ -246,15 +246,8 @@ def docker_env(daemon, docker_cli):
     return env
 
 
-def run(cmd, env, cwd=None, timeout=180, input=None):
-    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input)
-    r.output = r.stdout + r.stderr
-    return r
-
-
-def explain(r, daemon):
-    return (f"exit {r.returncode}\n--- stdout:\n{r.stdout[-3000:]}\n--- stderr:\n{r.stderr[-3000:]}"
-            f"\n--- podsolved log tail:\n{daemon.log_tail(4000)}")
+run = lib.run
+explain = lib.explain
 
 
 def access_log(daemon):
@@ -268,7 +261,7 @@ def logged(daemon, match, timeout=5):
     can be just after the client has its answer).  `match` is a tuple to
     find, or a predicate on (method, path, status, where)."""
     pred = match if callable(match) else (lambda *entry: entry == match)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + lib.scaled(timeout)
     while True:
         log = access_log(daemon)
         if any(pred(*e) for e in log):
@@ -345,7 +338,7 @@ def test_detached_container_logs_follow_exec_and_stop(stack, docker_cli, uniq):
 
         r = run([docker_cli, "stop", "-t", "5", name], env)
         assert r.returncode == 0, explain(r, d)
-        assert logs.wait(30) == 0, logs.stderr.read()
+        assert logs.wait(lib.scaled(30)) == 0, logs.stderr.read()
         rest = logs.stdout.read()
         assert "tick 2\n" in rest
     finally:
@@ -395,7 +388,7 @@ def test_save_load_round_trip_of_a_50MB_image(stack, docker_cli, tmp_path, uniq)
 
     archive = tmp_path / "img.tar"
     with open(archive, "wb") as out:
-        save = subprocess.run([docker_cli, "save", name], env=env, stdout=out, stderr=subprocess.PIPE, timeout=180)
+        save = subprocess.run([docker_cli, "save", name], env=env, stdout=out, stderr=subprocess.PIPE, timeout=lib.scaled(180))
     assert save.returncode == 0, save.stderr
     assert archive.stat().st_size > 50 * 1000 * 1000
 
@@ -405,7 +398,7 @@ def test_save_load_round_trip_of_a_50MB_image(stack, docker_cli, tmp_path, uniq)
 
     with open(archive, "rb") as inp:   # stdin, not -i: the CLI sends a chunked body
         load = subprocess.run([docker_cli, "load"], env=env, stdin=inp, capture_output=True, text=True,
-                              timeout=180)
+                              timeout=lib.scaled(180))
     assert load.returncode == 0, load.stdout + load.stderr
     assert f"Loaded image: docker.io/library/{name}:latest" in load.stdout
     assert d.image_id(f"docker.io/library/{name}:latest") == image_id
@@ -478,7 +471,7 @@ def test_docker_compose_up_builds_with_podsolve_and_runs_on_podman(stack, docker
         assert r.returncode == 0, explain(r, d)
         assert sorted(r.stdout.split("\n")[:-1]) == [f"{project}_web_1 running", f"{project}_worker_1 running"], \
             r.stdout
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + lib.scaled(20)
         while time.monotonic() < deadline:
             r = run(["docker-compose", "-p", project, "logs", "--no-color"], env, cwd=proj)
             if re.search(r"web_1\s+\| web\n", r.stdout) and re.search(r"worker_1\s+\| worker\n", r.stdout):
@@ -538,7 +531,7 @@ def test_upstream_killed_mid_logs_follow(own_stack, docker_cli, uniq):
     try:
         assert logs.stdout.readline() == "tick 0\n"
         s.podman.kill()
-        rc = logs.wait(15)
+        rc = logs.wait(lib.scaled(15))
         err = logs.stderr.read()
     finally:
         if logs.poll() is None:
@@ -551,7 +544,7 @@ def test_upstream_killed_mid_logs_follow(own_stack, docker_cli, uniq):
 
     t0 = time.monotonic()
     r = run([docker_cli, "ps"], env, timeout=30)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < lib.scaled(5)
     assert r.returncode != 0
     assert f"Podman API service at unix://{s.podman.sock}" in r.stderr, r.stderr
 
@@ -584,7 +577,7 @@ def test_spawn_upstream_runs_restarts_and_stops_podman(own_stack, docker_cli):
     assert r.returncode == 0 and r.stdout == "spawned\n", explain(r, d)
 
     os.kill(pids[0], signal.SIGKILL)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + lib.scaled(20)
     while time.monotonic() < deadline:
         now = service_pids()
         if now and now != pids:
@@ -599,7 +592,7 @@ def test_spawn_upstream_runs_restarts_and_stops_podman(own_stack, docker_cli):
     child = service_pids()[0]
     status, msg = d.stop(timeout=30)
     assert status == 0, msg
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + lib.scaled(5)
     while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{child}") or "Z" in open(f"/proc/{child}/stat").read().split()[2], \
@@ -759,7 +752,7 @@ def test_long_answers_and_uploads_stream_without_waiting_for_the_end(spawn_daemo
         if head.startswith(b"GET"):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"c\r\n{\"event\":1}\n\r\n")
-            release.wait(20)
+            release.wait(lib.scaled(20))
             conn.sendall(b"c\r\n{\"event\":2}\n\r\n0\r\n\r\n")
         else:
             buf = rest
@@ -787,7 +780,7 @@ def test_long_answers_and_uploads_stream_without_waiting_for_the_end(spawn_daemo
     s.connect(str(d.sock))
     s.sendall(b"POST /v1.41/images/load HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
               b"a\r\nfirst-part\r\n")
-    assert got_first_part.wait(10), "the first upload chunk must reach the upstream before the body ends"
+    assert got_first_part.wait(lib.scaled(10)), "the first upload chunk must reach the upstream before the body ends"
     s.sendall(b"b\r\nsecond-part\r\n0\r\n\r\n")
     answer = b""
     while not answer.endswith(b"ok"):
@@ -902,7 +895,7 @@ def test_dead_upstream_is_a_fast_502_naming_the_socket_and_builds_still_work(spa
 
     t0 = time.monotonic()
     status, _, body = d.request("GET", "/v1.41/containers/json")
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < lib.scaled(3)
     assert status == 502
     err = json.loads(body)
     assert set(err) >= {"cause", "message", "response"} and err["response"] == 502
@@ -927,9 +920,11 @@ def test_hung_upstream_does_not_hold_up_other_connections(spawn_daemon, fake_ups
     that went to it: pings (with their bounded merge call) and builds on
     other connections go on."""
     stuck = threading.Event()
+    arrived = []
 
     def behaviour(conn, head, rest):
-        stuck.wait(60)
+        arrived.append(head)
+        stuck.wait(lib.scaled(60))
         conn.close()
 
     up = fake_upstream(behaviour)
@@ -946,11 +941,11 @@ def test_hung_upstream_does_not_hold_up_other_connections(spawn_daemon, fake_ups
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
+        assert lib.wait_for(lambda: len(arrived) >= 3, 10), f"{len(arrived)} of 3 requests reached the upstream"
         t0 = time.monotonic()
         status, _, body = d.request("GET", "/_ping", timeout=10)
         assert (status, body) == (200, b"OK")
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < lib.scaled(3)
         r = d.build({"Containerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo ok > /ok")},
                     {"t": f"pxhung-{uniq}", "dockerfile": "Containerfile"})
         assert r.status == 200 and r.error is None, r.describe()
@@ -958,7 +953,7 @@ def test_hung_upstream_does_not_hold_up_other_connections(spawn_daemon, fake_ups
     finally:
         stuck.set()
         for t in threads:
-            t.join(30)
+            t.join(lib.scaled(30))
 
 
 def test_access_log_names_upstream_or_local(spawn_daemon, fake_upstream):

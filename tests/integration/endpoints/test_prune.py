@@ -186,12 +186,12 @@ def test_prune_waits_for_a_running_build_and_then_removes_what_it_made(d, uniq):
     t = threading.Thread(target=build)
     t.start()
     # Wait until the exec vertex has started: the build holds the cache lock.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + lib.scaled(60)
     while not d.working_containers() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert d.working_containers(), "the build never started its exec"
     status, report = prune(d)
-    t.join(120)
+    t.join(lib.scaled(120))
     assert status == 200, report
     events = done["events"]  # the build succeeded: nothing vanished under it
     assert d.image_exists(lib.BASE_IMAGE)
@@ -239,14 +239,14 @@ def test_docker_cli_builder_prune_with_filter_keep_storage_and_all(d, docker_cli
     tag = f"prune-cli-{uniq}"
     bk = dict(env, DOCKER_BUILDKIT="1")
     r = subprocess.run([docker_cli, "build", "-t", tag, "."], cwd=ctx, env=bk, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=lib.scaled(300))
     assert r.returncode == 0, r.stdout + r.stderr
     assert records(d, "results"), "the BuildKit-mode build left no result record"
     assert records(d, "contexts"), "the BuildKit-mode build left no context cache"
 
     def cli(*args):
         p = subprocess.run([docker_cli, "builder", "prune", "-f", *args], env=env, capture_output=True,
-                           text=True, timeout=600)
+                           text=True, timeout=lib.scaled(600))
         assert p.returncode == 0, p.stdout + p.stderr
         assert "Total reclaimed space:" in p.stdout, p.stdout
         return p.stdout

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -36,10 +35,7 @@ USER, PASSWORD = "podsolve", "s3cret-pw"
 # a real registry
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = lib.free_port
 
 
 class Registry:
@@ -70,7 +66,7 @@ class Registry:
         self.proc = subprocess.Popen(["docker-registry", "serve", str(self.tmp / "config.yml")],
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      start_new_session=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + lib.scaled(20)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited ({self.proc.returncode}):\n{lib.tail(self.log_path)}")
@@ -90,7 +86,7 @@ class Registry:
             tok = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
             req.add_header("Authorization", f"Basic {tok}")
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=lib.scaled(10)) as r:
                 return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
@@ -102,10 +98,10 @@ class Registry:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(lib.scaled(10))
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+                self.proc.wait(lib.scaled(10))
         self._log.close()
         if os.environ.get("PODSOLVE_KEEP_TMP") != "1":
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -357,7 +353,7 @@ def test_second_watcher_same_stream(daemon, uniq):
         t = threading.Thread(target=lambda: box.setdefault("lines", list(wit)), daemon=True)
         t.start()
         first.extend(it)
-        t.join(60)
+        t.join(lib.scaled(60))
         assert not t.is_alive(), "watcher stream did not end"
         wit.close()
     finally:
@@ -403,7 +399,7 @@ def test_cancel_running_build(daemon, uniq):
                 break
         else:
             pytest.fail(f"build ended before the RUN started:\n{describe(lines, daemon)}")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + lib.scaled(10)
         while time.monotonic() < deadline and not {p for p, _ in _sleep_procs(uniq)} - before:
             time.sleep(0.1)
         assert {p for p, _ in _sleep_procs(uniq)} - before, "the RUN's sleep 30 never showed up"
@@ -414,13 +410,13 @@ def test_cancel_running_build(daemon, uniq):
         lines.extend(it)
     finally:
         it.close()
-    assert time.monotonic() - t0 < 20
+    assert time.monotonic() - t0 < lib.scaled(20)
     assert "error" in lines[-1], describe(lines, daemon)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + lib.scaled(15)
     while time.monotonic() < deadline and daemon.working_containers():
         time.sleep(0.5)
     assert daemon.working_containers() == [], daemon.working_containers()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + lib.scaled(15)
     while time.monotonic() < deadline and {p for p, _ in _sleep_procs(uniq)} - before:
         time.sleep(0.3)
     left = [pc for pc in _sleep_procs(uniq) if pc[0] not in before]
@@ -442,7 +438,7 @@ def test_oci_output_download_is_loadable(daemon, uniq, tmp_path):
     assert headers.get("Content-Type", "").startswith("application/x-tar")
     f = tmp_path / "image.tar"
     f.write_bytes(data)
-    r = subprocess.run(["skopeo", "inspect", f"oci-archive:{f}"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["skopeo", "inspect", f"oci-archive:{f}"], capture_output=True, text=True, timeout=lib.scaled(60))
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info.get("Layers"), info
@@ -469,7 +465,7 @@ def _buildkit_build(docker_cli, d, cfgdir, ctxdir, tag):
     env = d.env()
     env.update(DOCKER_BUILDKIT="1", DOCKER_CONFIG=str(cfgdir), DOCKER_HOST=f"unix://{d.sock}")
     return subprocess.run([docker_cli, "build", "--pull", "--progress=plain", "-t", tag, str(ctxdir)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=lib.scaled(300))
 
 
 @pytest.fixture(scope="module")

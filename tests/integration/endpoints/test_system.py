@@ -144,14 +144,16 @@ def test_ping_answers_while_a_build_is_running(daemon, uniq):
     t = threading.Thread(target=run_build)
     t.start()
     try:
-        time.sleep(1.0)
+        # The RUN step's shell is sleeping.
+        assert lib.wait_for(lambda: lib.running(f"sleep 3 && echo {uniq}"), 30), \
+            f"the RUN step never started; log tail:\n{daemon.log_tail()}"
         t0 = time.monotonic()
         status, _, body = daemon.request("GET", "/_ping", timeout=5)
         elapsed = time.monotonic() - t0
         assert (status, body) == (200, b"OK")
-        assert elapsed < 1.0, f"/_ping took {elapsed:.2f}s during a build"
+        assert elapsed < lib.scaled(1.0), f"/_ping took {elapsed:.2f}s during a build"
     finally:
-        t.join(60)
+        t.join(lib.scaled(60))
     r = result["r"]
     assert r.status == 200 and r.error is None, r.describe()
 

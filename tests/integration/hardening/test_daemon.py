@@ -22,7 +22,7 @@ def _run_daemon(tmp, args, env=None, preexec_fn=None):
 
 
 def _wait_ping(sock_path=None, sock=None, timeout=30):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + lib.scaled(timeout)
     while time.monotonic() < deadline:
         try:
             c = lib.UnixHTTPConnection(str(sock_path), timeout=2)
@@ -42,8 +42,7 @@ def _state_args(tmp):
 
 
 def _stop(p):
-    p.terminate()
-    assert p.wait(20) == 0
+    assert lib.stop_process(p, 20) == 0
 
 
 def test_socket_is_created_0660_and_a_live_socket_is_refused(tmp_path):
@@ -56,7 +55,7 @@ def test_socket_is_created_0660_and_a_live_socket_is_refused(tmp_path):
         other = tmp_path / "other"
         other.mkdir()
         q = _run_daemon(other, ["--listen", f"unix://{sock}"] + _state_args(other))
-        assert q.wait(30) != 0
+        assert q.wait(lib.scaled(30)) != 0
         assert "in use by a running server" in (other / "d.log").read_text()
         _wait_ping(sock)  # the first one is unharmed
     finally:
@@ -102,7 +101,7 @@ def test_systemd_socket_activation_serves_the_inherited_socket(tmp_path):
 
 def test_tcp_without_tls_needs_insecure_tcp(tmp_path):
     p = _run_daemon(tmp_path, ["--listen", "tcp://127.0.0.1:0"] + _state_args(tmp_path))
-    assert p.wait(20) == 2
+    assert p.wait(lib.scaled(20)) == 2
     assert "--insecure-tcp" in (tmp_path / "d.log").read_text()
 
 
@@ -113,11 +112,11 @@ def test_tcp_listener_with_insecure_tcp_answers_on_loopback(tmp_path):
     s.close()
     p = _run_daemon(tmp_path, ["--listen", f"tcp://127.0.0.1:{port}", "--insecure-tcp"] + _state_args(tmp_path))
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + lib.scaled(30)
         while True:
             try:
                 import http.client
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=lib.scaled(2))
                 c.request("GET", "/v1.41/_ping")
                 assert c.getresponse().status == 200
                 break
@@ -187,19 +186,13 @@ def test_kill_9_during_a_build_then_restart_leaves_nothing_behind(spawn_daemon, 
                                     {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN sleep 41.5\n"})})
     status, _, it = d.stream("POST", "/solve", body, {"Content-Type": ctype})
     assert status == 200
-    deadline = time.monotonic() + 30
-    while not subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout:
-        assert time.monotonic() < deadline, "the RUN never started"
-        time.sleep(0.2)
+    assert lib.wait_for(lambda: lib.running("sleep 41.5"), 30, step=0.2), "the RUN never started"
     assert d.working_containers(), "a working container exists while the RUN runs"
 
     d.proc.kill()  # SIGKILL
-    d.proc.wait(10)
+    d.proc.wait(lib.scaled(10))
     it.close()
-    deadline = time.monotonic() + 20
-    while (subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout or d.working_containers()) \
-            and time.monotonic() < deadline:
-        time.sleep(0.3)
+    lib.wait_for(lambda: not lib.running("sleep 41.5") and not d.working_containers(), 20, step=0.3)
     assert not subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout
     assert d.working_containers() == []
 
@@ -216,12 +209,9 @@ def test_kill_9_during_a_build_then_restart_leaves_nothing_behind(spawn_daemon, 
 
 def _kill_9_and_restart(d):
     d.proc.kill()  # SIGKILL
-    d.proc.wait(10)
+    d.proc.wait(lib.scaled(10))
     # buildah dies with its parent (PR_SET_PDEATHSIG)
-    deadline = time.monotonic() + 20
-    while subprocess.run(["pgrep", "-f", f"buildah.*{d.tmp}"], capture_output=True).stdout \
-            and time.monotonic() < deadline:
-        time.sleep(0.3)
+    lib.wait_for(lambda: not lib.running(f"buildah.*{d.tmp}"), 20, step=0.3)
 
 
 def test_kill_9_outside_a_run_step_then_restart_removes_the_working_container(spawn_daemon, uniq):
@@ -264,10 +254,8 @@ def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(sp
     req = {"definition": llb.definition_json([img, run]), "ref": f"llbcrash-{uniq}"}
     status, _, it = d.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
     assert status == 200
-    deadline = time.monotonic() + 30
-    while not subprocess.run(["pgrep", "-f", f"sleep 43.{int(uniq, 16) % 1000:03d}"], capture_output=True).stdout:
-        assert time.monotonic() < deadline, "the exec never started"
-        time.sleep(0.2)
+    assert lib.wait_for(lambda: lib.running(f"sleep 43.{int(uniq, 16) % 1000:03d}"), 30, step=0.2), \
+        "the exec never started"
     names = [c["containername"] for c in d.working_containers()]
     assert names and all(n.startswith("podsolve-") for n in names), names
     _kill_9_and_restart(d)

@@ -30,7 +30,7 @@ def test_builds_beyond_max_parallel_plus_max_queued_get_429_then_the_daemon_reco
                                      {"Content-Type": "application/x-tar"})
             assert status == 200
             streams.append(it)
-        time.sleep(0.5)
+        assert lib.wait_for(lambda: lib.running("echo slow0 && sleep 3.5"), 30), "the first build's RUN never started"
         r = d.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN true\n"}, {"t": f"third-{uniq}"})
         assert r.status == 429, r.describe()
         body = r.events[0]
@@ -71,12 +71,8 @@ def _thread_count(pid):
 
 
 def _settle(pid, want_fds, want_threads, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _fd_count(pid) <= want_fds and _thread_count(pid) <= want_threads:
-            return True
-        time.sleep(0.25)
-    return False
+    return lib.wait_for(lambda: _fd_count(pid) <= want_fds and _thread_count(pid) <= want_threads, timeout,
+                        step=0.25)
 
 
 def test_hostile_mixed_load_200_requests_32_connections(spawn_daemon, uniq):
@@ -170,16 +166,14 @@ def test_hostile_mixed_load_200_requests_32_connections(spawn_daemon, uniq):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(600)
+        t.join(lib.scaled(600))
     assert not failures, "\n".join(failures[:10])
     assert d.alive()
     for tag in built:
         name = tag if tag.startswith("localhost/") else f"docker.io/library/{tag}:latest"
         assert d.image_file(name, "/tag").decode().strip() == tag.split("/")[-1]
     # cancelled and disconnected builds leave nothing running
-    deadline = time.monotonic() + 30
-    while d.working_containers() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    lib.wait_for(lambda: not d.working_containers(), 30, step=0.5)
     assert d.working_containers() == []
     assert _settle(pid, idle_fds, idle_threads), (
         f"fds {_fd_count(pid)} (idle {idle_fds}), threads {_thread_count(pid)} (idle {idle_threads})")
@@ -203,7 +197,7 @@ def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spa
         peer.close()
     first = [lib.UnixHTTPConnection(d.sock, timeout=30) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + lib.scaled(15)
         for c in first:  # both accepted and counted (keep-alive)
             while True:  # the sessions' ends are noticed asynchronously
                 status = _ping_on(c)[0]
@@ -228,7 +222,7 @@ def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spa
         # one leaves: a newcomer gets its turn (the daemon notices the
         # close asynchronously, so allow it a moment)
         first.pop().close()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + lib.scaled(15)
         while True:
             c = lib.UnixHTTPConnection(d.sock, timeout=30)
             status, _, body = _ping_on(c)
@@ -267,7 +261,7 @@ def test_session_no_build_uses_is_closed_after_the_idle_timeout(spawn_daemon, un
 
     unused = SessionPeer(d.sock, dirs).start()
     try:
-        assert unused.eof.wait(30), unused.trace()
+        assert unused.eof.wait(lib.scaled(30)), unused.trace()
         assert "GOAWAY from the daemon" in unused.trace()
         reason = "closed by the daemon: idle for 2 s: no build used the session"
         assert f"session {unused.uuid}: ended: {reason}" in d.log_tail(200000)
@@ -283,7 +277,7 @@ def test_session_no_build_uses_is_closed_after_the_idle_timeout(spawn_daemon, un
         assert not used.eof.is_set(), "the session was closed while its build ran"
         assert d.image_file(f"docker.io/library/idle-used-{uniq}:latest", "/ctx/f.txt") == uniq.encode()
         # the build is over: nothing names the session any more
-        assert used.eof.wait(30), used.trace()
+        assert used.eof.wait(lib.scaled(30)), used.trace()
     finally:
         used.close()
     assert_daemon_builds(d, tag=f"after-idle-{uniq}")
@@ -305,7 +299,7 @@ def _two_builds_at_once(d, peer, uniq, label):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(240)
+        t.join(lib.scaled(240))
     return results
 
 
@@ -386,7 +380,7 @@ def test_finished_solve_jobs_are_forgotten_after_the_job_ttl(spawn_daemon, uniq)
     assert status == 200 and b'"result"' in out, out[-500:]
     status, _, info = d.request("GET", f"/solve/ttl-{uniq}")
     assert status == 200 and json.loads(info)["outputs"], info
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + lib.scaled(20)
     while time.monotonic() < deadline:
         status, _, info = d.request("GET", f"/solve/ttl-{uniq}")
         if status == 404:

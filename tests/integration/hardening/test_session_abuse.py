@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 import podsolve_testlib as lib
-from podsolve_testlib import BASE_IMAGE, COMPAT_BUILD, containerfile
+from podsolve_testlib import BASE_IMAGE, COMPAT_BUILD, containerfile, wait_for
 from session_peer import SessionPeer, Symlink, file_spec
 
 TMP_PREFIX = ".podsolve-diffcopy-"   # session/diffcopy.c DC_TMP_PREFIX
@@ -46,8 +46,7 @@ TMP_PREFIX = ".podsolve-diffcopy-"   # session/diffcopy.c DC_TMP_PREFIX
 # helpers
 
 
-def image_ref(tag):
-    return f"docker.io/library/{tag}:latest"
+image_ref = lib.image_ref
 
 
 def both(files):
@@ -137,15 +136,6 @@ def evil_outside(daemon):
     """Files a path-escape would have created."""
     candidates = [Path("/etc/evil"), daemon.state / "evil", daemon.state / "contexts" / "evil", daemon.tmp / "evil"]
     return [str(p) for p in candidates if os.path.lexists(p)]
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def error_message(r):
@@ -352,7 +342,7 @@ def test_misbehaving_peer_fails_the_build_cleanly(daemon, uniq, mode, pattern):
         assert r.error is not None, explain(daemon, peer, r)
         msg = error_message(r)
         assert msg and re.search(pattern, msg), f"error {msg!r} does not match {pattern!r}\n" + explain(daemon, peer, r)
-        assert took < 20, f"the failure took {took:.1f}s\n" + explain(daemon, peer, r)
+        assert took < lib.scaled(20), f"the failure took {took:.1f}s\n" + explain(daemon, peer, r)
         if mode != "garbage":
             t = peer.target_call()
             assert t is not None and t.misbehaved, explain(daemon, peer, r)
@@ -377,14 +367,14 @@ def test_build_naming_a_session_that_died_says_so(daemon, uniq):
     peer = SessionPeer(daemon.sock, both(abuse_context(uniq)), mode="garbage")
     peer.start()
     try:
-        assert peer.eof.wait(5), explain(daemon, peer)   # the daemon dropped the session
+        assert peer.eof.wait(lib.scaled(5)), explain(daemon, peer)   # the daemon dropped the session
         started = time.monotonic()
         r = v2_build(daemon, peer, f"abuse-dead-{uniq}", timeout=30)
         took = time.monotonic() - started
         msg = error_message(r)
         assert msg and "must open POST /session" not in msg and re.search(r"ended|closed|protocol", msg), \
             explain(daemon, peer, r)
-        assert took < 4, f"{took:.1f}s to report a session the daemon knows is gone"
+        assert took < lib.scaled(4), f"{took:.1f}s to report a session the daemon knows is gone"
     finally:
         peer.close()
 
@@ -408,7 +398,7 @@ def test_stalled_transfer_holds_a_temporary_that_cancel_removes(daemon, uniq):
             f"no temporary under {ctx_cache}: {temporaries(daemon)}\n" + explain(daemon, peer)
         assert not peer.target_over.is_set(), explain(daemon, peer)
         it.close()   # the client goes away
-        assert peer.target_over.wait(10), "the daemon did not cancel the transfer\n" + explain(daemon, peer)
+        assert peer.target_over.wait(lib.scaled(10)), "the daemon did not cancel the transfer\n" + explain(daemon, peer)
         assert wait_for(lambda: temporaries(daemon) == [], 5), temporaries(daemon)
     finally:
         peer.close()
@@ -429,15 +419,15 @@ def test_peer_that_never_answers_is_cancelled_when_the_client_goes(daemon, uniq)
         status, _, it = daemon.stream("POST", lib.with_query(COMPAT_BUILD, v2_params(peer, tag)), b"",
                                       V2_HEADERS, timeout=30)
         assert status == 200, explain(daemon, peer)
-        assert peer.target_seen.wait(10), explain(daemon, peer)
+        assert peer.target_seen.wait(lib.scaled(10)), explain(daemon, peer)
         time.sleep(2)
         t = peer.target_call()
         assert not peer.target_over.is_set(), "the daemon gave up on a silent peer within 2 s?\n" + explain(daemon, peer)
         it.close()   # the client goes away
         gone = time.monotonic()
-        assert peer.target_over.wait(10), "the daemon did not cancel the transfer\n" + explain(daemon, peer)
+        assert peer.target_over.wait(lib.scaled(10)), "the daemon did not cancel the transfer\n" + explain(daemon, peer)
         assert t.err_from_daemon is not None or t.reset_by_daemon is not None, explain(daemon, peer)
-        assert time.monotonic() - gone < 5, explain(daemon, peer)
+        assert time.monotonic() - gone < lib.scaled(5), explain(daemon, peer)
         assert wait_for(lambda: re.search(r"job \S+: cancelling: the client disconnected", daemon.log_tail(20000)),
                         10), explain(daemon, peer)
         assert not daemon.image_exists(image_ref(tag))
@@ -458,7 +448,7 @@ def test_peer_that_never_answers_then_build_cancel(daemon, uniq):
         params = v2_params(peer, tag)
         status, _, it = daemon.stream("POST", lib.with_query(COMPAT_BUILD, params), b"", V2_HEADERS, timeout=30)
         assert status == 200, explain(daemon, peer)
-        assert peer.target_seen.wait(10), explain(daemon, peer)
+        assert peer.target_seen.wait(lib.scaled(10)), explain(daemon, peer)
         time.sleep(1)
         cst, _, cbody = daemon.request("POST", f"/v1.41/build/cancel?id={params['buildid']}", timeout=10)
         assert cst == 200, (cst, cbody)

@@ -2,10 +2,11 @@
 with a certificate signed by --tls-ca may use the API."""
 
 import os
-import socket
 import subprocess
 
 import pytest
+
+import podsolve_testlib as lib
 
 
 def _openssl(*args, cwd):
@@ -30,17 +31,12 @@ def pki(tmp_path_factory):
     return d
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+_free_port = lib.free_port
 
 
 def _curl(pki, port, *extra):
     r = subprocess.run(["curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}", "--cacert", str(pki / "ca.pem"),
-                        *extra, f"https://127.0.0.1:{port}/_ping"], capture_output=True, text=True, timeout=30)
+                        *extra, f"https://127.0.0.1:{port}/_ping"], capture_output=True, text=True, timeout=lib.scaled(30))
     return r.stdout.strip(), r.stderr
 
 
@@ -58,7 +54,7 @@ def test_mutual_tls_admits_only_clients_signed_by_the_ca(spawn_daemon, pki, dock
     assert code in ("403", "000")  # refused in the handshake or by the API
     # plain HTTP on the TLS port is not served
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/_ping"],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=lib.scaled(30))
     assert r.stdout.strip() != "200"
     # the docker CLI's own mutual TLS, exactly as against dockerd
     certdir = pki / "dockercerts"
@@ -68,7 +64,7 @@ def test_mutual_tls_admits_only_clients_signed_by_the_ca(spawn_daemon, pki, dock
     env = dict(os.environ, DOCKER_HOST=f"tcp://127.0.0.1:{port}", DOCKER_TLS_VERIFY="1",
                DOCKER_CERT_PATH=str(certdir))
     r = subprocess.run([docker_cli, "version", "--format", "{{.Server.Version}}"], env=env, capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=lib.scaled(60))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0.1.0"
     # BuildKit mode over TLS: /session upgrades through MHD's TLS relay
@@ -76,7 +72,7 @@ def test_mutual_tls_admits_only_clients_signed_by_the_ca(spawn_daemon, pki, dock
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text("FROM localhost/busybox:latest\nRUN echo over-tls > /tls.txt\n")
     r = subprocess.run([docker_cli, "build", "--progress=plain", "-t", "tls-built", str(ctx)],
-                       env=dict(env, DOCKER_BUILDKIT="1"), capture_output=True, text=True, timeout=120)
+                       env=dict(env, DOCKER_BUILDKIT="1"), capture_output=True, text=True, timeout=lib.scaled(120))
     assert r.returncode == 0, r.stderr[-2000:]
     assert d.image_file("docker.io/library/tls-built:latest", "/tls.txt") == b"over-tls\n"
     # and the unix socket stays plain

@@ -96,7 +96,7 @@ def make_app(root, uniq, toml=APP_TOML, files=FILES):
 def frontend(daemon, appdir, *args, cache_dir):
     env = dict(os.environ, XDG_CACHE_HOME=str(cache_dir))
     return subprocess.run([str(FRONTEND), "--socket", str(daemon.sock), *args, str(appdir)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=lib.scaled(600))
 
 
 def multipart(parts):
@@ -294,7 +294,7 @@ def test_bad_description_is_exit_2_naming_the_key_and_sends_nothing(tmp_path, ca
     env = dict(os.environ, XDG_CACHE_HOME=str(cache_dir))
     # no daemon at this socket: a request would be a different error
     p = subprocess.run([str(FRONTEND), "--socket", str(tmp_path / "none.sock"), str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=60)
+                       capture_output=True, text=True, env=env, timeout=lib.scaled(60))
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("frontend: ") and key in p.stderr, p.stderr
 

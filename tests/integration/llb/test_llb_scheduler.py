@@ -11,7 +11,6 @@ import http.server
 import json
 import socketserver
 import threading
-import time
 from pathlib import Path
 
 import podsolve_testlib as lib
@@ -356,9 +355,7 @@ def test_cancelling_a_solve_stops_every_running_branch(daemon, uniq):
     for b in branches:
         assert _final(events, b).get("error"), _final(events, b)
     assert join.ref not in _vertexes(events)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (daemon.working_containers() or _procs_with(f"started-{uniq}")):
-        time.sleep(0.3)
+    lib.wait_for(lambda: not daemon.working_containers() and not _procs_with(f"started-{uniq}"), 30, step=0.3)
     assert daemon.working_containers() == []
     left = _procs_with(f"started-{uniq}")
     assert left == [], [(p, open(f"/proc/{p}/cmdline", "rb").read(), open(f"/proc/{p}/stat").read()) for p in left]

@@ -74,7 +74,7 @@ class WebServer:
             handler.end_headers()
             handler.wfile.write(b"x" * 4096)
             handler.wfile.flush()
-            released.wait(120)
+            released.wait(lib.scaled(120))
         return self.serve(path, write)
 
     def redirect(self, path, to):
@@ -98,10 +98,7 @@ def web():
     srv.close()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = lib.free_port
 
 
 GIT = ["git", "-c", "user.name=podsolve-tests", "-c", "user.email=tests@podsolve.invalid"]
@@ -119,7 +116,7 @@ class GitServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=lib.scaled(1)).close()
                 return
             except OSError:
                 time.sleep(0.1)
@@ -146,7 +143,7 @@ class GitServer:
 
     def close(self):
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=lib.scaled(10))
 
 
 @pytest.fixture(scope="module")
@@ -467,9 +464,7 @@ def test_cancel_stops_a_stalled_download_and_a_hanging_git_server(daemon, web, u
                        for st in obj.get("status", {}).get("statuses", []))
         _cancel_while(daemon, [src], f"llb-cancel-http-{uniq}", downloading)
         # the download stopped while the server still stalls: its temp dir is gone
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any((daemon.state / "llb-tmp").iterdir()):
-            time.sleep(0.2)
+        lib.wait_for(lambda: not any((daemon.state / "llb-tmp").iterdir()), 15, step=0.2)
         _no_temp_files_left(daemon)
     finally:
         released.set()
@@ -486,7 +481,7 @@ def test_cancel_stops_a_stalled_download_and_a_hanging_git_server(daemon, web, u
         def resolving(obj):
             if not any(v["digest"] == gsrc.ref and v.get("started") for v in obj.get("status", {}).get("vertexes", [])):
                 return False
-            t.join(30)  # git ls-remote has connected
+            t.join(lib.scaled(30))  # git ls-remote has connected
             return bool(accepted)
         _cancel_while(daemon, [gsrc], f"llb-cancel-git-{uniq}", resolving)
         # git was killed: its end of the connection closes
