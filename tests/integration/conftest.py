@@ -1,9 +1,12 @@
 """pytest fixtures: one real podsolved per session, real buildah storage,
-real clients.  See podsolve_testlib.py for the helpers.
+real clients.  See podsolve_testlib.py for the helpers and tests/README.md
+for where a test goes and how to run one.
 
 Environment:
   PODSOLVED          daemon binary (default: <repo>/server/podsolved)
   PODSOLVE_KEEP_TMP  1 = keep /var/tmp/podsolve-it-* after the run (debugging)
+  PODSOLVE_TEST_SLOW a float (default 1) multiplying every timeout and
+                     wall-clock bound, for loaded machines
   PODSOLVE_DOCKER_CLI_DIR  where scripts/get-docker-cli unpacks docker.io
                      (default /var/cache/podsolve-test/docker-20.10)
 """

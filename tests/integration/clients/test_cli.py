@@ -290,7 +290,9 @@ def test_cancel_from_a_second_process_stops_a_running_build(daemon, tmp_path, un
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_state(daemon, ref, {"running"})
-        assert lib.wait_for(lambda: lib.running(f"echo sleeping-{uniq} && sleep 30"), 30), "the RUN step never started"
+        # the shell execs its last command: the RUN's process is `sleep 30`
+        assert lib.wait_for(lambda: [p for p in daemon.descendants() if p[1].endswith("sleep 30")], 30), \
+            f"the RUN step never started: {daemon.descendants()}"
         r = podsolve(daemon, "cancel", ref)
         assert r.returncode == 0, explain(r, daemon)
         assert f"{ref} cancelled" in r.out, r.out
