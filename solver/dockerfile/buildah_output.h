@@ -1,7 +1,7 @@
 /* buildah_output.h — the shapes of `buildah build` output podsolve relies
  * on, in one place, and the mapping from them to job events.
  *
- * Shapes (buildah 1.28; each has a unit test in tests/unit/test_buildah_output.c):
+ * Shapes (buildah 1.28; each has a unit test in tests/unit/solver/dockerfile/test_buildah_output.c):
  *   stdout  "STEP i/n: INSTR"              single-stage step i of n
  *   stdout  "[s/S] STEP i/n: INSTR"        step i of n in stage s of S
  *   stdout  "--> Using cache <64 hex>"     the step just announced was cached

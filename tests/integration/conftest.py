@@ -1,9 +1,12 @@
 """pytest fixtures: one real podsolved per session, real buildah storage,
-real clients.  See podsolve_testlib.py for the helpers.
+real clients.  See podsolve_testlib.py for the helpers and tests/README.md
+for where a test goes and how to run one.
 
 Environment:
   PODSOLVED          daemon binary (default: <repo>/server/podsolved)
   PODSOLVE_KEEP_TMP  1 = keep /var/tmp/podsolve-it-* after the run (debugging)
+  PODSOLVE_TEST_SLOW a float (default 1) multiplying every timeout and
+                     wall-clock bound, for loaded machines
   PODSOLVE_DOCKER_CLI_DIR  where scripts/get-docker-cli unpacks docker.io
                      (default /var/cache/podsolve-test/docker-20.10)
 """
@@ -16,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# Test files live in subfolders (endpoints/, clients/, llb/, hardening/); the
+# helper modules next to this file (podsolve_testlib, llb_solve) import from all
+# of them, and podsolve_testlib puts tests/fixtures/ on the path too.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import podsolve_testlib as lib  # noqa: E402
@@ -125,22 +131,7 @@ def uniq():
     return secrets.token_hex(4)
 
 
-HEALTH_CONTEXT = {
-    "Containerfile": lib.containerfile(f"FROM {lib.BASE_IMAGE}", "RUN echo healthy > /health.txt"),
-}
-
-
-def assert_daemon_builds(d, tag="podsolve-health"):
-    """The daemon is alive, answers /_ping and still completes a good build."""
-    assert d.alive(), f"podsolved died; log tail:\n{d.log_tail()}"
-    status, _, body = d.request("GET", "/_ping")
-    assert (status, body) == (200, b"OK")
-    r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
-    assert r.status == 200 and r.error is None, r.describe()
-    assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"
-
-
 @pytest.fixture
 def daemon_builds():
     """Function handle: daemon_builds(daemon) asserts a good build still works."""
-    return assert_daemon_builds
+    return lib.assert_daemon_builds

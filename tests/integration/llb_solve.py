@@ -3,12 +3,9 @@ by tests/fixtures/llbgen.py, and reading the NDJSON stream it answers."""
 
 import base64
 import json
-import sys
-from pathlib import Path
 
 import podsolve_testlib as lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import llbgen as llb  # noqa: E402
 
 

@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -32,7 +33,8 @@ import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MAKE_BASE_IMAGE = REPO_ROOT / "tests" / "fixtures" / "make-base-image"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+MAKE_BASE_IMAGE = FIXTURES / "make-base-image"
 GET_DOCKER_CLI = REPO_ROOT / "scripts" / "get-docker-cli"
 DOCKER_CLI_CACHE = Path("/var/cache/podsolve-test/docker-20.10")
 
@@ -42,6 +44,81 @@ LIBPOD_BUILD = "/v4.3.1/libpod/build"
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX12 = re.compile(r"^[0-9a-f]{12}$")
+
+
+# The fixtures shared with other harnesses (llbgen.py, session_peer.py) import
+# as top-level modules from every test folder.
+if str(FIXTURES) not in sys.path:
+    sys.path.insert(0, str(FIXTURES))
+
+
+# PODSOLVE_TEST_SLOW (a float, default 1) multiplies every timeout and
+# wall-clock bound in the tests: set it to 2 or 3 on a loaded machine (a
+# 2-core CI shared with other jobs) instead of editing bounds.  Helpers here
+# scale the timeouts they are given (wait_for, Daemon.start/stop/request/
+# stream/build/buildah); a test scales its own bounds with scaled().
+SLOW = float(os.environ.get("PODSOLVE_TEST_SLOW") or 1)
+
+
+def scaled(seconds):
+    """A timeout or wall-clock bound, stretched by PODSOLVE_TEST_SLOW."""
+    return seconds * SLOW
+
+
+def wait_for(pred, timeout, step=0.1):
+    """Poll pred() until it returns something true or timeout (scaled)
+    seconds pass; returns pred()'s last value (falsy on timeout), so
+    `assert wait_for(...), why` reads like the condition."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def running(token):
+    """`pgrep -af token`: command lines of live processes naming token."""
+    r = subprocess.run(["pgrep", "-af", token], capture_output=True, text=True)
+    return [l for l in r.stdout.splitlines() if "pgrep" not in l]
+
+
+def stop_process(proc, timeout=20):
+    """SIGTERM a podsolved started by hand and return its exit status
+    (waits timeout seconds, scaled; TimeoutExpired if it does not exit)."""
+    proc.terminate()
+    return proc.wait(scaled(timeout))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def image_ref(tag):
+    """The name a bare tag gets in storage (Docker's default registry)."""
+    return f"docker.io/library/{tag}:latest"
+
+
+def run(cmd, env, cwd=None, timeout=180, input=None):
+    """Run a client command (docker, podman-remote, docker-compose, curl ...)
+    -> CompletedProcess with text stdout/stderr and .output = both."""
+    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=scaled(timeout), input=input)
+    r.output = r.stdout + r.stderr
+    return r
+
+
+def explain(r, daemon, log=None):
+    """Failure text for a client command run with run(): its exit status,
+    output, and the daemon's log (during the command when log, a LogMark-like
+    object with .text(), is given; else the tail)."""
+    text = f"exit {r.returncode}\n--- stdout:\n{r.stdout[-4000:]}\n--- stderr:\n{r.stderr[-5000:]}"
+    if log is not None:
+        return text + f"\n--- podsolved log during the command:\n{log.text()[-5000:]}"
+    return text + f"\n--- podsolved log tail:\n{daemon.log_tail(4000)}"
 
 
 def podsolved_path():
@@ -69,7 +146,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def __init__(self, sock_path, timeout=120):
         # Docker's clients use "docker" / "d" / "localhost" as Host; any works.
-        super().__init__("docker", timeout=timeout)
+        super().__init__("docker", timeout=scaled(timeout))
         self.sock_path = str(sock_path)
 
     def connect(self):
@@ -283,6 +360,7 @@ class Daemon:
                                      # CI machines start jobs with umask 000: the daemon must not
                                      # depend on the umask it inherits, so every test starts it so.
                                      umask=0)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         last_err = None
         while time.monotonic() < deadline:
@@ -308,7 +386,7 @@ class Daemon:
     def kill(self):
         if self.alive():
             self.proc.kill()
-            self.proc.wait(10)
+            self.proc.wait(scaled(10))
 
     def stop(self, timeout=20):
         """SIGTERM and wait; returns (exit status, None) or (None, message) on timeout."""
@@ -317,11 +395,12 @@ class Daemon:
         if self.proc.poll() is not None:
             return self.proc.returncode, None
         self.proc.send_signal(signal.SIGTERM)
+        timeout = scaled(timeout)
         try:
             return self.proc.wait(timeout), None
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(10)
+            self.proc.wait(scaled(10))
             return None, f"podsolved did not exit within {timeout}s of SIGTERM (killed)"
         finally:
             if self._log:
@@ -462,7 +541,7 @@ class Daemon:
 
     def buildah(self, *args, check=True, timeout=120):
         r = subprocess.run(["buildah", *self.storage_args, *args], env=self.base_env(), capture_output=True,
-                           text=True, timeout=timeout)
+                           text=True, timeout=scaled(timeout))
         if check and r.returncode != 0:
             raise AssertionError(f"buildah {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
         return r
@@ -738,3 +817,22 @@ def multipart(fields, files):
                    f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
+
+
+# --------------------------------------------------------------------------
+# The daemon still works
+
+
+HEALTH_CONTEXT = {
+    "Containerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo healthy > /health.txt"),
+}
+
+
+def assert_daemon_builds(d, tag="podsolve-health"):
+    """The daemon is alive, answers /_ping and still completes a good build."""
+    assert d.alive(), f"podsolved died; log tail:\n{d.log_tail()}"
+    status, _, body = d.request("GET", "/_ping")
+    assert (status, body) == (200, b"OK")
+    r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
+    assert r.status == 200 and r.error is None, r.describe()
+    assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"

@@ -1,0 +1,338 @@
+"""The podsolve CLI against a real podsolved: `podsolve build` tars the
+context (honouring .dockerignore), streams POST /solve, renders the
+progress, downloads outputs; `ls`, `status` and `cancel` work on solves by
+ref.  Each test runs the binary the way a user would and checks what the
+user gets: images in storage, files on disk, text on the terminal.
+
+Environment:
+  PODSOLVE_CLI   the CLI binary (default: <repo>/client/podsolve)
+"""
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+import podsolve_testlib as lib
+from podsolve_testlib import BASE_IMAGE, containerfile
+
+CLI = os.environ.get("PODSOLVE_CLI") or str(lib.REPO_ROOT / "client" / "podsolve")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_binary():
+    if not os.access(CLI, os.X_OK):
+        pytest.fail(f"podsolve CLI not found at {CLI} (build it with `make client/podsolve` or set PODSOLVE_CLI)",
+                    pytrace=False)
+
+
+def cli_env(daemon):
+    env = daemon.env()
+    env["PODSOLVE_HOST"] = f"unix://{daemon.sock}"
+    env["TMPDIR"] = str(daemon.tmpdir)
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def podsolve(daemon, *args, cwd=None, timeout=240, stdin=None):
+    """Run the CLI to completion; the result has .output = stdout + stderr."""
+    r = subprocess.run([CLI, *map(str, args)], env=cli_env(daemon), cwd=cwd, capture_output=True,
+                       timeout=lib.scaled(timeout), input=stdin)
+    r.out = r.stdout.decode("utf-8", "replace")
+    r.err = r.stderr.decode("utf-8", "replace")
+    return r
+
+
+def explain(r, daemon):
+    return (f"exit {r.returncode}\n--- stdout:\n{r.out[-3000:]}\n--- stderr:\n{r.err[-5000:]}"
+            f"\n--- podsolved log tail:\n{daemon.log_tail(3000)}")
+
+
+def jobs(daemon):
+    r = podsolve(daemon, "ls", "--json")
+    assert r.returncode == 0, explain(r, daemon)
+    return {j["ref"]: j for j in json.loads(r.out)}
+
+
+def wait_for_state(daemon, ref, states, timeout=60):
+    def reached():
+        job = jobs(daemon).get(ref)
+        return job if job and job["state"] in states else None
+    job = lib.wait_for(reached, timeout, step=0.2)
+    assert job, f"solve {ref} never reached {states}; jobs: {jobs(daemon)}"
+    return job
+
+
+HELLO = {
+    "Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "ARG GREETING=default",
+        "RUN echo \"$GREETING\" > /greeting.txt && cat /greeting.txt",
+        "COPY app.txt /app/app.txt"),
+    "app.txt": "app file\n",
+}
+
+
+# ---- build ----------------------------------------------------------------------
+
+
+def test_build_with_tag_and_build_arg_stores_the_image_with_the_file(daemon, tmp_path, uniq):
+    """`podsolve build -t NAME --build-arg K=V --label K=V CTX` exits 0 and the
+    image is in storage under NAME, with the RUN's output built from the
+    argument, the copied file and the label."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    image = f"localhost/cli-tag-{uniq}:1"
+    r = podsolve(daemon, "build", "-t", image, "--build-arg", f"GREETING=hi-{uniq}",
+                 "--label", f"cli.test={uniq}", "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image, "/greeting.txt") == f"hi-{uniq}\n".encode()
+    assert daemon.image_file(image, "/app/app.txt") == b"app file\n"
+    assert daemon.image_labels(image).get("cli.test") == uniq
+
+
+def test_build_output_local_writes_the_image_filesystem_into_a_directory(daemon, tmp_path, uniq):
+    """`--output type=local,dest=DIR` leaves the built filesystem in DIR on the
+    client, with the files the Dockerfile made and copied."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    dest = tmp_path / "out"
+    r = podsolve(daemon, "build", "--build-arg", f"GREETING=local-{uniq}", "--output", f"type=local,dest={dest}",
+                 "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert (dest / "greeting.txt").read_text() == f"local-{uniq}\n"
+    assert (dest / "app" / "app.txt").read_text() == "app file\n"
+    assert (dest / "bin" / "busybox").is_file()
+    assert os.path.islink(dest / "bin" / "sh"), "symlinks of the image stay symlinks"
+
+
+def test_build_output_tar_writes_a_tar_of_the_image_filesystem(daemon, tmp_path, uniq):
+    """`--output type=tar,dest=FILE` writes a tar holding the image's paths;
+    `-o -` writes the same tar to stdout."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    dest = tmp_path / "image.tar"
+    r = podsolve(daemon, "build", "--build-arg", f"GREETING=tar-{uniq}", "-o", f"type=tar,dest={dest}",
+                 "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(dest) as tf:
+        names = {n.lstrip("./") for n in tf.getnames()}
+        assert {"greeting.txt", "app/app.txt", "bin/busybox"} <= names, sorted(names)[:50]
+        assert tf.extractfile(next(m for m in tf.getmembers() if m.name.lstrip("./") == "greeting.txt")).read() \
+            == f"tar-{uniq}\n".encode()
+    assert not list(tmp_path.glob(".podsolve-*")), "no temporary file is left beside the destination"
+
+    r = podsolve(daemon, "build", "--build-arg", f"GREETING=tar-{uniq}", "-o", "-", "--progress=quiet", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    stdout_tar = tmp_path / "stdout.tar"
+    stdout_tar.write_bytes(r.stdout)
+    with tarfile.open(stdout_tar) as tf:
+        assert "app/app.txt" in {n.lstrip("./") for n in tf.getnames()}
+
+
+def test_build_output_oci_writes_an_oci_archive(daemon, tmp_path, uniq):
+    """`--output type=oci,dest=FILE,name=N` downloads an OCI image layout tar."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    dest = tmp_path / "oci.tar"
+    r = podsolve(daemon, "build", "-o", f"type=oci,dest={dest},name=localhost/cli-oci-{uniq}:1",
+                 "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(dest) as tf:
+        names = set(tf.getnames())
+        assert {"oci-layout", "index.json"} <= names, sorted(names)
+
+
+def test_build_with_dockerfile_outside_the_context(daemon, tmp_path, uniq):
+    """`-f ../elsewhere/Dockerfile CTX` sends the Dockerfile as its own part;
+    the context's files are still what COPY sees."""
+    ctx = lib.make_context(tmp_path / "ctx", {"app.txt": "outside-df\n"})
+    other = lib.make_context(tmp_path / "other", {"Build.df": containerfile(
+        f"FROM {BASE_IMAGE}", "COPY app.txt /from-ctx.txt")})
+    dest = tmp_path / "out"
+    r = podsolve(daemon, "build", "-f", other / "Build.df", "-o", dest, "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert (dest / "from-ctx.txt").read_text() == "outside-df\n"
+
+
+def test_dockerignore_keeps_ignored_files_out_of_the_context(daemon, tmp_path, uniq):
+    """Files .dockerignore excludes never leave the client: a 4 MB ignored file
+    does not show in the transferred size, and ignored files are absent from
+    the result while '!' exceptions come back."""
+    ctx = lib.make_context(tmp_path / "ctx", {
+        "Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY . /ctx/"),
+        ".dockerignore": "secret.txt\nbig/\n*.log\n!keep.log\n",
+        "kept.txt": "kept\n",
+        "secret.txt": "do not send\n",
+        "debug.log": "noise\n",
+        "keep.log": "wanted\n",
+        "big/blob.bin": os.urandom(4 * 1024 * 1024),
+    })
+    dest = tmp_path / "out"
+    r = podsolve(daemon, "build", "-o", f"type=local,dest={dest}", "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    got = {p.name for p in (dest / "ctx").iterdir()}
+    assert {"kept.txt", "keep.log"} <= got, got
+    assert not {"secret.txt", "debug.log", "big"} & got, got
+    transferred = [line for line in r.err.splitlines() if "transferring context:" in line]
+    assert transferred, r.err
+    assert re.search(r"transferring context: [0-9.]+k?B done$", transferred[-1]), \
+        f"the ignored 4 MB file was sent: {transferred[-1]}"
+
+
+# ---- progress --------------------------------------------------------------------
+
+
+def test_progress_plain_shows_numbered_steps_done_and_cached_on_rebuild(daemon, tmp_path, uniq):
+    """--progress=plain prints BuildKit's plain text: "#N [1/4] FROM ...",
+    RUN output prefixed "#N <seconds>", "#N DONE <t>s", the context transfer
+    status; building again prints "#N CACHED" for the RUN."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    args = ["build", "--build-arg", f"GREETING=plain-{uniq}", "--progress=plain", ctx]
+    r = podsolve(daemon, *args)
+    assert r.returncode == 0, explain(r, daemon)
+    lines = r.err.splitlines()
+    assert any(l.startswith("#") and "[1/4] FROM localhost/busybox:latest" in l for l in lines), r.err
+    run_header = next(l for l in lines if "[3/4] RUN echo" in l)
+    n = run_header.split()[0]
+    assert any(re.fullmatch(rf"{n} \d+\.\d{{3}} plain-{uniq}", l) for l in lines), r.err
+    assert any(l.startswith(f"{n} DONE ") and l.endswith("s") for l in lines), r.err
+    assert any("transferring context:" in l and l.endswith(" done") for l in lines), r.err
+
+    r = podsolve(daemon, *args)
+    assert r.returncode == 0, explain(r, daemon)
+    lines = r.err.splitlines()
+    n = next(l for l in lines if "[3/4] RUN echo" in l).split()[0]
+    assert f"{n} CACHED" in lines, r.err
+
+
+def test_progress_rawjson_prints_one_solve_status_per_line(daemon, tmp_path, uniq):
+    """--progress=rawjson prints each SolveStatus object of the stream on its
+    own line: JSON with vertexes (digest, name), and logs with base64 data."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    r = podsolve(daemon, "build", "--build-arg", f"GREETING=raw-{uniq}", "--progress=rawjson", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    statuses = [json.loads(line) for line in r.err.splitlines() if line.strip()]
+    assert statuses, r.err
+    assert all(isinstance(s, dict) and set(s) <= {"vertexes", "statuses", "logs", "warnings"} for s in statuses)
+    names = [v["name"] for s in statuses for v in s.get("vertexes", [])]
+    assert any("[3/4] RUN echo" in n for n in names), names
+    assert all(v["digest"].startswith("sha256:") for s in statuses for v in s.get("vertexes", []))
+    logs = b"".join(base64.b64decode(entry["data"]) for s in statuses for entry in s.get("logs", []))
+    assert f"raw-{uniq}".encode() in logs
+
+
+def test_failing_run_exits_non_zero_and_shows_its_output(daemon, tmp_path, uniq):
+    """A RUN that fails makes `podsolve build` exit non-zero, and the summary
+    names the failing step, shows its last output lines and the error."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo before-failure-{uniq} && echo on-stderr-{uniq} >&2 && exit 3")})
+    r = podsolve(daemon, "build", "--progress=plain", ctx)
+    assert r.returncode == 1, explain(r, daemon)
+    summary = r.err[r.err.index("------"):]
+    assert f" > [2/2] RUN echo before-failure-{uniq}" in summary, r.err
+    assert f"before-failure-{uniq}" in summary.split("------")[1]
+    assert f"on-stderr-{uniq}" in summary.split("------")[1]
+    assert "ERROR: " in summary and "exit status 3" in summary, r.err
+
+
+def test_daemon_refusal_exits_1_with_the_daemons_message(daemon, tmp_path):
+    """A request the daemon refuses before building (an invalid tag) exits 1
+    and prints the daemon's message."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    r = podsolve(daemon, "build", "-t", "Not A Valid Tag", "--progress=plain", ctx)
+    assert r.returncode == 1, explain(r, daemon)
+    assert "invalid tag" in r.err and "Not A Valid Tag" in r.err, r.err
+
+
+def test_unreachable_daemon_is_reported(daemon, tmp_path):
+    """--host naming a socket nobody listens on: exit 1, the address in the message."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    missing = tmp_path / "nobody.sock"
+    r = podsolve(daemon, "--host", f"unix://{missing}", "build", "--progress=plain", ctx)
+    assert r.returncode == 1, explain(r, daemon)
+    assert f"cannot connect to podsolved at unix://{missing}" in r.err, r.err
+
+
+# ---- ls / status / cancel ------------------------------------------------------------
+
+
+def test_ls_and_status_show_a_finished_solve_by_its_ref(daemon, tmp_path, uniq):
+    """`build --ref R` names the solve: `ls` lists R as succeeded, and
+    `status R` replays its progress and exits 0."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    ref = f"cli-ls-{uniq}"
+    r = podsolve(daemon, "build", "--ref", ref, "--build-arg", f"GREETING=ls-{uniq}", "--progress=quiet", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+
+    r = podsolve(daemon, "ls")
+    assert r.returncode == 0, explain(r, daemon)
+    row = next(line for line in r.out.splitlines() if line.startswith(ref))
+    assert row.split()[1] == "succeeded", r.out
+    assert ref in podsolve(daemon, "ls", "-q").out.split()
+
+    r = podsolve(daemon, "status", "--progress=plain", ref)
+    assert r.returncode == 0, explain(r, daemon)
+    assert "[3/4] RUN echo" in r.err and f"ls-{uniq}" in r.err, r.err
+
+
+def test_cancel_from_a_second_process_stops_a_running_build(daemon, tmp_path, uniq):
+    """While `podsolve build --ref R` runs `RUN sleep 30`, `podsolve cancel R`
+    from another process stops it: cancel exits 0, the build exits non-zero
+    long before 30 s, and `ls` shows R cancelled."""
+    nap = round(lib.scaled(30))   # the bound below stays meaningful under PODSOLVE_TEST_SLOW
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo sleeping-{uniq} && sleep {nap}")})
+    ref = f"cli-cancel-{uniq}"
+    started = time.monotonic()
+    build = subprocess.Popen([CLI, "build", "--ref", ref, "--progress=plain", str(ctx)], env=cli_env(daemon),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_state(daemon, ref, {"running"})
+        # the shell execs its last command: the RUN's process is `sleep N`
+        assert lib.wait_for(lambda: [p for p in daemon.descendants() if p[1].endswith(f"sleep {nap}")], 30), \
+            f"the RUN step never started: {daemon.descendants()}"
+        r = podsolve(daemon, "cancel", ref)
+        assert r.returncode == 0, explain(r, daemon)
+        assert f"{ref} cancelled" in r.out, r.out
+        _, err = build.communicate(timeout=lib.scaled(30))
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert build.returncode not in (0, None), err.decode()
+    assert time.monotonic() - started < nap - 2, "the build ran to the end of its sleep"
+    assert "ERROR: " in err.decode(), err.decode()
+    assert jobs(daemon)[ref]["state"] == "cancelled"
+
+
+def test_interrupting_the_build_cancels_it_on_the_daemon(daemon, tmp_path, uniq):
+    """SIGINT (Ctrl-C) to `podsolve build` exits 130 and the daemon cancels the
+    solve, since its client went away."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", "RUN sleep 30")})
+    ref = f"cli-sigint-{uniq}"
+    build = subprocess.Popen([CLI, "build", "--ref", ref, "--progress=plain", str(ctx)], env=cli_env(daemon),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_state(daemon, ref, {"running"})
+        assert lib.wait_for(lambda: [p for p in daemon.descendants() if p[1].endswith("sleep 30")], 30), \
+            f"the RUN step never started: {daemon.descendants()}"
+        build.send_signal(signal.SIGINT)
+        _, err = build.communicate(timeout=lib.scaled(15))
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert build.returncode == 130, err.decode()
+    assert "interrupted" in err.decode()
+    job = wait_for_state(daemon, ref, {"cancelled", "failed"}, timeout=30)
+    assert job["state"] == "cancelled", job
+
+
+def test_cancel_of_an_unknown_ref_exits_1(daemon):
+    r = podsolve(daemon, "cancel", "no-such-solve")
+    assert r.returncode == 1, explain(r, daemon)
+    assert "no solve with ref" in r.err, r.err

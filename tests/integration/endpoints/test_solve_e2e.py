@@ -1,0 +1,548 @@
+"""End-to-end /solve tests against a REAL local registry (Debian's
+docker-registry, distribution 2.8), real buildah storage and real clients:
+push, registry and local build caches, named contexts, re-attached watchers,
+cancellation, OCI downloads and registry auth through the BuildKit session.
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import podsolve_testlib as lib
+
+BASE = lib.BASE_IMAGE
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+])
+USER, PASSWORD = "podsolve", "s3cret-pw"
+
+
+# --------------------------------------------------------------------------
+# a real registry
+
+
+_free_port = lib.free_port
+
+
+class Registry:
+    def __init__(self, auth=False):
+        self.tmp = Path(tempfile.mkdtemp(prefix="podsolve-e2e-reg-", dir="/var/tmp"))
+        self.port = _free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.auth = auth
+        cfg = [
+            "version: 0.1",
+            "log:",
+            "  level: info",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.tmp / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: {self.host}",
+        ]
+        if auth:
+            ht = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
+            (self.tmp / "htpasswd").write_text(ht.stdout)
+            cfg += ["auth:", "  htpasswd:", "    realm: r", f"    path: {self.tmp / 'htpasswd'}"]
+        (self.tmp / "config.yml").write_text("\n".join(cfg) + "\n")
+        self.log_path = self.tmp / "registry.log"
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.tmp / "config.yml")],
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + lib.scaled(20)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited ({self.proc.returncode}):\n{lib.tail(self.log_path)}")
+            try:
+                status, _, _ = self.get("/v2/")
+                if status in (200, 401):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"docker-registry did not answer on {self.host}:\n{lib.tail(self.log_path)}")
+
+    def get(self, path, headers=None, creds=None, method="GET"):
+        req = urllib.request.Request(f"http://{self.host}{path}", headers=dict(headers or {}), method=method)
+        if creds:
+            tok = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {tok}")
+        try:
+            with urllib.request.urlopen(req, timeout=lib.scaled(10)) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def manifest(self, repo, tag, creds=None):
+        return self.get(f"/v2/{repo}/manifests/{tag}", {"Accept": MANIFEST_ACCEPT}, creds)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(lib.scaled(10))
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(lib.scaled(10))
+        self._log.close()
+        if os.environ.get("PODSOLVE_KEEP_TMP") != "1":
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    r = Registry()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_registry():
+    if shutil.which("docker-registry") is None or shutil.which("htpasswd") is None:
+        pytest.skip("docker-registry and htpasswd (apache2-utils) are needed")
+    r = Registry(auth=True)
+    yield r
+    r.stop()
+
+
+# --------------------------------------------------------------------------
+# /solve helpers
+
+
+def solve_body(request, files):
+    return lib.multipart({"request": json.dumps(request).encode()}, files)
+
+
+def dockerfile_ctx(*lines, extra=None):
+    files = {"Dockerfile": lib.containerfile(*lines)}
+    files.update(extra or {})
+    return lib.tar_context(files)
+
+
+def run_solve(d, request, files, timeout=300):
+    """POST /solve and read the whole stream -> (headers, lines)."""
+    body, ctype = solve_body(request, files)
+    status, headers, it = d.stream("POST", "/solve", body, {"Content-Type": ctype}, timeout=timeout)
+    try:
+        lines = list(it)
+    finally:
+        it.close()
+    assert status == 200, f"HTTP {status}: {lines}\nlog tail:\n{d.log_tail(3000)}"
+    return headers, lines
+
+
+def describe(lines, d=None):
+    out = "\n".join(json.dumps(l)[:500] for l in lines[-30:])
+    if d is not None:
+        out += f"\n--- daemon log tail:\n{d.log_tail(4000)}"
+    return out
+
+
+def result_of(lines, d=None):
+    assert lines, "empty stream"
+    last = lines[-1]
+    assert "result" in last, f"stream did not end with a result:\n{describe(lines, d)}"
+    return last["result"]
+
+
+def vertexes(lines):
+    """Newest copy of each vertex, by digest, in first-seen order."""
+    out = {}
+    for l in lines:
+        for v in (l.get("status") or {}).get("vertexes") or []:
+            out[v["digest"]] = {**out.get(v["digest"], {}), **v}
+    return list(out.values())
+
+
+def vertex_named(lines, needle):
+    vs = [v for v in vertexes(lines) if needle in v.get("name", "")]
+    assert vs, f"no vertex named like {needle!r}: {[v.get('name') for v in vertexes(lines)]}"
+    return vs[-1]
+
+
+def log_text(lines):
+    out = b""
+    for l in lines:
+        for lg in (l.get("status") or {}).get("logs") or []:
+            out += base64.b64decode(lg.get("data") or "")
+    return out.decode("utf-8", "replace")
+
+
+def share_base(src, dst, name, tmpdir):
+    """Give `dst` the very same base image as `src` (same image ID) under `name`.
+
+    Every daemon's storage gets its own localhost/busybox from make-base-image,
+    with a different image ID (commit timestamps), and buildah's layer-cache
+    keys include the base image: a cache exported from one daemon can only hit
+    in another one that builds FROM the identical base."""
+    src.buildah("tag", BASE, name)
+    archive = Path(tmpdir) / f"base-{os.urandom(4).hex()}.tar"
+    src.buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
+    dst.buildah("pull", "--quiet", f"oci-archive:{archive}")
+    archive.unlink()
+    assert dst.image_id(name) == src.image_id(name)
+
+
+def stamp_dockerfile(uniq, base=BASE):
+    return dockerfile_ctx(f"FROM {base}", f"RUN echo {uniq} > /uniq.txt", "RUN cat /proc/sys/kernel/random/uuid > /stamp")
+
+
+# --------------------------------------------------------------------------
+# 1. image exporter with push
+
+
+def test_image_push_to_registry(daemon, registry, uniq):
+    ref = f"e2e-push-{uniq}"
+    name = f"{registry.host}/app:1"
+    req = {"ref": ref, "frontend": "dockerfile.v0",
+           "exporters": [{"type": "image", "attrs": {"name": name, "push": "true", "registry.insecure": "true"}}]}
+    _, lines = run_solve(daemon, req, {"context": dockerfile_ctx(f"FROM {BASE}", f"RUN echo {uniq} > /pushed")})
+    res = result_of(lines, daemon)
+    status, headers, body = registry.manifest("app", "1")
+    assert status == 200, f"registry has no app:1 manifest ({status}): {body[:300]!r}\n{lib.tail(registry.log_path)}"
+    manifest = json.loads(body)
+    assert manifest.get("schemaVersion") == 2 and manifest.get("layers"), manifest
+    reg_digest = headers.get("Docker-Content-Digest")
+    assert reg_digest and reg_digest.startswith("sha256:")
+    # the config the registry holds is the image podsolve built
+    cfg_digest = manifest["config"]["digest"]
+    assert res["exporterResponse"].get("containerimage.config.digest") == cfg_digest, (res, manifest)
+    PUSHED[registry.host] = (res, reg_digest)
+
+
+PUSHED = {}
+
+
+def test_image_push_reports_pushed_digest(daemon, registry):
+    if registry.host not in PUSHED:
+        pytest.skip("needs test_image_push_to_registry")
+    res, reg_digest = PUSHED[registry.host]
+    reported = res["exporterResponse"].get("containerimage.digest")
+    assert reported, res
+    assert reported == reg_digest, f"result says {reported}, registry serves {reg_digest}"
+
+
+# --------------------------------------------------------------------------
+# 2. registry cache: export from one daemon, import in a fresh one
+
+
+def test_registry_cache_export_import(daemon, spawn_daemon, registry, uniq):
+    cache_ref = f"{registry.host}/cache-{uniq}"
+    img = f"localhost/e2e-regcache-{uniq}:latest"
+    base = f"localhost/e2e-base-{uniq}:latest"
+    ctx = stamp_dockerfile(uniq, base)
+    d2 = spawn_daemon()
+    share_base(daemon, d2, base, d2.tmpdir)
+    req1 = {"ref": f"e2e-regcache-a-{uniq}", "frontend": "dockerfile.v0",
+            "exporters": [{"type": "image", "attrs": {"name": img}}],
+            "cache": {"exports": [{"type": "registry", "attrs": {"ref": cache_ref, "registry.insecure": "true"}}]}}
+    _, lines1 = run_solve(daemon, req1, {"context": ctx})
+    result_of(lines1, daemon)
+    stamp1 = daemon.image_file(img, "/stamp")
+    assert len(stamp1.strip()) == 36, stamp1
+    # the cache is really in the registry
+    status, _, body = registry.get(f"/v2/cache-{uniq}/tags/list")
+    assert status == 200 and json.loads(body).get("tags"), f"{status} {body[:300]!r}"
+
+    assert not d2.image_exists(img)
+    req2 = {"ref": f"e2e-regcache-b-{uniq}", "frontend": "dockerfile.v0",
+            "exporters": [{"type": "image", "attrs": {"name": img}}],
+            "cache": {"imports": [{"type": "registry", "attrs": {"ref": cache_ref, "registry.insecure": "true"}}]}}
+    _, lines2 = run_solve(d2, req2, {"context": ctx})
+    result_of(lines2, d2)
+    run = vertex_named(lines2, "RUN cat /proc")
+    assert run.get("cached") is True or "Cache pulled" in log_text(lines2), \
+        f"RUN step not taken from the imported cache: {run}\n{describe(lines2, d2)}"
+    assert d2.image_file(img, "/stamp") == stamp1
+
+
+# --------------------------------------------------------------------------
+# 3. local cache directory under --allow-output-root
+
+
+def test_local_cache_export_import(spawn_daemon, uniq):
+    root = lib.new_tmp_dir("podsolve-e2e-out-")
+    try:
+        cache_dir = str(root / "cache")
+        img = f"localhost/e2e-localcache-{uniq}:latest"
+        base = f"localhost/e2e-base-{uniq}:latest"
+        ctx = stamp_dockerfile(uniq, base)
+        d1 = spawn_daemon("--allow-output-root", str(root))
+        d2 = spawn_daemon("--allow-output-root", str(root))
+        share_base(d1, d2, base, root)
+        req1 = {"ref": f"e2e-lc-a-{uniq}", "frontend": "dockerfile.v0",
+                "exporters": [{"type": "image", "attrs": {"name": img}}],
+                "cache": {"exports": [{"type": "local", "attrs": {"dest": cache_dir}}]}}
+        _, lines1 = run_solve(d1, req1, {"context": ctx})
+        result_of(lines1, d1)
+        stamp1 = d1.image_file(img, "/stamp")
+        assert os.path.isdir(cache_dir) and any(Path(cache_dir).rglob("*")), "local cache dir is empty"
+
+        req2 = {"ref": f"e2e-lc-b-{uniq}", "frontend": "dockerfile.v0",
+                "exporters": [{"type": "image", "attrs": {"name": img}}],
+                "cache": {"imports": [{"type": "local", "attrs": {"src": cache_dir}}]}}
+        _, lines2 = run_solve(d2, req2, {"context": ctx})
+        result_of(lines2, d2)
+        run = vertex_named(lines2, "RUN cat /proc")
+        assert run.get("cached") is True or "Cache pulled" in log_text(lines2), \
+            f"RUN step not taken from the local cache: {run}\n{describe(lines2, d2)}"
+        assert d2.image_file(img, "/stamp") == stamp1
+    finally:
+        if os.environ.get("PODSOLVE_KEEP_TMP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# 4. named context from a multipart part
+
+
+def test_named_context_local_part(daemon, uniq):
+    img = f"localhost/e2e-named-{uniq}:latest"
+    req = {"ref": f"e2e-named-{uniq}", "frontend": "dockerfile.v0",
+           "frontendAttrs": {"context:extra": "local:extra"},
+           "exporters": [{"type": "image", "attrs": {"name": img}}]}
+    files = {"context": dockerfile_ctx(f"FROM {BASE}", "COPY --from=extra /f.txt /f.txt"),
+             "extra": lib.tar_context({"f.txt": f"from the extra part {uniq}\n"})}
+    _, lines = run_solve(daemon, req, files)
+    result_of(lines, daemon)
+    assert daemon.image_file(img, "/f.txt") == f"from the extra part {uniq}\n".encode()
+
+
+# --------------------------------------------------------------------------
+# 5. a second watcher sees exactly the same stream
+
+
+def test_second_watcher_same_stream(daemon, uniq):
+    ref = f"e2e-watch-{uniq}"
+    req = {"ref": ref, "frontend": "dockerfile.v0", "frontendAttrs": {"no-cache": ""}}
+    ctx = dockerfile_ctx(f"FROM {BASE}", f"RUN echo {uniq}; for i in 1 2 3 4 5; do echo tick$i; sleep 0.4; done")
+    body, ctype = solve_body(req, {"context": ctx})
+    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype})
+    assert status == 200
+    first = []
+    try:
+        for obj in it:
+            first.append(obj)
+            if "tick1" in log_text([obj]):
+                break
+        else:
+            pytest.fail(f"build ended before the RUN printed:\n{describe(first, daemon)}")
+        wstatus, _, wit = daemon.stream("GET", f"/solve/{ref}/status")
+        assert wstatus == 200
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("lines", list(wit)), daemon=True)
+        t.start()
+        first.extend(it)
+        t.join(lib.scaled(60))
+        assert not t.is_alive(), "watcher stream did not end"
+        wit.close()
+    finally:
+        it.close()
+    watcher = box["lines"]
+    assert "result" in first[-1], describe(first, daemon)
+    assert watcher[-1] == first[-1]
+    assert "tick5" in log_text(first)
+    assert watcher == first, "re-attached stream differs from the original"
+
+
+# --------------------------------------------------------------------------
+# 6. cancel a running RUN
+
+
+def _sleep_procs(marker):
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "sleep 30" in cmd and (marker in cmd or cmd.strip() == "sleep 30"):
+            pids.append((int(p.name), cmd))
+    return pids
+
+
+def test_cancel_running_build(daemon, uniq):
+    ref = f"e2e-cancel-{uniq}"
+    req = {"ref": ref, "frontend": "dockerfile.v0", "frontendAttrs": {"no-cache": ""}}
+    ctx = dockerfile_ctx(f"FROM {BASE}", f"RUN echo start-{uniq}; sleep 30")
+    before = {pid for pid, _ in _sleep_procs(uniq)}
+    body, ctype = solve_body(req, {"context": ctx})
+    status, _, it = daemon.stream("POST", "/solve", body, {"Content-Type": ctype}, timeout=120)
+    assert status == 200
+    lines = []
+    try:
+        for obj in it:
+            lines.append(obj)
+            if f"start-{uniq}" in log_text([obj]):
+                break
+        else:
+            pytest.fail(f"build ended before the RUN started:\n{describe(lines, daemon)}")
+        deadline = time.monotonic() + lib.scaled(10)
+        while time.monotonic() < deadline and not {p for p, _ in _sleep_procs(uniq)} - before:
+            time.sleep(0.1)
+        assert {p for p, _ in _sleep_procs(uniq)} - before, "the RUN's sleep 30 never showed up"
+        t0 = time.monotonic()
+        cstatus, _, cbody = daemon.request("POST", f"/solve/{ref}/cancel", timeout=60)
+        assert cstatus == 200, (cstatus, cbody)
+        assert json.loads(cbody).get("state") == "cancelled", cbody
+        lines.extend(it)
+    finally:
+        it.close()
+    assert time.monotonic() - t0 < lib.scaled(20)
+    assert "error" in lines[-1], describe(lines, daemon)
+    deadline = time.monotonic() + lib.scaled(15)
+    while time.monotonic() < deadline and daemon.working_containers():
+        time.sleep(0.5)
+    assert daemon.working_containers() == [], daemon.working_containers()
+    deadline = time.monotonic() + lib.scaled(15)
+    while time.monotonic() < deadline and {p for p, _ in _sleep_procs(uniq)} - before:
+        time.sleep(0.3)
+    left = [pc for pc in _sleep_procs(uniq) if pc[0] not in before]
+    assert left == [], f"processes survived the cancel: {left}"
+
+
+# --------------------------------------------------------------------------
+# 7. OCI archive kept for download
+
+
+def test_oci_output_download_is_loadable(daemon, uniq, tmp_path):
+    ref = f"e2e-oci-{uniq}"
+    req = {"ref": ref, "frontend": "dockerfile.v0",
+           "exporters": [{"type": "oci", "attrs": {"name": f"localhost/e2e-oci-{uniq}:1"}}]}
+    _, lines = run_solve(daemon, req, {"context": dockerfile_ctx(f"FROM {BASE}", f"RUN echo {uniq} > /oci")})
+    res = result_of(lines, daemon)
+    status, headers, data = daemon.request("GET", f"/solve/{ref}/outputs/0")
+    assert status == 200, (status, data[:300])
+    assert headers.get("Content-Type", "").startswith("application/x-tar")
+    f = tmp_path / "image.tar"
+    f.write_bytes(data)
+    r = subprocess.run(["skopeo", "inspect", f"oci-archive:{f}"], capture_output=True, text=True, timeout=lib.scaled(60))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info.get("Layers"), info
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{f}"], capture_output=True, text=True)
+    assert raw.returncode == 0, raw.stderr
+    manifest = json.loads(raw.stdout)
+    # the archive holds the image this build produced
+    assert manifest["config"]["digest"] == res["exporterResponse"]["containerimage.config.digest"], (manifest, res)
+
+
+# --------------------------------------------------------------------------
+# 8. BuildKit mode: registry credentials asked from the CLI over the session
+
+
+def _docker_config(tmp_path, host, user, password):
+    cfgdir = tmp_path / "docker-config"
+    cfgdir.mkdir()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (cfgdir / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return cfgdir
+
+
+def _buildkit_build(docker_cli, d, cfgdir, ctxdir, tag):
+    env = d.env()
+    env.update(DOCKER_BUILDKIT="1", DOCKER_CONFIG=str(cfgdir), DOCKER_HOST=f"unix://{d.sock}")
+    return subprocess.run([docker_cli, "build", "--pull", "--progress=plain", "-t", tag, str(ctxdir)],
+                          env=env, capture_output=True, text=True, timeout=lib.scaled(300))
+
+
+@pytest.fixture(scope="module")
+def auth_registry_with_base(auth_registry, daemon):
+    # the registry really wants credentials
+    status, _, _ = auth_registry.get("/v2/")
+    assert status == 401
+    status, _, _ = auth_registry.get("/v2/", creds=(USER, PASSWORD))
+    assert status == 200
+    daemon.buildah("push", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}", BASE,
+                   f"docker://{auth_registry.host}/busybox:latest")
+    assert auth_registry.manifest("busybox", "latest", creds=(USER, PASSWORD))[0] == 200
+    return auth_registry
+
+
+# BuildKit mode with a registry that requires credentials: the daemon asks
+# the CLI's Auth/Credentials over the session.  The test registry speaks
+# plain HTTP, so the daemon is told so with --insecure-registry (as dockerd).
+@pytest.fixture
+def insecure_conf_daemon(spawn_daemon, auth_registry_with_base):
+    return spawn_daemon("--insecure-registry", auth_registry_with_base.host)
+
+
+def test_buildkit_session_registry_auth_insecure_conf(insecure_conf_daemon, docker_cli, auth_registry_with_base,
+                                                      tmp_path, uniq):
+    d, reg = insecure_conf_daemon, auth_registry_with_base
+    cfgdir = _docker_config(tmp_path, reg.host, USER, PASSWORD)
+    ctxdir = lib.make_context(tmp_path / "ctx", {
+        "Dockerfile": lib.containerfile(f"FROM {reg.host}/busybox:latest", f"RUN echo {uniq} > /authed")})
+    tag = f"e2e-auth-{uniq}"
+    r = _buildkit_build(docker_cli, d, cfgdir, ctxdir, tag)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"{out[-4000:]}\n--- daemon log:\n{d.log_tail(4000)}"
+    assert d.image_file(f"docker.io/library/{tag}:latest", "/authed") == f"{uniq}\n".encode()
+    # the credentials came from the CLI over the session, and the pull needed them
+    log = d.log_tail(200000)
+    assert "/moby.filesync.v1.Auth/Credentials" in log, log[-3000:]
+    assert f"credentials for {reg.host}: found" in log, log[-3000:]
+
+
+def test_buildkit_session_registry_auth_insecure_conf_wrong_password(insecure_conf_daemon, docker_cli,
+                                                                     auth_registry_with_base, tmp_path, uniq):
+    d, reg = insecure_conf_daemon, auth_registry_with_base
+    cfgdir = _docker_config(tmp_path, reg.host, USER, "wrong-password")
+    ctxdir = lib.make_context(tmp_path / "ctx", {
+        "Dockerfile": lib.containerfile(f"FROM {reg.host}/busybox:latest", f"RUN echo {uniq} > /authed")})
+    tag = f"e2e-noauth-{uniq}"
+    r = _buildkit_build(docker_cli, d, cfgdir, ctxdir, tag)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    low = out.lower()
+    assert "unauthorized" in low or "authentication required" in low, out[-3000:]
+    assert not d.image_exists(f"docker.io/library/{tag}:latest")
+
+
+# An LLB definition's docker-image source pulls with the session's
+# Auth/Credentials, as BuildKit does for a frontend's image sources.
+def test_llb_image_source_pulls_with_session_credentials(insecure_conf_daemon, auth_registry_with_base, uniq):
+    import llbgen as llb
+    from session_peer import SessionPeer
+    d, reg = insecure_conf_daemon, auth_registry_with_base
+    img = llb.source(f"docker-image://{reg.host}/busybox:latest")
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /authed"], root=img)
+
+    def solve(creds):
+        with SessionPeer(d.sock, {}, credentials={reg.host: creds}) as peer:
+            req = {"definition": llb.definition_json([img, run]), "session": peer.uuid}
+            status, _, it = d.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+            return status, list(it), peer.credential_requests
+
+    status, events, asked = solve((USER, "wrong-password"))
+    assert status == 200 and asked == [reg.host]
+    errs = [e["error"] for e in events if "error" in e]
+    assert errs and errs[0]["vertex"] == img.ref, events[-3:]
+    status, events, asked = solve((USER, PASSWORD))
+    res = [e["result"] for e in events if "result" in e]
+    assert res, events[-3:]
+    image = res[0]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
+    assert d.image_file(image, "/authed") == f"{uniq}\n".encode()
+    assert PASSWORD not in d.log_tail(400000)

@@ -1,0 +1,185 @@
+"""LLB definitions sent to POST /solve run on buildah: sources, exec and
+file ops become committed images vertex by vertex, reported in the NDJSON
+stream, cached by content, and exported like a Dockerfile build's image.
+What the executor cannot run yet is a 501 naming the op before anything
+runs."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import podsolve_testlib as lib
+
+import llbgen as llb  # noqa: E402
+from llb_solve import logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402
+
+BUSYBOX = "docker-image://" + lib.BASE_IMAGE
+
+
+
+
+
+
+def _final(vertexes, op):
+    """The last state the stream reported for op's vertex."""
+    return vertexes[op.ref][-1]
+
+
+
+
+def _result(events):
+    res = [e["result"] for e in events if "result" in e]
+    errs = [e["error"] for e in events if "error" in e]
+    assert res and not errs, events[-5:]
+    return res[-1]["exporterResponse"]
+
+
+def _image_id(resp):
+    return resp["containerimage.config.digest"].split(":", 1)[1]
+
+
+def test_scratch_file_op_mkdir_mkfile_exports_the_file_as_tar(daemon, uniq):
+    f = llb.file([llb.mkdir("/etc/app", 0o750, parents=True),
+                  llb.mkfile("/etc/app/conf", b"key=value\n", 0o640)])
+    ref = f"llb-tar-{uniq}"
+    status, events = _solve(daemon, [f], names={f: "write conf"}, exporters=[{"type": "tar"}], ref=ref)
+    assert status == 200
+    _result(events)
+    v = _final(_vertexes(events), f)
+    assert v["name"] == "write conf" and v.get("completed") and not v.get("error")
+    st, _, data = daemon.request("GET", f"/solve/{ref}/outputs/0")
+    assert st == 200
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        conf = t.getmember("etc/app/conf")
+        assert t.extractfile(conf).read() == b"key=value\n"
+        assert conf.mode & 0o7777 == 0o640
+        assert t.getmember("etc/app").mode & 0o7777 == 0o750
+
+
+def test_exec_on_busybox_writes_a_file_into_the_image_and_streams_its_stdout(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", "echo hi > /out; echo from-stdout; echo from-stderr >&2"], root=img)
+    name = f"localhost/llb-exec-{uniq}:latest"
+    status, events = _solve(daemon, [img, run], names={run: "run echo"},
+                            exporters=[{"type": "image", "attrs": {"name": name}}])
+    assert status == 200
+    resp = _result(events)
+    assert resp["image.name"] == name
+    assert daemon.image_id(name) == _image_id(resp)
+    assert daemon.image_file(name, "/out") == b"hi\n"
+    vs = _vertexes(events)
+    assert vs[run.ref][-1]["inputs"] == [img.ref]
+    logs = _logs(events, run)
+    assert b"from-stdout" in logs and b"from-stderr" in logs
+    streams = {l["stream"] for e in events for l in e.get("status", {}).get("logs", []) if l["vertex"] == run.ref}
+    assert streams == {1, 2}
+
+
+def test_failing_exec_names_the_vertex_and_exit_code_and_leaves_no_container(daemon, uniq):
+    before = daemon.working_containers()
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq}; exit 3"], root=img)
+    status, events = _solve(daemon, [img, run], names={run: "run fails"})
+    assert status == 200
+    errs = [e["error"] for e in events if "error" in e]
+    assert len(errs) == 1, events
+    assert errs[0]["vertex"] == run.ref and errs[0]["exitCode"] == 3
+    assert "run fails" in errs[0]["message"] and "exit code: 3" in errs[0]["message"]
+    assert _final(_vertexes(events), run).get("error")
+    assert daemon.working_containers() == before
+
+
+def test_exit_code_listed_in_valid_exit_codes_succeeds(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /v; exit 3"], root=img, valid_exit_codes=(0, 3))
+    status, events = _solve(daemon, [img, run])
+    assert status == 200
+    assert daemon.image_file(_image_id(_result(events)), "/v") == f"{uniq}\n".encode()
+
+
+def test_identical_resubmission_is_all_cached_with_the_same_image(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /once"], root=img)
+    f = llb.file([llb.mkfile("/second", b"2")], inputs=[run], base=0)
+    first = _solve(daemon, [img, run, f])
+    second = _solve(daemon, [img, run, f])
+    assert first[0] == second[0] == 200
+    assert _image_id(_result(first[1])) == _image_id(_result(second[1]))
+    vs = _vertexes(second[1])
+    for op in (img, run, f):
+        assert _final(vs, op).get("cached") is True, vs[op.ref]
+    assert not _logs(second[1], run)
+    # no-cache runs everything again
+    third = _solve(daemon, [img, run, f], attrs={"no-cache": ""})
+    assert not _final(_vertexes(third[1]), run).get("cached")
+    assert _image_id(_result(third[1])) != _image_id(_result(first[1]))
+
+
+def test_local_source_copied_into_busybox_and_only_downstream_reruns_on_change(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    src = llb.source("local://ctx")
+    marker = llb.exec_(["sh", "-c", f"echo {uniq} > /marker"], root=img)
+    cp = llb.file([llb.copy("/app.txt", "/srv/app.txt", create_dest_path=True)], inputs=[marker, src],
+                  base=0, secondary=1)
+    ops = [img, src, marker, cp]
+
+    def solve(content):
+        ctx = lib.tar_context({"app.txt": content})
+        status, events = _solve(daemon, ops, sources={"ctx": ctx})
+        assert status == 200
+        return _image_id(_result(events)), _vertexes(events)
+
+    image1, _ = solve("one\n")
+    assert daemon.image_file(image1, "/srv/app.txt") == b"one\n"
+    assert daemon.image_file(image1, "/marker") == f"{uniq}\n".encode()
+    image2, vs = solve("two\n")
+    assert daemon.image_file(image2, "/srv/app.txt") == b"two\n"
+    assert _final(vs, marker).get("cached") is True  # does not depend on the part
+    assert not _final(vs, src).get("cached") and not _final(vs, cp).get("cached")
+
+
+def test_cache_mount_contents_survive_between_solves(daemon, uniq):
+    img = llb.source(BUSYBOX)
+    cache = llb.mount(-1, "/cache", type=llb.CACHE, cache_id=f"llb-test-{uniq}")
+    write = llb.exec_(["sh", "-c", f"echo {uniq} > /cache/seen"], root=img, mounts=[cache])
+    status, events = _solve(daemon, [img, write])
+    assert status == 200
+    _result(events)
+    read = llb.exec_(["sh", "-c", "cp /cache/seen /copied"], root=img, mounts=[cache])
+    status, events = _solve(daemon, [img, read])
+    assert status == 200
+    resp = _result(events)
+    assert daemon.image_file(_image_id(resp), "/copied") == f"{uniq}\n".encode()
+    assert not daemon.image_has_file(_image_id(resp), "/cache/seen")
+
+
+def test_unsupported_ssh_mount_is_501_naming_the_op_and_nothing_runs(daemon, uniq):
+    before = daemon.working_containers()
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq}"], root=img, mounts=[llb.mount(-1, "/run/ssh", type=llb.SSH)])
+    req = {"definition": llb.definition_json([img, run])}
+    st, _, body = daemon.request("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+    assert st == 501, body
+    msg = json.loads(body)["message"]
+    assert run.ref in msg and "ssh mount /run/ssh" in msg
+    assert daemon.working_containers() == before
+
+
+def test_file_op_paths_cannot_escape_the_rootfs_through_symlinks(daemon, uniq):
+    """A symlink /escape -> /../../../.. made by the op resolves to the
+    rootfs root, never the host's: writes through it land in the image."""
+    link = llb.symlink("/../../../../..", "/escape")
+    f = llb.file([llb.mkdir("/d"), link, llb.mkfile(f"/escape/tmp/llb-escape-{uniq}", b"x", 0o644)])
+    img = llb.source(BUSYBOX)
+    # the mkfile's parent /escape/tmp resolves to <rootfs>/tmp, which scratch lacks
+    status, events = _solve(daemon, [f])
+    assert status == 200
+    assert any("error" in e for e in events)
+    assert not Path(f"/tmp/llb-escape-{uniq}").exists()
+    g = llb.file([link, llb.mkfile(f"/escape/tmp/llb-escape-{uniq}", b"x", 0o644)], inputs=[img], base=0)
+    status, events = _solve(daemon, [img, g])
+    assert status == 200
+    image = _image_id(_result(events))
+    assert not Path(f"/tmp/llb-escape-{uniq}").exists()
+    assert daemon.image_file(image, f"/tmp/llb-escape-{uniq}") == b"x"
