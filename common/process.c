@@ -382,3 +382,18 @@ ps_find_in_path (const char *name, const char *default_path)
     }
   return NULL;
 }
+
+int
+ps_thread_start (pthread_t *th, void *(*fn) (void *), void *arg, size_t stack, bool detached)
+{
+  pthread_t local;
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  if (detached)
+    pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  if (stack > 0)
+    pthread_attr_setstacksize (&attr, stack);
+  int r = pthread_create (th ? th : &local, &attr, fn, arg);
+  pthread_attr_destroy (&attr);
+  return r;
+}

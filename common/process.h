@@ -2,6 +2,7 @@
 #ifndef COMMON_PROCESS_H
 #define COMMON_PROCESS_H
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include "common/ps.h"
@@ -42,5 +43,10 @@ char *ps_find_in_path (const char *name, const char *default_path);
 
 /* Run argv to completion, capturing stdout and stderr (each bounded). */
 int ps_run_capture (char *const *argv, char **out, char **errout, int *status, ps_error **err);
+
+/* Start a thread running fn(arg): detached (nobody joins it) or joinable
+   into *th; `stack` bytes of stack, 0 for the default.  Returns
+   pthread_create's result (0, or an errno value). */
+int ps_thread_start (pthread_t *th, void *(*fn) (void *), void *arg, size_t stack, bool detached);
 
 #endif

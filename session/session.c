@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/process.h"
 #include "schema/health.pb-c.h"
 #include "session/session_limits.h"
 
@@ -484,12 +485,7 @@ session_serve_upgraded (int fd, const void *extra_in, size_t extra_len, const st
   t->s = s;
   t->release = release;
   t->release_ud = release_ud;
-  pthread_attr_t attr;
-  pthread_attr_init (&attr);
-  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t th;
-  int r = pthread_create (&th, &attr, session_thread_main, t);
-  pthread_attr_destroy (&attr);
+  int r = ps_thread_start (NULL, session_thread_main, t, 0, true);
   if (r != 0)
     session_thread_main (t); /* no thread: serve it here (fine without TLS) */
 }

@@ -9,6 +9,7 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "solver/cache_lock.h"
 
 #include <cjson/cJSON.h>
@@ -577,12 +578,7 @@ solver_job_start (solver_job *job, solver_job_fn fn, void *userdata, void (*free
   job->fn_free = free_fn;
   solver_job_ref (job);
   live_add (job);
-  pthread_attr_t attr;
-  pthread_attr_init (&attr);
-  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t th;
-  int r = pthread_create (&th, &attr, job_thread, job);
-  pthread_attr_destroy (&attr);
+  int r = ps_thread_start (NULL, job_thread, job, 0, true);
   if (r != 0)
     {
       live_remove (job);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/process.h"
 #include "session/secrets.h"
 #include "session/session.h"
 #include "session/session_limits.h"
@@ -1251,13 +1252,9 @@ llb_exec_run (struct llb_exec *x, solver_job *job, char **image_id, ps_error **e
   size_t started = 0;
   for (; started < n; started++)
     {
-      pthread_attr_t attr;
-      pthread_attr_init (&attr);
       /* As much stack as the job's own thread: tree walks (hashing,
          staging, copies, merges) recurse once per directory level. */
-      pthread_attr_setstacksize (&attr, LLB_WORKER_STACK);
-      int r = pthread_create (&th[started], &attr, worker, x);
-      pthread_attr_destroy (&attr);
+      int r = ps_thread_start (&th[started], worker, x, LLB_WORKER_STACK, false);
       if (r != 0)
         break;
     }
