@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "schema/apivalue.h"
 #include "schema/imageref.h"
+#include "session/filesend.h"
 #include "session/session.h"
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
@@ -33,6 +34,7 @@ struct plan_exporter
   char *name;     /* oci/docker archive image name */
   bool push;
   bool insecure;
+  bool to_client; /* Control.Solve: sent over the session's FileSend */
   struct image_config *config; /* containerimage.config (a definition's result only), or NULL */
   char *image;    /* the image this exporter exports, once the solve ran (config applied) */
 };
@@ -51,6 +53,7 @@ struct solve_plan
   char *local_cache_export;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
   char *claimed_session; /* the session this solve names, claimed until the plan is freed */
+  char *claimed_source_session; /* the session of its local sources, when another one */
   char *state_dir;      /* for a definition: where configured images are recorded */
 };
 
@@ -62,6 +65,9 @@ solve_plan_free (struct solve_plan *p)
   if (p->claimed_session)
     session_unclaim (p->claimed_session);
   free (p->claimed_session);
+  if (p->claimed_source_session)
+    session_unclaim (p->claimed_source_session);
+  free (p->claimed_source_session);
   schema_solve_request_free (&p->req);
   build_options_free (&p->build.opts);
   session_sources_free (p->build.session);
@@ -326,6 +332,7 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
       struct plan_exporter *pe = &p->exporters[i];
       p->n_exporters = i + 1;
       pe->type = xstrdup (e->type);
+      pe->to_client = e->to_client;
       cleanup_free char *field = xasprintf ("exporters[%zu]", i);
       if (plan_image_config (pe, e, definition, field, err) < 0)
         return -1;
@@ -451,7 +458,7 @@ plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g
                              .n_sources = env->n_sources,
                              .state_dir = env->state_dir,
                              .authfile = env->authfile,
-                             .session_id = p->req.session,
+                             .session_id = p->req.source_session ? p->req.source_session : p->req.session,
                              .work_dir = env->job_dir,
                              .max_parallel = solver_jobs_max_parallel () };
   const struct solve_attrs *a = &p->req.frontend_attrs;
@@ -512,6 +519,12 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       p->claimed_session = xstrdup (p->req.session);
       session_claim (p->claimed_session);
     }
+  if (p->req.source_session)
+    {
+      p->claimed_source_session = xstrdup (p->req.source_session);
+      session_claim (p->claimed_source_session);
+    }
+  const char *source_session = p->req.source_session ? p->req.source_session : p->req.session;
   build_options_init (&p->build.opts);
   struct build_options *o = &p->build.opts;
   o->format = xstrdup ("oci");
@@ -551,10 +564,10 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
      session, or a URL in the "context" attr. */
   const struct solve_source *ctx = find_source (env, context_key);
   const struct solve_source *dfsrc = find_source (env, dockerfile_key);
-  if (ctx == NULL && o->remote == NULL && p->req.session)
+  if (ctx == NULL && o->remote == NULL && source_session)
     {
       /* Dockerfile and context come over the session, inside the job. */
-      p->build.session = session_sources_new (p->req.session, env->state_dir, p->job_dir, filename);
+      p->build.session = session_sources_new (source_session, env->state_dir, p->job_dir, filename);
       p->build.session->max_context_bytes = env->max_context_bytes;
       free (p->build.session->context_name);
       p->build.session->context_name = xstrdup (context_key);
@@ -744,6 +757,80 @@ file_size (const char *path)
   return stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
 }
 
+struct client_send
+{
+  ps_session *sess;
+  uint64_t bytes;
+};
+
+static void
+client_send_progress (void *ud, uint64_t bytes)
+{
+  ((struct client_send *) ud)->bytes = bytes;
+}
+
+static int
+send_rootfs_dir (const char *root, void *ud, ps_error **err)
+{
+  struct client_send *c = ud;
+  return session_filesend_dir (c->sess, root, client_send_progress, c, err);
+}
+
+/* Control.Solve's local, tar, oci and docker outputs: to the client over
+   the FileSend its session serves (it keeps the destination to itself). */
+static int
+export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
+{
+  struct plan_exporter *e = &p->exporters[idx];
+  ps_session *sess = session_wait (p->req.session, 0, err);
+  if (sess == NULL)
+    return ps_error_wrap (err, "send the output to the client");
+  struct client_send c = { .sess = sess };
+  struct export_vertex v;
+  int ret;
+  if (strcmp (e->type, "local") == 0)
+    {
+      vertex_begin (&v, job, image_id, "exporting to client directory");
+      ret = rootfs_with_mount (image_id, send_rootfs_dir, &c, err);
+      if (ret == 0)
+        vertex_status (&v, "copying files", (int64_t) c.bytes, (int64_t) c.bytes);
+      vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+      session_unref (sess);
+      return ret;
+    }
+  cleanup_free char *outdir = xasprintf ("%s/outputs", p->job_dir);
+  cleanup_free char *path = xasprintf ("%s/%zu.tar", outdir, idx);
+  if (ps_mkdir_p (outdir, 0700, err) < 0)
+    {
+      session_unref (sess);
+      return -1;
+    }
+  if (strcmp (e->type, "tar") == 0)
+    {
+      vertex_begin (&v, job, image_id, "exporting to client tarball");
+      struct tar_job t = { .path = path };
+      ret = rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
+    }
+  else
+    {
+      bool oci = e->type[0] == 'o';
+      vertex_begin (&v, job, image_id, oci ? "exporting to oci image format" : "exporting to docker image format");
+      const char *name = e->name ? e->name : (p->image_names.n ? p->image_names.v[0] : NULL);
+      cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
+                                    : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
+      unlink (path);
+      ret = push_image (p, image_id, ref, false, NULL, err);
+    }
+  if (ret == 0)
+    ret = session_filesend_file (sess, path, client_send_progress, &c, err);
+  if (ret == 0)
+    vertex_status (&v, "sending tarball", (int64_t) c.bytes, (int64_t) c.bytes);
+  vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+  unlink (path);
+  session_unref (sess);
+  return ret;
+}
+
 static int
 run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
 {
@@ -769,6 +856,9 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
         }
       return ret;
     }
+
+  if (e->to_client)
+    return export_to_client (job, p, idx, image_id, err);
 
   /* Everything else writes a file or a directory. */
   cleanup_free char *kept = NULL;
