@@ -1,12 +1,14 @@
 /* fuzz_status_encoders — an event built from arbitrary bytes goes through
- * the three encoders (JSONMessage, SolveStatus rawjson, BuildKit trace);
- * the trace's protobuf must decode back to the same fields. */
+ * the four encoders (JSONMessage, SolveStatus rawjson, BuildKit trace,
+ * Control.Status StatusResponse); the StatusResponse protobuf must decode
+ * back to the same fields. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "control.pb-c.h"
 #include "schema/jsonmessage.h"
 #include "schema/solve_status.h"
+#include "schema/status_response.h"
 #include "schema/trace.h"
 
 int
@@ -39,6 +41,7 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
     schema_jsonmessage_encoder_new (data[0] & 8, data[0] & 16),
     schema_solve_encoder_new ("ref"),
     schema_trace_encoder_new (data[0] & 32),
+    schema_status_response_encoder_new (),
   };
   for (size_t i = 0; i < sizeof encoders / sizeof encoders[0]; i++)
     {
@@ -48,7 +51,7 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
   ps_buf_free (&out);
 
   size_t len = 0;
-  uint8_t *pb = schema_trace_status_response (&ev, &len);
+  uint8_t *pb = schema_status_response_pack (&ev, &len);
   if (pb)
     {
       Moby__Buildkit__V1__StatusResponse *r = moby__buildkit__v1__status_response__unpack (NULL, len, pb);

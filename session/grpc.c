@@ -1,4 +1,4 @@
-/* grpc_client.c — gRPC client over HTTP/2 on an upgraded /session socket.
+/* grpc.c — gRPC client over HTTP/2 on an upgraded /session socket.
  *
  * Ownership and locking, in one place:
  *  - The I/O thread (the one in grpc_conn_run) is the only thread that calls
@@ -15,7 +15,7 @@
  *    so a call outliving grpc_conn_free still has a (dead) connection to lock.
  */
 #define _GNU_SOURCE
-#include "session/grpc_client.h"
+#include "session/grpc.h"
 
 #include <errno.h>
 #include <fcntl.h>
