@@ -207,14 +207,6 @@ gateway_build_ref_check (gateway_build *b, const char *ref_id, ps_error **err)
   return lookup_ref (b, ref_id, err) ? 0 : -1;
 }
 
-const uint8_t *
-gateway_build_ref_definition (gateway_build *b, const char *ref_id, size_t *len)
-{
-  struct gateway_ref *r = lookup_ref (b, ref_id, NULL);
-  *len = r ? r->def_len : 0;
-  return r ? r->def : NULL;
-}
-
 /* ---- the job thread --------------------------------------------------------- */
 
 static bool
@@ -753,5 +745,57 @@ gateway_ref_read_dir (gateway_build *b, const char *ref_id, const char *dir, con
   ps_strv_free (&names);
   *entries = v;
   *n = k;
+  return 0;
+}
+
+/* ---- images ---------------------------------------------------------------------- */
+
+int
+gateway_resolve_image_config (gateway_build *b, const char *ref, const char *mode, char **digest, char **config,
+                              ps_error **err)
+{
+  *digest = *config = NULL;
+  if (ref == NULL || *ref == '\0' || ref[0] == '-')
+    return ps_error_set (err, 400, "ResolveImageConfig: \"%s\" is not an image reference", ref ? ref : "");
+  bool local = mode && strcmp (mode, "local") == 0;
+  bool always = mode && strcmp (mode, "pull") == 0;
+  if (mode && *mode && !local && !always && strcmp (mode, "default") != 0)
+    return ps_error_set (err, 400, "ResolveImageConfig: ResolveMode \"%s\" (supported: default, pull, local)", mode);
+  cleanup_free char *id = NULL;
+  ps_error *lerr = NULL;
+  if (!always && (buildah_image_id (ref, &id, &lerr) < 0 || id == NULL || *id == '\0'))
+    {
+      free (id);
+      id = NULL;
+    }
+  ps_error_free (lerr);
+  if (id == NULL)
+    {
+      if (local)
+        return ps_error_set (err, 404, "ResolveImageConfig: image \"%s\" is not in storage (ResolveMode local)", ref);
+      ps_strv argv = { 0 };
+      ps_strv_push (&argv, "pull");
+      ps_strv_push (&argv, "--quiet");
+      if (b->authfile)
+        ps_strv_pushf (&argv, "--authfile=%s", b->authfile);
+      ps_strv_push (&argv, ref);
+      int r = buildah_call ((const char *const *) argv.v, NULL, err);
+      ps_strv_free (&argv);
+      if (r < 0 || buildah_image_id (ref, &id, err) < 0)
+        return ps_error_wrap (err, "ResolveImageConfig %s", ref);
+      if (id == NULL || *id == '\0')
+        return ps_error_set (err, 404, "ResolveImageConfig: image \"%s\" not found", ref);
+    }
+  if (buildah_callv (config, err, "inspect", "--type=image", "--format={{json .OCIv1}}", id, NULL) < 0)
+    return ps_error_wrap (err, "ResolveImageConfig %s", ref);
+  char *d = NULL;
+  if (buildah_callv (&d, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", id, NULL) < 0)
+    d = NULL;
+  if (d)
+    d[strcspn (d, "\n")] = '\0';
+  *digest = d ? d : xstrdup ("");
+  size_t n = strlen (*config);
+  while (n && (*config)[n - 1] == '\n')
+    (*config)[--n] = '\0';
   return 0;
 }

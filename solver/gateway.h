@@ -101,12 +101,15 @@ int gateway_build_return (gateway_build *b, const char *ref_id, int code, const 
    solved when LLBBridge.Solve returns), 404 otherwise. */
 int gateway_build_ref_check (gateway_build *b, const char *ref_id, ps_error **err);
 
-/* The raw pb.Definition a ref was solved from (borrowed; NULL for a
-   frontend's result). */
-const uint8_t *gateway_build_ref_definition (gateway_build *b, const char *ref_id, size_t *len);
-
 /* FrontendInputs of the build (borrowed, valid while `b` is held). */
 const struct gateway_input *gateway_build_inputs (gateway_build *b, size_t *n);
+
+/* LLBBridge.ResolveImageConfig: the config (OCI JSON, *config) and the
+   manifest digest (*digest, may be "") of image `ref` in storage.
+   `mode` "local": never pull (404 when missing); "pull": pull first;
+   anything else ("default", ""): pull only when missing. */
+int gateway_resolve_image_config (gateway_build *b, const char *ref, const char *mode, char **digest,
+                                  char **config, ps_error **err);
 
 /* ---- reading a ref's files (mounted read-only; paths resolved inside the
    ref's root file system, symlinks included: nothing outside is reached) */
