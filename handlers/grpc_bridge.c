@@ -24,10 +24,10 @@
    (frontend/gateway/pb/caps.go).  Left out on purpose: solve.inlinereturn
    (SolveRequest.Final), returnmap and multi-platform results,
    frontend.inputs (FrontendInputs in Solve), gateway.solve.metadata,
-   gateway.exec*, gateway.warnings, source.metaresolver*. */
+   gateway.exec*, source.metaresolver*. */
 static const char *const frontend_caps[] = {
   "solve.base",        "resolveimage", "resolveimage.resolvemode", "readfile", "return", "readdir", "statfile",
-  "importcaches",      "proto.refarray", "gateway.evaluate", "gateway.solve.evaluate",
+  "importcaches",      "proto.refarray", "gateway.evaluate", "gateway.solve.evaluate", "gateway.warnings",
 };
 
 /* The LLB the engine (solver/llb/) runs (solver/pb/caps.go). */
@@ -546,6 +546,37 @@ bridge_inputs (grpc_call *call, void *ud)
   gateway_build_unref (b);
 }
 
+/* ---- Warn --------------------------------------------------------------------- */
+
+static void
+bridge_warn (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__WarnRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__warn_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  /* The byte fields become text (a NUL inside would end it early). */
+  cleanup_free char *short_msg = xstrndup ((const char *) req->short_.data, req->short_.len);
+  ps_strv details = { 0 };
+  for (size_t i = 0; i < req->n_detail; i++)
+    {
+      cleanup_free char *d = xstrndup ((const char *) req->detail[i].data, req->detail[i].len);
+      ps_strv_push (&details, d);
+    }
+  gateway_build_warn (b, req->digest, req->level, short_msg, (const char *const *) details.v, req->url);
+  ps_strv_free (&details);
+  Moby__Buildkit__V1__Frontend__WarnResponse resp = MOBY__BUILDKIT__V1__FRONTEND__WARN_RESPONSE__INIT;
+  reply (call, &resp.base);
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
 const struct grpc_method grpc_bridge_methods[] = {
   { BRIDGE_PATH ("Ping"), bridge_ping, NULL },
   { BRIDGE_PATH ("Solve"), bridge_solve, NULL },
@@ -556,5 +587,6 @@ const struct grpc_method grpc_bridge_methods[] = {
   { BRIDGE_PATH ("Evaluate"), bridge_evaluate, NULL },
   { BRIDGE_PATH ("ResolveImageConfig"), bridge_resolve_image_config, NULL },
   { BRIDGE_PATH ("Inputs"), bridge_inputs, NULL },
+  { BRIDGE_PATH ("Warn"), bridge_warn, NULL },
 };
 const size_t grpc_bridge_n_methods = ARRAY_SIZE (grpc_bridge_methods);

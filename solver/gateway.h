@@ -104,6 +104,11 @@ int gateway_build_ref_check (gateway_build *b, const char *ref_id, ps_error **er
 /* FrontendInputs of the build (borrowed, valid while `b` is held). */
 const struct gateway_input *gateway_build_inputs (gateway_build *b, size_t *n);
 
+/* LLBBridge.Warn: a SOLVER_EV_WARNING on the build's job (`vertex` may
+   be NULL or ""; `details` NULL-terminated, may be NULL). */
+void gateway_build_warn (gateway_build *b, const char *vertex, int64_t level, const char *short_msg,
+                         const char *const *details, const char *url);
+
 /* LLBBridge.ResolveImageConfig: the config (OCI JSON, *config) and the
    manifest digest (*digest, may be "") of image `ref` in storage.
    `mode` "local": never pull (404 when missing); "pull": pull first;
