@@ -156,6 +156,7 @@ struct grpc_reassembly
 {
   ps_buf partial; /* prefix + payload of the message being reassembled */
   size_t want;    /* that message's total bytes once its prefix is known, else 0 */
+  size_t max;     /* largest payload accepted; 0: PS_GRPC_MAX_MESSAGE */
 };
 
 /* Called once per complete message, in stream order.  `msg` points into
@@ -166,7 +167,7 @@ typedef void (*grpc_message_fn) (void *ud, const void *msg, size_t len);
 /* Consume one chunk of DATA.  Returns 0 when all of it was taken: complete
    messages went to on_message, the rest is kept for the next chunk.  A
    prefix we refuse ends the stream: the compressed flag set (INTERNAL: no
-   compression is ever negotiated) or a length over PS_GRPC_MAX_MESSAGE
+   compression is ever negotiated) or a length over r->max
    (RESOURCE_EXHAUSTED, refused before a byte of the payload is buffered).
    Then the return value is that gRPC status, *err says why, *dropped (may
    be NULL) counts the bytes that will never form a message (the refused
@@ -182,6 +183,10 @@ void grpc_reassembly_free (struct grpc_reassembly *r);
 
 /* Percent-decode a grpc-message value (§1); malloc'd. */
 char *grpc_percent_decode (const char *s, size_t len);
+
+/* Percent-encode a grpc-message value (§1): bytes outside 0x20..0x7e and
+   '%' become %XX; malloc'd. */
+char *grpc_percent_encode (const char *s);
 
 /* Map a gRPC status to the HTTP status a ps_error carries. */
 int grpc_status_http (int code);
@@ -223,6 +228,10 @@ struct grpc_service_table
 int grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
                 const struct grpc_service_table *services, ps_error **err);
 
+/* At daemon shutdown: no new grpc_serve starts; those running say GOAWAY
+   and end (their calls are cancelled).  Waits up to grace_ms for them. */
+void grpc_serve_shutdown (int grace_ms);
+
 /* Server-side calls (inside a handler): */
 const char *grpc_call_path (grpc_call *call);
 /* The first value of request metadata `key` (lower case), or NULL. */
@@ -239,7 +248,8 @@ void grpc_call_finish (grpc_call *call, int status, const char *fmt, ...) PS_PRI
    else INTERNAL) and finish with its message. */
 void grpc_call_finish_error (grpc_call *call, const ps_error *err);
 /* The client cancelled (RST_STREAM) or the connection died: a long handler
-   polls this (or sees grpc_call_send/recv fail) and stops. */
+   polls this (or sees grpc_call_send/recv fail) and stops.  (Server calls;
+   grpc_call_start's calls use grpc_call_status.) */
 bool grpc_call_cancelled (grpc_call *call);
 /* Unary convenience: receive exactly one request message (recv until END_STREAM),
    INVALID_ARGUMENT if none. */

@@ -1,0 +1,330 @@
+"""The gRPC transport (issue #13): the daemon as an HTTP/2 gRPC *server*,
+on POST /grpc (the HTTP/1.1 upgrade to h2c, as dockerd serves buildx's
+docker driver) and on --buildkit-listen unix sockets (prior knowledge, as
+buildkitd --addr).  A real client: Debian's python3-grpcio, through
+grpc_testlib (a relay does the /grpc upgrade for it).
+
+What the transport promises whatever the service: Health/Check answers
+SERVING; an unknown method is UNIMPLEMENTED; a message over 16 MiB is
+RESOURCE_EXHAUSTED; 64 calls run at once on one connection; a bad upgrade
+is a 400 in Podman's error shape; garbage after the 101, a bad preface or a
+probe that connects and hangs up ends that connection only (and logs
+nothing above debug for the probe); --no-grpc leaves /grpc to the upstream;
+the --buildkit-listen socket is mode 0660.
+"""
+
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import socketserver
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+import grpc_testlib as g
+import podsolve_testlib as lib
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def bk_daemon():
+    """A podsolved with --buildkit-listen (its own storage; module-wide)."""
+    sockdir = tempfile.mkdtemp(prefix="podsolve-bk-")
+    path = os.path.join(sockdir, "buildkitd.sock")
+    tmp = lib.new_tmp_dir("podsolve-it-grpc-")
+    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{path}"])
+    try:
+        d.prepare_storage()
+        d.start(timeout=30)
+    except Exception:
+        d.kill()
+        d.cleanup_storage(remove_tmp=False)
+        raise
+    d.buildkit_sock = path
+    yield d
+    status, timeout_msg = d.stop(timeout=20)
+    d.cleanup_storage()
+    os.rmdir(sockdir) if os.path.isdir(sockdir) and not os.listdir(sockdir) else None
+    assert timeout_msg is None and status == 0, f"podsolved --buildkit-listen stopped badly: {status} {timeout_msg}"
+
+
+@pytest.fixture
+def bk_channel(bk_daemon):
+    ch = g.listen_channel(bk_daemon.buildkit_sock)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture
+def up_channel(daemon):
+    ch = g.upgrade_channel(daemon)
+    yield ch
+    ch.close()
+
+
+def serving(resp):
+    return resp.status == g.pb("health").HealthCheckResponse.SERVING
+
+
+# ---- Health, both transports -------------------------------------------------
+
+def test_health_check_is_serving_over_grpc_upgrade(up_channel):
+    assert serving(g.health_check(up_channel))
+
+
+def test_health_check_is_serving_over_versioned_grpc_path(daemon):
+    with g.upgrade_channel(daemon, path="/v1.41/grpc") as ch:
+        assert serving(g.health_check(ch))
+
+
+def test_health_check_is_serving_over_buildkit_listen(bk_channel):
+    assert serving(g.health_check(bk_channel))
+
+
+def test_trace_export_is_accepted_and_dropped(bk_channel):
+    # An ExportTraceServiceRequest with one resource_spans entry (field 1),
+    # whatever it holds: the daemon keeps no traces and answers empty.
+    assert g.unary_raw(bk_channel, g.TRACE_EXPORT, b"\x0a\x00") == b""
+
+
+def test_buildkit_listen_socket_is_0660(bk_daemon):
+    mode = stat.S_IMODE(os.stat(bk_daemon.buildkit_sock).st_mode)
+    assert stat.S_ISSOCK(os.stat(bk_daemon.buildkit_sock).st_mode)
+    assert mode == 0o660, oct(mode)
+
+
+# ---- status codes ----------------------------------------------------------------
+
+@pytest.mark.parametrize("method,needle", [
+    ("/moby.buildkit.v1.Nothing/Here", "unknown service moby.buildkit.v1.Nothing"),
+    ("/grpc.health.v1.Health/Watch", "unknown method Watch for service grpc.health.v1.Health"),
+])
+def test_unknown_method_is_unimplemented(bk_channel, up_channel, method, needle):
+    for ch in (bk_channel, up_channel):
+        with pytest.raises(grpc.RpcError) as e:
+            g.unary_raw(ch, method, b"")
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert needle in e.value.details()
+
+
+def test_message_over_16_mib_is_resource_exhausted(bk_channel, up_channel):
+    big = b"\0" * (17 * 1024 * 1024)
+    for ch in (bk_channel, up_channel):
+        with pytest.raises(grpc.RpcError) as e:
+            g.unary_raw(ch, g.HEALTH_CHECK, big, timeout=60)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        assert "larger than max" in e.value.details()
+        # The connection still serves.
+        assert serving(g.health_check(ch))
+
+
+def test_large_upload_under_the_limit_arrives_whole(bk_channel, up_channel):
+    # 15 MiB: far past the HTTP/2 windows' defaults, so it only arrives if
+    # the daemon gives credit back as it reads.  All zero bytes are no
+    # HealthCheckRequest: the handler saw the whole message.
+    big = b"\0" * (15 * 1024 * 1024)
+    for ch in (bk_channel, up_channel):
+        with pytest.raises(grpc.RpcError) as e:
+            g.unary_raw(ch, g.HEALTH_CHECK, big, timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert "undecodable HealthCheckRequest" in e.value.details()
+
+
+def test_empty_unary_request_is_invalid_argument(bk_channel):
+    # grpcio always sends one message; a stream-stream call that sends none
+    # reaches the unary handler with no request.
+    fn = bk_channel.stream_unary(g.HEALTH_CHECK, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as e:
+        fn(iter(()), timeout=lib.scaled(30))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no request message" in e.value.details()
+
+
+def test_64_concurrent_calls_on_one_connection(bk_channel, up_channel):
+    for ch in (bk_channel, up_channel):
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(lambda _: g.health_check(ch, timeout=60), range(64)))
+        assert len(results) == 64 and all(serving(r) for r in results)
+
+
+def test_connections_in_parallel(bk_daemon, daemon):
+    chans = [g.listen_channel(bk_daemon.buildkit_sock) for _ in range(8)]
+    chans += [g.upgrade_channel(daemon) for _ in range(4)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda ch: g.health_check(ch, timeout=60), chans))
+        assert all(serving(r) for r in results)
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+# ---- the upgrade ---------------------------------------------------------------------
+
+def assert_400(head, rest, needle):
+    assert head.startswith("HTTP/1.1 400"), head
+    err = json.loads(rest)
+    assert needle in err["message"], err
+    assert err.get("response") == 400, err
+
+
+@pytest.mark.parametrize("upgrade,needle", [
+    ("websocket", "protocol websocket not supported"),
+    (None, "no upgrade proto in request"),
+])
+def test_upgrade_other_than_h2c_is_400(daemon, upgrade, needle):
+    s, head, rest = g.open_upgraded(daemon.sock, upgrade=upgrade)
+    try:
+        m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+        while m and len(rest) < int(m.group(1)):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    finally:
+        s.close()
+    assert_400(head, rest, needle)
+
+
+def test_101_then_the_daemon_sends_settings_first(daemon):
+    s, head, rest = g.open_upgraded(daemon.sock)
+    try:
+        assert head.startswith("HTTP/1.1 101"), head
+        assert re.search(r"(?im)^upgrade:\s*h2c\s*$", head), head
+        # A server: no preface of its own, its SETTINGS at once.
+        while len(rest) < 9:
+            rest += s.recv(65536)
+        assert rest[3] == 0x4 and rest[5:9] == b"\0\0\0\0", rest[:9]
+    finally:
+        s.close()
+
+
+def read_until_closed(s, timeout=10):
+    s.settimeout(lib.scaled(timeout))
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x00" * 64,
+    H2_PREFACE[:10] + b"garbage garbage garbage",
+])
+def test_garbage_after_101_closes_the_connection_only(daemon, garbage):
+    s, head, rest = g.open_upgraded(daemon.sock)
+    assert head.startswith("HTTP/1.1 101"), head
+    s.sendall(garbage)
+    read_until_closed(s)   # the daemon hangs up (a timeout here fails the test)
+    s.close()
+    assert daemon.alive()
+    with g.upgrade_channel(daemon) as ch:
+        assert serving(g.health_check(ch))
+
+
+def test_bad_preface_on_buildkit_listen_closes_the_connection_only(bk_daemon):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(bk_daemon.buildkit_sock)
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+    read_until_closed(s)
+    s.close()
+    assert bk_daemon.alive()
+    with g.listen_channel(bk_daemon.buildkit_sock) as ch:
+        assert serving(g.health_check(ch))
+
+
+def test_probe_that_connects_and_closes_is_not_an_error(bk_daemon):
+    log = Path(bk_daemon.log_path)
+    before = log.stat().st_size
+    for _ in range(5):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(bk_daemon.buildkit_sock)
+        s.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(bk_daemon.buildkit_sock)
+        s.sendall(H2_PREFACE)
+        s.close()
+    with g.listen_channel(bk_daemon.buildkit_sock) as ch:
+        assert serving(g.health_check(ch))
+    time.sleep(lib.scaled(0.5))
+    with open(log, "rb") as f:
+        f.seek(before)
+        new = f.read().decode("utf-8", "replace")
+    noisy = [l for l in new.splitlines() if re.search(r"\b(error|warn|info)\b", l) and "grpc" in l]
+    assert not noisy, "\n".join(noisy)
+
+
+def test_client_cancel_and_hang_up_mid_call_leave_the_daemon_serving(bk_daemon):
+    # A streaming call cut off by the client, then the connection dropped
+    # with calls open: the daemon cancels them and goes on.
+    for _ in range(3):
+        ch = g.listen_channel(bk_daemon.buildkit_sock)
+        fn = ch.stream_unary(g.HEALTH_CHECK, request_serializer=None, response_deserializer=None)
+        fut = fn.future(iter([b"\x0a\x00"] * 3), timeout=lib.scaled(30))
+        fut.cancel()
+        ch.close()
+    assert bk_daemon.alive()
+    with g.listen_channel(bk_daemon.buildkit_sock) as ch:
+        assert serving(g.health_check(ch))
+
+
+# ---- --no-grpc ---------------------------------------------------------------------------
+
+class _Upstream:
+    """A unix-socket HTTP/1.1 server answering every request with 418."""
+
+    def __init__(self, path):
+        self.heads = []
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head = data.partition(b"\r\n\r\n")[0]
+                if b"/_ping " in head.split(b"\r\n")[0]:
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+                    return
+                outer.heads.append(head)
+                body = b'{"message":"upstream teapot"}'
+                self.request.sendall(b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+        self.server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_no_grpc_passes_grpc_to_the_upstream(spawn_daemon, tmp_path):
+    up = _Upstream(tmp_path / "up.sock")
+    try:
+        d = spawn_daemon("--no-grpc", "--upstream", f"unix://{tmp_path / 'up.sock'}")
+        s, head, rest = g.open_upgraded(d.sock)
+        s.close()
+        assert head.startswith("HTTP/1.1 418"), head
+        assert any(h.startswith(b"POST /grpc ") for h in up.heads), up.heads
+    finally:
+        up.close()
