@@ -6,7 +6,7 @@
  * exec/container RPCs are not served (UNIMPLEMENTED), nor is
  * ResolveSourceMeta. */
 #define _GNU_SOURCE
-#include "handlers/grpc_bridge.h"
+#include "handlers/grpc.h"
 
 #include <stdlib.h>
 #include <string.h>
