@@ -94,6 +94,7 @@ static const struct
 } service_parts[] = {
   { base_methods, &base_n_methods },
   { grpc_control_methods, &grpc_control_n_methods },
+  { grpc_bridge_methods, &grpc_bridge_n_methods },
 };
 
 static struct grpc_service_table services;

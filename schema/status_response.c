@@ -6,6 +6,7 @@
 #include "schema/status_response.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "control.pb-c.h"
 
@@ -27,6 +28,9 @@ schema_status_response_pack (const struct solver_event *ev, size_t *len)
   Moby__Buildkit__V1__Vertex v = MOBY__BUILDKIT__V1__VERTEX__INIT;
   Moby__Buildkit__V1__VertexStatus s = MOBY__BUILDKIT__V1__VERTEX_STATUS__INIT;
   Moby__Buildkit__V1__VertexLog l = MOBY__BUILDKIT__V1__VERTEX_LOG__INIT;
+  Moby__Buildkit__V1__VertexWarning w = MOBY__BUILDKIT__V1__VERTEX_WARNING__INIT;
+  cleanup_free ProtobufCBinaryData *details = NULL;
+  Moby__Buildkit__V1__VertexWarning *wp = &w;
   Google__Protobuf__Timestamp t1, t2, t3;
   Moby__Buildkit__V1__Vertex *vp = &v;
   Moby__Buildkit__V1__VertexStatus *sp = &s;
@@ -67,6 +71,25 @@ schema_status_response_pack (const struct solver_event *ev, size_t *len)
       l.msg.len = ev->len;
       resp.n_logs = 1;
       resp.logs = &lp;
+      break;
+    case SOLVER_EV_WARNING:
+      w.vertex = ev->vertex ? ev->vertex : (char *) "";
+      w.level = ev->level;
+      w.short_.data = (uint8_t *) ev->warning;
+      w.short_.len = ev->warning ? strlen (ev->warning) : 0;
+      for (char **p = ev->details; p && *p; p++)
+        w.n_detail++;
+      details = xcalloc (w.n_detail + 1, sizeof *details);
+      w.n_detail = 0;
+      for (char **p = ev->details; p && *p; p++)
+        {
+          details[w.n_detail].data = (uint8_t *) *p;
+          details[w.n_detail++].len = strlen (*p);
+        }
+      w.detail = details;
+      w.url = ev->url ? ev->url : (char *) "";
+      resp.n_warnings = 1;
+      resp.warnings = &wp;
       break;
     default:
       return NULL;

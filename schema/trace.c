@@ -21,7 +21,8 @@ static void
 trace_encode (struct event_encoder *base, const struct solver_event *ev, ps_buf *out)
 {
   struct trace_encoder *enc = (struct trace_encoder *) base;
-  if (ev->kind == SOLVER_EV_VERTEX || ev->kind == SOLVER_EV_STATUS || ev->kind == SOLVER_EV_LOG)
+  if (ev->kind == SOLVER_EV_VERTEX || ev->kind == SOLVER_EV_STATUS || ev->kind == SOLVER_EV_LOG
+      || ev->kind == SOLVER_EV_WARNING)
     {
       size_t len = 0;
       cleanup_free uint8_t *pb = schema_status_response_pack (ev, &len);

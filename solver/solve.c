@@ -1017,21 +1017,19 @@ start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t 
 }
 
 int
-solve_run (solver_job *job, void *userdata, ps_error **err)
+solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_error **err)
 {
-  struct solve_plan *p = userdata;
-  cleanup_free char *image_id = NULL;
   struct cache_registry regs[2];
   size_t nregs = 0;
   int r = start_local_caches (p, regs, &nregs, err);
   if (r == 0 && p->llb)
     {
-      r = llb_exec_run (p->llb, job, &image_id, err);
+      r = llb_exec_run (p->llb, job, image_id, err);
       if (r == 0)
-        r = apply_image_configs (job, p, &image_id, err);
+        r = apply_image_configs (job, p, image_id, err);
       for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
         {
-          r = buildah_callv (NULL, err, "tag", image_id, p->image_names.v[i], NULL);
+          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
           if (r < 0)
             {
               struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -1041,7 +1039,7 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
         }
     }
   else if (r == 0)
-    r = dockerfile_frontend_run (job, &p->build, &image_id, err);
+    r = dockerfile_frontend_run (job, &p->build, image_id, err);
   else
     {
       struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -1050,7 +1048,15 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
     }
   for (size_t i = 0; i < nregs; i++)
     cache_registry_stop (&regs[i]);
-  if (r < 0)
+  return r < 0 ? -1 : 0;
+}
+
+int
+solve_run (solver_job *job, void *userdata, ps_error **err)
+{
+  struct solve_plan *p = userdata;
+  cleanup_free char *image_id = NULL;
+  if (solve_plan_build (job, p, &image_id, err) < 0)
     return -1;
 
   for (size_t i = 0; i < p->n_exporters; i++)

@@ -31,6 +31,12 @@ struct solve_env
 int solve_plan_new (struct solve_request *req, const struct solve_env *env, struct solve_plan **out, ps_error **err);
 void solve_plan_free (struct solve_plan *p);
 
+/* Run the plan's frontend (or its definition) on `job` without the
+   exporters: *image_id gets the result image (64 hex).  On failure the
+   ERROR event has been emitted.  solve_run is this plus the exporters;
+   a client-side gateway build (gateway.h) solves its refs with it. */
+int solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_error **err);
+
 /* The job function; userdata is the plan. */
 int solve_run (solver_job *job, void *userdata, ps_error **err);
 

@@ -17,7 +17,7 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
   if (size < 2)
     return 0;
   struct solver_event ev = { 0 };
-  ev.kind = (enum solver_event_kind) (data[0] % 6);
+  ev.kind = (enum solver_event_kind) (data[0] % 7);
   size_t half = (size - 1) / 2;
   char *a = xstrndup ((const char *) data + 1, half);
   char *b = xmalloc (size - 1 - half + 1);
@@ -29,6 +29,8 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
   ev.error = a;
   ev.status_id = a;
   ev.image_id = a;
+  ev.warning = a;
+  ev.url = a;
   ev.data = b;
   ev.len = size - 1 - half;
   ev.stream = data[0] & 1 ? 2 : 1;
@@ -59,6 +61,8 @@ LLVMFuzzerTestOneInput (const unsigned char *data, size_t size)
         abort ();
       if (ev.kind == SOLVER_EV_LOG && (r->n_logs != 1 || r->logs[0]->msg.len != ev.len
                                        || memcmp (r->logs[0]->msg.data, ev.data, ev.len) != 0))
+        abort ();
+      if (ev.kind == SOLVER_EV_WARNING && (r->n_warnings != 1 || r->warnings[0]->short_.len != strlen (ev.warning)))
         abort ();
       if (ev.kind == SOLVER_EV_VERTEX && (r->n_vertexes != 1 || strcmp (r->vertexes[0]->digest, ev.vertex) != 0))
         abort ();
