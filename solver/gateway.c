@@ -335,9 +335,9 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
   b->session = opts->session && *opts->session ? xstrdup (opts->session) : NULL;
   for (size_t i = 0; opts->entitlements && i < opts->entitlements->n; i++)
     ps_strv_push (&b->entitlements, opts->entitlements->v[i]);
-  b->job_dir = xstrdup (opts->job_dir);
+  b->job_dir = xstrdup (opts->job_dir ? opts->job_dir : solver_job_dir (job));
   b->authfile = opts->authfile ? xstrdup (opts->authfile) : NULL;
-  b->state_dir = xstrdup (opts->state_dir);
+  b->state_dir = opts->state_dir ? xstrdup (opts->state_dir) : NULL;
   b->max_context_bytes = opts->max_context_bytes;
   b->inputs = xcalloc (opts->n_inputs + 1, sizeof *b->inputs);
   for (size_t i = 0; i < opts->n_inputs; i++)
@@ -428,6 +428,70 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
   ps_debug ("gateway build %s: %s", build_id, ret == 0 ? "returned" : (*err)->msg);
   gateway_build_unref (b);
   return ret;
+}
+
+/* ---- as a solve plan's frontend ------------------------------------------------ */
+
+struct gateway_frontend
+{
+  char *build_id;
+  struct gateway_build_opts opts; /* every pointer below owned */
+  ps_strv entitlements;
+};
+
+void *
+gateway_frontend_new (const char *build_id, const struct gateway_build_opts *o)
+{
+  struct gateway_frontend *f = xcalloc (1, sizeof *f);
+  f->build_id = xstrdup (build_id ? build_id : "");
+  f->opts = *o;
+  f->opts.session = o->session ? xstrdup (o->session) : NULL;
+  for (size_t i = 0; o->entitlements && i < o->entitlements->n; i++)
+    ps_strv_push (&f->entitlements, o->entitlements->v[i]);
+  f->opts.entitlements = &f->entitlements;
+  f->opts.job_dir = o->job_dir ? xstrdup (o->job_dir) : NULL;
+  f->opts.authfile = o->authfile ? xstrdup (o->authfile) : NULL;
+  f->opts.state_dir = o->state_dir ? xstrdup (o->state_dir) : NULL;
+  struct gateway_input *in = xcalloc (o->n_inputs + 1, sizeof *in);
+  for (size_t i = 0; i < o->n_inputs; i++)
+    {
+      uint8_t *d = xmalloc (o->inputs[i].len + 1);
+      memcpy (d, o->inputs[i].definition, o->inputs[i].len);
+      in[i].name = xstrdup (o->inputs[i].name);
+      in[i].definition = d;
+      in[i].len = o->inputs[i].len;
+    }
+  f->opts.inputs = in;
+  return f;
+}
+
+void
+gateway_frontend_free (void *ud)
+{
+  struct gateway_frontend *f = ud;
+  if (f == NULL)
+    return;
+  free (f->build_id);
+  free ((char *) f->opts.session);
+  free ((char *) f->opts.job_dir);
+  free ((char *) f->opts.authfile);
+  free ((char *) f->opts.state_dir);
+  for (size_t i = 0; i < f->opts.n_inputs; i++)
+    {
+      free ((char *) f->opts.inputs[i].name);
+      free ((uint8_t *) f->opts.inputs[i].definition);
+    }
+  free ((struct gateway_input *) f->opts.inputs);
+  ps_strv_free (&f->entitlements);
+  free (f);
+}
+
+int
+gateway_frontend_run (solver_job *job, void *ud, char **image_id, ps_error **err)
+{
+  struct gateway_frontend *f = ud;
+  struct gateway_build_opts o = f->opts;
+  return gateway_solve_run (f->build_id, &o, job, image_id, err);
 }
 
 /* ---- LLBBridge.Solve / Return ------------------------------------------------ */

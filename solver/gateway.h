@@ -41,7 +41,7 @@ struct gateway_build_opts
 {
   const char *session;          /* Control.SolveRequest.Session (local sources, secrets), or NULL */
   const ps_strv *entitlements;  /* granted entitlements (network.host, security.insecure), or NULL */
-  const char *job_dir;          /* the job's directory: each ref solve works in a subdirectory */
+  const char *job_dir;          /* each ref solve works in a subdirectory (NULL: the job's directory) */
   const char *authfile;         /* registry credentials, or NULL */
   const char *state_dir;        /* --state-dir */
   uint64_t max_context_bytes;   /* --max-context-bytes */
@@ -65,6 +65,17 @@ struct gateway_build_opts
    one (its google.rpc code mapped to the nearest HTTP status). */
 int gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, solver_job *job,
                        char **result_image, ps_error **err);
+
+/* The same as solve.h's struct solve_gateway, for a Control.Solve in
+   gateway mode that runs as a solve plan (its exporters export the
+   result):
+     env.gateway = (struct solve_gateway) { gateway_frontend_run,
+                                            gateway_frontend_new (ref, &opts),
+                                            gateway_frontend_free };
+   `opts` is copied; a NULL job_dir means the job's own directory. */
+void *gateway_frontend_new (const char *build_id, const struct gateway_build_opts *opts);
+int gateway_frontend_run (solver_job *job, void *ud, char **image_id, ps_error **err);
+void gateway_frontend_free (void *ud);
 
 /* ---- for the LLBBridge handlers ------------------------------------------ */
 

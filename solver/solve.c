@@ -52,6 +52,7 @@ struct solve_plan
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
+  struct solve_gateway gateway; /* the client-side gateway, run instead of a frontend */
   char *claimed_session; /* the session this solve names, claimed until the plan is freed */
   char *claimed_source_session; /* the session of its local sources, when another one */
   char *state_dir;      /* for a definition: where configured images are recorded */
@@ -90,6 +91,8 @@ solve_plan_free (struct solve_plan *p)
   free (p->job_dir);
   free (p->state_dir);
   llb_exec_free (p->llb);
+  if (p->gateway.ud_free)
+    p->gateway.ud_free (p->gateway.ud);
   free (p);
 }
 
@@ -530,6 +533,28 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   o->format = xstrdup ("oci");
   o->layers = true;
 
+  if (env->gateway.run)
+    {
+      /* The client's frontend runs on its side (LLBBridge); its attrs are
+         its own business.  The exporters are checked as for any solve. */
+      p->gateway = env->gateway;
+      if (p->req.n_cache_imports || p->req.n_cache_exports)
+        {
+          ps_error_set (err, 501, "cache imports/exports with the client-side gateway are not supported by podsolve "
+                                  "yet");
+          solve_plan_free (p);
+          return -1;
+        }
+      if (plan_exporters (p, env, false, err) < 0)
+        {
+          solve_plan_free (p);
+          return -1;
+        }
+      if (env->authfile)
+        p->build.opts.authfile = xstrdup (env->authfile);
+      *out = p;
+      return 0;
+    }
   if (p->req.has_definition)
     {
       /* Everything about the graph is checked first (400/413 naming the op
@@ -1022,7 +1047,27 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
   struct cache_registry regs[2];
   size_t nregs = 0;
   int r = start_local_caches (p, regs, &nregs, err);
-  if (r == 0 && p->llb)
+  if (r == 0 && p->gateway.run)
+    {
+      r = p->gateway.run (job, p->gateway.ud, image_id, err);
+      if (r < 0)
+        {
+          struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+          ev.error = xstrdup ((*err)->msg);
+          solver_job_emit (job, &ev);
+        }
+      for (size_t i = 0; r == 0 && *image_id && i < p->image_names.n; i++)
+        {
+          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
+          if (r < 0)
+            {
+              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
+              solver_job_emit (job, &ev);
+            }
+        }
+    }
+  else if (r == 0 && p->llb)
     {
       r = llb_exec_run (p->llb, job, image_id, err);
       if (r == 0)
@@ -1058,6 +1103,15 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
   cleanup_free char *image_id = NULL;
   if (solve_plan_build (job, p, &image_id, err) < 0)
     return -1;
+  if (image_id == NULL)
+    {
+      /* A client-side gateway build that returned no result (buildx's
+         probe): nothing to export. */
+      struct solver_event ev = { .kind = SOLVER_EV_RESULT };
+      ev.response = xcalloc (1, sizeof (char *));
+      solver_job_emit (job, &ev);
+      return 0;
+    }
 
   for (size_t i = 0; i < p->n_exporters; i++)
     if (run_exporter (job, p, i, image_id, err) < 0)

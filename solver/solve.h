@@ -22,6 +22,17 @@ struct solve_env
   uint64_t max_context_bytes;          /* --max-context-bytes */
   const uint8_t *definition;           /* a multipart "definition" part (raw pb.Definition), or NULL */
   size_t definition_len;
+  /* Control.Solve's client-side gateway mode (no frontend, no definition):
+     the result comes from `gateway` (gateway.h's gateway_frontend_run:
+     the client drives the build over LLBBridge) instead of a frontend, and
+     the exporters export it.  The plan owns gateway_ud (freed with
+     gateway_ud_free). */
+  struct solve_gateway
+  {
+    int (*run) (solver_job *job, void *ud, char **image_id, ps_error **err);
+    void *ud;
+    void (*ud_free) (void *ud);
+  } gateway;
 };
 
 /* Check everything about `req` that can be checked before running and
