@@ -49,6 +49,7 @@
 #include "session/session.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
+#include "solver/gateway.h"
 #include "solver/job.h"
 #include "solver/solve.h"
 #include "solver/worker.h"
@@ -544,8 +545,8 @@ control_update_build_history (grpc_call *call, void *ud)
 #define CONTROL_SOLVE_POLL_MS 200
 
 static int
-solve_start (struct solve_request *sr, const uint8_t *definition, size_t definition_len, solver_job **out,
-             ps_error **err)
+solve_start (struct solve_request *sr, const uint8_t *definition, size_t definition_len, bool gateway,
+             solver_job **out, ps_error **err)
 {
   char hex[17];
   ps_random_hex (hex, 8);
@@ -556,7 +557,7 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
       return -1;
     }
   cleanup_free char *ref = sr->ref ? xstrdup (sr->ref) : NULL;
-  const char *kind = sr->has_definition ? "llb" : "dockerfile.v0";
+  const char *kind = gateway ? "gateway" : sr->has_definition ? "llb" : "dockerfile.v0";
   struct solve_env env = {
     .job_dir = dir,
     .output_roots = &ps_cfg.output_roots,
@@ -565,6 +566,17 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
     .definition = definition,
     .definition_len = definition_len,
   };
+  if (gateway)
+    {
+      /* The client drives the build over LLBBridge (solver/gateway.h). */
+      struct gateway_build_opts go = { .session = sr->session,
+                                       .entitlements = &sr->entitlements,
+                                       .state_dir = ps_cfg.state_dir,
+                                       .max_context_bytes = ps_cfg.max_context_bytes };
+      env.gateway.run = gateway_frontend_run;
+      env.gateway.ud = gateway_frontend_new (sr->ref, &go);
+      env.gateway.ud_free = gateway_frontend_free;
+    }
   struct solve_plan *plan = NULL;
   int ret = solve_plan_new (sr, &env, &plan, err);
   schema_solve_request_free (sr);
@@ -664,14 +676,7 @@ control_solve (grpc_call *call, void *ud)
       grpc_call_finish (call, GRPC_STATUS_INVALID_ARGUMENT, "SolveRequest: not a valid protobuf message");
       return;
     }
-  if (schema_control_solve_is_gateway (rq))
-    {
-      moby__buildkit__v1__solve_request__free_unpacked (rq, NULL);
-      grpc_call_finish (call, GRPC_STATUS_UNIMPLEMENTED,
-                        "Control.Solve without a frontend or a definition (the client-side gateway) is not "
-                        "supported yet");
-      return;
-    }
+  bool gateway = schema_control_solve_is_gateway (rq);
   struct solve_request sr;
   cleanup_free uint8_t *definition = NULL;
   size_t def_len = 0;
@@ -680,7 +685,7 @@ control_solve (grpc_call *call, void *ud)
   moby__buildkit__v1__solve_request__free_unpacked (rq, NULL);
   solver_job *job = NULL;
   if (r == 0)
-    r = solve_start (&sr, definition, def_len, &job, &err);
+    r = solve_start (&sr, definition, def_len, gateway, &job, &err);
   if (r < 0)
     {
       grpc_call_finish_error (call, err);

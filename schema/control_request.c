@@ -230,15 +230,18 @@ schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct
   if (in->sourcepolicy && in->sourcepolicy->n_rules > 0)
     return ps_error_set (err, 400, "SourcePolicy: source policies are not supported");
   bool has_def = in->definition != NULL && in->definition->n_def > 0;
-  if (!has_def && (in->frontend == NULL || *in->frontend == '\0'))
-    return ps_error_set (err, 400, "Frontend: missing (supported: dockerfile.v0, or a Definition)");
+  bool gateway = schema_control_solve_is_gateway (in);
 
   cleanup_cjson cJSON *root = request_json (in, has_def);
   char *json = cJSON_PrintUnformatted (root);
-  int r = schema_solve_request_parse (json, strlen (json), has_def, out, err);
+  /* The gateway has neither frontend nor definition, which is what
+     definition_part lets through; it has no definition either. */
+  int r = schema_solve_request_parse (json, strlen (json), has_def || gateway, out, err);
   cJSON_free (json);
   if (r < 0)
     return -1;
+  if (gateway)
+    out->has_definition = false;
 
   /* Files and archives without a server-side dest go back over the session. */
   for (size_t i = 0; i < out->n_exporters; i++)

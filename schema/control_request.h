@@ -28,7 +28,7 @@
 /* Frontend "" and no Definition: the client-side gateway (LLBBridge). */
 bool schema_control_solve_is_gateway (const Moby__Buildkit__V1__SolveRequest *in);
 
-/* Convert a direct-mode request.  On success *out is filled (free with
+/* Convert a request (in gateway mode: no frontend, no definition).  On success *out is filled (free with
    schema_solve_request_free), *definition holds the packed pb.Definition
    (malloc'd, NULL without one) and *internal SolveRequest.Internal.  On
    failure (400) nothing stays allocated. */
