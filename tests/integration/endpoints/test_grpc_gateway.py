@@ -262,3 +262,62 @@ def test_client_vanishing_mid_solve_cancels_the_build(gd, pb, uniq):
     assert state and '"state":"cancelled"' in state, (state, gd.log_tail())
     assert lib.wait_for(lambda: not gd.working_containers(), 30), gd.working_containers()
     assert gd.alive()
+
+
+def test_gateway_dockerfile_with_context_from_a_session(gd, pb, ch, uniq):
+    """buildx's docker-driver build: the context comes over a Control.Session
+    tunnel named by local-sessionid:*, the Dockerfile frontend runs as
+    LLBBridge.Solve{Frontend: dockerfile.v0} with buildx's FrontendOpt."""
+    from session_peer import SessionPeer
+    from test_grpc_solve import Tunnel
+
+    name = f"localhost/grpc-gwdf-{uniq}:latest"
+    dockerfile = f"FROM {lib.BASE_IMAGE}\nARG X\nCOPY hello.txt /hello.txt\nRUN echo built-$X > /built.txt\n"
+    files = {"Dockerfile": dockerfile, "hello.txt": f"hello {uniq}\n"}
+    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+    tunnel = Tunnel(ch, pb, peer)
+    ref = f"gwdf{uniq}"
+    try:
+        solve = start_gateway_solve(ch, pb, ref, [pb.control.Exporter(Type="moby", Attrs={"name": name})],
+                                    Session=peer.uuid)
+        opt = {"filename": "Dockerfile", "build-arg:X": uniq, "image-resolve-mode": "local",
+               "frontend.caps": "moby.buildkit.frontend.inputs,moby.buildkit.frontend.subrequests",
+               "local-sessionid:context": peer.uuid, "local-sessionid:dockerfile": peer.uuid}
+        resp = bridge(ch, "Solve", pb.gw.SolveRequest(Frontend="dockerfile.v0", FrontendOpt=opt,
+                                                      allowResultReturn=True, allowResultArrayRef=True),
+                      pb.gw.SolveResponse, ref, timeout=300)
+        rid = resp.result.ref.id
+        assert bridge(ch, "ReadFile", pb.gw.ReadFileRequest(Ref=rid, FilePath="/built.txt"),
+                      pb.gw.ReadFileResponse, ref).Data == f"built-{uniq}\n".encode()
+        bridge(ch, "Return", pb.gw.ReturnRequest(result=pb.gw.Result(ref=pb.gw.Ref(id=rid))), pb.gw.ReturnResponse,
+               ref)
+        out = solve.result(timeout=lib.scaled(300))
+    finally:
+        tunnel.close()
+    assert peer.error is None, peer.trace()
+    assert peer.transfers(), "the context never came through the tunnel:\n" + peer.trace()
+    r = dict(out.ExporterResponse)
+    assert r.get("image.name") == name, r
+    assert gd.image_file(name, "/hello.txt") == f"hello {uniq}\n".encode()
+    assert gd.image_file(name, "/built.txt") == f"built-{uniq}\n".encode()
+
+
+def test_warn_reaches_the_build_status(gd, pb, ch, uniq):
+    """LLBBridge.Warn is a warning of the build's job: its status stream
+    (here /solve/{ref}/status, SolveStatus JSON) carries it as "warnings"."""
+    ref = f"gwwarn{uniq}"
+    solve = start_gateway_solve(ch, pb, ref)
+    bridge(ch, "Warn", pb.gw.WarnRequest(digest="sha256:" + "ab" * 32, level=1, short=f"mind {uniq}".encode(),
+                                         detail=[b"line one"], url="https://example.invalid/w"),
+           pb.gw.WarnResponse, ref)
+    bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
+    solve.result(timeout=lib.scaled(60))
+    status, _, body = gd.request("GET", f"/solve/{ref}/status")
+    assert status == 200, body
+    assert b'"warnings"' in body and f"mind {uniq}".encode() not in body  # base64 in SolveStatus JSON
+    import base64
+    import json
+    warns = [w for line in body.decode().splitlines() if line.strip()
+             for w in json.loads(line).get("status", {}).get("warnings", [])]
+    assert [base64.b64decode(w["short"]).decode() for w in warns] == [f"mind {uniq}"], warns
+    assert warns[0]["level"] == 1 and warns[0]["url"] == "https://example.invalid/w"
