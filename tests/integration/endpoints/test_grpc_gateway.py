@@ -274,7 +274,8 @@ def test_gateway_dockerfile_with_context_from_a_session(gd, pb, ch, uniq):
     name = f"localhost/grpc-gwdf-{uniq}:latest"
     dockerfile = f"FROM {lib.BASE_IMAGE}\nARG X\nCOPY hello.txt /hello.txt\nRUN echo built-$X > /built.txt\n"
     files = {"Dockerfile": dockerfile, "hello.txt": f"hello {uniq}\n"}
-    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+    # buildx's shared key: the context path and the node
+    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files}, shared_key=f"/home/u/my app {uniq}:node0")
     tunnel = Tunnel(ch, pb, peer)
     ref = f"gwdf{uniq}"
     try:
