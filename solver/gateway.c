@@ -15,6 +15,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "common/cjson.h"
 #include "common/log.h"
 #include "schema/control_request.h"
 #include "session/filesend.h"
@@ -892,16 +893,17 @@ gateway_resolve_image_config (gateway_build *b, const char *ref, const char *mod
       if (id == NULL || *id == '\0')
         return ps_error_set (err, 404, "ResolveImageConfig: image \"%s\" not found", ref);
     }
-  if (buildah_callv (config, err, "inspect", "--type=image", "--format={{json .OCIv1}}", id, NULL) < 0)
+  /* buildah's inspect document: OCIv1 is the image config as stored. */
+  cleanup_free char *out = NULL;
+  const char *const args[] = { "inspect", "--type=image", id, NULL };
+  if (buildah_call (args, &out, err) < 0)
     return ps_error_wrap (err, "ResolveImageConfig %s", ref);
-  char *d = NULL;
-  if (buildah_callv (&d, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", id, NULL) < 0)
-    d = NULL;
-  if (d)
-    d[strcspn (d, "\n")] = '\0';
-  *digest = d ? d : xstrdup ("");
-  size_t n = strlen (*config);
-  while (n && (*config)[n - 1] == '\n')
-    (*config)[--n] = '\0';
+  cleanup_cjson cJSON *root = cJSON_Parse (out);
+  const cJSON *oci = cJSON_GetObjectItemCaseSensitive (root, "OCIv1");
+  if (!cJSON_IsObject (oci))
+    return ps_error_set (err, 500, "ResolveImageConfig %s: buildah inspect gave no OCIv1 config", ref);
+  *config = cJSON_PrintUnformatted (oci);
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive (root, "FromImageDigest");
+  *digest = xstrdup (cJSON_IsString (d) ? d->valuestring : "");
   return 0;
 }

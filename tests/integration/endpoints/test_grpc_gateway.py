@@ -322,3 +322,26 @@ def test_warn_reaches_the_build_status(gd, pb, ch, uniq):
              for w in json.loads(line).get("status", {}).get("warnings", [])]
     assert [base64.b64decode(w["short"]).decode() for w in warns] == [f"mind {uniq}"], warns
     assert warns[0]["level"] == 1 and warns[0]["url"] == "https://example.invalid/w"
+
+
+def test_resolve_image_config_and_inputs(gd, pb, ch, uniq):
+    import json
+    ref = f"gwres{uniq}"
+    solve = start_gateway_solve(ch, pb, ref)
+    r = bridge(ch, "ResolveImageConfig", pb.gw.ResolveImageConfigRequest(Ref=lib.BASE_IMAGE, ResolveMode="local"),
+               pb.gw.ResolveImageConfigResponse, ref)
+    cfg = json.loads(r.Config)
+    assert cfg["os"] == "linux" and cfg["rootfs"]["type"] == "layers", cfg
+    assert r.Digest.startswith("sha256:"), r.Digest
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "ResolveImageConfig", pb.gw.ResolveImageConfigRequest(Ref=f"localhost/absent-{uniq}:latest",
+                                                                         ResolveMode="local"),
+               pb.gw.ResolveImageConfigResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND, ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "ResolveImageConfig", pb.gw.ResolveImageConfigRequest(Ref="-rf", ResolveMode="local"),
+               pb.gw.ResolveImageConfigResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value.details()
+    assert dict(bridge(ch, "Inputs", pb.gw.InputsRequest(), pb.gw.InputsResponse, ref).Definitions) == {}
+    bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
+    solve.result(timeout=lib.scaled(60))
