@@ -304,8 +304,9 @@ def test_gateway_dockerfile_with_context_from_a_session(gd, pb, ch, uniq):
 
 
 def test_warn_reaches_the_build_status(gd, pb, ch, uniq):
-    """LLBBridge.Warn is a warning of the build's job: its status stream
-    (here /solve/{ref}/status, SolveStatus JSON) carries it as "warnings"."""
+    """LLBBridge.Warn is a warning of the build's job: its status streams
+    carry it (/solve/{ref}/status as SolveStatus "warnings", Control.Status
+    as StatusResponse.warnings)."""
     ref = f"gwwarn{uniq}"
     solve = start_gateway_solve(ch, pb, ref)
     bridge(ch, "Warn", pb.gw.WarnRequest(digest="sha256:" + "ab" * 32, level=1, short=f"mind {uniq}".encode(),
@@ -322,6 +323,11 @@ def test_warn_reaches_the_build_status(gd, pb, ch, uniq):
              for w in json.loads(line).get("status", {}).get("warnings", [])]
     assert [base64.b64decode(w["short"]).decode() for w in warns] == [f"mind {uniq}"], warns
     assert warns[0]["level"] == 1 and warns[0]["url"] == "https://example.invalid/w"
+    # and Control.Status, as buildx reads it: StatusResponse.warnings
+    got = [w for resp in glib.unary_stream(ch, "/moby.buildkit.v1.Control/Status", pb.control.StatusRequest(Ref=ref),
+                                           pb.control.StatusResponse)
+           for w in resp.warnings]
+    assert [(w.short, list(w.detail), w.level) for w in got] == [(f"mind {uniq}".encode(), [b"line one"], 1)], got
 
 
 def test_resolve_image_config_and_inputs(gd, pb, ch, uniq):
