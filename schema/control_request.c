@@ -101,16 +101,21 @@ check_utf8 (const char *what, const char *s, ps_error **err)
 }
 
 static cJSON *
-request_json (const Moby__Buildkit__V1__SolveRequest *in, bool has_def)
+request_json (const Moby__Buildkit__V1__SolveRequest *in, bool gateway)
 {
   cJSON *root = cJSON_CreateObject ();
   if (in->ref && *in->ref)
     cJSON_AddStringToObject (root, "ref", in->ref);
   if (in->frontend && *in->frontend)
     cJSON_AddStringToObject (root, "frontend", in->frontend);
-  (void) has_def;
+  /* Gateway mode: the client runs the frontend, its attrs are its own; the
+     rest is checked as a dockerfile.v0 request's (the frontend is cleared
+     afterwards). */
+  if (gateway)
+    cJSON_AddStringToObject (root, "frontend", "dockerfile.v0");
   cJSON *fa = cJSON_AddObjectToObject (root, "frontendAttrs");
-  ATTRS_TO_JSON (fa, in->frontendattrs, in->n_frontendattrs, skip_frontend_attr);
+  if (!gateway)
+    ATTRS_TO_JSON (fa, in->frontendattrs, in->n_frontendattrs, skip_frontend_attr);
 
   cJSON *exps = cJSON_AddArrayToObject (root, "exporters");
   if (in->n_exporters > 0)
@@ -224,21 +229,28 @@ schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct
   *internal = in->internal;
   if (check_strings (in, err) < 0)
     return -1;
-  if (in->n_frontendinputs > 0)
-    return ps_error_set (err, 400, "FrontendInputs: frontend inputs are not supported (use named contexts: "
-                                   "FrontendAttrs context:NAME)");
+  bool gateway = schema_control_solve_is_gateway (in);
+  if (in->n_frontendinputs > 0 && !gateway)
+    return ps_error_set (err, 400, "FrontendInputs: frontend inputs are only served to the client-side gateway "
+                                   "(LLBBridge.Inputs; use named contexts: FrontendAttrs context:NAME)");
   if (in->sourcepolicy && in->sourcepolicy->n_rules > 0)
     return ps_error_set (err, 400, "SourcePolicy: source policies are not supported");
+  if (gateway && (in->ref == NULL || *in->ref == '\0'))
+    return ps_error_set (err, 400, "Ref: required without a frontend or a definition (the client-side gateway "
+                                   "names its build by it)");
   bool has_def = in->definition != NULL && in->definition->n_def > 0;
-  if (!has_def && (in->frontend == NULL || *in->frontend == '\0'))
-    return ps_error_set (err, 400, "Frontend: missing (supported: dockerfile.v0, or a Definition)");
 
-  cleanup_cjson cJSON *root = request_json (in, has_def);
+  cleanup_cjson cJSON *root = request_json (in, gateway);
   char *json = cJSON_PrintUnformatted (root);
   int r = schema_solve_request_parse (json, strlen (json), has_def, out, err);
   cJSON_free (json);
   if (r < 0)
     return -1;
+  if (gateway)
+    {
+      free (out->frontend);
+      out->frontend = NULL;
+    }
 
   /* Files and archives without a server-side dest go back over the session. */
   for (size_t i = 0; i < out->n_exporters; i++)
