@@ -235,6 +235,11 @@ schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct
                                    "(LLBBridge.Inputs; use named contexts: FrontendAttrs context:NAME)");
   if (in->sourcepolicy && in->sourcepolicy->n_rules > 0)
     return ps_error_set (err, 400, "SourcePolicy: source policies are not supported");
+  if (in->sourcepolicysession && *in->sourcepolicysession)
+    return ps_error_set (err, 400, "SourcePolicySession: source policies are not supported");
+  if (in->enablesessionexporter)
+    return ps_error_set (err, 501, "EnableSessionExporter: exporters chosen by the client's session are not "
+                                   "supported (give Exporters)");
   if (gateway && (in->ref == NULL || *in->ref == '\0'))
     return ps_error_set (err, 400, "Ref: required without a frontend or a definition (the client-side gateway "
                                    "names its build by it)");

@@ -255,3 +255,43 @@ def test_solve_tar_exporter_goes_over_filesend(gd, pb, uniq):
         assert "tarred.txt" in names, sorted(names)[:20]
         assert tf.extractfile([m for m in tf.getmembers() if m.name.lstrip("./") == "tarred.txt"][0]).read() \
             == f"{uniq}\n".encode()
+
+
+def raw_session(ch, metadata):
+    stream = ch.stream_stream(SESSION, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    return stream(iter([]), metadata=metadata, timeout=lib.scaled(30))
+
+
+def test_session_uuid_is_taken_while_open_and_free_after(gd, pb):
+    peer = SessionPeer(gd.sock, {})
+    with channel(gd) as ch:
+        tunnel = Tunnel(ch, pb, peer)
+        try:
+            assert lib.wait_for(lambda: f"session {peer.uuid}: tunnelled" in gd.log_tail(200000), 10), gd.log_tail()
+            with pytest.raises(grpc.RpcError) as ei:
+                list(raw_session(ch, peer.metadata()))
+            assert ei.value.code() == grpc.StatusCode.ALREADY_EXISTS, (ei.value.code(), ei.value.details())
+        finally:
+            tunnel.close()
+
+        def free_again():
+            try:
+                list(raw_session(ch, peer.metadata()))
+                return True
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.ALREADY_EXISTS, (e.code(), e.details())
+                return False
+        # the call ended: the session left the registry, its uuid can be used again
+        assert lib.wait_for(free_again, 10)
+
+
+def test_solve_over_the_grpc_upgrade(gd, pb, uniq):
+    name = f"localhost/grpc-up-{uniq}:latest"
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /up.txt"])
+    req = pb.control.SolveRequest(Ref=f"up{uniq}", Definition=llb_definition(pb, [img, run]),
+                                  Exporters=[image_exporter(pb, name, "moby")])
+    with glib.upgrade_channel(gd) as ch:
+        resp = solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+    assert dict(resp.ExporterResponse)["image.name"] == name
+    assert gd.image_file(name, "/up.txt").strip() == uniq.encode()

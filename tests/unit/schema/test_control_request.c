@@ -293,6 +293,14 @@ START_TEST (bad_requests_are_400s)
 
   fixture_init (&f);
   f.rq.frontend = (char *) "dockerfile.v0";
+  f.rq.enablesessionexporter = true;
+  ck_assert_int_eq (convert (&f, &r, &err), -1);
+  ck_assert_int_eq (err->status, 501);
+  ps_error_free (err);
+  err = NULL;
+
+  fixture_init (&f);
+  f.rq.frontend = (char *) "dockerfile.v0";
   add_exporter (&f, "bogus", NULL);
   ck_assert_int_eq (convert (&f, &r, &err), -1);
   ck_assert_ptr_nonnull (strstr (err->msg, "bogus"));
