@@ -295,3 +295,40 @@ def test_solve_over_the_grpc_upgrade(gd, pb, uniq):
         resp = solve_stub(ch, pb)(req, timeout=lib.scaled(300))
     assert dict(resp.ExporterResponse)["image.name"] == name
     assert gd.image_file(name, "/up.txt").strip() == uniq.encode()
+
+
+def test_dockerfile_failing_run_through_the_tunnel(gd, pb, uniq):
+    files = {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo failing-{uniq} && exit 7\n"}
+    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+    with channel(gd) as ch:
+        tunnel = Tunnel(ch, pb, peer)
+        try:
+            req = pb.control.SolveRequest(Ref=f"dff{uniq}", Frontend="dockerfile.v0", Session=peer.uuid,
+                                          Exporters=[pb.control.Exporter(Type="moby", Attrs={"name": f"x{uniq}"})])
+            with pytest.raises(grpc.RpcError) as ei:
+                solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+        finally:
+            tunnel.close()
+    e = ei.value
+    assert e.code() == grpc.StatusCode.UNKNOWN, (e.code(), e.details())
+    assert f"failing-{uniq}" in e.details() and "7" in e.details(), e.details()
+
+
+def test_solve_docker_archive_goes_over_filesend(gd, pb, uniq):
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /d.txt"])
+    peer = SessionPeer(gd.sock, {}, filesend=True)
+    with channel(gd) as ch:
+        tunnel = Tunnel(ch, pb, peer)
+        try:
+            req = pb.control.SolveRequest(
+                Ref=f"dock{uniq}", Definition=llb_definition(pb, [img, run]), Session=peer.uuid,
+                Exporters=[pb.control.Exporter(Type="docker", Attrs={"name": f"localhost/arch-{uniq}:1"})])
+            solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+        finally:
+            tunnel.close()
+    assert len(peer.received_files) == 1, peer.trace()
+    with tarfile.open(fileobj=io.BytesIO(peer.received_files[0])) as tf:
+        names = set(tf.getnames())
+        assert "manifest.json" in names, sorted(names)
+        assert f"localhost/arch-{uniq}:1" in tf.extractfile("manifest.json").read().decode()
