@@ -45,6 +45,18 @@ valid_id (const char *s, size_t max)
   return true;
 }
 
+static bool
+valid_key (const char *s, size_t max)
+{
+  size_t n = strlen (s);
+  if (n > max)
+    return false;
+  for (const char *p = s; *p; p++)
+    if (*p < 0x21 || *p > 0x7e)
+      return false;
+  return true;
+}
+
 int
 session_info_validate (const struct session_info *info, ps_error **err)
 {
@@ -53,8 +65,11 @@ session_info_validate (const struct session_info *info, ps_error **err)
   if (!valid_id (info->uuid, 128))
     return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Uuid \"%.64s\": expected up to 128 letters, digits, '-', '_' or '.'",
                          info->uuid);
-  if (info->shared_key && info->shared_key[0] && !valid_id (info->shared_key, 256))
-    return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Sharedkey: expected up to 256 letters, digits, '-', '_' or '.'");
+  /* The shared key only ever names caches (hashed); buildx sends
+     "<builder>:<node id>". */
+  if (info->shared_key && info->shared_key[0] && !valid_key (info->shared_key, 256))
+    return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Sharedkey: expected up to 256 printable ASCII "
+                                   "characters without spaces");
   if (info->n_methods > PS_SESSION_MAX_METHODS)
     return ps_error_set (err, 400, "too many X-Docker-Expose-Session-Grpc-Method headers (%zu, at most %d)",
                          info->n_methods, PS_SESSION_MAX_METHODS);
