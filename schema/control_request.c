@@ -48,6 +48,12 @@ skip_image_attr (const char *k)
   return strcmp (k, "prefer-image-digest") == 0 || strcmp (k, "unpack") == 0 || strcmp (k, "store") == 0;
 }
 
+bool
+schema_control_frontend_attr_dropped (const char *key)
+{
+  return skip_frontend_attr (key);
+}
+
 static cJSON *
 exporter_json (const char *type, cJSON *attrs)
 {

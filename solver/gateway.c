@@ -15,7 +15,9 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "common/cjson.h"
 #include "common/log.h"
+#include "schema/control_request.h"
 #include "session/filesend.h"
 #include "solver/buildah.h"
 #include "solver/solve.h"
@@ -505,6 +507,30 @@ copy_attrs (struct solve_attrs *dst, const struct solve_attrs *src)
     dst->kv[i] = xstrdup (src->kv[i]);
 }
 
+/* FrontendOpt as Control.Solve's FrontendAttrs are taken: the client's
+   bookkeeping dropped, local-sessionid:* naming the sources' session. */
+static void
+copy_frontend_opt (struct solve_request *r, const struct solve_attrs *src)
+{
+  size_t n = src ? src->n : 0;
+  r->frontend_attrs.kv = xcalloc (2 * n + 1, sizeof (char *));
+  r->frontend_attrs.n = 0;
+  const char *source = NULL;
+  for (size_t i = 0; i < n; i++)
+    {
+      const char *k = src->kv[2 * i], *v = src->kv[2 * i + 1];
+      if (strcmp (k, "local-sessionid:context") == 0 || (source == NULL && strcmp (k, "local-sessionid:dockerfile") == 0))
+        source = v;
+      if (schema_control_frontend_attr_dropped (k))
+        continue;
+      r->frontend_attrs.kv[2 * r->frontend_attrs.n] = xstrdup (k);
+      r->frontend_attrs.kv[2 * r->frontend_attrs.n + 1] = xstrdup (v);
+      r->frontend_attrs.n++;
+    }
+  if (source && *source && (r->session == NULL || strcmp (source, r->session) != 0))
+    r->source_session = xstrdup (source);
+}
+
 int
 gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool (*cancelled) (void *ud), void *ud,
                      char **ref_id, ps_error **err)
@@ -530,7 +556,6 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
       memcpy (t->definition, req->definition, req->definition_len);
       t->definition_len = req->definition_len;
     }
-  copy_attrs (&t->req.frontend_attrs, req->frontend_opt);
   t->req.n_cache_imports = req->n_cache_imports;
   t->req.cache_imports = xcalloc (req->n_cache_imports + 1, sizeof *t->req.cache_imports);
   for (size_t i = 0; i < req->n_cache_imports; i++)
@@ -539,6 +564,7 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
       copy_attrs (&t->req.cache_imports[i].attrs, &req->cache_imports[i].attrs);
     }
   t->req.session = b->session ? xstrdup (b->session) : NULL;
+  copy_frontend_opt (&t->req, req->frontend_opt);
   for (size_t i = 0; i < b->entitlements.n; i++)
     ps_strv_push (&t->req.entitlements, b->entitlements.v[i]);
 
@@ -867,16 +893,17 @@ gateway_resolve_image_config (gateway_build *b, const char *ref, const char *mod
       if (id == NULL || *id == '\0')
         return ps_error_set (err, 404, "ResolveImageConfig: image \"%s\" not found", ref);
     }
-  if (buildah_callv (config, err, "inspect", "--type=image", "--format={{json .OCIv1}}", id, NULL) < 0)
+  /* buildah's inspect document: OCIv1 is the image config as stored. */
+  cleanup_free char *out = NULL;
+  const char *const args[] = { "inspect", "--type=image", id, NULL };
+  if (buildah_call (args, &out, err) < 0)
     return ps_error_wrap (err, "ResolveImageConfig %s", ref);
-  char *d = NULL;
-  if (buildah_callv (&d, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", id, NULL) < 0)
-    d = NULL;
-  if (d)
-    d[strcspn (d, "\n")] = '\0';
-  *digest = d ? d : xstrdup ("");
-  size_t n = strlen (*config);
-  while (n && (*config)[n - 1] == '\n')
-    (*config)[--n] = '\0';
+  cleanup_cjson cJSON *root = cJSON_Parse (out);
+  const cJSON *oci = cJSON_GetObjectItemCaseSensitive (root, "OCIv1");
+  if (!cJSON_IsObject (oci))
+    return ps_error_set (err, 500, "ResolveImageConfig %s: buildah inspect gave no OCIv1 config", ref);
+  *config = cJSON_PrintUnformatted (oci);
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive (root, "FromImageDigest");
+  *digest = xstrdup (cJSON_IsString (d) ? d->valuestring : "");
   return 0;
 }
