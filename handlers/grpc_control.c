@@ -17,8 +17,10 @@
  * (schema/control_request.c) and runs as the same plan, job and exporters
  * as POST /solve; the call waits for the job and answers its exporter
  * response, or the job's error.  A client that cancels the call cancels
- * the job.  Gateway mode (Frontend "" and no Definition) is the client-side
- * gateway's (LLBBridge).
+ * the job.  Gateway mode (Frontend "" and no Definition): the same plan
+ * with solver/gateway.h's frontend, the client driving the build over
+ * LLBBridge (handlers/grpc_bridge.c) until it returns a result the
+ * exporters export.
  *
  * Session: the grpchijack tunnel.  BytesMessages carry a byte stream on
  * which the client is the HTTP/2 server and podsolved the client, exactly
@@ -544,9 +546,49 @@ control_update_build_history (grpc_call *call, void *ud)
 /* How often a waiting Solve looks at its call (a cancel is noticed within this). */
 #define CONTROL_SOLVE_POLL_MS 200
 
+static bool
+solve_call_gone (void *ud)
+{
+  return grpc_call_cancelled (ud);
+}
+
+/* Gateway mode: the result comes from the client over LLBBridge (the build
+   is named by Ref); FrontendInputs are served to it by LLBBridge.Inputs. */
+static struct solve_gateway
+solve_gateway_new (grpc_call *call, const Moby__Buildkit__V1__SolveRequest *rq, const struct solve_request *sr)
+{
+  size_t n = rq->n_frontendinputs;
+  struct gateway_input *inputs = xcalloc (n + 1, sizeof *inputs);
+  for (size_t i = 0; i < n; i++)
+    {
+      const Pb__Definition *d = rq->frontendinputs[i]->value;
+      size_t len = d ? pb__definition__get_packed_size (d) : 0;
+      uint8_t *buf = xmalloc (len + 1);
+      if (d)
+        pb__definition__pack (d, buf);
+      inputs[i] = (struct gateway_input){ .name = rq->frontendinputs[i]->key, .definition = buf, .len = len };
+    }
+  struct gateway_build_opts o = {
+    .session = sr->session,
+    .entitlements = &sr->entitlements,
+    .state_dir = ps_cfg.state_dir,
+    .max_context_bytes = ps_cfg.max_context_bytes,
+    .inputs = inputs,
+    .n_inputs = n,
+    .cancelled = solve_call_gone,
+    .cancelled_ud = call,
+  };
+  struct solve_gateway gw = { gateway_frontend_run, gateway_frontend_new (sr->ref, &o), gateway_frontend_free };
+  for (size_t i = 0; i < n; i++)
+    free ((uint8_t *) inputs[i].definition);
+  free (inputs);
+  return gw;
+}
+
+/* `sr` and `gw` (gateway mode, or zeroed) are consumed. */
 static int
-solve_start (struct solve_request *sr, const uint8_t *definition, size_t definition_len, bool gateway,
-             solver_job **out, ps_error **err)
+solve_start (struct solve_request *sr, const uint8_t *definition, size_t definition_len,
+             const struct solve_gateway *gw, solver_job **out, ps_error **err)
 {
   char hex[17];
   ps_random_hex (hex, 8);
@@ -554,10 +596,12 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
   if (ps_mkdir_p (dir, 0700, err) < 0)
     {
       schema_solve_request_free (sr);
+      if (gw->ud_free)
+        gw->ud_free (gw->ud);
       return -1;
     }
   cleanup_free char *ref = sr->ref ? xstrdup (sr->ref) : NULL;
-  const char *kind = gateway ? "gateway" : sr->has_definition ? "llb" : "dockerfile.v0";
+  const char *kind = gw->run ? "gateway" : sr->has_definition ? "llb" : "dockerfile.v0";
   struct solve_env env = {
     .job_dir = dir,
     .output_roots = &ps_cfg.output_roots,
@@ -565,18 +609,8 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
     .max_context_bytes = ps_cfg.max_context_bytes,
     .definition = definition,
     .definition_len = definition_len,
+    .gateway = *gw, /* the plan owns it from here */
   };
-  if (gateway)
-    {
-      /* The client drives the build over LLBBridge (solver/gateway.h). */
-      struct gateway_build_opts go = { .session = sr->session,
-                                       .entitlements = &sr->entitlements,
-                                       .state_dir = ps_cfg.state_dir,
-                                       .max_context_bytes = ps_cfg.max_context_bytes };
-      env.gateway.run = gateway_frontend_run;
-      env.gateway.ud = gateway_frontend_new (sr->ref, &go);
-      env.gateway.ud_free = gateway_frontend_free;
-    }
   struct solve_plan *plan = NULL;
   int ret = solve_plan_new (sr, &env, &plan, err);
   schema_solve_request_free (sr);
@@ -676,16 +710,18 @@ control_solve (grpc_call *call, void *ud)
       grpc_call_finish (call, GRPC_STATUS_INVALID_ARGUMENT, "SolveRequest: not a valid protobuf message");
       return;
     }
-  bool gateway = schema_control_solve_is_gateway (rq);
   struct solve_request sr;
   cleanup_free uint8_t *definition = NULL;
   size_t def_len = 0;
   bool internal = false;
   int r = schema_control_solve_request (rq, &sr, &definition, &def_len, &internal, &err);
+  struct solve_gateway gw = { 0 };
+  if (r == 0 && schema_control_solve_is_gateway (rq))
+    gw = solve_gateway_new (call, rq, &sr);
   moby__buildkit__v1__solve_request__free_unpacked (rq, NULL);
   solver_job *job = NULL;
   if (r == 0)
-    r = solve_start (&sr, definition, def_len, gateway, &job, &err);
+    r = solve_start (&sr, definition, def_len, &gw, &job, &err);
   if (r < 0)
     {
       grpc_call_finish_error (call, err);

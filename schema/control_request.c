@@ -107,16 +107,21 @@ check_utf8 (const char *what, const char *s, ps_error **err)
 }
 
 static cJSON *
-request_json (const Moby__Buildkit__V1__SolveRequest *in, bool has_def)
+request_json (const Moby__Buildkit__V1__SolveRequest *in, bool gateway)
 {
   cJSON *root = cJSON_CreateObject ();
   if (in->ref && *in->ref)
     cJSON_AddStringToObject (root, "ref", in->ref);
   if (in->frontend && *in->frontend)
     cJSON_AddStringToObject (root, "frontend", in->frontend);
-  (void) has_def;
+  /* Gateway mode: the client runs the frontend, its attrs are its own; the
+     rest is checked as a dockerfile.v0 request's (the frontend is cleared
+     afterwards). */
+  if (gateway)
+    cJSON_AddStringToObject (root, "frontend", "dockerfile.v0");
   cJSON *fa = cJSON_AddObjectToObject (root, "frontendAttrs");
-  ATTRS_TO_JSON (fa, in->frontendattrs, in->n_frontendattrs, skip_frontend_attr);
+  if (!gateway)
+    ATTRS_TO_JSON (fa, in->frontendattrs, in->n_frontendattrs, skip_frontend_attr);
 
   cJSON *exps = cJSON_AddArrayToObject (root, "exporters");
   if (in->n_exporters > 0)
@@ -230,24 +235,33 @@ schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct
   *internal = in->internal;
   if (check_strings (in, err) < 0)
     return -1;
-  if (in->n_frontendinputs > 0)
-    return ps_error_set (err, 400, "FrontendInputs: frontend inputs are not supported (use named contexts: "
-                                   "FrontendAttrs context:NAME)");
+  bool gateway = schema_control_solve_is_gateway (in);
+  if (in->n_frontendinputs > 0 && !gateway)
+    return ps_error_set (err, 400, "FrontendInputs: frontend inputs are only served to the client-side gateway "
+                                   "(LLBBridge.Inputs; use named contexts: FrontendAttrs context:NAME)");
   if (in->sourcepolicy && in->sourcepolicy->n_rules > 0)
     return ps_error_set (err, 400, "SourcePolicy: source policies are not supported");
+  if (in->sourcepolicysession && *in->sourcepolicysession)
+    return ps_error_set (err, 400, "SourcePolicySession: source policies are not supported");
+  if (in->enablesessionexporter)
+    return ps_error_set (err, 501, "EnableSessionExporter: exporters chosen by the client's session are not "
+                                   "supported (give Exporters)");
+  if (gateway && (in->ref == NULL || *in->ref == '\0'))
+    return ps_error_set (err, 400, "Ref: required without a frontend or a definition (the client-side gateway "
+                                   "names its build by it)");
   bool has_def = in->definition != NULL && in->definition->n_def > 0;
-  bool gateway = schema_control_solve_is_gateway (in);
 
-  cleanup_cjson cJSON *root = request_json (in, has_def);
+  cleanup_cjson cJSON *root = request_json (in, gateway);
   char *json = cJSON_PrintUnformatted (root);
-  /* The gateway has neither frontend nor definition, which is what
-     definition_part lets through; it has no definition either. */
-  int r = schema_solve_request_parse (json, strlen (json), has_def || gateway, out, err);
+  int r = schema_solve_request_parse (json, strlen (json), has_def, out, err);
   cJSON_free (json);
   if (r < 0)
     return -1;
   if (gateway)
-    out->has_definition = false;
+    {
+      free (out->frontend);
+      out->frontend = NULL;
+    }
 
   /* Files and archives without a server-side dest go back over the session. */
   for (size_t i = 0; i < out->n_exporters; i++)

@@ -28,7 +28,9 @@
 /* Frontend "" and no Definition: the client-side gateway (LLBBridge). */
 bool schema_control_solve_is_gateway (const Moby__Buildkit__V1__SolveRequest *in);
 
-/* Convert a request (in gateway mode: no frontend, no definition).  On success *out is filled (free with
+/* Convert a request.  In gateway mode the frontend attrs are left out (the
+   client's frontend reads them) and Ref is required; FrontendInputs are
+   the caller's (only gateway mode takes them).  On success *out is filled (free with
    schema_solve_request_free), *definition holds the packed pb.Definition
    (malloc'd, NULL without one) and *internal SolveRequest.Internal.  On
    failure (400) nothing stays allocated. */

@@ -143,7 +143,8 @@ def test_solve_dockerfile_through_session_tunnel(gd, pb, uniq):
     name = f"localhost/grpc-df-{uniq}:latest"
     dockerfile = f"FROM {lib.BASE_IMAGE}\nCOPY hello.txt /hello.txt\nRUN echo built-{uniq} > /built.txt\n"
     files = {"Dockerfile": dockerfile, "hello.txt": f"hello {uniq}\n"}
-    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+    # buildx's shared key: "<builder>:<node identifier>"
+    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files}, shared_key=f"builder{uniq}:node0")
     with channel(gd) as ch:
         tunnel = Tunnel(ch, pb, peer)
         try:
@@ -255,3 +256,80 @@ def test_solve_tar_exporter_goes_over_filesend(gd, pb, uniq):
         assert "tarred.txt" in names, sorted(names)[:20]
         assert tf.extractfile([m for m in tf.getmembers() if m.name.lstrip("./") == "tarred.txt"][0]).read() \
             == f"{uniq}\n".encode()
+
+
+def raw_session(ch, metadata):
+    stream = ch.stream_stream(SESSION, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    return stream(iter([]), metadata=metadata, timeout=lib.scaled(30))
+
+
+def test_session_uuid_is_taken_while_open_and_free_after(gd, pb):
+    peer = SessionPeer(gd.sock, {})
+    with channel(gd) as ch:
+        tunnel = Tunnel(ch, pb, peer)
+        try:
+            assert lib.wait_for(lambda: f"session {peer.uuid}: tunnelled" in gd.log_tail(200000), 10), gd.log_tail()
+            with pytest.raises(grpc.RpcError) as ei:
+                list(raw_session(ch, peer.metadata()))
+            assert ei.value.code() == grpc.StatusCode.ALREADY_EXISTS, (ei.value.code(), ei.value.details())
+        finally:
+            tunnel.close()
+
+        def free_again():
+            try:
+                list(raw_session(ch, peer.metadata()))
+                return True
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.ALREADY_EXISTS, (e.code(), e.details())
+                return False
+        # the call ended: the session left the registry, its uuid can be used again
+        assert lib.wait_for(free_again, 10)
+
+
+def test_solve_over_the_grpc_upgrade(gd, pb, uniq):
+    name = f"localhost/grpc-up-{uniq}:latest"
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /up.txt"])
+    req = pb.control.SolveRequest(Ref=f"up{uniq}", Definition=llb_definition(pb, [img, run]),
+                                  Exporters=[image_exporter(pb, name, "moby")])
+    with glib.upgrade_channel(gd) as ch:
+        resp = solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+    assert dict(resp.ExporterResponse)["image.name"] == name
+    assert gd.image_file(name, "/up.txt").strip() == uniq.encode()
+
+
+def test_dockerfile_failing_run_through_the_tunnel(gd, pb, uniq):
+    files = {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo failing-{uniq} && exit 7\n"}
+    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+    with channel(gd) as ch:
+        tunnel = Tunnel(ch, pb, peer)
+        try:
+            req = pb.control.SolveRequest(Ref=f"dff{uniq}", Frontend="dockerfile.v0", Session=peer.uuid,
+                                          Exporters=[pb.control.Exporter(Type="moby", Attrs={"name": f"x{uniq}"})])
+            with pytest.raises(grpc.RpcError) as ei:
+                solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+        finally:
+            tunnel.close()
+    e = ei.value
+    assert e.code() == grpc.StatusCode.UNKNOWN, (e.code(), e.details())
+    assert f"failing-{uniq}" in e.details() and "7" in e.details(), e.details()
+
+
+def test_solve_docker_archive_goes_over_filesend(gd, pb, uniq):
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /d.txt"])
+    peer = SessionPeer(gd.sock, {}, filesend=True)
+    with channel(gd) as ch:
+        tunnel = Tunnel(ch, pb, peer)
+        try:
+            req = pb.control.SolveRequest(
+                Ref=f"dock{uniq}", Definition=llb_definition(pb, [img, run]), Session=peer.uuid,
+                Exporters=[pb.control.Exporter(Type="docker", Attrs={"name": f"localhost/arch-{uniq}:1"})])
+            solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+        finally:
+            tunnel.close()
+    assert len(peer.received_files) == 1, peer.trace()
+    with tarfile.open(fileobj=io.BytesIO(peer.received_files[0])) as tf:
+        names = set(tf.getnames())
+        assert "manifest.json" in names, sorted(names)
+        assert f"localhost/arch-{uniq}:1" in tf.extractfile("manifest.json").read().decode()

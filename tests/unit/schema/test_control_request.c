@@ -241,6 +241,33 @@ START_TEST (definition_is_packed_and_gateway_detected)
 }
 END_TEST
 
+START_TEST (gateway_mode_keeps_exporters_not_attrs)
+{
+  struct fixture f;
+  fixture_init (&f);
+  f.rq.ref = (char *) "build1";
+  add_attr (&f, "filename", "Dockerfile");
+  add_attr (&f, "anything:the-client-frontend-reads", "x");
+  add_exporter (&f, "moby", "name", "gw:1", NULL);
+  ck_assert (schema_control_solve_is_gateway (&f.rq));
+  struct solve_request r;
+  ps_error *err = NULL;
+  ck_assert_int_eq (convert (&f, &r, &err), 0);
+  ck_assert_ptr_null (r.frontend);
+  ck_assert (!r.has_definition);
+  ck_assert_uint_eq (r.frontend_attrs.n, 0);
+  ck_assert_uint_eq (r.n_exporters, 1);
+  ck_assert_str_eq (r.exporters[0].type, "image");
+  schema_solve_request_free (&r);
+
+  f.rq.ref = (char *) "";
+  ck_assert_int_eq (convert (&f, &r, &err), -1);
+  ck_assert_int_eq (err->status, 400);
+  ck_assert_ptr_nonnull (strstr (err->msg, "Ref"));
+  ps_error_free (err);
+}
+END_TEST
+
 START_TEST (bad_requests_are_400s)
 {
   struct fixture f;
@@ -261,6 +288,14 @@ START_TEST (bad_requests_are_400s)
   f.rq.ref = (char *) "../x";
   ck_assert_int_eq (convert (&f, &r, &err), -1);
   ck_assert_ptr_nonnull (strstr (err->msg, "ref"));
+  ps_error_free (err);
+  err = NULL;
+
+  fixture_init (&f);
+  f.rq.frontend = (char *) "dockerfile.v0";
+  f.rq.enablesessionexporter = true;
+  ck_assert_int_eq (convert (&f, &r, &err), -1);
+  ck_assert_int_eq (err->status, 501);
   ps_error_free (err);
   err = NULL;
 
@@ -309,6 +344,7 @@ PS_TEST_SUITE (control_request)
   tcase_add_test (tc, deprecated_exporter_when_13_is_empty);
   tcase_add_test (tc, cache_and_entitlements);
   tcase_add_test (tc, definition_is_packed_and_gateway_detected);
+  tcase_add_test (tc, gateway_mode_keeps_exporters_not_attrs);
   tcase_add_test (tc, bad_requests_are_400s);
   tcase_add_test (tc, response_round_trips);
   suite_add_tcase (s, tc);
