@@ -47,6 +47,10 @@ struct gateway_build_opts
   uint64_t max_context_bytes;   /* --max-context-bytes */
   const struct gateway_input *inputs; /* FrontendInputs, served by LLBBridge.Inputs */
   size_t n_inputs;
+  /* Control.SolveRequest.Cache: every Dockerfile ref the client solves
+     imports and exports these (the LLB executor takes none). */
+  const struct solve_cache_entry *cache_imports, *cache_exports;
+  size_t n_cache_imports, n_cache_exports;
   /* Polled while waiting for the client (NULL: only the job's cancel
      counts): true once the Control.Solve call is gone; the build is then
      cancelled. */

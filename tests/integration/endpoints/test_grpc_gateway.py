@@ -351,3 +351,41 @@ def test_resolve_image_config_and_inputs(gd, pb, ch, uniq):
     assert dict(bridge(ch, "Inputs", pb.gw.InputsRequest(), pb.gw.InputsResponse, ref).Definitions) == {}
     bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
     solve.result(timeout=lib.scaled(60))
+
+
+def test_gateway_cache_export_reaches_the_registry(gd, pb, ch, uniq):
+    """--cache-to type=registry with buildx: Control.SolveRequest.Cache goes
+    with the gateway to the Dockerfile ref the client solves."""
+    from session_peer import SessionPeer
+    from test_grpc_solve import Tunnel
+    from test_solve_e2e import Registry
+    import json
+    import shutil as sh
+    if sh.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    registry = Registry()
+    try:
+        cache_ref = f"{registry.host}/gwcache-{uniq}"
+        dockerfile = f"FROM {lib.BASE_IMAGE}\nRUN echo cached-{uniq} > /c.txt\n"
+        files = {"Dockerfile": dockerfile}
+        peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+        tunnel = Tunnel(ch, pb, peer)
+        ref = f"gwcache{uniq}"
+        try:
+            cache = pb.control.CacheOptions(Exports=[pb.control.CacheOptionsEntry(
+                Type="registry", Attrs={"ref": cache_ref, "mode": "max", "registry.insecure": "true"})])
+            solve = start_gateway_solve(ch, pb, ref, Session=peer.uuid, Cache=cache)
+            opt = {"filename": "Dockerfile", "local-sessionid:context": peer.uuid,
+                   "local-sessionid:dockerfile": peer.uuid}
+            rid = bridge(ch, "Solve", pb.gw.SolveRequest(Frontend="dockerfile.v0", FrontendOpt=opt,
+                                                         allowResultReturn=True, allowResultArrayRef=True),
+                         pb.gw.SolveResponse, ref, timeout=300).result.ref.id
+            bridge(ch, "Return", pb.gw.ReturnRequest(result=pb.gw.Result(ref=pb.gw.Ref(id=rid))),
+                   pb.gw.ReturnResponse, ref)
+            solve.result(timeout=lib.scaled(300))
+        finally:
+            tunnel.close()
+        status, _, body = registry.get(f"/v2/gwcache-{uniq}/tags/list")
+        assert status == 200 and json.loads(body).get("tags"), f"{status} {body[:300]!r}"
+    finally:
+        registry.stop()
