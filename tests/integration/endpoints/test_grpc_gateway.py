@@ -389,3 +389,25 @@ def test_gateway_cache_export_reaches_the_registry(gd, pb, ch, uniq):
         assert status == 200 and json.loads(body).get("tags"), f"{status} {body[:300]!r}"
     finally:
         registry.stop()
+
+
+def test_read_file_over_the_message_limit(gd, pb, ch, uniq):
+    ref = f"gwbig{uniq}"
+    solve = start_gateway_solve(ch, pb, ref)
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", "dd if=/dev/zero of=/big bs=1048576 count=17 2>/dev/null; "
+                                                "printf tail >> /big"])
+    rid = bridge(ch, "Solve", pb.gw.SolveRequest(Definition=definition(pb, [img, run]), allowResultReturn=True,
+                                                 allowResultArrayRef=True), pb.gw.SolveResponse, ref,
+                 timeout=300).result.ref.id
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "ReadFile", pb.gw.ReadFileRequest(Ref=rid, FilePath="/big"), pb.gw.ReadFileResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value.details()
+    # a range of it is fine, and reading past the end gives what there is
+    data = bridge(ch, "ReadFile", pb.gw.ReadFileRequest(Ref=rid, FilePath="/big", Range=pb.gw.FileRange(
+        Offset=17 * 1048576, Length=100)), pb.gw.ReadFileResponse, ref).Data
+    assert data == b"tail"
+    st = bridge(ch, "StatFile", pb.gw.StatFileRequest(Ref=rid, Path="/big"), pb.gw.StatFileResponse, ref).stat
+    assert st.size == 17 * 1048576 + 4
+    bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
+    solve.result(timeout=lib.scaled(60))
