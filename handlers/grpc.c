@@ -93,6 +93,7 @@ static const struct
   const size_t *n;
 } service_parts[] = {
   { base_methods, &base_n_methods },
+  { grpc_control_methods, &grpc_control_n_methods },
 };
 
 static struct grpc_service_table services;

@@ -20,6 +20,7 @@
 
 #include "common/limits.h"
 #include "control.pb-c.h"
+#include "handlers/grpc.h"
 #include "schema/ctrfilter.h"
 #include "schema/status_response.h"
 #include "server/config.h"
