@@ -249,6 +249,31 @@ def test_disk_usage_shows_a_builds_records_and_prune_removes_them(spawn_daemon, 
         assert prune(c, all=True) == []
 
 
+def test_prune_waits_for_a_running_build_as_build_prune_does(spawn_daemon, uniq):
+    d = start_listening_daemon(spawn_daemon)
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"sleep 3; echo {uniq} > /slow"], root=img)
+    done = {}
+
+    def build():
+        done["events"] = solve_ok(d, [img, run])
+
+    t = threading.Thread(target=build)
+    t.start()
+    deadline = time.monotonic() + lib.scaled(60)
+    while not d.working_containers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d.working_containers(), "the build never started its exec"
+    with g.listen_channel(d.buildkit_sock) as c:
+        removed = prune(c)
+    t.join(lib.scaled(120))
+    assert not t.is_alive()
+    # The build succeeded, and its exec's record (written when it ended)
+    # was pruned: the prune ran after the build.
+    assert any(r.RecordType == "llb.result" for r in removed), removed
+    assert not d.image_exists(result_image(done["events"]))
+
+
 def test_prune_options_it_cannot_honour_are_invalid_argument(ch):
     for kw in ({"minFreeSpace": 1 << 30}, {"keepDuration": -1}, {"filter": ["id~=("]}):
         with pytest.raises(grpc.RpcError) as e:
