@@ -328,3 +328,82 @@ def test_no_grpc_passes_grpc_to_the_upstream(spawn_daemon, tmp_path):
         assert any(h.startswith(b"POST /grpc ") for h in up.heads), up.heads
     finally:
         up.close()
+
+
+# ---- the wire, with python3-h2 -------------------------------------------------------------
+
+def h2_exchange(sock_path, headers, body=b"", timeout=10):
+    """One request on a fresh prior-knowledge connection; returns
+    (response headers, data, trailers) once the stream ends."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(lib.scaled(timeout))
+    s.connect(str(sock_path))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, headers, end_stream=not body)
+    if body:
+        conn.send_data(sid, body, end_stream=True)
+    s.sendall(conn.data_to_send())
+    resp, data, trailers = None, b"", None
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    resp = dict(ev.headers)
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return resp, data, trailers
+            s.sendall(conn.data_to_send())
+    finally:
+        s.close()
+    return resp, data, trailers
+
+
+def grpc_headers(path=g.HEALTH_CHECK, method="POST", content_type="application/grpc"):
+    return [(":method", method), (":scheme", "http"), (":path", path), (":authority", "localhost"),
+            ("content-type", content_type), ("te", "trailers")]
+
+
+def test_unknown_method_is_a_trailers_only_response(bk_daemon):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers("/x.Y/Z"), b"\0\0\0\0\0")
+    assert resp[":status"] == "200" and resp["content-type"] == "application/grpc", resp
+    assert resp["grpc-status"] == "12", resp
+    assert resp["grpc-message"] == "unknown service x.Y", resp
+    assert data == b"" and trailers is None
+
+
+def test_answer_is_headers_message_trailers(bk_daemon):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers(), b"\0\0\0\0\0")
+    assert resp == {":status": "200", "content-type": "application/grpc"}, resp
+    assert data == b"\0\0\0\0\x02\x08\x01"     # HealthCheckResponse{status: SERVING}
+    assert trailers == {"grpc-status": "0"}, trailers
+
+
+@pytest.mark.parametrize("method,content_type,status", [
+    ("POST", "text/plain", "415"),
+    ("POST", "application/grpcx", "415"),
+    ("GET", "application/grpc", "405"),
+])
+def test_not_a_grpc_request_is_an_http_error(bk_daemon, method, content_type, status):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers(method=method,
+                                                                              content_type=content_type))
+    assert resp[":status"] == status, resp
+    assert resp["grpc-status"] == "13", resp
+    assert bk_daemon.alive()
+
+
+def test_content_type_suffixes_are_grpc(bk_daemon):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock,
+                                       grpc_headers(content_type="application/grpc+proto"), b"\0\0\0\0\0")
+    assert trailers == {"grpc-status": "0"}, (resp, trailers)
