@@ -18,10 +18,10 @@ import json
 import os
 import re
 import socket
-import socketserver
+import shutil
 import stat
+import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +30,8 @@ import pytest
 
 import grpc_testlib as g
 import podsolve_testlib as lib
+from conftest import _start_daemon, _stop_daemon
+from test_proxy import FakeUpstream
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -39,21 +41,12 @@ def bk_daemon():
     """A podsolved with --buildkit-listen (its own storage; module-wide)."""
     sockdir = tempfile.mkdtemp(prefix="podsolve-bk-")
     path = os.path.join(sockdir, "buildkitd.sock")
-    tmp = lib.new_tmp_dir("podsolve-it-grpc-")
-    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{path}"])
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
+    d = _start_daemon(["--buildkit-listen", f"unix://{path}"], prefix="podsolve-it-grpc-")
     d.buildkit_sock = path
     yield d
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
-    os.rmdir(sockdir) if os.path.isdir(sockdir) and not os.listdir(sockdir) else None
-    assert timeout_msg is None and status == 0, f"podsolved --buildkit-listen stopped badly: {status} {timeout_msg}"
+    problem = _stop_daemon(d)
+    shutil.rmtree(sockdir, ignore_errors=True)
+    assert problem is None, problem
 
 
 @pytest.fixture
@@ -285,41 +278,14 @@ def test_client_cancel_and_hang_up_mid_call_leave_the_daemon_serving(bk_daemon):
 
 # ---- --no-grpc ---------------------------------------------------------------------------
 
-class _Upstream:
-    """A unix-socket HTTP/1.1 server answering every request with 418."""
-
-    def __init__(self, path):
-        self.heads = []
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = self.request.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head = data.partition(b"\r\n\r\n")[0]
-                if b"/_ping " in head.split(b"\r\n")[0]:
-                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-                    return
-                outer.heads.append(head)
-                body = b'{"message":"upstream teapot"}'
-                self.request.sendall(b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\n"
-                                     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-
-        self.server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def _teapot(conn, head, rest):
+    body = b'{"message":"upstream teapot"}'
+    conn.sendall(b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
 
 
 def test_no_grpc_passes_grpc_to_the_upstream(spawn_daemon, tmp_path):
-    up = _Upstream(tmp_path / "up.sock")
+    up = FakeUpstream(tmp_path / "up.sock", _teapot)
     try:
         d = spawn_daemon("--no-grpc", "--upstream", f"unix://{tmp_path / 'up.sock'}")
         s, head, rest = g.open_upgraded(d.sock)
@@ -407,3 +373,18 @@ def test_content_type_suffixes_are_grpc(bk_daemon):
     resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock,
                                        grpc_headers(content_type="application/grpc+proto"), b"\0\0\0\0\0")
     assert trailers == {"grpc-status": "0"}, (resp, trailers)
+
+
+def test_live_buildkit_socket_is_refused_and_tcp_is_a_usage_error(bk_daemon, tmp_path):
+    base = [lib.podsolved_path(), "--listen", f"unix://{tmp_path}/p.sock", "--state-dir", str(tmp_path / "state"),
+            "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"), "--upstream", "none"]
+    r = subprocess.run(base + ["--buildkit-listen", f"unix://{bk_daemon.buildkit_sock}"],
+                       capture_output=True, text=True, timeout=lib.scaled(60))
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "--buildkit-listen" in r.stderr and "in use" in r.stderr, r.stderr[-2000:]
+    # The live daemon's socket is untouched.
+    with g.listen_channel(bk_daemon.buildkit_sock) as ch:
+        assert serving(g.health_check(ch))
+    r = subprocess.run(base + ["--buildkit-listen", "tcp://127.0.0.1:1234"], capture_output=True, text=True,
+                       timeout=lib.scaled(30))
+    assert r.returncode == 2 and "use unix:///PATH" in r.stderr, r.stderr

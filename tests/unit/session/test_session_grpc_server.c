@@ -242,15 +242,24 @@ START_TEST (server_streams_messages_then_trailers)
 }
 END_TEST
 
+/* A call to WaitCancel, its handler running. */
+static grpc_call *
+start_wait_cancel (struct pair *p)
+{
+  __atomic_store_n (&cancel_seen, 0, __ATOMIC_RELEASE);
+  ps_error *err = NULL;
+  grpc_call *call = grpc_call_start (p->client, "/t.S/WaitCancel", NULL, 0, &err);
+  ck_assert_ptr_nonnull (call);
+  ck_assert_int_eq (grpc_call_send (call, "x", 1, &err), 0);
+  usleep (100000);
+  return call;
+}
+
 START_TEST (server_sees_the_client_cancel)
 {
   struct pair p;
   pair_up (&p);
-  __atomic_store_n (&cancel_seen, 0, __ATOMIC_RELEASE);
-  ps_error *err = NULL;
-  grpc_call *call = grpc_call_start (p.client, "/t.S/WaitCancel", NULL, 0, &err);
-  ck_assert_int_eq (grpc_call_send (call, "x", 1, &err), 0);
-  usleep (100000);
+  grpc_call *call = start_wait_cancel (&p);
   grpc_call_cancel (call);
   for (int i = 0; i < 500 && !__atomic_load_n (&cancel_seen, __ATOMIC_ACQUIRE); i++)
     usleep (10000);
@@ -264,11 +273,7 @@ START_TEST (server_hangup_cancels_running_handlers)
 {
   struct pair p;
   pair_up (&p);
-  __atomic_store_n (&cancel_seen, 0, __ATOMIC_RELEASE);
-  ps_error *err = NULL;
-  grpc_call *call = grpc_call_start (p.client, "/t.S/WaitCancel", NULL, 0, &err);
-  ck_assert_int_eq (grpc_call_send (call, "x", 1, &err), 0);
-  usleep (100000);
+  grpc_call *call = start_wait_cancel (&p);
   pair_down (&p); /* the connection ends with the call open */
   ck_assert_int_eq (__atomic_load_n (&cancel_seen, __ATOMIC_ACQUIRE), 1);
   grpc_call_free (call);
