@@ -388,3 +388,21 @@ def test_live_buildkit_socket_is_refused_and_tcp_is_a_usage_error(bk_daemon, tmp
     r = subprocess.run(base + ["--buildkit-listen", "tcp://127.0.0.1:1234"], capture_output=True, text=True,
                        timeout=lib.scaled(30))
     assert r.returncode == 2 and "use unix:///PATH" in r.stderr, r.stderr
+
+
+def test_sigterm_with_grpc_connections_open_stops_cleanly(spawn_daemon, tmp_path):
+    path = str(tmp_path / "bk.sock")
+    d = spawn_daemon("--buildkit-listen", f"unix://{path}")
+    up = g.upgrade_channel(d)
+    bk = g.listen_channel(path)
+    try:
+        assert serving(g.health_check(up)) and serving(g.health_check(bk))
+        t0 = time.monotonic()
+        status, timeout_msg = d.stop(timeout=20)
+        assert timeout_msg is None and status == 0, (status, timeout_msg, d.log_tail())
+        # GOAWAY and close at once, not the 5 s grace.
+        assert time.monotonic() - t0 < lib.scaled(4.5), d.log_tail()
+        assert not os.path.exists(path)
+    finally:
+        up.close()
+        bk.close()
