@@ -251,7 +251,9 @@ start_wait_cancel (struct pair *p)
   grpc_call *call = grpc_call_start (p->client, "/t.S/WaitCancel", NULL, 0, &err);
   ck_assert_ptr_nonnull (call);
   ck_assert_int_eq (grpc_call_send (call, "x", 1, &err), 0);
-  usleep (100000);
+  for (int i = 0; i < 500 && grpc_server_handlers_running () == 0; i++)
+    usleep (10000);
+  ck_assert_uint_eq (grpc_server_handlers_running (), 1);
   return call;
 }
 
