@@ -398,7 +398,8 @@ server_end_locked (grpc_call *call, int status, int http, const char *msg)
     finish_locked (call, status, "grpc status %d (%s): %s", status, grpc_status_name (status),
                    msg && *msg ? msg : "(no message)");
   call->resp_http = http;
-  call->wire_msg = msg && status != GRPC_STATUS_OK ? xstrdup (msg) : NULL;
+  /* Cut where a receiver would (and HTTP/2 header blocks stay small). */
+  call->wire_msg = msg && status != GRPC_STATUS_OK ? xstrndup (msg, PS_GRPC_MAX_STATUS_MESSAGE) : NULL;
   mark_dirty_locked (call);
 }
 
