@@ -204,6 +204,21 @@ def test_status_of_a_solve_started_over_http_streams_its_vertexes(ch, bk, uniq):
     assert [v.digest for r in again for v in r.vertexes] == [v.digest for v in vertexes]
 
 
+def test_status_of_a_failing_solve_ends_ok_with_the_failed_vertex_last(bk, uniq):
+    from llb_solve import solve, errors as solve_errors
+    ref = f"g3-fail-{uniq}"
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo fail-{uniq}; exit 3"], root=img)
+    status, events = solve(bk, [img, run], ref=ref)
+    assert status == 200 and solve_errors(events), events[-3:]
+    # Over the /grpc upgrade this time; the job has ended: replay, then OK.
+    with g.upgrade_channel(bk) as up:
+        got = list(status_stream(up, ref, timeout=60))
+    states = [v for r in got for v in r.vertexes if v.digest == run.ref]
+    assert states and states[-1].error and states[-1].HasField("completed"), states[-1:]
+    assert f"fail-{uniq}".encode() in b"".join(l.msg for r in got for l in r.logs)
+
+
 def test_status_of_an_unknown_ref_is_not_found_after_the_wait(ch):
     start = time.monotonic()
     with pytest.raises(grpc.RpcError) as e:
