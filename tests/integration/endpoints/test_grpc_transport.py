@@ -406,3 +406,31 @@ def test_sigterm_with_grpc_connections_open_stops_cleanly(spawn_daemon, tmp_path
     finally:
         up.close()
         bk.close()
+
+
+def test_buildkit_listen_connections_beyond_max_connections_are_closed(spawn_daemon, tmp_path):
+    path = str(tmp_path / "bk.sock")
+    d = spawn_daemon("--buildkit-listen", f"unix://{path}", "--max-connections", "2")
+    held = [g.listen_channel(path) for _ in range(2)]
+    try:
+        for ch in held:
+            assert serving(g.health_check(ch))
+        extra = g.listen_channel(path)
+        with pytest.raises(grpc.RpcError) as e:
+            g.health_check(extra, timeout=5)
+        extra.close()
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), e.value
+        assert "too many connections" in d.log_tail()
+    finally:
+        for ch in held:
+            ch.close()
+    # Once they are gone, new connections are served again.
+    assert lib.wait_for(lambda: _healthy(path), timeout=lib.scaled(10))
+
+
+def _healthy(path):
+    with g.listen_channel(path) as ch:
+        try:
+            return serving(g.health_check(ch, timeout=2))
+        except grpc.RpcError:
+            return False
