@@ -20,6 +20,7 @@
 #include "schema/control_request.h"
 #include "session/filesend.h"
 #include "solver/buildah.h"
+#include "solver/image_config.h"
 #include "solver/solve.h"
 
 /* How often a waiting build or caller looks at its cancel flags. */
@@ -75,6 +76,7 @@ struct gateway_build
   bool returned;
   bool finished; /* gateway_solve_run left: no more solves */
   char *return_ref;
+  struct image_config *return_config;
   int return_code;
   char *return_msg;
   struct gateway_build *next; /* registry list */
@@ -171,6 +173,7 @@ build_free (struct gateway_build *b)
   free (b->authfile);
   free (b->state_dir);
   free (b->return_ref);
+  image_config_free (b->return_config);
   free (b->return_msg);
   pthread_mutex_destroy (&b->lock);
   pthread_mutex_destroy (&b->mount_lock);
@@ -478,7 +481,21 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
       struct gateway_ref *r = find_ref (b, b->return_ref);
       *result_image = xstrdup (r->image);
     }
+  struct image_config *cfg = ret == 0 && *result_image ? steal_pointer (&b->return_config) : NULL;
   pthread_mutex_unlock (&b->lock);
+  if (cfg)
+    {
+      /* The client-side frontend's image config, as BuildKit's exporter
+         takes it from the result's metadata. */
+      char *configured = NULL;
+      bool cached = false;
+      ret = image_config_apply (cfg, *result_image, b->state_dir, &configured, &cached, err);
+      image_config_free (cfg);
+      free (*result_image);
+      *result_image = ret == 0 ? configured : NULL;
+      if (ret < 0)
+        ps_error_wrap (err, "containerimage.config");
+    }
   registry_remove (b);
   ps_debug ("gateway build %s: %s", build_id, ret == 0 ? "returned" : (*err)->msg);
   gateway_build_unref (b);
@@ -670,8 +687,12 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
 }
 
 int
-gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message, ps_error **err)
+gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message,
+                      const char *image_config, ps_error **err)
 {
+  struct image_config *cfg = NULL;
+  if (code == 0 && image_config && *image_config && image_config_parse (image_config, &cfg, err) < 0)
+    return ps_error_wrap (err, "Result.metadata containerimage.config");
   pthread_mutex_lock (&b->lock);
   int ret = 0;
   if (b->finished || b->returned)
@@ -684,9 +705,12 @@ gateway_build_return (gateway_build *b, const char *ref_id, int code, const char
       b->return_code = code;
       b->return_msg = message ? xstrdup (message) : NULL;
       b->return_ref = code == 0 && ref_id && *ref_id ? xstrdup (ref_id) : NULL;
+      b->return_config = cfg;
+      cfg = NULL;
       pthread_cond_broadcast (&b->cond);
     }
   pthread_mutex_unlock (&b->lock);
+  image_config_free (cfg);
   return ret;
 }
 

@@ -109,8 +109,13 @@ int gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, 
                          void *ud, char **ref_id, ps_error **err);
 
 /* LLBBridge.Return: `ref_id` (NULL: no result) or an error (code != 0, a
-   google.rpc code, with its message).  An unknown ref is a 404. */
-int gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message, ps_error **err);
+   google.rpc code, with its message).  `image_config`: the result's
+   metadata "containerimage.config" (an OCI image config a client-side
+   frontend sets, see image_config.h), or NULL; it is applied to the ref's
+   image before the build hands it over.  An unknown ref is a 404, a
+   config that is not one a 400. */
+int gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message,
+                          const char *image_config, ps_error **err);
 
 /* LLBBridge.Evaluate: 0 when `ref_id` names a solved ref (every ref is
    solved when LLBBridge.Solve returns), 404 otherwise. */

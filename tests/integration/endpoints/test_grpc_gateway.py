@@ -411,3 +411,31 @@ def test_read_file_over_the_message_limit(gd, pb, ch, uniq):
     assert st.size == 17 * 1048576 + 4
     bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
     solve.result(timeout=lib.scaled(60))
+
+
+def test_returned_image_config_is_applied(gd, pb, ch, uniq):
+    """A client-side frontend sets the image config in the result's metadata
+    (containerimage.config), as BuildKit's exporter takes it."""
+    import json
+    ref = f"gwcfg{uniq}"
+    name = f"localhost/grpc-gwcfg-{uniq}:latest"
+    solve = start_gateway_solve(ch, pb, ref, [pb.control.Exporter(Type="moby", Attrs={"name": name})])
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /cfg.txt"])
+    rid = bridge(ch, "Solve", pb.gw.SolveRequest(Definition=definition(pb, [img, run]), allowResultReturn=True,
+                                                 allowResultArrayRef=True), pb.gw.SolveResponse, ref,
+                 timeout=300).result.ref.id
+    bad = pb.gw.Result(ref=pb.gw.Ref(id=rid), metadata={"containerimage.config": b'{"config":{"Env":["NOEQUALS"]}}'})
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "Return", pb.gw.ReturnRequest(result=bad), pb.gw.ReturnResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value.details()
+    cfg = {"architecture": "amd64", "os": "linux",
+           "config": {"Env": [f"MARK={uniq}"], "Cmd": ["cat", "/cfg.txt"], "Labels": {"gw": uniq}}}
+    good = pb.gw.Result(ref=pb.gw.Ref(id=rid), metadata={"containerimage.config": json.dumps(cfg).encode()})
+    bridge(ch, "Return", pb.gw.ReturnRequest(result=good), pb.gw.ReturnResponse, ref)
+    out = solve.result(timeout=lib.scaled(300))
+    assert dict(out.ExporterResponse)["containerimage.config.digest"] == "sha256:" + gd.image_id(name)
+    inspect = json.loads(gd.buildah("inspect", "--type=image", name).stdout)
+    c = inspect["OCIv1"]["config"]
+    assert f"MARK={uniq}" in c["Env"] and c["Cmd"] == ["cat", "/cfg.txt"] and c["Labels"]["gw"] == uniq, c
+    assert gd.image_file(name, "/cfg.txt") == f"{uniq}\n".encode()
