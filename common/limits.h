@@ -101,6 +101,9 @@
    409: while it waits, new builds wait for it (so builds cannot starve a
    prune), and a longer wait would stall them too long. */
 #define PS_PRUNE_WAIT_MS (5 * 60 * 1000)
+/* Control.Status for a ref no job has yet waits this long for the job to
+   appear (the client may ask before its Solve arrives), as BuildKit does. */
+#define PS_STATUS_JOB_WAIT_MS 6000
 
 /* Largest POST /solve/prune JSON body: four options and a filter map. */
 #define PS_MAX_PRUNE_REQUEST (64 * 1024)

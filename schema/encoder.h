@@ -3,7 +3,9 @@
  * An encoder turns a job's events, one at a time and in log order, into
  * the bytes of one wire format: JSONMessage lines for /build
  * (schema/jsonmessage.h), BuildKit trace records for /build?version=2
- * (schema/trace.h), SolveStatus NDJSON for /solve (schema/solve_status.h).
+ * (schema/trace.h), SolveStatus NDJSON for /solve (schema/solve_status.h),
+ * bare StatusResponse messages for gRPC Control.Status
+ * (schema/status_response.h).
  * Each is an object with its own state behind the same vtable, as h2o's
  * compress handlers share h2o_compress_context_t: a new wire format is one
  * new file with an ops table and a constructor. */

@@ -18,6 +18,8 @@ enum solver_event_kind
                         text stream shows it */
   SOLVER_EV_RESULT,  /* the job succeeded: image id, exporter response */
   SOLVER_EV_ERROR,   /* the job failed: message, failing vertex, exit code */
+  SOLVER_EV_WARNING, /* a warning about the build (BuildKit's VertexWarning:
+                        a frontend's LLBBridge.Warn); not an outcome */
 };
 
 struct solver_event
@@ -59,6 +61,13 @@ struct solver_event
 
   /* SOLVER_EV_ERROR (message in `error`) */
   int exit_code;       /* exit status of the failing RUN, 0 when unknown */
+
+  /* SOLVER_EV_WARNING (`vertex` may be NULL; `text` is its line in the
+     Podman-compatible stream) */
+  int64_t level;
+  char *warning;       /* the short message */
+  char **details;      /* NULL-terminated detail lines, may be NULL */
+  char *url;           /* more about it, may be NULL */
 };
 
 #endif

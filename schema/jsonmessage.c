@@ -69,6 +69,7 @@ jsonmessage_encode (struct event_encoder *enc, const struct solver_event *ev, ps
     {
     case SOLVER_EV_VERTEX:
     case SOLVER_EV_TEXT:
+    case SOLVER_EV_WARNING:
       if (ev->text)
         schema_jsonmessage_stream (progress, ev->text, strlen (ev->text));
       return;

@@ -342,6 +342,7 @@ schema_solve_request_free (struct solve_request *r)
     typed_free (&r->cache_exports[i].attrs, &r->cache_exports[i].type);
   free (r->cache_exports);
   free (r->session);
+  free (r->source_session);
   ps_strv_free (&r->entitlements);
   memset (r, 0, sizeof *r);
 }

@@ -19,6 +19,7 @@ struct solve_exporter
 {
   char *type; /* image, oci, docker, tar, local, cacheonly */
   struct solve_attrs attrs;
+  bool to_client; /* Control.Solve: send it over the session's FileSend, not keep it */
 };
 
 struct solve_cache_entry
@@ -41,6 +42,7 @@ struct solve_request
   struct solve_cache_entry *cache_exports;
   size_t n_cache_exports;
   char *session;
+  char *source_session; /* Control.Solve: local sources come from this session, not `session` */
   ps_strv entitlements;
   bool detach;
 };

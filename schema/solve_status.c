@@ -106,6 +106,31 @@ log_json (const struct solver_event *ev)
   return l;
 }
 
+/* BuildKit's client.VertexWarning JSON: []byte fields are base64. */
+static cJSON *
+warning_json (const struct solver_event *ev)
+{
+  cJSON *w = cJSON_CreateObject ();
+  if (ev->vertex)
+    cJSON_AddStringToObject (w, "vertex", ev->vertex);
+  cJSON_AddNumberToObject (w, "level", (double) ev->level);
+  const char *s = ev->warning ? ev->warning : "";
+  cleanup_free char *b64 = ps_base64_encode (s, strlen (s));
+  cJSON_AddStringToObject (w, "short", b64);
+  if (ev->details && ev->details[0])
+    {
+      cJSON *d = cJSON_AddArrayToObject (w, "detail");
+      for (char **p = ev->details; *p; p++)
+        {
+          cleanup_free char *db64 = ps_base64_encode (*p, strlen (*p));
+          cJSON_AddItemToArray (d, cJSON_CreateString (db64));
+        }
+    }
+  if (ev->url && *ev->url)
+    cJSON_AddStringToObject (w, "url", ev->url);
+  return w;
+}
+
 struct solve_encoder
 {
   struct event_encoder base;
@@ -129,6 +154,12 @@ solve_encode (struct event_encoder *enc, const struct solver_event *ev, ps_buf *
         cJSON_AddItemToArray (arr, ev->kind == SOLVER_EV_VERTEX   ? vertex_json (ev)
                                    : ev->kind == SOLVER_EV_STATUS ? status_json (ev)
                                                                   : log_json (ev));
+        break;
+      }
+    case SOLVER_EV_WARNING:
+      {
+        cJSON *st = cJSON_AddObjectToObject (line, "status");
+        cJSON_AddItemToArray (cJSON_AddArrayToObject (st, "warnings"), warning_json (ev));
         break;
       }
     case SOLVER_EV_RESULT:

@@ -1,7 +1,8 @@
 /* trace.h — job events as the /build?version=2 stream the docker CLI's
  * BuildKit mode reads: {"id":"moby.buildkit.trace","aux":"<base64
- * StatusResponse protobuf>"} records, then {"id":"moby.image.id",...}, or an
- * errorDetail line (buildkit-protocols.md §7.3). */
+ * StatusResponse protobuf>"} records (schema/status_response.h builds
+ * them), then {"id":"moby.image.id",...}, or an errorDetail line
+ * (buildkit-protocols.md §7.3). */
 #ifndef SCHEMA_TRACE_H
 #define SCHEMA_TRACE_H
 
@@ -12,9 +13,5 @@
    moby writes them.  `quiet`: q=1, progress held back; on success only the
    image ID. */
 struct event_encoder *schema_trace_encoder_new (bool quiet);
-
-/* The StatusResponse protobuf bytes for one event (NULL for events with no
-   trace form).  Exposed for tests: decoding them must give back the event. */
-uint8_t *schema_trace_status_response (const struct solver_event *ev, size_t *len);
 
 #endif

@@ -70,6 +70,10 @@ usage (FILE *f)
          "  --spawn-upstream        run `podman system service --time=0` on the upstream\n"
          "                          socket (default STATE_DIR/upstream/podman.sock) as a\n"
          "                          supervised child, stopped when podsolved exits\n"
+         "  --buildkit-listen URI   also serve BuildKit's gRPC API (Control, LLBBridge, Health)\n"
+         "                          on unix:///PATH, as buildkitd --addr (buildx's remote driver,\n"
+         "                          buildctl); repeatable; default off\n"
+         "  --no-grpc               pass POST /grpc to the upstream instead of serving it\n"
          "  --log-level LEVEL       error, warn, info (default) or debug\n"
          "  --help, --version\n",
          f);
@@ -104,6 +108,8 @@ enum
   OPT_SESSION_IDLE_TIMEOUT,
   OPT_UPSTREAM,
   OPT_SPAWN_UPSTREAM,
+  OPT_BUILDKIT_LISTEN,
+  OPT_NO_GRPC,
 };
 
 static int
@@ -147,6 +153,8 @@ config_parse (int argc, char **argv, ps_error **err)
     { "session-idle-timeout", required_argument, NULL, OPT_SESSION_IDLE_TIMEOUT },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
     { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
+    { "buildkit-listen", required_argument, NULL, OPT_BUILDKIT_LISTEN },
+    { "no-grpc", no_argument, NULL, OPT_NO_GRPC },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -270,6 +278,18 @@ config_parse (int argc, char **argv, ps_error **err)
           break;
         case OPT_SPAWN_UPSTREAM:
           ps_cfg.spawn_upstream = true;
+          break;
+        case OPT_BUILDKIT_LISTEN:
+          /* A raw gRPC socket has no HTTP server to do TLS for it: unix only. */
+          if (!ps_str_has_prefix (optarg, "unix://") || optarg[7] != '/')
+            return ps_error_set (err, 400,
+                                 "--buildkit-listen: \"%s\": use unix:///PATH (tcp:// needs TLS, which this "
+                                 "listener does not do yet)",
+                                 optarg);
+          ps_strv_push (&ps_cfg.buildkit_listen, optarg);
+          break;
+        case OPT_NO_GRPC:
+          ps_cfg.no_grpc = true;
           break;
         case OPT_INSECURE_TCP:
           ps_cfg.insecure_tcp = true;

@@ -33,6 +33,8 @@ struct ps_config
   char *upstream;           /* Podman API socket path non-build requests go to; NULL = none */
   bool upstream_explicit;   /* --upstream was given (else the per-user default) */
   bool spawn_upstream;      /* run `podman system service` on `upstream` ourselves */
+  ps_strv buildkit_listen;  /* --buildkit-listen: unix:///PATH sockets serving gRPC (BuildKit's API) */
+  bool no_grpc;             /* --no-grpc: POST /grpc goes to the upstream */
 };
 
 /* The daemon's configuration (server/ owns it; handlers read it). */

@@ -133,6 +133,51 @@ open_tcp (const char *hostport, ps_error **err)
   return fd;
 }
 
+/* Append a listener for each of `uris` to *l (count entries so far). */
+static int
+open_uris (const ps_strv *uris, const char *group, struct ps_listener **lp, size_t *countp, ps_error **err)
+{
+  struct ps_listener *l = *lp;
+  size_t count = *countp;
+  for (size_t i = 0; i < uris->n; i++)
+    {
+      const char *uri = uris->v[i];
+      int fd;
+      const char *unix_path = NULL;
+      if (ps_str_has_prefix (uri, "unix://"))
+        {
+          unix_path = uri + 7;
+          fd = open_unix (unix_path, group, err);
+        }
+      else
+        fd = open_tcp (uri + 6, err);
+      if (fd < 0)
+        {
+          listeners_close (l, count);
+          *lp = NULL;
+          *countp = 0;
+          return ps_error_wrap (err, "listen %s", uri);
+        }
+      l = xrealloc (l, (count + 1) * sizeof *l);
+      l[count].fd = fd;
+      l[count].uri = xstrdup (uri);
+      l[count].unix_path = unix_path ? xstrdup (unix_path) : NULL;
+      l[count].tcp = unix_path == NULL;
+      count++;
+    }
+  *lp = l;
+  *countp = count;
+  return 0;
+}
+
+int
+listeners_open_uris (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n, ps_error **err)
+{
+  *out = NULL;
+  *n = 0;
+  return open_uris (uris, group, out, n, err);
+}
+
 int
 listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n, ps_error **err)
 {
@@ -161,30 +206,8 @@ listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out
       unsetenv ("LISTEN_FDNAMES");
     }
 
-  for (size_t i = 0; i < uris->n; i++)
-    {
-      const char *uri = uris->v[i];
-      int fd;
-      const char *unix_path = NULL;
-      if (ps_str_has_prefix (uri, "unix://"))
-        {
-          unix_path = uri + 7;
-          fd = open_unix (unix_path, group, err);
-        }
-      else
-        fd = open_tcp (uri + 6, err);
-      if (fd < 0)
-        {
-          listeners_close (l, count);
-          return ps_error_wrap (err, "listen %s", uri);
-        }
-      l = xrealloc (l, (count + 1) * sizeof *l);
-      l[count].fd = fd;
-      l[count].uri = xstrdup (uri);
-      l[count].unix_path = unix_path ? xstrdup (unix_path) : NULL;
-      l[count].tcp = unix_path == NULL;
-      count++;
-    }
+  if (open_uris (uris, group, &l, &count, err) < 0)
+    return -1;
   if (count == 0)
     return ps_error_set (err, 400, "nothing to listen on");
   *out = l;

@@ -17,6 +17,9 @@ struct ps_listener
    are mode 0660, owned by `group` when given (NULL: the daemon's group). */
 int listeners_open (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n,
                        ps_error **err);
+/* The same for `uris` alone (no systemd sockets; none is no error). */
+int listeners_open_uris (const ps_strv *uris, const char *group, struct ps_listener **out, size_t *n,
+                         ps_error **err);
 void listeners_close (struct ps_listener *l, size_t n);
 
 #endif

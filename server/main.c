@@ -15,6 +15,7 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "server/buildkit_listen.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "server/listen.h"
@@ -214,6 +215,11 @@ main (int argc, char **argv)
         }
       ps_info ("listening on %s", listeners[i].uri);
     }
+  if (buildkit_listen_start (&ps_cfg.buildkit_listen, ps_cfg.socket_group, ps_cfg.max_connections, &err) < 0)
+    {
+      ps_error_log ("%s", err->msg);
+      return 1;
+    }
   if (ps_cfg.upstream)
     ps_info ("passing non-build requests to the Podman API service at unix://%s%s", ps_cfg.upstream,
              ps_cfg.upstream_explicit ? "" : " (the default; --upstream to change)");
@@ -240,6 +246,9 @@ main (int argc, char **argv)
   /* Upgraded /session connections hold their MHD threads until the client
      hangs up: say GOAWAY so MHD_stop_daemon does not wait on them. */
   session_registry_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
+  /* The same for gRPC connections (/grpc and --buildkit-listen). */
+  buildkit_listen_stop ();
+  grpc_serve_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
   /* Proxied streams (logs -f, events) and attach relays end on their own
      within a poll interval once told. */
   proxy_shutdown ();

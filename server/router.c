@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "handlers/grpc.h"
 #include "handlers/handlers.h"
 #include "handlers/session.h"
+#include "server/config.h"
 
 struct route
 {
@@ -27,6 +29,7 @@ static const struct route routes[] = {
   { "POST", "/build/cancel", &handler_build_cancel },
   { "POST", "/build/prune", &handler_prune },
   { "POST", "/session", &handler_session },
+  { "POST", "/grpc", &handler_grpc },
   { "POST", "/solve", &handler_solve },
   { "POST", "/libpod/solve", &handler_solve },
   { "POST", "/solve/prune", &handler_prune },
@@ -131,6 +134,13 @@ strip_version (const char *url)
   return url;
 }
 
+/* --no-grpc: /grpc is not ours (the upstream answers it, as before). */
+static bool
+route_enabled (size_t i)
+{
+  return !(ps_cfg.no_grpc && routes[i].handler == &handler_grpc);
+}
+
 const struct ps_handler *
 router_lookup (struct ps_request *req)
 {
@@ -138,7 +148,8 @@ router_lookup (struct ps_request *req)
   req->path = path;
   req->libpod = ps_str_has_prefix (path, "/libpod/");
   for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
-    if (method_matches (routes[i].method, req->method) && pattern_matches (routes[i].pattern, path, req))
+    if (route_enabled (i) && method_matches (routes[i].method, req->method)
+        && pattern_matches (routes[i].pattern, path, req))
       return routes[i].handler;
   return NULL;
 }
@@ -148,7 +159,7 @@ router_path_known (const char *url)
 {
   const char *path = strip_version (url);
   for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
-    if (pattern_matches (routes[i].pattern, path, NULL))
+    if (route_enabled (i) && pattern_matches (routes[i].pattern, path, NULL))
       return true;
   return false;
 }

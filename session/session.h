@@ -15,7 +15,7 @@
 #define SESSION_SESSION_H
 
 #include "common/ps.h"
-#include "session/grpc_client.h"
+#include "session/grpc.h"
 
 typedef struct ps_session ps_session;
 

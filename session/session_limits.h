@@ -34,6 +34,24 @@
    send ENABLE_PUSH 0, so the peer may open no stream towards us: one it
    opens anyway is a protocol error that ends the session. */
 
+/* The server side (POST /grpc, --buildkit-listen): BuildKit's daemon
+   takes and sends messages up to 16 MiB (defaultMaxRecvMsgSize), and
+   buildx relies on it (a big Definition, a ReadFile answer); beyond it is
+   RESOURCE_EXHAUSTED, refused before a byte of the payload is buffered. */
+#define PS_GRPC_SERVER_MAX_MESSAGE (16 * 1024 * 1024)
+
+/* Server stream receive window: one maximal message plus room to keep
+   the next one coming (see PS_GRPC_STREAM_WINDOW). */
+#define PS_GRPC_SERVER_STREAM_WINDOW (PS_GRPC_SERVER_MAX_MESSAGE + 4 * 1024 * 1024)
+
+/* Concurrent streams one client connection may open (each call runs on a
+   thread of its own); nghttp2 refuses the ones beyond (REFUSED_STREAM). */
+#define PS_GRPC_SERVER_MAX_STREAMS 256
+
+/* Request metadata one call may carry (bytes of keys and values): the
+   stream is reset beyond. */
+#define PS_GRPC_MAX_METADATA_BYTES (64 * 1024)
+
 /* Bytes a call may queue for sending before grpc_call_send blocks: keeps a
    fast producer (an export) from buffering a whole file in memory. */
 #define PS_GRPC_SEND_BUFFER (1024 * 1024)

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "solver/buildah.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +82,35 @@ const char *
 buildah_version (void)
 {
   return version_string ? version_string : "unknown";
+}
+
+const char *
+buildah_storage_driver (void)
+{
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static char *driver;
+  if (config.storage_driver)
+    return config.storage_driver;
+  pthread_mutex_lock (&lock);
+  if (driver == NULL)
+    {
+      const char *args[] = { "info", NULL };
+      cleanup_free char *out = NULL;
+      ps_error *err = NULL;
+      if (buildah_call (args, &out, &err) < 0)
+        {
+          ps_warn ("cannot tell the storage driver: %s", err->msg);
+          ps_error_free (err);
+        }
+      cJSON *root = out ? cJSON_Parse (out) : NULL;
+      const cJSON *store = cJSON_GetObjectItemCaseSensitive (root, "store");
+      const char *name = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (store, "GraphDriverName"));
+      if (name && *name)
+        driver = xstrdup (name);
+      cJSON_Delete (root);
+    }
+  pthread_mutex_unlock (&lock);
+  return driver ? driver : "unknown";
 }
 
 

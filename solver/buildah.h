@@ -37,6 +37,11 @@ int buildah_probe_isolation (const char *wanted, const char *runtime, ps_error *
 /* buildah's version string ("1.28.2"), read once at start-up. */
 const char *buildah_version (void);
 
+/* The storage driver buildah uses ("overlay", "vfs"): --storage-driver
+   when given, else what `buildah info` says, asked once and kept;
+   "unknown" when buildah cannot tell. */
+const char *buildah_storage_driver (void);
+
 /* Every short buildah command goes through the three calls below (the
    start-up probes aside; the streamed `buildah build` and `buildah run`
    start from buildah_argv_init): `buildah ARGS...` with the storage flags

@@ -263,6 +263,7 @@ struct entry
   bool is_dir;
   struct image *image; /* the image it names or is; NULL when none (or gone) */
   int64_t last_used_ns;
+  int64_t created_ns;
   uint64_t est;       /* bytes it holds, for the size budget */
   uint64_t freed;     /* bytes its removal freed */
   bool selected;
@@ -308,6 +309,7 @@ add_entry (struct cache *c, const char *id, const char *type, const char *path, 
   e->path = path ? xstrdup (path) : NULL;
   e->is_dir = is_dir;
   e->last_used_ns = last_used;
+  e->created_ns = last_used;
   return e;
 }
 
@@ -495,6 +497,17 @@ mtime_ns (const struct stat *st)
   return (int64_t) st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
 }
 
+/* When `path` was made (its birth time where the file system keeps one),
+   else `fallback`. */
+static int64_t
+birth_ns (const char *path, int64_t fallback)
+{
+  struct statx stx;
+  if (statx (AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &stx) == 0 && (stx.stx_mask & STATX_BTIME))
+    return (int64_t) stx.stx_btime.tv_sec * 1000000000LL + stx.stx_btime.tv_nsec;
+  return fallback;
+}
+
 /* Every entry of `dir` (a record file, or a directory when `dirs`), with
    `suffix` cut from the id; temporary and lock files are skipped. */
 static void
@@ -517,6 +530,7 @@ scan_dir (struct cache *c, const char *dir, const char *type, bool dirs, const c
         continue;
       cleanup_free char *id = xstrndup (name, strlen (name) - (suffix ? strlen (suffix) : 0));
       struct entry *e = add_entry (c, id, type, path, dirs, mtime_ns (&st));
+      e->created_ns = birth_ns (path, e->last_used_ns);
       e->est = path_bytes (path, dirs);
       if (dirs)
         continue;
@@ -607,7 +621,15 @@ wanted (const struct entry *e, const struct cache_prune_opts *o, int64_t now)
       if (!match)
         return false;
     }
-  return o->keep_duration_ns == 0 || e->last_used_ns < now - o->keep_duration_ns;
+  if (o->keep_duration_ns && e->last_used_ns >= now - o->keep_duration_ns)
+    return false;
+  if (o->select)
+    {
+      struct cache_prune_entry pe = { .id = e->id, .type = e->type, .size = e->est,
+                                      .last_used_ns = e->last_used_ns, .created_ns = e->created_ns };
+      return o->select (&pe, o->select_data);
+    }
+  return true;
 }
 
 static int
@@ -809,12 +831,73 @@ cache_prune (const char *state_dir, const struct cache_prune_opts *o, struct cac
       r->type = e->type;
       r->size = e->freed;
       r->last_used_ns = e->last_used_ns;
+      r->created_ns = e->created_ns;
       report->reclaimed += e->freed;
     }
   cache_free (&c);
   ps_info ("cache prune: %zu entries removed, %llu bytes reclaimed", report->n_deleted,
            (unsigned long long) report->reclaimed);
   return 0;
+}
+
+int
+cache_usage (const char *state_dir, const struct cache_prune_opts *o, struct cache_prune_report *report,
+             ps_error **err)
+{
+  memset (report, 0, sizeof *report);
+  struct cache c = { 0 };
+  if (gather (&c, state_dir, err) < 0)
+    {
+      cache_free (&c);
+      return ps_error_wrap (err, "build cache");
+    }
+  struct cache_prune_opts every = *o;
+  every.all = true;
+  int64_t now = ps_now_ns ();
+  struct entry **sel = xcalloc (c.n_entries + 1, sizeof *sel);
+  size_t n = 0;
+  for (size_t i = 0; i < c.n_entries; i++)
+    if (wanted (&c.entries[i], &every, now))
+      sel[n++] = &c.entries[i];
+  qsort (sel, n, sizeof *sel, cmp_oldest_first);
+  report->deleted = xcalloc (n + 1, sizeof *report->deleted);
+  for (size_t i = 0; i < n; i++)
+    {
+      struct cache_prune_entry *r = &report->deleted[report->n_deleted++];
+      r->id = ps_steal_pointer ((void **) &sel[i]->id);
+      r->type = sel[i]->type;
+      r->size = sel[i]->est;
+      r->last_used_ns = sel[i]->last_used_ns;
+      r->created_ns = sel[i]->created_ns;
+      report->reclaimed += sel[i]->est;
+    }
+  free (sel);
+  cache_free (&c);
+  return 0;
+}
+
+bool
+cache_type_mutable (const char *type)
+{
+  return strcmp (type, "exec.cachemount") == 0 || strcmp (type, "source.local") == 0;
+}
+
+const char *
+cache_type_description (const char *type)
+{
+  static const char *const d[][2] = {
+    { "llb.result", "the image an LLB vertex produced" },
+    { "build.result", "a whole build's result, kept for reuse" },
+    { "exec.cachemount", "an LLB cache mount" },
+    { "source.local", "a client's context as last synced over its session" },
+    { "source.http", "how an LLB http source was last downloaded" },
+    { "image.intermediate", "an untagged image in buildah's layer cache" },
+    { "image.dangling", "an untagged image" },
+  };
+  for (size_t i = 0; i < ARRAY_SIZE (d); i++)
+    if (strcmp (type, d[i][0]) == 0)
+      return d[i][1];
+  return type;
 }
 
 void

@@ -41,6 +41,8 @@
    LLB http source (llb/remote.h). */
 #define CACHE_HTTP_RECORDS "http-sources"
 
+struct cache_prune_entry;
+
 struct cache_prune_opts
 {
   bool all;                /* also source.local, source.http and image.dangling */
@@ -50,6 +52,10 @@ struct cache_prune_opts
   uint64_t reserved_bytes; /* reserved-space: never prune the cache below this size */
   ps_strv ids;             /* filter id=: only entries whose id starts with one of these */
   ps_strv types;           /* filter type=: only entries of these types */
+  /* Any other selection (gRPC's containerd-style filters): an entry is a
+     candidate only when this says yes.  May be NULL. */
+  bool (*select) (const struct cache_prune_entry *e, void *data);
+  void *select_data;
 
   /* Polled while waiting for running builds; returning true abandons the
      prune (the client went away).  May be NULL. */
@@ -72,15 +78,22 @@ struct cache_prune_entry
 {
   char *id;
   const char *type;       /* one of the type names above (static) */
-  uint64_t size;          /* bytes freed by removing it */
+  uint64_t size;          /* bytes freed by removing it (cache_usage: bytes it holds) */
   int64_t last_used_ns;
+  int64_t created_ns;
 };
+
+/* What BuildKit calls a mutable record: one builds write into
+   (exec.cachemount, source.local), as opposed to a finished result. */
+bool cache_type_mutable (const char *type);
+/* One line saying what an entry of `type` is, for listings. */
+const char *cache_type_description (const char *type);
 
 struct cache_prune_report
 {
-  struct cache_prune_entry *deleted;
+  struct cache_prune_entry *deleted; /* cache_usage: every entry listed (none deleted) */
   size_t n_deleted;
-  uint64_t reclaimed;     /* sum of the sizes */
+  uint64_t reclaimed;     /* sum of the sizes (cache_usage: of what is listed) */
 };
 
 void cache_prune_report_free (struct cache_prune_report *r);
@@ -88,6 +101,13 @@ void cache_prune_report_free (struct cache_prune_report *r);
 /* Remove what `o` selects from the cache under `state_dir` and from
    storage, waiting (up to o->wait_ms) for running builds to end first. */
 int cache_prune (const char *state_dir, const struct cache_prune_opts *o, struct cache_prune_report *report,
+                 ps_error **err);
+
+/* Every entry of the cache that a prune with `o` would consider (`all`
+   taken as set, no size budget), sized as the budget counts it, oldest
+   first; nothing is removed and no lock is taken (a listing while a build
+   runs shows what is there now).  Free with cache_prune_report_free. */
+int cache_usage (const char *state_dir, const struct cache_prune_opts *o, struct cache_prune_report *report,
                  ps_error **err);
 
 /* ---- records: one file per cache key holding an image id ------------------ */

@@ -87,6 +87,9 @@ event_clear (struct solver_event *ev)
   free (ev->image_id);
   ps_strv_free_raw (ev->tags);
   ps_strv_free_raw (ev->response);
+  free (ev->warning);
+  ps_strv_free_raw (ev->details);
+  free (ev->url);
 }
 
 static char **

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "schema/apivalue.h"
 #include "schema/imageref.h"
+#include "session/filesend.h"
 #include "session/session.h"
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
@@ -33,6 +34,7 @@ struct plan_exporter
   char *name;     /* oci/docker archive image name */
   bool push;
   bool insecure;
+  bool to_client; /* Control.Solve: sent over the session's FileSend */
   struct image_config *config; /* containerimage.config (a definition's result only), or NULL */
   char *image;    /* the image this exporter exports, once the solve ran (config applied) */
 };
@@ -50,7 +52,9 @@ struct solve_plan
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
+  struct solve_gateway gateway; /* the client-side gateway, run instead of a frontend */
   char *claimed_session; /* the session this solve names, claimed until the plan is freed */
+  char *claimed_source_session; /* the session of its local sources, when another one */
   char *state_dir;      /* for a definition: where configured images are recorded */
 };
 
@@ -62,6 +66,9 @@ solve_plan_free (struct solve_plan *p)
   if (p->claimed_session)
     session_unclaim (p->claimed_session);
   free (p->claimed_session);
+  if (p->claimed_source_session)
+    session_unclaim (p->claimed_source_session);
+  free (p->claimed_source_session);
   schema_solve_request_free (&p->req);
   build_options_free (&p->build.opts);
   session_sources_free (p->build.session);
@@ -84,6 +91,8 @@ solve_plan_free (struct solve_plan *p)
   free (p->job_dir);
   free (p->state_dir);
   llb_exec_free (p->llb);
+  if (p->gateway.ud_free)
+    p->gateway.ud_free (p->gateway.ud);
   free (p);
 }
 
@@ -326,6 +335,7 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
       struct plan_exporter *pe = &p->exporters[i];
       p->n_exporters = i + 1;
       pe->type = xstrdup (e->type);
+      pe->to_client = e->to_client;
       cleanup_free char *field = xasprintf ("exporters[%zu]", i);
       if (plan_image_config (pe, e, definition, field, err) < 0)
         return -1;
@@ -451,7 +461,7 @@ plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g
                              .n_sources = env->n_sources,
                              .state_dir = env->state_dir,
                              .authfile = env->authfile,
-                             .session_id = p->req.session,
+                             .session_id = p->req.source_session ? p->req.source_session : p->req.session,
                              .work_dir = env->job_dir,
                              .max_parallel = solver_jobs_max_parallel () };
   const struct solve_attrs *a = &p->req.frontend_attrs;
@@ -512,11 +522,34 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       p->claimed_session = xstrdup (p->req.session);
       session_claim (p->claimed_session);
     }
+  if (p->req.source_session)
+    {
+      p->claimed_source_session = xstrdup (p->req.source_session);
+      session_claim (p->claimed_source_session);
+    }
+  const char *source_session = p->req.source_session ? p->req.source_session : p->req.session;
   build_options_init (&p->build.opts);
   struct build_options *o = &p->build.opts;
   o->format = xstrdup ("oci");
   o->layers = true;
 
+  if (env->gateway.run)
+    {
+      /* The client's frontend runs on its side (LLBBridge); its attrs are
+         its own business.  The exporters are checked as for any solve;
+         the cache options go with the gateway to each Dockerfile ref
+         (gateway_build_opts), where they are checked as for /solve. */
+      p->gateway = env->gateway;
+      if (plan_exporters (p, env, false, err) < 0)
+        {
+          solve_plan_free (p);
+          return -1;
+        }
+      if (env->authfile)
+        p->build.opts.authfile = xstrdup (env->authfile);
+      *out = p;
+      return 0;
+    }
   if (p->req.has_definition)
     {
       /* Everything about the graph is checked first (400/413 naming the op
@@ -551,10 +584,10 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
      session, or a URL in the "context" attr. */
   const struct solve_source *ctx = find_source (env, context_key);
   const struct solve_source *dfsrc = find_source (env, dockerfile_key);
-  if (ctx == NULL && o->remote == NULL && p->req.session)
+  if (ctx == NULL && o->remote == NULL && source_session)
     {
       /* Dockerfile and context come over the session, inside the job. */
-      p->build.session = session_sources_new (p->req.session, env->state_dir, p->job_dir, filename);
+      p->build.session = session_sources_new (source_session, env->state_dir, p->job_dir, filename);
       p->build.session->max_context_bytes = env->max_context_bytes;
       free (p->build.session->context_name);
       p->build.session->context_name = xstrdup (context_key);
@@ -744,6 +777,80 @@ file_size (const char *path)
   return stat (path, &st) == 0 ? (uint64_t) st.st_size : 0;
 }
 
+struct client_send
+{
+  ps_session *sess;
+  uint64_t bytes;
+};
+
+static void
+client_send_progress (void *ud, uint64_t bytes)
+{
+  ((struct client_send *) ud)->bytes = bytes;
+}
+
+static int
+send_rootfs_dir (const char *root, void *ud, ps_error **err)
+{
+  struct client_send *c = ud;
+  return session_filesend_dir (c->sess, root, client_send_progress, c, err);
+}
+
+/* Control.Solve's local, tar, oci and docker outputs: to the client over
+   the FileSend its session serves (it keeps the destination to itself). */
+static int
+export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
+{
+  struct plan_exporter *e = &p->exporters[idx];
+  ps_session *sess = session_wait (p->req.session, 0, err);
+  if (sess == NULL)
+    return ps_error_wrap (err, "send the output to the client");
+  struct client_send c = { .sess = sess };
+  struct export_vertex v;
+  int ret;
+  if (strcmp (e->type, "local") == 0)
+    {
+      vertex_begin (&v, job, image_id, "exporting to client directory");
+      ret = rootfs_with_mount (image_id, send_rootfs_dir, &c, err);
+      if (ret == 0)
+        vertex_status (&v, "copying files", (int64_t) c.bytes, (int64_t) c.bytes);
+      vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+      session_unref (sess);
+      return ret;
+    }
+  cleanup_free char *outdir = xasprintf ("%s/outputs", p->job_dir);
+  cleanup_free char *path = xasprintf ("%s/%zu.tar", outdir, idx);
+  if (ps_mkdir_p (outdir, 0700, err) < 0)
+    {
+      session_unref (sess);
+      return -1;
+    }
+  if (strcmp (e->type, "tar") == 0)
+    {
+      vertex_begin (&v, job, image_id, "exporting to client tarball");
+      struct tar_job t = { .path = path };
+      ret = rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
+    }
+  else
+    {
+      bool oci = e->type[0] == 'o';
+      vertex_begin (&v, job, image_id, oci ? "exporting to oci image format" : "exporting to docker image format");
+      const char *name = e->name ? e->name : (p->image_names.n ? p->image_names.v[0] : NULL);
+      cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
+                                    : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
+      unlink (path);
+      ret = push_image (p, image_id, ref, false, NULL, err);
+    }
+  if (ret == 0)
+    ret = session_filesend_file (sess, path, client_send_progress, &c, err);
+  if (ret == 0)
+    vertex_status (&v, "sending tarball", (int64_t) c.bytes, (int64_t) c.bytes);
+  vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+  unlink (path);
+  session_unref (sess);
+  return ret;
+}
+
 static int
 run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
 {
@@ -769,6 +876,9 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
         }
       return ret;
     }
+
+  if (e->to_client)
+    return export_to_client (job, p, idx, image_id, err);
 
   /* Everything else writes a file or a directory. */
   cleanup_free char *kept = NULL;
@@ -927,21 +1037,39 @@ start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t 
 }
 
 int
-solve_run (solver_job *job, void *userdata, ps_error **err)
+solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_error **err)
 {
-  struct solve_plan *p = userdata;
-  cleanup_free char *image_id = NULL;
   struct cache_registry regs[2];
   size_t nregs = 0;
   int r = start_local_caches (p, regs, &nregs, err);
-  if (r == 0 && p->llb)
+  if (r == 0 && p->gateway.run)
     {
-      r = llb_exec_run (p->llb, job, &image_id, err);
+      r = p->gateway.run (job, p->gateway.ud, image_id, err);
+      if (r < 0)
+        {
+          struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+          ev.error = xstrdup ((*err)->msg);
+          solver_job_emit (job, &ev);
+        }
+      for (size_t i = 0; r == 0 && *image_id && i < p->image_names.n; i++)
+        {
+          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
+          if (r < 0)
+            {
+              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
+              solver_job_emit (job, &ev);
+            }
+        }
+    }
+  else if (r == 0 && p->llb)
+    {
+      r = llb_exec_run (p->llb, job, image_id, err);
       if (r == 0)
-        r = apply_image_configs (job, p, &image_id, err);
+        r = apply_image_configs (job, p, image_id, err);
       for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
         {
-          r = buildah_callv (NULL, err, "tag", image_id, p->image_names.v[i], NULL);
+          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
           if (r < 0)
             {
               struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -951,7 +1079,7 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
         }
     }
   else if (r == 0)
-    r = dockerfile_frontend_run (job, &p->build, &image_id, err);
+    r = dockerfile_frontend_run (job, &p->build, image_id, err);
   else
     {
       struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -960,8 +1088,25 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
     }
   for (size_t i = 0; i < nregs; i++)
     cache_registry_stop (&regs[i]);
-  if (r < 0)
+  return r < 0 ? -1 : 0;
+}
+
+int
+solve_run (solver_job *job, void *userdata, ps_error **err)
+{
+  struct solve_plan *p = userdata;
+  cleanup_free char *image_id = NULL;
+  if (solve_plan_build (job, p, &image_id, err) < 0)
     return -1;
+  if (image_id == NULL)
+    {
+      /* A client-side gateway build that returned no result (buildx's
+         probe): nothing to export. */
+      struct solver_event ev = { .kind = SOLVER_EV_RESULT };
+      ev.response = xcalloc (1, sizeof (char *));
+      solver_job_emit (job, &ev);
+      return 0;
+    }
 
   for (size_t i = 0; i < p->n_exporters; i++)
     if (run_exporter (job, p, i, image_id, err) < 0)

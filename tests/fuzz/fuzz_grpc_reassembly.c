@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session/grpc_client.h"
+#include "session/grpc.h"
 #include "session/session_limits.h"
 
 static void

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "control.pb-c.h"
+#include "schema/status_response.h"
 #include "schema/trace.h"
 #include "tests/unit/unit.h"
 
@@ -16,7 +17,7 @@ START_TEST (vertex_round_trips_through_protobuf)
                              .inputs = inputs, .started_ns = 1700000000500000000LL,
                              .completed_ns = 1700000001000000000LL, .cached = true, .error = (char *) "bad" };
   size_t len = 0;
-  uint8_t *pb = schema_trace_status_response (&ev, &len);
+  uint8_t *pb = schema_status_response_pack (&ev, &len);
   Moby__Buildkit__V1__StatusResponse *r = moby__buildkit__v1__status_response__unpack (NULL, len, pb);
   ck_assert_ptr_nonnull (r);
   ck_assert_uint_eq (r->n_vertexes, 1);
@@ -42,7 +43,7 @@ START_TEST (log_and_status_carry_timestamps)
   struct solver_event l = { .kind = SOLVER_EV_LOG, .vertex = (char *) "sha256:bb", .stream = 2,
                             .data = (char *) "he\0lo", .len = 5, .time_ns = 1700000000000000042LL };
   size_t len = 0;
-  uint8_t *pb = schema_trace_status_response (&l, &len);
+  uint8_t *pb = schema_status_response_pack (&l, &len);
   Moby__Buildkit__V1__StatusResponse *r = moby__buildkit__v1__status_response__unpack (NULL, len, pb);
   ck_assert_uint_eq (r->n_logs, 1);
   ck_assert_int_eq (r->logs[0]->stream, 2);
@@ -55,7 +56,7 @@ START_TEST (log_and_status_carry_timestamps)
   struct solver_event s = { .kind = SOLVER_EV_STATUS, .vertex = (char *) "sha256:bb",
                             .status_id = (char *) "transferring context:", .current = 52, .total = 100,
                             .time_ns = 1700000000000000000LL };
-  pb = schema_trace_status_response (&s, &len);
+  pb = schema_status_response_pack (&s, &len);
   r = moby__buildkit__v1__status_response__unpack (NULL, len, pb);
   ck_assert_uint_eq (r->n_statuses, 1);
   ck_assert_str_eq (r->statuses[0]->id, "transferring context:");

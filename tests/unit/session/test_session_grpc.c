@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "schema/fsutil.pb-c.h"
-#include "session/grpc_client.h"
+#include "session/grpc.h"
 #include "session/session_limits.h"
 #include "tests/unit/unit.h"
 #include "tests/fixtures/session_peer.h"

@@ -1,4 +1,4 @@
-/* grpc_client.h — a gRPC client over HTTP/2 (libnghttp2) on an already
+/* grpc.h — gRPC (client and server) over HTTP/2 (libnghttp2) on an already
  * connected socket.
  *
  * On /session the roles are reversed (buildkit-protocols.md §2.3): after the
@@ -18,8 +18,8 @@
  * messages framed as flag(1) | length(4, big endian) | bytes on DATA
  * frames; the answer ends with trailers (or is trailers-only) carrying
  * grpc-status and a percent-encoded grpc-message. */
-#ifndef SESSION_GRPC_CLIENT_H
-#define SESSION_GRPC_CLIENT_H
+#ifndef SESSION_GRPC_H
+#define SESSION_GRPC_H
 
 #include "common/ps.h"
 
@@ -156,6 +156,7 @@ struct grpc_reassembly
 {
   ps_buf partial; /* prefix + payload of the message being reassembled */
   size_t want;    /* that message's total bytes once its prefix is known, else 0 */
+  size_t max;     /* largest payload accepted; 0: PS_GRPC_MAX_MESSAGE */
 };
 
 /* Called once per complete message, in stream order.  `msg` points into
@@ -166,7 +167,7 @@ typedef void (*grpc_message_fn) (void *ud, const void *msg, size_t len);
 /* Consume one chunk of DATA.  Returns 0 when all of it was taken: complete
    messages went to on_message, the rest is kept for the next chunk.  A
    prefix we refuse ends the stream: the compressed flag set (INTERNAL: no
-   compression is ever negotiated) or a length over PS_GRPC_MAX_MESSAGE
+   compression is ever negotiated) or a length over r->max
    (RESOURCE_EXHAUSTED, refused before a byte of the payload is buffered).
    Then the return value is that gRPC status, *err says why, *dropped (may
    be NULL) counts the bytes that will never form a message (the refused
@@ -183,7 +184,79 @@ void grpc_reassembly_free (struct grpc_reassembly *r);
 /* Percent-decode a grpc-message value (§1); malloc'd. */
 char *grpc_percent_decode (const char *s, size_t len);
 
+/* Percent-encode a grpc-message value (§1): bytes outside 0x20..0x7e and
+   '%' become %XX; malloc'd. */
+char *grpc_percent_encode (const char *s);
+
 /* Map a gRPC status to the HTTP status a ps_error carries. */
 int grpc_status_http (int code);
+
+/* ---- server side ----------------------------------------------------------
+ *
+ * On POST /grpc (after the 101) and on --buildkit-listen connections the
+ * daemon is the HTTP/2 *server*: BuildKit clients (buildx, buildctl) call
+ * Control, LLBBridge, Health... on us.  Same framing, the same 16 MiB limit
+ * each way (RESOURCE_EXHAUSTED beyond), the same grpc_call_recv /
+ * grpc_call_send on a server call as on a client call. */
+
+/* A method handler runs on a thread of its own, one per call (calls may
+   block for as long as they like: Control.Solve waits for LLBBridge.Return
+   on another stream).  It reads the request message(s) with grpc_call_recv,
+   sends responses with grpc_call_send, and must end the call exactly once
+   with grpc_call_finish.  The call is freed by the layer after the handler
+   returns. */
+typedef void (*grpc_method_fn) (grpc_call *call, void *ud);
+
+struct grpc_method
+{
+  const char *path; /* "/moby.buildkit.v1.Control/ListWorkers" */
+  grpc_method_fn fn;
+  void *ud;
+};
+
+struct grpc_service_table
+{
+  const struct grpc_method *methods;
+  size_t n;
+};
+
+/* Serve gRPC on `fd` (already connected; after the 101 of /grpc, or an
+   accepted --buildkit-listen connection): HTTP/2 server, prior knowledge,
+   `extra_in` = bytes already read.  Runs the I/O loop on the calling thread
+   until the peer goes away; unknown methods get UNIMPLEMENTED.  Closes
+   nothing it does not own (fd stays the caller's). */
+int grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
+                const struct grpc_service_table *services, ps_error **err);
+
+/* At daemon shutdown: no new grpc_serve starts; those running say GOAWAY
+   and end (their calls are cancelled).  Waits up to grace_ms for them. */
+void grpc_serve_shutdown (int grace_ms);
+
+/* Handler threads running now, all connections together (tests and the
+   fuzz target wait for 0 before they check for leaks). */
+size_t grpc_server_handlers_running (void);
+
+/* Server-side calls (inside a handler): */
+const char *grpc_call_path (grpc_call *call);
+/* The first value of request metadata `key` (lower case), or NULL. */
+const char *grpc_call_metadata (grpc_call *call, const char *key);
+/* Every value of `key`, in order: returns the count, *values borrowed. */
+size_t grpc_call_metadata_all (grpc_call *call, const char *key, const char ***values);
+/* End the call: trailers grpc-status (+ grpc-message when non-OK,
+   percent-encoded); trailers-only when nothing was sent yet.  Idempotent
+   after the first. */
+void grpc_call_finish (grpc_call *call, int status, const char *fmt, ...) PS_PRINTF (3, 4);
+/* Shorthand for handlers: map a ps_error's HTTP status to a gRPC status
+   (400->INVALID_ARGUMENT, 404->NOT_FOUND, 409->FAILED_PRECONDITION/ALREADY_EXISTS,
+   413->RESOURCE_EXHAUSTED, 499->CANCELLED, 501->UNIMPLEMENTED, 503->UNAVAILABLE,
+   else INTERNAL) and finish with its message. */
+void grpc_call_finish_error (grpc_call *call, const ps_error *err);
+/* The client cancelled (RST_STREAM) or the connection died: a long handler
+   polls this (or sees grpc_call_send/recv fail) and stops.  (Server calls;
+   grpc_call_start's calls use grpc_call_status.) */
+bool grpc_call_cancelled (grpc_call *call);
+/* Unary convenience: receive exactly one request message (recv until END_STREAM),
+   INVALID_ARGUMENT if none. */
+int grpc_call_recv_one (grpc_call *call, void **msg, size_t *len, ps_error **err);
 
 #endif

@@ -1,4 +1,5 @@
-/* grpc_client.c — gRPC client over HTTP/2 on an upgraded /session socket.
+/* grpc.c — gRPC over HTTP/2, both roles: the client on an upgraded
+ * /session socket, the server on POST /grpc and --buildkit-listen.
  *
  * Ownership and locking, in one place:
  *  - The I/O thread (the one in grpc_conn_run) is the only thread that calls
@@ -13,9 +14,15 @@
  *    dirty list while queued, and by its HTTP/2 stream from submission to
  *    on_stream_close.  The connection is held by its owner and by every call,
  *    so a call outliving grpc_conn_free still has a (dead) connection to lock.
+ *  - Server role: the I/O thread creates a call when a request stream begins
+ *    (the stream's reference) and, once its headers are complete, starts the
+ *    method's handler thread (the user's reference, dropped when the handler
+ *    returns).  grpc_call_finish records the status and queues the call: the
+ *    I/O thread sends the response HEADERS (trailers-only when no message was
+ *    sent) and the data provider the trailers after the last message.
  */
 #define _GNU_SOURCE
-#include "session/grpc_client.h"
+#include "session/grpc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +38,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/process.h"
 #include "session/session_limits.h"
 
 /* gRPC message prefix: compressed flag (1 byte) + big-endian length (4). */
@@ -82,6 +90,19 @@ struct grpc_call
   /* Outcome: status >= 0 once the call is over (no more messages arrive). */
   int status;
   char *errmsg;      /* for a non-OK status: what recv reports after the label */
+  size_t max_send;   /* largest message grpc_call_send takes */
+
+  /* Server side: md holds the request metadata, status is ours to send. */
+  bool server;
+  bool method_post;   /* :method POST */
+  size_t md_bytes;    /* request metadata received */
+  bool recv_eof;      /* the client half-closed: no more request messages */
+  bool resp_started;  /* response HEADERS (or trailers-only) submitted */
+  bool cancelled;     /* the client reset the stream or the connection died */
+  int resp_http;      /* :status of a refusal (405, 415), else 0 for 200 */
+  char *wire_msg;     /* grpc-message to send with a non-OK status */
+  const struct grpc_method *method;
+  const char **md_values; /* grpc_call_metadata_all's answer */
 
   pthread_cond_t cond;
 };
@@ -92,6 +113,10 @@ struct grpc_conn
   int fd;
   int efd;
   char *label;
+  const char *kind; /* "session" (client role) or "grpc" (server): log and error prefix */
+  bool server;
+  const struct grpc_service_table *services;
+  grpc_conn *srv_prev, *srv_next; /* the running servers (grpc_serve_shutdown) */
   ps_buf extra_in;
 
   pthread_mutex_t mu;
@@ -209,6 +234,28 @@ grpc_percent_decode (const char *s, size_t len)
   return out;
 }
 
+char *
+grpc_percent_encode (const char *s)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  size_t len = strlen (s);
+  char *out = xmalloc (len * 3 + 1);
+  size_t n = 0;
+  for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+    {
+      if (*p < 0x20 || *p > 0x7e || *p == '%')
+        {
+          out[n++] = '%';
+          out[n++] = hex[*p >> 4];
+          out[n++] = hex[*p & 0xf];
+        }
+      else
+        out[n++] = (char) *p;
+    }
+  out[n] = '\0';
+  return out;
+}
+
 /* ---- references ------------------------------------------------------------ */
 
 static void
@@ -253,6 +300,8 @@ call_destroy (grpc_call *call)
   free (call->path);
   free (call->message_hdr);
   free (call->errmsg);
+  free (call->wire_msg);
+  free (call->md_values);
   ps_buf_free (&call->out);
   grpc_reassembly_free (&call->rx);
   pthread_cond_destroy (&call->cond);
@@ -269,6 +318,26 @@ call_unref_locked (grpc_call *call)
   if (--call->refs == 0)
     return call;
   return NULL;
+}
+
+/* A new call on `c` with one reference (its user's, or for a server call
+   its stream's). */
+static grpc_call *
+call_new (grpc_conn *c)
+{
+  grpc_call *call = xcalloc (1, sizeof *call);
+  call->status = -1;
+  call->status_hdr = -1;
+  call->refs = 1;
+  call->max_send = PS_GRPC_MAX_SEND_MESSAGE;
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&call->cond, &ca);
+  pthread_condattr_destroy (&ca);
+  conn_ref (c);
+  call->conn = c;
+  return call;
 }
 
 static void
@@ -315,12 +384,68 @@ finish_locked (grpc_call *call, int status, const char *fmt, ...)
   pthread_cond_broadcast (&call->cond);
 }
 
+/* A server call's outcome: record `status` and `msg` (the grpc-message to
+   send, NULL for none) once, and queue the call so the I/O thread answers.
+   conn->mu held. */
+static void
+server_end_locked (grpc_call *call, int status, int http, const char *msg)
+{
+  if (call->status >= 0)
+    return;
+  if (status == GRPC_STATUS_OK)
+    finish_locked (call, status, NULL);
+  else
+    finish_locked (call, status, "grpc status %d (%s): %s", status, grpc_status_name (status),
+                   msg && *msg ? msg : "(no message)");
+  call->resp_http = http;
+  /* Cut where a receiver would (and HTTP/2 header blocks stay small). */
+  call->wire_msg = msg && status != GRPC_STATUS_OK ? xstrndup (msg, PS_GRPC_MAX_STATUS_MESSAGE) : NULL;
+  mark_dirty_locked (call);
+}
+
 /* ---- the I/O thread: nghttp2 callbacks -------------------------------------- */
 
 static grpc_call *
 stream_call (nghttp2_session *h2, int32_t stream_id)
 {
   return nghttp2_session_get_stream_user_data (h2, stream_id);
+}
+
+/* A request header of a server call (I/O thread; the call is not yet
+   shared, but its fields are conn->mu's all the same). */
+static int
+server_on_header (grpc_conn *c, grpc_call *call, const uint8_t *name, size_t namelen, const uint8_t *value,
+                  size_t valuelen)
+{
+  int ret = 0;
+  pthread_mutex_lock (&c->mu);
+  if (namelen == 5 && memcmp (name, ":path", 5) == 0)
+    {
+      free (call->path);
+      call->path = xstrndup ((const char *) value, valuelen);
+      char lb[128];
+      snprintf (call->label, sizeof call->label, "%s", grpc_method_label (call->path, lb, sizeof lb));
+    }
+  else if (namelen == 7 && memcmp (name, ":method", 7) == 0)
+    call->method_post = valuelen == 4 && memcmp (value, "POST", 4) == 0;
+  else if (namelen > 0 && name[0] != ':')
+    {
+      if (namelen == 12 && memcmp (name, "content-type", 12) == 0)
+        call->grpc_content_type = valuelen >= 16 && memcmp (value, "application/grpc", 16) == 0
+                                  && (valuelen == 16 || value[16] == '+' || value[16] == ';');
+      call->md_bytes += namelen + valuelen;
+      if (call->md_bytes > PS_GRPC_MAX_METADATA_BYTES)
+        ret = NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
+      else
+        {
+          call->md = xrealloc (call->md, (call->n_md + 1) * sizeof *call->md);
+          call->md[call->n_md].key = xstrndup ((const char *) name, namelen);
+          call->md[call->n_md].value = xstrndup ((const char *) value, valuelen);
+          call->n_md++;
+        }
+    }
+  pthread_mutex_unlock (&c->mu);
+  return ret;
 }
 
 static int
@@ -333,6 +458,9 @@ on_header (nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
   grpc_call *call = stream_call (h2, frame->hd.stream_id);
   if (call == NULL)
     return 0;
+  if (c->server)
+    return frame->headers.cat == NGHTTP2_HCAT_REQUEST ? server_on_header (c, call, name, namelen, value, valuelen)
+                                                      : 0;
   pthread_mutex_lock (&c->mu);
   if (namelen == 7 && memcmp (name, ":status", 7) == 0)
     {
@@ -438,6 +566,138 @@ resume_if_finished (nghttp2_session *h2, grpc_conn *c, grpc_call *call, int32_t 
     nghttp2_session_resume_data (h2, stream_id);
 }
 
+/* A request stream begins (server): its call, held by the stream. */
+static int
+on_begin_headers (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
+{
+  grpc_conn *c = ud;
+  if (!c->server || frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  grpc_call *call = call_new (c);
+  call->server = true;
+  call->submitted = true;
+  call->stream_id = frame->hd.stream_id;
+  call->rx.max = PS_GRPC_SERVER_MAX_MESSAGE;
+  call->max_send = PS_GRPC_SERVER_MAX_MESSAGE;
+  snprintf (call->label, sizeof call->label, "stream %d", frame->hd.stream_id);
+  pthread_mutex_lock (&c->mu);
+  call->stream_open = true;
+  call->next = c->calls;
+  if (c->calls)
+    c->calls->prev = call;
+  c->calls = call;
+  pthread_mutex_unlock (&c->mu);
+  nghttp2_session_set_stream_user_data (h2, frame->hd.stream_id, call);
+  return 0;
+}
+
+static size_t handlers_running; /* atomic: grpc_server_handlers_running */
+
+size_t
+grpc_server_handlers_running (void)
+{
+  return __atomic_load_n (&handlers_running, __ATOMIC_ACQUIRE);
+}
+
+static void *
+handler_main (void *arg)
+{
+  grpc_call *call = arg;
+  call->method->fn (call, call->method->ud);
+  /* A handler that forgot its status: the client must not wait forever. */
+  grpc_call_finish (call, GRPC_STATUS_UNKNOWN, "the handler of %s ended without a status", call->path);
+  grpc_call_free (call);
+  __atomic_sub_fetch (&handlers_running, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* The method `path` names in the service table, or NULL with *why (the
+   UNIMPLEMENTED message, grpc-go's words). */
+static const struct grpc_method *
+find_method (const struct grpc_service_table *t, const char *path, char **why)
+{
+  const char *slash = path && path[0] == '/' ? strrchr (path, '/') : NULL;
+  if (slash == NULL || slash == path)
+    {
+      *why = xasprintf ("malformed method name: \"%s\"", path ? path : "");
+      return NULL;
+    }
+  bool service_known = false;
+  for (size_t i = 0; t && i < t->n; i++)
+    {
+      if (strcmp (t->methods[i].path, path) == 0)
+        return &t->methods[i];
+      if (strncmp (t->methods[i].path, path, (size_t) (slash - path) + 1) == 0)
+        service_known = true;
+    }
+  if (service_known)
+    *why = xasprintf ("unknown method %s for service %.*s", slash + 1, (int) (slash - path - 1), path + 1);
+  else
+    *why = xasprintf ("unknown service %.*s", (int) (slash - path - 1), path + 1);
+  return NULL;
+}
+
+/* The request's headers are complete (server): refuse it or start its
+   handler.  I/O thread, conn->mu not held. */
+static void
+server_request (grpc_conn *c, grpc_call *call)
+{
+  cleanup_free char *why = NULL;
+  pthread_mutex_lock (&c->mu);
+  const struct grpc_method *m = NULL;
+  if (!call->method_post)
+    server_end_locked (call, GRPC_STATUS_INTERNAL, 405, "gRPC requires the POST method");
+  else if (!call->grpc_content_type)
+    {
+      const char *ct = grpc_call_metadata (call, "content-type");
+      why = xasprintf ("invalid gRPC request content-type \"%s\"", ct ? ct : "");
+      server_end_locked (call, GRPC_STATUS_INTERNAL, 415, why);
+    }
+  else if ((m = find_method (c->services, call->path, &why)) == NULL)
+    server_end_locked (call, GRPC_STATUS_UNIMPLEMENTED, 0, why);
+  else
+    {
+      call->method = m;
+      call->refs++; /* the handler's */
+    }
+  pthread_mutex_unlock (&c->mu);
+  if (m == NULL)
+    {
+      ps_debug ("%s %s: stream %d %s refused: %s", c->kind, c->label, call->stream_id, call->path ? call->path : "",
+                why ? why : "not a gRPC request");
+      return;
+    }
+  ps_debug ("%s %s: stream %d %s", c->kind, c->label, call->stream_id, call->path);
+  __atomic_add_fetch (&handlers_running, 1, __ATOMIC_ACQ_REL);
+  int r = ps_thread_start (NULL, handler_main, call, 0, true);
+  if (r != 0)
+    {
+      __atomic_sub_fetch (&handlers_running, 1, __ATOMIC_RELEASE);
+      cleanup_free char *msg = xasprintf ("cannot start a handler thread: %s", strerror (r));
+      ps_warn ("%s %s: %s", c->kind, c->label, msg);
+      pthread_mutex_lock (&c->mu);
+      server_end_locked (call, GRPC_STATUS_UNAVAILABLE, 0, msg);
+      grpc_call *dead = call_unref_locked (call);
+      pthread_mutex_unlock (&c->mu);
+      if (dead)
+        call_destroy (dead);
+    }
+}
+
+/* The client half-closed a server call.  conn->mu held. */
+static void
+server_eof_locked (grpc_call *call)
+{
+  call->recv_eof = true;
+  size_t pending = grpc_reassembly_pending (&call->rx);
+  if (pending > 0 && call->status < 0)
+    {
+      cleanup_free char *msg = xasprintf ("the request ended inside a message (%zu bytes of it)", pending);
+      server_end_locked (call, GRPC_STATUS_INTERNAL, 0, msg);
+    }
+  pthread_cond_broadcast (&call->cond);
+}
+
 static int
 on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
 {
@@ -450,6 +710,18 @@ on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
         if (call == NULL)
           return 0;
         bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+        if (c->server)
+          {
+            if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+              server_request (c, call);
+            if (end)
+              {
+                pthread_mutex_lock (&c->mu);
+                server_eof_locked (call);
+                pthread_mutex_unlock (&c->mu);
+              }
+            return 0;
+          }
         pthread_mutex_lock (&c->mu);
         if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
           {
@@ -482,6 +754,12 @@ on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
           if (call == NULL)
             return 0;
           pthread_mutex_lock (&c->mu);
+          if (c->server)
+            {
+              server_eof_locked (call);
+              pthread_mutex_unlock (&c->mu);
+              return 0;
+            }
           finish_from_status_locked (call);
           pthread_mutex_unlock (&c->mu);
           resume_if_finished (h2, c, call, frame->hd.stream_id);
@@ -498,7 +776,7 @@ on_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
         pthread_mutex_lock (&c->mu);
         c->goaway_recv = true;
         pthread_mutex_unlock (&c->mu);
-        ps_debug ("session %s: %s", c->label, c->goaway_text);
+        ps_debug ("%s %s: %s", c->kind, c->label, c->goaway_text);
         return 0;
       }
     default:
@@ -527,6 +805,7 @@ grpc_reassemble (struct grpc_reassembly *r, const void *data, size_t len, grpc_m
                  size_t *dropped, ps_error **err)
 {
   const uint8_t *p = data;
+  size_t max = r->max ? r->max : PS_GRPC_MAX_MESSAGE;
   while (len > 0)
     {
       if (r->partial.len < GRPC_PREFIX)
@@ -549,12 +828,12 @@ grpc_reassemble (struct grpc_reassembly *r, const void *data, size_t len, grpc_m
                             "grpc status %d (%s): compressed message (flag %u) but no compression was negotiated",
                             code, grpc_status_name (code), h[0]);
             }
-          else if (mlen > PS_GRPC_MAX_MESSAGE)
+          else if (mlen > max)
             {
               code = GRPC_STATUS_RESOURCE_EXHAUSTED;
               ps_error_set (err, grpc_status_http (code),
-                            "grpc status %d (%s): received message larger than max (%u vs. %u bytes)", code,
-                            grpc_status_name (code), mlen, (unsigned) PS_GRPC_MAX_MESSAGE);
+                            "grpc status %d (%s): received message larger than max (%u vs. %zu bytes)", code,
+                            grpc_status_name (code), mlen, max);
             }
           if (code != GRPC_STATUS_OK)
             {
@@ -638,7 +917,14 @@ on_data_chunk_recv (nghttp2_session *h2, uint8_t flags, int32_t stream_id, const
          get their window back now rather than on recv. */
       cleanup_error ps_error *rerr = NULL;
       int code = grpc_reassemble (&call->rx, data, len, queue_message_locked, call, &discard, &rerr);
-      if (code != GRPC_STATUS_OK)
+      if (code != GRPC_STATUS_OK && call->server)
+        {
+          /* Answer with the status (trailers); the rest of the request is
+             dropped as it comes.  The wire message is without our prefix. */
+          const char *m = strstr (rerr->msg, "): ");
+          server_end_locked (call, code, 0, m ? m + 3 : rerr->msg);
+        }
+      else if (code != GRPC_STATUS_OK)
         {
           finish_locked (call, code, "%s", rerr->msg);
           reset = true;
@@ -661,11 +947,23 @@ on_stream_close (nghttp2_session *h2, int32_t stream_id, uint32_t error_code, vo
     return 0;
   nghttp2_session_set_stream_user_data (h2, stream_id, NULL);
   pthread_mutex_lock (&c->mu);
-  if (call->cancel_req)
+  if (call->server)
+    {
+      if (call->status < 0 || error_code != NGHTTP2_NO_ERROR)
+        call->cancelled = true;
+      if (call->cancel_req)
+        finish_locked (call, GRPC_STATUS_CANCELLED, "grpc status %d (%s): cancelled", GRPC_STATUS_CANCELLED,
+                       grpc_status_name (GRPC_STATUS_CANCELLED));
+      else
+        finish_locked (call, GRPC_STATUS_CANCELLED, "grpc status %d (%s): cancelled by the client (HTTP/2 %s)",
+                       GRPC_STATUS_CANCELLED, grpc_status_name (GRPC_STATUS_CANCELLED),
+                       nghttp2_http2_strerror (error_code));
+    }
+  else if (call->cancel_req)
     finish_locked (call, GRPC_STATUS_CANCELLED, "grpc status %d (%s): cancelled", GRPC_STATUS_CANCELLED,
                    grpc_status_name (GRPC_STATUS_CANCELLED));
   else if (c->goaway_error && c->goaway_text)
-    finish_locked (call, GRPC_STATUS_UNAVAILABLE, "session connection lost: %s", c->goaway_text);
+    finish_locked (call, GRPC_STATUS_UNAVAILABLE, "%s connection lost: %s", c->kind, c->goaway_text);
   else if (error_code == NGHTTP2_REFUSED_STREAM)
     finish_locked (call, GRPC_STATUS_UNAVAILABLE, "grpc status %d (%s): the client refused the stream%s%s",
                    GRPC_STATUS_UNAVAILABLE, grpc_status_name (GRPC_STATUS_UNAVAILABLE), c->goaway_text ? ": " : "",
@@ -702,8 +1000,42 @@ on_error (nghttp2_session *h2, int lib_error_code, const char *msg, size_t len, 
   grpc_conn *c = ud;
   free (c->h2_error);
   c->h2_error = xstrndup (msg, len);
-  ps_debug ("session %s: nghttp2: %s", c->label, c->h2_error);
+  ps_debug ("%s %s: nghttp2: %s", c->kind, c->label, c->h2_error);
   return 0;
+}
+
+/* Send a server call's status: as trailers after the messages, or as a
+   trailers-only response (HEADERS with :status and the status, ending the
+   stream) when no message was sent.  I/O thread. */
+static void
+server_send_status (nghttp2_session *h2, grpc_conn *c, grpc_call *call, int32_t stream_id, bool trailers_only)
+{
+  char code[16], http[8];
+  pthread_mutex_lock (&c->mu);
+  snprintf (code, sizeof code, "%d", call->status);
+  snprintf (http, sizeof http, "%d", call->resp_http ? call->resp_http : 200);
+  cleanup_free char *msg = call->wire_msg ? grpc_percent_encode (call->wire_msg) : NULL;
+  pthread_mutex_unlock (&c->mu);
+  nghttp2_nv nva[4];
+  size_t n = 0;
+#define NV(k, v)                                                                                                      \
+  nva[n++] = (nghttp2_nv) { (uint8_t *) (k), (uint8_t *) (v), strlen (k), strlen (v), NGHTTP2_NV_FLAG_NONE }
+  if (trailers_only)
+    {
+      NV (":status", http);
+      NV ("content-type", "application/grpc");
+    }
+  NV ("grpc-status", code);
+  if (msg)
+    NV ("grpc-message", msg);
+#undef NV
+  int rv = trailers_only ? nghttp2_submit_response (h2, stream_id, nva, n, NULL)
+                         : nghttp2_submit_trailer (h2, stream_id, nva, n);
+  if (rv != 0)
+    {
+      ps_debug ("%s %s: stream %d: cannot send the status: %s", c->kind, c->label, stream_id, nghttp2_strerror (rv));
+      nghttp2_submit_rst_stream (h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
+    }
 }
 
 /* Data provider: hand nghttp2 the call's queued bytes. */
@@ -731,9 +1063,16 @@ read_out (nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length, u
       call->out_off = 0;
     }
   ssize_t ret = (ssize_t) n;
-  if (call->out.len == call->out_off && (call->send_closed || call->status >= 0))
+  bool trailers = false;
+  if (call->out.len == call->out_off && ((call->send_closed && !call->server) || call->status >= 0))
     {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (call->server)
+        {
+          /* The status goes in trailers, which end the stream. */
+          *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+          trailers = true;
+        }
       call->eof_sent = true;
       pthread_cond_broadcast (&call->cond);
     }
@@ -745,6 +1084,8 @@ read_out (nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length, u
   if (n)
     pthread_cond_broadcast (&call->cond); /* room for a blocked sender */
   pthread_mutex_unlock (&c->mu);
+  if (trailers)
+    server_send_status (h2, c, call, stream_id, false);
   return ret;
 }
 
@@ -808,7 +1149,7 @@ submit_call (grpc_conn *c, grpc_call *call)
       if (c->calls)
         c->calls->prev = call;
       c->calls = call;
-      ps_debug ("session %s: stream %d %s", c->label, id, call->path);
+      ps_debug ("%s %s: stream %d %s", c->kind, c->label, id, call->path);
     }
   pthread_mutex_unlock (&c->mu);
   if (dead)
@@ -857,6 +1198,12 @@ process_dirty (grpc_conn *c)
         call->deferred = false;
       size_t ack = open ? call->unacked : 0;
       call->unacked = 0;
+      /* Server: the response starts with the first message or the status. */
+      bool respond = call->server && open && !cancel && !call->cancel_sent && !call->resp_started
+                     && (call->out.len > call->out_off || call->status >= 0);
+      bool trailers_only = respond && call->out.len == call->out_off;
+      if (respond)
+        call->resp_started = true;
       pthread_mutex_unlock (&c->mu);
 
       if (need_submit)
@@ -865,6 +1212,19 @@ process_dirty (grpc_conn *c)
         nghttp2_submit_rst_stream (c->h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
       else
         {
+          if (trailers_only)
+            server_send_status (c->h2, c, call, id, true);
+          else if (respond)
+            {
+              static const nghttp2_nv head[] = {
+                { (uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+                { (uint8_t *) "content-type", (uint8_t *) "application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE },
+              };
+              nghttp2_data_provider prd = { .source.ptr = call, .read_callback = read_out };
+              int rv = nghttp2_submit_response (c->h2, id, head, ARRAY_SIZE (head), &prd);
+              if (rv != 0)
+                nghttp2_submit_rst_stream (c->h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+            }
           if (resume)
             nghttp2_session_resume_data (c->h2, id);
           if (ack)
@@ -898,6 +1258,7 @@ grpc_conn_new (int fd, const void *extra_in, size_t extra_len, const char *label
   c->fd = fd;
   c->efd = efd;
   c->label = xstrdup (label ? label : "?");
+  c->kind = "session";
   pthread_mutex_init (&c->mu, NULL);
   if (extra_len)
     ps_buf_append (&c->extra_in, extra_in, extra_len);
@@ -958,7 +1319,7 @@ idle_poll_timeout (grpc_conn *c)
           c->close_reason = c->idle_ms % 1000
                                 ? xasprintf ("idle for %d ms: %s", c->idle_ms, c->idle_why)
                                 : xasprintf ("idle for %d s: %s", c->idle_ms / 1000, c->idle_why);
-          ps_info ("session %s: closing: %s", c->label, c->close_reason);
+          ps_info ("%s %s: closing: %s", c->kind, c->label, c->close_reason);
           pthread_mutex_lock (&c->mu);
           c->shutdown_req = true;
           pthread_mutex_unlock (&c->mu);
@@ -1012,7 +1373,8 @@ conn_die (grpc_conn *c, const char *reason)
       next = call->next;
       call->prev = call->next = NULL;
       call->stream_open = false;
-      finish_locked (call, GRPC_STATUS_UNAVAILABLE, "session connection lost: %s", reason);
+      call->cancelled = true;
+      finish_locked (call, GRPC_STATUS_UNAVAILABLE, "%s connection lost: %s", c->kind, reason);
       if (call_unref_locked (call))
         {
           call->dirty_next = destroy;
@@ -1025,7 +1387,8 @@ conn_die (grpc_conn *c, const char *reason)
       next = call->dirty_next;
       call->in_dirty = false;
       call->submitted = true;
-      finish_locked (call, GRPC_STATUS_UNAVAILABLE, "session connection lost: %s", reason);
+      call->cancelled = true;
+      finish_locked (call, GRPC_STATUS_UNAVAILABLE, "%s connection lost: %s", c->kind, reason);
       if (call_unref_locked (call))
         {
           call->dirty_next = destroy;
@@ -1040,7 +1403,8 @@ conn_die (grpc_conn *c, const char *reason)
     }
 }
 
-/* Write what we can of wbuf.  0 ok (maybe partially), -1 with *reason. */
+/* Write what we can of wbuf.  0 ok (maybe partially), -1 with *reason;
+   -2 with *reason when the peer has closed the connection. */
 static int
 flush_out (grpc_conn *c, char **reason)
 {
@@ -1056,7 +1420,10 @@ flush_out (grpc_conn *c, char **reason)
           if (errno == EAGAIN || errno == EWOULDBLOCK)
             return 0;
           if (errno == EPIPE || errno == ECONNRESET)
-            *reason = xstrdup ("connection closed by the client");
+            {
+              *reason = xstrdup ("connection closed by the client");
+              return -2;
+            }
           else
             *reason = xasprintf ("write to the client failed: %s", strerror (errno));
           return -1;
@@ -1093,6 +1460,7 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
   nghttp2_session_callbacks *cbs;
   nghttp2_session_callbacks_new (&cbs);
   nghttp2_session_callbacks_set_on_header_callback (cbs, on_header);
+  nghttp2_session_callbacks_set_on_begin_headers_callback (cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_frame_recv_callback (cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_frame_send_callback (cbs, on_frame_send);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback (cbs, on_data_chunk_recv);
@@ -1107,20 +1475,29 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
      SETTINGS_MAX_CONCURRENT_STREAMS must never see more, even from calls
      made in the first round trip.  Its SETTINGS follow the preface at once. */
   nghttp2_option_set_peer_max_concurrent_streams (opt, 1);
-  int rv = nghttp2_session_client_new2 (&c->h2, cbs, c, opt);
+  int rv = c->server ? nghttp2_session_server_new2 (&c->h2, cbs, c, opt)
+                     : nghttp2_session_client_new2 (&c->h2, cbs, c, opt);
   nghttp2_option_del (opt);
   nghttp2_session_callbacks_del (cbs);
   if (rv != 0)
     {
       conn_die (c, "cannot start HTTP/2");
-      return ps_error_set (err, 500, "session %s: nghttp2: %s", c->label, nghttp2_strerror (rv));
+      return ps_error_set (err, 500, "%s %s: nghttp2: %s", c->kind, c->label, nghttp2_strerror (rv));
     }
 
   nghttp2_settings_entry iv[] = {
     { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
     { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PS_GRPC_STREAM_WINDOW },
   };
-  nghttp2_submit_settings (c->h2, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE (iv));
+  nghttp2_settings_entry server_iv[] = {
+    { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, PS_GRPC_SERVER_MAX_STREAMS },
+    { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PS_GRPC_SERVER_STREAM_WINDOW },
+  };
+  /* A server's SETTINGS go out at once, before the client's preface. */
+  if (c->server)
+    nghttp2_submit_settings (c->h2, NGHTTP2_FLAG_NONE, server_iv, ARRAY_SIZE (server_iv));
+  else
+    nghttp2_submit_settings (c->h2, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE (iv));
   nghttp2_session_set_local_window_size (c->h2, NGHTTP2_FLAG_NONE, 0, PS_GRPC_CONNECTION_WINDOW);
 
   cleanup_free char *reason = NULL;
@@ -1159,9 +1536,14 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
             break;
           ps_buf_append (&c->wbuf, data, (size_t) n);
         }
-      if (failed || flush_out (c, &reason) < 0)
+      if (failed)
+        break;
+      int fr = flush_out (c, &reason);
+      if (fr < 0)
         {
-          failed = true;
+          /* A server's peer may hang up whenever it likes (a probe that
+             connects and closes); a client's session must not. */
+          failed = !(c->server && fr == -2);
           break;
         }
       bool pending = c->wbuf_off < c->wbuf.len;
@@ -1241,14 +1623,14 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
 
   if (reason == NULL)
     reason = xstrdup ("connection ended");
-  ps_debug ("session %s: HTTP/2 connection over: %s", c->label, reason);
+  ps_debug ("%s %s: HTTP/2 connection over: %s", c->kind, c->label, reason);
   conn_die (c, reason);
   /* Streams still known to nghttp2 reference calls that conn_die already
      released; deleting the session must not call back into them. */
   nghttp2_session_del (c->h2);
   c->h2 = NULL;
   if (failed)
-    return ps_error_set (err, 502, "session %s: %s", c->label, reason);
+    return ps_error_set (err, 502, "%s %s: %s", c->kind, c->label, reason);
   return 0;
 }
 
@@ -1291,7 +1673,7 @@ grpc_call_start (grpc_conn *c, const char *path, const struct grpc_metadata *md,
                NULL;
     }
 
-  grpc_call *call = xcalloc (1, sizeof *call);
+  grpc_call *call = call_new (c);
   call->path = xstrdup (path);
   snprintf (call->label, sizeof call->label, "%s", label);
   call->md = xcalloc (n_md ? n_md : 1, sizeof *call->md);
@@ -1301,16 +1683,6 @@ grpc_call_start (grpc_conn *c, const char *path, const struct grpc_metadata *md,
       call->md[i].value = xstrdup (md[i].value);
     }
   call->n_md = n_md;
-  call->status = -1;
-  call->status_hdr = -1;
-  call->refs = 1;
-  pthread_condattr_t ca;
-  pthread_condattr_init (&ca);
-  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
-  pthread_cond_init (&call->cond, &ca);
-  pthread_condattr_destroy (&ca);
-  conn_ref (c);
-  call->conn = c;
 
   pthread_mutex_lock (&c->mu);
   if (c->dead || c->shutdown_req || c->goaway_recv)
@@ -1340,9 +1712,9 @@ int
 grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
 {
   grpc_conn *c = call->conn;
-  if (len > PS_GRPC_MAX_SEND_MESSAGE)
-    return ps_error_set (err, 413, "%s: message of %zu bytes is over the %u-byte gRPC limit", call->label, len,
-                         (unsigned) PS_GRPC_MAX_SEND_MESSAGE);
+  if (len > call->max_send)
+    return ps_error_set (err, 413, "%s: message of %zu bytes is over the %zu-byte gRPC limit", call->label, len,
+                         call->max_send);
   struct timespec deadline;
   bool have_deadline = false;
   pthread_mutex_lock (&c->mu);
@@ -1380,7 +1752,7 @@ grpc_call_send (grpc_call *call, const void *msg, size_t len, ps_error **err)
                                         (unsigned char) (len >> 8), (unsigned char) len };
   ps_buf_append (&call->out, prefix, sizeof prefix);
   ps_buf_append (&call->out, msg, len);
-  if (call->deferred || !call->submitted)
+  if (call->deferred || !call->submitted || (call->server && !call->resp_started))
     mark_dirty_locked (call);
   pthread_mutex_unlock (&c->mu);
   return 0;
@@ -1411,6 +1783,13 @@ grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_err
   pthread_mutex_lock (&c->mu);
   for (;;)
     {
+      /* A cancelled server call stops at once, whatever was queued. */
+      if (call->server && call->cancelled && call->status > 0)
+        {
+          int r = call_failed_error (call, err);
+          pthread_mutex_unlock (&c->mu);
+          return r;
+        }
       if (call->head)
         {
           struct grpc_msg *m = call->head;
@@ -1429,16 +1808,16 @@ grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_err
           *msg = m;
           return 1;
         }
-      if (call->status == 0)
-        {
-          pthread_mutex_unlock (&c->mu);
-          return 0;
-        }
       if (call->status > 0)
         {
           int r = call_failed_error (call, err);
           pthread_mutex_unlock (&c->mu);
           return r;
+        }
+      if (call->status == 0 || (call->server && call->recv_eof))
+        {
+          pthread_mutex_unlock (&c->mu);
+          return 0;
         }
       if (call->cancel_req)
         {
@@ -1565,4 +1944,176 @@ out:
   free (msg);
   grpc_call_free (call);
   return ret;
+}
+
+/* ---- server calls: the handler side -------------------------------------------- */
+
+/* The server connections running, for grpc_serve_shutdown. */
+static pthread_mutex_t servers_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t servers_cond = PTHREAD_COND_INITIALIZER;
+static grpc_conn *servers;
+static bool servers_stopping;
+
+int
+grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
+            const struct grpc_service_table *services, ps_error **err)
+{
+  grpc_conn *c = grpc_conn_new (fd, extra_in, extra_len, label, err);
+  if (c == NULL)
+    return -1;
+  c->server = true;
+  c->kind = "grpc";
+  c->services = services;
+  pthread_mutex_lock (&servers_mu);
+  bool stopping = servers_stopping;
+  if (!stopping)
+    {
+      c->srv_next = servers;
+      if (servers)
+        servers->srv_prev = c;
+      servers = c;
+    }
+  pthread_mutex_unlock (&servers_mu);
+  int r = 0;
+  if (!stopping)
+    {
+      r = grpc_conn_run (c, err);
+      pthread_mutex_lock (&servers_mu);
+      if (c->srv_prev)
+        c->srv_prev->srv_next = c->srv_next;
+      else
+        servers = c->srv_next;
+      if (c->srv_next)
+        c->srv_next->srv_prev = c->srv_prev;
+      pthread_cond_broadcast (&servers_cond);
+      pthread_mutex_unlock (&servers_mu);
+    }
+  grpc_conn_free (c);
+  return r;
+}
+
+void
+grpc_serve_shutdown (int grace_ms)
+{
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_REALTIME, grace_ms);
+  pthread_mutex_lock (&servers_mu);
+  servers_stopping = true;
+  for (grpc_conn *c = servers; c; c = c->srv_next)
+    grpc_conn_shutdown (c);
+  while (servers && pthread_cond_timedwait (&servers_cond, &servers_mu, &deadline) != ETIMEDOUT)
+    ;
+  pthread_mutex_unlock (&servers_mu);
+}
+
+const char *
+grpc_call_path (grpc_call *call)
+{
+  return call->path;
+}
+
+/* Request metadata is written by the I/O thread before the handler starts
+   and never after: no lock needed. */
+const char *
+grpc_call_metadata (grpc_call *call, const char *key)
+{
+  for (size_t i = 0; i < call->n_md; i++)
+    if (strcmp (call->md[i].key, key) == 0)
+      return call->md[i].value;
+  return NULL;
+}
+
+size_t
+grpc_call_metadata_all (grpc_call *call, const char *key, const char ***values)
+{
+  free (call->md_values);
+  call->md_values = xcalloc (call->n_md + 1, sizeof *call->md_values);
+  size_t n = 0;
+  for (size_t i = 0; i < call->n_md; i++)
+    if (strcmp (call->md[i].key, key) == 0)
+      call->md_values[n++] = call->md[i].value;
+  *values = call->md_values;
+  return n;
+}
+
+void
+grpc_call_finish (grpc_call *call, int status, const char *fmt, ...)
+{
+  cleanup_free char *msg = NULL;
+  if (fmt && status != GRPC_STATUS_OK)
+    {
+      va_list ap;
+      va_start (ap, fmt);
+      if (vasprintf (&msg, fmt, ap) < 0)
+        abort ();
+      va_end (ap);
+    }
+  grpc_conn *c = call->conn;
+  pthread_mutex_lock (&c->mu);
+  server_end_locked (call, status, 0, msg);
+  pthread_mutex_unlock (&c->mu);
+}
+
+void
+grpc_call_finish_error (grpc_call *call, const ps_error *err)
+{
+  int code;
+  switch (err ? err->status : 500)
+    {
+    case 400:
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      break;
+    case 404:
+      code = GRPC_STATUS_NOT_FOUND;
+      break;
+    case 409:
+      code = err->msg && strstr (err->msg, "exist") ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_FAILED_PRECONDITION;
+      break;
+    case 413:
+      code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+      break;
+    case 499:
+      code = GRPC_STATUS_CANCELLED;
+      break;
+    case 501:
+      code = GRPC_STATUS_UNIMPLEMENTED;
+      break;
+    case 503:
+      code = GRPC_STATUS_UNAVAILABLE;
+      break;
+    default:
+      code = GRPC_STATUS_INTERNAL;
+      break;
+    }
+  grpc_call_finish (call, code, "%s", err && err->msg ? err->msg : "internal error");
+}
+
+bool
+grpc_call_cancelled (grpc_call *call)
+{
+  grpc_conn *c = call->conn;
+  pthread_mutex_lock (&c->mu);
+  bool r = call->cancelled || call->cancel_req || c->dead;
+  pthread_mutex_unlock (&c->mu);
+  return r;
+}
+
+int
+grpc_call_recv_one (grpc_call *call, void **msg, size_t *len, ps_error **err)
+{
+  int r = grpc_call_recv (call, msg, len, -1, err);
+  if (r < 0)
+    return -1;
+  if (r == 0)
+    return ps_error_set (err, 400, "%s: no request message", call->label);
+  void *extra = NULL;
+  size_t extra_len = 0;
+  r = grpc_call_recv (call, &extra, &extra_len, -1, err);
+  if (r == 0)
+    return 0;
+  free (*msg);
+  *msg = NULL;
+  if (r < 0)
+    return -1;
+  free (extra);
+  return ps_error_set (err, 400, "%s: more than one request message to a unary method", call->label);
 }

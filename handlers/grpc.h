@@ -1,0 +1,26 @@
+/* grpc.h — BuildKit's gRPC API served by the daemon: POST /grpc (the
+ * HTTP/1.1 upgrade to h2c, as dockerd serves buildx's docker driver) and
+ * the raw --buildkit-listen sockets share one service table. */
+#ifndef HANDLERS_GRPC_H
+#define HANDLERS_GRPC_H
+
+#include "server/http.h"
+#include "session/grpc.h"
+
+extern const struct ps_handler handler_grpc;
+
+/* The service tables of the files that implement gRPC services; the
+   table handlers/grpc.c serves concatenates them. */
+extern const struct grpc_method grpc_control_methods[]; /* handlers/grpc_control.c */
+extern const size_t grpc_control_n_methods;
+extern const struct grpc_method grpc_bridge_methods[]; /* handlers/grpc_bridge.c */
+extern const size_t grpc_bridge_n_methods;
+
+/* Serve gRPC on a connected socket, on a thread of its own, with the whole
+   service table; `release` runs once the connection is over (it closes
+   the socket).  `origin` names the connection in logs ("/grpc",
+   "unix:///run/buildkit.sock").  Returns at once. */
+void handlers_grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *origin,
+                          void (*release) (void *ud), void *release_ud);
+
+#endif

@@ -1,0 +1,610 @@
+/* grpc_bridge.c — moby.buildkit.v1.frontend.LLBBridge, the gateway API a
+ * client-side build (buildx, buildctl: BuildKit's client.Build) drives
+ * while its Control.Solve waits (grpc-clients.md §3).  Every call names
+ * its build with the metadata `buildkit-controlapi-buildid`; the build,
+ * its refs and the work live in solver/gateway.c.  NewContainer and the
+ * exec/container RPCs are not served (UNIMPLEMENTED), nor is
+ * ResolveSourceMeta. */
+#define _GNU_SOURCE
+#include "handlers/grpc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "schema/apicaps.pb-c.h"
+#include "schema/gateway.pb-c.h"
+#include "session/session_limits.h"
+#include "solver/gateway.h"
+
+#define BRIDGE_PATH(m) "/moby.buildkit.v1.frontend.LLBBridge/" m
+#define BUILD_ID_KEY "buildkit-controlapi-buildid"
+
+/* What Ping claims: only what the methods below really do
+   (frontend/gateway/pb/caps.go).  Left out on purpose: solve.inlinereturn
+   (SolveRequest.Final), returnmap and multi-platform results,
+   frontend.inputs (FrontendInputs in Solve), gateway.solve.metadata,
+   gateway.exec*, source.metaresolver*. */
+static const char *const frontend_caps[] = {
+  "solve.base",        "resolveimage", "resolveimage.resolvemode", "readfile", "return", "readdir", "statfile",
+  "importcaches",      "proto.refarray", "gateway.evaluate", "gateway.solve.evaluate", "gateway.warnings",
+};
+
+/* The LLB the engine (solver/llb/) runs (solver/pb/caps.go). */
+static const char *const llb_caps[] = {
+  "source.image",     "source.local",     "source.git",        "source.http",      "exec.meta.base",
+  "exec.meta.network", "exec.mount.bind",  "exec.mount.cache",  "exec.mount.cache.sharing", "exec.mount.selector",
+  "exec.mount.tmpfs", "exec.mount.secret", "exec.mount.ssh",   "file.base",        "constraints",
+  "platform",         "meta.ignorecache", "meta.description",  "mergeop",          "diffop",
+};
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+/* Receive and decode the one request message; NULL when the call was
+   finished here (transport error, or INVALID_ARGUMENT for bytes that are
+   not a `d`). */
+static ProtobufCMessage *
+recv_request (grpc_call *call, const ProtobufCMessageDescriptor *d)
+{
+  cleanup_free void *msg = NULL;
+  size_t len = 0;
+  ps_error *err = NULL;
+  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
+    {
+      grpc_call_finish_error (call, err);
+      ps_error_free (err);
+      return NULL;
+    }
+  ProtobufCMessage *m = protobuf_c_message_unpack (d, NULL, len, msg);
+  if (m == NULL)
+    grpc_call_finish (call, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s", d->short_name);
+  return m;
+}
+
+/* The build the call belongs to (waits for it as BuildKit does), or NULL
+   when the call was finished here. */
+static gateway_build *
+call_build (grpc_call *call)
+{
+  const char *id = grpc_call_metadata (call, BUILD_ID_KEY);
+  if (id == NULL || *id == '\0')
+    {
+      grpc_call_finish (call, GRPC_STATUS_INVALID_ARGUMENT, "no " BUILD_ID_KEY " metadata: LLBBridge calls belong "
+                                                            "to a Control.Solve");
+      return NULL;
+    }
+  gateway_build *b = gateway_build_lookup (id, GATEWAY_BUILD_WAIT_MS);
+  if (b == NULL)
+    grpc_call_finish (call, GRPC_STATUS_NOT_FOUND, "no such build %s", id);
+  return b;
+}
+
+static void
+reply (grpc_call *call, const ProtobufCMessage *m)
+{
+  size_t n = protobuf_c_message_get_packed_size (m);
+  cleanup_free uint8_t *buf = xmalloc (n + 1);
+  protobuf_c_message_pack (m, buf);
+  ps_error *err = NULL;
+  if (grpc_call_send (call, buf, n, &err) < 0)
+    {
+      grpc_call_finish_error (call, err);
+      ps_error_free (err);
+      return;
+    }
+  grpc_call_finish (call, GRPC_STATUS_OK, "%s", "");
+}
+
+static void
+finish_error (grpc_call *call, ps_error *err)
+{
+  grpc_call_finish_error (call, err);
+  ps_error_free (err);
+}
+
+static bool
+call_gone (void *ud)
+{
+  return grpc_call_cancelled (ud);
+}
+
+static void
+free_attrs (struct solve_attrs *a)
+{
+  ps_strv_free_raw (a->kv);
+  a->kv = NULL;
+  a->n = 0;
+}
+
+/* ---- Ping --------------------------------------------------------------------- */
+
+static Moby__Buildkit__V1__Apicaps__APICap **
+caps_list (const char *const *ids, size_t n, Moby__Buildkit__V1__Apicaps__APICap *store)
+{
+  Moby__Buildkit__V1__Apicaps__APICap **v = xcalloc (n + 1, sizeof *v);
+  for (size_t i = 0; i < n; i++)
+    {
+      moby__buildkit__v1__apicaps__apicap__init (&store[i]);
+      store[i].id = (char *) ids[i];
+      store[i].enabled = true;
+      v[i] = &store[i];
+    }
+  return v;
+}
+
+static void
+bridge_ping (grpc_call *call, void *ud)
+{
+  ProtobufCMessage *m = recv_request (call, &moby__buildkit__v1__frontend__ping_request__descriptor);
+  if (m == NULL)
+    return;
+  protobuf_c_message_free_unpacked (m, NULL);
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    return;
+  Moby__Buildkit__V1__Apicaps__APICap fstore[ARRAY_SIZE (frontend_caps)], lstore[ARRAY_SIZE (llb_caps)];
+  Moby__Buildkit__V1__Frontend__PongResponse resp = MOBY__BUILDKIT__V1__FRONTEND__PONG_RESPONSE__INIT;
+  resp.n_frontendapicaps = ARRAY_SIZE (frontend_caps);
+  resp.frontendapicaps = caps_list (frontend_caps, ARRAY_SIZE (frontend_caps), fstore);
+  resp.n_llbcaps = ARRAY_SIZE (llb_caps);
+  resp.llbcaps = caps_list (llb_caps, ARRAY_SIZE (llb_caps), lstore);
+  reply (call, &resp.base);
+  free (resp.frontendapicaps);
+  free (resp.llbcaps);
+  gateway_build_unref (b);
+}
+
+/* ---- Solve -------------------------------------------------------------------- */
+
+static int
+solve_request (Moby__Buildkit__V1__Frontend__SolveRequest *req, struct gateway_solve_req *out,
+               struct solve_attrs *opt, struct solve_cache_entry **caches, uint8_t **def, ps_error **err)
+{
+  if (req->n_frontendinputs > 0)
+    return ps_error_set (err, 501, "SolveRequest.FrontendInputs are not supported by podsolve");
+  if (req->final)
+    return ps_error_set (err, 501, "SolveRequest.Final (the deprecated inline return) is not supported: "
+                                   "call Return");
+  if (req->n_sourcepolicies > 0)
+    return ps_error_set (err, 501, "SolveRequest.SourcePolicies are not supported by podsolve");
+  opt->n = req->n_frontendopt;
+  opt->kv = xcalloc (2 * opt->n + 1, sizeof (char *));
+  for (size_t i = 0; i < req->n_frontendopt; i++)
+    {
+      opt->kv[2 * i] = xstrdup (req->frontendopt[i]->key);
+      opt->kv[2 * i + 1] = xstrdup (req->frontendopt[i]->value);
+    }
+  *caches = xcalloc (req->n_cacheimports + 1, sizeof **caches);
+  for (size_t i = 0; i < req->n_cacheimports; i++)
+    {
+      Moby__Buildkit__V1__Frontend__CacheOptionsEntry *c = req->cacheimports[i];
+      (*caches)[i].type = xstrdup (c->type);
+      (*caches)[i].attrs.n = c->n_attrs;
+      (*caches)[i].attrs.kv = xcalloc (2 * c->n_attrs + 1, sizeof (char *));
+      for (size_t k = 0; k < c->n_attrs; k++)
+        {
+          (*caches)[i].attrs.kv[2 * k] = xstrdup (c->attrs[k]->key);
+          (*caches)[i].attrs.kv[2 * k + 1] = xstrdup (c->attrs[k]->value);
+        }
+    }
+  out->frontend = req->frontend;
+  out->frontend_opt = opt;
+  out->cache_imports = *caches;
+  out->n_cache_imports = req->n_cacheimports;
+  if (req->definition && req->definition->n_def > 0)
+    {
+      /* The engine takes the raw bytes; each op's bytes (and so its digest)
+         are kept as the client marshalled them. */
+      size_t n = pb__definition__get_packed_size (req->definition);
+      *def = xmalloc (n + 1);
+      pb__definition__pack (req->definition, *def);
+      out->definition = *def;
+      out->definition_len = n;
+    }
+  return 0;
+}
+
+static void
+bridge_solve (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__SolveRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__solve_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  struct gateway_solve_req sr = { 0 };
+  struct solve_attrs opt = { 0 };
+  struct solve_cache_entry *caches = NULL;
+  cleanup_free uint8_t *def = NULL;
+  cleanup_free char *ref_id = NULL;
+  ps_error *err = NULL;
+  int r = solve_request (req, &sr, &opt, &caches, &def, &err);
+  if (r == 0)
+    r = gateway_build_solve (b, &sr, call_gone, call, &ref_id, &err);
+  if (r < 0)
+    {
+      ps_debug ("LLBBridge.Solve: %s", err->msg);
+      finish_error (call, err);
+    }
+  else
+    {
+      /* As BuildKit's gateway: the result (a Ref with its definition, or
+         the deprecated bare id) when the client can take it, else the
+         deprecated SolveResponse.ref. */
+      Moby__Buildkit__V1__Frontend__SolveResponse resp = MOBY__BUILDKIT__V1__FRONTEND__SOLVE_RESPONSE__INIT;
+      Moby__Buildkit__V1__Frontend__Result res = MOBY__BUILDKIT__V1__FRONTEND__RESULT__INIT;
+      Moby__Buildkit__V1__Frontend__Ref ref = MOBY__BUILDKIT__V1__FRONTEND__REF__INIT;
+      char *id = ref_id ? ref_id : (char *) "";
+      if (req->allowresultreturn)
+        {
+          if (req->allowresultarrayref)
+            {
+              ref.id = id;
+              ref.def = sr.definition ? req->definition : NULL;
+              res.result_case = MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF;
+              res.ref = &ref;
+            }
+          else
+            {
+              res.result_case = MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF_DEPRECATED;
+              res.refdeprecated = id;
+            }
+          resp.result = &res;
+        }
+      else
+        resp.ref = id;
+      reply (call, &resp.base);
+    }
+  free_attrs (&opt);
+  for (size_t i = 0; caches && i < req->n_cacheimports; i++)
+    {
+      free (caches[i].type);
+      free_attrs (&caches[i].attrs);
+    }
+  free (caches);
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+/* ---- Return ------------------------------------------------------------------- */
+
+/* The one ref of a result; a map (several platforms) of more than one
+   ref is not something podsolve can export. */
+static int
+result_ref (const Moby__Buildkit__V1__Frontend__Result *res, const char **id, ps_error **err)
+{
+  *id = NULL;
+  if (res == NULL)
+    return 0;
+  switch (res->result_case)
+    {
+    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF_DEPRECATED:
+      *id = res->refdeprecated;
+      return 0;
+    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF:
+      *id = res->ref ? res->ref->id : NULL;
+      return 0;
+    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REFS:
+      if (res->refs->n_refs > 1)
+        return ps_error_set (err, 501, "a result of %zu refs (several platforms) is not supported by podsolve",
+                             res->refs->n_refs);
+      *id = res->refs->n_refs ? (res->refs->refs[0]->value ? res->refs->refs[0]->value->id : NULL) : NULL;
+      return 0;
+    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REFS_DEPRECATED:
+      if (res->refsdeprecated->n_refs > 1)
+        return ps_error_set (err, 501, "a result of %zu refs (several platforms) is not supported by podsolve",
+                             res->refsdeprecated->n_refs);
+      *id = res->refsdeprecated->n_refs ? res->refsdeprecated->refs[0]->value : NULL;
+      return 0;
+    default:
+      return 0;
+    }
+}
+
+/* The result's "containerimage.config" metadata (BuildKit's exporter key;
+   with one platform a client may key it "containerimage.config/<platform>"),
+   or NULL. */
+static char *
+result_image_config (const Moby__Buildkit__V1__Frontend__Result *res)
+{
+  for (size_t i = 0; i < res->n_metadata; i++)
+    {
+      const char *k = res->metadata[i]->key;
+      if (strcmp (k, "containerimage.config") == 0 || ps_str_has_prefix (k, "containerimage.config/"))
+        return xstrndup ((const char *) res->metadata[i]->value.data, res->metadata[i]->value.len);
+    }
+  return NULL;
+}
+
+static void
+bridge_return (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__ReturnRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__return_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  ps_error *err = NULL;
+  const char *id = NULL;
+  int code = req->error ? req->error->code : 0;
+  const char *message = req->error ? req->error->message : NULL;
+  int r = code == 0 ? result_ref (req->result, &id, &err) : 0;
+  cleanup_free char *config = NULL;
+  if (r == 0 && req->result)
+    config = result_image_config (req->result);
+  if (r == 0)
+    r = gateway_build_return (b, id, code, message, config, &err);
+  if (r < 0)
+    finish_error (call, err);
+  else
+    {
+      Moby__Buildkit__V1__Frontend__ReturnResponse resp = MOBY__BUILDKIT__V1__FRONTEND__RETURN_RESPONSE__INIT;
+      reply (call, &resp.base);
+    }
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+/* ---- reading refs ------------------------------------------------------------- */
+
+static void
+bridge_read_file (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__ReadFileRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__read_file_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  ps_buf data = { 0 };
+  ps_error *err = NULL;
+  /* room for the response's own field header inside the message limit */
+  size_t max = PS_GRPC_MAX_MESSAGE - 16;
+  if (gateway_ref_read_file (b, req->ref, req->filepath, req->range != NULL, req->range ? req->range->offset : 0,
+                             req->range ? req->range->length : 0, max, &data, &err) < 0)
+    finish_error (call, err);
+  else
+    {
+      Moby__Buildkit__V1__Frontend__ReadFileResponse resp = MOBY__BUILDKIT__V1__FRONTEND__READ_FILE_RESPONSE__INIT;
+      resp.data.data = (uint8_t *) data.data;
+      resp.data.len = data.len;
+      reply (call, &resp.base);
+    }
+  ps_buf_free (&data);
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+static void
+bridge_read_dir (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__ReadDirRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__read_dir_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  Fsutil__Types__Stat **entries = NULL;
+  size_t n = 0;
+  ps_error *err = NULL;
+  if (gateway_ref_read_dir (b, req->ref, req->dirpath, req->includepattern, &entries, &n, &err) < 0)
+    finish_error (call, err);
+  else
+    {
+      Moby__Buildkit__V1__Frontend__ReadDirResponse resp = MOBY__BUILDKIT__V1__FRONTEND__READ_DIR_RESPONSE__INIT;
+      resp.n_entries = n;
+      resp.entries = entries;
+      if (protobuf_c_message_get_packed_size (&resp.base) > PS_GRPC_MAX_MESSAGE)
+        grpc_call_finish (call, GRPC_STATUS_RESOURCE_EXHAUSTED, "ReadDir %s: %zu entries do not fit in a message",
+                          req->dirpath, n);
+      else
+        reply (call, &resp.base);
+    }
+  for (size_t i = 0; i < n; i++)
+    {
+      gateway_stat_free (entries[i]);
+      free (entries[i]);
+    }
+  free (entries);
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+static void
+bridge_stat_file (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__StatFileRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__stat_file_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  Fsutil__Types__Stat st;
+  fsutil__types__stat__init (&st);
+  ps_error *err = NULL;
+  if (gateway_ref_stat (b, req->ref, req->path, &st, &err) < 0)
+    finish_error (call, err);
+  else
+    {
+      Moby__Buildkit__V1__Frontend__StatFileResponse resp = MOBY__BUILDKIT__V1__FRONTEND__STAT_FILE_RESPONSE__INIT;
+      resp.stat = &st;
+      reply (call, &resp.base);
+      gateway_stat_free (&st);
+    }
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+static void
+bridge_evaluate (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__EvaluateRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__evaluate_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  ps_error *err = NULL;
+  if (gateway_build_ref_check (b, req->ref, &err) < 0)
+    finish_error (call, err);
+  else
+    {
+      Moby__Buildkit__V1__Frontend__EvaluateResponse resp = MOBY__BUILDKIT__V1__FRONTEND__EVALUATE_RESPONSE__INIT;
+      reply (call, &resp.base);
+    }
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+/* ---- images and inputs ----------------------------------------------------------- */
+
+static void
+bridge_resolve_image_config (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__ResolveImageConfigRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__resolve_image_config_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  cleanup_free char *digest = NULL;
+  cleanup_free char *config = NULL;
+  ps_error *err = NULL;
+  if (req->n_sourcepolicies > 0)
+    {
+      ps_error_set (&err, 501, "ResolveImageConfig: SourcePolicies are not supported by podsolve");
+      finish_error (call, err);
+    }
+  else if (gateway_resolve_image_config (b, req->ref, req->resolvemode, &digest, &config, &err) < 0)
+    finish_error (call, err);
+  else
+    {
+      Moby__Buildkit__V1__Frontend__ResolveImageConfigResponse resp
+          = MOBY__BUILDKIT__V1__FRONTEND__RESOLVE_IMAGE_CONFIG_RESPONSE__INIT;
+      resp.digest = digest;
+      resp.config.data = (uint8_t *) config;
+      resp.config.len = strlen (config);
+      resp.ref = req->ref;
+      reply (call, &resp.base);
+    }
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+static void
+bridge_inputs (grpc_call *call, void *ud)
+{
+  ProtobufCMessage *m = recv_request (call, &moby__buildkit__v1__frontend__inputs_request__descriptor);
+  if (m == NULL)
+    return;
+  protobuf_c_message_free_unpacked (m, NULL);
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    return;
+  size_t n = 0;
+  const struct gateway_input *in = gateway_build_inputs (b, &n);
+  Moby__Buildkit__V1__Frontend__InputsResponse resp = MOBY__BUILDKIT__V1__FRONTEND__INPUTS_RESPONSE__INIT;
+  Moby__Buildkit__V1__Frontend__InputsResponse__DefinitionsEntry *entries = xcalloc (n + 1, sizeof *entries);
+  Moby__Buildkit__V1__Frontend__InputsResponse__DefinitionsEntry **v = xcalloc (n + 1, sizeof *v);
+  Pb__Definition **defs = xcalloc (n + 1, sizeof *defs);
+  bool bad = false;
+  for (size_t i = 0; i < n; i++)
+    {
+      moby__buildkit__v1__frontend__inputs_response__definitions_entry__init (&entries[i]);
+      entries[i].key = (char *) in[i].name;
+      defs[i] = pb__definition__unpack (NULL, in[i].len, in[i].definition);
+      bad |= defs[i] == NULL;
+      entries[i].value = defs[i];
+      v[i] = &entries[i];
+    }
+  if (bad)
+    grpc_call_finish (call, GRPC_STATUS_INTERNAL, "a frontend input is not a valid definition");
+  else
+    {
+      resp.n_definitions = n;
+      resp.definitions = v;
+      reply (call, &resp.base);
+    }
+  for (size_t i = 0; i < n; i++)
+    if (defs[i])
+      pb__definition__free_unpacked (defs[i], NULL);
+  free (defs);
+  free (v);
+  free (entries);
+  gateway_build_unref (b);
+}
+
+/* ---- Warn --------------------------------------------------------------------- */
+
+static void
+bridge_warn (grpc_call *call, void *ud)
+{
+  Moby__Buildkit__V1__Frontend__WarnRequest *req
+      = (void *) recv_request (call, &moby__buildkit__v1__frontend__warn_request__descriptor);
+  if (req == NULL)
+    return;
+  gateway_build *b = call_build (call);
+  if (b == NULL)
+    {
+      protobuf_c_message_free_unpacked (&req->base, NULL);
+      return;
+    }
+  /* The byte fields become text (a NUL inside would end it early). */
+  cleanup_free char *short_msg = xstrndup ((const char *) req->short_.data, req->short_.len);
+  ps_strv details = { 0 };
+  for (size_t i = 0; i < req->n_detail; i++)
+    {
+      cleanup_free char *d = xstrndup ((const char *) req->detail[i].data, req->detail[i].len);
+      ps_strv_push (&details, d);
+    }
+  gateway_build_warn (b, req->digest, req->level, short_msg, (const char *const *) details.v, req->url);
+  ps_strv_free (&details);
+  Moby__Buildkit__V1__Frontend__WarnResponse resp = MOBY__BUILDKIT__V1__FRONTEND__WARN_RESPONSE__INIT;
+  reply (call, &resp.base);
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
+const struct grpc_method grpc_bridge_methods[] = {
+  { BRIDGE_PATH ("Ping"), bridge_ping, NULL },
+  { BRIDGE_PATH ("Solve"), bridge_solve, NULL },
+  { BRIDGE_PATH ("Return"), bridge_return, NULL },
+  { BRIDGE_PATH ("ReadFile"), bridge_read_file, NULL },
+  { BRIDGE_PATH ("ReadDir"), bridge_read_dir, NULL },
+  { BRIDGE_PATH ("StatFile"), bridge_stat_file, NULL },
+  { BRIDGE_PATH ("Evaluate"), bridge_evaluate, NULL },
+  { BRIDGE_PATH ("ResolveImageConfig"), bridge_resolve_image_config, NULL },
+  { BRIDGE_PATH ("Inputs"), bridge_inputs, NULL },
+  { BRIDGE_PATH ("Warn"), bridge_warn, NULL },
+};
+const size_t grpc_bridge_n_methods = ARRAY_SIZE (grpc_bridge_methods);
