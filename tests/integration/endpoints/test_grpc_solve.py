@@ -333,3 +333,32 @@ def test_solve_docker_archive_goes_over_filesend(gd, pb, uniq):
         names = set(tf.getnames())
         assert "manifest.json" in names, sorted(names)
         assert f"localhost/arch-{uniq}:1" in tf.extractfile("manifest.json").read().decode()
+
+
+def test_push_as_buildx_sends_it(gd, pb, uniq):
+    """buildx --push with the docker driver: an image exporter with
+    push=true,unpack=false, then moby, the same name in both."""
+    import shutil as _sh
+    if _sh.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    from test_solve_e2e import Registry
+    reg = Registry()
+    try:
+        name = f"{reg.host}/grpcpush:{uniq}"
+        img = llb.source("docker-image://" + lib.BASE_IMAGE)
+        run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /pushed.txt"])
+        req = pb.control.SolveRequest(
+            Ref=f"push{uniq}", Definition=llb_definition(pb, [img, run]),
+            Exporters=[pb.control.Exporter(Type="image", Attrs={"name": name, "push": "true", "unpack": "false",
+                                                                "registry.insecure": "true"}),
+                       pb.control.Exporter(Type="moby", Attrs={"name": name})])
+        with channel(gd) as ch:
+            resp = solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+        r = dict(resp.ExporterResponse)
+        assert r["image.name"] == name, r
+        status, headers, body = reg.manifest("grpcpush", uniq)
+        assert status == 200, (status, body[:300])
+        assert r["containerimage.digest"] == headers.get("Docker-Content-Digest"), (r, dict(headers))
+        assert gd.image_file(name, "/pushed.txt").strip() == uniq.encode()
+    finally:
+        reg.stop()
