@@ -543,15 +543,10 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   if (env->gateway.run)
     {
       /* The client's frontend runs on its side (LLBBridge); its attrs are
-         its own business.  The exporters are checked as for any solve. */
+         its own business.  The exporters are checked as for any solve;
+         the cache options go with the gateway to each Dockerfile ref
+         (gateway_build_opts), where they are checked as for /solve. */
       p->gateway = env->gateway;
-      if (p->req.n_cache_imports || p->req.n_cache_exports)
-        {
-          ps_error_set (err, 501, "cache imports/exports with the client-side gateway are not supported by podsolve "
-                                  "yet");
-          solve_plan_free (p);
-          return -1;
-        }
       if (plan_exporters (p, env, false, err) < 0)
         {
           solve_plan_free (p);
