@@ -353,6 +353,13 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
                   if (schema_imageref_check_tag (n, err) < 0)
                     return ps_error_wrap (err, "%s.attrs.name", field);
                   cleanup_free char *norm = schema_imageref_normalize_compat (n);
+                  /* buildx's --push sends the names twice (image with
+                     push=true, then moby): one tag each. */
+                  bool seen = false;
+                  for (size_t k = 0; k < p->image_names.n && !seen; k++)
+                    seen = strcmp (p->image_names.v[k], norm) == 0;
+                  if (seen)
+                    continue;
                   ps_strv_push (&p->build.opts.tags, norm);
                   ps_strv_push (&p->image_names, norm);
                 }
