@@ -134,6 +134,7 @@ struct grpc_conn
   char *h2_error;     /* last nghttp2 error text, for the death reason */
   char *goaway_text;  /* GOAWAY we received or sent */
   bool goaway_error;  /* ... with an error code */
+  bool client_goaway_quirk; /* see on_error */
   /* Idle policy (grpc_conn_set_idle); idle_since 0 while calls are open. */
   int idle_ms;
   bool (*idle_may_close) (void *ud);
@@ -788,7 +789,12 @@ static int
 on_frame_send (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
 {
   grpc_conn *c = ud;
-  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+  if (frame->hd.type == NGHTTP2_GOAWAY && c->client_goaway_quirk)
+    {
+      free (c->goaway_text);
+      c->goaway_text = xstrdup ("the client sent GOAWAY (closing its transport)");
+    }
+  else if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
     {
       free (c->goaway_text);
       c->goaway_text = xasprintf ("HTTP/2 protocol error (%s%s%s)", nghttp2_http2_strerror (frame->goaway.error_code),
@@ -1001,6 +1007,23 @@ on_error (nghttp2_session *h2, int lib_error_code, const char *msg, size_t len, 
   free (c->h2_error);
   c->h2_error = xstrndup (msg, len);
   ps_debug ("%s %s: nghttp2: %s", c->kind, c->label, c->h2_error);
+  return 0;
+}
+
+/* grpc-go's client closes its transport with a GOAWAY naming its own last
+   stream (an odd id); nghttp2 reads a client's last_stream_id as one of the
+   server's (push) streams and ends the session with PROTOCOL_ERROR.  The
+   client is leaving either way: that is its ordinary goodbye, not a fault
+   to log or report. */
+static int
+on_invalid_frame_recv (nghttp2_session *h2, const nghttp2_frame *frame, int lib_error_code, void *ud)
+{
+  grpc_conn *c = ud;
+  if (c->server && frame->hd.type == NGHTTP2_GOAWAY && (frame->goaway.last_stream_id & 1) == 1)
+    c->client_goaway_quirk = true;
+  else
+    ps_debug ("%s %s: invalid frame of type %u: %s", c->kind, c->label, frame->hd.type,
+              nghttp2_strerror (lib_error_code));
   return 0;
 }
 
@@ -1466,6 +1489,7 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback (cbs, on_data_chunk_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback (cbs, on_stream_close);
   nghttp2_session_callbacks_set_error_callback2 (cbs, on_error);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback (cbs, on_invalid_frame_recv);
   nghttp2_option *opt;
   nghttp2_option_new (&opt);
   /* Stream credit is returned only as the user takes messages (recv). */
