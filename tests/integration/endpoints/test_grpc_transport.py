@@ -434,3 +434,46 @@ def _healthy(path):
             return serving(g.health_check(ch, timeout=2))
         except grpc.RpcError:
             return False
+
+
+def test_grpc_go_goodbye_goaway_is_not_a_protocol_error(bk_daemon):
+    # grpc-go's client ends its transport with GOAWAY naming its own last
+    # stream (1, odd), which nghttp2 takes for a bad push-stream id; the
+    # daemon treats it as the client leaving: no PROTOCOL_ERROR anywhere.
+    import h2.config
+    import h2.connection
+    import h2.events
+    log = Path(bk_daemon.log_path)
+    before = log.stat().st_size
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(lib.scaled(10))
+    s.connect(str(bk_daemon.buildkit_sock))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    conn.send_headers(1, grpc_headers(), end_stream=False)
+    conn.send_data(1, b"\0\0\0\0\0", end_stream=True)
+    s.sendall(conn.data_to_send())
+    ended = False
+    while not ended:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed before the answer"
+        for ev in conn.receive_data(chunk):
+            if isinstance(ev, h2.events.StreamEnded):
+                ended = True
+        s.sendall(conn.data_to_send())
+    # GOAWAY(NO_ERROR, last_stream_id=1, "client transport shutdown"), by hand:
+    # h2 (as a client) would name the server's last stream instead.
+    debug = b"client transport shutdown"
+    payload = (1).to_bytes(4, "big") + (0).to_bytes(4, "big") + debug
+    s.sendall(len(payload).to_bytes(3, "big") + b"\x07\x00" + (0).to_bytes(4, "big") + payload)
+    s.shutdown(socket.SHUT_WR)
+    try:
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+    assert lib.wait_for(lambda: "closing its transport" in log.read_text(errors="replace")[before:], timeout=10)
+    new = log.read_text(errors="replace")[before:]
+    assert "PROTOCOL_ERROR" not in new, new
+    assert bk_daemon.alive()
