@@ -519,7 +519,7 @@ def test_stream_schema_matches_encoder():
     for fn, comp in (("vertex_json", "Vertex"), ("status_json", "VertexStatus"), ("log_json", "VertexLog")):
         written = json_keys_written(c_function(src, fn))
         assert written and written <= set(SCHEMAS[comp]["properties"]), (fn, written)
-    enc = c_function(src, "schema_solve_encode")
+    enc = c_function(src, "solve_encode")
     for key in ("status", "result", "error"):
         assert f'"{key}"' in enc
     assert {"vertexes", "statuses", "logs"} <= set(SCHEMAS["SolveStatus"]["properties"])
