@@ -10,25 +10,49 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/log.h"
 #include "common/process.h"
+#include "handlers/session.h"
 #include "schema/health.pb-c.h"
+
+/* ---- unary helpers ------------------------------------------------------------------- */
+
+/* The one request message (malloc'd), or NULL after finishing the call
+   with why not. */
+static void *
+unary_request (grpc_call *call, size_t *len)
+{
+  cleanup_error ps_error *err = NULL;
+  void *msg = NULL;
+  if (grpc_call_recv_one (call, &msg, len, &err) < 0)
+    {
+      grpc_call_finish_error (call, err);
+      return NULL;
+    }
+  return msg;
+}
+
+/* Send the one response and end the call OK (or with why not). */
+static void
+unary_reply (grpc_call *call, const void *resp, size_t len)
+{
+  cleanup_error ps_error *err = NULL;
+  if (grpc_call_send (call, resp, len, &err) < 0)
+    grpc_call_finish_error (call, err);
+  else
+    grpc_call_finish (call, GRPC_STATUS_OK, NULL);
+}
 
 /* ---- grpc.health.v1.Health ------------------------------------------------------ */
 
 static void
 health_check (grpc_call *call, void *ud)
 {
-  cleanup_error ps_error *err = NULL;
-  cleanup_free void *msg = NULL;
   size_t len = 0;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
+  cleanup_free void *msg = unary_request (call, &len);
+  if (msg == NULL)
+    return;
   Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack (NULL, len, msg);
   if (req == NULL)
     {
@@ -42,12 +66,7 @@ health_check (grpc_call *call, void *ud)
   size_t n = grpc__health__v1__health_check_response__get_packed_size (&resp);
   cleanup_free uint8_t *buf = xmalloc (n + 1);
   grpc__health__v1__health_check_response__pack (&resp, buf);
-  if (grpc_call_send (call, buf, n, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
-  grpc_call_finish (call, GRPC_STATUS_OK, NULL);
+  unary_reply (call, buf, n);
 }
 
 /* ---- opentelemetry.proto.collector.trace.v1.TraceService ------------------------------ */
@@ -58,20 +77,11 @@ health_check (grpc_call *call, void *ud)
 static void
 trace_export (grpc_call *call, void *ud)
 {
-  cleanup_error ps_error *err = NULL;
-  cleanup_free void *msg = NULL;
   size_t len = 0;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
-  if (grpc_call_send (call, "", 0, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
-  grpc_call_finish (call, GRPC_STATUS_OK, NULL);
+  cleanup_free void *msg = unary_request (call, &len);
+  if (msg == NULL)
+    return;
+  unary_reply (call, "", 0);
 }
 
 static const struct grpc_method base_methods[] = {
@@ -183,15 +193,8 @@ on_upgraded (void *ud, int fd, const char *extra_in, size_t extra_in_size, struc
 static int
 grpc_complete (struct ps_request *req, ps_error **err)
 {
-  /* moby's checks and messages, as for /session. */
-  const char *upgrade = http_request_header (req, "Upgrade");
-  if (upgrade == NULL || upgrade[0] == '\0')
-    return ps_error_set (err, 400, "no upgrade proto in request");
-  if (strcasecmp (upgrade, "h2c") != 0)
-    return ps_error_set (err, 400, "protocol %s not supported", upgrade);
-  const char *connection = http_request_header (req, "Connection");
-  if (connection == NULL || !http_header_has_token (connection, "upgrade"))
-    return ps_error_set (err, 400, "POST /grpc needs \"Connection: Upgrade\" with \"Upgrade: h2c\"");
+  if (handlers_check_h2c_upgrade (req, "/grpc", err) < 0)
+    return -1;
   return http_respond_upgrade (req, "h2c", NULL, on_upgraded, NULL, err);
 }
 

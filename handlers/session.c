@@ -80,8 +80,8 @@ on_upgraded (void *ud, int fd, const char *extra_in, size_t extra_in_size, struc
   session_serve_upgraded (fd, extra_in, extra_in_size, &info, release_upgraded, u);
 }
 
-static int
-session_complete (struct ps_request *req, ps_error **err)
+int
+handlers_check_h2c_upgrade (struct ps_request *req, const char *endpoint, ps_error **err)
 {
   /* moby's checks and messages (§2.2). */
   const char *upgrade = http_request_header (req, "Upgrade");
@@ -91,7 +91,15 @@ session_complete (struct ps_request *req, ps_error **err)
     return ps_error_set (err, 400, "protocol %s not supported", upgrade);
   const char *connection = http_request_header (req, "Connection");
   if (connection == NULL || !http_header_has_token (connection, "upgrade"))
-    return ps_error_set (err, 400, "POST /session needs \"Connection: Upgrade\" with \"Upgrade: h2c\"");
+    return ps_error_set (err, 400, "POST %s needs \"Connection: Upgrade\" with \"Upgrade: h2c\"", endpoint);
+  return 0;
+}
+
+static int
+session_complete (struct ps_request *req, ps_error **err)
+{
+  if (handlers_check_h2c_upgrade (req, "/session", err) < 0)
+    return -1;
 
   struct session_request *sr = xcalloc (1, sizeof *sr);
   req->state = sr;

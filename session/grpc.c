@@ -398,7 +398,8 @@ server_end_locked (grpc_call *call, int status, int http, const char *msg)
     finish_locked (call, status, "grpc status %d (%s): %s", status, grpc_status_name (status),
                    msg && *msg ? msg : "(no message)");
   call->resp_http = http;
-  call->wire_msg = msg && status != GRPC_STATUS_OK ? xstrdup (msg) : NULL;
+  /* Cut where a receiver would (and HTTP/2 header blocks stay small). */
+  call->wire_msg = msg && status != GRPC_STATUS_OK ? xstrndup (msg, PS_GRPC_MAX_STATUS_MESSAGE) : NULL;
   mark_dirty_locked (call);
 }
 
@@ -590,6 +591,14 @@ on_begin_headers (nghttp2_session *h2, const nghttp2_frame *frame, void *ud)
   return 0;
 }
 
+static size_t handlers_running; /* atomic: grpc_server_handlers_running */
+
+size_t
+grpc_server_handlers_running (void)
+{
+  return __atomic_load_n (&handlers_running, __ATOMIC_ACQUIRE);
+}
+
 static void *
 handler_main (void *arg)
 {
@@ -598,6 +607,7 @@ handler_main (void *arg)
   /* A handler that forgot its status: the client must not wait forever. */
   grpc_call_finish (call, GRPC_STATUS_UNKNOWN, "the handler of %s ended without a status", call->path);
   grpc_call_free (call);
+  __atomic_sub_fetch (&handlers_running, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
@@ -658,9 +668,11 @@ server_request (grpc_conn *c, grpc_call *call)
       return;
     }
   ps_debug ("%s %s: stream %d %s", c->kind, c->label, call->stream_id, call->path);
+  __atomic_add_fetch (&handlers_running, 1, __ATOMIC_ACQ_REL);
   int r = ps_thread_start (NULL, handler_main, call, 0, true);
   if (r != 0)
     {
+      __atomic_sub_fetch (&handlers_running, 1, __ATOMIC_RELEASE);
       cleanup_free char *msg = xasprintf ("cannot start a handler thread: %s", strerror (r));
       ps_warn ("%s %s: %s", c->kind, c->label, msg);
       pthread_mutex_lock (&c->mu);
@@ -1771,6 +1783,13 @@ grpc_call_recv (grpc_call *call, void **msg, size_t *len, int timeout_ms, ps_err
   pthread_mutex_lock (&c->mu);
   for (;;)
     {
+      /* A cancelled server call stops at once, whatever was queued. */
+      if (call->server && call->cancelled && call->status > 0)
+        {
+          int r = call_failed_error (call, err);
+          pthread_mutex_unlock (&c->mu);
+          return r;
+        }
       if (call->head)
         {
           struct grpc_msg *m = call->head;

@@ -232,6 +232,10 @@ int grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *labe
    and end (their calls are cancelled).  Waits up to grace_ms for them. */
 void grpc_serve_shutdown (int grace_ms);
 
+/* Handler threads running now, all connections together (tests and the
+   fuzz target wait for 0 before they check for leaks). */
+size_t grpc_server_handlers_running (void);
+
 /* Server-side calls (inside a handler): */
 const char *grpc_call_path (grpc_call *call);
 /* The first value of request metadata `key` (lower case), or NULL. */

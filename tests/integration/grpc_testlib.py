@@ -63,9 +63,14 @@ def pb(name):
     return importlib.import_module(f"{name}_pb2")
 
 
+# grpcio shares connections between channels to the same target unless told
+# not to: a test that opens N channels means N connections.
+OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
+
 def listen_channel(path, options=()):
-    """A channel to a --buildkit-listen unix socket."""
-    return grpc.insecure_channel(f"unix:{path}", options=list(options))
+    """A channel (with a connection of its own) to a --buildkit-listen unix socket."""
+    return grpc.insecure_channel(f"unix:{path}", options=[OWN_CONNECTION, *options])
 
 
 def upgrade_request(path="/grpc", upgrade="h2c", connection="Upgrade"):
@@ -173,7 +178,7 @@ class _RelayChannel:
 
     def __init__(self, relay, options):
         self.relay = relay
-        self.channel = grpc.insecure_channel(f"unix:{relay.path}", options=list(options))
+        self.channel = grpc.insecure_channel(f"unix:{relay.path}", options=[OWN_CONNECTION, *options])
 
     def __getattr__(self, name):
         return getattr(self.channel, name)

@@ -18,10 +18,10 @@ import json
 import os
 import re
 import socket
-import socketserver
+import shutil
 import stat
+import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +30,8 @@ import pytest
 
 import grpc_testlib as g
 import podsolve_testlib as lib
+from conftest import _start_daemon, _stop_daemon
+from test_proxy import FakeUpstream
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -39,21 +41,12 @@ def bk_daemon():
     """A podsolved with --buildkit-listen (its own storage; module-wide)."""
     sockdir = tempfile.mkdtemp(prefix="podsolve-bk-")
     path = os.path.join(sockdir, "buildkitd.sock")
-    tmp = lib.new_tmp_dir("podsolve-it-grpc-")
-    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{path}"])
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
+    d = _start_daemon(["--buildkit-listen", f"unix://{path}"], prefix="podsolve-it-grpc-")
     d.buildkit_sock = path
     yield d
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
-    os.rmdir(sockdir) if os.path.isdir(sockdir) and not os.listdir(sockdir) else None
-    assert timeout_msg is None and status == 0, f"podsolved --buildkit-listen stopped badly: {status} {timeout_msg}"
+    problem = _stop_daemon(d)
+    shutil.rmtree(sockdir, ignore_errors=True)
+    assert problem is None, problem
 
 
 @pytest.fixture
@@ -285,41 +278,14 @@ def test_client_cancel_and_hang_up_mid_call_leave_the_daemon_serving(bk_daemon):
 
 # ---- --no-grpc ---------------------------------------------------------------------------
 
-class _Upstream:
-    """A unix-socket HTTP/1.1 server answering every request with 418."""
-
-    def __init__(self, path):
-        self.heads = []
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = self.request.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head = data.partition(b"\r\n\r\n")[0]
-                if b"/_ping " in head.split(b"\r\n")[0]:
-                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-                    return
-                outer.heads.append(head)
-                body = b'{"message":"upstream teapot"}'
-                self.request.sendall(b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\n"
-                                     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-
-        self.server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def _teapot(conn, head, rest):
+    body = b'{"message":"upstream teapot"}'
+    conn.sendall(b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
 
 
 def test_no_grpc_passes_grpc_to_the_upstream(spawn_daemon, tmp_path):
-    up = _Upstream(tmp_path / "up.sock")
+    up = FakeUpstream(tmp_path / "up.sock", _teapot)
     try:
         d = spawn_daemon("--no-grpc", "--upstream", f"unix://{tmp_path / 'up.sock'}")
         s, head, rest = g.open_upgraded(d.sock)
@@ -328,3 +294,143 @@ def test_no_grpc_passes_grpc_to_the_upstream(spawn_daemon, tmp_path):
         assert any(h.startswith(b"POST /grpc ") for h in up.heads), up.heads
     finally:
         up.close()
+
+
+# ---- the wire, with python3-h2 -------------------------------------------------------------
+
+def h2_exchange(sock_path, headers, body=b"", timeout=10):
+    """One request on a fresh prior-knowledge connection; returns
+    (response headers, data, trailers) once the stream ends."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(lib.scaled(timeout))
+    s.connect(str(sock_path))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, headers, end_stream=not body)
+    if body:
+        conn.send_data(sid, body, end_stream=True)
+    s.sendall(conn.data_to_send())
+    resp, data, trailers = None, b"", None
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    resp = dict(ev.headers)
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return resp, data, trailers
+            s.sendall(conn.data_to_send())
+    finally:
+        s.close()
+    return resp, data, trailers
+
+
+def grpc_headers(path=g.HEALTH_CHECK, method="POST", content_type="application/grpc"):
+    return [(":method", method), (":scheme", "http"), (":path", path), (":authority", "localhost"),
+            ("content-type", content_type), ("te", "trailers")]
+
+
+def test_unknown_method_is_a_trailers_only_response(bk_daemon):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers("/x.Y/Z"), b"\0\0\0\0\0")
+    assert resp[":status"] == "200" and resp["content-type"] == "application/grpc", resp
+    assert resp["grpc-status"] == "12", resp
+    assert resp["grpc-message"] == "unknown service x.Y", resp
+    assert data == b"" and trailers is None
+
+
+def test_answer_is_headers_message_trailers(bk_daemon):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers(), b"\0\0\0\0\0")
+    assert resp == {":status": "200", "content-type": "application/grpc"}, resp
+    assert data == b"\0\0\0\0\x02\x08\x01"     # HealthCheckResponse{status: SERVING}
+    assert trailers == {"grpc-status": "0"}, trailers
+
+
+@pytest.mark.parametrize("method,content_type,status", [
+    ("POST", "text/plain", "415"),
+    ("POST", "application/grpcx", "415"),
+    ("GET", "application/grpc", "405"),
+])
+def test_not_a_grpc_request_is_an_http_error(bk_daemon, method, content_type, status):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers(method=method,
+                                                                              content_type=content_type))
+    assert resp[":status"] == status, resp
+    assert resp["grpc-status"] == "13", resp
+    assert bk_daemon.alive()
+
+
+def test_content_type_suffixes_are_grpc(bk_daemon):
+    resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock,
+                                       grpc_headers(content_type="application/grpc+proto"), b"\0\0\0\0\0")
+    assert trailers == {"grpc-status": "0"}, (resp, trailers)
+
+
+def test_live_buildkit_socket_is_refused_and_tcp_is_a_usage_error(bk_daemon, tmp_path):
+    base = [lib.podsolved_path(), "--listen", f"unix://{tmp_path}/p.sock", "--state-dir", str(tmp_path / "state"),
+            "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"), "--upstream", "none"]
+    r = subprocess.run(base + ["--buildkit-listen", f"unix://{bk_daemon.buildkit_sock}"],
+                       capture_output=True, text=True, timeout=lib.scaled(60))
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "--buildkit-listen" in r.stderr and "in use" in r.stderr, r.stderr[-2000:]
+    # The live daemon's socket is untouched.
+    with g.listen_channel(bk_daemon.buildkit_sock) as ch:
+        assert serving(g.health_check(ch))
+    r = subprocess.run(base + ["--buildkit-listen", "tcp://127.0.0.1:1234"], capture_output=True, text=True,
+                       timeout=lib.scaled(30))
+    assert r.returncode == 2 and "use unix:///PATH" in r.stderr, r.stderr
+
+
+def test_sigterm_with_grpc_connections_open_stops_cleanly(spawn_daemon, tmp_path):
+    path = str(tmp_path / "bk.sock")
+    d = spawn_daemon("--buildkit-listen", f"unix://{path}")
+    up = g.upgrade_channel(d)
+    bk = g.listen_channel(path)
+    try:
+        assert serving(g.health_check(up)) and serving(g.health_check(bk))
+        t0 = time.monotonic()
+        status, timeout_msg = d.stop(timeout=20)
+        assert timeout_msg is None and status == 0, (status, timeout_msg, d.log_tail())
+        # GOAWAY and close at once, not the 5 s grace.
+        assert time.monotonic() - t0 < lib.scaled(4.5), d.log_tail()
+        assert not os.path.exists(path)
+    finally:
+        up.close()
+        bk.close()
+
+
+def test_buildkit_listen_connections_beyond_max_connections_are_closed(spawn_daemon, tmp_path):
+    path = str(tmp_path / "bk.sock")
+    d = spawn_daemon("--buildkit-listen", f"unix://{path}", "--max-connections", "2")
+    held = [g.listen_channel(path) for _ in range(2)]
+    try:
+        for ch in held:
+            assert serving(g.health_check(ch))
+        extra = g.listen_channel(path)
+        with pytest.raises(grpc.RpcError) as e:
+            g.health_check(extra, timeout=5)
+        extra.close()
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), e.value
+        assert "too many connections" in d.log_tail()
+    finally:
+        for ch in held:
+            ch.close()
+    # Once they are gone, new connections are served again.
+    assert lib.wait_for(lambda: _healthy(path), timeout=lib.scaled(10))
+
+
+def _healthy(path):
+    with g.listen_channel(path) as ch:
+        try:
+            return serving(g.health_check(ch, timeout=2))
+        except grpc.RpcError:
+            return False
