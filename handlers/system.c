@@ -22,6 +22,7 @@
 #include "server/proxy.h"
 #include "server/upstream.h"
 #include "solver/buildah.h"
+#include "solver/worker.h"
 
 /* Builder-Version: "2" = BuildKit.  The docker 20.10 CLI then builds in
    BuildKit mode by default (POST /session + /build?version=2), which
@@ -123,21 +124,6 @@ ping_complete (struct ps_request *req, ps_error **err)
 
 const struct ps_handler handler_ping = { .on_complete = ping_complete };
 
-/* Go's GOARCH names, which Docker clients expect. */
-static const char *
-go_arch (const char *machine)
-{
-  if (strcmp (machine, "x86_64") == 0)
-    return "amd64";
-  if (strcmp (machine, "aarch64") == 0)
-    return "arm64";
-  if (strcmp (machine, "i686") == 0 || strcmp (machine, "i386") == 0)
-    return "386";
-  if (strncmp (machine, "armv", 4) == 0)
-    return "arm";
-  return machine;
-}
-
 /* A value from /etc/os-release ("ID", "VERSION_ID", "PRETTY_NAME"). */
 static char *
 os_release (const char *key)
@@ -205,7 +191,7 @@ version_complete (struct ps_request *req, ps_error **err)
 {
   struct utsname u;
   uname (&u);
-  const char *arch = go_arch (u.machine);
+  const char *arch = worker_go_arch (u.machine);
 
   /* The engine is the upstream's (docker version shows Podman); the
      builder components are added to its list. */

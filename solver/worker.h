@@ -11,7 +11,8 @@
    workerid file does).  Borrowed; the first call decides. */
 const char *worker_id (const char *state_dir);
 
-/* Go's GOARCH name of a uname machine ("x86_64" -> "amd64"). */
+/* Go's GOARCH name of a uname machine ("x86_64" -> "amd64"), which Docker
+   and BuildKit clients expect. */
 const char *worker_go_arch (const char *machine);
 
 /* The platforms builds can run for, as "os/arch[/variant]": the host's

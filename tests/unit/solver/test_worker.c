@@ -1,0 +1,78 @@
+/* test_worker.c — the worker ListWorkers describes: GOARCH names, an id
+ * that survives a restart, the host's platform first, a host address. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "solver/worker.h"
+#include "tests/unit/unit.h"
+
+START_TEST (go_arch_names)
+{
+  ck_assert_str_eq (worker_go_arch ("x86_64"), "amd64");
+  ck_assert_str_eq (worker_go_arch ("aarch64"), "arm64");
+  ck_assert_str_eq (worker_go_arch ("i686"), "386");
+  ck_assert_str_eq (worker_go_arch ("armv7l"), "arm");
+  ck_assert_str_eq (worker_go_arch ("s390x"), "s390x");
+  ck_assert_str_eq (worker_go_arch ("mips64el"), "mips64le");
+}
+END_TEST
+
+START_TEST (id_is_kept_in_the_state_dir)
+{
+  char dir[] = "/tmp/ps-worker-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (dir));
+  const char *id = worker_id (dir);
+  ck_assert_uint_ge (strlen (id), 16);
+  ck_assert_uint_eq (strspn (id, "0123456789abcdef"), strlen (id));
+  cleanup_free char *path = xasprintf ("%s/worker-id", dir);
+  cleanup_free char *text = NULL;
+  ck_assert_int_eq (ps_read_file (path, 256, &text, NULL, NULL), 0);
+  cleanup_free char *line = xasprintf ("%s\n", id);
+  ck_assert_str_eq (text, line);
+  ck_assert_str_eq (worker_id (dir), id);
+  ps_rm_rf (dir, NULL);
+}
+END_TEST
+
+START_TEST (host_platform_first)
+{
+  struct utsname u;
+  uname (&u);
+  ps_strv p = { 0 };
+  worker_platforms (&p);
+  ck_assert_uint_ge (p.n, 1);
+  cleanup_free char *host = xasprintf ("linux/%s", worker_go_arch (u.machine));
+  ck_assert_str_eq (p.v[0], host);
+  for (size_t i = 1; i < p.n; i++)
+    ck_assert_str_ne (p.v[i], host);
+  ps_strv_free (&p);
+}
+END_TEST
+
+START_TEST (gateway_is_a_host_address)
+{
+  cleanup_free char *ip = worker_host_gateway_ip ();
+  if (ip == NULL)
+    return; /* a host with no global address */
+  unsigned char buf[16];
+  ck_assert (inet_pton (AF_INET, ip, buf) == 1 || inet_pton (AF_INET6, ip, buf) == 1);
+  ck_assert (!ps_str_has_prefix (ip, "127.") && strcmp (ip, "::1") != 0);
+}
+END_TEST
+
+PS_TEST_SUITE (worker)
+{
+  Suite *s = suite_create ("worker");
+  TCase *tc = tcase_create ("worker");
+  tcase_add_test (tc, go_arch_names);
+  tcase_add_test (tc, id_is_kept_in_the_state_dir);
+  tcase_add_test (tc, host_platform_first);
+  tcase_add_test (tc, gateway_is_a_host_address);
+  suite_add_tcase (s, tc);
+  return s;
+}
