@@ -143,7 +143,8 @@ def test_solve_dockerfile_through_session_tunnel(gd, pb, uniq):
     name = f"localhost/grpc-df-{uniq}:latest"
     dockerfile = f"FROM {lib.BASE_IMAGE}\nCOPY hello.txt /hello.txt\nRUN echo built-{uniq} > /built.txt\n"
     files = {"Dockerfile": dockerfile, "hello.txt": f"hello {uniq}\n"}
-    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+    # buildx's shared key: "<builder>:<node identifier>"
+    peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files}, shared_key=f"builder{uniq}:node0")
     with channel(gd) as ch:
         tunnel = Tunnel(ch, pb, peer)
         try:
