@@ -48,6 +48,12 @@ skip_image_attr (const char *k)
   return strcmp (k, "prefer-image-digest") == 0 || strcmp (k, "unpack") == 0 || strcmp (k, "store") == 0;
 }
 
+bool
+schema_control_frontend_attr_dropped (const char *key)
+{
+  return skip_frontend_attr (key);
+}
+
 static cJSON *
 exporter_json (const char *type, cJSON *attrs)
 {
@@ -247,7 +253,9 @@ schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct
 
   cleanup_cjson cJSON *root = request_json (in, gateway);
   char *json = cJSON_PrintUnformatted (root);
-  int r = schema_solve_request_parse (json, strlen (json), has_def, out, err);
+  /* The gateway has neither frontend nor definition, which is what
+     definition_part lets through; it has no definition either. */
+  int r = schema_solve_request_parse (json, strlen (json), has_def || gateway, out, err);
   cJSON_free (json);
   if (r < 0)
     return -1;

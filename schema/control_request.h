@@ -37,6 +37,11 @@ bool schema_control_solve_is_gateway (const Moby__Buildkit__V1__SolveRequest *in
 int schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct solve_request *out,
                                   uint8_t **definition, size_t *definition_len, bool *internal, ps_error **err);
 
+/* FrontendAttrs keys that are the client's bookkeeping and dropped (the
+   same for LLBBridge.Solve's FrontendOpt): frontend.caps, attest:*,
+   cache-imports, local-sessionid:* (which names the sources' session). */
+bool schema_control_frontend_attr_dropped (const char *key);
+
 /* SolveResponse{ExporterResponse} for a job's response pairs (key, value,
    ..., NULL; may be NULL): packed, malloc'd. */
 uint8_t *schema_control_solve_response (char *const *response, size_t *len);

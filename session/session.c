@@ -45,6 +45,20 @@ valid_id (const char *s, size_t max)
   return true;
 }
 
+/* The shared key is only ever hashed (cache directories, vertex digests):
+   any text goes, as long as it is one line.  buildx sends the context
+   path and its node ("/home/u/app:builder0"). */
+static bool
+valid_shared_key (const char *s, size_t max)
+{
+  if (strlen (s) > max)
+    return false;
+  for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+    if (*p < 0x20 || *p == 0x7f)
+      return false;
+  return true;
+}
+
 int
 session_info_validate (const struct session_info *info, ps_error **err)
 {
@@ -53,8 +67,8 @@ session_info_validate (const struct session_info *info, ps_error **err)
   if (!valid_id (info->uuid, 128))
     return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Uuid \"%.64s\": expected up to 128 letters, digits, '-', '_' or '.'",
                          info->uuid);
-  if (info->shared_key && info->shared_key[0] && !valid_id (info->shared_key, 256))
-    return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Sharedkey: expected up to 256 letters, digits, '-', '_' or '.'");
+  if (info->shared_key && info->shared_key[0] && !valid_shared_key (info->shared_key, 4096))
+    return ps_error_set (err, 400, "invalid X-Docker-Expose-Session-Sharedkey: expected one line of up to 4096 bytes");
   if (info->n_methods > PS_SESSION_MAX_METHODS)
     return ps_error_set (err, 400, "too many X-Docker-Expose-Session-Grpc-Method headers (%zu, at most %d)",
                          info->n_methods, PS_SESSION_MAX_METHODS);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "schema/control_request.h"
 #include "session/filesend.h"
 #include "solver/buildah.h"
 #include "solver/solve.h"
@@ -505,6 +506,30 @@ copy_attrs (struct solve_attrs *dst, const struct solve_attrs *src)
     dst->kv[i] = xstrdup (src->kv[i]);
 }
 
+/* FrontendOpt as Control.Solve's FrontendAttrs are taken: the client's
+   bookkeeping dropped, local-sessionid:* naming the sources' session. */
+static void
+copy_frontend_opt (struct solve_request *r, const struct solve_attrs *src)
+{
+  size_t n = src ? src->n : 0;
+  r->frontend_attrs.kv = xcalloc (2 * n + 1, sizeof (char *));
+  r->frontend_attrs.n = 0;
+  const char *source = NULL;
+  for (size_t i = 0; i < n; i++)
+    {
+      const char *k = src->kv[2 * i], *v = src->kv[2 * i + 1];
+      if (strcmp (k, "local-sessionid:context") == 0 || (source == NULL && strcmp (k, "local-sessionid:dockerfile") == 0))
+        source = v;
+      if (schema_control_frontend_attr_dropped (k))
+        continue;
+      r->frontend_attrs.kv[2 * r->frontend_attrs.n] = xstrdup (k);
+      r->frontend_attrs.kv[2 * r->frontend_attrs.n + 1] = xstrdup (v);
+      r->frontend_attrs.n++;
+    }
+  if (source && *source && (r->session == NULL || strcmp (source, r->session) != 0))
+    r->source_session = xstrdup (source);
+}
+
 int
 gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool (*cancelled) (void *ud), void *ud,
                      char **ref_id, ps_error **err)
@@ -530,7 +555,6 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
       memcpy (t->definition, req->definition, req->definition_len);
       t->definition_len = req->definition_len;
     }
-  copy_attrs (&t->req.frontend_attrs, req->frontend_opt);
   t->req.n_cache_imports = req->n_cache_imports;
   t->req.cache_imports = xcalloc (req->n_cache_imports + 1, sizeof *t->req.cache_imports);
   for (size_t i = 0; i < req->n_cache_imports; i++)
@@ -539,6 +563,7 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
       copy_attrs (&t->req.cache_imports[i].attrs, &req->cache_imports[i].attrs);
     }
   t->req.session = b->session ? xstrdup (b->session) : NULL;
+  copy_frontend_opt (&t->req, req->frontend_opt);
   for (size_t i = 0; i < b->entitlements.n; i++)
     ps_strv_push (&t->req.entitlements, b->entitlements.v[i]);
 
