@@ -253,9 +253,7 @@ schema_control_solve_request (const Moby__Buildkit__V1__SolveRequest *in, struct
 
   cleanup_cjson cJSON *root = request_json (in, gateway);
   char *json = cJSON_PrintUnformatted (root);
-  /* The gateway has neither frontend nor definition, which is what
-     definition_part lets through; it has no definition either. */
-  int r = schema_solve_request_parse (json, strlen (json), has_def || gateway, out, err);
+  int r = schema_solve_request_parse (json, strlen (json), has_def, out, err);
   cJSON_free (json);
   if (r < 0)
     return -1;
