@@ -37,6 +37,9 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 MAKE_BASE_IMAGE = FIXTURES / "make-base-image"
 GET_DOCKER_CLI = REPO_ROOT / "scripts" / "get-docker-cli"
 DOCKER_CLI_CACHE = Path("/var/cache/podsolve-test/docker-20.10")
+GET_GO_CLIENTS = REPO_ROOT / "scripts" / "get-go-clients"
+# The modern docker CLI (28.x) the BuildKit clients plug into.
+DOCKER_CLI_MODERN = Path(os.environ.get("PODSOLVE_DOCKER_CLI_MODERN") or "/usr/local/bin/docker")
 
 BASE_IMAGE = "localhost/busybox:latest"
 COMPAT_BUILD = "/v1.41/build"
@@ -836,3 +839,56 @@ def assert_daemon_builds(d, tag="podsolve-health"):
     r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
     assert r.status == 200 and r.error is None, r.describe()
     assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"
+
+
+class GoClients:
+    """The real BuildKit clients, built by scripts/get-go-clients: docker
+    buildx and docker compose as plugins of the docker 28 CLI in a private
+    DOCKER_CONFIG (never ~/.docker), and buildctl.
+
+    .docker, .buildx, .compose, .buildctl  paths of the binaries
+    .docker_config                         the private DOCKER_CONFIG (cli-plugins/ inside)
+    env(daemon)                            environment for them, pointed at daemon
+    """
+
+    def __init__(self, docker, paths, docker_config):
+        self.docker = str(docker)
+        self.buildx = paths["buildx"]
+        self.compose = paths["compose"]
+        self.buildctl = paths["buildctl"]
+        self.docker_config = str(docker_config)
+
+    def env(self, daemon):
+        env = daemon.env()
+        env["DOCKER_CONFIG"] = self.docker_config
+        # Nothing from the caller's environment may pick another builder,
+        # progress mode or config directory.
+        for k in ("BUILDX_BUILDER", "BUILDX_CONFIG", "BUILDKIT_PROGRESS", "DOCKER_BUILDKIT",
+                  "BUILDKIT_HOST", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES",
+                  "COMPOSE_BAKE"):
+            env.pop(k, None)
+        env["PATH"] = str(Path(self.docker).parent) + os.pathsep + env.get("PATH", "")
+        return env
+
+
+def go_clients(docker_config):
+    """GoClients with the plugins linked into `docker_config` (created), or
+    (None, reason) when the binaries are missing: -> (GoClients, None).
+
+    `scripts/get-go-clients` is instant once scripts/test-all (or a first
+    run) has built the clients into /var/cache/podsolve-test/go-clients."""
+    docker_config = Path(docker_config)
+    docker_config.mkdir(parents=True, exist_ok=True)
+    if not os.access(DOCKER_CLI_MODERN, os.X_OK):
+        return None, f"the docker 28 CLI is missing ({DOCKER_CLI_MODERN}; set PODSOLVE_DOCKER_CLI_MODERN)"
+    try:
+        r = subprocess.run([str(GET_GO_CLIENTS), "--only", "buildx,compose,buildctl", "--plugins-into",
+                            str(docker_config)], capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"{GET_GO_CLIENTS} failed: {e!r}"
+    paths = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    missing = [n for n in ("buildx", "compose", "buildctl") if not os.access(paths.get(n, ""), os.X_OK)]
+    if r.returncode != 0 or missing:
+        return None, (f"the BuildKit clients are missing ({', '.join(missing) or 'exit ' + str(r.returncode)}): "
+                      f"run scripts/get-go-clients --only buildx,compose,buildctl\n{r.stderr[-2000:]}")
+    return GoClients(DOCKER_CLI_MODERN, paths, docker_config), None
