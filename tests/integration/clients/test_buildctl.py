@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 

@@ -13,8 +13,6 @@ import re
 import subprocess
 import tarfile
 
-import pytest
-
 import podsolve_testlib as lib
 from podsolve_testlib import BASE_IMAGE, containerfile
 
