@@ -64,6 +64,7 @@ session_sources_free (struct session_sources *s)
   session_sources_release (s);
   session_unclaim (s->session_id);
   free (s->session_id);
+  free (s->secrets_session_id);
   free (s->state_dir);
   free (s->cache_root);
   free (s->job_dir);

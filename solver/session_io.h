@@ -19,6 +19,9 @@
 struct session_sources
 {
   char *session_id;     /* the /session uuid */
+  char *secrets_session_id; /* where credentials and secrets come from when not session_id: the
+                               build's own session when its files come over another one
+                               (local-sessionid:*, as buildx bake shares one for all targets) */
   char *state_dir;      /* podsolved's --state-dir */
   char *cache_root;     /* <state-dir>/contexts: caches kept between builds */
   char *job_dir;        /* the job's directory (credentials) */

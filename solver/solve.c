@@ -594,6 +594,8 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       /* Dockerfile and context come over the session, inside the job. */
       p->build.session = session_sources_new (source_session, env->state_dir, p->job_dir, filename);
       p->build.session->max_context_bytes = env->max_context_bytes;
+      if (p->req.source_session && p->req.session)
+        p->build.session->secrets_session_id = xstrdup (p->req.session);
       free (p->build.session->context_name);
       p->build.session->context_name = xstrdup (context_key);
       free (p->build.session->dockerfile_name);

@@ -214,9 +214,26 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
       read_ignore_lines (ign, &excludes);
     }
 
-  /* 3. Credentials and secrets, before buildah needs them. */
-  if (fetch_credentials (b, sess, df_text, err) < 0 || fetch_secrets (b, sess, df_text, err) < 0)
-    goto out;
+  /* 3. Credentials and secrets, before buildah needs them: from the
+     build's own session (BuildKit asks the request's session for them,
+     whichever session the local directories come from). */
+  {
+    ps_session *ssess = sess;
+    if (s->secrets_session_id)
+      {
+        ssess = session_wait (s->secrets_session_id, PS_SESSION_WAIT_MS, err);
+        if (ssess == NULL)
+          {
+            ps_error_wrap (err, "session %s", s->secrets_session_id);
+            goto out;
+          }
+      }
+    int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, ssess, df_text, err) < 0 ? -1 : 0;
+    if (ssess != sess)
+      session_unref (ssess);
+    if (r < 0)
+      goto out;
+  }
 
   /* 4. The context itself. */
   ctx_dir = cache_dir (s, sess, s->context_name, "context", 2, err);

@@ -9,9 +9,16 @@ output and exit status.
 
 import functools
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
 
 import podsolve_testlib as lib
 from podsolve_testlib import BASE_IMAGE, containerfile
@@ -240,3 +247,119 @@ def test_buildx_du_and_prune(spawn_daemon, go_clients, tmp_path, uniq):
     r = buildx(go_clients, d, ctx, *args)
     assert r.returncode == 0, explain(r, d)
     assert "CACHED" not in step_of(plain_steps(r.stderr), 'RUN echo "$GREETING" > /greeting'), r.stderr
+
+
+@pytest.fixture(scope="module")
+def registry():
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    r = lib.Registry()
+    yield r
+    r.stop()
+
+
+def test_buildx_push_to_a_loopback_registry(spawn_daemon, go_clients, registry, tmp_path, uniq):
+    """`docker buildx build --push -t 127.0.0.1:PORT/REPO:TAG` (the registry
+    is plain HTTP: the daemon runs with --insecure-registry, as dockerd with
+    insecure-registries): the manifest is in the registry, the metadata's
+    containerimage.digest is the pushed manifest's digest, and the image is
+    in storage under the same name."""
+    d = spawn_daemon("--insecure-registry", registry.host)
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    name = f"{registry.host}/bx/push-{uniq}:v1"
+    meta = tmp_path / "meta.json"
+    r = buildx(go_clients, d, ctx, "--progress=plain", "--push", "-t", name, "--target", "final",
+               "--metadata-file", str(meta))
+    assert r.returncode == 0, explain(r, d)
+    status, headers, body = registry.manifest(f"bx/push-{uniq}", "v1")
+    assert status == 200, body
+    md = json.loads(meta.read_text())
+    assert md.get("containerimage.digest") == headers["Docker-Content-Digest"], (md, dict(headers))
+    assert md.get("image.name") == name, md
+    assert d.image_file(name, "/app/both") == b"file from the context\nhello\n"
+
+
+def test_buildx_secret_reaches_the_run_and_not_the_image(daemon, go_clients, tmp_path, uniq):
+    """`--secret id=tok,src=FILE`: a `RUN --mount=type=secret,id=tok` reads
+    it (the daemon asks buildx's session, Secrets.GetSecret); the image has
+    what the RUN made of it, not the secret's mount."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-size && "
+        "sed 's/^/seen:/' /run/secrets/tok > /secret-seen")})
+    secret = tmp_path / "tok.txt"
+    secret.write_text(f"tok-{uniq}\n")
+    name = f"bx-secret-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name,
+               "--secret", f"id=tok,src={secret}")
+    assert r.returncode == 0, explain(r, daemon)
+    image = image_ref(name)
+    assert daemon.image_file(image, "/secret-seen") == f"seen:tok-{uniq}\n".encode()
+    assert daemon.image_file(image, "/secret-size").strip() == str(len(f"tok-{uniq}\n")).encode()
+    assert daemon.image_paths(image, "/run/secrets/tok") == {"/run/secrets/tok": False}
+
+
+def test_buildx_remote_driver_against_buildkit_listen(spawn_daemon, go_clients, tmp_path, uniq):
+    """`docker buildx create --driver remote unix://SOCK` for podsolved's
+    --buildkit-listen socket: inspect --bootstrap shows it running with
+    podsolved's version, and `buildx build --builder NAME --output
+    type=image,name=…` puts the image in storage (sessions over
+    Control.Session)."""
+    sockdir = Path(tempfile.mkdtemp(prefix="podsolve-bxr-"))
+    try:
+        d = spawn_daemon("--buildkit-listen", f"unix://{sockdir}/bk.sock")
+        builder = f"podsolve-remote-{uniq}"
+        r = docker(go_clients, d, "buildx", "create", "--name", builder, "--driver", "remote",
+                   f"unix://{sockdir}/bk.sock")
+        assert r.returncode == 0, explain(r, d)
+        try:
+            r = docker(go_clients, d, "buildx", "inspect", "--bootstrap", builder)
+            assert r.returncode == 0, explain(r, d)
+            assert re.search(r"^Driver:\s+remote$", r.stdout, re.M), r.stdout
+            assert re.search(r"^Status:\s+running$", r.stdout, re.M), r.stdout
+            version = subprocess.run([lib.podsolved_path(), "--version"], capture_output=True,
+                                     text=True).stdout.split()[-1]
+            assert re.search(rf"^BuildKit version:\s+{re.escape(version)}$", r.stdout, re.M), r.stdout
+
+            ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+            name = image_ref(f"bx-remote-{uniq}")
+            r = buildx(go_clients, d, ctx, "--builder", builder, "--progress=plain", "--target", "final",
+                       "--build-arg", f"GREETING=remote-{uniq}", "--output", f"type=image,name={name}")
+            assert r.returncode == 0, explain(r, d)
+            assert d.image_file(name, "/app/both") == f"file from the context\nremote-{uniq}\n".encode()
+        finally:
+            docker(go_clients, d, "buildx", "rm", builder)
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_buildx_ctrl_c_cancels_the_build(daemon, go_clients, tmp_path, uniq):
+    """SIGINT to the client's process group (Ctrl-C) while a RUN sleeps:
+    buildx exits at once with the build cancelled, the daemon stops the RUN
+    (no process of it left) and leaves no working container."""
+    token = f"long-run-{uniq}"
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        f"RUN echo started-{token} && sleep 120 && echo {token}")})
+    before = len(daemon.working_containers())
+    out = tmp_path / "buildx.log"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "."],
+                             cwd=ctx, env=go_clients.env(daemon), stdout=f, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        assert lib.wait_for(lambda: f"started-{token}" in out.read_text(errors="replace"), 60), \
+            out.read_text(errors="replace")
+        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
+        os.killpg(p.pid, signal.SIGINT)
+        rc = p.wait(lib.scaled(20))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    text = out.read_text(errors="replace")
+    assert rc != 0, text
+    assert re.search(r"cancel", text, re.I), text
+    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
+    assert daemon.alive()
