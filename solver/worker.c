@@ -144,8 +144,80 @@ worker_platforms (ps_strv *out)
 }
 
 char *
+worker_conf_host_ip (const char *const *paths, size_t n)
+{
+  char *found = NULL;
+  for (size_t i = 0; i < n; i++)
+    {
+      cleanup_free char *text = NULL;
+      if (ps_read_file (paths[i], 1024 * 1024, &text, NULL, NULL) < 0)
+        continue;
+      bool in_containers = false;
+      char *save = NULL;
+      for (char *line = strtok_r (text, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
+        {
+          line += strspn (line, " \t");
+          if (*line == '[')
+            {
+              in_containers = strncmp (line, "[containers]", 12) == 0;
+              continue;
+            }
+          const char *key = "host_containers_internal_ip";
+          if (!in_containers || strncmp (line, key, strlen (key)) != 0)
+            continue;
+          char *v = line + strlen (key);
+          v += strspn (v, " \t");
+          if (*v++ != '=')
+            continue;
+          v += strspn (v, " \t");
+          char q = *v;
+          if (q != '"' && q != '\'')
+            continue;
+          char *end = strchr (v + 1, q);
+          if (end == NULL)
+            continue;
+          free (found);
+          found = xstrndup (v + 1, (size_t) (end - v - 1));
+        }
+    }
+  if (found && *found == '\0')
+    {
+      free (found); /* "" is the default: choose automatically */
+      found = NULL;
+    }
+  return found;
+}
+
+char *
 worker_host_gateway_ip (void)
 {
+  /* containers.conf as containers/common reads it (system files; the
+     daemon runs as root, so no per-user file). */
+  ps_strv confs = { 0 };
+  ps_strv_push (&confs, "/usr/share/containers/containers.conf");
+  ps_strv_push (&confs, "/etc/containers/containers.conf");
+  const char *override = getenv ("CONTAINERS_CONF");
+  cleanup_close int dfd = open ("/etc/containers/containers.conf.d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ps_strv dropins = { 0 };
+  const char *step = NULL;
+  if (dfd >= 0 && ps_list_dir_at (dfd, true, &dropins, &step) == 0)
+    for (size_t i = 0; i < dropins.n; i++)
+      if (ps_str_has_suffix (dropins.v[i], ".conf"))
+        ps_strv_pushf (&confs, "/etc/containers/containers.conf.d/%s", dropins.v[i]);
+  ps_strv_free (&dropins);
+  char *conf = override && *override ? worker_conf_host_ip (&override, 1)
+                                     : worker_conf_host_ip ((const char *const *) confs.v, confs.n);
+  ps_strv_free (&confs);
+  if (conf)
+    {
+      if (strcmp (conf, "none") == 0)
+        {
+          free (conf);
+          return NULL;
+        }
+      return conf;
+    }
+
   struct ifaddrs *ifs = NULL;
   if (getifaddrs (&ifs) < 0)
     return NULL;

@@ -23,9 +23,15 @@ void worker_platforms (ps_strv *out);
 
 /* The address a build container reaches the host on, as containers/common
    picks host.containers.internal for a container without a bridge network
-   (podsolve's RUNs use the host's network): the host's first non-loopback
-   global IPv4 address, else its first global IPv6 one; NULL when it has
-   neither.  Caller frees. */
+   (podsolve's RUNs use the host's network): containers.conf's
+   host_containers_internal_ip when set (NULL for "none"), else the host's
+   first non-loopback global IPv4 address, else its first global IPv6 one;
+   NULL when it has neither.  Caller frees. */
 char *worker_host_gateway_ip (void);
+
+/* host_containers_internal_ip from the [containers] table of the given
+   containers.conf files, the last one setting it winning; NULL when none
+   does.  Exposed for tests. */
+char *worker_conf_host_ip (const char *const *paths, size_t n);
 
 #endif

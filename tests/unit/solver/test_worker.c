@@ -65,6 +65,31 @@ START_TEST (gateway_is_a_host_address)
 }
 END_TEST
 
+START_TEST (containers_conf_host_ip)
+{
+  char dir[] = "/tmp/ps-worker-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (dir));
+  cleanup_free char *a = xasprintf ("%s/a.conf", dir);
+  cleanup_free char *b = xasprintf ("%s/b.conf", dir);
+  cleanup_free char *c = xasprintf ("%s/c.conf", dir);
+  const char *ta = "[containers]\n#host_containers_internal_ip = \"9.9.9.9\"\n"
+                   "host_containers_internal_ip = \"10.0.0.7\"\n[engine]\nhost_containers_internal_ip = \"1.1.1.1\"\n";
+  const char *tb = "[network]\nx = 1\n [containers]\n  host_containers_internal_ip='none'\n";
+  const char *tc = "[containers]\nhost_containers_internal_ip = \"\"\n";
+  ck_assert_int_eq (ps_write_file (a, ta, strlen (ta), 0644, NULL), 0);
+  ck_assert_int_eq (ps_write_file (b, tb, strlen (tb), 0644, NULL), 0);
+  ck_assert_int_eq (ps_write_file (c, tc, strlen (tc), 0644, NULL), 0);
+  const char *only_a[] = { a }, *a_b[] = { a, b }, *a_c[] = { a, c }, *missing[] = { "/nonexistent/x.conf" };
+  cleanup_free char *v1 = worker_conf_host_ip (only_a, 1);
+  ck_assert_str_eq (v1, "10.0.0.7");
+  cleanup_free char *v2 = worker_conf_host_ip (a_b, 2);
+  ck_assert_str_eq (v2, "none");
+  ck_assert_ptr_null (worker_conf_host_ip (a_c, 2)); /* "" = choose automatically */
+  ck_assert_ptr_null (worker_conf_host_ip (missing, 1));
+  ps_rm_rf (dir, NULL);
+}
+END_TEST
+
 PS_TEST_SUITE (worker)
 {
   Suite *s = suite_create ("worker");
@@ -73,6 +98,7 @@ PS_TEST_SUITE (worker)
   tcase_add_test (tc, id_is_kept_in_the_state_dir);
   tcase_add_test (tc, host_platform_first);
   tcase_add_test (tc, gateway_is_a_host_address);
+  tcase_add_test (tc, containers_conf_host_ip);
   suite_add_tcase (s, tc);
   return s;
 }
