@@ -307,6 +307,21 @@ result_ref (const Moby__Buildkit__V1__Frontend__Result *res, const char **id, ps
     }
 }
 
+/* The result's "containerimage.config" metadata (BuildKit's exporter key;
+   with one platform a client may key it "containerimage.config/<platform>"),
+   or NULL. */
+static char *
+result_image_config (const Moby__Buildkit__V1__Frontend__Result *res)
+{
+  for (size_t i = 0; i < res->n_metadata; i++)
+    {
+      const char *k = res->metadata[i]->key;
+      if (strcmp (k, "containerimage.config") == 0 || ps_str_has_prefix (k, "containerimage.config/"))
+        return xstrndup ((const char *) res->metadata[i]->value.data, res->metadata[i]->value.len);
+    }
+  return NULL;
+}
+
 static void
 bridge_return (grpc_call *call, void *ud)
 {
@@ -325,8 +340,11 @@ bridge_return (grpc_call *call, void *ud)
   int code = req->error ? req->error->code : 0;
   const char *message = req->error ? req->error->message : NULL;
   int r = code == 0 ? result_ref (req->result, &id, &err) : 0;
+  cleanup_free char *config = NULL;
+  if (r == 0 && req->result)
+    config = result_image_config (req->result);
   if (r == 0)
-    r = gateway_build_return (b, id, code, message, &err);
+    r = gateway_build_return (b, id, code, message, config, &err);
   if (r < 0)
     finish_error (call, err);
   else

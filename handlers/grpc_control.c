@@ -575,6 +575,10 @@ solve_gateway_new (grpc_call *call, const Moby__Buildkit__V1__SolveRequest *rq, 
     .max_context_bytes = ps_cfg.max_context_bytes,
     .inputs = inputs,
     .n_inputs = n,
+    .cache_imports = sr->cache_imports,
+    .n_cache_imports = sr->n_cache_imports,
+    .cache_exports = sr->cache_exports,
+    .n_cache_exports = sr->n_cache_exports,
     .cancelled = solve_call_gone,
     .cancelled_ud = call,
   };
@@ -842,39 +846,17 @@ tunnel_to_session (struct tunnel *t)
     }
 }
 
-/* buildx's shared key is "<builder>:<node id>"; the session code takes
-   only [A-Za-z0-9._-] (a /session header).  The key only ever names
-   caches (it is hashed there), so another key stands for it: its digest,
-   the same for every session that shares it. */
-static const char *
-tunnel_shared_key (const char *key, char buf[72])
-{
-  if (key == NULL)
-    return "";
-  bool plain = strlen (key) <= 256;
-  for (const char *p = key; plain && *p; p++)
-    plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'
-            || *p == '_' || *p == '.';
-  if (plain)
-    return key;
-  char hex[65];
-  ps_sha256_hex (key, strlen (key), hex);
-  snprintf (buf, 72, "sha256-%s", hex);
-  return buf;
-}
-
 static void
 control_session (grpc_call *call, void *ud)
 {
   (void) ud;
   const char **methods = NULL;
   size_t n_methods = grpc_call_metadata_all (call, "x-docker-expose-session-grpc-method", &methods);
-  char key_buf[72];
-  const char *key = tunnel_shared_key (grpc_call_metadata (call, "x-docker-expose-session-sharedkey"), key_buf);
+  const char *key = grpc_call_metadata (call, "x-docker-expose-session-sharedkey");
   const char *name = grpc_call_metadata (call, "x-docker-expose-session-name");
   struct session_info info = {
     .uuid = grpc_call_metadata (call, "x-docker-expose-session-uuid"),
-    .shared_key = key,
+    .shared_key = key ? key : "",
     .name = name ? name : "",
     .methods = methods,
     .n_methods = n_methods,

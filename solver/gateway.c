@@ -15,10 +15,12 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "common/cjson.h"
 #include "common/log.h"
 #include "schema/control_request.h"
 #include "session/filesend.h"
 #include "solver/buildah.h"
+#include "solver/image_config.h"
 #include "solver/solve.h"
 
 /* How often a waiting build or caller looks at its cancel flags. */
@@ -64,6 +66,8 @@ struct gateway_build
   uint64_t max_context_bytes;
   struct gateway_input *inputs;
   size_t n_inputs;
+  struct solve_cache_entry *cache_imports, *cache_exports;
+  size_t n_cache_imports, n_cache_exports;
 
   struct gateway_task *queue, *queue_tail;
   struct gateway_ref **refs;
@@ -72,6 +76,7 @@ struct gateway_build
   bool returned;
   bool finished; /* gateway_solve_run left: no more solves */
   char *return_ref;
+  struct image_config *return_config;
   int return_code;
   char *return_msg;
   struct gateway_build *next; /* registry list */
@@ -80,6 +85,46 @@ struct gateway_build
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t registry_cond = PTHREAD_COND_INITIALIZER;
 static struct gateway_build *registry;
+
+static struct solve_cache_entry *
+caches_copy (const struct solve_cache_entry *src, size_t n)
+{
+  struct solve_cache_entry *v = xcalloc (n + 1, sizeof *v);
+  for (size_t i = 0; i < n; i++)
+    {
+      v[i].type = xstrdup (src[i].type);
+      v[i].attrs.n = src[i].attrs.n;
+      v[i].attrs.kv = xcalloc (2 * src[i].attrs.n + 1, sizeof (char *));
+      for (size_t k = 0; k < 2 * src[i].attrs.n; k++)
+        v[i].attrs.kv[k] = xstrdup (src[i].attrs.kv[k]);
+    }
+  return v;
+}
+
+static void
+caches_free (struct solve_cache_entry *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    {
+      free (v[i].type);
+      ps_strv_free_raw (v[i].attrs.kv);
+    }
+  free (v);
+}
+
+/* Append copies of `add` to a request's list. */
+static void
+caches_append (struct solve_cache_entry **list, size_t *n, const struct solve_cache_entry *add, size_t n_add)
+{
+  if (n_add == 0)
+    return;
+  struct solve_cache_entry *copy = caches_copy (add, n_add);
+  *list = xrealloc (*list, (*n + n_add + 1) * sizeof **list);
+  memcpy (*list + *n, copy, n_add * sizeof *copy);
+  memset (*list + *n + n_add, 0, sizeof **list);
+  *n += n_add;
+  free (copy);
+}
 
 static void
 task_free (struct gateway_task *t)
@@ -117,6 +162,8 @@ build_free (struct gateway_build *b)
       free ((uint8_t *) b->inputs[i].definition);
     }
   free (b->inputs);
+  caches_free (b->cache_imports, b->n_cache_imports);
+  caches_free (b->cache_exports, b->n_cache_exports);
   if (b->job)
     solver_job_unref (b->job);
   ps_strv_free (&b->entitlements);
@@ -126,6 +173,7 @@ build_free (struct gateway_build *b)
   free (b->authfile);
   free (b->state_dir);
   free (b->return_ref);
+  image_config_free (b->return_config);
   free (b->return_msg);
   pthread_mutex_destroy (&b->lock);
   pthread_mutex_destroy (&b->mount_lock);
@@ -240,6 +288,11 @@ run_task (gateway_build *b, struct gateway_task *t, char **image, ps_error **err
     .definition = t->definition,
     .definition_len = t->definition_len,
   };
+  if (t->req.frontend)
+    {
+      caches_append (&t->req.cache_imports, &t->req.n_cache_imports, b->cache_imports, b->n_cache_imports);
+      caches_append (&t->req.cache_exports, &t->req.n_cache_exports, b->cache_exports, b->n_cache_exports);
+    }
   struct solve_plan *plan = NULL;
   if (solve_plan_new (&t->req, &env, &plan, err) < 0)
     return -1;
@@ -350,6 +403,10 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
       b->inputs[i].len = opts->inputs[i].len;
     }
   b->n_inputs = opts->n_inputs;
+  b->cache_imports = caches_copy (opts->cache_imports, opts->n_cache_imports);
+  b->n_cache_imports = opts->n_cache_imports;
+  b->cache_exports = caches_copy (opts->cache_exports, opts->n_cache_exports);
+  b->n_cache_exports = opts->n_cache_exports;
 
   pthread_mutex_lock (&registry_lock);
   for (struct gateway_build *o = registry; o; o = o->next)
@@ -424,7 +481,21 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
       struct gateway_ref *r = find_ref (b, b->return_ref);
       *result_image = xstrdup (r->image);
     }
+  struct image_config *cfg = ret == 0 && *result_image ? steal_pointer (&b->return_config) : NULL;
   pthread_mutex_unlock (&b->lock);
+  if (cfg)
+    {
+      /* The client-side frontend's image config, as BuildKit's exporter
+         takes it from the result's metadata. */
+      char *configured = NULL;
+      bool cached = false;
+      ret = image_config_apply (cfg, *result_image, b->state_dir, &configured, &cached, err);
+      image_config_free (cfg);
+      free (*result_image);
+      *result_image = ret == 0 ? configured : NULL;
+      if (ret < 0)
+        ps_error_wrap (err, "containerimage.config");
+    }
   registry_remove (b);
   ps_debug ("gateway build %s: %s", build_id, ret == 0 ? "returned" : (*err)->msg);
   gateway_build_unref (b);
@@ -463,6 +534,8 @@ gateway_frontend_new (const char *build_id, const struct gateway_build_opts *o)
       in[i].len = o->inputs[i].len;
     }
   f->opts.inputs = in;
+  f->opts.cache_imports = caches_copy (o->cache_imports, o->n_cache_imports);
+  f->opts.cache_exports = caches_copy (o->cache_exports, o->n_cache_exports);
   return f;
 }
 
@@ -483,6 +556,8 @@ gateway_frontend_free (void *ud)
       free ((uint8_t *) f->opts.inputs[i].definition);
     }
   free ((struct gateway_input *) f->opts.inputs);
+  caches_free ((struct solve_cache_entry *) f->opts.cache_imports, f->opts.n_cache_imports);
+  caches_free ((struct solve_cache_entry *) f->opts.cache_exports, f->opts.n_cache_exports);
   ps_strv_free (&f->entitlements);
   free (f);
 }
@@ -612,8 +687,12 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
 }
 
 int
-gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message, ps_error **err)
+gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message,
+                      const char *image_config, ps_error **err)
 {
+  struct image_config *cfg = NULL;
+  if (code == 0 && image_config && *image_config && image_config_parse (image_config, &cfg, err) < 0)
+    return ps_error_wrap (err, "Result.metadata containerimage.config");
   pthread_mutex_lock (&b->lock);
   int ret = 0;
   if (b->finished || b->returned)
@@ -626,9 +705,12 @@ gateway_build_return (gateway_build *b, const char *ref_id, int code, const char
       b->return_code = code;
       b->return_msg = message ? xstrdup (message) : NULL;
       b->return_ref = code == 0 && ref_id && *ref_id ? xstrdup (ref_id) : NULL;
+      b->return_config = cfg;
+      cfg = NULL;
       pthread_cond_broadcast (&b->cond);
     }
   pthread_mutex_unlock (&b->lock);
+  image_config_free (cfg);
   return ret;
 }
 
@@ -892,16 +974,17 @@ gateway_resolve_image_config (gateway_build *b, const char *ref, const char *mod
       if (id == NULL || *id == '\0')
         return ps_error_set (err, 404, "ResolveImageConfig: image \"%s\" not found", ref);
     }
-  if (buildah_callv (config, err, "inspect", "--type=image", "--format={{json .OCIv1}}", id, NULL) < 0)
+  /* buildah's inspect document: OCIv1 is the image config as stored. */
+  cleanup_free char *out = NULL;
+  const char *const args[] = { "inspect", "--type=image", id, NULL };
+  if (buildah_call (args, &out, err) < 0)
     return ps_error_wrap (err, "ResolveImageConfig %s", ref);
-  char *d = NULL;
-  if (buildah_callv (&d, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", id, NULL) < 0)
-    d = NULL;
-  if (d)
-    d[strcspn (d, "\n")] = '\0';
-  *digest = d ? d : xstrdup ("");
-  size_t n = strlen (*config);
-  while (n && (*config)[n - 1] == '\n')
-    (*config)[--n] = '\0';
+  cleanup_cjson cJSON *root = cJSON_Parse (out);
+  const cJSON *oci = cJSON_GetObjectItemCaseSensitive (root, "OCIv1");
+  if (!cJSON_IsObject (oci))
+    return ps_error_set (err, 500, "ResolveImageConfig %s: buildah inspect gave no OCIv1 config", ref);
+  *config = cJSON_PrintUnformatted (oci);
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive (root, "FromImageDigest");
+  *digest = xstrdup (cJSON_IsString (d) ? d->valuestring : "");
   return 0;
 }

@@ -47,6 +47,10 @@ struct gateway_build_opts
   uint64_t max_context_bytes;   /* --max-context-bytes */
   const struct gateway_input *inputs; /* FrontendInputs, served by LLBBridge.Inputs */
   size_t n_inputs;
+  /* Control.SolveRequest.Cache: every Dockerfile ref the client solves
+     imports and exports these (the LLB executor takes none). */
+  const struct solve_cache_entry *cache_imports, *cache_exports;
+  size_t n_cache_imports, n_cache_exports;
   /* Polled while waiting for the client (NULL: only the job's cancel
      counts): true once the Control.Solve call is gone; the build is then
      cancelled. */
@@ -105,8 +109,13 @@ int gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, 
                          void *ud, char **ref_id, ps_error **err);
 
 /* LLBBridge.Return: `ref_id` (NULL: no result) or an error (code != 0, a
-   google.rpc code, with its message).  An unknown ref is a 404. */
-int gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message, ps_error **err);
+   google.rpc code, with its message).  `image_config`: the result's
+   metadata "containerimage.config" (an OCI image config a client-side
+   frontend sets, see image_config.h), or NULL; it is applied to the ref's
+   image before the build hands it over.  An unknown ref is a 404, a
+   config that is not one a 400. */
+int gateway_build_return (gateway_build *b, const char *ref_id, int code, const char *message,
+                          const char *image_config, ps_error **err);
 
 /* LLBBridge.Evaluate: 0 when `ref_id` names a solved ref (every ref is
    solved when LLBBridge.Solve returns), 404 otherwise. */

@@ -353,6 +353,13 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
                   if (schema_imageref_check_tag (n, err) < 0)
                     return ps_error_wrap (err, "%s.attrs.name", field);
                   cleanup_free char *norm = schema_imageref_normalize_compat (n);
+                  /* buildx's --push sends the names twice (image with
+                     push=true, then moby): one tag each. */
+                  bool seen = false;
+                  for (size_t k = 0; k < p->image_names.n && !seen; k++)
+                    seen = strcmp (p->image_names.v[k], norm) == 0;
+                  if (seen)
+                    continue;
                   ps_strv_push (&p->build.opts.tags, norm);
                   ps_strv_push (&p->image_names, norm);
                 }
@@ -536,15 +543,10 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   if (env->gateway.run)
     {
       /* The client's frontend runs on its side (LLBBridge); its attrs are
-         its own business.  The exporters are checked as for any solve. */
+         its own business.  The exporters are checked as for any solve;
+         the cache options go with the gateway to each Dockerfile ref
+         (gateway_build_opts), where they are checked as for /solve. */
       p->gateway = env->gateway;
-      if (p->req.n_cache_imports || p->req.n_cache_exports)
-        {
-          ps_error_set (err, 501, "cache imports/exports with the client-side gateway are not supported by podsolve "
-                                  "yet");
-          solve_plan_free (p);
-          return -1;
-        }
       if (plan_exporters (p, env, false, err) < 0)
         {
           solve_plan_free (p);

@@ -227,3 +227,62 @@ def health_check(channel, timeout=30):
 def buildkit_socket(daemon_tmp, name="buildkitd.sock"):
     """A path for --buildkit-listen inside a daemon's temporary directory."""
     return Path(daemon_tmp) / name
+
+
+class SessionTunnel:
+    """A Control.Session call (grpchijack) whose far end is a
+    session_peer.SessionPeer on a socketpair: the call's BytesMessages carry
+    what the peer's socket sends and receives, so the peer serves HTTP/2 to
+    the daemon exactly as after POST /session.
+
+        peer = SessionPeer(daemon.sock, {"context": files})
+        tunnel = SessionTunnel(channel, pb("control"), peer)  # pb: anything with .BytesMessage, or a namespace with .control
+        ... Control.Solve with Session=peer.uuid ...
+        tunnel.close()
+    """
+
+    def __init__(self, channel, pb_mod, peer):
+        self.msg = getattr(pb_mod, "control", pb_mod).BytesMessage
+        self.peer = peer
+        self.mine, theirs = socket.socketpair()
+        peer.start_on_socket(theirs)
+        self._closed = threading.Event()
+        stream = channel.stream_stream("/moby.buildkit.v1.Control/Session",
+                                       request_serializer=self.msg.SerializeToString,
+                                       response_deserializer=self.msg.FromString)
+        self.call = stream(self._requests(), metadata=peer.metadata())
+        self._reader = threading.Thread(target=self._to_peer, daemon=True)
+        self._reader.start()
+
+    def _requests(self):
+        while True:
+            try:
+                data = self.mine.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                return
+            yield self.msg(data=data)
+
+    def _to_peer(self):
+        try:
+            for m in self.call:
+                self.mine.sendall(m.data)
+        except grpc.RpcError:
+            pass
+        finally:
+            self._closed.set()
+            try:
+                self.mine.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self.mine.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.call.cancel()
+        self._closed.wait(lib.scaled(10))
+        self.peer.close()
+        self.mine.close()

@@ -304,8 +304,9 @@ def test_gateway_dockerfile_with_context_from_a_session(gd, pb, ch, uniq):
 
 
 def test_warn_reaches_the_build_status(gd, pb, ch, uniq):
-    """LLBBridge.Warn is a warning of the build's job: its status stream
-    (here /solve/{ref}/status, SolveStatus JSON) carries it as "warnings"."""
+    """LLBBridge.Warn is a warning of the build's job: its status streams
+    carry it (/solve/{ref}/status as SolveStatus "warnings", Control.Status
+    as StatusResponse.warnings)."""
     ref = f"gwwarn{uniq}"
     solve = start_gateway_solve(ch, pb, ref)
     bridge(ch, "Warn", pb.gw.WarnRequest(digest="sha256:" + "ab" * 32, level=1, short=f"mind {uniq}".encode(),
@@ -322,3 +323,119 @@ def test_warn_reaches_the_build_status(gd, pb, ch, uniq):
              for w in json.loads(line).get("status", {}).get("warnings", [])]
     assert [base64.b64decode(w["short"]).decode() for w in warns] == [f"mind {uniq}"], warns
     assert warns[0]["level"] == 1 and warns[0]["url"] == "https://example.invalid/w"
+    # and Control.Status, as buildx reads it: StatusResponse.warnings
+    got = [w for resp in glib.unary_stream(ch, "/moby.buildkit.v1.Control/Status", pb.control.StatusRequest(Ref=ref),
+                                           pb.control.StatusResponse)
+           for w in resp.warnings]
+    assert [(w.short, list(w.detail), w.level) for w in got] == [(f"mind {uniq}".encode(), [b"line one"], 1)], got
+
+
+def test_resolve_image_config_and_inputs(gd, pb, ch, uniq):
+    import json
+    ref = f"gwres{uniq}"
+    solve = start_gateway_solve(ch, pb, ref)
+    r = bridge(ch, "ResolveImageConfig", pb.gw.ResolveImageConfigRequest(Ref=lib.BASE_IMAGE, ResolveMode="local"),
+               pb.gw.ResolveImageConfigResponse, ref)
+    cfg = json.loads(r.Config)
+    assert cfg["os"] == "linux" and cfg["rootfs"]["type"] == "layers", cfg
+    assert r.Digest.startswith("sha256:"), r.Digest
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "ResolveImageConfig", pb.gw.ResolveImageConfigRequest(Ref=f"localhost/absent-{uniq}:latest",
+                                                                         ResolveMode="local"),
+               pb.gw.ResolveImageConfigResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND, ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "ResolveImageConfig", pb.gw.ResolveImageConfigRequest(Ref="-rf", ResolveMode="local"),
+               pb.gw.ResolveImageConfigResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value.details()
+    assert dict(bridge(ch, "Inputs", pb.gw.InputsRequest(), pb.gw.InputsResponse, ref).Definitions) == {}
+    bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
+    solve.result(timeout=lib.scaled(60))
+
+
+def test_gateway_cache_export_reaches_the_registry(gd, pb, ch, uniq):
+    """--cache-to type=registry with buildx: Control.SolveRequest.Cache goes
+    with the gateway to the Dockerfile ref the client solves."""
+    from session_peer import SessionPeer
+    from test_grpc_solve import Tunnel
+    from test_solve_e2e import Registry
+    import json
+    import shutil as sh
+    if sh.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    registry = Registry()
+    try:
+        cache_ref = f"{registry.host}/gwcache-{uniq}"
+        dockerfile = f"FROM {lib.BASE_IMAGE}\nRUN echo cached-{uniq} > /c.txt\n"
+        files = {"Dockerfile": dockerfile}
+        peer = SessionPeer(gd.sock, {"context": files, "dockerfile": files})
+        tunnel = Tunnel(ch, pb, peer)
+        ref = f"gwcache{uniq}"
+        try:
+            cache = pb.control.CacheOptions(Exports=[pb.control.CacheOptionsEntry(
+                Type="registry", Attrs={"ref": cache_ref, "mode": "max", "registry.insecure": "true"})])
+            solve = start_gateway_solve(ch, pb, ref, Session=peer.uuid, Cache=cache)
+            opt = {"filename": "Dockerfile", "local-sessionid:context": peer.uuid,
+                   "local-sessionid:dockerfile": peer.uuid}
+            rid = bridge(ch, "Solve", pb.gw.SolveRequest(Frontend="dockerfile.v0", FrontendOpt=opt,
+                                                         allowResultReturn=True, allowResultArrayRef=True),
+                         pb.gw.SolveResponse, ref, timeout=300).result.ref.id
+            bridge(ch, "Return", pb.gw.ReturnRequest(result=pb.gw.Result(ref=pb.gw.Ref(id=rid))),
+                   pb.gw.ReturnResponse, ref)
+            solve.result(timeout=lib.scaled(300))
+        finally:
+            tunnel.close()
+        status, _, body = registry.get(f"/v2/gwcache-{uniq}/tags/list")
+        assert status == 200 and json.loads(body).get("tags"), f"{status} {body[:300]!r}"
+    finally:
+        registry.stop()
+
+
+def test_read_file_over_the_message_limit(gd, pb, ch, uniq):
+    ref = f"gwbig{uniq}"
+    solve = start_gateway_solve(ch, pb, ref)
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", "dd if=/dev/zero of=/big bs=1048576 count=17 2>/dev/null; "
+                                                "printf tail >> /big"])
+    rid = bridge(ch, "Solve", pb.gw.SolveRequest(Definition=definition(pb, [img, run]), allowResultReturn=True,
+                                                 allowResultArrayRef=True), pb.gw.SolveResponse, ref,
+                 timeout=300).result.ref.id
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "ReadFile", pb.gw.ReadFileRequest(Ref=rid, FilePath="/big"), pb.gw.ReadFileResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value.details()
+    # a range of it is fine, and reading past the end gives what there is
+    data = bridge(ch, "ReadFile", pb.gw.ReadFileRequest(Ref=rid, FilePath="/big", Range=pb.gw.FileRange(
+        Offset=17 * 1048576, Length=100)), pb.gw.ReadFileResponse, ref).Data
+    assert data == b"tail"
+    st = bridge(ch, "StatFile", pb.gw.StatFileRequest(Ref=rid, Path="/big"), pb.gw.StatFileResponse, ref).stat
+    assert st.size == 17 * 1048576 + 4
+    bridge(ch, "Return", pb.gw.ReturnRequest(), pb.gw.ReturnResponse, ref)
+    solve.result(timeout=lib.scaled(60))
+
+
+def test_returned_image_config_is_applied(gd, pb, ch, uniq):
+    """A client-side frontend sets the image config in the result's metadata
+    (containerimage.config), as BuildKit's exporter takes it."""
+    import json
+    ref = f"gwcfg{uniq}"
+    name = f"localhost/grpc-gwcfg-{uniq}:latest"
+    solve = start_gateway_solve(ch, pb, ref, [pb.control.Exporter(Type="moby", Attrs={"name": name})])
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /cfg.txt"])
+    rid = bridge(ch, "Solve", pb.gw.SolveRequest(Definition=definition(pb, [img, run]), allowResultReturn=True,
+                                                 allowResultArrayRef=True), pb.gw.SolveResponse, ref,
+                 timeout=300).result.ref.id
+    bad = pb.gw.Result(ref=pb.gw.Ref(id=rid), metadata={"containerimage.config": b'{"config":{"Env":["NOEQUALS"]}}'})
+    with pytest.raises(grpc.RpcError) as ei:
+        bridge(ch, "Return", pb.gw.ReturnRequest(result=bad), pb.gw.ReturnResponse, ref)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value.details()
+    cfg = {"architecture": "amd64", "os": "linux",
+           "config": {"Env": [f"MARK={uniq}"], "Cmd": ["cat", "/cfg.txt"], "Labels": {"gw": uniq}}}
+    good = pb.gw.Result(ref=pb.gw.Ref(id=rid), metadata={"containerimage.config": json.dumps(cfg).encode()})
+    bridge(ch, "Return", pb.gw.ReturnRequest(result=good), pb.gw.ReturnResponse, ref)
+    out = solve.result(timeout=lib.scaled(300))
+    assert dict(out.ExporterResponse)["containerimage.config.digest"] == "sha256:" + gd.image_id(name)
+    inspect = json.loads(gd.buildah("inspect", "--type=image", name).stdout)
+    c = inspect["OCIv1"]["config"]
+    assert f"MARK={uniq}" in c["Env"] and c["Cmd"] == ["cat", "/cfg.txt"] and c["Labels"]["gw"] == uniq, c
+    assert gd.image_file(name, "/cfg.txt") == f"{uniq}\n".encode()

@@ -6,10 +6,8 @@ failing RUN, a cancelled Solve, malformed requests."""
 import contextlib
 import io
 import shutil
-import socket
 import tarfile
 import tempfile
-import threading
 import time
 import types
 
@@ -19,6 +17,7 @@ import pytest
 import grpc_testlib as glib
 import llbgen as llb
 import podsolve_testlib as lib
+from conftest import _start_daemon, _stop_daemon
 from session_peer import SessionPeer
 
 SOLVE = "/moby.buildkit.v1.Control/Solve"
@@ -38,21 +37,13 @@ def channel(d):
 def gd():
     """A podsolved with --buildkit-listen (its own storage; module-wide)."""
     sockdir = tempfile.mkdtemp(prefix="podsolve-bk-")
-    tmp = lib.new_tmp_dir("podsolve-it-grpcsolve-")
-    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{sockdir}/buildkitd.sock"])
-    d.buildkit_sock = f"{sockdir}/buildkitd.sock"
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
+    path = f"{sockdir}/buildkitd.sock"
+    d = _start_daemon(["--buildkit-listen", f"unix://{path}"], prefix="podsolve-it-grpcsolve-")
+    d.buildkit_sock = path
     yield d
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
+    problem = _stop_daemon(d)
     shutil.rmtree(sockdir, ignore_errors=True)
-    assert timeout_msg is None and status == 0, f"podsolved stopped badly: {status} {timeout_msg}"
+    assert problem is None, problem
 
 
 @pytest.fixture(scope="module")
@@ -74,54 +65,8 @@ def image_exporter(pb, name, type_="image"):
     return pb.control.Exporter(Type=type_, Attrs={"name": name})
 
 
-class Tunnel:
-    """A Control.Session call whose far end is a SessionPeer on a socketpair:
-    BytesMessages carry what the peer's socket sends and receives."""
-
-    def __init__(self, channel, pb, peer):
-        self.pb = pb
-        self.peer = peer
-        self.mine, theirs = socket.socketpair()
-        peer.start_on_socket(theirs)
-        self._closed = threading.Event()
-        stream = channel.stream_stream(SESSION, request_serializer=pb.control.BytesMessage.SerializeToString,
-                                       response_deserializer=pb.control.BytesMessage.FromString)
-        self.call = stream(self._requests(), metadata=peer.metadata())
-        self._reader = threading.Thread(target=self._to_peer, daemon=True)
-        self._reader.start()
-
-    def _requests(self):
-        while True:
-            try:
-                data = self.mine.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                return
-            yield self.pb.control.BytesMessage(data=data)
-
-    def _to_peer(self):
-        try:
-            for m in self.call:
-                self.mine.sendall(m.data)
-        except grpc.RpcError:
-            pass
-        finally:
-            self._closed.set()
-            try:
-                self.mine.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def close(self):
-        try:
-            self.mine.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.call.cancel()
-        self._closed.wait(lib.scaled(10))
-        self.peer.close()
-        self.mine.close()
+# kept under this name: test_grpc_gateway.py imports it from here
+Tunnel = glib.SessionTunnel
 
 
 def test_solve_definition_image_exporter(gd, pb, uniq):
@@ -333,3 +278,31 @@ def test_solve_docker_archive_goes_over_filesend(gd, pb, uniq):
         names = set(tf.getnames())
         assert "manifest.json" in names, sorted(names)
         assert f"localhost/arch-{uniq}:1" in tf.extractfile("manifest.json").read().decode()
+
+
+def test_push_as_buildx_sends_it(gd, pb, uniq):
+    """buildx --push with the docker driver: an image exporter with
+    push=true,unpack=false, then moby, the same name in both."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    from test_solve_e2e import Registry
+    reg = Registry()
+    try:
+        name = f"{reg.host}/grpcpush:{uniq}"
+        img = llb.source("docker-image://" + lib.BASE_IMAGE)
+        run = llb.exec_(root=img, args=["sh", "-c", f"echo {uniq} > /pushed.txt"])
+        req = pb.control.SolveRequest(
+            Ref=f"push{uniq}", Definition=llb_definition(pb, [img, run]),
+            Exporters=[pb.control.Exporter(Type="image", Attrs={"name": name, "push": "true", "unpack": "false",
+                                                                "registry.insecure": "true"}),
+                       pb.control.Exporter(Type="moby", Attrs={"name": name})])
+        with channel(gd) as ch:
+            resp = solve_stub(ch, pb)(req, timeout=lib.scaled(300))
+        r = dict(resp.ExporterResponse)
+        assert r["image.name"] == name, r
+        status, headers, body = reg.manifest("grpcpush", uniq)
+        assert status == 200, (status, body[:300])
+        assert r["containerimage.digest"] == headers.get("Docker-Content-Digest"), (r, dict(headers))
+        assert gd.image_file(name, "/pushed.txt").strip() == uniq.encode()
+    finally:
+        reg.stop()

@@ -43,6 +43,14 @@ START_TEST (identity_headers_are_validated)
   ps_error_free (err);
   err = NULL;
 
+  /* buildx's shared key "<builder>:<node id>" is fine; a second line is not */
+  struct session_info buildx_key = { .uuid = "abc", .shared_key = "default:p4wl9bq2mmzd7d8jd5f7v3ncm" };
+  ck_assert_int_eq (session_info_validate (&buildx_key, &err), 0);
+  buildx_key.shared_key = "a\nb";
+  ck_assert_int_eq (session_info_validate (&buildx_key, &err), -1);
+  ps_error_free (err);
+  err = NULL;
+
   const char *bad_methods[] = { "not-a-path" };
   struct session_info bm = { .uuid = "abc", .methods = bad_methods, .n_methods = 1 };
   ck_assert_int_eq (session_info_validate (&bm, &err), -1);

@@ -83,7 +83,7 @@ START_TEST (empty_return_ends_the_build_without_a_result)
   ck_assert_int_eq (gateway_build_solve (b, &none, NULL, NULL, &ref, &err), 0);
   ck_assert_ptr_null (ref);
   /* an unknown ref cannot be returned, read or evaluated */
-  ck_assert_int_eq (gateway_build_return (b, "nope", 0, NULL, &err), -1);
+  ck_assert_int_eq (gateway_build_return (b, "nope", 0, NULL, NULL, &err), -1);
   ck_assert_int_eq (err->status, 404);
   ps_error_free (err);
   err = NULL;
@@ -91,9 +91,9 @@ START_TEST (empty_return_ends_the_build_without_a_result)
   ck_assert_int_eq (err->status, 404);
   ps_error_free (err);
   err = NULL;
-  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, &err), 0);
+  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, NULL, &err), 0);
   /* a second Return is refused */
-  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, &err), -1);
+  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, NULL, &err), -1);
   ck_assert_int_eq (err->status, 409);
   ps_error_free (err);
   gateway_build_unref (b);
@@ -112,7 +112,7 @@ START_TEST (returned_error_fails_the_build)
   gateway_build *b = gateway_build_lookup (r.id, 5000);
   ck_assert_ptr_nonnull (b);
   ps_error *err = NULL;
-  ck_assert_int_eq (gateway_build_return (b, "ignored", 3, "the frontend says no", &err), 0);
+  ck_assert_int_eq (gateway_build_return (b, "ignored", 3, "the frontend says no", NULL, &err), 0);
   gateway_build_unref (b);
   runner_join (&r);
   ck_assert_int_eq (r.ret, -1);
@@ -136,7 +136,7 @@ START_TEST (unsupported_frontend_is_refused)
   ck_assert_ptr_nonnull (strstr (err->msg, "gateway.v0"));
   ps_error_free (err);
   err = NULL;
-  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, &err), 0);
+  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, NULL, &err), 0);
   gateway_build_unref (b);
   runner_join (&r);
   runner_free (&r);
@@ -158,7 +158,7 @@ START_TEST (duplicate_running_id_is_a_conflict)
   ps_error_free (err);
   solver_job_unref (job);
   err = NULL;
-  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, &err), 0);
+  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, NULL, &err), 0);
   gateway_build_unref (b);
   runner_join (&r);
   ck_assert_int_eq (r.ret, 0);
@@ -179,7 +179,7 @@ START_TEST (cancelled_job_ends_the_build)
   /* the build left the registry; a late Return is refused */
   ck_assert_ptr_null (gateway_build_lookup (r.id, 0));
   ps_error *err = NULL;
-  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, &err), -1);
+  ck_assert_int_eq (gateway_build_return (b, NULL, 0, NULL, NULL, &err), -1);
   ck_assert_int_eq (err->status, 409);
   ps_error_free (err);
   gateway_build_unref (b);
