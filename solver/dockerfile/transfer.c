@@ -245,6 +245,29 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
     goto out;
   s->files_requested = st.files_requested;
   b->context_bytes = st.file_bytes;
+
+  /* 5. Named contexts from the client's other directories
+     (context:NAME=local:DIR), each into a cache of its own, locked until
+     the build ends. */
+  for (size_t i = 0; i < s->named_locals.n; i++)
+    {
+      const char *nv = s->named_locals.v[i];
+      const char *eq = strchr (nv, '=');
+      cleanup_free char *name = xstrndup (nv, (size_t) (eq - nv));
+      const char *dir_name = eq + 1;
+      s->named_lock_fds = xrealloc (s->named_lock_fds, (s->n_named_lock_fds + 1) * sizeof (int));
+      int *lock_fd = &s->named_lock_fds[s->n_named_lock_fds++];
+      *lock_fd = -1;
+      cleanup_free char *dir = session_cache_dir (s->cache_root, sess, NULL, dir_name, "context", lock_fd, err);
+      cleanup_free char *vname = xasprintf ("[context %s] load from client", name);
+      struct diffcopy_stats nst = { 0 };
+      if (dir == NULL
+          || sync_dir (job, sess, s->max_context_bytes, vname, "transferring context:", dir_name, dir, NULL, 0, NULL, 0,
+                       &nst, err)
+                 < 0)
+        goto out;
+      ps_strv_pushf (&b->opts.build_contexts, "%s=%s", name, dir);
+    }
   ps_info ("job %s: context synced over session %s: %zu entries, %zu files requested, %llu bytes",
            solver_job_id (job), s->session_id, st.entries, st.files_requested, (unsigned long long) st.file_bytes);
 

@@ -363,3 +363,23 @@ def test_buildx_ctrl_c_cancels_the_build(daemon, go_clients, tmp_path, uniq):
     assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
     assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
     assert daemon.alive()
+
+
+def test_buildx_named_context_from_a_local_directory(daemon, go_clients, tmp_path, uniq):
+    """`--build-context extra=DIR` (a directory on the client, outside the
+    context) and `-f` outside the context: `COPY --from=extra` takes the file
+    from DIR (synced over the session like the context), the context's file
+    from the context."""
+    ctx = lib.make_context(tmp_path / "ctx", {"a.txt": f"from the context {uniq}\n"})
+    extra = lib.make_context(tmp_path / "extra", {"x.txt": f"from the named context {uniq}\n"})
+    df = lib.make_context(tmp_path / "df", {"Dockerfile.named": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "COPY --from=extra x.txt /x.txt",
+        "COPY a.txt /a.txt")}) / "Dockerfile.named"
+    name = f"bx-named-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name, "-f", str(df),
+               "--build-context", f"extra={extra}")
+    assert r.returncode == 0, explain(r, daemon)
+    image = image_ref(name)
+    assert daemon.image_file(image, "/x.txt") == f"from the named context {uniq}\n".encode()
+    assert daemon.image_file(image, "/a.txt") == f"from the context {uniq}\n".encode()
