@@ -383,3 +383,34 @@ def test_buildx_named_context_from_a_local_directory(daemon, go_clients, tmp_pat
     image = image_ref(name)
     assert daemon.image_file(image, "/x.txt") == f"from the named context {uniq}\n".encode()
     assert daemon.image_file(image, "/a.txt") == f"from the context {uniq}\n".encode()
+
+
+def test_buildx_output_oci_and_docker_archives(daemon, go_clients, tmp_path, uniq):
+    """`--output type=oci,dest=F` and `type=docker,dest=F,name=N`: OCI
+    layout and `docker load` archives of the built image, sent back over the
+    session; the config in each is the build's (its label)."""
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    oci, dock = tmp_path / "img.oci.tar", tmp_path / "img.docker.tar"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--target", "final", "--label", f"arch={uniq}",
+               "--output", f"type=oci,dest={oci}")
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(oci) as tf:
+        names = set(tf.getnames())
+        assert {"oci-layout", "index.json"} <= names, sorted(names)
+        index = json.load(tf.extractfile("index.json"))
+        blob = lambda d: json.load(tf.extractfile("blobs/" + d.replace(":", "/")))  # noqa: E731
+        manifest = blob(index["manifests"][0]["digest"])
+        if "manifests" in manifest:   # an index inside
+            manifest = blob(manifest["manifests"][0]["digest"])
+        config = blob(manifest["config"]["digest"])
+        assert config["config"]["Labels"].get("arch") == uniq, config
+
+    name = f"docker.io/library/bx-arch-{uniq}:latest"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--target", "final", "--label", f"arch={uniq}",
+               "--output", f"type=docker,dest={dock},name={name}")
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(dock) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))
+        assert len(manifest) == 1 and manifest[0].get("RepoTags") == [name], manifest
+        config = json.load(tf.extractfile(manifest[0]["Config"]))
+        assert config["config"]["Labels"].get("arch") == uniq, config
