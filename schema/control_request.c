@@ -37,7 +37,7 @@ static bool
 skip_frontend_attr (const char *k)
 {
   return strcmp (k, "frontend.caps") == 0 || ps_str_has_prefix (k, "attest:") || strcmp (k, "cache-imports") == 0
-         || ps_str_has_prefix (k, "local-sessionid:");
+         || ps_str_has_prefix (k, "local-sessionid:") || ps_str_has_prefix (k, "sharedkey:");
 }
 
 /* Image-store details BuildKit's image/moby exporters take and podsolve's

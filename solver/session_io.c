@@ -48,6 +48,12 @@ session_sources_release (struct session_sources *s)
         close (s->lock_fds[i]); /* drops the flock */
         s->lock_fds[i] = -1;
       }
+  for (size_t i = 0; i < s->n_named_lock_fds; i++)
+    if (s->named_lock_fds[i] >= 0)
+      close (s->named_lock_fds[i]);
+  free (s->named_lock_fds);
+  s->named_lock_fds = NULL;
+  s->n_named_lock_fds = 0;
   if (s->secrets_dir)
     {
       ps_rm_rf (s->secrets_dir, NULL);
@@ -64,6 +70,8 @@ session_sources_free (struct session_sources *s)
   session_sources_release (s);
   session_unclaim (s->session_id);
   free (s->session_id);
+  free (s->secrets_session_id);
+  ps_strv_free (&s->named_locals);
   free (s->state_dir);
   free (s->cache_root);
   free (s->job_dir);

@@ -19,6 +19,9 @@
 struct session_sources
 {
   char *session_id;     /* the /session uuid */
+  char *secrets_session_id; /* where credentials and secrets come from when not session_id: the
+                               build's own session when its files come over another one
+                               (local-sessionid:*, as buildx bake shares one for all targets) */
   char *state_dir;      /* podsolved's --state-dir */
   char *cache_root;     /* <state-dir>/contexts: caches kept between builds */
   char *job_dir;        /* the job's directory (credentials) */
@@ -31,6 +34,9 @@ struct session_sources
   size_t files_requested; /* context files the daemon asked for (tests read it) */
   char *output_type;    /* "local" or "tar": send the result to the client (FileSend) */
   uint64_t max_context_bytes; /* --max-context-bytes for what the session sends */
+  ps_strv named_locals; /* "NAME=DIR": named contexts (context:NAME=local:DIR) synced over the session */
+  int *named_lock_fds;  /* their caches' locks, held while the build runs */
+  size_t n_named_lock_fds;
 };
 
 /* Claims the session (it is not idle while the build holds it) until

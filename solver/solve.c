@@ -55,6 +55,7 @@ struct solve_plan
   struct solve_gateway gateway; /* the client-side gateway, run instead of a frontend */
   char *claimed_session; /* the session this solve names, claimed until the plan is freed */
   char *claimed_source_session; /* the session of its local sources, when another one */
+  ps_strv session_contexts; /* "NAME=DIR": context:NAME=local:DIR to sync over the session */
   char *state_dir;      /* for a definition: where configured images are recorded */
 };
 
@@ -69,6 +70,7 @@ solve_plan_free (struct solve_plan *p)
   if (p->claimed_source_session)
     session_unclaim (p->claimed_source_session);
   free (p->claimed_source_session);
+  ps_strv_free (&p->session_contexts);
   schema_solve_request_free (&p->req);
   build_options_free (&p->build.opts);
   session_sources_free (p->build.session);
@@ -287,6 +289,12 @@ apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const c
           if (ps_str_has_prefix (v, "local:"))
             {
               const struct solve_source *src = find_source (env, v + 6);
+              if (src == NULL && (p->req.source_session || p->req.session))
+                {
+                  /* The client's directory, over its session (buildx --build-context NAME=DIR). */
+                  ps_strv_pushf (&p->session_contexts, "%s=%s", name, v + 6);
+                  continue;
+                }
               if (src == NULL)
                 return ps_error_set (err, 400, "frontendAttrs.%s: no local source \"%s\" was sent (add a multipart "
                                                "part named \"%s\")", k, v + 6, v + 6);
@@ -596,10 +604,14 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       /* Dockerfile and context come over the session, inside the job. */
       p->build.session = session_sources_new (source_session, env->state_dir, p->job_dir, filename);
       p->build.session->max_context_bytes = env->max_context_bytes;
+      if (p->req.source_session && p->req.session)
+        p->build.session->secrets_session_id = xstrdup (p->req.session);
       free (p->build.session->context_name);
       p->build.session->context_name = xstrdup (context_key);
       free (p->build.session->dockerfile_name);
       p->build.session->dockerfile_name = xstrdup (dockerfile_key);
+      p->build.session->named_locals = p->session_contexts; /* moved */
+      p->session_contexts = (ps_strv){ 0 };
       if (env->authfile)
         o->authfile = xstrdup (env->authfile);
       *out = p;
@@ -610,6 +622,15 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       ps_error_set (err, 400, "missing context: send a multipart part named \"%s\" (a tar of the build context), "
                               "a \"session\" from POST /session, or a git/http(s) URL in frontendAttrs.context",
                     context_key);
+      solve_plan_free (p);
+      return -1;
+    }
+  if (p->session_contexts.n > 0)
+    {
+      const char *nv = p->session_contexts.v[0];
+      const char *eq = strchr (nv, '=');
+      ps_error_set (err, 400, "frontendAttrs.context:%.*s: no local source \"%s\" was sent (add a multipart part named "
+                              "\"%s\")", (int) (eq - nv), nv, eq + 1, eq + 1);
       solve_plan_free (p);
       return -1;
     }

@@ -214,9 +214,26 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
       read_ignore_lines (ign, &excludes);
     }
 
-  /* 3. Credentials and secrets, before buildah needs them. */
-  if (fetch_credentials (b, sess, df_text, err) < 0 || fetch_secrets (b, sess, df_text, err) < 0)
-    goto out;
+  /* 3. Credentials and secrets, before buildah needs them: from the
+     build's own session (BuildKit asks the request's session for them,
+     whichever session the local directories come from). */
+  {
+    ps_session *ssess = sess;
+    if (s->secrets_session_id)
+      {
+        ssess = session_wait (s->secrets_session_id, PS_SESSION_WAIT_MS, err);
+        if (ssess == NULL)
+          {
+            ps_error_wrap (err, "session %s", s->secrets_session_id);
+            goto out;
+          }
+      }
+    int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, ssess, df_text, err) < 0 ? -1 : 0;
+    if (ssess != sess)
+      session_unref (ssess);
+    if (r < 0)
+      goto out;
+  }
 
   /* 4. The context itself. */
   ctx_dir = cache_dir (s, sess, s->context_name, "context", 2, err);
@@ -228,6 +245,29 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
     goto out;
   s->files_requested = st.files_requested;
   b->context_bytes = st.file_bytes;
+
+  /* 5. Named contexts from the client's other directories
+     (context:NAME=local:DIR), each into a cache of its own, locked until
+     the build ends. */
+  for (size_t i = 0; i < s->named_locals.n; i++)
+    {
+      const char *nv = s->named_locals.v[i];
+      const char *eq = strchr (nv, '=');
+      cleanup_free char *name = xstrndup (nv, (size_t) (eq - nv));
+      const char *dir_name = eq + 1;
+      s->named_lock_fds = xrealloc (s->named_lock_fds, (s->n_named_lock_fds + 1) * sizeof (int));
+      int *lock_fd = &s->named_lock_fds[s->n_named_lock_fds++];
+      *lock_fd = -1;
+      cleanup_free char *dir = session_cache_dir (s->cache_root, sess, NULL, dir_name, "context", lock_fd, err);
+      cleanup_free char *vname = xasprintf ("[context %s] load from client", name);
+      struct diffcopy_stats nst = { 0 };
+      if (dir == NULL
+          || sync_dir (job, sess, s->max_context_bytes, vname, "transferring context:", dir_name, dir, NULL, 0, NULL, 0,
+                       &nst, err)
+                 < 0)
+        goto out;
+      ps_strv_pushf (&b->opts.build_contexts, "%s=%s", name, dir);
+    }
   ps_info ("job %s: context synced over session %s: %zu entries, %zu files requested, %llu bytes",
            solver_job_id (job), s->session_id, st.entries, st.files_requested, (unsigned long long) st.file_bytes);
 

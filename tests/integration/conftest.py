@@ -9,6 +9,8 @@ Environment:
                      wall-clock bound, for loaded machines
   PODSOLVE_DOCKER_CLI_DIR  where scripts/get-docker-cli unpacks docker.io
                      (default /var/cache/podsolve-test/docker-20.10)
+  PODSOLVE_DOCKER_CLI_MODERN  the docker 28 CLI buildx and compose plug into
+                     (default /usr/local/bin/docker)
 """
 
 import os
@@ -115,6 +117,17 @@ def docker_cli():
     ver = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
     assert "20.10." in ver, ver
     return str(binary)
+
+
+@pytest.fixture(scope="session")
+def go_clients(tmp_path_factory):
+    """lib.GoClients: docker 28 + buildx/compose plugins in a private
+    DOCKER_CONFIG, and buildctl (scripts/get-go-clients; skips, saying why,
+    only when the binaries are missing)."""
+    clients, reason = lib.go_clients(tmp_path_factory.mktemp("go-clients") / "docker-config")
+    if clients is None:
+        pytest.skip(reason)
+    return clients
 
 
 @pytest.fixture(scope="session")

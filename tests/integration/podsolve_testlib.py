@@ -29,7 +29,9 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,9 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 MAKE_BASE_IMAGE = FIXTURES / "make-base-image"
 GET_DOCKER_CLI = REPO_ROOT / "scripts" / "get-docker-cli"
 DOCKER_CLI_CACHE = Path("/var/cache/podsolve-test/docker-20.10")
+GET_GO_CLIENTS = REPO_ROOT / "scripts" / "get-go-clients"
+# The modern docker CLI (28.x) the BuildKit clients plug into.
+DOCKER_CLI_MODERN = Path(os.environ.get("PODSOLVE_DOCKER_CLI_MODERN") or "/usr/local/bin/docker")
 
 BASE_IMAGE = "localhost/busybox:latest"
 COMPAT_BUILD = "/v1.41/build"
@@ -836,3 +841,138 @@ def assert_daemon_builds(d, tag="podsolve-health"):
     r = d.build(HEALTH_CONTEXT, {"t": tag, "dockerfile": "Containerfile"})
     assert r.status == 200 and r.error is None, r.describe()
     assert d.image_file(f"docker.io/library/{tag}:latest", "/health.txt") == b"healthy\n"
+
+
+REGISTRY_MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+])
+REGISTRY_USER, REGISTRY_PASSWORD = "podsolve", "s3cret-pw"
+
+
+class Registry:
+    """A real docker-registry (Debian's distribution 2.8) on 127.0.0.1, plain
+    HTTP; auth=True: htpasswd basic auth with REGISTRY_USER/REGISTRY_PASSWORD."""
+
+    def __init__(self, auth=False):
+        self.tmp = Path(tempfile.mkdtemp(prefix="podsolve-e2e-reg-", dir="/var/tmp"))
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.auth = auth
+        cfg = [
+            "version: 0.1",
+            "log:",
+            "  level: info",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.tmp / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: {self.host}",
+        ]
+        if auth:
+            ht = subprocess.run(["htpasswd", "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], capture_output=True, text=True,
+                                check=True)
+            (self.tmp / "htpasswd").write_text(ht.stdout)
+            cfg += ["auth:", "  htpasswd:", "    realm: r", f"    path: {self.tmp / 'htpasswd'}"]
+        (self.tmp / "config.yml").write_text("\n".join(cfg) + "\n")
+        self.log_path = self.tmp / "registry.log"
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.tmp / "config.yml")],
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + scaled(20)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited ({self.proc.returncode}):\n{tail(self.log_path)}")
+            try:
+                status, _, _ = self.get("/v2/")
+                if status in (200, 401):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"docker-registry did not answer on {self.host}:\n{tail(self.log_path)}")
+
+    def get(self, path, headers=None, creds=None, method="GET"):
+        req = urllib.request.Request(f"http://{self.host}{path}", headers=dict(headers or {}), method=method)
+        if creds:
+            tok = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {tok}")
+        try:
+            with urllib.request.urlopen(req, timeout=scaled(10)) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def manifest(self, repo, tag, creds=None):
+        return self.get(f"/v2/{repo}/manifests/{tag}", {"Accept": REGISTRY_MANIFEST_ACCEPT}, creds)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(scaled(10))
+        self._log.close()
+        if os.environ.get("PODSOLVE_KEEP_TMP") != "1":
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class GoClients:
+    """The real BuildKit clients, built by scripts/get-go-clients: docker
+    buildx and docker compose as plugins of the docker 28 CLI in a private
+    DOCKER_CONFIG (never ~/.docker), and buildctl.
+
+    .docker, .buildx, .compose, .buildctl  paths of the binaries
+    .docker_config                         the private DOCKER_CONFIG (cli-plugins/ inside)
+    env(daemon)                            environment for them, pointed at daemon
+    """
+
+    def __init__(self, docker, paths, docker_config):
+        self.docker = str(docker)
+        self.buildx = paths["buildx"]
+        self.compose = paths["compose"]
+        self.buildctl = paths["buildctl"]
+        self.docker_config = str(docker_config)
+
+    def env(self, daemon):
+        env = daemon.env()
+        env["DOCKER_CONFIG"] = self.docker_config
+        # Nothing from the caller's environment may pick another builder,
+        # progress mode or config directory.
+        for k in ("BUILDX_BUILDER", "BUILDX_CONFIG", "BUILDKIT_PROGRESS", "DOCKER_BUILDKIT",
+                  "BUILDKIT_HOST", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES",
+                  "COMPOSE_BAKE"):
+            env.pop(k, None)
+        env["PATH"] = str(Path(self.docker).parent) + os.pathsep + env.get("PATH", "")
+        return env
+
+
+def go_clients(docker_config):
+    """GoClients with the plugins linked into `docker_config` (created), or
+    (None, reason) when the binaries are missing: -> (GoClients, None).
+
+    `scripts/get-go-clients` is instant once scripts/test-all (or a first
+    run) has built the clients into /var/cache/podsolve-test/go-clients."""
+    docker_config = Path(docker_config)
+    docker_config.mkdir(parents=True, exist_ok=True)
+    if not os.access(DOCKER_CLI_MODERN, os.X_OK):
+        return None, f"the docker 28 CLI is missing ({DOCKER_CLI_MODERN}; set PODSOLVE_DOCKER_CLI_MODERN)"
+    try:
+        r = subprocess.run([str(GET_GO_CLIENTS), "--only", "buildx,compose,buildctl", "--plugins-into",
+                            str(docker_config)], capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"{GET_GO_CLIENTS} failed: {e!r}"
+    paths = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    missing = [n for n in ("buildx", "compose", "buildctl") if not os.access(paths.get(n, ""), os.X_OK)]
+    if r.returncode != 0 or missing:
+        return None, (f"the BuildKit clients are missing ({', '.join(missing) or 'exit ' + str(r.returncode)}): "
+                      f"run scripts/get-go-clients --only buildx,compose,buildctl\n{r.stderr[-2000:]}")
+    return GoClients(DOCKER_CLI_MODERN, paths, docker_config), None

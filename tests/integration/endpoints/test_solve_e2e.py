@@ -8,13 +8,9 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,13 +18,8 @@ import pytest
 import podsolve_testlib as lib
 
 BASE = lib.BASE_IMAGE
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-])
-USER, PASSWORD = "podsolve", "s3cret-pw"
+MANIFEST_ACCEPT = lib.REGISTRY_MANIFEST_ACCEPT
+USER, PASSWORD = lib.REGISTRY_USER, lib.REGISTRY_PASSWORD
 
 
 # --------------------------------------------------------------------------
@@ -38,73 +29,7 @@ USER, PASSWORD = "podsolve", "s3cret-pw"
 _free_port = lib.free_port
 
 
-class Registry:
-    def __init__(self, auth=False):
-        self.tmp = Path(tempfile.mkdtemp(prefix="podsolve-e2e-reg-", dir="/var/tmp"))
-        self.port = _free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.auth = auth
-        cfg = [
-            "version: 0.1",
-            "log:",
-            "  level: info",
-            "storage:",
-            "  filesystem:",
-            f"    rootdirectory: {self.tmp / 'data'}",
-            "  delete:",
-            "    enabled: true",
-            "http:",
-            f"  addr: {self.host}",
-        ]
-        if auth:
-            ht = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
-            (self.tmp / "htpasswd").write_text(ht.stdout)
-            cfg += ["auth:", "  htpasswd:", "    realm: r", f"    path: {self.tmp / 'htpasswd'}"]
-        (self.tmp / "config.yml").write_text("\n".join(cfg) + "\n")
-        self.log_path = self.tmp / "registry.log"
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.tmp / "config.yml")],
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     start_new_session=True)
-        deadline = time.monotonic() + lib.scaled(20)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited ({self.proc.returncode}):\n{lib.tail(self.log_path)}")
-            try:
-                status, _, _ = self.get("/v2/")
-                if status in (200, 401):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"docker-registry did not answer on {self.host}:\n{lib.tail(self.log_path)}")
-
-    def get(self, path, headers=None, creds=None, method="GET"):
-        req = urllib.request.Request(f"http://{self.host}{path}", headers=dict(headers or {}), method=method)
-        if creds:
-            tok = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-            req.add_header("Authorization", f"Basic {tok}")
-        try:
-            with urllib.request.urlopen(req, timeout=lib.scaled(10)) as r:
-                return r.status, r.headers, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
-
-    def manifest(self, repo, tag, creds=None):
-        return self.get(f"/v2/{repo}/manifests/{tag}", {"Accept": MANIFEST_ACCEPT}, creds)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(lib.scaled(10))
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(lib.scaled(10))
-        self._log.close()
-        if os.environ.get("PODSOLVE_KEEP_TMP") != "1":
-            shutil.rmtree(self.tmp, ignore_errors=True)
+Registry = lib.Registry
 
 
 @pytest.fixture(scope="module")

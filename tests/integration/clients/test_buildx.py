@@ -1,0 +1,416 @@
+"""docker buildx (v0.36.1, a plugin of the docker 28 CLI) against podsolved
+through the `docker` driver, the default builder of the default context:
+with only DOCKER_HOST set, buildx opens `POST /grpc` (h2c) and `POST
+/session` and drives the build over BuildKit's Control and LLBBridge
+services (issue #13).  Each test runs buildx the way a user would and checks
+what the user gets: the image in containers-storage, the files it wrote, its
+output and exit status.
+"""
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import podsolve_testlib as lib
+from podsolve_testlib import BASE_IMAGE, containerfile
+
+run = functools.partial(lib.run, timeout=180)
+explain = lib.explain
+image_ref = lib.image_ref
+
+# "#5 CACHED" / "#5 [2/3] RUN ..." lines of --progress=plain
+PLAIN_STEP = re.compile(r"^#(\d+) (.*)$", re.M)
+
+MULTISTAGE = {
+    "Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE} AS base",
+        "ARG GREETING=hello",
+        'RUN echo "$GREETING" > /greeting',
+        "FROM base AS final",
+        "LABEL stage=final",
+        "ENV APP_MODE=prod",
+        "WORKDIR /app",
+        "COPY a.txt /app/a.txt",
+        'RUN cat /app/a.txt /greeting > /app/both',
+        'CMD ["cat", "/app/both"]',
+        # Never built with --target final: it would fail.
+        "FROM final AS broken",
+        "RUN echo broken > /broken && exit 7"),
+    "a.txt": "file from the context\n",
+}
+
+
+def buildx(clients, daemon, ctx, *args, timeout=180):
+    """`docker buildx build ARGS .` in ctx -> CompletedProcess."""
+    return run([clients.docker, "buildx", "build", *args, "."], clients.env(daemon), cwd=ctx, timeout=timeout)
+
+
+def docker(clients, daemon, *args, timeout=120):
+    return run([clients.docker, *args], clients.env(daemon), timeout=timeout)
+
+
+def plain_steps(output):
+    """{step number: [lines]} of --progress=plain output."""
+    steps = {}
+    for num, text in PLAIN_STEP.findall(output):
+        steps.setdefault(int(num), []).append(text)
+    return steps
+
+
+def step_of(steps, needle):
+    """The lines of the one step whose title contains needle."""
+    found = [lines for lines in steps.values() if lines and needle in lines[0]]
+    assert len(found) == 1, f"{len(found)} steps titled like {needle!r}: {steps}"
+    return found[0]
+
+
+def rawjson_vertexes(output):
+    """{digest: merged vertex} from --progress=rawjson lines (SolveStatus JSON)."""
+    out = {}
+    for line in output.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            status = json.loads(line)
+        except ValueError:
+            continue
+        for v in status.get("vertexes") or []:
+            out.setdefault(v["digest"], {}).update(v)
+    return out
+
+
+def test_buildx_ls_and_inspect_show_the_docker_builder_with_podsolves_version(daemon, go_clients):
+    """`docker buildx ls` and `inspect` list the default builder (docker
+    driver) running, with podsolved's version as the BuildKit version
+    (Control.Info) and the worker's platform and labels (ListWorkers)."""
+    version = subprocess.run([lib.podsolved_path(), "--version"], capture_output=True,
+                             text=True).stdout.split()[-1]
+    r = docker(go_clients, daemon, "buildx", "ls")
+    assert r.returncode == 0, explain(r, daemon)
+    rows = [l.split() for l in r.stdout.splitlines()]
+    node = [row for row in rows if "running" in row]
+    assert node, r.stdout
+    assert version in node[0] and "linux/amd64" in " ".join(node[0]), r.stdout
+    assert any(row[:2] == ["default*", "docker"] for row in rows), r.stdout
+
+    r = docker(go_clients, daemon, "buildx", "inspect")
+    assert r.returncode == 0, explain(r, daemon)
+    assert re.search(r"^Driver:\s+docker$", r.stdout, re.M), r.stdout
+    assert re.search(r"^Status:\s+running$", r.stdout, re.M), r.stdout
+    assert re.search(rf"^BuildKit version:\s+{re.escape(version)}$", r.stdout, re.M), r.stdout
+    assert re.search(r"^Platforms:\s+linux/amd64", r.stdout, re.M), r.stdout
+    assert "org.mobyproject.buildkit.worker.snapshotter" in r.stdout, r.stdout
+
+
+def test_buildx_multistage_target_build_args_labels_iidfile_metadata(daemon, go_clients, tmp_path, uniq):
+    """`docker buildx build --load --target final --build-arg --label
+    --iidfile --metadata-file -t NAME`: the image is in storage under NAME
+    with the target stage's files (not the later stage's), the build arg,
+    the Dockerfile's and the command line's labels and config; the iidfile
+    and metadata name the image's manifest digest in storage (buildx asks for
+    the image digest: the worker has a snapshotter label, as Docker with the
+    containerd store)."""
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    name = f"bx-multi-{uniq}"
+    iid, meta = tmp_path / "iid", tmp_path / "meta.json"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name, "--target", "final",
+               "--build-arg", "GREETING=from-build-arg", "--label", f"run={uniq}",
+               "--iidfile", str(iid), "--metadata-file", str(meta))
+    assert r.returncode == 0, explain(r, daemon)
+    image = image_ref(name)
+    assert daemon.image_exists(image), explain(r, daemon)
+    assert daemon.image_file(image, "/greeting") == b"from-build-arg\n"
+    assert daemon.image_file(image, "/app/both") == b"file from the context\nfrom-build-arg\n"
+    assert daemon.image_paths(image, "/broken") == {"/broken": False}
+    labels = daemon.image_labels(image)
+    assert labels.get("stage") == "final" and labels.get("run") == uniq, labels
+    config = daemon.image_inspect(image)["OCIv1"]["config"]
+    assert "APP_MODE=prod" in config.get("Env", []), config
+    assert config.get("WorkingDir") == "/app", config
+    assert config.get("Cmd") == ["cat", "/app/both"], config
+
+    digest = daemon.image_inspect(image)["FromImageDigest"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), digest
+    assert iid.read_text().strip() == digest
+    md = json.loads(meta.read_text())
+    assert md.get("containerimage.digest") == digest, md
+    assert md.get("image.name") == image, md
+    assert md.get("buildx.build.ref"), md
+
+
+def test_buildx_rebuild_shows_cached_steps(daemon, go_clients, tmp_path, uniq):
+    """Building the same context twice: the second --progress=plain run
+    shows the FROM, RUN and COPY steps as CACHED (no RUN output), and
+    --progress=rawjson marks those vertexes cached; the image stays the same."""
+    files = dict(MULTISTAGE)
+    files["a.txt"] = f"cache test {uniq}\n"
+    ctx = lib.make_context(tmp_path / "ctx", files)
+    name = f"bx-cache-{uniq}"
+    args = ["--load", "-t", name, "--target", "final", "--build-arg", f"GREETING={uniq}"]
+    r1 = buildx(go_clients, daemon, ctx, "--progress=plain", *args)
+    assert r1.returncode == 0, explain(r1, daemon)
+    first = plain_steps(r1.stderr)
+    assert "CACHED" not in step_of(first, 'RUN echo "$GREETING" > /greeting'), r1.stderr
+    id1 = daemon.image_id(image_ref(name))
+
+    r2 = buildx(go_clients, daemon, ctx, "--progress=plain", *args)
+    assert r2.returncode == 0, explain(r2, daemon)
+    second = plain_steps(r2.stderr)
+    for title in ('RUN echo "$GREETING" > /greeting', "COPY a.txt /app/a.txt",
+                  "RUN cat /app/a.txt /greeting > /app/both"):
+        assert "CACHED" in step_of(second, title), r2.stderr
+    assert daemon.image_id(image_ref(name)) == id1
+
+    r3 = buildx(go_clients, daemon, ctx, "--progress=rawjson", *args)
+    assert r3.returncode == 0, explain(r3, daemon)
+    vertexes = rawjson_vertexes(r3.stderr)
+    runs = [v for v in vertexes.values() if "RUN " in v.get("name", "")]
+    assert len(runs) == 2, vertexes
+    assert all(v.get("cached") is True and v.get("completed") for v in runs), runs
+    assert daemon.image_id(image_ref(name)) == id1
+
+
+def test_buildx_failing_run_exits_non_zero_with_the_runs_output(daemon, go_clients, tmp_path, uniq):
+    """A RUN that fails: buildx exits non-zero, shows what the RUN printed
+    and the error; no image, no working container is left behind."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        f"RUN echo about-to-fail-{uniq} && exit 3")})
+    before = len(daemon.working_containers())
+    name = f"bx-fail-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name)
+    assert r.returncode != 0, explain(r, daemon)
+    assert f"about-to-fail-{uniq}" in r.stderr, explain(r, daemon)
+    assert re.search(r"^ERROR: .*exit (status|code):? 3", r.stderr, re.M), explain(r, daemon)
+    assert not daemon.image_exists(image_ref(name))
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 10), daemon.working_containers()
+
+
+def test_buildx_output_local_and_tar(daemon, go_clients, tmp_path, uniq):
+    """`--output type=local,dest=DIR` writes the target stage's filesystem
+    into DIR on the client; `--output type=tar,dest=FILE` writes it as a tar
+    (both come back over the session's FileSend)."""
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    dest = tmp_path / "out"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--target", "base",
+               "--build-arg", f"GREETING=local-{uniq}", "--output", f"type=local,dest={dest}")
+    assert r.returncode == 0, explain(r, daemon)
+    assert (dest / "greeting").read_text() == f"local-{uniq}\n"
+    assert (dest / "bin" / "busybox").exists() or (dest / "bin" / "sh").exists(), sorted(dest.iterdir())
+    assert not (dest / "app").exists()
+
+    tar = tmp_path / "out.tar"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--target", "final",
+               "--build-arg", f"GREETING=tar-{uniq}", "--output", f"type=tar,dest={tar}")
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(tar) as tf:
+        names = {n.lstrip("./") for n in tf.getnames()}
+        assert {"greeting", "app/a.txt", "app/both"} <= names, sorted(names)[:50]
+        assert tf.extractfile(tf.getmember(next(n for n in tf.getnames() if n.lstrip("./") == "app/both"))) \
+            .read() == f"file from the context\ntar-{uniq}\n".encode()
+
+
+def test_buildx_du_and_prune(spawn_daemon, go_clients, tmp_path, uniq):
+    """`docker buildx du` lists the build cache a build left (DiskUsage);
+    `docker buildx prune -af` empties it (Prune), and du then shows 0B; a
+    rebuild after the prune runs the RUN again."""
+    d = spawn_daemon()
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    args = ["--progress=plain", "--load", "-t", f"bx-du-{uniq}", "--target", "final"]
+    r = buildx(go_clients, d, ctx, *args)
+    assert r.returncode == 0, explain(r, d)
+
+    r = docker(go_clients, d, "buildx", "du")
+    assert r.returncode == 0, explain(r, d)
+    total = re.search(r"^Total:\s+(\S+)", r.stdout, re.M)
+    assert total and total.group(1) != "0B", r.stdout
+    assert len([l for l in r.stdout.splitlines() if re.match(r"^[0-9a-f]{12,}\*?\s", l)]) >= 1, r.stdout
+
+    r = docker(go_clients, d, "buildx", "prune", "-af")
+    assert r.returncode == 0, explain(r, d)
+    assert re.search(r"^Total:\s+\S*[1-9]", r.stdout, re.M), r.stdout
+
+    r = docker(go_clients, d, "buildx", "du")
+    assert r.returncode == 0, explain(r, d)
+    assert re.search(r"^Total:\s+0B$", r.stdout, re.M), r.stdout
+
+    r = buildx(go_clients, d, ctx, *args)
+    assert r.returncode == 0, explain(r, d)
+    assert "CACHED" not in step_of(plain_steps(r.stderr), 'RUN echo "$GREETING" > /greeting'), r.stderr
+
+
+@pytest.fixture(scope="module")
+def registry():
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    r = lib.Registry()
+    yield r
+    r.stop()
+
+
+def test_buildx_push_to_a_loopback_registry(spawn_daemon, go_clients, registry, tmp_path, uniq):
+    """`docker buildx build --push -t 127.0.0.1:PORT/REPO:TAG` (the registry
+    is plain HTTP: the daemon runs with --insecure-registry, as dockerd with
+    insecure-registries): the manifest is in the registry, the metadata's
+    containerimage.digest is the pushed manifest's digest, and the image is
+    in storage under the same name."""
+    d = spawn_daemon("--insecure-registry", registry.host)
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    name = f"{registry.host}/bx/push-{uniq}:v1"
+    meta = tmp_path / "meta.json"
+    r = buildx(go_clients, d, ctx, "--progress=plain", "--push", "-t", name, "--target", "final",
+               "--metadata-file", str(meta))
+    assert r.returncode == 0, explain(r, d)
+    status, headers, body = registry.manifest(f"bx/push-{uniq}", "v1")
+    assert status == 200, body
+    md = json.loads(meta.read_text())
+    assert md.get("containerimage.digest") == headers["Docker-Content-Digest"], (md, dict(headers))
+    assert md.get("image.name") == name, md
+    assert d.image_file(name, "/app/both") == b"file from the context\nhello\n"
+
+
+def test_buildx_secret_reaches_the_run_and_not_the_image(daemon, go_clients, tmp_path, uniq):
+    """`--secret id=tok,src=FILE`: a `RUN --mount=type=secret,id=tok` reads
+    it (the daemon asks buildx's session, Secrets.GetSecret); the image has
+    what the RUN made of it, not the secret's mount."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-size && "
+        "sed 's/^/seen:/' /run/secrets/tok > /secret-seen")})
+    secret = tmp_path / "tok.txt"
+    secret.write_text(f"tok-{uniq}\n")
+    name = f"bx-secret-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name,
+               "--secret", f"id=tok,src={secret}")
+    assert r.returncode == 0, explain(r, daemon)
+    image = image_ref(name)
+    assert daemon.image_file(image, "/secret-seen") == f"seen:tok-{uniq}\n".encode()
+    assert daemon.image_file(image, "/secret-size").strip() == str(len(f"tok-{uniq}\n")).encode()
+    assert daemon.image_paths(image, "/run/secrets/tok") == {"/run/secrets/tok": False}
+
+
+def test_buildx_remote_driver_against_buildkit_listen(spawn_daemon, go_clients, tmp_path, uniq):
+    """`docker buildx create --driver remote unix://SOCK` for podsolved's
+    --buildkit-listen socket: inspect --bootstrap shows it running with
+    podsolved's version, and `buildx build --builder NAME --output
+    type=image,name=…` puts the image in storage (sessions over
+    Control.Session)."""
+    sockdir = Path(tempfile.mkdtemp(prefix="podsolve-bxr-"))
+    try:
+        d = spawn_daemon("--buildkit-listen", f"unix://{sockdir}/bk.sock")
+        builder = f"podsolve-remote-{uniq}"
+        r = docker(go_clients, d, "buildx", "create", "--name", builder, "--driver", "remote",
+                   f"unix://{sockdir}/bk.sock")
+        assert r.returncode == 0, explain(r, d)
+        try:
+            r = docker(go_clients, d, "buildx", "inspect", "--bootstrap", builder)
+            assert r.returncode == 0, explain(r, d)
+            assert re.search(r"^Driver:\s+remote$", r.stdout, re.M), r.stdout
+            assert re.search(r"^Status:\s+running$", r.stdout, re.M), r.stdout
+            version = subprocess.run([lib.podsolved_path(), "--version"], capture_output=True,
+                                     text=True).stdout.split()[-1]
+            assert re.search(rf"^BuildKit version:\s+{re.escape(version)}$", r.stdout, re.M), r.stdout
+
+            ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+            name = image_ref(f"bx-remote-{uniq}")
+            r = buildx(go_clients, d, ctx, "--builder", builder, "--progress=plain", "--target", "final",
+                       "--build-arg", f"GREETING=remote-{uniq}", "--output", f"type=image,name={name}")
+            assert r.returncode == 0, explain(r, d)
+            assert d.image_file(name, "/app/both") == f"file from the context\nremote-{uniq}\n".encode()
+        finally:
+            docker(go_clients, d, "buildx", "rm", builder)
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_buildx_ctrl_c_cancels_the_build(daemon, go_clients, tmp_path, uniq):
+    """SIGINT to the client's process group (Ctrl-C) while a RUN sleeps:
+    buildx exits at once with the build cancelled, the daemon stops the RUN
+    (no process of it left) and leaves no working container."""
+    token = f"long-run-{uniq}"
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        f"RUN echo started-{token} && sleep 120 && echo {token}")})
+    before = len(daemon.working_containers())
+    out = tmp_path / "buildx.log"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "."],
+                             cwd=ctx, env=go_clients.env(daemon), stdout=f, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        assert lib.wait_for(lambda: f"started-{token}" in out.read_text(errors="replace"), 60), \
+            out.read_text(errors="replace")
+        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
+        os.killpg(p.pid, signal.SIGINT)
+        rc = p.wait(lib.scaled(20))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    text = out.read_text(errors="replace")
+    assert rc != 0, text
+    assert re.search(r"cancel", text, re.I), text
+    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
+    assert daemon.alive()
+
+
+def test_buildx_named_context_from_a_local_directory(daemon, go_clients, tmp_path, uniq):
+    """`--build-context extra=DIR` (a directory on the client, outside the
+    context) and `-f` outside the context: `COPY --from=extra` takes the file
+    from DIR (synced over the session like the context), the context's file
+    from the context."""
+    ctx = lib.make_context(tmp_path / "ctx", {"a.txt": f"from the context {uniq}\n"})
+    extra = lib.make_context(tmp_path / "extra", {"x.txt": f"from the named context {uniq}\n"})
+    df = lib.make_context(tmp_path / "df", {"Dockerfile.named": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "COPY --from=extra x.txt /x.txt",
+        "COPY a.txt /a.txt")}) / "Dockerfile.named"
+    name = f"bx-named-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name, "-f", str(df),
+               "--build-context", f"extra={extra}")
+    assert r.returncode == 0, explain(r, daemon)
+    image = image_ref(name)
+    assert daemon.image_file(image, "/x.txt") == f"from the named context {uniq}\n".encode()
+    assert daemon.image_file(image, "/a.txt") == f"from the context {uniq}\n".encode()
+
+
+def test_buildx_output_oci_and_docker_archives(daemon, go_clients, tmp_path, uniq):
+    """`--output type=oci,dest=F` and `type=docker,dest=F,name=N`: OCI
+    layout and `docker load` archives of the built image, sent back over the
+    session; the config in each is the build's (its label)."""
+    ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
+    oci, dock = tmp_path / "img.oci.tar", tmp_path / "img.docker.tar"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--target", "final", "--label", f"arch={uniq}",
+               "--output", f"type=oci,dest={oci}")
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(oci) as tf:
+        names = set(tf.getnames())
+        assert {"oci-layout", "index.json"} <= names, sorted(names)
+        index = json.load(tf.extractfile("index.json"))
+        blob = lambda d: json.load(tf.extractfile("blobs/" + d.replace(":", "/")))  # noqa: E731
+        manifest = blob(index["manifests"][0]["digest"])
+        if "manifests" in manifest:   # an index inside
+            manifest = blob(manifest["manifests"][0]["digest"])
+        config = blob(manifest["config"]["digest"])
+        assert config["config"]["Labels"].get("arch") == uniq, config
+
+    name = f"docker.io/library/bx-arch-{uniq}:latest"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--target", "final", "--label", f"arch={uniq}",
+               "--output", f"type=docker,dest={dock},name={name}")
+    assert r.returncode == 0, explain(r, daemon)
+    with tarfile.open(dock) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))
+        assert len(manifest) == 1 and manifest[0].get("RepoTags") == [name], manifest
+        config = json.load(tf.extractfile(manifest[0]["Config"]))
+        assert config["config"]["Labels"].get("arch") == uniq, config

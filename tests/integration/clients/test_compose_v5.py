@@ -1,0 +1,87 @@
+"""docker compose v5.5.0 (a plugin of the docker 28 CLI) against podsolved:
+`docker compose build` builds through buildx bake, i.e. over `POST /grpc`
+with one Control.Session shared by the services and `local-sessionid:*`
+naming it (issue #13).  The images are checked in containers-storage.
+"""
+
+import functools
+
+import podsolve_testlib as lib
+from podsolve_testlib import BASE_IMAGE, containerfile
+
+run = functools.partial(lib.run, timeout=240)
+explain = lib.explain
+
+
+def compose_project(root, uniq):
+    """Two services built from the same `.` context with different build
+    args and targets; the api's build reads a secret."""
+    files = {
+        "Dockerfile": containerfile(
+            f"FROM {BASE_IMAGE} AS common",
+            "ARG WHO=nobody",
+            "ARG EXTRA=none",
+            "COPY shared.txt /shared.txt",
+            'RUN echo "$WHO/$EXTRA" > /who',
+            "FROM common AS web",
+            "RUN echo web-stage > /stage",
+            "FROM common AS api",
+            "RUN --mount=type=secret,id=apitoken sed 's/^/token:/' /run/secrets/apitoken > /stage"),
+        "shared.txt": f"shared by both services {uniq}\n",
+        "apitoken.txt": f"api-secret-{uniq}\n",
+        "compose.yaml": "\n".join([
+            "services:",
+            "  web:",
+            f"    image: cmp-web-{uniq}:latest",
+            "    build:",
+            "      context: .",
+            "      target: web",
+            "      args:",
+            "        WHO: web",
+            "        EXTRA: first",
+            "  api:",
+            f"    image: cmp-api-{uniq}:latest",
+            "    build:",
+            "      context: .",
+            "      target: api",
+            "      args:",
+            "        - WHO=api",
+            "      secrets: [apitoken]",
+            "secrets:",
+            "  apitoken:",
+            "    file: ./apitoken.txt",
+            ""]),
+    }
+    return lib.make_context(root, files)
+
+
+def test_compose_build_two_services_sharing_the_context(daemon, go_clients, tmp_path, uniq):
+    """`docker compose build` for two services with `.` as context: both
+    images are in storage with their own build args and target stage (api's
+    made from the secret, which the image does not keep), the shared context
+    file, and compose's labels."""
+    proj = compose_project(tmp_path / f"proj{uniq}", uniq)
+    env = go_clients.env(daemon)
+    r = run([go_clients.docker, "compose", "--progress", "plain", "build"], env, cwd=proj)
+    assert r.returncode == 0, explain(r, daemon)
+    for svc, who, extra, stage in (("web", "web", "first", "web-stage"),
+                                   ("api", "api", "none", f"token:api-secret-{uniq}")):
+        image = lib.image_ref(f"cmp-{svc}-{uniq}")
+        assert daemon.image_exists(image), explain(r, daemon)
+        assert daemon.image_file(image, "/who") == f"{who}/{extra}\n".encode(), svc
+        assert daemon.image_file(image, "/stage") == f"{stage}\n".encode(), svc
+        assert daemon.image_paths(image, "/run/secrets/apitoken") == {"/run/secrets/apitoken": False}
+        assert daemon.image_file(image, "/shared.txt") == f"shared by both services {uniq}\n".encode()
+        labels = daemon.image_labels(image)
+        assert labels.get("com.docker.compose.service") == svc, labels
+        assert labels.get("com.docker.compose.project") == f"proj{uniq}", labels
+    assert daemon.image_id(lib.image_ref(f"cmp-web-{uniq}")) != daemon.image_id(lib.image_ref(f"cmp-api-{uniq}"))
+
+    # A second build of the unchanged project is served from the cache.
+    r = run([go_clients.docker, "compose", "--progress", "plain", "build"], env, cwd=proj)
+    assert r.returncode == 0, explain(r, daemon)
+    run_steps = [line.split()[0] for line in r.output.splitlines()
+                 if line.startswith("#") and "] RUN " in line]
+    assert len(run_steps) >= 4, r.output   # /who and /stage, for each service
+    for step in run_steps:
+        assert f"{step} CACHED" in r.output, r.output
