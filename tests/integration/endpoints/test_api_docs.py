@@ -516,7 +516,8 @@ def test_frontend_attrs_match_solver():
 
 def test_stream_schema_matches_encoder():
     src = c_source("schema/solve_status.c")
-    for fn, comp in (("vertex_json", "Vertex"), ("status_json", "VertexStatus"), ("log_json", "VertexLog")):
+    for fn, comp in (("vertex_json", "Vertex"), ("status_json", "VertexStatus"), ("log_json", "VertexLog"),
+                     ("warning_json", "VertexWarning")):
         written = json_keys_written(c_function(src, fn))
         assert written and written <= set(SCHEMAS[comp]["properties"]), (fn, written)
     enc = c_function(src, "solve_encode")
@@ -524,7 +525,8 @@ def test_stream_schema_matches_encoder():
         assert f'"{key}"' in enc
     assert {"vertexes", "statuses", "logs"} <= set(SCHEMAS["SolveStatus"]["properties"])
     assert json_keys_written(enc) - {"status", "result", "error", "exporterResponse"} <= (
-        set(SCHEMAS["Result"]["properties"]) | set(SCHEMAS["StreamError"]["properties"]))
+        set(SCHEMAS["SolveStatus"]["properties"]) | set(SCHEMAS["Result"]["properties"])
+        | set(SCHEMAS["StreamError"]["properties"]))
     solver = c_source("solver/solve.c")
     keys = set(re.findall(r'ps_strv_push \(&resp, "([^"]+)"\)', solver))
     assert keys and keys <= set(SCHEMAS["ExporterResponse"]["properties"]), keys
