@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .util import BenchError
 
@@ -169,12 +170,18 @@ def run_first_json_line(cmd):
     start to the first complete JSON line of its output: buildx prints one
     SolveStatus per Control.Status message it receives, so this is the time
     from the client's start to the first status message.  The build is then
-    waited for and checked like any other."""
+    waited for and checked like any other.
+
+    -> (total, split): split is (client start -> the daemon's timestamp on
+    that first message, the daemon's timestamp -> the line read here), both
+    on the host's wall clock (daemon and client share it), or None when the
+    first message carries no timestamp."""
     os.makedirs(os.path.dirname(cmd.log), exist_ok=True)
-    first = None
+    first, split = None, None
     with open(cmd.log, "wb") as lf:
         lf.write(("$ " + " ".join(cmd.argv) + "\n").encode())
         lf.flush()
+        wall0 = time.time()
         cmd.t0 = time.perf_counter()
         cmd.proc = subprocess.Popen(cmd.argv, env=cmd.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -184,8 +191,9 @@ def run_first_json_line(cmd):
             for line in cmd.proc.stdout:
                 if first is None and line.startswith(b"{"):
                     try:
-                        json.loads(line)
+                        status = json.loads(line)
                         first = time.perf_counter() - cmd.t0
+                        split = _daemon_stamp_split(status, wall0, time.time())
                     except ValueError:
                         pass
                 lf.write(line)
@@ -196,7 +204,25 @@ def run_first_json_line(cmd):
     cmd.reap_and_check()
     if first is None:
         raise BenchError(f"{' '.join(cmd.argv)}: no JSON status line in its output (log: {cmd.log})")
-    return first
+    return first, split
+
+
+def _daemon_stamp_split(status, wall0, wall_line):
+    """(daemon's first timestamp - client start, line read - that timestamp)
+    for a SolveStatus JSON object, or None without a timestamp."""
+    stamps = [x.get("started") or x.get("timestamp")
+              for key in ("vertexes", "statuses") for x in (status.get(key) or [])]
+    stamps = [x for x in stamps if x]
+    if not stamps:
+        return None
+    # RFC 3339 with nanoseconds and Z: keep microseconds for datetime
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", min(stamps))
+    if not m:
+        return None
+    frac = (m.group(2) or "0")[:6].ljust(6, "0")
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    t = datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}").timestamp()
+    return (t - wall0, wall_line - t)
 
 
 def _check_curl_v1(rc, out):

@@ -273,7 +273,7 @@ def markdown(res, chart_rel, data_rel):
       "both podsolved and the anchors (it tars or syncs the context itself, timed), buildah on the "
       "directory, and docker buildx v0.36.1 (a plugin of the docker 28 CLI, built by "
       "`scripts/get-go-clients`) with its `docker` driver against podsolved (buildx drives the build "
-      "over BuildKit's gRPC API on `POST /grpc` and syncs the context over `POST /session` (its "
+      "over BuildKit's gRPC API on `POST /grpc` and syncs the context over `POST /session`; its "
       "run is checked by its exit status and by the image being in podsolved's store afterwards). "
       "Times are the wall clock of the client command; every run's exit status and "
       "stream are checked (an `errorDetail`, a missing `result`, a non-200 fails the run).\n")
@@ -351,11 +351,20 @@ def markdown(res, chart_rel, data_rel):
     if fg:
         w("## Time from the client's start to the first status message over gRPC\n")
         w(f"{fg['note']}. 4-step no-op build, median (min–max).\n")
-        w("| endpoint | client | system | time to first Control.Status |")
-        w("|---|---|---|---|")
+        w("The two right-hand columns cut that time at the timestamp podsolved put on the first "
+          "message (its `started`; daemon and client share the host's wall clock): before it, the "
+          "client's own start (the docker CLI, the buildx plugin, the builder's lookup), its "
+          "session and the Solve call; after it, the way back to the client's output.\n")
+        w("| endpoint | client | system | time to first Control.Status | client start → podsolved's "
+          "timestamp | timestamp → client's line |")
+        w("|---|---|---|---|---|---|")
+        sp = fg.get("split_stats", {})
         for pid, st in fg["stats"].items():
             if st:
-                w(f"| `POST /grpc` | {paths[pid]['client']} | {paths[pid]['system']} | {_cell(st)} |")
+                a = sp.get("client_start_to_daemon_stamp", {}).get(pid)
+                b = sp.get("daemon_stamp_to_client_line", {}).get(pid)
+                w(f"| `POST /grpc` | {paths[pid]['client']} | {paths[pid]['system']} | {_cell(st)} | "
+                  f"{_cell(a)} | {_cell(b)} |")
         w("")
 
     cc = wl.get("concurrent8")

@@ -147,13 +147,20 @@ class Runner:
         title = "time from the client's start to the first Control.Status message (4-step, cached)"
         log(f"workload {wid}: {title}")
         samples = {p.id: [] for p in paths}
+        to_daemon = {p.id: [] for p in paths}
+        from_daemon = {p.id: [] for p in paths}
         for r in range(-max(1, self.warmup), self.runs):
             for p in paths:
-                t = run_first_json_line(self._cmd(p, ctx, wid, False, f"run{r}" if r >= 0 else "warmup",
-                                                  progress="rawjson"))
+                t, split = run_first_json_line(self._cmd(p, ctx, wid, False, f"run{r}" if r >= 0 else "warmup",
+                                                         progress="rawjson"))
                 if r >= 0:
                     samples[p.id].append(t)
-                    log(f"  {wid:12} run{r:<5} {p.id:10} {t * 1000:7.1f} ms")
+                    if split:
+                        to_daemon[p.id].append(split[0])
+                        from_daemon[p.id].append(split[1])
+                    log(f"  {wid:12} run{r:<5} {p.id:10} {t * 1000:7.1f} ms"
+                        + (f" (to podsolved's first timestamp {split[0] * 1000:.1f} ms, "
+                           f"from it to the line {split[1] * 1000:.1f} ms)" if split else ""))
         self.results[wid] = {
             "title": title, "kind": "latency",
             "note": "`docker buildx build --progress=rawjson` (docker driver, POST /grpc): from the "
@@ -162,6 +169,10 @@ class Runner:
                     "plugin start, the session, syncing the 10 kB context and the Solve call; "
                     "the relay figures above start at the request line instead",
             "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
+            # the same on the host's wall clock, cut at the timestamp podsolved put on
+            # that first message (the vertex's "started")
+            "split_stats": {"client_start_to_daemon_stamp": {k: stats(v) for k, v in to_daemon.items()},
+                            "daemon_stamp_to_client_line": {k: stats(v) for k, v in from_daemon.items()}},
         }
 
     # -- 8 different small builds: all at once vs one after another -------------
