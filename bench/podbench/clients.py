@@ -10,6 +10,11 @@ command a user would type, and knows how to tell success from failure:
   docker BuildKit DOCKER_BUILDKIT=1 docker build (20.10 CLI; /session +
                  /build?version=2, the context synced over the session)
   buildah build  buildah build with the flags podsolved uses, on the directory
+  docker buildx  docker buildx build (v0.36.1, a plugin of the docker 28 CLI,
+                 built by scripts/get-go-clients) with the docker driver: only
+                 DOCKER_HOST is set, so buildx drives the build over POST /grpc
+                 (BuildKit's Control service) and POST /session; the image is
+                 exported into the daemon's store
 """
 
 import json
@@ -19,6 +24,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .util import BenchError
 
@@ -148,6 +154,77 @@ def _curl_body_code(out):
     return body, tail.split("\n", 1)[0].strip()
 
 
+def _check_buildx(image_exists):
+    """Exit status 0, and the image is in the daemon's store afterwards."""
+    def check(rc, out):
+        if rc != 0:
+            return f"exit status {rc}"
+        if not image_exists():
+            return "exit status 0, but the image is not in podsolved's store"
+        return None
+    return check
+
+
+def run_first_json_line(cmd):
+    """Run ``cmd`` (a --progress=rawjson build) and return the time from its
+    start to the first complete JSON line of its output: buildx prints one
+    SolveStatus per Control.Status message it receives, so this is the time
+    from the client's start to the first status message.  The build is then
+    waited for and checked like any other.
+
+    -> (total, split): split is (client start -> the daemon's timestamp on
+    that first message, the daemon's timestamp -> the line read here), both
+    on the host's wall clock (daemon and client share it), or None when the
+    first message carries no timestamp."""
+    os.makedirs(os.path.dirname(cmd.log), exist_ok=True)
+    first, split = None, None
+    with open(cmd.log, "wb") as lf:
+        lf.write(("$ " + " ".join(cmd.argv) + "\n").encode())
+        lf.flush()
+        wall0 = time.time()
+        cmd.t0 = time.perf_counter()
+        cmd.proc = subprocess.Popen(cmd.argv, env=cmd.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        watchdog = threading.Timer(900, cmd.proc.kill)
+        watchdog.start()
+        try:
+            for line in cmd.proc.stdout:
+                if first is None and line.startswith(b"{"):
+                    try:
+                        status = json.loads(line)
+                        first = time.perf_counter() - cmd.t0
+                        split = _daemon_stamp_split(status, wall0, time.time())
+                    except ValueError:
+                        pass
+                lf.write(line)
+            cmd.proc.wait()
+        finally:
+            watchdog.cancel()
+        cmd.elapsed = time.perf_counter() - cmd.t0
+    cmd.reap_and_check()
+    if first is None:
+        raise BenchError(f"{' '.join(cmd.argv)}: no JSON status line in its output (log: {cmd.log})")
+    return first, split
+
+
+def _daemon_stamp_split(status, wall0, wall_line):
+    """(daemon's first timestamp - client start, line read - that timestamp)
+    for a SolveStatus JSON object, or None without a timestamp."""
+    stamps = [x.get("started") or x.get("timestamp")
+              for key in ("vertexes", "statuses") for x in (status.get(key) or [])]
+    stamps = [x for x in stamps if x]
+    if not stamps:
+        return None
+    # RFC 3339 with nanoseconds and Z: keep microseconds for datetime
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", min(stamps))
+    if not m:
+        return None
+    frac = (m.group(2) or "0")[:6].ljust(6, "0")
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    t = datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}").timestamp()
+    return (t - wall0, wall_line - t)
+
+
 def _check_curl_v1(rc, out):
     if rc != 0:
         return f"curl exit status {rc}"
@@ -178,16 +255,18 @@ class Path:
     id: str            # short key used in results.json
     system: str        # podsolve | Podman | Docker Engine | buildah
     client: str        # curl /build | curl /solve | docker legacy | docker BuildKit | buildah build
-    kind: str          # curl-v1 | curl-solve | docker-legacy | docker-bk | buildah
+    kind: str          # curl-v1 | curl-solve | docker-legacy | docker-bk | buildah | buildx
     sock: str = None
     env: dict = field(default_factory=dict)
     buildah_argv: list = None   # for kind=buildah: everything up to the build flags
+    docker_cli: str = None      # for kind=buildx: the docker 28 CLI (buildx is its plugin)
+    image_exists: object = None  # for kind=buildx: fn(image name) -> bool, in the daemon's store
 
     @property
     def label(self):
         return f"{self.system} · {self.client}"
 
-    def command(self, ctx, tag, nocache, log, sock=None, docker_cli=None):
+    def command(self, ctx, tag, nocache, log, sock=None, docker_cli=None, progress="plain"):
         """The command for one build; ``sock`` overrides the socket (proxy)."""
         sock = sock or self.sock
         env = dict(self.env)
@@ -225,6 +304,16 @@ class Path:
                      "--", ctx.dir]
             # buildah reads the directory itself: no bytes go to a daemon
             return Cmd(argv, env, log, _check_exit, sent_from_output=lambda out: None)
+        if self.kind == "buildx":
+            env["DOCKER_HOST"] = "unix://" + sock
+            argv = [self.docker_cli, "buildx", "build", f"--progress={progress}"]
+            if nocache:
+                argv.append("--no-cache")
+            argv += ["-t", tag, "-f", os.path.join(ctx.dir, ctx.dockerfile), ctx.dir]
+            # the docker CLI runs the plugin as its child; a reaped child's I/O
+            # counts add up in the parent's /proc/PID/io, so wchar covers both
+            image = f"docker.io/library/{tag}:latest"
+            return Cmd(argv, env, log, _check_buildx(lambda: self.image_exists(image)))
         raise ValueError(self.kind)
 
     @property
@@ -233,4 +322,4 @@ class Path:
 
     @property
     def proxyable(self):
-        return self.kind != "buildah"
+        return self.kind not in ("buildah", "buildx")

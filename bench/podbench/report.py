@@ -12,7 +12,10 @@ from .util import BenchError, fmt_bytes, fmt_s, log
 BUILD_WORKLOADS = ["4step-first", "4step-noop", "heavy-cold", "heavy-noop", "heavy-change"]
 SHORT = {"4step-first": "4-step first", "4step-noop": "4-step no-op",
          "heavy-cold": "heavy cold", "heavy-noop": "heavy no-op",
-         "heavy-change": "heavy 1 file changed", "concurrent8": "8 at once"}
+         "heavy-change": "heavy 1 file changed", "concurrent8": "8 at once",
+         "first-line-grpc": "first Control.Status (gRPC)"}
+# the client path over POST /grpc (docker buildx, docker driver)
+GRPC_PATH = "ps-bx"
 
 # Comparison groups: a table each.  (title, columns, [(podsolve path, anchor path)])
 GROUPS = [
@@ -25,6 +28,9 @@ GROUPS = [
      ["ps-solve", "buildah"], [("ps-solve", "buildah")]),
     ("docker 20.10 CLI, legacy builder (`DOCKER_BUILDKIT=0`): podsolve vs Docker Engine",
      ["ps-legacy", "dk-legacy"], [("ps-legacy", "dk-legacy")]),
+    ("docker buildx v0.36.1 (docker driver, BuildKit's gRPC API on `POST /grpc`) → podsolve, "
+     "beside the docker 20.10 CLI's BuildKit mode against podsolve and Docker Engine",
+     ["ps-bx", "ps-bk", "dk-bk"], [("ps-bx", "dk-bk")]),
 ]
 
 CHART_PAIRS = [("ps-curl", "pm-curl", "curl /build: podsolve / Podman"),
@@ -265,7 +271,11 @@ def markdown(res, chart_rel, data_rel):
       "FROM the same image ID. Clients: curl for `/build` and `/solve` (context tar made "
       "beforehand, not timed), the docker 20.10 CLI for both legacy and BuildKit modes against "
       "both podsolved and the anchors (it tars or syncs the context itself, timed), buildah on the "
-      "directory. Times are the wall clock of the client command; every run's exit status and "
+      "directory, and docker buildx v0.36.1 (a plugin of the docker 28 CLI, built by "
+      "`scripts/get-go-clients`) with its `docker` driver against podsolved (buildx drives the build "
+      "over BuildKit's gRPC API on `POST /grpc` and syncs the context over `POST /session`; its "
+      "run is checked by its exit status and by the image being in podsolved's store afterwards). "
+      "Times are the wall clock of the client command; every run's exit status and "
       "stream are checked (an `errorDetail`, a missing `result`, a non-200 fails the run).\n")
     w("Workloads: **4-step** = `FROM` / `RUN echo` / `COPY file.txt` / `CMD` (10 kB context). "
       "**heavy** = 2000 small files + one 50 MiB random file (52.6 MB), `FROM` / `COPY . /ctx` / "
@@ -311,7 +321,8 @@ def markdown(res, chart_rel, data_rel):
         w("What the client sent to the daemon's socket in each timed run (request, headers, the "
           "tar or the session stream), median. curl reports it itself (`size_request + "
           "size_upload`); for the docker CLI it is the process's `wchar` from `/proc/PID/io`, read "
-          "after it exited and before it was reaped, minus what it wrote to its own output. "
+          "after it exited and before it was reaped (for docker buildx it includes the plugin, a "
+          "child the CLI reaped before exiting), minus what it wrote to its own output. "
           "buildah reads the directory itself.\n")
         w("| client path | cold | no-op | 1 file changed |")
         w("|---|---|---|---|")
@@ -334,6 +345,26 @@ def markdown(res, chart_rel, data_rel):
             if fl["stats"].get(pid):
                 p = paths[pid]
                 w(f"| {ep[pid]} | {p['client']} | {p['system']} | {_cell(fl['stats'][pid])} |")
+        w("")
+
+    fg = wl.get("first-line-grpc")
+    if fg:
+        w("## Time from the client's start to the first status message over gRPC\n")
+        w(f"{fg['note']}. 4-step no-op build, median (min–max).\n")
+        w("The two right-hand columns cut that time at the timestamp podsolved put on the first "
+          "message (its `started`; daemon and client share the host's wall clock): before it, the "
+          "client's own start (the docker CLI, the buildx plugin, the builder's lookup), its "
+          "session and the Solve call; after it, the way back to the client's output.\n")
+        w("| endpoint | client | system | time to first Control.Status | client start → podsolved's "
+          "timestamp | timestamp → client's line |")
+        w("|---|---|---|---|---|---|")
+        sp = fg.get("split_stats", {})
+        for pid, st in fg["stats"].items():
+            if st:
+                a = sp.get("client_start_to_daemon_stamp", {}).get(pid)
+                b = sp.get("daemon_stamp_to_client_line", {}).get(pid)
+                w(f"| `POST /grpc` | {paths[pid]['client']} | {paths[pid]['system']} | {_cell(st)} | "
+                  f"{_cell(a)} | {_cell(b)} |")
         w("")
 
     cc = wl.get("concurrent8")
@@ -432,7 +463,7 @@ def markdown(res, chart_rel, data_rel):
         w("## Every path, every workload\n")
         w("| workload | client path | median | min | max | n |")
         w("|---|---|---|---|---|---|")
-        for wid in BUILD_WORKLOADS + ["first-line"]:
+        for wid in BUILD_WORKLOADS + ["first-line", "first-line-grpc"]:
             for pid, st in wl.get(wid, {}).get("stats", {}).items():
                 if st:
                     w(f"| {SHORT.get(wid, wid)} | {paths[pid]['label']} | {fmt_s(st['median'])} | "
@@ -562,7 +593,12 @@ def smoke_check(res, out, only_idle=False):
         if shutil.which("gnuplot") and not os.path.exists(os.path.join(out, "ratios.png")):
             problems.append("ratios.png not written")
         runs = res["meta"]["runs"]
-        for wid in BUILD_WORKLOADS + ["first-line"]:
+        if GRPC_PATH not in res["paths"]:
+            problems.append(f"the docker buildx → podsolve path ({GRPC_PATH}) did not run")
+        for wid in BUILD_WORKLOADS + ["first-line-grpc"]:
+            if GRPC_PATH in res["paths"] and not res["workloads"].get(wid, {}).get("stats", {}).get(GRPC_PATH):
+                problems.append(f"{wid}: no result for {GRPC_PATH} (docker buildx → podsolve)")
+        for wid in BUILD_WORKLOADS + ["first-line", "first-line-grpc"]:
             st = res["workloads"].get(wid, {}).get("stats")
             if not st:
                 problems.append(f"workload {wid} has no results")

@@ -11,7 +11,7 @@ import os
 import random
 import time
 
-from .clients import Context, run_one, run_together
+from .clients import Context, run_first_json_line, run_one, run_together
 from .util import BenchError, log, stats
 
 CONTAINERFILE_4 = """FROM localhost/busybox:latest
@@ -76,11 +76,11 @@ class Runner:
         self.proxies = proxies          # {path id: MeasuringProxy}
         self.results = {}
 
-    def _cmd(self, p, ctx, wid, nocache, label, via_proxy=False, tag=None):
+    def _cmd(self, p, ctx, wid, nocache, label, via_proxy=False, tag=None, progress="plain"):
         sock = self.proxies[p.id].listen_path if via_proxy else None
         return p.command(ctx, tag or f"bench-{wid}-{p.id}", nocache,
                          os.path.join(self.logdir, wid, f"{p.id}-{label}.log"),
-                         sock=sock, docker_cli=self.docker_cli)
+                         sock=sock, docker_cli=self.docker_cli, progress=progress)
 
     # -- build workloads: wall time of the client command ---------------------
     def build(self, wid, title, ctx, nocache, before=None, note="", warmup=None, warm_only=None):
@@ -133,6 +133,46 @@ class Runner:
                     "POST /build or /solve request line to the arrival of the first complete "
                     "response body line (the request body, 10 kB here, is included)",
             "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
+        }
+
+    # -- gRPC: time from the client's start to the first Control.Status message --
+    def first_status_grpc(self, wid, ctx):
+        """docker buildx --progress=rawjson: buildx prints every SolveStatus
+        it gets from Control.Status as one JSON line, as it gets it; the time
+        from the client's start to the first such line on its output.  No
+        relay: the gRPC stream is HTTP/2, which the line relay cannot read."""
+        paths = [p for p in self.paths if p.kind == "buildx"]
+        if not paths:
+            return
+        title = "time from the client's start to the first Control.Status message (4-step, cached)"
+        log(f"workload {wid}: {title}")
+        samples = {p.id: [] for p in paths}
+        to_daemon = {p.id: [] for p in paths}
+        from_daemon = {p.id: [] for p in paths}
+        for r in range(-max(1, self.warmup), self.runs):
+            for p in paths:
+                t, split = run_first_json_line(self._cmd(p, ctx, wid, False, f"run{r}" if r >= 0 else "warmup",
+                                                         progress="rawjson"))
+                if r >= 0:
+                    samples[p.id].append(t)
+                    if split:
+                        to_daemon[p.id].append(split[0])
+                        from_daemon[p.id].append(split[1])
+                    log(f"  {wid:12} run{r:<5} {p.id:10} {t * 1000:7.1f} ms"
+                        + (f" (to podsolved's first timestamp {split[0] * 1000:.1f} ms, "
+                           f"from it to the line {split[1] * 1000:.1f} ms)" if split else ""))
+        self.results[wid] = {
+            "title": title, "kind": "latency",
+            "note": "`docker buildx build --progress=rawjson` (docker driver, POST /grpc): from the "
+                    "start of the `docker` command to the first JSON line it prints, which buildx "
+                    "writes when the first Control.Status message arrives. It includes the CLI and "
+                    "plugin start, the session, syncing the 10 kB context and the Solve call; "
+                    "the relay figures above start at the request line instead",
+            "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
+            # the same on the host's wall clock, cut at the timestamp podsolved put on
+            # that first message (the vertex's "started")
+            "split_stats": {"client_start_to_daemon_stamp": {k: stats(v) for k, v in to_daemon.items()},
+                            "daemon_stamp_to_client_line": {k: stats(v) for k, v in from_daemon.items()}},
         }
 
     # -- 8 different small builds: all at once vs one after another -------------
@@ -197,7 +237,7 @@ def heavy_workloads(runner, ctx, warmup):
     # others with an older copy); tar clients send everything anyway, and the
     # cold builds already left the cache entries their no-op hits.
     runner.build("heavy-noop", "heavy context: no-op rebuild", heavy, False,
-                 warmup=max(1, runner.warmup), warm_only=lambda p: p.kind == "docker-bk",
+                 warmup=max(1, runner.warmup), warm_only=lambda p: p.kind in ("docker-bk", "buildx"),
                  note="warm-up run only for the BuildKit clients (to sync the current context); "
                       "for the others the cold builds left the cache entries the no-op hits")
     runner.build("heavy-change", "heavy context: one file changed, rebuild", heavy, False,
