@@ -112,8 +112,9 @@ buildkit_listen_stop (void)
   for (size_t i = 0; i < nlisteners; i++)
     if (loops[i].started)
       pthread_join (loops[i].th, NULL);
-  free (loops);
-  loops = NULL;
+  /* `loops` stays: connections still being served (grpc_serve_shutdown
+     ends them afterwards) count themselves out of loop->open when they
+     end.  Nothing accepts any more, and the sockets close now. */
   listeners_close (listeners, nlisteners);
   listeners = NULL;
   nlisteners = 0;

@@ -218,6 +218,14 @@ main (int argc, char **argv)
   if (buildkit_listen_start (&ps_cfg.buildkit_listen, ps_cfg.socket_group, ps_cfg.max_connections, &err) < 0)
     {
       ps_error_log ("%s", err->msg);
+      for (size_t i = 0; i < nlisteners; i++)
+        http_stop (daemons[i]);
+      free (daemons);
+      free (tls.cert);
+      free (tls.key);
+      free (tls.ca);
+      listeners_close (listeners, nlisteners);
+      upstream_spawn_stop ();
       return 1;
     }
   if (ps_cfg.upstream)
