@@ -335,6 +335,9 @@ orphans_build_ended (orphan_watch *w, bool stopped)
 {
   if (w == NULL)
     return;
+  /* Windows wait for builds by id; a stopped build hands its record to its
+     own window below (w->id becomes 0), so remember which build this was. */
+  const uint64_t id = w->id;
   struct timespec now;
   clock_gettime (CLOCK_REALTIME, &now);
   pthread_mutex_lock (&lock);
@@ -380,7 +383,7 @@ orphans_build_ended (orphan_watch *w, bool stopped)
     {
       struct window *win = *p;
       for (size_t i = 0; i < win->n_waiting;)
-        if (win->waiting[i] == w->id)
+        if (win->waiting[i] == id)
           win->waiting[i] = win->waiting[--win->n_waiting];
         else
           i++;

@@ -425,6 +425,26 @@ def test_a_stopped_builds_leftovers_wait_for_the_builds_running_beside_it(spawn_
     assert not d.image_exists(f"docker.io/library/cut-{uniq}:latest")
 
 
+def test_two_overlapping_stopped_builds_both_leave_nothing(spawn_daemon, uniq):
+    """Two builds cut during their COPY, one after the other: the first
+    one's window waits for the second build, which is stopped too; once
+    that one ends, both windows are swept (the first used to wait for it
+    forever and its container stayed)."""
+    d = spawn_daemon()
+    first = _cut_during_copy(d, f"cut1-{uniq}")
+    second = _cut_during_copy(d, f"cut2-{uniq}")
+    assert len(d.working_containers()) >= 2, d.working_containers()
+    first.close()
+    # The first build's end (its leftovers wait for the second one).
+    assert wait_for(lambda: len([p for p in d.descendants() if "buildah" in p[1]]) <= 1, 20), d.descendants()
+    second.close()
+    assert wait_for(lambda: not [p for p in d.descendants() if "buildah" in p[1]], 20), d.descendants()
+    assert wait_for(lambda: d.working_containers() == [], 15), d.working_containers()
+    assert not d.image_exists(f"docker.io/library/cut1-{uniq}:latest")
+    assert not d.image_exists(f"docker.io/library/cut2-{uniq}:latest")
+    assert d.alive()
+
+
 def test_containers_a_build_asked_to_keep_are_never_swept(spawn_daemon, uniq):
     """rm=0 keeps a build's containers (Docker's meaning), also when they
     were made while another build was later stopped: that build's window
