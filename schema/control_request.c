@@ -32,12 +32,16 @@ skip_none (const char *k)
   return false;
 }
 
-/* The client's own bookkeeping, sent along with the frontend attrs. */
+/* The client's own bookkeeping, sent along with the frontend attrs.
+   vcs:source, vcs:revision and vcs:localdir:* describe the git checkout a
+   context comes from (buildx sends them whenever it builds inside one); they
+   feed provenance attestations, which podsolve does not make (attest:*). */
 static bool
 skip_frontend_attr (const char *k)
 {
   return strcmp (k, "frontend.caps") == 0 || ps_str_has_prefix (k, "attest:") || strcmp (k, "cache-imports") == 0
-         || ps_str_has_prefix (k, "local-sessionid:") || ps_str_has_prefix (k, "sharedkey:");
+         || ps_str_has_prefix (k, "local-sessionid:") || ps_str_has_prefix (k, "sharedkey:")
+         || ps_str_has_prefix (k, "vcs:");
 }
 
 /* Image-store details BuildKit's image/moby exporters take and podsolve's

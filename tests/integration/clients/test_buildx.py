@@ -180,6 +180,25 @@ def test_buildx_rebuild_shows_cached_steps(daemon, go_clients, tmp_path, uniq):
     assert daemon.image_id(image_ref(name)) == id1
 
 
+def test_buildx_builds_a_context_inside_a_git_checkout(daemon, go_clients, tmp_path, uniq):
+    """Inside a git checkout buildx adds vcs:source, vcs:revision and
+    vcs:localdir:* to the frontend attrs (provenance bookkeeping): the build
+    works as anywhere else and the image has the file."""
+    ctx = lib.make_context(tmp_path / "repo" / "app", {
+        "Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY hello.txt /hello.txt"),
+        "hello.txt": f"from git {uniq}\n"})
+    repo = tmp_path / "repo"
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "one"],
+                ["git", "remote", "add", "origin", "https://example.invalid/app.git"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    name = f"bx-git-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/hello.txt") == f"from git {uniq}\n".encode()
+
+
 def test_buildx_failing_run_exits_non_zero_with_the_runs_output(daemon, go_clients, tmp_path, uniq):
     """A RUN that fails: buildx exits non-zero, shows what the RUN printed
     and the error; no image, no working container is left behind."""
