@@ -80,6 +80,24 @@ call_build (grpc_call *call)
   return b;
 }
 
+/* The request of a call that belongs to a build: the message and the build
+   (*b, a reference the caller drops), or NULL when the call was finished
+   here (malformed request, no or unknown build id). */
+static ProtobufCMessage *
+begin_call (grpc_call *call, const ProtobufCMessageDescriptor *d, gateway_build **b)
+{
+  ProtobufCMessage *m = recv_request (call, d);
+  if (m == NULL)
+    return NULL;
+  *b = call_build (call);
+  if (*b == NULL)
+    {
+      protobuf_c_message_free_unpacked (m, NULL);
+      return NULL;
+    }
+  return m;
+}
+
 static void
 reply (grpc_call *call, const ProtobufCMessage *m)
 {
@@ -136,13 +154,11 @@ caps_list (const char *const *ids, size_t n, Moby__Buildkit__V1__Apicaps__APICap
 static void
 bridge_ping (grpc_call *call, void *ud)
 {
-  ProtobufCMessage *m = recv_request (call, &moby__buildkit__v1__frontend__ping_request__descriptor);
+  gateway_build *b = NULL;
+  ProtobufCMessage *m = begin_call (call, &moby__buildkit__v1__frontend__ping_request__descriptor, &b);
   if (m == NULL)
     return;
   protobuf_c_message_free_unpacked (m, NULL);
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    return;
   Moby__Buildkit__V1__Apicaps__APICap fstore[ARRAY_SIZE (frontend_caps)], lstore[ARRAY_SIZE (llb_caps)];
   Moby__Buildkit__V1__Frontend__PongResponse resp = MOBY__BUILDKIT__V1__FRONTEND__PONG_RESPONSE__INIT;
   resp.n_frontendapicaps = ARRAY_SIZE (frontend_caps);
@@ -208,16 +224,10 @@ solve_request (Moby__Buildkit__V1__Frontend__SolveRequest *req, struct gateway_s
 static void
 bridge_solve (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__SolveRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__solve_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__SolveRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__solve_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   struct gateway_solve_req sr = { 0 };
   struct solve_attrs opt = { 0 };
   struct solve_cache_entry *caches = NULL;
@@ -325,16 +335,10 @@ result_image_config (const Moby__Buildkit__V1__Frontend__Result *res)
 static void
 bridge_return (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__ReturnRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__return_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__ReturnRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__return_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   ps_error *err = NULL;
   const char *id = NULL;
   int code = req->error ? req->error->code : 0;
@@ -361,16 +365,10 @@ bridge_return (grpc_call *call, void *ud)
 static void
 bridge_read_file (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__ReadFileRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__read_file_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__ReadFileRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__read_file_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   ps_buf data = { 0 };
   ps_error *err = NULL;
   /* room for the response's own field header inside the message limit */
@@ -393,16 +391,10 @@ bridge_read_file (grpc_call *call, void *ud)
 static void
 bridge_read_dir (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__ReadDirRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__read_dir_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__ReadDirRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__read_dir_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   Fsutil__Types__Stat **entries = NULL;
   size_t n = 0;
   ps_error *err = NULL;
@@ -432,16 +424,10 @@ bridge_read_dir (grpc_call *call, void *ud)
 static void
 bridge_stat_file (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__StatFileRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__stat_file_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__StatFileRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__stat_file_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   Fsutil__Types__Stat st;
   fsutil__types__stat__init (&st);
   ps_error *err = NULL;
@@ -461,16 +447,10 @@ bridge_stat_file (grpc_call *call, void *ud)
 static void
 bridge_evaluate (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__EvaluateRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__evaluate_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__EvaluateRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__evaluate_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   ps_error *err = NULL;
   if (gateway_build_ref_check (b, req->ref, &err) < 0)
     finish_error (call, err);
@@ -488,16 +468,10 @@ bridge_evaluate (grpc_call *call, void *ud)
 static void
 bridge_resolve_image_config (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__ResolveImageConfigRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__resolve_image_config_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__ResolveImageConfigRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__resolve_image_config_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   cleanup_free char *digest = NULL;
   cleanup_free char *config = NULL;
   ps_error *err = NULL;
@@ -525,13 +499,11 @@ bridge_resolve_image_config (grpc_call *call, void *ud)
 static void
 bridge_inputs (grpc_call *call, void *ud)
 {
-  ProtobufCMessage *m = recv_request (call, &moby__buildkit__v1__frontend__inputs_request__descriptor);
+  gateway_build *b = NULL;
+  ProtobufCMessage *m = begin_call (call, &moby__buildkit__v1__frontend__inputs_request__descriptor, &b);
   if (m == NULL)
     return;
   protobuf_c_message_free_unpacked (m, NULL);
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    return;
   size_t n = 0;
   const struct gateway_input *in = gateway_build_inputs (b, &n);
   Moby__Buildkit__V1__Frontend__InputsResponse resp = MOBY__BUILDKIT__V1__FRONTEND__INPUTS_RESPONSE__INIT;
@@ -570,16 +542,10 @@ bridge_inputs (grpc_call *call, void *ud)
 static void
 bridge_warn (grpc_call *call, void *ud)
 {
-  Moby__Buildkit__V1__Frontend__WarnRequest *req
-      = (void *) recv_request (call, &moby__buildkit__v1__frontend__warn_request__descriptor);
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__WarnRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__warn_request__descriptor, &b);
   if (req == NULL)
     return;
-  gateway_build *b = call_build (call);
-  if (b == NULL)
-    {
-      protobuf_c_message_free_unpacked (&req->base, NULL);
-      return;
-    }
   /* The byte fields become text (a NUL inside would end it early). */
   cleanup_free char *short_msg = xstrndup ((const char *) req->short_.data, req->short_.len);
   ps_strv details = { 0 };
