@@ -826,6 +826,23 @@ send_rootfs_dir (const char *root, void *ud, ps_error **err)
 
 /* Control.Solve's local, tar, oci and docker outputs: to the client over
    the FileSend its session serves (it keeps the destination to itself). */
+
+/* Exporter oci or docker: the image as an OCI or docker archive at `path`
+   (named e->name, else the first image name), under its own vertex `v`,
+   which the caller ends. */
+static int
+write_image_archive (struct solve_plan *p, solver_job *job, const struct plan_exporter *e, const char *image_id,
+                     const char *path, struct export_vertex *v, ps_error **err)
+{
+  bool oci = e->type[0] == 'o';
+  vertex_begin (v, job, image_id, oci ? "exporting to oci image format" : "exporting to docker image format");
+  const char *name = e->name ? e->name : (p->image_names.n ? p->image_names.v[0] : NULL);
+  cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
+                                : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
+  unlink (path);
+  return push_image (p, image_id, ref, false, NULL, err);
+}
+
 static int
 export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
 {
@@ -861,13 +878,7 @@ export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char 
     }
   else
     {
-      bool oci = e->type[0] == 'o';
-      vertex_begin (&v, job, image_id, oci ? "exporting to oci image format" : "exporting to docker image format");
-      const char *name = e->name ? e->name : (p->image_names.n ? p->image_names.v[0] : NULL);
-      cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
-                                    : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
-      unlink (path);
-      ret = push_image (p, image_id, ref, false, NULL, err);
+      ret = write_image_archive (p, job, e, image_id, path, &v, err);
     }
   if (ret == 0)
     ret = session_filesend_file (sess, path, client_send_progress, &c, err);
@@ -921,13 +932,7 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
 
   if (strcmp (e->type, "oci") == 0 || strcmp (e->type, "docker") == 0)
     {
-      bool oci = e->type[0] == 'o';
-      vertex_begin (&v, job, image_id, oci ? "exporting to oci image format" : "exporting to docker image format");
-      const char *name = e->name ? e->name : (p->image_names.n ? p->image_names.v[0] : NULL);
-      cleanup_free char *ref = name ? xasprintf ("%s:%s:%s", oci ? "oci-archive" : "docker-archive", path, name)
-                                    : xasprintf ("%s:%s", oci ? "oci-archive" : "docker-archive", path);
-      unlink (path);
-      ret = push_image (p, image_id, ref, false, NULL, err);
+      ret = write_image_archive (p, job, e, image_id, path, &v, err);
       if (ret == 0)
         vertex_status (&v, "sending tarball", (int64_t) file_size (path), (int64_t) file_size (path));
       vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
