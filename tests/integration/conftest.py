@@ -26,6 +26,7 @@ import pytest
 # of them, and podsolve_testlib puts tests/fixtures/ on the path too.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import podman_stack  # noqa: E402
 import podsolve_testlib as lib  # noqa: E402
 
 
@@ -128,6 +129,27 @@ def go_clients(tmp_path_factory):
     if clients is None:
         pytest.skip(reason)
     return clients
+
+
+@pytest.fixture
+def own_stack():
+    """Factory for a private Podman service + podsolved --upstream on one
+    storage (podman_stack.py): own_stack(spawn=False, extra_args=()).  Each
+    is stopped (podsolved must exit 0) and wiped when the test ends."""
+    started = []
+
+    def make(**kw):
+        try:
+            s = podman_stack.start_stack(**kw)
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+        started.append(s)
+        return s
+
+    yield make
+    problems = [p for p in (podman_stack.stop_stack(s) for s in started) if p]
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -433,3 +433,34 @@ def test_buildx_output_oci_and_docker_archives(daemon, go_clients, tmp_path, uni
         assert len(manifest) == 1 and manifest[0].get("RepoTags") == [name], manifest
         config = json.load(tf.extractfile(manifest[0]["Config"]))
         assert config["config"]["Labels"].get("arch") == uniq, config
+
+
+def test_buildx_remote_driver_load_goes_to_podman_through_the_proxy(own_stack, go_clients, tmp_path, uniq):
+    """The remote driver's `--load`: buildx receives the image as a docker
+    archive from --buildkit-listen (Control.Solve, exporter `docker` over the
+    session's FileSend) and loads it with `POST /images/load` on DOCKER_HOST,
+    which podsolved passes to Podman; the image then runs with `docker run`."""
+    sockdir = Path(tempfile.mkdtemp(prefix="podsolve-bxl-"))
+    try:
+        stack = own_stack(extra_args=("--buildkit-listen", f"unix://{sockdir}/bk.sock"))
+        d = stack.daemon
+        builder = f"podsolve-load-{uniq}"
+        r = docker(go_clients, d, "buildx", "create", "--name", builder, "--driver", "remote",
+                   f"unix://{sockdir}/bk.sock")
+        assert r.returncode == 0, explain(r, d)
+        try:
+            ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+                f"FROM {BASE_IMAGE}", f"RUN echo loaded-{uniq} > /loaded", 'CMD ["cat", "/loaded"]')})
+            name = f"bx-load-{uniq}"
+            r = buildx(go_clients, d, ctx, "--builder", builder, "--progress=plain", "--load", "-t", name)
+            assert r.returncode == 0, explain(r, d)
+            log = d.log_path.read_text(errors="replace")
+            assert re.search(r" info  POST /v[\d.]+/images/load\S* 200 .* upstream", log), log[-3000:]
+            r = docker(go_clients, d, "run", "--rm", name)
+            assert r.returncode == 0 and r.stdout == f"loaded-{uniq}\n", explain(r, d)
+            p = stack.podman_cli("image", "exists", image_ref(name))
+            assert p.returncode == 0, p.stderr
+        finally:
+            docker(go_clients, d, "buildx", "rm", builder)
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

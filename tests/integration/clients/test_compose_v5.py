@@ -5,6 +5,8 @@ naming it (issue #13).  The images are checked in containers-storage.
 """
 
 import functools
+import re
+import time
 
 import podsolve_testlib as lib
 from podsolve_testlib import BASE_IMAGE, containerfile
@@ -85,3 +87,66 @@ def test_compose_build_two_services_sharing_the_context(daemon, go_clients, tmp_
     assert len(run_steps) >= 4, r.output   # /who and /stage, for each service
     for step in run_steps:
         assert f"{step} CACHED" in r.output, r.output
+
+
+def test_compose_up_builds_over_grpc_and_runs_on_podman(own_stack, go_clients, tmp_path, uniq):
+    """`docker compose up -d` with podsolved in front of a real Podman API
+    service (one storage): compose v5 builds both services through buildx
+    bake over POST /grpc (answered by podsolved), then creates the network
+    and runs the containers through the proxy on Podman; `down` removes
+    them again."""
+    stack = own_stack()
+    d = stack.daemon
+    project = f"cu{uniq}"
+    proj = lib.make_context(tmp_path / "proj", {
+        "Dockerfile": containerfile(
+            f"FROM {BASE_IMAGE} AS base",
+            "ARG ROLE=none",
+            'RUN echo "$ROLE" > /role',
+            'CMD ["sh", "-c", "trap \'exit 0\' TERM; cat /role; while true; do sleep 1; done"]'),
+        "compose.yaml": "\n".join([
+            "services:",
+            "  web:",
+            f"    image: cu-web-{uniq}:latest",
+            "    build:",
+            "      context: .",
+            "      args: {ROLE: web}",
+            "  worker:",
+            f"    image: cu-worker-{uniq}:latest",
+            "    build:",
+            "      context: .",
+            "      args: {ROLE: worker}",
+            ""]),
+    })
+    env = go_clients.env(d)
+    compose = [go_clients.docker, "compose", "-p", project]
+    r = run(compose + ["--progress", "plain", "up", "-d"], env, cwd=proj, timeout=300)
+    assert r.returncode == 0, explain(r, d)
+    try:
+        log = d.log_path.read_text(errors="replace")
+        assert re.search(r" info  POST /v[\d.]+/grpc 101 .* local", log) or \
+            re.search(r" info  POST /grpc 101 .* local", log), "the builds did not go over /grpc:\n" + log[-3000:]
+        for role in ("web", "worker"):
+            image = lib.image_ref(f"cu-{role}-{uniq}")
+            assert d.image_file(image, "/role") == f"{role}\n".encode(), explain(r, d)
+            # Podman itself sees the image podsolve built (one storage).
+            p = stack.podman_cli("image", "inspect", "--format", "{{.Id}}", image)
+            assert p.returncode == 0 and p.stdout.strip() == d.image_id(image), p.stderr
+
+        r = run([go_clients.docker, "ps", "--filter", f"label=com.docker.compose.project={project}",
+                 "--format", "{{.Names}} {{.State}}"], env)
+        assert r.returncode == 0, explain(r, d)
+        assert sorted(r.stdout.split("\n")[:-1]) == [f"{project}-web-1 running", f"{project}-worker-1 running"], \
+            explain(r, d)
+        deadline = time.monotonic() + lib.scaled(30)
+        while True:
+            r = run(compose + ["logs", "--no-color"], env, cwd=proj)
+            if re.search(r"web-1\s+\| web$", r.stdout, re.M) and re.search(r"worker-1\s+\| worker$", r.stdout, re.M):
+                break
+            assert time.monotonic() < deadline, f"both services should print their role:\n{r.output}"
+            time.sleep(0.5)
+    finally:
+        down = run(compose + ["down"], env, cwd=proj, timeout=180)
+    assert down.returncode == 0, explain(down, d)
+    r = run([go_clients.docker, "ps", "-a", "--filter", f"label=com.docker.compose.project={project}", "-q"], env)
+    assert r.returncode == 0 and r.stdout.strip() == "", explain(r, d)
