@@ -555,7 +555,7 @@ def test_every_solve_route_is_documented():
     documented = {(m, p) for p, item in SPEC["paths"].items() for m in _METHODS if m in item}
     assert {(m, p) for m, p in documented if p.startswith("/solve")} == plain
     # The /build additions documented here are routed (and only those).
-    build = {(m.lower(), p) for m, p in re.findall(r'\{\s*"([A-Z|]+)",\s*"(/build/prune)"', src)}
+    build = {(m.lower(), p) for m, p in re.findall(r'\{\s*"([A-Z|]+)",\s*"(/build/prune|/grpc)"', src)}
     assert {(m, p) for m, p in documented if not p.startswith("/solve")} == build
 
 
