@@ -429,17 +429,20 @@ control_prune (grpc_call *call, void *ud)
 
 /* The job with `ref`, waiting up to PS_STATUS_JOB_WAIT_MS for it to be
    registered (a client asks for the status of the Solve it is about to
-   send); NULL when it never came or the client left. */
+   send: buildx opens Status before Solve, so the wait is woken by the
+   registration itself, and looks at the client every PS_STREAM_POLL_MS);
+   NULL when it never came or the client left. */
 static solver_job *
 wait_for_job (grpc_call *call, const char *ref)
 {
-  int64_t deadline = ps_now_ns () + (int64_t) PS_STATUS_JOB_WAIT_MS * 1000000LL;
+  int64_t deadline = ps_deadline_ns_after_ms (PS_STATUS_JOB_WAIT_MS);
   for (;;)
     {
-      solver_job *job = solver_jobs_lookup (ref);
-      if (job || grpc_call_cancelled (call) || ps_now_ns () >= deadline)
+      int64_t left_ms = (deadline - ps_monotonic_ns ()) / 1000000;
+      solver_job *job = solver_jobs_wait_for (ref, left_ms < PS_STREAM_POLL_MS ? (int) (left_ms > 0 ? left_ms : 0)
+                                                                               : PS_STREAM_POLL_MS);
+      if (job || grpc_call_cancelled (call) || ps_deadline_passed (deadline))
         return job;
-      usleep (50 * 1000);
     }
 }
 

@@ -62,6 +62,7 @@ static size_t live_count;
 
 /* Registry by ref: live jobs and finished ones until they expire. */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reg_changed = PTHREAD_COND_INITIALIZER; /* a job was registered */
 static solver_job *reg_head;
 
 /* Where job records live (NULL: not persisted). */
@@ -762,6 +763,7 @@ solver_jobs_register (solver_job *job, ps_error **err)
   job->registered = true;
   job->next_reg = reg_head;
   reg_head = job;
+  pthread_cond_broadcast (&reg_changed);
   pthread_mutex_unlock (&reg_lock);
   write_record (job);
   return 0;
@@ -788,16 +790,38 @@ solver_jobs_unregister (solver_job *job)
     }
 }
 
-solver_job *
-solver_jobs_lookup (const char *ref)
+/* The registered job with `ref`, a new reference; reg_lock held. */
+static solver_job *
+find_locked (const char *ref)
 {
-  pthread_mutex_lock (&reg_lock);
-  solver_job *found = NULL;
   for (solver_job *j = reg_head; j; j = j->next_reg)
     if (strcmp (j->id, ref) == 0)
       {
         solver_job_ref (j);
-        found = j;
+        return j;
+      }
+  return NULL;
+}
+
+solver_job *
+solver_jobs_lookup (const char *ref)
+{
+  pthread_mutex_lock (&reg_lock);
+  solver_job *found = find_locked (ref);
+  pthread_mutex_unlock (&reg_lock);
+  return found;
+}
+
+solver_job *
+solver_jobs_wait_for (const char *ref, int timeout_ms)
+{
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_REALTIME, timeout_ms);
+  pthread_mutex_lock (&reg_lock);
+  solver_job *found;
+  while ((found = find_locked (ref)) == NULL)
+    if (pthread_cond_timedwait (&reg_changed, &reg_lock, &deadline) == ETIMEDOUT)
+      {
+        found = find_locked (ref);
         break;
       }
   pthread_mutex_unlock (&reg_lock);

@@ -128,6 +128,10 @@ int solver_jobs_register (solver_job *job, ps_error **err);
 void solver_jobs_unregister (solver_job *job);
 /* Look up a registered job (returns a new reference) or NULL. */
 solver_job *solver_jobs_lookup (const char *ref);
+/* The same, waiting up to `timeout_ms` for a job with `ref` to be
+   registered (woken by solver_jobs_register, not polling); NULL when none
+   came in time. */
+solver_job *solver_jobs_wait_for (const char *ref, int timeout_ms);
 /* Every registered job, newest first (each a new reference); free the
    array with solver_jobs_list_free. */
 solver_job **solver_jobs_list (size_t *n);
