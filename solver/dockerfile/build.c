@@ -14,6 +14,7 @@
 #include "solver/buildah.h"
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
+#include "solver/dockerfile/parse.h"
 #include "solver/dockerfile/scan.h"
 #include "solver/dockerfile/result_cache.h"
 #include "solver/session_io.h"
@@ -149,9 +150,38 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
   return frontend_build (job, b, image_id, err);
 }
 
+int
+dockerfile_build_check_dialect (const struct dockerfile_build *b, ps_error **err)
+{
+  if (b->opts.remote != NULL || b->opts.dockerfiles.n == 0 || strstr (b->opts.dockerfiles.v[0], "://") != NULL)
+    return 0;
+  const char *df = b->opts.dockerfiles.v[0];
+  cleanup_free char *path
+      = df[0] == '/' || b->opts.context_dir == NULL ? xstrdup (df) : xasprintf ("%s/%s", b->opts.context_dir, df);
+  /* The name the user knows: never a server path. */
+  const char *shown = b->dockerfile_name && *b->dockerfile_name ? b->dockerfile_name : df;
+  if (shown[0] == '/')
+    shown = strrchr (shown, '/') + 1;
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if (dockerfile_read (path, &text, &len, NULL, NULL) < 0)
+    return 0; /* buildah says what is wrong with the file */
+  cleanup_dockerfile dockerfile *parsed = NULL;
+  if (dockerfile_parse (text, len, shown, &parsed, err) < 0)
+    return -1;
+  return dockerfile_check_buildah (parsed, shown, err);
+}
+
 static int
 frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
+  if (dockerfile_build_check_dialect (b, err) < 0)
+    {
+      struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+      ev.error = xstrdup ((*err)->msg);
+      solver_job_emit (job, &ev);
+      return -1;
+    }
 
   ps_strv argv = { 0 };
   build_options_to_argv (&b->opts, &argv);
@@ -168,6 +198,7 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
 
   struct line_readers lr = { buildah_progress_new (job, b->definition_digest), { { false, { 0 } }, { true, { 0 } } } };
   buildah_progress *progress = lr.progress;
+  buildah_progress_set_context_dir (progress, b->opts.context_dir);
   ps_child_pump (&child, read_lines, &lr);
   struct line_reader *readers = lr.r;
   /* Both pipes closed: buildah is exiting.  Forget the hook before reaping,

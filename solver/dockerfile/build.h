@@ -11,6 +11,12 @@
    ERROR event (failing vertex, RUN exit code) is already appended. */
 int dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
 
+/* The Dockerfile in buildah's dialect (solver/dockerfile/parse.h), checked
+   before anything runs: 0, or -1 with a 400 naming the file as the user
+   gave it and the line.  A Dockerfile not at hand (a URL, inside a remote
+   context) is left to buildah. */
+int dockerfile_build_check_dialect (const struct dockerfile_build *b, ps_error **err);
+
 /* The /build job: the frontend, then RESULT with the image ID and the
    client's tags.  userdata is a struct dockerfile_build *. */
 int dockerfile_build_run (solver_job *job, void *userdata, ps_error **err);

@@ -135,6 +135,7 @@ struct buildah_progress
   char image_id[65];
   char *error;
   int exit_code;
+  char *context_dir;
 };
 
 buildah_progress *
@@ -162,7 +163,44 @@ buildah_progress_free (buildah_progress *p)
     }
   free (p->last_digest);
   free (p->error);
+  free (p->context_dir);
   free (p);
+}
+
+void
+buildah_progress_set_context_dir (buildah_progress *p, const char *dir)
+{
+  free (p->context_dir);
+  p->context_dir = dir ? xstrdup (dir) : NULL;
+}
+
+/* `s` with every `from` replaced by `to`. */
+static char *
+replace_all (const char *s, const char *from, const char *to)
+{
+  ps_buf b = { 0 };
+  size_t flen = strlen (from);
+  for (const char *hit; (hit = strstr (s, from)) != NULL; s = hit + flen)
+    ps_buf_printf (&b, "%.*s%s", (int) (hit - s), s, to);
+  ps_buf_printf (&b, "%s", s);
+  return ps_buf_steal (&b);
+}
+
+char *
+buildah_error_for_user (const char *msg, const char *ctx_dir)
+{
+  cleanup_free char *cut = xstrdup (msg);
+  char *dump = strstr (cut, " &imagebuilder.");
+  if (dump)
+    *dump = '\0';
+  if (ctx_dir == NULL || *ctx_dir == '\0')
+    return steal_pointer (&cut);
+  /* "checking on sources under \"CTX\": ...", then "CTX/x" as "x". */
+  cleanup_free char *under = xasprintf ("under \"%s\"", ctx_dir);
+  cleanup_free char *named = replace_all (cut, under, "in the build context");
+  cleanup_free char *prefix = xasprintf ("%s/", ctx_dir);
+  cleanup_free char *rel = replace_all (named, prefix, "");
+  return replace_all (rel, ctx_dir, "the build context");
 }
 
 static char *
@@ -319,7 +357,7 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
 
     case BUILDAH_LINE_ERROR:
       free (p->error);
-      p->error = xstrdup (l.rest);
+      p->error = buildah_error_for_user (l.rest, p->context_dir);
       return;
 
     case BUILDAH_LINE_SUBPROCESS_EXIT:
@@ -328,6 +366,10 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
       return;
 
     case BUILDAH_LINE_OTHER:
+      /* logrus's "(UNHANDLED LOGLEVEL)" echo of a Go struct: the error
+         line after it says what went wrong. */
+      if (strstr (line, "(UNHANDLED LOGLEVEL)") != NULL)
+        return;
       solver_job_emit_log (p->job, p->open ? p->digest : NULL, from_stderr ? 2 : 1, line, len, NULL);
       return;
     }

@@ -54,6 +54,14 @@ typedef struct buildah_progress buildah_progress;
 /* `root_digest` seeds the vertex digests (the digest of the build
    definition), so the same Dockerfile gives the same digests every run. */
 buildah_progress *buildah_progress_new (solver_job *job, const char *root_digest);
+/* The build's context directory, so error messages can say "the build
+   context" instead of a server path (NULL: none). */
+void buildah_progress_set_context_dir (buildah_progress *p, const char *dir);
+
+/* A buildah error message as a user should read it: a Go struct dump
+   (" &imagebuilder.Step{...}") cut off, the context directory `ctx_dir`
+   (may be NULL) named as the build context instead of by its server path. */
+char *buildah_error_for_user (const char *msg, const char *ctx_dir);
 /* Feed one complete line, newline included when the builder printed one. */
 void buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool from_stderr);
 /* The build process ended: complete or fail the open vertex. */

@@ -12,6 +12,7 @@
 
 #include "common/limits.h"
 #include "solver/context.h"
+#include "solver/dockerfile/build.h"
 #include "solver/dockerfile/scan.h"
 #include "solver/registry_auth.h"
 #include "solver/session_io.h"
@@ -179,6 +180,13 @@ dockerfile_plan_new (struct build_request *b, const struct dockerfile_env *env, 
   p->opts = b->opts;
   build_options_init (&b->opts); /* moved into the plan */
   p->session = session;
+  /* What buildah cannot build is a 400 now, before anything runs (a
+     Dockerfile coming over the session is checked once it is here). */
+  if (session == NULL && dockerfile_build_check_dialect (p, err) < 0)
+    {
+      dockerfile_build_free (p);
+      return -1;
+    }
   *out = p;
   return 0;
 }

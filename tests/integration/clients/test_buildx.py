@@ -464,3 +464,19 @@ def test_buildx_remote_driver_load_goes_to_podman_through_the_proxy(own_stack, g
             docker(go_clients, d, "buildx", "rm", builder)
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_buildx_dockerfile_buildah_cannot_build_fails_naming_file_and_line(daemon, go_clients, tmp_path, uniq):
+    """A heredoc in a Dockerfile that comes over the session (no syntax
+    line, so podsolve's buildah builder): buildx fails before any step runs
+    with the file and line, no Go struct dump, no server path."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo ran-{uniq}", "RUN <<EOF", "echo hi > /x", "EOF")})
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "-t", f"bx-dialect-{uniq}")
+    assert r.returncode != 0, explain(r, daemon)
+    assert "Dockerfile:3: RUN <<EOF: heredocs are not supported by podsolve's Dockerfile builder" in r.output, \
+        r.output
+    assert f"ran-{uniq}" not in r.output.replace(f"RUN echo ran-{uniq}", ""), r.output
+    for leak in ("imagebuilder", "UNHANDLED", str(daemon.tmp)):
+        assert leak not in r.output, r.output
+    assert not daemon.image_exists(image_ref(f"bx-dialect-{uniq}"))

@@ -220,6 +220,33 @@ def test_context_over_max_context_bytes_is_a_413(spawn_daemon, daemon_builds):
     daemon_builds(small)
 
 
+@pytest.mark.parametrize("bad,line,needles", [
+    (["RUN <<EOF", "echo hi > /x", "EOF"], 3, ["RUN <<EOF", "heredocs are not supported"]),
+    (["COPY --link a.txt /a"], 3, ["COPY --link", "takes --from, --chown and --chmod on COPY"]),
+    (["RUN --network=none true"], 3, ["RUN --network", "takes --mount on RUN"]),
+    (["COPY --chmod=u+x a.txt /a"], 3, ["--chmod=u+x", "octal mode only"]),
+    (["ECHO hi"], 3, ["unknown instruction: ECHO"]),
+])
+@pytest.mark.parametrize("endpoint", [COMPAT_BUILD, LIBPOD_BUILD])
+def test_dockerfile_buildah_cannot_build_is_a_400_naming_file_and_line(daemon, daemon_builds, uniq, endpoint,
+                                                                        bad, line, needles):
+    """What buildah 1.28 would only refuse after running FROM and the steps
+    before (with a Go struct dump for an unknown instruction, or a server
+    path for a heredoc) is a 400 before anything runs, naming the Dockerfile
+    as the client named it and the line."""
+    name = f"dialect-{uniq}"
+    df = containerfile(f"FROM {BASE_IMAGE}", f"RUN echo ran-{uniq} > /ran", *bad)
+    r = daemon.build({"sub/My.Dockerfile": df, "a.txt": "a\n"},
+                     {"t": name, "dockerfile": "sub/My.Dockerfile"}, endpoint=endpoint)
+    err = assert_api_error(r, 400, f"sub/My.Dockerfile:{line}: ", *needles)
+    for leak in ("imagebuilder", "UNHANDLED", str(daemon.tmp)):
+        assert leak not in r.body.decode(errors="replace"), err
+    assert not daemon.image_exists(f"docker.io/library/{name}:latest")
+    assert f"ran-{uniq}" not in daemon.log_path.read_text(errors="replace")
+    assert daemon.working_containers() == []
+    daemon_builds(daemon)
+
+
 # --------------------------------------------------------------------------
 # Failing after streaming started
 
@@ -239,6 +266,20 @@ def test_failing_RUN_streams_its_output_then_an_error_with_the_exit_code(daemon,
     assert last["errorDetail"].get("code") == 3, last
     assert r.aux_ids == [] and not any(s.startswith("Successfully built") for s in r.streams)
     assert not daemon.image_exists(f"docker.io/library/{name}:latest")
+    assert daemon.working_containers() == []
+    daemon_builds(daemon)
+
+
+def test_COPY_of_a_missing_file_names_it_in_the_build_context_not_a_server_path(daemon, daemon_builds, uniq):
+    """buildah's error names the unpacked context by its path on the server
+    (".../builds/<id>/context"); the user reads "the build context"."""
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"COPY missing-{uniq}.txt /x")}
+    r = daemon.build(ctx, {"t": f"nocopy-{uniq}"})
+    assert r.status == 200, r.describe()
+    last = r.events[-1]
+    msg = last.get("errorDetail", {}).get("message", "")
+    assert f"missing-{uniq}.txt" in msg and "in the build context" in msg, r.describe()
+    assert str(daemon.tmp) not in r.text and "imagebuilder" not in r.text, r.describe()
     assert daemon.working_containers() == []
     daemon_builds(daemon)
 

@@ -248,6 +248,24 @@ START_TEST (progress_names_stages_like_buildkit)
 }
 END_TEST
 
+START_TEST (error_for_user_has_no_dumps_or_server_paths)
+{
+  const char *ctx = "/var/lib/podsolve/builds/1f2e/context";
+  cleanup_free char *copy = buildah_error_for_user (
+      "building at STEP \"COPY missing.txt /x\": checking on sources under "
+      "\"/var/lib/podsolve/builds/1f2e/context\": copier: stat: \"/missing.txt\": no such file or directory",
+      ctx);
+  ck_assert_str_eq (copy, "building at STEP \"COPY missing.txt /x\": checking on sources in the build context: "
+                          "copier: stat: \"/missing.txt\": no such file or directory");
+  cleanup_free char *rel = buildah_error_for_user ("open /var/lib/podsolve/builds/1f2e/context/sub/a: denied", ctx);
+  ck_assert_str_eq (rel, "open sub/a: denied");
+  cleanup_free char *dump = buildah_error_for_user (
+      "building at STEP \"ECHO \": Build error: Unknown instruction: \"ECHO\" &imagebuilder.Step{Env:[]string{}}",
+      NULL);
+  ck_assert_str_eq (dump, "building at STEP \"ECHO \": Build error: Unknown instruction: \"ECHO\"");
+}
+END_TEST
+
 PS_TEST_SUITE (buildah_output)
 {
   Suite *s = suite_create ("buildah_output");
@@ -259,6 +277,7 @@ PS_TEST_SUITE (buildah_output)
   tcase_add_test (tc, shape_commit);
   tcase_add_test (tc, shape_tagged_and_image_id);
   tcase_add_test (tc, shape_error_and_exit_status);
+  tcase_add_test (tc, error_for_user_has_no_dumps_or_server_paths);
   suite_add_tcase (s, tc);
   tc = tcase_create ("progress");
   tcase_add_test (tc, progress_events_vertices_cache_and_logs);
