@@ -318,6 +318,65 @@ def test_buildx_secret_reaches_the_run_and_not_the_image(daemon, go_clients, tmp
     assert daemon.image_paths(image, "/run/secrets/tok") == {"/run/secrets/tok": False}
 
 
+def ssh_context(tmp_path, *run_lines):
+    """A context with the static agent probe (lib.AGENT_PROBE_C) and a
+    Dockerfile that copies it in and runs `run_lines`."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "COPY agent-probe /agent-probe",
+        *run_lines)})
+    lib.agent_probe(ctx / "agent-probe")
+    return ctx
+
+
+def test_buildx_ssh_default_forwards_the_users_agent_to_the_run(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`--ssh default` with SSH_AUTH_SOCK pointing at the user's ssh-agent:
+    `RUN --mount=type=ssh` reaches that agent (the daemon asks buildx's
+    session, SSH.CheckAgent then ForwardAgent per connection): the RUN lists
+    the agent's key, whose comment lands in the image and in the output."""
+    ctx = ssh_context(tmp_path, "RUN --mount=type=ssh /agent-probe | tee /agent-keys")
+    name = f"bx-ssh-{uniq}"
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name, "--ssh", "default", "."],
+            env, cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert f"key: {ssh_agent.comment}" in r.stderr, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/agent-keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+    assert not [p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")], "an agent socket outlived the build"
+
+
+def test_buildx_ssh_named_id_from_a_socket_path(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`--ssh mykey=/path/agent.sock` (no SSH_AUTH_SOCK) and
+    `RUN --mount=type=ssh,id=mykey,required=true`: the RUN reaches that
+    agent under that id."""
+    ctx = ssh_context(tmp_path, "RUN --mount=type=ssh,id=mykey,required=true /agent-probe > /agent-keys")
+    name = f"bx-ssh-id-{uniq}"
+    env = go_clients.env(daemon)
+    env.pop("SSH_AUTH_SOCK", None)
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name,
+             "--ssh", f"mykey={ssh_agent.sock}", "."], env, cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/agent-keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+
+
+def test_buildx_ssh_mount_without_ssh_flag_fails_naming_the_id(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`RUN --mount=type=ssh,id=deploy` without `--ssh deploy` (another id is
+    forwarded, or none): buildx exits non-zero with BuildKit's error naming
+    the id; no image, no working container, the daemon still builds."""
+    ctx = ssh_context(tmp_path, f"RUN --mount=type=ssh,id=deploy /agent-probe && echo never-{uniq} > /x")
+    before = len(daemon.working_containers())
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    for ssh_args in ([], ["--ssh", "default"]):
+        name = f"bx-ssh-missing-{uniq}"
+        r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name, *ssh_args, "."],
+                env, cwd=ctx)
+        assert r.returncode != 0, explain(r, daemon)
+        assert 'no SSH key "deploy" forwarded from the client' in r.stderr, explain(r, daemon)
+        assert not daemon.image_exists(image_ref(name))
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 10), daemon.working_containers()
+    assert daemon.alive()
+
+
 def test_buildx_remote_driver_against_buildkit_listen(spawn_daemon, go_clients, tmp_path, uniq):
     """`docker buildx create --driver remote unix://SOCK` for podsolved's
     --buildkit-listen socket: inspect --bootstrap shows it running with
