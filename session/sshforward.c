@@ -337,22 +337,22 @@ session_ssh_forward_start (ps_session *s, const char *id, const char *sock_path,
   cleanup_close int lfd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (lfd < 0 || bind (lfd, (struct sockaddr *) &sa, sizeof sa) < 0)
     {
-      ps_error_set_errno (err, 500, errno, "ssh socket %s", sock_path);
+      ps_error_set_errno (err, 500, errno, "ssh socket %s", sa.sun_path);
       return NULL;
     }
   mode_t mode = opt && opt->mode ? opt->mode & 0777 : 0600;
-  if (listen (lfd, 16) < 0 || chown (sock_path, opt ? opt->uid : 0, opt ? opt->gid : 0) < 0
-      || chmod (sock_path, mode) < 0)
+  if (listen (lfd, 16) < 0 || chown (sa.sun_path, opt ? opt->uid : 0, opt ? opt->gid : 0) < 0
+      || chmod (sa.sun_path, mode) < 0)
     {
-      ps_error_set_errno (err, 500, errno, "ssh socket %s", sock_path);
-      unlink (sock_path);
+      ps_error_set_errno (err, 500, errno, "ssh socket %s", sa.sun_path);
+      unlink (sa.sun_path);
       return NULL;
     }
   int wfd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wfd < 0)
     {
-      ps_error_set_errno (err, 500, errno, "ssh socket %s: eventfd", sock_path);
-      unlink (sock_path);
+      ps_error_set_errno (err, 500, errno, "ssh socket %s: eventfd", sa.sun_path);
+      unlink (sa.sun_path);
       return NULL;
     }
   session_ssh_forward *f = xcalloc (1, sizeof *f);

@@ -377,6 +377,43 @@ def test_buildx_ssh_mount_without_ssh_flag_fails_naming_the_id(daemon, go_client
     assert daemon.alive()
 
 
+def test_buildx_ctrl_c_during_an_ssh_run_stops_the_forwarding(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """Ctrl-C while a `RUN --mount=type=ssh` sleeps (buildah holds a
+    connection to the forwarded socket meanwhile): buildx exits cancelled,
+    no RUN process or working container is left, the socket's directory is
+    removed, and the daemon still forwards agents for the next build."""
+    token = f"ssh-sleep-{uniq}"
+    ctx = ssh_context(tmp_path, f"RUN --mount=type=ssh /agent-probe && sleep 120 && echo {token}")
+    before = len(daemon.working_containers())
+    shm_before = {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")}
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    out = tmp_path / "buildx.log"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "--ssh", "default",
+                              "."], cwd=ctx, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # the key's line: the agent answered through the forwarded socket
+        assert lib.wait_for(lambda: f"key: {ssh_agent.comment}" in out.read_text(errors="replace"), 60), \
+            out.read_text(errors="replace")
+        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
+        os.killpg(p.pid, signal.SIGINT)
+        rc = p.wait(lib.scaled(20))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    text = out.read_text(errors="replace")
+    assert rc != 0, text
+    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
+    assert lib.wait_for(lambda: not {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")} - shm_before,
+                        20), os.listdir("/dev/shm")
+    assert daemon.alive()
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--ssh", "default", "."],
+            env, cwd=ssh_context(tmp_path / "again", "RUN --mount=type=ssh /agent-probe"))
+    assert r.returncode == 0 and f"key: {ssh_agent.comment}" in r.stderr, explain(r, daemon)
+
+
 def test_buildx_remote_driver_against_buildkit_listen(spawn_daemon, go_clients, tmp_path, uniq):
     """`docker buildx create --driver remote unix://SOCK` for podsolved's
     --buildkit-listen socket: inspect --bootstrap shows it running with
