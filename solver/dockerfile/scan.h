@@ -20,9 +20,11 @@ bool dockerfile_from_images (const char *dockerfile, ps_strv *images);
 void dockerfile_secret_ids (const char *dockerfile, ps_strv *ids);
 
 /* The ssh ids a Dockerfile mounts, RUN --mount=type=ssh[,id=X] (the id
-   defaults to "default"), each once, in order of first use.  Ids holding a
-   '/' are left out. */
-void dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids);
+   defaults to "default"), each once, in order of first use; `required`
+   gets those a mount with required[=true] names (BuildKit: the others are
+   optional, skipped when the client does not forward them).  Ids holding
+   a '/' are left out. */
+void dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids, ps_strv *required);
 
 /* ---- the Dockerfile loader ----------------------------------------------------------- */
 

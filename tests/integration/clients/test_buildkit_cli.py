@@ -433,11 +433,12 @@ def test_buildkit_ssh_forwards_the_agent_to_RUN_mount_type_ssh(daemon, docker_cl
     `RUN --mount=type=ssh`: the RUN lists the agent's key through the
     session's SSH service; its comment is in the RUN's output and the image,
     and the forwarded socket's directory is gone after the build.  Without
-    --ssh the same build fails naming the id, leaving nothing behind."""
+    --ssh the same build (the mount is required) fails naming the id,
+    leaving nothing behind."""
     ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
         f"FROM {BASE_IMAGE}", f"LABEL run={uniq}",
         "COPY agent-probe /agent-probe",
-        "RUN --mount=type=ssh /agent-probe | tee /agent-keys")})
+        "RUN --mount=type=ssh,required=true /agent-probe | tee /agent-keys")})
     lib.agent_probe(ctx / "agent-probe")
     tag = f"bk-ssh-{uniq}"
     shm_before = ssh_dirs()

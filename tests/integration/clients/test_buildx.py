@@ -359,11 +359,12 @@ def test_buildx_ssh_named_id_from_a_socket_path(daemon, go_clients, ssh_agent, t
     assert daemon.image_file(image_ref(name), "/agent-keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
 
 
-def test_buildx_ssh_mount_without_ssh_flag_fails_naming_the_id(daemon, go_clients, ssh_agent, tmp_path, uniq):
-    """`RUN --mount=type=ssh,id=deploy` without `--ssh deploy` (another id is
-    forwarded, or none): buildx exits non-zero with BuildKit's error naming
-    the id; no image, no working container, the daemon still builds."""
-    ctx = ssh_context(tmp_path, f"RUN --mount=type=ssh,id=deploy /agent-probe && echo never-{uniq} > /x")
+def test_buildx_required_ssh_mount_without_its_id_fails_naming_it(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`RUN --mount=type=ssh,id=deploy,required=true` without `--ssh deploy`
+    (no --ssh, or another id forwarded): buildx exits non-zero with
+    BuildKit's error naming the id; no image, no working container, the
+    daemon still builds."""
+    ctx = ssh_context(tmp_path, f"RUN --mount=type=ssh,id=deploy,required=true /agent-probe && echo never-{uniq} > /x")
     before = len(daemon.working_containers())
     env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
     for ssh_args in ([], ["--ssh", "default"]):
@@ -375,6 +376,18 @@ def test_buildx_ssh_mount_without_ssh_flag_fails_naming_the_id(daemon, go_client
         assert not daemon.image_exists(image_ref(name))
     assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 10), daemon.working_containers()
     assert daemon.alive()
+
+
+def test_buildx_optional_ssh_mount_without_its_id_runs_without_an_agent(daemon, go_clients, tmp_path, uniq):
+    """`RUN --mount=type=ssh,id=deploy` (not required: optional, as in
+    BuildKit) without `--ssh deploy`: the step runs with no agent reachable
+    and the build succeeds, warning that the id was not forwarded."""
+    ctx = ssh_context(tmp_path, "RUN --mount=type=ssh,id=deploy sh -c '/agent-probe || echo no-agent' > /x")
+    name = f"bx-ssh-optional-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/x").endswith(b"no-agent\n")
+    assert 'no SSH key "deploy" forwarded from the client' in r.stderr, explain(r, daemon)
 
 
 def test_buildx_ctrl_c_during_an_ssh_run_stops_the_forwarding(daemon, go_clients, ssh_agent, tmp_path, uniq):
