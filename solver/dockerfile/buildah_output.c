@@ -34,6 +34,26 @@ parse_stage_prefix (const char *line, int *stage, int *nstages)
   return NULL;
 }
 
+/* buildah 1.28 (internal/parse: GetSSHMount... "ssh required but no ssh
+   with id %s found") for a required ssh mount whose id has no --ssh; the
+   client sees BuildKit's text for the same case (solver/llbsolver/mounts).
+   If buildah rewords it, the client gets buildah's words instead. */
+#define BUILDAH_SSH_MISSING "ssh required but no ssh with id "
+
+char *
+buildah_error_message (const char *message)
+{
+  const char *p = strstr (message, BUILDAH_SSH_MISSING);
+  if (p == NULL)
+    return xstrdup (message);
+  const char *id = p + strlen (BUILDAH_SSH_MISSING);
+  const char *end = strstr (id, " found");
+  if (end == NULL || end == id)
+    return xstrdup (message);
+  return xasprintf ("%.*sno SSH key \"%.*s\" forwarded from the client", (int) (p - message), message,
+                    (int) (end - id), id);
+}
+
 void
 buildah_line_classify (const char *line, bool from_stderr, struct buildah_line *out)
 {
@@ -319,7 +339,7 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
 
     case BUILDAH_LINE_ERROR:
       free (p->error);
-      p->error = xstrdup (l.rest);
+      p->error = buildah_error_message (l.rest);
       return;
 
     case BUILDAH_LINE_SUBPROCESS_EXIT:

@@ -9,7 +9,10 @@
  *   stdout  "COMMIT [name]", "[s/S] COMMIT [name]"   final image commit starts
  *   stdout  "Successfully tagged <name>"
  *   stdout  "<64 hex>"                     last line: the image ID
- *   stderr  "Error: <message>"             the build failed
+ *   stderr  "Error: <message>"             the build failed; a message ending
+ *           "ssh required but no ssh with id <ID> found" (a required=true
+ *           ssh mount whose id was not given with --ssh) is reported as
+ *           BuildKit's "no SSH key "<ID>" forwarded from the client"
  *   stderr  "subprocess exited with status N"  a RUN exited N
  * Anything else is output of the step being run (stdout -> stream 1,
  * stderr -> stream 2).  If buildah changes a shape, steps stop becoming
@@ -47,6 +50,10 @@ struct buildah_line
 
 /* Classify one line (without its trailing newline). */
 void buildah_line_classify (const char *line, bool from_stderr, struct buildah_line *out);
+
+/* The failed build's message for the client (malloc'd): buildah's, with
+   the shapes listed above said in BuildKit's words. */
+char *buildah_error_message (const char *message);
 
 /* The mapping state for one build: turns lines into vertex/log events. */
 typedef struct buildah_progress buildah_progress;

@@ -54,19 +54,6 @@ dockerfile_from_images (const char *dockerfile, ps_strv *images)
   return all_known;
 }
 
-/* BuildKit's required[=BOOL] (strconv.ParseBool's spellings of true). */
-static bool
-required_value (const char *f)
-{
-  if (strcmp (f, "required") == 0)
-    return true;
-  if (!ps_str_has_prefix (f, "required="))
-    return false;
-  const char *v = f + strlen ("required=");
-  return strcmp (v, "1") == 0 || strcmp (v, "t") == 0 || strcmp (v, "T") == 0 || strcmp (v, "true") == 0
-         || strcmp (v, "TRUE") == 0 || strcmp (v, "True") == 0;
-}
-
 static void
 push_once (ps_strv *v, const char *s)
 {
@@ -77,11 +64,10 @@ push_once (ps_strv *v, const char *s)
 }
 
 /* Each --mount=... flag's spec up to white space or a line continuation;
-   the ids of those of type `type` (and in `required`, unless NULL, those
-   of a mount with required=true).  A secret's id defaults to the base name
+   the ids of those of type `type`.  A secret's id defaults to the base name
    of target= / dst=, an ssh mount's to "default". */
 static void
-mount_ids (const char *dockerfile, const char *type, ps_strv *ids, ps_strv *required)
+mount_ids (const char *dockerfile, const char *type, ps_strv *ids)
 {
   bool secret = strcmp (type, "secret") == 0;
   for (const char *p = dockerfile; (p = strstr (p, "--mount=")) != NULL; p += 8)
@@ -89,14 +75,12 @@ mount_ids (const char *dockerfile, const char *type, ps_strv *ids, ps_strv *requ
       const char *end = p + 8 + strcspn (p + 8, " \t\n\\");
       cleanup_free char *spec = xstrndup (p + 8, (size_t) (end - p - 8));
       cleanup_free char *id = NULL;
-      bool typed = false, req = false;
+      bool typed = false;
       char *save = NULL;
       for (char *f = strtok_r (spec, ",", &save); f; f = strtok_r (NULL, ",", &save))
         {
           if (ps_str_has_prefix (f, "type="))
             typed = strcmp (f + 5, type) == 0;
-          else if (ps_str_has_prefix (f, "required"))
-            req = required_value (f);
           else if (ps_str_has_prefix (f, "id="))
             {
               free (id);
@@ -119,21 +103,19 @@ mount_ids (const char *dockerfile, const char *type, ps_strv *ids, ps_strv *requ
       if (id == NULL || *id == '\0' || strchr (id, '/'))
         continue;
       push_once (ids, id);
-      if (req && required)
-        push_once (required, id);
     }
 }
 
 void
 dockerfile_secret_ids (const char *dockerfile, ps_strv *ids)
 {
-  mount_ids (dockerfile, "secret", ids, NULL);
+  mount_ids (dockerfile, "secret", ids);
 }
 
 void
-dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids, ps_strv *required)
+dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids)
 {
-  mount_ids (dockerfile, "ssh", ids, required);
+  mount_ids (dockerfile, "ssh", ids);
 }
 
 /* ---- the Dockerfile loader ----------------------------------------------------------- */

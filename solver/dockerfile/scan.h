@@ -20,11 +20,10 @@ bool dockerfile_from_images (const char *dockerfile, ps_strv *images);
 void dockerfile_secret_ids (const char *dockerfile, ps_strv *ids);
 
 /* The ssh ids a Dockerfile mounts, RUN --mount=type=ssh[,id=X] (the id
-   defaults to "default"), each once, in order of first use; `required`
-   gets those a mount with required[=true] names (BuildKit: the others are
-   optional, skipped when the client does not forward them).  Ids holding
-   a '/' are left out. */
-void dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids, ps_strv *required);
+   defaults to "default"), each once, in order of first use, in every stage
+   (the scan does not know which stages the build needs).  Ids holding a
+   '/' are left out. */
+void dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids);
 
 /* ---- the Dockerfile loader ----------------------------------------------------------- */
 

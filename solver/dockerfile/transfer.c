@@ -157,32 +157,26 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
 /* /dev/shm/podsolve-ssh-<hex>: the sockets of the build's forwarded agents. */
 #define DOCKERFILE_SSH_PREFIX "podsolve-ssh"
 
-/* Each ssh id the Dockerfile mounts, checked with the client and
-   forwarded on a socket of its own (root's, 0600: buildah connects to it
-   and serves the agent to the RUN itself) for buildah's --ssh ID=SOCKET.
-   An id the client does not forward fails the build here, naming it, when
-   a mount requires it (required=true); otherwise the mount is optional, as
-   in BuildKit: buildah runs the step without it (said in a warning). */
+/* Each ssh id the Dockerfile mounts that the client forwards (CheckAgent),
+   on a socket of its own (root's, 0600: buildah connects to it and serves
+   the agent to the RUN itself) for buildah's --ssh ID=SOCKET.  An id the
+   client does not forward is left out: the scan cannot tell which stages
+   the build runs, and buildah treats the mounts as BuildKit does (one
+   without required=true runs without an agent; a required one fails, its
+   message mapped to BuildKit's in buildah_output.c). */
 static int
-forward_ssh (solver_job *job, struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
+forward_ssh (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
 {
-  ps_strv ids = { 0 }, required = { 0 };
-  dockerfile_ssh_ids (dockerfile, &ids, &required);
+  ps_strv ids = { 0 };
+  dockerfile_ssh_ids (dockerfile, &ids);
   int ret = 0;
   for (size_t i = 0; i < ids.n && ret == 0; i++)
     {
       session_ssh_forward *fwd = NULL;
       ret = session_ssh_to_socket (sess, ids.v[i], &b->session->ssh_dir, DOCKERFILE_SSH_PREFIX, NULL, &fwd, err);
-      bool needed = false;
-      for (size_t k = 0; k < required.n; k++)
-        needed |= strcmp (required.v[k], ids.v[i]) == 0;
-      if (ret < 0 && (*err)->status == 404 && !needed)
+      if (ret < 0 && (*err)->status == 404)
         {
-          struct solver_event ev = { .kind = SOLVER_EV_WARNING, .level = 1 };
-          ev.warning = xasprintf ("%s: RUN --mount=type=ssh,id=%s runs without an agent (add required=true to "
-                                  "make it an error)", (*err)->msg, ids.v[i]);
-          ev.text = xasprintf ("WARNING: %s\n", ev.warning);
-          solver_job_emit (job, &ev);
+          ps_info ("ssh %s: %s", ids.v[i], (*err)->msg);
           ps_error_free (*err);
           *err = NULL;
           ret = 0;
@@ -196,7 +190,6 @@ forward_ssh (solver_job *job, struct dockerfile_build *b, ps_session *sess, cons
       ps_strv_pushf (&b->opts.ssh, "%s=%s", ids.v[i], session_ssh_forward_path (fwd));
     }
   ps_strv_free (&ids);
-  ps_strv_free (&required);
   return ret;
 }
 
@@ -275,7 +268,7 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
           }
       }
     int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, ssess, df_text, err) < 0
-                    || forward_ssh (job, b, ssess, df_text, err) < 0
+                    || forward_ssh (b, ssess, df_text, err) < 0
                 ? -1
                 : 0;
     if (ssess != sess)

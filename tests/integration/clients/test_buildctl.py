@@ -134,7 +134,7 @@ def test_buildctl_ssh_reaches_an_llb_ssh_mount_and_a_dockerfile_run(bkd, go_clie
     probe = lib.agent_probe(tmp_path / "agent-probe")
     img = llb.source(f"docker-image://{BASE_IMAGE}")
     with_probe = llb.file([llb.mkfile("/agent-probe", probe.read_bytes(), 0o755)], inputs=[img], base=0)
-    run_op = llb.exec_(root=with_probe, args=["sh", "-c", "/agent-probe /run/a.sock > /keys"],
+    run_op = llb.exec_(root=with_probe, args=["sh", "-c", f"/agent-probe /run/a.sock > /keys # {uniq}"],
                        mounts=[llb.mount(-1, "/run/a.sock", type=llb.SSH, ssh="mykey")])
     name = f"docker.io/library/bctl-ssh-llb-{uniq}:latest"
     proc = subprocess.run([go_clients.buildctl, "--addr", bkd.buildkit_addr, "build", "--progress=plain",
@@ -147,7 +147,7 @@ def test_buildctl_ssh_reaches_an_llb_ssh_mount_and_a_dockerfile_run(bkd, go_clie
 
     ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
         f"FROM {BASE_IMAGE}", "COPY agent-probe /agent-probe",
-        "RUN --mount=type=ssh,id=mykey /agent-probe > /keys")})
+        f"RUN --mount=type=ssh,id=mykey /agent-probe > /keys # {uniq}")})
     shutil.copy(probe, ctx / "agent-probe")
     name = f"docker.io/library/bctl-ssh-df-{uniq}:latest"
     r = buildctl(go_clients, bkd, "build", "--progress=plain", "--frontend", "dockerfile.v0", "--local", "context=.",
