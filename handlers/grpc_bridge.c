@@ -30,12 +30,12 @@ static const char *const frontend_caps[] = {
   "importcaches",      "proto.refarray", "gateway.evaluate", "gateway.solve.evaluate", "gateway.warnings",
 };
 
-/* The LLB the engine (solver/llb/) runs (solver/pb/caps.go).  Not
-   exec.mount.ssh: solver/llb/exec.c refuses ssh mounts. */
+/* The LLB the engine (solver/llb/) runs (solver/pb/caps.go); ssh mounts
+   forward the client's agent (solver/llb/exec.c, session/sshforward.c). */
 static const char *const llb_caps[] = {
   "source.image",     "source.local",     "source.git",        "source.http",      "exec.meta.base",
   "exec.meta.network", "exec.mount.bind",  "exec.mount.cache",  "exec.mount.cache.sharing", "exec.mount.selector",
-  "exec.mount.tmpfs", "exec.mount.secret", "file.base",        "constraints",
+  "exec.mount.tmpfs", "exec.mount.secret", "exec.mount.ssh", "file.base",        "constraints",
   "platform",         "meta.ignorecache", "meta.description",  "mergeop",          "diffop",
 };
 

@@ -110,4 +110,14 @@
    memory or a credential helper; a helper that prompts can take a while. */
 #define PS_SESSION_UNARY_TIMEOUT_MS (60 * 1000)
 
+/* SSH agent forwarding (sshforward.c): bytes read from a connection to the
+   forwarded socket per BytesMessage, BuildKit's copy.go chunk.  Agent
+   messages are small (a signature, a key list); this only bounds a buffer. */
+#define PS_SSH_CHUNK (32 * 1024)
+
+/* Connections one forwarded socket serves at once: each holds two threads
+   and a stream on the session; ssh and git open one or two per command, so
+   more is a runaway process in the build, refused (closed) until some end. */
+#define PS_SSH_MAX_CONNECTIONS 64
+
 #endif

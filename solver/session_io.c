@@ -60,6 +60,17 @@ session_sources_release (struct session_sources *s)
       free (s->secrets_dir);
       s->secrets_dir = NULL;
     }
+  for (size_t i = 0; i < s->n_ssh_forwards; i++)
+    session_ssh_forward_stop (s->ssh_forwards[i]);
+  free (s->ssh_forwards);
+  s->ssh_forwards = NULL;
+  s->n_ssh_forwards = 0;
+  if (s->ssh_dir)
+    {
+      ps_rm_rf (s->ssh_dir, NULL);
+      free (s->ssh_dir);
+      s->ssh_dir = NULL;
+    }
 }
 
 void
@@ -308,4 +319,20 @@ session_secret_to_tmpfs (ps_session *sess, const char *id, char **dir, const cha
     }
   *path = file;
   return 1;
+}
+
+/* ---- ssh agents ----------------------------------------------------------------------- */
+
+int
+session_ssh_to_socket (ps_session *sess, const char *id, char **dir, const char *prefix,
+                       const struct session_ssh_socket *opt, session_ssh_forward **fwd, ps_error **err)
+{
+  *fwd = NULL;
+  if (session_ssh_check (sess, id, err) < 0 || session_secrets_dir (dir, prefix, err) < 0)
+    return -1;
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  cleanup_free char *path = xasprintf ("%s/%s.sock", *dir, rnd);
+  *fwd = session_ssh_forward_start (sess, id, path, opt, err);
+  return *fwd ? 0 : ps_error_wrap (err, "ssh %s", id);
 }

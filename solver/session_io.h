@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "session/diffcopy.h"
+#include "session/sshforward.h"
 #include "solver/job.h"
 
 /* A build's hold on a session whose sources come over it instead of the
@@ -31,6 +32,9 @@ struct session_sources
   /* filled while preparing, released after the build */
   int lock_fds[3];
   char *secrets_dir;    /* tmpfs directory holding this build's secrets */
+  char *ssh_dir;        /* tmpfs directory holding its forwarded agents' sockets */
+  session_ssh_forward **ssh_forwards; /* one per ssh id the Dockerfile mounts */
+  size_t n_ssh_forwards;
   size_t files_requested; /* context files the daemon asked for (tests read it) */
   char *output_type;    /* "local" or "tar": send the result to the client (FileSend) */
   uint64_t max_context_bytes; /* --max-context-bytes for what the session sends */
@@ -45,8 +49,8 @@ struct session_sources *session_sources_new (const char *session_id, const char 
                                              const char *filename);
 void session_sources_free (struct session_sources *s);
 
-/* Drop what the build held while it ran: the caches' locks and the
-   secrets directory. */
+/* Drop what the build held while it ran: the caches' locks, the
+   secrets directory, the forwarded agents and their sockets. */
 void session_sources_release (struct session_sources *s);
 
 /* ---- local directories -------------------------------------------------------------- */
@@ -131,5 +135,16 @@ struct session_secret_file
    has no such secret (nothing is created), -1 with *err. */
 int session_secret_to_tmpfs (ps_session *sess, const char *id, char **dir, const char *prefix,
                              const struct session_secret_file *f, char **path, ps_error **err);
+
+/* ---- ssh agents ----------------------------------------------------------------------- */
+
+/* The client's agent `id` (CheckAgent) forwarded on a new socket of its
+   own in the build's private directory *dir (session_secrets_dir (dir,
+   prefix) on first use; the caller removes it after stopping the
+   forwarder), owned and moded by `opt`.  Returns 0 with *fwd (stop it
+   with session_ssh_forward_stop), -1 with *err: status 404 when the
+   client forwards no agent under that id (session_ssh_check). */
+int session_ssh_to_socket (ps_session *sess, const char *id, char **dir, const char *prefix,
+                           const struct session_ssh_socket *opt, session_ssh_forward **fwd, ps_error **err);
 
 #endif

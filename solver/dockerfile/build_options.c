@@ -40,6 +40,7 @@ build_options_free (struct build_options *o)
   free (o->format);
   free (o->isolation);
   ps_strv_free (&o->secrets);
+  ps_strv_free (&o->ssh);
   ps_strv_free (&o->build_contexts);
   free (o->authfile);
   ps_strv_free (&o->env);
@@ -131,6 +132,7 @@ build_options_to_argv (const struct build_options *o, ps_strv *argv)
   if (o->cgroup_parent && *o->cgroup_parent)
     ps_strv_pushf (argv, "--cgroup-parent=%s", o->cgroup_parent);
   push_each (argv, "--secret", &o->secrets);
+  push_each (argv, "--ssh", &o->ssh);
   push_each (argv, "--build-context", &o->build_contexts);
   if (o->authfile)
     ps_strv_pushf (argv, "--authfile=%s", o->authfile);

@@ -50,6 +50,7 @@ struct build_options
   char *format;         /* "docker" or "oci" */
   char *isolation;      /* "chroot" / "oci" override, NULL = daemon's choice */
   ps_strv secrets;      /* "id=X,src=/abs/path" */
+  ps_strv ssh;          /* "ID=/abs/socket": agents forwarded from the session */
   ps_strv build_contexts; /* "name=value" for buildah --build-context */
   char *authfile;       /* registry credentials for pulls, 0600 */
   ps_strv env;          /* extra "NAME=value" for the buildah process */

@@ -34,6 +34,26 @@ parse_stage_prefix (const char *line, int *stage, int *nstages)
   return NULL;
 }
 
+/* buildah 1.28 (internal/parse: GetSSHMount... "ssh required but no ssh
+   with id %s found") for a required ssh mount whose id has no --ssh; the
+   client sees BuildKit's text for the same case (solver/llbsolver/mounts).
+   If buildah rewords it, the client gets buildah's words instead. */
+#define BUILDAH_SSH_MISSING "ssh required but no ssh with id "
+
+char *
+buildah_error_message (const char *message)
+{
+  const char *p = strstr (message, BUILDAH_SSH_MISSING);
+  if (p == NULL)
+    return xstrdup (message);
+  const char *id = p + strlen (BUILDAH_SSH_MISSING);
+  const char *end = strstr (id, " found");
+  if (end == NULL || end == id)
+    return xstrdup (message);
+  return xasprintf ("%.*sno SSH key \"%.*s\" forwarded from the client", (int) (p - message), message,
+                    (int) (end - id), id);
+}
+
 void
 buildah_line_classify (const char *line, bool from_stderr, struct buildah_line *out)
 {
@@ -189,7 +209,7 @@ replace_all (const char *s, const char *from, const char *to)
 char *
 buildah_error_for_user (const char *msg, const char *ctx_dir)
 {
-  cleanup_free char *cut = xstrdup (msg);
+  cleanup_free char *cut = buildah_error_message (msg);
   char *dump = strstr (cut, " &imagebuilder.");
   if (dump)
     *dump = '\0';

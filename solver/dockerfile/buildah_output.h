@@ -9,7 +9,10 @@
  *   stdout  "COMMIT [name]", "[s/S] COMMIT [name]"   final image commit starts
  *   stdout  "Successfully tagged <name>"
  *   stdout  "<64 hex>"                     last line: the image ID
- *   stderr  "Error: <message>"             the build failed
+ *   stderr  "Error: <message>"             the build failed; a message ending
+ *           "ssh required but no ssh with id <ID> found" (a required=true
+ *           ssh mount whose id was not given with --ssh) is reported as
+ *           BuildKit's "no SSH key "<ID>" forwarded from the client"
  *   stderr  "subprocess exited with status N"  a RUN exited N
  * Anything else is output of the step being run (stdout -> stream 1,
  * stderr -> stream 2).  If buildah changes a shape, steps stop becoming
@@ -48,6 +51,10 @@ struct buildah_line
 /* Classify one line (without its trailing newline). */
 void buildah_line_classify (const char *line, bool from_stderr, struct buildah_line *out);
 
+/* The failed build's message for the client (malloc'd): buildah's, with
+   the shapes listed above said in BuildKit's words. */
+char *buildah_error_message (const char *message);
+
 /* The mapping state for one build: turns lines into vertex/log events. */
 typedef struct buildah_progress buildah_progress;
 
@@ -60,7 +67,8 @@ void buildah_progress_set_context_dir (buildah_progress *p, const char *dir);
 
 /* A buildah error message as a user should read it: a Go struct dump
    (" &imagebuilder.Step{...}") cut off, the context directory `ctx_dir`
-   (may be NULL) named as the build context instead of by its server path. */
+   (may be NULL) named as the build context instead of by its server path,
+   and buildah_error_message's BuildKit wording. */
 char *buildah_error_for_user (const char *msg, const char *ctx_dir);
 /* Feed one complete line, newline included when the builder printed one. */
 void buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool from_stderr);

@@ -133,7 +133,7 @@ result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
 {
   const struct build_options *o = &b->opts;
   if (o->nocache || o->pull == BUILD_PULL_ALWAYS || o->pull == BUILD_PULL_NEWER || o->context_dir == NULL
-      || o->remote || o->secrets.n > 0 || o->build_contexts.n > 0)
+      || o->remote || o->secrets.n > 0 || o->ssh.n > 0 || o->build_contexts.n > 0)
     return NULL;
   EVP_MD_CTX *md = EVP_MD_CTX_new ();
   EVP_DigestInit_ex (md, EVP_sha256 (), NULL);

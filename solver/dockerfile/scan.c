@@ -1,4 +1,4 @@
-/* scan.c — the Dockerfile loader, and FROM images and secret ids out of a
+/* scan.c — the Dockerfile loader, and FROM images, secret and ssh ids out of a
  * Dockerfile's text (see scan.h). */
 #define _GNU_SOURCE
 #include "solver/dockerfile/scan.h"
@@ -54,41 +54,68 @@ dockerfile_from_images (const char *dockerfile, ps_strv *images)
   return all_known;
 }
 
-/* Each --mount=... flag's spec up to white space or a line continuation;
-   the ids of those of type=secret. */
-void
-dockerfile_secret_ids (const char *dockerfile, ps_strv *ids)
+static void
+push_once (ps_strv *v, const char *s)
 {
+  for (size_t i = 0; i < v->n; i++)
+    if (strcmp (v->v[i], s) == 0)
+      return;
+  ps_strv_push (v, s);
+}
+
+/* Each --mount=... flag's spec up to white space or a line continuation;
+   the ids of those of type `type`.  A secret's id defaults to the base name
+   of target= / dst=, an ssh mount's to "default". */
+static void
+mount_ids (const char *dockerfile, const char *type, ps_strv *ids)
+{
+  bool secret = strcmp (type, "secret") == 0;
   for (const char *p = dockerfile; (p = strstr (p, "--mount=")) != NULL; p += 8)
     {
       const char *end = p + 8 + strcspn (p + 8, " \t\n\\");
       cleanup_free char *spec = xstrndup (p + 8, (size_t) (end - p - 8));
-      if (strstr (spec, "type=secret") == NULL)
-        continue;
       cleanup_free char *id = NULL;
+      bool typed = false;
       char *save = NULL;
       for (char *f = strtok_r (spec, ",", &save); f; f = strtok_r (NULL, ",", &save))
         {
-          if (ps_str_has_prefix (f, "id="))
+          if (ps_str_has_prefix (f, "type="))
+            typed = strcmp (f + 5, type) == 0;
+          else if (ps_str_has_prefix (f, "id="))
             {
               free (id);
               id = xstrdup (f + 3);
             }
-          else if (id == NULL && (ps_str_has_prefix (f, "target=") || ps_str_has_prefix (f, "dst=")))
+          else if (secret && id == NULL && (ps_str_has_prefix (f, "target=") || ps_str_has_prefix (f, "dst=")))
             {
               const char *t = strchr (f, '=') + 1;
               const char *base = strrchr (t, '/');
               id = xstrdup (base ? base + 1 : t);
             }
         }
+      if (!typed)
+        continue;
+      if (!secret && (id == NULL || *id == '\0'))
+        {
+          free (id);
+          id = xstrdup ("default");
+        }
       if (id == NULL || *id == '\0' || strchr (id, '/'))
         continue;
-      bool seen = false;
-      for (size_t i = 0; i < ids->n; i++)
-        seen |= strcmp (ids->v[i], id) == 0;
-      if (!seen)
-        ps_strv_push (ids, id);
+      push_once (ids, id);
     }
+}
+
+void
+dockerfile_secret_ids (const char *dockerfile, ps_strv *ids)
+{
+  mount_ids (dockerfile, "secret", ids);
+}
+
+void
+dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids)
+{
+  mount_ids (dockerfile, "ssh", ids);
 }
 
 /* ---- the Dockerfile loader ----------------------------------------------------------- */

@@ -1,7 +1,7 @@
 /* scan.h — the Dockerfile loader (find, read, hash) and what the daemon reads out of a Dockerfile's text before buildah
  * sees it: the base images its FROM lines name (registry credentials, the
- * result cache's key) and the secrets its RUN --mount flags ask for (fetched
- * from the client's session).  A light line scan, not a Dockerfile parser:
+ * result cache's key) and the secrets and ssh agents its RUN --mount flags
+ * ask for (from the client's session).  A light line scan, not a Dockerfile parser:
  * buildah parses the file for real and reports its errors itself. */
 #ifndef SOLVER_DOCKERFILE_SCAN_H
 #define SOLVER_DOCKERFILE_SCAN_H
@@ -18,6 +18,12 @@ bool dockerfile_from_images (const char *dockerfile, ps_strv *images);
    defaults to the base name of target= / dst=), each once, in order of
    first use.  Ids that are empty or hold a '/' are left out. */
 void dockerfile_secret_ids (const char *dockerfile, ps_strv *ids);
+
+/* The ssh ids a Dockerfile mounts, RUN --mount=type=ssh[,id=X] (the id
+   defaults to "default"), each once, in order of first use, in every stage
+   (the scan does not know which stages the build needs).  Ids holding a
+   '/' are left out. */
+void dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids);
 
 /* ---- the Dockerfile loader ----------------------------------------------------------- */
 

@@ -154,6 +154,45 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
   return ret;
 }
 
+/* /dev/shm/podsolve-ssh-<hex>: the sockets of the build's forwarded agents. */
+#define DOCKERFILE_SSH_PREFIX "podsolve-ssh"
+
+/* Each ssh id the Dockerfile mounts that the client forwards (CheckAgent),
+   on a socket of its own (root's, 0600: buildah connects to it and serves
+   the agent to the RUN itself) for buildah's --ssh ID=SOCKET.  An id the
+   client does not forward is left out: the scan cannot tell which stages
+   the build runs, and buildah treats the mounts as BuildKit does (one
+   without required=true runs without an agent; a required one fails, its
+   message mapped to BuildKit's in buildah_output.c). */
+static int
+forward_ssh (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
+{
+  ps_strv ids = { 0 };
+  dockerfile_ssh_ids (dockerfile, &ids);
+  int ret = 0;
+  for (size_t i = 0; i < ids.n && ret == 0; i++)
+    {
+      session_ssh_forward *fwd = NULL;
+      ret = session_ssh_to_socket (sess, ids.v[i], &b->session->ssh_dir, DOCKERFILE_SSH_PREFIX, NULL, &fwd, err);
+      if (ret < 0 && (*err)->status == 404)
+        {
+          ps_info ("ssh %s: %s", ids.v[i], (*err)->msg);
+          ps_error_free (*err);
+          *err = NULL;
+          ret = 0;
+          continue;
+        }
+      if (ret < 0)
+        break;
+      struct session_sources *s = b->session;
+      s->ssh_forwards = xrealloc (s->ssh_forwards, (s->n_ssh_forwards + 1) * sizeof *s->ssh_forwards);
+      s->ssh_forwards[s->n_ssh_forwards++] = fwd;
+      ps_strv_pushf (&b->opts.ssh, "%s=%s", ids.v[i], session_ssh_forward_path (fwd));
+    }
+  ps_strv_free (&ids);
+  return ret;
+}
+
 int
 dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_error **err)
 {
@@ -214,7 +253,7 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
       read_ignore_lines (ign, &excludes);
     }
 
-  /* 3. Credentials and secrets, before buildah needs them: from the
+  /* 3. Credentials, secrets and ssh agents, before buildah needs them: from the
      build's own session (BuildKit asks the request's session for them,
      whichever session the local directories come from). */
   {
@@ -228,7 +267,10 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
             goto out;
           }
       }
-    int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, ssess, df_text, err) < 0 ? -1 : 0;
+    int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, ssess, df_text, err) < 0
+                    || forward_ssh (b, ssess, df_text, err) < 0
+                ? -1
+                : 0;
     if (ssess != sess)
       session_unref (ssess);
     if (r < 0)

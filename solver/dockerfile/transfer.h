@@ -10,7 +10,9 @@
  *      -> "[internal] load build context", status "transferring context:".
  * Each directory lands in a cache under <state-dir>/contexts (session_io.h),
  * so a rebuild transfers only what changed.  Secrets the Dockerfile mounts
- * are fetched into 0600 files on tmpfs for the build's duration. */
+ * are fetched into 0600 files on tmpfs for the build's duration, and the
+ * ssh agents it mounts that the client forwards are served on sockets there
+ * (buildah --ssh ID=SOCKET) until session_sources_release. */
 #ifndef SOLVER_DOCKERFILE_TRANSFER_H
 #define SOLVER_DOCKERFILE_TRANSFER_H
 
@@ -18,7 +20,7 @@
 #include "solver/job.h"
 
 /* Sync b->session's sources and fill b->opts (context dir, Dockerfile, auth
-   file, secrets) and b->definition_digest.  The caches stay locked until
+   file, secrets, ssh sockets) and b->definition_digest.  The caches stay locked until
    session_sources_release. */
 int dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_error **err);
 

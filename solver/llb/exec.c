@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "session/secrets.h"
+#include "session/sshforward.h"
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/buildah.h"
@@ -183,6 +184,13 @@ opt_value_ok (const char *s)
   return true;
 }
 
+/* An ssh mount's agent id: SSHOpt.ID, "default" when empty. */
+static const char *
+ssh_opt_id (const Pb__SSHOpt *o)
+{
+  return o && o->id && *o->id ? o->id : SESSION_SSH_DEFAULT_ID;
+}
+
 static int
 check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
 {
@@ -251,7 +259,11 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
                                            "provides it", v->digest, mt->secretopt->id, mt->dest);
           break;
         case PB__MOUNT_TYPE__SSH:
-          return llb_unsupported (err, v, "ssh agent forwarding (ssh mount %s)", mt->dest);
+          if (x->session_id == NULL && !(mt->sshopt && mt->sshopt->optional))
+            return ps_error_set (err, 400, "op %s: ssh mount %s: no SSH key \"%s\" forwarded from the client "
+                                           "(the request names no \"session\")",
+                                 v->digest, mt->dest, ssh_opt_id (mt->sshopt));
+          break;
         default:
           return llb_unsupported (err, v, "mount type %d at %s", (int) mt->mounttype, mt->dest);
         }
@@ -858,6 +870,49 @@ fetch_secret (struct llb_exec *x, const struct llb_vertex *v, const Pb__SecretOp
   return ps_error_set (err, 400, "op %s: secret %s not found (the session does not provide it)", v->digest, opt->id);
 }
 
+#define LLB_SSH_PREFIX "podsolve-llb-ssh"
+
+/* The client's agent for an ssh mount, forwarded on a socket in `ssh_dir`
+   owned and moded as SSHOpt says (BuildKit's sshMountInstance; podsolved
+   runs the container without a user namespace, so its ids are the host's).
+   *fwd is NULL when the mount is optional and the client forwards no such
+   agent (or there is no session): the mount is skipped. */
+static int
+forward_ssh (struct llb_exec *x, const struct llb_vertex *v, const Pb__Mount *mt, char **ssh_dir,
+             session_ssh_forward **fwd, ps_error **err)
+{
+  const Pb__SSHOpt *o = mt->sshopt;
+  const char *id = ssh_opt_id (o);
+  bool optional = o && o->optional;
+  const struct session_ssh_socket sock = { .uid = o ? o->uid : 0, .gid = o ? o->gid : 0,
+                                           .mode = o && o->mode ? (mode_t) (o->mode & 0777) : 0600 };
+  *fwd = NULL;
+  if (x->session_id == NULL)
+    return 0; /* optional, checked before running */
+  int r = -1;
+  bool no_key = false;
+  pthread_mutex_lock (&x->session_lock);
+  ps_session *sess = session_wait (x->session_id, PS_SESSION_WAIT_MS, err);
+  if (sess == NULL)
+    ps_error_wrap (err, "session %s", x->session_id);
+  else
+    {
+      r = session_ssh_to_socket (sess, id, ssh_dir, LLB_SSH_PREFIX, &sock, fwd, err);
+      no_key = r < 0 && (*err)->status == 404;
+      session_unref (sess);
+    }
+  pthread_mutex_unlock (&x->session_lock);
+  if (r == 0)
+    return 0;
+  if (no_key && optional)
+    {
+      ps_error_free (*err);
+      *err = NULL;
+      return 0;
+    }
+  return ps_error_wrap (err, "op %s: ssh mount %s", v->digest, mt->dest);
+}
+
 static void
 set_exit_error (ps_error **err, const Pb__Meta *m, int status)
 {
@@ -916,7 +971,8 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   int *locks = xmalloc (e->n_mounts * sizeof *locks);
   for (size_t i = 0; i < e->n_mounts; i++)
     locks[i] = -1;
-  cleanup_free char *secrets_dir = NULL;
+  cleanup_free char *secrets_dir = NULL, *ssh_dir = NULL;
+  session_ssh_forward **fwds = xcalloc (e->n_mounts, sizeof *fwds);
   ps_strv argv = { 0 };
   ps_strv from = { 0 };
   for (size_t i = 0; i < m->n_extrahosts; i++)
@@ -1016,6 +1072,14 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
               ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, mt->dest);
             break;
           }
+        case PB__MOUNT_TYPE__SSH:
+          /* The socket itself is bound at dest: a socket node cannot be
+             copied, and its owner and mode are SSHOpt's. */
+          ret = forward_ssh (x, v, mt, &ssh_dir, &fwds[i], err);
+          if (ret == 0 && fwds[i])
+            ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s", session_ssh_forward_path (fwds[i]),
+                           mt->dest);
+          break;
         default:
           ret = llb_unsupported (err, v, "mount type %d", (int) mt->mounttype);
         }
@@ -1068,6 +1132,11 @@ out:
   llb_wc_remove (&root);
   if (secrets_dir)
     ps_rm_rf (secrets_dir, NULL);
+  for (size_t i = 0; i < e->n_mounts; i++)
+    session_ssh_forward_stop (fwds[i]);
+  free (fwds);
+  if (ssh_dir)
+    ps_rm_rf (ssh_dir, NULL);
   return ret;
 }
 

@@ -19,7 +19,10 @@
  *           output of the op when the mount has one), cache (a persistent
  *           directory under <state>/llb-cache-mounts per cacheOpt.ID, with
  *           shared / private / locked sharing), tmpfs (size), secret (from
- *           the session, a 0600 tmpfs file for the step); env, proxy env,
+ *           the session, a 0600 tmpfs file for the step), ssh (the
+ *           client's agent forwarded over the session on a socket bound at
+ *           dest with SSHOpt's uid, gid and mode; skipped when optional and
+ *           the client has no such agent); env, proxy env,
  *           cwd, user, hostname, extraHosts, ulimit, network none/host/
  *           sandbox (host only with network.host), security INSECURE (all
  *           capabilities; only with security.insecure), validExitCodes
@@ -38,7 +41,7 @@
  *   diff    the changes from lower to upper, either may be scratch; its
  *           deletions kept in <state>/llb-whiteouts/<image> for merges
  *
- * Everything else (build ops, ssh mounts, git remotes over ssh, source
+ * Everything else (build ops, git remotes over ssh, source
  * secrets, ...) is refused before anything runs with a 501 naming the op
  * digest and the unsupported feature.
  *

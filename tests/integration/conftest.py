@@ -167,6 +167,15 @@ def uniq():
 
 
 @pytest.fixture
+def ssh_agent(uniq):
+    """lib.SshAgent: a real ssh-agent holding one key with comment
+    "podsolve-test-<uniq>", stopped after the test."""
+    agent = lib.SshAgent(f"podsolve-test-{uniq}")
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture
 def daemon_builds():
     """Function handle: daemon_builds(daemon) asserts a good build still works."""
     return lib.assert_daemon_builds

@@ -976,3 +976,98 @@ def go_clients(docker_config):
         return None, (f"the BuildKit clients are missing ({', '.join(missing) or 'exit ' + str(r.returncode)}): "
                       f"run scripts/get-go-clients --only buildx,compose,buildctl\n{r.stderr[-2000:]}")
     return GoClients(DOCKER_CLI_MODERN, paths, docker_config), None
+
+
+# ---- ssh agents (--ssh, RUN --mount=type=ssh, LLB ssh mounts) ------------------------
+
+class SshAgent:
+    """A real OpenSSH ssh-agent on a socket of its own, holding one ed25519
+    key made by ssh-keygen whose comment is `comment` (unique per test), so a
+    build that lists the agent's keys proves which agent it reached.
+
+    .sock      the agent's socket (SSH_AUTH_SOCK)
+    .comment   the key's comment
+    stop()     ends the agent (by its pid) and removes its directory"""
+
+    def __init__(self, comment):
+        self.comment = comment
+        self.dir = Path(tempfile.mkdtemp(prefix="podsolve-it-ssh-"))
+        self.sock = str(self.dir / "agent.sock")
+        # -D: stay in the foreground, so the pid is the agent's
+        self.proc = subprocess.Popen(["ssh-agent", "-D", "-a", self.sock], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            if not wait_for(lambda: os.path.exists(self.sock), 10):
+                raise RuntimeError("ssh-agent did not create its socket")
+            key = self.dir / "id_ed25519"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+                           check=True, capture_output=True, timeout=scaled(30))
+            subprocess.run(["ssh-add", str(key)], check=True, capture_output=True, timeout=scaled(30),
+                           env={**os.environ, "SSH_AUTH_SOCK": self.sock})
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(scaled(10))
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# A static program for the busybox base image (it has no ssh-add): connect to
+# $SSH_AUTH_SOCK (or argv[1]), ask SSH2_AGENTC_REQUEST_IDENTITIES (00 00 00 01
+# 0b) and print "key: COMMENT" for each identity in the answer
+# (SSH2_AGENT_IDENTITIES_ANSWER, 12: count, then blob and comment strings).
+AGENT_PROBE_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+static unsigned char buf[1 << 16];
+static size_t got;
+static unsigned u32 (size_t at) { return (unsigned) buf[at] << 24 | buf[at + 1] << 16 | buf[at + 2] << 8 | buf[at + 3]; }
+int main (int argc, char **argv)
+{
+  const char *path = argc > 1 ? argv[1] : getenv ("SSH_AUTH_SOCK");
+  if (path == NULL) { fprintf (stderr, "agent-probe: no SSH_AUTH_SOCK\n"); return 2; }
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  strncpy (sa.sun_path, path, sizeof sa.sun_path - 1);
+  int fd = socket (AF_UNIX, SOCK_STREAM, 0);
+  if (connect (fd, (struct sockaddr *) &sa, sizeof sa) < 0) { perror ("agent-probe: connect"); return 2; }
+  if (write (fd, "\0\0\0\1\x0b", 5) != 5) { perror ("agent-probe: write"); return 2; }
+  for (;;)
+    {
+      ssize_t n = read (fd, buf + got, sizeof buf - got);
+      if (n <= 0) break;
+      got += (size_t) n;
+      if (got >= 4 && got >= 4 + u32 (0)) break;
+    }
+  if (got < 9 || buf[4] != 12) { fprintf (stderr, "agent-probe: bad answer (%zu bytes)\n", got); return 3; }
+  unsigned n = u32 (5);
+  size_t at = 9;
+  for (unsigned i = 0; i < n && at + 4 <= got; i++)
+    {
+      at += 4 + u32 (at); /* key blob */
+      if (at + 4 > got) break;
+      unsigned l = u32 (at);
+      printf ("key: %.*s\n", (int) l, (const char *) buf + at + 4);
+      at += 4 + l;
+    }
+  printf ("keys: %u\n", n);
+  return n ? 0 : 4;
+}
+"""
+
+
+def agent_probe(dest):
+    """Compile AGENT_PROBE_C statically to `dest` (a path) -> dest."""
+    dest = Path(dest)
+    src = dest.with_suffix(".c")
+    src.write_text(AGENT_PROBE_C)
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(dest), str(src)], check=True, capture_output=True,
+                   timeout=scaled(120))
+    src.unlink()
+    return dest

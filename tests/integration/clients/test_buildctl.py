@@ -124,3 +124,34 @@ def test_buildctl_llb_definition_from_stdin(bkd, go_clients, uniq):
     assert re.search(r"^#\d+ .*echo llb-", out, re.M), out
     assert bkd.image_file(name, "/from-exec") == f"llb-{uniq}\n".encode()
     assert bkd.image_file(name, "/from-fileop") == f"fileop {uniq}\n".encode()
+
+
+def test_buildctl_ssh_reaches_an_llb_ssh_mount_and_a_dockerfile_run(bkd, go_clients, ssh_agent, tmp_path, uniq):
+    """`buildctl build --ssh mykey=SOCK` (a real ssh-agent): an LLB exec with
+    an ssh mount of id mykey (the Definition from stdin) and a Dockerfile's
+    `RUN --mount=type=ssh,id=mykey` (dockerfile.v0) both list the agent's
+    key through buildctl's session (Control.Session, SSH.ForwardAgent)."""
+    probe = lib.agent_probe(tmp_path / "agent-probe")
+    img = llb.source(f"docker-image://{BASE_IMAGE}")
+    with_probe = llb.file([llb.mkfile("/agent-probe", probe.read_bytes(), 0o755)], inputs=[img], base=0)
+    run_op = llb.exec_(root=with_probe, args=["sh", "-c", f"/agent-probe /run/a.sock > /keys # {uniq}"],
+                       mounts=[llb.mount(-1, "/run/a.sock", type=llb.SSH, ssh="mykey")])
+    name = f"docker.io/library/bctl-ssh-llb-{uniq}:latest"
+    proc = subprocess.run([go_clients.buildctl, "--addr", bkd.buildkit_addr, "build", "--progress=plain",
+                           "--ssh", f"mykey={ssh_agent.sock}", "--output", f"type=image,name={name}"],
+                          env=go_clients.env(bkd), input=llb.definition_pb([img, with_probe, run_op]),
+                          capture_output=True, timeout=lib.scaled(180))
+    out = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}\n--- log:\n{bkd.log_tail(4000)}"
+    assert bkd.image_file(name, "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", "COPY agent-probe /agent-probe",
+        f"RUN --mount=type=ssh,id=mykey /agent-probe > /keys # {uniq}")})
+    shutil.copy(probe, ctx / "agent-probe")
+    name = f"docker.io/library/bctl-ssh-df-{uniq}:latest"
+    r = buildctl(go_clients, bkd, "build", "--progress=plain", "--frontend", "dockerfile.v0", "--local", "context=.",
+                 "--local", "dockerfile=.", "--ssh", f"mykey={ssh_agent.sock}",
+                 "--output", f"type=image,name={name}", cwd=ctx)
+    assert r.returncode == 0, explain(r, bkd)
+    assert bkd.image_file(name, "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()

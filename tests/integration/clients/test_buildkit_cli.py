@@ -421,6 +421,45 @@ def test_buildkit_secret_is_readable_in_RUN_and_leaves_no_trace(daemon, docker_c
 
 
 # --------------------------------------------------------------------------
+# 6b: ssh agent forwarding
+
+
+def ssh_dirs():
+    return {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")}
+
+
+def test_buildkit_ssh_forwards_the_agent_to_RUN_mount_type_ssh(daemon, docker_cli, ssh_agent, tmp_path, uniq):
+    """`docker build --ssh default` (SSH_AUTH_SOCK: the user's ssh-agent) +
+    `RUN --mount=type=ssh`: the RUN lists the agent's key through the
+    session's SSH service; its comment is in the RUN's output and the image,
+    and the forwarded socket's directory is gone after the build.  Without
+    --ssh the same build (the mount is required) fails naming the id,
+    leaving nothing behind."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"LABEL run={uniq}",
+        "COPY agent-probe /agent-probe",
+        "RUN --mount=type=ssh,required=true /agent-probe | tee /agent-keys")})
+    lib.agent_probe(ctx / "agent-probe")
+    tag = f"bk-ssh-{uniq}"
+    shm_before = ssh_dirs()
+    mark = LogMark(daemon)
+    env = {**bk_env(daemon, docker_cli), "SSH_AUTH_SOCK": ssh_agent.sock}
+    r = run([docker_cli, "build", "--progress=plain", "--ssh", "default", "-t", tag, "."], env, cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon, mark)
+    assert f"key: {ssh_agent.comment}" in r.stderr, explain(r, daemon, mark)
+    assert daemon.image_file(image_ref(tag), "/agent-keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+    assert lib.wait_for(lambda: not ssh_dirs() - shm_before, 5), f"left on /dev/shm: {ssh_dirs() - shm_before}"
+
+    tag2 = f"bk-ssh-none-{uniq}"
+    r, log = docker_build(daemon, docker_cli, ctx, "--no-cache", "-t", tag2)
+    assert r.returncode != 0, explain(r, daemon, log)
+    assert 'no SSH key "default" forwarded from the client' in r.stderr, explain(r, daemon, log)
+    assert not daemon.image_exists(image_ref(tag2))
+    assert daemon.working_containers() == []
+    assert daemon.alive()
+
+
+# --------------------------------------------------------------------------
 # 7: Ctrl-C
 
 

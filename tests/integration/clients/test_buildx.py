@@ -318,6 +318,134 @@ def test_buildx_secret_reaches_the_run_and_not_the_image(daemon, go_clients, tmp
     assert daemon.image_paths(image, "/run/secrets/tok") == {"/run/secrets/tok": False}
 
 
+def ssh_context(tmp_path, *run_lines):
+    """A context with the static agent probe (lib.AGENT_PROBE_C) and a
+    Dockerfile that copies it in and runs `run_lines`.  Each RUN ends with
+    a comment unique to the context: an ssh mount is not part of a step's
+    cache key (as in BuildKit), so an equal step of another test, whose
+    agent held another key, must not be reused."""
+    token = os.urandom(6).hex()
+    lines = [f"{l} # {token}" if l.startswith("RUN ") else l for l in run_lines]
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "COPY agent-probe /agent-probe",
+        *lines)})
+    lib.agent_probe(ctx / "agent-probe")
+    return ctx
+
+
+def test_buildx_ssh_default_forwards_the_users_agent_to_the_run(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`--ssh default` with SSH_AUTH_SOCK pointing at the user's ssh-agent:
+    `RUN --mount=type=ssh` reaches that agent (the daemon asks buildx's
+    session, SSH.CheckAgent then ForwardAgent per connection): the RUN lists
+    the agent's key, whose comment lands in the image and in the output."""
+    ctx = ssh_context(tmp_path, "RUN --mount=type=ssh /agent-probe | tee /agent-keys")
+    name = f"bx-ssh-{uniq}"
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name, "--ssh", "default", "."],
+            env, cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert f"key: {ssh_agent.comment}" in r.stderr, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/agent-keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+    assert not [p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")], "an agent socket outlived the build"
+
+
+def test_buildx_ssh_named_id_from_a_socket_path(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`--ssh mykey=/path/agent.sock` (no SSH_AUTH_SOCK) and
+    `RUN --mount=type=ssh,id=mykey,required=true`: the RUN reaches that
+    agent under that id."""
+    ctx = ssh_context(tmp_path, "RUN --mount=type=ssh,id=mykey,required=true /agent-probe > /agent-keys")
+    name = f"bx-ssh-id-{uniq}"
+    env = go_clients.env(daemon)
+    env.pop("SSH_AUTH_SOCK", None)
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name,
+             "--ssh", f"mykey={ssh_agent.sock}", "."], env, cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/agent-keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+
+
+def test_buildx_ssh_mount_without_its_id_fails_when_required_and_runs_without_an_agent_when_not(
+        daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`RUN --mount=type=ssh,id=deploy,required=true` without `--ssh deploy`
+    (no --ssh, or another id forwarded): buildx exits non-zero with
+    BuildKit's error naming the id; no image, no working container.  The
+    same mount without required=true is optional, as in BuildKit: the step
+    runs with no agent and the build succeeds."""
+    ctx = ssh_context(tmp_path, f"RUN --mount=type=ssh,id=deploy,required=true /agent-probe && echo never-{uniq} > /x")
+    before = len(daemon.working_containers())
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    for ssh_args in ([], ["--ssh", "default"]):
+        name = f"bx-ssh-missing-{uniq}"
+        r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name, *ssh_args, "."],
+                env, cwd=ctx)
+        assert r.returncode != 0, explain(r, daemon)
+        assert 'no SSH key "deploy" forwarded from the client' in r.stderr, explain(r, daemon)
+        assert not daemon.image_exists(image_ref(name))
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 10), daemon.working_containers()
+    assert daemon.alive()
+
+    ctx = ssh_context(tmp_path / "optional", "RUN --mount=type=ssh,id=deploy sh -c '/agent-probe || echo no-agent' > /x")
+    name = f"bx-ssh-optional-{uniq}"
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-t", name, "--ssh", "default", "."],
+            env, cwd=ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/x").endswith(b"no-agent\n")
+
+
+def test_buildx_ssh_mounts_of_stages_not_built_need_no_agent(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """A Dockerfile whose other stage requires `--ssh default`: building
+    `--target two` with only `--ssh deploy=SOCKET` forwards deploy and never
+    asks for default's agent."""
+    ctx = ssh_context(tmp_path,
+                      "FROM scratch AS one",
+                      "RUN --mount=type=ssh,required=true true",
+                      f"FROM {BASE_IMAGE} AS two",
+                      "COPY agent-probe /agent-probe",
+                      "RUN --mount=type=ssh,id=deploy,required=true /agent-probe > /keys")
+    name = f"bx-ssh-stage-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name, "--target", "two",
+               "--ssh", f"deploy={ssh_agent.sock}")
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image_ref(name), "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+
+
+def test_buildx_ctrl_c_during_an_ssh_run_stops_the_forwarding(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """Ctrl-C while a `RUN --mount=type=ssh` sleeps (buildah holds a
+    connection to the forwarded socket meanwhile): buildx exits cancelled,
+    no RUN process or working container is left, the socket's directory is
+    removed, and the daemon still forwards agents for the next build."""
+    token = f"ssh-sleep-{uniq}"
+    ctx = ssh_context(tmp_path, f"RUN --mount=type=ssh /agent-probe && sleep 120 && echo {token}")
+    before = len(daemon.working_containers())
+    shm_before = {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")}
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    out = tmp_path / "buildx.log"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "--ssh", "default",
+                              "."], cwd=ctx, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # the key's line: the agent answered through the forwarded socket
+        assert lib.wait_for(lambda: f"key: {ssh_agent.comment}" in out.read_text(errors="replace"), 60), \
+            out.read_text(errors="replace")
+        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
+        os.killpg(p.pid, signal.SIGINT)
+        rc = p.wait(lib.scaled(20))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    text = out.read_text(errors="replace")
+    assert rc != 0, text
+    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
+    assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
+    assert lib.wait_for(lambda: not {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")} - shm_before,
+                        20), os.listdir("/dev/shm")
+    assert daemon.alive()
+    r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--ssh", "default", "."],
+            env, cwd=ssh_context(tmp_path / "again", "RUN --mount=type=ssh /agent-probe"))
+    assert r.returncode == 0 and f"key: {ssh_agent.comment}" in r.stderr, explain(r, daemon)
+
+
 def test_buildx_remote_driver_against_buildkit_listen(spawn_daemon, go_clients, tmp_path, uniq):
     """`docker buildx create --driver remote unix://SOCK` for podsolved's
     --buildkit-listen socket: inspect --bootstrap shows it running with

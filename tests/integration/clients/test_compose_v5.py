@@ -150,3 +150,41 @@ def test_compose_up_builds_over_grpc_and_runs_on_podman(own_stack, go_clients, t
     assert down.returncode == 0, explain(down, d)
     r = run([go_clients.docker, "ps", "-a", "--filter", f"label=com.docker.compose.project={project}", "-q"], env)
     assert r.returncode == 0 and r.stdout.strip() == "", explain(r, d)
+
+
+def test_compose_build_forwards_ssh_agents_to_each_service(daemon, go_clients, ssh_agent, tmp_path, uniq):
+    """`build.ssh: [default]` (SSH_AUTH_SOCK: a real ssh-agent) on one
+    service and `[deploy=SOCKET]` on the other, both built over compose's
+    one shared session: each `RUN --mount=type=ssh` lists the agent's key."""
+    proj = lib.make_context(tmp_path / f"sshproj{uniq}", {
+        "Dockerfile": containerfile(
+            f"FROM {BASE_IMAGE} AS base",
+            "COPY agent-probe /agent-probe",
+            "FROM base AS one",
+            f"RUN --mount=type=ssh,required=true /agent-probe > /keys # {uniq}",
+            "FROM base AS two",
+            f"RUN --mount=type=ssh,id=deploy,required=true /agent-probe > /keys # {uniq}"),
+        "compose.yaml": "\n".join([
+            "services:",
+            "  one:",
+            f"    image: cmp-ssh-one-{uniq}:latest",
+            "    build:",
+            "      context: .",
+            "      target: one",
+            "      ssh: [default]",
+            "  two:",
+            f"    image: cmp-ssh-two-{uniq}:latest",
+            "    build:",
+            "      context: .",
+            "      target: two",
+            "      ssh:",
+            f"        - deploy={ssh_agent.sock}",
+            ""]),
+    })
+    lib.agent_probe(proj / "agent-probe")
+    env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
+    r = run([go_clients.docker, "compose", "--progress", "plain", "build"], env, cwd=proj)
+    assert r.returncode == 0, explain(r, daemon)
+    for svc in ("one", "two"):
+        image = lib.image_ref(f"cmp-ssh-{svc}-{uniq}")
+        assert daemon.image_file(image, "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode(), svc

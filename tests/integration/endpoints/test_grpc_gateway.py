@@ -87,7 +87,7 @@ def test_gateway_build_as_buildx_drives_it(gd, pb, ch, uniq):
     caps = {c.ID for c in pong.FrontendAPICaps if c.Enabled}
     assert {"solve.base", "return", "readfile", "readdir", "statfile", "proto.refarray"} <= caps, caps
     assert not caps & {"gateway.exec", "returnmap", "solve.inlinereturn", "frontend.inputs"}, caps
-    assert {c.ID for c in pong.LLBCaps} >= {"source.image", "exec.meta.base", "file.base"}
+    assert {c.ID for c in pong.LLBCaps} >= {"source.image", "exec.meta.base", "file.base", "exec.mount.ssh"}
 
     # Solve a definition: a ref
     img = llb.source("docker-image://" + lib.BASE_IMAGE)

@@ -12,7 +12,8 @@ from pathlib import Path
 import podsolve_testlib as lib
 
 import llbgen as llb  # noqa: E402
-from llb_solve import logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402
+from llb_solve import errors as _errors, image as _image, logs as _logs, solve as _solve, vertexes as _vertexes  # noqa: E402,E501
+from session_peer import SessionPeer  # noqa: E402
 
 BUSYBOX = "docker-image://" + lib.BASE_IMAGE
 
@@ -154,15 +155,57 @@ def test_cache_mount_contents_survive_between_solves(daemon, uniq):
     assert not daemon.image_has_file(_image_id(resp), "/cache/seen")
 
 
-def test_unsupported_ssh_mount_is_501_naming_the_op_and_nothing_runs(daemon, uniq):
-    before = daemon.working_containers()
+def test_ssh_mount_forwards_the_sessions_agent_at_dest_with_its_owner_and_mode(daemon, ssh_agent, tmp_path, uniq):
+    """An exec with an ssh mount at /run/agent.sock (SSHOpt id "mykey", uid
+    1000, gid 1001, mode 0640) and a session forwarding "mykey" to a real
+    ssh-agent: the command finds a socket with that owner and mode at dest
+    and lists the agent's key through it (SSH.ForwardAgent with
+    buildkit.ssh.id "mykey"); an optional ssh mount of an id the session
+    lacks is skipped."""
+    probe = lib.agent_probe(tmp_path / "agent-probe").read_bytes()
     img = llb.source(BUSYBOX)
-    run = llb.exec_(["sh", "-c", f"echo {uniq}"], root=img, mounts=[llb.mount(-1, "/run/ssh", type=llb.SSH)])
+    with_probe = llb.file([llb.mkfile("/agent-probe", probe, 0o755)], inputs=[img], base=0)
+    run = llb.exec_(["sh", "-c", "stat -c '%a %u %g %F' /run/agent.sock > /meta; "
+                                 "/agent-probe /run/agent.sock > /keys; "
+                                 f"test -S /run/other.sock || echo skipped-{uniq} > /optional"],
+                    root=with_probe,
+                    mounts=[llb.mount(-1, "/run/agent.sock", type=llb.SSH, ssh="mykey", ssh_uid=1000, ssh_gid=1001,
+                                      ssh_mode=0o640),
+                            llb.mount(-1, "/run/other.sock", type=llb.SSH, ssh="other", optional=True)])
+    before = daemon.working_containers()
+    with SessionPeer(daemon.sock, {}, ssh_agents={"mykey": ssh_agent.sock}) as peer:
+        status, events = _solve(daemon, [img, with_probe, run], session=peer.uuid)
+        assert status == 200, events
+        image = _image(events)
+        assert sorted(peer.ssh_checks) == ["mykey", "other"], peer.ssh_checks
+        assert peer.ssh_forwards == ["mykey"], peer.log
+    assert daemon.image_file(image, "/meta") == b"640 1000 1001 socket\n"
+    assert daemon.image_file(image, "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+    assert daemon.image_file(image, "/optional") == f"skipped-{uniq}\n".encode()
+    assert daemon.working_containers() == before
+
+
+def test_ssh_mount_of_an_id_the_client_lacks_fails_naming_it(daemon, uniq):
+    """A required ssh mount whose id the session does not forward: the
+    exec's vertex fails with BuildKit's 'no SSH key "deploy" forwarded from
+    the client' and nothing is left; without a session at all the solve is
+    refused (400) before anything runs."""
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq}"], root=img,
+                    mounts=[llb.mount(-1, "/run/ssh", type=llb.SSH, ssh="deploy")])
+    before = daemon.working_containers()
+    with SessionPeer(daemon.sock, {}, ssh_agents={}) as peer:
+        status, events = _solve(daemon, [img, run], session=peer.uuid)
+        errs = _errors(events)
+        assert errs and 'no SSH key "deploy" forwarded from the client' in errs[0]["message"], events[-3:]
+        assert errs[0]["vertex"] == run.ref
+        assert peer.ssh_forwards == []
+    assert daemon.working_containers() == before
     req = {"definition": llb.definition_json([img, run])}
     st, _, body = daemon.request("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
-    assert st == 501, body
+    assert st == 400, body
     msg = json.loads(body)["message"]
-    assert run.ref in msg and "ssh mount /run/ssh" in msg
+    assert run.ref in msg and 'ssh mount /run/ssh: no SSH key "deploy" forwarded from the client' in msg, msg
     assert daemon.working_containers() == before
 
 

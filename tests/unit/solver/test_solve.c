@@ -217,6 +217,25 @@ START_TEST (dockerfile_secret_ids_from_run_mounts)
 }
 END_TEST
 
+START_TEST (dockerfile_ssh_ids_from_run_mounts)
+{
+  const char *df = "FROM alpine\n"
+                   "RUN --mount=type=ssh ssh-add -l\n"
+                   "RUN --mount=type=ssh,id=mykey,required=true \\\n    --mount=type=ssh,target=/run/a.sock git fetch\n"
+                   "RUN --mount=type=secret,id=npmrc,required --mount=type=sshx,id=no --mount=id=gh,type=ssh,required=false true\n"
+                   "RUN --mount=type=ssh,id=a/b,required true\n"
+                   "RUN --mount=required,type=ssh,id=gh2 --mount=type=ssh,id=mykey true\n";
+  ps_strv ids = { 0 };
+  dockerfile_ssh_ids (df, &ids);
+  ck_assert_uint_eq (ids.n, 4);
+  ck_assert_str_eq (ids.v[0], "default"); /* no id=: "default", once */
+  ck_assert_str_eq (ids.v[1], "mykey");
+  ck_assert_str_eq (ids.v[2], "gh");      /* type= after id=; not a secret's or "sshx"'s; a/b left out */
+  ck_assert_str_eq (ids.v[3], "gh2");
+  ps_strv_free (&ids);
+}
+END_TEST
+
 PS_TEST_SUITE (solve)
 {
   Suite *s = suite_create ("solve");
@@ -231,6 +250,7 @@ PS_TEST_SUITE (solve)
   tcase_add_test (tc, result_and_error_lines);
   tcase_add_test (tc, dockerfile_from_images_skips_stages_scratch_and_args);
   tcase_add_test (tc, dockerfile_secret_ids_from_run_mounts);
+  tcase_add_test (tc, dockerfile_ssh_ids_from_run_mounts);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -266,6 +266,18 @@ START_TEST (error_for_user_has_no_dumps_or_server_paths)
 }
 END_TEST
 
+START_TEST (shape_ssh_missing_is_said_as_buildkit_does)
+{
+  cleanup_free char *m = buildah_error_message (
+      "building at STEP \"RUN --mount=type=ssh,id=mykey,required=true true\": resolving mountpoints for container "
+      "\"223497b52ac4\": ssh required but no ssh with id mykey found");
+  ck_assert_str_eq (m, "building at STEP \"RUN --mount=type=ssh,id=mykey,required=true true\": resolving mountpoints "
+                       "for container \"223497b52ac4\": no SSH key \"mykey\" forwarded from the client");
+  cleanup_free char *other = buildah_error_message ("exit status 3");
+  ck_assert_str_eq (other, "exit status 3");
+}
+END_TEST
+
 PS_TEST_SUITE (buildah_output)
 {
   Suite *s = suite_create ("buildah_output");
@@ -278,6 +290,7 @@ PS_TEST_SUITE (buildah_output)
   tcase_add_test (tc, shape_tagged_and_image_id);
   tcase_add_test (tc, shape_error_and_exit_status);
   tcase_add_test (tc, error_for_user_has_no_dumps_or_server_paths);
+  tcase_add_test (tc, shape_ssh_missing_is_said_as_buildkit_does);
   suite_add_tcase (s, tc);
   tc = tcase_create ("progress");
   tcase_add_test (tc, progress_events_vertices_cache_and_logs);
