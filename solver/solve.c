@@ -447,7 +447,9 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
           if (insecure && schema_api_bool (insecure, &insecure_b) < 0)
             return ps_error_set (err, 400, "%s[%zu].attrs.registry.insecure: \"%s\" is not a boolean", field, i,
                                  insecure);
-          if (insecure_b)
+          /* Loopback registries are plain HTTP without being told, as
+             Docker Engine treats them. */
+          if (insecure_b || schema_imageref_loopback_registry (ref))
             {
               /* Plain HTTP (or unverified TLS) for this registry only. */
               cleanup_free char *host = xstrndup (ref, strcspn (ref, "/"));
@@ -753,7 +755,7 @@ push_image (const struct solve_plan *p, const char *image_id, const char *dest_r
   ps_strv argv = { 0 };
   ps_strv_push (&argv, "push");
   ps_strv_push (&argv, "--quiet");
-  if (insecure)
+  if (insecure || schema_imageref_loopback_registry (dest_ref))
     ps_strv_push (&argv, "--tls-verify=false");
   if (p->build.opts.authfile)
     ps_strv_pushf (&argv, "--authfile=%s", p->build.opts.authfile);

@@ -278,12 +278,12 @@ def registry():
 
 
 def test_buildx_push_to_a_loopback_registry(spawn_daemon, go_clients, registry, tmp_path, uniq):
-    """`docker buildx build --push -t 127.0.0.1:PORT/REPO:TAG` (the registry
-    is plain HTTP: the daemon runs with --insecure-registry, as dockerd with
-    insecure-registries): the manifest is in the registry, the metadata's
-    containerimage.digest is the pushed manifest's digest, and the image is
-    in storage under the same name."""
-    d = spawn_daemon("--insecure-registry", registry.host)
+    """`docker buildx build --push -t 127.0.0.1:PORT/REPO:TAG` to a plain-HTTP
+    registry, the daemon started without --insecure-registry (Docker Engine
+    trusts loopback registries over HTTP by default): the manifest is in the
+    registry, the metadata's containerimage.digest is the pushed manifest's
+    digest, and the image is in storage under the same name."""
+    d = spawn_daemon()
     ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
     name = f"{registry.host}/bx/push-{uniq}:v1"
     meta = tmp_path / "meta.json"
@@ -433,3 +433,41 @@ def test_buildx_output_oci_and_docker_archives(daemon, go_clients, tmp_path, uni
         assert len(manifest) == 1 and manifest[0].get("RepoTags") == [name], manifest
         config = json.load(tf.extractfile(manifest[0]["Config"]))
         assert config["config"]["Labels"].get("arch") == uniq, config
+
+
+def non_loopback_address():
+    """An IPv4 address of this machine that is not on the loopback interface, or None."""
+    r = subprocess.run(["hostname", "-I"], capture_output=True, text=True)
+    for a in r.stdout.split():
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", a) and not a.startswith("127."):
+            return a
+    return None
+
+
+def test_buildx_push_to_a_non_loopback_plain_http_registry_needs_the_flag(spawn_daemon, go_clients, tmp_path,
+                                                                           uniq):
+    """A plain-HTTP registry at a non-loopback address is refused (TLS is
+    required, as Docker Engine requires it); `podsolved --insecure-registry
+    HOST:PORT` lets `docker buildx build --push` reach it."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    reg = lib.Registry(address=address)
+    try:
+        ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+            f"FROM {BASE_IMAGE}", f"RUN echo {uniq} > /pushed")})
+        name = f"{reg.host}/bx/far-{uniq}:v1"
+        d = spawn_daemon()
+        r = buildx(go_clients, d, ctx, "--progress=plain", "--push", "-t", name)
+        assert r.returncode != 0, r.stderr
+        assert "http: server gave HTTP response to HTTPS client" in r.stderr, r.stderr
+        assert reg.manifest(f"bx/far-{uniq}", "v1")[0] == 404
+
+        d2 = spawn_daemon("--insecure-registry", reg.host)
+        r = buildx(go_clients, d2, ctx, "--progress=plain", "--push", "-t", name)
+        assert r.returncode == 0, explain(r, d2)
+        assert reg.manifest(f"bx/far-{uniq}", "v1")[0] == 200
+    finally:
+        reg.stop()
