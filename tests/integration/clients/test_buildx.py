@@ -471,3 +471,75 @@ def test_buildx_push_to_a_non_loopback_plain_http_registry_needs_the_flag(spawn_
         assert reg.manifest(f"bx/far-{uniq}", "v1")[0] == 200
     finally:
         reg.stop()
+
+
+# A Dockerfile as CI builds it: an ARG (buildah 1.28 never looks ARG steps up
+# in --cache-from, see solver/cache_registry.h), two stages, a COPY, and a
+# RUN writing a random value that shows whether it ran again.
+def cache_round_trip_context(path, base, uniq):
+    return lib.make_context(path, {
+        "Dockerfile": containerfile(
+            f"FROM {base} AS tools",
+            "ARG GREETING=hello",
+            f'RUN echo "$GREETING {uniq}" > /greeting',
+            "FROM tools",
+            "COPY a.txt /a.txt",
+            "RUN cat /a.txt /greeting /proc/sys/kernel/random/uuid > /stamp"),
+        "a.txt": "from the context\n"})
+
+
+def test_buildx_registry_cache_round_trip_on_a_fresh_machine(spawn_daemon, go_clients, registry, tmp_path, uniq):
+    """The CI round trip: `docker buildx build --cache-to type=registry,ref=R
+    --cache-from type=registry,ref=R` pushes the build cache to a loopback
+    registry; a second daemon with empty storage (a fresh CI machine, base
+    image pulled from the registry) runs the same command: every RUN shows
+    CACHED, and the RUN writing a random value did not run again (the image
+    has the first build's value).  No --insecure-registry: loopback."""
+    d = spawn_daemon()
+    base = f"{registry.host}/bx/base-{uniq}:1"
+    d.buildah("push", "--tls-verify=false", BASE_IMAGE, f"docker://{base}")
+    ctx = cache_round_trip_context(tmp_path / "ctx", base, uniq)
+    cache = f"{registry.host}/bx/cache-{uniq}"
+    name = f"bx-regcache-{uniq}"
+    cache_args = ["--cache-from", f"type=registry,ref={cache}", "--cache-to", f"type=registry,ref={cache},mode=max"]
+    r = buildx(go_clients, d, ctx, "--progress=plain", "--load", "-t", name, *cache_args)
+    assert r.returncode == 0, explain(r, d)
+    stamp1 = d.image_file(image_ref(name), "/stamp")
+    assert stamp1.startswith(b"from the context\nhello " + uniq.encode()) and len(stamp1.split(b"\n")[2]) == 36, stamp1
+
+    d2 = spawn_daemon()
+    assert not d2.image_exists(base)
+    r = buildx(go_clients, d2, ctx, "--progress=plain", "--load", "-t", name, *cache_args)
+    assert r.returncode == 0, explain(r, d2)
+    steps = plain_steps(r.stderr)
+    assert "CACHED" in step_of(steps, 'RUN echo "$GREETING'), r.stderr
+    assert "CACHED" in step_of(steps, "RUN cat /a.txt /greeting"), r.stderr
+    assert d2.image_file(image_ref(name), "/stamp") == stamp1
+
+
+def test_buildx_cache_from_a_buildkit_format_cache_warns_and_builds(daemon, go_clients, registry, tmp_path, uniq):
+    """`--cache-from type=registry,ref=R:buildcache` where R:buildcache is a
+    cache BuildKit wrote (its config is application/vnd.buildkit.cacheconfig.v0,
+    a format podsolve cannot read): the build warns, names the format, and
+    builds normally."""
+    repo = f"bx/bkcache-{uniq}"
+    config = json.dumps({"layers": [], "records": []}).encode()
+    layer = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                   "digest": registry.put_blob(repo, config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": registry.put_blob(repo, layer), "size": len(layer)}],
+    }
+    registry.put_manifest(repo, "buildcache", manifest, "application/vnd.oci.image.manifest.v1+json")
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo {uniq} && cat /proc/sys/kernel/random/uuid > /stamp")})
+    name = f"bx-bkcache-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name,
+               "--cache-from", f"type=registry,ref={registry.host}/{repo}:buildcache")
+    assert r.returncode == 0, explain(r, daemon)
+    assert "BuildKit-format cache" in r.stderr and "cannot read" in r.stderr, r.stderr
+    assert "CACHED" not in step_of(plain_steps(r.stderr), f"RUN echo {uniq}"), r.stderr
+    assert len(daemon.image_file(image_ref(name), "/stamp").strip()) == 36

@@ -129,7 +129,10 @@ def share_base(src, dst, name, tmpdir):
 
 
 def stamp_dockerfile(uniq, base=BASE):
-    return dockerfile_ctx(f"FROM {base}", f"RUN echo {uniq} > /uniq.txt", "RUN cat /proc/sys/kernel/random/uuid > /stamp")
+    # the ARG: buildah 1.28 never looks ARG steps up in --cache-from (podsolve
+    # pulls them first, solver/cache_registry.h)
+    return dockerfile_ctx(f"FROM {base}", "ARG NOTE=stamped", f'RUN echo "{uniq} $NOTE" > /uniq.txt',
+                          "RUN cat /proc/sys/kernel/random/uuid > /stamp")
 
 
 # --------------------------------------------------------------------------
