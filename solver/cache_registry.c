@@ -206,7 +206,12 @@ skopeo_inspect (const char *ref, bool raw, const struct cache_registry_access *a
   ps_error *err = NULL;
   if (ps_run_capture (argv.v, &out, &errout, &status, &err) < 0 || status != 0)
     {
-      ps_debug ("skopeo inspect %s: %s", ref, err ? err->msg : errout ? errout : "failed");
+      /* Not being able to run skopeo at all (127: exec failed) is worth
+         saying: imports then miss after every ARG step. */
+      if (err || status == 127)
+        ps_warn ("registry cache import: cannot run skopeo: %s", err ? err->msg : "not found");
+      else
+        ps_debug ("skopeo inspect %s: %s", ref, errout ? errout : "failed");
       ps_error_free (err);
       free (out);
       out = NULL;
