@@ -41,6 +41,14 @@
    a TOML file of a few KiB. */
 #define PS_MAX_REGISTRIES_CONF_BYTES (1024 * 1024)
 
+/* Most ARG steps a registry cache's podsolve-arg-steps index lists (and an
+   import pulls before the build): one build's ARG instructions. */
+#define PS_MAX_CACHE_ARG_STEPS 64
+
+/* How long one look at a registry cache's manifest may take before a build
+   (skopeo inspect): the build goes on without what it could not read. */
+#define PS_CACHE_INSPECT_TIMEOUT_S 60
+
 /* Largest PEM file (--tls-cert, --tls-key, --tls-ca) read at start-up: a
    CA bundle is a few hundred KiB. */
 #define PS_MAX_TLS_FILE_BYTES (1024 * 1024)

@@ -6,9 +6,12 @@
  * reported after it. */
 #include "schema/imageref.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 /* path-component: [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)* */
 static bool
@@ -128,4 +131,41 @@ schema_imageref_normalize_compat (const char *tag)
   bool has_domain = first_slash && looks_like_domain (tag, (size_t) (first_slash - tag));
   const char *prefix = has_domain ? "" : (first_slash ? "docker.io/" : "docker.io/library/");
   return xasprintf ("%s%s%s", prefix, tag, has_tag ? "" : ":latest");
+}
+
+bool
+schema_imageref_loopback_registry (const char *ref)
+{
+  if (strncmp (ref, "docker://", 9) == 0)
+    ref += 9;
+  size_t n = strcspn (ref, "/");
+  /* "repo/name" names Docker Hub: only a first component that can be a
+     host counts (a bare "host:port" is a host). */
+  if (ref[n] == '/' && memchr (ref, '.', n) == NULL && memchr (ref, ':', n) == NULL
+      && !(n == 9 && strncasecmp (ref, "localhost", 9) == 0))
+    return false;
+  char host[64];
+  const char *h = ref;
+  size_t hl;
+  if (*ref == '[')
+    {
+      const char *close = memchr (ref, ']', n);
+      if (close == NULL)
+        return false;
+      h = ref + 1;
+      hl = (size_t) (close - h);
+    }
+  else
+    hl = strcspn (ref, ":/");
+  if (hl == 0 || hl >= sizeof host)
+    return false;
+  memcpy (host, h, hl);
+  host[hl] = '\0';
+  if (strcasecmp (host, "localhost") == 0)
+    return true;
+  struct in_addr a4;
+  if (inet_pton (AF_INET, host, &a4) == 1)
+    return (ntohl (a4.s_addr) >> 24) == 127;
+  struct in6_addr a6;
+  return inet_pton (AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK (&a6);
 }

@@ -15,4 +15,11 @@ int schema_imageref_check_tag (const char *tag, ps_error **err);
 /* Podman compat's normalisation: "x" -> "docker.io/library/x:latest". */
 char *schema_imageref_normalize_compat (const char *tag);
 
+/* Docker Engine trusts registries on the loopback interface over plain
+ * HTTP without being told (its default insecure CIDRs are 127.0.0.0/8 and
+ * ::1/128, and "localhost" resolves there).  True when the registry host of
+ * `ref` (a reference, "host[:port]/repo...", or a bare "host[:port]",
+ * optionally after "docker://") is localhost, 127.x.y.z or ::1. */
+bool schema_imageref_loopback_registry (const char *ref);
+
 #endif

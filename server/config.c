@@ -56,7 +56,7 @@ usage (FILE *f)
          "  --tls-ca FILE           CA certificate (PEM) for client certificates\n"
          "  --tls-verify            require a client certificate signed by --tls-ca (as dockerd --tlsverify)\n"
          "  --insecure-registry HOST[:PORT]  pull from and push to this registry without TLS checks\n"
-         "                          (as dockerd --insecure-registry); repeatable\n"
+         "                          (as dockerd --insecure-registry; loopback ones need none); repeatable\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
          "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
          "  --max-queued N          builds waiting for a slot; more get 429 (default 64)\n"

@@ -151,19 +151,31 @@ main (int argc, char **argv)
       return 1;
     }
 
-  /* --insecure-registry: a registries.conf (the system's plus these
-     entries) that every buildah child reads. */
-  if (ps_cfg.insecure_registries.n > 0)
-    {
-      cleanup_free char *conf = xasprintf ("%s/registries.conf", ps_cfg.state_dir);
-      if (cache_registry_write_conf (conf, &ps_cfg.insecure_registries, &err) < 0)
-        {
-          ps_error_log ("--insecure-registry: %s", err->msg);
-          return 1;
-        }
-      setenv ("CONTAINERS_REGISTRIES_CONF", conf, 1);
-      ps_info ("insecure registries (no TLS checks): %zu, in %s", ps_cfg.insecure_registries.n, conf);
-    }
+  /* A registries.conf that every buildah child reads: the system's, plus
+     the loopback registries Docker Engine trusts over plain HTTP by default
+     (127.0.0.0/8, ::1; c/image matches a host prefix whatever the port, and
+     refs podsolve sees itself get host:port entries per build), plus
+     --insecure-registry. */
+  {
+    ps_strv insecure = { 0 };
+    ps_strv_push (&insecure, "localhost");
+    ps_strv_push (&insecure, "127.0.0.1");
+    ps_strv_push (&insecure, "[::1]");
+    for (size_t i = 0; i < ps_cfg.insecure_registries.n; i++)
+      ps_strv_push (&insecure, ps_cfg.insecure_registries.v[i]);
+    cleanup_free char *conf = xasprintf ("%s/registries.conf", ps_cfg.state_dir);
+    int wrote = cache_registry_write_conf (conf, &insecure, &err);
+    ps_strv_free (&insecure);
+    if (wrote < 0)
+      {
+        ps_error_log ("registries.conf: %s", err->msg);
+        return 1;
+      }
+    setenv ("CONTAINERS_REGISTRIES_CONF", conf, 1);
+    if (ps_cfg.insecure_registries.n > 0)
+      ps_info ("insecure registries (no TLS checks): loopback and %zu more, in %s", ps_cfg.insecure_registries.n,
+               conf);
+  }
 
   struct buildah_config bc = {
     .buildah = ps_cfg.buildah,

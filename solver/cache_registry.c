@@ -1,4 +1,6 @@
-/* cache_registry.c — a loopback registry over a local cache directory. */
+/* cache_registry.c — a loopback registry over a local cache directory, the
+ * registries.conf builds read, and the ARG-step index of registry caches
+ * (see cache_registry.h). */
 #define _GNU_SOURCE
 #include "solver/cache_registry.h"
 
@@ -14,8 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "solver/buildah.h"
+#include "common/cjson.h"
 #include "common/limits.h"
+#include "common/log.h"
+#include "common/process.h"
+#include "solver/buildah.h"
 
 /* How long a fresh registry may take to answer. */
 #define CACHE_REGISTRY_START_MS 10000
@@ -144,4 +149,176 @@ cache_registry_write_conf (const char *path, const ps_strv *insecure, ps_error *
   int r = ps_write_file (path, b.data, b.len, 0644, err);
   ps_buf_free (&b);
   return r;
+}
+
+/* ---- registry caches ---------------------------------------------------- */
+
+char *
+cache_registry_repository (const char *ref)
+{
+  char *repo = xstrdup (ref);
+  char *last_slash = strrchr (repo, '/');
+  char *colon = strrchr (last_slash ? last_slash : repo, ':');
+  if (colon)
+    *colon = '\0';
+  return repo;
+}
+
+/* BuildKit names the cache REF, "latest" when REF has no tag. */
+static char *
+tagged_ref (const char *ref)
+{
+  const char *last_slash = strrchr (ref, '/');
+  if (strchr (last_slash ? last_slash : ref, ':') || strchr (ref, '@'))
+    return xstrdup (ref);
+  return xasprintf ("%s:latest", ref);
+}
+
+static void
+push_access (ps_strv *argv, const struct cache_registry_access *a)
+{
+  if (a->registries_conf)
+    ps_strv_pushf (argv, "--registries-conf=%s", a->registries_conf);
+  if (a->authfile)
+    ps_strv_pushf (argv, "--authfile=%s", a->authfile);
+}
+
+/* `skopeo inspect [--raw] docker://REF` -> its stdout (the manifest as
+   served, or skopeo's JSON summary); NULL when it fails (absent tag,
+   unreachable registry, no skopeo). */
+static char *
+skopeo_inspect (const char *ref, bool raw, const struct cache_registry_access *a)
+{
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, "skopeo");
+  ps_strv_pushf (&argv, "--command-timeout=%ds", PS_CACHE_INSPECT_TIMEOUT_S);
+  if (a->registries_conf)
+    ps_strv_pushf (&argv, "--registries-conf=%s", a->registries_conf);
+  ps_strv_push (&argv, "inspect");
+  if (raw)
+    ps_strv_push (&argv, "--raw");
+  if (a->authfile)
+    ps_strv_pushf (&argv, "--authfile=%s", a->authfile);
+  ps_strv_pushf (&argv, "docker://%s", ref);
+  char *out = NULL;
+  cleanup_free char *errout = NULL;
+  int status = -1;
+  ps_error *err = NULL;
+  if (ps_run_capture (argv.v, &out, &errout, &status, &err) < 0 || status != 0)
+    {
+      /* Not being able to run skopeo at all (127: exec failed) is worth
+         saying: imports then miss after every ARG step. */
+      if (err || status == 127)
+        ps_warn ("registry cache import: cannot run skopeo: %s", err ? err->msg : "not found");
+      else
+        ps_debug ("skopeo inspect %s: %s", ref, errout ? errout : "failed");
+      ps_error_free (err);
+      free (out);
+      out = NULL;
+    }
+  ps_strv_free (&argv);
+  return out;
+}
+
+static bool
+is_cache_key (const char *s, size_t n)
+{
+  if (n != 64)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return true;
+}
+
+void
+cache_registry_import (solver_job *job, const char *ref, const struct cache_registry_access *a)
+{
+  cleanup_free char *tagged = tagged_ref (ref);
+  cleanup_free char *manifest = skopeo_inspect (tagged, true, a);
+  if (manifest && strstr (manifest, "application/vnd.buildkit.cacheconfig.v0"))
+    {
+      cleanup_free char *msg = xasprintf ("cache import %s: a BuildKit-format cache "
+                                          "(application/vnd.buildkit.cacheconfig.v0), which podsolve cannot read; "
+                                          "building without it",
+                                          ref);
+      const char *details[] = { "podsolve's registry cache is buildah's: one image per step, tagged with the "
+                                "step's cache key; export one with --cache-to type=registry through podsolve",
+                                NULL };
+      solver_job_emit_warning (job, NULL, 1, msg, details, NULL);
+      return;
+    }
+
+  cleanup_free char *repo = cache_registry_repository (ref);
+  cleanup_free char *index_ref = xasprintf ("%s:%s", repo, CACHE_REGISTRY_ARG_INDEX_TAG);
+  cleanup_free char *summary = skopeo_inspect (index_ref, false, a);
+  cleanup_cjson cJSON *root = summary ? cJSON_Parse (summary) : NULL;
+  const cJSON *labels = cJSON_GetObjectItemCaseSensitive (root, "Labels");
+  const char *keys = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (labels, CACHE_REGISTRY_ARG_INDEX_LABEL));
+  if (keys == NULL)
+    return;
+  size_t pulled = 0, listed = 0;
+  for (const char *k = keys; *k && listed < PS_MAX_CACHE_ARG_STEPS; listed++)
+    {
+      size_t n = strcspn (k, ",");
+      if (is_cache_key (k, n))
+        {
+          ps_strv argv = { 0 };
+          ps_strv_push (&argv, "pull");
+          ps_strv_push (&argv, "--quiet");
+          push_access (&argv, a);
+          ps_strv_pushf (&argv, "docker://%s:%.*s", repo, (int) n, k);
+          ps_error *err = NULL;
+          if (buildah_call ((const char *const *) argv.v, NULL, &err) == 0)
+            pulled++;
+          else
+            {
+              ps_debug ("cache import %s: ARG step %.*s: %s", ref, (int) n, k, err->msg);
+              ps_error_free (err);
+            }
+          ps_strv_free (&argv);
+        }
+      k += n;
+      if (*k == ',')
+        k++;
+    }
+  ps_debug ("cache import %s: %zu of %zu ARG steps pulled", ref, pulled, listed);
+}
+
+int
+cache_registry_export_arg_steps (const char *ref, const ps_strv *keys, const struct cache_registry_access *a,
+                                 ps_error **err)
+{
+  if (keys->n == 0)
+    return 0;
+  ps_buf label = { 0 };
+  ps_buf_printf (&label, "%s=", CACHE_REGISTRY_ARG_INDEX_LABEL);
+  for (size_t i = 0; i < keys->n && i < PS_MAX_CACHE_ARG_STEPS; i++)
+    ps_buf_printf (&label, "%s%s", i ? "," : "", keys->v[i]);
+  cleanup_free char *repo = cache_registry_repository (ref);
+  cleanup_free char *dest = xasprintf ("docker://%s:%s", repo, CACHE_REGISTRY_ARG_INDEX_TAG);
+  struct buildah_wc wc = { 0 };
+  cleanup_free char *image = NULL;
+  int r = buildah_wc_from (NULL, NULL, false, &wc, err);
+  if (r == 0)
+    r = buildah_callv (NULL, err, "config", "--label", label.data, wc.ctr, NULL);
+  if (r == 0)
+    r = buildah_wc_commit (&wc, NULL, true, &image, err);
+  buildah_wc_remove (&wc);
+  if (r == 0)
+    {
+      ps_strv argv = { 0 };
+      ps_strv_push (&argv, "push");
+      ps_strv_push (&argv, "--quiet");
+      push_access (&argv, a);
+      ps_strv_push (&argv, image);
+      ps_strv_push (&argv, dest);
+      r = buildah_call ((const char *const *) argv.v, NULL, err);
+      ps_strv_free (&argv);
+      ps_error *ignored = NULL;
+      if (buildah_callv (NULL, &ignored, "rmi", image, NULL) < 0)
+        ps_error_free (ignored);
+    }
+  ps_buf_free (&label);
+  return r < 0 ? ps_error_wrap (err, "cache export %s: the ARG steps' index", ref) : 0;
 }

@@ -923,17 +923,7 @@ void
 gateway_build_warn (gateway_build *b, const char *vertex, int64_t level, const char *short_msg,
                     const char *const *details, const char *url)
 {
-  struct solver_event ev = { .kind = SOLVER_EV_WARNING };
-  ev.vertex = vertex && *vertex ? xstrdup (vertex) : NULL;
-  ev.level = level;
-  ev.warning = xstrdup (short_msg ? short_msg : "");
-  ps_strv d = { 0 };
-  for (const char *const *p = details; p && *p; p++)
-    ps_strv_push (&d, *p);
-  ev.details = d.v;
-  ev.url = url && *url ? xstrdup (url) : NULL;
-  ev.text = xasprintf ("WARNING: %s\n", ev.warning);
-  solver_job_emit (b->job, &ev);
+  solver_job_emit_warning (b->job, vertex, level, short_msg, details, url);
 }
 
 /* ---- images ---------------------------------------------------------------------- */

@@ -269,6 +269,23 @@ solver_job_emit_log (solver_job *job, const char *vertex, int stream, const char
 }
 
 void
+solver_job_emit_warning (solver_job *job, const char *vertex, int64_t level, const char *short_msg,
+                         const char *const *details, const char *url)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_WARNING };
+  ev.vertex = vertex && *vertex ? xstrdup (vertex) : NULL;
+  ev.level = level;
+  ev.warning = xstrdup (short_msg ? short_msg : "");
+  ps_strv d = { 0 };
+  for (const char *const *p = details; p && *p; p++)
+    ps_strv_push (&d, *p);
+  ev.details = d.v;
+  ev.url = url && *url ? xstrdup (url) : NULL;
+  ev.text = xasprintf ("WARNING: %s\n", ev.warning);
+  solver_job_emit (job, &ev);
+}
+
+void
 solver_job_emit_vertex (solver_job *job, const char *vertex, const char *name, const char *const *inputs,
                         int64_t started_ns, int64_t completed_ns, bool cached, const char *error, const char *text)
 {

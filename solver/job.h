@@ -62,6 +62,12 @@ void solver_job_emit_vertex (solver_job *job, const char *vertex, const char *na
                              int64_t started_ns, int64_t completed_ns, bool cached, const char *error,
                              const char *text);
 
+/* A SOLVER_EV_WARNING (BuildKit's VertexWarning; "WARNING: msg" in the
+   Podman-compatible stream); `vertex`, `details` (NULL-terminated) and
+   `url` may be NULL; every string is copied. */
+void solver_job_emit_warning (solver_job *job, const char *vertex, int64_t level, const char *short_msg,
+                              const char *const *details, const char *url);
+
 /* Wait until the log holds an event at index `idx`, or the job is done and
    has no more events, or `timeout_ms` passes.  Returns a borrowed pointer to
    the event (valid while the caller holds a job reference: events are never

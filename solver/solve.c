@@ -235,12 +235,13 @@ apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const c
         }
       else if (strcmp (k, "image-resolve-mode") == 0)
         {
-          if (strcmp (v, "default") == 0 || *v == '\0')
+          /* "local" is BuildKit's prefer-local (what buildx's docker
+             driver always sends): the image in storage, pulled when it is
+             missing, so a fresh machine still builds FROM a registry. */
+          if (strcmp (v, "default") == 0 || strcmp (v, "local") == 0 || *v == '\0')
             o->pull = BUILD_PULL_MISSING;
           else if (strcmp (v, "pull") == 0)
             o->pull = BUILD_PULL_ALWAYS;
-          else if (strcmp (v, "local") == 0)
-            o->pull = BUILD_PULL_NEVER;
           else
             return ps_error_set (err, 400, "frontendAttrs.image-resolve-mode: \"%s\" (supported: default, pull, local)", v);
         }
@@ -447,19 +448,19 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
           if (insecure && schema_api_bool (insecure, &insecure_b) < 0)
             return ps_error_set (err, 400, "%s[%zu].attrs.registry.insecure: \"%s\" is not a boolean", field, i,
                                  insecure);
-          if (insecure_b)
+          /* Loopback registries are plain HTTP without being told, as
+             Docker Engine treats them. */
+          if (insecure_b || schema_imageref_loopback_registry (ref))
             {
               /* Plain HTTP (or unverified TLS) for this registry only. */
               cleanup_free char *host = xstrndup (ref, strcspn (ref, "/"));
               ps_strv_push (&p->insecure_registries, host);
             }
           /* buildah keys its cache by repository; a tag names nothing more. */
-          cleanup_free char *repo = xstrdup (ref);
-          char *last_slash = strrchr (repo, '/');
-          char *colon = strrchr (last_slash ? last_slash : repo, ':');
-          if (colon)
-            *colon = '\0';
+          cleanup_free char *repo = cache_registry_repository (ref);
           ps_strv_push (pass ? &o->cache_to : &o->cache_from, repo);
+          if (!pass)
+            ps_strv_push (&o->cache_from_refs, ref);
         }
     }
   if (o->cache_to.n > 0)
@@ -753,7 +754,7 @@ push_image (const struct solve_plan *p, const char *image_id, const char *dest_r
   ps_strv argv = { 0 };
   ps_strv_push (&argv, "push");
   ps_strv_push (&argv, "--quiet");
-  if (insecure)
+  if (insecure || schema_imageref_loopback_registry (dest_ref))
     ps_strv_push (&argv, "--tls-verify=false");
   if (p->build.opts.authfile)
     ps_strv_pushf (&argv, "--authfile=%s", p->build.opts.authfile);
@@ -1051,6 +1052,8 @@ start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t 
           (*n)++;
         }
       ps_strv_push (i == 0 ? &o->cache_from : &o->cache_to, regs[use].repo);
+      if (i == 0)
+        ps_strv_push (&o->cache_from_refs, regs[use].repo);
     }
   if (*n == 0 && p->insecure_registries.n == 0)
     return 0;

@@ -12,6 +12,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "solver/buildah.h"
+#include "solver/cache_registry.h"
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/parse.h"
@@ -172,6 +173,18 @@ dockerfile_build_check_dialect (const struct dockerfile_build *b, ps_error **err
   return dockerfile_check_buildah (parsed, shown, err);
 }
 
+/* The registries.conf the build's buildah reads: the per-build one in its
+   environment (insecure cache registries), else the daemon's own. */
+static struct cache_registry_access
+cache_access (const struct build_options *o)
+{
+  struct cache_registry_access a = { .authfile = o->authfile };
+  for (size_t i = 0; i < o->env.n; i++)
+    if (ps_str_has_prefix (o->env.v[i], "CONTAINERS_REGISTRIES_CONF="))
+      a.registries_conf = o->env.v[i] + strlen ("CONTAINERS_REGISTRIES_CONF=");
+  return a;
+}
+
 static int
 frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
@@ -182,6 +195,10 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
       solver_job_emit (job, &ev);
       return -1;
     }
+  struct cache_registry_access access = cache_access (&b->opts);
+  const ps_strv *imports = b->opts.cache_from_refs.n > 0 ? &b->opts.cache_from_refs : &b->opts.cache_from;
+  for (size_t i = 0; i < imports->n; i++)
+    cache_registry_import (job, imports->v[i], &access);
 
   ps_strv argv = { 0 };
   build_options_to_argv (&b->opts, &argv);
@@ -219,6 +236,15 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
       buildah_progress_finish (progress, true, NULL);
       *image_id = xstrdup (buildah_progress_image_id (progress));
       ret = 0;
+      /* buildah 1.28 takes one --cache-to, the last. */
+      const ps_strv *arg_keys = buildah_progress_arg_cache_keys (progress);
+      ps_error *xerr = NULL;
+      if (b->opts.cache_to.n > 0
+          && cache_registry_export_arg_steps (b->opts.cache_to.v[b->opts.cache_to.n - 1], arg_keys, &access, &xerr) < 0)
+        {
+          solver_job_emit_warning (job, NULL, 1, xerr->msg, NULL, NULL);
+          ps_error_free (xerr);
+        }
     }
   else
     {

@@ -31,6 +31,7 @@ build_options_free (struct build_options *o)
   ps_strv_free (&o->platforms);
   ps_strv_free (&o->cache_from);
   ps_strv_free (&o->cache_to);
+  ps_strv_free (&o->cache_from_refs);
   free (o->network);
   ps_strv_free (&o->add_hosts);
   ps_strv_free (&o->ulimits);

@@ -39,6 +39,7 @@ struct build_options
   ps_strv platforms;    /* "os/arch[/variant]" */
   ps_strv cache_from;   /* registry repositories */
   ps_strv cache_to;
+  ps_strv cache_from_refs; /* the cache imports as named (tags kept); empty: cache_from */
 
   char *network;        /* NULL (default), "host", "none" */
   ps_strv add_hosts;    /* "host:ip" */

@@ -156,6 +156,9 @@ struct buildah_progress
   char *error;
   int exit_code;
   char *context_dir;
+
+  bool arg_step;           /* the step running is an ARG */
+  ps_strv arg_cache_keys;  /* keys of the ARG steps pushed to --cache-to */
 };
 
 buildah_progress *
@@ -184,6 +187,7 @@ buildah_progress_free (buildah_progress *p)
   free (p->last_digest);
   free (p->error);
   free (p->context_dir);
+  ps_strv_free (&p->arg_cache_keys);
   free (p);
 }
 
@@ -322,6 +326,7 @@ on_step (buildah_progress *p, const struct buildah_line *l, const char *text)
       label = "stage-0";
       name = xasprintf ("[%d/%d] %.*s", l->step, l->nsteps, (int) instr_len, l->rest);
     }
+  p->arg_step = strncasecmp (l->rest, "ARG ", 4) == 0;
   const char *parent = l->step == 1 ? NULL : p->stage_last[si];
   char *digest = chain_digest (parent ? parent : p->root_digest, label, l->rest);
   open_vertex (p, digest, name, parent, text);
@@ -390,6 +395,13 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
          line after it says what went wrong. */
       if (strstr (line, "(UNHANDLED LOGLEVEL)") != NULL)
         return;
+      /* "--> Pushing cache REPO:KEY" (buildah 1.28's logCachePush). */
+      if (!from_stderr && p->arg_step && ps_str_has_prefix (bare, "--> Pushing cache "))
+        {
+          const char *key = strrchr (bare, ':');
+          if (key && strlen (key + 1) == 64 && all_hex (key + 1, 64))
+            ps_strv_push (&p->arg_cache_keys, key + 1);
+        }
       solver_job_emit_log (p->job, p->open ? p->digest : NULL, from_stderr ? 2 : 1, line, len, NULL);
       return;
     }
@@ -425,6 +437,12 @@ int
 buildah_progress_exit_code (const buildah_progress *p)
 {
   return p->exit_code;
+}
+
+const ps_strv *
+buildah_progress_arg_cache_keys (const buildah_progress *p)
+{
+  return &p->arg_cache_keys;
 }
 
 const char *

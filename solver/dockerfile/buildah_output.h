@@ -79,6 +79,9 @@ const char *buildah_progress_image_id (const buildah_progress *p); /* "" if none
 const char *buildah_progress_error (const buildah_progress *p);    /* NULL if none */
 int buildah_progress_exit_code (const buildah_progress *p);        /* 0 if unknown */
 const char *buildah_progress_current_vertex (const buildah_progress *p);
+/* The cache keys of the ARG steps buildah pushed to --cache-to, in build
+   order (see cache_registry.h for why they matter). */
+const ps_strv *buildah_progress_arg_cache_keys (const buildah_progress *p);
 void buildah_progress_free (buildah_progress *p);
 
 #endif

@@ -14,6 +14,7 @@ Main pieces:
 """
 
 import base64
+import hashlib
 import http.client
 import http.server
 import io
@@ -854,12 +855,13 @@ REGISTRY_USER, REGISTRY_PASSWORD = "podsolve", "s3cret-pw"
 
 class Registry:
     """A real docker-registry (Debian's distribution 2.8) on 127.0.0.1, plain
-    HTTP; auth=True: htpasswd basic auth with REGISTRY_USER/REGISTRY_PASSWORD."""
+    HTTP; auth=True: htpasswd basic auth with REGISTRY_USER/REGISTRY_PASSWORD;
+    address=IP: listening on that (non-loopback) address instead."""
 
-    def __init__(self, auth=False):
+    def __init__(self, auth=False, address="127.0.0.1"):
         self.tmp = Path(tempfile.mkdtemp(prefix="podsolve-e2e-reg-", dir="/var/tmp"))
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{address}:{self.port}"
         self.auth = auth
         cfg = [
             "version: 0.1",
@@ -911,6 +913,30 @@ class Registry:
 
     def manifest(self, repo, tag, creds=None):
         return self.get(f"/v2/{repo}/manifests/{tag}", {"Accept": REGISTRY_MANIFEST_ACCEPT}, creds)
+
+    def put_blob(self, repo, data):
+        """Upload `data` as a blob of repo (monolithic upload) -> its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, headers, body = self.get(f"/v2/{repo}/blobs/uploads/", method="POST")
+        assert status == 202, (status, body)
+        location = headers["Location"]
+        if location.startswith("/"):
+            location = f"http://{self.host}{location}"
+        sep = "&" if "?" in location else "?"
+        req = urllib.request.Request(f"{location}{sep}digest={digest}", data=data, method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=scaled(10)) as r:
+            assert r.status == 201, r.status
+        return digest
+
+    def put_manifest(self, repo, tag, manifest, media_type):
+        """PUT a hand-made manifest (a dict) as repo:tag -> its digest."""
+        body = json.dumps(manifest).encode()
+        req = urllib.request.Request(f"http://{self.host}/v2/{repo}/manifests/{tag}", data=body, method="PUT",
+                                     headers={"Content-Type": media_type})
+        with urllib.request.urlopen(req, timeout=scaled(10)) as r:
+            assert r.status == 201, r.status
+            return r.headers["Docker-Content-Digest"]
 
     def stop(self):
         if self.proc.poll() is None:

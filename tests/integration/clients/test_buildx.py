@@ -278,12 +278,12 @@ def registry():
 
 
 def test_buildx_push_to_a_loopback_registry(spawn_daemon, go_clients, registry, tmp_path, uniq):
-    """`docker buildx build --push -t 127.0.0.1:PORT/REPO:TAG` (the registry
-    is plain HTTP: the daemon runs with --insecure-registry, as dockerd with
-    insecure-registries): the manifest is in the registry, the metadata's
-    containerimage.digest is the pushed manifest's digest, and the image is
-    in storage under the same name."""
-    d = spawn_daemon("--insecure-registry", registry.host)
+    """`docker buildx build --push -t 127.0.0.1:PORT/REPO:TAG` to a plain-HTTP
+    registry, the daemon started without --insecure-registry (Docker Engine
+    trusts loopback registries over HTTP by default): the manifest is in the
+    registry, the metadata's containerimage.digest is the pushed manifest's
+    digest, and the image is in storage under the same name."""
+    d = spawn_daemon()
     ctx = lib.make_context(tmp_path / "ctx", MULTISTAGE)
     name = f"{registry.host}/bx/push-{uniq}:v1"
     meta = tmp_path / "meta.json"
@@ -608,3 +608,111 @@ def test_buildx_dockerfile_buildah_cannot_build_fails_naming_file_and_line(daemo
     for leak in ("imagebuilder", "UNHANDLED", str(daemon.tmp)):
         assert leak not in r.output, r.output
     assert not daemon.image_exists(image_ref(f"bx-dialect-{uniq}"))
+def non_loopback_address():
+    """An IPv4 address of this machine that is not on the loopback interface, or None."""
+    r = subprocess.run(["hostname", "-I"], capture_output=True, text=True)
+    for a in r.stdout.split():
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", a) and not a.startswith("127."):
+            return a
+    return None
+
+
+def test_buildx_push_to_a_non_loopback_plain_http_registry_needs_the_flag(spawn_daemon, go_clients, tmp_path,
+                                                                           uniq):
+    """A plain-HTTP registry at a non-loopback address is refused (TLS is
+    required, as Docker Engine requires it); `podsolved --insecure-registry
+    HOST:PORT` lets `docker buildx build --push` reach it."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    reg = lib.Registry(address=address)
+    try:
+        ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+            f"FROM {BASE_IMAGE}", f"RUN echo {uniq} > /pushed")})
+        name = f"{reg.host}/bx/far-{uniq}:v1"
+        d = spawn_daemon()
+        r = buildx(go_clients, d, ctx, "--progress=plain", "--push", "-t", name)
+        assert r.returncode != 0, r.stderr
+        assert "http: server gave HTTP response to HTTPS client" in r.stderr, r.stderr
+        assert reg.manifest(f"bx/far-{uniq}", "v1")[0] == 404
+
+        d2 = spawn_daemon("--insecure-registry", reg.host)
+        r = buildx(go_clients, d2, ctx, "--progress=plain", "--push", "-t", name)
+        assert r.returncode == 0, explain(r, d2)
+        assert reg.manifest(f"bx/far-{uniq}", "v1")[0] == 200
+    finally:
+        reg.stop()
+
+
+# A Dockerfile as CI builds it: an ARG (buildah 1.28 never looks ARG steps up
+# in --cache-from, see solver/cache_registry.h), two stages, a COPY, and a
+# RUN writing a random value that shows whether it ran again.
+def cache_round_trip_context(path, base, uniq):
+    return lib.make_context(path, {
+        "Dockerfile": containerfile(
+            f"FROM {base} AS tools",
+            "ARG GREETING=hello",
+            f'RUN echo "$GREETING {uniq}" > /greeting',
+            "FROM tools",
+            "COPY a.txt /a.txt",
+            "RUN cat /a.txt /greeting /proc/sys/kernel/random/uuid > /stamp"),
+        "a.txt": "from the context\n"})
+
+
+def test_buildx_registry_cache_round_trip_on_a_fresh_machine(spawn_daemon, go_clients, registry, tmp_path, uniq):
+    """The CI round trip: `docker buildx build --cache-to type=registry,ref=R
+    --cache-from type=registry,ref=R` pushes the build cache to a loopback
+    registry; a second daemon with empty storage (a fresh CI machine, base
+    image pulled from the registry) runs the same command: every RUN shows
+    CACHED, and the RUN writing a random value did not run again (the image
+    has the first build's value).  No --insecure-registry: loopback."""
+    d = spawn_daemon()
+    base = f"{registry.host}/bx/base-{uniq}:1"
+    d.buildah("push", "--tls-verify=false", BASE_IMAGE, f"docker://{base}")
+    ctx = cache_round_trip_context(tmp_path / "ctx", base, uniq)
+    cache = f"{registry.host}/bx/cache-{uniq}"
+    name = f"bx-regcache-{uniq}"
+    cache_args = ["--cache-from", f"type=registry,ref={cache}", "--cache-to", f"type=registry,ref={cache},mode=max"]
+    r = buildx(go_clients, d, ctx, "--progress=plain", "--load", "-t", name, *cache_args)
+    assert r.returncode == 0, explain(r, d)
+    stamp1 = d.image_file(image_ref(name), "/stamp")
+    assert stamp1.startswith(b"from the context\nhello " + uniq.encode()) and len(stamp1.split(b"\n")[2]) == 36, stamp1
+
+    d2 = spawn_daemon()
+    assert not d2.image_exists(base)
+    r = buildx(go_clients, d2, ctx, "--progress=plain", "--load", "-t", name, *cache_args)
+    assert r.returncode == 0, explain(r, d2)
+    steps = plain_steps(r.stderr)
+    assert "CACHED" in step_of(steps, 'RUN echo "$GREETING'), r.stderr
+    assert "CACHED" in step_of(steps, "RUN cat /a.txt /greeting"), r.stderr
+    assert d2.image_file(image_ref(name), "/stamp") == stamp1
+
+
+def test_buildx_cache_from_a_buildkit_format_cache_warns_and_builds(daemon, go_clients, registry, tmp_path, uniq):
+    """`--cache-from type=registry,ref=R:buildcache` where R:buildcache is a
+    cache BuildKit wrote (its config is application/vnd.buildkit.cacheconfig.v0,
+    a format podsolve cannot read): the build warns, names the format, and
+    builds normally."""
+    repo = f"bx/bkcache-{uniq}"
+    config = json.dumps({"layers": [], "records": []}).encode()
+    layer = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                   "digest": registry.put_blob(repo, config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": registry.put_blob(repo, layer), "size": len(layer)}],
+    }
+    registry.put_manifest(repo, "buildcache", manifest, "application/vnd.oci.image.manifest.v1+json")
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo {uniq} && cat /proc/sys/kernel/random/uuid > /stamp")})
+    name = f"bx-bkcache-{uniq}"
+    r = buildx(go_clients, daemon, ctx, "--progress=plain", "--load", "-t", name,
+               "--cache-from", f"type=registry,ref={registry.host}/{repo}:buildcache")
+    assert r.returncode == 0, explain(r, daemon)
+    assert "BuildKit-format cache" in r.stderr and "cannot read" in r.stderr, r.stderr
+    assert "CACHED" not in step_of(plain_steps(r.stderr), f"RUN echo {uniq}"), r.stderr
+    assert len(daemon.image_file(image_ref(name), "/stamp").strip()) == 36

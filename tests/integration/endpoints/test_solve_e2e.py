@@ -129,7 +129,10 @@ def share_base(src, dst, name, tmpdir):
 
 
 def stamp_dockerfile(uniq, base=BASE):
-    return dockerfile_ctx(f"FROM {base}", f"RUN echo {uniq} > /uniq.txt", "RUN cat /proc/sys/kernel/random/uuid > /stamp")
+    # the ARG: buildah 1.28 never looks ARG steps up in --cache-from (podsolve
+    # pulls them first, solver/cache_registry.h)
+    return dockerfile_ctx(f"FROM {base}", "ARG NOTE=stamped", f'RUN echo "{uniq} $NOTE" > /uniq.txt',
+                          "RUN cat /proc/sys/kernel/random/uuid > /stamp")
 
 
 # --------------------------------------------------------------------------
@@ -139,8 +142,9 @@ def stamp_dockerfile(uniq, base=BASE):
 def test_image_push_to_registry(daemon, registry, uniq):
     ref = f"e2e-push-{uniq}"
     name = f"{registry.host}/app:1"
+    # plain HTTP without registry.insecure: a loopback registry (as dockerd)
     req = {"ref": ref, "frontend": "dockerfile.v0",
-           "exporters": [{"type": "image", "attrs": {"name": name, "push": "true", "registry.insecure": "true"}}]}
+           "exporters": [{"type": "image", "attrs": {"name": name, "push": "true"}}]}
     _, lines = run_solve(daemon, req, {"context": dockerfile_ctx(f"FROM {BASE}", f"RUN echo {uniq} > /pushed")})
     res = result_of(lines, daemon)
     status, headers, body = registry.manifest("app", "1")
@@ -408,15 +412,16 @@ def auth_registry_with_base(auth_registry, daemon):
 
 # BuildKit mode with a registry that requires credentials: the daemon asks
 # the CLI's Auth/Credentials over the session.  The test registry speaks
-# plain HTTP, so the daemon is told so with --insecure-registry (as dockerd).
+# plain HTTP on 127.0.0.1, which the daemon trusts without --insecure-registry
+# (as dockerd trusts loopback registries).
 @pytest.fixture
-def insecure_conf_daemon(spawn_daemon, auth_registry_with_base):
-    return spawn_daemon("--insecure-registry", auth_registry_with_base.host)
+def auth_daemon(spawn_daemon, auth_registry_with_base):
+    return spawn_daemon()
 
 
-def test_buildkit_session_registry_auth_insecure_conf(insecure_conf_daemon, docker_cli, auth_registry_with_base,
+def test_buildkit_session_registry_auth_loopback(auth_daemon, docker_cli, auth_registry_with_base,
                                                       tmp_path, uniq):
-    d, reg = insecure_conf_daemon, auth_registry_with_base
+    d, reg = auth_daemon, auth_registry_with_base
     cfgdir = _docker_config(tmp_path, reg.host, USER, PASSWORD)
     ctxdir = lib.make_context(tmp_path / "ctx", {
         "Dockerfile": lib.containerfile(f"FROM {reg.host}/busybox:latest", f"RUN echo {uniq} > /authed")})
@@ -431,9 +436,9 @@ def test_buildkit_session_registry_auth_insecure_conf(insecure_conf_daemon, dock
     assert f"credentials for {reg.host}: found" in log, log[-3000:]
 
 
-def test_buildkit_session_registry_auth_insecure_conf_wrong_password(insecure_conf_daemon, docker_cli,
+def test_buildkit_session_registry_auth_loopback_wrong_password(auth_daemon, docker_cli,
                                                                      auth_registry_with_base, tmp_path, uniq):
-    d, reg = insecure_conf_daemon, auth_registry_with_base
+    d, reg = auth_daemon, auth_registry_with_base
     cfgdir = _docker_config(tmp_path, reg.host, USER, "wrong-password")
     ctxdir = lib.make_context(tmp_path / "ctx", {
         "Dockerfile": lib.containerfile(f"FROM {reg.host}/busybox:latest", f"RUN echo {uniq} > /authed")})
@@ -448,10 +453,10 @@ def test_buildkit_session_registry_auth_insecure_conf_wrong_password(insecure_co
 
 # An LLB definition's docker-image source pulls with the session's
 # Auth/Credentials, as BuildKit does for a frontend's image sources.
-def test_llb_image_source_pulls_with_session_credentials(insecure_conf_daemon, auth_registry_with_base, uniq):
+def test_llb_image_source_pulls_with_session_credentials(auth_daemon, auth_registry_with_base, uniq):
     import llbgen as llb
     from session_peer import SessionPeer
-    d, reg = insecure_conf_daemon, auth_registry_with_base
+    d, reg = auth_daemon, auth_registry_with_base
     img = llb.source(f"docker-image://{reg.host}/busybox:latest")
     run = llb.exec_(["sh", "-c", f"echo {uniq} > /authed"], root=img)
 

@@ -8,6 +8,7 @@
 #include "tests/unit/unit.h"
 
 #define ID64 "75ab9a58e9ebd9f014b9bd36b1c453e338e7ca15875652659cab2338ea9671a8"
+#define ID64B "0bc88506fed65228ce77795f0e7c1094c1283aa65b11759136fbbc76a44f225a"
 
 START_TEST (shape_step_single_stage)
 {
@@ -278,6 +279,31 @@ START_TEST (shape_ssh_missing_is_said_as_buildkit_does)
 }
 END_TEST
 
+/* The keys buildah pushed for ARG steps (and only those) are kept for the
+   cache's ARG-step index (cache_registry.h). */
+START_TEST (progress_keeps_the_arg_steps_cache_keys)
+{
+  solver_job *job = solver_job_new ("a", NULL);
+  buildah_progress *p = buildah_progress_new (job, "root");
+  feed (p, "[1/2] STEP 1/3: FROM localhost/busybox:latest AS tools\n", false);
+  feed (p, "[1/2] STEP 2/3: ARG GREETING=hello\n", false);
+  feed (p, "--> Pushing cache 127.0.0.1:5000/c:" ID64 "\n", false);
+  feed (p, "[1/2] STEP 3/3: RUN echo \"$GREETING\"\n", false);
+  feed (p, "--> Pushing cache 127.0.0.1:5000/c:" ID64B "\n", false);
+  feed (p, "[2/2] STEP 1/2: FROM tools\n", false);
+  feed (p, "[2/2] STEP 2/2: arg lower=case\n", false);
+  feed (p, "--> Pushing cache 127.0.0.1:5000/c:" ID64B "\n", false);
+  feed (p, "--> Pushing cache 127.0.0.1:5000/c:short\n", false);
+  buildah_progress_finish (p, true, NULL);
+  const ps_strv *keys = buildah_progress_arg_cache_keys (p);
+  ck_assert_uint_eq (keys->n, 2);
+  ck_assert_str_eq (keys->v[0], ID64);
+  ck_assert_str_eq (keys->v[1], ID64B);
+  buildah_progress_free (p);
+  solver_job_unref (job);
+}
+END_TEST
+
 PS_TEST_SUITE (buildah_output)
 {
   Suite *s = suite_create ("buildah_output");
@@ -297,6 +323,7 @@ PS_TEST_SUITE (buildah_output)
   tcase_add_test (tc, progress_digests_are_deterministic);
   tcase_add_test (tc, progress_failure_marks_vertex);
   tcase_add_test (tc, progress_names_stages_like_buildkit);
+  tcase_add_test (tc, progress_keeps_the_arg_steps_cache_keys);
   suite_add_tcase (s, tc);
   return s;
 }
