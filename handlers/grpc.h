@@ -23,4 +23,9 @@ extern const size_t grpc_bridge_n_methods;
 void handlers_grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *origin,
                           void (*release) (void *ud), void *release_ud);
 
+/* The same on the calling thread, returning when the connection is over
+   (the socket stays the caller's), the bytes going through `transport`
+   (TLS: session/grpc_tls.h; NULL: the socket itself). */
+void handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const char *origin);
+
 #endif

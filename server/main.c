@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,10 @@ main (int argc, char **argv)
      buildah children we start must not depend on the umask of whoever
      launched us; with 000 a git checkout's executables would be 0777. */
   umask (022);
+  /* A --buildkit-listen TLS connection still being served when main
+     returns (past the shutdown grace) may be inside OpenSSL: no atexit
+     clean-up may free the library's state under it. */
+  OPENSSL_init_ssl (OPENSSL_INIT_NO_ATEXIT, NULL);
 
   cleanup_error ps_error *err = NULL;
   int r = config_parse (argc, argv, &err);
@@ -215,7 +220,15 @@ main (int argc, char **argv)
         }
       ps_info ("listening on %s", listeners[i].uri);
     }
-  if (buildkit_listen_start (&ps_cfg.buildkit_listen, ps_cfg.socket_group, ps_cfg.max_connections, &err) < 0)
+  struct buildkit_listen_config bk = {
+    .uris = &ps_cfg.buildkit_listen,
+    .group = ps_cfg.socket_group,
+    .max_connections = ps_cfg.max_connections,
+    .tls_cert = ps_cfg.buildkit_tls_cert,
+    .tls_key = ps_cfg.buildkit_tls_key,
+    .tls_ca = ps_cfg.buildkit_tls_ca,
+  };
+  if (buildkit_listen_start (&bk, &err) < 0)
     {
       ps_error_log ("%s", err->msg);
       for (size_t i = 0; i < nlisteners; i++)
