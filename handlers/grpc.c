@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "handlers/grpc.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,12 +166,29 @@ handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const 
   serve_logged (fd, transport, NULL, 0, label);
 }
 
+/* The threads of handlers_grpc_serve until their `release` has run: an
+   upgraded /grpc connection's release is MHD_upgrade_action, which must
+   come before MHD_stop_daemon (after it, it reads a freed connection). */
+static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t threads_cond = PTHREAD_COND_INITIALIZER;
+static unsigned threads;
+
+static void
+thread_gone (void)
+{
+  pthread_mutex_lock (&threads_mu);
+  if (--threads == 0)
+    pthread_cond_broadcast (&threads_cond);
+  pthread_mutex_unlock (&threads_mu);
+}
+
 static void *
 grpc_thread_main (void *arg)
 {
   struct grpc_thread *t = arg;
   serve_logged (t->fd, NULL, t->extra.data, t->extra.len, t->label);
   t->release (t->release_ud);
+  thread_gone ();
   ps_buf_free (&t->extra);
   free (t->label);
   free (t);
@@ -188,15 +206,30 @@ handlers_grpc_serve (int fd, const void *extra_in, size_t extra_len, const char 
   t->label = connection_label (origin);
   t->release = release;
   t->release_ud = release_ud;
+  pthread_mutex_lock (&threads_mu);
+  threads++;
+  pthread_mutex_unlock (&threads_mu);
   int r = ps_thread_start (NULL, grpc_thread_main, t, 0, true);
   if (r != 0)
     {
       ps_warn ("grpc %s: cannot start its thread: %s", t->label, strerror (r));
       release (release_ud);
+      thread_gone ();
       ps_buf_free (&t->extra);
       free (t->label);
       free (t);
     }
+}
+
+void
+handlers_grpc_shutdown (int grace_ms)
+{
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_REALTIME, grace_ms);
+  grpc_serve_shutdown (grace_ms);
+  pthread_mutex_lock (&threads_mu);
+  while (threads > 0 && pthread_cond_timedwait (&threads_cond, &threads_mu, &deadline) != ETIMEDOUT)
+    ;
+  pthread_mutex_unlock (&threads_mu);
 }
 
 /* ---- POST /grpc ------------------------------------------------------------------- */

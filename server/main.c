@@ -16,6 +16,7 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "handlers/grpc.h"
 #include "server/buildkit_listen.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -269,7 +270,7 @@ main (int argc, char **argv)
   session_registry_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
   /* The same for gRPC connections (/grpc and --buildkit-listen). */
   buildkit_listen_stop ();
-  grpc_serve_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
+  handlers_grpc_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
   /* Proxied streams (logs -f, events) and attach relays end on their own
      within a poll interval once told. */
   proxy_shutdown ();
