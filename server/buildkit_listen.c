@@ -48,10 +48,14 @@ static pthread_mutex_t handshakes_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t handshakes_cond = PTHREAD_COND_INITIALIZER;
 static unsigned handshakes;
 
+/* A connection's own copy of what it needs from its listener: the
+   listeners are freed at buildkit_listen_stop, connections may outlive it. */
 struct conn
 {
   int fd;
-  struct accept_loop *loop;
+  struct accept_loop *loop; /* kept until the process ends */
+  char *uri;
+  bool tls;
 };
 
 static void
@@ -68,6 +72,7 @@ conn_release (struct conn *c)
 {
   close (c->fd);
   __atomic_sub_fetch (&c->loop->open, 1, __ATOMIC_RELAXED);
+  free (c->uri);
   free (c);
 }
 
@@ -91,9 +96,9 @@ static void *
 conn_main (void *arg)
 {
   struct conn *c = arg;
-  const char *uri = c->loop->l->uri;
+  const char *uri = c->uri;
   grpc_tls_conn *t = NULL;
-  if (c->loop->l->tcp)
+  if (c->tls)
     {
       cleanup_error ps_error *err = NULL;
       char peer[NI_MAXHOST + NI_MAXSERV + 4];
@@ -150,7 +155,9 @@ accept_main (void *arg)
       struct conn *c = xmalloc (sizeof *c);
       c->fd = fd;
       c->loop = a;
-      if (a->l->tcp)
+      c->uri = xstrdup (a->l->uri);
+      c->tls = a->l->tcp;
+      if (c->tls)
         {
           pthread_mutex_lock (&handshakes_mu);
           handshakes++;
@@ -160,7 +167,7 @@ accept_main (void *arg)
       if (e != 0)
         {
           ps_warn ("%s: cannot start a connection's thread: %s", a->l->uri, strerror (e));
-          if (a->l->tcp)
+          if (c->tls)
             handshake_done ();
           conn_release (c);
         }
