@@ -187,6 +187,9 @@ any_tcp (const ps_strv *uris)
 int
 buildkit_listen_start (const struct buildkit_listen_config *cfg, ps_error **err)
 {
+  if (cfg->tls_cert && !any_tcp (cfg->uris))
+    ps_warn ("--buildkit-tlscert: no --buildkit-listen tcp:// to use it on (unix sockets are never TLS, as "
+             "buildkitd's)");
   if (cfg->uris->n == 0)
     return 0;
   if (any_tcp (cfg->uris))
@@ -203,9 +206,6 @@ buildkit_listen_start (const struct buildkit_listen_config *cfg, ps_error **err)
           return ps_error_set_errno (err, 500, errno, "--buildkit-listen: eventfd");
         }
     }
-  else if (cfg->tls_cert)
-    ps_warn ("--buildkit-tlscert: no --buildkit-listen tcp:// to use it on (unix sockets are never TLS, as "
-             "buildkitd's)");
   if (listeners_open_uris (cfg->uris, cfg->group, &listeners, &nlisteners, err) < 0)
     {
       buildkit_listen_stop ();

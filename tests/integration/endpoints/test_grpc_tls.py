@@ -262,6 +262,21 @@ def test_tcp_without_tls_flags_is_refused_at_start(tmp_path):
     assert "tcp:// is served only with TLS: give --buildkit-tlscert and --buildkit-tlskey" in out, out
 
 
+def test_tls_flags_without_a_tcp_socket_are_warned_about(pki, tmp_path):
+    """As buildkitd: unix sockets are never TLS; TLS flags with no tcp://
+    socket to use them on start the daemon with a warning saying so."""
+    sock = tmp_path / "bk.sock"
+    d = _start_daemon(["--buildkit-listen", f"unix://{sock}", *tls_flags(pki)], prefix="podsolve-it-grpctls-")
+    try:
+        assert lib.wait_for(lambda: f"serving BuildKit's gRPC API on unix://{sock}" in d.log_tail(100000), 20)
+        assert "--buildkit-tlscert: no --buildkit-listen tcp:// to use it on" in d.log_tail(100000)
+        with g.listen_channel(str(sock)) as ch:
+            assert serving(g.health_check(ch))
+    finally:
+        problem = _stop_daemon(d)
+    assert problem is None, problem
+
+
 @pytest.mark.parametrize("flags,message", [
     (lambda pki: ["--buildkit-tlscert", str(pki / "server.pem")],
      "--buildkit-tlscert and --buildkit-tlskey go together"),
