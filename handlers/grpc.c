@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "handlers/grpc.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,16 +137,58 @@ struct grpc_thread
   void *release_ud;
 };
 
+/* "7 (unix:///run/buildkit.sock)": connections numbered in the order they came. */
+static char *
+connection_label (const char *origin)
+{
+  static unsigned counter;
+  return xasprintf ("%u (%s)", __atomic_add_fetch (&counter, 1, __ATOMIC_RELAXED), origin);
+}
+
+/* A peer that breaks HTTP/2 (or a port scanner) is its own problem: info,
+   not an error of ours. */
+static void
+serve_logged (int fd, const struct grpc_transport *transport, const void *extra_in, size_t extra_len,
+              const char *label)
+{
+  cleanup_error ps_error *err = NULL;
+  pthread_once (&services_once, services_build);
+  int r = transport ? grpc_serve_transport (fd, transport, label, &services, &err)
+                    : grpc_serve (fd, extra_in, extra_len, label, &services, &err);
+  if (r < 0)
+    ps_info ("%s", err->msg);
+}
+
+void
+handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const char *origin)
+{
+  cleanup_free char *label = connection_label (origin);
+  serve_logged (fd, transport, NULL, 0, label);
+}
+
+/* The threads of handlers_grpc_serve until their `release` has run: an
+   upgraded /grpc connection's release is MHD_upgrade_action, which must
+   come before MHD_stop_daemon (after it, it reads a freed connection). */
+static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t threads_cond = PTHREAD_COND_INITIALIZER;
+static unsigned threads;
+
+static void
+thread_gone (void)
+{
+  pthread_mutex_lock (&threads_mu);
+  if (--threads == 0)
+    pthread_cond_broadcast (&threads_cond);
+  pthread_mutex_unlock (&threads_mu);
+}
+
 static void *
 grpc_thread_main (void *arg)
 {
   struct grpc_thread *t = arg;
-  cleanup_error ps_error *err = NULL;
-  /* A peer that breaks HTTP/2 (or a port scanner) is its own problem: info,
-     not an error of ours. */
-  if (grpc_serve (t->fd, t->extra.data, t->extra.len, t->label, &services, &err) < 0)
-    ps_info ("%s", err->msg);
+  serve_logged (t->fd, NULL, t->extra.data, t->extra.len, t->label);
   t->release (t->release_ud);
+  thread_gone ();
   ps_buf_free (&t->extra);
   free (t->label);
   free (t);
@@ -156,24 +199,37 @@ void
 handlers_grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *origin, void (*release) (void *ud),
                      void *release_ud)
 {
-  static unsigned counter;
-  pthread_once (&services_once, services_build);
   struct grpc_thread *t = xcalloc (1, sizeof *t);
   t->fd = fd;
   if (extra_len)
     ps_buf_append (&t->extra, extra_in, extra_len);
-  t->label = xasprintf ("%u (%s)", __atomic_add_fetch (&counter, 1, __ATOMIC_RELAXED), origin);
+  t->label = connection_label (origin);
   t->release = release;
   t->release_ud = release_ud;
+  pthread_mutex_lock (&threads_mu);
+  threads++;
+  pthread_mutex_unlock (&threads_mu);
   int r = ps_thread_start (NULL, grpc_thread_main, t, 0, true);
   if (r != 0)
     {
       ps_warn ("grpc %s: cannot start its thread: %s", t->label, strerror (r));
       release (release_ud);
+      thread_gone ();
       ps_buf_free (&t->extra);
       free (t->label);
       free (t);
     }
+}
+
+void
+handlers_grpc_shutdown (int grace_ms)
+{
+  struct timespec deadline = ps_deadline_after_ms (CLOCK_REALTIME, grace_ms);
+  grpc_serve_shutdown (grace_ms);
+  pthread_mutex_lock (&threads_mu);
+  while (threads > 0 && pthread_cond_timedwait (&threads_cond, &threads_mu, &deadline) != ETIMEDOUT)
+    ;
+  pthread_mutex_unlock (&threads_mu);
 }
 
 /* ---- POST /grpc ------------------------------------------------------------------- */

@@ -23,4 +23,15 @@ extern const size_t grpc_bridge_n_methods;
 void handlers_grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *origin,
                           void (*release) (void *ud), void *release_ud);
 
+/* At daemon shutdown, before the HTTP daemons stop: grpc_serve_shutdown,
+   then wait (within the same grace_ms) until every handlers_grpc_serve
+   connection has run its `release` (for POST /grpc, MHD_upgrade_action,
+   which must not come after MHD_stop_daemon). */
+void handlers_grpc_shutdown (int grace_ms);
+
+/* The same on the calling thread, returning when the connection is over
+   (the socket stays the caller's), the bytes going through `transport`
+   (TLS: session/grpc_tls.h; NULL: the socket itself). */
+void handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const char *origin);
+
 #endif

@@ -71,8 +71,12 @@ usage (FILE *f)
          "                          socket (default STATE_DIR/upstream/podman.sock) as a\n"
          "                          supervised child, stopped when podsolved exits\n"
          "  --buildkit-listen URI   also serve BuildKit's gRPC API (Control, LLBBridge, Health)\n"
-         "                          on unix:///PATH, as buildkitd --addr (buildx's remote driver,\n"
-         "                          buildctl); repeatable; default off\n"
+         "                          on unix:///PATH or tcp://HOST:PORT (TLS only), as buildkitd\n"
+         "                          --addr (buildx's remote driver, buildctl); repeatable; default off\n"
+         "  --buildkit-tlscert FILE, --buildkit-tlskey FILE  the PEM pair --buildkit-listen tcp://\n"
+         "                          serves TLS with (as buildkitd --tlscert, --tlskey)\n"
+         "  --buildkit-tlscacert FILE  require client certificates signed by this CA on\n"
+         "                          --buildkit-listen tcp:// (mutual TLS, as buildkitd --tlscacert)\n"
          "  --no-grpc               pass POST /grpc to the upstream instead of serving it\n"
          "  --log-level LEVEL       error, warn, info (default) or debug\n"
          "  --help, --version\n",
@@ -109,6 +113,9 @@ enum
   OPT_UPSTREAM,
   OPT_SPAWN_UPSTREAM,
   OPT_BUILDKIT_LISTEN,
+  OPT_BUILDKIT_TLSCERT,
+  OPT_BUILDKIT_TLSKEY,
+  OPT_BUILDKIT_TLSCACERT,
   OPT_NO_GRPC,
 };
 
@@ -121,6 +128,24 @@ parse_u64 (const char *flag, const char *s, uint64_t *out, ps_error **err)
   if (errno || end == s || *end != '\0' || s[0] == '-')
     return ps_error_set (err, 400, "%s: \"%s\" is not a positive integer", flag, s);
   *out = v;
+  return 0;
+}
+
+int
+config_check_buildkit_tls (const struct ps_config *cfg, ps_error **err)
+{
+  if ((cfg->buildkit_tls_cert == NULL) != (cfg->buildkit_tls_key == NULL))
+    return ps_error_set (err, 400, "--buildkit-tlscert and --buildkit-tlskey go together");
+  if (cfg->buildkit_tls_ca && cfg->buildkit_tls_cert == NULL)
+    return ps_error_set (err, 400, "--buildkit-tlscacert needs --buildkit-tlscert and --buildkit-tlskey");
+  /* Anyone who can reach a TCP port could run builds as this user: a
+     tcp:// gRPC socket is served with TLS or not at all. */
+  for (size_t i = 0; i < cfg->buildkit_listen.n; i++)
+    if (ps_str_has_prefix (cfg->buildkit_listen.v[i], "tcp://") && cfg->buildkit_tls_cert == NULL)
+      return ps_error_set (err, 400,
+                           "--buildkit-listen %s: tcp:// is served only with TLS: give --buildkit-tlscert and "
+                           "--buildkit-tlskey (and --buildkit-tlscacert to require client certificates)",
+                           cfg->buildkit_listen.v[i]);
   return 0;
 }
 
@@ -154,6 +179,9 @@ config_parse (int argc, char **argv, ps_error **err)
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
     { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
     { "buildkit-listen", required_argument, NULL, OPT_BUILDKIT_LISTEN },
+    { "buildkit-tlscert", required_argument, NULL, OPT_BUILDKIT_TLSCERT },
+    { "buildkit-tlskey", required_argument, NULL, OPT_BUILDKIT_TLSKEY },
+    { "buildkit-tlscacert", required_argument, NULL, OPT_BUILDKIT_TLSCACERT },
     { "no-grpc", no_argument, NULL, OPT_NO_GRPC },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -280,13 +308,21 @@ config_parse (int argc, char **argv, ps_error **err)
           ps_cfg.spawn_upstream = true;
           break;
         case OPT_BUILDKIT_LISTEN:
-          /* A raw gRPC socket has no HTTP server to do TLS for it: unix only. */
-          if (!ps_str_has_prefix (optarg, "unix://") || optarg[7] != '/')
-            return ps_error_set (err, 400,
-                                 "--buildkit-listen: \"%s\": use unix:///PATH (tcp:// needs TLS, which this "
-                                 "listener does not do yet)",
-                                 optarg);
+          if (!(ps_str_has_prefix (optarg, "unix://") && optarg[7] == '/') && !ps_str_has_prefix (optarg, "tcp://"))
+            return ps_error_set (err, 400, "--buildkit-listen: \"%s\": use unix:///PATH or tcp://HOST:PORT", optarg);
           ps_strv_push (&ps_cfg.buildkit_listen, optarg);
+          break;
+        case OPT_BUILDKIT_TLSCERT:
+          free (ps_cfg.buildkit_tls_cert);
+          ps_cfg.buildkit_tls_cert = xstrdup (optarg);
+          break;
+        case OPT_BUILDKIT_TLSKEY:
+          free (ps_cfg.buildkit_tls_key);
+          ps_cfg.buildkit_tls_key = xstrdup (optarg);
+          break;
+        case OPT_BUILDKIT_TLSCACERT:
+          free (ps_cfg.buildkit_tls_ca);
+          ps_cfg.buildkit_tls_ca = xstrdup (optarg);
           break;
         case OPT_NO_GRPC:
           ps_cfg.no_grpc = true;
@@ -315,6 +351,8 @@ config_parse (int argc, char **argv, ps_error **err)
     return ps_error_set (err, 400, "--tls-cert and --tls-key go together");
   if (ps_cfg.tls_verify && (ps_cfg.tls_ca == NULL || ps_cfg.tls_cert == NULL))
     return ps_error_set (err, 400, "--tls-verify needs --tls-ca, --tls-cert and --tls-key");
+  if (config_check_buildkit_tls (&ps_cfg, err) < 0)
+    return -1;
 
   bool root_user = geteuid () == 0;
   const char *xdg_run = getenv ("XDG_RUNTIME_DIR");

@@ -33,7 +33,9 @@ struct ps_config
   char *upstream;           /* Podman API socket path non-build requests go to; NULL = none */
   bool upstream_explicit;   /* --upstream was given (else the per-user default) */
   bool spawn_upstream;      /* run `podman system service` on `upstream` ourselves */
-  ps_strv buildkit_listen;  /* --buildkit-listen: unix:///PATH sockets serving gRPC (BuildKit's API) */
+  ps_strv buildkit_listen;  /* --buildkit-listen: unix:///PATH, tcp://HOST:PORT sockets serving gRPC (BuildKit's API) */
+  char *buildkit_tls_cert, *buildkit_tls_key; /* TLS for the tcp:// ones (required there) */
+  char *buildkit_tls_ca;    /* clients of the tcp:// ones need a certificate it signed */
   bool no_grpc;             /* --no-grpc: POST /grpc goes to the upstream */
 };
 
@@ -43,6 +45,11 @@ extern struct ps_config ps_cfg;
 /* Parse argv into ps_cfg.  Returns 1 when the program should exit 0 at once
    (--help, --version), 0 to run, -1 on a usage error. */
 int config_parse (int argc, char **argv, ps_error **err);
+
+/* The --buildkit-tls* flags make sense together and with the
+   --buildkit-listen URIs: cert and key both or neither, a CA only with
+   them, and tcp:// only with them.  -1 with *err saying what to add. */
+int config_check_buildkit_tls (const struct ps_config *cfg, ps_error **err);
 
 /* The libpod API version podsolved speaks (that of the Podman it fronts). */
 const char *config_libpod_api_version (void);

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "handlers/grpc.h"
 #include "server/buildkit_listen.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -91,6 +93,10 @@ main (int argc, char **argv)
      buildah children we start must not depend on the umask of whoever
      launched us; with 000 a git checkout's executables would be 0777. */
   umask (022);
+  /* A --buildkit-listen TLS connection still being served when main
+     returns (past the shutdown grace) may be inside OpenSSL: no atexit
+     clean-up may free the library's state under it. */
+  OPENSSL_init_ssl (OPENSSL_INIT_NO_ATEXIT, NULL);
 
   cleanup_error ps_error *err = NULL;
   int r = config_parse (argc, argv, &err);
@@ -227,7 +233,15 @@ main (int argc, char **argv)
         }
       ps_info ("listening on %s", listeners[i].uri);
     }
-  if (buildkit_listen_start (&ps_cfg.buildkit_listen, ps_cfg.socket_group, ps_cfg.max_connections, &err) < 0)
+  struct buildkit_listen_config bk = {
+    .uris = &ps_cfg.buildkit_listen,
+    .group = ps_cfg.socket_group,
+    .max_connections = ps_cfg.max_connections,
+    .tls_cert = ps_cfg.buildkit_tls_cert,
+    .tls_key = ps_cfg.buildkit_tls_key,
+    .tls_ca = ps_cfg.buildkit_tls_ca,
+  };
+  if (buildkit_listen_start (&bk, &err) < 0)
     {
       ps_error_log ("%s", err->msg);
       for (size_t i = 0; i < nlisteners; i++)
@@ -268,7 +282,7 @@ main (int argc, char **argv)
   session_registry_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
   /* The same for gRPC connections (/grpc and --buildkit-listen). */
   buildkit_listen_stop ();
-  grpc_serve_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
+  handlers_grpc_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);
   /* Proxied streams (logs -f, events) and attach relays end on their own
      within a poll interval once told. */
   proxy_shutdown ();

@@ -117,6 +117,9 @@ struct grpc_conn
   bool server;
   const struct grpc_service_table *services;
   grpc_conn *srv_prev, *srv_next; /* the running servers (grpc_serve_shutdown) */
+  /* The bytes go through this when set (TLS), else straight to fd. */
+  const struct grpc_transport *transport;
+  short read_wait, write_wait; /* what to poll fd for: POLLIN / POLLOUT, or crossed under TLS */
   ps_buf extra_in;
 
   pthread_mutex_t mu;
@@ -1282,6 +1285,8 @@ grpc_conn_new (int fd, const void *extra_in, size_t extra_len, const char *label
   c->efd = efd;
   c->label = xstrdup (label ? label : "?");
   c->kind = "session";
+  c->read_wait = POLLIN;
+  c->write_wait = POLLOUT;
   pthread_mutex_init (&c->mu, NULL);
   if (extra_len)
     ps_buf_append (&c->extra_in, extra_in, extra_len);
@@ -1426,16 +1431,40 @@ conn_die (grpc_conn *c, const char *reason)
     }
 }
 
+/* One read or write on the connection's byte stream: the socket, or its
+   transport, which says what the socket must be polled for before the
+   next try (TLS may have to write to read, or read to write). */
+static ssize_t
+conn_read (grpc_conn *c, void *buf, size_t len)
+{
+  c->read_wait = POLLIN;
+  if (c->transport)
+    return c->transport->read (c->transport->ud, buf, len, &c->read_wait);
+  return read (c->fd, buf, len);
+}
+
+static ssize_t
+conn_write (grpc_conn *c, const void *buf, size_t len)
+{
+  c->write_wait = POLLOUT;
+  if (c->transport)
+    return c->transport->write (c->transport->ud, buf, len, &c->write_wait);
+  ssize_t w = send (c->fd, buf, len, MSG_NOSIGNAL);
+  if (w < 0 && errno == ENOTSOCK)
+    w = write (c->fd, buf, len);
+  return w;
+}
+
 /* Write what we can of wbuf.  0 ok (maybe partially), -1 with *reason;
-   -2 with *reason when the peer has closed the connection. */
+   -2 with *reason when the peer has closed the connection.  A transport
+   retried after EAGAIN gets the same bytes again, possibly more after
+   them: wbuf only grows until all of it is written. */
 static int
 flush_out (grpc_conn *c, char **reason)
 {
   while (c->wbuf_off < c->wbuf.len)
     {
-      ssize_t w = send (c->fd, c->wbuf.data + c->wbuf_off, c->wbuf.len - c->wbuf_off, MSG_NOSIGNAL);
-      if (w < 0 && errno == ENOTSOCK)
-        w = write (c->fd, c->wbuf.data + c->wbuf_off, c->wbuf.len - c->wbuf_off);
+      ssize_t w = conn_write (c, c->wbuf.data + c->wbuf_off, c->wbuf.len - c->wbuf_off);
       if (w < 0)
         {
           if (errno == EINTR)
@@ -1596,12 +1625,18 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
         }
 
       struct pollfd p[2] = {
-        { .fd = c->fd, .events = (short) ((want_read ? POLLIN : 0) | (pending || want_write ? POLLOUT : 0)) },
+        { .fd = c->fd,
+          .events = (short) ((want_read ? c->read_wait : 0) | (pending || want_write ? c->write_wait : 0)) },
         { .fd = c->efd, .events = POLLIN },
       };
       int timeout = idle_poll_timeout (c);
       if (timeout == 0)
         continue; /* the idle policy asked to close: GOAWAY first */
+      /* Bytes the transport has already taken off the socket (a TLS
+         record read whole, handed out in parts) never make it readable. */
+      bool buffered = want_read && c->transport && c->transport->pending (c->transport->ud);
+      if (buffered)
+        timeout = 0;
       if (poll (p, 2, timeout) < 0)
         {
           if (errno == EINTR)
@@ -1616,9 +1651,9 @@ grpc_conn_run (grpc_conn *c, ps_error **err)
           ssize_t r = read (c->efd, &v, sizeof v);
           (void) r;
         }
-      if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+      if (buffered || (p[0].revents & (c->read_wait | POLLHUP | POLLERR)))
         {
-          ssize_t r = read (c->fd, rbuf, sizeof rbuf);
+          ssize_t r = conn_read (c, rbuf, sizeof rbuf);
           if (r < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
           if (r < 0 && errno == ECONNRESET)
@@ -1978,13 +2013,14 @@ static pthread_cond_t servers_cond = PTHREAD_COND_INITIALIZER;
 static grpc_conn *servers;
 static bool servers_stopping;
 
-int
-grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
-            const struct grpc_service_table *services, ps_error **err)
+static int
+serve (int fd, const struct grpc_transport *transport, const void *extra_in, size_t extra_len, const char *label,
+       const struct grpc_service_table *services, ps_error **err)
 {
   grpc_conn *c = grpc_conn_new (fd, extra_in, extra_len, label, err);
   if (c == NULL)
     return -1;
+  c->transport = transport;
   c->server = true;
   c->kind = "grpc";
   c->services = services;
@@ -2014,6 +2050,20 @@ grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
     }
   grpc_conn_free (c);
   return r;
+}
+
+int
+grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
+            const struct grpc_service_table *services, ps_error **err)
+{
+  return serve (fd, NULL, extra_in, extra_len, label, services, err);
+}
+
+int
+grpc_serve_transport (int fd, const struct grpc_transport *transport, const char *label,
+                      const struct grpc_service_table *services, ps_error **err)
+{
+  return serve (fd, transport, NULL, 0, label, services, err);
 }
 
 void

@@ -228,6 +228,32 @@ struct grpc_service_table
 int grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
                 const struct grpc_service_table *services, ps_error **err);
 
+/* The byte stream of a connection when it is not the socket itself: TLS
+   (session/grpc_tls.h) on --buildkit-listen tcp://.  The I/O loop still
+   polls the socket, and the callbacks run on its thread only.  `ud` is
+   theirs and outlives the connection (the caller frees it after
+   grpc_serve_transport returns). */
+struct grpc_transport
+{
+  /* As read(2) and send(2) on the non-blocking socket: the bytes moved, 0
+     at the end of the stream (read), or -1 with errno: EAGAIN to be
+     retried once the socket is ready for *wait (set to POLLIN or POLLOUT:
+     TLS may have to write to read, or read to write), ECONNRESET or EPIPE
+     when the peer went away, anything else a failure.  A write retried
+     after EAGAIN is given the same bytes again (perhaps followed by more;
+     the buffer may have moved). */
+  ssize_t (*read) (void *ud, void *buf, size_t len, short *wait);
+  ssize_t (*write) (void *ud, const void *buf, size_t len, short *wait);
+  /* True when bytes already taken off the socket wait to be read: the
+     socket will not poll readable for them. */
+  bool (*pending) (void *ud);
+  void *ud;
+};
+
+/* grpc_serve with the bytes going through `transport`. */
+int grpc_serve_transport (int fd, const struct grpc_transport *transport, const char *label,
+                          const struct grpc_service_table *services, ps_error **err);
+
 /* At daemon shutdown: no new grpc_serve starts; those running say GOAWAY
    and end (their calls are cancelled).  Waits up to grace_ms for them. */
 void grpc_serve_shutdown (int grace_ms);

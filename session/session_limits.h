@@ -65,6 +65,17 @@
    stops pulling more from nghttp2 and waits for the socket to drain. */
 #define PS_GRPC_OUTPUT_HIGH_WATER (256 * 1024)
 
+/* How long a TLS client (--buildkit-listen tcp://) has for its handshake:
+   a peer that connects and says nothing (or dribbles) holds a connection
+   slot and a thread only this long.  A real client needs a round trip or
+   two; Go's gRPC server allows 120 s, which is long for a slot. */
+#define PS_GRPC_TLS_HANDSHAKE_MS (10 * 1000)
+
+/* After refusing a TLS handshake, how long we keep reading (and
+   dropping) what the client still sends, so that it reads our alert
+   before the close resets the connection. */
+#define PS_GRPC_TLS_LINGER_MS 1000
+
 /* Longest grpc-message we keep (the rest is cut): it ends up in an error
    line shown to a user. */
 #define PS_GRPC_MAX_STATUS_MESSAGE (16 * 1024)

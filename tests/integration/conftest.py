@@ -160,6 +160,13 @@ def ctx_server(tmp_path_factory):
     srv.close()
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A test CA with server and client certificates (lib.make_pki): the
+    TLS tests of --listen tcp:// and --buildkit-listen tcp://."""
+    return lib.make_pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
 def uniq():
     """A short random suffix so image names never collide between tests."""

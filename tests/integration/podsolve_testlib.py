@@ -104,6 +104,28 @@ def free_port():
         return s.getsockname()[1]
 
 
+def make_pki(d):
+    """Certificates made with the openssl CLI in directory d (a Path), for
+    the TLS tests: ca.pem (+ ca-key.pem), server.pem / server-key.pem
+    (SAN 127.0.0.1 and localhost, serverAuth), client.pem / client-key.pem
+    (clientAuth) both signed by the CA, and rogue.pem / rogue-key.pem, a
+    self-signed client certificate from no CA we trust.  Returns d."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=podsolve test CA")
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}-key.pem", "-out", f"{who}.csr",
+                "-subj", f"/CN={who}")
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+                "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue-key.pem", "-out", "rogue.pem",
+            "-days", "2", "-subj", "/CN=rogue")
+    return d
+
+
 def image_ref(tag):
     """The name a bare tag gets in storage (Docker's default registry)."""
     return f"docker.io/library/{tag}:latest"

@@ -375,7 +375,7 @@ def test_content_type_suffixes_are_grpc(bk_daemon):
     assert trailers == {"grpc-status": "0"}, (resp, trailers)
 
 
-def test_live_buildkit_socket_is_refused_and_tcp_is_a_usage_error(bk_daemon, tmp_path):
+def test_live_buildkit_socket_is_refused_and_tcp_without_tls_is_a_usage_error(bk_daemon, tmp_path):
     base = [lib.podsolved_path(), "--listen", f"unix://{tmp_path}/p.sock", "--state-dir", str(tmp_path / "state"),
             "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"), "--upstream", "none"]
     r = subprocess.run(base + ["--buildkit-listen", f"unix://{bk_daemon.buildkit_sock}"],
@@ -385,9 +385,13 @@ def test_live_buildkit_socket_is_refused_and_tcp_is_a_usage_error(bk_daemon, tmp
     # The live daemon's socket is untouched.
     with g.listen_channel(bk_daemon.buildkit_sock) as ch:
         assert serving(g.health_check(ch))
+    # tcp:// only with TLS (endpoints/test_grpc_tls.py serves it); other schemes never.
     r = subprocess.run(base + ["--buildkit-listen", "tcp://127.0.0.1:1234"], capture_output=True, text=True,
                        timeout=lib.scaled(30))
-    assert r.returncode == 2 and "use unix:///PATH" in r.stderr, r.stderr
+    assert r.returncode == 2 and "tcp:// is served only with TLS" in r.stderr, r.stderr
+    r = subprocess.run(base + ["--buildkit-listen", "http://127.0.0.1:1234"], capture_output=True, text=True,
+                       timeout=lib.scaled(30))
+    assert r.returncode == 2 and "use unix:///PATH or tcp://HOST:PORT" in r.stderr, r.stderr
 
 
 def test_sigterm_with_grpc_connections_open_stops_cleanly(spawn_daemon, tmp_path):

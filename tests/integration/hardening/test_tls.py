@@ -4,31 +4,8 @@ with a certificate signed by --tls-ca may use the API."""
 import os
 import subprocess
 
-import pytest
 
 import podsolve_testlib as lib
-
-
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca.pem",
-             "-days", "2", "-subj", "/CN=podsolve test CA", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for who in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}-key.pem", "-out", f"{who}.csr",
-                 "-subj", f"/CN={who}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
-                 "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext", cwd=d)
-    # a client certificate from another CA
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue-key.pem", "-out", "rogue.pem",
-             "-days", "2", "-subj", "/CN=rogue", cwd=d)
-    return d
 
 
 _free_port = lib.free_port
