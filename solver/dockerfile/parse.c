@@ -183,6 +183,26 @@ next_word (const char **s, char escape)
   return xstrndup (start, (size_t) (p - start));
 }
 
+/* A flag word as BuildKit's extractBuilderFlags keeps it: quotes
+   removed, an escaped character taken as itself (in place). */
+static void
+unquote (char *w, char escape)
+{
+  char *out = w, quote = 0;
+  for (const char *p = w; *p; p++)
+    {
+      if (*p == escape && p[1] != '\0' && quote != '\'')
+        *out++ = *++p;
+      else if (quote == 0 && (*p == '"' || *p == '\''))
+        quote = *p;
+      else if (quote != 0 && *p == quote)
+        quote = 0;
+      else
+        *out++ = *p;
+    }
+  *out = '\0';
+}
+
 /* BuildKit's extractBuilderFlags: the leading --name[=value] words; `--`
    alone ends them.  *rest points after them. */
 static void
@@ -204,6 +224,7 @@ split_flags (const char *args, char escape, struct df_instruction *in, const cha
           free (w);
           break;
         }
+      unquote (w, escape);
       char *eq = strchr (w + 2, '=');
       struct df_flag f = { xstrndup (w + 2, eq ? (size_t) (eq - w - 2) : strlen (w + 2)),
                            eq ? xstrdup (eq + 1) : NULL };

@@ -3,50 +3,58 @@
 #define _GNU_SOURCE
 #include "solver/dockerfile/scan.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common/limits.h"
 #include "solver/context.h"
+#include "solver/dockerfile/parse.h"
+
+/* The Dockerfile's structure, or NULL when it does not parse (the build
+   reports that itself). */
+static dockerfile *
+parse_quietly (const char *text)
+{
+  dockerfile *df = NULL;
+  ps_error *err = NULL;
+  if (dockerfile_parse (text, strlen (text), "Dockerfile", &df, &err) < 0)
+    {
+      ps_error_free (err);
+      return NULL;
+    }
+  return df;
+}
 
 bool
-dockerfile_from_images (const char *dockerfile, ps_strv *images)
+dockerfile_from_images (const char *text, ps_strv *images)
 {
-  cleanup_free char *copy = xstrdup (dockerfile);
+  cleanup_dockerfile dockerfile *df = parse_quietly (text);
+  if (df == NULL)
+    return false;
   ps_strv stages = { 0 };
   bool all_known = true;
-  char *save = NULL;
-  for (char *line = strtok_r (copy, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
+  for (size_t i = 0; i < df->n_insns; i++)
     {
-      while (isspace ((unsigned char) *line))
-        line++;
-      if (strncasecmp (line, "FROM", 4) != 0 || !isspace ((unsigned char) line[4]))
+      const struct df_instruction *in = &df->insns[i];
+      if (strcmp (in->keyword, "FROM") != 0)
         continue;
-      char *tsave = NULL, *image = NULL;
-      for (char *tok = strtok_r (line + 4, " \t\r", &tsave); tok; tok = strtok_r (NULL, " \t\r", &tsave))
-        {
-          if (ps_str_has_prefix (tok, "--"))
-            continue; /* --platform=... */
-          if (image == NULL)
-            image = tok;
-          else if (strcasecmp (tok, "AS") == 0)
-            {
-              char *stage = strtok_r (NULL, " \t\r", &tsave);
-              if (stage)
-                ps_strv_push (&stages, stage);
-              break;
-            }
-        }
+      /* FROM image [AS name]; the flags (--platform) are split off. */
+      cleanup_free char *args = xstrdup (in->args);
+      char *save = NULL;
+      char *image = strtok_r (args, " \t", &save);
+      char *as = image ? strtok_r (NULL, " \t", &save) : NULL;
+      char *stage = as && strcasecmp (as, "AS") == 0 ? strtok_r (NULL, " \t", &save) : NULL;
+      if (stage)
+        ps_strv_push (&stages, stage);
       if (image == NULL || strchr (image, '$'))
         {
           all_known = false;
           continue;
         }
       bool is_stage = strcmp (image, "scratch") == 0;
-      for (size_t i = 0; i < stages.n; i++)
-        is_stage |= strcasecmp (stages.v[i], image) == 0;
+      for (size_t k = 0; k < stages.n; k++)
+        is_stage |= strcasecmp (stages.v[k], image) == 0 && !(stage && k == stages.n - 1);
       if (!is_stage)
         ps_strv_push (images, image);
     }
@@ -63,59 +71,65 @@ push_once (ps_strv *v, const char *s)
   ps_strv_push (v, s);
 }
 
-/* Each --mount=... flag's spec up to white space or a line continuation;
-   the ids of those of type `type`.  A secret's id defaults to the base name
-   of target= / dst=, an ssh mount's to "default". */
+/* The ids of every RUN --mount of type `type` (each --mount flag a CSV of
+   key=value fields).  A secret's id defaults to the base name of target= /
+   dst=, an ssh mount's to "default". */
 static void
-mount_ids (const char *dockerfile, const char *type, ps_strv *ids)
+mount_ids (const char *text, const char *type, ps_strv *ids)
 {
+  cleanup_dockerfile dockerfile *df = parse_quietly (text);
+  if (df == NULL)
+    return;
   bool secret = strcmp (type, "secret") == 0;
-  for (const char *p = dockerfile; (p = strstr (p, "--mount=")) != NULL; p += 8)
-    {
-      const char *end = p + 8 + strcspn (p + 8, " \t\n\\");
-      cleanup_free char *spec = xstrndup (p + 8, (size_t) (end - p - 8));
-      cleanup_free char *id = NULL;
-      bool typed = false;
-      char *save = NULL;
-      for (char *f = strtok_r (spec, ",", &save); f; f = strtok_r (NULL, ",", &save))
-        {
-          if (ps_str_has_prefix (f, "type="))
-            typed = strcmp (f + 5, type) == 0;
-          else if (ps_str_has_prefix (f, "id="))
-            {
-              free (id);
-              id = xstrdup (f + 3);
-            }
-          else if (secret && id == NULL && (ps_str_has_prefix (f, "target=") || ps_str_has_prefix (f, "dst=")))
-            {
-              const char *t = strchr (f, '=') + 1;
-              const char *base = strrchr (t, '/');
-              id = xstrdup (base ? base + 1 : t);
-            }
-        }
-      if (!typed)
-        continue;
-      if (!secret && (id == NULL || *id == '\0'))
-        {
-          free (id);
-          id = xstrdup ("default");
-        }
-      if (id == NULL || *id == '\0' || strchr (id, '/'))
-        continue;
-      push_once (ids, id);
-    }
+  for (size_t i = 0; i < df->n_insns; i++)
+    for (size_t m = 0; m < df->insns[i].n_flags; m++)
+      {
+        const struct df_flag *f = &df->insns[i].flags[m];
+        if (strcmp (df->insns[i].keyword, "RUN") != 0 || strcmp (f->name, "mount") != 0 || f->value == NULL)
+          continue;
+        cleanup_free char *spec = xstrdup (f->value);
+        cleanup_free char *id = NULL;
+        bool typed = false;
+        char *save = NULL;
+        for (char *kv = strtok_r (spec, ",", &save); kv; kv = strtok_r (NULL, ",", &save))
+          {
+            if (ps_str_has_prefix (kv, "type="))
+              typed = strcmp (kv + 5, type) == 0;
+            else if (ps_str_has_prefix (kv, "id="))
+              {
+                free (id);
+                id = xstrdup (kv + 3);
+              }
+            else if (secret && id == NULL && (ps_str_has_prefix (kv, "target=") || ps_str_has_prefix (kv, "dst=")))
+              {
+                const char *t = strchr (kv, '=') + 1;
+                const char *base = strrchr (t, '/');
+                id = xstrdup (base ? base + 1 : t);
+              }
+          }
+        if (!typed)
+          continue;
+        if (!secret && (id == NULL || *id == '\0'))
+          {
+            free (id);
+            id = xstrdup ("default");
+          }
+        if (id == NULL || *id == '\0' || strchr (id, '/'))
+          continue;
+        push_once (ids, id);
+      }
 }
 
 void
-dockerfile_secret_ids (const char *dockerfile, ps_strv *ids)
+dockerfile_secret_ids (const char *text, ps_strv *ids)
 {
-  mount_ids (dockerfile, "secret", ids);
+  mount_ids (text, "secret", ids);
 }
 
 void
-dockerfile_ssh_ids (const char *dockerfile, ps_strv *ids)
+dockerfile_ssh_ids (const char *text, ps_strv *ids)
 {
-  mount_ids (dockerfile, "ssh", ids);
+  mount_ids (text, "ssh", ids);
 }
 
 /* ---- the Dockerfile loader ----------------------------------------------------------- */

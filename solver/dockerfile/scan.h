@@ -1,8 +1,10 @@
 /* scan.h — the Dockerfile loader (find, read, hash) and what the daemon reads out of a Dockerfile's text before buildah
  * sees it: the base images its FROM lines name (registry credentials, the
  * result cache's key) and the secrets and ssh agents its RUN --mount flags
- * ask for (from the client's session).  A light line scan, not a Dockerfile parser:
- * buildah parses the file for real and reports its errors itself. */
+ * ask for (from the client's session), read through the Dockerfile parser
+ * (parse.h), so continuations, comments, heredoc bodies and quoted flag
+ * values are what BuildKit would make of them.  A Dockerfile that does not
+ * parse yields nothing here: the build reports why. */
 #ifndef SOLVER_DOCKERFILE_SCAN_H
 #define SOLVER_DOCKERFILE_SCAN_H
 

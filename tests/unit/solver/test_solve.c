@@ -214,6 +214,15 @@ START_TEST (dockerfile_secret_ids_from_run_mounts)
   ps_strv_free (&ids);
   dockerfile_secret_ids ("FROM alpine\nRUN true\n", &ids);
   ck_assert_uint_eq (ids.n, 0);
+  /* Read as BuildKit does: not in a heredoc body, the command or a
+     comment; a quoted flag value unquoted. */
+  dockerfile_secret_ids ("FROM alpine\nRUN <<EOF\nRUN --mount=type=secret,id=body true\nEOF\n"
+                         "RUN echo --mount=type=secret,id=cmd\n"
+                         "# RUN --mount=type=secret,id=comment true\n"
+                         "RUN --mount=\"type=secret,id=quoted\" true\n", &ids);
+  ck_assert_uint_eq (ids.n, 1);
+  ck_assert_str_eq (ids.v[0], "quoted");
+  ps_strv_free (&ids);
 }
 END_TEST
 
