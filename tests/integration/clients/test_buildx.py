@@ -409,6 +409,30 @@ def test_buildx_ssh_mounts_of_stages_not_built_need_no_agent(daemon, go_clients,
     assert daemon.image_file(image_ref(name), "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
 
 
+def ctrl_c_buildx(go_clients, env, ctx, log, args, running_when, token):
+    """Start `docker buildx build --progress=plain --no-cache ARGS .` in its
+    own process group, wait until `running_when` is in its output and the
+    RUN `sleep 120 && echo TOKEN` runs, then SIGINT the group (Ctrl-C).
+    Returns (exit status, output); the RUN must be gone afterwards."""
+    with open(log, "wb") as f:
+        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", *args, "."],
+                             cwd=ctx, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert lib.wait_for(lambda: running_when in log.read_text(errors="replace"), 60), \
+            log.read_text(errors="replace")
+        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
+        os.killpg(p.pid, signal.SIGINT)
+        rc = p.wait(lib.scaled(20))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    text = log.read_text(errors="replace")
+    assert rc != 0, text
+    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
+    return rc, text
+
+
 def test_buildx_ctrl_c_during_an_ssh_run_stops_the_forwarding(daemon, go_clients, ssh_agent, tmp_path, uniq):
     """Ctrl-C while a `RUN --mount=type=ssh` sleeps (buildah holds a
     connection to the forwarded socket meanwhile): buildx exits cancelled,
@@ -419,24 +443,9 @@ def test_buildx_ctrl_c_during_an_ssh_run_stops_the_forwarding(daemon, go_clients
     before = len(daemon.working_containers())
     shm_before = {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")}
     env = {**go_clients.env(daemon), "SSH_AUTH_SOCK": ssh_agent.sock}
-    out = tmp_path / "buildx.log"
-    with open(out, "wb") as f:
-        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "--ssh", "default",
-                              "."], cwd=ctx, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        # the key's line: the agent answered through the forwarded socket
-        assert lib.wait_for(lambda: f"key: {ssh_agent.comment}" in out.read_text(errors="replace"), 60), \
-            out.read_text(errors="replace")
-        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
-        os.killpg(p.pid, signal.SIGINT)
-        rc = p.wait(lib.scaled(20))
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    text = out.read_text(errors="replace")
-    assert rc != 0, text
-    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
+    # the key's line: the agent answered through the forwarded socket
+    ctrl_c_buildx(go_clients, env, ctx, tmp_path / "buildx.log", ["--ssh", "default"], f"key: {ssh_agent.comment}",
+                  token)
     assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
     assert lib.wait_for(lambda: not {p for p in os.listdir("/dev/shm") if p.startswith("podsolve-ssh-")} - shm_before,
                         20), os.listdir("/dev/shm")
@@ -489,25 +498,9 @@ def test_buildx_ctrl_c_cancels_the_build(daemon, go_clients, tmp_path, uniq):
         f"FROM {BASE_IMAGE}",
         f"RUN echo started-{token} && sleep 120 && echo {token}")})
     before = len(daemon.working_containers())
-    out = tmp_path / "buildx.log"
-    with open(out, "wb") as f:
-        p = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "."],
-                             cwd=ctx, env=go_clients.env(daemon), stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    try:
-        assert lib.wait_for(lambda: f"started-{token}" in out.read_text(errors="replace"), 60), \
-            out.read_text(errors="replace")
-        assert lib.wait_for(lambda: lib.running(f"sleep 120 && echo {token}"), 20), "the RUN is not running"
-        os.killpg(p.pid, signal.SIGINT)
-        rc = p.wait(lib.scaled(20))
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    text = out.read_text(errors="replace")
-    assert rc != 0, text
+    _, text = ctrl_c_buildx(go_clients, go_clients.env(daemon), ctx, tmp_path / "buildx.log", [],
+                            f"started-{token}", token)
     assert re.search(r"cancel", text, re.I), text
-    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20), lib.running(token)
     assert lib.wait_for(lambda: len(daemon.working_containers()) <= before, 20), daemon.working_containers()
     assert daemon.alive()
 
