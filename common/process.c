@@ -58,8 +58,15 @@ ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err)
 int
 ps_child_spawn_env (char *const *argv, char *const *extra_env, struct ps_child *child, ps_error **err)
 {
+  return ps_child_spawn_stdio (argv, extra_env, -1, child, err);
+}
+
+int
+ps_child_spawn_stdio (char *const *argv, char *const *extra_env, int stdio_fd, struct ps_child *child,
+                      ps_error **err)
+{
   int out[2] = { -1, -1 }, errp[2] = { -1, -1 };
-  if (pipe2 (out, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
+  if ((stdio_fd < 0 && pipe2 (out, O_CLOEXEC) < 0) || pipe2 (errp, O_CLOEXEC) < 0)
     {
       int e = errno;
       if (out[0] >= 0)
@@ -90,8 +97,8 @@ ps_child_spawn_env (char *const *argv, char *const *extra_env, struct ps_child *
       setpgid (0, 0);
       for (int sig = 1; sig < NSIG; sig++)
         signal (sig, SIG_DFL);
-      dup2 (devnull, 0);
-      dup2 (out[1], 1);
+      dup2 (stdio_fd >= 0 ? stdio_fd : devnull, 0);
+      dup2 (stdio_fd >= 0 ? stdio_fd : out[1], 1);
       dup2 (errp[1], 2);
       sigset_t none;
       sigemptyset (&none);
@@ -103,11 +110,13 @@ ps_child_spawn_env (char *const *argv, char *const *extra_env, struct ps_child *
   pthread_sigmask (SIG_SETMASK, &old, NULL);
   if (devnull >= 0)
     close (devnull);
-  close (out[1]);
+  if (out[1] >= 0)
+    close (out[1]);
   close (errp[1]);
   if (pid < 0)
     {
-      close (out[0]);
+      if (out[0] >= 0)
+        close (out[0]);
       close (errp[0]);
       return ps_error_set_errno (err, 500, fork_errno, "cannot run %s", argv[0]);
     }

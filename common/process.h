@@ -20,6 +20,11 @@ int ps_child_spawn (char *const *argv, struct ps_child *child, ps_error **err);
 /* The same with "NAME=value" entries added to (or replacing in) the
    daemon's environment; `env` may be NULL. */
 int ps_child_spawn_env (char *const *argv, char *const *env, struct ps_child *child, ps_error **err);
+/* The same with the child's stdin and stdout both on `stdio_fd` (a
+   connected socket the child speaks a protocol over; the caller keeps its
+   own copy) when it is >= 0: child->out_fd is then -1. */
+int ps_child_spawn_stdio (char *const *argv, char *const *env, int stdio_fd, struct ps_child *child,
+                          ps_error **err);
 /* Wait for the child; returns its exit status (128+signal if killed). */
 int ps_child_wait (struct ps_child *child);
 /* Ask the child to stop (SIGTERM to the leader: inside a RUN step buildah

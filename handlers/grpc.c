@@ -126,6 +126,24 @@ services_build (void)
   services.n = n;
 }
 
+/* What a frontend container's stdio is served: LLBBridge (and health), never
+   Control: a frontend drives its own build and nothing else. */
+static struct grpc_service_table frontend_services;
+static pthread_once_t frontend_services_once = PTHREAD_ONCE_INIT;
+
+static void
+frontend_services_build (void)
+{
+  size_t n = base_n_methods + grpc_bridge_n_methods, k = 0;
+  struct grpc_method *m = xcalloc (n, sizeof *m);
+  for (size_t j = 0; j < base_n_methods; j++)
+    m[k++] = base_methods[j];
+  for (size_t j = 0; j < grpc_bridge_n_methods; j++)
+    m[k++] = grpc_bridge_methods[j];
+  frontend_services.methods = m;
+  frontend_services.n = n;
+}
+
 /* ---- connections ------------------------------------------------------------------ */
 
 struct grpc_thread
@@ -164,6 +182,16 @@ handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const 
 {
   cleanup_free char *label = connection_label (origin);
   serve_logged (fd, transport, NULL, 0, label);
+}
+
+void
+handlers_grpc_serve_frontend (int fd, const char *build_id, const char *origin)
+{
+  pthread_once (&frontend_services_once, frontend_services_build);
+  cleanup_free char *label = connection_label (origin);
+  cleanup_error ps_error *err = NULL;
+  if (grpc_serve_tagged (fd, label, &frontend_services, build_id, &err) < 0)
+    ps_info ("%s", err->msg);
 }
 
 /* The threads of handlers_grpc_serve until their `release` has run: an

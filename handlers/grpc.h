@@ -34,4 +34,10 @@ void handlers_grpc_shutdown (int grace_ms);
    (TLS: session/grpc_tls.h; NULL: the socket itself). */
 void handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const char *origin);
 
+/* Serve LLBBridge to a gateway frontend over `fd` (its container's stdin
+   and stdout) until it goes away, every call belonging to build
+   `build_id` (solver/gateway_image.c; the hook gateway_set_bridge_server
+   takes). */
+void handlers_grpc_serve_frontend (int fd, const char *build_id, const char *origin);
+
 #endif

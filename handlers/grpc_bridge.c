@@ -31,12 +31,23 @@ static const char *const frontend_caps[] = {
 };
 
 /* The LLB the engine (solver/llb/) runs (solver/pb/caps.go); ssh mounts
-   forward the client's agent (solver/llb/exec.c, session/sshforward.c). */
+   forward the client's agent (solver/llb/exec.c, session/sshforward.c).
+   Hints the engine may ignore without changing a result are claimed too
+   (local sources' sharedkeyhint, differ and unique; meta.exportcache),
+   since BuildKit's llb package refuses to marshal an op whose options
+   name a cap the daemon lacks. */
 static const char *const llb_caps[] = {
-  "source.image",     "source.local",     "source.git",        "source.http",      "exec.meta.base",
-  "exec.meta.network", "exec.mount.bind",  "exec.mount.cache",  "exec.mount.cache.sharing", "exec.mount.selector",
-  "exec.mount.tmpfs", "exec.mount.secret", "exec.mount.ssh", "file.base",        "constraints",
-  "platform",         "meta.ignorecache", "meta.description",  "mergeop",          "diffop",
+  "source.image",  "source.image.resolvemode", "source.local", "source.local.unique", "source.local.sessionid",
+  "source.local.includepatterns", "source.local.followpaths", "source.local.excludepatterns",
+  "source.local.sharedkeyhint", "source.local.differ", "source.git", "source.git.keepgitdir", "source.git.fullurl",
+  "source.git.skipsubmodules", "source.git.checksum", "source.http", "source.http.checksum", "source.http.perm",
+  "soruce.http.uidgid", /* sic: BuildKit's spelling */
+  "exec.meta.base", "exec.meta.network", "exec.meta.proxyenv", "exec.meta.security", "exec.meta.ulimit",
+  "exec.mount.bind", "exec.mount.bind.readwrite-nooutput", "exec.mount.cache", "exec.mount.cache.sharing",
+  "exec.mount.selector", "exec.mount.tmpfs", "exec.mount.tmpfs.size", "exec.mount.secret", "exec.mount.ssh",
+  "exec.validexitcode", "file.base", "file.rm.wildcard", "file.copy.includeexcludepatterns",
+  "file.copy.modestring", "file.copy.alwaysreplaceexistingdestpaths", "file.symlink.create", "constraints",
+  "platform", "meta.ignorecache", "meta.description", "meta.exportcache", "mergeop", "diffop",
 };
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -63,11 +74,14 @@ recv_request (grpc_call *call, const ProtobufCMessageDescriptor *d)
 }
 
 /* The build the call belongs to (waits for it as BuildKit does), or NULL
-   when the call was finished here. */
+   when the call was finished here.  A frontend container's stdio
+   connection serves one build, its tag (its calls carry no metadata: in
+   BuildKit the llbBridgeForwarder is one per frontend). */
 static gateway_build *
 call_build (grpc_call *call)
 {
-  const char *id = grpc_call_metadata (call, BUILD_ID_KEY);
+  const char *bound = grpc_call_tag (call);
+  const char *id = bound ? bound : grpc_call_metadata (call, BUILD_ID_KEY);
   if (id == NULL || *id == '\0')
     {
       grpc_call_finish (call, GRPC_STATUS_INVALID_ARGUMENT, "no " BUILD_ID_KEY " metadata: LLBBridge calls belong "

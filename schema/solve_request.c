@@ -98,7 +98,7 @@ static const char *const registry_cache_attrs[] = { "ref", "mode", "registry.ins
 static const char *const local_import_attrs[] = { "src", NULL };
 static const char *const local_export_attrs[] = { "dest", "mode", NULL };
 static const char *const entitlements[] = { "network.host", "security.insecure", NULL };
-static const char *const frontends[] = { "dockerfile.v0", NULL };
+static const char *const frontends[] = { "dockerfile.v0", "gateway.v0", NULL };
 static const char *const top_keys[] = { "ref",     "frontend",     "frontendAttrs", "definition", "exporters",
                                         "cache",   "session",      "entitlements",  "detach",     NULL };
 
@@ -229,7 +229,7 @@ parse_request (const cJSON *root, bool definition_part, struct solve_request *r,
   if (fe && !cJSON_IsNull (fe) && !(cJSON_IsString (fe) && fe->valuestring[0] == '\0'))
     {
       if (!cJSON_IsString (fe) || !in_list (fe->valuestring, frontends))
-        return ps_error_set (err, 400, "frontend: %s%s%s is not supported (supported: dockerfile.v0, or a \"definition\")",
+        return ps_error_set (err, 400, "frontend: %s%s%s is not supported (supported: dockerfile.v0, gateway.v0, or a \"definition\")",
                              cJSON_IsString (fe) ? "\"" : "", cJSON_IsString (fe) ? fe->valuestring : "a non-string value",
                              cJSON_IsString (fe) ? "\"" : "");
       r->frontend = xstrdup (fe->valuestring);
@@ -243,7 +243,7 @@ parse_request (const cJSON *root, bool definition_part, struct solve_request *r,
   if (r->frontend && r->has_definition)
     return ps_error_set (err, 400, "frontend and definition are mutually exclusive");
   if (r->frontend == NULL && !r->has_definition)
-    return ps_error_set (err, 400, "frontend: missing (supported: dockerfile.v0, or give a \"definition\")");
+    return ps_error_set (err, 400, "frontend: missing (supported: dockerfile.v0, gateway.v0, or give a \"definition\")");
   if (parse_attrs (cJSON_GetObjectItemCaseSensitive (root, "frontendAttrs"), "frontendAttrs", &r->frontend_attrs, err) < 0)
     return -1;
   if (parse_typed_list (cJSON_GetObjectItemCaseSensitive (root, "exporters"), "exporters", true, false,

@@ -78,6 +78,9 @@ usage (FILE *f)
          "  --buildkit-tlscacert FILE  require client certificates signed by this CA on\n"
          "                          --buildkit-listen tcp:// (mutual TLS, as buildkitd --tlscacert)\n"
          "  --no-grpc               pass POST /grpc to the upstream instead of serving it\n"
+         "  --dockerfile-frontend buildah|IMAGE  the Dockerfile dialect of BuildKit-mode builds\n"
+         "                          without a `# syntax=` line: buildah's (default), or the\n"
+         "                          gateway frontend IMAGE (e.g. docker.io/docker/dockerfile:1)\n"
          "  --log-level LEVEL       error, warn, info (default) or debug\n"
          "  --help, --version\n",
          f);
@@ -117,6 +120,7 @@ enum
   OPT_BUILDKIT_TLSKEY,
   OPT_BUILDKIT_TLSCACERT,
   OPT_NO_GRPC,
+  OPT_DOCKERFILE_FRONTEND,
 };
 
 static int
@@ -183,6 +187,7 @@ config_parse (int argc, char **argv, ps_error **err)
     { "buildkit-tlskey", required_argument, NULL, OPT_BUILDKIT_TLSKEY },
     { "buildkit-tlscacert", required_argument, NULL, OPT_BUILDKIT_TLSCACERT },
     { "no-grpc", no_argument, NULL, OPT_NO_GRPC },
+    { "dockerfile-frontend", required_argument, NULL, OPT_DOCKERFILE_FRONTEND },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -323,6 +328,12 @@ config_parse (int argc, char **argv, ps_error **err)
         case OPT_BUILDKIT_TLSCACERT:
           free (ps_cfg.buildkit_tls_ca);
           ps_cfg.buildkit_tls_ca = xstrdup (optarg);
+          break;
+        case OPT_DOCKERFILE_FRONTEND:
+          if (*optarg == '\0')
+            return ps_error_set (err, 400, "--dockerfile-frontend: give buildah or an image");
+          free (ps_cfg.dockerfile_frontend);
+          ps_cfg.dockerfile_frontend = xstrdup (optarg);
           break;
         case OPT_NO_GRPC:
           ps_cfg.no_grpc = true;

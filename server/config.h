@@ -36,6 +36,7 @@ struct ps_config
   ps_strv buildkit_listen;  /* --buildkit-listen: unix:///PATH, tcp://HOST:PORT sockets serving gRPC (BuildKit's API) */
   char *buildkit_tls_cert, *buildkit_tls_key; /* TLS for the tcp:// ones (required there) */
   char *buildkit_tls_ca;    /* clients of the tcp:// ones need a certificate it signed */
+  char *dockerfile_frontend; /* --dockerfile-frontend: NULL or "buildah", or a frontend image */
   bool no_grpc;             /* --no-grpc: POST /grpc goes to the upstream */
 };
 

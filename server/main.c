@@ -18,6 +18,8 @@
 #include "common/log.h"
 #include "handlers/grpc.h"
 #include "server/buildkit_listen.h"
+#include "solver/gateway.h"
+#include "solver/gateway_image.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "server/listen.h"
@@ -199,6 +201,13 @@ main (int argc, char **argv)
   orphans_recover (ps_cfg.state_dir);
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
+  /* Gateway frontends: run from images by the solver, served LLBBridge
+     over their stdio by the gRPC handlers. */
+  gateway_image_init ();
+  gateway_set_bridge_server (handlers_grpc_serve_frontend);
+  frontend_image_set_dockerfile_default (ps_cfg.dockerfile_frontend);
+  if (frontend_image_dockerfile_default ())
+    ps_info ("Dockerfiles without a syntax line are built by the frontend %s", frontend_image_dockerfile_default ());
   session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
 

@@ -116,6 +116,7 @@ struct grpc_conn
   const char *kind; /* "session" (client role) or "grpc" (server): log and error prefix */
   bool server;
   const struct grpc_service_table *services;
+  char *tag; /* grpc_serve_tagged's, for its calls (grpc_call_tag) */
   grpc_conn *srv_prev, *srv_next; /* the running servers (grpc_serve_shutdown) */
   /* The bytes go through this when set (TLS), else straight to fd. */
   const struct grpc_transport *transport;
@@ -277,6 +278,7 @@ conn_unref (grpc_conn *c)
     close (c->efd);
   pthread_mutex_destroy (&c->mu);
   free (c->label);
+  free (c->tag);
   free (c->dead_reason);
   free (c->h2_error);
   free (c->goaway_text);
@@ -2015,11 +2017,12 @@ static bool servers_stopping;
 
 static int
 serve (int fd, const struct grpc_transport *transport, const void *extra_in, size_t extra_len, const char *label,
-       const struct grpc_service_table *services, ps_error **err)
+       const struct grpc_service_table *services, const char *tag, ps_error **err)
 {
   grpc_conn *c = grpc_conn_new (fd, extra_in, extra_len, label, err);
   if (c == NULL)
     return -1;
+  c->tag = tag ? xstrdup (tag) : NULL;
   c->transport = transport;
   c->server = true;
   c->kind = "grpc";
@@ -2056,14 +2059,27 @@ int
 grpc_serve (int fd, const void *extra_in, size_t extra_len, const char *label,
             const struct grpc_service_table *services, ps_error **err)
 {
-  return serve (fd, NULL, extra_in, extra_len, label, services, err);
+  return serve (fd, NULL, extra_in, extra_len, label, services, NULL, err);
 }
 
 int
 grpc_serve_transport (int fd, const struct grpc_transport *transport, const char *label,
                       const struct grpc_service_table *services, ps_error **err)
 {
-  return serve (fd, transport, NULL, 0, label, services, err);
+  return serve (fd, transport, NULL, 0, label, services, NULL, err);
+}
+
+int
+grpc_serve_tagged (int fd, const char *label, const struct grpc_service_table *services, const char *tag,
+                   ps_error **err)
+{
+  return serve (fd, NULL, NULL, 0, label, services, tag, err);
+}
+
+const char *
+grpc_call_tag (grpc_call *call)
+{
+  return call->conn->tag;
 }
 
 void

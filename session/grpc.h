@@ -254,6 +254,13 @@ struct grpc_transport
 int grpc_serve_transport (int fd, const struct grpc_transport *transport, const char *label,
                           const struct grpc_service_table *services, ps_error **err);
 
+/* grpc_serve (nothing read yet) for a connection that belongs to one
+   thing, `tag` (copied): its calls find it with grpc_call_tag.  A frontend
+   container's stdio is such a connection: its LLBBridge calls carry no
+   build id, the connection is the build's. */
+int grpc_serve_tagged (int fd, const char *label, const struct grpc_service_table *services, const char *tag,
+                       ps_error **err);
+
 /* At daemon shutdown: no new grpc_serve starts; those running say GOAWAY
    and end (their calls are cancelled).  Waits up to grace_ms for them. */
 void grpc_serve_shutdown (int grace_ms);
@@ -266,6 +273,8 @@ size_t grpc_server_handlers_running (void);
 const char *grpc_call_path (grpc_call *call);
 /* The first value of request metadata `key` (lower case), or NULL. */
 const char *grpc_call_metadata (grpc_call *call, const char *key);
+/* The tag of the call's connection (grpc_serve_tagged), or NULL. */
+const char *grpc_call_tag (grpc_call *call);
 /* Every value of `key`, in order: returns the count, *values borrowed. */
 size_t grpc_call_metadata_all (grpc_call *call, const char *key, const char ***values);
 /* End the call: trailers grpc-status (+ grpc-message when non-OK,

@@ -20,6 +20,7 @@
 #include "schema/control_request.h"
 #include "session/filesend.h"
 #include "solver/buildah.h"
+#include "solver/frontend_image.h"
 #include "solver/image_config.h"
 #include "solver/solve.h"
 
@@ -68,11 +69,15 @@ struct gateway_build
   size_t n_inputs;
   struct solve_cache_entry *cache_imports, *cache_exports;
   size_t n_cache_imports, n_cache_exports;
+  struct solve_source *sources;
+  size_t n_sources;
+  int64_t last_call_ns;     /* under registry_lock: when a call last began or ended */
 
   struct gateway_task *queue, *queue_tail;
   struct gateway_ref **refs;
   size_t n_refs;
   unsigned n_solves;
+  unsigned n_requested; /* LLBBridge.Solve calls taken (GATEWAY_MAX_SOLVES) */
   bool returned;
   bool finished; /* gateway_solve_run left: no more solves */
   char *return_ref;
@@ -164,6 +169,12 @@ build_free (struct gateway_build *b)
   free (b->inputs);
   caches_free (b->cache_imports, b->n_cache_imports);
   caches_free (b->cache_exports, b->n_cache_exports);
+  for (size_t i = 0; i < b->n_sources; i++)
+    {
+      free (b->sources[i].name);
+      free (b->sources[i].dir);
+    }
+  free (b->sources);
   if (b->job)
     solver_job_unref (b->job);
   ps_strv_free (&b->entitlements);
@@ -188,6 +199,7 @@ gateway_build_unref (gateway_build *b)
     return;
   pthread_mutex_lock (&registry_lock);
   bool last = --b->refcount == 0;
+  b->last_call_ns = ps_now_ns ();
   pthread_mutex_unlock (&registry_lock);
   if (last)
     build_free (b);
@@ -206,6 +218,7 @@ gateway_build_lookup (const char *build_id, int wait_ms)
         if (strcmp (b->id, build_id) == 0)
           {
             b->refcount++;
+            b->last_call_ns = ps_now_ns ();
             pthread_mutex_unlock (&registry_lock);
             return b;
           }
@@ -282,12 +295,48 @@ run_task (gateway_build *b, struct gateway_task *t, char **image, ps_error **err
     return -1;
   struct solve_env env = {
     .job_dir = dir,
+    .sources = b->sources,
+    .n_sources = b->n_sources,
     .authfile = b->authfile,
     .state_dir = b->state_dir,
     .max_context_bytes = b->max_context_bytes,
     .definition = t->definition,
     .definition_len = t->definition_len,
   };
+  if (t->req.frontend && strcmp (t->req.frontend, "gateway.v0") == 0)
+    {
+      /* A nested frontend: its image gets the opts but "source", the
+         build's sources, session and caches. */
+      const struct solve_attrs *a = &t->req.frontend_attrs;
+      struct solve_attrs opts = { xcalloc (2 * a->n + 1, sizeof (char *)), 0 };
+      for (size_t i = 0; i < a->n; i++)
+        if (strcmp (a->kv[2 * i], "source") != 0)
+          {
+            opts.kv[2 * opts.n] = a->kv[2 * i];
+            opts.kv[2 * opts.n + 1] = a->kv[2 * i + 1];
+            opts.n++;
+          }
+      struct frontend_image_req fr = {
+        .image = solve_attrs_get (a, "source"),
+        .resolve_mode = solve_attrs_get (a, "image-resolve-mode"),
+        .opts = &opts,
+        .sources = b->sources,
+        .n_sources = b->n_sources,
+        .session = t->req.source_session ? t->req.source_session : b->session,
+        .entitlements = &b->entitlements,
+        .job_dir = dir,
+        .authfile = b->authfile,
+        .state_dir = b->state_dir,
+        .max_context_bytes = b->max_context_bytes,
+        .cache_imports = b->cache_imports,
+        .n_cache_imports = b->n_cache_imports,
+        .cache_exports = b->cache_exports,
+        .n_cache_exports = b->n_cache_exports,
+      };
+      int r = frontend_image_run (b->job, &fr, image, err);
+      free (opts.kv);
+      return r;
+    }
   if (t->req.frontend)
     {
       caches_append (&t->req.cache_imports, &t->req.n_cache_imports, b->cache_imports, b->n_cache_imports);
@@ -407,6 +456,15 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
   b->n_cache_imports = opts->n_cache_imports;
   b->cache_exports = caches_copy (opts->cache_exports, opts->n_cache_exports);
   b->n_cache_exports = opts->n_cache_exports;
+  b->sources = xcalloc (opts->n_sources + 1, sizeof *b->sources);
+  for (size_t i = 0; i < opts->n_sources; i++)
+    {
+      b->sources[i].name = xstrdup (opts->sources[i].name);
+      b->sources[i].dir = xstrdup (opts->sources[i].dir);
+      b->sources[i].bytes = opts->sources[i].bytes;
+    }
+  b->n_sources = opts->n_sources;
+  b->last_call_ns = ps_now_ns ();
 
   pthread_mutex_lock (&registry_lock);
   for (struct gateway_build *o = registry; o; o = o->next)
@@ -434,6 +492,34 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
           ret = ps_error_set (err, 499, "build %s cancelled", build_id);
           break;
         }
+      if (b->queue == NULL && opts->alive)
+        {
+          pthread_mutex_unlock (&b->lock);
+          ps_error *aerr = NULL;
+          int alive = opts->alive (opts->alive_ud, &aerr);
+          pthread_mutex_lock (&b->lock);
+          if (alive < 0 && !b->returned && b->queue == NULL)
+            {
+              *err = aerr;
+              ret = -1;
+              break;
+            }
+          ps_error_free (aerr);
+          if (b->returned)
+            break;
+        }
+      if (b->queue == NULL && opts->idle_ms > 0)
+        {
+          pthread_mutex_lock (&registry_lock);
+          bool idle = b->refcount == 1 && ps_now_ns () - b->last_call_ns > (int64_t) opts->idle_ms * 1000000;
+          pthread_mutex_unlock (&registry_lock);
+          if (idle)
+            {
+              ret = ps_error_set (err, 504, "the frontend made no call for %d s and returned no result",
+                                  opts->idle_ms / 1000);
+              break;
+            }
+        }
       if (b->queue)
         {
           struct gateway_task *t = b->queue;
@@ -455,6 +541,9 @@ gateway_solve_run (const char *build_id, const struct gateway_build_opts *opts, 
           if (t->abandoned)
             task_free (t);
           pthread_cond_broadcast (&b->cond);
+          pthread_mutex_lock (&registry_lock);
+          b->last_call_ns = ps_now_ns ();
+          pthread_mutex_unlock (&registry_lock);
           continue;
         }
       struct timespec ts = ps_deadline_after_ms (CLOCK_REALTIME, GATEWAY_POLL_MS);
@@ -613,9 +702,12 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
   bool frontend = req->frontend && *req->frontend;
   if (frontend && req->definition_len)
     return ps_error_set (err, 400, "SolveRequest: Definition and Frontend are exclusive");
-  if (frontend && strcmp (req->frontend, "dockerfile.v0") != 0)
-    return ps_error_set (err, 400, "SolveRequest.Frontend: \"%s\" is not supported (supported: dockerfile.v0)",
-                         req->frontend);
+  bool gateway = frontend && strcmp (req->frontend, "gateway.v0") == 0;
+  if (frontend && !gateway && strcmp (req->frontend, "dockerfile.v0") != 0)
+    return ps_error_set (err, 400, "SolveRequest.Frontend: \"%s\" is not supported (supported: dockerfile.v0, "
+                                   "gateway.v0)", req->frontend);
+  if (gateway && !(req->frontend_opt && solve_attrs_get (req->frontend_opt, "source") && *solve_attrs_get (req->frontend_opt, "source")))
+    return ps_error_set (err, 400, "SolveRequest.FrontendOpt: gateway.v0 needs \"source\", the frontend image");
   if (!frontend && req->definition_len == 0)
     return 0; /* nothing to solve: an empty result (BuildKit does the same) */
 
@@ -648,6 +740,12 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
       pthread_mutex_unlock (&b->lock);
       task_free (t);
       return ps_error_set (err, 409, "build %s has ended", b->id);
+    }
+  if (++b->n_requested > GATEWAY_MAX_SOLVES)
+    {
+      pthread_mutex_unlock (&b->lock);
+      task_free (t);
+      return ps_error_set (err, 413, "build %s: more than %d solves asked for", b->id, GATEWAY_MAX_SOLVES);
     }
   if (b->queue_tail)
     b->queue_tail->next = t;
@@ -977,4 +1075,20 @@ gateway_resolve_image_config (gateway_build *b, const char *ref, const char *mod
   const cJSON *d = cJSON_GetObjectItemCaseSensitive (root, "FromImageDigest");
   *digest = xstrdup (cJSON_IsString (d) ? d->valuestring : "");
   return 0;
+}
+
+/* ---- the frontend stdio server ---------------------------------------------------- */
+
+static gateway_bridge_serve_fn bridge_server;
+
+void
+gateway_set_bridge_server (gateway_bridge_serve_fn fn)
+{
+  bridge_server = fn;
+}
+
+gateway_bridge_serve_fn
+gateway_bridge_server (void)
+{
+  return bridge_server;
 }

@@ -23,6 +23,7 @@
 #include "schema/fsutil.pb-c.h"
 #include "schema/solve_request.h"
 #include "solver/job.h"
+#include "solver/solve_source.h"
 
 /* How long an LLBBridge call naming a build not (yet) registered waits
    for it before NOT_FOUND (BuildKit: 3 s). */
@@ -56,7 +57,24 @@ struct gateway_build_opts
      cancelled. */
   bool (*cancelled) (void *ud);
   void *cancelled_ud;
+  /* Local sources by name that the refs' LLB reads instead of the
+     session's (a frontend image's "context" and "dockerfile"). */
+  const struct solve_source *sources;
+  size_t n_sources;
+  /* Polled like `cancelled` (NULL: not asked): -1 with the error once the
+     client cannot go on (a frontend container that exited); the build
+     ends with that error, the job is not cancelled. */
+  int (*alive) (void *ud, ps_error **err);
+  void *alive_ud;
+  /* > 0: the build fails (504) once no LLBBridge call has been in
+     progress, and no solve running, for this long (a frontend that
+     never speaks, or stops speaking). */
+  int idle_ms;
 };
+
+/* At most this many LLBBridge.Solve calls in one build (BuildKit has no
+   such bound; a frontend that loops gets RESOURCE_EXHAUSTED). */
+#define GATEWAY_MAX_SOLVES 2000
 
 /* Run client-side gateway build `build_id` on `job` (call it from the
    job's function: the refs the client asks for are solved on this thread,
@@ -81,6 +99,13 @@ void *gateway_frontend_new (const char *build_id, const struct gateway_build_opt
 int gateway_frontend_run (solver_job *job, void *ud, char **image_id, ps_error **err);
 void gateway_frontend_free (void *ud);
 
+/* How a frontend container's stdio is served: LLBBridge bound to one build
+   (handlers/grpc.c's handlers_grpc_serve_frontend, registered at
+   start-up; blocks until the peer goes away, the fd stays the caller's). */
+typedef void (*gateway_bridge_serve_fn) (int fd, const char *build_id, const char *origin);
+void gateway_set_bridge_server (gateway_bridge_serve_fn fn);
+gateway_bridge_serve_fn gateway_bridge_server (void);
+
 /* ---- for the LLBBridge handlers ------------------------------------------ */
 
 typedef struct gateway_build gateway_build;
@@ -91,7 +116,8 @@ gateway_build *gateway_build_lookup (const char *build_id, int wait_ms);
 void gateway_build_unref (gateway_build *b);
 solver_job *gateway_build_job (gateway_build *b);
 
-/* LLBBridge.Solve: a frontend ("dockerfile.v0" with `frontend_opt`) or a
+/* LLBBridge.Solve: a frontend ("dockerfile.v0" with `frontend_opt`, or
+   "gateway.v0" with the image in its "source" opt: a nested frontend) or a
    raw pb.Definition.  Queued to the build's job thread; the caller blocks
    until it is solved, polling `cancelled` (its call went away: the build
    is cancelled).  *ref_id gets the new ref's id.  An empty definition

@@ -20,6 +20,7 @@
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
 #include "solver/context.h"
+#include "solver/frontend_image.h"
 #include "solver/dockerfile/scan.h"
 #include "solver/image_config.h"
 #include "solver/llb/llb.h"
@@ -53,6 +54,9 @@ struct solve_plan
   char *local_cache_export;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
   struct solve_gateway gateway; /* the client-side gateway, run instead of a frontend */
+  bool image_frontend;          /* frontend "gateway.v0": the image in attr "source" */
+  struct solve_source *sources; /* its local sources (copies) */
+  size_t n_sources;
   char *claimed_session; /* the session this solve names, claimed until the plan is freed */
   char *claimed_source_session; /* the session of its local sources, when another one */
   ps_strv session_contexts; /* "NAME=DIR": context:NAME=local:DIR to sync over the session */
@@ -76,6 +80,13 @@ solve_plan_free (struct solve_plan *p)
   session_sources_free (p->build.session);
   free (p->build.dockerfile_name);
   free (p->build.definition_digest);
+  free (p->build.state_dir);
+  for (size_t i = 0; i < p->n_sources; i++)
+    {
+      free (p->sources[i].name);
+      free (p->sources[i].dir);
+    }
+  free (p->sources);
   for (size_t i = 0; i < p->n_exporters; i++)
     {
       free (p->exporters[i].type);
@@ -545,6 +556,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
     }
   const char *source_session = p->req.source_session ? p->req.source_session : p->req.session;
   build_options_init (&p->build.opts);
+  p->build.state_dir = env->state_dir ? xstrdup (env->state_dir) : NULL;
   struct build_options *o = &p->build.opts;
   o->format = xstrdup ("oci");
   o->layers = true;
@@ -584,6 +596,35 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
           solve_plan_free (p);
           return -1;
         }
+      *out = p;
+      return 0;
+    }
+
+  if (p->req.frontend && strcmp (p->req.frontend, "gateway.v0") == 0)
+    {
+      /* A frontend image: its attrs are its own (all passed to it), the
+         request's local sources are its local sources. */
+      const char *src = solve_attrs_get (&p->req.frontend_attrs, "source");
+      if (src == NULL || *src == '\0')
+        {
+          ps_error_set (err, 400, "frontendAttrs.source: gateway.v0 needs the frontend image (e.g. "
+                                  "docker.io/docker/dockerfile:1)");
+          solve_plan_free (p);
+          return -1;
+        }
+      if (plan_exporters (p, env, false, err) < 0)
+        {
+          solve_plan_free (p);
+          return -1;
+        }
+      p->image_frontend = true;
+      p->sources = xcalloc (env->n_sources + 1, sizeof *p->sources);
+      for (size_t i = 0; i < env->n_sources; i++)
+        p->sources[i] = (struct solve_source) { xstrdup (env->sources[i].name), xstrdup (env->sources[i].dir),
+                                                env->sources[i].bytes };
+      p->n_sources = env->n_sources;
+      if (env->authfile)
+        p->build.opts.authfile = xstrdup (env->authfile);
       *out = p;
       return 0;
     }
@@ -1088,6 +1129,42 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
           solver_job_emit (job, &ev);
         }
       for (size_t i = 0; r == 0 && *image_id && i < p->image_names.n; i++)
+        {
+          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
+          if (r < 0)
+            {
+              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
+              solver_job_emit (job, &ev);
+            }
+        }
+    }
+  else if (r == 0 && p->image_frontend)
+    {
+      struct frontend_image_req fr = {
+        .image = solve_attrs_get (&p->req.frontend_attrs, "source"),
+        .resolve_mode = solve_attrs_get (&p->req.frontend_attrs, "image-resolve-mode"),
+        .opts = &p->req.frontend_attrs,
+        .sources = p->sources,
+        .n_sources = p->n_sources,
+        .session = p->req.source_session ? p->req.source_session : p->req.session,
+        .entitlements = &p->req.entitlements,
+        .job_dir = p->job_dir,
+        .authfile = p->build.opts.authfile,
+        .state_dir = p->build.state_dir,
+        .cache_imports = p->req.cache_imports,
+        .n_cache_imports = p->req.n_cache_imports,
+        .cache_exports = p->req.cache_exports,
+        .n_cache_exports = p->req.n_cache_exports,
+      };
+      r = frontend_image_run (job, &fr, image_id, err);
+      if (r < 0)
+        {
+          struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+          ev.error = xstrdup ((*err)->msg);
+          solver_job_emit (job, &ev);
+        }
+      for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
         {
           r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
           if (r < 0)

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
+#include "solver/frontend_image.h"
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/parse.h"
@@ -151,26 +152,78 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
   return frontend_build (job, b, image_id, err);
 }
 
+/* The Dockerfile as given (relative to the context, or absolute), malloc'd,
+   or NULL when it is not at hand (a URL, inside a remote context). */
+static char *
+dockerfile_path (const struct dockerfile_build *b)
+{
+  if (b->opts.remote != NULL || b->opts.dockerfiles.n == 0 || strstr (b->opts.dockerfiles.v[0], "://") != NULL)
+    return NULL;
+  const char *df = b->opts.dockerfiles.v[0];
+  return df[0] == '/' || b->opts.context_dir == NULL ? xstrdup (df) : xasprintf ("%s/%s", b->opts.context_dir, df);
+}
+
+/* The name the user knows: never a server path. */
+static const char *
+dockerfile_shown (const struct dockerfile_build *b)
+{
+  const char *shown = b->dockerfile_name && *b->dockerfile_name ? b->dockerfile_name : b->opts.dockerfiles.v[0];
+  if (shown[0] == '/')
+    shown = strrchr (shown, '/') + 1;
+  return shown;
+}
+
+/* The value of build-arg BUILDKIT_SYNTAX, or NULL. */
+static const char *
+syntax_build_arg (const struct dockerfile_build *b)
+{
+  for (size_t i = 0; i < b->opts.build_args.n; i++)
+    if (ps_str_has_prefix (b->opts.build_args.v[i], "BUILDKIT_SYNTAX="))
+      return b->opts.build_args.v[i] + strlen ("BUILDKIT_SYNTAX=");
+  return NULL;
+}
+
+/* The Dockerfile's text (NULL when not at hand or unreadable: buildah
+   says what is wrong with it). */
+static char *
+dockerfile_text (const struct dockerfile_build *b, size_t *len)
+{
+  cleanup_free char *path = dockerfile_path (b);
+  char *text = NULL;
+  if (path == NULL || dockerfile_read (path, &text, len, NULL, NULL) < 0)
+    return NULL;
+  return text;
+}
+
+/* The frontend image a BuildKit-mode build runs through (syntax
+   build-arg, `# syntax=`, --dockerfile-frontend), or NULL for buildah;
+   *syntax (may be NULL) gets the syntax line's or build-arg's value. */
+static char *
+build_frontend (const struct dockerfile_build *b, const char *text, size_t len, char **syntax)
+{
+  cleanup_free char *directive = text ? dockerfile_detect_syntax (text, len) : NULL;
+  const char *arg = syntax_build_arg (b);
+  if (syntax)
+    *syntax = arg && *arg ? xstrdup (arg) : directive ? xstrdup (directive) : NULL;
+  if (b->legacy)
+    return NULL;
+  return frontend_image_for_dockerfile (directive, arg, NULL);
+}
+
 int
 dockerfile_build_check_dialect (const struct dockerfile_build *b, ps_error **err)
 {
-  if (b->opts.remote != NULL || b->opts.dockerfiles.n == 0 || strstr (b->opts.dockerfiles.v[0], "://") != NULL)
-    return 0;
-  const char *df = b->opts.dockerfiles.v[0];
-  cleanup_free char *path
-      = df[0] == '/' || b->opts.context_dir == NULL ? xstrdup (df) : xasprintf ("%s/%s", b->opts.context_dir, df);
-  /* The name the user knows: never a server path. */
-  const char *shown = b->dockerfile_name && *b->dockerfile_name ? b->dockerfile_name : df;
-  if (shown[0] == '/')
-    shown = strrchr (shown, '/') + 1;
-  cleanup_free char *text = NULL;
   size_t len = 0;
-  if (dockerfile_read (path, &text, &len, NULL, NULL) < 0)
-    return 0; /* buildah says what is wrong with the file */
+  cleanup_free char *text = dockerfile_text (b, &len);
+  if (text == NULL)
+    return 0;
+  cleanup_free char *frontend = build_frontend (b, text, len, NULL);
+  if (frontend)
+    return 0; /* the frontend reads it: its dialect, its errors */
   cleanup_dockerfile dockerfile *parsed = NULL;
-  if (dockerfile_parse (text, len, shown, &parsed, err) < 0)
+  if (dockerfile_parse (text, len, dockerfile_shown (b), &parsed, err) < 0)
     return -1;
-  return dockerfile_check_buildah (parsed, shown, err);
+  return dockerfile_check_buildah (parsed, dockerfile_shown (b), err);
 }
 
 /* The registries.conf the build's buildah reads: the per-build one in its
@@ -185,9 +238,189 @@ cache_access (const struct build_options *o)
   return a;
 }
 
+static char *
+strv_join (const ps_strv *v)
+{
+  ps_buf out = { 0 };
+  for (size_t i = 0; i < v->n; i++)
+    ps_buf_printf (&out, "%s%s", i ? "," : "", v->v[i]);
+  return out.data ? out.data : xstrdup ("");
+}
+
+static void
+attr_push (ps_strv *kv, const char *k, const char *v)
+{
+  ps_strv_push (kv, k);
+  ps_strv_push (kv, v);
+}
+
+/* A Dockerfile build through a gateway frontend image: the build's
+   options as the frontend attrs BuildKit's Dockerfile frontend reads, the
+   transferred context and Dockerfile as its "context" and "dockerfile"
+   local sources. */
+static int
+frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *frontend, const char *syntax,
+                      char **image_id, ps_error **err)
+{
+  const struct build_options *o = &b->opts;
+  ps_strv kv = { 0 };
+  struct solve_source sources[2 + 32];
+  size_t n_sources = 0;
+  ps_strv owned = { 0 }; /* strings the sources point at */
+  cleanup_free char *path = dockerfile_path (b);
+  if (syntax)
+    {
+      /* As BuildKit's forwardGateway: "cmdline" also tells a Dockerfile
+         frontend not to look for a syntax line again. */
+      attr_push (&kv, "source", frontend);
+      attr_push (&kv, "cmdline", syntax);
+    }
+  if (path)
+    {
+      char *slash = strrchr (path, '/');
+      attr_push (&kv, "filename", slash ? slash + 1 : path);
+      ps_strv_push (&owned, slash ? "" : ".");
+      if (slash)
+        {
+          free (owned.v[owned.n - 1]);
+          owned.v[owned.n - 1] = xstrndup (path, (size_t) (slash - path));
+        }
+      sources[n_sources++] = (struct solve_source) { "dockerfile", owned.v[owned.n - 1], 0 };
+    }
+  if (o->context_dir)
+    sources[n_sources++] = (struct solve_source) { "context", o->context_dir, b->context_bytes };
+  else if (o->remote)
+    attr_push (&kv, "context", o->remote);
+  if (o->target && *o->target)
+    attr_push (&kv, "target", o->target);
+  for (size_t i = 0; i < o->build_args.n; i++)
+    {
+      const char *eq = strchr (o->build_args.v[i], '=');
+      if (eq == NULL)
+        continue;
+      cleanup_free char *k = xasprintf ("build-arg:%.*s", (int) (eq - o->build_args.v[i]), o->build_args.v[i]);
+      attr_push (&kv, k, eq + 1);
+    }
+  for (size_t i = 0; i < o->labels.n; i++)
+    {
+      const char *eq = strchr (o->labels.v[i], '=');
+      cleanup_free char *k = xasprintf ("label:%.*s", eq ? (int) (eq - o->labels.v[i]) : (int) strlen (o->labels.v[i]),
+                                        o->labels.v[i]);
+      attr_push (&kv, k, eq ? eq + 1 : "");
+    }
+  if (o->nocache)
+    attr_push (&kv, "no-cache", "");
+  if (o->platforms.n)
+    {
+      cleanup_free char *p = strv_join (&o->platforms);
+      attr_push (&kv, "platform", p);
+    }
+  if (o->add_hosts.n)
+    {
+      ps_buf hosts = { 0 };
+      for (size_t i = 0; i < o->add_hosts.n; i++)
+        {
+          const char *colon = strchr (o->add_hosts.v[i], ':');
+          if (colon == NULL)
+            continue;
+          ps_buf_printf (&hosts, "%s%.*s=%s", hosts.len ? "," : "", (int) (colon - o->add_hosts.v[i]),
+                         o->add_hosts.v[i], colon + 1);
+        }
+      attr_push (&kv, "add-hosts", hosts.data ? hosts.data : "");
+      ps_buf_free (&hosts);
+    }
+  if (o->network && *o->network)
+    attr_push (&kv, "force-network-mode", o->network);
+  if (o->shm_size > 0)
+    {
+      cleanup_free char *v = xasprintf ("%lld", (long long) o->shm_size);
+      attr_push (&kv, "shm-size", v);
+    }
+  if (o->ulimits.n)
+    {
+      cleanup_free char *v = strv_join (&o->ulimits);
+      attr_push (&kv, "ulimit", v);
+    }
+  if (o->pull == BUILD_PULL_ALWAYS)
+    attr_push (&kv, "image-resolve-mode", "pull");
+  else if (o->pull == BUILD_PULL_NEVER)
+    attr_push (&kv, "image-resolve-mode", "local");
+  for (size_t i = 0; i < o->build_contexts.n; i++)
+    {
+      const char *nv = o->build_contexts.v[i], *eq = strchr (nv, '=');
+      if (eq == NULL)
+        continue;
+      cleanup_free char *name = xstrndup (nv, (size_t) (eq - nv));
+      cleanup_free char *k = xasprintf ("context:%s", name);
+      if (eq[1] == '/' && n_sources < sizeof sources / sizeof sources[0])
+        {
+          /* a directory podsolve holds: a local source of that name */
+          ps_strv_push (&owned, xstrdup (name));
+          sources[n_sources++] = (struct solve_source) { owned.v[owned.n - 1], (char *) eq + 1, 0 };
+          cleanup_free char *v = xasprintf ("local:%s", name);
+          attr_push (&kv, k, v);
+        }
+      else
+        attr_push (&kv, k, eq + 1);
+    }
+  if (o->cache_from.n || o->cache_to.n)
+    solver_job_emit_warning (job, NULL, 1,
+                             "cache imports and exports are not used by builds through a gateway frontend yet "
+                             "(podsolve's LLB engine keeps its own per-step cache)",
+                             NULL, NULL);
+
+  struct solve_attrs attrs = { kv.v, kv.n / 2 };
+  const char *session = NULL;
+  if (b->session)
+    session = b->session->secrets_session_id ? b->session->secrets_session_id : b->session->session_id;
+  struct frontend_image_req req = {
+    .image = frontend,
+    .opts = &attrs,
+    .sources = sources,
+    .n_sources = n_sources,
+    .session = session,
+    .job_dir = solver_job_dir (job),
+    .authfile = o->authfile,
+    .state_dir = b->state_dir,
+  };
+  int r = frontend_image_run (job, &req, image_id, err);
+  for (size_t i = 0; r == 0 && i < o->tags.n; i++)
+    if (buildah_callv (NULL, err, "tag", *image_id, o->tags.v[i], NULL) < 0)
+      r = ps_error_wrap (err, "tag %s", o->tags.v[i]);
+  ps_strv_free (&kv);
+  ps_strv_free (&owned);
+  if (r < 0)
+    {
+      free (*image_id);
+      *image_id = NULL;
+      struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+      ev.error = xstrdup ((*err)->msg);
+      solver_job_emit (job, &ev);
+      return -1;
+    }
+  return 0;
+}
+
 static int
 frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
+  {
+    size_t len = 0;
+    cleanup_free char *text = dockerfile_text (b, &len);
+    cleanup_free char *syntax = NULL;
+    cleanup_free char *frontend = build_frontend (b, text, len, &syntax);
+    if (frontend)
+      return frontend_image_build (job, b, frontend, syntax, image_id, err);
+    if (syntax && b->legacy)
+      {
+        /* Docker's legacy builder ignores the line; so does this one, aloud. */
+        cleanup_free char *msg
+            = xasprintf ("syntax=%s is ignored: the classic build API builds with buildah's Dockerfile dialect; "
+                         "build in BuildKit mode (docker buildx, DOCKER_BUILDKIT=1, POST /solve) to use that "
+                         "frontend", syntax);
+        solver_job_emit_warning (job, NULL, 1, msg, NULL, NULL);
+      }
+  }
   if (dockerfile_build_check_dialect (b, err) < 0)
     {
       struct solver_event ev = { .kind = SOLVER_EV_ERROR };

@@ -151,5 +151,6 @@ dockerfile_build_free (struct dockerfile_build *b)
   session_sources_free (b->session);
   free (b->dockerfile_name);
   free (b->definition_digest);
+  free (b->state_dir);
   free (b);
 }

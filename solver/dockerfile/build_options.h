@@ -73,6 +73,9 @@ struct dockerfile_build
   char *definition_digest; /* sha256 hex of the Dockerfile bytes (seeds vertex digests) */
   uint64_t context_bytes;  /* bytes of context received, for the status */
   struct session_sources *session; /* NULL: the context is already in opts */
+  char *state_dir;         /* --state-dir (gateway frontends) */
+  bool legacy;             /* classic /build and /libpod/build: `# syntax=` is ignored (and said so),
+                              as Docker's legacy builder does; BuildKit-mode builds honour it */
 };
 
 void dockerfile_build_free (struct dockerfile_build *b);

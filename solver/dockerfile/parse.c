@@ -592,3 +592,34 @@ dockerfile_check_buildah (const dockerfile *df, const char *fname, ps_error **er
     }
   return 0;
 }
+
+char *
+dockerfile_detect_syntax (const char *text, size_t len)
+{
+  if (len >= 3 && memcmp (text, "\xef\xbb\xbf", 3) == 0)
+    {
+      text += 3;
+      len -= 3;
+    }
+  const char *end = text + len;
+  char *found = NULL;
+  while (text < end && found == NULL)
+    {
+      const char *nl = memchr (text, '\n', (size_t) (end - text));
+      size_t n = nl ? (size_t) (nl - text) : (size_t) (end - text);
+      cleanup_free char *line = xstrndup (text, n);
+      text += n + (nl != NULL);
+      /* "// syntax=" as "# syntax=": BuildKit reads both */
+      const char *p = skip_blank (line);
+      cleanup_free char *hashed = p[0] == '/' && p[1] == '/' ? xasprintf ("#%s", p + 2) : NULL;
+      char *name = NULL, *value = NULL;
+      if (!parse_directive (hashed ? hashed : line, &name, &value))
+        break;
+      if (strcmp (name, "syntax") == 0)
+        found = value;
+      else
+        free (value);
+      free (name);
+    }
+  return found;
+}

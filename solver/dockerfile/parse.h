@@ -69,6 +69,12 @@ cleanup_dockerfilep (dockerfile **p)
 /* The value of directive `name` (lower case), or NULL. */
 const char *dockerfile_directive (const dockerfile *df, const char *name);
 
+/* The `syntax` directive of a build definition that may not be a
+   Dockerfile at all (a gateway frontend's own format): only the leading
+   `# name=value` (or `// name=value`) lines are read, as BuildKit's
+   DetectSyntax does.  malloc'd, or NULL. */
+char *dockerfile_detect_syntax (const char *text, size_t len);
+
 /* The value of instruction flag `name`, "" for a bare flag, NULL if absent. */
 const char *df_instruction_flag (const struct df_instruction *in, const char *name);
 

@@ -167,6 +167,8 @@ dockerfile_plan_new (struct build_request *b, const struct dockerfile_env *env, 
     b->opts.authfile = xstrdup (authfile);
 
   struct dockerfile_build *p = xcalloc (1, sizeof *p);
+  p->legacy = b->version != 2;
+  p->state_dir = env->state_dir ? xstrdup (env->state_dir) : NULL;
   const char *df = b->opts.dockerfiles.n > 0 ? b->opts.dockerfiles.v[0] : "Dockerfile";
   p->dockerfile_name = xstrdup (df);
   p->context_bytes = context_bytes;
