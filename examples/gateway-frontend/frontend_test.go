@@ -66,11 +66,11 @@ func TestSampleParsesWithTheSyntaxLine(t *testing.T) {
 	if a.Base != "localhost/busybox:latest" || a.Name != "hello-gateway" || a.Workdir != "/app" {
 		t.Fatalf("base/name/workdir: %+v", a)
 	}
-	if len(a.Steps) != 6 || a.Steps[1].Kind != "copy" || a.Steps[1].Path != "bin" || a.Steps[1].To != "/app/bin/" {
+	if len(a.Steps) != 7 || a.Steps[1].Kind != "copy" || a.Steps[1].Path != "bin" || a.Steps[1].To != "/app/bin/" {
 		t.Fatalf("steps: %+v", a.Steps)
 	}
-	if m := a.Steps[2].Mode; m == nil || *m != 0o640 {
-		t.Fatalf("steps[2].mode: %v", m)
+	if m := a.Steps[3].Mode; m == nil || *m != 0o640 {
+		t.Fatalf("steps[3].mode: %v", m)
 	}
 }
 
@@ -103,8 +103,8 @@ func TestPlanIsDeterministicAndNamesEveryOp(t *testing.T) {
 		shown = append(shown, n)
 	}
 	all := strings.Join(shown, "\n")
-	for _, want := range []string{"[1/8] FROM localhost/busybox:latest", "[2/8] WORKDIR /app",
-		"[4/8] COPY bin/ /app/bin/", "[8/8] write the greeting as the app user", "[internal] load build context"} {
+	for _, want := range []string{"[1/9] FROM localhost/busybox:latest", "[2/9] WORKDIR /app",
+		"[4/9] COPY bin/ /app/bin/", "[9/9] write the greeting as the app user", "[internal] load build context"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no op named %q in:\n%s", want, all)
 		}
