@@ -131,6 +131,24 @@ def go_clients(tmp_path_factory):
     return clients
 
 
+@pytest.fixture(scope="session")
+def frontend_images(daemon):
+    """lib.FrontendImages: BuildKit's Dockerfile frontend as
+    docker.io/docker/dockerfile:1 (:1.N, :1.N.M) and examples/gateway-frontend
+    as localhost/podsolve-example-frontend:latest, in the shared daemon's
+    storage (tests/fixtures/make-*-frontend; binaries from
+    scripts/get-go-clients).  Skips, saying why, only when Go is missing
+    and the binaries are not cached.  For another daemon's storage call
+    lib.make_frontend_images(d)."""
+    try:
+        images, reason = lib.make_frontend_images(daemon)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    if images is None:
+        pytest.skip(reason)
+    return images
+
+
 @pytest.fixture
 def own_stack():
     """Factory for a private Podman service + podsolved --upstream on one

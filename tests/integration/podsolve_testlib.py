@@ -41,6 +41,8 @@ MAKE_BASE_IMAGE = FIXTURES / "make-base-image"
 GET_DOCKER_CLI = REPO_ROOT / "scripts" / "get-docker-cli"
 DOCKER_CLI_CACHE = Path("/var/cache/podsolve-test/docker-20.10")
 GET_GO_CLIENTS = REPO_ROOT / "scripts" / "get-go-clients"
+MAKE_DOCKERFILE_FRONTEND = FIXTURES / "make-dockerfile-frontend"
+MAKE_EXAMPLE_FRONTEND = FIXTURES / "make-example-frontend"
 # The modern docker CLI (28.x) the BuildKit clients plug into.
 DOCKER_CLI_MODERN = Path(os.environ.get("PODSOLVE_DOCKER_CLI_MODERN") or "/usr/local/bin/docker")
 
@@ -1024,6 +1026,74 @@ def go_clients(docker_config):
         return None, (f"the BuildKit clients are missing ({', '.join(missing) or 'exit ' + str(r.returncode)}): "
                       f"run scripts/get-go-clients --only buildx,compose,buildctl\n{r.stderr[-2000:]}")
     return GoClients(DOCKER_CLI_MODERN, paths, docker_config), None
+
+
+# ---- gateway frontend images ----------------------------------------------------------
+
+DOCKERFILE_FRONTEND_REPO = "docker.io/docker/dockerfile"
+DOCKERFILE_FRONTEND_IMAGE = DOCKERFILE_FRONTEND_REPO + ":1"
+EXAMPLE_FRONTEND_IMAGE = "localhost/podsolve-example-frontend:latest"
+
+
+class FrontendImages:
+    """The two gateway frontend images, made in one daemon's storage by
+    tests/fixtures/make-dockerfile-frontend and make-example-frontend.
+
+    .dockerfile         "docker.io/docker/dockerfile:1" (BuildKit's own frontend)
+    .dockerfile_tags    every docker.io/docker/dockerfile tag in that storage
+                        (:1, :1.N, :1.N.M), all naming the same image
+    .example            "localhost/podsolve-example-frontend:latest" (examples/gateway-frontend)
+    .dockerfile_binary  the binaries the images hold, as built by
+    .example_binary     scripts/get-go-clients (to run them outside a container)
+    """
+
+    def __init__(self, dockerfile_tags, dockerfile_binary, example_binary):
+        self.dockerfile = DOCKERFILE_FRONTEND_IMAGE
+        self.dockerfile_tags = sorted(dockerfile_tags)
+        self.example = EXAMPLE_FRONTEND_IMAGE
+        self.dockerfile_binary = dockerfile_binary
+        self.example_binary = example_binary
+
+
+def go_toolchain():
+    """The Go toolchain scripts/get-go-clients would use ($GO when set,
+    else /usr/local/go/bin/go, else `go` on PATH), or None."""
+    cands = [os.environ["GO"]] if os.environ.get("GO") else ["/usr/local/go/bin/go", shutil.which("go")]
+    return next((c for c in cands if c and os.access(c, os.X_OK)), None)
+
+
+def make_frontend_images(daemon):
+    """Make both frontend images in `daemon`'s storage (idempotent; the
+    binaries are built once into /var/cache/podsolve-test/go-clients, which
+    scripts/test-all does before the tests): -> (FrontendImages, None), or
+    (None, reason) when Go is missing and the binaries are not cached.
+    Any other failure raises RuntimeError with the scripts' output."""
+    try:
+        r = subprocess.run([str(GET_GO_CLIENTS), "--only", "dockerfile-frontend,example-frontend"],
+                           capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"{GET_GO_CLIENTS} failed: {e!r}") from None
+    paths = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    missing = [n for n in ("dockerfile-frontend", "example-frontend") if not os.access(paths.get(n, ""), os.X_OK)]
+    if r.returncode != 0 or missing:
+        if go_toolchain() is None:
+            return None, ("no Go toolchain ($GO, /usr/local/go/bin/go, PATH) to build the gateway frontends "
+                          f"({', '.join(missing) or 'exit ' + str(r.returncode)}): install Go 1.26, then "
+                          "scripts/get-go-clients --only dockerfile-frontend,example-frontend")
+        raise RuntimeError(f"scripts/get-go-clients --only dockerfile-frontend,example-frontend failed "
+                           f"({r.returncode}):\n{r.stderr[-3000:]}")
+    storage = [str(daemon.root), str(daemon.runroot), "overlay"]
+    for maker in (MAKE_DOCKERFILE_FRONTEND, MAKE_EXAMPLE_FRONTEND):
+        try:
+            m = subprocess.run([str(maker), *storage], env=daemon.base_env(), capture_output=True, text=True,
+                               timeout=scaled(300))
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"{maker.name} did not finish: {e!r}") from None
+        if m.returncode != 0:
+            raise RuntimeError(f"{maker.name} failed ({m.returncode}):\n{m.stdout}\n{m.stderr[-3000:]}")
+    listed = json.loads(daemon.buildah("images", "--json").stdout or "[]") or []
+    tags = [n for i in listed for n in (i.get("names") or []) if n.startswith(DOCKERFILE_FRONTEND_REPO + ":")]
+    return FrontendImages(tags, paths["dockerfile-frontend"], paths["example-frontend"]), None
 
 
 # ---- ssh agents (--ssh, RUN --mount=type=ssh, LLB ssh mounts) ------------------------
