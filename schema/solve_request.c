@@ -246,6 +246,13 @@ parse_request (const cJSON *root, bool definition_part, struct solve_request *r,
     return ps_error_set (err, 400, "frontend: missing (supported: dockerfile.v0, gateway.v0, or give a \"definition\")");
   if (parse_attrs (cJSON_GetObjectItemCaseSensitive (root, "frontendAttrs"), "frontendAttrs", &r->frontend_attrs, err) < 0)
     return -1;
+  if (r->frontend && strcmp (r->frontend, "gateway.v0") == 0)
+    {
+      const char *src = solve_attrs_get (&r->frontend_attrs, "source");
+      if (src == NULL || *src == '\0')
+        return ps_error_set (err, 400, "frontendAttrs.source: gateway.v0 needs the frontend image (e.g. "
+                                       "docker.io/docker/dockerfile:1)");
+    }
   if (parse_typed_list (cJSON_GetObjectItemCaseSensitive (root, "exporters"), "exporters", true, false,
                         (void **) &r->exporters, &r->n_exporters, err)
       < 0)

@@ -150,7 +150,7 @@ def test_cancelling_solve_cancels_the_job(gd, pb, uniq):
 
 @pytest.mark.parametrize("body,expect", [
     (b"\xff\xff\xff", "not a valid protobuf"),
-    (None, "Frontend"),                                   # Frontend "gateway.v0": not supported
+    (None, "Frontend"),                                   # Frontend "gateway.v0" without FrontendAttrs source
     ("bad-exporter", "bogus"),
     ("bad-ref", "ref"),
 ])

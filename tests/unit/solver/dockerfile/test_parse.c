@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "solver/dockerfile/parse.h"
+#include "solver/frontend_image.h"
 #include "tests/unit/unit.h"
 
 static dockerfile *
@@ -219,6 +220,57 @@ START_TEST (buildah_refuses_these_before_anything_runs)
 }
 END_TEST
 
+/* BuildKit's DetectSyntax: only the leading directive lines, `#` or `//`,
+   of a file that need not be a Dockerfile at all. */
+START_TEST (syntax_is_detected_in_any_definition)
+{
+  struct
+  {
+    const char *text, *want;
+  } cases[] = {
+    { "# syntax=docker/dockerfile:1\nFROM b\n", "docker/dockerfile:1" },
+    { "\xef\xbb\xbf#syntax = docker/dockerfile:1.7 --opt x\n", "docker/dockerfile:1.7 --opt x" },
+    { "# escape=`\n# syntax=img\n", "img" },
+    { "// syntax=localhost/fe\n[app]\nbase = \"x\"\n", "localhost/fe" },
+    { "FROM b\n# syntax=late\n", NULL },
+    { "# a comment\n# syntax=after-comment\n", NULL },
+    { "[app] <<EOF unterminated\n", NULL },
+    { "", NULL },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    {
+      cleanup_free char *got = dockerfile_detect_syntax (cases[i].text, strlen (cases[i].text));
+      if (cases[i].want == NULL)
+        ck_assert_msg (got == NULL, "case %zu: got %s", i, got);
+      else
+        ck_assert_str_eq (got, cases[i].want);
+    }
+}
+END_TEST
+
+/* Which frontend a Dockerfile build runs through: the BUILDKIT_SYNTAX
+   build-arg over the directive, then the daemon's default. */
+START_TEST (frontend_for_a_dockerfile)
+{
+  frontend_image_set_dockerfile_default (NULL);
+  ck_assert_ptr_null (frontend_image_for_dockerfile (NULL, NULL, NULL));
+  cleanup_free char *cmd = NULL;
+  cleanup_free char *a = frontend_image_for_dockerfile (" docker/dockerfile:1  --x y", NULL, &cmd);
+  ck_assert_str_eq (a, "docker/dockerfile:1");
+  ck_assert_str_eq (cmd, "--x y");
+  cleanup_free char *b = frontend_image_for_dockerfile ("docker/dockerfile:1", "localhost/other", NULL);
+  ck_assert_str_eq (b, "localhost/other");
+  frontend_image_set_dockerfile_default ("buildah");
+  ck_assert_ptr_null (frontend_image_for_dockerfile (NULL, "", NULL));
+  frontend_image_set_dockerfile_default ("docker.io/docker/dockerfile:1");
+  cleanup_free char *c = frontend_image_for_dockerfile (NULL, NULL, NULL);
+  ck_assert_str_eq (c, "docker.io/docker/dockerfile:1");
+  cleanup_free char *d = frontend_image_for_dockerfile ("mine", NULL, NULL);
+  ck_assert_str_eq (d, "mine");
+  frontend_image_set_dockerfile_default (NULL);
+}
+END_TEST
+
 PS_TEST_SUITE (dockerfile_parse)
 {
   Suite *s = suite_create ("dockerfile_parse");
@@ -228,6 +280,8 @@ PS_TEST_SUITE (dockerfile_parse)
   tcase_add_test (tc, continuations_comments_and_crlf);
   tcase_add_test (tc, flags_are_split_off_the_front);
   tcase_add_test (tc, heredocs_take_their_bodies);
+  tcase_add_test (tc, syntax_is_detected_in_any_definition);
+  tcase_add_test (tc, frontend_for_a_dockerfile);
   suite_add_tcase (s, tc);
   TCase *dialect = tcase_create ("buildah dialect");
   tcase_add_test (dialect, buildah_builds_these);
