@@ -34,7 +34,7 @@
 
 /* Version of the cache key material: bump when what a key covers changes,
    so old records are never taken for new meanings. */
-#define LLB_CACHE_KEY_VERSION "podsolve-llb-cache-v1"
+#define LLB_CACHE_KEY_VERSION "podsolve-llb-cache-v2"
 
 /* How long a cancelled `buildah run` gets to remove its own state before
    its process group is killed. */
@@ -452,6 +452,47 @@ hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
   return ret;
 }
 
+/* Local source attrs that name the client's session, not what it sends:
+   the content is hashed instead (BuildKit keys a local source by its
+   content too), so a new session or build does not change the key. */
+static bool
+session_bound_attr (const char *k)
+{
+  return strcmp (k, "local.session") == 0 || strcmp (k, "local.sharedkeyhint") == 0
+         || strcmp (k, "local.differ") == 0;
+}
+
+/* What the op itself says, as BuildKit's cache map takes it: the op's
+   bytes without its inputs' digests (their cache keys are hashed instead,
+   so a vertex whose inputs only changed digest keeps its key) and, for a
+   local source, without its session. */
+static void
+hash_op (EVP_MD_CTX *c, const Pb__Op *op)
+{
+  Pb__Op copy = *op;
+  copy.n_inputs = 0;
+  copy.inputs = NULL;
+  Pb__SourceOp src;
+  Pb__SourceOp__AttrsEntry **attrs = NULL;
+  if (op->op_case == PB__OP__OP_SOURCE && op->source && ps_str_has_prefix (op->source->identifier, "local://"))
+    {
+      src = *op->source;
+      attrs = xcalloc (op->source->n_attrs + 1, sizeof *attrs);
+      src.n_attrs = 0;
+      for (size_t i = 0; i < op->source->n_attrs; i++)
+        if (!session_bound_attr (op->source->attrs[i]->key))
+          attrs[src.n_attrs++] = op->source->attrs[i];
+      src.attrs = attrs;
+      copy.source = &src;
+    }
+  size_t n = pb__op__get_packed_size (&copy);
+  uint8_t *buf = xmalloc (n + 1);
+  pb__op__pack (&copy, buf);
+  EVP_DigestUpdate (c, buf, n);
+  free (buf);
+  free (attrs);
+}
+
 static int
 compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
 {
@@ -459,7 +500,7 @@ compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
   EVP_MD_CTX *c = EVP_MD_CTX_new ();
   EVP_DigestInit_ex (c, EVP_sha256 (), NULL);
   hash_str (c, LLB_CACHE_KEY_VERSION);
-  hash_str (c, v->digest);
+  hash_op (c, v->op);
   for (size_t i = 0; i < v->n_inputs; i++)
     {
       char in[96];
