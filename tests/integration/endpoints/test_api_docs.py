@@ -695,6 +695,10 @@ class GuideRunner:
 
 @pytest.fixture(scope="module")
 def guide(daemon, tmp_path_factory):
+    # The gateway examples need both frontend images in the daemon's storage.
+    images, reason = lib.make_frontend_images(daemon)
+    if images is None:
+        pytest.skip(reason)
     return GuideRunner(daemon, tmp_path_factory.mktemp("guide-examples"))
 
 
