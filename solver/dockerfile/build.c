@@ -375,6 +375,8 @@ frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *f
     session = b->session->secrets_session_id ? b->session->secrets_session_id : b->session->session_id;
   struct frontend_image_req req = {
     .image = frontend,
+    /* the frontend image is resolved as the build's images are */
+    .resolve_mode = o->pull == BUILD_PULL_ALWAYS ? "pull" : o->pull == BUILD_PULL_NEVER ? "local" : NULL,
     .opts = &attrs,
     .sources = sources,
     .n_sources = n_sources,
