@@ -111,7 +111,34 @@ long_message (grpc_call *call, void *ud)
   free (m);
 }
 
+/* Answers the connection's tag (grpc_serve_tagged), "-" for none. */
+static void
+tag (grpc_call *call, void *ud)
+{
+  const char *t = grpc_call_tag (call);
+  ps_error *err = NULL;
+  void *msg = NULL;
+  size_t len = 0;
+  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
+    {
+      grpc_call_finish_error (call, err);
+      ps_error_free (err);
+      return;
+    }
+  free (msg);
+  if (t == NULL)
+    t = "-";
+  if (grpc_call_send (call, t, strlen (t), &err) < 0)
+    {
+      grpc_call_finish_error (call, err);
+      ps_error_free (err);
+    }
+  else
+    grpc_call_finish (call, GRPC_STATUS_OK, NULL);
+}
+
 static const struct grpc_method methods[] = {
+  { "/t.S/Tag", tag, NULL },
   { "/t.S/Long", long_message, NULL },
   { "/t.S/Echo", echo, NULL },
   { "/t.S/Fail", fail_precondition, NULL },
@@ -125,6 +152,7 @@ static const struct grpc_service_table table = { methods, ARRAY_SIZE (methods) }
 
 struct pair
 {
+  const char *tag; /* serve with grpc_serve_tagged */
   int sv[2];
   grpc_conn *client;
   pthread_t client_th, server_th;
@@ -135,7 +163,9 @@ server_main (void *arg)
 {
   struct pair *p = arg;
   ps_error *err = NULL;
-  if (grpc_serve (p->sv[0], NULL, 0, "unit", &table, &err) < 0)
+  int r = p->tag ? grpc_serve_tagged (p->sv[0], "unit", &table, p->tag, &err)
+                 : grpc_serve (p->sv[0], NULL, 0, "unit", &table, &err);
+  if (r < 0)
     ps_error_free (err);
   return NULL;
 }
@@ -187,9 +217,30 @@ unary (struct pair *p, const char *path, const char *req, char **resp, ps_error 
   return ret < 0 ? (status >= 0 ? status : -1) : 0;
 }
 
+/* A frontend's stdio connection belongs to one build: its calls find the
+   build in the connection's tag, and another connection's calls do not. */
+START_TEST (server_tagged_connection_tags_its_calls)
+{
+  struct pair p = { .tag = "frontend-0123" };
+  pair_up (&p);
+  ps_error *err = NULL;
+  char *resp = NULL;
+  ck_assert_int_eq (unary (&p, "/t.S/Tag", "", &resp, &err), 0);
+  ck_assert_str_eq (resp, "frontend-0123");
+  free (resp);
+  pair_down (&p);
+  struct pair q = { 0 };
+  pair_up (&q);
+  ck_assert_int_eq (unary (&q, "/t.S/Tag", "", &resp, &err), 0);
+  ck_assert_str_eq (resp, "-");
+  free (resp);
+  pair_down (&q);
+}
+END_TEST
+
 START_TEST (server_unary_echo_sees_path_and_metadata)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -202,7 +253,7 @@ END_TEST
 
 START_TEST (server_status_is_percent_encoded_and_first_finish_wins)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -215,7 +266,7 @@ END_TEST
 
 START_TEST (server_unknown_method_and_service_are_unimplemented)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -232,7 +283,7 @@ END_TEST
 
 START_TEST (server_streams_messages_then_trailers)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   grpc_call *call = grpc_call_start (p.client, "/t.S/Two", NULL, 0, &err);
@@ -270,7 +321,7 @@ start_wait_cancel (struct pair *p)
 
 START_TEST (server_sees_the_client_cancel)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   grpc_call *call = start_wait_cancel (&p);
   grpc_call_cancel (call);
@@ -284,7 +335,7 @@ END_TEST
 
 START_TEST (server_hangup_cancels_running_handlers)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   grpc_call *call = start_wait_cancel (&p);
   pair_down (&p); /* the connection ends with the call open */
@@ -295,7 +346,7 @@ END_TEST
 
 START_TEST (server_send_over_16mib_is_resource_exhausted)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -308,7 +359,7 @@ END_TEST
 
 START_TEST (server_unary_without_a_request_is_invalid_argument)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   grpc_call *call = grpc_call_start (p.client, "/t.S/Echo", NULL, 0, &err);
@@ -326,7 +377,7 @@ END_TEST
 
 START_TEST (server_status_message_is_cut_to_16kib)
 {
-  struct pair p;
+  struct pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -375,6 +426,7 @@ PS_TEST_SUITE (session_grpc_server)
   TCase *tc = tcase_create ("grpc_server");
   tcase_set_timeout (tc, 60);
   tcase_add_test (tc, server_unary_echo_sees_path_and_metadata);
+  tcase_add_test (tc, server_tagged_connection_tags_its_calls);
   tcase_add_test (tc, server_status_is_percent_encoded_and_first_finish_wins);
   tcase_add_test (tc, server_unknown_method_and_service_are_unimplemented);
   tcase_add_test (tc, server_streams_messages_then_trailers);
