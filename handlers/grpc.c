@@ -184,14 +184,18 @@ handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, const 
   serve_logged (fd, transport, NULL, 0, label);
 }
 
-void
+char *
 handlers_grpc_serve_frontend (int fd, const char *build_id, const char *origin)
 {
   pthread_once (&frontend_services_once, frontend_services_build);
   cleanup_free char *label = connection_label (origin);
   cleanup_error ps_error *err = NULL;
   if (grpc_serve_tagged (fd, label, &frontend_services, build_id, &err) < 0)
-    ps_info ("%s", err->msg);
+    {
+      ps_info ("%s", err->msg);
+      return xstrdup (err->msg);
+    }
+  return NULL;
 }
 
 /* The threads of handlers_grpc_serve until their `release` has run: an

@@ -37,7 +37,8 @@ void handlers_grpc_serve_here (int fd, const struct grpc_transport *transport, c
 /* Serve LLBBridge to a gateway frontend over `fd` (its container's stdin
    and stdout) until it goes away, every call belonging to build
    `build_id` (solver/gateway_image.c; the hook gateway_set_bridge_server
-   takes). */
-void handlers_grpc_serve_frontend (int fd, const char *build_id, const char *origin);
+   takes).  Returns NULL when the peer ended the connection cleanly, else
+   what went wrong (malloc'd: it broke HTTP/2 or gRPC). */
+char *handlers_grpc_serve_frontend (int fd, const char *build_id, const char *origin);
 
 #endif

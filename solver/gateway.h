@@ -101,8 +101,10 @@ void gateway_frontend_free (void *ud);
 
 /* How a frontend container's stdio is served: LLBBridge bound to one build
    (handlers/grpc.c's handlers_grpc_serve_frontend, registered at
-   start-up; blocks until the peer goes away, the fd stays the caller's). */
-typedef void (*gateway_bridge_serve_fn) (int fd, const char *build_id, const char *origin);
+   start-up; blocks until the peer goes away, the fd stays the caller's).
+   NULL when the peer ended cleanly, else why the connection failed
+   (malloc'd). */
+typedef char *(*gateway_bridge_serve_fn) (int fd, const char *build_id, const char *origin);
 void gateway_set_bridge_server (gateway_bridge_serve_fn fn);
 gateway_bridge_serve_fn gateway_bridge_server (void);
 

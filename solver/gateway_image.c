@@ -186,6 +186,8 @@ struct frontend_run
   ps_buf tail;          /* the last of its stderr */
   bool exited;
   int status;
+  bool server_done;     /* its connection is over */
+  char *server_error;   /* and why, when it broke the protocol */
 };
 
 static void *
@@ -193,7 +195,11 @@ server_main (void *arg)
 {
   struct frontend_run *f = arg;
   cleanup_free char *origin = xasprintf ("frontend %s", f->image);
-  gateway_bridge_server () (f->fd, f->build_id, origin);
+  char *why = gateway_bridge_server () (f->fd, f->build_id, origin);
+  pthread_mutex_lock (&f->mu);
+  f->server_done = true;
+  f->server_error = why;
+  pthread_mutex_unlock (&f->mu);
   return NULL;
 }
 
@@ -260,7 +266,11 @@ frontend_alive (void *ud, ps_error **err)
   pthread_mutex_lock (&f->mu);
   bool exited = f->exited;
   int status = f->status;
+  cleanup_free char *broke = f->server_error ? xstrdup (f->server_error) : NULL;
   pthread_mutex_unlock (&f->mu);
+  if (broke)
+    return ps_error_set (err, 502, "frontend %s broke its LLBBridge connection (it must speak gRPC over HTTP/2 on "
+                         "stdout): %s", f->image, broke);
   if (!exited)
     return 0;
   cleanup_free char *tail = stderr_tail (f);
@@ -448,6 +458,7 @@ out:
   ps_strv_free (&env);
   config_free (&fc);
   ps_buf_free (&f.tail);
+  free (f.server_error);
   pthread_mutex_destroy (&f.mu);
   free (f.vertex);
   free (f.build_id);
