@@ -81,6 +81,7 @@ solve_plan_free (struct solve_plan *p)
   free (p->build.dockerfile_name);
   free (p->build.definition_digest);
   free (p->build.state_dir);
+  ps_strv_free (&p->build.entitlements);
   for (size_t i = 0; i < p->n_sources; i++)
     {
       free (p->sources[i].name);
@@ -557,6 +558,8 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   const char *source_session = p->req.source_session ? p->req.source_session : p->req.session;
   build_options_init (&p->build.opts);
   p->build.state_dir = env->state_dir ? xstrdup (env->state_dir) : NULL;
+  for (size_t i = 0; i < p->req.entitlements.n; i++)
+    ps_strv_push (&p->build.entitlements, p->req.entitlements.v[i]);
   struct build_options *o = &p->build.opts;
   o->format = xstrdup ("oci");
   o->layers = true;

@@ -381,6 +381,7 @@ frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *f
     .sources = sources,
     .n_sources = n_sources,
     .session = session,
+    .entitlements = &b->entitlements,
     .job_dir = solver_job_dir (job),
     .authfile = o->authfile,
     .state_dir = b->state_dir,

@@ -152,5 +152,6 @@ dockerfile_build_free (struct dockerfile_build *b)
   free (b->dockerfile_name);
   free (b->definition_digest);
   free (b->state_dir);
+  ps_strv_free (&b->entitlements);
   free (b);
 }
