@@ -100,6 +100,7 @@ read_lines (void *ud, int stream, const char *data, size_t len)
 }
 
 static int frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
+static char *build_frontend (const struct dockerfile_build *b, const char *text, size_t len, char **syntax);
 
 static void
 cancel_child (void *data)
@@ -134,8 +135,21 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
       /* Unchanged inputs: reuse the finished image instead of building. */
       cleanup_free char *df_text = NULL;
       cleanup_free char *key = NULL;
-      if (b->opts.dockerfiles.n > 0 && dockerfile_read (b->opts.dockerfiles.v[0], &df_text, NULL, NULL, NULL) == 0)
-        key = result_cache_key (b, df_text);
+      size_t df_len = 0;
+      if (b->opts.dockerfiles.n > 0 && dockerfile_read (b->opts.dockerfiles.v[0], &df_text, &df_len, NULL, NULL) == 0)
+        {
+          /* Built through a frontend image: which one (its id, so a new
+             image of the same name builds anew) is part of the inputs. */
+          cleanup_free char *frontend = build_frontend (b, df_text, df_len, NULL);
+          cleanup_free char *frontend_id = NULL;
+          if (frontend && buildah_image_id (frontend, &frontend_id, NULL) == 0)
+            {
+              char *with = xasprintf ("%s\n# podsolve frontend %s %s", df_text, frontend, frontend_id);
+              free (df_text);
+              df_text = with;
+            }
+          key = result_cache_key (b, df_text);
+        }
       if (key && result_cache_lookup (job, b->session->state_dir, key, b, image_id) == 1)
         {
           session_sources_release (b->session);
