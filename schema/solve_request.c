@@ -313,9 +313,33 @@ schema_solve_request_parse (const char *json, size_t len, bool definition_part, 
                             ps_error **err)
 {
   memset (r, 0, sizeof *r);
-  cleanup_cjson cJSON *root = cJSON_ParseWithLength (json, len);
+  const char *end = NULL;
+  cleanup_cjson cJSON *root = cJSON_ParseWithLengthOpts (json, len, &end, false);
   if (root == NULL)
-    return ps_error_set (err, 400, "request body is not valid JSON");
+    {
+      /* Where the parser stopped, as editors count: line and column of
+         the first byte it could not take, and a few bytes of it. */
+      size_t at = end && end >= json && end <= json + len ? (size_t) (end - json) : 0;
+      unsigned line = 1, col = 1;
+      for (size_t i = 0; i < at; i++)
+        {
+          if (json[i] == '\n')
+            {
+              line++;
+              col = 1;
+            }
+          else
+            col++;
+        }
+      if (at >= len)
+        return ps_error_set (err, 400, "request body is not valid JSON: it ends too early (line %u, column %u)",
+                             line, col);
+      size_t n = 0;
+      while (n < 16 && at + n < len && json[at + n] != '\n' && json[at + n] != '\r')
+        n++;
+      return ps_error_set (err, 400, "request body is not valid JSON: line %u, column %u, at \"%.*s\"", line, col,
+                           (int) n, json + at);
+    }
   if (parse_request (root, definition_part, r, err) < 0)
     {
       schema_solve_request_free (r); /* what was parsed before the error */

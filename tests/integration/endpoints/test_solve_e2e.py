@@ -476,3 +476,14 @@ def test_llb_image_source_pulls_with_session_credentials(auth_daemon, auth_regis
     image = res[0]["exporterResponse"]["containerimage.config.digest"].split(":", 1)[1]
     assert d.image_file(image, "/authed") == f"{uniq}\n".encode()
     assert PASSWORD not in d.log_tail(400000)
+
+
+def test_a_json_body_that_does_not_parse_says_where(daemon):
+    # A newcomer's typo (a stray `}`): the 400 names the line and column and
+    # shows the bytes there, instead of only "not valid JSON".
+    body = b'{"frontend": "dockerfile.v0",\n  "exporters": [},\n}'
+    status, _, resp = daemon.request("POST", "/solve", body=body, headers={"Content-Type": "application/json"})
+    assert status == 400, resp
+    err = json.loads(resp)
+    assert err["response"] == 400
+    assert err["message"] == 'request body is not valid JSON: line 2, column 17, at "},"', err

@@ -47,7 +47,8 @@ static const struct
   const char *json;
   const char *expect;
 } bad[] = {
-  { "{", "not valid JSON" },
+  { "{", "not valid JSON: line 1, column 1, at \"{\"" },
+  { "{\"frontend\": \"dockerfile.v0\",\n  \"exporters\": [},\n}", "not valid JSON: line 2, column 17, at \"},\"" },
   { "[]", "must be a JSON object" },
   { "{\"frontend\":\"gateway.v0\"}", "gateway.v0" },
   { "{\"frontend\":5}", "frontend" },
