@@ -529,15 +529,6 @@ proxy_begin (struct ps_request *req, ps_error **err)
   p->method = xstrdup (req->method);
   if (p->target[0] != '/')
     return ps_error_set (err, 400, "request-target %s: only /path?query targets are passed on", p->target);
-  /* Nothing configured and nothing at Podman's default socket: this is a
-     build-only podsolved, and the route simply does not exist. */
-  struct stat st;
-  if (!ps_cfg.upstream_explicit && stat (ps_cfg.upstream, &st) < 0 && errno == ENOENT)
-    return ps_error_set (err, 404,
-                         "no such route: %s %s (podsolved passes it on to the Podman API service at unix://%s, "
-                         "which is not running: start `podman system service --time=0`, or give podsolved "
-                         "--upstream or --spawn-upstream)",
-                         req->method, req->url, ps_cfg.upstream);
   if (is_upgrade_request (req))
     {
       p->mode = MODE_HIJACK;
@@ -566,11 +557,54 @@ static const struct ps_handler handler_proxy = {
   .on_complete = proxy_complete,
 };
 
+/* ---- no upstream ------------------------------------------------------------ */
+
+/* A route of Podman's with no Podman to pass it to: 503 with the way out,
+   never 404 (a docker client takes a 404 on `containers/create` for a
+   missing image and tries to pull it).  The answer comes after the body
+   is read, so a client still uploading never sees a broken pipe. */
+static int
+unavailable_begin (struct ps_request *req, ps_error **err)
+{
+  return 0;
+}
+
+static int
+unavailable_body (struct ps_request *req, const char *data, size_t len, ps_error **err)
+{
+  return 0;
+}
+
+static int
+unavailable_complete (struct ps_request *req, ps_error **err)
+{
+  if (ps_cfg.upstream == NULL)
+    return ps_error_set (err, 503,
+                         "%s %s is served by the Podman API service, and podsolved runs with --upstream none (the "
+                         "build API only): start it with --upstream unix:///run/podman/podman.sock (a running "
+                         "`podman system service --time=0`) or --spawn-upstream",
+                         req->method, req->url);
+  return ps_error_set (err, 503,
+                       "%s %s is served by the Podman API service at unix://%s, which is not running: start "
+                       "`podman system service --time=0`, or give podsolved --upstream or --spawn-upstream",
+                       req->method, req->url, ps_cfg.upstream);
+}
+
+static const struct ps_handler handler_unavailable = {
+  .on_begin = unavailable_begin,
+  .on_body = unavailable_body,
+  .on_complete = unavailable_complete,
+};
+
 const struct ps_handler *
 proxy_route (struct ps_request *req, const char *target)
 {
-  if (ps_cfg.upstream == NULL)
-    return NULL;
+  /* --upstream none, or nothing configured and nothing at Podman's
+     default socket. */
+  struct stat st;
+  if (ps_cfg.upstream == NULL
+      || (!ps_cfg.upstream_explicit && stat (ps_cfg.upstream, &st) < 0 && errno == ENOENT))
+    return &handler_unavailable;
   struct proxy *p = xcalloc (1, sizeof *p);
   atomic_init (&p->refs, 1);
   p->target = xstrdup (target);
