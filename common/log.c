@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "log.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 static enum ps_log_level current_level = PS_LOG_INFO;
+static bool json_lines; /* --log-format json */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -34,6 +36,18 @@ ps_log_parse_level (const char *name, enum ps_log_level *out)
       return 0;
     }
   return -1;
+}
+
+int
+ps_log_set_format (const char *name)
+{
+  if (strcmp (name, "text") == 0)
+    json_lines = false;
+  else if (strcmp (name, "json") == 0)
+    json_lines = true;
+  else
+    return -1;
+  return 0;
 }
 
 bool
@@ -61,7 +75,22 @@ ps_log (enum ps_log_level level, const char *fmt, ...)
     }
   va_end (ap);
   char *line = NULL;
-  int n = asprintf (&line, "%s %-5s %s\n", ts, level_names[level], msg);
+  int n = -1;
+  if (json_lines)
+    {
+      /* One object a line, for journald, Loki and jq: time, level, msg. */
+      cJSON *o = cJSON_CreateObject ();
+      cJSON_AddStringToObject (o, "time", ts);
+      cJSON_AddStringToObject (o, "level", level_names[level]);
+      cJSON_AddStringToObject (o, "msg", msg);
+      char *j = cJSON_PrintUnformatted (o);
+      cJSON_Delete (o);
+      if (j)
+        n = asprintf (&line, "%s\n", j);
+      free (j);
+    }
+  else
+    n = asprintf (&line, "%s %-5s %s\n", ts, level_names[level], msg);
   if (n > 0)
     {
       ssize_t ignored = write (STDERR_FILENO, line, (size_t) n);

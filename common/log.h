@@ -15,6 +15,9 @@ enum ps_log_level
 void ps_log_set_level (enum ps_log_level level);
 int ps_log_parse_level (const char *name, enum ps_log_level *out);
 bool ps_log_enabled (enum ps_log_level level);
+/* "text" (the default: "TIME LEVEL msg") or "json" (one object a line:
+   {"time","level","msg"}); -1 for anything else. */
+int ps_log_set_format (const char *name);
 void ps_log (enum ps_log_level level, const char *fmt, ...) PS_PRINTF (2, 3);
 
 #define ps_error_log(...) ps_log (PS_LOG_ERROR, __VA_ARGS__)

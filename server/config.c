@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "server/config.h"
 
+#include "common/log.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -82,6 +84,8 @@ usage (FILE *f)
          "                          without a `# syntax=` line: buildah's (default), or the\n"
          "                          gateway frontend IMAGE (e.g. docker.io/docker/dockerfile:1)\n"
          "  --log-level LEVEL       error, warn, info (default) or debug\n"
+         "  --log-format text|json  log lines as text (default) or one JSON object each\n"
+         "                          ({\"time\",\"level\",\"msg\"}: journald, Loki, jq)\n"
          "  --help, --version\n",
          f);
 }
@@ -121,6 +125,7 @@ enum
   OPT_BUILDKIT_TLSCACERT,
   OPT_NO_GRPC,
   OPT_DOCKERFILE_FRONTEND,
+  OPT_LOG_FORMAT,
 };
 
 static int
@@ -188,6 +193,7 @@ config_parse (int argc, char **argv, ps_error **err)
     { "buildkit-tlscacert", required_argument, NULL, OPT_BUILDKIT_TLSCACERT },
     { "no-grpc", no_argument, NULL, OPT_NO_GRPC },
     { "dockerfile-frontend", required_argument, NULL, OPT_DOCKERFILE_FRONTEND },
+    { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -328,6 +334,10 @@ config_parse (int argc, char **argv, ps_error **err)
         case OPT_BUILDKIT_TLSCACERT:
           free (ps_cfg.buildkit_tls_ca);
           ps_cfg.buildkit_tls_ca = xstrdup (optarg);
+          break;
+        case OPT_LOG_FORMAT:
+          if (ps_log_set_format (optarg) < 0)
+            return ps_error_set (err, 400, "--log-format: \"%s\" (use text or json)", optarg);
           break;
         case OPT_DOCKERFILE_FRONTEND:
           if (*optarg == '\0')

@@ -466,7 +466,13 @@ completed_handler (void *cls, struct MHD_Connection *conn, void **con_cls, enum 
       char outs[24] = "-";
       if (out >= 0)
         snprintf (outs, sizeof outs, "%lld", (long long) out);
-      ps_info ("%s %s %u %llu bytes in, %s bytes out, %lld ms, %s%s", req->method, req->url, req->status,
+      /* Health probes (every client pings before each command, monitors
+         every few seconds) would drown the builds: debug, when they
+         succeed. */
+      const char *slash = strrchr (req->url, '/');
+      bool probe = slash && strcmp (slash, "/_ping") == 0 && req->status < 400;
+      ps_log (probe ? PS_LOG_DEBUG : PS_LOG_INFO, "%s %s %u %llu bytes in, %s bytes out, %lld ms, %s%s", req->method,
+              req->url, req->status,
                (unsigned long long) in, outs, (long long) ms, upstream ? "upstream" : "local",
                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     }

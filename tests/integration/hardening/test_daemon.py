@@ -1,6 +1,7 @@
 """podsolved as a process: how it listens, how it picks isolation, and how
 it stops.  Each test starts its own daemon binary with its own state."""
 
+import json
 import os
 import re
 import socket
@@ -264,3 +265,20 @@ def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(sp
     d.start()
     assert d.working_containers() == []
     assert "working container(s) left by an earlier run" in d.log_path.read_text()
+
+
+def test_log_format_json_and_health_probes_at_debug(spawn_daemon):
+    # Operators: --log-format json gives one object a line (journald, Loki,
+    # jq); a health probe that succeeds is a debug line, not an info one.
+    d = spawn_daemon("--log-level", "info", "--log-format", "json", "--upstream", "none")
+    for _ in range(3):
+        assert d.request("GET", "/_ping")[0] == 200
+    assert d.request("GET", "/v1.41/containers/json")[0] == 503
+    assert lib.wait_for(lambda: "/v1.41/containers/json" in d.log_tail(200000), 10), d.log_tail()
+    lines = [ln for ln in d.log_tail(200000).splitlines() if ln.strip()]
+    objs = [json.loads(ln) for ln in lines]  # every line is one JSON object
+    assert all(set(o) == {"time", "level", "msg"} for o in objs), objs[:5]
+    assert any(o["msg"].startswith("GET /v1.41/containers/json 503") and o["level"] == "info" for o in objs), objs
+    assert not any("/_ping" in o["msg"] for o in objs), [o for o in objs if "/_ping" in o["msg"]]
+    r = subprocess.run([lib.podsolved_path(), "--log-format", "xml"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and '--log-format: "xml" (use text or json)' in r.stderr, r
