@@ -148,6 +148,9 @@ build_complete (struct ps_request *req, ps_error **err)
   if (dockerfile_plan_new (b, &env, &plan, err) < 0)
     return -1;
   bool quiet = plan->opts.quiet;
+  ps_strv tags = { 0 }; /* for the start line: the plan is the job's once it runs */
+  for (size_t i = 0; i < plan->opts.client_tags.n; i++)
+    ps_strv_push (&tags, plan->opts.client_tags.v[i]);
 
   /* A BuildKit-mode build is registered under its buildid, so
      POST /build/cancel?id= finds it. */
@@ -156,10 +159,18 @@ build_complete (struct ps_request *req, ps_error **err)
   solver_job_set_kind (job, v2 ? "build (BuildKit mode)" : "build");
   if (v2 && solver_jobs_register (job, err) < 0)
     {
+      ps_strv_free (&tags);
       dockerfile_build_free (plan);
       solver_job_unref (job);
       return -1;
     }
+  /* Before it runs: the first line about the job is this one. */
+  handler_log_job_start (req, job,
+                         v2            ? "POST /build?version=2 (BuildKit mode)"
+                         : req->libpod ? "POST /libpod/build"
+                                       : "POST /build (classic)",
+                         NULL, (const char *const *) tags.v);
+  ps_strv_free (&tags);
   if (solver_job_start (job, dockerfile_build_run, plan, (void (*) (void *)) dockerfile_build_free, err) < 0)
     {
       if (v2)
@@ -169,7 +180,6 @@ build_complete (struct ps_request *req, ps_error **err)
       return -1;
     }
   s->dir_owned = false; /* the job removes its directory when it ends */
-  ps_info ("build %s: started (%s endpoint)", s->id, req->libpod ? "libpod" : "compat");
 
   struct job_stream_opts so = {
     .encoder = v2 ? schema_trace_encoder_new (quiet) : schema_jsonmessage_encoder_new (!req->libpod, quiet),

@@ -43,6 +43,7 @@
 #include "common/process.h"
 #include "control.pb-c.h"
 #include "handlers/grpc.h"
+#include "handlers/stream.h"
 #include "schema/control_request.h"
 #include "schema/ctrfilter.h"
 #include "schema/status_response.h"
@@ -595,7 +596,7 @@ solve_gateway_new (grpc_call *call, const Moby__Buildkit__V1__SolveRequest *rq, 
 /* `sr` and `gw` (gateway mode, or zeroed) are consumed. */
 static int
 solve_start (struct solve_request *sr, const uint8_t *definition, size_t definition_len,
-             const struct solve_gateway *gw, solver_job **out, ps_error **err)
+             const struct solve_gateway *gw, const char *client, solver_job **out, ps_error **err)
 {
   char hex[17];
   ps_random_hex (hex, 8);
@@ -636,6 +637,8 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
       ps_rm_rf (dir, NULL);
       return -1;
     }
+  cleanup_free char *what = xasprintf ("Control.Solve (%s)", kind);
+  handler_log_job_start (NULL, job, what, client, NULL);
   if (solver_job_start (job, solve_run, plan, (void (*) (void *)) solve_plan_free, err) < 0)
     {
       solver_jobs_unregister (job);
@@ -644,7 +647,6 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
       ps_rm_rf (dir, NULL);
       return -1;
     }
-  ps_info ("solve %s: started (Control.Solve)", solver_job_id (job));
   *out = job;
   return 0;
 }
@@ -728,7 +730,7 @@ control_solve (grpc_call *call, void *ud)
   moby__buildkit__v1__solve_request__free_unpacked (rq, NULL);
   solver_job *job = NULL;
   if (r == 0)
-    r = solve_start (&sr, definition, def_len, &gw, &job, &err);
+    r = solve_start (&sr, definition, def_len, &gw, grpc_call_metadata (call, "user-agent"), &job, &err);
   if (r < 0)
     {
       grpc_call_finish_error (call, err);

@@ -139,6 +139,7 @@ solve_complete (struct ps_request *req, ps_error **err)
       solver_job_unref (job);
       return -1;
     }
+  handler_log_job_start (req, job, "POST /solve", NULL, NULL);
   if (solver_job_start (job, solve_run, plan, (void (*) (void *)) solve_plan_free, err) < 0)
     {
       solver_jobs_unregister (job);
@@ -147,7 +148,6 @@ solve_complete (struct ps_request *req, ps_error **err)
       return -1;
     }
   s->dir_owned = false; /* the job owns its directory now */
-  ps_info ("solve %s: started", solver_job_id (job));
 
   const char *headers[] = { "Podsolve-Solve-Ref", solver_job_id (job), NULL };
   struct job_stream_opts so = {

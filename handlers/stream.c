@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include "common/limits.h"
+#include "common/log.h"
 
 struct job_stream
 {
@@ -89,4 +90,17 @@ handler_stream_job (struct ps_request *req, solver_job *job, const struct job_st
   st->o = *o;
   st->client_fd = http_request_fd (req);
   return http_respond_stream (req, 200, o->content_type, o->headers, job_stream_read, st, job_stream_done);
+}
+
+void
+handler_log_job_start (const struct ps_request *req, solver_job *job, const char *what, const char *client,
+                       const char *const *tags)
+{
+  const char *ua = client ? client : req ? http_request_header ((struct ps_request *) req, "User-Agent") : NULL;
+  ps_buf t = { 0 };
+  for (size_t i = 0; tags && tags[i]; i++)
+    ps_buf_printf (&t, "%s%s", i ? ", " : " -> ", tags[i]);
+  ps_info ("job %s: started: %s (client %s)%s", solver_job_id (job), what, ua && *ua ? ua : "unknown",
+           t.data ? t.data : "");
+  ps_buf_free (&t);
 }

@@ -20,4 +20,10 @@ struct job_stream_opts
    reference. */
 int handler_stream_job (struct ps_request *req, solver_job *job, const struct job_stream_opts *o);
 
+/* The one line a build starts with: "job ID: started: WHAT (client UA)
+   [-> tags]", the id every later line about it carries.  `req` may be
+   NULL (no HTTP request: gRPC); `tags` NULL-terminated or NULL. */
+void handler_log_job_start (const struct ps_request *req, solver_job *job, const char *what, const char *client,
+                            const char *const *tags);
+
 #endif

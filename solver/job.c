@@ -564,8 +564,14 @@ job_thread (void *arg)
   pthread_cond_broadcast (&job->changed);
   pthread_mutex_unlock (&job->lock);
 
-  ps_info ("job %s: %s", job->id,
-           ret == 0 ? "succeeded" : (err ? err->msg : "failed"));
+  /* A failed build is something an operator looks for: warn, with the
+     word and the reason; one the client cancelled is not. */
+  if (ret == 0)
+    ps_info ("job %s: succeeded", job->id);
+  else if (job->cancelled)
+    ps_info ("job %s: cancelled%s%s", job->id, err ? ": " : "", err ? err->msg : "");
+  else
+    ps_warn ("job %s: failed: %s", job->id, err ? err->msg : "no reason given");
   ps_error_free (err);
   err = NULL;
   write_record (job);

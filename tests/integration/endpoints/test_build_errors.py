@@ -498,7 +498,7 @@ def test_containers_a_build_asked_to_keep_are_never_swept(spawn_daemon, uniq):
     assert status == 200
     try:
         next(cut)
-        cut_id = re.search(r"build (\S+): started", d.log_tail(1 << 20)).group(1)
+        cut_id = re.search(r"job (\S+): started: POST /build", d.log_tail(1 << 20)).group(1)
         assert wait_for(lambda: sleepers(token), 20), "the RUN step never started"
         before = {c["id"] for c in d.working_containers()}
         r = d.build({"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo kept > /kept")},
@@ -512,3 +512,26 @@ def test_containers_a_build_asked_to_keep_are_never_swept(spawn_daemon, uniq):
     # The stopped build's job ends (its line comes after its leftovers were swept).
     assert wait_for(lambda: re.search(rf"job {cut_id}: (?!cancelling: )", d.log_tail(1 << 20)), 20), d.log_tail()
     assert {c["id"] for c in d.working_containers()} == kept
+
+
+def test_log_names_the_build_once_and_a_failure_is_a_warning(daemon, uniq):
+    # Operators: the start line has the job id every later line about the
+    # build carries, the endpoint, the client and the tags; a failed build
+    # is a warn line with "failed" and the reason.
+    tag = f"localhost/logged-{uniq}:1"
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo going down; exit 7")}
+    status, _, body = daemon.request("POST", lib.with_query(COMPAT_BUILD, {"t": tag}), body=lib.tar_context(ctx),
+                                     headers={"Content-Type": "application/x-tar", "User-Agent": f"ua-{uniq}/1.0"})
+    assert status == 200 and b"errorDetail" in body, body
+    def lines():
+        return daemon.log_tail(1 << 20).splitlines()
+    start = None
+    assert wait_for(lambda: any(f"(client ua-{uniq}/1.0) -> {tag}" in ln for ln in lines()), 10), lines()[-20:]
+    start = next(ln for ln in lines() if f"(client ua-{uniq}/1.0)" in ln)
+    m = re.search(r"info  job (\S+): started: POST /build \(classic\) \(client ua-", start)
+    assert m, start
+    job = m.group(1)
+    assert wait_for(lambda: any(f"job {job}: failed: " in ln for ln in lines()), 10), lines()[-20:]
+    failed = next(ln for ln in lines() if f"job {job}: failed: " in ln)
+    assert re.search(r" warn  job \S+: failed: .*exit status 7", failed), failed
+    assert not any(f"build {job}" in ln for ln in lines())
