@@ -316,6 +316,22 @@ cli_build_run (cli_http *h, struct cli_build_opts *o, ps_error **err)
   const char *ref = s.result_ref ? s.result_ref : hs.solve_ref;
   if (code == CLI_EXIT_OK && ref && cli_outputs_fetch (h, ref, o->outputs, o->n_outputs, err) < 0)
     code = cli_interrupted ? CLI_EXIT_INTERRUPTED : CLI_EXIT_FAILED;
+  if (code == CLI_EXIT_OK)
+    {
+      /* What the build made, last, where a script or a person looks:
+         stdout, unless an output is being written there. */
+      bool stdout_taken = false;
+      for (size_t i = 0; i < o->n_outputs; i++)
+        stdout_taken |= o->outputs[i].dest && strcmp (o->outputs[i].dest, "-") == 0;
+      FILE *to = stdout_taken ? stderr : stdout;
+      if (s.image_name)
+        fprintf (to, "image %s%s%s\n", s.image_name, s.image_digest ? " " : "", s.image_digest ? s.image_digest : "");
+      for (size_t i = 0; i < o->n_outputs; i++)
+        if (o->outputs[i].dest && strcmp (o->outputs[i].dest, "-") != 0)
+          fprintf (to, "output %s %s\n", o->outputs[i].type, o->outputs[i].dest);
+      if (ref)
+        fprintf (to, "ref %s\n", ref);
+    }
   cli_solve_stream_free (&s);
   cli_progress_free (progress);
   free (hs.solve_ref);

@@ -144,9 +144,19 @@ cmd_ls (struct cli_global *g, int argc, char **argv)
       ps_error_set (&err, 0, "GET /solve: the answer is not a JSON array");
       return fail (h, err, "ls");
     }
-  if (!quiet)
-    printf ("%-34s %-10s %-16s %-9s %s\n", "REF", "STATE", "CREATED", "DURATION", "ERROR");
+  /* Columns as wide as their longest value (a 64-hex ref, a long image
+     name), so rows stay aligned. */
+  int wref = 3, wname = 4;
   const cJSON *job;
+  cJSON_ArrayForEach (job, jobs)
+    {
+      int r = (int) strlen (json_string (job, "ref", "?")), n = (int) strlen (json_string (job, "image", "-"));
+      wref = r > wref ? r : wref;
+      wname = n > wname ? n : wname;
+    }
+  if (!quiet)
+    printf ("%-*s  %-*s  %-10s %-16s %-9s %s\n", wref, "REF", wname, "NAME", "STATE", "CREATED", "DURATION",
+            "ERROR");
   cJSON_ArrayForEach (job, jobs)
     {
       const char *ref = json_string (job, "ref", "?");
@@ -162,7 +172,8 @@ cmd_ls (struct cli_global *g, int argc, char **argv)
       for (char *p = error; *p; p++)
         if (*p == '\n' || *p == '\r' || *p == '\t')
           *p = ' ';
-      printf ("%-34s %-10s %-16s %-9s %.80s\n", ref, json_string (job, "state", "?"), age, duration, error);
+      printf ("%-*s  %-*s  %-10s %-16s %-9s %.80s\n", wref, ref, wname, json_string (job, "image", "-"),
+              json_string (job, "state", "?"), age, duration, error);
     }
   cJSON_Delete (jobs);
   cli_http_free (h);

@@ -18,6 +18,8 @@ void
 cli_solve_stream_free (struct cli_solve_stream *s)
 {
   free (s->result_ref);
+  free (s->image_name);
+  free (s->image_digest);
   free (s->error_message);
   free (s->error_vertex);
   ps_error_free (s->bad_line);
@@ -55,6 +57,9 @@ cli_solve_stream_line (const char *line, size_t len, void *ud)
     {
       s->finished = true;
       s->result_ref = dup_string (result, "ref");
+      const cJSON *resp = cJSON_GetObjectItemCaseSensitive (result, "exporterResponse");
+      s->image_name = dup_string (resp, "image.name");
+      s->image_digest = dup_string (resp, "containerimage.digest");
     }
   else if (cJSON_IsObject (error) && !s->finished)
     {

@@ -13,6 +13,8 @@ struct cli_solve_stream
   bool finished;          /* a "result" or "error" line arrived */
   bool failed;            /* ... and it was "error" */
   char *result_ref;       /* result.ref */
+  char *image_name;       /* result.exporterResponse["image.name"], or NULL */
+  char *image_digest;     /* ["containerimage.digest"] */
   char *error_message;    /* error.message */
   char *error_vertex;     /* error.vertex, may be NULL */
   ps_error *bad_line;     /* why the stream was stopped early */

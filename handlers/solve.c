@@ -200,6 +200,11 @@ job_json (solver_job *job, bool detail)
     cJSON_AddStringToObject (o, "outcome", outcome);
   if (sum.error)
     cJSON_AddStringToObject (o, "error", sum.error);
+  /* The names the result was given (the image exporter's image.name):
+     what `podsolve ls` shows beside the ref. */
+  for (char **p = sum.response; p && p[0] && p[1]; p += 2)
+    if (strcmp (p[0], "image.name") == 0 && *p[1])
+      cJSON_AddStringToObject (o, "image", p[1]);
   if (detail)
     {
       cJSON *resp = cJSON_AddObjectToObject (o, "exporterResponse");

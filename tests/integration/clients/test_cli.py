@@ -264,13 +264,27 @@ def test_ls_and_status_show_a_finished_solve_by_its_ref(daemon, tmp_path, uniq):
     `status R` replays its progress and exits 0."""
     ctx = lib.make_context(tmp_path / "ctx", HELLO)
     ref = f"cli-ls-{uniq}"
-    r = podsolve(daemon, "build", "--ref", ref, "--build-arg", f"GREETING=ls-{uniq}", "--progress=quiet", ctx)
+    image = f"localhost/cli-ls-{uniq}:1"
+    r = podsolve(daemon, "build", "--ref", ref, "-t", image, "--build-arg", f"GREETING=ls-{uniq}",
+                 "--progress=quiet", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    # The result, last, on stdout: the image with its digest, and the ref.
+    lines = r.stdout.decode().splitlines()
+    assert re.fullmatch(rf"image {re.escape(image)} sha256:[0-9a-f]{{64}}", lines[-2]), r.stdout
+    assert lines[-1] == f"ref {ref}", r.stdout
+    # A 64-hex ref (the default kind) in the list too: the columns stay aligned.
+    r = podsolve(daemon, "build", "--build-arg", f"GREETING=ls2-{uniq}", "--progress=quiet", ctx)
     assert r.returncode == 0, explain(r, daemon)
 
     r = podsolve(daemon, "ls")
     assert r.returncode == 0, explain(r, daemon)
-    row = next(line for line in r.out.splitlines() if line.startswith(ref))
-    assert row.split()[1] == "succeeded", r.out
+    rows = r.out.splitlines()
+    row = next(line for line in rows if line.startswith(ref))
+    assert row.split()[1:3] == [image, "succeeded"], r.out
+    header = rows[0]
+    assert header.split()[:3] == ["REF", "NAME", "STATE"], header
+    for line in rows[1:]:
+        assert line.index(line.split()[2]) == header.index("STATE"), r.out
     assert ref in podsolve(daemon, "ls", "-q").out.split()
 
     r = podsolve(daemon, "status", "--progress=plain", ref)
