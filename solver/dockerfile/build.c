@@ -120,6 +120,8 @@ exit_code_from_message (const char *msg)
 int
 dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
+  for (size_t i = 0; i < b->warnings.n; i++)
+    solver_job_emit_warning (job, NULL, 1, b->warnings.v[i], NULL, NULL);
   if (b->session)
     {
       /* The sources come over the session: their [internal] vertices carry

@@ -153,5 +153,6 @@ dockerfile_build_free (struct dockerfile_build *b)
   free (b->definition_digest);
   free (b->state_dir);
   ps_strv_free (&b->entitlements);
+  ps_strv_free (&b->warnings);
   free (b);
 }

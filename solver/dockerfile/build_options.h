@@ -74,6 +74,7 @@ struct dockerfile_build
   uint64_t context_bytes;  /* bytes of context received, for the status */
   struct session_sources *session; /* NULL: the context is already in opts */
   char *state_dir;         /* --state-dir (gateway frontends) */
+  ps_strv warnings;        /* said when the build starts (cache imports it cannot use...) */
   ps_strv entitlements;    /* granted (network.host, security.insecure): for a gateway frontend's LLB */
   bool legacy;             /* classic /build and /libpod/build: `# syntax=` is ignored (and said so),
                               as Docker's legacy builder does; BuildKit-mode builds honour it */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/limits.h"
+#include "solver/cache_registry.h"
 #include "solver/context.h"
 #include "solver/dockerfile/build.h"
 #include "solver/dockerfile/scan.h"
@@ -126,6 +127,72 @@ unpack_context (struct build_request *b, const struct dockerfile_env *env, const
   return 0;
 }
 
+/* The cache imports of /build (`cachefrom`, a JSON list) in every form the
+   docker CLI passes on: a plain image ref (`localhost/app:latest`), or
+   BuildKit's CSV (`type=registry,ref=R`, as `docker build --cache-from`
+   in BuildKit mode sends it).  Registry imports become buildah's
+   --cache-from (the repository) plus the ref as named (the ARG-step
+   index is found by it); what buildah cannot import (type=local on the
+   client, inline, gha, s3) is a warning, and the build goes on without
+   it, as BuildKit treats a cache import that fails. */
+static void
+normalize_cache_from (struct build_options *o, ps_strv *warnings)
+{
+  ps_strv raw = o->cache_from;
+  o->cache_from = (ps_strv){ 0 };
+  ps_strv_free (&o->cache_from_refs);
+  for (size_t i = 0; i < raw.n; i++)
+    {
+      const char *v = raw.v[i];
+      cleanup_free char *type = NULL, *ref = NULL;
+      if (strchr (v, '=') != NULL)
+        {
+          /* CSV: key=value pairs */
+          cleanup_free char *copy = xstrdup (v);
+          char *save = NULL;
+          for (char *kv = strtok_r (copy, ",", &save); kv; kv = strtok_r (NULL, ",", &save))
+            {
+              char *eq = strchr (kv, '=');
+              if (eq == NULL)
+                continue;
+              *eq = '\0';
+              if (strcmp (kv, "type") == 0)
+                {
+                  free (type);
+                  type = xstrdup (eq + 1);
+                }
+              else if (strcmp (kv, "ref") == 0)
+                {
+                  free (ref);
+                  ref = xstrdup (eq + 1);
+                }
+            }
+          if (type == NULL)
+            type = xstrdup ("registry");
+        }
+      else
+        {
+          type = xstrdup ("registry");
+          ref = xstrdup (v);
+        }
+      if (strcmp (type, "registry") != 0)
+        {
+          ps_strv_pushf (warnings, "--cache-from %s: cache type \"%s\" cannot be imported by podsolve's Dockerfile "
+                                   "builder (registry caches can); building without it", v, type);
+          continue;
+        }
+      if (ref == NULL || *ref == '\0')
+        {
+          ps_strv_pushf (warnings, "--cache-from %s: no ref=; building without it", v);
+          continue;
+        }
+      cleanup_free char *repo = cache_registry_repository (ref);
+      ps_strv_push (&o->cache_from, repo);
+      ps_strv_push (&o->cache_from_refs, ref);
+    }
+  ps_strv_free (&raw);
+}
+
 int
 dockerfile_plan_new (struct build_request *b, const struct dockerfile_env *env, struct dockerfile_build **out,
                      ps_error **err)
@@ -181,6 +248,7 @@ dockerfile_plan_new (struct build_request *b, const struct dockerfile_env *env, 
   p->definition_digest = xstrdup (hex);
   p->opts = b->opts;
   build_options_init (&b->opts); /* moved into the plan */
+  normalize_cache_from (&p->opts, &p->warnings);
   p->session = session;
   /* What buildah cannot build is a 400 now, before anything runs (a
      Dockerfile coming over the session is checked once it is here). */

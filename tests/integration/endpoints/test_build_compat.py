@@ -494,3 +494,24 @@ def test_connection_is_reusable_after_a_build_stream(daemon, uniq):
         assert (resp.status, resp.read()) == (200, b"OK")
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("cache_from,warned", [
+    # what `docker build --cache-from` sends in BuildKit mode (was: "invalid repo")
+    ("type=registry,ref=127.0.0.1:1/nowhere/cache", False),
+    # a plain image ref with a tag (was: "repository must contain neither a tag nor digest")
+    (BASE_IMAGE, False),
+    # caches buildah cannot import: a warning, and the build goes on
+    ("type=local,src=/tmp/cache-on-the-client", True),
+    ("type=gha", True),
+])
+def test_cachefrom_in_every_form_docker_sends_builds(daemon, uniq, cache_from, warned):
+    name = f"cachefrom-{uniq}"
+    r = daemon.build({"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", f"RUN echo {uniq} > /cf")},
+                     {"t": name, "cachefrom": json.dumps([cache_from])})
+    assert_ok(r)
+    assert daemon.image_file(lib_tag(name), "/cf") == f"{uniq}\n".encode()
+    warnings = [s for s in r.streams if s.startswith("WARNING:") and "--cache-from" in s]
+    assert bool(warnings) == warned, r.streams
+    if warned:
+        assert cache_from in warnings[0] and "building without it" in warnings[0], warnings
