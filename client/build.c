@@ -37,6 +37,10 @@ cli_build_opts_free (struct cli_build_opts *o)
 {
   ps_strv_free (&o->tags);
   ps_strv_free (&o->frontend_attrs);
+  ps_strv_free (&o->add_hosts);
+  ps_strv_free (&o->cache_from);
+  ps_strv_free (&o->cache_to);
+  ps_strv_free (&o->entitlements);
   for (size_t i = 0; i < o->n_outputs; i++)
     cli_output_free (&o->outputs[i]);
   free (o->outputs);
@@ -180,6 +184,39 @@ tar_context (const char *context_real, const struct dockerfile *df, uint64_t *si
   return fd;
 }
 
+/* A --cache-from/--cache-to SPEC as {"type","attrs"}: buildx's CSV
+   (type=registry,ref=R,mode=max; type=local,src=DIR|dest=DIR — a
+   directory on the daemon's side), or a plain ref as type=registry. */
+static cJSON *
+cli_cache_entry_json (const char *spec)
+{
+  cJSON *e = cJSON_CreateObject ();
+  cJSON *attrs = cJSON_CreateObject ();
+  const char *type = "registry";
+  cleanup_free char *copy = xstrdup (spec);
+  cleanup_free char *type_owned = NULL;
+  if (strchr (spec, '=') == NULL)
+    cJSON_AddStringToObject (attrs, "ref", spec);
+  else
+    {
+      char *save = NULL;
+      for (char *kv = strtok_r (copy, ",", &save); kv; kv = strtok_r (NULL, ",", &save))
+        {
+          char *eq = strchr (kv, '=');
+          if (eq == NULL)
+            continue;
+          *eq = '\0';
+          if (strcmp (kv, "type") == 0)
+            type = type_owned = xstrdup (eq + 1);
+          else
+            cJSON_AddStringToObject (attrs, kv, eq + 1);
+        }
+    }
+  cJSON_AddStringToObject (e, "type", type);
+  cJSON_AddItemToObject (e, "attrs", attrs);
+  return e;
+}
+
 /* The SolveRequest; numbers each output's exporter on the way. */
 static char *
 request_json (struct cli_build_opts *o, const struct dockerfile *df)
@@ -194,6 +231,34 @@ request_json (struct cli_build_opts *o, const struct dockerfile *df)
     {
       cJSON_DeleteItemFromObjectCaseSensitive (attrs, o->frontend_attrs.v[i]); /* the last one wins */
       cJSON_AddStringToObject (attrs, o->frontend_attrs.v[i], o->frontend_attrs.v[i + 1]);
+    }
+  if (o->add_hosts.n)
+    {
+      ps_buf hosts = { 0 };
+      for (size_t i = 0; i < o->add_hosts.n; i++)
+        ps_buf_printf (&hosts, "%s%s", i ? "," : "", o->add_hosts.v[i]);
+      cJSON_DeleteItemFromObjectCaseSensitive (attrs, "add-hosts");
+      cJSON_AddStringToObject (attrs, "add-hosts", hosts.data);
+      ps_buf_free (&hosts);
+    }
+  if (o->cache_from.n || o->cache_to.n)
+    {
+      cJSON *cache = cJSON_AddObjectToObject (req, "cache");
+      for (int pass = 0; pass < 2; pass++)
+        {
+          const ps_strv *specs = pass ? &o->cache_to : &o->cache_from;
+          if (specs->n == 0)
+            continue;
+          cJSON *list = cJSON_AddArrayToObject (cache, pass ? "exports" : "imports");
+          for (size_t i = 0; i < specs->n; i++)
+            cJSON_AddItemToArray (list, cli_cache_entry_json (specs->v[i]));
+        }
+    }
+  if (o->entitlements.n)
+    {
+      cJSON *ents = cJSON_AddArrayToObject (req, "entitlements");
+      for (size_t i = 0; i < o->entitlements.n; i++)
+        cJSON_AddItemToArray (ents, cJSON_CreateString (o->entitlements.v[i]));
     }
   cJSON *exporters = cJSON_AddArrayToObject (req, "exporters");
   if (o->tags.n > 0)
@@ -331,6 +396,20 @@ cli_build_run (cli_http *h, struct cli_build_opts *o, ps_error **err)
           fprintf (to, "output %s %s\n", o->outputs[i].type, o->outputs[i].dest);
       if (ref)
         fprintf (to, "ref %s\n", ref);
+    }
+  if (code == CLI_EXIT_OK && (o->iidfile || o->metadata_file))
+    {
+      ps_error *werr = NULL;
+      if (o->iidfile && s.image_id && ps_write_file (o->iidfile, s.image_id, strlen (s.image_id), 0644, &werr) < 0)
+        code = CLI_EXIT_FAILED;
+      if (code == CLI_EXIT_OK && o->metadata_file && s.response_json
+          && ps_write_file (o->metadata_file, s.response_json, strlen (s.response_json), 0644, &werr) < 0)
+        code = CLI_EXIT_FAILED;
+      if (werr)
+        {
+          cli_print_error (werr);
+          ps_error_free (werr);
+        }
     }
   cli_solve_stream_free (&s);
   cli_progress_free (progress);

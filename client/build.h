@@ -19,6 +19,12 @@ struct cli_build_opts
   enum cli_progress_mode progress;
   struct cli_output *outputs;
   size_t n_outputs;
+  ps_strv add_hosts;      /* --add-host HOST:IP, sent as add-hosts=HOST=IP,... */
+  ps_strv cache_from;     /* --cache-from SPEC (CSV as buildx takes it, or a plain ref) */
+  ps_strv cache_to;       /* --cache-to SPEC */
+  ps_strv entitlements;   /* --network host: network.host; --allow ENTITLEMENT */
+  const char *iidfile;    /* --iidfile FILE: the image id (sha256:...) */
+  const char *metadata_file; /* --metadata-file FILE: the exporter response as JSON */
 };
 
 void cli_build_opts_free (struct cli_build_opts *o);

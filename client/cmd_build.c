@@ -30,6 +30,14 @@ usage (FILE *out)
       "                           | type=image,name=N[,push=true] | type=cacheonly (repeatable)\n"
       "      --progress MODE      auto, tty, plain, rawjson or quiet (default auto)\n"
       "      --ref REF            name the solve (for podsolve status/cancel)\n"
+      "      --add-host HOST:IP   an /etc/hosts entry for RUN (repeatable)\n"
+      "      --network MODE       RUN's network: default, none or host (host asks for network.host)\n"
+      "      --pull               always pull the base images\n"
+      "      --cache-from SPEC    import a cache: type=registry,ref=R | type=local,src=DIR (on the daemon) | REF\n"
+      "      --cache-to SPEC      export one: type=registry,ref=R[,mode=max] | type=local,dest=DIR\n"
+      "      --allow ENTITLEMENT  network.host or security.insecure (RUN --network=host / --security=insecure)\n"
+      "      --iidfile FILE       write the image id (sha256:...) to FILE\n"
+      "      --metadata-file FILE write the build's result metadata (exporter response) to FILE as JSON\n"
       "      --host ADDRESS       daemon address (see podsolve --help)\n");
 }
 
@@ -66,6 +74,14 @@ enum
   OPT_NO_CACHE,
   OPT_PROGRESS,
   OPT_REF,
+  OPT_ADD_HOST,
+  OPT_NETWORK,
+  OPT_PULL,
+  OPT_CACHE_FROM,
+  OPT_CACHE_TO,
+  OPT_ALLOW,
+  OPT_IIDFILE,
+  OPT_METADATA_FILE,
 };
 
 /* Returns 0 to build, 1 when --help was answered, -1 on a usage error. */
@@ -83,6 +99,14 @@ parse_args (struct cli_global *g, int argc, char **argv, struct cli_build_opts *
     { "output", required_argument, NULL, 'o' },
     { "progress", required_argument, NULL, OPT_PROGRESS },
     { "ref", required_argument, NULL, OPT_REF },
+    { "add-host", required_argument, NULL, OPT_ADD_HOST },
+    { "network", required_argument, NULL, OPT_NETWORK },
+    { "pull", no_argument, NULL, OPT_PULL },
+    { "cache-from", required_argument, NULL, OPT_CACHE_FROM },
+    { "cache-to", required_argument, NULL, OPT_CACHE_TO },
+    { "allow", required_argument, NULL, OPT_ALLOW },
+    { "iidfile", required_argument, NULL, OPT_IIDFILE },
+    { "metadata-file", required_argument, NULL, OPT_METADATA_FILE },
     { "host", required_argument, NULL, CLI_OPT_HOST },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -125,6 +149,46 @@ parse_args (struct cli_global *g, int argc, char **argv, struct cli_build_opts *
           break;
         case OPT_REF:
           o->ref = optarg;
+          break;
+        case OPT_ADD_HOST:
+          {
+            /* docker's HOST:IP, BuildKit's HOST=IP on the wire */
+            const char *sep = strchr (optarg, ':');
+            if (sep == NULL || sep == optarg || sep[1] == '\0')
+              r = ps_error_set (err, 0, "--add-host %s: expected HOST:IP", optarg);
+            else
+              ps_strv_pushf (&o->add_hosts, "%.*s=%s", (int) (sep - optarg), optarg, sep + 1);
+            break;
+          }
+        case OPT_NETWORK:
+          if (strcmp (optarg, "default") == 0)
+            add_attr (o, "force-network-mode", "sandbox");
+          else if (strcmp (optarg, "none") == 0 || strcmp (optarg, "host") == 0)
+            {
+              add_attr (o, "force-network-mode", optarg);
+              if (strcmp (optarg, "host") == 0)
+                ps_strv_push (&o->entitlements, "network.host");
+            }
+          else
+            r = ps_error_set (err, 0, "--network %s: use default, none or host", optarg);
+          break;
+        case OPT_PULL:
+          add_attr (o, "image-resolve-mode", "pull");
+          break;
+        case OPT_CACHE_FROM:
+          ps_strv_push (&o->cache_from, optarg);
+          break;
+        case OPT_CACHE_TO:
+          ps_strv_push (&o->cache_to, optarg);
+          break;
+        case OPT_ALLOW:
+          ps_strv_push (&o->entitlements, optarg);
+          break;
+        case OPT_IIDFILE:
+          o->iidfile = optarg;
+          break;
+        case OPT_METADATA_FILE:
+          o->metadata_file = optarg;
           break;
         case CLI_OPT_HOST:
           g->host = optarg;

@@ -20,6 +20,9 @@ cli_solve_stream_free (struct cli_solve_stream *s)
   free (s->result_ref);
   free (s->image_name);
   free (s->image_digest);
+  free (s->image_id);
+  if (s->response_json)
+    cJSON_free (s->response_json);
   free (s->error_message);
   free (s->error_vertex);
   ps_error_free (s->bad_line);
@@ -60,6 +63,9 @@ cli_solve_stream_line (const char *line, size_t len, void *ud)
       const cJSON *resp = cJSON_GetObjectItemCaseSensitive (result, "exporterResponse");
       s->image_name = dup_string (resp, "image.name");
       s->image_digest = dup_string (resp, "containerimage.digest");
+      s->image_id = dup_string (resp, "containerimage.config.digest");
+      if (cJSON_IsObject (resp))
+        s->response_json = cJSON_Print (resp);
     }
   else if (cJSON_IsObject (error) && !s->finished)
     {

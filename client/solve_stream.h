@@ -15,6 +15,8 @@ struct cli_solve_stream
   char *result_ref;       /* result.ref */
   char *image_name;       /* result.exporterResponse["image.name"], or NULL */
   char *image_digest;     /* ["containerimage.digest"] */
+  char *image_id;         /* ["containerimage.config.digest"]: the image id, as --iidfile writes it */
+  char *response_json;    /* the whole exporter response (--metadata-file), cJSON_free */
   char *error_message;    /* error.message */
   char *error_vertex;     /* error.vertex, may be NULL */
   ps_error *bad_line;     /* why the stream was stopped early */

@@ -350,3 +350,28 @@ def test_cancel_of_an_unknown_ref_exits_1(daemon):
     r = podsolve(daemon, "cancel", "no-such-solve")
     assert r.returncode == 1, explain(r, daemon)
     assert "no solve with ref" in r.err, r.err
+
+
+def test_build_flags_users_reach_for(daemon, tmp_path, uniq):
+    """--add-host, --network none, --iidfile and --metadata-file map onto the
+    SolveRequest (add-hosts, force-network-mode) and onto the result."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", "RUN cat /etc/hosts > /hosts")})
+    image = f"localhost/cli-flags-{uniq}:1"
+    iid, meta = tmp_path / "iid", tmp_path / "meta.json"
+    r = podsolve(daemon, "build", "-t", image, "--add-host", "db.internal:10.1.2.3", "--no-cache",
+                 "--iidfile", iid, "--metadata-file", meta, "--progress=plain", ctx)
+    assert r.returncode == 0, explain(r, daemon)
+    assert "10.1.2.3\tdb.internal" in daemon.image_file(image, "/hosts").decode().replace(" ", "\t")
+    assert iid.read_text() == "sha256:" + daemon.image_id(image)
+    md = json.loads(meta.read_text())
+    assert md["image.name"] == image and md["containerimage.config.digest"] == iid.read_text(), md
+
+    ctx2 = lib.make_context(tmp_path / "ctx2", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", "RUN ls /sys/class/net > /nets")})
+    r = podsolve(daemon, "build", "-t", image, "--network", "none", "--no-cache", "--progress=plain", ctx2)
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image, "/nets").split() == [b"lo"]
+
+    r = podsolve(daemon, "build", "--add-host", "nocolon", ctx)
+    assert r.returncode == 2 and "--add-host nocolon: expected HOST:IP" in r.err, r.err
