@@ -68,7 +68,9 @@ START_TEST (bad_configs_are_400_naming_the_field)
     { "{\"config\":{\"ExposedPorts\":{\"80/icmp\":{}}}}", "80/icmp" },
     { "{\"config\":{\"Volumes\":{\"data\":{}}}}", "config.Volumes" },
     { "{\"config\":{\"Volumes\":{\"/data-\":{}}}}", "/data-" },
-    { "{\"config\":{\"Shell\":[\"/bin/bash\"]}}", "config.Shell" },
+    { "{\"config\":{\"Shell\":\"/bin/bash\"}}", "config.Shell" },
+    { "{\"config\":{\"Healthcheck\":\"true\"}}", "config.Healthcheck" },
+    { "{\"config\":{\"Domainname\":\"x\"}}", "config.Domainname" },
     { "{\"os\":1}", "os" },
     { "{\"platform\":\"linux/amd64\"}", "platform" },
   };
