@@ -395,7 +395,9 @@ hash_str (EVP_MD_CTX *c, const char *s)
 #define HASH_CHUNK 65536
 
 /* Hash a directory tree in name order: path, type and mode, owner, size,
-   mtime, file bytes and link targets: what a copy of it would preserve. */
+   file bytes and link targets.  Not times, as BuildKit's contenthash: a
+   context sent again (a fresh tar, a new checkout) with the same bytes is
+   a cache hit, and what its copies produced keeps the first build's times. */
 static int
 hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
 {
@@ -418,9 +420,8 @@ hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
           else
             {
               char meta[160];
-              snprintf (meta, sizeof meta, "%o %u %u %lld %lld.%09ld", (unsigned) st.st_mode, (unsigned) st.st_uid,
-                        (unsigned) st.st_gid, (long long) st.st_size, (long long) st.st_mtim.tv_sec,
-                        st.st_mtim.tv_nsec);
+              snprintf (meta, sizeof meta, "%o %u %u %lld", (unsigned) st.st_mode, (unsigned) st.st_uid,
+                        (unsigned) st.st_gid, S_ISDIR (st.st_mode) ? 0LL : (long long) st.st_size);
               hash_str (c, r);
               hash_str (c, meta);
               if (S_ISLNK (st.st_mode))
@@ -452,6 +453,68 @@ hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
   return ret;
 }
 
+/* Attributes of a local source that name the client's session, not what
+   is read: each build's frontend sends a new session id (and dockerui a
+   per-client unique id), which would make every later step miss. */
+static bool
+local_attr_is_session (const char *key)
+{
+  return strcmp (key, "local.session") == 0 || strcmp (key, "local.unique") == 0
+         || strcmp (key, "local.sharedkeyhint") == 0;
+}
+
+static int
+cmp_attr (const void *a, const void *b)
+{
+  return strcmp ((*(Pb__SourceOp__AttrsEntry *const *) a)->key, (*(Pb__SourceOp__AttrsEntry *const *) b)->key);
+}
+
+/* A local source's part of its key: its name and the attributes that
+   choose what is read (patterns, follow paths), in key order; the
+   content itself is hashed by hash_tree.  As BuildKit, whose later steps
+   key on the content checksum, never on the session. */
+static void
+hash_local_identity (EVP_MD_CTX *c, const Pb__SourceOp *s)
+{
+  hash_str (c, s->identifier);
+  Pb__SourceOp__AttrsEntry **attrs = xmalloc ((s->n_attrs + 1) * sizeof *attrs);
+  memcpy (attrs, s->attrs, s->n_attrs * sizeof *attrs);
+  qsort (attrs, s->n_attrs, sizeof *attrs, cmp_attr);
+  for (size_t i = 0; i < s->n_attrs; i++)
+    if (!local_attr_is_session (attrs[i]->key))
+      {
+        hash_str (c, attrs[i]->key);
+        hash_str (c, attrs[i]->value);
+      }
+  free (attrs);
+}
+
+/* An op with inputs is keyed on its own fields and its inputs' keys (which
+   compute_key adds), not on its digest: that names the inputs' digests,
+   and a local source's digest changes with every session. */
+static void
+hash_op_without_input_digests (EVP_MD_CTX *c, const Pb__Op *op)
+{
+  Pb__Op copy = *op;
+  Pb__Input *ins = xcalloc (op->n_inputs, sizeof *ins);
+  Pb__Input **ptrs = xcalloc (op->n_inputs, sizeof *ptrs);
+  for (size_t i = 0; i < op->n_inputs; i++)
+    {
+      ins[i] = *op->inputs[i];
+      ins[i].digest = (char *) "";
+      ptrs[i] = &ins[i];
+    }
+  copy.inputs = ptrs;
+  size_t n = pb__op__get_packed_size (&copy);
+  uint8_t *buf = xmalloc (n + 1);
+  pb__op__pack (&copy, buf);
+  hash_str (c, "op-without-input-digests");
+  EVP_DigestUpdate (c, buf, n);
+  free (buf);
+  free (ptrs);
+  free (ins);
+}
+
 static int
 compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
 {
@@ -459,7 +522,12 @@ compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
   EVP_MD_CTX *c = EVP_MD_CTX_new ();
   EVP_DigestInit_ex (c, EVP_sha256 (), NULL);
   hash_str (c, LLB_CACHE_KEY_VERSION);
-  hash_str (c, v->digest);
+  if (x->vs[idx].local_dir && v->op->op_case == PB__OP__OP_SOURCE)
+    hash_local_identity (c, v->op->source);
+  else if (v->op->n_inputs)
+    hash_op_without_input_digests (c, v->op);
+  else
+    hash_str (c, v->digest);
   for (size_t i = 0; i < v->n_inputs; i++)
     {
       char in[96];
