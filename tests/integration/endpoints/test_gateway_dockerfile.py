@@ -267,3 +267,14 @@ def test_image_config_and_history_are_the_frontends(daemon, frontend_images, uni
     assert not any("FROM " in (h.get("comment") or "") for h in hist), hist
     # ...and they are the frontend's own: none had to be made up for a layer it did not account for
     assert not any(h.get("comment") == "buildkit.exporter.image.v0" for h in hist), hist
+
+
+def test_scratch_image_has_no_builder_label(daemon, frontend_images, uniq):
+    """BuildKit adds no label of its own: an image FROM scratch with no LABEL
+    has none, whatever the engine committed on the way."""
+    img, _ = gateway_build(daemon, uniq, ["FROM scratch", "COPY f.txt /f.txt", 'CMD ["/f.txt"]'],
+                           extra={"f.txt": "only file\n"}, name="gw-scratch")
+    cfg = daemon.image_inspect(img)["OCIv1"]
+    assert not (cfg["config"].get("Labels") or {}), cfg["config"]
+    assert cfg["config"]["Cmd"] == ["/f.txt"]
+    assert daemon.image_file(img, "/f.txt") == b"only file\n"
