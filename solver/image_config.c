@@ -256,74 +256,6 @@ image_config_parse (const char *json, struct image_config **out, ps_error **err)
 
 /* ---- applying ------------------------------------------------------------------ */
 
-static void
-push_json_array (ps_strv *args, const char *opt, const ps_strv *v)
-{
-  cJSON *a = cJSON_CreateArray ();
-  for (size_t i = 0; i < v->n; i++)
-    cJSON_AddItemToArray (a, cJSON_CreateString (v->v[i]));
-  char *text = cJSON_PrintUnformatted (a);
-  cJSON_Delete (a);
-  ps_strv_pushf (args, "%s=%s", opt, text);
-  cJSON_free (text);
-}
-
-void
-image_config_buildah_args (const struct image_config *c, const cJSON *current, ps_strv *args)
-{
-  const cJSON *x;
-  if (c->architecture)
-    ps_strv_pushf (args, "--arch=%s", c->architecture);
-  if (c->os)
-    ps_strv_pushf (args, "--os=%s", c->os);
-  if (c->variant)
-    ps_strv_pushf (args, "--variant=%s", c->variant);
-  if (c->author)
-    ps_strv_pushf (args, "--author=%s", c->author);
-  /* A list given replaces the image's: first "NAME-" (buildah's "remove")
-     for each entry it has, then the new entries, in one call. */
-  if (c->has_env)
-    {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "Env"))
-        if (cJSON_IsString (x))
-          ps_strv_pushf (args, "--env=%.*s-", (int) strcspn (x->valuestring, "="), x->valuestring);
-      for (size_t i = 0; i < c->env.n; i++)
-        ps_strv_pushf (args, "--env=%s", c->env.v[i]);
-    }
-  if (c->has_labels)
-    {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "Labels"))
-        ps_strv_pushf (args, "--label=%s-", x->string);
-      for (size_t i = 0; i < c->labels.n; i++)
-        ps_strv_pushf (args, "--label=%s", c->labels.v[i]);
-    }
-  if (c->has_ports)
-    {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "ExposedPorts"))
-        ps_strv_pushf (args, "--port=%s-", x->string);
-      for (size_t i = 0; i < c->ports.n; i++)
-        ps_strv_pushf (args, "--port=%s", c->ports.v[i]);
-    }
-  if (c->has_volumes)
-    {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "Volumes"))
-        ps_strv_pushf (args, "--volume=%s-", x->string);
-      for (size_t i = 0; i < c->volumes.n; i++)
-        ps_strv_pushf (args, "--volume=%s", c->volumes.v[i]);
-    }
-  /* buildah takes a JSON array as the exec form; [] clears. */
-  if (c->has_entrypoint)
-    push_json_array (args, "--entrypoint", &c->entrypoint);
-  if (c->has_cmd)
-    push_json_array (args, "--cmd", &c->cmd);
-  if (c->working_dir)
-    ps_strv_pushf (args, "--workingdir=%s", c->working_dir);
-  if (c->user)
-    ps_strv_pushf (args, "--user=%s", c->user);
-  if (c->stop_signal)
-    ps_strv_pushf (args, "--stop-signal=%s", c->stop_signal);
-}
-
 /* BuildKit's normalizeLayersAndHistory: `history` (the frontend's) gets
    exactly one non-empty entry per layer of the image: entries past the
    layers become empty ones, layers past the entries get an entry of their
@@ -366,13 +298,10 @@ set_item (cJSON *obj, const char *key, const cJSON *value)
   cJSON_AddItemToObject (obj, key, cJSON_Duplicate (value, true));
 }
 
-/* The frontend's config over the image's: each top-level field and each
-   field of "config" it gives replaces the image's (Labels as a whole, so
-   the labels are the frontend's and no builder's), history is the
-   frontend's fitted to the layers, rootfs stays the image's. */
-static char *
-merged_config (const char *image_config, const char *frontend_config)
+char *
+image_config_merge (const char *image_config, const struct image_config *c)
 {
+  const char *frontend_config = c->text;
   cJSON *img = cJSON_Parse (image_config), *fe = cJSON_Parse (frontend_config);
   if (!cJSON_IsObject (img))
     {
@@ -387,16 +316,16 @@ merged_config (const char *image_config, const char *frontend_config)
         continue;
       if (strcmp (k, "config") == 0)
         {
-          cJSON *c = cJSON_GetObjectItemCaseSensitive (img, "config");
-          if (!cJSON_IsObject (c))
+          cJSON *cfg = cJSON_GetObjectItemCaseSensitive (img, "config");
+          if (!cJSON_IsObject (cfg))
             {
               cJSON_DeleteItemFromObjectCaseSensitive (img, "config");
-              c = cJSON_AddObjectToObject (img, "config");
+              cfg = cJSON_AddObjectToObject (img, "config");
             }
           const cJSON *x;
           cJSON_ArrayForEach (x, f)
             if (!cJSON_IsNull (x))
-              set_item (c, x->string, x);
+              set_item (cfg, x->string, x);
         }
       else if (strcmp (k, "history") == 0)
         {
@@ -453,7 +382,7 @@ rewrite_config (const char *image_id, const struct image_config *c, const char *
   cleanup_free char *old_path = xasprintf ("%s/%s", dir, digest->valuestring + 7);
   if (ps_read_file (old_path, 1 << 24, &config_text, &len, err) < 0)
     goto out;
-  new_config = merged_config (config_text, c->text);
+  new_config = image_config_merge (config_text, c);
   char hex[65];
   ps_sha256_hex (new_config, strlen (new_config), hex);
   cleanup_free char *new_path = xasprintf ("%s/%s", dir, hex);
