@@ -1,5 +1,5 @@
-/* image_config.c — containerimage.config: check it, turn it into
- * `buildah config` options, apply it to an LLB result (see image_config.h). */
+/* image_config.c — containerimage.config: check it, lay it over an LLB
+ * result's config and write that image (see image_config.h). */
 #define _GNU_SOURCE
 #include "solver/image_config.h"
 
@@ -123,8 +123,9 @@ take_set (const cJSON *v, const char *field, bool (*ok) (const char *), const ch
   return 0;
 }
 
-/* buildah config reads "PATH-" as "remove PATH": a volume so named could
-   not be set. */
+/* A volume ending in '-' is refused: `buildah config` read "PATH-" as
+   "remove PATH" when configs were applied with it, and podman/buildah
+   tools still do; kept so the same config is valid everywhere. */
 static bool
 valid_volume (const char *p)
 {
