@@ -57,6 +57,15 @@ buildah_argv_init (ps_strv *argv)
     }
 }
 
+char *
+buildah_storage_image_ref (const char *id)
+{
+  if (config.root && config.runroot)
+    return xasprintf ("containers-storage:[%s@%s+%s]@%s", buildah_storage_driver (), config.root, config.runroot,
+                      id);
+  return xasprintf ("containers-storage:@%s", id);
+}
+
 const char *
 buildah_isolation (void)
 {

@@ -19,6 +19,11 @@ struct buildah_config
 /* Set once at start-up, before any thread uses the driver. */
 void buildah_configure (const struct buildah_config *cfg);
 
+/* containers/image's name for image `id` in podsolved's storage, for
+   tools other than buildah (skopeo): "containers-storage:[DRIVER@ROOT+RUNROOT]@ID",
+   or "containers-storage:@ID" when the storage is the default one. */
+char *buildah_storage_image_ref (const char *id);
+
 /* Start an argv with the binary and the global storage flags. */
 void buildah_argv_init (ps_strv *argv);
 

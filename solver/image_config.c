@@ -1,17 +1,19 @@
-/* image_config.c — containerimage.config: check it, turn it into
- * `buildah config` options, apply it to an LLB result (see image_config.h). */
+/* image_config.c — containerimage.config: check it, lay it over an LLB
+ * result's config and write that image (see image_config.h). */
 #define _GNU_SOURCE
 #include "solver/image_config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
 
 /* Bump when what a configured image holds for the same input changes. */
-#define IMAGE_CONFIG_CACHE_VERSION "podsolve-image-config-v1"
+#define IMAGE_CONFIG_CACHE_VERSION "podsolve-image-config-v2"
 
 struct image_config
 {
@@ -121,8 +123,9 @@ take_set (const cJSON *v, const char *field, bool (*ok) (const char *), const ch
   return 0;
 }
 
-/* buildah config reads "PATH-" as "remove PATH": a volume so named could
-   not be set. */
+/* A volume ending in '-' is refused: `buildah config` read "PATH-" as
+   "remove PATH" when configs were applied with it, and podman/buildah
+   tools still do; kept so the same config is valid everywhere. */
 static bool
 valid_volume (const char *p)
 {
@@ -185,10 +188,24 @@ parse_config_object (struct image_config *c, const cJSON *cfg, ps_error **err)
           if (!cJSON_IsBool (f) && !cJSON_IsNull (f))
             r = ps_error_set (err, 400, "config.ArgsEscaped: expected true or false");
         }
+      /* Docker's fields, which BuildKit keeps in the config it exports
+         (HEALTHCHECK, SHELL, ONBUILD): carried as the frontend gave them. */
+      else if (strcmp (k, "Healthcheck") == 0)
+        {
+          if (!cJSON_IsObject (f) && !cJSON_IsNull (f))
+            r = ps_error_set (err, 400, "config.Healthcheck: expected an object like {\"Test\":[\"CMD\",...]}");
+        }
+      else if (strcmp (k, "Shell") == 0 || strcmp (k, "OnBuild") == 0)
+        {
+          bool has = false;
+          ps_strv tmp = { 0 };
+          r = take_strings (f, field, &has, &tmp, err);
+          ps_strv_free (&tmp);
+        }
       else if (!cJSON_IsNull (f))
-        r = ps_error_set (err, 400, "config.%s is not supported in an OCI image config (supported: Env, Cmd, "
+        r = ps_error_set (err, 400, "config.%s is not supported in an image config (supported: Env, Cmd, "
                                     "Entrypoint, WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal, "
-                                    "ArgsEscaped)", k);
+                                    "ArgsEscaped, Healthcheck, Shell, OnBuild)", k);
       if (r < 0)
         return -1;
     }
@@ -223,8 +240,8 @@ image_config_parse (const char *json, struct image_config **out, ps_error **err)
       else if (strcmp (k, "config") == 0)
         r = parse_config_object (c, f, err);
       else if (strcmp (k, "rootfs") && strcmp (k, "history") && strcmp (k, "created"))
-        r = ps_error_set (err, 400, "unknown field \"%s\" (supported: architecture, os, variant, author, config; "
-                                    "rootfs, history and created are recomputed)", k);
+        r = ps_error_set (err, 400, "unknown field \"%s\" (supported: architecture, os, variant, author, config, "
+                                    "history, created; rootfs is the image's)", k);
       if (r < 0)
         break;
     }
@@ -240,72 +257,171 @@ image_config_parse (const char *json, struct image_config **out, ps_error **err)
 
 /* ---- applying ------------------------------------------------------------------ */
 
-static void
-push_json_array (ps_strv *args, const char *opt, const ps_strv *v)
+/* BuildKit's normalizeLayersAndHistory: `history` (the frontend's) gets
+   exactly one non-empty entry per layer of the image: entries past the
+   layers become empty ones, layers past the entries get an entry of their
+   own. */
+static cJSON *
+normalized_history (const cJSON *history, int layers)
 {
-  cJSON *a = cJSON_CreateArray ();
-  for (size_t i = 0; i < v->n; i++)
-    cJSON_AddItemToArray (a, cJSON_CreateString (v->v[i]));
-  char *text = cJSON_PrintUnformatted (a);
-  cJSON_Delete (a);
-  ps_strv_pushf (args, "%s=%s", opt, text);
-  cJSON_free (text);
+  cJSON *out = cJSON_CreateArray ();
+  int seen = 0;
+  const cJSON *h;
+  cJSON_ArrayForEach (h, history)
+    {
+      cJSON *copy = cJSON_Duplicate (h, true);
+      if (!cJSON_IsTrue (cJSON_GetObjectItemCaseSensitive (copy, "empty_layer")))
+        {
+          if (seen < layers)
+            seen++;
+          else
+            {
+              cJSON_DeleteItemFromObjectCaseSensitive (copy, "empty_layer");
+              cJSON_AddTrueToObject (copy, "empty_layer");
+            }
+        }
+      cJSON_AddItemToArray (out, copy);
+    }
+  for (; seen < layers; seen++)
+    {
+      cJSON *e = cJSON_CreateObject ();
+      cJSON_AddStringToObject (e, "created_by", "");
+      cJSON_AddStringToObject (e, "comment", "buildkit.exporter.image.v0");
+      cJSON_AddItemToArray (out, e);
+    }
+  return out;
 }
 
-void
-image_config_buildah_args (const struct image_config *c, const cJSON *current, ps_strv *args)
+static void
+set_item (cJSON *obj, const char *key, const cJSON *value)
 {
-  const cJSON *x;
-  if (c->architecture)
-    ps_strv_pushf (args, "--arch=%s", c->architecture);
-  if (c->os)
-    ps_strv_pushf (args, "--os=%s", c->os);
-  if (c->variant)
-    ps_strv_pushf (args, "--variant=%s", c->variant);
-  if (c->author)
-    ps_strv_pushf (args, "--author=%s", c->author);
-  /* A list given replaces the image's: first "NAME-" (buildah's "remove")
-     for each entry it has, then the new entries, in one call. */
-  if (c->has_env)
+  cJSON_DeleteItemFromObjectCaseSensitive (obj, key);
+  cJSON_AddItemToObject (obj, key, cJSON_Duplicate (value, true));
+}
+
+char *
+image_config_merge (const char *image_config, const struct image_config *c)
+{
+  const char *frontend_config = c->text;
+  cJSON *img = cJSON_Parse (image_config), *fe = cJSON_Parse (frontend_config);
+  if (!cJSON_IsObject (img))
     {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "Env"))
-        if (cJSON_IsString (x))
-          ps_strv_pushf (args, "--env=%.*s-", (int) strcspn (x->valuestring, "="), x->valuestring);
-      for (size_t i = 0; i < c->env.n; i++)
-        ps_strv_pushf (args, "--env=%s", c->env.v[i]);
+      cJSON_Delete (img);
+      img = cJSON_CreateObject ();
     }
-  if (c->has_labels)
+  const cJSON *f;
+  cJSON_ArrayForEach (f, fe)
     {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "Labels"))
-        ps_strv_pushf (args, "--label=%s-", x->string);
-      for (size_t i = 0; i < c->labels.n; i++)
-        ps_strv_pushf (args, "--label=%s", c->labels.v[i]);
+      const char *k = f->string;
+      if (cJSON_IsNull (f) || strcmp (k, "rootfs") == 0)
+        continue;
+      if (strcmp (k, "config") == 0)
+        {
+          cJSON *cfg = cJSON_GetObjectItemCaseSensitive (img, "config");
+          if (!cJSON_IsObject (cfg))
+            {
+              cJSON_DeleteItemFromObjectCaseSensitive (img, "config");
+              cfg = cJSON_AddObjectToObject (img, "config");
+            }
+          const cJSON *x;
+          cJSON_ArrayForEach (x, f)
+            if (!cJSON_IsNull (x))
+              set_item (cfg, x->string, x);
+        }
+      else if (strcmp (k, "history") == 0)
+        {
+          const cJSON *diff_ids = cJSON_GetObjectItemCaseSensitive (cJSON_GetObjectItemCaseSensitive (img, "rootfs"),
+                                                                    "diff_ids");
+          cJSON *h = normalized_history (f, cJSON_GetArraySize (diff_ids));
+          cJSON_DeleteItemFromObjectCaseSensitive (img, "history");
+          cJSON_AddItemToObject (img, "history", h);
+        }
+      else
+        set_item (img, k, f);
     }
-  if (c->has_ports)
+  char *text = cJSON_PrintUnformatted (img);
+  cJSON_Delete (img);
+  cJSON_Delete (fe);
+  return text;
+}
+
+/* Give image `image_id` the config `text` (its layers untouched): the image
+   goes out to a dir: layout uncompressed, its config blob is replaced, and
+   skopeo brings it back under the new config's digest, which is the new
+   image's ID; its layers are storage's own (found again by their
+   uncompressed digest), so only the metadata is written.  buildah has no
+   command that sets a whole config, and `buildah config` + commit would
+   add a layer and a history entry of its own. */
+static int
+rewrite_config (const char *image_id, const struct image_config *c, const char *state_dir, char **out_id,
+                ps_error **err)
+{
+  cleanup_free char *dir = xasprintf ("%s/tmp-config-XXXXXX", state_dir);
+  if (mkdtemp (dir) == NULL)
+    return ps_error_set_errno (err, 500, errno, "mkdtemp %s", dir);
+  int r = -1;
+  char *manifest_text = NULL, *config_text = NULL, *new_config = NULL, *new_manifest = NULL;
+  size_t len = 0;
+  cJSON *manifest = NULL;
+  cleanup_free char *dest = xasprintf ("dir:%s", dir), *mpath = xasprintf ("%s/manifest.json", dir);
+  const char *push[] = { "push", "--quiet", "--disable-compression", "--format=oci", image_id, dest, NULL };
+  if (buildah_call (push, NULL, err) < 0)
     {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "ExposedPorts"))
-        ps_strv_pushf (args, "--port=%s-", x->string);
-      for (size_t i = 0; i < c->ports.n; i++)
-        ps_strv_pushf (args, "--port=%s", c->ports.v[i]);
+      ps_error_wrap (err, "buildah push %.12s to a dir: layout", image_id);
+      goto out;
     }
-  if (c->has_volumes)
+  if (ps_read_file (mpath, 1 << 24, &manifest_text, &len, err) < 0)
+    goto out;
+  manifest = cJSON_Parse (manifest_text);
+  cJSON *cd = cJSON_GetObjectItemCaseSensitive (manifest, "config");
+  const cJSON *digest = cJSON_GetObjectItemCaseSensitive (cd, "digest");
+  if (!cJSON_IsString (digest) || strncmp (digest->valuestring, "sha256:", 7) != 0)
     {
-      cJSON_ArrayForEach (x, cJSON_GetObjectItemCaseSensitive (current, "Volumes"))
-        ps_strv_pushf (args, "--volume=%s-", x->string);
-      for (size_t i = 0; i < c->volumes.n; i++)
-        ps_strv_pushf (args, "--volume=%s", c->volumes.v[i]);
+      ps_error_set (err, 500, "the manifest buildah pushed has no config digest");
+      goto out;
     }
-  /* buildah takes a JSON array as the exec form; [] clears. */
-  if (c->has_entrypoint)
-    push_json_array (args, "--entrypoint", &c->entrypoint);
-  if (c->has_cmd)
-    push_json_array (args, "--cmd", &c->cmd);
-  if (c->working_dir)
-    ps_strv_pushf (args, "--workingdir=%s", c->working_dir);
-  if (c->user)
-    ps_strv_pushf (args, "--user=%s", c->user);
-  if (c->stop_signal)
-    ps_strv_pushf (args, "--stop-signal=%s", c->stop_signal);
+  cleanup_free char *old_path = xasprintf ("%s/%s", dir, digest->valuestring + 7);
+  if (ps_read_file (old_path, 1 << 24, &config_text, &len, err) < 0)
+    goto out;
+  new_config = image_config_merge (config_text, c);
+  char hex[65];
+  ps_sha256_hex (new_config, strlen (new_config), hex);
+  cleanup_free char *new_path = xasprintf ("%s/%s", dir, hex);
+  if (ps_write_file (new_path, new_config, strlen (new_config), 0644, err) < 0)
+    goto out;
+  unlink (old_path);
+  cleanup_free char *new_digest = xasprintf ("sha256:%s", hex);
+  cJSON_ReplaceItemInObjectCaseSensitive (cd, "digest", cJSON_CreateString (new_digest));
+  cJSON_ReplaceItemInObjectCaseSensitive (cd, "size", cJSON_CreateNumber ((double) strlen (new_config)));
+  new_manifest = cJSON_PrintUnformatted (manifest);
+  if (ps_write_file (mpath, new_manifest, strlen (new_manifest), 0644, err) < 0)
+    goto out;
+  {
+    ps_strv argv = { 0 };
+    cleanup_free char *dst = buildah_storage_image_ref (hex);
+    cleanup_free char *out = NULL, *errout = NULL;
+    int status = -1;
+    ps_strv_push (&argv, "skopeo");
+    ps_strv_push (&argv, "copy");
+    ps_strv_push (&argv, "--quiet");
+    ps_strv_push (&argv, dest);
+    ps_strv_push (&argv, dst);
+    r = ps_run_capture (argv.v, &out, &errout, &status, err);
+    ps_strv_free (&argv);
+    if (r == 0 && status != 0)
+      r = ps_error_set (err, 500, "skopeo copy of the configured image into storage: exit status %d: %s", status,
+                        errout ? errout : "");
+    if (r == 0)
+      *out_id = xstrdup (hex);
+  }
+out:
+  cJSON_Delete (manifest);
+  free (manifest_text);
+  free (config_text);
+  free (new_config);
+  free (new_manifest);
+  ps_rm_rf (dir, NULL);
+  return r;
 }
 
 int
@@ -322,36 +438,8 @@ image_config_apply (const struct image_config *c, const char *image_id, const ch
       *cached = true;
       return 0;
     }
-
-  struct buildah_wc w;
-  if (buildah_wc_from (image_id, NULL, false, &w, err) < 0)
-    return ps_error_wrap (err, "working container from %.12s", image_id);
-  cleanup_free char *inspect = NULL;
-  const char *insp[] = { "inspect", "--type=container", w.ctr, NULL };
-  int r = buildah_call (insp, &inspect, err);
-  ps_strv args = { 0 };
-  if (r == 0)
-    {
-      cJSON *root = cJSON_Parse (inspect);
-      const cJSON *current = cJSON_GetObjectItemCaseSensitive (cJSON_GetObjectItemCaseSensitive (root, "OCIv1"),
-                                                               "config");
-      ps_strv_push (&args, "config");
-      image_config_buildah_args (c, current, &args);
-      ps_strv_push (&args, w.ctr);
-      cJSON_Delete (root);
-      r = buildah_call ((const char *const *) args.v, NULL, err);
-    }
   cleanup_free char *id = NULL;
-  if (r == 0)
-    {
-      /* No io.buildah.version label of our own: the labels are the
-         frontend's. */
-      const char *opts[] = { "--identity-label=false", NULL };
-      r = buildah_wc_commit (&w, opts, false, &id, err);
-    }
-  buildah_wc_remove (&w);
-  ps_strv_free (&args);
-  if (r < 0)
+  if (rewrite_config (image_id, c, state_dir, &id, err) < 0)
     return -1;
   cache_record_write (record, id);
   *out_id = steal_pointer (&id);

@@ -9,14 +9,13 @@
  *              "StopSignal":"SIGTERM"}}
  *
  * checked completely before the solve runs (a 400 naming the field) and
- * applied to the result image with `buildah from` + `buildah config` +
- * `buildah commit`.  Each field given replaces that field of the result
- * image (Env, Labels, ExposedPorts and Volumes as a whole, as BuildKit's
- * exporter writes the frontend's config as is); a field left out keeps
- * what the image had.  rootfs, history and created are recomputed by the
- * commit, as BuildKit's exporter does; ArgsEscaped has no meaning in an
- * OCI image.  Anything else (Healthcheck, Shell, OnBuild: Docker-format
- * only) is refused.
+ * exported as BuildKit's image exporter does: the result image's config
+ * with the frontend's over it.  Each top-level field and each field of
+ * "config" given replaces the image's (Env, Labels, ExposedPorts and
+ * Volumes as a whole); a field left out keeps what the image had.  Docker's
+ * Healthcheck, Shell and OnBuild are carried as given, as BuildKit keeps
+ * them.  history is the frontend's, fitted to the image's layers
+ * (normalizeLayersAndHistory); rootfs is always the image's.
  *
  * A configured image is cached like a vertex result: the record
  * <state>/llb-results/<sha256(result image, config text)> names it. */
@@ -37,9 +36,9 @@ void image_config_free (struct image_config *c);
 /* The raw document, as given (the cache key covers it). */
 const char *image_config_text (const struct image_config *c);
 
-/* The `buildah config` options that turn a container whose config is
-   `current` (its OCIv1 "config" object, may be NULL) into `c`. */
-void image_config_buildah_args (const struct image_config *c, const cJSON *current, ps_strv *args);
+/* The config document (JSON text, to free) of an image whose config is
+   `image_config` once `c` is applied, as described above. */
+char *image_config_merge (const char *image_config, const struct image_config *c);
 
 /* The image `image_id` with `c` applied (a new image, or the one a
    previous identical request made: then *cached is true). */

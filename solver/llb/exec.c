@@ -34,7 +34,7 @@
 
 /* Version of the cache key material: bump when what a key covers changes,
    so old records are never taken for new meanings. */
-#define LLB_CACHE_KEY_VERSION "podsolve-llb-cache-v2"
+#define LLB_CACHE_KEY_VERSION "podsolve-llb-cache-v3"
 
 /* How long a cancelled `buildah run` gets to remove its own state before
    its process group is killed. */
@@ -395,7 +395,9 @@ hash_str (EVP_MD_CTX *c, const char *s)
 #define HASH_CHUNK 65536
 
 /* Hash a directory tree in name order: path, type and mode, owner, size,
-   mtime, file bytes and link targets: what a copy of it would preserve. */
+   file bytes and link targets.  Not times, as BuildKit's contenthash: a
+   context sent again (a fresh tar, a new checkout) with the same bytes is
+   a cache hit, and what its copies produced keeps the first build's times. */
 static int
 hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
 {
@@ -418,9 +420,8 @@ hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
           else
             {
               char meta[160];
-              snprintf (meta, sizeof meta, "%o %u %u %lld %lld.%09ld", (unsigned) st.st_mode, (unsigned) st.st_uid,
-                        (unsigned) st.st_gid, (long long) st.st_size, (long long) st.st_mtim.tv_sec,
-                        st.st_mtim.tv_nsec);
+              snprintf (meta, sizeof meta, "%o %u %u %lld", (unsigned) st.st_mode, (unsigned) st.st_uid,
+                        (unsigned) st.st_gid, S_ISDIR (st.st_mode) ? 0LL : (long long) st.st_size);
               hash_str (c, r);
               hash_str (c, meta);
               if (S_ISLNK (st.st_mode))
@@ -452,45 +453,66 @@ hash_tree (EVP_MD_CTX *c, const char *dir, const char *rel, ps_error **err)
   return ret;
 }
 
-/* Local source attrs that name the client's session, not what it sends:
-   the content is hashed instead (BuildKit keys a local source by its
-   content too), so a new session or build does not change the key. */
+/* Attributes of a local source that name the client's session, not what
+   is read: each build's frontend sends a new session id (and dockerui a
+   per-client unique id), which would make every later step miss. */
 static bool
-session_bound_attr (const char *k)
+local_attr_is_session (const char *key)
 {
-  return strcmp (k, "local.session") == 0 || strcmp (k, "local.sharedkeyhint") == 0
-         || strcmp (k, "local.differ") == 0;
+  return strcmp (key, "local.session") == 0 || strcmp (key, "local.unique") == 0
+         || strcmp (key, "local.sharedkeyhint") == 0;
 }
 
-/* What the op itself says, as BuildKit's cache map takes it: the op's
-   bytes without its inputs' digests (their cache keys are hashed instead,
-   so a vertex whose inputs only changed digest keeps its key) and, for a
-   local source, without its session. */
+static int
+cmp_attr (const void *a, const void *b)
+{
+  return strcmp ((*(Pb__SourceOp__AttrsEntry *const *) a)->key, (*(Pb__SourceOp__AttrsEntry *const *) b)->key);
+}
+
+/* A local source's part of its key: its name and the attributes that
+   choose what is read (patterns, follow paths), in key order; the
+   content itself is hashed by hash_tree.  As BuildKit, whose later steps
+   key on the content checksum, never on the session. */
 static void
-hash_op (EVP_MD_CTX *c, const Pb__Op *op)
+hash_local_identity (EVP_MD_CTX *c, const Pb__SourceOp *s)
+{
+  hash_str (c, s->identifier);
+  Pb__SourceOp__AttrsEntry **attrs = xmalloc ((s->n_attrs + 1) * sizeof *attrs);
+  memcpy (attrs, s->attrs, s->n_attrs * sizeof *attrs);
+  qsort (attrs, s->n_attrs, sizeof *attrs, cmp_attr);
+  for (size_t i = 0; i < s->n_attrs; i++)
+    if (!local_attr_is_session (attrs[i]->key))
+      {
+        hash_str (c, attrs[i]->key);
+        hash_str (c, attrs[i]->value);
+      }
+  free (attrs);
+}
+
+/* An op with inputs is keyed on its own fields and its inputs' keys (which
+   compute_key adds), not on its digest: that names the inputs' digests,
+   and a local source's digest changes with every session. */
+static void
+hash_op_without_input_digests (EVP_MD_CTX *c, const Pb__Op *op)
 {
   Pb__Op copy = *op;
-  copy.n_inputs = 0;
-  copy.inputs = NULL;
-  Pb__SourceOp src;
-  Pb__SourceOp__AttrsEntry **attrs = NULL;
-  if (op->op_case == PB__OP__OP_SOURCE && op->source && ps_str_has_prefix (op->source->identifier, "local://"))
+  Pb__Input *ins = xcalloc (op->n_inputs, sizeof *ins);
+  Pb__Input **ptrs = xcalloc (op->n_inputs, sizeof *ptrs);
+  for (size_t i = 0; i < op->n_inputs; i++)
     {
-      src = *op->source;
-      attrs = xcalloc (op->source->n_attrs + 1, sizeof *attrs);
-      src.n_attrs = 0;
-      for (size_t i = 0; i < op->source->n_attrs; i++)
-        if (!session_bound_attr (op->source->attrs[i]->key))
-          attrs[src.n_attrs++] = op->source->attrs[i];
-      src.attrs = attrs;
-      copy.source = &src;
+      ins[i] = *op->inputs[i];
+      ins[i].digest = (char *) "";
+      ptrs[i] = &ins[i];
     }
+  copy.inputs = ptrs;
   size_t n = pb__op__get_packed_size (&copy);
   uint8_t *buf = xmalloc (n + 1);
   pb__op__pack (&copy, buf);
+  hash_str (c, "op-without-input-digests");
   EVP_DigestUpdate (c, buf, n);
   free (buf);
-  free (attrs);
+  free (ptrs);
+  free (ins);
 }
 
 static int
@@ -500,7 +522,12 @@ compute_key (struct llb_exec *x, size_t idx, const char *extra, ps_error **err)
   EVP_MD_CTX *c = EVP_MD_CTX_new ();
   EVP_DigestInit_ex (c, EVP_sha256 (), NULL);
   hash_str (c, LLB_CACHE_KEY_VERSION);
-  hash_op (c, v->op);
+  if (x->vs[idx].local_dir && v->op->op_case == PB__OP__OP_SOURCE)
+    hash_local_identity (c, v->op->source);
+  else if (v->op->n_inputs)
+    hash_op_without_input_digests (c, v->op);
+  else
+    hash_str (c, v->digest);
   for (size_t i = 0; i < v->n_inputs; i++)
     {
       char in[96];

@@ -26,6 +26,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "common/archive.h"
 #include "solver/buildah.h"
 #include "common/dockerignore.h"
 #include "solver/llb/fileutil.h"
@@ -446,11 +447,6 @@ llb_fileop_check (const struct llb_vertex *v, ps_error **err)
         case PB__FILE_ACTION__ACTION_COPY:
           {
             const Pb__FileActionCopy *c = a->copy;
-            if (c->attemptunpackdockercompatibility)
-              return llb_unsupported (err, v, "copy action %zu: attemptUnpackDockerCompatibility (ADD's archive "
-                                              "unpacking)", i);
-            if (c->n_required_paths)
-              return llb_unsupported (err, v, "copy action %zu: required_paths", i);
             if (c->modestr && *c->modestr)
               {
                 struct llb_modeset m;
@@ -1019,6 +1015,76 @@ copy_one (struct copier *cp, const char *src_root, const char *s, const char *ro
   return ret;
 }
 
+/* ---- ADD's archive unpacking (attemptUnpackDockerCompatibility) ------------------------ */
+
+/* Docker's isArchivePath: a regular file whose data, after the
+   decompression Docker knows (gzip, bzip2, xz, zstd), starts with a tar
+   header.  Anything else (a .gz of text, an empty file) is copied as it is. */
+static bool
+is_archive (const char *path)
+{
+  struct stat st;
+  if (lstat (path, &st) < 0 || !S_ISREG (st.st_mode))
+    return false;
+  cleanup_archive struct archive *a = archive_read_new ();
+  archive_read_support_format_tar (a);
+  archive_read_support_filter_gzip (a);
+  archive_read_support_filter_bzip2 (a);
+  archive_read_support_filter_xz (a);
+  archive_read_support_filter_zstd (a);
+  struct archive_entry *e;
+  bool yes = archive_read_open_filename (a, path, 16384) == ARCHIVE_OK && archive_read_next_header (a, &e) == ARCHIVE_OK;
+  archive_read_close (a);
+  return yes;
+}
+
+/* BuildKit's unpack: dest (made 0755 with the action's owner) receives the
+   archive's entries with their own owners, modes and times; nothing may
+   land outside dest (ps_archive_extract_fd refuses such entries). */
+static int
+unpack_into (const char *root, const char *dest, const char *archive, const char *name, const struct owner *o,
+             ps_error **err)
+{
+  cleanup_free char *dclean = clean_abs (dest), *d = NULL;
+  if (host_path (root, dclean, true, &d, err) < 0 || mkdir_all (root, d, 0755, o, -1, NULL, err) < 0)
+    return -1;
+  cleanup_close int fd = open (archive, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return ps_error_set_errno (err, 500, errno, "open %s", name);
+  cleanup_free char *label = xasprintf ("the archive %s", name);
+  struct ps_extract_opts eo = { .label = label, .status = 400, .owner = geteuid () == 0 };
+  if (ps_archive_extract_fd (fd, d, &eo, err) < 0)
+    return ps_error_wrap (err, "unpack %s into %s", name, dest);
+  return 0;
+}
+
+/* required_paths: sources the copy must find (COPY of named files), each
+   relative to the source root; a wildcard one needs one match. */
+static int
+check_required (const char *src_root, const Pb__FileActionCopy *c, ps_error **err)
+{
+  for (size_t i = 0; i < c->n_required_paths; i++)
+    {
+      cleanup_free char *rp = clean_path (c->required_paths[i]);
+      ps_strv m = { 0 };
+      int r = resolve_wildcards (src_root, rp, c->followsymlink, true, &m, err);
+      bool found = false;
+      for (size_t k = 0; r == 0 && k < m.n && !found; k++)
+        {
+          cleanup_free char *h = NULL;
+          struct stat st;
+          cleanup_error ps_error *e = NULL;
+          found = host_path (src_root, m.v[k], c->followsymlink, &h, &e) == 0 && lstat (h, &st) == 0;
+        }
+      ps_strv_free (&m);
+      if (r < 0)
+        return ps_error_wrap (err, "copy: required path \"%s\"", c->required_paths[i]);
+      if (!found)
+        return ps_error_set (err, 400, "copy: required path \"%s\" not found", c->required_paths[i]);
+    }
+  return 0;
+}
+
 /* BuildKit's docopy: without createDestPath the parent of dest must
    exist; with allowWildcard each match of src is copied in turn
    (none: fine with allowEmptyWildcard, else "not found"). */
@@ -1041,6 +1107,8 @@ do_copy (const char *root, const char *src_root, const Pb__FileActionCopy *c, co
         }
     }
 
+  if (check_required (src_root, c, err) < 0)
+    return -1;
   ps_strv m = { 0 };
   if (!c->allowwildcard)
     ps_strv_push (&m, src);
@@ -1074,6 +1142,17 @@ do_copy (const char *root, const char *src_root, const Pb__FileActionCopy *c, co
     ret = -1;
   for (size_t i = 0; ret == 0 && i < m.n; i++)
     {
+      if (c->attemptunpackdockercompatibility)
+        {
+          cleanup_free char *srch = NULL;
+          if ((ret = host_path (src_root, mv[i], c->followsymlink, &srch, err)) < 0)
+            break;
+          if (is_archive (srch))
+            {
+              ret = unpack_into (root, dest, srch, mv[i], o, err);
+              continue;
+            }
+        }
       ret = copy_one (&cp, src_root, mv[i], root, dest, c->dircopycontents, c->followsymlink, err);
       for (size_t k = 0; k < cp.n_links; k++)
         free (cp.links[k].target);

@@ -32,10 +32,15 @@ llb_wc_remove (struct buildah_wc *w)
   buildah_wc_remove (w);
 }
 
+/* No io.buildah.version label on what the LLB engine commits: BuildKit
+   adds no builder label to its results, and the image a frontend's config
+   lands on would otherwise carry one the frontend never asked for. */
+static const char *const commit_opts[] = { "--identity-label=false", NULL };
+
 int
 llb_wc_commit (struct buildah_wc *w, char **image, ps_error **err)
 {
-  if (buildah_wc_commit (w, NULL, false, image, err) < 0)
+  if (buildah_wc_commit (w, commit_opts, false, image, err) < 0)
     return ps_error_wrap (err, "commit");
   return 0;
 }
@@ -43,7 +48,7 @@ llb_wc_commit (struct buildah_wc *w, char **image, ps_error **err)
 int
 llb_wc_commit_rm (struct buildah_wc *w, char **image, ps_error **err)
 {
-  if (buildah_wc_commit (w, NULL, true, image, err) < 0)
+  if (buildah_wc_commit (w, commit_opts, true, image, err) < 0)
     return ps_error_wrap (err, "commit");
   return 0;
 }

@@ -249,8 +249,6 @@ def test_malformed_options_are_400_and_unsupported_ones_501_before_anything_runs
         (llb.copy("/f[", "/g", allow_wildcard=True), 400, "malformed wildcard pattern"),
         (llb.copy("/f", "/g", include=["[z-a]"]), 400, "include patterns"),
         (llb.copy("/f", "/g", exclude=["a["]), 400, "exclude patterns"),
-        (llb.copy("/f", "/g", unpack=True), 501, "attemptUnpackDockerCompatibility"),
-        (llb.copy("/f", "/g", required_paths=["/f"]), 501, "required_paths"),
     ]
     for action, want, text in cases:
         f = llb.file([action], inputs=[src], secondary=0)

@@ -128,7 +128,7 @@ def test_bad_image_config_is_400_naming_the_attr_and_nothing_runs(daemon, uniq):
         ("image", "{not json", "not a JSON object"),
         ("image", json.dumps({"config": {"Env": ["NOEQUALS"]}}), "config.Env[0]"),
         ("image", json.dumps({"config": {"Cmd": "echo hi"}}), "config.Cmd"),
-        ("oci", json.dumps({"config": {"Healthcheck": {"Test": ["CMD", "true"]}}}), "config.Healthcheck"),
+        ("oci", json.dumps({"config": {"Healthcheck": "true"}}), "config.Healthcheck"),
         ("image", json.dumps({"config": {"ExposedPorts": {"http": {}}}}), "config.ExposedPorts"),
         ("image", json.dumps({"config": {"Labels": {"a": 1}}}), "config.Labels.a"),
         ("image", json.dumps({"platform": "linux/amd64"}), "platform"),

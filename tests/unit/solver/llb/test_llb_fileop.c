@@ -5,6 +5,8 @@
  * include/exclude patterns, directory contents, owners, modes, times, and
  * no way out of the rootfs through a symlink. */
 #define _GNU_SOURCE
+#include <archive.h>
+#include <archive_entry.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -509,6 +511,76 @@ START_TEST (owner_by_name_reads_the_rootfs_passwd_and_group_never_the_hosts)
 }
 END_TEST
 
+/* A gzip'd tar at root/rel holding one file `name` with `data`, mode 0640. */
+static void
+put_tar_gz (const char *root, const char *rel, const char *name, const char *data)
+{
+  char *p = NULL;
+  ck_assert_int_ge (asprintf (&p, "%s/%s", root, rel), 0);
+  struct archive *a = archive_write_new ();
+  archive_write_set_format_pax_restricted (a);
+  archive_write_add_filter_gzip (a);
+  ck_assert_int_eq (archive_write_open_filename (a, p), ARCHIVE_OK);
+  struct archive_entry *e = archive_entry_new ();
+  archive_entry_set_pathname (e, name);
+  archive_entry_set_filetype (e, AE_IFREG);
+  archive_entry_set_perm (e, 0640);
+  archive_entry_set_size (e, (la_int64_t) strlen (data));
+  ck_assert_int_eq (archive_write_header (a, e), ARCHIVE_OK);
+  ck_assert_int_eq (archive_write_data (a, data, strlen (data)), (la_ssize_t) strlen (data));
+  archive_entry_free (e);
+  archive_write_close (a);
+  archive_write_free (a);
+  free (p);
+}
+
+START_TEST (add_unpacks_archives_and_copies_other_files)
+{
+  char *src = test_mkdtemp (), *dst = test_mkdtemp ();
+  put_tar_gz (src, "app.tar.gz", "pkg/readme", "inside\n");
+  put (src, "plain.gz", "not gzip at all\n", 0644);
+  struct copy_case k;
+  copy_init (&k, "/app.tar.gz", "/opt/");
+  k.c.attemptunpackdockercompatibility = true;
+  k.c.createdestpath = true;
+  ps_error *err = NULL;
+  ck_assert_int_eq (run (&k.a, dst, src, &err), 0);
+  ck_assert (exists (dst, "opt/pkg/readme") && !exists (dst, "opt/app.tar.gz"));
+  ck_assert_int_eq (stat_of (dst, "opt/pkg/readme").st_mode & 07777, 0640);
+  copy_init (&k, "/plain.gz", "/opt/");
+  k.c.attemptunpackdockercompatibility = true;
+  k.c.createdestpath = true;
+  ck_assert_int_eq (run (&k.a, dst, src, &err), 0);
+  ck_assert (exists (dst, "opt/plain.gz"));
+  rm_root (src);
+  rm_root (dst);
+}
+END_TEST
+
+START_TEST (required_paths_must_exist_in_the_source)
+{
+  char *src = test_mkdtemp (), *dst = test_mkdtemp ();
+  put (src, "app/a.txt", "a", 0644);
+  struct copy_case k;
+  copy_init (&k, "/app", "/out/");
+  k.c.createdestpath = true;
+  char *req[] = { (char *) "/app/a.txt", (char *) "/app/*.txt" };
+  k.c.required_paths = req;
+  k.c.n_required_paths = 2;
+  ps_error *err = NULL;
+  ck_assert_int_eq (run (&k.a, dst, src, &err), 0);
+  ck_assert (exists (dst, "out/app/a.txt"));
+  char *missing[] = { (char *) "/app/a.txt", (char *) "/app/gone.txt" };
+  k.c.required_paths = missing;
+  ck_assert_int_eq (run (&k.a, dst, src, &err), -1);
+  ck_assert_int_eq (err->status, 400);
+  ck_assert_msg (strstr (err->msg, "\"/app/gone.txt\" not found"), "%s", err->msg);
+  ps_error_free (err);
+  rm_root (src);
+  rm_root (dst);
+}
+END_TEST
+
 START_TEST (rm_with_wildcards_removes_every_match)
 {
   char *root = test_mkdtemp ();
@@ -556,6 +628,8 @@ PS_TEST_SUITE (llb_fileop)
   tcase_add_test (tc, copy_mode_str_follow_symlink_and_owner_by_id);
   tcase_add_test (tc, owner_by_name_reads_the_rootfs_passwd_and_group_never_the_hosts);
   tcase_add_test (tc, rm_with_wildcards_removes_every_match);
+  tcase_add_test (tc, add_unpacks_archives_and_copies_other_files);
+  tcase_add_test (tc, required_paths_must_exist_in_the_source);
   suite_add_tcase (s, tc);
   return s;
 }
