@@ -117,6 +117,31 @@ def test_identical_resubmission_is_all_cached_with_the_same_image(daemon, uniq):
     assert _image_id(_result(third[1])) != _image_id(_result(first[1]))
 
 
+def test_same_local_content_from_another_session_keeps_the_copy_cached(daemon, uniq):
+    """The local source names a different session each time (as a gateway
+    frontend run through /solve does: a new stand-in session id per build)
+    but carries the same files: the source and the copy built on it are
+    cached, the image is the same.  Before cache keys left local.session
+    out, every such COPY ran again."""
+    img = llb.source(BUSYBOX)
+    ctx = lib.tar_context({"app.txt": f"same {uniq}\n"})   # one tar: same bytes, same mtimes
+
+    def solve(session):
+        src = llb.source("local://ctx", {"local.session": session, "local.sharedkeyhint": "ctx"})
+        cp = llb.file([llb.copy("/app.txt", "/srv/app.txt", create_dest_path=True)], inputs=[img, src],
+                      base=0, secondary=1)
+        status, events = _solve(daemon, [img, src, cp], sources={"ctx": ctx})
+        assert status == 200, events
+        return _image_id(_result(events)), _vertexes(events), src, cp
+
+    image1, _, _, _ = solve(f"session-a-{uniq}")
+    assert daemon.image_file(image1, "/srv/app.txt") == f"same {uniq}\n".encode()
+    image2, vs, src, cp = solve(f"session-b-{uniq}")
+    assert _final(vs, src).get("cached") is True, vs[src.ref]
+    assert _final(vs, cp).get("cached") is True, vs[cp.ref]
+    assert image2 == image1
+
+
 def test_local_source_copied_into_busybox_and_only_downstream_reruns_on_change(daemon, uniq):
     img = llb.source(BUSYBOX)
     src = llb.source("local://ctx")
