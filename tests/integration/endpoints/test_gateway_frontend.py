@@ -7,7 +7,6 @@ in storage: files, modes and image config.  Then frontends that misbehave:
 each fails its build with a clear error, in bounded time, leaving no
 container or process behind, and the daemon builds afterwards."""
 
-import base64
 import functools
 import json
 import os
@@ -16,7 +15,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -320,16 +318,21 @@ def assert_app_image(d, name, uniq):
 
 
 def test_buildx_builds_an_app_toml_with_the_example_frontend(daemon, frontend_images, go_clients, tmp_path, uniq):
+    """`docker buildx build -f app.toml` on an app.toml whose first line is
+    `# syntax=localhost/podsolve-example-frontend`: our own frontend reads it
+    over the session and the image has its files, modes, Env, Cmd and labels."""
     ctx = lib.make_context(tmp_path / "ctx", app_context(uniq))
     name = f"gw-app-bx-{uniq}"
     r = run([go_clients.docker, "buildx", "build", "--progress=plain", "--load", "-f", "app.toml", "-t", name, "."],
             go_clients.env(daemon), cwd=ctx)
     assert r.returncode == 0, explain(r, daemon)
-    assert f"[internal] load frontend {'localhost/podsolve-example-frontend'}" in r.stderr, r.stderr
+    assert "[internal] load frontend localhost/podsolve-example-frontend" in r.stderr, r.stderr
     assert_app_image(daemon, image_ref(name), uniq)
 
 
 def test_solve_gateway_v0_with_source_runs_the_example_frontend(daemon, frontend_images, uniq):
+    """POST /solve with frontend gateway.v0 and frontendAttrs source=IMAGE (no
+    syntax line needed), the description and the files as two tar parts."""
     name = f"localhost/gw-app-solve-{uniq}:latest"
     files = app_context(uniq)
     parts = {"dockerfile": lib.tar_context({"app.toml": files["app.toml"]}),
@@ -365,6 +368,8 @@ def bkd():
 
 
 def test_buildctl_frontend_gateway_v0_builds_with_the_example_frontend(bkd, go_clients, tmp_path, uniq):
+    """`buildctl build --frontend gateway.v0 --opt source=IMAGE --local context=.
+    --local dockerfile=.` against --buildkit-listen: Control.Solve runs the image."""
     if isinstance(bkd, str):
         pytest.skip(bkd)
     ctx = lib.make_context(tmp_path / "ctx", app_context(uniq))
@@ -460,6 +465,8 @@ def hostile_daemon():
 
 
 def test_frontend_that_exits_with_status_3_fails_the_build_naming_status_and_message(hostile_daemon, uniq):
+    """An entrypoint that writes to stderr and exits 3 at once: the error names
+    the status and carries the message."""
     d = hostile_daemon
     src = make_frontend(d, f"localhost/gw-exit3-{uniq}:latest",
                         ["/bin/sh", "-c", f"echo frontend-broke-on-purpose-{uniq} >&2; exit 3"])
@@ -487,6 +494,8 @@ def test_frontend_that_writes_garbage_to_stdout_fails_the_build_at_once(hostile_
 
 
 def test_frontend_that_never_answers_is_stopped_after_the_idle_limit(hostile_daemon, uniq):
+    """`sleep 600`, never a gRPC call: after PS_FRONTEND_IDLE_MS (3 s here) the
+    build fails saying so, and the sleeping frontend is gone."""
     d = hostile_daemon
     token = f"gwsilent{uniq}"
     src = make_frontend(d, f"localhost/gw-silent-{uniq}:latest",
@@ -499,6 +508,8 @@ def test_frontend_that_never_answers_is_stopped_after_the_idle_limit(hostile_dae
 
 
 def test_missing_frontend_image_with_resolve_mode_local_is_a_clear_error(hostile_daemon, uniq):
+    """image-resolve-mode=local and no such image in storage: never pulled, a
+    clear error naming the image."""
     d = hostile_daemon
     src = f"localhost/gw-no-such-frontend-{uniq}:latest"
     elapsed, status, err = hostile_solve(d, src, uniq, attrs={"image-resolve-mode": "local"})
