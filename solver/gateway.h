@@ -74,7 +74,7 @@ struct gateway_build_opts
 
 /* At most this many LLBBridge.Solve calls in one build (BuildKit has no
    such bound; a frontend that loops gets RESOURCE_EXHAUSTED). */
-#define GATEWAY_MAX_SOLVES 2000
+#define GATEWAY_MAX_SOLVES 1000
 
 /* Run client-side gateway build `build_id` on `job` (call it from the
    job's function: the refs the client asks for are solved on this thread,
