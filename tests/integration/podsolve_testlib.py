@@ -14,6 +14,7 @@ Main pieces:
 """
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import http.server
@@ -657,6 +658,47 @@ def unmount_below(top):
 
 def new_tmp_dir(prefix="podsolve-it-"):
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+
+
+@contextlib.contextmanager
+def private_daemon(prefix, extra_args=(), buildkit_listen=False, start_env=None):
+    """A podsolved on storage of its own, for a module's fixture: started,
+    yielded, then stopped (it must exit 0) and wiped.  With buildkit_listen
+    it also serves --buildkit-listen on a unix socket: .buildkit_sock is its
+    path, .buildkit_addr the address buildctl --addr takes.  start_env:
+    environment variables the daemon starts with (this process's own are
+    left as they were)."""
+    sockdir = tempfile.mkdtemp(prefix=prefix.replace("podsolve-it-", "podsolve-bk-")) if buildkit_listen else None
+    args = list(extra_args)
+    if sockdir:
+        args += ["--buildkit-listen", f"unix://{sockdir}/buildkitd.sock"]
+    d = Daemon(new_tmp_dir(prefix), args)
+    if sockdir:
+        d.buildkit_sock = f"{sockdir}/buildkitd.sock"
+        d.buildkit_addr = f"unix://{d.buildkit_sock}"
+    saved = {k: os.environ.get(k) for k in (start_env or {})}
+    try:
+        os.environ.update(start_env or {})
+        d.prepare_storage()
+        d.start(timeout=30)
+    except Exception:
+        d.kill()
+        d.cleanup_storage(remove_tmp=False)
+        raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        yield d
+    finally:
+        status, timeout_msg = d.stop(timeout=20)
+        d.cleanup_storage()
+        if sockdir:
+            shutil.rmtree(sockdir, ignore_errors=True)
+    assert timeout_msg is None and status == 0, f"podsolved stopped badly: {status} {timeout_msg}\n{d.log_tail()}"
 
 
 # --------------------------------------------------------------------------

@@ -6,11 +6,10 @@ checks the image in containers-storage or the files buildctl wrote.
 """
 
 import functools
-import subprocess
 import json
 import re
 import shutil
-import tempfile
+import subprocess
 
 import pytest
 
@@ -37,22 +36,8 @@ CTX = {
 def bkd():
     """A podsolved with --buildkit-listen (its own storage; module-wide);
     .buildkit_addr is the address for buildctl --addr."""
-    sockdir = tempfile.mkdtemp(prefix="podsolve-bkctl-")
-    tmp = lib.new_tmp_dir("podsolve-it-buildctl-")
-    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{sockdir}/buildkitd.sock"])
-    d.buildkit_addr = f"unix://{sockdir}/buildkitd.sock"
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
-    yield d
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
-    shutil.rmtree(sockdir, ignore_errors=True)
-    assert timeout_msg is None and status == 0, f"podsolved stopped badly: {status} {timeout_msg}\n{d.log_tail()}"
+    with lib.private_daemon("podsolve-it-buildctl-", buildkit_listen=True) as d:
+        yield d
 
 
 def buildctl(clients, d, *args, cwd=None, input=None, timeout=180):

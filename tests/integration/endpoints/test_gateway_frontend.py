@@ -11,9 +11,7 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -348,23 +346,9 @@ def test_solve_gateway_v0_with_source_runs_the_example_frontend(daemon, frontend
 @pytest.fixture(scope="module")
 def bkd():
     """A podsolved with --buildkit-listen and both frontend images."""
-    sockdir = tempfile.mkdtemp(prefix="podsolve-gwbk-")
-    tmp = lib.new_tmp_dir("podsolve-it-gwbk-")
-    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{sockdir}/buildkitd.sock"])
-    d.buildkit_addr = f"unix://{sockdir}/buildkitd.sock"
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
+    with lib.private_daemon("podsolve-it-gwbk-", buildkit_listen=True) as d:
         images, reason = lib.make_frontend_images(d)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
-    yield d if images else reason
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
-    shutil.rmtree(sockdir, ignore_errors=True)
-    assert timeout_msg is None and status == 0, f"podsolved stopped badly: {status} {timeout_msg}\n{d.log_tail()}"
+        yield d if images else reason
 
 
 def test_buildctl_frontend_gateway_v0_builds_with_the_example_frontend(bkd, go_clients, tmp_path, uniq):
@@ -442,26 +426,8 @@ def hostile_solve(d, source, uniq, attrs=None, timeout=120):
 @pytest.fixture(scope="module")
 def hostile_daemon():
     """A podsolved whose frontends count as idle after 3 s (PS_FRONTEND_IDLE_MS)."""
-    old = os.environ.get("PS_FRONTEND_IDLE_MS")
-    os.environ["PS_FRONTEND_IDLE_MS"] = "3000"
-    tmp = lib.new_tmp_dir("podsolve-it-gwhostile-")
-    d = lib.Daemon(tmp)
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
-    finally:
-        if old is None:
-            os.environ.pop("PS_FRONTEND_IDLE_MS", None)
-        else:
-            os.environ["PS_FRONTEND_IDLE_MS"] = old
-    yield d
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
-    assert timeout_msg is None and status == 0, f"podsolved stopped badly: {status} {timeout_msg}\n{d.log_tail()}"
+    with lib.private_daemon("podsolve-it-gwhostile-", start_env={"PS_FRONTEND_IDLE_MS": "3000"}) as d:
+        yield d
 
 
 def test_frontend_that_exits_with_status_3_fails_the_build_naming_status_and_message(hostile_daemon, uniq):

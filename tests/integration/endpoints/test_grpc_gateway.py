@@ -9,8 +9,6 @@ A real client: Debian's python3-grpcio with modules generated from
 schema/gateway.proto and schema/control.proto (grpc_testlib)."""
 
 import concurrent.futures
-import shutil
-import tempfile
 import time
 import types
 
@@ -30,22 +28,8 @@ GO_MODE_DIR = 0x80000000
 @pytest.fixture(scope="module")
 def gd():
     """A podsolved with --buildkit-listen (its own storage; module-wide)."""
-    sockdir = tempfile.mkdtemp(prefix="podsolve-bk-")
-    tmp = lib.new_tmp_dir("podsolve-it-grpcgw-")
-    d = lib.Daemon(tmp, ["--buildkit-listen", f"unix://{sockdir}/buildkitd.sock"])
-    d.buildkit_sock = f"{sockdir}/buildkitd.sock"
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
-    yield d
-    status, timeout_msg = d.stop(timeout=20)
-    d.cleanup_storage()
-    shutil.rmtree(sockdir, ignore_errors=True)
-    assert timeout_msg is None and status == 0, f"podsolved stopped badly: {status} {timeout_msg}"
+    with lib.private_daemon("podsolve-it-grpcgw-", buildkit_listen=True) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
