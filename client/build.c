@@ -192,28 +192,20 @@ cli_cache_entry_json (const char *spec)
 {
   cJSON *e = cJSON_CreateObject ();
   cJSON *attrs = cJSON_CreateObject ();
-  const char *type = "registry";
-  cleanup_free char *copy = xstrdup (spec);
-  cleanup_free char *type_owned = NULL;
+  ps_strv pairs = { 0 };
   if (strchr (spec, '=') == NULL)
     cJSON_AddStringToObject (attrs, "ref", spec);
   else
-    {
-      char *save = NULL;
-      for (char *kv = strtok_r (copy, ",", &save); kv; kv = strtok_r (NULL, ",", &save))
-        {
-          char *eq = strchr (kv, '=');
-          if (eq == NULL)
-            continue;
-          *eq = '\0';
-          if (strcmp (kv, "type") == 0)
-            type = type_owned = xstrdup (eq + 1);
-          else
-            cJSON_AddStringToObject (attrs, kv, eq + 1);
-        }
-    }
+    ps_csv_pairs (spec, &pairs);
+  for (size_t i = 0; i + 1 < pairs.n; i += 2)
+    if (strcmp (pairs.v[i], "type") != 0)
+      cJSON_AddStringToObject (attrs, pairs.v[i], pairs.v[i + 1]);
+  const char *type = ps_pairs_get (&pairs, "type");
+  if (type == NULL)
+    type = "registry";
   cJSON_AddStringToObject (e, "type", type);
   cJSON_AddItemToObject (e, "attrs", attrs);
+  ps_strv_free (&pairs);
   return e;
 }
 

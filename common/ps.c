@@ -692,3 +692,29 @@ ps_str_has_suffix (const char *s, const char *suffix)
   size_t a = strlen (s), b = strlen (suffix);
   return a >= b && memcmp (s + a - b, suffix, b) == 0;
 }
+
+void
+ps_csv_pairs (const char *csv, ps_strv *out)
+{
+  cleanup_free char *copy = xstrdup (csv);
+  char *save = NULL;
+  for (char *kv = strtok_r (copy, ",", &save); kv; kv = strtok_r (NULL, ",", &save))
+    {
+      char *eq = strchr (kv, '=');
+      if (eq == NULL)
+        continue;
+      *eq = '\0';
+      ps_strv_push (out, kv);
+      ps_strv_push (out, eq + 1);
+    }
+}
+
+const char *
+ps_pairs_get (const ps_strv *pairs, const char *key)
+{
+  const char *found = NULL;
+  for (size_t i = 0; i + 1 < pairs->n; i += 2)
+    if (strcmp (pairs->v[i], key) == 0)
+      found = pairs->v[i + 1]; /* the last one wins */
+  return found;
+}

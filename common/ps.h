@@ -92,6 +92,12 @@ typedef struct ps_strv
 
 void ps_strv_push (ps_strv *s, const char *str);
 void ps_strv_pushf (ps_strv *s, const char *fmt, ...) PS_PRINTF (2, 3);
+/* "k=v,k2=v2" (the CSV of docker's --cache-from, --output, --secret...)
+   appended to `out` as key, value, key, value...; items without '=' are
+   left out. */
+void ps_csv_pairs (const char *csv, ps_strv *out);
+/* The value of `key` in such a list (borrowed), or NULL. */
+const char *ps_pairs_get (const ps_strv *pairs, const char *key);
 void ps_strv_free (ps_strv *s);
 void ps_strv_free_raw (char **v);
 

@@ -144,51 +144,35 @@ normalize_cache_from (struct build_options *o, ps_strv *warnings)
   for (size_t i = 0; i < raw.n; i++)
     {
       const char *v = raw.v[i];
-      cleanup_free char *type = NULL, *ref = NULL;
+      ps_strv pairs = { 0 };
       if (strchr (v, '=') != NULL)
-        {
-          /* CSV: key=value pairs */
-          cleanup_free char *copy = xstrdup (v);
-          char *save = NULL;
-          for (char *kv = strtok_r (copy, ",", &save); kv; kv = strtok_r (NULL, ",", &save))
-            {
-              char *eq = strchr (kv, '=');
-              if (eq == NULL)
-                continue;
-              *eq = '\0';
-              if (strcmp (kv, "type") == 0)
-                {
-                  free (type);
-                  type = xstrdup (eq + 1);
-                }
-              else if (strcmp (kv, "ref") == 0)
-                {
-                  free (ref);
-                  ref = xstrdup (eq + 1);
-                }
-            }
-          if (type == NULL)
-            type = xstrdup ("registry");
-        }
+        ps_csv_pairs (v, &pairs); /* BuildKit's CSV */
       else
         {
-          type = xstrdup ("registry");
-          ref = xstrdup (v);
+          ps_strv_push (&pairs, "ref");
+          ps_strv_push (&pairs, v);
         }
+      const char *type = ps_pairs_get (&pairs, "type");
+      const char *ref = ps_pairs_get (&pairs, "ref");
+      if (type == NULL)
+        type = "registry";
       if (strcmp (type, "registry") != 0)
         {
           ps_strv_pushf (warnings, "--cache-from %s: cache type \"%s\" cannot be imported by podsolve's Dockerfile "
                                    "builder (registry caches can); building without it", v, type);
+          ps_strv_free (&pairs);
           continue;
         }
       if (ref == NULL || *ref == '\0')
         {
           ps_strv_pushf (warnings, "--cache-from %s: no ref=; building without it", v);
+          ps_strv_free (&pairs);
           continue;
         }
       cleanup_free char *repo = cache_registry_repository (ref);
       ps_strv_push (&o->cache_from, repo);
       ps_strv_push (&o->cache_from_refs, ref);
+      ps_strv_free (&pairs);
     }
   ps_strv_free (&raw);
 }

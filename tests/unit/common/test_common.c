@@ -419,6 +419,28 @@ START_TEST (archive_extract_stays_inside)
 }
 END_TEST
 
+/* docker's CSV flag values: pairs in order, items without '=' dropped,
+   the last of a key winning. */
+START_TEST (csv_pairs)
+{
+  ps_strv p = { 0 };
+  ps_csv_pairs ("type=registry,ref=localhost:5000/c:tag,bare,mode=max,ref=r2", &p);
+  ck_assert_uint_eq (p.n, 8);
+  ck_assert_str_eq (p.v[0], "type");
+  ck_assert_str_eq (p.v[3], "localhost:5000/c:tag");
+  ck_assert_str_eq (ps_pairs_get (&p, "ref"), "r2");
+  ck_assert_str_eq (ps_pairs_get (&p, "mode"), "max");
+  ck_assert_ptr_null (ps_pairs_get (&p, "bare"));
+  ps_strv_free (&p);
+  ps_csv_pairs ("", &p);
+  ck_assert_uint_eq (p.n, 0);
+  ps_csv_pairs ("k=,=v", &p);
+  ck_assert_str_eq (ps_pairs_get (&p, "k"), "");
+  ck_assert_str_eq (ps_pairs_get (&p, ""), "v");
+  ps_strv_free (&p);
+}
+END_TEST
+
 PS_TEST_SUITE (common)
 {
   Suite *s = suite_create ("common");
@@ -427,6 +449,7 @@ PS_TEST_SUITE (common)
   tcase_add_test (tc, base64_round_trip_and_url_alphabet);
   tcase_add_test (tc, path_containment);
   tcase_add_test (tc, buffer_and_strv);
+  tcase_add_test (tc, csv_pairs);
   tcase_add_test (tc, api_error_body_has_podman_fields);
   tcase_add_test (tc, regexp_engine);
   tcase_add_test (tc, deadline_helpers);
