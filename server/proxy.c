@@ -596,6 +596,33 @@ static const struct ps_handler handler_unavailable = {
   .on_complete = unavailable_complete,
 };
 
+/* Whether `url` names a resource of Docker's or Podman's API (after an
+   optional /vX.Y and /libpod): what a client with no Podman behind
+   podsolved must hear is unavailable, not missing.  Anything else is a
+   plain 404 of podsolved's own. */
+static bool
+podman_resource (const char *url)
+{
+  static const char *const resources[] = {
+    "containers", "images", "volumes", "networks", "exec",    "events",  "system",  "pods",
+    "secrets",    "plugins", "swarm",  "services", "nodes",   "tasks",   "configs", "distribution",
+    "auth",       "commit",  "generate", "play",   "kube",    "manifests", "artifacts",
+  };
+  const char *p = url;
+  if (p[0] == '/' && p[1] == 'v' && p[2] >= '0' && p[2] <= '9')
+    p = strchr (p + 1, '/') ? strchr (p + 1, '/') : "";
+  if (ps_str_has_prefix (p, "/libpod/"))
+    p += strlen ("/libpod");
+  if (*p != '/')
+    return false;
+  p++;
+  size_t n = strcspn (p, "/?");
+  for (size_t i = 0; i < ARRAY_SIZE (resources); i++)
+    if (strlen (resources[i]) == n && strncmp (p, resources[i], n) == 0)
+      return true;
+  return false;
+}
+
 const struct ps_handler *
 proxy_route (struct ps_request *req, const char *target)
 {
@@ -604,7 +631,7 @@ proxy_route (struct ps_request *req, const char *target)
   struct stat st;
   if (ps_cfg.upstream == NULL
       || (!ps_cfg.upstream_explicit && stat (ps_cfg.upstream, &st) < 0 && errno == ENOENT))
-    return &handler_unavailable;
+    return podman_resource (req->url) ? &handler_unavailable : NULL;
   struct proxy *p = xcalloc (1, sizeof *p);
   atomic_init (&p->refs, 1);
   p->target = xstrdup (target);
