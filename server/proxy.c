@@ -559,10 +559,14 @@ static const struct ps_handler handler_proxy = {
 
 /* ---- no upstream ------------------------------------------------------------ */
 
-/* A route of Podman's with no Podman to pass it to: 503 with the way out,
-   never 404 (a docker client takes a 404 on `containers/create` for a
-   missing image and tries to pull it).  The answer comes after the body
-   is read, so a client still uploading never sees a broken pipe. */
+/* A route of Podman's with no Podman to pass it to.  A request that would
+   change something (docker run's containers/create, images/load...) is a
+   503 with the way out, never a 404: the docker CLI takes a 404 on
+   containers/create for a missing image and tries to pull it.  A GET or
+   HEAD is a 404 with the same hint: the thing is not there, and build-only
+   clients (docker-compose 1.x checking its network before a build) go on.
+   The answer comes after the body is read, so a client still uploading
+   never sees a broken pipe. */
 static int
 unavailable_begin (struct ps_request *req, ps_error **err)
 {
@@ -578,16 +582,18 @@ unavailable_body (struct ps_request *req, const char *data, size_t len, ps_error
 static int
 unavailable_complete (struct ps_request *req, ps_error **err)
 {
+  bool lookup = strcmp (req->method, "GET") == 0 || strcmp (req->method, "HEAD") == 0;
+  int status = lookup ? 404 : 503;
   if (ps_cfg.upstream == NULL)
-    return ps_error_set (err, 503,
-                         "%s %s is served by the Podman API service, and podsolved runs with --upstream none (the "
+    return ps_error_set (err, status,
+                         "%s%s %s is served by the Podman API service, and podsolved runs with --upstream none (the "
                          "build API only): start it with --upstream unix:///run/podman/podman.sock (a running "
                          "`podman system service --time=0`) or --spawn-upstream",
-                         req->method, req->url);
-  return ps_error_set (err, 503,
-                       "%s %s is served by the Podman API service at unix://%s, which is not running: start "
+                         lookup ? "no such route: " : "", req->method, req->url);
+  return ps_error_set (err, status,
+                       "%s%s %s is served by the Podman API service at unix://%s, which is not running: start "
                        "`podman system service --time=0`, or give podsolved --upstream or --spawn-upstream",
-                       req->method, req->url, ps_cfg.upstream);
+                       lookup ? "no such route: " : "", req->method, req->url, ps_cfg.upstream);
 }
 
 static const struct ps_handler handler_unavailable = {

@@ -788,17 +788,17 @@ def test_access_log_names_upstream_or_local(spawn_daemon, fake_upstream):
 @pytest.mark.skipif(os.path.exists("/run/podman/podman.sock"), reason="a Podman service runs at the default socket")
 def test_default_upstream_not_running_means_build_only_with_a_hint(spawn_daemon):
     """Without --upstream podsolved looks for Podman at its default socket;
-    when nothing is there, a route of Podman's is a 503 (never 404: the
-    docker CLI takes a 404 on containers/create for a missing image and
-    tries to pull it) whose message says where Podman was expected and how
-    to point podsolved at it."""
+    when nothing is there, a request that would change something is a 503
+    (never 404: the docker CLI takes a 404 on containers/create for a
+    missing image and tries to pull it), and a lookup a 404; both say where
+    Podman was expected and how to point podsolved at it."""
     if os.path.exists("/run/podman/podman.sock"):
         pytest.skip("a Podman service runs at the default socket on this machine")
     daemon = spawn_daemon("--upstream", "default")
     status, _, body = daemon.request("GET", "/v1.41/containers/json")
-    assert status == 503
+    assert status == 404
     err = json.loads(body)
-    assert err["response"] == 503
+    assert err["response"] == 404
     assert "unix:///run/podman/podman.sock" in err["message"] and "--upstream" in err["message"], err
     assert "podman system service" in err["message"], err
     # docker run's first call: a 503 with the hint, not "no such image"
@@ -809,13 +809,17 @@ def test_default_upstream_not_running_means_build_only_with_a_hint(spawn_daemon)
 
 def test_upstream_none_serves_only_the_build_api(spawn_daemon):
     """--upstream none: no pass-through at all; Podman's routes are 503s
-    saying so (after the body was read: an upload never breaks), and the
-    system endpoints answer for the build side alone."""
+    (lookups 404s) saying so, after the body was read (an upload never
+    breaks), and the system endpoints answer for the build side alone."""
     d = spawn_daemon("--upstream", "none")
     status, _, body = d.request("GET", "/v1.41/containers/json")
     err = json.loads(body)
-    assert status == 503 and err["response"] == 503, err
+    assert status == 404 and err["response"] == 404, err
+    assert err["message"].startswith("no such route: GET /v1.41/containers/json"), err
     assert "--upstream none" in err["message"] and "--spawn-upstream" in err["message"], err
+    status, _, body = d.request("POST", "/v1.41/containers/create", body=b"{}",
+                                headers={"Content-Type": "application/json"})
+    assert status == 503 and "--upstream none" in json.loads(body)["message"], body
     big = b"x" * (4 << 20)
     for _ in range(5):
         status, _, body = d.request("POST", "/v1.41/images/load", body=big,
@@ -825,4 +829,4 @@ def test_upstream_none_serves_only_the_build_api(spawn_daemon):
     assert (status, body, h["Builder-Version"]) == (200, b"OK", "2")
     status, _, body = d.request("GET", "/v1.41/info")
     assert status == 200 and "Upstream" not in json.loads(body)["Podsolve"]
-    logged(d, ("GET", "/v1.41/containers/json", "503", "local"))
+    logged(d, ("GET", "/v1.41/containers/json", "404", "local"))

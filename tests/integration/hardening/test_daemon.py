@@ -273,12 +273,13 @@ def test_log_format_json_and_health_probes_at_debug(spawn_daemon):
     d = spawn_daemon("--log-level", "info", "--log-format", "json", "--upstream", "none")
     for _ in range(3):
         assert d.request("GET", "/_ping")[0] == 200
-    assert d.request("GET", "/v1.41/containers/json")[0] == 503
-    assert lib.wait_for(lambda: "/v1.41/containers/json" in d.log_tail(200000), 10), d.log_tail()
+    assert d.request("POST", "/v1.41/containers/create", body=b"{}")[0] == 503
+    # the access line comes after the error line about the same request
+    assert lib.wait_for(lambda: "POST /v1.41/containers/create 503" in d.log_tail(200000), 10), d.log_tail()
     lines = [ln for ln in d.log_tail(200000).splitlines() if ln.strip()]
     objs = [json.loads(ln) for ln in lines]  # every line is one JSON object
     assert all(set(o) == {"time", "level", "msg"} for o in objs), objs[:5]
-    assert any(o["msg"].startswith("GET /v1.41/containers/json 503") and o["level"] == "info" for o in objs), objs
+    assert any(o["msg"].startswith("POST /v1.41/containers/create 503") and o["level"] == "info" for o in objs), objs
     assert not any("/_ping" in o["msg"] for o in objs), [o for o in objs if "/_ping" in o["msg"]]
     r = subprocess.run([lib.podsolved_path(), "--log-format", "xml"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and '--log-format: "xml" (use text or json)' in r.stderr, r
