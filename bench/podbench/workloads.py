@@ -241,18 +241,11 @@ def heavy_workloads(runner, ctx, warmup):
     # The no-op warm-up matters for the BuildKit clients, which keep the
     # context synced between builds (the last path of the cold round left the
     # others with an older copy); tar clients send everything anyway, and the
-    # cold builds already left the cache entries their no-op hits -- except on
-    # the gateway path: podsolved's LLB engine keys a local source by its
-    # content *and mtimes* (solver/llb/exec.c, hash_tree), and every later
-    # path's fresh copy in the cold round gave the files new mtimes, so its
-    # first no-op would rebuild COPY and RUN.  It gets the warm-up too.
+    # cold builds already left the cache entries their no-op hits.
     runner.build("heavy-noop", "heavy context: no-op rebuild", heavy, False,
-                 warmup=max(1, runner.warmup),
-                 warm_only=lambda p: p.kind in ("docker-bk", "buildx", "curl-solve-gw"),
-                 note="warm-up run only for the BuildKit clients (to sync the current context) and "
-                      "the gateway path (its LLB local source is keyed with the files' mtimes, which "
-                      "the other paths' fresh copies changed after its cold run); for the others the "
-                      "cold builds left the cache entries the no-op hits")
+                 warmup=max(1, runner.warmup), warm_only=lambda p: p.kind in ("docker-bk", "buildx"),
+                 note="warm-up run only for the BuildKit clients (to sync the current context); "
+                      "for the others the cold builds left the cache entries the no-op hits")
     runner.build("heavy-change", "heavy context: one file changed, rebuild", heavy, False,
                  before=change_one_file, warmup=warmup,
                  note="before every run one small file gets new content; COPY and RUN rebuild")
