@@ -3,11 +3,12 @@
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
 
-from .util import BenchError, fmt_bytes, fmt_s, log
+from .util import BenchError, fmt_bytes, fmt_s, log, stats
 
 BUILD_WORKLOADS = ["4step-first", "4step-noop", "heavy-cold", "heavy-noop", "heavy-change"]
 SHORT = {"4step-first": "4-step first", "4step-noop": "4-step no-op",
@@ -384,6 +385,8 @@ def markdown(res, chart_rel, data_rel):
             w("Concurrent wall time, podsolve ÷ anchor: " +
               "; ".join(f"{r['label'].split(':')[0]} {r['ratio']:.2f}" for r in rs) + ".\n")
 
+    L += gateway_section(res)
+
     L += llb_section(res)
 
     px = wl.get("proxy")
@@ -470,6 +473,208 @@ def markdown(res, chart_rel, data_rel):
                       f"{fmt_s(st['min'])} | {fmt_s(st['max'])} | {st['n']} |")
         w("")
     return "\n".join(L)
+
+
+# -- the gateway frontend path (ps-gw) beside the buildah path (ps-solve) -------
+
+GW_PATH, BUILDAH_PATH = "ps-gw", "ps-solve"
+UNCACHED_WORKLOADS = ["4step-first", "heavy-cold", "heavy-change"]
+_STEP = re.compile(r"^\[\d+/\d+\] ")
+_OPS = {"exec": re.compile(r"^\[\d+/\d+\] RUN "), "file": re.compile(r"^\[\d+/\d+\] (COPY|ADD) ")}
+
+
+def _runs(res, wid, pid):
+    return res["workloads"].get(wid, {}).get("stream_vertices", {}).get(pid) or []
+
+
+def op_costs(res, wid, pid):
+    """{'exec'|'file': {step (without "[n/m] "): [ms, …]}} of the steps that ran (not cached)."""
+    out = {k: {} for k in list(_OPS) + ["context"]}
+    for run in _runs(res, wid, pid):
+        lf = next((v["start_s"] for v in run["vertices"]
+                   if v["name"].startswith("[internal] load frontend")), None)
+        for v in run["vertices"]:
+            if v["cached"] or v["dur_s"] is None:
+                continue
+            # the frontend's local source of the context (a source op), which the
+            # gateway path runs when the frontend asks for it; the buildah path
+            # has unpacked the tar before its first vertex
+            if lf is not None and v["start_s"] > lf and v["name"] == "[internal] load build context":
+                out["context"].setdefault(v["name"], []).append(v["dur_s"] * 1000)
+            for k, rx in _OPS.items():
+                if rx.match(v["name"]):    # keyed without "[n/m] ": the paths count steps differently
+                    out[k].setdefault(_STEP.sub("", v["name"]), []).append(v["dur_s"] * 1000)
+    return out
+
+
+def before_first_step(run):
+    """(seconds from the stream's first vertex to the first `[n/m]` step's
+    start, [(name, start, duration) of the vertices that started before it])."""
+    steps = [v["start_s"] for v in run["vertices"] if _STEP.match(v["name"])]
+    if not steps:
+        return None, []
+    t = min(steps)
+    return t, [(v["name"], v["start_s"], v["dur_s"]) for v in run["vertices"]
+               if v["start_s"] < t and not _STEP.match(v["name"])]
+
+
+def _frontend_split(run):
+    """Gateway path, one run: {phase: seconds} of the time before the first
+    step, cut at the `[internal] load frontend` vertex, plus the vertices
+    before the first step, each marked podsolved's (before the frontend was
+    loaded) or the frontend's (after)."""
+    t, before = before_first_step(run)
+    lf = next((v for v in run["vertices"] if v["name"].startswith("[internal] load frontend")), None)
+    if t is None or lf is None or lf["dur_s"] is None:
+        return None, []
+    lf_end = lf["start_s"] + lf["dur_s"]
+    after = [v for v in run["vertices"] if v["start_s"] >= lf_end]
+    first_fe = min((v["start_s"] for v in after), default=t)
+    phases = {"podsolved, before the frontend": lf["start_s"],
+              "[internal] load frontend (resolve the image)": lf["dur_s"],
+              "frontend container start (load frontend done → its first solve)": first_fe - lf_end,
+              "the frontend's own solves, up to the first step": t - first_fe}
+    marked = []
+    for name, start, dur in before:
+        if name.startswith("[internal] load frontend"):
+            continue
+        who = "podsolved" if start < lf["start_s"] else "frontend"
+        marked.append((f"{name} ({who})", dur))
+    return phases, marked
+
+
+def gateway_summary(res):
+    """The per-op figures of the report, also kept in results.json."""
+    out = {"ops": {}, "before_first_step_ms": {}, "outside_vertices_ms": {},
+           "frontend_phases_ms": {}, "pre_step_vertices_ms": {}}
+    for pid in (BUILDAH_PATH, GW_PATH):
+        ops = {"exec": [], "file": [], "context": []}
+        for wid in UNCACHED_WORKLOADS:
+            for k, by in op_costs(res, wid, pid).items():
+                for name, ms in by.items():
+                    out["ops"].setdefault(pid, {}).setdefault(wid, {}).setdefault(k, {})[name] = stats(ms)
+                    if wid == "4step-first":
+                        ops[k] += ms
+        out["ops"].setdefault(pid, {})["small-steps"] = {k: stats(v) for k, v in ops.items()}
+        pre = []
+        for wid in BUILD_WORKLOADS:
+            outside = []
+            for run in _runs(res, wid, pid):
+                t, _ = before_first_step(run)
+                if t is None:
+                    continue
+                pre.append(t * 1000)
+                ends = [v["start_s"] + v["dur_s"] for v in run["vertices"] if v["dur_s"] is not None]
+                if ends:
+                    outside.append((run["wall_s"] - max(ends)) * 1000)
+                if pid == GW_PATH:
+                    phases, marked = _frontend_split(run)
+                    for k, sec in (phases or {}).items():
+                        out["frontend_phases_ms"].setdefault(k, []).append(sec * 1000)
+                    for key, dur in marked:
+                        if dur is not None:
+                            out["pre_step_vertices_ms"].setdefault(key, []).append(dur * 1000)
+            out["outside_vertices_ms"].setdefault(pid, {})[wid] = stats(outside)
+        out["before_first_step_ms"][pid] = stats(pre)
+    out["frontend_phases_ms"] = {k: stats(v) for k, v in out["frontend_phases_ms"].items()}
+    out["pre_step_vertices_ms"] = {k: stats(v) for k, v in out["pre_step_vertices_ms"].items()}
+    return out
+
+
+def _ms(st):
+    if not st:
+        return "–"
+    if st["n"] == 1:
+        return f"{st['median']:.0f} ms"
+    return f"{st['median']:.0f} ms ({st['min']:.0f}–{st['max']:.0f}, n={st['n']})"
+
+
+def gateway_section(res):
+    paths = res.get("paths", {})
+    wl = res.get("workloads", {})
+    if GW_PATH not in paths or BUILDAH_PATH not in paths:
+        return []
+    L = []
+    w = L.append
+    w("## Gateway frontend path (`# syntax=docker/dockerfile:1`)\n")
+    w("The same `curl POST /solve` as the buildah path, with the workload's Dockerfile prefixed by "
+      "`# syntax=docker/dockerfile:1` (sent as `Dockerfile.gw`, added to the context tar): "
+      "podsolved runs BuildKit's own Dockerfile frontend (the image `docker.io/docker/dockerfile:1`, "
+      "made offline in podsolved's private storage by `tests/fixtures/make-dockerfile-frontend`) as a "
+      "gateway frontend and executes the LLB it sends op by op in its LLB engine; without the line "
+      "podsolved runs `buildah build`. Interleaved with the other paths in the same rounds.\n")
+    w("| workload | podsolve · curl /solve (buildah path) | podsolve · curl /solve, gateway "
+      "(docker/dockerfile:1) | gateway ÷ buildah path |")
+    w("|---|---|---|---|")
+    for wid in BUILD_WORKLOADS:
+        if wid not in wl:
+            continue
+        st = wl[wid]["stats"]
+        w(f"| {SHORT[wid]} | {_cell(st.get(BUILDAH_PATH))} | {_cell(st.get(GW_PATH))} | "
+          f"{_fr(_ratio(_med(res, wid, GW_PATH), _med(res, wid, BUILDAH_PATH)))} |")
+    w("")
+    g = gateway_summary(res)
+    w("**Cost per step**, from the `/solve` stream of the timed runs (each vertex's `completed` − "
+      "`started`; steps that ran, not `cached`). On the gateway path an exec op (LLB `ExecOp`) is a "
+      "Dockerfile `RUN` and a file op (`FileOp`) a `COPY`; on the buildah path the same steps are "
+      "`buildah build`'s, timed by podsolved from buildah's output. Median (min–max, n) in ms:\n")
+    w("| workload | step | buildah path | gateway path | gateway ÷ buildah path |")
+    w("|---|---|---|---|---|")
+    for wid in UNCACHED_WORKLOADS:
+        a = g["ops"].get(BUILDAH_PATH, {}).get(wid, {})
+        b = g["ops"].get(GW_PATH, {}).get(wid, {})
+        for k in ("exec", "file", "context"):
+            for name in sorted(set(a.get(k, {})) | set(b.get(k, {}))):
+                sa, sb = a.get(k, {}).get(name), b.get(k, {}).get(name)
+                step = name.replace("|", "\\|")
+                kind = "source op (the frontend's local context)" if k == "context" else f"{k} op"
+                w(f"| {SHORT[wid]} | {kind}: `{step}` | {_ms(sa)} | {_ms(sb)} | "
+                  f"{_fr(_ratio(sb and sb['median'], sa and sa['median']))} |")
+    w("")
+    sa = g["ops"].get(GW_PATH, {}).get("small-steps", {})
+    sb = g["ops"].get(BUILDAH_PATH, {}).get("small-steps", {})
+    w("The 4-step build's steps do almost no work (`echo` into a file; one 30-byte file), so "
+      "their time is the per-op cost itself: **gateway path "
+      f"{_ms(sa.get('exec'))} per exec op, {_ms(sa.get('file'))} per file op**; buildah path "
+      f"{_ms(sb.get('exec'))} per `RUN`, {_ms(sb.get('file'))} per `COPY`. The heavy build's steps "
+      "are dominated by their data (52.6 MB copied, 2001 files listed). On the gateway path the "
+      "context is also a source op of its own: podsolved unpacks the uploaded tar before the first "
+      "vertex on both paths, and on the gateway path the frontend's `[internal] load build context` "
+      "(an LLB local source, `solver/llb/local.c`) then stages a copy of what it selects when the "
+      "LLB first needs it, after the first step has started.\n")
+    pb, pg = g["before_first_step_ms"].get(BUILDAH_PATH), g["before_first_step_ms"].get(GW_PATH)
+    w("**Before the first step** (from the stream's first vertex to the start of the first "
+      "`[n/m]` step, every timed run of every workload, cached or not): buildah path "
+      f"{_ms(pb)}, gateway path {_ms(pg)}. On the gateway path this is the frontend's start: "
+      "podsolved reads the Dockerfile and finds the syntax line, resolves the frontend image "
+      "(`[internal] load frontend`) and starts its container; the frontend then makes its own "
+      "solves (the Dockerfile, `.dockerignore`, the base image) before it sends the build's LLB. "
+      "Split at the vertices' timestamps, median (min–max, n):\n")
+    w("| gateway path, before the first step | time |")
+    w("|---|---|")
+    for name, st in g["frontend_phases_ms"].items():
+        w(f"| {name} | {_ms(st)} |")
+    w("")
+    w("The vertices before the first step on the gateway path (their durations overlap the "
+      "phases above), median (min–max, n):\n")
+    w("| vertex (whose) | duration |")
+    w("|---|---|")
+    for name, st in sorted(g["pre_step_vertices_ms"].items(), key=lambda kv: -kv[1]["median"]):
+        w(f"| {name.replace('|', chr(92) + '|')} | {_ms(st)} |")
+    w("")
+    w("**Outside the vertices**: the client's wall time minus the span from the first vertex's "
+      "start to the last one's end — curl's start, the upload and podsolved reading it before the "
+      "first vertex, and whatever follows the last vertex. The buildah path ends with an "
+      "`exporting to image` vertex; the gateway path shows none, so on it this also holds the "
+      "frontend's return and the export. Median (min–max, n):\n")
+    w("| workload | buildah path | gateway path |")
+    w("|---|---|---|")
+    ob, og = g["outside_vertices_ms"].get(BUILDAH_PATH, {}), g["outside_vertices_ms"].get(GW_PATH, {})
+    for wid in BUILD_WORKLOADS:
+        if ob.get(wid) or og.get(wid):
+            w(f"| {SHORT[wid]} | {_ms(ob.get(wid))} | {_ms(og.get(wid))} |")
+    w("")
+    return L
 
 
 def llb_section(res):
@@ -567,6 +772,8 @@ def write_all(res, out, repo, only_idle=False):
         rel = ""
     res["ratios"] = compute_ratios(res) if not only_idle else []
     res["targets"] = evaluate_targets(res)
+    if not only_idle and GW_PATH in res.get("paths", {}):
+        res["gateway"] = gateway_summary(res)
     png = os.path.join(data_dir, "ratios.png")
     have_chart = (not only_idle) and chart(res, res["ratios"], png)
     with open(os.path.join(data_dir, "results.json"), "w") as f:
@@ -606,6 +813,13 @@ def smoke_check(res, out, only_idle=False):
             for pid, s in st.items():
                 if not s or s["n"] != runs:
                     problems.append(f"{wid}/{pid}: expected {runs} samples")
+        if GW_PATH in res["paths"]:
+            g = gateway_summary(res)
+            for k in ("exec", "file"):
+                if not (g["ops"].get(GW_PATH, {}).get("small-steps", {}).get(k)):
+                    problems.append(f"4step-first: no uncached {k} op in the {GW_PATH} streams")
+            if not g["frontend_phases_ms"]:
+                problems.append(f"no `[internal] load frontend` vertex in the {GW_PATH} streams")
         for pid in res["paths"]:
             for wid in ("heavy-cold", "heavy-noop", "heavy-change"):
                 if pid != "buildah" and pid not in res["workloads"][wid]["client_bytes_sent"]:

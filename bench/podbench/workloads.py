@@ -11,7 +11,7 @@ import os
 import random
 import time
 
-from .clients import Context, run_first_json_line, run_one, run_together
+from .clients import Context, run_first_json_line, run_one, run_together, stream_vertices
 from .util import BenchError, log, stats
 
 CONTAINERFILE_4 = """FROM localhost/busybox:latest
@@ -90,6 +90,8 @@ class Runner:
         log(f"workload {wid}: {title} ({warmup} warm-up + {self.runs} runs)")
         samples = {p.id: [] for p in self.paths}
         sent = {p.id: [] for p in self.paths if p.kind != "buildah"}
+        # /solve streams: every vertex's start and duration, per timed run (per-op costs)
+        vertices = {p.id: [] for p in self.paths if p.kind in ("curl-solve", "curl-solve-gw")}
         for r in range(-warmup, self.runs):
             for p in self.paths:
                 if r < 0 and warm_only and not warm_only(p):
@@ -104,10 +106,14 @@ class Runner:
                     samples[p.id].append(c.elapsed)
                     if p.id in sent and c.bytes_sent is not None:
                         sent[p.id].append(c.bytes_sent)
+                    if p.id in vertices:
+                        vertices[p.id].append({"wall_s": round(c.elapsed, 6),
+                                               "vertices": stream_vertices(c.log)})
         self.results[wid] = {
             "title": title, "kind": "build", "note": note, "warmup": warmup,
             "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
             "client_bytes_sent": {k: stats(v) for k, v in sent.items() if v},
+            "stream_vertices": vertices,
         }
 
     # -- time from the request to the first status line ------------------------
