@@ -363,6 +363,9 @@ rewrite_config (const char *image_id, const struct image_config *c, const char *
   char *manifest_text = NULL, *config_text = NULL, *new_config = NULL, *new_manifest = NULL;
   size_t len = 0;
   cJSON *manifest = NULL;
+  /* declared before the first goto: a jump may not skip a cleanup variable */
+  cleanup_free char *old_path = NULL, *new_path = NULL, *new_digest = NULL;
+  char hex[65];
   cleanup_free char *dest = xasprintf ("dir:%s", dir), *mpath = xasprintf ("%s/manifest.json", dir);
   const char *push[] = { "push", "--quiet", "--disable-compression", "--format=oci", image_id, dest, NULL };
   if (buildah_call (push, NULL, err) < 0)
@@ -380,17 +383,16 @@ rewrite_config (const char *image_id, const struct image_config *c, const char *
       ps_error_set (err, 500, "the manifest buildah pushed has no config digest");
       goto out;
     }
-  cleanup_free char *old_path = xasprintf ("%s/%s", dir, digest->valuestring + 7);
+  old_path = xasprintf ("%s/%s", dir, digest->valuestring + 7);
   if (ps_read_file (old_path, 1 << 24, &config_text, &len, err) < 0)
     goto out;
   new_config = image_config_merge (config_text, c);
-  char hex[65];
   ps_sha256_hex (new_config, strlen (new_config), hex);
-  cleanup_free char *new_path = xasprintf ("%s/%s", dir, hex);
+  new_path = xasprintf ("%s/%s", dir, hex);
   if (ps_write_file (new_path, new_config, strlen (new_config), 0644, err) < 0)
     goto out;
   unlink (old_path);
-  cleanup_free char *new_digest = xasprintf ("sha256:%s", hex);
+  new_digest = xasprintf ("sha256:%s", hex);
   cJSON_ReplaceItemInObjectCaseSensitive (cd, "digest", cJSON_CreateString (new_digest));
   cJSON_ReplaceItemInObjectCaseSensitive (cd, "size", cJSON_CreateNumber ((double) strlen (new_config)));
   new_manifest = cJSON_PrintUnformatted (manifest);
