@@ -660,6 +660,16 @@ def new_tmp_dir(prefix="podsolve-it-"):
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
 
 
+
+def stream_vertexes(lines):
+    """The vertexes of a /solve NDJSON stream (parsed lines): the newest
+    copy of each, by digest, in first-seen order."""
+    out = {}
+    for line in lines:
+        for v in (line.get("status") or {}).get("vertexes") or []:
+            out[v["digest"]] = {**out.get(v["digest"], {}), **v}
+    return list(out.values())
+
 @contextlib.contextmanager
 def private_daemon(prefix, extra_args=(), buildkit_listen=False, start_env=None):
     """A podsolved on storage of its own, for a module's fixture: started,

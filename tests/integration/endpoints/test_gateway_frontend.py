@@ -92,13 +92,7 @@ def solve(d, request, parts, timeout=300):
         it.close()
 
 
-def vertexes(lines):
-    """Newest copy of each vertex, by digest, in first-seen order."""
-    out = {}
-    for l in lines:
-        for v in (l.get("status") or {}).get("vertexes") or []:
-            out[v["digest"]] = {**out.get(v["digest"], {}), **v}
-    return list(out.values())
+vertexes = lib.stream_vertexes
 
 
 def stream_errors(lines):

@@ -90,13 +90,7 @@ def result_of(lines, d=None):
     return last["result"]
 
 
-def vertexes(lines):
-    """Newest copy of each vertex, by digest, in first-seen order."""
-    out = {}
-    for l in lines:
-        for v in (l.get("status") or {}).get("vertexes") or []:
-            out[v["digest"]] = {**out.get(v["digest"], {}), **v}
-    return list(out.values())
+vertexes = lib.stream_vertexes
 
 
 def vertex_named(lines, needle):
