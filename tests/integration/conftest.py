@@ -30,17 +30,7 @@ import podman_stack  # noqa: E402
 import podsolve_testlib as lib  # noqa: E402
 
 
-def _start_daemon(extra_args=(), prefix="podsolve-it-"):
-    tmp = lib.new_tmp_dir(prefix)
-    d = lib.Daemon(tmp, extra_args)
-    try:
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
-    return d
+_start_daemon = lib.start_private_daemon
 
 
 def _stop_daemon(d):

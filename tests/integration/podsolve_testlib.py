@@ -670,6 +670,20 @@ def stream_vertexes(lines):
             out[v["digest"]] = {**out.get(v["digest"], {}), **v}
     return list(out.values())
 
+def start_private_daemon(extra_args=(), prefix="podsolve-it-"):
+    """A started podsolved on storage of its own (a failed start leaves
+    nothing running); the caller stops it."""
+    d = Daemon(new_tmp_dir(prefix), list(extra_args))
+    try:
+        d.prepare_storage()
+        d.start(timeout=30)
+    except Exception:
+        d.kill()
+        d.cleanup_storage(remove_tmp=False)
+        raise
+    return d
+
+
 @contextlib.contextmanager
 def private_daemon(prefix, extra_args=(), buildkit_listen=False, start_env=None):
     """A podsolved on storage of its own, for a module's fixture: started,
@@ -682,25 +696,19 @@ def private_daemon(prefix, extra_args=(), buildkit_listen=False, start_env=None)
     args = list(extra_args)
     if sockdir:
         args += ["--buildkit-listen", f"unix://{sockdir}/buildkitd.sock"]
-    d = Daemon(new_tmp_dir(prefix), args)
-    if sockdir:
-        d.buildkit_sock = f"{sockdir}/buildkitd.sock"
-        d.buildkit_addr = f"unix://{d.buildkit_sock}"
     saved = {k: os.environ.get(k) for k in (start_env or {})}
     try:
         os.environ.update(start_env or {})
-        d.prepare_storage()
-        d.start(timeout=30)
-    except Exception:
-        d.kill()
-        d.cleanup_storage(remove_tmp=False)
-        raise
+        d = start_private_daemon(args, prefix)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    if sockdir:
+        d.buildkit_sock = f"{sockdir}/buildkitd.sock"
+        d.buildkit_addr = f"unix://{d.buildkit_sock}"
     try:
         yield d
     finally:

@@ -41,14 +41,7 @@ def start_listening_daemon(spawn=None):
     if spawn:
         d = spawn(*args)
     else:
-        d = lib.Daemon(lib.new_tmp_dir("podsolve-it-grpc-control-"), args)
-        try:
-            d.prepare_storage()
-            d.start(timeout=30)
-        except Exception:
-            d.kill()
-            d.cleanup_storage(remove_tmp=False)
-            raise
+        d = lib.start_private_daemon(args, "podsolve-it-grpc-control-")
     d.buildkit_sock = path
     return d
 
