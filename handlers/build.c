@@ -147,6 +147,13 @@ build_complete (struct ps_request *req, ps_error **err)
   struct dockerfile_build *plan = NULL;
   if (dockerfile_plan_new (b, &env, &plan, err) < 0)
     return -1;
+  /* /build cannot ask for entitlements: as dockerd, network.host comes with
+     networkmode=host; security.insecure with the daemon's
+     --allow-insecure-entitlement (dockerd would refuse it). */
+  if (plan->opts.network && strcmp (plan->opts.network, "host") == 0)
+    ps_strv_push (&plan->entitlements, "network.host");
+  if (config_check_entitlement ("security.insecure", NULL) == 0)
+    ps_strv_push (&plan->entitlements, "security.insecure");
   bool quiet = plan->opts.quiet;
   ps_strv tags = { 0 }; /* for the start line: the plan is the job's once it runs */
   for (size_t i = 0; i < plan->opts.client_tags.n; i++)

@@ -3,8 +3,7 @@
  * while its Control.Solve waits (grpc-clients.md §3).  Every call names
  * its build with the metadata `buildkit-controlapi-buildid`; the build,
  * its refs and the work live in solver/gateway.c.  NewContainer and the
- * exec/container RPCs are not served (UNIMPLEMENTED), nor is
- * ResolveSourceMeta. */
+ * exec/container RPCs are not served (UNIMPLEMENTED). */
 #define _GNU_SOURCE
 #include "handlers/grpc.h"
 
@@ -24,10 +23,12 @@
    (frontend/gateway/pb/caps.go).  Left out on purpose: solve.inlinereturn
    (SolveRequest.Final), returnmap and multi-platform results,
    frontend.inputs (FrontendInputs in Solve), gateway.solve.metadata,
-   gateway.exec*, source.metaresolver*. */
+   gateway.exec*, source.metaresolver's image attestations and http
+   checksum requests. */
 static const char *const frontend_caps[] = {
   "solve.base",        "resolveimage", "resolveimage.resolvemode", "readfile", "return", "readdir", "statfile",
   "importcaches",      "proto.refarray", "gateway.evaluate", "gateway.solve.evaluate", "gateway.warnings",
+  "source.metaresolver",
 };
 
 /* The LLB the engine (solver/llb/) runs (solver/pb/caps.go); ssh mounts
@@ -510,6 +511,56 @@ bridge_resolve_image_config (grpc_call *call, void *ud)
   gateway_build_unref (b);
 }
 
+/* ResolveSourceMeta: what BuildKit's grpcclient does itself for a daemon
+   without the call — an image's digest and config through
+   ResolveImageConfig (the identifier kept), any other source handed back
+   as it came, with no metadata. */
+static void
+bridge_resolve_source_meta (grpc_call *call, void *ud)
+{
+  gateway_build *b = NULL;
+  Moby__Buildkit__V1__Frontend__ResolveSourceMetaRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__resolve_source_meta_request__descriptor, &b);
+  if (req == NULL)
+    return;
+  ps_error *err = NULL;
+  const char *id = req->source && req->source->identifier ? req->source->identifier : "";
+  Moby__Buildkit__V1__Frontend__ResolveSourceMetaResponse resp
+      = MOBY__BUILDKIT__V1__FRONTEND__RESOLVE_SOURCE_META_RESPONSE__INIT;
+  Moby__Buildkit__V1__Frontend__ResolveSourceImageResponse image
+      = MOBY__BUILDKIT__V1__FRONTEND__RESOLVE_SOURCE_IMAGE_RESPONSE__INIT;
+  cleanup_free char *digest = NULL;
+  cleanup_free char *config = NULL;
+  resp.source = req->source;
+  if (req->source == NULL)
+    {
+      ps_error_set (&err, 400, "ResolveSourceMeta: no Source");
+      finish_error (call, err);
+    }
+  else if (req->n_sourcepolicies > 0)
+    {
+      ps_error_set (&err, 501, "ResolveSourceMeta: SourcePolicies are not supported by podsolve");
+      finish_error (call, err);
+    }
+  else if (!ps_str_has_prefix (id, "docker-image://"))
+    reply (call, &resp.base);
+  else if (gateway_resolve_image_config (b, id + strlen ("docker-image://"), req->resolvemode, &digest, &config,
+                                         &err) < 0)
+    finish_error (call, err);
+  else
+    {
+      image.digest = digest;
+      if (!(req->image && req->image->noconfig))
+        {
+          image.config.data = (uint8_t *) config;
+          image.config.len = strlen (config);
+        }
+      resp.image = &image;
+      reply (call, &resp.base);
+    }
+  protobuf_c_message_free_unpacked (&req->base, NULL);
+  gateway_build_unref (b);
+}
+
 static void
 bridge_inputs (grpc_call *call, void *ud)
 {
@@ -585,6 +636,7 @@ const struct grpc_method grpc_bridge_methods[] = {
   { BRIDGE_PATH ("StatFile"), bridge_stat_file, NULL },
   { BRIDGE_PATH ("Evaluate"), bridge_evaluate, NULL },
   { BRIDGE_PATH ("ResolveImageConfig"), bridge_resolve_image_config, NULL },
+  { BRIDGE_PATH ("ResolveSourceMeta"), bridge_resolve_source_meta, NULL },
   { BRIDGE_PATH ("Inputs"), bridge_inputs, NULL },
   { BRIDGE_PATH ("Warn"), bridge_warn, NULL },
 };

@@ -601,7 +601,10 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
   char hex[17];
   ps_random_hex (hex, 8);
   cleanup_free char *dir = xasprintf ("%s/solves/%s", ps_cfg.state_dir, hex);
-  if (ps_mkdir_p (dir, 0700, err) < 0)
+  bool allowed = true;
+  for (size_t i = 0; i < sr->entitlements.n && allowed; i++)
+    allowed = config_check_entitlement (sr->entitlements.v[i], err) == 0;
+  if (!allowed || ps_mkdir_p (dir, 0700, err) < 0)
     {
       schema_solve_request_free (sr);
       if (gw->ud_free)

@@ -89,6 +89,12 @@ solve_complete (struct ps_request *req, ps_error **err)
   struct solve_request sr;
   if (schema_solve_request_parse (json, json_len, definition != NULL, &sr, err) < 0)
     return -1;
+  for (size_t i = 0; i < sr.entitlements.n; i++)
+    if (config_check_entitlement (sr.entitlements.v[i], err) < 0)
+      {
+        schema_solve_request_free (&sr);
+        return -1;
+      }
 
   struct solve_source *sources = NULL;
   size_t n_sources = 0;

@@ -57,6 +57,9 @@ usage (FILE *f)
          "  --tls-cert FILE, --tls-key FILE  serve tcp:// listeners over TLS with this PEM pair\n"
          "  --tls-ca FILE           CA certificate (PEM) for client certificates\n"
          "  --tls-verify            require a client certificate signed by --tls-ca (as dockerd --tlsverify)\n"
+         "  --allow-insecure-entitlement security.insecure\n"
+         "                          let builds that ask for it (RUN --security=insecure) run with every\n"
+         "                          capability; /build builds, which cannot ask, are granted it\n"
          "  --insecure-registry HOST[:PORT]  pull from and push to this registry without TLS checks\n"
          "                          (as dockerd --insecure-registry; loopback ones need none); repeatable\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
@@ -126,6 +129,7 @@ enum
   OPT_NO_GRPC,
   OPT_DOCKERFILE_FRONTEND,
   OPT_LOG_FORMAT,
+  OPT_ALLOW_ENTITLEMENT,
 };
 
 static int
@@ -138,6 +142,18 @@ parse_u64 (const char *flag, const char *s, uint64_t *out, ps_error **err)
     return ps_error_set (err, 400, "%s: \"%s\" is not a positive integer", flag, s);
   *out = v;
   return 0;
+}
+
+int
+config_check_entitlement (const char *name, ps_error **err)
+{
+  if (strcmp (name, "network.host") == 0)
+    return 0;
+  for (size_t i = 0; i < ps_cfg.allowed_entitlements.n; i++)
+    if (strcmp (ps_cfg.allowed_entitlements.v[i], name) == 0)
+      return 0;
+  return ps_error_set (err, 403, "granting entitlement %s is not allowed by build daemon configuration "
+                                 "(start podsolved with --allow-insecure-entitlement %s)", name, name);
 }
 
 int
@@ -194,6 +210,7 @@ config_parse (int argc, char **argv, ps_error **err)
     { "no-grpc", no_argument, NULL, OPT_NO_GRPC },
     { "dockerfile-frontend", required_argument, NULL, OPT_DOCKERFILE_FRONTEND },
     { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+    { "allow-insecure-entitlement", required_argument, NULL, OPT_ALLOW_ENTITLEMENT },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -269,6 +286,12 @@ config_parse (int argc, char **argv, ps_error **err)
           break;
         case OPT_TLS_VERIFY:
           ps_cfg.tls_verify = true;
+          break;
+        case OPT_ALLOW_ENTITLEMENT:
+          if (strcmp (optarg, "security.insecure") && strcmp (optarg, "network.host"))
+            return ps_error_set (err, 400, "--allow-insecure-entitlement: \"%s\": expected security.insecure or "
+                                           "network.host", optarg);
+          ps_strv_push (&ps_cfg.allowed_entitlements, optarg);
           break;
         case OPT_INSECURE_REGISTRY:
           if (*optarg == '\0' || strpbrk (optarg, "/\" \n"))

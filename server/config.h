@@ -38,6 +38,7 @@ struct ps_config
   char *buildkit_tls_ca;    /* clients of the tcp:// ones need a certificate it signed */
   char *dockerfile_frontend; /* --dockerfile-frontend: NULL or "buildah", or a frontend image */
   bool no_grpc;             /* --no-grpc: POST /grpc goes to the upstream */
+  ps_strv allowed_entitlements; /* --allow-insecure-entitlement, besides network.host */
 };
 
 /* The daemon's configuration (server/ owns it; handlers read it). */
@@ -51,6 +52,11 @@ int config_parse (int argc, char **argv, ps_error **err);
    --buildkit-listen URIs: cert and key both or neither, a CA only with
    them, and tcp:// only with them.  -1 with *err saying what to add. */
 int config_check_buildkit_tls (const struct ps_config *cfg, ps_error **err);
+
+/* Whether a build may be granted `name` (network.host always, as dockerd
+   allows it by default; security.insecure with --allow-insecure-entitlement).
+   -1 with a 403 *err naming the flag for one it may not. */
+int config_check_entitlement (const char *name, ps_error **err);
 
 /* The libpod API version podsolved speaks (that of the Podman it fronts). */
 const char *config_libpod_api_version (void);

@@ -679,6 +679,8 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       solve_plan_free (p);
       return -1;
     }
+  if (p->req.session)
+    p->build.client_session = xstrdup (p->req.session);
   if (ctx)
     {
       o->context_dir = xstrdup (ctx->dir);

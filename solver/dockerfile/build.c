@@ -386,7 +386,7 @@ frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *f
                              NULL, NULL);
 
   struct solve_attrs attrs = { kv.v, kv.n / 2 };
-  const char *session = NULL;
+  const char *session = b->client_session;
   if (b->session)
     session = b->session->secrets_session_id ? b->session->secrets_session_id : b->session->session_id;
   struct frontend_image_req req = {

@@ -150,6 +150,7 @@ dockerfile_build_free (struct dockerfile_build *b)
   build_options_free (&b->opts);
   session_sources_free (b->session);
   free (b->dockerfile_name);
+  free (b->client_session);
   free (b->definition_digest);
   free (b->state_dir);
   ps_strv_free (&b->entitlements);

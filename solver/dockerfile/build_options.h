@@ -73,6 +73,8 @@ struct dockerfile_build
   char *definition_digest; /* sha256 hex of the Dockerfile bytes (seeds vertex digests) */
   uint64_t context_bytes;  /* bytes of context received, for the status */
   struct session_sources *session; /* NULL: the context is already in opts */
+  char *client_session;    /* with session NULL: the client's session (secrets, ssh agents) for a
+                              gateway frontend's LLB, when the context came another way */
   char *state_dir;         /* --state-dir (gateway frontends) */
   ps_strv warnings;        /* said when the build starts (cache imports it cannot use...) */
   ps_strv entitlements;    /* granted (network.host, security.insecure): for a gateway frontend's LLB */

@@ -24,6 +24,7 @@
 #include "session/session_limits.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
+#include "solver/image_config.h"
 #include "solver/llb/fileop.h"
 #include "solver/llb/wc.h"
 #include "solver/llb/local.h"
@@ -34,7 +35,7 @@
 
 /* Version of the cache key material: bump when what a key covers changes,
    so old records are never taken for new meanings. */
-#define LLB_CACHE_KEY_VERSION "podsolve-llb-cache-v3"
+#define LLB_CACHE_KEY_VERSION "podsolve-llb-cache-v4"
 
 /* How long a cancelled `buildah run` gets to remove its own state before
    its process group is killed. */
@@ -244,10 +245,6 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
         case PB__MOUNT_TYPE__CACHE:
           if (mt->cacheopt == NULL || mt->cacheopt->id == NULL || *mt->cacheopt->id == '\0')
             return ps_error_set (err, 400, "op %s: cache mount %s has no cacheOpt.ID", v->digest, mt->dest);
-          if (mt->input >= 0)
-            return llb_unsupported (err, v, "a cache mount seeded from an input (%s)", mt->dest);
-          if (mt->selector && *mt->selector && strcmp (mt->selector, "/"))
-            return llb_unsupported (err, v, "a cache mount with a selector (%s)", mt->dest);
           break;
         case PB__MOUNT_TYPE__TMPFS:
           break;
@@ -647,6 +644,51 @@ pull_authfile (struct llb_exec *x, const char *ref, const char **authfile, char 
   return r < 0 ? ps_error_wrap (err, "credentials for %s from session %s", ref, x->session_id) : 0;
 }
 
+/* `buildah from` runs an image's ONBUILD triggers (cmd/buildah/from.go),
+   but in LLB they are the frontend's business: BuildKit's Dockerfile
+   frontend turns them into ops of the child build.  An image that has
+   triggers is used through a copy without them (made once, then found by
+   image_config_apply's record); ids known to have none are remembered. */
+static pthread_mutex_t onbuild_lock = PTHREAD_MUTEX_INITIALIZER;
+static ps_strv onbuild_clean; /* image ids without triggers */
+
+static int
+without_onbuild (struct llb_exec *x, char **id, ps_error **err)
+{
+  bool known = false;
+  pthread_mutex_lock (&onbuild_lock);
+  for (size_t i = 0; i < onbuild_clean.n && !known; i++)
+    known = strcmp (onbuild_clean.v[i], *id) == 0;
+  pthread_mutex_unlock (&onbuild_lock);
+  if (known)
+    return 0;
+  cleanup_free char *n = NULL;
+  if (buildah_callv (&n, err, "inspect", "--type", "image", "--format", "{{len .Docker.Config.OnBuild}}", *id, NULL)
+      < 0)
+    return ps_error_wrap (err, "inspect %.12s", *id);
+  if (atoi (n) == 0)
+    {
+      pthread_mutex_lock (&onbuild_lock);
+      if (onbuild_clean.n >= 4096)
+        ps_strv_free (&onbuild_clean);
+      ps_strv_push (&onbuild_clean, *id);
+      pthread_mutex_unlock (&onbuild_lock);
+      return 0;
+    }
+  struct image_config *c = NULL;
+  if (image_config_parse ("{\"config\":{\"OnBuild\":[]}}", &c, err) < 0)
+    return -1;
+  char *stripped = NULL;
+  bool cached = false;
+  int r = image_config_apply (c, *id, x->state_dir, &stripped, &cached, err);
+  image_config_free (c);
+  if (r < 0)
+    return ps_error_wrap (err, "image %.12s without its ONBUILD triggers", *id);
+  free (*id);
+  *id = stripped;
+  return 0;
+}
+
 /* docker-image://REF: the image id in storage, pulling it when missing or
    when image.resolvemode=pull.  *pulled says whether anything was fetched. */
 static int
@@ -657,7 +699,7 @@ resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *
   bool always = mode && strcmp (mode, "pull") == 0;
   *pulled = false;
   if (!always && buildah_image_id (ref, id, NULL) == 0 && **id)
-    return 0;
+    return without_onbuild (x, id, err);
   free (*id);
   *id = NULL;
   if (mode && strcmp (mode, "local") == 0)
@@ -677,7 +719,7 @@ resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *
   *pulled = true;
   if (buildah_image_id (ref, id, err) < 0)
     return ps_error_wrap (err, "resolve %s", ref);
-  return 0;
+  return without_onbuild (x, id, err);
 }
 
 static int
@@ -857,16 +899,59 @@ input_image (struct llb_exec *x, const struct llb_vertex *v, int64_t input)
   return input < 0 ? NULL : x->vs[v->inputs[input] - x->g->vertices].images[v->input_index[input]];
 }
 
+/* A new cache directory `dir` holding a copy of image `seed`'s whole
+   filesystem (what BuildKit starts a cache mount with an input from: the
+   Dockerfile frontend's "settings cache mount permissions" mkdir for
+   uid=, gid=, mode=).  Made aside and renamed into place, so an exec
+   racing to make the same one finds either nothing or all of it. */
+static int
+cache_seed (const char *dir, const char *seed, const char *id, ps_error **err)
+{
+  cleanup_free char *tmp = xasprintf ("%s.seed-%d", dir, (int) gettid ());
+  ps_rm_rf (tmp, NULL);
+  if (ps_mkdir_p (tmp, 0755, err) < 0)
+    return -1;
+  struct buildah_wc w = { 0 };
+  int ret = llb_wc_from (seed, true, &w, err);
+  if (ret == 0)
+    {
+      char src[] = "/", dest[] = "/";
+      Pb__FileActionCopy cp = PB__FILE_ACTION_COPY__INIT;
+      cp.src = src;
+      cp.dest = dest;
+      cp.mode = -1;
+      cp.followsymlink = true;
+      cp.dircopycontents = true;
+      cp.createdestpath = true;
+      cp.timestamp = -1;
+      Pb__FileAction a = PB__FILE_ACTION__INIT;
+      a.input = -1;
+      a.secondaryinput = 0;
+      a.output = -1;
+      a.action_case = PB__FILE_ACTION__ACTION_COPY;
+      a.copy = &cp;
+      ret = llb_file_action_apply (&a, tmp, w.mnt, w.mnt, w.mnt, "the cache seed", "the cache seed", err);
+    }
+  llb_wc_remove (&w);
+  if (ret == 0 && rename (tmp, dir) < 0 && errno != ENOTEMPTY && errno != EEXIST)
+    ret = ps_error_set_errno (err, 500, errno, "cache mount %s: rename %s", id, tmp);
+  ps_rm_rf (tmp, NULL); /* left only when another exec made it first */
+  return ret < 0 ? ps_error_wrap (err, "cache mount %s: seed it from its input", id) : 0;
+}
+
 /* The directory of cache mount `id` for one exec, by its sharing mode:
    SHARED: one directory, used by any number of execs at once;
    LOCKED: the same directory, one exec at a time (waits for the lock);
    PRIVATE: the first instance no other exec holds (a new one if all are).
+   A mount with an input (`seed`, an image) is a cache of its own per
+   input, as BuildKit keys it, started as a copy of that input.
    *lock_fd holds the flock until closed (-1 for SHARED). */
 static char *
-cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, int *lock_fd, ps_error **err)
+cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, const char *seed, int *lock_fd, ps_error **err)
 {
   char hex[65];
-  ps_sha256_hex (c->id, strlen (c->id), hex);
+  cleanup_free char *key = seed ? xasprintf ("%s:%s", c->id, seed) : xstrdup (c->id);
+  ps_sha256_hex (key, strlen (key), hex);
   cleanup_free char *root = xasprintf ("%s/llb-cache-mounts", x->state_dir);
   if (ps_mkdir_p (root, 0700, err) < 0)
     return NULL;
@@ -892,7 +977,8 @@ cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, int *lock_fd, ps_err
             }
           *lock_fd = fd;
         }
-      if (ps_mkdir_p (dir, 0755, err) < 0)
+      if ((seed && access (dir, F_OK) < 0 && cache_seed (dir, seed, c->id, err) < 0)
+          || ps_mkdir_p (dir, 0755, err) < 0)
         {
           if (*lock_fd >= 0)
             close (*lock_fd);
@@ -903,6 +989,76 @@ cache_mount_dir (struct llb_exec *x, const Pb__CacheOpt *c, int *lock_fd, ps_err
       cache_record_touch (dir); /* its last use, for POST /build/prune */
       return dir;
     }
+}
+
+/* Mount stubs: the files and directories `buildah run` makes in the
+   rootfs for mount points that were not there.  BuildKit removes them
+   when the exec ends (executor/stubs.go), so a RUN with a secret at
+   /run/secrets/x leaves no /run/secrets/x behind; so does this, for the
+   ones still empty, putting their parent's times back. */
+struct mount_stubs
+{
+  ps_strv paths;       /* absolute on the host, deepest first once sorted */
+  ps_strv parents;     /* the existing directory each chain hangs from */
+  struct timespec *times; /* [parents.n][2]: atime, mtime */
+};
+
+static int
+longer_first (const void *a, const void *b)
+{
+  size_t la = strlen (*(char *const *) a), lb = strlen (*(char *const *) b);
+  return la < lb ? 1 : la > lb ? -1 : strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+static void
+stubs_record (struct mount_stubs *st, const char *root, const char *dest)
+{
+  cleanup_free char *p = xasprintf ("%s%s", root, dest);
+  size_t rootlen = strlen (root);
+  struct stat sb;
+  while (strlen (p) > rootlen && lstat (p, &sb) < 0 && errno == ENOENT)
+    {
+      ps_strv_push (&st->paths, p);
+      char *slash = strrchr (p, '/');
+      if (slash == NULL)
+        return;
+      *slash = '\0';
+    }
+  if (st->paths.n == 0 || strlen (p) < rootlen || lstat (p, &sb) < 0 || !S_ISDIR (sb.st_mode))
+    return;
+  for (size_t i = 0; i < st->parents.n; i++)
+    if (strcmp (st->parents.v[i], p) == 0)
+      return;
+  st->times = xrealloc (st->times, (st->parents.n + 1) * 2 * sizeof *st->times);
+  st->times[st->parents.n * 2] = sb.st_atim;
+  st->times[st->parents.n * 2 + 1] = sb.st_mtim;
+  ps_strv_push (&st->parents, p);
+}
+
+static void
+stubs_remove (struct mount_stubs *st)
+{
+  qsort (st->paths.v, st->paths.n, sizeof *st->paths.v, longer_first);
+  for (size_t i = 0; i < st->paths.n; i++)
+    {
+      struct stat sb;
+      if (lstat (st->paths.v[i], &sb) < 0)
+        continue;
+      if (S_ISDIR (sb.st_mode))
+        rmdir (st->paths.v[i]); /* fails, as it should, when something was written inside */
+      else if (S_ISREG (sb.st_mode) && sb.st_size == 0)
+        unlink (st->paths.v[i]);
+    }
+  for (size_t i = 0; i < st->parents.n; i++)
+    utimensat (AT_FDCWD, st->parents.v[i], &st->times[i * 2], AT_SYMLINK_NOFOLLOW);
+}
+
+static void
+stubs_free (struct mount_stubs *st)
+{
+  ps_strv_free (&st->paths);
+  ps_strv_free (&st->parents);
+  free (st->times);
 }
 
 #define LLB_SECRETS_PREFIX "podsolve-llb-secrets"
@@ -1040,6 +1196,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   for (size_t i = 0; i < e->n_mounts; i++)
     locks[i] = -1;
   cleanup_free char *secrets_dir = NULL, *ssh_dir = NULL;
+  struct mount_stubs stubs = { 0 };
   session_ssh_forward **fwds = xcalloc (e->n_mounts, sizeof *fwds);
   ps_strv argv = { 0 };
   ps_strv from = { 0 };
@@ -1051,7 +1208,9 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       const Pb__Ulimit *u = m->ulimit[i];
       ps_strv_pushf (&from, "--ulimit=%s=%lld:%lld", u->name, (long long) u->soft, (long long) u->hard);
     }
-  int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v, false, &root, err);
+  /* mounted when there are mount points to look at (mount_stubs) */
+  int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v, e->n_mounts > 1,
+                              &root, err);
   ps_strv_free (&from);
   if (ret < 0)
     goto out;
@@ -1114,11 +1273,22 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
           }
         case PB__MOUNT_TYPE__CACHE:
           {
-            cleanup_free char *dir = cache_mount_dir (x, mt->cacheopt, &locks[i], err);
+            const char *seed = mt->input >= 0 ? input_image (x, v, mt->input) : NULL;
+            cleanup_free char *dir = cache_mount_dir (x, mt->cacheopt, seed, &locks[i], err);
+            cleanup_free char *src = NULL;
             if (dir == NULL)
               ret = -1;
+            else if (mt->selector && *mt->selector && strcmp (mt->selector, "/"))
+              {
+                /* a path inside the cache (made when missing, as BuildKit does) */
+                ret = llb_scoped_resolve (dir, mt->selector, true, &src, err);
+                if (ret == 0 && access (src, F_OK) < 0)
+                  ret = ps_mkdir_p (src, 0755, err);
+              }
             else
-              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", dir, mt->dest,
+              src = xstrdup (dir);
+            if (ret == 0)
+              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", src, mt->dest,
                              mt->readonly ? "ro" : "rw");
             break;
           }
@@ -1154,6 +1324,9 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     }
   if (ret < 0)
     goto out;
+  for (size_t i = 0; root.mnt && i < e->n_mounts; i++)
+    if (e->mounts[i] != rootm)
+      stubs_record (&stubs, root.mnt, e->mounts[i]->dest);
   ps_strv_push (&argv, root.ctr);
   ps_strv_push (&argv, "--");
   for (size_t i = 0; i < m->n_args; i++)
@@ -1178,6 +1351,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       ret = -1;
       goto out;
     }
+  stubs_remove (&stubs);
   /* The outputs: the root's container, and those of writable binds. */
   for (size_t i = 0; i < e->n_mounts && ret == 0; i++)
     {
@@ -1189,6 +1363,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
 
 out:
   ps_strv_free (&argv);
+  stubs_free (&stubs);
   for (size_t i = 0; i < e->n_mounts; i++)
     {
       llb_wc_remove (&binds[i]);

@@ -331,6 +331,16 @@ check_exec (struct op_entry *e, ps_error **err)
         return op_fail (err, 400, e, "exec mount %zu has no dest", k);
       shown_buf dest;
       shown (m->dest, dest);
+      /* Secret and ssh mounts take no input and make no output: BuildKit's
+         llb package leaves both fields unset (0 on the wire) and its
+         executor reads them only for bind mounts.  Normalised to -1 here,
+         so the executor can take every mount's fields at their word. */
+      if (m->mounttype == PB__MOUNT_TYPE__SECRET || m->mounttype == PB__MOUNT_TYPE__SSH)
+        {
+          Pb__Mount *mm = (Pb__Mount *) m; /* the graph owns the op */
+          mm->input = -1;
+          mm->output = -1;
+        }
       if (m->input < -1 || m->input >= n_inputs)
         return op_fail (err, 400, e, "exec mount %zu (%s): input %lld is out of range (-1 for empty, or 0..%lld)", k,
                         dest, (long long) m->input, (long long) n_inputs - 1);

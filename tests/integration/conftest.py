@@ -51,9 +51,11 @@ def _stop_daemon(d):
 
 @pytest.fixture(scope="session")
 def daemon():
-    """The shared podsolved: unix socket, overlay storage with localhost/busybox."""
+    """The shared podsolved: unix socket, overlay storage with localhost/busybox;
+    it allows security.insecure (RUN --security=insecure; /build builds are
+    granted it).  Tests of a daemon without it use spawn_daemon."""
     try:
-        d = _start_daemon()
+        d = _start_daemon(["--allow-insecure-entitlement", "security.insecure"])
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
     yield d

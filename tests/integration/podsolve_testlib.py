@@ -598,6 +598,19 @@ class Daemon:
         return json.loads(out) if out and out != "null" else []
 
     def _with_mounted(self, image, fn):
+        onbuild = self.buildah("inspect", "--type", "image", "--format", "{{len .Docker.Config.OnBuild}}",
+                               image).stdout.strip()
+        if onbuild not in ("", "0"):
+            # `buildah from` would run the ONBUILD triggers: mount the image itself
+            podman = ["podman", *self.storage_args]
+            r = subprocess.run(podman + ["image", "mount", image], env=self.base_env(), capture_output=True,
+                               text=True, timeout=scaled(60))
+            assert r.returncode == 0, f"podman image mount {image}: {r.stderr}"
+            try:
+                return fn(Path(r.stdout.strip()))
+            finally:
+                subprocess.run(podman + ["image", "unmount", image], env=self.base_env(), capture_output=True,
+                               timeout=scaled(60))
         ctr = self.buildah("from", "--pull=never", "--quiet", image).stdout.strip()
         try:
             mnt = self.buildah("mount", ctr).stdout.strip()
@@ -1249,3 +1262,48 @@ def agent_probe(dest):
                    timeout=scaled(120))
     src.unlink()
     return dest
+
+
+GIT = ["git", "-c", "user.name=podsolve-tests", "-c", "user.email=tests@podsolve.invalid"]
+
+
+class GitServer:
+    """`git daemon` exporting every repository under a temp dir."""
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["git", "daemon", "--export-all", f"--base-path={self.base}", "--listen=127.0.0.1",
+             f"--port={self.port}", "--reuseaddr", "--informative-errors", str(self.base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=scaled(1)).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("git daemon did not start")
+
+    def repo(self, name, files):
+        """A repository `name` (branch main) whose first commit holds `files`."""
+        work = self.base / name
+        work.mkdir()
+        subprocess.run(GIT + ["init", "-q", "--initial-branch=main"], cwd=work, check=True)
+        self.commit(name, files, "first")
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def commit(self, name, files, msg):
+        work = self.base / name
+        make_context(work, files)
+        subprocess.run(GIT + ["add", "-A"], cwd=work, check=True)
+        subprocess.run(GIT + ["commit", "-q", "-m", msg], cwd=work, check=True)
+        return self.git(name, "rev-parse", "HEAD")
+
+    def git(self, name, *args):
+        return subprocess.run(GIT + list(args), cwd=self.base / name, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=scaled(10))

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import llbgen as llb
 import podsolve_testlib as lib
 
 
@@ -248,7 +249,6 @@ def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(sp
     """An LLB exec's working container is podsolve's own (named
     podsolve-…): a killed run cannot remove it, the next start does."""
     import json
-    import llbgen as llb
     d = spawn_daemon()
     img = llb.source("docker-image://" + lib.BASE_IMAGE)
     run = llb.exec_(["sh", "-c", f"echo started-{uniq}; sleep 43.{int(uniq, 16) % 1000:03d}"], root=img)
@@ -283,3 +283,31 @@ def test_log_format_json_and_health_probes_at_debug(spawn_daemon):
     assert not any("/_ping" in o["msg"] for o in objs), [o for o in objs if "/_ping" in o["msg"]]
     r = subprocess.run([lib.podsolved_path(), "--log-format", "xml"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and '--log-format: "xml" (use text or json)' in r.stderr, r
+
+
+def test_security_insecure_needs_the_daemons_allow_flag(spawn_daemon, go_clients, tmp_path, uniq):
+    """Without --allow-insecure-entitlement security.insecure, a build that
+    asks for it is refused before anything runs, naming the flag: POST
+    /solve with a 403 and Podman's error body, buildx (/grpc) with
+    PERMISSION_DENIED.  network.host stays allowed, as dockerd allows it."""
+    d = spawn_daemon()
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(["sh", "-c", f"echo {uniq}"], root=img, insecure=True)
+    body = {"definition": llb.definition_json([img, run]), "entitlements": ["security.insecure"]}
+    status, _, raw = d.request("POST", "/solve", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    err = json.loads(raw)
+    assert status == 403, raw
+    assert set(err) == {"cause", "message", "response"} and err["response"] == 403, err
+    assert "--allow-insecure-entitlement security.insecure" in err["message"], err
+    plain = llb.exec_(["sh", "-c", f"echo {uniq} > /host"], root=img, network=llb.NET_HOST)
+    body = {"definition": llb.definition_json([img, plain]), "entitlements": ["network.host"]}
+    status, _, raw = d.request("POST", "/solve", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    assert status == 200, raw
+    assert '"result"' in raw.decode().strip().splitlines()[-1], raw[-2000:]
+
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": f"FROM {lib.BASE_IMAGE}\nRUN echo {uniq}\n"})
+    r = lib.run([go_clients.docker, "buildx", "build", "--progress=plain", "--allow", "security.insecure", "."],
+                go_clients.env(d), cwd=ctx, timeout=300)
+    assert r.returncode != 0, r.output
+    assert "granting entitlement security.insecure is not allowed by build daemon configuration" in r.output, r.output
+    assert d.working_containers() == []

@@ -251,3 +251,60 @@ def test_file_op_paths_cannot_escape_the_rootfs_through_symlinks(daemon, uniq):
     image = _image_id(_result(events))
     assert not Path(f"/tmp/llb-escape-{uniq}").exists()
     assert daemon.image_file(image, f"/tmp/llb-escape-{uniq}") == b"x"
+
+
+def test_secret_and_ssh_mounts_as_buildkits_llb_writes_them_and_no_mount_stubs_left(daemon, uniq):
+    """BuildKit's llb package leaves Mount.input and Mount.output unset (0)
+    on secret and ssh mounts: such an op is valid.  The mount points `buildah
+    run` made for mounts (/run/secrets/tok, /run/secrets, /mnt/t, /mnt) are gone
+    from the result, as BuildKit's executor removes its mount stubs; a
+    mount point that existed (/tmp) and what the command wrote stay."""
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"cat /run/secrets/tok > /seen && echo {uniq} > /tmp/kept"], root=img,
+                    mounts=[llb.mount(0, "/run/secrets/tok", 0, type=llb.SECRET, secret="tok"),
+                            llb.mount(-1, "/mnt/t", type=llb.TMPFS),
+                            llb.mount(-1, "/tmp/cache", type=llb.CACHE, cache_id=f"stub-{uniq}")])
+    with SessionPeer(daemon.sock, {}, secrets={"tok": b"value\n"}) as peer:
+        status, events = _solve(daemon, [img, run], session=peer.uuid)
+    assert status == 200, events
+    image = _image(events)
+    assert daemon.image_file(image, "/seen") == b"value\n"
+    assert daemon.image_file(image, "/tmp/kept") == f"{uniq}\n".encode()
+    assert daemon.image_paths(image, "/run/secrets/tok", "/run/secrets", "/mnt/t", "/tmp/cache") == {
+        "/run/secrets/tok": False, "/run/secrets": False, "/mnt/t": False, "/tmp/cache": False}
+    # the base has /run and /tmp, not /mnt: the whole chain /mnt/t went
+    assert daemon.image_paths(image, "/run", "/mnt", "/tmp") == {"/run": True, "/mnt": False, "/tmp": True}
+
+
+def test_cache_mount_seeded_from_an_input_at_a_selector(daemon, uniq):
+    """A cache mount with an input and a selector (BuildKit's Dockerfile
+    frontend for `--mount=type=cache,uid=,gid=,mode=`: a scratch mkdir
+    /cache, mounted at selector /cache): the first use starts from the
+    input's directory with its owner and mode, later uses see what earlier
+    ones wrote."""
+    img = llb.source(BUSYBOX)
+    seed = llb.file([llb.mkdir("/cache", 0o750, chown=llb.owner(1000, 1001))])
+    cache = llb.mount(1, "/var/cache/app", selector="/cache", type=llb.CACHE, cache_id=f"seeded-{uniq}")
+    first = llb.exec_(["sh", "-c", "stat -c '%a %u %g' /var/cache/app > /meta && echo one >> /var/cache/app/log"],
+                      inputs=[seed], root=img, mounts=[cache])
+    image = _image(_solve(daemon, [img, seed, first])[1])
+    assert daemon.image_file(image, "/meta") == b"750 1000 1001\n"
+    second = llb.exec_(["sh", "-c", "cp /var/cache/app/log /log"], inputs=[seed], root=img, mounts=[cache])
+    image = _image(_solve(daemon, [img, seed, second])[1])
+    assert daemon.image_file(image, "/log") == b"one\n"
+
+
+def test_a_base_image_with_onbuild_triggers_does_not_run_them(daemon, uniq):
+    """ONBUILD triggers are the frontend's business in LLB (BuildKit's
+    Dockerfile frontend makes ops of them); `buildah from` would run them
+    when the engine takes the image as a rootfs.  It must not."""
+    base = f"localhost/onbuild-{uniq}:latest"
+    r = daemon.build({"Dockerfile": f"FROM {lib.BASE_IMAGE}\nONBUILD RUN touch /triggered\n"},
+                     params={"t": base})
+    assert r.status == 200 and daemon.image_exists(base), r
+    img = llb.source("docker-image://" + base)
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /ran; test ! -e /triggered"], root=img)
+    status, events = _solve(daemon, [img, run])
+    assert status == 200, events
+    image = _image(events)
+    assert daemon.image_paths(image, "/ran", "/triggered") == {"/ran": True, "/triggered": False}

@@ -101,49 +101,7 @@ def web():
 _free_port = lib.free_port
 
 
-GIT = ["git", "-c", "user.name=podsolve-tests", "-c", "user.email=tests@podsolve.invalid"]
-
-
-class GitServer:
-    """`git daemon` exporting every repository under a temp dir."""
-
-    def __init__(self, base):
-        self.base = Path(base)
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            ["git", "daemon", "--export-all", f"--base-path={self.base}", "--listen=127.0.0.1",
-             f"--port={self.port}", "--reuseaddr", "--informative-errors", str(self.base)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=lib.scaled(1)).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("git daemon did not start")
-
-    def repo(self, name, files):
-        """A repository `name` (branch main) whose first commit holds `files`."""
-        work = self.base / name
-        work.mkdir()
-        subprocess.run(GIT + ["init", "-q", "--initial-branch=main"], cwd=work, check=True)
-        self.commit(name, files, "first")
-        return f"git://127.0.0.1:{self.port}/{name}"
-
-    def commit(self, name, files, msg):
-        work = self.base / name
-        lib.make_context(work, files)
-        subprocess.run(GIT + ["add", "-A"], cwd=work, check=True)
-        subprocess.run(GIT + ["commit", "-q", "-m", msg], cwd=work, check=True)
-        return self.git(name, "rev-parse", "HEAD")
-
-    def git(self, name, *args):
-        return subprocess.run(GIT + list(args), cwd=self.base / name, check=True, capture_output=True,
-                              text=True).stdout.strip()
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=lib.scaled(10))
+GitServer = lib.GitServer
 
 
 @pytest.fixture(scope="module")
