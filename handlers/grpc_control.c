@@ -51,6 +51,7 @@
 #include "session/grpc.h"
 #include "session/session.h"
 #include "solver/buildah.h"
+#include "solver/cache_gc.h"
 #include "solver/cache_prune.h"
 #include "solver/gateway.h"
 #include "solver/job.h"
@@ -246,8 +247,20 @@ control_list_workers (grpc_call *call, void *ud)
   w.labels = label_ptrs;
   w.n_platforms = plats.n;
   w.platforms = platform_ptrs;
-  /* No GCPolicy: podsolved collects no garbage by itself; the cache
-     shrinks only when a client prunes it. */
+  /* The GC policy of --gc-keep-storage / --gc-keep-duration, as one rule
+     over every entry; none without them (the cache shrinks only when a
+     client prunes it). */
+  Moby__Buildkit__V1__Types__GCPolicy gcp = MOBY__BUILDKIT__V1__TYPES__GCPOLICY__INIT;
+  Moby__Buildkit__V1__Types__GCPolicy *gcps[1] = { &gcp };
+  const struct cache_gc_policy *policy = cache_gc_policy ();
+  if (policy)
+    {
+      gcp.all = true;
+      gcp.keepduration = policy->keep_duration_ns;
+      gcp.maxusedspace = (int64_t) policy->keep_bytes;
+      w.n_gcpolicy = 1;
+      w.gcpolicy = gcps;
+    }
   w.buildkitversion = &version;
 
   struct worker_view view = { .id = w.id, .labels = labels, .n_labels = n_labels, .platforms = joined.data };

@@ -8,6 +8,7 @@
 extern const struct ps_handler handler_ping;
 extern const struct ps_handler handler_version;
 extern const struct ps_handler handler_info;
+extern const struct ps_handler handler_system_df;
 extern const struct ps_handler handler_build;
 extern const struct ps_handler handler_build_cancel;
 extern const struct ps_handler handler_prune; /* /build/prune and /solve/prune */

@@ -1,9 +1,9 @@
-/* system.c — /_ping, /version, /info.
+/* system.c — /_ping, /version, /info, /system/df.
  *
  * With an upstream (the Podman API service every other request goes to),
  * each answer is the upstream's, merged with podsolve's build side: ping
  * headers (Builder-Version), a podsolve component in /version, a Podsolve
- * object in /info.  Clients see one daemon: Podman's containers and images,
+ * object in /info, the build cache in /system/df.  Clients see one daemon: Podman's containers and images,
  * podsolve's builder.  Without an upstream, or when it does not answer,
  * podsolve answers alone so builds keep working. */
 #define _GNU_SOURCE
@@ -22,6 +22,7 @@
 #include "server/proxy.h"
 #include "server/upstream.h"
 #include "solver/buildah.h"
+#include "solver/cache_prune.h"
 #include "solver/worker.h"
 
 /* Builder-Version: "2" = BuildKit.  The docker 20.10 CLI then builds in
@@ -350,3 +351,57 @@ info_complete (struct ps_request *req, ps_error **err)
 }
 
 const struct ps_handler handler_info = { .on_complete = info_complete };
+
+/* GET /system/df (`docker system df`): the upstream's images, containers
+   and volumes, with podsolve's build cache as BuildCache — every entry
+   POST /build/prune can remove (cache_prune.h), sized as it counts them —
+   and its total as BuilderSize (what API versions before 1.42 show).
+   Without an upstream the rest is empty. */
+static int
+df_complete (struct ps_request *req, ps_error **err)
+{
+  struct cache_prune_opts o = { .all = true };
+  struct cache_prune_report rep = { 0 };
+  int r = cache_usage (ps_cfg.state_dir, &o, &rep, err);
+  cache_prune_opts_free (&o);
+  if (r < 0)
+    return ps_error_wrap (err, "build cache");
+  cJSON *v = ask_upstream_json (req);
+  if (v == NULL)
+    {
+      v = cJSON_CreateObject ();
+      cJSON_AddNumberToObject (v, "LayersSize", 0);
+      cJSON_AddArrayToObject (v, "Images");
+      cJSON_AddArrayToObject (v, "Containers");
+      cJSON_AddArrayToObject (v, "Volumes");
+    }
+  cJSON *cache = cJSON_CreateArray ();
+  for (size_t i = 0; i < rep.n_deleted; i++)
+    {
+      const struct cache_prune_entry *e = &rep.deleted[i];
+      cJSON *x = cJSON_CreateObject ();
+      char created[48], used[48];
+      ps_format_rfc3339 (e->created_ns ? e->created_ns : e->last_used_ns, created, sizeof created);
+      ps_format_rfc3339 (e->last_used_ns, used, sizeof used);
+      cJSON_AddStringToObject (x, "ID", e->id);
+      cJSON_AddStringToObject (x, "Parent", "");
+      cJSON_AddItemToObject (x, "Parents", cJSON_CreateArray ());
+      cJSON_AddStringToObject (x, "Type", e->type);
+      cJSON_AddStringToObject (x, "Description", cache_type_description (e->type));
+      cJSON_AddBoolToObject (x, "InUse", false);
+      cJSON_AddBoolToObject (x, "Shared", false);
+      cJSON_AddNumberToObject (x, "Size", (double) e->size);
+      cJSON_AddStringToObject (x, "CreatedAt", created);
+      cJSON_AddStringToObject (x, "LastUsedAt", used);
+      cJSON_AddNumberToObject (x, "UsageCount", 1);
+      cJSON_AddItemToArray (cache, x);
+    }
+  cJSON_DeleteItemFromObjectCaseSensitive (v, "BuildCache");
+  cJSON_AddItemToObject (v, "BuildCache", cache);
+  cJSON_DeleteItemFromObjectCaseSensitive (v, "BuilderSize");
+  cJSON_AddNumberToObject (v, "BuilderSize", (double) rep.reclaimed);
+  cache_prune_report_free (&rep);
+  return respond_json_object (req, v);
+}
+
+const struct ps_handler handler_system_df = { .on_complete = df_complete };

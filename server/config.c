@@ -10,11 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <ctype.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "common/limits.h"
 #include "session/session_limits.h"
+#include "solver/cache_prune.h"
 
 struct ps_config ps_cfg;
 static char *libpod_api_version;
@@ -60,6 +63,9 @@ usage (FILE *f)
          "  --allow-insecure-entitlement security.insecure\n"
          "                          let builds that ask for it (RUN --security=insecure) run with every\n"
          "                          capability; /build builds, which cannot ask, are granted it\n"
+         "  --gc-keep-storage SIZE  keep the build cache under SIZE (e.g. 10GB) by itself, least\n"
+         "                          recently used first, as BuildKit's GC (default: no bound)\n"
+         "  --gc-keep-duration DUR  remove build cache unused for longer than DUR (e.g. 168h)\n"
          "  --insecure-registry HOST[:PORT]  pull from and push to this registry without TLS checks\n"
          "                          (as dockerd --insecure-registry; loopback ones need none); repeatable\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
@@ -130,7 +136,41 @@ enum
   OPT_DOCKERFILE_FRONTEND,
   OPT_LOG_FORMAT,
   OPT_ALLOW_ENTITLEMENT,
+  OPT_GC_KEEP_STORAGE,
+  OPT_GC_KEEP_DURATION,
 };
+
+/* A size as dockerd and buildkitd take them: bytes, or a number with a
+   unit (k, m, g, t, with or without "b" or "ib": 1024s, as Docker's
+   RAMInBytes), "10GB", "512MiB", "1.5g". */
+static int
+parse_size (const char *flag, const char *s, uint64_t *out, ps_error **err)
+{
+  char *end = NULL;
+  errno = 0;
+  double v = strtod (s, &end);
+  if (errno || end == s || v < 0 || s[0] == '-' || s[0] == '+')
+    return ps_error_set (err, 400, "%s: \"%s\" is not a size (bytes, or e.g. 512MB, 10GB)", flag, s);
+  static const char units[] = "bkmgt";
+  double mult = 1;
+  if (*end)
+    {
+      const char *u = strchr (units, tolower ((unsigned char) *end));
+      if (u == NULL || *u == '\0')
+        return ps_error_set (err, 400, "%s: \"%s\" has an unknown unit (b, k, m, g, t)", flag, s);
+      for (const char *p = units; p < u; p++)
+        mult *= 1024;
+      end++;
+      if (*u != 'b' && (strcasecmp (end, "b") == 0 || strcasecmp (end, "ib") == 0))
+        end += strlen (end);
+      if (*end)
+        return ps_error_set (err, 400, "%s: \"%s\" has an unknown unit (b, k, m, g, t)", flag, s);
+    }
+  if (v * mult > 9e18)
+    return ps_error_set (err, 400, "%s: \"%s\" is too large", flag, s);
+  *out = (uint64_t) (v * mult);
+  return 0;
+}
 
 static int
 parse_u64 (const char *flag, const char *s, uint64_t *out, ps_error **err)
@@ -211,6 +251,8 @@ config_parse (int argc, char **argv, ps_error **err)
     { "dockerfile-frontend", required_argument, NULL, OPT_DOCKERFILE_FRONTEND },
     { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
     { "allow-insecure-entitlement", required_argument, NULL, OPT_ALLOW_ENTITLEMENT },
+    { "gc-keep-storage", required_argument, NULL, OPT_GC_KEEP_STORAGE },
+    { "gc-keep-duration", required_argument, NULL, OPT_GC_KEEP_DURATION },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -286,6 +328,14 @@ config_parse (int argc, char **argv, ps_error **err)
           break;
         case OPT_TLS_VERIFY:
           ps_cfg.tls_verify = true;
+          break;
+        case OPT_GC_KEEP_STORAGE:
+          if (parse_size ("--gc-keep-storage", optarg, &ps_cfg.gc_keep_bytes, err) < 0)
+            return -1;
+          break;
+        case OPT_GC_KEEP_DURATION:
+          if (cache_prune_parse_duration (optarg, &ps_cfg.gc_keep_duration_ns, err) < 0)
+            return ps_error_wrap (err, "--gc-keep-duration");
           break;
         case OPT_ALLOW_ENTITLEMENT:
           if (strcmp (optarg, "security.insecure") && strcmp (optarg, "network.host"))

@@ -39,6 +39,8 @@ struct ps_config
   char *dockerfile_frontend; /* --dockerfile-frontend: NULL or "buildah", or a frontend image */
   bool no_grpc;             /* --no-grpc: POST /grpc goes to the upstream */
   ps_strv allowed_entitlements; /* --allow-insecure-entitlement, besides network.host */
+  uint64_t gc_keep_bytes;   /* --gc-keep-storage: the build cache's bound, 0 = none */
+  int64_t gc_keep_duration_ns; /* --gc-keep-duration: drop cache unused this long, 0 = never */
 };
 
 /* The daemon's configuration (server/ owns it; handlers read it). */

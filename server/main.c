@@ -27,6 +27,7 @@
 #include "server/router.h"
 #include "server/upstream.h"
 #include "solver/buildah.h"
+#include "solver/cache_gc.h"
 #include "solver/cache_prune.h"
 #include "solver/cache_registry.h"
 #include "solver/job.h"
@@ -148,6 +149,12 @@ main (int argc, char **argv)
   solver_jobs_set_cache_lock (cache_lock, cache_gate);
   cleanup_free char *jobs_dir = xasprintf ("%s/jobs", ps_cfg.state_dir);
   solver_jobs_set_records_dir (jobs_dir);
+  struct cache_gc_policy gc = { ps_cfg.gc_keep_bytes, ps_cfg.gc_keep_duration_ns };
+  if (cache_gc_start (ps_cfg.state_dir, &gc, &err) < 0)
+    {
+      ps_error_log ("%s", err->msg);
+      return 1;
+    }
   size_t interrupted = solver_jobs_restore_records ();
   if (interrupted)
     ps_info ("%zu job(s) were interrupted by an earlier stop; they are listed as \"interrupted\"", interrupted);
@@ -286,6 +293,7 @@ main (int argc, char **argv)
   for (size_t i = 0; i < nlisteners; i++)
     MHD_quiesce_daemon (daemons[i]);
   solver_jobs_cancel_all ("podsolved is shutting down");
+  cache_gc_stop ();
   /* Upgraded /session connections hold their MHD threads until the client
      hangs up: say GOAWAY so MHD_stop_daemon does not wait on them. */
   session_registry_shutdown (PS_SESSION_SHUTDOWN_GRACE_MS);

@@ -24,6 +24,7 @@ static const struct route routes[] = {
   { "GET", "/version", &handler_version },
   { "GET", "/libpod/version", &handler_version },
   { "GET", "/info", &handler_info },
+  { "GET", "/system/df", &handler_system_df },
   { "POST", "/build", &handler_build },
   { "POST", "/libpod/build", &handler_build },
   { "POST", "/build/cancel", &handler_build_cancel },

@@ -10,6 +10,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "solver/cache_gc.h"
 #include "solver/cache_lock.h"
 
 #include <cjson/cJSON.h>
@@ -582,6 +583,7 @@ job_thread (void *arg)
       ps_error_free (err);
     }
   live_remove (job);
+  cache_gc_kick (); /* a build ended: the cache may be over its bound */
   solver_job_unref (job);
   return NULL;
 }

@@ -7,9 +7,11 @@ history is kept).  A real client: Debian's python3-grpcio, on
 --buildkit-listen and on POST /grpc (grpc_testlib)."""
 
 import ipaddress
+import json
 import os
 import platform
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -322,3 +324,52 @@ def test_malformed_request_is_invalid_argument(ch, bk, method, streaming):
     assert "malformed" in e.value.details()
     assert bk.alive()
     assert len(list_workers(ch)) == 1
+
+
+# ---- garbage collection: --gc-keep-storage / --gc-keep-duration -------------------------
+
+def test_gc_keep_storage_collects_the_cache_by_itself_and_list_workers_says_so(spawn_daemon, uniq):
+    """A daemon started with --gc-keep-storage 1 (a bound nothing fits
+    under) and --gc-keep-duration 240h: once a build ends, the build cache
+    is collected without anyone pruning — /system/df lists no entry — while
+    the tagged image the build exported stays; ListWorkers reports the
+    policy as one rule over every entry."""
+    d = start_listening_daemon(spawn_daemon_with(spawn_daemon, "--gc-keep-storage", "1",
+                                                 "--gc-keep-duration", "240h"))
+    name = f"localhost/gc-{uniq}:latest"
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /gc"], root=img)
+    result_image(solve_ok(d, [img, run], exporters=[{"type": "image", "attrs": {"name": name}}]))
+    assert d.image_file(name, "/gc") == f"{uniq}\n".encode()
+
+    def cache_entries():
+        status, _, body = d.request("GET", "/v1.41/system/df")
+        assert status == 200, body
+        return json.loads(body)["BuildCache"]
+    assert lib.wait_for(lambda: cache_entries() == [], timeout=60, step=0.5), cache_entries()
+    assert d.image_exists(name), "the GC removed a tagged image"
+    assert "cache gc:" in d.log_tail(20000)
+
+    ch = g.listen_channel(d.buildkit_sock)
+    try:
+        (w,) = list_workers(ch)
+    finally:
+        ch.close()
+    (p,) = w.GCPolicy
+    assert (p.all, p.keepDuration, p.maxUsedSpace) == (True, 240 * 3600 * 10**9, 1), p
+
+
+def spawn_daemon_with(spawn_daemon, *flags):
+    """start_listening_daemon's `spawn`, with more flags."""
+    return lambda *args: spawn_daemon(*flags, *args)
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--gc-keep-storage", "lots", "is not a size"),
+    ("--gc-keep-storage", "10XB", "unknown unit"),
+    ("--gc-keep-duration", "soon", "--gc-keep-duration"),
+])
+def test_gc_flags_with_bad_values_stop_the_start_naming_the_flag(flag, value, message):
+    r = subprocess.run([lib.podsolved_path(), flag, value, "--listen", "unix:///nonexistent/x.sock"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and message in r.stderr and flag in r.stderr, r.stderr

@@ -187,3 +187,26 @@ def test_garbage_on_the_socket_does_not_kill_the_daemon(daemon, daemon_builds):
         s.sendall(junk)
         s.close()
     daemon_builds(daemon)
+
+
+def test_system_df_counts_the_build_cache_and_docker_system_df_shows_it(daemon, uniq):
+    """GET /system/df carries podsolve's build cache as BuildCache (each
+    entry as POST /build/prune would count it) and its total as BuilderSize;
+    `docker system df` (the docker 28 CLI) shows it on its Build Cache row."""
+    import llbgen as llb
+    from llb_solve import image as result_image, solve_ok
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(["sh", "-c", f"head -c 200000 /dev/urandom > /blob-{uniq}"], root=img)
+    result_image(solve_ok(daemon, [img, run]))
+    status, _, body = daemon.request("GET", "/v1.41/system/df")
+    assert status == 200, body
+    df = json.loads(body)
+    cache = df["BuildCache"]
+    assert cache and {"ID", "Type", "Description", "Size", "CreatedAt", "LastUsedAt", "InUse", "Shared"} <= set(cache[0])
+    assert "llb.result" in {e["Type"] for e in cache}, cache
+    assert df["BuilderSize"] == sum(e["Size"] for e in cache) >= 200000, (df["BuilderSize"], cache)
+    r = subprocess.run(["/usr/local/bin/docker", "system", "df"], env=daemon.env(), capture_output=True, text=True,
+                       timeout=lib.scaled(60))
+    assert r.returncode == 0, r.stderr
+    row = next(l for l in r.stdout.splitlines() if l.startswith("Build Cache"))
+    assert int(row.split()[2]) == len(cache), r.stdout
