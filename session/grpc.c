@@ -406,6 +406,14 @@ server_end_locked (grpc_call *call, int status, int http, const char *msg)
   call->resp_http = http;
   /* Cut where a receiver would (and HTTP/2 header blocks stay small). */
   call->wire_msg = msg && status != GRPC_STATUS_OK ? xstrndup (msg, PS_GRPC_MAX_STATUS_MESSAGE) : NULL;
+  /* A refusal of what is not a gRPC request (405, 415) is for a plain
+     HTTP/2 client: it says why in a text body too, the status following
+     in trailers (grpc-go answers such requests with headers alone). */
+  if (http && call->wire_msg && call->out.len == call->out_off)
+    {
+      ps_buf_append (&call->out, call->wire_msg, strlen (call->wire_msg));
+      ps_buf_append (&call->out, "\n", 1);
+    }
   mark_dirty_locked (call);
 }
 
@@ -1230,6 +1238,7 @@ process_dirty (grpc_conn *c)
       bool respond = call->server && open && !cancel && !call->cancel_sent && !call->resp_started
                      && (call->out.len > call->out_off || call->status >= 0);
       bool trailers_only = respond && call->out.len == call->out_off;
+      int resp_http = call->resp_http;
       if (respond)
         call->resp_started = true;
       pthread_mutex_unlock (&c->mu);
@@ -1248,8 +1257,15 @@ process_dirty (grpc_conn *c)
                 { (uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE },
                 { (uint8_t *) "content-type", (uint8_t *) "application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE },
               };
+              char refused[8];
+              snprintf (refused, sizeof refused, "%d", resp_http);
+              const nghttp2_nv refusal[] = {
+                { (uint8_t *) ":status", (uint8_t *) refused, 7, strlen (refused), NGHTTP2_NV_FLAG_NONE },
+                { (uint8_t *) "content-type", (uint8_t *) "text/plain; charset=utf-8", 12, 25, NGHTTP2_NV_FLAG_NONE },
+              };
               nghttp2_data_provider prd = { .source.ptr = call, .read_callback = read_out };
-              int rv = nghttp2_submit_response (c->h2, id, head, ARRAY_SIZE (head), &prd);
+              int rv = resp_http ? nghttp2_submit_response (c->h2, id, refusal, ARRAY_SIZE (refusal), &prd)
+                                 : nghttp2_submit_response (c->h2, id, head, ARRAY_SIZE (head), &prd);
               if (rv != 0)
                 nghttp2_submit_rst_stream (c->h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
             }

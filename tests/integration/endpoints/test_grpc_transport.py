@@ -362,10 +362,15 @@ def test_answer_is_headers_message_trailers(bk_daemon):
     ("GET", "application/grpc", "405"),
 ])
 def test_not_a_grpc_request_is_an_http_error(bk_daemon, method, content_type, status):
+    """For a plain HTTP/2 client (curl, h2spec): the HTTP status, the reason
+    as a text body, then the gRPC status in trailers."""
     resp, data, trailers = h2_exchange(bk_daemon.buildkit_sock, grpc_headers(method=method,
                                                                               content_type=content_type))
-    assert resp[":status"] == status, resp
-    assert resp["grpc-status"] == "13", resp
+    assert resp == {":status": status, "content-type": "text/plain; charset=utf-8"}, resp
+    why = "gRPC requires the POST method" if status == "405" else \
+        f'invalid gRPC request content-type "{content_type}"'
+    assert data == why.encode() + b"\n", data
+    assert trailers["grpc-status"] == "13" and trailers["grpc-message"] == why, trailers
     assert bk_daemon.alive()
 
 
