@@ -66,6 +66,17 @@
 /* Concurrent HTTP connections per listener; each build holds one. */
 #define PS_DEFAULT_MAX_CONNECTIONS 256
 
+/* An idle connection — one with no request in progress: its head not yet
+   complete, or kept alive between requests — is closed after this
+   (--header-timeout), as nginx's client_header_timeout and Go's
+   ReadHeaderTimeout: a client sending its head a byte at a time cannot hold
+   a slot for ever.  Upgraded connections (/session, /grpc) are never idle. */
+#define PS_DEFAULT_HEADER_TIMEOUT_S 30
+
+/* One peer's share of --max-connections (a TCP address; for unix sockets,
+   the peer's uid): the rest stays for others (--max-connections-per-peer). */
+#define PS_PEER_SHARE_PERCENT 75
+
 /* Connections past --max-connections that are still accepted, to be told
    503 "too many connections" instead of being closed without a word; past
    these, libmicrohttpd closes new connections at once. */

@@ -55,7 +55,12 @@ usage (FILE *f)
          "  --runtime PATH          OCI runtime for oci isolation\n"
          "  --buildah PATH          buildah binary (default: buildah from PATH)\n"
          "  --max-context-bytes N   largest build context accepted (default 4 GiB)\n"
-         "  --max-connections N     concurrent connections per listener (default 256)\n"
+         "  --max-connections N     concurrent connections per listener (default 256); one that\n"
+         "                          arrives when all are taken closes the longest idle one\n"
+         "  --max-connections-per-peer N  of them, from one TCP address or unix peer uid\n"
+         "                          (default 3/4 of --max-connections)\n"
+         "  --header-timeout S      close a connection with no request in progress after S\n"
+         "                          seconds: a slow request head, an idle keep-alive (default 30; 0 = never)\n"
          "  --insecure-tcp          allow a tcp:// listener without TLS\n"
          "  --tls-cert FILE, --tls-key FILE  serve tcp:// listeners over TLS with this PEM pair\n"
          "  --tls-ca FILE           CA certificate (PEM) for client certificates\n"
@@ -137,6 +142,8 @@ enum
   OPT_LOG_FORMAT,
   OPT_ALLOW_ENTITLEMENT,
   OPT_GC_KEEP_STORAGE,
+  OPT_MAX_CONNECTIONS_PER_PEER,
+  OPT_HEADER_TIMEOUT,
   OPT_GC_KEEP_DURATION,
 };
 
@@ -228,6 +235,8 @@ config_parse (int argc, char **argv, ps_error **err)
     { "buildah", required_argument, NULL, OPT_BUILDAH },
     { "max-context-bytes", required_argument, NULL, OPT_MAX_CONTEXT },
     { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+    { "max-connections-per-peer", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_PEER },
+    { "header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT },
     { "insecure-tcp", no_argument, NULL, OPT_INSECURE_TCP },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "allow-output-root", required_argument, NULL, OPT_OUTPUT_ROOT },
@@ -262,6 +271,8 @@ config_parse (int argc, char **argv, ps_error **err)
   ps_cfg.log_level = PS_LOG_INFO;
   ps_cfg.max_context_bytes = PS_DEFAULT_MAX_CONTEXT_BYTES;
   ps_cfg.max_connections = PS_DEFAULT_MAX_CONNECTIONS;
+  ps_cfg.header_timeout_s = PS_DEFAULT_HEADER_TIMEOUT_S;
+  bool per_peer_given = false;
   ps_cfg.max_parallel = PS_DEFAULT_MAX_PARALLEL;
   ps_cfg.max_queued = PS_DEFAULT_MAX_QUEUED;
   ps_cfg.job_ttl_s = PS_DEFAULT_JOB_TTL_S;
@@ -306,6 +317,17 @@ config_parse (int argc, char **argv, ps_error **err)
         case OPT_MAX_CONTEXT:
           if (parse_u64 ("--max-context-bytes", optarg, &ps_cfg.max_context_bytes, err) < 0)
             return -1;
+          break;
+        case OPT_MAX_CONNECTIONS_PER_PEER:
+          if (parse_u64 ("--max-connections-per-peer", optarg, &u, err) < 0)
+            return -1;
+          ps_cfg.max_connections_per_peer = (unsigned) (u ? u : 1);
+          per_peer_given = true;
+          break;
+        case OPT_HEADER_TIMEOUT:
+          if (parse_u64 ("--header-timeout", optarg, &u, err) < 0)
+            return -1;
+          ps_cfg.header_timeout_s = (unsigned) (u > 86400 ? 86400 : u);
           break;
         case OPT_MAX_CONNECTIONS:
           if (parse_u64 ("--max-connections", optarg, &u, err) < 0)
@@ -441,6 +463,10 @@ config_parse (int argc, char **argv, ps_error **err)
     }
   if (optind < argc)
     return ps_error_set (err, 400, "unexpected argument %s", argv[optind]);
+  if (!per_peer_given)
+    ps_cfg.max_connections_per_peer = ps_cfg.max_connections - ps_cfg.max_connections * (100 - PS_PEER_SHARE_PERCENT) / 100;
+  if (ps_cfg.max_connections_per_peer == 0 || ps_cfg.max_connections_per_peer > ps_cfg.max_connections)
+    ps_cfg.max_connections_per_peer = ps_cfg.max_connections;
   if ((ps_cfg.tls_cert == NULL) != (ps_cfg.tls_key == NULL))
     return ps_error_set (err, 400, "--tls-cert and --tls-key go together");
   if (ps_cfg.tls_verify && (ps_cfg.tls_ca == NULL || ps_cfg.tls_cert == NULL))

@@ -19,6 +19,8 @@ struct ps_config
   enum ps_log_level log_level;
   uint64_t max_context_bytes;
   unsigned max_connections;
+  unsigned max_connections_per_peer; /* --max-connections-per-peer (default PS_PEER_SHARE_PERCENT of the max) */
+  unsigned header_timeout_s; /* --header-timeout: idle connections are closed after it */
   bool insecure_tcp;
   char *tls_cert, *tls_key;  /* TLS for tcp:// listeners */
   char *tls_ca;              /* CA that signs client certificates */

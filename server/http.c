@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "common/limits.h"
@@ -198,6 +200,8 @@ http_respond_stream (struct ps_request *req, unsigned status, const char *conten
   return queue (req, status, r);
 }
 
+static void slot_mark (struct MHD_Connection *conn, bool busy, bool upgraded);
+
 /* Called on the connection's thread once the 101 is out.  MHD owns `sock`
    (valid until MHD_UPGRADE_ACTION_CLOSE); con_cls is the request. */
 static void
@@ -205,6 +209,7 @@ upgraded (void *cls, struct MHD_Connection *connection, void *con_cls, const cha
           MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
   struct http_request *h = con_cls;
+  slot_mark (connection, true, true); /* in use until its streams end */
   h->upgraded_fn (h->upgraded_ud, sock, extra_in, extra_in_size, (struct http_upgraded *) urh);
 }
 
@@ -294,19 +299,93 @@ http_set_dispatch (const struct http_dispatch *d)
   dispatch = *d;
 }
 
+/* Slots.  Every connection is one, from accept to close; it is *idle*
+   while it has no request in progress: before its first request head is
+   complete, and between requests (keep-alive).  An upgraded connection
+   (/session, /grpc) is never idle.  Three rules keep slow or idle clients
+   from locking others out (RELIABILITY.md, "Slow clients"):
+   - an idle connection is closed after --header-timeout (as nginx's
+     client_header_timeout): a head sent a byte at a time does not hold a
+     slot for ever;
+   - a connection that arrives while the listener is full takes the slot
+     of the connection idle the longest, which is closed at once; only
+     when none is idle is it told 503;
+   - one peer (a TCP address, or a unix socket's peer uid) holds at most
+     --max-connections-per-peer at once; past that its own idlest
+     connection makes room, or it is told 503.
+   Closing is a shutdown(2) of the socket from outside the connection's
+   thread, under slots_mu, which the slot leaves before MHD closes the fd. */
+struct slot
+{
+  struct listener_limit *l;
+  int fd;
+  char peer[64];         /* "uid:N" or "ip:ADDR" */
+  int64_t idle_since_ns; /* 0: a request in progress (or upgraded) */
+  bool upgraded;
+  bool over;             /* no room when it came: it gets the 503 */
+  bool evicted;          /* shut down by a rule above */
+  struct slot *prev, *next;
+};
+
 struct listener_limit
 {
   struct MHD_Daemon *daemon;
   unsigned max;
-  unsigned active; /* atomic: connections open now */
+  unsigned max_per_peer;
+  int64_t header_timeout_ns; /* 0: never */
+  unsigned active;           /* under slots_mu: connections open now */
+  struct slot *slots;        /* every open connection, newest first */
   struct listener_limit *next;
 };
 
 static pthread_mutex_t limits_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct listener_limit *limits;
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* A connection's socket context is its listener's limit when it was
-   accepted while the listener was full, else NULL. */
+static void
+slot_peer (struct slot *s, int fd)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername (fd, (struct sockaddr *) &ss, &len) == 0 && ss.ss_family == AF_UNIX)
+    {
+      struct ucred cred;
+      socklen_t clen = sizeof cred;
+      if (getsockopt (fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+        snprintf (s->peer, sizeof s->peer, "uid:%u", (unsigned) cred.uid);
+    }
+  else if (len > 0 && (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
+    {
+      char host[INET6_ADDRSTRLEN] = "";
+      const void *a = ss.ss_family == AF_INET ? (const void *) &((struct sockaddr_in *) &ss)->sin_addr
+                                              : (const void *) &((struct sockaddr_in6 *) &ss)->sin6_addr;
+      inet_ntop (ss.ss_family, a, host, sizeof host);
+      snprintf (s->peer, sizeof s->peer, "ip:%s", host);
+    }
+}
+
+/* Close `s` from outside (slots_mu held). */
+static void
+slot_evict_locked (struct slot *s, const char *why)
+{
+  s->evicted = true;
+  shutdown (s->fd, SHUT_RDWR);
+  ps_debug ("http: connection from %s closed: %s", s->peer[0] ? s->peer : "?", why);
+}
+
+/* The connection idle the longest among `l`'s (of `peer` only, when not
+   NULL), other than `self`; NULL if none is idle. */
+static struct slot *
+idlest_locked (struct listener_limit *l, const struct slot *self, const char *peer)
+{
+  struct slot *best = NULL;
+  for (struct slot *s = l->slots; s; s = s->next)
+    if (s != self && s->idle_since_ns && !s->evicted && !s->upgraded && (peer == NULL || strcmp (s->peer, peer) == 0)
+        && (best == NULL || s->idle_since_ns < best->idle_since_ns))
+      best = s;
+  return best;
+}
+
 static void
 notify_connection (void *cls, struct MHD_Connection *conn, void **socket_context,
                    enum MHD_ConnectionNotificationCode toe)
@@ -314,24 +393,139 @@ notify_connection (void *cls, struct MHD_Connection *conn, void **socket_context
   struct listener_limit *l = cls;
   if (toe == MHD_CONNECTION_NOTIFY_STARTED)
     {
-      unsigned n = __atomic_add_fetch (&l->active, 1, __ATOMIC_ACQ_REL);
-      *socket_context = n > l->max ? l : NULL;
+      struct slot *s = xcalloc (1, sizeof *s);
+      const union MHD_ConnectionInfo *ci = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+      s->l = l;
+      s->fd = ci ? ci->connect_fd : -1;
+      if (s->fd >= 0)
+        slot_peer (s, s->fd);
+      s->idle_since_ns = ps_monotonic_ns ();
+      pthread_mutex_lock (&slots_mu);
+      s->next = l->slots;
+      if (l->slots)
+        l->slots->prev = s;
+      l->slots = s;
+      l->active++;
+      unsigned mine = 0;
+      for (struct slot *o = l->slots; o; o = o->next)
+        mine += !o->evicted && strcmp (o->peer, s->peer) == 0;
+      if (l->max_per_peer && mine > l->max_per_peer)
+        {
+          struct slot *v = idlest_locked (l, s, s->peer);
+          if (v)
+            slot_evict_locked (v, "its peer is at --max-connections-per-peer and it was the idlest");
+          else
+            s->over = true;
+        }
+      unsigned live = 0;
+      for (struct slot *o = l->slots; o; o = o->next)
+        live += !o->evicted;
+      if (!s->over && live > l->max)
+        {
+          struct slot *v = idlest_locked (l, s, NULL);
+          if (v)
+            slot_evict_locked (v, "the listener was full and it was the idlest");
+          else
+            s->over = true;
+        }
+      pthread_mutex_unlock (&slots_mu);
+      *socket_context = s;
     }
   else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-    __atomic_sub_fetch (&l->active, 1, __ATOMIC_ACQ_REL);
+    {
+      struct slot *s = *socket_context;
+      if (s == NULL)
+        return;
+      pthread_mutex_lock (&slots_mu);
+      if (s->prev)
+        s->prev->next = s->next;
+      else
+        l->slots = s->next;
+      if (s->next)
+        s->next->prev = s->prev;
+      l->active--;
+      pthread_mutex_unlock (&slots_mu);
+      free (s);
+      *socket_context = NULL;
+    }
 }
 
-/* True when this connection arrived over the limit and the listener is
-   still full (one that only had to wait for a free slot is served). */
-static bool
-over_connection_limit (struct MHD_Connection *conn, unsigned *max)
+static struct slot *
+conn_slot (struct MHD_Connection *conn)
 {
   const union MHD_ConnectionInfo *ci = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-  struct listener_limit *l = ci ? ci->socket_context : NULL;
-  if (l == NULL)
-    return false;
-  *max = l->max;
-  return __atomic_load_n (&l->active, __ATOMIC_ACQUIRE) > l->max;
+  return ci ? ci->socket_context : NULL;
+}
+
+/* A request head is complete (busy), a request ended (idle again), or the
+   connection was upgraded (never idle again). */
+static void
+slot_mark (struct MHD_Connection *conn, bool busy, bool upgraded)
+{
+  struct slot *s = conn ? conn_slot (conn) : NULL;
+  if (s == NULL)
+    return;
+  pthread_mutex_lock (&slots_mu);
+  s->upgraded |= upgraded;
+  s->idle_since_ns = busy || s->upgraded ? 0 : ps_monotonic_ns ();
+  pthread_mutex_unlock (&slots_mu);
+}
+
+/* Why this connection must be told 503, or NULL: it arrived with no room
+   and there is still none (one that only had to wait is served). */
+static const char *
+over_connection_limit (struct MHD_Connection *conn, unsigned *max)
+{
+  struct slot *s = conn_slot (conn);
+  if (s == NULL || !s->over)
+    return NULL;
+  pthread_mutex_lock (&slots_mu);
+  struct listener_limit *l = s->l;
+  unsigned live = 0, mine = 0;
+  for (struct slot *o = l->slots; o; o = o->next)
+    if (!o->evicted)
+      {
+        live++;
+        mine += strcmp (o->peer, s->peer) == 0;
+      }
+  const char *why = NULL;
+  if (live > l->max)
+    {
+      why = "--max-connections";
+      *max = l->max;
+    }
+  else if (l->max_per_peer && mine > l->max_per_peer)
+    {
+      why = "--max-connections-per-peer";
+      *max = l->max_per_peer;
+    }
+  pthread_mutex_unlock (&slots_mu);
+  return why;
+}
+
+/* The header timeout: once a second, close the connections idle longer. */
+static pthread_t reaper;
+static bool reaper_started;
+
+static void *
+reap_idle (void *arg)
+{
+  (void) arg;
+  for (;;)
+    {
+      sleep (1);
+      int64_t now = ps_monotonic_ns ();
+      pthread_mutex_lock (&limits_mu);
+      pthread_mutex_lock (&slots_mu);
+      for (struct listener_limit *l = limits; l; l = l->next)
+        for (struct slot *s = l->slots; s; s = s->next)
+          if (l->header_timeout_ns && s->idle_since_ns && !s->upgraded && !s->evicted
+              && now - s->idle_since_ns > l->header_timeout_ns)
+            slot_evict_locked (s, "no complete request within --header-timeout");
+      pthread_mutex_unlock (&slots_mu);
+      pthread_mutex_unlock (&limits_mu);
+    }
+  return NULL;
 }
 
 /* Set once at start-up when a TLS listener requires client certificates. */
@@ -381,12 +575,15 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
           return MHD_YES;
         }
       unsigned max = 0;
-      if (over_connection_limit (conn, &max))
+      slot_mark (conn, true, false);
+      const char *limit = over_connection_limit (conn, &max);
+      if (limit)
         {
           /* Answer, then close: the client learns why and when to retry. */
-          cleanup_free char *msg = xasprintf ("too many connections: podsolved serves at most %u at once "
-                                              "(--max-connections); retry when one ends",
-                                              max);
+          cleanup_free char *msg = xasprintf ("too many connections: podsolved serves at most %u at once%s "
+                                              "(%s); retry when one ends",
+                                              max, strcmp (limit, "--max-connections") ? " from one peer" : "",
+                                              limit);
           cleanup_free char *body = schema_api_error_json (503, NULL, msg);
           const char *extra[] = { "Connection", "close", "Retry-After", "1", NULL };
           ps_info ("Request Failed(503): %s %s: %s", method, url, msg);
@@ -478,6 +675,7 @@ completed_handler (void *cls, struct MHD_Connection *conn, void **con_cls, enum 
     }
   request_free (req);
   *con_cls = NULL;
+  slot_mark (conn, false, false);
 }
 
 static void
@@ -494,8 +692,9 @@ mhd_log (void *cls, const char *fmt, va_list ap)
 }
 
 struct MHD_Daemon *
-http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, ps_error **err)
+http_start (int listen_fd, const struct http_limits *lim, const struct ps_tls *tls, ps_error **err)
 {
+  unsigned max_connections = lim->max_connections;
   unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL
                    | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG | MHD_USE_ITC;
   struct MHD_OptionItem tls_opts[4] = { { MHD_OPTION_END, 0, NULL } };
@@ -514,6 +713,8 @@ http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, p
     }
   struct listener_limit *l = xcalloc (1, sizeof *l);
   l->max = max_connections;
+  l->max_per_peer = lim->max_per_peer;
+  l->header_timeout_ns = (int64_t) lim->header_timeout_s * 1000000000;
   struct MHD_Daemon *d = MHD_start_daemon (
       flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
@@ -532,6 +733,11 @@ http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls, p
   l->daemon = d;
   l->next = limits;
   limits = l;
+  if (!reaper_started && pthread_create (&reaper, NULL, reap_idle, NULL) == 0)
+    {
+      pthread_detach (reaper);
+      reaper_started = true;
+    }
   pthread_mutex_unlock (&limits_mu);
   return d;
 }

@@ -141,10 +141,16 @@ struct http_dispatch
 };
 void http_set_dispatch (const struct http_dispatch *d);
 
-/* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP.  A
-   connection over `max_connections` gets a 503 (Podman's error body) and
-   is closed. */
-struct MHD_Daemon *http_start (int listen_fd, unsigned max_connections, const struct ps_tls *tls,
+/* The connection rules of one listener (http.c, "Slots"). */
+struct http_limits
+{
+  unsigned max_connections; /* open at once; a connection past it with none idle gets a 503 */
+  unsigned max_per_peer;    /* of one peer (TCP address, unix peer uid); 0 = no share */
+  unsigned header_timeout_s; /* an idle connection (no request in progress) is closed after it; 0 = never */
+};
+
+/* Start one MHD daemon per listening fd; `tls` NULL = plain HTTP. */
+struct MHD_Daemon *http_start (int listen_fd, const struct http_limits *limits, const struct ps_tls *tls,
                                   ps_error **err);
 /* MHD_stop_daemon, and free what http_start kept for the listener. */
 void http_stop (struct MHD_Daemon *d);

@@ -240,8 +240,9 @@ main (int argc, char **argv)
   struct MHD_Daemon **daemons = xcalloc (nlisteners, sizeof *daemons);
   for (size_t i = 0; i < nlisteners; i++)
     {
-      daemons[i] = http_start (listeners[i].fd, ps_cfg.max_connections,
-                                  listeners[i].tcp && tls.cert ? &tls : NULL, &err);
+      const struct http_limits lim = { ps_cfg.max_connections, ps_cfg.max_connections_per_peer,
+                                       ps_cfg.header_timeout_s };
+      daemons[i] = http_start (listeners[i].fd, &lim, listeners[i].tcp && tls.cert ? &tls : NULL, &err);
       if (daemons[i] == NULL)
         {
           ps_error_log ("%s: %s", listeners[i].uri, err->msg);

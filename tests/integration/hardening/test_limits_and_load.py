@@ -188,37 +188,29 @@ def _ping_on(conn):
     return r.status, dict(r.getheaders()), r.read()
 
 
-def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spawn_daemon):
-    """--max-connections 2: a third client is told 503 "too many
-    connections" in Podman's error shape (not a silent close), the first
-    two keep working, and once one leaves a new client is served."""
-    d = spawn_daemon("--max-connections", "2")
-    # connections that ended, upgraded /session ones included, no longer count
-    # (the daemon notices a close asynchronously: a session opened right after
-    # another closed may still find the listener full, then it tries again)
-    def session_admitted():
-        try:
-            return SessionPeer(d.sock, {"context": {}, "dockerfile": {}}).start()
-        except AssertionError as e:
-            if "HTTP/1.1 503 " not in str(e):
-                raise
-            return None
-
-    for _ in range(3):
-        peer = lib.wait_for(session_admitted, 15, step=0.2)
-        assert peer, "a /session never got in after the earlier ones closed"
-        peer.close()
-    first = [lib.UnixHTTPConnection(d.sock, timeout=30) for _ in range(2)]
+def _session_admitted(d):
+    """A /session of d's (an upgraded connection: never idle), or None when
+    the daemon answered 503 (it notices closes asynchronously)."""
     try:
-        deadline = time.monotonic() + lib.scaled(15)
-        for c in first:  # both accepted and counted (keep-alive)
-            while True:  # the sessions' ends are noticed asynchronously
-                status = _ping_on(c)[0]
-                if status == 200 or time.monotonic() > deadline:
-                    break
-                c.close()
-                time.sleep(0.2)
-            assert status == 200
+        return SessionPeer(d.sock, {"context": {}, "dockerfile": {}}).start()
+    except AssertionError as e:
+        if "HTTP/1.1 503 " not in str(e):
+            raise
+        return None
+
+
+def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spawn_daemon):
+    """--max-connections 2, both taken by connections in use (/session
+    streams): a third client is told 503 "too many connections" in
+    Podman's error shape (not a silent close), the two keep working, and
+    once one leaves a newcomer is served."""
+    d = spawn_daemon("--max-connections", "2")
+    busy = []
+    try:
+        for _ in range(2):
+            peer = lib.wait_for(lambda: _session_admitted(d), 15, step=0.2)
+            assert peer, "a /session did not get in"
+            busy.append(peer)
         extra = lib.UnixHTTPConnection(d.sock, timeout=30)
         status, headers, body = _ping_on(extra)
         assert status == 503, body
@@ -229,12 +221,8 @@ def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spa
         assert err["cause"] and headers.get("Connection", "").lower() == "close"
         assert headers.get("Retry-After") == "1"
         extra.close()
-        # the two admitted clients are unaffected
-        for c in first:
-            assert _ping_on(c)[0] == 200
-        # one leaves: a newcomer gets its turn (the daemon notices the
-        # close asynchronously, so allow it a moment)
-        first.pop().close()
+        # one leaves: a newcomer gets its turn (the close is noticed asynchronously)
+        busy.pop().close()
         deadline = time.monotonic() + lib.scaled(15)
         while True:
             c = lib.UnixHTTPConnection(d.sock, timeout=30)
@@ -245,10 +233,90 @@ def test_connection_beyond_max_connections_gets_503_then_the_daemon_recovers(spa
             time.sleep(0.2)
         assert (status, body) == (200, b"OK")
     finally:
-        for c in first:
-            c.close()
+        for p in busy:
+            p.close()
     assert_daemon_builds(d, tag="after-conn-limit")
     assert "Request Failed(503)" in d.log_tail(200000)
+
+
+def test_a_full_listener_closes_its_longest_idle_connection_for_a_newcomer(spawn_daemon):
+    """--max-connections 2 held by two idle keep-alive connections: a third
+    client is served, and the connection idle the longest is the one closed
+    to make room (the other still works)."""
+    d = spawn_daemon("--max-connections", "2")
+    old, newer = (lib.UnixHTTPConnection(d.sock, timeout=30) for _ in range(2))
+    try:
+        assert _ping_on(old)[0] == 200
+        time.sleep(0.3)
+        assert _ping_on(newer)[0] == 200
+        third = lib.UnixHTTPConnection(d.sock, timeout=30)
+        assert _ping_on(third)[:1] == (200,)
+        third.close()
+        with pytest.raises((ConnectionError, OSError, lib.http.client.HTTPException)):
+            _ping_on(old)
+        assert _ping_on(newer)[0] == 200
+    finally:
+        old.close()
+        newer.close()
+
+
+def _half_heads(sock_path, n):
+    """n connections that send half a request head and stop (slowloris)."""
+    conns = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(lib.scaled(30))
+        s.connect(sock_path)
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\nX-Slow: ")
+        conns.append(s)
+    return conns
+
+
+def test_slow_clients_do_not_lock_others_out_and_are_closed_after_the_header_timeout(spawn_daemon):
+    """400 connections sending half a request head and stopping, against
+    --max-connections 16 --header-timeout 2: a new client's /_ping is
+    answered at once (each newcomer takes an idle slot), and every slow
+    connection still open is closed by the daemon within the timeout."""
+    d = spawn_daemon("--max-connections", "16", "--header-timeout", "2")
+    slow = []
+    try:
+        for _ in range(8):  # in waves, as an attacker would keep opening them
+            slow += _half_heads(str(d.sock), 50)
+            c = lib.UnixHTTPConnection(d.sock, timeout=10)
+            started = time.monotonic()
+            assert _ping_on(c)[0] == 200
+            assert time.monotonic() - started < lib.scaled(5)
+            c.close()
+        # the ones the newcomers did not displace go with the header timeout
+        deadline = time.monotonic() + lib.scaled(15)
+        for s in slow:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                assert s.recv(4096) == b"", "a slow connection got an answer to half a head"
+            except ConnectionResetError:
+                pass
+    finally:
+        for s in slow:
+            s.close()
+    assert d.alive()
+    assert_daemon_builds(d, tag="after-slowloris")
+
+
+def test_one_peer_holds_at_most_its_share(spawn_daemon):
+    """--max-connections 4 --max-connections-per-peer 1: this uid's second
+    connection in use is told 503 naming the per-peer limit."""
+    d = spawn_daemon("--max-connections", "4", "--max-connections-per-peer", "1")
+    peer = lib.wait_for(lambda: _session_admitted(d), 15, step=0.2)
+    assert peer
+    try:
+        c = lib.UnixHTTPConnection(d.sock, timeout=30)
+        status, _, body = _ping_on(c)
+        c.close()
+        assert status == 503, body
+        assert json.loads(body)["message"] == ("too many connections: podsolved serves at most 1 at once from one "
+                                               "peer (--max-connections-per-peer); retry when one ends")
+    finally:
+        peer.close()
 
 
 def _v2_build(d, peer, tag, timeout=120):
