@@ -76,12 +76,7 @@ solve_plan_free (struct solve_plan *p)
   free (p->claimed_source_session);
   ps_strv_free (&p->session_contexts);
   schema_solve_request_free (&p->req);
-  build_options_free (&p->build.opts);
-  session_sources_free (p->build.session);
-  free (p->build.dockerfile_name);
-  free (p->build.definition_digest);
-  free (p->build.state_dir);
-  ps_strv_free (&p->build.entitlements);
+  dockerfile_build_clear (&p->build);
   for (size_t i = 0; i < p->n_sources; i++)
     {
       free (p->sources[i].name);

@@ -143,10 +143,8 @@ build_options_to_argv (const struct build_options *o, ps_strv *argv)
 }
 
 void
-dockerfile_build_free (struct dockerfile_build *b)
+dockerfile_build_clear (struct dockerfile_build *b)
 {
-  if (b == NULL)
-    return;
   build_options_free (&b->opts);
   session_sources_free (b->session);
   free (b->dockerfile_name);
@@ -155,5 +153,14 @@ dockerfile_build_free (struct dockerfile_build *b)
   free (b->state_dir);
   ps_strv_free (&b->entitlements);
   ps_strv_free (&b->warnings);
+  memset (b, 0, sizeof *b);
+}
+
+void
+dockerfile_build_free (struct dockerfile_build *b)
+{
+  if (b == NULL)
+    return;
+  dockerfile_build_clear (b);
   free (b);
 }

@@ -82,6 +82,8 @@ struct dockerfile_build
                               as Docker's legacy builder does; BuildKit-mode builds honour it */
 };
 
+/* Free what `b` holds (an embedded one: solve.c's plan); it is zeroed. */
+void dockerfile_build_clear (struct dockerfile_build *b);
 void dockerfile_build_free (struct dockerfile_build *b);
 
 #endif

@@ -109,6 +109,18 @@ def test_copy_of_a_missing_source_fails_naming_it(daemon, frontend_images, uniq)
     assert "not supported" not in msg, msg
 
 
+# COPY's options over the context of COPY_CONTEXT, then a RUN rm of a file a
+# COPY --link layer holds (test_gateway_every_feature uses them too)
+COPY_VARIANTS = [
+    "COPY --exclude=*.log app/ /app/",
+    "COPY --parents src/*/*.txt /p/",
+    "COPY --chmod=0750 run.sh /bin/run-octal",
+    "COPY --chmod=u=rwx,go=rx run.sh /bin/run-symbolic",
+    "COPY --chown=1234:2345 run.sh /chowned",
+    "COPY --link linked/ /linked/",
+    "RUN rm /linked/gone.txt && echo after-rm > /linked/marker",
+]
+
 COPY_DOCKERFILE = [
     f"FROM {BASE} AS build",
     "ARG WHO=world",
@@ -118,13 +130,7 @@ COPY_DOCKERFILE = [
     "ARG VER=1.2",
     "ENV DIR=/opt/v${VER}",
     "COPY --from=build /out/artifact /greeting ${DIR}/",
-    "COPY --exclude=*.log app/ /app/",
-    "COPY --parents src/*/*.txt /p/",
-    "COPY --chmod=0750 run.sh /bin/run-octal",
-    "COPY --chmod=u=rwx,go=rx run.sh /bin/run-symbolic",
-    "COPY --chown=1234:2345 run.sh /chowned",
-    "COPY --link linked/ /linked/",
-    "RUN rm /linked/gone.txt && echo after-rm > /linked/marker",
+    *COPY_VARIANTS,
     "COPY <<EOF /etc/heredoc.conf\nkey=${VER}\nEOF",
     "RUN <<EOF\nset -e\necho from-heredoc > /heredoc-run\necho second >> /heredoc-run\nEOF",
 ]

@@ -29,6 +29,7 @@ import pytest
 
 import podsolve_testlib as lib
 from session_peer import SessionPeer
+from test_gateway_dockerfile import COPY_CONTEXT, COPY_VARIANTS
 
 BASE = lib.BASE_IMAGE
 run = functools.partial(lib.run, timeout=600)
@@ -57,13 +58,7 @@ def dockerfile(remote_url, remote_sum, git_url):
         "ADD bundle.tar.gz /unpacked/",
         f"ADD --checksum={remote_sum} {remote_url} /remote.txt",
         f"ADD {git_url}#v1 /src/repo",
-        "COPY --exclude=*.log app/ /app/",
-        "COPY --parents src/*/*.txt /p/",
-        "COPY --chmod=0750 run.sh /bin/run-octal",
-        "COPY --chmod=u=rwx,go=rx run.sh /bin/run-symbolic",
-        "COPY --chown=1234:2345 run.sh /chowned",
-        "COPY --link linked/ /linked/",
-        "RUN rm /linked/gone.txt && echo after-rm > /linked/marker",
+        *COPY_VARIANTS,
         "COPY <<EOF /etc/heredoc.conf",
         "key=${VER}",
         "EOF",
@@ -129,13 +124,8 @@ class Feature:
         git_url = gitd.repo(repo, {"README": "v1 readme\n", "bin/tool.sh": ("#!/bin/sh\n", 0o755)})
         gitd.git(repo, "tag", "-a", "v1", "-m", "v1")
         gitd.commit(repo, {"README": "after v1\n"}, "after the tag")
-        self.dir = lib.make_context(tmp / "ctx", {
-            "Dockerfile": dockerfile(remote_url, remote_sum, git_url),
-            "app/a.txt": "a\n", "app/skip.log": "log\n", "app/sub/b.txt": "b\n",
-            "src/x/one.txt": "one\n", "src/y/two.txt": "two\n",
-            "run.sh": ("#!/bin/sh\necho hi\n", 0o600),
-            "linked/keep.txt": "keep\n", "linked/gone.txt": "gone\n",
-        })
+        self.dir = lib.make_context(tmp / "ctx", {"Dockerfile": dockerfile(remote_url, remote_sum, git_url),
+                                                  **COPY_CONTEXT})
         (self.dir / "bundle.tar.gz").write_bytes(tar_gz({"bundle/inside.txt": b"from the archive\n"}))
         lib.agent_probe(self.dir / "agent-probe")
         self.secret = tmp / "token.txt"  # outside the context
@@ -241,10 +231,18 @@ def assert_plain_all_cached(output):
     assert not uncached, f"not CACHED on the rebuild: {uncached}\n{output[-4000:]}"
 
 
-def cli_build(cmd, env, cwd, d):
-    r = run(cmd, env, cwd=cwd)
-    assert r.returncode == 0, lib.explain(r, d)
-    return r
+def cli_build_twice(d, cmd, env, cwd, name, client, agent, progress):
+    """Build with a CLI, check the image, build again: every step CACHED,
+    the same image.  progress(r) is where the CLI printed its progress."""
+    r1 = run(cmd, env, cwd=cwd)
+    assert r1.returncode == 0, lib.explain(r1, d)
+    assert "[internal] load frontend docker/dockerfile:1" in progress(r1), progress(r1)
+    assert_every_feature_image(d, lib.image_ref(name), client, agent)
+    first = d.image_id(lib.image_ref(name))
+    r2 = run(cmd, env, cwd=cwd)
+    assert r2.returncode == 0, lib.explain(r2, d)
+    assert_plain_all_cached(progress(r2))
+    assert d.image_id(lib.image_ref(name)) == first
 
 
 def test_docker_2010_cli_builds_every_feature(daemon, frontend_images, docker_cli, feature, ssh_agent, uniq):
@@ -257,13 +255,7 @@ def test_docker_2010_cli_builds_every_feature(daemon, frontend_images, docker_cl
     env["DOCKER_BUILDKIT"] = "1"
     cmd = [docker_cli, "build", "--progress=plain", "--network=host", "--secret", f"id=token,src={feature.secret}",
            "--ssh", f"default={ssh_agent.sock}", "--build-arg", "CLIENT=docker-20.10", "-t", name, "."]
-    r1 = cli_build(cmd, env, feature.dir, daemon)
-    assert "[internal] load frontend docker/dockerfile:1" in r1.output, r1.output
-    assert_every_feature_image(daemon, lib.image_ref(name), "docker-20.10", ssh_agent)
-    first = daemon.image_id(lib.image_ref(name))
-    r2 = cli_build(cmd, env, feature.dir, daemon)
-    assert_plain_all_cached(r2.output)
-    assert daemon.image_id(lib.image_ref(name)) == first
+    cli_build_twice(daemon, cmd, env, feature.dir, name, "docker-20.10", ssh_agent, lambda r: r.output)
 
 
 def test_buildx_builds_every_feature(daemon, frontend_images, go_clients, feature, ssh_agent, uniq):
@@ -273,13 +265,7 @@ def test_buildx_builds_every_feature(daemon, frontend_images, go_clients, featur
     cmd = [go_clients.docker, "buildx", "build", "--progress=plain", "--allow", "network.host",
            "--allow", "security.insecure", "--secret", f"id=token,src={feature.secret}",
            "--ssh", f"default={ssh_agent.sock}", "--build-arg", "CLIENT=buildx", "--load", "-t", name, "."]
-    r1 = cli_build(cmd, env, feature.dir, daemon)
-    assert "[internal] load frontend docker/dockerfile:1" in r1.stderr, r1.stderr
-    assert_every_feature_image(daemon, lib.image_ref(name), "buildx", ssh_agent)
-    first = daemon.image_id(lib.image_ref(name))
-    r2 = cli_build(cmd, env, feature.dir, daemon)
-    assert_plain_all_cached(r2.stderr)
-    assert daemon.image_id(lib.image_ref(name)) == first
+    cli_build_twice(daemon, cmd, env, feature.dir, name, "buildx", ssh_agent, lambda r: r.stderr)
 
 
 def solve_every_feature(d, feature, agent, name, uniq):

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import grpc_testlib as g
 import podsolve_testlib as lib
 
 # (package, test name) that may fail, and why (RELIABILITY.md, "h2spec")
@@ -48,8 +49,8 @@ def bk(tmp_path_factory):
 
 class Relay:
     """127.0.0.1:port -> a unix socket, one connection per connection; with
-    `upgrade`, each first sends `POST /grpc` asking for h2c and waits for
-    the 101 before relaying."""
+    `upgrade`, each first makes the `POST /grpc` upgrade to h2c (as the
+    docker CLI does) before relaying."""
 
     def __init__(self, path, upgrade=False):
         self.path, self.upgrade = path, upgrade
@@ -67,46 +68,22 @@ class Relay:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        up = socket.socket(socket.AF_UNIX)
         try:
-            up.connect(self.path)
             if self.upgrade:
-                up.sendall(b"POST /grpc HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-                           b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = up.recv(1)
-                    if not chunk:
-                        break
-                    head += chunk
-                if not head.startswith(b"HTTP/1.1 101"):
-                    self.refused.append(head)
-                    conn.close()
-                    up.close()
-                    return
+                up, head, rest = g.open_upgraded(self.path)
+                if not head.startswith("HTTP/1.1 101"):
+                    raise OSError(f"no upgrade: {head}")
+                up.settimeout(None)
+                conn.sendall(rest)  # the server's first HTTP/2 bytes, read with the head
+            else:
+                up = socket.socket(socket.AF_UNIX)
+                up.connect(self.path)
         except OSError as e:
             self.refused.append(repr(e))
             conn.close()
-            up.close()
             return
         for a, b in ((conn, up), (up, conn)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            threading.Thread(target=g._pump, args=(a, b), daemon=True).start()
 
     def close(self):
         self.listener.close()
