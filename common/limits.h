@@ -73,6 +73,17 @@
    a slot for ever.  Upgraded connections (/session, /grpc) are never idle. */
 #define PS_DEFAULT_HEADER_TIMEOUT_S 30
 
+/* glibc arenas per CPU (M_ARENA_MAX; glibc's own default is 8): with a
+   thread per connection, a burst of connections otherwise leaves memory
+   spread over many arenas that malloc_trim cannot give back whole. */
+#define PS_MALLOC_ARENAS_PER_CPU 2
+
+/* When the last connection closes and no build runs, free heap memory is
+   given back to the system (malloc_trim), at most this often: after a
+   burst of 200 connections the daemon returns near its idle size instead
+   of keeping the burst's peak (RELIABILITY.md, "Memory under load"). */
+#define PS_IDLE_TRIM_INTERVAL_MS 2000
+
 /* One peer's share of --max-connections (a TCP address; for unix sockets,
    the peer's uid): the rest stays for others (--max-connections-per-peer). */
 #define PS_PEER_SHARE_PERCENT 75

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -21,6 +22,7 @@
 #include "common/log.h"
 #include "schema/apierror.h"
 #include "server/config.h"
+#include "solver/job.h"
 
 /* What the glue keeps per request beyond struct ps_request: MHD's uri-log
    callback creates it (so the request-target is seen before MHD decodes
@@ -308,11 +310,11 @@ http_set_dispatch (const struct http_dispatch *d)
      client_header_timeout): a head sent a byte at a time does not hold a
      slot for ever;
    - a connection that arrives while the listener is full takes the slot
-     of the connection idle the longest, which is closed at once; only
-     when none is idle is it told 503;
-   - one peer (a TCP address, or a unix socket's peer uid) holds at most
-     --max-connections-per-peer at once; past that its own idlest
-     connection makes room, or it is told 503.
+     of a connection idle the longest, which is closed at once: one of the
+     peer holding the most past its share when there is one (a TCP
+     address, or a unix socket's peer uid; --max-connections-per-peer),
+     else anyone's; only when none is idle is it told 503.  A share only
+     counts when connections compete: a lone client may use them all.
    Closing is a shutdown(2) of the socket from outside the connection's
    thread, under slots_mu, which the slot leaves before MHD closes the fd. */
 struct slot
@@ -386,6 +388,20 @@ idlest_locked (struct listener_limit *l, const struct slot *self, const char *pe
   return best;
 }
 
+/* The last connection closed: if no build runs either, give free heap
+   memory back to the system (PS_IDLE_TRIM_INTERVAL_MS). */
+static void
+trim_when_idle (void)
+{
+  static int64_t last_ns; /* atomic */
+  int64_t now = ps_monotonic_ns ();
+  int64_t last = __atomic_load_n (&last_ns, __ATOMIC_RELAXED);
+  if (now - last < (int64_t) PS_IDLE_TRIM_INTERVAL_MS * 1000000 || solver_jobs_running () > 0
+      || !__atomic_compare_exchange_n (&last_ns, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    return;
+  malloc_trim (0);
+}
+
 static void
 notify_connection (void *cls, struct MHD_Connection *conn, void **socket_context,
                    enum MHD_ConnectionNotificationCode toe)
@@ -406,25 +422,31 @@ notify_connection (void *cls, struct MHD_Connection *conn, void **socket_context
         l->slots->prev = s;
       l->slots = s;
       l->active++;
-      unsigned mine = 0;
-      for (struct slot *o = l->slots; o; o = o->next)
-        mine += !o->evicted && strcmp (o->peer, s->peer) == 0;
-      if (l->max_per_peer && mine > l->max_per_peer)
-        {
-          struct slot *v = idlest_locked (l, s, s->peer);
-          if (v)
-            slot_evict_locked (v, "its peer is at --max-connections-per-peer and it was the idlest");
-          else
-            s->over = true;
-        }
       unsigned live = 0;
       for (struct slot *o = l->slots; o; o = o->next)
         live += !o->evicted;
-      if (!s->over && live > l->max)
+      if (live > l->max)
         {
-          struct slot *v = idlest_locked (l, s, NULL);
+          /* Full: room from the peer most past its share, else anyone. */
+          const char *greedy = NULL;
+          unsigned most = 0;
+          for (struct slot *o = l->slots; o; o = o->next)
+            {
+              if (o->evicted)
+                continue;
+              unsigned n = 0;
+              for (struct slot *q = l->slots; q; q = q->next)
+                n += !q->evicted && strcmp (q->peer, o->peer) == 0;
+              if (n > l->max_per_peer && n > most && idlest_locked (l, s, o->peer))
+                {
+                  most = n;
+                  greedy = o->peer;
+                }
+            }
+          struct slot *v = idlest_locked (l, s, greedy);
           if (v)
-            slot_evict_locked (v, "the listener was full and it was the idlest");
+            slot_evict_locked (v, greedy ? "the listener was full and its peer over --max-connections-per-peer"
+                                         : "the listener was full and it was the idlest");
           else
             s->over = true;
         }
@@ -444,9 +466,14 @@ notify_connection (void *cls, struct MHD_Connection *conn, void **socket_context
       if (s->next)
         s->next->prev = s->prev;
       l->active--;
+      bool idle = true;
+      for (struct listener_limit *o = limits; o && idle; o = o->next)
+        idle = o->active == 0;
       pthread_mutex_unlock (&slots_mu);
       free (s);
       *socket_context = NULL;
+      if (idle)
+        trim_when_idle ();
     }
 }
 
@@ -489,15 +516,15 @@ over_connection_limit (struct MHD_Connection *conn, unsigned *max)
         mine += strcmp (o->peer, s->peer) == 0;
       }
   const char *why = NULL;
-  if (live > l->max)
-    {
-      why = "--max-connections";
-      *max = l->max;
-    }
-  else if (l->max_per_peer && mine > l->max_per_peer)
+  if (live > l->max && mine > l->max_per_peer && mine < live) /* others want room too */
     {
       why = "--max-connections-per-peer";
       *max = l->max_per_peer;
+    }
+  else if (live > l->max)
+    {
+      why = "--max-connections";
+      *max = l->max;
     }
   pthread_mutex_unlock (&slots_mu);
   return why;

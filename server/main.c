@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <openssl/ssl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,10 @@ main (int argc, char **argv)
      returns (past the shutdown grace) may be inside OpenSSL: no atexit
      clean-up may free the library's state under it. */
   OPENSSL_init_ssl (OPENSSL_INIT_NO_ATEXIT, NULL);
+
+  /* Before any thread: the arena bound applies to all of them. */
+  long ncpu = sysconf (_SC_NPROCESSORS_ONLN);
+  mallopt (M_ARENA_MAX, (int) (ncpu > 0 ? ncpu : 1) * PS_MALLOC_ARENAS_PER_CPU);
 
   cleanup_error ps_error *err = NULL;
   int r = config_parse (argc, argv, &err);

@@ -302,21 +302,71 @@ def test_slow_clients_do_not_lock_others_out_and_are_closed_after_the_header_tim
     assert_daemon_builds(d, tag="after-slowloris")
 
 
-def test_one_peer_holds_at_most_its_share(spawn_daemon):
-    """--max-connections 4 --max-connections-per-peer 1: this uid's second
-    connection in use is told 503 naming the per-peer limit."""
-    d = spawn_daemon("--max-connections", "4", "--max-connections-per-peer", "1")
-    peer = lib.wait_for(lambda: _session_admitted(d), 15, step=0.2)
-    assert peer
+def _tcp_ping(port, source, conn=None):
+    """GET /_ping from 127.0.0.x (a peer of its own), on `conn` or a new
+    keep-alive connection -> (connection, status, body)."""
+    c = conn or lib.http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    c.request("GET", "/_ping")
+    r = c.getresponse()
+    return c, r.status, r.read()
+
+
+def test_when_connections_compete_the_peer_past_its_share_makes_room(spawn_daemon):
+    """A TCP listener, --max-connections 4 --max-connections-per-peer 2.
+    Peer A (127.0.0.2) alone may hold all four; when peer B (127.0.0.3)
+    arrives, one of A's idle connections makes room, not B's.  When A's
+    connections are all in use, A's fifth is told 503 naming the per-peer
+    limit."""
+    port = lib.free_port()
+    d = spawn_daemon("--listen", f"tcp://127.0.0.1:{port}", "--insecure-tcp", "--max-connections", "4",
+                     "--max-connections-per-peer", "2")
+    a = []
     try:
-        c = lib.UnixHTTPConnection(d.sock, timeout=30)
-        status, _, body = _ping_on(c)
+        for _ in range(4):  # a lone client uses every slot
+            c, status, _ = _tcp_ping(port, "127.0.0.2")
+            assert status == 200
+            a.append(c)
+            time.sleep(0.05)
+        b, status, _ = _tcp_ping(port, "127.0.0.3")
+        assert status == 200
+        # B keeps its connection; the idlest of A's was closed for it
+        assert _tcp_ping(port, "127.0.0.3", b)[1] == 200
+        with pytest.raises((ConnectionError, OSError, lib.http.client.HTTPException)):
+            _tcp_ping(port, "127.0.0.2", a[0])
+        for c in a[1:]:
+            assert _tcp_ping(port, "127.0.0.2", c)[1] == 200
+        b.close()
+    finally:
+        for c in a:
+            c.close()
+
+
+def _busy_tcp(port, source):
+    """A connection from 127.0.0.x with a request in progress: its head
+    sent, its body (1000 bytes announced) never."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    s.sendall(b"POST /solve HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    return s
+
+
+def test_a_peer_past_its_share_with_every_connection_in_use_gets_503_naming_the_share(spawn_daemon):
+    """--max-connections 3 --max-connections-per-peer 1, every slot held by
+    a request in progress: two of peer A's (127.0.0.2), one of peer B's.
+    A's next connection is told 503 naming --max-connections-per-peer."""
+    port = lib.free_port()
+    d = spawn_daemon("--listen", f"tcp://127.0.0.1:{port}", "--insecure-tcp", "--max-connections", "3",
+                     "--max-connections-per-peer", "1")
+    busy = [_busy_tcp(port, "127.0.0.2"), _busy_tcp(port, "127.0.0.2"), _busy_tcp(port, "127.0.0.3")]
+    try:
+        time.sleep(0.5)  # the three heads are read: requests in progress
+        c, status, body = _tcp_ping(port, "127.0.0.2")
         c.close()
         assert status == 503, body
         assert json.loads(body)["message"] == ("too many connections: podsolved serves at most 1 at once from one "
                                                "peer (--max-connections-per-peer); retry when one ends")
     finally:
-        peer.close()
+        for s in busy:
+            s.close()
 
 
 def _v2_build(d, peer, tag, timeout=120):
