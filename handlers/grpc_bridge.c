@@ -46,6 +46,7 @@ static const char *const llb_caps[] = {
   "exec.meta.base", "exec.meta.network", "exec.meta.proxyenv", "exec.meta.security", "exec.meta.ulimit",
   "exec.mount.bind", "exec.mount.bind.readwrite-nooutput", "exec.mount.cache", "exec.mount.cache.sharing",
   "exec.mount.selector", "exec.mount.tmpfs", "exec.mount.tmpfs.size", "exec.mount.secret", "exec.mount.ssh",
+  "exec.secretenv",
   "exec.validexitcode", "file.base", "file.rm.wildcard", "file.copy.includeexcludepatterns",
   "file.copy.modestring", "file.copy.alwaysreplaceexistingdestpaths", "file.symlink.create", "constraints",
   "platform", "meta.ignorecache", "meta.description", "meta.exportcache", "mergeop", "diffop",

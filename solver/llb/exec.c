@@ -192,6 +192,49 @@ ssh_opt_id (const Pb__SSHOpt *o)
   return o && o->id && *o->id ? o->id : SESSION_SSH_DEFAULT_ID;
 }
 
+/* Secret environment variables (ExecOp.secretenv: RUN --mount=type=secret,
+   env=NAME) never go on a command line, where any user of the machine
+   could read them: each secret is a read-only file on tmpfs mounted in the
+   container, and the exec starts as server/podsolve-env-exec, which sets
+   the variables from the files and execs the real args.  The files are
+   0444 — the exec's user, whoever it is, must read them; they exist for
+   the step only. */
+#define ENV_EXEC_TARGET "/.podsolve-env-exec"
+#define SECRET_ENV_DIR "/.podsolve-secret-env"
+
+static pthread_once_t env_exec_once = PTHREAD_ONCE_INIT;
+static char *env_exec;
+
+/* Beside the running podsolved (a build tree), else where `make install`
+   puts it. */
+static void
+env_exec_find (void)
+{
+  char self[4096];
+  ssize_t n = readlink ("/proc/self/exe", self, sizeof self - 1);
+  char *slash = n > 0 ? (self[n] = '\0', strrchr (self, '/')) : NULL;
+  if (slash)
+    {
+      *slash = '\0';
+      char *p = xasprintf ("%s/podsolve-env-exec", self);
+      if (access (p, X_OK) == 0)
+        {
+          env_exec = p;
+          return;
+        }
+      free (p);
+    }
+  if (access (PODSOLVE_PKGLIBEXECDIR "/podsolve-env-exec", X_OK) == 0)
+    env_exec = xstrdup (PODSOLVE_PKGLIBEXECDIR "/podsolve-env-exec");
+}
+
+static const char *
+env_exec_path (void)
+{
+  pthread_once (&env_exec_once, env_exec_find);
+  return env_exec;
+}
+
 static int
 check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
 {
@@ -203,8 +246,17 @@ check_exec (struct llb_exec *x, const struct llb_vertex *v, ps_error **err)
   if (e->network == PB__NET_MODE__HOST && !x->network_host)
     return ps_error_set (err, 400, "op %s: exec with network HOST needs the \"network.host\" entitlement",
                          v->digest);
-  if (e->n_secretenv)
-    return llb_unsupported (err, v, "exec secretenv");
+  for (size_t i = 0; i < e->n_secretenv; i++)
+    {
+      const Pb__SecretEnv *se = e->secretenv[i];
+      if (se->id == NULL || *se->id == '\0' || se->name == NULL || *se->name == '\0' || strchr (se->name, '='))
+        return ps_error_set (err, 400, "op %s: secretenv %zu needs an ID and a NAME without '='", v->digest, i);
+      if (x->session_id == NULL && !se->optional)
+        return ps_error_set (err, 400, "op %s: secret \"%s\" (as $%s) needs a \"session\" that provides it",
+                             v->digest, se->id, se->name);
+    }
+  if (e->n_secretenv && env_exec_path () == NULL)
+    return llb_unsupported (err, v, "exec secretenv (podsolve-env-exec is not installed)");
   if (e->n_cdidevices)
     return llb_unsupported (err, v, "exec cdiDevices");
   const Pb__Meta *m = e->meta;
@@ -1197,6 +1249,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     locks[i] = -1;
   cleanup_free char *secrets_dir = NULL, *ssh_dir = NULL;
   struct mount_stubs stubs = { 0 };
+  ps_strv env_args = { 0 }; /* NAME=FILE for podsolve-env-exec */
   session_ssh_forward **fwds = xcalloc (e->n_mounts, sizeof *fwds);
   ps_strv argv = { 0 };
   ps_strv from = { 0 };
@@ -1209,8 +1262,8 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       ps_strv_pushf (&from, "--ulimit=%s=%lld:%lld", u->name, (long long) u->soft, (long long) u->hard);
     }
   /* mounted when there are mount points to look at (mount_stubs) */
-  int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v, e->n_mounts > 1,
-                              &root, err);
+  int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v,
+                              e->n_mounts > 1 || e->n_secretenv > 0, &root, err);
   ps_strv_free (&from);
   if (ret < 0)
     goto out;
@@ -1322,6 +1375,33 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
           ret = llb_unsupported (err, v, "mount type %d", (int) mt->mounttype);
         }
     }
+  /* Secret environment variables: a file each, and the helper that reads them. */
+  for (size_t i = 0; ret == 0 && i < e->n_secretenv; i++)
+    {
+      const Pb__SecretEnv *se = e->secretenv[i];
+      Pb__SecretOpt opt = PB__SECRET_OPT__INIT;
+      opt.id = se->id;
+      opt.optional = se->optional;
+      opt.mode = 0444;
+      cleanup_free char *file = NULL;
+      ret = session_secrets_dir (&secrets_dir, LLB_SECRETS_PREFIX, err);
+      if (ret == 0)
+        ret = fetch_secret (x, v, &opt, &secrets_dir, &file, err);
+      if (ret == 0 && file)
+        {
+          cleanup_free char *target = xasprintf ("%s/%zu", SECRET_ENV_DIR, i);
+          ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, target);
+          ps_strv_pushf (&env_args, "%s=%s", se->name, target);
+          if (root.mnt)
+            stubs_record (&stubs, root.mnt, target);
+        }
+    }
+  if (ret == 0 && e->n_secretenv)
+    {
+      ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", env_exec_path (), ENV_EXEC_TARGET);
+      if (root.mnt)
+        stubs_record (&stubs, root.mnt, ENV_EXEC_TARGET);
+    }
   if (ret < 0)
     goto out;
   for (size_t i = 0; root.mnt && i < e->n_mounts; i++)
@@ -1329,6 +1409,13 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       stubs_record (&stubs, root.mnt, e->mounts[i]->dest);
   ps_strv_push (&argv, root.ctr);
   ps_strv_push (&argv, "--");
+  if (e->n_secretenv)
+    {
+      ps_strv_push (&argv, ENV_EXEC_TARGET);
+      for (size_t i = 0; i < env_args.n; i++)
+        ps_strv_push (&argv, env_args.v[i]);
+      ps_strv_push (&argv, "--");
+    }
   for (size_t i = 0; i < m->n_args; i++)
     ps_strv_push (&argv, m->args[i]);
 
@@ -1363,6 +1450,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
 
 out:
   ps_strv_free (&argv);
+  ps_strv_free (&env_args);
   stubs_free (&stubs);
   for (size_t i = 0; i < e->n_mounts; i++)
     {

@@ -12,7 +12,7 @@ archives (unpacked), of an http URL with --checksum and of a git URL,
 COPY --exclude/--parents/--chmod (octal and symbolic)/--chown/--link, a RUN
 rm over a --link layer, COPY and RUN heredocs, RUN --network=none|host,
 RUN --security=insecure, RUN --mount=type=cache|tmpfs|bind|secret|ssh with
-their options, SHELL, WORKDIR, USER, LABEL, EXPOSE, VOLUME, HEALTHCHECK,
+their options (a secret as an environment variable too), SHELL, WORKDIR, USER, LABEL, EXPOSE, VOLUME, HEALTHCHECK,
 STOPSIGNAL, ONBUILD, ENTRYPOINT and CMD."""
 
 import functools
@@ -80,6 +80,7 @@ def dockerfile(remote_url, remote_sum, git_url):
         "RUN --mount=type=secret,id=token,target=/run/secrets/tok,mode=0440,uid=1000,gid=1001,required=true"
         " stat -c '%a %u %g' /run/secrets/tok > /secret-meta && sha256sum /run/secrets/tok | cut -d' ' -f1"
         " > /secret-sum",
+        "RUN --mount=type=secret,id=token,env=TOKEN printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1 > /secret-env-sum",
         "COPY --chmod=0755 agent-probe /agent-probe",
         "RUN --mount=type=ssh,id=default,mode=0600,required=true /agent-probe > /agent-keys",
         "WORKDIR /srv",
@@ -97,7 +98,7 @@ def dockerfile(remote_url, remote_sum, git_url):
 
 
 # the layers the final stage adds, in order, by the first word of their history entry
-LAYER_STEPS = (["RUN", "COPY"] + ["ADD"] * 3 + ["COPY"] * 6 + ["RUN", "COPY", "RUN"] + ["RUN"] * 8
+LAYER_STEPS = (["RUN", "COPY"] + ["ADD"] * 3 + ["COPY"] * 6 + ["RUN", "COPY", "RUN"] + ["RUN"] * 9
                + ["COPY", "RUN", "WORKDIR"])
 
 
@@ -167,6 +168,7 @@ def assert_every_feature_image(d, name, client, agent):
         "/cache-meta": b"750 1000 1000\n",
         "/secret-meta": b"440 1000 1001\n",
         "/secret-sum": (hashlib.sha256(SECRET).hexdigest() + "\n").encode(),
+        "/secret-env-sum": (hashlib.sha256(SECRET).hexdigest() + "\n").encode(),
         "/agent-keys": f"key: {agent.comment}\nkeys: 1\n".encode(),
     }
     got = {p: d.image_file(name, p) for p in want}
@@ -177,7 +179,7 @@ def assert_every_feature_image(d, name, client, agent):
     # the tmpfs had the size asked for, and neither it nor the bind mount's write stayed
     assert b"tmpfs" in d.image_file(name, "/tmpfs-line") and b"size=1024k" in d.image_file(name, "/tmpfs-line")
     gone = ("/app/skip.log", "/linked/gone.txt", "/unpacked/bundle.tar.gz", "/src/repo/.git", "/scratch/t",
-            "/mnt/kit/new", "/run/secrets/tok")
+            "/mnt/kit/new", "/run/secrets/tok", "/.podsolve-env-exec", "/.podsolve-secret-env")
     assert d.image_paths(name, *gone) == {p: False for p in gone}
     assert d.image_file(name, "/ifaces-none").split() == [b"lo"]
     assert sorted(d.image_file(name, "/ifaces-host").split()) == sorted(n.encode() for n in os.listdir("/sys/class/net"))

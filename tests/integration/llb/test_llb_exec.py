@@ -308,3 +308,25 @@ def test_a_base_image_with_onbuild_triggers_does_not_run_them(daemon, uniq):
     assert status == 200, events
     image = _image(events)
     assert daemon.image_paths(image, "/ran", "/triggered") == {"/ran": True, "/triggered": False}
+
+
+def test_secret_env_sets_the_variable_without_it_on_any_command_line(daemon, uniq):
+    """ExecOp.secretenv (RUN --mount=type=secret,env=NAME): the command sees
+    the secret in $TOKEN, also as a non-root user; an optional one the
+    session lacks is unset; the secret is on no command line (the exec's own
+    argv included) and nothing of the mechanism is left in the image."""
+    secret = f"env-secret-{uniq}"
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", 'printf %s "$TOKEN" > /tmp/seen; echo "${MISSING-unset}" > /tmp/missing; '
+                                 'tr "\\0" " " < /proc/$$/cmdline > /tmp/cmdline'],
+                    root=img, user="1000:1000", secret_env=[("tok", "TOKEN", False), ("absent", "MISSING", True)])
+    with SessionPeer(daemon.sock, {}, secrets={"tok": secret.encode()}) as peer:
+        status, events = _solve(daemon, [img, run], session=peer.uuid)
+    assert status == 200, events
+    image = _image(events)
+    assert daemon.image_file(image, "/tmp/seen") == secret.encode()
+    assert daemon.image_file(image, "/tmp/missing") == b"unset\n"
+    assert secret.encode() not in daemon.image_file(image, "/tmp/cmdline")
+    assert daemon.image_paths(image, "/.podsolve-env-exec", "/.podsolve-secret-env") == {
+        "/.podsolve-env-exec": False, "/.podsolve-secret-env": False}
+    assert secret not in daemon.log_tail(400000)
