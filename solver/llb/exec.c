@@ -199,6 +199,9 @@ ssh_opt_id (const Pb__SSHOpt *o)
    the variables from the files and execs the real args.  The files are
    0444 — the exec's user, whoever it is, must read them; they exist for
    the step only. */
+#ifndef PODSOLVE_PKGLIBEXECDIR /* set by Makefile.am; builds of their own (fuzzing) may leave it out */
+#define PODSOLVE_PKGLIBEXECDIR "/usr/local/libexec/podsolve"
+#endif
 #define ENV_EXEC_TARGET "/.podsolve-env-exec"
 #define SECRET_ENV_DIR "/.podsolve-secret-env"
 
