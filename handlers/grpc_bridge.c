@@ -22,13 +22,13 @@
 /* What Ping claims: only what the methods below really do
    (frontend/gateway/pb/caps.go).  Left out on purpose: solve.inlinereturn
    (SolveRequest.Final), returnmap and multi-platform results,
-   frontend.inputs (FrontendInputs in Solve), gateway.solve.metadata,
+   gateway.solve.metadata,
    gateway.exec*, source.metaresolver's image attestations and http
    checksum requests. */
 static const char *const frontend_caps[] = {
   "solve.base",        "resolveimage", "resolveimage.resolvemode", "readfile", "return", "readdir", "statfile",
   "importcaches",      "proto.refarray", "gateway.evaluate", "gateway.solve.evaluate", "gateway.warnings",
-  "source.metaresolver",
+  "source.metaresolver", "frontend.inputs",
 };
 
 /* The LLB the engine (solver/llb/) runs (solver/pb/caps.go); ssh mounts
@@ -191,10 +191,24 @@ bridge_ping (grpc_call *call, void *ud)
 
 static int
 solve_request (Moby__Buildkit__V1__Frontend__SolveRequest *req, struct gateway_solve_req *out,
-               struct solve_attrs *opt, struct solve_cache_entry **caches, uint8_t **def, ps_error **err)
+               struct solve_attrs *opt, struct solve_cache_entry **caches, uint8_t **def,
+               struct gateway_input **inputs, ps_error **err)
 {
-  if (req->n_frontendinputs > 0)
-    return ps_error_set (err, 501, "SolveRequest.FrontendInputs are not supported by podsolve");
+  if (req->n_frontendinputs > 0 && !(req->frontend && strcmp (req->frontend, "gateway.v0") == 0))
+    return ps_error_set (err, 501, "SolveRequest.FrontendInputs are supported with the gateway.v0 frontend only");
+  /* A nested frontend's inputs (its LLBBridge.Inputs), as definitions. */
+  *inputs = xcalloc (req->n_frontendinputs + 1, sizeof **inputs);
+  for (size_t i = 0; i < req->n_frontendinputs; i++)
+    {
+      const Pb__Definition *d = req->frontendinputs[i]->value;
+      size_t len = d ? pb__definition__get_packed_size (d) : 0;
+      uint8_t *buf = xmalloc (len + 1);
+      if (d)
+        pb__definition__pack (d, buf);
+      (*inputs)[i] = (struct gateway_input){ .name = req->frontendinputs[i]->key, .definition = buf, .len = len };
+    }
+  out->inputs = *inputs;
+  out->n_inputs = req->n_frontendinputs;
   if (req->final)
     return ps_error_set (err, 501, "SolveRequest.Final (the deprecated inline return) is not supported: "
                                    "call Return");
@@ -249,8 +263,9 @@ bridge_solve (grpc_call *call, void *ud)
   struct solve_cache_entry *caches = NULL;
   cleanup_free uint8_t *def = NULL;
   cleanup_free char *ref_id = NULL;
+  struct gateway_input *inputs = NULL;
   ps_error *err = NULL;
-  int r = solve_request (req, &sr, &opt, &caches, &def, &err);
+  int r = solve_request (req, &sr, &opt, &caches, &def, &inputs, &err);
   if (r == 0)
     r = gateway_build_solve (b, &sr, call_gone, call, &ref_id, &err);
   if (r < 0)
@@ -294,6 +309,9 @@ bridge_solve (grpc_call *call, void *ud)
       free_attrs (&caches[i].attrs);
     }
   free (caches);
+  for (size_t i = 0; inputs && i < req->n_frontendinputs; i++)
+    free ((uint8_t *) inputs[i].definition);
+  free (inputs);
   protobuf_c_message_free_unpacked (&req->base, NULL);
   gateway_build_unref (b);
 }

@@ -17,6 +17,8 @@
 #include "solver/solve_source.h"
 
 /* Everything is borrowed for the call. */
+struct gateway_input; /* solver/gateway.h */
+
 struct frontend_image_req
 {
   const char *image;        /* the frontend image ("docker/dockerfile:1") */
@@ -33,6 +35,8 @@ struct frontend_image_req
   uint64_t max_context_bytes;
   const struct solve_cache_entry *cache_imports, *cache_exports;
   size_t n_cache_imports, n_cache_exports;
+  const struct gateway_input *inputs; /* its LLBBridge.Inputs (solver/gateway.h), may be NULL */
+  size_t n_inputs;
 };
 
 /* Run frontend `req->image` on `job` (from the job's thread); *image_id

@@ -44,6 +44,8 @@ struct gateway_task
   struct solve_request req; /* frontend / definition flag, attrs, caches */
   uint8_t *definition;
   size_t definition_len;
+  struct gateway_input *inputs; /* owned copies */
+  size_t n_inputs;
   bool done;
   bool abandoned; /* the caller left: the runner frees the task */
   int ret;
@@ -138,6 +140,12 @@ task_free (struct gateway_task *t)
     return;
   schema_solve_request_free (&t->req);
   free (t->definition);
+  for (size_t i = 0; i < t->n_inputs; i++)
+    {
+      free ((char *) t->inputs[i].name);
+      free ((uint8_t *) t->inputs[i].definition);
+    }
+  free (t->inputs);
   ps_error_free (t->err);
   free (t->ref_id);
   free (t);
@@ -332,6 +340,8 @@ run_task (gateway_build *b, struct gateway_task *t, char **image, ps_error **err
         .n_cache_imports = b->n_cache_imports,
         .cache_exports = b->cache_exports,
         .n_cache_exports = b->n_cache_exports,
+        .inputs = t->inputs,
+        .n_inputs = t->n_inputs,
       };
       int r = frontend_image_run (b->job, &fr, image, err);
       free (opts.kv);
@@ -731,6 +741,14 @@ gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool
     }
   t->req.session = b->session ? xstrdup (b->session) : NULL;
   copy_frontend_opt (&t->req, req->frontend_opt);
+  t->inputs = xcalloc (req->n_inputs + 1, sizeof *t->inputs);
+  for (size_t i = 0; i < req->n_inputs; i++)
+    {
+      uint8_t *d = xmalloc (req->inputs[i].len + 1);
+      memcpy (d, req->inputs[i].definition, req->inputs[i].len);
+      t->inputs[i] = (struct gateway_input){ xstrdup (req->inputs[i].name), d, req->inputs[i].len };
+    }
+  t->n_inputs = req->n_inputs;
   for (size_t i = 0; i < b->entitlements.n; i++)
     ps_strv_push (&t->req.entitlements, b->entitlements.v[i]);
 

@@ -132,6 +132,8 @@ struct gateway_solve_req
   size_t definition_len;
   const struct solve_cache_entry *cache_imports;
   size_t n_cache_imports;
+  const struct gateway_input *inputs; /* FrontendInputs for a gateway.v0 frontend (its Inputs) */
+  size_t n_inputs;
 };
 int gateway_build_solve (gateway_build *b, const struct gateway_solve_req *req, bool (*cancelled) (void *ud),
                          void *ud, char **ref_id, ps_error **err);

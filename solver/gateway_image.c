@@ -423,6 +423,8 @@ gateway_image_run (solver_job *job, const struct frontend_image_req *r, char **i
     .n_cache_exports = r->n_cache_exports,
     .sources = r->sources,
     .n_sources = r->n_sources,
+    .inputs = r->inputs,
+    .n_inputs = r->n_inputs,
     .alive = frontend_alive,
     .alive_ud = &f,
     .idle_ms = idle_ms (),

@@ -519,6 +519,24 @@ def test_hostile_frontend_control_case_builds(grpc_hostile, uniq):
     assert_clean(d)
 
 
+def test_a_frontend_hands_inputs_to_a_frontend_it_nests(grpc_hostile, uniq):
+    """mode=forward-inputs: the frontend solves gateway.v0 (itself, in
+    mode=return-input) with FrontendInputs {"ctx": a one-file state}; the
+    nested frontend gets it from LLBBridge.Inputs and returns it, and that
+    is the image."""
+    d = grpc_hostile
+    name = f"localhost/gw-inputs-{uniq}:latest"
+    req = {"frontend": "gateway.v0", "exporters": image_exporter(name),
+           "frontendAttrs": {"source": HOSTILE_FRONTEND, "self": HOSTILE_FRONTEND, "mode": "forward-inputs",
+                             "value": uniq}}
+    lines = solve_ok(d, req, {})
+    assert d.image_file(name, "/from-input") == f"input {uniq}\n".encode()
+    # two frontends ran, one inside the other
+    assert len([v for v in vertexes(lines) if v.get("name") == f"[internal] load frontend {HOSTILE_FRONTEND}"
+                and v.get("completed")]) >= 2, [v.get("name") for v in vertexes(lines)]
+    assert_clean(d)
+
+
 @pytest.mark.parametrize("mode", ["missing-input", "cycle"])
 def test_frontend_definition_with_a_dangling_input_is_rejected_by_the_validator(grpc_hostile, uniq, mode):
     """A definition naming an input it does not hold (a cycle cannot be
