@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/archive.h"
@@ -105,34 +106,95 @@ copy_data (struct archive *in, struct archive_entry *e, struct archive *out, boo
     }
 }
 
+struct rootfs_tar
+{
+  struct archive *out;
+  char *path;
+  const char *prefix; /* of the tree being added, "" for none */
+};
+
 static int
 emit_tar (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
 {
-  struct archive *out = ud;
-  if (archive_write_header (out, e) < ARCHIVE_WARN)
-    return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (out));
-  return copy_data (in, e, out, false, err);
+  struct rootfs_tar *t = ud;
+  if (*t->prefix)
+    {
+      cleanup_free char *full = xasprintf ("%s/%s", t->prefix, archive_entry_pathname (e));
+      archive_entry_set_pathname (e, full);
+      const char *hl = archive_entry_hardlink (e);
+      if (hl)
+        {
+          cleanup_free char *hfull = xasprintf ("%s/%s", t->prefix, hl);
+          archive_entry_set_hardlink (e, hfull);
+        }
+    }
+  if (archive_write_header (t->out, e) < ARCHIVE_WARN)
+    return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (t->out));
+  return copy_data (in, e, t->out, false, err);
 }
 
-int
-rootfs_write_tar (const char *root, const char *tar_path, uint64_t *bytes, ps_error **err)
+rootfs_tar *
+rootfs_tar_new (const char *tar_path, ps_error **err)
 {
   struct archive *out = archive_write_new ();
   archive_write_set_format_pax_restricted (out);
   if (archive_write_open_filename (out, tar_path) != ARCHIVE_OK)
     {
-      int r = ps_error_set (err, 500, "create %s: %s", tar_path, archive_error_string (out));
+      ps_error_set (err, 500, "create %s: %s", tar_path, archive_error_string (out));
       archive_write_free (out);
-      return r;
+      return NULL;
     }
-  int ret = walk_tree (root, emit_tar, out, err);
-  if (archive_write_close (out) != ARCHIVE_OK && ret == 0)
-    ret = ps_error_set (err, 500, "write %s: %s", tar_path, archive_error_string (out));
-  archive_write_free (out);
+  rootfs_tar *t = xcalloc (1, sizeof *t);
+  t->out = out;
+  t->path = xstrdup (tar_path);
+  t->prefix = "";
+  return t;
+}
+
+int
+rootfs_tar_add (rootfs_tar *t, const char *root, const char *prefix, ps_error **err)
+{
+  t->prefix = prefix ? prefix : "";
+  if (*t->prefix)
+    {
+      /* The directory itself, as BuildKit's multi-platform tar has it. */
+      struct archive_entry *d = archive_entry_new ();
+      archive_entry_set_pathname (d, t->prefix);
+      archive_entry_set_filetype (d, AE_IFDIR);
+      archive_entry_set_perm (d, 0755);
+      archive_entry_set_mtime (d, time (NULL), 0);
+      int w = archive_write_header (t->out, d);
+      archive_entry_free (d);
+      if (w < ARCHIVE_WARN)
+        return ps_error_set (err, 500, "write %s: %s", t->prefix, archive_error_string (t->out));
+    }
+  return walk_tree (root, emit_tar, t, err);
+}
+
+int
+rootfs_tar_finish (rootfs_tar *t, int ret, uint64_t *bytes, ps_error **err)
+{
+  if (t == NULL)
+    return ret;
+  if (archive_write_close (t->out) != ARCHIVE_OK && ret == 0)
+    ret = ps_error_set (err, 500, "write %s: %s", t->path, archive_error_string (t->out));
+  archive_write_free (t->out);
   struct stat st;
   if (ret == 0 && bytes)
-    *bytes = stat (tar_path, &st) == 0 ? (uint64_t) st.st_size : 0;
+    *bytes = stat (t->path, &st) == 0 ? (uint64_t) st.st_size : 0;
+  free (t->path);
+  free (t);
   return ret;
+}
+
+int
+rootfs_write_tar (const char *root, const char *tar_path, uint64_t *bytes, ps_error **err)
+{
+  rootfs_tar *t = rootfs_tar_new (tar_path, err);
+  if (t == NULL)
+    return -1;
+  int ret = rootfs_tar_add (t, root, NULL, err);
+  return rootfs_tar_finish (t, ret, bytes, err);
 }
 
 struct disk_out

@@ -13,6 +13,15 @@ int rootfs_with_mount (const char *image_id, int (*fn) (const char *root, void *
 /* Write the tree at `root` as a tar archive at `tar_path`; *bytes gets its size. */
 int rootfs_write_tar (const char *root, const char *tar_path, uint64_t *bytes, ps_error **err);
 
+/* A tar of several trees, each under a directory of its own (a
+   multi-platform tar export: linux_amd64/..., linux_arm64/...).  Add each
+   tree (prefix NULL: at the top), then finish: `ret` is the result so far,
+   returned unless closing the archive fails first; *bytes gets its size. */
+typedef struct rootfs_tar rootfs_tar;
+rootfs_tar *rootfs_tar_new (const char *tar_path, ps_error **err);
+int rootfs_tar_add (rootfs_tar *t, const char *root, const char *prefix, ps_error **err);
+int rootfs_tar_finish (rootfs_tar *t, int ret, uint64_t *bytes, ps_error **err);
+
 /* Copy the tree at `root` into `dest` (created if missing), keeping modes,
    owners, times and symlinks as they are. */
 int rootfs_copy_dir (const char *root, const char *dest, ps_error **err);

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "solver/solve.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "solver/cache_registry.h"
 #include "solver/context.h"
 #include "solver/frontend_image.h"
+#include "solver/dockerfile/build.h"
 #include "solver/dockerfile/scan.h"
 #include "solver/image_config.h"
 #include "solver/llb/llb.h"
@@ -62,6 +64,17 @@ struct solve_plan
   ps_strv session_contexts; /* "NAME=DIR": context:NAME=local:DIR to sync over the session */
   char *state_dir;      /* for a definition: where configured images are recorded */
 };
+
+static int copy_platforms (struct solve_plan *p, const char *dest, ps_error **err);
+
+/* `image_id` is a multi-platform build's manifest list. */
+static bool
+is_list (const struct solve_plan *p, const char *image_id)
+{
+  return p->build.list_id && strcmp (image_id, p->build.list_id) == 0;
+}
+static int tar_platforms (struct solve_plan *p, const char *path, uint64_t *bytes, ps_error **err);
+static int plan_platform_exporters (const struct solve_plan *p, ps_error **err);
 
 void
 solve_plan_free (struct solve_plan *p)
@@ -629,7 +642,8 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
 
   const char *context_key = "context", *dockerfile_key = "dockerfile", *filename = NULL;
   if (apply_frontend_attrs (p, env, &context_key, &dockerfile_key, &filename, err) < 0
-      || plan_exporters (p, env, false, err) < 0 || plan_cache (p, env, err) < 0)
+      || plan_exporters (p, env, false, err) < 0 || plan_cache (p, env, err) < 0
+      || plan_platform_exporters (p, err) < 0)
     {
       solve_plan_free (p);
       return -1;
@@ -793,7 +807,16 @@ push_image (const struct solve_plan *p, const char *image_id, const char *dest_r
             char **digest_out, ps_error **err)
 {
   ps_strv argv = { 0 };
-  ps_strv_push (&argv, "push");
+  /* A multi-platform result: the list and every image in it. */
+  bool list = is_list (p, image_id);
+  if (list)
+    {
+      ps_strv_push (&argv, "manifest");
+      ps_strv_push (&argv, "push");
+      ps_strv_push (&argv, "--all");
+    }
+  else
+    ps_strv_push (&argv, "push");
   ps_strv_push (&argv, "--quiet");
   if (insecure || schema_imageref_loopback_registry (dest_ref))
     ps_strv_push (&argv, "--tls-verify=false");
@@ -898,7 +921,17 @@ export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char 
   if (strcmp (e->type, "local") == 0)
     {
       vertex_begin (&v, job, image_id, "exporting to client directory");
-      ret = rootfs_with_mount (image_id, send_rootfs_dir, &c, err);
+      if (is_list (p, image_id))
+        {
+          /* One directory per platform, assembled here, then sent. */
+          cleanup_free char *tree = xasprintf ("%s/outputs/%zu.d", p->job_dir, idx);
+          ret = copy_platforms (p, tree, err);
+          if (ret == 0)
+            ret = send_rootfs_dir (tree, &c, err);
+          ps_rm_rf (tree, NULL);
+        }
+      else
+        ret = rootfs_with_mount (image_id, send_rootfs_dir, &c, err);
       if (ret == 0)
         vertex_status (&v, "copying files", (int64_t) c.bytes, (int64_t) c.bytes);
       vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
@@ -916,7 +949,8 @@ export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char 
     {
       vertex_begin (&v, job, image_id, "exporting to client tarball");
       struct tar_job t = { .path = path };
-      ret = rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
+      ret = is_list (p, image_id) ? tar_platforms (p, path, &t.bytes, err)
+                                  : rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
     }
   else
     {
@@ -983,10 +1017,21 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
     {
       vertex_begin (&v, job, image_id, "exporting to client tarball");
       struct tar_job t = { .path = path };
-      ret = rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
+      if (is_list (p, image_id))
+        ret = tar_platforms (p, path, &t.bytes, err);
+      else
+        ret = rootfs_with_mount (image_id, write_rootfs_tar, &t, err);
       if (ret == 0)
         vertex_status (&v, "sending tarball", (int64_t) t.bytes, (int64_t) t.bytes);
       vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+    }
+  else if (is_list (p, image_id))
+    {
+      vertex_begin (&v, job, image_id, "exporting to client directory");
+      ret = copy_platforms (p, e->dest, err);
+      vertex_status (&v, "copying files", 0, 0);
+      vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+      return ret;
     }
   else
     {
@@ -1006,12 +1051,37 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
 }
 
 static char *
-manifest_digest (const char *image_id)
+manifest_digest (const struct solve_plan *p, const char *image_id)
 {
   char *out = NULL;
+  /* A manifest list in storage has no digest of its own until it is
+     pushed (buildah keeps the digest of the empty list it created, and
+     each push serialises it anew): none is reported. */
+  if (is_list (p, image_id))
+    return NULL;
   if (buildah_callv (&out, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", image_id, NULL) < 0)
     out = NULL;
   return out;
+}
+
+/* A Dockerfile build for several platforms makes a manifest list, which
+   a docker archive cannot carry: say so before the build starts.  (The
+   tar and local exporters write a directory per platform.) */
+static int
+plan_platform_exporters (const struct solve_plan *p, ps_error **err)
+{
+  if (p->build.opts.platforms.n < 2)
+    return 0;
+  for (size_t i = 0; i < p->n_exporters; i++)
+    {
+      const struct plan_exporter *e = &p->exporters[i];
+      if (strcmp (e->type, "docker") == 0)
+        return ps_error_set (err, 400,
+                             "exporters[%zu]: type=docker cannot hold the %zu platforms asked for (a manifest list); "
+                             "use type=oci, or one --platform",
+                             i, p->build.opts.platforms.n);
+    }
+  return 0;
 }
 
 /* Each exporter's image: the definition's result, or the result with the
@@ -1067,6 +1137,62 @@ apply_image_configs (solver_job *job, struct solve_plan *p, char **image_id, ps_
       char *id = xstrdup (primary);
       free (*image_id);
       *image_id = id;
+    }
+  return 0;
+}
+
+struct platform_tar
+{
+  rootfs_tar *t;
+  const char *prefix;
+};
+
+static int
+add_platform_tree (const char *root, void *ud, ps_error **err)
+{
+  struct platform_tar *pt = ud;
+  return rootfs_tar_add (pt->t, root, pt->prefix, err);
+}
+
+/* A multi-platform tar export: each platform's files under linux_amd64/... */
+static int
+tar_platforms (struct solve_plan *p, const char *path, uint64_t *bytes, ps_error **err)
+{
+  rootfs_tar *t = rootfs_tar_new (path, err);
+  if (t == NULL)
+    return -1;
+  const ps_strv *imgs = &p->build.platform_images;
+  int ret = 0;
+  for (size_t i = 0; ret == 0 && i + 1 < imgs->n; i += 2)
+    {
+      cleanup_free char *sub = xstrdup (imgs->v[i]);
+      for (char *c = sub; *c; c++)
+        if (*c == '/')
+          *c = '_';
+      struct platform_tar pt = { t, sub };
+      ret = rootfs_with_mount (imgs->v[i + 1], add_platform_tree, &pt, err);
+    }
+  return rootfs_tar_finish (t, ret, bytes, err);
+}
+
+/* Per-platform directories of a multi-platform local export, as
+   BuildKit's local exporter writes them: DEST/linux_amd64/... */
+static int
+copy_platforms (struct solve_plan *p, const char *dest, ps_error **err)
+{
+  const ps_strv *imgs = &p->build.platform_images;
+  for (size_t i = 0; i + 1 < imgs->n; i += 2)
+    {
+      cleanup_free char *sub = xstrdup (imgs->v[i]);
+      for (char *c = sub; *c; c++)
+        if (*c == '/')
+          *c = '_';
+      cleanup_free char *dir = xasprintf ("%s/%s", dest, sub);
+      if (ps_mkdir_p (dir, 0755, err) < 0)
+        return -1;
+      struct tar_job t = { .dir = dir };
+      if (rootfs_with_mount (imgs->v[i + 1], copy_rootfs, &t, err) < 0)
+        return ps_error_wrap (err, "%s", imgs->v[i]);
     }
   return 0;
 }
@@ -1204,13 +1330,24 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
   return r < 0 ? -1 : 0;
 }
 
+static int solve_run_exports (solver_job *job, struct solve_plan *p, char **image_idp, ps_error **err);
+
 int
 solve_run (solver_job *job, void *userdata, ps_error **err)
 {
   struct solve_plan *p = userdata;
   cleanup_free char *image_id = NULL;
-  if (solve_plan_build (job, p, &image_id, err) < 0)
+  int r = solve_run_exports (job, p, &image_id, err);
+  dockerfile_build_release_list (&p->build);
+  return r;
+}
+
+static int
+solve_run_exports (solver_job *job, struct solve_plan *p, char **image_idp, ps_error **err)
+{
+  if (solve_plan_build (job, p, image_idp, err) < 0)
     return -1;
+  const char *image_id = *image_idp;
   if (image_id == NULL)
     {
       /* A client-side gateway build that returned no result (buildx's
@@ -1233,7 +1370,7 @@ solve_run (solver_job *job, void *userdata, ps_error **err)
   ps_strv resp = { 0 };
   /* BuildKit reports the digest of the manifest it pushed; without a push,
      that of the image's manifest in storage. */
-  cleanup_free char *mdigest = p->pushed_digest ? xstrdup (p->pushed_digest) : manifest_digest (image_id);
+  cleanup_free char *mdigest = p->pushed_digest ? xstrdup (p->pushed_digest) : manifest_digest (p, image_id);
   if (mdigest && *mdigest)
     {
       ps_strv_push (&resp, "containerimage.digest");

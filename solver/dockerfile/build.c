@@ -17,6 +17,7 @@
 #include "solver/orphans.h"
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/parse.h"
+#include "solver/dockerfile/platforms.h"
 #include "solver/dockerfile/scan.h"
 #include "solver/dockerfile/result_cache.h"
 #include "solver/session_io.h"
@@ -100,6 +101,9 @@ read_lines (void *ud, int stream, const char *data, size_t len)
 }
 
 static int frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
+static int run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, bool nocache,
+                        char **image_id, ps_error **err);
+static int build_platforms (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
 static char *build_frontend (const struct dockerfile_build *b, const char *text, size_t len, char **syntax);
 
 static void
@@ -452,8 +456,31 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   for (size_t i = 0; i < imports->n; i++)
     cache_registry_import (job, imports->v[i], &access);
 
+  if (b->opts.platforms.n == 0)
+    return run_buildah (job, b, NULL, false, image_id, err);
+  return build_platforms (job, b, image_id, err);
+}
+
+/* One `buildah build`: for every platform asked (platform NULL), or for
+   `platform` alone and without the tags (one run of a multi-platform
+   build); `nocache` forces --no-cache.  On failure the ERROR event is
+   emitted here. */
+static int
+run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, bool nocache, char **image_id,
+             ps_error **err)
+{
+  struct cache_registry_access access = cache_access (&b->opts);
+  struct build_options one = b->opts; /* shallow: the argv only */
+  char *platform_v[] = { (char *) platform, NULL };
+  if (platform)
+    {
+      one.platforms = (ps_strv) { .v = platform_v, .n = 1 };
+      if (b->opts.platforms.n > 1)
+        one.tags = (ps_strv) { 0 };
+    }
+  one.nocache = one.nocache || nocache;
   ps_strv argv = { 0 };
-  build_options_to_argv (&b->opts, &argv);
+  build_options_to_argv (&one, &argv);
   struct ps_child child;
   orphan_watch *watch = orphans_build_started (!b->opts.rm && !b->opts.forcerm);
   int ret = ps_child_spawn_env (argv.v, b->opts.env.v, &child, err);
@@ -468,6 +495,8 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   struct line_readers lr = { buildah_progress_new (job, b->definition_digest), { { false, { 0 } }, { true, { 0 } } } };
   buildah_progress *progress = lr.progress;
   buildah_progress_set_context_dir (progress, b->opts.context_dir);
+  if (platform && b->opts.platforms.n > 1)
+    buildah_progress_set_platform (progress, platform);
   ps_child_pump (&child, read_lines, &lr);
   struct line_reader *readers = lr.r;
   /* Both pipes closed: buildah is exiting.  Forget the hook before reaping,
@@ -506,6 +535,18 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
         msg = "build cancelled";
       else if (msg == NULL)
         msg = fallback = xasprintf ("buildah build exited with status %d", status);
+      /* A base image in storage for other platforms only sent buildah to a
+         registry: say so before what the registry said. */
+      cleanup_free char *explained = NULL;
+      if (!cancelled && b->platform_notes.n > 0 && (strstr (msg, "pinging") || strstr (msg, "initializing source")
+                                                    || strstr (msg, "pull") || strstr (msg, "manifest unknown")))
+        {
+          ps_buf why = { 0 };
+          for (size_t i = 0; i < b->platform_notes.n; i++)
+            ps_buf_printf (&why, "%s; ", b->platform_notes.v[i]);
+          ps_buf_printf (&why, "pulling one failed: %s", msg);
+          msg = explained = ps_buf_steal (&why);
+        }
       buildah_progress_finish (progress, false, msg);
       ev.kind = SOLVER_EV_ERROR;
       ev.error = xstrdup (msg);
@@ -522,6 +563,119 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   return ret;
 }
 
+static int
+fail_event (solver_job *job, ps_error **err)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+  ev.error = xstrdup ((*err)->msg);
+  solver_job_emit (job, &ev);
+  return -1;
+}
+
+/* One platform's image, checked: buildah 1.28's layer cache takes a stage
+   FROM scratch built for one platform for any other, so a result for the
+   wrong platform is built again without the cache. */
+static int
+build_one_platform (solver_job *job, struct dockerfile_build *b, const char *platform, char **image_id,
+                    ps_error **err)
+{
+  if (run_buildah (job, b, platform, false, image_id, err) < 0)
+    return -1;
+  cleanup_free char *got = platform_of_image (*image_id);
+  if (got == NULL || platform_equal (got, platform))
+    return 0;
+  ps_info ("build for %s gave a cached %s image %.12s: building it again without the cache", platform, got,
+            *image_id);
+  free (*image_id);
+  *image_id = NULL;
+  return run_buildah (job, b, platform, true, image_id, err);
+}
+
+/* A build with --platform: each platform's image on its own run (one
+   platform: the plain build, checked); several: a manifest list of them,
+   made and tagged only once every platform built, so a failed build tags
+   nothing. */
+static int
+build_platforms (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
+{
+  const struct build_options *o = &b->opts;
+  {
+    size_t len = 0;
+    cleanup_free char *text = dockerfile_text (b, &len);
+    if (platform_preflight (b, text, len, dockerfile_shown (b), &b->platform_notes, err) < 0)
+      return fail_event (job, err);
+  }
+  if (o->platforms.n == 1)
+    {
+      if (run_buildah (job, b, o->platforms.v[0], false, image_id, err) < 0)
+        return -1;
+      cleanup_free char *got = platform_of_image (*image_id);
+      if (got == NULL || platform_equal (got, o->platforms.v[0]))
+        return 0;
+      free (*image_id);
+      *image_id = NULL;
+      return run_buildah (job, b, o->platforms.v[0], true, image_id, err);
+    }
+
+  ps_strv ids = { 0 };
+  int ret = 0;
+  for (size_t i = 0; i < o->platforms.n && ret == 0; i++)
+    {
+      cleanup_free char *id = NULL;
+      ret = build_one_platform (job, b, o->platforms.v[i], &id, err);
+      if (ret == 0)
+        {
+          ps_strv_push (&b->platform_images, o->platforms.v[i]);
+          ps_strv_push (&b->platform_images, id);
+          ps_strv_push (&ids, id);
+        }
+    }
+  if (ret == 0)
+    {
+      char rnd[17];
+      ps_random_hex (rnd, 8);
+      b->list_name = xasprintf ("localhost/podsolve-platforms-%s", rnd);
+      cleanup_free char *list_id = NULL;
+      ret = buildah_callv (&list_id, err, "manifest", "create", b->list_name, NULL);
+      if (ret == 0)
+        {
+          list_id[strcspn (list_id, "\n")] = '\0';
+          b->list_id = xstrdup (list_id);
+        }
+      for (size_t i = 0; ret == 0 && i < ids.n; i++)
+        ret = buildah_callv (NULL, err, "manifest", "add", b->list_name, ids.v[i], NULL);
+      for (size_t i = 0; ret == 0 && i < o->tags.n; i++)
+        ret = buildah_callv (NULL, err, "tag", b->list_name, o->tags.v[i], NULL);
+      if (ret < 0)
+        {
+          ps_error_wrap (err, "manifest list of %zu platforms", o->platforms.n);
+          fail_event (job, err);
+          dockerfile_build_release_list (b);
+        }
+      else
+        *image_id = xstrdup (b->list_id);
+    }
+  ps_strv_free (&ids);
+  return ret;
+}
+
+void
+dockerfile_build_release_list (struct dockerfile_build *b)
+{
+  if (b->list_name == NULL)
+    return;
+  /* Untags the list when it has other names; removes it (not the
+     platforms' images: build cache) when it has none. */
+  ps_error *e = NULL;
+  if (buildah_callv (NULL, &e, "manifest", "rm", b->list_name, NULL) < 0)
+    {
+      ps_warn ("remove the manifest list %s: %s", b->list_name, e->msg);
+      ps_error_free (e);
+    }
+  free (b->list_name);
+  b->list_name = NULL;
+}
+
 int
 dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
 {
@@ -531,11 +685,13 @@ dockerfile_build_run (solver_job *job, void *userdata, ps_error **err)
     return -1;
   if (b->session && b->session->output_type && dockerfile_transfer_export (job, b, image_id, err) < 0)
     {
+      dockerfile_build_release_list (b);
       struct solver_event e = { .kind = SOLVER_EV_ERROR };
       e.error = xasprintf ("export to client: %s", (*err)->msg);
       solver_job_emit (job, &e);
       return -1;
     }
+  dockerfile_build_release_list (b);
   struct solver_event ev = { .kind = SOLVER_EV_RESULT };
   ev.image_id = steal_pointer (&image_id);
   ev.tags = xcalloc (b->opts.client_tags.n + 1, sizeof (char *));

@@ -21,4 +21,9 @@ int dockerfile_build_check_dialect (const struct dockerfile_build *b, ps_error *
    client's tags.  userdata is a struct dockerfile_build *. */
 int dockerfile_build_run (solver_job *job, void *userdata, ps_error **err);
 
+/* A multi-platform build's manifest list keeps a name of its own until the
+   job's exporters are done with it: drop that name now (the list goes with
+   it when the build has no tags).  Nothing when there is none. */
+void dockerfile_build_release_list (struct dockerfile_build *b);
+
 #endif

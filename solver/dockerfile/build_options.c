@@ -5,8 +5,10 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 
 #include "solver/buildah.h"
+#include "solver/worker.h"
 #include "solver/session_io.h"
 
 void
@@ -104,6 +106,28 @@ build_options_to_argv (const struct build_options *o, ps_strv *argv)
     ps_strv_pushf (argv, "--file=%s", o->dockerfiles.v[i]);
   push_each (argv, "--tag", &o->tags);
   push_each (argv, "--build-arg", &o->build_args);
+  /* buildah 1.28 defines the TARGET* args from --platform but not the
+     BUILD* ones, so FROM --platform=$BUILDPLATFORM (a cross-compiling
+     stage) named nothing: define them as BuildKit does. */
+  {
+    struct utsname u;
+    uname (&u);
+    const char *arch = worker_go_arch (u.machine);
+    const char *const build_args[][2] = { { "BUILDPLATFORM", NULL }, { "BUILDOS", "linux" }, { "BUILDARCH", arch } };
+    for (size_t i = 0; i < sizeof build_args / sizeof build_args[0]; i++)
+      {
+        bool set = false;
+        size_t kl = strlen (build_args[i][0]);
+        for (size_t j = 0; j < o->build_args.n && !set; j++)
+          set = strncmp (o->build_args.v[j], build_args[i][0], kl) == 0 && o->build_args.v[j][kl] == '=';
+        if (set)
+          continue;
+        if (build_args[i][1])
+          ps_strv_pushf (argv, "--build-arg=%s=%s", build_args[i][0], build_args[i][1]);
+        else
+          ps_strv_pushf (argv, "--build-arg=%s=linux/%s", build_args[i][0], arch);
+      }
+  }
   push_each (argv, "--label", &o->labels);
   if (o->target && *o->target)
     ps_strv_pushf (argv, "--target=%s", o->target);
@@ -153,6 +177,10 @@ dockerfile_build_clear (struct dockerfile_build *b)
   free (b->state_dir);
   ps_strv_free (&b->entitlements);
   ps_strv_free (&b->warnings);
+  free (b->list_name);
+  free (b->list_id);
+  ps_strv_free (&b->platform_notes);
+  ps_strv_free (&b->platform_images);
   memset (b, 0, sizeof *b);
 }
 

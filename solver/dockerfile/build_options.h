@@ -78,6 +78,11 @@ struct dockerfile_build
   char *state_dir;         /* --state-dir (gateway frontends) */
   ps_strv warnings;        /* said when the build starts (cache imports it cannot use...) */
   ps_strv entitlements;    /* granted (network.host, security.insecure): for a gateway frontend's LLB */
+  char *list_name;         /* a multi-platform build's manifest list, under a name of its own until the
+                              job ends (dockerfile_build_release_list); NULL otherwise */
+  char *list_id;           /* that list's id */
+  ps_strv platform_images; /* that list's images: platform, image id, platform, image id ... */
+  ps_strv platform_notes;  /* base images in storage for other platforms only (platforms.h) */
   bool legacy;             /* classic /build and /libpod/build: `# syntax=` is ignored (and said so),
                               as Docker's legacy builder does; BuildKit-mode builds honour it */
 };

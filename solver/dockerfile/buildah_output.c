@@ -157,6 +157,7 @@ struct buildah_progress
   int exit_code;
   char *context_dir;
 
+  char *platform;          /* a multi-platform build's platform of this run, or NULL */
   bool arg_step;           /* the step running is an ARG */
   ps_strv arg_cache_keys;  /* keys of the ARG steps pushed to --cache-to */
 };
@@ -187,6 +188,7 @@ buildah_progress_free (buildah_progress *p)
   free (p->last_digest);
   free (p->error);
   free (p->context_dir);
+  free (p->platform);
   ps_strv_free (&p->arg_cache_keys);
   free (p);
 }
@@ -196,6 +198,22 @@ buildah_progress_set_context_dir (buildah_progress *p, const char *dir)
 {
   free (p->context_dir);
   p->context_dir = dir ? xstrdup (dir) : NULL;
+}
+
+void
+buildah_progress_set_platform (buildah_progress *p, const char *platform)
+{
+  free (p->platform);
+  p->platform = platform ? xstrdup (platform) : NULL;
+  if (platform)
+    {
+      /* Each platform's steps are vertices of their own. */
+      cleanup_free char *material = xasprintf ("%s\nplatform %s", p->root_digest, platform);
+      char hex[65];
+      ps_sha256_hex (material, strlen (material), hex);
+      free (p->root_digest);
+      p->root_digest = xasprintf ("sha256:%s", hex);
+    }
 }
 
 /* `s` with every `from` replaced by `to`. */
@@ -319,12 +337,15 @@ on_step (buildah_progress *p, const struct buildah_line *l, const char *text)
   if (l->nstages > 1)
     {
       label = stage_label (p, l->stage, l->step == 1 ? l->rest : NULL);
-      name = xasprintf ("[%s %d/%d] %.*s", label, l->step, l->nsteps, (int) instr_len, l->rest);
+      /* BuildKit: "[linux/arm64 build 2/4] RUN ..." */
+      name = xasprintf ("[%s%s%s %d/%d] %.*s", p->platform ? p->platform : "", p->platform ? " " : "", label,
+                        l->step, l->nsteps, (int) instr_len, l->rest);
     }
   else
     {
       label = "stage-0";
-      name = xasprintf ("[%d/%d] %.*s", l->step, l->nsteps, (int) instr_len, l->rest);
+      name = xasprintf ("[%s%s%d/%d] %.*s", p->platform ? p->platform : "", p->platform ? " " : "", l->step,
+                        l->nsteps, (int) instr_len, l->rest);
     }
   p->arg_step = strncasecmp (l->rest, "ARG ", 4) == 0;
   const char *parent = l->step == 1 ? NULL : p->stage_last[si];
@@ -332,6 +353,34 @@ on_step (buildah_progress *p, const struct buildah_line *l, const char *text)
   open_vertex (p, digest, name, parent, text);
   free (p->stage_last[si]); /* only now: `parent` pointed at it */
   p->stage_last[si] = xstrdup (digest);
+}
+
+/* buildah 1.28 passes TARGETPLATFORM and friends as build args when
+   --platform is given, then warns that the Dockerfile did not use them;
+   BuildKit defines them quietly.  True for that warning when it names
+   nothing else. */
+static bool
+unconsumed_automatic_args (const char *line)
+{
+  static const char prefix[] = "[Warning] one or more build args were not consumed: [";
+  if (!ps_str_has_prefix (line, prefix))
+    return false;
+  static const char *const automatic[] = { "TARGETPLATFORM", "TARGETOS",    "TARGETARCH",   "TARGETVARIANT",
+                                           "BUILDPLATFORM",  "BUILDOS",     "BUILDARCH",    "BUILDVARIANT" };
+  const char *p = line + sizeof prefix - 1;
+  while (*p && *p != ']')
+    {
+      size_t n = strcspn (p, " ]");
+      bool known = false;
+      for (size_t i = 0; i < sizeof automatic / sizeof automatic[0]; i++)
+        known = known || (strlen (automatic[i]) == n && strncmp (p, automatic[i], n) == 0);
+      if (!known)
+        return false;
+      p += n;
+      while (*p == ' ')
+        p++;
+    }
+  return *p == ']';
 }
 
 void
@@ -394,6 +443,8 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
       /* logrus's "(UNHANDLED LOGLEVEL)" echo of a Go struct: the error
          line after it says what went wrong. */
       if (strstr (line, "(UNHANDLED LOGLEVEL)") != NULL)
+        return;
+      if (unconsumed_automatic_args (bare))
         return;
       /* "--> Pushing cache REPO:KEY" (buildah 1.28's logCachePush). */
       if (!from_stderr && p->arg_step && ps_str_has_prefix (bare, "--> Pushing cache "))

@@ -64,6 +64,9 @@ buildah_progress *buildah_progress_new (solver_job *job, const char *root_digest
 /* The build's context directory, so error messages can say "the build
    context" instead of a server path (NULL: none). */
 void buildah_progress_set_context_dir (buildah_progress *p, const char *dir);
+/* One platform's run of a multi-platform build: its vertices are named
+   "[linux/arm64 1/2] ..." and have digests of their own. */
+void buildah_progress_set_platform (buildah_progress *p, const char *platform);
 
 /* A buildah error message as a user should read it: a Go struct dump
    (" &imagebuilder.Step{...}") cut off, the context directory `ctx_dir`
