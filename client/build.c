@@ -21,6 +21,7 @@
 
 #include "client/cli.h"
 #include "client/context_tar.h"
+#include "client/session.h"
 #include "client/solve_stream.h"
 
 /* Where the Dockerfile comes from. */
@@ -41,6 +42,12 @@ cli_build_opts_free (struct cli_build_opts *o)
   ps_strv_free (&o->cache_from);
   ps_strv_free (&o->cache_to);
   ps_strv_free (&o->entitlements);
+  for (size_t i = 0; i < o->n_secrets; i++)
+    cli_secret_free (&o->secrets[i]);
+  free (o->secrets);
+  for (size_t i = 0; i < o->n_ssh; i++)
+    cli_ssh_free (&o->ssh[i]);
+  free (o->ssh);
   for (size_t i = 0; i < o->n_outputs; i++)
     cli_output_free (&o->outputs[i]);
   free (o->outputs);
@@ -209,16 +216,19 @@ cli_cache_entry_json (const char *spec)
   return e;
 }
 
-/* The SolveRequest; numbers each output's exporter on the way. */
+/* The SolveRequest; numbers each output's exporter on the way.  `session`:
+   the uuid of the session serving --secret and --ssh, or NULL. */
 static char *
-request_json (struct cli_build_opts *o, const struct dockerfile *df)
+request_json (struct cli_build_opts *o, const char *df_name, const char *session)
 {
   cJSON *req = cJSON_CreateObject ();
   if (o->ref)
     cJSON_AddStringToObject (req, "ref", o->ref);
+  if (session)
+    cJSON_AddStringToObject (req, "session", session);
   cJSON_AddStringToObject (req, "frontend", "dockerfile.v0");
   cJSON *attrs = cJSON_AddObjectToObject (req, "frontendAttrs");
-  cJSON_AddStringToObject (attrs, "filename", df->name);
+  cJSON_AddStringToObject (attrs, "filename", df_name);
   for (size_t i = 0; i + 1 < o->frontend_attrs.n; i += 2)
     {
       cJSON_DeleteItemFromObjectCaseSensitive (attrs, o->frontend_attrs.v[i]); /* the last one wins */
@@ -287,6 +297,7 @@ struct build_inputs
   uint64_t ctx_size;
   int df_tar; /* the Dockerfile's own tar, or -1 when it is in the context */
   uint64_t df_size;
+  char *df_name; /* frontendAttrs.filename */
   char *request; /* the SolveRequest JSON */
 };
 
@@ -297,6 +308,7 @@ inputs_free (struct build_inputs *in)
     close (in->ctx_tar);
   if (in->df_tar >= 0)
     close (in->df_tar);
+  free (in->df_name);
   free (in->request);
 }
 
@@ -328,8 +340,7 @@ prepare_inputs (struct cli_build_opts *o, struct build_inputs *in, ps_error **er
         ret = ps_error_set_errno (err, 0, errno, "measure the Dockerfile tar");
       in->df_size = end < 0 ? 0 : (uint64_t) end;
     }
-  if (ret == 0)
-    in->request = request_json (o, &df);
+  in->df_name = df.name ? xstrdup (df.name) : NULL;
   dockerfile_free (&df);
   return ret;
 }
@@ -343,6 +354,18 @@ cli_build_run (cli_http *h, struct cli_build_opts *o, ps_error **err)
       inputs_free (&in);
       return cli_interrupted ? CLI_EXIT_INTERRUPTED : CLI_EXIT_FAILED;
     }
+  /* --secret and --ssh are served from here, on a session the request names. */
+  cli_session *session = NULL;
+  if (o->n_secrets || o->n_ssh)
+    {
+      session = cli_session_start (cli_http_address (h), o->context, o->secrets, o->n_secrets, o->ssh, o->n_ssh, err);
+      if (session == NULL)
+        {
+          inputs_free (&in);
+          return cli_interrupted ? CLI_EXIT_INTERRUPTED : CLI_EXIT_FAILED;
+        }
+    }
+  in.request = request_json (o, in.df_name, session ? cli_session_uuid (session) : NULL);
   const struct cli_http_part parts[] = {
     { .name = "request", .content_type = "application/json", .data = in.request, .len = strlen (in.request), .fd = -1 },
     { .name = "context",
@@ -369,6 +392,8 @@ cli_build_run (cli_http *h, struct cli_build_opts *o, ps_error **err)
   int code = cli_solve_stream_report (&s, ret, stream_err,
                                       "interrupted: the connection is closed, so podsolved cancels the build");
   ps_error_free (stream_err);
+  /* The build is over: nothing more will be asked of the session. */
+  cli_session_close (session);
 
   const char *ref = s.result_ref ? s.result_ref : hs.solve_ref;
   if (code == CLI_EXIT_OK && ref && cli_outputs_fetch (h, ref, o->outputs, o->n_outputs, err) < 0)

@@ -7,6 +7,7 @@
 #include "client/http.h"
 #include "client/outputs.h"
 #include "client/progress.h"
+#include "client/session.h"
 #include "common/ps.h"
 
 struct cli_build_opts
@@ -25,6 +26,10 @@ struct cli_build_opts
   ps_strv entitlements;   /* --network host: network.host; --allow ENTITLEMENT */
   const char *iidfile;    /* --iidfile FILE: the image id (sha256:...) */
   const char *metadata_file; /* --metadata-file FILE: the exporter response as JSON */
+  struct cli_secret *secrets; /* --secret: served on a session the request names */
+  size_t n_secrets;
+  struct cli_ssh *ssh; /* --ssh */
+  size_t n_ssh;
 };
 
 void cli_build_opts_free (struct cli_build_opts *o);

@@ -38,6 +38,10 @@ usage (FILE *out)
       "      --allow ENTITLEMENT  network.host or security.insecure (RUN --network=host / --security=insecure)\n"
       "      --iidfile FILE       write the image id (sha256:...) to FILE\n"
       "      --metadata-file FILE write the build's result metadata (exporter response) to FILE as JSON\n"
+      "      --secret SPEC        a secret for RUN --mount=type=secret (repeatable):\n"
+      "                           id=ID[,src=FILE][,env=VAR][,type=file|env]; id=ID alone: $ID if set, else file ID\n"
+      "      --ssh ID[=PATH]      an SSH agent for RUN --mount=type=ssh (repeatable): PATH an agent socket\n"
+      "                           (default $SSH_AUTH_SOCK) or private key files (comma-separated)\n"
       "      --host ADDRESS       daemon address (see podsolve --help)\n");
 }
 
@@ -82,6 +86,8 @@ enum
   OPT_ALLOW,
   OPT_IIDFILE,
   OPT_METADATA_FILE,
+  OPT_SECRET,
+  OPT_SSH,
 };
 
 /* Returns 0 to build, 1 when --help was answered, -1 on a usage error. */
@@ -107,6 +113,8 @@ parse_args (struct cli_global *g, int argc, char **argv, struct cli_build_opts *
     { "allow", required_argument, NULL, OPT_ALLOW },
     { "iidfile", required_argument, NULL, OPT_IIDFILE },
     { "metadata-file", required_argument, NULL, OPT_METADATA_FILE },
+    { "secret", required_argument, NULL, OPT_SECRET },
+    { "ssh", required_argument, NULL, OPT_SSH },
     { "host", required_argument, NULL, CLI_OPT_HOST },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -189,6 +197,18 @@ parse_args (struct cli_global *g, int argc, char **argv, struct cli_build_opts *
           break;
         case OPT_METADATA_FILE:
           o->metadata_file = optarg;
+          break;
+        case OPT_SECRET:
+          o->secrets = xrealloc (o->secrets, (o->n_secrets + 1) * sizeof *o->secrets);
+          r = cli_secret_parse (optarg, &o->secrets[o->n_secrets], err);
+          if (r == 0)
+            o->n_secrets++;
+          break;
+        case OPT_SSH:
+          o->ssh = xrealloc (o->ssh, (o->n_ssh + 1) * sizeof *o->ssh);
+          r = cli_ssh_parse (optarg, &o->ssh[o->n_ssh], err);
+          if (r == 0)
+            o->n_ssh++;
           break;
         case CLI_OPT_HOST:
           g->host = optarg;

@@ -101,6 +101,7 @@ read_lines (void *ud, int stream, const char *data, size_t len)
 }
 
 static int frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
+static int buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
 static int run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, bool nocache,
                         char **image_id, ps_error **err);
 static int build_platforms (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err);
@@ -444,13 +445,32 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
         solver_job_emit_warning (job, NULL, 1, msg, NULL, NULL);
       }
   }
-  if (dockerfile_build_check_dialect (b, err) < 0)
+  /* Files with the request, secrets and agents from the client's session. */
+  struct session_sources *client = NULL;
+  int ret = dockerfile_build_check_dialect (b, err);
+  if (ret == 0 && b->session == NULL && b->client_session)
+    {
+      size_t len = 0;
+      cleanup_free char *text = dockerfile_text (b, &len);
+      if (text)
+        ret = dockerfile_client_session_inputs (job, b, text, &client, err);
+    }
+  if (ret < 0)
     {
       struct solver_event ev = { .kind = SOLVER_EV_ERROR };
       ev.error = xstrdup ((*err)->msg);
       solver_job_emit (job, &ev);
       return -1;
     }
+  ret = buildah_build (job, b, image_id, err);
+  session_sources_free (client);
+  return ret;
+}
+
+/* buildah build, its output as the job's progress. */
+static int
+buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
+{
   struct cache_registry_access access = cache_access (&b->opts);
   const ps_strv *imports = b->opts.cache_from_refs.n > 0 ? &b->opts.cache_from_refs : &b->opts.cache_from;
   for (size_t i = 0; i < imports->n; i++)

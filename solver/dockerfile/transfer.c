@@ -133,7 +133,8 @@ fetch_credentials (struct dockerfile_build *b, ps_session *sess, const char *doc
 /* Each secret in its own 0600 file on tmpfs (/dev/shm), never in the
    context, a layer, the cache or a log; removed when the build ends. */
 static int
-fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
+fetch_secrets (struct dockerfile_build *b, struct session_sources *held, ps_session *sess, const char *dockerfile,
+               ps_error **err)
 {
   ps_strv ids = { 0 };
   dockerfile_secret_ids (dockerfile, &ids);
@@ -142,8 +143,7 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
     {
       const struct session_secret_file f = { .name = ids.v[i] };
       cleanup_free char *path = NULL;
-      int r = session_secret_to_tmpfs (sess, ids.v[i], &b->session->secrets_dir, DOCKERFILE_SECRETS_PREFIX, &f, &path,
-                                      err);
+      int r = session_secret_to_tmpfs (sess, ids.v[i], &held->secrets_dir, DOCKERFILE_SECRETS_PREFIX, &f, &path, err);
       if (r < 0)
         ret = -1;
       else if (r == 1)
@@ -165,7 +165,8 @@ fetch_secrets (struct dockerfile_build *b, ps_session *sess, const char *dockerf
    without required=true runs without an agent; a required one fails, its
    message mapped to BuildKit's in buildah_output.c). */
 static int
-forward_ssh (struct dockerfile_build *b, ps_session *sess, const char *dockerfile, ps_error **err)
+forward_ssh (struct dockerfile_build *b, struct session_sources *held, ps_session *sess, const char *dockerfile,
+             ps_error **err)
 {
   ps_strv ids = { 0 };
   dockerfile_ssh_ids (dockerfile, &ids);
@@ -173,7 +174,7 @@ forward_ssh (struct dockerfile_build *b, ps_session *sess, const char *dockerfil
   for (size_t i = 0; i < ids.n && ret == 0; i++)
     {
       session_ssh_forward *fwd = NULL;
-      ret = session_ssh_to_socket (sess, ids.v[i], &b->session->ssh_dir, DOCKERFILE_SSH_PREFIX, NULL, &fwd, err);
+      ret = session_ssh_to_socket (sess, ids.v[i], &held->ssh_dir, DOCKERFILE_SSH_PREFIX, NULL, &fwd, err);
       if (ret < 0 && (*err)->status == 404)
         {
           ps_info ("ssh %s: %s", ids.v[i], (*err)->msg);
@@ -184,7 +185,7 @@ forward_ssh (struct dockerfile_build *b, ps_session *sess, const char *dockerfil
         }
       if (ret < 0)
         break;
-      struct session_sources *s = b->session;
+      struct session_sources *s = held;
       s->ssh_forwards = xrealloc (s->ssh_forwards, (s->n_ssh_forwards + 1) * sizeof *s->ssh_forwards);
       s->ssh_forwards[s->n_ssh_forwards++] = fwd;
       ps_strv_pushf (&b->opts.ssh, "%s=%s", ids.v[i], session_ssh_forward_path (fwd));
@@ -267,8 +268,8 @@ dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_err
             goto out;
           }
       }
-    int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, ssess, df_text, err) < 0
-                    || forward_ssh (b, ssess, df_text, err) < 0
+    int r = fetch_credentials (b, ssess, df_text, err) < 0 || fetch_secrets (b, s, ssess, df_text, err) < 0
+                    || forward_ssh (b, s, ssess, df_text, err) < 0
                 ? -1
                 : 0;
     if (ssess != sess)
@@ -324,6 +325,39 @@ out:
   ps_strv_free (&excludes);
   session_unref (sess);
   return ret;
+}
+
+int
+dockerfile_client_session_inputs (solver_job *job, struct dockerfile_build *b, const char *dockerfile,
+                                  struct session_sources **held, ps_error **err)
+{
+  *held = NULL;
+  ps_strv secrets = { 0 }, ssh = { 0 };
+  dockerfile_secret_ids (dockerfile, &secrets);
+  dockerfile_ssh_ids (dockerfile, &ssh);
+  bool wanted = secrets.n > 0 || ssh.n > 0;
+  ps_strv_free (&secrets);
+  ps_strv_free (&ssh);
+  if (!wanted)
+    return 0;
+  ps_session *sess = session_wait (b->client_session, PS_SESSION_WAIT_MS, err);
+  if (sess == NULL)
+    return ps_error_wrap (err, "session %s", b->client_session);
+  /* session_sources_new claims the session until the build ends; only its
+     secrets and agents are used (the files came with the request, no
+     cache under the state dir is touched). */
+  const char *job_dir = solver_job_dir (job);
+  struct session_sources *h = session_sources_new (b->client_session, b->state_dir ? b->state_dir : job_dir, job_dir,
+                                                   NULL);
+  int r = fetch_secrets (b, h, sess, dockerfile, err) < 0 || forward_ssh (b, h, sess, dockerfile, err) < 0 ? -1 : 0;
+  session_unref (sess);
+  if (r < 0)
+    {
+      session_sources_free (h);
+      return -1;
+    }
+  *held = h;
+  return 0;
 }
 
 /* ---- results back to the client ------------------------------------------------ */

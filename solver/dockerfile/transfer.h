@@ -24,6 +24,15 @@
    session_sources_release. */
 int dockerfile_transfer_sources (solver_job *job, struct dockerfile_build *b, ps_error **err);
 
+/* A build whose files came with the request (a tar part, a directory)
+   but that names the client's session (b->client_session, POST /solve
+   with "session"): the secrets and ssh agents the Dockerfile mounts, from
+   that session, into b->opts as dockerfile_transfer_sources does.  *held
+   (NULL when the Dockerfile mounts neither) holds them until
+   session_sources_free. */
+int dockerfile_client_session_inputs (solver_job *job, struct dockerfile_build *b, const char *dockerfile,
+                                      struct session_sources **held, ps_error **err);
+
 /* Send the built image's filesystem to the client over its session
    (FileSend): a tree for output "local", a tar for "tar". */
 int dockerfile_transfer_export (solver_job *job, struct dockerfile_build *b, const char *image_id, ps_error **err);

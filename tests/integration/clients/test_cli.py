@@ -9,6 +9,8 @@ Environment:
 """
 
 import base64
+import gzip
+import hashlib
 import json
 import os
 import re
@@ -32,17 +34,24 @@ def cli_binary():
                     pytrace=False)
 
 
-def cli_env(daemon):
+def cli_env(daemon, extra=None):
     env = daemon.env()
     env["PODSOLVE_HOST"] = f"unix://{daemon.sock}"
     env["TMPDIR"] = str(daemon.tmpdir)
     env.pop("NO_COLOR", None)
+    env.pop("SSH_AUTH_SOCK", None)
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     return env
 
 
-def podsolve(daemon, *args, cwd=None, timeout=240, stdin=None):
-    """Run the CLI to completion; the result has .output = stdout + stderr."""
-    r = subprocess.run([CLI, *map(str, args)], env=cli_env(daemon), cwd=cwd, capture_output=True,
+def podsolve(daemon, *args, cwd=None, timeout=240, stdin=None, env=None):
+    """Run the CLI to completion; the result has .output = stdout + stderr.
+    `env`: variables to set (None: unset) on top of cli_env."""
+    r = subprocess.run([CLI, *map(str, args)], env=cli_env(daemon, env), cwd=cwd, capture_output=True,
                        timeout=lib.scaled(timeout), input=stdin)
     r.out = r.stdout.decode("utf-8", "replace")
     r.err = r.stderr.decode("utf-8", "replace")
@@ -375,3 +384,172 @@ def test_build_flags_users_reach_for(daemon, tmp_path, uniq):
 
     r = podsolve(daemon, "build", "--add-host", "nocolon", ctx)
     assert r.returncode == 2 and "--add-host nocolon: expected HOST:IP" in r.err, r.err
+
+
+# ---- --secret and --ssh (served on a /session the CLI opens) ---------------------------
+
+
+def image_blobs(daemon, image, out):
+    """Every blob of the image (layers, config, manifest) as stored, plus the
+    decompressed form of the gzip ones."""
+    daemon.buildah("push", image, f"dir:{out}")
+    blobs = []
+    for p in out.iterdir():
+        if p.is_file():
+            data = p.read_bytes()
+            blobs.append(data)
+            if data[:2] == b"\x1f\x8b":
+                blobs.append(gzip.decompress(data))
+    return blobs
+
+
+def podsolve_ssh_leftovers(daemon):
+    return sorted(p.name for p in daemon.tmpdir.iterdir() if p.name.startswith("podsolve-ssh-"))
+
+
+def test_build_secret_from_a_file_and_from_the_environment(daemon, tmp_path, uniq):
+    """`--secret id=tok,src=FILE`, `--secret id=envtok,env=VAR` and
+    `--secret id=typed,type=env,src=VAR`: the CLI serves them on a /session
+    (Secrets/GetSecret) and each RUN --mount=type=secret reads its value
+    (checked in the RUN itself, its sha256 kept in the image); no secret byte
+    is in any blob of the image, nor is /run/secrets/ in it."""
+    file_value = f"file-secret-{uniq}-{os.urandom(8).hex()}"
+    env_value = f"env-secret-{uniq}-{os.urandom(8).hex()}"
+    typed_value = f"typed-secret-{uniq}-{os.urandom(8).hex()}"
+    secret = tmp_path / "tok.txt"               # outside the context on purpose
+    secret.write_text(file_value)
+    def sha(v):
+        return hashlib.sha256(v.encode()).hexdigest()
+    # the RUN checks the value by its digest: the Dockerfile (and so the
+    # image's history) must not hold it either
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d' ' -f1 > /tok-sum"
+        f" && test \"$(cat /tok-sum)\" = {sha(file_value)}",
+        "RUN --mount=type=secret,id=envtok,required=true sha256sum /run/secrets/envtok | cut -d' ' -f1 > /envtok-sum"
+        f" && test \"$(cat /envtok-sum)\" = {sha(env_value)}",
+        "RUN --mount=type=secret,id=typed,target=/typed sha256sum /typed | cut -d' ' -f1 > /typed-sum")})
+    image = f"localhost/cli-secret-{uniq}:1"
+    r = podsolve(daemon, "build", "-t", image, "--progress=plain", "--secret", f"id=tok,src={secret}",
+                 "--secret", "id=envtok,env=CLI_TEST_SECRET", "--secret", "ID=typed,Type=env,SOURCE=CLI_TYPED",
+                 ctx, env={"CLI_TEST_SECRET": env_value, "CLI_TYPED": typed_value})
+    assert r.returncode == 0, explain(r, daemon)
+    sums = {p: daemon.image_file(image, p) for p in ("/tok-sum", "/envtok-sum", "/typed-sum")}
+    assert sums == {"/tok-sum": f"{sha(file_value)}\n".encode(), "/envtok-sum": f"{sha(env_value)}\n".encode(),
+                    "/typed-sum": f"{sha(typed_value)}\n".encode()}
+    assert daemon.image_paths(image, "/run/secrets/tok", "/typed") == {"/run/secrets/tok": False, "/typed": False}
+    blobs = image_blobs(daemon, image, tmp_path / "image-dir")
+    assert len(blobs) >= 3
+    for value in (file_value, env_value, typed_value):
+        assert not any(value.encode() in b for b in blobs), f"secret {value} in a blob of the image"
+        assert value not in r.out + r.err
+
+
+def test_build_secret_id_alone_reads_the_variable_or_the_file_named_like_it(daemon, tmp_path, uniq):
+    """`--secret id=ID` alone: $ID when it is set, else the file named ID
+    (relative to the working directory), as buildx does."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}",
+        "RUN --mount=type=secret,id=CLI_ALONE cat /run/secrets/CLI_ALONE | wc -c > /alone-len",
+        "RUN --mount=type=secret,id=alone.txt cat /run/secrets/alone.txt | wc -c > /file-len")})
+    (tmp_path / "alone.txt").write_text("x" * 7)
+    image = f"localhost/cli-secret-alone-{uniq}:1"
+    r = podsolve(daemon, "build", "-t", image, "--progress=plain", "--secret", "id=CLI_ALONE",
+                 "--secret", "id=alone.txt", ctx, cwd=tmp_path, env={"CLI_ALONE": "abc"})
+    assert r.returncode == 0, explain(r, daemon)
+    assert daemon.image_file(image, "/alone-len").strip() == b"3"
+    assert daemon.image_file(image, "/file-len").strip() == b"7"
+
+
+def test_build_missing_required_secret_fails_naming_it(daemon, tmp_path, uniq):
+    """A RUN whose required secret the CLI does not have (another --secret
+    is given, so a session is open): the build exits 1 and says which
+    secret is missing; no image is made."""
+    other = tmp_path / "other.txt"
+    other.write_text("other")
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN --mount=type=secret,id=absent-{uniq},required=true cat /run/secrets/absent-{uniq}")})
+    image = f"localhost/cli-secret-missing-{uniq}:1"
+    r = podsolve(daemon, "build", "-t", image, "--progress=plain", "--secret", f"id=other,src={other}", ctx)
+    assert r.returncode == 1, explain(r, daemon)
+    assert f"absent-{uniq}" in r.err and "ERROR" in r.err, explain(r, daemon)
+    assert not daemon.image_exists(image)
+
+
+def test_bad_secret_and_ssh_flags_exit_2_before_anything_is_sent(daemon, tmp_path, uniq):
+    """Usage errors of --secret and --ssh: exit 2 with the reason, and no
+    solve reaches the daemon."""
+    ctx = lib.make_context(tmp_path / "ctx", HELLO)
+    cases = [
+        (["--secret", "id=a,bogus=1"], "unexpected key 'bogus'"),
+        (["--secret", "id=a,noequals"], "invalid field 'noequals' must be a key=value pair"),
+        (["--secret", "id=a,type=socket"], 'unsupported secret type "socket"'),
+        (["--secret", "src=/etc/hostname"], "no id="),
+        (["--secret", f"id=a,src={tmp_path}/no-such-file"], f"secret file {tmp_path}/no-such-file"),
+        (["--secret", "id=a,src=/etc/hostname,env=HOME"], "not both"),
+        (["--ssh", "default"], "make sure SSH_AUTH_SOCK is set"),
+        (["--ssh", f"k={tmp_path}/no-such-key"], f"{tmp_path}/no-such-key"),
+        (["--ssh", f"k={tmp_path}"], "neither an agent socket nor a key file"),
+    ]
+    for i, (flags, message) in enumerate(cases):
+        ref = f"cli-badflag-{uniq}-{i}"
+        r = podsolve(daemon, "build", "--ref", ref, "--progress=plain", *flags, ctx)
+        assert r.returncode == 2, f"{flags}: {explain(r, daemon)}"
+        assert message in r.err, f"{flags}: {r.err}"
+    listed = jobs(daemon)
+    assert not [ref for ref in listed if ref.startswith(f"cli-badflag-{uniq}")], listed
+
+
+def test_build_ssh_forwards_the_agent_and_key_files(daemon, tmp_path, ssh_agent, uniq):
+    """`--ssh default` ($SSH_AUTH_SOCK: a real ssh-agent holding a generated
+    key) and `--ssh k=KEYFILE` (a private key: the CLI starts an ssh-agent
+    of its own for it): RUN --mount=type=ssh lists each agent's key through
+    the session's SSH service (CheckAgent, ForwardAgent).  The CLI's own
+    agent and its directory are gone afterwards."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", "COPY agent-probe /agent-probe",
+        "RUN --mount=type=ssh,required=true /agent-probe > /agent-keys",
+        "RUN --mount=type=ssh,id=k,required=true /agent-probe > /file-keys")})
+    lib.agent_probe(ctx / "agent-probe")
+    image = f"localhost/cli-ssh-{uniq}:1"
+    before = podsolve_ssh_leftovers(daemon)
+    r = podsolve(daemon, "build", "-t", image, "--progress=plain", "--ssh", "default",
+                 "--ssh", f"k={ssh_agent.dir}/id_ed25519", ctx, env={"SSH_AUTH_SOCK": ssh_agent.sock})
+    assert r.returncode == 0, explain(r, daemon)
+    want = f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+    assert daemon.image_file(image, "/agent-keys") == want
+    assert daemon.image_file(image, "/file-keys") == want
+    assert podsolve_ssh_leftovers(daemon) == before
+    assert not lib.running(f"ssh-agent -D -a {daemon.tmpdir}/podsolve-ssh-"), "the CLI's ssh-agent outlived it"
+
+
+def test_build_ssh_without_the_id_fails_naming_it(daemon, tmp_path, ssh_agent, uniq):
+    """RUN --mount=type=ssh,id=missing,required=true while the CLI forwards
+    only `default`: the daemon's CheckAgent gets NOT_FOUND, and the build
+    fails naming the id."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN --mount=type=ssh,id=missing-{uniq},required=true true")})
+    r = podsolve(daemon, "build", "--progress=plain", "--ssh", f"default={ssh_agent.sock}", ctx)
+    assert r.returncode == 1, explain(r, daemon)
+    assert f'no SSH key "missing-{uniq}" forwarded from the client' in r.err, explain(r, daemon)
+
+
+def test_build_secret_over_a_tcp_daemon_address(spawn_daemon, tmp_path, uniq):
+    """--host tcp://HOST:PORT (a plain TCP listener): the session opens on
+    that address too and the RUN reads the secret; an https:// address is
+    refused up front (the session needs the raw socket)."""
+    port = lib.free_port()
+    d = spawn_daemon("--listen", f"tcp://127.0.0.1:{port}", "--insecure-tcp")
+    secret = tmp_path / "tok"
+    secret.write_text(f"tcp-secret-{uniq}")
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", "RUN --mount=type=secret,id=tok,required=true wc -c < /run/secrets/tok > /len")})
+    image = f"localhost/cli-secret-tcp-{uniq}:1"
+    r = podsolve(d, "--host", f"tcp://127.0.0.1:{port}", "build", "-t", image, "--progress=plain",
+                 "--secret", f"id=tok,src={secret}", ctx)
+    assert r.returncode == 0, explain(r, d)
+    assert d.image_file(image, "/len").strip() == str(len(f"tcp-secret-{uniq}")).encode()
+
+    r = podsolve(d, "--host", f"https://127.0.0.1:{port}", "build", "--secret", f"id=tok,src={secret}", ctx)
+    assert r.returncode == 1, explain(r, d)
+    assert "--secret and --ssh need a unix:// or plain tcp:// daemon address" in r.err, r.err

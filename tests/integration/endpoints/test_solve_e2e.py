@@ -251,6 +251,30 @@ def test_named_context_local_part(daemon, uniq):
     assert daemon.image_file(img, "/f.txt") == f"from the extra part {uniq}\n".encode()
 
 
+def test_tar_context_with_a_session_serves_secrets_and_ssh_to_buildahs_dialect(daemon, ssh_agent, tmp_path, uniq):
+    """POST /solve with the context as a tar part and "session" naming a
+    /session that serves a secret and an ssh agent, the Dockerfile without
+    `# syntax` (buildah's dialect): RUN --mount=type=secret reads the
+    session's secret and RUN --mount=type=ssh reaches its agent (what
+    `podsolve build --secret/--ssh` sends)."""
+    from session_peer import SessionPeer
+    secret = f"tar-session-secret-{uniq}".encode()
+    img = f"localhost/e2e-tar-session-{uniq}:latest"
+    probe = lib.agent_probe(tmp_path / "agent-probe").read_bytes()
+    ctx = lib.tar_context({"Dockerfile": lib.containerfile(
+        f"FROM {BASE}", "COPY agent-probe /agent-probe", "RUN chmod 0755 /agent-probe",
+        "RUN --mount=type=secret,id=tok,required=true wc -c < /run/secrets/tok > /tok-len",
+        "RUN --mount=type=ssh,required=true /agent-probe > /keys"), "agent-probe": probe})
+    req = {"ref": f"e2e-tar-session-{uniq}", "frontend": "dockerfile.v0",
+           "exporters": [{"type": "image", "attrs": {"name": img}}]}
+    with SessionPeer(daemon.sock, {}, secrets={"tok": secret}, ssh_agents={"default": ssh_agent.sock}) as peer:
+        req["session"] = peer.uuid
+        _, lines = run_solve(daemon, req, {"context": ctx})
+    result_of(lines, daemon)
+    assert daemon.image_file(img, "/tok-len").strip() == str(len(secret)).encode()
+    assert daemon.image_file(img, "/keys") == f"key: {ssh_agent.comment}\nkeys: 1\n".encode()
+
+
 # --------------------------------------------------------------------------
 # 5. a second watcher sees exactly the same stream
 
