@@ -546,22 +546,6 @@ struct forward
   int fd;
 };
 
-static int
-send_all (int fd, const uint8_t *p, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = send (fd, p, len, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return -1;
-      p += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
-
 /* Agent -> stream, until the agent's EOF: that ends the call, OK. */
 static void *
 forward_up (void *arg)
@@ -655,7 +639,7 @@ forward_agent (grpc_call *call, void *ud)
         }
       Moby__Sshforward__V1__BytesMessage *m = moby__sshforward__v1__bytes_message__unpack (NULL, len, msg);
       free (msg);
-      int w = m == NULL ? -1 : send_all (f.fd, m->data.data, m->data.len);
+      int w = m == NULL ? -1 : ps_send_all (f.fd, m->data.data, m->data.len);
       if (m)
         moby__sshforward__v1__bytes_message__free_unpacked (m, NULL);
       if (w < 0)

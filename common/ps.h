@@ -141,6 +141,9 @@ int ps_mkdir_p (const char *path, mode_t mode, ps_error **err);
 int ps_rm_rf (const char *path, ps_error **err);
 /* write(2) until done (EINTR retried); -1 with errno on failure. */
 int ps_write_all (int fd, const void *data, size_t len);
+/* send(2) with MSG_NOSIGNAL until done (EINTR retried): a peer that hung
+   up is -1 here, not a SIGPIPE. */
+int ps_send_all (int fd, const void *data, size_t len);
 /* read(2) until `n` bytes or end of file (EINTR retried): the count, or -1. */
 ssize_t ps_read_full (int fd, void *buf, size_t n);
 /* Remove `name` of the directory parent_fd and everything below it,

@@ -109,24 +109,6 @@ wake (session_ssh_forward *f)
   (void) r; /* a full counter is still a wakeup */
 }
 
-/* send(2) until done; MSG_NOSIGNAL: a process that hung up is an error
-   here, not a SIGPIPE. */
-static int
-send_all (int fd, const uint8_t *p, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = send (fd, p, len, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return -1;
-      p += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
-
 /* Stream -> socket, until the stream ends. */
 static void *
 pump_down (void *arg)
@@ -153,7 +135,7 @@ pump_down (void *arg)
         }
       Moby__Sshforward__V1__BytesMessage *m = moby__sshforward__v1__bytes_message__unpack (NULL, len, msg);
       free (msg);
-      int w = m == NULL ? -1 : send_all (c->fd, m->data.data, m->data.len);
+      int w = m == NULL ? -1 : ps_send_all (c->fd, m->data.data, m->data.len);
       if (m)
         moby__sshforward__v1__bytes_message__free_unpacked (m, NULL);
       if (w < 0)

@@ -113,21 +113,26 @@ struct rootfs_tar
   const char *prefix; /* of the tree being added, "" for none */
 };
 
+/* The entry's path, and its hard link's target, under `prefix`. */
+static void
+entry_under (struct archive_entry *e, const char *prefix)
+{
+  cleanup_free char *full = xasprintf ("%s/%s", prefix, archive_entry_pathname (e));
+  archive_entry_set_pathname (e, full);
+  const char *hl = archive_entry_hardlink (e);
+  if (hl)
+    {
+      cleanup_free char *hfull = xasprintf ("%s/%s", prefix, hl);
+      archive_entry_set_hardlink (e, hfull);
+    }
+}
+
 static int
 emit_tar (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
 {
   struct rootfs_tar *t = ud;
   if (*t->prefix)
-    {
-      cleanup_free char *full = xasprintf ("%s/%s", t->prefix, archive_entry_pathname (e));
-      archive_entry_set_pathname (e, full);
-      const char *hl = archive_entry_hardlink (e);
-      if (hl)
-        {
-          cleanup_free char *hfull = xasprintf ("%s/%s", t->prefix, hl);
-          archive_entry_set_hardlink (e, hfull);
-        }
-    }
+    entry_under (e, t->prefix);
   if (archive_write_header (t->out, e) < ARCHIVE_WARN)
     return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (t->out));
   return copy_data (in, e, t->out, false, err);
@@ -207,16 +212,9 @@ static int
 emit_disk (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
 {
   struct disk_out *d = ud;
-  cleanup_free char *full = xasprintf ("%s/%s", d->dest, archive_entry_pathname (e));
-  archive_entry_set_pathname (e, full);
-  const char *hl = archive_entry_hardlink (e);
-  if (hl)
-    {
-      cleanup_free char *hfull = xasprintf ("%s/%s", d->dest, hl);
-      archive_entry_set_hardlink (e, hfull);
-    }
+  entry_under (e, d->dest);
   if (archive_write_header (d->out, e) < ARCHIVE_WARN)
-    return ps_error_set (err, 500, "write %s: %s", full, archive_error_string (d->out));
+    return ps_error_set (err, 500, "write %s: %s", archive_entry_pathname (e), archive_error_string (d->out));
   int r = copy_data (in, e, d->out, true, err);
   archive_write_finish_entry (d->out);
   return r;
