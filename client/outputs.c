@@ -15,7 +15,7 @@
 #include "client/cli.h"
 #include "client/context_tar.h"
 
-static const char *const output_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly" };
+static const char *const output_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", "store" };
 
 static bool
 type_is (const struct cli_output *o, const char *t)
@@ -31,6 +31,10 @@ cli_output_free (struct cli_output *o)
   free (o->dest);
   free (o->name);
   free (o->push);
+  free (o->endpoint);
+  if (o->token)
+    explicit_bzero (o->token, strlen (o->token));
+  free (o->token);
   memset (o, 0, sizeof *o);
 }
 
@@ -47,9 +51,11 @@ set_key (struct cli_output *o, const char *key, const char *value, ps_error **er
                 : strcmp (key, "dest") == 0 ? &o->dest
                 : strcmp (key, "name") == 0 ? &o->name
                 : strcmp (key, "push") == 0 ? &o->push
-                                            : NULL;
+                : strcmp (key, "endpoint") == 0 ? &o->endpoint
+                : strcmp (key, "token") == 0    ? &o->token
+                                                : NULL;
   if (slot == NULL)
-    return ps_error_set (err, 0, "unknown key \"%s\" (accepted: type, dest, name, push)", key);
+    return ps_error_set (err, 0, "unknown key \"%s\" (accepted: type, dest, name, push, endpoint, token)", key);
   if (*slot)
     return ps_error_set (err, 0, "\"%s\" is given twice", key);
   *slot = xstrdup (value);
@@ -91,7 +97,7 @@ validate (struct cli_output *o, ps_error **err)
   if (o->type == NULL)
     {
       if (o->dest == NULL)
-        return ps_error_set (err, 0, "missing type (image, oci, docker, tar, local or cacheonly)");
+        return ps_error_set (err, 0, "missing type (image, oci, docker, tar, local, cacheonly or store)");
       o->type = xstrdup (strcmp (o->dest, "-") == 0 ? "tar" : "local");
     }
   bool known = false;
@@ -100,7 +106,7 @@ validate (struct cli_output *o, ps_error **err)
   if (!known)
     return ps_error_set (err, 0,
                          "type \"%s\" is not supported (supported: image, oci, docker, tar, local, "
-                         "cacheonly)",
+                         "cacheonly, store)",
                          o->type);
   if (cli_output_downloads (o))
     {
@@ -112,7 +118,11 @@ validate (struct cli_output *o, ps_error **err)
     }
   else if (o->dest)
     return ps_error_set (err, 0, "type=%s takes no dest", o->type);
-  if (o->name && !(type_is (o, "image") || type_is (o, "oci") || type_is (o, "docker")))
+  if (type_is (o, "store") && (o->endpoint == NULL || o->name == NULL))
+    return ps_error_set (err, 0, "type=store needs endpoint=unix:///PATH|https://HOST and name=NAME[:TAG]");
+  if ((o->endpoint || o->token) && !type_is (o, "store"))
+    return ps_error_set (err, 0, "endpoint and token are only for type=store");
+  if (o->name && !(type_is (o, "image") || type_is (o, "oci") || type_is (o, "docker") || type_is (o, "store")))
     return ps_error_set (err, 0, "type=%s takes no name", o->type);
   if (o->push && !type_is (o, "image"))
     return ps_error_set (err, 0, "push is only for type=image");
@@ -153,6 +163,10 @@ cli_output_exporter (const struct cli_output *o)
     cJSON_AddStringToObject (attrs, "name", o->name);
   if (o->push)
     cJSON_AddStringToObject (attrs, "push", o->push);
+  if (o->endpoint)
+    cJSON_AddStringToObject (attrs, "endpoint", o->endpoint);
+  if (o->token)
+    cJSON_AddStringToObject (attrs, "token", o->token);
   return e;
 }
 

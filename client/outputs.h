@@ -16,15 +16,18 @@
 struct cli_output
 {
   char *spec;      /* as typed, for messages */
-  char *type;      /* image, oci, docker, tar, local, cacheonly */
+  char *type;      /* image, oci, docker, tar, local, cacheonly, store */
   char *dest;      /* client-side file or directory; "-" = stdout */
   char *name;      /* image name(s), comma-separated */
   char *push;      /* image: push after the build ("true"/"false") */
+  char *endpoint;  /* store: unix:///PATH or https://HOST (api-docs/store-protocol.md) */
+  char *token;     /* store: bearer token (else the daemon's $PODSOLVE_STORE_TOKEN) */
   size_t exporter; /* index of its exporter in the request */
 };
 
 /* "type=local,dest=out", "type=tar,dest=-", "type=oci,dest=img.tar,name=x",
-   "type=image,name=a,b,push=true" (a bare word after name= continues the
+   "type=image,name=a,b,push=true", "type=store,endpoint=unix:///s.sock,name=app:1"
+   (a bare word after name= continues the
    name list), or a bare path: "DIR" (local) or "-" (a tar on stdout). */
 int cli_output_parse (const char *spec, struct cli_output *o, ps_error **err);
 void cli_output_free (struct cli_output *o);

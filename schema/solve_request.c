@@ -85,7 +85,7 @@ check_attr_names (const struct solve_attrs *a, const char *field, const char *co
   return 0;
 }
 
-static const char *const exporter_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", NULL };
+static const char *const exporter_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", "store", NULL };
 /* containerimage.config: an image config for a definition's result
    (solver/image_config.h). */
 static const char *const image_attrs[] = { "name", "push", "registry.insecure", "containerimage.config", NULL };
@@ -93,6 +93,8 @@ static const char *const archive_attrs[] = { "dest", "name", "containerimage.con
 static const char *const tar_attrs[] = { "dest", "containerimage.config", NULL };
 static const char *const fs_attrs[] = { "dest", NULL };
 static const char *const no_attrs[] = { NULL };
+/* a store (api-docs/store-protocol.md) */
+static const char *const store_attrs[] = { "endpoint", "name", "token", "tls.ca", "tls.cert", "tls.key", NULL };
 static const char *const cache_types[] = { "registry", "local", NULL };
 static const char *const registry_cache_attrs[] = { "ref", "mode", "registry.insecure", NULL };
 static const char *const local_import_attrs[] = { "src", NULL };
@@ -113,6 +115,8 @@ exporter_attr_names (const char *type)
     return tar_attrs;
   if (strcmp (type, "local") == 0)
     return fs_attrs;
+  if (strcmp (type, "store") == 0)
+    return store_attrs;
   return no_attrs;
 }
 

@@ -29,6 +29,7 @@
 #include "solver/llb/exec.h"
 #include "solver/rootfs_export.h"
 #include "solver/session_io.h"
+#include "solver/store_client.h"
 
 struct plan_exporter
 {
@@ -40,6 +41,8 @@ struct plan_exporter
   bool to_client; /* Control.Solve: sent over the session's FileSend */
   struct image_config *config; /* containerimage.config (a definition's result only), or NULL */
   char *image;    /* the image this exporter exports, once the solve ran (config applied) */
+  ps_strv store_refs; /* type=store: name, tag, name, tag ... */
+  const struct solve_attrs *attrs; /* the request's (endpoint, token, tls.* of type=store) */
 };
 
 struct solve_plan
@@ -103,6 +106,7 @@ solve_plan_free (struct solve_plan *p)
       free (p->exporters[i].name);
       image_config_free (p->exporters[i].config);
       free (p->exporters[i].image);
+      ps_strv_free (&p->exporters[i].store_refs);
     }
   free (p->exporters);
   ps_strv_free (&p->image_names);
@@ -365,6 +369,7 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
       p->n_exporters = i + 1;
       pe->type = xstrdup (e->type);
       pe->to_client = e->to_client;
+      pe->attrs = &e->attrs;
       cleanup_free char *field = xasprintf ("exporters[%zu]", i);
       if (plan_image_config (pe, e, definition, field, err) < 0)
         return -1;
@@ -406,6 +411,32 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
           pe->insecure = attr_true (solve_attrs_get (&e->attrs, "registry.insecure"));
           if (pe->push && p->image_names.n == 0)
             return ps_error_set (err, 400, "%s: push=true needs attrs.name", field);
+          continue;
+        }
+      if (strcmp (e->type, "store") == 0)
+        {
+          const char *endpoint = solve_attrs_get (&e->attrs, "endpoint");
+          if (endpoint == NULL || *endpoint == '\0')
+            return ps_error_set (err, 400, "%s.attrs.endpoint: missing (unix:///PATH or https://HOST of a store)",
+                                 field);
+          cleanup_free char *names = xstrdup (solve_attrs_get (&e->attrs, "name") ? solve_attrs_get (&e->attrs, "name")
+                                                                                   : "");
+          cleanup_free char *where = xasprintf ("%s.attrs.name", field);
+          char *save = NULL;
+          for (char *n = strtok_r (names, ",", &save); n; n = strtok_r (NULL, ",", &save))
+            {
+              while (*n == ' ')
+                n++;
+              char *sname = NULL, *tag = NULL;
+              if (store_split_name (n, &sname, &tag, where, err) < 0)
+                return -1;
+              ps_strv_push (&pe->store_refs, sname);
+              ps_strv_push (&pe->store_refs, tag);
+              free (sname);
+              free (tag);
+            }
+          if (pe->store_refs.n == 0)
+            return store_split_name (NULL, NULL, NULL, where, err);
           continue;
         }
       const char *dest = solve_attrs_get (&e->attrs, "dest");
@@ -966,6 +997,52 @@ export_to_client (solver_job *job, struct solve_plan *p, size_t idx, const char 
   return ret;
 }
 
+/* type=store: the image (or the list of a multi-platform build) as an OCI
+   layout in the job's directory, then into the store: blobs, manifests,
+   tags last (solver/store_client.h). */
+static int
+export_to_store (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
+{
+  struct plan_exporter *e = &p->exporters[idx];
+  struct store_config cfg = {
+    .endpoint = solve_attrs_get (e->attrs, "endpoint"),
+    .token = solve_attrs_get (e->attrs, "token"),
+    .tls_ca = solve_attrs_get (e->attrs, "tls.ca"),
+    .tls_cert = solve_attrs_get (e->attrs, "tls.cert"),
+    .tls_key = solve_attrs_get (e->attrs, "tls.key"),
+  };
+  struct export_vertex v;
+  cleanup_free char *title = xasprintf ("exporting to store %s", cfg.endpoint);
+  vertex_begin (&v, job, image_id, title);
+  cleanup_free char *layout = xasprintf ("%s/outputs/%zu.oci", p->job_dir, idx);
+  cleanup_free char *dest = xasprintf ("oci:%s", layout);
+  int ret = ps_mkdir_p (layout, 0700, err);
+  if (ret == 0)
+    ret = push_image (p, image_id, dest, false, NULL, err);
+  store_client *c = ret == 0 ? store_client_new (&cfg, err) : NULL;
+  if (ret == 0 && c == NULL)
+    ret = -1;
+  uint64_t total = 0;
+  for (size_t i = 0; ret == 0 && i + 1 < e->store_refs.n; i += 2)
+    {
+      ps_strv tags = { 0 };
+      ps_strv_push (&tags, e->store_refs.v[i + 1]);
+      cleanup_free char *digest = NULL;
+      uint64_t bytes = 0;
+      ret = store_push_layout (c, layout, e->store_refs.v[i], &tags, &digest, &bytes, err);
+      ps_strv_free (&tags);
+      total += bytes;
+      if (ret == 0 && p->pushed_digest == NULL && digest)
+        p->pushed_digest = xstrdup (digest);
+    }
+  if (ret == 0)
+    vertex_status (&v, "pushing blobs", (int64_t) total, (int64_t) total);
+  store_client_free (c);
+  ps_rm_rf (layout, NULL);
+  vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
+  return ret;
+}
+
 static int
 run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *image_id, ps_error **err)
 {
@@ -992,6 +1069,8 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
       return ret;
     }
 
+  if (strcmp (e->type, "store") == 0)
+    return export_to_store (job, p, idx, image_id, err);
   if (e->to_client)
     return export_to_client (job, p, idx, image_id, err);
 

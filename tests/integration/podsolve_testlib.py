@@ -1171,6 +1171,47 @@ def make_frontend_images(daemon):
 
 # ---- ssh agents (--ssh, RUN --mount=type=ssh, LLB ssh mounts) ------------------------
 
+class StoreAdapter:
+    """examples/store-adapter/store_adapter.py on a unix socket of its own,
+    keeping a directory (api-docs/store-protocol.md).
+
+    .sock, .endpoint ("unix://...")   where it listens
+    .root                             the directory it keeps
+    call(method, path, body, headers) -> (status, headers, body)
+    stop()                            ends it (by its pid)"""
+
+    SCRIPT = REPO_ROOT / "examples" / "store-adapter" / "store_adapter.py"
+
+    def __init__(self, top, token=None):
+        self.dir = Path(top)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.root = self.dir / "root"
+        self.sock = self.dir / "store.sock"
+        self.endpoint = f"unix://{self.sock}"
+        argv = [sys.executable, str(self.SCRIPT), "--root", str(self.root), "--listen", self.endpoint]
+        if token:
+            (self.dir / "token").write_text(token + "\n")
+            argv += ["--token-file", str(self.dir / "token")]
+        self.log = open(self.dir / "adapter.log", "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait_for(self.sock.exists, scaled(20)):
+            self.stop()
+            raise RuntimeError(f"the store adapter did not start:\n{(self.dir / 'adapter.log').read_text()}")
+
+    def call(self, method, path, body=None, headers=None):
+        c = UnixHTTPConnection(str(self.sock), timeout=30)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    def stop(self):
+        stop_process(self.proc)
+        self.log.close()
+
+
 class SshAgent:
     """A real OpenSSH ssh-agent on a socket of its own, holding one ed25519
     key made by ssh-keygen whose comment is `comment` (unique per test), so a

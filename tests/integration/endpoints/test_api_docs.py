@@ -480,7 +480,7 @@ def test_request_schema_matches_parser():
 
     exporter_schemas = {"image": "ImageExporter", "oci": "ArchiveExporter", "docker": "ArchiveExporter",
                         "tar": "TarExporter", "local": "FilesystemExporter",
-                        "cacheonly": "CacheOnlyExporter"}
+                        "cacheonly": "CacheOnlyExporter", "store": "StoreExporter"}
     assert set(c_string_list(src, "exporter_types")) == set(exporter_schemas)
     assert set(SCHEMAS["Exporter"]["discriminator"]["mapping"]) == set(exporter_schemas)
     documented = set()
@@ -492,6 +492,7 @@ def test_request_schema_matches_parser():
     assert attr_names("TarExporter") == set(c_string_list(src, "tar_attrs"))
     assert attr_names("FilesystemExporter") == set(c_string_list(src, "fs_attrs"))
     assert attr_names("CacheOnlyExporter") == set(c_string_list(src, "no_attrs"))
+    assert attr_names("StoreExporter") == set(c_string_list(src, "store_attrs"))
 
     assert schema_enum("RegistryCacheEntry") | schema_enum("LocalCacheEntry") == set(c_string_list(src, "cache_types"))
     assert attr_names("RegistryCacheEntry") == set(c_string_list(src, "registry_cache_attrs"))

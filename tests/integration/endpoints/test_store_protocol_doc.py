@@ -8,53 +8,39 @@ store_gc.py keeps what tags reach and deletes the rest.
 """
 
 import hashlib
-import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import podsolve_testlib as lib
 
 DOC = lib.REPO_ROOT / "api-docs" / "store-protocol.md"
-ADAPTER = lib.REPO_ROOT / "examples" / "store-adapter" / "store_adapter.py"
 GC = lib.REPO_ROOT / "examples" / "store-adapter" / "store_gc.py"
 
 
-class Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("store", timeout=30)
-        self.path_ = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path_)
+def call(store, method, path, body=None, headers=None):
+    status, hdrs, data = store.call(method, path, body, headers)
+    return Response(status, hdrs), data
 
 
-def call(sock, method, path, body=None, headers=None):
-    c = Unix(str(sock))
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r, data
+class Response:
+    def __init__(self, status, headers):
+        self.status, self.headers = status, headers
+
+    def getheader(self, name):
+        return self.headers.get(name)
 
 
 @pytest.fixture
 def store(tmp_path):
-    sock = tmp_path / "store.sock"
-    proc = subprocess.Popen([sys.executable, str(ADAPTER), "--root", str(tmp_path / "root"),
-                             "--listen", f"unix://{sock}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert lib.wait_for(sock.exists, 20), proc.stdout.read1(4000) if proc.poll() is not None else "no socket"
-    yield sock
-    proc.terminate()
-    proc.wait(timeout=20)
+    s = lib.StoreAdapter(tmp_path)
+    yield s
+    s.stop()
 
 
 def test_every_example_of_the_document_runs(store, tmp_path):
@@ -62,7 +48,7 @@ def test_every_example_of_the_document_runs(store, tmp_path):
     assert len(blocks) >= 5
     script = "set -euo pipefail\n" + "\n".join(f"echo '### block {i}'\n{b}" for i, b in enumerate(blocks))
     r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=lib.scaled(60),
-                       env=dict(os.environ, STORE_SOCK=str(store)))
+                       env=dict(os.environ, STORE_SOCK=str(store.sock)))
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     out = r.stdout
     caps = json.loads(out.split("### block 0\n")[1].split("### block 1")[0])
@@ -133,7 +119,7 @@ def test_gc_keeps_what_tags_reach(store, tmp_path):
     for d in (dk, dd):
         p = tmp_path / "root" / "blobs" / "sha256" / d[7:]
         os.utime(p, (old, old))
-    r = subprocess.run([sys.executable, str(GC), "--store", f"unix://{store}", "--grace", "1h"],
+    r = subprocess.run([sys.executable, str(GC), "--store", store.endpoint, "--grace", "1h"],
                        capture_output=True, text=True, timeout=lib.scaled(60))
     assert r.returncode == 0, r.stderr
     assert f"delete {dd}" in r.stdout and dk not in r.stdout, r.stdout

@@ -1,0 +1,652 @@
+/* store_client.c — the store protocol v1, client side (store_client.h). */
+#define _GNU_SOURCE
+#include "solver/store_client.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "common/log.h"
+
+/* Largest manifest or error body read into memory. */
+#define STORE_MAX_DOCUMENT (4 * 1024 * 1024)
+/* Chunk size when the store does not say. */
+#define STORE_DEFAULT_CHUNK (8 * 1024 * 1024)
+/* A failed chunk of a resumable upload is tried again this many times. */
+#define STORE_CHUNK_RETRIES 3
+
+struct store_client
+{
+  char *endpoint;  /* as given, for messages */
+  char *unix_path; /* unix:// */
+  char *base;      /* "http://store" or the https URL without a trailing '/' */
+  char *auth;      /* "Authorization: Bearer ..." or NULL */
+  char *tls_ca, *tls_cert, *tls_key;
+  bool resumable;
+  uint64_t chunk;
+};
+
+struct request
+{
+  const char *method;
+  const char *path; /* below the endpoint: "/v1/..." */
+  const char *const *headers;
+  const void *body;
+  size_t body_len;
+  FILE *file; /* or a body read from here */
+  uint64_t file_len;
+};
+
+struct response
+{
+  long status;
+  ps_buf body;
+  char *digest;   /* Store-Content-Digest */
+  char *location; /* Location */
+  char *ctype;    /* Content-Type */
+  uint64_t offset; /* Upload-Offset */
+  bool too_big;
+};
+
+static void
+response_free (struct response *r)
+{
+  ps_buf_free (&r->body);
+  free (r->digest);
+  free (r->location);
+  free (r->ctype);
+  memset (r, 0, sizeof *r);
+}
+
+struct body_source
+{
+  const struct request *req;
+  size_t off;
+};
+
+static size_t
+read_body (char *buf, size_t size, size_t nmemb, void *ud)
+{
+  struct body_source *s = ud;
+  size_t want = size * nmemb;
+  if (s->req->file)
+    {
+      uint64_t left = s->req->file_len - s->off;
+      if (want > left)
+        want = (size_t) left;
+      size_t n = fread (buf, 1, want, s->req->file);
+      if (n == 0 && want > 0)
+        return CURL_READFUNC_ABORT;
+      s->off += n;
+      return n;
+    }
+  size_t left = s->req->body_len - s->off;
+  if (want > left)
+    want = left;
+  memcpy (buf, (const char *) s->req->body + s->off, want);
+  s->off += want;
+  return want;
+}
+
+static size_t
+write_body (char *data, size_t size, size_t nmemb, void *ud)
+{
+  struct response *r = ud;
+  size_t n = size * nmemb;
+  if (r->body.len + n > STORE_MAX_DOCUMENT)
+    {
+      r->too_big = true;
+      return 0;
+    }
+  ps_buf_append (&r->body, data, n);
+  return n;
+}
+
+static char *
+header_value (const char *line, size_t n, const char *name)
+{
+  size_t nl = strlen (name);
+  if (n <= nl + 1 || strncasecmp (line, name, nl) != 0 || line[nl] != ':')
+    return NULL;
+  const char *v = line + nl + 1;
+  const char *end = line + n;
+  while (v < end && (*v == ' ' || *v == '\t'))
+    v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+    end--;
+  return xstrndup (v, (size_t) (end - v));
+}
+
+static size_t
+on_header (char *data, size_t size, size_t nmemb, void *ud)
+{
+  struct response *r = ud;
+  size_t n = size * nmemb;
+  char *v;
+  if ((v = header_value (data, n, "Store-Content-Digest")))
+    free (r->digest), r->digest = v;
+  else if ((v = header_value (data, n, "Location")))
+    free (r->location), r->location = v;
+  else if ((v = header_value (data, n, "Content-Type")))
+    free (r->ctype), r->ctype = v;
+  else if ((v = header_value (data, n, "Upload-Offset")))
+    {
+      r->offset = strtoull (v, NULL, 10);
+      free (v);
+    }
+  return n;
+}
+
+/* The store's own words for a failed request: its JSON "message", else
+   the start of the body. */
+static char *
+store_message (const struct response *r)
+{
+  if (r->body.len == 0)
+    return xstrdup ("(no message)");
+  cJSON *doc = cJSON_ParseWithLength (r->body.data, r->body.len);
+  const cJSON *msg = cJSON_GetObjectItemCaseSensitive (doc, "message");
+  const cJSON *code = cJSON_GetObjectItemCaseSensitive (doc, "error");
+  char *out;
+  if (cJSON_IsString (msg))
+    out = cJSON_IsString (code) ? xasprintf ("%s: %s", code->valuestring, msg->valuestring)
+                                : xstrdup (msg->valuestring);
+  else
+    out = xasprintf ("%.*s", (int) (r->body.len < 200 ? r->body.len : 200), r->body.data);
+  cJSON_Delete (doc);
+  return out;
+}
+
+/* One request.  0 with the response (any status), -1 with *err when the
+   store could not be reached or the exchange broke. */
+static int
+perform (store_client *c, const struct request *req, struct response *resp, ps_error **err)
+{
+  memset (resp, 0, sizeof *resp);
+  CURL *h = curl_easy_init ();
+  if (h == NULL)
+    return ps_error_set (err, 500, "store %s: cannot start libcurl", c->endpoint);
+  cleanup_free char *url = xasprintf ("%s%s", c->base, req->path);
+  struct curl_slist *hdrs = NULL;
+  if (c->auth)
+    hdrs = curl_slist_append (hdrs, c->auth);
+  for (const char *const *hv = req->headers; hv && *hv; hv++)
+    hdrs = curl_slist_append (hdrs, *hv);
+  hdrs = curl_slist_append (hdrs, "Expect:");
+  struct body_source src = { req, 0 };
+  curl_easy_setopt (h, CURLOPT_URL, url);
+  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, 120L);
+  if (c->unix_path)
+    curl_easy_setopt (h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+  if (c->tls_ca)
+    curl_easy_setopt (h, CURLOPT_CAINFO, c->tls_ca);
+  if (c->tls_cert)
+    curl_easy_setopt (h, CURLOPT_SSLCERT, c->tls_cert);
+  if (c->tls_key)
+    curl_easy_setopt (h, CURLOPT_SSLKEY, c->tls_key);
+  curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_body);
+  curl_easy_setopt (h, CURLOPT_WRITEDATA, resp);
+  curl_easy_setopt (h, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt (h, CURLOPT_HEADERDATA, resp);
+  if (strcmp (req->method, "HEAD") == 0)
+    curl_easy_setopt (h, CURLOPT_NOBODY, 1L);
+  else if (req->body || req->file)
+    {
+      curl_easy_setopt (h, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt (h, CURLOPT_READFUNCTION, read_body);
+      curl_easy_setopt (h, CURLOPT_READDATA, &src);
+      curl_easy_setopt (h, CURLOPT_INFILESIZE_LARGE,
+                        (curl_off_t) (req->file ? req->file_len : (uint64_t) req->body_len));
+      curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+  else if (strcmp (req->method, "GET") != 0)
+    curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, req->method);
+  char errbuf[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode rc = curl_easy_perform (h);
+  curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &resp->status);
+  curl_slist_free_all (hdrs);
+  curl_easy_cleanup (h);
+  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && resp->too_big))
+    {
+      response_free (resp);
+      return ps_error_set (err, 502, "store %s: %s %s: %s", c->endpoint, req->method, req->path,
+                           *errbuf ? errbuf : curl_easy_strerror (rc));
+    }
+  if (resp->too_big)
+    {
+      response_free (resp);
+      return ps_error_set (err, 502, "store %s: %s %s: the answer is larger than %d bytes", c->endpoint,
+                           req->method, req->path, STORE_MAX_DOCUMENT);
+    }
+  return 0;
+}
+
+/* perform, then anything but one of `ok` (a 0-terminated list) is an
+   error carrying the store's message. */
+static int
+call (store_client *c, const struct request *req, const long *ok, struct response *resp, ps_error **err)
+{
+  if (perform (c, req, resp, err) < 0)
+    return -1;
+  for (const long *s = ok; *s; s++)
+    if (resp->status == *s)
+      return 0;
+  cleanup_free char *msg = store_message (resp);
+  /* Whatever the store answered, it is a failure upstream of the client. */
+  ps_error_set (err, 502, "store %s: %s %s: %ld %s", c->endpoint, req->method, req->path, resp->status, msg);
+  response_free (resp);
+  return -1;
+}
+
+static bool
+loopback_host (const char *hostport)
+{
+  return ps_str_has_prefix (hostport, "127.") || ps_str_has_prefix (hostport, "[::1]")
+         || ps_str_has_prefix (hostport, "localhost:") || strcmp (hostport, "localhost") == 0;
+}
+
+store_client *
+store_client_new (const struct store_config *cfg, ps_error **err)
+{
+  const char *ep = cfg->endpoint;
+  if (ep == NULL || *ep == '\0')
+    return ps_error_set (err, 400, "the store needs attrs.endpoint (unix:///PATH or https://HOST)"), NULL;
+  store_client *c = xcalloc (1, sizeof *c);
+  c->endpoint = xstrdup (ep);
+  if (ps_str_has_prefix (ep, "unix://"))
+    {
+      if (ep[7] != '/')
+        {
+          store_client_free (c);
+          return ps_error_set (err, 400, "store endpoint %s: unix:// needs an absolute path", ep), NULL;
+        }
+      c->unix_path = xstrdup (ep + 7);
+      c->base = xstrdup ("http://store");
+    }
+  else if (ps_str_has_prefix (ep, "https://") || (ps_str_has_prefix (ep, "http://") && loopback_host (ep + 7)))
+    {
+      c->base = xstrdup (ep);
+      size_t n = strlen (c->base);
+      while (n > 0 && c->base[n - 1] == '/')
+        c->base[--n] = '\0';
+    }
+  else
+    {
+      store_client_free (c);
+      return ps_error_set (err, 400,
+                           "store endpoint %s: use unix:///PATH, https://HOST[:PORT][/PREFIX], or plain http:// "
+                           "on a loopback address only",
+                           ep),
+             NULL;
+    }
+  const char *token = cfg->token && *cfg->token ? cfg->token : getenv ("PODSOLVE_STORE_TOKEN");
+  if (token && *token)
+    c->auth = xasprintf ("Authorization: Bearer %s", token);
+  c->tls_ca = cfg->tls_ca ? xstrdup (cfg->tls_ca) : NULL;
+  c->tls_cert = cfg->tls_cert ? xstrdup (cfg->tls_cert) : NULL;
+  c->tls_key = cfg->tls_key ? xstrdup (cfg->tls_key) : NULL;
+
+  struct request req = { .method = "GET", .path = "/v1/" };
+  struct response resp;
+  static const long ok[] = { 200, 0 };
+  if (call (c, &req, ok, &resp, err) < 0)
+    {
+      store_client_free (c);
+      return NULL;
+    }
+  cJSON *doc = cJSON_ParseWithLength (resp.body.data ? resp.body.data : "", resp.body.len);
+  const cJSON *proto = cJSON_GetObjectItemCaseSensitive (doc, "protocol");
+  const cJSON *ver = cJSON_GetObjectItemCaseSensitive (doc, "version");
+  const cJSON *chunk = cJSON_GetObjectItemCaseSensitive (doc, "upload_chunk_bytes");
+  const cJSON *features = cJSON_GetObjectItemCaseSensitive (doc, "features");
+  bool ok_proto = cJSON_IsString (proto) && strcmp (proto->valuestring, "podsolve-store") == 0
+                  && cJSON_IsNumber (ver) && ver->valuedouble == 1;
+  const cJSON *f;
+  cJSON_ArrayForEach (f, features)
+    if (cJSON_IsString (f) && strcmp (f->valuestring, "resumable-uploads") == 0)
+      c->resumable = true;
+  c->chunk = cJSON_IsNumber (chunk) && chunk->valuedouble >= 65536 ? (uint64_t) chunk->valuedouble
+                                                                     : STORE_DEFAULT_CHUNK;
+  cJSON_Delete (doc);
+  response_free (&resp);
+  if (!ok_proto)
+    {
+      ps_error_set (err, 502, "store %s: GET /v1/ did not answer podsolve-store protocol version 1", ep);
+      store_client_free (c);
+      return NULL;
+    }
+  return c;
+}
+
+void
+store_client_free (store_client *c)
+{
+  if (c == NULL)
+    return;
+  free (c->endpoint);
+  free (c->unix_path);
+  free (c->base);
+  if (c->auth)
+    explicit_bzero (c->auth, strlen (c->auth));
+  free (c->auth);
+  free (c->tls_ca);
+  free (c->tls_cert);
+  free (c->tls_key);
+  free (c);
+}
+
+static bool
+is_digest (const char *d)
+{
+  return d && ps_str_has_prefix (d, "sha256:") && strlen (d) == 71 && strspn (d + 7, "0123456789abcdef") == 64;
+}
+
+int
+store_blob_exists (store_client *c, const char *digest, ps_error **err)
+{
+  if (!is_digest (digest))
+    return ps_error_set (err, 400, "not a sha256 digest: %s", digest);
+  cleanup_free char *path = xasprintf ("/v1/blobs/%s", digest);
+  struct request req = { .method = "HEAD", .path = path };
+  struct response resp;
+  static const long ok[] = { 200, 404, 0 };
+  if (call (c, &req, ok, &resp, err) < 0)
+    return -1;
+  int r = resp.status == 200;
+  response_free (&resp);
+  return r;
+}
+
+/* The whole file in one PUT. */
+static int
+put_whole (store_client *c, const char *digest, FILE *f, uint64_t size, ps_error **err)
+{
+  cleanup_free char *path = xasprintf ("/v1/blobs/%s", digest);
+  static const char *const hdrs[] = { "Content-Type: application/octet-stream", NULL };
+  struct request req = { .method = "PUT", .path = path, .headers = hdrs, .file = f, .file_len = size };
+  struct response resp;
+  static const long ok[] = { 200, 201, 0 };
+  if (call (c, &req, ok, &resp, err) < 0)
+    return -1;
+  response_free (&resp);
+  return 0;
+}
+
+/* A resumable upload: POST, PATCH chunks (after a failed one, HEAD tells
+   where the store is and the upload goes on from there), PUT ?digest=. */
+static int
+put_chunked (store_client *c, const char *digest, FILE *f, uint64_t size, ps_error **err)
+{
+  struct request start = { .method = "POST", .path = "/v1/uploads" };
+  struct response resp;
+  static const long started[] = { 202, 201, 0 };
+  if (call (c, &start, started, &resp, err) < 0)
+    return -1;
+  cleanup_free char *loc = resp.location ? xstrdup (resp.location) : NULL;
+  response_free (&resp);
+  if (loc == NULL || loc[0] != '/')
+    return ps_error_set (err, 502, "store %s: POST /v1/uploads gave no Location", c->endpoint);
+  /* The Location may carry the endpoint's prefix: keep what follows it. */
+  const char *rel = strstr (loc, "/v1/uploads/") ? strstr (loc, "/v1/uploads/") : loc;
+  uint64_t off = 0;
+  int failures = 0;
+  while (off < size)
+    {
+      uint64_t n = size - off < c->chunk ? size - off : c->chunk;
+      if (fseeko (f, (off_t) off, SEEK_SET) != 0)
+        return ps_error_set_errno (err, 500, errno, "seek");
+      cleanup_free char *range = xasprintf ("Content-Range: bytes %" PRIu64 "-%" PRIu64 "/*", off, off + n - 1);
+      const char *hdrs[] = { range, "Content-Type: application/octet-stream", NULL };
+      struct request patch = { .method = "PATCH", .path = rel, .headers = hdrs, .file = f, .file_len = n };
+      ps_error *perr = NULL;
+      static const long patched[] = { 202, 204, 0 };
+      if (call (c, &patch, patched, &resp, &perr) == 0)
+        {
+          response_free (&resp);
+          off += n;
+          continue;
+        }
+      if (++failures > STORE_CHUNK_RETRIES)
+        {
+          *err = perr;
+          return ps_error_wrap (err, "upload of %s", digest);
+        }
+      ps_warn ("store %s: chunk at %" PRIu64 " of %s failed (%s); asking where the upload stands", c->endpoint,
+               off, digest, perr->msg);
+      ps_error_free (perr);
+      struct request head = { .method = "HEAD", .path = rel };
+      static const long headed[] = { 200, 204, 0 };
+      if (call (c, &head, headed, &resp, err) < 0)
+        return ps_error_wrap (err, "resume the upload of %s", digest);
+      off = resp.offset;
+      response_free (&resp);
+    }
+  cleanup_free char *fin = xasprintf ("%s?digest=%s", rel, digest);
+  struct request finish = { .method = "PUT", .path = fin, .body = "", .body_len = 0 };
+  static const long finished[] = { 201, 200, 0 };
+  if (call (c, &finish, finished, &resp, err) < 0)
+    return -1;
+  response_free (&resp);
+  return 0;
+}
+
+int
+store_blob_put_file (store_client *c, const char *digest, const char *path, uint64_t *uploaded, ps_error **err)
+{
+  if (uploaded)
+    *uploaded = 0;
+  int have = store_blob_exists (c, digest, err);
+  if (have != 0)
+    return have < 0 ? -1 : 0;
+  FILE *f = fopen (path, "rb");
+  if (f == NULL)
+    return ps_error_set_errno (err, 500, errno, "open %s", path);
+  struct stat st;
+  fstat (fileno (f), &st);
+  uint64_t size = (uint64_t) st.st_size;
+  int r = c->resumable && size > c->chunk ? put_chunked (c, digest, f, size, err)
+                                          : put_whole (c, digest, f, size, err);
+  fclose (f);
+  if (r == 0 && uploaded)
+    *uploaded = size;
+  return r;
+}
+
+int
+store_manifest_put (store_client *c, const char *name, const char *ref, const char *mtype, const void *body,
+                    size_t len, char **digest, ps_error **err)
+{
+  cleanup_free char *path = xasprintf ("/v1/names/%s/manifests/%s", name, ref);
+  cleanup_free char *ct = xasprintf ("Content-Type: %s", mtype);
+  const char *hdrs[] = { ct, NULL };
+  struct request req = { .method = "PUT", .path = path, .headers = hdrs, .body = body, .body_len = len };
+  struct response resp;
+  static const long ok[] = { 201, 200, 0 };
+  if (call (c, &req, ok, &resp, err) < 0)
+    return -1;
+  if (digest)
+    *digest = resp.digest ? xstrdup (resp.digest) : NULL;
+  response_free (&resp);
+  return 0;
+}
+
+int
+store_manifest_get (store_client *c, const char *name, const char *ref, char **body, size_t *len, char **mtype,
+                    ps_error **err)
+{
+  cleanup_free char *path = xasprintf ("/v1/names/%s/manifests/%s", name, ref);
+  struct request req = { .method = "GET", .path = path };
+  struct response resp;
+  static const long ok[] = { 200, 404, 0 };
+  if (call (c, &req, ok, &resp, err) < 0)
+    return -1;
+  if (resp.status == 404)
+    {
+      response_free (&resp);
+      return 0;
+    }
+  char hex[65];
+  ps_sha256_hex (resp.body.data ? resp.body.data : "", resp.body.len, hex);
+  if (resp.digest == NULL || strcmp (resp.digest + (ps_str_has_prefix (resp.digest, "sha256:") ? 7 : 0), hex) != 0)
+    {
+      ps_error_set (err, 502, "store %s: %s: the manifest does not match the digest the store gave (%s)",
+                    c->endpoint, path, resp.digest ? resp.digest : "none");
+      response_free (&resp);
+      return -1;
+    }
+  *len = resp.body.len;
+  *body = resp.body.len ? ps_buf_steal (&resp.body) : xstrdup ("");
+  if (mtype)
+    *mtype = resp.ctype ? xstrdup (resp.ctype) : NULL;
+  response_free (&resp);
+  return 1;
+}
+
+/* ---- pushing an OCI layout ---------------------------------------------------- */
+
+static char *
+layout_blob (const char *dir, const char *digest)
+{
+  return xasprintf ("%s/blobs/sha256/%s", dir, digest + 7);
+}
+
+static int
+push_descriptor (store_client *c, const char *dir, const cJSON *desc, const char *name, const char *ref,
+                 char **digest_out, uint64_t *bytes, ps_error **err);
+
+static int
+push_blob_desc (store_client *c, const char *dir, const cJSON *desc, uint64_t *bytes, ps_error **err)
+{
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive (desc, "digest");
+  if (!cJSON_IsString (d) || !is_digest (d->valuestring))
+    return ps_error_set (err, 500, "OCI layout %s: a descriptor without a sha256 digest", dir);
+  cleanup_free char *path = layout_blob (dir, d->valuestring);
+  uint64_t sent = 0;
+  if (store_blob_put_file (c, d->valuestring, path, &sent, err) < 0)
+    return -1;
+  *bytes += sent;
+  return 0;
+}
+
+/* The manifest (or index) `desc` names: its blobs (or its manifests)
+   first, then the manifest itself at `ref` (NULL: by its digest). */
+static int
+push_descriptor (store_client *c, const char *dir, const cJSON *desc, const char *name, const char *ref,
+                 char **digest_out, uint64_t *bytes, ps_error **err)
+{
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive (desc, "digest");
+  const cJSON *mt = cJSON_GetObjectItemCaseSensitive (desc, "mediaType");
+  if (!cJSON_IsString (d) || !is_digest (d->valuestring) || !cJSON_IsString (mt))
+    return ps_error_set (err, 500, "OCI layout %s: a manifest descriptor without digest or media type", dir);
+  cleanup_free char *path = layout_blob (dir, d->valuestring);
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if (ps_read_file (path, STORE_MAX_DOCUMENT, &text, &len, err) < 0)
+    return -1;
+  cJSON *doc = cJSON_ParseWithLength (text, len);
+  if (doc == NULL)
+    return ps_error_set (err, 500, "OCI layout %s: manifest %s is not JSON", dir, d->valuestring);
+  int ret = 0;
+  const cJSON *m;
+  if (strstr (mt->valuestring, "index") || strstr (mt->valuestring, "list"))
+    cJSON_ArrayForEach (m, cJSON_GetObjectItemCaseSensitive (doc, "manifests"))
+      {
+        if (ret == 0)
+          ret = push_descriptor (c, dir, m, name, NULL, NULL, bytes, err);
+      }
+  else
+    {
+      ret = push_blob_desc (c, dir, cJSON_GetObjectItemCaseSensitive (doc, "config"), bytes, err);
+      cJSON_ArrayForEach (m, cJSON_GetObjectItemCaseSensitive (doc, "layers"))
+        {
+          if (ret == 0)
+            ret = push_blob_desc (c, dir, m, bytes, err);
+        }
+    }
+  cJSON_Delete (doc);
+  if (ret == 0)
+    ret = store_manifest_put (c, name, ref ? ref : d->valuestring, mt->valuestring, text, len, NULL, err);
+  if (ret == 0 && digest_out)
+    *digest_out = xstrdup (d->valuestring);
+  return ret;
+}
+
+int
+store_push_layout (store_client *c, const char *layout_dir, const char *name, const ps_strv *tags, char **digest,
+                   uint64_t *bytes, ps_error **err)
+{
+  uint64_t sent = 0;
+  cleanup_free char *index_path = xasprintf ("%s/index.json", layout_dir);
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if (ps_read_file (index_path, STORE_MAX_DOCUMENT, &text, &len, err) < 0)
+    return -1;
+  cJSON *index = cJSON_ParseWithLength (text, len);
+  const cJSON *top = cJSON_GetArrayItem (cJSON_GetObjectItemCaseSensitive (index, "manifests"), 0);
+  if (top == NULL)
+    {
+      cJSON_Delete (index);
+      return ps_error_set (err, 500, "OCI layout %s: index.json names no manifest", layout_dir);
+    }
+  /* Everything by digest first; the tags last. */
+  cleanup_free char *top_digest = NULL;
+  int ret = push_descriptor (c, layout_dir, top, name, NULL, &top_digest, &sent, err);
+  if (ret == 0)
+    {
+      const cJSON *mt = cJSON_GetObjectItemCaseSensitive (top, "mediaType");
+      cleanup_free char *path = layout_blob (layout_dir, top_digest);
+      cleanup_free char *body = NULL;
+      size_t blen = 0;
+      ret = ps_read_file (path, STORE_MAX_DOCUMENT, &body, &blen, err);
+      for (size_t i = 0; ret == 0 && i < tags->n; i++)
+        ret = store_manifest_put (c, name, tags->v[i], mt->valuestring, body, blen, NULL, err);
+    }
+  cJSON_Delete (index);
+  if (ret == 0 && digest)
+    *digest = steal_pointer (&top_digest);
+  if (bytes)
+    *bytes = sent;
+  return ret;
+}
+
+int
+store_split_name (const char *ref, char **name, char **tag, const char *field, ps_error **err)
+{
+  if (ref == NULL || *ref == '\0')
+    return ps_error_set (err, 400, "%s: the store exporter needs attrs.name (NAME[:TAG])", field);
+  if (strchr (ref, '@'))
+    return ps_error_set (err, 400, "%s: \"%s\": name the image NAME[:TAG]; a digest is what the store gives back",
+                         field, ref);
+  const char *slash = strrchr (ref, '/');
+  const char *colon = strrchr (ref, ':');
+  if (colon && slash && colon < slash)
+    colon = NULL;
+  *name = colon ? xstrndup (ref, (size_t) (colon - ref)) : xstrdup (ref);
+  *tag = xstrdup (colon ? colon + 1 : "latest");
+  bool ok = **name && **tag && strlen (*name) <= 255;
+  for (const char *p = *name; ok && *p; p++)
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr ("._-/", *p);
+  for (const char *p = *tag; ok && *p; p++)
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr ("._-", *p);
+  if (!ok)
+    {
+      free (*name), free (*tag);
+      *name = *tag = NULL;
+      return ps_error_set (err, 400,
+                           "%s: \"%s\" is not a store name: lower-case letters, digits and ._-/, then :TAG", field,
+                           ref);
+    }
+  return 0;
+}

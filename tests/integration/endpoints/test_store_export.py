@@ -1,0 +1,248 @@
+"""The `store` exporter (issue #17): POST /solve writes the image into a
+store speaking api-docs/store-protocol.md — here the reference adapter,
+examples/store-adapter — and what lands there is a real image: pulled back
+with examples/store-adapter/store_pull.py into an OCI layout, copied by
+skopeo into a fresh containers-storage, and run.  A multi-platform build
+lands as an index of both images.  A store that is down, refuses the
+token, or fails half-way gives a clear error and leaves no tag behind; the
+token appears nowhere in the stream, the log or the state dir.
+"""
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import podsolve_testlib as lib
+from podsolve_testlib import BASE_IMAGE
+
+STORE_PULL = lib.REPO_ROOT / "examples" / "store-adapter" / "store_pull.py"
+
+
+def solve(d, exporters, dockerfile_lines, extra=None, attrs=None):
+    files = {"Dockerfile": lib.containerfile(*dockerfile_lines)}
+    files.update(extra or {})
+    request = {"frontend": "dockerfile.v0", "frontendAttrs": attrs or {}, "exporters": exporters}
+    body, ctype = lib.multipart({"request": json.dumps(request).encode()}, {"context": lib.tar_context(files)})
+    status, headers, it = d.stream("POST", "/solve", body, {"Content-Type": ctype}, timeout=300)
+    try:
+        lines = list(it)
+    finally:
+        it.close()
+    return status, lines
+
+
+def ok(lines, d):
+    assert lines and "result" in lines[-1], "\n".join(json.dumps(l)[:400] for l in lines[-15:]) + d.log_tail(3000)
+    return lines[-1]["result"]
+
+
+def error_of(lines):
+    assert lines and "error" in lines[-1], lines[-5:]
+    return lines[-1]["error"]["message"] if isinstance(lines[-1]["error"], dict) else lines[-1]["error"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = lib.StoreAdapter(tmp_path / "store")
+    yield s
+    s.stop()
+
+
+def pull_and_copy(store, ref, tmp_path, token=None):
+    """store -> OCI layout -> skopeo -> a fresh containers-storage -> (buildah argv prefix, image name)."""
+    layout = tmp_path / "layout"
+    argv = [sys.executable, str(STORE_PULL), "--store", store.endpoint, ref, str(layout)]
+    if token:
+        argv[3:3] = ["--token", token]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=lib.scaled(120))
+    assert r.returncode == 0, r.stderr
+    root, run = tmp_path / "fresh-root", tmp_path / "fresh-run"
+    name = "localhost/from-store:1"
+    r = subprocess.run(["skopeo", "copy", f"oci:{layout}",
+                        f"containers-storage:[overlay@{root}+{run}]{name}"],
+                       capture_output=True, text=True, timeout=lib.scaled(300))
+    assert r.returncode == 0, r.stderr
+    return ["buildah", "--root", str(root), "--runroot", str(run), "--storage-driver", "overlay"], layout, name
+
+
+def test_image_exported_to_a_store_is_pulled_back_and_runs(daemon, store, tmp_path, uniq):
+    status, lines = solve(daemon, [{"type": "store", "attrs": {
+        "endpoint": store.endpoint, "name": f"team/app-{uniq}:1,team/app-{uniq}:latest"}}],
+        [f"FROM {BASE_IMAGE}", "RUN echo built > /built.txt", "COPY app.txt /app.txt", 'CMD ["cat", "/app.txt"]'],
+        extra={"app.txt": f"app {uniq}\n"})
+    assert status == 200
+    res = ok(lines, daemon)
+    st, _, body = store.call("GET", f"/v1/names/team/app-{uniq}/tags")
+    assert st == 200 and json.loads(body)["tags"] == ["1", "latest"]
+    st, hdrs, man = store.call("GET", f"/v1/names/team/app-{uniq}/manifests/1")
+    assert hdrs["Store-Content-Digest"] == res["exporterResponse"]["containerimage.digest"]
+    assert json.loads(man)["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    buildah, _, name = pull_and_copy(store, f"team/app-{uniq}:1", tmp_path)
+    ctr = subprocess.run(buildah + ["from", "--pull=never", "--quiet", name], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        out = subprocess.run(buildah + ["run", "--isolation", "chroot", ctr, "--", "cat", "/app.txt", "/built.txt"],
+                             capture_output=True, text=True, timeout=lib.scaled(120))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"app {uniq}\nbuilt\n"
+    finally:
+        subprocess.run(buildah + ["rm", ctr], capture_output=True)
+    cfg = json.loads(subprocess.run(buildah + ["inspect", "--type", "image", name], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert cfg["OCIv1"]["config"]["Cmd"] == ["cat", "/app.txt"]
+    # A second export of the same image sends no blob again.
+    status, lines = solve(daemon, [{"type": "store", "attrs": {
+        "endpoint": store.endpoint, "name": f"team/app-{uniq}:2"}}],
+        [f"FROM {BASE_IMAGE}", "RUN echo built > /built.txt", "COPY app.txt /app.txt", 'CMD ["cat", "/app.txt"]'],
+        extra={"app.txt": f"app {uniq}\n"})
+    ok(lines, daemon)
+    pushed = [s for l in lines for s in (l.get("status") or {}).get("statuses") or [] if s.get("id") == "pushing blobs"]
+    assert pushed and pushed[-1]["current"] == 0, pushed
+
+
+def test_multi_platform_build_lands_as_an_index(daemon, store, tmp_path, uniq):
+    status, lines = solve(daemon, [{"type": "store", "attrs": {"endpoint": store.endpoint, "name": f"mp-{uniq}"}}],
+                          ["FROM scratch", "COPY f /f"], extra={"f": "x\n"},
+                          attrs={"platform": "linux/amd64,linux/arm64"})
+    ok(lines, daemon)
+    st, hdrs, body = store.call("GET", f"/v1/names/mp-{uniq}/manifests/latest")
+    index = json.loads(body)
+    assert hdrs["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+    assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
+    for m in index["manifests"]:
+        st, _, man = store.call("GET", f"/v1/names/mp-{uniq}/manifests/{m['digest']}")
+        assert st == 200
+        cfg_digest = json.loads(man)["config"]["digest"]
+        st, _, cfg = store.call("GET", f"/v1/blobs/{cfg_digest}")
+        assert json.loads(cfg)["architecture"] == m["platform"]["architecture"]
+
+
+def test_store_down_is_a_clear_error(daemon, tmp_path):
+    sock = tmp_path / "nobody.sock"
+    status, lines = solve(daemon, [{"type": "store", "attrs": {"endpoint": f"unix://{sock}", "name": "x:1"}}],
+                          ["FROM scratch", "COPY f /f"], extra={"f": "x\n"})
+    msg = error_of(lines)
+    assert f"store unix://{sock}" in msg and "GET /v1/" in msg, msg
+    lib.assert_daemon_builds(daemon)
+
+
+def test_bad_store_attrs_are_refused_before_the_build(daemon):
+    for attrs, want in (({"name": "x:1"}, "attrs.endpoint"),
+                        ({"endpoint": "unix:///x.sock"}, "attrs.name"),
+                        ({"endpoint": "unix:///x.sock", "name": "Bad Name"}, "not a store name"),
+                        ({"endpoint": "http://example.com", "name": "x"}, "loopback"),
+                        ({"endpoint": "unix:///x.sock", "name": "x", "colour": "red"}, "unknown attr")):
+        body, ctype = lib.multipart({"request": json.dumps({
+            "frontend": "dockerfile.v0", "exporters": [{"type": "store", "attrs": attrs}]}).encode()},
+            {"context": lib.tar_context({"Dockerfile": "FROM scratch\n"})})
+        if "loopback" in want:
+            # the endpoint is checked when the exporter runs: the stream's error line
+            status, lines = solve(daemon, [{"type": "store", "attrs": attrs}], ["FROM scratch"])
+            assert want in error_of(lines)
+            continue
+        status, _, data = daemon.request("POST", "/solve", body, {"Content-Type": ctype})
+        text = data.decode()
+        assert status == 400, (attrs, status, text)
+        assert want in text and "cause" in json.loads(text), (attrs, text)
+
+
+class HalfStore(http.server.BaseHTTPRequestHandler):
+    """A store that accepts blobs, then fails every manifest with a 500."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _answer(self, status, body=b"", headers=None):
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/v1/":
+            return self._answer(200, json.dumps({"protocol": "podsolve-store", "version": 1,
+                                                 "features": []}).encode())
+        self._answer(404, b'{"error":"not_found","message":"no"}')
+
+    def do_HEAD(self):
+        self._answer(404)
+
+    def do_PUT(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        type(self).puts.append(self.path)
+        if "/manifests/" in self.path:
+            return self._answer(500, b'{"error":"bad_request","message":"disk on fire"}')
+        self._answer(201)
+
+
+def test_store_failing_half_way_leaves_no_tag(daemon, tmp_path):
+    HalfStore.puts = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HalfStore)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+        status, lines = solve(daemon, [{"type": "store", "attrs": {"endpoint": endpoint, "name": "half:1"}}],
+                              ["FROM scratch", "COPY f /f"], extra={"f": "x\n"})
+        msg = error_of(lines)
+        assert "500" in msg and "disk on fire" in msg, msg
+        # blobs went first; the one manifest PUT failed; no tag was ever written
+        assert any("/v1/blobs/" in p for p in HalfStore.puts)
+        assert not any(p.endswith("/manifests/1") for p in HalfStore.puts), HalfStore.puts
+    finally:
+        srv.shutdown()
+
+
+def test_token_is_used_and_never_shown(daemon, tmp_path, uniq):
+    token = f"tok-{uniq}-" + os.urandom(8).hex()
+    s = lib.StoreAdapter(tmp_path / "tstore", token=token)
+    try:
+        lines_bad = solve(daemon, [{"type": "store", "attrs": {"endpoint": s.endpoint, "name": "t:1"}}],
+                          ["FROM scratch", "COPY f /f"], extra={"f": "x\n"})[1]
+        assert "401" in error_of(lines_bad) and "unauthorized" in error_of(lines_bad)
+        status, lines = solve(daemon, [{"type": "store", "attrs": {
+            "endpoint": s.endpoint, "name": "t:1", "token": token}}], ["FROM scratch", "COPY f /f"],
+            extra={"f": "x\n"})
+        ok(lines, daemon)
+        assert s.call("GET", "/v1/names/t/tags", headers={"Authorization": f"Bearer {token}"})[0] == 200
+        everything = json.dumps(lines) + json.dumps(lines_bad)
+        assert token not in everything
+        assert token not in Path(daemon.log_path).read_text(errors="replace")
+        r = subprocess.run(["grep", "-rl", "--binary-files=text", token, str(daemon.state)], capture_output=True,
+                           text=True)
+        assert r.stdout == "", f"token found in state: {r.stdout}"
+    finally:
+        s.stop()
+
+
+def test_podsolve_cli_and_buildx_export_to_a_store(daemon, go_clients, store, tmp_path, uniq):
+    """`podsolve build --output type=store,...` and `docker buildx build
+    --output type=store,...` (the exporter reaches /grpc's Control.Solve as
+    BuildKit sends it) both land in the store."""
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": lib.containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo {uniq} > /id")})
+    env = daemon.env()
+    env["PODSOLVE_HOST"] = f"unix://{daemon.sock}"
+    r = subprocess.run([str(lib.REPO_ROOT / "client" / "podsolve"), "build", "--progress", "plain", "--output",
+                        f"type=store,endpoint={store.endpoint},name=cli/app:{uniq}", str(ctx)],
+                       env=env, capture_output=True, text=True, timeout=lib.scaled(240))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = lib.run([go_clients.docker, "buildx", "build", "--progress", "plain", "--output",
+                 f"type=store,endpoint={store.endpoint},name=buildx/app:{uniq}", "."],
+                go_clients.env(daemon), cwd=ctx, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("cli/app", "buildx/app"):
+        st, hdrs, man = store.call("GET", f"/v1/names/{name}/manifests/{uniq}")
+        assert st == 200, (name, man)
+        layers = json.loads(man)["layers"]
+        assert layers and all(store.call("HEAD", f"/v1/blobs/{l['digest']}")[0] == 200 for l in layers)
