@@ -246,3 +246,20 @@ def test_podsolve_cli_and_buildx_export_to_a_store(daemon, go_clients, store, tm
         assert st == 200, (name, man)
         layers = json.loads(man)["layers"]
         assert layers and all(store.call("HEAD", f"/v1/blobs/{l['digest']}")[0] == 200 for l in layers)
+
+
+def test_large_layer_goes_up_in_resumable_chunks(daemon, store, tmp_path, uniq):
+    """A layer larger than the store's upload_chunk_bytes (8 MiB for the
+    reference adapter) goes through POST /v1/uploads and PATCHes; the blob
+    the store assembles has the right digest (the store checks it)."""
+    big = os.urandom(20 << 20)
+    status, lines = solve(daemon, [{"type": "store", "attrs": {"endpoint": store.endpoint, "name": f"big-{uniq}"}}],
+                          ["FROM scratch", "COPY big.bin /big.bin"], extra={"big.bin": big})
+    ok(lines, daemon)
+    log = (store.dir / "adapter.log").read_text()
+    assert log.count('"PATCH /v1/uploads/') >= 3, log[-2000:]
+    st, _, man = store.call("GET", f"/v1/names/big-{uniq}/manifests/latest")
+    layer = json.loads(man)["layers"][0]
+    assert layer["size"] > (16 << 20)
+    st, hdrs, _ = store.call("HEAD", f"/v1/blobs/{layer['digest']}")
+    assert st == 200 and int(hdrs["Content-Length"]) == layer["size"]
