@@ -95,10 +95,12 @@ static const char *const fs_attrs[] = { "dest", NULL };
 static const char *const no_attrs[] = { NULL };
 /* a store (api-docs/store-protocol.md) */
 static const char *const store_attrs[] = { "endpoint", "name", "token", "tls.ca", "tls.cert", "tls.key", NULL };
-static const char *const cache_types[] = { "registry", "local", NULL };
+static const char *const cache_types[] = { "registry", "local", "store", NULL };
 static const char *const registry_cache_attrs[] = { "ref", "mode", "registry.insecure", NULL };
 static const char *const local_import_attrs[] = { "src", NULL };
 static const char *const local_export_attrs[] = { "dest", "mode", NULL };
+static const char *const store_cache_attrs[] = { "endpoint", "name", "token", "tls.ca", "tls.cert", "tls.key", "mode",
+                                                 NULL };
 static const char *const entitlements[] = { "network.host", "security.insecure", NULL };
 static const char *const frontends[] = { "dockerfile.v0", "gateway.v0", NULL };
 static const char *const top_keys[] = { "ref",     "frontend",     "frontendAttrs", "definition", "exporters",
@@ -176,6 +178,8 @@ parse_typed_list (const cJSON *arr, const char *field, bool exporters, bool impo
         known = exporter_attr_names (type->valuestring);
       else if (strcmp (type->valuestring, "registry") == 0)
         known = registry_cache_attrs;
+      else if (strcmp (type->valuestring, "store") == 0)
+        known = store_cache_attrs;
       else
         known = imports ? local_import_attrs : local_export_attrs;
       if (check_attr_names (attrs, attrs_field, known, err) < 0)

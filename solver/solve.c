@@ -30,6 +30,7 @@
 #include "solver/rootfs_export.h"
 #include "solver/session_io.h"
 #include "solver/store_client.h"
+#include "solver/store_registry.h"
 
 struct plan_exporter
 {
@@ -45,6 +46,14 @@ struct plan_exporter
   const struct solve_attrs *attrs; /* the request's (endpoint, token, tls.* of type=store) */
 };
 
+struct plan_store_cache
+{
+  const struct solve_attrs *attrs; /* the request's: endpoint, token, tls.* */
+  char *name;                      /* the cache's name in the store */
+  bool export;
+  store_registry *served;          /* while the build runs */
+};
+
 struct solve_plan
 {
   struct solve_request req;
@@ -57,6 +66,8 @@ struct solve_plan
   ps_strv insecure_registries; /* cache registries reached without TLS checks */
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
+  struct plan_store_cache *store_caches; /* type=store caches, served to buildah as loopback registries */
+  size_t n_store_caches;
   struct llb_exec *llb; /* a definition's graph, run instead of a frontend */
   struct solve_gateway gateway; /* the client-side gateway, run instead of a frontend */
   bool image_frontend;          /* frontend "gateway.v0": the image in attr "source" */
@@ -114,6 +125,12 @@ solve_plan_free (struct solve_plan *p)
   ps_strv_free (&p->insecure_registries);
   free (p->local_cache_import);
   free (p->local_cache_export);
+  for (size_t i = 0; i < p->n_store_caches; i++)
+    {
+      store_registry_stop (p->store_caches[i].served);
+      free (p->store_caches[i].name);
+    }
+  free (p->store_caches);
   free (p->job_dir);
   free (p->state_dir);
   llb_exec_free (p->llb);
@@ -485,6 +502,30 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
               if (check_output_dest (dir, env->output_roots, where, err) < 0)
                 return -1;
               *slot = xstrdup (dir);
+              continue;
+            }
+          if (strcmp (list[i].type, "store") == 0)
+            {
+              cleanup_free char *where = xasprintf ("%s[%zu].attrs", field, i);
+              const char *endpoint = solve_attrs_get (&list[i].attrs, "endpoint");
+              const char *name = solve_attrs_get (&list[i].attrs, "name");
+              const char *mode = solve_attrs_get (&list[i].attrs, "mode");
+              if (endpoint == NULL || *endpoint == '\0')
+                return ps_error_set (err, 400, "%s.endpoint: missing (unix:///PATH or https://HOST of a store)",
+                                     where);
+              cleanup_free char *sname = NULL, *tag = NULL;
+              cleanup_free char *name_field = xasprintf ("%s.name", where);
+              if (store_split_name (name, &sname, &tag, name_field, err) < 0)
+                return -1;
+              if (strchr (name, ':'))
+                return ps_error_set (err, 400, "%s: \"%s\": a cache is a name in the store, without a tag",
+                                     name_field, name);
+              if (mode && strcmp (mode, "max") != 0)
+                return ps_error_set (err, 400, "%s.mode: \"%s\" is not supported: buildah exports the layers of "
+                                               "every step (mode=max)", where, mode);
+              p->store_caches = xrealloc (p->store_caches, (p->n_store_caches + 1) * sizeof *p->store_caches);
+              p->store_caches[p->n_store_caches++]
+                  = (struct plan_store_cache) { &list[i].attrs, steal_pointer (&sname), pass == 1, NULL };
               continue;
             }
           const char *ref = solve_attrs_get (&list[i].attrs, "ref");
@@ -1279,10 +1320,44 @@ copy_platforms (struct solve_plan *p, const char *dest, ps_error **err)
 /* Serve the local cache dirs as loopback registries for this build and
    point buildah at them. */
 static int
-start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t *n, ps_error **err)
+start_local_caches (solver_job *job, struct solve_plan *p, struct cache_registry regs[2], size_t *n, ps_error **err)
 {
   struct build_options *o = &p->build.opts;
   *n = 0;
+  ps_strv served = { 0 }; /* "127.0.0.1:PORT" of the stores served */
+  for (size_t i = 0; i < p->n_store_caches; i++)
+    {
+      struct plan_store_cache *sc = &p->store_caches[i];
+      struct store_config cfg = {
+        .endpoint = solve_attrs_get (sc->attrs, "endpoint"),
+        .token = solve_attrs_get (sc->attrs, "token"),
+        .tls_ca = solve_attrs_get (sc->attrs, "tls.ca"),
+        .tls_cert = solve_attrs_get (sc->attrs, "tls.cert"),
+        .tls_key = solve_attrs_get (sc->attrs, "tls.key"),
+      };
+      cleanup_free char *repo = NULL;
+      ps_error *serr = NULL;
+      sc->served = store_registry_start (&cfg, sc->name, p->job_dir, &repo, &serr);
+      if (sc->served == NULL)
+        {
+          if (sc->export)
+            {
+              *err = serr;
+              ps_strv_free (&served);
+              return ps_error_wrap (err, "cache export to store %s", cfg.endpoint);
+            }
+          /* As BuildKit: a cache that cannot be imported is a warning. */
+          cleanup_free char *msg = xasprintf ("cache import from store %s: %s; building without it", cfg.endpoint,
+                                              serr->msg);
+          solver_job_emit_warning (job, NULL, 1, msg, NULL, NULL);
+          ps_error_free (serr);
+          continue;
+        }
+      ps_strv_push (sc->export ? &o->cache_to : &o->cache_from, repo);
+      if (!sc->export)
+        ps_strv_push (&o->cache_from_refs, repo);
+      ps_strv_pushf (&served, "%.*s", (int) strcspn (repo, "/"), repo);
+    }
   const char *dirs[2] = { p->local_cache_import, p->local_cache_export };
   for (int i = 0; i < 2; i++)
     {
@@ -1294,17 +1369,20 @@ start_local_caches (struct solve_plan *p, struct cache_registry regs[2], size_t 
       else
         {
           if (cache_registry_start (dirs[i], p->job_dir, &regs[*n], err) < 0)
-            return ps_error_wrap (err, "local cache %s", dirs[i]);
+            {
+              ps_strv_free (&served);
+              return ps_error_wrap (err, "local cache %s", dirs[i]);
+            }
           (*n)++;
         }
       ps_strv_push (i == 0 ? &o->cache_from : &o->cache_to, regs[use].repo);
       if (i == 0)
         ps_strv_push (&o->cache_from_refs, regs[use].repo);
     }
-  if (*n == 0 && p->insecure_registries.n == 0)
+  if (*n == 0 && p->insecure_registries.n == 0 && served.n == 0)
     return 0;
   o->layers = true;
-  ps_strv insecure = { 0 };
+  ps_strv insecure = served; /* moved */
   for (size_t i = 0; i < *n; i++)
     ps_strv_pushf (&insecure, "127.0.0.1:%d", regs[i].port);
   for (size_t i = 0; i < p->insecure_registries.n; i++)
@@ -1323,7 +1401,7 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
 {
   struct cache_registry regs[2];
   size_t nregs = 0;
-  int r = start_local_caches (p, regs, &nregs, err);
+  int r = start_local_caches (job, p, regs, &nregs, err);
   if (r == 0 && p->gateway.run)
     {
       r = p->gateway.run (job, p->gateway.ud, image_id, err);
@@ -1406,6 +1484,20 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
     }
   for (size_t i = 0; i < nregs; i++)
     cache_registry_stop (&regs[i]);
+  for (size_t i = 0; i < p->n_store_caches; i++)
+    {
+      struct plan_store_cache *sc = &p->store_caches[i];
+      size_t failed = store_registry_failures (sc->served);
+      if (failed && !sc->export)
+        {
+          cleanup_free char *msg = xasprintf ("cache import from store %s: %zu requests to the store failed; the "
+                                              "steps they were for were built again (the daemon's log has each "
+                                              "error)", solve_attrs_get (sc->attrs, "endpoint"), failed);
+          solver_job_emit_warning (job, NULL, 1, msg, NULL, NULL);
+        }
+      store_registry_stop (sc->served);
+      sc->served = NULL;
+    }
   return r < 0 ? -1 : 0;
 }
 

@@ -5,6 +5,9 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +54,7 @@ struct response
   char *location; /* Location */
   char *ctype;    /* Content-Type */
   uint64_t offset; /* Upload-Offset */
+  uint64_t length; /* Content-Length */
   bool too_big;
 };
 
@@ -135,6 +139,11 @@ on_header (char *data, size_t size, size_t nmemb, void *ud)
     free (r->location), r->location = v;
   else if ((v = header_value (data, n, "Content-Type")))
     free (r->ctype), r->ctype = v;
+  else if ((v = header_value (data, n, "Content-Length")))
+    {
+      r->length = strtoull (v, NULL, 10);
+      free (v);
+    }
   else if ((v = header_value (data, n, "Upload-Offset")))
     {
       r->offset = strtoull (v, NULL, 10);
@@ -356,6 +365,13 @@ is_digest (const char *d)
 int
 store_blob_exists (store_client *c, const char *digest, ps_error **err)
 {
+  uint64_t size;
+  return store_blob_stat (c, digest, &size, err);
+}
+
+int
+store_blob_stat (store_client *c, const char *digest, uint64_t *size, ps_error **err)
+{
   if (!is_digest (digest))
     return ps_error_set (err, 400, "not a sha256 digest: %s", digest);
   cleanup_free char *path = xasprintf ("/v1/blobs/%s", digest);
@@ -365,6 +381,7 @@ store_blob_exists (store_client *c, const char *digest, ps_error **err)
   if (call (c, &req, ok, &resp, err) < 0)
     return -1;
   int r = resp.status == 200;
+  *size = resp.length;
   response_free (&resp);
   return r;
 }
@@ -464,6 +481,91 @@ store_blob_put_file (store_client *c, const char *digest, const char *path, uint
   return r;
 }
 
+struct file_sink
+{
+  FILE *f;
+  EVP_MD_CTX *md;
+  bool failed;
+};
+
+static size_t
+write_file (char *data, size_t size, size_t nmemb, void *ud)
+{
+  struct file_sink *s = ud;
+  size_t n = size * nmemb;
+  if (fwrite (data, 1, n, s->f) != n)
+    {
+      s->failed = true;
+      return 0;
+    }
+  EVP_DigestUpdate (s->md, data, n);
+  return n;
+}
+
+int
+store_blob_get_file (store_client *c, const char *digest, const char *path, ps_error **err)
+{
+  if (!is_digest (digest))
+    return ps_error_set (err, 400, "not a sha256 digest: %s", digest);
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return ps_error_set_errno (err, 500, errno, "create %s", path);
+  struct file_sink sink = { fdopen (fd, "wb"), EVP_MD_CTX_new (), false };
+  EVP_DigestInit_ex (sink.md, EVP_sha256 (), NULL);
+  cleanup_free char *url = xasprintf ("%s/v1/blobs/%s", c->base, digest);
+  CURL *h = curl_easy_init ();
+  struct curl_slist *hdrs = c->auth ? curl_slist_append (NULL, c->auth) : NULL;
+  char errbuf[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt (h, CURLOPT_URL, url);
+  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, 120L);
+  curl_easy_setopt (h, CURLOPT_FAILONERROR, 1L);
+  if (c->unix_path)
+    curl_easy_setopt (h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+  if (c->tls_ca)
+    curl_easy_setopt (h, CURLOPT_CAINFO, c->tls_ca);
+  if (c->tls_cert)
+    curl_easy_setopt (h, CURLOPT_SSLCERT, c->tls_cert);
+  if (c->tls_key)
+    curl_easy_setopt (h, CURLOPT_SSLKEY, c->tls_key);
+  curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_file);
+  curl_easy_setopt (h, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode rc = curl_easy_perform (h);
+  long status = 0;
+  curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all (hdrs);
+  curl_easy_cleanup (h);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  EVP_DigestFinal_ex (sink.md, md, &mdlen);
+  EVP_MD_CTX_free (sink.md);
+  bool closed = fclose (sink.f) == 0;
+  int ret = 1;
+  if (rc != CURLE_OK && status == 404)
+    ret = 0;
+  else if (rc != CURLE_OK || sink.failed || !closed)
+    ret = ps_error_set (err, 502, "store %s: GET /v1/blobs/%s: %s", c->endpoint, digest,
+                        sink.failed || !closed ? "cannot write the local copy" : *errbuf ? errbuf
+                                                                                       : curl_easy_strerror (rc));
+  else
+    {
+      char hex[65];
+      for (unsigned i = 0; i < mdlen && i < 32; i++)
+        sprintf (hex + 2 * i, "%02x", md[i]);
+      if (strcmp (hex, digest + 7) != 0)
+        ret = ps_error_set (err, 502, "store %s: blob %s: the bytes received hash to sha256:%s", c->endpoint,
+                            digest, hex);
+    }
+  if (ret != 1)
+    unlink (path);
+  return ret;
+}
+
 int
 store_manifest_put (store_client *c, const char *name, const char *ref, const char *mtype, const void *body,
                     size_t len, char **digest, ps_error **err)
@@ -512,6 +614,22 @@ store_manifest_get (store_client *c, const char *name, const char *ref, char **b
     *mtype = resp.ctype ? xstrdup (resp.ctype) : NULL;
   response_free (&resp);
   return 1;
+}
+
+int
+store_tags (store_client *c, const char *name, char **json, ps_error **err)
+{
+  cleanup_free char *path = xasprintf ("/v1/names/%s/tags", name);
+  struct request req = { .method = "GET", .path = path };
+  struct response resp;
+  static const long ok[] = { 200, 404, 0 };
+  if (call (c, &req, ok, &resp, err) < 0)
+    return -1;
+  int r = resp.status == 200;
+  if (r)
+    *json = resp.body.len ? ps_buf_steal (&resp.body) : xstrdup ("{}");
+  response_free (&resp);
+  return r;
 }
 
 /* ---- pushing an OCI layout ---------------------------------------------------- */

@@ -35,6 +35,8 @@ void store_client_free (store_client *c);
 
 /* HEAD /v1/blobs/{digest}: 1 present, 0 absent, -1 with *err. */
 int store_blob_exists (store_client *c, const char *digest, ps_error **err);
+/* The same, with its size in *size when present. */
+int store_blob_stat (store_client *c, const char *digest, uint64_t *size, ps_error **err);
 
 /* Upload the file at `path`, which must hash to `digest` (the store checks
    it), unless the store has it already; in chunks of the store's
@@ -42,6 +44,11 @@ int store_blob_exists (store_client *c, const char *digest, ps_error **err);
    store offers them, resuming after a failed chunk.  *uploaded (may be
    NULL) gets the bytes sent. */
 int store_blob_put_file (store_client *c, const char *digest, const char *path, uint64_t *uploaded, ps_error **err);
+
+/* GET /v1/blobs/{digest} into a new file at `path` (0600), checked
+   against the digest: 1 written, 0 the store has no such blob (no file
+   left), -1 with *err (no file left either). */
+int store_blob_get_file (store_client *c, const char *digest, const char *path, ps_error **err);
 
 /* PUT /v1/names/{name}/manifests/{ref} with media type `mtype`; *digest
    (may be NULL) gets the store's Store-Content-Digest. */
@@ -60,6 +67,10 @@ int store_manifest_get (store_client *c, const char *name, const char *ref, char
    *bytes (may be NULL) the blob bytes sent. */
 int store_push_layout (store_client *c, const char *layout_dir, const char *name, const ps_strv *tags, char **digest,
                        uint64_t *bytes, ps_error **err);
+
+/* GET /v1/names/{name}/tags: 1 with *json (malloc'd, {"name","tags"}),
+   0 when the store has no such name, -1 with *err. */
+int store_tags (store_client *c, const char *name, char **json, ps_error **err);
 
 /* "app:1" -> name "app", tag "1"; "app" -> "latest"; a digest reference
    ("app@sha256:...") is refused.  400 naming `field` for a bad name. */

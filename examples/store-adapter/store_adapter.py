@@ -44,7 +44,6 @@ MEDIA_TYPES = {
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.podsolve.cache.v1+json",
 }
 
 
@@ -214,9 +213,6 @@ class Store:
         for d in doc.get("manifests") or []:
             if not os.path.exists(self._manifest_file(name, d.get("digest", ""))):
                 raise StoreError(400, "missing_blob", f"manifest {name}@{d.get('digest')} is not in the store")
-        for s in doc.get("steps") or []:  # a podsolve cache manifest
-            if not os.path.exists(self._manifest_file(name, s.get("manifest", ""))):
-                raise StoreError(400, "missing_blob", f"manifest {name}@{s.get('manifest')} is not in the store")
 
     def manifest_put(self, name, ref, mtype, body, if_match=None, if_none_match=None):
         if mtype not in MEDIA_TYPES:

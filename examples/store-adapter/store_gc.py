@@ -6,8 +6,8 @@ rest that nobody read or wrote for --grace.
     store_gc.py --store unix:///run/podsolve-store.sock [--grace 24h] [--dry-run]
 
 Tags are roots: every tag of every name is kept (delete a tag first to let
-its image go).  A manifest reaches its config, layers, the manifests of an
-index, and the step manifests of a podsolve cache manifest.  --grace must
+its image go; a build cache's steps are tags too).  A manifest reaches its
+config, its layers and the manifests of an index.  --grace must
 be longer than a build: a blob written a moment before its manifest is
 never collected.
 """
@@ -93,8 +93,6 @@ def main():
                 keep_blobs.add(d["digest"])
         for d in doc.get("manifests") or []:
             mark(name, d["digest"])
-        for step in doc.get("steps") or []:
-            mark(name, step["manifest"])
 
     for name in names:
         for tag in json.loads(st.call("GET", f"/v1/names/{name}/tags")[1])["tags"]:

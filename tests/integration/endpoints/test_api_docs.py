@@ -494,7 +494,9 @@ def test_request_schema_matches_parser():
     assert attr_names("CacheOnlyExporter") == set(c_string_list(src, "no_attrs"))
     assert attr_names("StoreExporter") == set(c_string_list(src, "store_attrs"))
 
-    assert schema_enum("RegistryCacheEntry") | schema_enum("LocalCacheEntry") == set(c_string_list(src, "cache_types"))
+    assert (schema_enum("RegistryCacheEntry") | schema_enum("LocalCacheEntry") | schema_enum("StoreCacheEntry")
+            == set(c_string_list(src, "cache_types")))
+    assert attr_names("StoreCacheEntry") == set(c_string_list(src, "store_cache_attrs"))
     assert attr_names("RegistryCacheEntry") == set(c_string_list(src, "registry_cache_attrs"))
     assert attr_names("LocalCacheEntry") == (set(c_string_list(src, "local_import_attrs"))
                                              | set(c_string_list(src, "local_export_attrs")))

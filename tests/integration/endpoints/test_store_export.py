@@ -8,8 +8,10 @@ token, or fails half-way gives a clear error and leaves no tag behind; the
 token appears nowhere in the stream, the log or the state dir.
 """
 
+import base64
 import http.server
 import json
+import re
 import os
 import subprocess
 import sys
@@ -263,3 +265,73 @@ def test_large_layer_goes_up_in_resumable_chunks(daemon, store, tmp_path, uniq):
     assert layer["size"] > (16 << 20)
     st, hdrs, _ = store.call("HEAD", f"/v1/blobs/{layer['digest']}")
     assert st == 200 and int(hdrs["Content-Length"]) == layer["size"]
+
+
+# --------------------------------------------------------------------------
+# caches in a store: export from one daemon, import in a fresh one
+
+
+def share_base(src, dst, name, tmpdir):
+    """The very same base image (same ID) in both daemons: buildah's cache
+    keys include the base image (see test_solve_e2e.share_base)."""
+    src.buildah("tag", BASE_IMAGE, name)
+    archive = Path(tmpdir) / f"base-{os.urandom(4).hex()}.tar"
+    src.buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
+    dst.buildah("pull", "--quiet", f"oci-archive:{archive}")
+    archive.unlink()
+    assert dst.image_id(name) == src.image_id(name)
+
+
+def _cache_solve(d, name, base, uniq, cache):
+    files = {"Dockerfile": lib.containerfile(f"FROM {base}", "ARG NOTE=stamped", f'RUN echo "{uniq} $NOTE" > /uniq.txt',
+                                             "COPY f /f", "RUN cat /proc/sys/kernel/random/uuid > /stamp"),
+             "f": f"{uniq}\n"}
+    request = {"frontend": "dockerfile.v0", "exporters": [{"type": "image", "attrs": {"name": name}}],
+               "cache": cache}
+    body, ctype = lib.multipart({"request": json.dumps(request).encode()}, {"context": lib.tar_context(files)})
+    status, headers, it = d.stream("POST", "/solve", body, {"Content-Type": ctype}, timeout=300)
+    try:
+        return list(it)
+    finally:
+        it.close()
+
+
+def cached_steps(lines):
+    names = {}
+    for v in lib.stream_vertexes(lines):
+        if re.match(r"^\[\d+/\d+\] ", v.get("name", "")):
+            names[v["name"]] = names.get(v["name"], False) or bool(v.get("cached"))
+    return names
+
+
+def test_cache_in_a_store_makes_a_fresh_daemon_reuse_every_step(daemon, spawn_daemon, store, tmp_path, uniq):
+    img = f"localhost/storecache-{uniq}:latest"
+    base = f"localhost/storecache-base-{uniq}:latest"
+    d2 = spawn_daemon()
+    share_base(daemon, d2, base, d2.tmpdir)
+    attrs = {"endpoint": store.endpoint, "name": f"cache/app-{uniq}"}
+    lines1 = _cache_solve(daemon, img, base, uniq, {"exports": [{"type": "store", "attrs": attrs}]})
+    ok(lines1, daemon)
+    stamp1 = daemon.image_file(img, "/stamp")
+    st, _, body = store.call("GET", f"/v1/names/cache/app-{uniq}/tags")
+    tags = json.loads(body)["tags"]
+    assert st == 200 and "podsolve-arg-steps" in tags and len(tags) >= 4, tags
+
+    assert not d2.image_exists(img)
+    lines2 = _cache_solve(d2, img, base, uniq, {"imports": [{"type": "store", "attrs": attrs}]})
+    ok(lines2, d2)
+    steps = cached_steps(lines2)
+    assert steps and all(c for n, c in steps.items() if "FROM" not in n), list(steps.items())
+    assert d2.image_file(img, "/stamp") == stamp1
+    assert d2.image_id(img) == daemon.image_id(img)
+
+
+def test_cache_import_from_a_store_that_is_down_is_a_warning(daemon, tmp_path, uniq):
+    img = f"localhost/storecache-down-{uniq}:latest"
+    attrs = {"endpoint": f"unix://{tmp_path}/gone.sock", "name": "cache/gone"}
+    lines = _cache_solve(daemon, img, BASE_IMAGE, uniq, {"imports": [{"type": "store", "attrs": attrs}]})
+    ok(lines, daemon)
+    warnings = [w for l in lines for w in (l.get("status") or {}).get("warnings") or []]
+    text = " ".join(base64.b64decode(w.get("short") or "").decode() for w in warnings)
+    assert "cache import from store" in text and "building without it" in text, lines[-8:]
+    assert daemon.image_exists(img)
