@@ -240,9 +240,12 @@ def test_podsolve_cli_and_buildx_export_to_a_store(daemon, go_clients, store, tm
                        env=env, capture_output=True, text=True, timeout=lib.scaled(240))
     assert r.returncode == 0, r.stdout + r.stderr
     r = lib.run([go_clients.docker, "buildx", "build", "--progress", "plain", "--output",
-                 f"type=store,endpoint={store.endpoint},name=buildx/app:{uniq}", "."],
+                 f"type=store,endpoint={store.endpoint},name=buildx/app:{uniq}",
+                 "--cache-to", f"type=store,endpoint={store.endpoint},name=buildx/cache-{uniq}", "."],
                 go_clients.env(daemon), cwd=ctx, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
+    st, _, body = store.call("GET", f"/v1/names/buildx/cache-{uniq}/tags")
+    assert st == 200 and json.loads(body)["tags"], body
     for name in ("cli/app", "buildx/app"):
         st, hdrs, man = store.call("GET", f"/v1/names/{name}/manifests/{uniq}")
         assert st == 200, (name, man)
