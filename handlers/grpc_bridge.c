@@ -199,14 +199,7 @@ solve_request (Moby__Buildkit__V1__Frontend__SolveRequest *req, struct gateway_s
   /* A nested frontend's inputs (its LLBBridge.Inputs), as definitions. */
   *inputs = xcalloc (req->n_frontendinputs + 1, sizeof **inputs);
   for (size_t i = 0; i < req->n_frontendinputs; i++)
-    {
-      const Pb__Definition *d = req->frontendinputs[i]->value;
-      size_t len = d ? pb__definition__get_packed_size (d) : 0;
-      uint8_t *buf = xmalloc (len + 1);
-      if (d)
-        pb__definition__pack (d, buf);
-      (*inputs)[i] = (struct gateway_input){ .name = req->frontendinputs[i]->key, .definition = buf, .len = len };
-    }
+    (*inputs)[i] = gateway_input_pack (req->frontendinputs[i]->key, req->frontendinputs[i]->value);
   out->inputs = *inputs;
   out->n_inputs = req->n_frontendinputs;
   if (req->final)

@@ -577,14 +577,7 @@ solve_gateway_new (grpc_call *call, const Moby__Buildkit__V1__SolveRequest *rq, 
   size_t n = rq->n_frontendinputs;
   struct gateway_input *inputs = xcalloc (n + 1, sizeof *inputs);
   for (size_t i = 0; i < n; i++)
-    {
-      const Pb__Definition *d = rq->frontendinputs[i]->value;
-      size_t len = d ? pb__definition__get_packed_size (d) : 0;
-      uint8_t *buf = xmalloc (len + 1);
-      if (d)
-        pb__definition__pack (d, buf);
-      inputs[i] = (struct gateway_input){ .name = rq->frontendinputs[i]->key, .definition = buf, .len = len };
-    }
+    inputs[i] = gateway_input_pack (rq->frontendinputs[i]->key, rq->frontendinputs[i]->value);
   struct gateway_build_opts o = {
     .session = sr->session,
     .entitlements = &sr->entitlements,

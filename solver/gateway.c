@@ -1110,3 +1110,13 @@ gateway_bridge_server (void)
 {
   return bridge_server;
 }
+
+struct gateway_input
+gateway_input_pack (const char *name, const Pb__Definition *d)
+{
+  size_t len = d ? pb__definition__get_packed_size (d) : 0;
+  uint8_t *buf = xmalloc (len + 1);
+  if (d)
+    pb__definition__pack (d, buf);
+  return (struct gateway_input){ .name = name, .definition = buf, .len = len };
+}

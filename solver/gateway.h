@@ -21,6 +21,7 @@
 
 #include "common/ps.h"
 #include "schema/fsutil.pb-c.h"
+#include "schema/ops.pb-c.h"
 #include "schema/solve_request.h"
 #include "solver/job.h"
 #include "solver/solve_source.h"
@@ -36,6 +37,11 @@ struct gateway_input
   const uint8_t *definition;
   size_t len;
 };
+
+/* A FrontendInputs entry (`name`, a definition; NULL is an empty one) as
+   a gateway_input: the definition packed into a buffer the caller frees
+   ((uint8_t *) in.definition). */
+struct gateway_input gateway_input_pack (const char *name, const Pb__Definition *d);
 
 /* What Control.Solve knows about the build; everything is copied. */
 struct gateway_build_opts

@@ -268,7 +268,9 @@ class SessionTunnel:
         try:
             for m in self.call:
                 self.mine.sendall(m.data)
-        except grpc.RpcError:
+        except (grpc.RpcError, OSError):
+            # the call ended, or our end of the socket pair was closed first
+            # (close() shuts it down): either way the stream is over
             pass
         finally:
             self._closed.set()
