@@ -338,3 +338,56 @@ def test_cache_import_from_a_store_that_is_down_is_a_warning(daemon, tmp_path, u
     text = " ".join(base64.b64decode(w.get("short") or "").decode() for w in warnings)
     assert "cache import from store" in text and "building without it" in text, lines[-8:]
     assert daemon.image_exists(img)
+
+
+def test_two_daemons_exporting_one_cache_name_at_once_leave_a_consistent_cache(daemon, spawn_daemon, store,
+                                                                               tmp_path, uniq):
+    """Replicas A and B export to the same cache name at the same time (one
+    project, two branches: a shared first step, then different ones).  Every
+    tag in the store then names a whole image, and a third, empty replica C
+    builds both branches from it.  The shared step (ARG NOTE) is one key
+    that both wrote, each with its own image (buildah stamps every step
+    with its creation time), and the last write won: C follows the winner's
+    chain to the end, and rebuilds the loser's steps after the shared one
+    (docs/scale-out.md, "Consistency")."""
+    base = f"localhost/storecache-race-{uniq}:latest"
+    a, b, c = spawn_daemon(), spawn_daemon(), spawn_daemon()
+    for d in (a, b, c):
+        share_base(daemon, d, base, d.tmpdir)
+    attrs = {"endpoint": store.endpoint, "name": f"cache/shared-{uniq}"}
+    results = {}
+
+    def build(d, branch):
+        results[branch] = _cache_solve(d, f"localhost/race-{branch}-{uniq}", base, f"{uniq}-{branch}",
+                                       {"exports": [{"type": "store", "attrs": attrs}]})
+    threads = [threading.Thread(target=build, args=(a, "a")), threading.Thread(target=build, args=(b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(lib.scaled(300))
+    ok(results["a"], a)
+    ok(results["b"], b)
+    # every tag: a manifest whose config and layers are all in the store
+    st, _, body = store.call("GET", f"/v1/names/cache/shared-{uniq}/tags")
+    tags = json.loads(body)["tags"]
+    assert len(tags) >= 6, tags
+    for tag in tags:
+        st, _, man = store.call("GET", f"/v1/names/cache/shared-{uniq}/manifests/{tag}")
+        assert st == 200, tag
+        doc = json.loads(man)
+        for desc in [doc["config"]] + doc["layers"]:
+            assert store.call("HEAD", f"/v1/blobs/{desc['digest']}")[0] == 200, (tag, desc)
+    # C: the winner's branch entirely from the cache (the same image as the
+    # replica's), the other one built, correctly, after the shared step
+    whole = []
+    for branch, src in (("a", a), ("b", b)):
+        img = f"localhost/race-{branch}-{uniq}"
+        lines = _cache_solve(c, img, base, f"{uniq}-{branch}", {"imports": [{"type": "store", "attrs": attrs}]})
+        ok(lines, c)
+        steps = cached_steps(lines)
+        assert steps["[2/5] ARG NOTE=stamped"], (branch, list(steps.items()))
+        assert c.image_file(img, "/uniq.txt") == f"{uniq}-{branch} stamped\n".encode()
+        if all(v for n, v in steps.items() if "FROM" not in n):
+            assert c.image_id(img) == src.image_id(img)
+            whole.append(branch)
+    assert len(whole) >= 1, "neither replica's chain survived in the store"
