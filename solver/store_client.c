@@ -172,6 +172,27 @@ store_message (const struct response *r)
   return out;
 }
 
+/* What every request to the store sets: the URL, the socket or TLS
+   files, timeouts that notice a store gone silent. */
+static void
+easy_setup (store_client *c, CURL *h, const char *url)
+{
+  curl_easy_setopt (h, CURLOPT_URL, url);
+  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, 120L);
+  if (c->unix_path)
+    curl_easy_setopt (h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+  if (c->tls_ca)
+    curl_easy_setopt (h, CURLOPT_CAINFO, c->tls_ca);
+  if (c->tls_cert)
+    curl_easy_setopt (h, CURLOPT_SSLCERT, c->tls_cert);
+  if (c->tls_key)
+    curl_easy_setopt (h, CURLOPT_SSLKEY, c->tls_key);
+}
+
 /* One request.  0 with the response (any status), -1 with *err when the
    store could not be reached or the exchange broke. */
 static int
@@ -189,20 +210,7 @@ perform (store_client *c, const struct request *req, struct response *resp, ps_e
     hdrs = curl_slist_append (hdrs, *hv);
   hdrs = curl_slist_append (hdrs, "Expect:");
   struct body_source src = { req, 0 };
-  curl_easy_setopt (h, CURLOPT_URL, url);
-  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, 120L);
-  if (c->unix_path)
-    curl_easy_setopt (h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (c->tls_ca)
-    curl_easy_setopt (h, CURLOPT_CAINFO, c->tls_ca);
-  if (c->tls_cert)
-    curl_easy_setopt (h, CURLOPT_SSLCERT, c->tls_cert);
-  if (c->tls_key)
-    curl_easy_setopt (h, CURLOPT_SSLKEY, c->tls_key);
+  easy_setup (c, h, url);
   curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_body);
   curl_easy_setopt (h, CURLOPT_WRITEDATA, resp);
@@ -516,21 +524,8 @@ store_blob_get_file (store_client *c, const char *digest, const char *path, ps_e
   CURL *h = curl_easy_init ();
   struct curl_slist *hdrs = c->auth ? curl_slist_append (NULL, c->auth) : NULL;
   char errbuf[CURL_ERROR_SIZE] = "";
-  curl_easy_setopt (h, CURLOPT_URL, url);
-  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, 120L);
+  easy_setup (c, h, url);
   curl_easy_setopt (h, CURLOPT_FAILONERROR, 1L);
-  if (c->unix_path)
-    curl_easy_setopt (h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (c->tls_ca)
-    curl_easy_setopt (h, CURLOPT_CAINFO, c->tls_ca);
-  if (c->tls_cert)
-    curl_easy_setopt (h, CURLOPT_SSLCERT, c->tls_cert);
-  if (c->tls_key)
-    curl_easy_setopt (h, CURLOPT_SSLKEY, c->tls_key);
   curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_file);
   curl_easy_setopt (h, CURLOPT_WRITEDATA, &sink);

@@ -1171,6 +1171,21 @@ def make_frontend_images(daemon):
 
 # ---- ssh agents (--ssh, RUN --mount=type=ssh, LLB ssh mounts) ------------------------
 
+def share_base(src, dst, name, tmpdir):
+    """Give `dst` the very same base image as `src` (same image ID) under `name`.
+
+    Every daemon's storage gets its own localhost/busybox from make-base-image,
+    with a different image ID (commit timestamps), and buildah's layer-cache
+    keys include the base image: a cache exported from one daemon can only hit
+    in another one that builds FROM the identical base."""
+    src.buildah("tag", BASE_IMAGE, name)
+    archive = Path(tmpdir) / f"base-{os.urandom(4).hex()}.tar"
+    src.buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
+    dst.buildah("pull", "--quiet", f"oci-archive:{archive}")
+    archive.unlink()
+    assert dst.image_id(name) == src.image_id(name)
+
+
 class StoreAdapter:
     """examples/store-adapter/store_adapter.py on a unix socket of its own,
     keeping a directory (api-docs/store-protocol.md).

@@ -107,19 +107,7 @@ def log_text(lines):
     return out.decode("utf-8", "replace")
 
 
-def share_base(src, dst, name, tmpdir):
-    """Give `dst` the very same base image as `src` (same image ID) under `name`.
-
-    Every daemon's storage gets its own localhost/busybox from make-base-image,
-    with a different image ID (commit timestamps), and buildah's layer-cache
-    keys include the base image: a cache exported from one daemon can only hit
-    in another one that builds FROM the identical base."""
-    src.buildah("tag", BASE, name)
-    archive = Path(tmpdir) / f"base-{os.urandom(4).hex()}.tar"
-    src.buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
-    dst.buildah("pull", "--quiet", f"oci-archive:{archive}")
-    archive.unlink()
-    assert dst.image_id(name) == src.image_id(name)
+share_base = lib.share_base
 
 
 def stamp_dockerfile(uniq, base=BASE):

@@ -274,15 +274,7 @@ def test_large_layer_goes_up_in_resumable_chunks(daemon, store, tmp_path, uniq):
 # caches in a store: export from one daemon, import in a fresh one
 
 
-def share_base(src, dst, name, tmpdir):
-    """The very same base image (same ID) in both daemons: buildah's cache
-    keys include the base image (see test_solve_e2e.share_base)."""
-    src.buildah("tag", BASE_IMAGE, name)
-    archive = Path(tmpdir) / f"base-{os.urandom(4).hex()}.tar"
-    src.buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
-    dst.buildah("pull", "--quiet", f"oci-archive:{archive}")
-    archive.unlink()
-    assert dst.image_id(name) == src.image_id(name)
+share_base = lib.share_base
 
 
 def _cache_solve(d, name, base, uniq, cache):
