@@ -833,7 +833,8 @@ def llb_section(res):
     w = L.append
     llb = res.get("workloads", {}).get("llb-branches")
     scale = llb["scale"] if llb else FULL_SCALE
-    w(f"## LLB graph: {BRANCHES} independent branches, podsolve vs `buildah build --jobs 4`\n")
+    w(f"## LLB graph: {BRANCHES} independent branches, podsolve vs `buildah build --jobs 4`"
+      + (" and buildkitd (buildctl)" if llb and llb["stats"].get("bkd-llb-cold") else "") + "\n")
     w("One build graph of 20 ops: the busybox image; a base FileOp (mkdir, mkfile); "
       f"{BRANCHES} independent branches of 4 execs each, every one doing real work on the branch's "
       f"own random data (`dd` of {scale['mib']} MiB from /dev/urandom, `sha256sum` × "
@@ -848,7 +849,9 @@ def llb_section(res):
       "podsolved started on it; `buildah --root` of its own) with the base image copied in, not "
       "timed. **Fully cached**: the same definition sent again to the same daemon; the same "
       "`buildah build --layers` again. Each round runs podsolve cold, buildah cold, podsolve "
-      "cached, buildah cached. `bench/run --only llb` runs just this workload.\n")
+      "cached, buildah cached (with buildkitd in the run: every system cold — podsolve /solve, "
+      "podsolve via buildctl, buildkitd via buildctl, buildah — then every system cached). "
+      "`bench/run --only llb` runs just this workload.\n")
     if not llb:
         w("**Figures: pending re-run** — this report's run did not include the workload (see "
           "*Not measured yet*).\n")
