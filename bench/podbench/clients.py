@@ -19,6 +19,16 @@ command a user would type, and knows how to tell success from failure:
                  DOCKER_HOST is set, so buildx drives the build over POST /grpc
                  (BuildKit's Control service) and POST /session; the image is
                  exported into the daemon's store
+  docker buildx, remote driver  the same buildx with a builder made by
+                 `docker buildx create --driver remote unix://SOCK`, passed as
+                 --builder: SOCK is podsolved's --buildkit-listen socket or
+                 buildkitd v0.32.2's, the command line identical for both;
+                 --output type=image,name=localhost/TAG:latest (the remote
+                 driver has no daemon to --load into: the image goes into
+                 the daemon's own store, containers-storage for podsolved,
+                 buildkitd's image store for buildkitd), --provenance=false
+                 (podsolved makes no attestations) and --metadata-file,
+                 which must name the image afterwards
 """
 
 import json
@@ -86,6 +96,7 @@ class Cmd:
     elapsed: float = None
     bytes_sent: int = None   # what the client wrote to sockets (see wait_exit())
     sent_from_output: object = None  # fn(output) -> bytes sent, for clients that say it
+    stdin_path: str = None   # a file for the client's stdin (buildctl reads a definition there)
     _log_size0: int = 0
     _wchar: int = None
 
@@ -95,9 +106,14 @@ class Cmd:
             lf.write(("$ " + " ".join(x.replace("\n", "\\n") for x in self.argv) + "\n").encode())
             lf.flush()
             self._log_size0 = lf.tell()
-            self.t0 = time.perf_counter()
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=lf,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdin = open(self.stdin_path, "rb") if self.stdin_path else subprocess.DEVNULL
+            try:
+                self.t0 = time.perf_counter()
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=lf,
+                                             stderr=subprocess.STDOUT, stdin=stdin)
+            finally:
+                if self.stdin_path:
+                    stdin.close()
 
     def finish(self, timeout=900):
         """Wait for the exit, take the time, count the bytes, check the result."""
@@ -187,6 +203,26 @@ def _check_buildx(image_exists):
             return f"exit status {rc}"
         if not image_exists():
             return "exit status 0, but the image is not in podsolved's store"
+        return None
+    return check
+
+
+def _check_buildx_remote(image, meta, image_exists):
+    """Exit status 0, buildx's --metadata-file names the image and its
+    digest, and (podsolved) the image is in the daemon's store."""
+    def check(rc, out):
+        if rc != 0:
+            return f"exit status {rc}"
+        try:
+            with open(meta) as f:
+                md = json.load(f)
+        except (OSError, ValueError) as e:
+            return f"exit status 0, but no metadata file ({e})"
+        # (an image index when the daemon adds buildx's provenance attestation: no config digest)
+        if image not in (md.get("image.name") or "") or not md.get("containerimage.digest"):
+            return f"exit status 0, but the metadata names no image {image} with a digest: {md}"
+        if image_exists and not image_exists():
+            return "exit status 0, but the image is not in the daemon's store"
         return None
     return check
 
@@ -334,6 +370,7 @@ class Path:
     buildah_argv: list = None   # for kind=buildah: everything up to the build flags
     docker_cli: str = None      # for kind=buildx: the docker 28 CLI (buildx is its plugin)
     image_exists: object = None  # for kind=buildx: fn(image name) -> bool, in the daemon's store
+    builder: str = None         # for kind=buildx-remote: the buildx builder (remote driver)
 
     @property
     def label(self):
@@ -388,6 +425,22 @@ class Path:
             # counts add up in the parent's /proc/PID/io, so wchar covers both
             image = f"docker.io/library/{tag}:latest"
             return Cmd(argv, env, log, _check_buildx(lambda: self.image_exists(image)))
+        if self.kind == "buildx-remote":
+            image = f"localhost/{tag}:latest"
+            meta = log[:-4] + ".metadata.json" if log.endswith(".log") else log + ".metadata.json"
+            try:
+                os.unlink(meta)
+            except FileNotFoundError:
+                pass
+            argv = [self.docker_cli, "buildx", "build", "--builder", self.builder, f"--progress={progress}"]
+            if nocache:
+                argv.append("--no-cache")
+            # --provenance=false: podsolved makes no attestations; without it buildx
+            # would ask buildkitd alone for one (an image index instead of an image)
+            argv += ["--output", f"type=image,name={image}", "--provenance=false", "--metadata-file", meta,
+                     "-f", os.path.join(ctx.dir, ctx.dockerfile), ctx.dir]
+            exists = (lambda: self.image_exists(image)) if self.image_exists else None
+            return Cmd(argv, env, log, _check_buildx_remote(image, meta, exists))
         raise ValueError(self.kind)
 
     @property
@@ -398,4 +451,4 @@ class Path:
     def proxyable(self):
         # (the gateway path's first status line is /solve's, as for ps-solve:
         # left out of the relay workload to keep the run short)
-        return self.kind not in ("buildah", "buildx", "curl-solve-gw")
+        return self.kind not in ("buildah", "buildx", "buildx-remote", "curl-solve-gw")

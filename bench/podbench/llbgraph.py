@@ -18,10 +18,16 @@ per exec, COPY --from per copy; its base stage does the FileOp's work with a
 RUN.  Every command names its branch, so no two branches share a cache
 entry in either system.
 
-Timed, interleaved per round (A B A B): a cold build on private storage
-made for that round (podsolved started on it; buildah --root on its own),
-then the fully cached resubmission (the same definition to the same
-daemon; `buildah build --layers` again).
+With BuildKit's own client (``buildctl`` v0.32.2, the definition piped on
+stdin, ``--output type=image,name=…``), the SAME definition bytes also go to
+buildkitd v0.32.2 (a fresh root per round; the base image pulled from the
+loopback registry before the timed build) and to a second podsolved's
+``--buildkit-listen`` socket: the only difference is the daemon.
+
+Timed, interleaved per round (A B C D, then A B C D again): a cold build
+on private storage made for that round (each daemon started on it; buildah
+--root on its own), then the fully cached resubmission (the same
+definition to the same daemon; `buildah build --layers` again).
 """
 
 import json
@@ -31,7 +37,7 @@ import sys
 from datetime import datetime
 
 from .clients import Cmd, _CURL_W, _curl_body_code, _check_exit, run_one
-from .systems import Buildah, Podsolved, unmount_under
+from .systems import Buildah, BuildKitd, Podsolved, unmount_under
 from .util import BenchError, log, run_checked, stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -159,8 +165,57 @@ def _solve_check(n_ops, want_cached):
     return check
 
 
-def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, scale, upstream_flag):
-    """Run the workload; returns the results entry for results.json."""
+def rawjson_facts(text):
+    """From `buildctl build --progress=rawjson` output: {digest: vertex}
+    (the records of one vertex merged; other lines are skipped)."""
+    vs = {}
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        for v in ev.get("vertexes") or []:
+            vs[v["digest"]] = {**vs.get(v["digest"], {}), **v}
+    return vs
+
+
+def _buildctl_check(n_ops, want_cached):
+    def check(rc, out):
+        if rc != 0:
+            return f"buildctl exit status {rc}"
+        vs = rawjson_facts(out)
+        if len(vs) < n_ops:
+            return f"buildctl reported {len(vs)} vertices, the definition has {n_ops} ops"
+        # (the image source is resolved again each time, not "cached", in buildkitd)
+        missed = [v["name"] for v in vs.values() if not v.get("cached")
+                  and not v.get("name", "").startswith(("exporting", "FROM "))]
+        if want_cached and missed:
+            return "resubmission was not fully cached: " + ", ".join(missed)
+        return None
+    return check
+
+
+def base_only_definition():
+    """An LLB definition of just the base image: solving it pulls the image
+    into a fresh buildkitd (untimed), as the others have it in their stores."""
+    llb = _llb()
+    g = llb.Graph()
+    return g.marshal(g.image(BASE, name=f"FROM {BASE}"))
+
+
+# keys of the samples, in the order each round runs them (cold, then cached)
+LLB_SYSTEMS = ["ps-llb", "psb-llb", "bkd-llb", "bh-jobs4"]
+
+
+def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, scale, upstream_flag,
+                 buildctl=None):
+    """Run the workload; returns the results entry for results.json.
+
+    buildctl: {"buildctl", "buildkitd": binaries, "registry": the running
+    LoopbackRegistry, "podsolve": bool (podsolved has --buildkit-listen)},
+    or None for just podsolve /solve vs buildah."""
     wid = "llb-branches"
     work = os.path.join(top, "llb")
     os.makedirs(work, exist_ok=True)
@@ -175,19 +230,40 @@ def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, s
     env = dict(os.environ, TMPDIR=os.path.join(top, "tmp"))
     log(f"workload {wid}: {n_ops}-op LLB graph, {BRANCHES} branches, {scale['mib']} MiB per branch "
         f"({warmup} warm-up + {runs} runs)")
-    samples = {k: [] for k in ("ps-llb-cold", "bh-jobs4-cold", "ps-llb-cached", "bh-jobs4-cached")}
+    systems = ["ps-llb", "bh-jobs4"]
+    if buildctl:
+        systems = [k for k in LLB_SYSTEMS if k != "psb-llb" or buildctl.get("podsolve")]
+        base_def = os.path.join(work, "base.pb")
+        with open(base_def, "wb") as f:
+            f.write(base_only_definition())
+    samples = {f"{k}-{phase}": [] for phase in ("cold", "cached") for k in systems}
     overlap = []
+    overlap_by = {k: [] for k in ("psb-llb", "bkd-llb") if k in systems}
     for r in range(-warmup, runs):
         label = f"warmup{-r}" if r < 0 else f"run{r}"
         rdir = os.path.join(work, label)
         ps = Podsolved(rdir, podsolved)
         bh = Buildah(rdir)
+        psb = Podsolved(os.path.join(rdir, "via-buildctl"), podsolved) if "psb-llb" in systems else None
+        bkd = (BuildKitd(rdir, buildctl["buildkitd"], buildctl["buildctl"], buildctl["registry"])
+               if "bkd-llb" in systems else None)
         try:
             # private storage for this round, the base image in it (not timed)
-            for s in (ps, bh):
-                run_checked(["buildah", *s.storage_args(), "pull", "-q", f"docker-archive:{archive}"],
-                            "buildah pull", env=env)
+            for s in (ps, bh, psb):
+                if s:
+                    run_checked(["buildah", *s.storage_args(), "pull", "-q", f"docker-archive:{archive}"],
+                                "buildah pull", env=env)
             ps.start(extra=upstream_flag)
+            bctl = {}
+            if psb:
+                psb.start(extra=upstream_flag, buildkit_listen=True)
+                bctl["psb-llb"] = "unix://" + psb.buildkit_sock
+            if bkd:
+                bkd.start()
+                with open(base_def, "rb") as f:
+                    run_checked([buildctl["buildctl"], "--addr", bkd.addr, "build"], "buildctl: pull the base "
+                                "image into buildkitd", env=env, stdin=f)
+                bctl["bkd-llb"] = bkd.addr
             req = os.path.join(rdir, "request.json")
             with open(req, "w") as f:
                 json.dump({"ref": f"bench-llb-{label}",
@@ -199,24 +275,45 @@ def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, s
                        f"--file={os.path.join(ctx, 'Containerfile')}", "--tag=localhost/bench-llb:latest",
                        "--", ctx]
             times = {}
-            for key, argv, check in (
-                    ("ps-llb-cold", solve, _solve_check(n_ops, False)),
-                    ("bh-jobs4-cold", bh_argv, _check_exit),
-                    ("ps-llb-cached", solve, _solve_check(n_ops, True)),
-                    ("bh-jobs4-cached", bh_argv, _check_exit)):
-                c = run_one(Cmd(argv, env, os.path.join(logdir, wid, f"{key}-{label}.log"), check))
+            steps = []
+            for phase in ("cold", "cached"):
+                for k in systems:
+                    if k == "ps-llb":
+                        steps.append((f"{k}-{phase}", solve, None, _solve_check(n_ops, phase == "cached")))
+                    elif k == "bh-jobs4":
+                        steps.append((f"{k}-{phase}", bh_argv, None, _check_exit))
+                    else:
+                        steps.append((f"{k}-{phase}", [buildctl["buildctl"], "--addr", bctl[k], "build",
+                                                       "--progress=rawjson", "--output",
+                                                       "type=image,name=localhost/bench-llb:latest"],
+                                      def_path, _buildctl_check(n_ops, phase == "cached")))
+            ovs = {}
+            for key, argv, stdin_path, check in steps:
+                c = Cmd(argv, env, os.path.join(logdir, wid, f"{key}-{label}.log"), check)
+                if stdin_path:
+                    c.stdin_path = stdin_path
+                run_one(c)
                 times[key] = c.elapsed
-                if key == "ps-llb-cold":
+                if key.endswith("-cold") and key != "bh-jobs4-cold":
                     with open(c.log, errors="replace") as f:
-                        ov = max_overlap(stream_facts(_curl_body_code(f.read())[0])[0])
+                        text = f.read()
+                    ovs[key[:-5]] = max_overlap(stream_facts(_curl_body_code(text)[0])[0]
+                                                if key == "ps-llb-cold" else rawjson_facts(text))
                 if r >= 0:
                     samples[key].append(c.elapsed)
             if r >= 0:
-                overlap.append(ov)
-            log(f"  {wid:12} {label:8} cold: podsolve {times['ps-llb-cold']:7.3f} s, buildah "
-                f"{times['bh-jobs4-cold']:7.3f} s; cached: podsolve {times['ps-llb-cached']:7.3f} s, "
-                f"buildah {times['bh-jobs4-cached']:7.3f} s; podsolve ran at most {ov} vertex(es) at once")
+                overlap.append(ovs["ps-llb"])
+                for k in overlap_by:
+                    overlap_by[k].append(ovs[k])
+            log(f"  {wid:12} {label:8} " + "; ".join(
+                f"{phase}: " + ", ".join(f"{k} {times[f'{k}-{phase}']:7.3f} s" for k in systems)
+                for phase in ("cold", "cached")) + "; at most " +
+                ", ".join(f"{k} {v}" for k, v in ovs.items()) + " vertex(es) at once")
         finally:
+            if bkd:
+                bkd.stop()
+            if psb:
+                psb.stop()
             ps.stop()
             unmount_under(rdir)
             shutil.rmtree(rdir, ignore_errors=True)
@@ -226,5 +323,7 @@ def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, s
         "kind": "llb", "ops": n_ops, "branches": BRANCHES, "scale": scale, "warmup": warmup,
         "samples_s": samples, "stats": {k: stats(v) for k, v in samples.items()},
         "podsolve_max_concurrent_vertices": overlap,
+        "max_concurrent_vertices": overlap_by,
+        "systems": systems,
         "containerfile": containerfile(scale),
     }

@@ -81,12 +81,32 @@ class TreeSampler:
         self.roots = roots        # {system: [root pids]}
         self.interval = interval
         self.peak_kb = {s: 0 for s in roots}
+        self.phase_kb = None      # peaks since begin_phase(), or None
+        self.phase = None
+        self.tag = None           # the client path whose build runs now (set by the Runner)
+        self.tag_kb = {}          # {(system, tag): peak}, for the phase's builds
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
 
     def start(self):
         self._t.start()
         return self
+
+    def begin_phase(self, name):
+        """Start a second set of peaks (e.g. during the heavy workload)."""
+        self.phase = name
+        self.tag_kb = {}
+        self.phase_kb = {s: 0 for s in self.roots}
+
+    def end_phase(self):
+        """-> ({system: peak tree RSS in kB since begin_phase()},
+        {system: {tag: peak while that tag's builds ran}})."""
+        out, self.phase_kb, self.phase = self.phase_kb, None, None
+        by_tag = {}
+        for (system, tag), kb in self.tag_kb.items():
+            by_tag.setdefault(system, {})[tag] = kb
+        self.tag_kb = {}
+        return out, by_tag
 
     def stop(self):
         self._stop.set()
@@ -104,3 +124,8 @@ class TreeSampler:
                         todo.extend(children.get(p, ()))
                 total = sum(_rss_kb(p) for p in seen)
                 self.peak_kb[system] = max(self.peak_kb[system], total)
+                ph, tag = self.phase_kb, self.tag
+                if ph is not None:
+                    ph[system] = max(ph.get(system, 0), total)
+                    if tag:
+                        self.tag_kb[(system, tag)] = max(self.tag_kb.get((system, tag), 0), total)

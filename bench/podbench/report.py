@@ -17,6 +17,9 @@ SHORT = {"4step-first": "4-step first", "4step-noop": "4-step no-op",
          "first-line-grpc": "first Control.Status (gRPC)"}
 # the client path over POST /grpc (docker buildx, docker driver)
 GRPC_PATH = "ps-bx"
+# the modern anchor: docker buildx, remote driver, the same command line for
+# podsolved's --buildkit-listen socket and for buildkitd v0.32.2
+BKD_PS, BKD = "ps-bxr", "bkd-bx"
 
 # Comparison groups: a table each.  (title, columns, [(podsolve path, anchor path)])
 GROUPS = [
@@ -34,7 +37,8 @@ GROUPS = [
      ["ps-bx", "ps-bk", "dk-bk"], [("ps-bx", "dk-bk")]),
 ]
 
-CHART_PAIRS = [("ps-curl", "pm-curl", "curl /build: podsolve / Podman"),
+CHART_PAIRS = [(BKD_PS, BKD, "buildx remote driver: podsolve / buildkitd v0.32.2"),
+               ("ps-curl", "pm-curl", "curl /build: podsolve / Podman"),
                ("ps-bk", "dk-bk", "docker BuildKit: podsolve / Docker"),
                ("ps-solve", "buildah", "/solve / buildah build"),
                ("ps-legacy", "dk-legacy", "docker legacy: podsolve / Docker")]
@@ -82,11 +86,12 @@ def compute_ratios(res):
     llb = res["workloads"].get("llb-branches")
     if llb:
         for phase in ("cold", "cached"):
-            a, b = llb["stats"].get(f"ps-llb-{phase}"), llb["stats"].get(f"bh-jobs4-{phase}")
-            if a and b:
-                out.append({"workload": f"llb-{phase}", "podsolve": "ps-llb", "anchor": "bh-jobs4",
-                            "label": "LLB /solve / buildah build --jobs 4",
-                            "ratio": round(a["median"] / b["median"], 4)})
+            for ps, anchor, label in (("psb-llb", "bkd-llb", "LLB buildctl: podsolve / buildkitd v0.32.2"),
+                                      ("ps-llb", "bh-jobs4", "LLB /solve / buildah build --jobs 4")):
+                a, b = llb["stats"].get(f"{ps}-{phase}"), llb["stats"].get(f"{anchor}-{phase}")
+                if a and b:
+                    out.append({"workload": f"llb-{phase}", "podsolve": ps, "anchor": anchor,
+                                "label": label, "ratio": round(a["median"] / b["median"], 4)})
     conc = res["workloads"].get("concurrent8")
     if conc:
         cs = conc["stats"]["concurrent"]
@@ -95,7 +100,29 @@ def compute_ratios(res):
                 out.append({"workload": "concurrent8", "podsolve": ps, "anchor": anchor,
                             "label": label,
                             "ratio": round(cs[ps]["median"] / cs[anchor]["median"], 4)})
+        ss = conc["stats"]["serial"]
+        if BKD_PS in ss and BKD in ss:
+            out.append({"workload": "serial8", "podsolve": BKD_PS, "anchor": BKD,
+                         "label": CHART_PAIRS[0][2],
+                         "ratio": round(ss[BKD_PS]["median"] / ss[BKD]["median"], 4)})
+    fg = res["workloads"].get("first-line-grpc", {}).get("stats", {})
+    if fg.get(BKD_PS) and fg.get(BKD):
+        out.append({"workload": "first-line-grpc", "podsolve": BKD_PS, "anchor": BKD,
+                    "label": CHART_PAIRS[0][2], "ratio": round(fg[BKD_PS]["median"] / fg[BKD]["median"], 4)})
+    a, b = _heavy_peaks(res)
+    if a and b:
+        out.append({"workload": "heavy-peak-rss", "podsolve": BKD_PS, "anchor": BKD,
+                    "label": "peak RSS of the daemon's process tree during its heavy buildx (remote "
+                             "driver) builds: podsolve / buildkitd",
+                    "ratio": round(a / b, 4)})
     return out
+
+
+def _heavy_peaks(res):
+    """(podsolve's, buildkitd's) peak tree RSS in kB while their buildx
+    remote-driver heavy builds ran, or Nones."""
+    bp = res.get("memory", {}).get("heavy_tree_peak_by_path_kb") or {}
+    return bp.get("podsolve", {}).get(BKD_PS), bp.get("buildkitd", {}).get(BKD)
 
 
 def evaluate_targets(res):
@@ -214,6 +241,104 @@ def _idle_rows(res):
     return rows
 
 
+def _kb_cell(kb):
+    return _mb(kb) if kb else "–"
+
+
+def buildkitd_section(res):
+    """The leading table: podsolve ÷ buildkitd v0.32.2, the same client."""
+    paths = res.get("paths", {})
+    wl = res.get("workloads", {})
+    if BKD not in paths or BKD_PS not in paths:
+        return []
+    v = res["meta"]["machine"]["versions"]
+    L = []
+    w = L.append
+    w("## podsolve ÷ buildkitd v0.32.2 (same buildx / buildctl client)\n")
+    w(f"The modern anchor: {v.get('buildkitd', 'buildkitd v0.32.2')} (built with Go from the module proxy by "
+      "`scripts/get-go-clients --only buildkitd`, OCI worker with runc and the overlayfs snapshotter, host "
+      "network, a private root; see *How each system runs*). Both daemons are driven by **the same client "
+      "with the same command line**, so the only difference is the daemon: docker buildx v0.36.1 with a "
+      "`remote`-driver builder (`docker buildx create --driver remote unix://SOCK`) pointed at podsolved's "
+      "`--buildkit-listen` socket or at buildkitd's, `docker buildx build --builder NAME --output "
+      "type=image,name=localhost/TAG:latest --provenance=false --metadata-file F`; and, for the LLB graph, buildctl v0.32.2 "
+      "piping the same definition bytes (`buildctl --addr unix://SOCK build --output type=image,… < "
+      "def.pb`). The right-hand columns are podsolve through buildx's `docker` driver (`POST /grpc` on "
+      "its Docker API socket, the image exported into its store the docker way) against the same "
+      "buildkitd. Median (min–max); ratio = podsolve ÷ buildkitd, below 1 means podsolve is faster "
+      "(or smaller).\n")
+    head = [paths[BKD_PS]["label"] + " (`--buildkit-listen`)", paths[BKD]["label"], "**podsolve ÷ buildkitd**"]
+    has_bx = GRPC_PATH in paths
+    if has_bx:
+        head += [paths[GRPC_PATH]["label"] + " (docker driver, `POST /grpc`)", "÷ buildkitd"]
+    w("| workload | " + " | ".join(head) + " |")
+    w("|---" * (len(head) + 1) + "|")
+
+    def row(name, a, b, c=None, fmt=_cell):
+        cells = [fmt(a), fmt(b), f"**{_fr(_ratio(a and a['median'], b and b['median']))}**"]
+        if has_bx:
+            cells += [fmt(c), _fr(_ratio(c and c["median"], b and b["median"]))] if c else ["–", "–"]
+        w(f"| {name} | " + " | ".join(cells) + " |")
+
+    for wid in ("heavy-noop", "heavy-change", "4step-first", "4step-noop", "heavy-cold"):
+        if wid in wl:
+            st = wl[wid]["stats"]
+            row(SHORT[wid], st.get(BKD_PS), st.get(BKD), st.get(GRPC_PATH))
+    cc = wl.get("concurrent8")
+    if cc and BKD in cc["stats"]["concurrent"] and BKD_PS in cc["stats"]["concurrent"]:
+        c, s_ = cc["stats"]["concurrent"], cc["stats"]["serial"]
+        row("8 small builds at once (wall time)", c.get(BKD_PS), c.get(BKD))
+        row("8 small builds one by one (total)", s_.get(BKD_PS), s_.get(BKD))
+        cs = {k: s_[k]["median"] / c[k]["median"] for k in (BKD_PS, BKD)}
+        conc_line = (f"Concurrent vs serial (serial ÷ concurrent, higher = more gained from running the "
+                     f"eight at once): podsolve {cs[BKD_PS]:.2f}, buildkitd {cs[BKD]:.2f}.")
+    else:
+        conc_line = None
+    llb = wl.get("llb-branches")
+    if llb and llb["stats"].get("bkd-llb-cold") and llb["stats"].get("psb-llb-cold"):
+        for phase, name in (("cold", "cold"), ("cached", "fully cached")):
+            row(f"LLB graph, {llb['ops']} ops, {name} (buildctl, same definition)",
+                llb["stats"].get(f"psb-llb-{phase}"), llb["stats"].get(f"bkd-llb-{phase}"))
+    fg = wl.get("first-line-grpc")
+    if fg and fg["stats"].get(BKD):
+        st = fg["stats"]
+        row("first status line (client start → first Control.Status)", st.get(BKD_PS), st.get(BKD),
+            st.get(GRPC_PATH))
+    hp = res.get("memory", {}).get("heavy_tree_peak_kb") or {}
+    a, b = _heavy_peaks(res)
+    if b:
+        c = (res["memory"].get("heavy_tree_peak_by_path_kb") or {}).get("podsolve", {}).get(GRPC_PATH)
+        w(f"| peak RSS of the daemon's whole process tree, heavy builds | {_kb_cell(a)} | {_kb_cell(b)} | "
+          f"**{_fr(_ratio(a, b))}** |" + (f" {_kb_cell(c)} | {_fr(_ratio(c, b))} |" if has_bx else ""))
+    w("")
+    notes = []
+    if conc_line:
+        notes.append(conc_line)
+    notes.append("The heavy rows: 2000 small files + one 50 MiB random file, `COPY . /ctx` + `RUN` "
+                 "(see *Workloads* below); buildx syncs the context to each daemon over its session "
+                 "(only what changed, once synced). Exporting `type=image` makes buildkitd write "
+                 "registry-format (gzip-compressed) layer blobs and a manifest into its image store; "
+                 "podsolved commits the image into containers-storage. `--provenance=false` for both: "
+                 "podsolved makes no attestations, so buildkitd is not asked for the one buildx "
+                 "requests by default either.")
+    if b:
+        notes.append("Peak RSS: the largest summed RSS of the daemon's process tree (the daemon and "
+                     "every descendant: buildah and runc for podsolved, runc for buildkitd), sampled "
+                     "every 0.5 s while that column's heavy builds (cold, no-op, 1 file changed) ran; "
+                     "builds run one at a time, so each figure belongs to its client path alone"
+                     + (f" (over all of podsolve's client paths: {_mb(hp['podsolve'])})" if hp.get("podsolve") else "")
+                     + ". The loopback registry serving buildkitd's base image is not counted.")
+    if llb and llb["stats"].get("bkd-llb-cold"):
+        ov = llb.get("max_concurrent_vertices") or {}
+        if ov.get("bkd-llb") and ov.get("psb-llb"):
+            notes.append(f"LLB graph: a fresh daemon on fresh storage per round, the base image already "
+                         f"there (buildkitd pulls it from the loopback registry before the timed build); at "
+                         f"most {max(ov['psb-llb'])} (podsolve) and {max(ov['bkd-llb'])} (buildkitd) vertices "
+                         f"ran at once in a cold build.")
+    w(" ".join(notes) + "\n")
+    return L
+
+
 def markdown(res, chart_rel, data_rel):
     m = res["meta"]
     mc = m["machine"]
@@ -223,8 +348,8 @@ def markdown(res, chart_rel, data_rel):
     w = L.append
     w("# Benchmarks\n")
     w("All figures are measured by `bench/run` on the project's machine kind, with podsolve and the")
-    w("systems users would pick instead (Podman's API service, Docker Engine 20.10 with BuildKit and")
-    w("the legacy builder, raw buildah) set up by the harness in private directories and measured")
+    w("systems users would pick instead (buildkitd v0.32.2, Podman's API service, Docker Engine 20.10")
+    w("with BuildKit and the legacy builder, raw buildah) set up by the harness in private directories and measured")
     w("**in the same run, interleaved** (A B C A B C …). These machines are shared and noisy: read")
     w("medians and ratios, not lone absolute times. Ratio = median(podsolve) ÷ median(anchor);")
     w("below 1 means podsolve is faster.\n")
@@ -249,33 +374,55 @@ def markdown(res, chart_rel, data_rel):
         w(f"- **podsolve measured**: commit {t['commit']}{lc}, {how}, built {t['binary_mtime']} "
           "(a private copy is run, so a rebuild during the run changes nothing).")
     w(f"- **Versions**: {v['podsolved']}; {v['podman']}; {v['buildah']}; {v['docker CLI']}; "
-      f"dockerd {v['dockerd'].split('version ')[-1]}; {v['containerd']}; {v['runc']}.")
+      f"dockerd {v['dockerd'].split('version ')[-1]}; {v['containerd']}; {v['runc']}"
+      + (f"; {v['buildkitd']}; {v['buildctl']}" if v.get("buildkitd") else "") + ".")
     if res.get("isolation"):
         w(f"- **RUN isolation**: podsolved chose `{res['isolation'].split(',')[0]}` (crun refuses hybrid "
           "cgroups); raw buildah gets the same flags. Podman's service runs RUN with runc (its "
           "containers.conf), dockerd with runc via containerd; BuildKit's RUN gets a network "
-          "namespace on the docker0 bridge.")
+          "namespace on the docker0 bridge" + ("; buildkitd v0.32.2 runs RUN with runc and "
+          "`--oci-worker-net=host`, the host network, as podsolved's and buildah's `--network=host`."
+          if BKD in paths else "."))
     w("")
+    L += buildkitd_section(res)
     w("## How each system runs\n")
     w("| system | set up by bench/run |")
     w("|---|---|")
     up = " --upstream unix://<the Podman socket below>" if m.get("podsolved_upstream") else ""
-    w(f"| podsolved | `server/podsolved --listen unix://$D/api.sock --root … --runroot … --storage-driver overlay --state-dir …{up}` (defaults otherwise, e.g. `--max-parallel 4`) |")
+    bl = (" --buildkit-listen unix://$D/buildkitd.sock" if BKD_PS in paths else "")
+    bl_note = ("; `--buildkit-listen`: BuildKit's gRPC API on a socket of its own, as buildkitd serves "
+               "it, for buildx's remote driver and buildctl" if bl else "")
+    w(f"| podsolved | `server/podsolved --listen unix://$D/api.sock{bl} --root … --runroot … --storage-driver overlay --state-dir …{up}` (defaults otherwise, e.g. `--max-parallel 4`){bl_note} |")
     w("| Podman | `podman system service --time=0` with a private `containers.conf` (runtime runc, cgroupfs, ulimits) and `storage.conf` (overlay), anchors.md §1 |")
     w("| Docker Engine | its own `containerd --config …` and dockerd 20.10 (`dpkg -x` of Debian's docker.io) with `--storage-driver=overlay2 --iptables=false --ip6tables=false`, private data/exec roots, `deprecated-key-path`, the default bridge (BuildKit's RUN needs it; deleted afterwards), anchors.md §3 |")
     flags = " ".join(res.get("buildah_flags") or [])
     w(f"| buildah | `buildah --root … build {flags} --file=… --tag=… DIR`: its own storage and exactly the flags podsolved passes for `/solve`, read from podsolved's debug log in a calibration build at the start of the run |")
+    if BKD in paths:
+        w("| buildkitd | `buildkitd --config $D/buildkitd.toml --root $D/root --addr unix://$D/buildkitd.sock --oci-worker=true --containerd-worker=false --oci-worker-snapshotter=overlayfs --oci-worker-binary=/usr/sbin/runc --oci-worker-net=host` (v0.32.2, `go build` of the module from the Go module proxy by `scripts/get-go-clients --only buildkitd`; defaults otherwise, e.g. its garbage collector); ready when `buildctl debug workers` answers; stopped by PID. `buildkitd.toml` only makes the loopback registry below the plain-HTTP mirror of the registry host `localhost`. `--oci-worker-net=host`: podsolved's RUNs (and buildah's here) use the host network too, and no CNI is set up for the default bridge |")
     w("")
     w("The base image (`localhost/busybox:latest`, from Debian's busybox-static by "
       "`tests/fixtures/make-base-image`) is made offline once and copied into every store "
       "(`buildah push docker-archive:` → `buildah pull` / `docker load`), so all systems build "
-      "FROM the same image ID. Clients: curl for `/build` and `/solve` (context tar made "
+      "FROM the same image ID. " + ("buildkitd has no local image store to build FROM: a loopback "
+      "`docker-registry` (Debian's distribution 2.8, plain HTTP on 127.0.0.1, started and stopped by "
+      "PID) holds the same image (`buildah push` from podsolved's store; the harness checks that the "
+      "registry's manifest names the same config digest, i.e. image ID) and buildkitd.toml makes it "
+      "the mirror of `localhost`, so every system builds the same `FROM localhost/busybox:latest`; "
+      "buildkitd resolves that tag against the registry on each build, as it does for any base "
+      "image. " if BKD in paths else "") + "Clients: curl for `/build` and `/solve` (context tar made "
       "beforehand, not timed), the docker 20.10 CLI for both legacy and BuildKit modes against "
       "both podsolved and the anchors (it tars or syncs the context itself, timed), buildah on the "
       "directory, and docker buildx v0.36.1 (a plugin of the docker 28 CLI, built by "
       "`scripts/get-go-clients`) with its `docker` driver against podsolved (buildx drives the build "
       "over BuildKit's gRPC API on `POST /grpc` and syncs the context over `POST /session`; its "
-      "run is checked by its exit status and by the image being in podsolved's store afterwards). "
+      "run is checked by its exit status and by the image being in podsolved's store afterwards)" +
+      ("; the same buildx with its `remote` driver against podsolved's `--buildkit-listen` socket and "
+      "against buildkitd, with `--output type=image,name=localhost/TAG:latest`: the remote driver "
+      "has no Docker daemon to `--load` into, so each daemon keeps the image in its own store "
+      "(containers-storage for podsolved, buildkitd's image store), the closest equivalent of the "
+      "docker driver's export, and `type=cacheonly` would let podsolved skip the commit that a "
+      "user's build needs (checked by exit status, buildx's `--metadata-file` naming the image, and, "
+      "for podsolved, the image in its store). " if BKD_PS in paths else ". ") +
       "Times are the wall clock of the client command; every run's exit status and "
       "stream are checked (an `errorDetail`, a missing `result`, a non-200 fails the run).\n")
     w("Workloads: **4-step** = `FROM` / `RUN echo` / `COPY file.txt` / `CMD` (10 kB context). "
@@ -352,11 +499,11 @@ def markdown(res, chart_rel, data_rel):
     if fg:
         w("## Time from the client's start to the first status message over gRPC\n")
         w(f"{fg['note']}. 4-step no-op build, median (min–max).\n")
-        w("The two right-hand columns cut that time at the timestamp podsolved put on the first "
+        w("The two right-hand columns cut that time at the timestamp the daemon put on the first "
           "message (its `started`; daemon and client share the host's wall clock): before it, the "
           "client's own start (the docker CLI, the buildx plugin, the builder's lookup), its "
           "session and the Solve call; after it, the way back to the client's output.\n")
-        w("| endpoint | client | system | time to first Control.Status | client start → podsolved's "
+        w("| endpoint | client | system | time to first Control.Status | client start → the daemon's "
           "timestamp | timestamp → client's line |")
         w("|---|---|---|---|---|---|")
         sp = fg.get("split_stats", {})
@@ -364,7 +511,9 @@ def markdown(res, chart_rel, data_rel):
             if st:
                 a = sp.get("client_start_to_daemon_stamp", {}).get(pid)
                 b = sp.get("daemon_stamp_to_client_line", {}).get(pid)
-                w(f"| `POST /grpc` | {paths[pid]['client']} | {paths[pid]['system']} | {_cell(st)} | "
+                ep = ("`POST /grpc`" if pid == GRPC_PATH else "`--buildkit-listen` socket"
+                      if paths[pid]["system"] == "podsolve" else "buildkitd's socket")
+                w(f"| {ep} | {paths[pid]['client']} | {paths[pid]['system']} | {_cell(st)} | "
                   f"{_cell(a)} | {_cell(b)} |")
         w("")
 
@@ -684,7 +833,8 @@ def llb_section(res):
     w = L.append
     llb = res.get("workloads", {}).get("llb-branches")
     scale = llb["scale"] if llb else FULL_SCALE
-    w(f"## LLB graph: {BRANCHES} independent branches, podsolve vs `buildah build --jobs 4`\n")
+    w(f"## LLB graph: {BRANCHES} independent branches, podsolve vs `buildah build --jobs 4`"
+      + (" and buildkitd (buildctl)" if llb and llb["stats"].get("bkd-llb-cold") else "") + "\n")
     w("One build graph of 20 ops: the busybox image; a base FileOp (mkdir, mkfile); "
       f"{BRANCHES} independent branches of 4 execs each, every one doing real work on the branch's "
       f"own random data (`dd` of {scale['mib']} MiB from /dev/urandom, `sha256sum` × "
@@ -699,7 +849,9 @@ def llb_section(res):
       "podsolved started on it; `buildah --root` of its own) with the base image copied in, not "
       "timed. **Fully cached**: the same definition sent again to the same daemon; the same "
       "`buildah build --layers` again. Each round runs podsolve cold, buildah cold, podsolve "
-      "cached, buildah cached. `bench/run --only llb` runs just this workload.\n")
+      "cached, buildah cached (with buildkitd in the run: every system cold — podsolve /solve, "
+      "podsolve via buildctl, buildkitd via buildctl, buildah — then every system cached). "
+      "`bench/run --only llb` runs just this workload.\n")
     if not llb:
         w("**Figures: pending re-run** — this report's run did not include the workload (see "
           "*Not measured yet*).\n")
@@ -712,6 +864,22 @@ def llb_section(res):
         a, b = st.get(f"ps-llb-{phase}"), st.get(f"bh-jobs4-{phase}")
         w(f"| {label} | {_cell(a)} | {_cell(b)} | {_fr(_ratio(a and a['median'], b and b['median']))} |")
     w("")
+    if st.get("bkd-llb-cold"):
+        w("The same definition bytes with BuildKit's own client, `buildctl` v0.32.2 (`buildctl --addr "
+          "unix://SOCK build --progress=rawjson --output type=image,name=localhost/bench-llb:latest < "
+          "definition.pb`), to buildkitd v0.32.2 (a fresh root per round; the base image pulled from "
+          "the loopback registry by an untimed build of just the image source) and to a second podsolved "
+          "on fresh storage of its own with `--buildkit-listen` (so podsolve's curl `/solve` run above "
+          "leaves it no cache). A run counts when buildctl exits 0 and reports every op (the cached "
+          "resubmission: every op cached).\n")
+        cols = [k for k in ("psb-llb", "bkd-llb", "ps-llb") if st.get(f"{k}-cold")]
+        w("| phase | " + " | ".join(PATHS_LLB[k] for k in cols) + " | podsolve ÷ buildkitd (buildctl) |")
+        w("|---" * (len(cols) + 2) + "|")
+        for phase, label in (("cold", "cold (private storage)"), ("cached", "fully cached resubmission")):
+            a, b = st.get(f"psb-llb-{phase}"), st.get(f"bkd-llb-{phase}")
+            w(f"| {label} | " + " | ".join(_cell(st.get(f"{k}-{phase}")) for k in cols) +
+              f" | {_fr(_ratio(a and a['median'], b and b['median']))} |")
+        w("")
     ov = llb.get("podsolve_max_concurrent_vertices") or []
     if ov:
         w(f"podsolve ran at most {max(ov)} {'vertices' if max(ov) > 1 else 'vertex'} at once in a cold run "
@@ -721,7 +889,9 @@ def llb_section(res):
 
 
 PATHS_LLB = {"ps-llb": "podsolve · curl /solve (LLB definition)",
-             "bh-jobs4": "buildah · `buildah build --jobs 4` (Containerfile)"}
+             "bh-jobs4": "buildah · `buildah build --jobs 4` (Containerfile)",
+             "psb-llb": "podsolve · buildctl (`--buildkit-listen`)",
+             "bkd-llb": "buildkitd v0.32.2 · buildctl"}
 
 
 def write_llb_only(res, out):
@@ -802,6 +972,16 @@ def smoke_check(res, out, only_idle=False):
         runs = res["meta"]["runs"]
         if GRPC_PATH not in res["paths"]:
             problems.append(f"the docker buildx → podsolve path ({GRPC_PATH}) did not run")
+        for pid in (BKD_PS, BKD):
+            if pid not in res["paths"]:
+                problems.append(f"the docker buildx (remote driver) path {pid} did not run")
+            for wid in BUILD_WORKLOADS + ["first-line-grpc"]:
+                if pid in res["paths"] and not res["workloads"].get(wid, {}).get("stats", {}).get(pid):
+                    problems.append(f"{wid}: no result for {pid}")
+        if not (res.get("memory", {}).get("heavy_tree_peak_kb") or {}).get("buildkitd"):
+            problems.append("no peak memory of buildkitd during the heavy workloads")
+        if not any(r["workload"] == "heavy-noop" and r["anchor"] == BKD for r in res.get("ratios", [])):
+            problems.append("no podsolve ÷ buildkitd ratio")
         for wid in BUILD_WORKLOADS + ["first-line-grpc"]:
             if GRPC_PATH in res["paths"] and not res["workloads"].get(wid, {}).get("stats", {}).get(GRPC_PATH):
                 problems.append(f"{wid}: no result for {GRPC_PATH} (docker buildx → podsolve)")
@@ -832,6 +1012,10 @@ def smoke_check(res, out, only_idle=False):
             problems.append("concurrency workload incomplete")
         if res["meta"].get("smoke"):
             problems += _llb_problems(res)
+            llb_st = res["workloads"].get("llb-branches", {}).get("stats", {})
+            for k in ("psb-llb-cold", "bkd-llb-cold", "psb-llb-cached", "bkd-llb-cached"):
+                if not llb_st.get(k):
+                    problems.append(f"llb-branches: no buildctl result {k}")
         if not res["ratios"]:
             problems.append("no ratios computed")
         if not mem.get("peak"):

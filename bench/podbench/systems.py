@@ -11,6 +11,12 @@ stopped by the PID we started it with.
                 extracted with dpkg -x (scripts/get-docker-cli), overlay2,
                 iptables off, default bridge (BuildKit's RUN needs it)
 * buildah       no daemon: ``buildah build`` with its own storage
+* buildkitd     BuildKit v0.32.2 (scripts/get-go-clients --only buildkitd):
+                OCI worker, runc, overlayfs snapshotter, host network, its
+                own root; it has no local image store to build FROM, so the
+                base image comes from a loopback docker-registry
+                (``LoopbackRegistry``) that buildkitd.toml makes a mirror of
+                ``localhost`` (the Dockerfiles stay ``FROM localhost/busybox``)
 """
 
 import http.client
@@ -149,7 +155,14 @@ class Podsolved(Daemon):
     def storage_args(self):
         return ["--root", self.root, "--runroot", self.runroot, "--storage-driver", "overlay"]
 
-    def start(self, log_level="info", extra=()):
+    @property
+    def buildkit_sock(self):
+        """The socket of --buildkit-listen (start(buildkit_listen=True))."""
+        return os.path.join(self.dir, "buildkitd.sock")
+
+    def start(self, log_level="info", extra=(), buildkit_listen=False):
+        if buildkit_listen:
+            extra = [*extra, "--buildkit-listen", "unix://" + self.buildkit_sock]
         argv = [self.binary, "--listen", "unix://" + self.sock, *self.storage_args(),
                 "--state-dir", os.path.join(self.dir, "state"), "--log-level", log_level, *extra]
         if self.upstream:
@@ -310,6 +323,134 @@ class Buildah:
 
     def storage_args(self):
         return ["--root", self.root, "--runroot", self.runroot, "--storage-driver", "overlay"]
+
+
+class LoopbackRegistry:
+    """Debian's docker-registry (distribution 2.8) on 127.0.0.1:PORT, plain
+    HTTP, storage in DIR: serves the bench's base image to buildkitd, which
+    has no local image store to build FROM.  Started and stopped by PID."""
+    name = "registry"
+
+    def __init__(self, top):
+        self.dir = os.path.join(top, "registry")
+        os.makedirs(self.dir, exist_ok=True)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.host = f"127.0.0.1:{self.port}"
+        self.proc = None
+        with open(os.path.join(self.dir, "config.yml"), "w") as f:
+            f.write(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {self.dir}/data
+http:
+  addr: {self.host}
+""")
+
+    def start(self):
+        lf = open(os.path.join(self.dir, "registry.log"), "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", os.path.join(self.dir, "config.yml")],
+                                     stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        lf.close()
+        log(f"started docker-registry pid {self.proc.pid} on {self.host}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"docker-registry exited with status {self.proc.returncode} (see {self.dir}/registry.log)")
+            try:
+                c = http.client.HTTPConnection(self.host, timeout=2)
+                c.request("GET", "/v2/")
+                if c.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                c.close()
+            time.sleep(0.05)
+        raise BenchError(f"docker-registry did not answer on {self.host} within 30 s")
+
+    def stop(self):
+        stop_pid(self.proc, "docker-registry")
+        if self.proc:
+            log(f"stopped docker-registry pid {self.proc.pid}")
+        self.proc = None
+
+
+class BuildKitd(Daemon):
+    """buildkitd v0.32.2, OCI worker (runc, overlayfs), in a private root.
+
+    ``registry``: the LoopbackRegistry holding the base image; buildkitd.toml
+    makes it the (plain-HTTP) mirror of the registry host ``localhost``, so
+    ``FROM localhost/busybox:latest`` resolves to the same image ID the
+    other systems have in their stores."""
+    key = "buildkitd"
+    name = "buildkitd"
+
+    def __init__(self, top, binary, buildctl, registry, key=None):
+        if key:
+            self.key = key
+        super().__init__(top)
+        self.binary = binary
+        self.buildctl = buildctl
+        self.root = os.path.join(self.dir, "root")
+        self.config = os.path.join(self.dir, "buildkitd.toml")
+        with open(self.config, "w") as f:
+            # Only the registry here: everything else is on the command line.
+            f.write(f"""# bench/run: the loopback registry holding the base image is the
+# (plain HTTP) mirror of the registry host `localhost`
+[registry."localhost"]
+  mirrors = ["{registry.host}"]
+[registry."{registry.host}"]
+  http = true
+""")
+
+    @property
+    def sock(self):
+        return os.path.join(self.dir, "buildkitd.sock")
+
+    @property
+    def addr(self):
+        return "unix://" + self.sock
+
+    def argv(self):
+        return [self.binary, "--config", self.config, "--root", self.root, "--addr", self.addr,
+                "--oci-worker=true", "--containerd-worker=false", "--oci-worker-snapshotter=overlayfs",
+                "--oci-worker-binary=/usr/sbin/runc", "--oci-worker-net=host"]
+
+    def start(self):
+        env = base_env(self.top)
+        p = self._spawn("buildkitd", self.argv(), env, "buildkitd.log")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise BenchError(f"buildkitd exited with status {p.returncode} during start-up "
+                                 f"(see {self.dir}/buildkitd.log)")
+            if os.path.exists(self.sock) and subprocess.run(
+                    [self.buildctl, "--addr", self.addr, "debug", "workers"], env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise BenchError(f"buildkitd did not answer `buildctl debug workers` within 90 s")
+
+    def ping_and_version(self):
+        run_checked([self.buildctl, "--addr", self.addr, "debug", "workers"], "buildctl debug workers",
+                    env=base_env(self.top))
+
+    def stop(self):
+        super().stop()
+        # runc containers of a build that was cut short carry our root in their argv
+        for pid in pids_mentioning(self.root):
+            log(f"stopping leftover buildkitd child pid {pid}")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        unmount_under(self.dir)
 
 
 def unmount_under(top):

@@ -75,6 +75,7 @@ class Runner:
         self.docker_cli = docker_cli
         self.proxies = proxies          # {path id: MeasuringProxy}
         self.results = {}
+        self.sampler = None             # memory.TreeSampler: told which path builds now
 
     def _cmd(self, p, ctx, wid, nocache, label, via_proxy=False, tag=None, progress="plain"):
         sock = self.proxies[p.id].listen_path if via_proxy else None
@@ -99,7 +100,13 @@ class Runner:
                 if before:
                     before(p)
                 label = f"warmup{-r}" if r < 0 else f"run{r}"
-                c = run_one(self._cmd(p, ctx, wid, nocache, label))
+                if self.sampler:
+                    self.sampler.tag = p.id
+                try:
+                    c = run_one(self._cmd(p, ctx, wid, nocache, label))
+                finally:
+                    if self.sampler:
+                        self.sampler.tag = None
                 log(f"  {wid:12} {label:8} {p.id:10} {c.elapsed:7.3f} s"
                     + (f"  {c.bytes_sent / 1e6:8.3f} MB sent" if c.bytes_sent is not None else ""))
                 if r >= 0:
@@ -147,7 +154,7 @@ class Runner:
         it gets from Control.Status as one JSON line, as it gets it; the time
         from the client's start to the first such line on its output.  No
         relay: the gRPC stream is HTTP/2, which the line relay cannot read."""
-        paths = [p for p in self.paths if p.kind == "buildx"]
+        paths = [p for p in self.paths if p.kind in ("buildx", "buildx-remote")]
         if not paths:
             return
         title = "time from the client's start to the first Control.Status message (4-step, cached)"
@@ -165,7 +172,7 @@ class Runner:
                         to_daemon[p.id].append(split[0])
                         from_daemon[p.id].append(split[1])
                     log(f"  {wid:12} run{r:<5} {p.id:10} {t * 1000:7.1f} ms"
-                        + (f" (to podsolved's first timestamp {split[0] * 1000:.1f} ms, "
+                        + (f" (to the daemon's first timestamp {split[0] * 1000:.1f} ms, "
                            f"from it to the line {split[1] * 1000:.1f} ms)" if split else ""))
         self.results[wid] = {
             "title": title, "kind": "latency",
@@ -243,7 +250,7 @@ def heavy_workloads(runner, ctx, warmup):
     # others with an older copy); tar clients send everything anyway, and the
     # cold builds already left the cache entries their no-op hits.
     runner.build("heavy-noop", "heavy context: no-op rebuild", heavy, False,
-                 warmup=max(1, runner.warmup), warm_only=lambda p: p.kind in ("docker-bk", "buildx"),
+                 warmup=max(1, runner.warmup), warm_only=lambda p: p.kind in ("docker-bk", "buildx", "buildx-remote"),
                  note="warm-up run only for the BuildKit clients (to sync the current context); "
                       "for the others the cold builds left the cache entries the no-op hits")
     runner.build("heavy-change", "heavy context: one file changed, rebuild", heavy, False,
