@@ -197,6 +197,22 @@ main (int argc, char **argv)
                conf);
   }
 
+  /* buildah takes $DOCKER_CONFIG/config.json as its credentials file and
+     refuses to pull at all when DOCKER_CONFIG names a directory without
+     one ("checking authfile"); the docker CLI reads a missing file as no
+     credentials, which is what a daemon started from a shell that set
+     DOCKER_CONFIG for CLI plugins means too.  Builds get their
+     credentials from the request (X-Registry-Config, sessions) anyway. */
+  {
+    const char *dc = getenv ("DOCKER_CONFIG");
+    cleanup_free char *cfgjson = dc && *dc ? xasprintf ("%s/config.json", dc) : NULL;
+    if (cfgjson && access (cfgjson, F_OK) != 0)
+      {
+        ps_info ("DOCKER_CONFIG=%s has no config.json: not passed to buildah (no credentials from it)", dc);
+        unsetenv ("DOCKER_CONFIG");
+      }
+  }
+
   struct buildah_config bc = {
     .buildah = ps_cfg.buildah,
     .root = ps_cfg.root,

@@ -313,3 +313,29 @@ def test_security_insecure_needs_the_daemons_allow_flag(spawn_daemon, go_clients
     assert r.returncode != 0, r.output
     assert "granting entitlement security.insecure is not allowed by build daemon configuration" in r.output, r.output
     assert d.working_containers() == []
+
+
+def test_docker_config_without_config_json_does_not_break_builds(tmp_path, uniq):
+    """A podsolved started from a shell whose DOCKER_CONFIG names a directory
+    of CLI plugins (no config.json) still builds: buildah would refuse every
+    pull ("checking authfile"); the daemon drops the variable and says so."""
+    cfg = tmp_path / "docker-config"
+    (cfg / "cli-plugins").mkdir(parents=True)
+    d = lib.Daemon(lib.new_tmp_dir("podsolve-it-dockercfg-"))
+    d.prepare_storage()
+    # only the daemon's own environment has it (the test's buildah calls not)
+    os.environ["DOCKER_CONFIG"] = str(cfg)
+    try:
+        d.start(timeout=30)
+    finally:
+        del os.environ["DOCKER_CONFIG"]
+    try:
+        r = d.build({"Containerfile": lib.containerfile(f"FROM {lib.BASE_IMAGE}", f"RUN echo {uniq} > /u")},
+                    params={"t": f"localhost/dockercfg-{uniq}"})
+        assert r.status == 200 and r.error is None, r.describe()
+        assert d.image_file(f"localhost/dockercfg-{uniq}", "/u") == f"{uniq}\n".encode()
+        assert "has no config.json" in d.log_tail(20000)
+    finally:
+        status, timeout_msg = d.stop(timeout=20)
+        d.cleanup_storage()
+    assert timeout_msg is None and status == 0
