@@ -433,11 +433,8 @@ get_secret (grpc_call *call, void *ud)
   cleanup_error ps_error *err = NULL;
   cleanup_free void *msg = NULL;
   size_t len = 0;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
+  if (grpc_call_recv_request (call, &msg, &len) < 0)
+    return;
   Moby__Buildkit__Secrets__V1__GetSecretRequest *req
       = moby__buildkit__secrets__v1__get_secret_request__unpack (NULL, len, msg);
   if (req == NULL)
@@ -509,11 +506,8 @@ check_agent (grpc_call *call, void *ud)
   cleanup_error ps_error *err = NULL;
   cleanup_free void *msg = NULL;
   size_t len = 0;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
+  if (grpc_call_recv_request (call, &msg, &len) < 0)
+    return;
   Moby__Sshforward__V1__CheckAgentRequest *req = moby__sshforward__v1__check_agent_request__unpack (NULL, len, msg);
   if (req == NULL)
     {
@@ -662,11 +656,8 @@ health_check (grpc_call *call, void *ud)
   cleanup_error ps_error *err = NULL;
   cleanup_free void *msg = NULL;
   size_t len = 0;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      return;
-    }
+  if (grpc_call_recv_request (call, &msg, &len) < 0)
+    return;
   Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
   resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
   uint8_t packed[16];

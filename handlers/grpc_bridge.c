@@ -62,13 +62,8 @@ recv_request (grpc_call *call, const ProtobufCMessageDescriptor *d)
 {
   cleanup_free void *msg = NULL;
   size_t len = 0;
-  ps_error *err = NULL;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      ps_error_free (err);
-      return NULL;
-    }
+  if (grpc_call_recv_request (call, &msg, &len) < 0)
+    return NULL;
   ProtobufCMessage *m = protobuf_c_message_unpack (d, NULL, len, msg);
   if (m == NULL)
     grpc_call_finish (call, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s", d->short_name);

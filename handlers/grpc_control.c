@@ -715,12 +715,8 @@ control_solve (grpc_call *call, void *ud)
   ps_error *err = NULL;
   void *msg = NULL;
   size_t len = 0;
-  if (grpc_call_recv_one (call, &msg, &len, &err) < 0)
-    {
-      grpc_call_finish_error (call, err);
-      ps_error_free (err);
-      return;
-    }
+  if (grpc_call_recv_request (call, &msg, &len) < 0)
+    return;
   Moby__Buildkit__V1__SolveRequest *rq = moby__buildkit__v1__solve_request__unpack (NULL, len, msg);
   free (msg);
   if (rq == NULL)

@@ -2223,3 +2223,14 @@ grpc_call_recv_one (grpc_call *call, void **msg, size_t *len, ps_error **err)
   free (extra);
   return ps_error_set (err, 400, "%s: more than one request message to a unary method", call->label);
 }
+
+int
+grpc_call_recv_request (grpc_call *call, void **msg, size_t *len)
+{
+  ps_error *err = NULL;
+  if (grpc_call_recv_one (call, msg, len, &err) == 0)
+    return 0;
+  grpc_call_finish_error (call, err);
+  ps_error_free (err);
+  return -1;
+}

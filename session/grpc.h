@@ -293,5 +293,8 @@ bool grpc_call_cancelled (grpc_call *call);
 /* Unary convenience: receive exactly one request message (recv until END_STREAM),
    INVALID_ARGUMENT if none. */
 int grpc_call_recv_one (grpc_call *call, void **msg, size_t *len, ps_error **err);
+/* A unary handler's opening: grpc_call_recv_one, and when it fails the
+   call is finished with the error (the handler just returns on -1). */
+int grpc_call_recv_request (grpc_call *call, void **msg, size_t *len);
 
 #endif
