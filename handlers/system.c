@@ -8,6 +8,7 @@
  * podsolve answers alone so builds keep working. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,70 @@
    podsolved serves; DOCKER_BUILDKIT=0 still selects the classic path. */
 #define PS_BUILDER_VERSION "2"
 
+/* The upstream's /version bodies, by request path (/version,
+   /v1.41/version, /v4.3.1/libpod/version...): PS_UPSTREAM_VERSION_TTL_S. */
+#define VERSION_CACHE_SLOTS 8
+static struct
+{
+  char *url;
+  char *body;
+  int64_t until_ns;
+} version_cache[VERSION_CACHE_SLOTS];
+static pthread_mutex_t version_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+version_cache_forget (void)
+{
+  pthread_mutex_lock (&version_cache_lock);
+  for (size_t i = 0; i < VERSION_CACHE_SLOTS; i++)
+    {
+      free (version_cache[i].url);
+      free (version_cache[i].body);
+      version_cache[i].url = version_cache[i].body = NULL;
+    }
+  pthread_mutex_unlock (&version_cache_lock);
+}
+
+/* A copy of the kept body for `url`, or NULL. */
+static char *
+version_cache_get (const char *url)
+{
+  char *body = NULL;
+  int64_t now = ps_monotonic_ns ();
+  pthread_mutex_lock (&version_cache_lock);
+  for (size_t i = 0; i < VERSION_CACHE_SLOTS && body == NULL; i++)
+    if (version_cache[i].url && strcmp (version_cache[i].url, url) == 0 && now < version_cache[i].until_ns)
+      body = xstrdup (version_cache[i].body);
+  pthread_mutex_unlock (&version_cache_lock);
+  return body;
+}
+
+/* Keep `body` for `url`, in its old slot, a free or expired one, or the
+   one that expires first. */
+static void
+version_cache_put (const char *url, const char *body)
+{
+  int64_t now = ps_monotonic_ns ();
+  pthread_mutex_lock (&version_cache_lock);
+  size_t slot = 0;
+  for (size_t i = 0; i < VERSION_CACHE_SLOTS; i++)
+    {
+      if (version_cache[i].url && strcmp (version_cache[i].url, url) == 0)
+        {
+          slot = i;
+          break;
+        }
+      if (version_cache[i].url == NULL || version_cache[i].until_ns < version_cache[slot].until_ns)
+        slot = i;
+    }
+  free (version_cache[slot].url);
+  free (version_cache[slot].body);
+  version_cache[slot].url = xstrdup (url);
+  version_cache[slot].body = xstrdup (body);
+  version_cache[slot].until_ns = now + (int64_t) PS_UPSTREAM_VERSION_TTL_S * 1000000000;
+  pthread_mutex_unlock (&version_cache_lock);
+}
+
 /* The upstream's 200 answer to the same request, or false (no upstream,
    down, or not 200: podsolve then answers alone). */
 static bool
@@ -41,6 +106,7 @@ ask_upstream (struct ps_request *req, long timeout_ms, struct ps_upstream_reply 
   if (upstream_fetch (req->method, req->url, timeout_ms, reply, &err) < 0)
     {
       ps_debug ("%s %s: answering for the build side only: %s", req->method, req->url, err->msg);
+      version_cache_forget ();
       return false;
     }
   if (reply->status != 200)
@@ -53,14 +119,23 @@ ask_upstream (struct ps_request *req, long timeout_ms, struct ps_upstream_reply 
   return true;
 }
 
-/* The upstream's object answer, or NULL. */
+/* The upstream's object answer, or NULL.  With `keep`, an answer is kept
+   for PS_UPSTREAM_VERSION_TTL_S and given again meanwhile. */
 static cJSON *
-ask_upstream_json (struct ps_request *req)
+ask_upstream_json (struct ps_request *req, bool keep)
 {
+  cleanup_free char *kept = keep && proxy_enabled () ? version_cache_get (req->url) : NULL;
+  if (kept)
+    return cJSON_Parse (kept);
   struct ps_upstream_reply reply;
   if (!ask_upstream (req, PS_PROXY_MERGE_TIMEOUT_MS, &reply))
     return NULL;
   cJSON *j = cJSON_ParseWithLength (reply.body.data ? reply.body.data : "", reply.body.len);
+  if (keep && cJSON_IsObject (j))
+    {
+      cleanup_free char *body = xstrndup (reply.body.data, reply.body.len);
+      version_cache_put (req->url, body);
+    }
   upstream_reply_free (&reply);
   if (!cJSON_IsObject (j))
     {
@@ -196,7 +271,7 @@ version_complete (struct ps_request *req, ps_error **err)
 
   /* The engine is the upstream's (docker version shows Podman); the
      builder components are added to its list. */
-  cJSON *up = ask_upstream_json (req);
+  cJSON *up = ask_upstream_json (req, true);
   if (up)
     {
       cJSON *components = cJSON_GetObjectItemCaseSensitive (up, "Components");
@@ -266,7 +341,7 @@ podsolve_info (void)
 static int
 info_complete (struct ps_request *req, ps_error **err)
 {
-  cJSON *up = ask_upstream_json (req);
+  cJSON *up = ask_upstream_json (req, false);
   if (up)
     {
       cJSON_DeleteItemFromObjectCaseSensitive (up, "Podsolve");
@@ -366,7 +441,7 @@ df_complete (struct ps_request *req, ps_error **err)
   cache_prune_opts_free (&o);
   if (r < 0)
     return ps_error_wrap (err, "build cache");
-  cJSON *v = ask_upstream_json (req);
+  cJSON *v = ask_upstream_json (req, false);
   if (v == NULL)
     {
       v = cJSON_CreateObject ();

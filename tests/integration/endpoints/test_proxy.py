@@ -830,3 +830,55 @@ def test_upstream_none_serves_only_the_build_api(spawn_daemon):
     status, _, body = d.request("GET", "/v1.41/info")
     assert status == 200 and "Upstream" not in json.loads(body)["Podsolve"]
     logged(d, ("GET", "/v1.41/containers/json", "404", "local"))
+
+
+def test_upstream_version_is_kept_and_forgotten_when_the_upstream_goes(spawn_daemon, tmp_path):
+    """Podman's /version costs it a dpkg-query per component (0.3 s idle, over
+    1 s loaded) and buildx's docker driver asks before every build: podsolved
+    keeps the upstream's answer per path (PS_UPSTREAM_VERSION_TTL_S), so
+    repeated asks reach the upstream once, merged each time with the build
+    side.  /info is live (its counters change) and asked every time.  When
+    the upstream stops answering, the kept answer is forgotten: the service
+    that comes back is asked again, and its new version is what clients see."""
+    sock = tmp_path / "up.sock"
+    generation = {"n": 1}
+
+    def behaviour(conn, head, rest):
+        path = head.split(b" ")[1].decode()
+        body = json.dumps({"Version": f"9.{generation['n']}.0", "ApiVersion": "1.41",
+                           "Components": [{"Name": "Podman Engine", "Version": f"9.{generation['n']}.0"}]}
+                          if path.endswith("/version") else {"Containers": generation["n"]}).encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        conn.close()
+
+    up = FakeUpstream(sock, behaviour)
+    d = spawn_daemon("--upstream", f"unix://{sock}")
+    try:
+        for _ in range(3):
+            status, _, body = d.request("GET", "/v1.41/version")
+            v = json.loads(body)
+            assert status == 200 and v["Version"] == "9.1.0", v
+            assert [c["Name"] for c in v["Components"]] == ["Podman Engine", "podsolve", "buildah"], v
+        status, _, body = d.request("GET", "/v4.3.1/libpod/version")
+        assert status == 200 and json.loads(body)["Version"] == "9.1.0"
+        for _ in range(2):
+            status, _, body = d.request("GET", "/v1.41/info")
+            assert status == 200 and json.loads(body)["Containers"] == 1
+        asked = [h.split(b" ")[1].decode() for h in up.heads]
+        assert asked.count("/v1.41/version") == 1, asked
+        assert asked.count("/v4.3.1/libpod/version") == 1, asked
+        assert asked.count("/v1.41/info") == 2, asked
+
+        # The upstream goes away (a ping finds it gone), then comes back newer.
+        up.close()
+        os.unlink(sock)
+        status, h, body = d.request("GET", "/_ping")
+        assert (status, body) == (200, b"OK")
+        generation["n"] = 2
+        up = FakeUpstream(sock, behaviour)
+        status, _, body = d.request("GET", "/v1.41/version")
+        assert status == 200 and json.loads(body)["Version"] == "9.2.0", body
+        assert [h.split(b" ")[1] for h in up.heads] == [b"/v1.41/version"]
+    finally:
+        up.close()
