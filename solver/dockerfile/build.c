@@ -481,6 +481,25 @@ buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_
   return build_platforms (job, b, image_id, err);
 }
 
+/* While buildah starts, its first line when the Dockerfile says what it
+   will be (dockerfile_buildah_first_step). */
+static void
+announce_first_step (const struct dockerfile_build *b, buildah_progress *progress)
+{
+  size_t len = 0;
+  cleanup_free char *text = dockerfile_text (b, &len);
+  cleanup_dockerfile dockerfile *df = NULL;
+  ps_error *perr = NULL;
+  if (text == NULL || dockerfile_parse (text, len, "Dockerfile", &df, &perr) < 0)
+    {
+      ps_error_free (perr);
+      return;
+    }
+  cleanup_free char *line = dockerfile_buildah_first_step (df);
+  if (line)
+    buildah_progress_announce (progress, line);
+}
+
 /* One `buildah build`: for every platform asked (platform NULL), or for
    `platform` alone and without the tags (one run of a multi-platform
    build); `nocache` forces --no-cache.  On failure the ERROR event is
@@ -517,6 +536,8 @@ run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, 
   buildah_progress_set_context_dir (progress, b->opts.context_dir);
   if (platform && b->opts.platforms.n > 1)
     buildah_progress_set_platform (progress, platform);
+  else
+    announce_first_step (b, progress);
   ps_child_pump (&child, read_lines, &lr);
   struct line_reader *readers = lr.r;
   /* Both pipes closed: buildah is exiting.  Forget the hook before reaping,

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "common/limits.h"
+#include "common/log.h"
 
 static bool
 all_hex (const char *s, size_t n)
@@ -158,6 +159,7 @@ struct buildah_progress
   char *context_dir;
 
   char *platform;          /* a multi-platform build's platform of this run, or NULL */
+  char *announced;         /* the first STEP line, said before buildah printed it */
   bool arg_step;           /* the step running is an ARG */
   ps_strv arg_cache_keys;  /* keys of the ARG steps pushed to --cache-to */
 };
@@ -177,6 +179,7 @@ buildah_progress_free (buildah_progress *p)
   if (p == NULL)
     return;
   free (p->root_digest);
+  free (p->announced);
   free (p->digest);
   free (p->name);
   free (p->input);
@@ -198,6 +201,15 @@ buildah_progress_set_context_dir (buildah_progress *p, const char *dir)
 {
   free (p->context_dir);
   p->context_dir = dir ? xstrdup (dir) : NULL;
+}
+
+void
+buildah_progress_announce (buildah_progress *p, const char *line)
+{
+  cleanup_free char *text = xasprintf ("%s\n", line);
+  buildah_progress_line (p, text, strlen (text), false);
+  free (p->announced);
+  p->announced = xstrdup (line);
 }
 
 void
@@ -394,6 +406,16 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
 
   struct buildah_line l;
   buildah_line_classify (bare, from_stderr, &l);
+  if (l.kind == BUILDAH_LINE_STEP && p->announced)
+    {
+      /* The first STEP line: said already if buildah says the same. */
+      bool same = strcmp (bare, p->announced) == 0;
+      free (p->announced);
+      p->announced = NULL;
+      if (same)
+        return;
+      ps_warn ("buildah's first step line differs from the one podsolve announced: \"%s\"", bare);
+    }
   cleanup_free char *text = xstrndup (line, len);
 
   switch (l.kind)

@@ -58,6 +58,11 @@ char *buildah_error_message (const char *message);
 /* The mapping state for one build: turns lines into vertex/log events. */
 typedef struct buildah_progress buildah_progress;
 
+/* Say `line` (a STEP line buildah is known to print first, from
+   dockerfile_buildah_first_step) now, as if buildah had; buildah's own
+   line is then passed over when it comes as predicted. */
+void buildah_progress_announce (buildah_progress *p, const char *line);
+
 /* `root_digest` seeds the vertex digests (the digest of the build
    definition), so the same Dockerfile gives the same digests every run. */
 buildah_progress *buildah_progress_new (solver_job *job, const char *root_digest);

@@ -623,3 +623,21 @@ dockerfile_detect_syntax (const char *text, size_t len)
     }
   return found;
 }
+
+char *
+dockerfile_buildah_first_step (const dockerfile *df)
+{
+  size_t i = 0;
+  while (i < df->n_insns && strcmp (df->insns[i].keyword, "ARG") == 0)
+    i++;
+  if (i == df->n_insns)
+    return NULL;
+  const struct df_instruction *from = &df->insns[i];
+  if (strcmp (from->keyword, "FROM") != 0 || from->n_flags > 0 || from->args[0] == '\0'
+      || from->args[strcspn (from->args, " \t$")] != '\0')
+    return NULL;
+  for (size_t j = i + 1; j < df->n_insns; j++)
+    if (strcmp (df->insns[j].keyword, "FROM") == 0)
+      return NULL;
+  return xasprintf ("STEP 1/%zu: FROM %s", df->n_insns - i, from->args);
+}

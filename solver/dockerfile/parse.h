@@ -86,4 +86,12 @@ const char *df_instruction_flag (const struct df_instruction *in, const char *na
    `fname`, the line and the instruction as written. */
 int dockerfile_check_buildah (const dockerfile *df, const char *fname, ps_error **err);
 
+/* The first line `buildah build` prints for `df`, "STEP 1/N: FROM IMAGE",
+   when it can be told from the file alone: one stage, ARGs at most before
+   it, a FROM of one literal word without flags (no variable, no
+   --platform, no AS).  malloc'd, or NULL for every other file.  podsolve
+   says it before buildah has started (a Go program that opens the store
+   first: 20 ms), so a client's first line does not wait for that. */
+char *dockerfile_buildah_first_step (const dockerfile *df);
+
 #endif

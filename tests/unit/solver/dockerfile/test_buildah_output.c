@@ -175,6 +175,52 @@ START_TEST (progress_events_vertices_cache_and_logs)
 }
 END_TEST
 
+/* The announced first step and buildah's own line make one vertex and one
+   line of text; a line other than the announced one is its own step. */
+START_TEST (announced_first_step_is_said_once)
+{
+  solver_job *job = solver_job_new ("t", NULL);
+  buildah_progress *p = buildah_progress_new (job, "root");
+  buildah_progress_announce (p, "STEP 1/2: FROM localhost/busybox:latest");
+  bool done;
+  const struct solver_event *ev = solver_job_next (job, 0, 0, &done);
+  ck_assert_ptr_nonnull (ev); /* said before buildah printed anything */
+  feed (p, "STEP 1/2: FROM localhost/busybox:latest\n", false);
+  feed (p, "STEP 2/2: RUN echo hi\n", false);
+  feed (p, "hi\n", false);
+  buildah_progress_finish (p, true, NULL);
+  buildah_progress_free (p);
+  int from_started = 0, run_started = 0, from_text = 0;
+  for (size_t i = 0; (ev = solver_job_next (job, i, 0, &done)) != NULL; i++)
+    {
+      if (ev->kind == SOLVER_EV_VERTEX && ev->completed_ns == 0)
+        {
+          from_started += strcmp (ev->name, "[1/2] FROM localhost/busybox:latest") == 0;
+          run_started += strcmp (ev->name, "[2/2] RUN echo hi") == 0;
+        }
+      if (ev->text && strstr (ev->text, "STEP 1/2") != NULL)
+        from_text++;
+    }
+  ck_assert_int_eq (from_started, 1);
+  ck_assert_int_eq (run_started, 1);
+  ck_assert_int_eq (from_text, 1);
+  solver_job_unref (job);
+
+  /* A different first line from buildah: both are steps, nothing lost. */
+  job = solver_job_new ("t", NULL);
+  p = buildah_progress_new (job, "root");
+  buildah_progress_announce (p, "STEP 1/2: FROM a");
+  feed (p, "STEP 1/2: FROM b\n", false);
+  buildah_progress_finish (p, true, NULL);
+  buildah_progress_free (p);
+  int started = 0;
+  for (size_t i = 0; (ev = solver_job_next (job, i, 0, &done)) != NULL; i++)
+    started += ev->kind == SOLVER_EV_VERTEX && ev->completed_ns == 0;
+  ck_assert_int_eq (started, 2);
+  solver_job_unref (job);
+}
+END_TEST
+
 START_TEST (progress_digests_are_deterministic)
 {
   solver_job *a = run_cached_build ();
@@ -321,6 +367,7 @@ PS_TEST_SUITE (buildah_output)
   tc = tcase_create ("progress");
   tcase_add_test (tc, progress_events_vertices_cache_and_logs);
   tcase_add_test (tc, progress_digests_are_deterministic);
+  tcase_add_test (tc, announced_first_step_is_said_once);
   tcase_add_test (tc, progress_failure_marks_vertex);
   tcase_add_test (tc, progress_names_stages_like_buildkit);
   tcase_add_test (tc, progress_keeps_the_arg_steps_cache_keys);

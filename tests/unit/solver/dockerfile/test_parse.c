@@ -271,6 +271,41 @@ START_TEST (frontend_for_a_dockerfile)
 }
 END_TEST
 
+/* What buildah 1.28 printed first for these files (checked by hand with
+   `buildah build`): "STEP 1/N: FROM IMAGE", global ARGs not counted, the
+   continuation joined.  Where the file alone cannot say (variables, AS,
+   flags, several stages whose order buildah picks by need): nothing. */
+START_TEST (buildah_first_step_is_predicted_only_when_certain)
+{
+  static const struct
+  {
+    const char *text, *want;
+  } cases[] = {
+    { "FROM scratch\nLABEL a=b\n", "STEP 1/2: FROM scratch" },
+    { "# syntax=x\n# c\n\nFROM \\\n  localhost/busybox:latest\nRUN true\nCMD [\"sh\"]\n",
+      "STEP 1/3: FROM localhost/busybox:latest" },
+    { "ARG V=1\nFROM scratch\n", "STEP 1/1: FROM scratch" },
+    { "ARG X=scratch\nFROM $X\nLABEL a=b\n", NULL },
+    { "FROM ${X}\n", NULL },
+    { "FROM scratch AS base\nLABEL a=b\n", NULL },
+    { "FROM --platform=linux/arm64 scratch\n", NULL },
+    { "FROM scratch AS a\nLABEL x=1\nFROM a\n", NULL },
+    { "FROM scratch\nCOPY --from=other / /\nFROM scratch\n", NULL },
+    { "LABEL a=b\n", NULL },
+    { "ARG A\n", NULL },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    {
+      cleanup_dockerfile dockerfile *df = parse_ok (cases[i].text);
+      cleanup_free char *got = dockerfile_buildah_first_step (df);
+      if (cases[i].want)
+        ck_assert_msg (got && strcmp (got, cases[i].want) == 0, "case %zu: %s", i, got ? got : "(null)");
+      else
+        ck_assert_msg (got == NULL, "case %zu: %s", i, got);
+    }
+}
+END_TEST
+
 PS_TEST_SUITE (dockerfile_parse)
 {
   Suite *s = suite_create ("dockerfile_parse");
@@ -286,6 +321,7 @@ PS_TEST_SUITE (dockerfile_parse)
   TCase *dialect = tcase_create ("buildah dialect");
   tcase_add_test (dialect, buildah_builds_these);
   tcase_add_test (dialect, buildah_refuses_these_before_anything_runs);
+  tcase_add_test (dialect, buildah_first_step_is_predicted_only_when_certain);
   suite_add_tcase (s, dialect);
   return s;
 }
