@@ -165,3 +165,23 @@ def test_docker_cli_buildkit_mode_builds_a_manifest_list(daemon, docker_cli, tmp
     assert "[linux/arm64 stage-1 2/2] COPY --from=build /out /out" in r.stderr, r.stderr
     doc = json.loads(daemon.buildah("manifest", "inspect", name).stdout)
     assert sorted(m["platform"]["architecture"] for m in doc["manifests"]) == ["amd64", "arm64"]
+
+
+def test_buildx_docker_driver_builds_a_manifest_list_over_grpc(daemon, go_clients, tmp_path, uniq):
+    """docker buildx (docker driver: POST /grpc, the docker 28 CLI's way to
+    build) with --platform for two: one list in podsolve's store, each entry
+    an image really built for its platform, the progress named per platform."""
+    ctx = lib.make_context(tmp_path / "ctx", CROSS)
+    name = f"localhost/mp-buildx-{uniq}:1"
+    r = subprocess.run([go_clients.docker, "buildx", "build", "--progress", "plain", "--platform", PLATFORMS,
+                        "-t", name, str(ctx)], env=go_clients.env(daemon), capture_output=True, text=True,
+                       timeout=lib.scaled(300))
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{daemon.log_tail(3000)}"
+    assert "[linux/arm64 stage-1 2/2] COPY --from=build /out /out" in r.stderr, r.stderr
+    doc = json.loads(daemon.buildah("manifest", "inspect", name).stdout)
+    by_arch = {m["platform"]["architecture"]: m["digest"] for m in doc["manifests"]}
+    assert sorted(by_arch) == ["amd64", "arm64"], doc
+    for arch, digest in by_arch.items():
+        cfg = json.loads(daemon.buildah("inspect", "--type", "image", f"{name.rsplit(':', 1)[0]}@{digest}").stdout)
+        assert cfg["OCIv1"]["architecture"] == arch, cfg["OCIv1"]
+        assert daemon.image_file(f"{name.rsplit(':', 1)[0]}@{digest}", "/out").decode() == f"for {arch}\n"
