@@ -93,16 +93,18 @@ buildah_version (void)
   return version_string ? version_string : "unknown";
 }
 
-const char *
-buildah_storage_driver (void)
+/* The store's driver and graph root from `buildah info`, asked once. */
+static pthread_mutex_t store_info_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *info_driver, *info_graph_root;
+static bool info_asked;
+
+static void
+store_info (void)
 {
-  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-  static char *driver;
-  if (config.storage_driver)
-    return config.storage_driver;
-  pthread_mutex_lock (&lock);
-  if (driver == NULL)
+  pthread_mutex_lock (&store_info_lock);
+  if (!info_asked)
     {
+      info_asked = true;
       const char *args[] = { "info", NULL };
       cleanup_free char *out = NULL;
       ps_error *err = NULL;
@@ -114,12 +116,140 @@ buildah_storage_driver (void)
       cJSON *root = out ? cJSON_Parse (out) : NULL;
       const cJSON *store = cJSON_GetObjectItemCaseSensitive (root, "store");
       const char *name = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (store, "GraphDriverName"));
+      const char *groot = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (store, "GraphRoot"));
       if (name && *name)
-        driver = xstrdup (name);
+        info_driver = xstrdup (name);
+      if (groot && *groot)
+        info_graph_root = xstrdup (groot);
       cJSON_Delete (root);
     }
-  pthread_mutex_unlock (&lock);
-  return driver ? driver : "unknown";
+  pthread_mutex_unlock (&store_info_lock);
+}
+
+const char *
+buildah_storage_driver (void)
+{
+  if (config.storage_driver)
+    return config.storage_driver;
+  store_info ();
+  return info_driver ? info_driver : "unknown";
+}
+
+static const char *
+graph_root (void)
+{
+  if (config.root)
+    return config.root;
+  store_info ();
+  return info_graph_root;
+}
+
+/* ---- the store's image list ------------------------------------------------------ */
+
+/* containers-storage's images.json may hold thousands of images; beyond
+   this, buildah is asked instead. */
+#define PS_IMAGES_JSON_MAX ((size_t) 64 << 20)
+
+static pthread_mutex_t images_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct
+{
+  bool valid;
+  dev_t dev;
+  ino_t ino;
+  struct timespec mtime;
+  off_t size;
+  char **ids; /* sorted */
+  size_t n;
+} images;
+
+static int
+cmp_id (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+static bool
+full_id (const char *id)
+{
+  if (strlen (id) != 64)
+    return false;
+  for (const char *c = id; *c; c++)
+    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+      return false;
+  return true;
+}
+
+static void
+images_forget (void)
+{
+  for (size_t i = 0; i < images.n; i++)
+    free (images.ids[i]);
+  free (images.ids);
+  images.ids = NULL;
+  images.n = 0;
+  images.valid = false;
+}
+
+/* Make `images` the list as it is now; false when it cannot be read. */
+static bool
+images_refresh (const char *path)
+{
+  struct stat st;
+  if (stat (path, &st) < 0)
+    {
+      images_forget ();
+      return false;
+    }
+  if (images.valid && st.st_dev == images.dev && st.st_ino == images.ino && st.st_size == images.size
+      && st.st_mtim.tv_sec == images.mtime.tv_sec && st.st_mtim.tv_nsec == images.mtime.tv_nsec)
+    return true;
+  images_forget ();
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if ((size_t) st.st_size > PS_IMAGES_JSON_MAX || ps_read_file (path, PS_IMAGES_JSON_MAX, &text, &len, NULL) < 0)
+    return false;
+  cJSON *list = cJSON_ParseWithLength (text, len);
+  if (!cJSON_IsArray (list))
+    {
+      cJSON_Delete (list);
+      return false;
+    }
+  images.ids = xcalloc ((size_t) cJSON_GetArraySize (list) + 1, sizeof *images.ids);
+  const cJSON *it;
+  cJSON_ArrayForEach (it, list)
+    {
+      const char *id = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "id"));
+      if (id && full_id (id))
+        images.ids[images.n++] = xstrdup (id);
+    }
+  cJSON_Delete (list);
+  qsort (images.ids, images.n, sizeof *images.ids, cmp_id);
+  /* Read after the stat: a change in between is seen at the next call. */
+  images.valid = true;
+  images.dev = st.st_dev;
+  images.ino = st.st_ino;
+  images.size = st.st_size;
+  images.mtime = st.st_mtim;
+  return true;
+}
+
+bool
+buildah_image_present (const char *id)
+{
+  const char *root = full_id (id) ? graph_root () : NULL;
+  if (root)
+    {
+      cleanup_free char *path = xasprintf ("%s/%s-images/images.json", root, buildah_storage_driver ());
+      pthread_mutex_lock (&images_lock);
+      bool known = images_refresh (path);
+      bool found = known && bsearch (&id, images.ids, images.n, sizeof *images.ids, cmp_id) != NULL;
+      pthread_mutex_unlock (&images_lock);
+      /* Not in the list: an additional (read-only) store may still have it. */
+      if (found)
+        return true;
+    }
+  cleanup_free char *out = NULL;
+  return buildah_image_id (id, &out, NULL) == 0 && out[0];
 }
 
 

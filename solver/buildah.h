@@ -66,6 +66,14 @@ int buildah_callv (char **out, ps_error **err, const char *arg0, ...) __attribut
    (empty when buildah printed none). */
 int buildah_image_id (const char *image, char **id, ps_error **err);
 
+/* Whether image `id` is in storage.  A full 64-hex ID is looked up in the
+   store's own image list (<graph root>/<driver>-images/images.json, which
+   containers-storage replaces whole on every change), read again only
+   when it changed: a fully cached LLB graph checks every vertex's image,
+   and a `buildah inspect` each (a Go program opening the store) cost 15 ms
+   a vertex.  Anything else, or an unreadable list, asks buildah. */
+bool buildah_image_present (const char *id);
+
 /* Every working container podsolve makes itself is named PREFIX + <tag> +
    "-" + random hex: the sweep of stopped builds' leftovers (orphans.h)
    never takes one, and a later run of the same daemon finds them. */

@@ -30,13 +30,6 @@ cache_record_touch (const char *path)
   utimensat (AT_FDCWD, path, NULL, 0);
 }
 
-static bool
-image_in_storage (const char *id)
-{
-  cleanup_free char *out = NULL;
-  return buildah_image_id (id, &out, NULL) == 0 && out[0];
-}
-
 char *
 cache_record_read (const char *path)
 {
@@ -44,7 +37,7 @@ cache_record_read (const char *path)
   if (ps_read_file (path, 256, &id, NULL, NULL) < 0)
     return NULL;
   id[strcspn (id, "\n")] = '\0';
-  if (*id == '\0' || !image_in_storage (id))
+  if (*id == '\0' || !buildah_image_present (id))
     {
       free (id);
       return NULL;
@@ -397,7 +390,7 @@ list_images (struct cache *c, ps_error **err)
     if (read_layers (&c->images[i], err) < 0)
       {
         /* Removed by someone else since the listing: it holds nothing. */
-        if (image_in_storage (c->images[i].id))
+        if (buildah_image_present (c->images[i].id))
           return ps_error_wrap (err, "image %.12s", c->images[i].id);
         ps_error_free (*err);
         *err = NULL;

@@ -409,13 +409,6 @@ llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_ex
   return 0;
 }
 
-static bool
-image_exists (const char *id)
-{
-  cleanup_free char *out = NULL;
-  return buildah_image_id (id, &out, NULL) == 0 && out[0];
-}
-
 /* ---- events -------------------------------------------------------------------- */
 
 static void
@@ -619,7 +612,7 @@ record_lookup (struct llb_exec *x, const char *key, size_t output)
   if (ps_read_file (path, 256, &id, &len, NULL) < 0)
     return NULL;
   id[strcspn (id, "\n")] = '\0';
-  if (*id == '\0' || !image_exists (id))
+  if (*id == '\0' || !buildah_image_present (id))
     {
       free (id);
       return NULL;

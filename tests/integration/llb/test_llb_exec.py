@@ -117,6 +117,30 @@ def test_identical_resubmission_is_all_cached_with_the_same_image(daemon, uniq):
     assert _image_id(_result(third[1])) != _image_id(_result(first[1]))
 
 
+def test_a_cached_result_whose_image_was_removed_runs_again(daemon, uniq):
+    """A vertex's record counts only while its image is in storage (the
+    store's image list, read again when it changes): after `buildah rmi`
+    of the exec's image, the next solve runs the exec again and the file
+    op after it too, both correct."""
+    img = llb.source(BUSYBOX)
+    run = llb.exec_(["sh", "-c", f"echo {uniq} > /once"], root=img)
+    f = llb.file([llb.mkfile("/second", b"2")], inputs=[run], base=0)
+    first = _solve(daemon, [img, run, f])
+    final = _image_id(_result(first[1]))
+    again = _solve(daemon, [img, run, f])
+    assert all(_final(_vertexes(again[1]), op).get("cached") is True for op in (img, run, f))
+    daemon.buildah("rmi", "-f", final)
+    parent = daemon.buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", final, check=False)
+    assert parent.returncode != 0, "the final image is gone"
+    third = _solve(daemon, [img, run, f])
+    vs = _vertexes(third[1])
+    assert _final(vs, img).get("cached") is True
+    assert not _final(vs, f).get("cached"), vs[f.ref]
+    out = _image_id(_result(third[1]))
+    assert daemon.image_file(out, "/once") == f"{uniq}\n".encode()
+    assert daemon.image_file(out, "/second") == b"2"
+
+
 def test_same_local_content_from_another_session_keeps_the_copy_cached(daemon, uniq):
     """The local source names a different session each time (as a gateway
     frontend run through /solve does: a new stand-in session id per build)
