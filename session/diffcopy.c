@@ -750,7 +750,7 @@ on_data (struct diffcopy_receiver *d, uint32_t id, const uint8_t *data, size_t l
         {
           if (errno == EINTR)
             continue;
-          return ps_error_set_errno (err, errno == ENOSPC ? 507 : 500, errno, "write %s", e->path);
+          return ps_error_set_errno (err, ps_write_errno_status (errno), errno, "write %s", e->path);
         }
       data += w;
       len -= (size_t) w;

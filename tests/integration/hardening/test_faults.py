@@ -187,3 +187,83 @@ def test_buildah_killed_mid_run_fails_that_build_only_and_leaves_nothing(spawn_d
     assert d.alive()
     lib.assert_daemon_builds(d, tag=f"after-buildah-kill-{uniq}")
 
+
+# --------------------------------------------------------------------------
+# c. the state directory's disk is full
+
+
+def fill(directory):
+    """Write a file in `directory` until its filesystem is full -> its path."""
+    filler = directory / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as e:
+            assert e.errno == 28, e   # ENOSPC
+    return filler
+
+
+def tree(directory):
+    """{relative path: size} of everything below `directory` (dirs: -1)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for n in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, n), directory)] = -1
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            out[os.path.relpath(p, directory)] = os.lstat(p).st_size
+    return out
+
+
+@pytest.fixture
+def daemon_on_small_state_dir():
+    """A podsolved whose --state-dir is an 8 MiB tmpfs (mounted over the
+    Daemon's state directory before it starts; unmounted after)."""
+    d = lib.Daemon(lib.new_tmp_dir("podsolve-it-full-"))
+    d.prepare_storage()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "podsolve-faults", str(d.state)], check=True)
+    try:
+        d.start(timeout=30)
+        yield d
+    finally:
+        status, msg = d.stop(timeout=20)
+        subprocess.run(["umount", str(d.state)], capture_output=True)
+        d.cleanup_storage()
+    assert msg is None and status == 0, f"podsolved stopped badly: {status} {msg}\n{d.log_tail()}"
+
+
+def test_state_dir_full_fails_the_build_with_a_clear_error_and_leaves_nothing(daemon_on_small_state_dir, uniq):
+    """The filesystem of --state-dir fills up (another program, logs): a
+    /solve whose context must be stored there is refused with 507 and
+    Podman's error body naming the disk, before any streaming; nothing of
+    it stays in the state directory; the daemon answers meanwhile; once
+    space is freed, the same build works."""
+    d = daemon_on_small_state_dir
+    filler = fill(d.state)
+    before = tree(d.state)
+    ctx = {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY big /big"), "big": os.urandom(1 << 20)}
+    req = {"ref": f"full-{uniq}", "frontend": "dockerfile.v0",
+           "exporters": [{"type": "image", "attrs": {"name": f"localhost/full-{uniq}"}}]}
+    body, ctype = solve_body(req, {"context": lib.tar_context(ctx)})
+    status, _, raw = d.request("POST", "/solve", body, {"Content-Type": ctype}, timeout=60)
+    assert status == 507, (status, raw[:2000], d.log_tail(3000))
+    err = json.loads(raw)
+    assert err["response"] == 507 and re.search(r"No space left on device", err["message"]), err
+    assert wait_for(lambda: tree(d.state) == before, 5), \
+        f"the refused build left files in the state directory: {set(tree(d.state)) - set(before)}"
+    assert d.alive()
+    assert d.request("GET", "/_ping")[0] == 200
+    assert not d.image_exists(f"localhost/full-{uniq}")
+
+    # a classic /build spools its context there too
+    r = d.build(ctx, {"t": f"full-classic-{uniq}"})
+    assert r.status == 507 and "No space left on device" in r.body.decode(), r.describe()
+    assert wait_for(lambda: tree(d.state) == before, 5), set(tree(d.state)) - set(before)
+
+    filler.unlink()
+    status, _, it = d.stream("POST", "/solve", body, {"Content-Type": ctype}, timeout=120)
+    lines = read_all(it)
+    assert status == 200 and "result" in lines[-1], describe(lines, d)
+    assert d.image_file(f"localhost/full-{uniq}", "/big") == ctx["big"]

@@ -445,7 +445,8 @@ START_TEST (csv_pairs)
 }
 END_TEST
 
-/* A child killed from outside is told apart from one that failed. */
+/* A child killed from outside is told apart from one that failed, and a
+   full disk from other write errors. */
 START_TEST (exit_text_and_write_errno_status)
 {
   char *t = ps_exit_text (3);
@@ -457,6 +458,9 @@ START_TEST (exit_text_and_write_errno_status)
   t = ps_exit_text (128 + 15);
   ck_assert_str_eq (t, "killed by signal 15 (SIGTERM)");
   free (t);
+  ck_assert_int_eq (ps_write_errno_status (ENOSPC), 507);
+  ck_assert_int_eq (ps_write_errno_status (EDQUOT), 507);
+  ck_assert_int_eq (ps_write_errno_status (EIO), 500);
 }
 END_TEST
 
