@@ -14,6 +14,7 @@ sits on a tmpfs that is filled, and the BuildKit session peer goes silent.
 RELIABILITY.md "Fault injection" has the table.
 """
 
+import http.client as http_client
 import json
 import os
 import re
@@ -121,6 +122,72 @@ def mounts_below(path):
     path = os.path.realpath(str(path))
     with open("/proc/self/mountinfo") as f:
         return [l.split()[4] for l in f if l.split()[4].startswith(path + "/")]
+
+
+# --------------------------------------------------------------------------
+# a. the Podman API service dies mid-proxy and comes back
+
+
+def test_upstream_killed_mid_events_stream_then_restarted(own_stack, uniq):
+    """Podman's API service is SIGKILLed while a client follows
+    GET /events through podsolved and another client builds: the events
+    client sees its stream cut (not a clean end) at once; Podman's routes
+    get a fast 502 naming the socket while it is down; the build is not
+    disturbed.  Once the service is started again on the same socket,
+    proxied requests work again without restarting podsolved, and Podman
+    lists the image the build made meanwhile.
+    (endpoints/test_proxy.py::test_upstream_killed_mid_logs_follow covers
+    the kill with the docker CLI; this adds the concurrent build and the
+    restart.)"""
+    s = own_stack()
+    d = s.daemon
+    conn = d.connection(timeout=30)
+    conn.request("GET", "/v1.41/events")
+    events = conn.getresponse()
+    assert events.status == 200
+    # something flows through the stream before the fault: a tag event
+    st, _, body = d.request("POST", f"/v1.41/images/{BASE_IMAGE}/tag?repo=localhost/evt-{uniq}&tag=1")
+    assert st == 201, body
+    first = events.read1(65536)
+    assert b'"tag"' in first, first
+
+    other_tag = f"proxybuild-{uniq}"
+    other = concurrent_build(d, other_tag, 5)
+    assert wait_for(lambda: [p for p in d.descendants() if p[1].endswith("sleep 5")], 30), d.descendants()
+
+    s.podman.kill()   # SIGKILL
+    killed = time.monotonic()
+    with pytest.raises((http_client.IncompleteRead, ConnectionError, OSError)):
+        while True:
+            if not events.read1(65536):
+                raise AssertionError("the events stream ended cleanly: the client cannot tell it broke off")
+    assert time.monotonic() - killed < lib.scaled(5)
+    conn.close()
+
+    t0 = time.monotonic()
+    st, _, body = d.request("GET", "/v1.41/containers/json")
+    assert st == 502 and str(s.podman.sock) in json.loads(body)["message"], body
+    assert time.monotonic() - t0 < lib.scaled(5)
+    assert d.request("GET", "/_ping")[0] == 200
+
+    assert_concurrent_build_ok(d, other, other_tag)
+
+    s.podman.start()
+    st, _, body = d.request("GET", "/v1.41/images/json")
+    assert st == 200, body
+    names = [t for img in json.loads(body) for t in (img.get("RepoTags") or [])]
+    assert f"docker.io/library/{other_tag}:latest" in names or f"{other_tag}:latest" in names, names
+    conn = d.connection(timeout=30)
+    conn.request("GET", "/v1.41/events")
+    events = conn.getresponse()
+    try:
+        assert events.status == 200
+        st, _, body = d.request("POST", f"/v1.41/images/{BASE_IMAGE}/tag?repo=localhost/evt-{uniq}&tag=2")
+        assert st == 201, body
+        assert b'"tag"' in events.read1(65536)
+    finally:
+        conn.close()
+    assert d.alive()
 
 
 # --------------------------------------------------------------------------
