@@ -18,6 +18,7 @@ import http.client as http_client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -334,3 +335,85 @@ def test_state_dir_full_fails_the_build_with_a_clear_error_and_leaves_nothing(da
     lines = read_all(it)
     assert status == 200 and "result" in lines[-1], describe(lines, d)
     assert d.image_file(f"localhost/full-{uniq}", "/big") == ctx["big"]
+
+
+# --------------------------------------------------------------------------
+# d. the registry goes away mid-push
+
+
+@pytest.fixture
+def registry():
+    """A docker-registry of this test's own (it is killed and restarted)."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
+    r = lib.Registry()
+    yield r
+    r.stop()
+
+
+def uploading(registry, repo, at_least):
+    """Whether an upload into `repo` has stored at least `at_least` bytes."""
+    uploads = registry.tmp / "data" / "docker" / "registry" / "v2" / "repositories" / repo / "_uploads"
+    try:
+        return any((u / "data").stat().st_size >= at_least for u in uploads.iterdir())
+    except OSError:
+        return False
+
+
+def push_exporter(name):
+    return [{"type": "image", "attrs": {"name": name, "push": "true"}}]
+
+
+def test_registry_killed_mid_push_fails_that_build_and_tags_nothing(spawn_daemon, registry, uniq):
+    """The registry dies (SIGKILL) while a /solve pushes a 64 MiB layer to
+    a tag that already names an image: the client's stream ends with an
+    error naming the push; a build running alongside is unaffected; once
+    the registry is back, the tag still names the old manifest; the image
+    podsolve built is in local storage under that name (as BuildKit's
+    exporter keeps it: a retry need not build again); and the next push
+    works."""
+    d = spawn_daemon()
+    repo, tag = f"faults/app-{uniq}", "v1"
+    name = f"{registry.host}/{repo}:{tag}"
+    st, it = dockerfile_solve(d, f"old-{uniq}", f"FROM {BASE_IMAGE}", "RUN echo old > /v",
+                              exporters=push_exporter(name))
+    lines = read_all(it)
+    assert st == 200 and "result" in lines[-1], describe(lines, d)
+    st, h, _ = registry.manifest(repo, tag)
+    assert st == 200
+    old_digest = h["Docker-Content-Digest"]
+
+    big = os.urandom(64 << 20)   # random: gzip cannot make it small
+    req = {"ref": f"push-{uniq}", "frontend": "dockerfile.v0", "exporters": push_exporter(name)}
+    body, ctype = solve_body(req, {"context": lib.tar_context(
+        {"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY big /big"), "big": big})})
+    other_tag = f"pushbystander-{uniq}"
+    other = concurrent_build(d, other_tag, 4)
+    st, _, it = d.stream("POST", "/solve", body, {"Content-Type": ctype}, timeout=300)
+    assert st == 200
+    assert wait_for(lambda: uploading(registry, repo, 4 << 20), 60, step=0.05), \
+        f"the big layer's upload never started\n{lib.tail(registry.log_path, 2000)}\n{d.log_tail(3000)}"
+    registry.kill()
+    killed = time.monotonic()
+    lines = read_all(it)
+    took = time.monotonic() - killed
+    err = stream_error(lines)
+    assert err and re.search(r"push|127\.0\.0\.1", err) and re.search(r"refused|reset|EOF|broken pipe|closed", err, re.I), \
+        describe(lines, d)
+    assert took < lib.scaled(45), f"{took:.0f}s to report the dead registry"
+    assert_concurrent_build_ok(d, other, other_tag)
+
+    registry.start()
+    st, h, _ = registry.manifest(repo, tag)
+    assert st == 200 and h["Docker-Content-Digest"] == old_digest, "the tag moved to a half-pushed image"
+    assert d.image_file(name, "/big") == big
+    assert wait_for(lambda: d.working_containers() == [], 10), d.working_containers()
+    assert d.alive()
+
+    # the daemon and the registry serve the next push
+    name2 = f"{registry.host}/{repo}:v2"
+    st, it = dockerfile_solve(d, f"next-{uniq}", f"FROM {BASE_IMAGE}", f"RUN echo {uniq} > /v",
+                              exporters=push_exporter(name2))
+    lines = read_all(it)
+    assert st == 200 and "result" in lines[-1], describe(lines, d)
+    assert registry.manifest(repo, "v2")[0] == 200
