@@ -417,3 +417,51 @@ def test_registry_killed_mid_push_fails_that_build_and_tags_nothing(spawn_daemon
     lines = read_all(it)
     assert st == 200 and "result" in lines[-1], describe(lines, d)
     assert registry.manifest(repo, "v2")[0] == 200
+
+
+# --------------------------------------------------------------------------
+# e. the session peer freezes mid-DiffCopy
+
+
+def test_session_peer_frozen_mid_transfer_fails_its_build_after_the_transfer_timeout(spawn_daemon, uniq):
+    """A BuildKit-mode client sends half a file of its context, then
+    nothing (frozen, suspended) while keeping both /session and /build
+    open.  With --session-transfer-timeout 3 its build ends with an error
+    line naming the silence after about 3 s, not 120; the half-written
+    file's temporary is gone; a build alongside finishes; and the same
+    directory builds again through a well-behaved peer.
+    (test_session_abuse.py covers the client that drops /build or sends
+    /build/cancel while its peer is silent.)"""
+    from session_peer import SessionPeer
+    from test_session_abuse import V2_HEADERS, abuse_context, assert_clean, both, error_message, explain, \
+        peer_cache_dirs, retry_build, temporaries, v2_params
+    d = spawn_daemon("--session-transfer-timeout", "3")
+    tag = f"frozen-{uniq}"
+    other_tag = f"frozenbystander-{uniq}"
+    peer = SessionPeer(d.sock, both(abuse_context(uniq)), mode="stall_mid_file")
+    peer.start()
+    try:
+        other = concurrent_build(d, other_tag, 5)
+        status, _, it = d.stream("POST", lib.with_query(lib.COMPAT_BUILD, v2_params(peer, tag)), b"", V2_HEADERS,
+                                 timeout=60)
+        assert status == 200, explain(d, peer)
+        assert wait_for(lambda: peer.target_call() is not None and peer.target_call().misbehaved, 10), \
+            explain(d, peer)
+        frozen = time.monotonic()
+        ctx_cache = peer_cache_dirs(d, peer)["context"][0]
+        assert wait_for(lambda: any(t.startswith(str(ctx_cache) + "/") for t in temporaries(d)), 5), \
+            "no half-written temporary: the transfer is not really mid-file\n" + explain(d, peer)
+        events = read_all(it)
+        took = time.monotonic() - frozen
+        r = lib.BuildResult(200, {}, events, it.raw)
+        msg = error_message(r)
+        assert msg and re.search(r"no packet from the client for 3 s", msg), explain(d, peer, r)
+        assert lib.scaled(2) < took < lib.scaled(12), f"{took:.1f}s from the freeze to the error\n" + explain(d, peer, r)
+        assert not d.image_exists(lib.image_ref(tag))
+        t = peer.target_call()
+        assert wait_for(lambda: t.err_from_daemon is not None or t.reset_by_daemon is not None, 5), explain(d, peer, r)
+        assert_concurrent_build_ok(d, other, other_tag)
+    finally:
+        peer.close()
+    assert_clean(d, peer)
+    retry_build(d, peer, "frozen", uniq)
