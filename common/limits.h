@@ -97,6 +97,15 @@
    SIGTERM before its whole process group is killed. */
 #define PS_CANCEL_GRACE_MS 10000
 
+/* How often ps_child_pump refreshes its list of what runs below a
+   watched child (ps_child_watch_below).  A buildah killed from outside
+   (SIGKILL, the OOM killer) leaves a RUN step's container running under
+   init, and that list is all there is to find it by afterwards: a process
+   started in the last interval before the kill is found only when it runs
+   inside a container found (killing a container's init ends its pid
+   namespace).  One look reads a few /proc files of the child's subtree. */
+#define PS_CHILD_BELOW_REFRESH_MS 250
+
 /* How often a streaming response wakes to check that its client is still
    connected while no event arrives. */
 #define PS_STREAM_POLL_MS 200

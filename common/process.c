@@ -134,26 +134,49 @@ ps_child_spawn_stdio (char *const *argv, char *const *extra_env, int stdio_fd, s
   child->pid = pid;
   child->out_fd = out[0];
   child->err_fd = errp[0];
+  child->below = NULL;
   return 0;
 }
+
+static void below_kill_survivors (struct ps_child *child);
+static void below_free (struct ps_child *child);
 
 int
 ps_child_wait (struct ps_child *child)
 {
   int status = 0;
+  int ret = -1;
   while (waitpid (child->pid, &status, 0) < 0)
     if (errno != EINTR)
-      return -1;
+      goto out;
   if (child->out_fd >= 0)
     close (child->out_fd);
   if (child->err_fd >= 0)
     close (child->err_fd);
   child->out_fd = child->err_fd = -1;
   if (WIFEXITED (status))
-    return WEXITSTATUS (status);
-  if (WIFSIGNALED (status))
-    return 128 + WTERMSIG (status);
-  return -1;
+    ret = WEXITSTATUS (status);
+  else if (WIFSIGNALED (status))
+    {
+      ret = 128 + WTERMSIG (status);
+      below_kill_survivors (child);
+    }
+out:
+  below_free (child);
+  return ret;
+}
+
+char *
+ps_exit_text (int status)
+{
+  if (status > 128 && status < 128 + NSIG)
+    {
+      const char *abbrev = sigabbrev_np (status - 128);
+      if (abbrev)
+        return xasprintf ("killed by signal %d (SIG%s)", status - 128, abbrev);
+      return xasprintf ("killed by signal %d", status - 128);
+    }
+  return xasprintf ("exit status %d", status);
 }
 
 /* A process as /proc shows it: the start time tells a recycled pid apart. */
@@ -258,6 +281,128 @@ descendants (const pid_t *roots, size_t n, struct proc_ref **out, size_t *n_out)
   *n_out = n_found;
 }
 
+/* ---- what runs below a watched child -------------------------------------- */
+
+struct ps_below
+{
+  struct proc_ref *procs; /* at the last look */
+  size_t n;
+  struct timespec at;     /* when that was */
+};
+
+void
+ps_child_watch_below (struct ps_child *child)
+{
+  if (child->below == NULL)
+    child->below = xcalloc (1, sizeof *child->below);
+}
+
+/* Every process below `root`, by its tasks' children lists: unlike
+   descendants(), it reads only the subtree (a few files for a build), so
+   it can be done often.  A process that exits meanwhile may be missed;
+   one that started before the look is not. */
+static void
+subtree (pid_t root, struct proc_ref **out, size_t *n_out)
+{
+  struct proc_ref *found = NULL;
+  size_t n_found = 0;
+  pid_t parent = root;
+  for (size_t q = 0;; q++)
+    {
+      char path[64];
+      snprintf (path, sizeof path, "/proc/%d/task", (int) parent);
+      DIR *d = opendir (path);
+      struct dirent *de;
+      while (d && (de = readdir (d)) != NULL)
+        {
+          if (de->d_name[0] == '.')
+            continue;
+          cleanup_free char *kids_path = xasprintf ("/proc/%d/task/%s/children", (int) parent, de->d_name);
+          cleanup_free char *kids = NULL;
+          if (ps_read_file (kids_path, 64 * 1024, &kids, NULL, NULL) < 0)
+            continue;
+          for (char *p = kids, *end; *p; p = end)
+            {
+              long pid = strtol (p, &end, 10);
+              if (end == p)
+                break;
+              struct proc_ref r;
+              if (pid > 0 && read_proc_stat ((pid_t) pid, &r) && r.ppid == parent)
+                {
+                  found = xrealloc (found, (n_found + 1) * sizeof *found);
+                  found[n_found++] = r;
+                }
+            }
+        }
+      if (d)
+        closedir (d);
+      if (q >= n_found)
+        break;
+      parent = found[q].pid;
+    }
+  *out = found;
+  *n_out = n_found;
+}
+
+static long long
+ms_since (const struct timespec *t)
+{
+  struct timespec now;
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  return (now.tv_sec - t->tv_sec) * 1000LL + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* Look again, unless the last look is recent.  An empty look (the child
+   is exiting, its processes already handed to init) keeps the previous
+   list: it is the one that names them. */
+static void
+below_refresh (struct ps_child *child, bool force)
+{
+  struct ps_below *b = child->below;
+  if (b == NULL || (!force && b->at.tv_sec != 0 && ms_since (&b->at) < PS_CHILD_BELOW_REFRESH_MS))
+    return;
+  struct proc_ref *procs;
+  size_t n;
+  subtree (child->pid, &procs, &n);
+  clock_gettime (CLOCK_MONOTONIC, &b->at);
+  if (n == 0)
+    {
+      free (procs);
+      return;
+    }
+  free (b->procs);
+  b->procs = procs;
+  b->n = n;
+}
+
+static void
+below_free (struct ps_child *child)
+{
+  if (child->below)
+    free (child->below->procs);
+  free (child->below);
+  child->below = NULL;
+}
+
+static void
+below_kill_survivors (struct ps_child *child)
+{
+  struct ps_below *b = child->below;
+  if (b == NULL)
+    return;
+  size_t killed = 0;
+  for (size_t i = 0; i < b->n; i++)
+    {
+      struct proc_ref now;
+      if (read_proc_stat (b->procs[i].pid, &now) && now.start == b->procs[i].start && now.state != 'Z'
+          && kill (b->procs[i].pid, SIGKILL) == 0)
+        killed++;
+    }
+  if (killed > 0)
+    ps_warn ("pid %d was killed by a signal and left %zu process(es) running below it: killed them", (int) child->pid,
+             killed);
+}
+
 void
 ps_children_terminate (const pid_t *pids, size_t n, int grace_ms)
 {
@@ -312,7 +457,9 @@ ps_child_pump (struct ps_child *child, ps_child_chunk_fn on_chunk, void *ud)
   char buf[16384];
   while (open_fds > 0)
     {
-      if (poll (pfd, 2, -1) < 0)
+      below_refresh (child, false);
+      int ready = poll (pfd, 2, child->below ? PS_CHILD_BELOW_REFRESH_MS : -1);
+      if (ready < 0)
         {
           if (errno == EINTR)
             continue;

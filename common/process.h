@@ -7,11 +7,14 @@
 
 #include "common/ps.h"
 
+struct ps_below;
+
 struct ps_child
 {
   pid_t pid;   /* also the process group id */
   int out_fd;  /* read end of the child's stdout, or -1 */
   int err_fd;  /* read end of the child's stderr, or -1 */
+  struct ps_below *below; /* ps_child_watch_below's list, or NULL */
 };
 
 /* Spawn argv in a new process group with stdin from /dev/null and
@@ -25,8 +28,21 @@ int ps_child_spawn_env (char *const *argv, char *const *env, struct ps_child *ch
    own copy) when it is >= 0: child->out_fd is then -1. */
 int ps_child_spawn_stdio (char *const *argv, char *const *env, int stdio_fd, struct ps_child *child,
                           ps_error **err);
-/* Wait for the child; returns its exit status (128+signal if killed). */
+/* Wait for the child; returns its exit status (128+signal if killed).
+   A watched child (ps_child_watch_below) killed by a signal: what ran
+   below it at the last look and still runs is killed (SIGKILL). */
 int ps_child_wait (struct ps_child *child);
+/* Keep a list of the processes below the child, refreshed while
+   ps_child_pump runs (PS_CHILD_BELOW_REFRESH_MS), so that if the child is
+   killed from outside, what it ran does not live on under init: a RUN
+   step's container outliving a SIGKILLed buildah.  (Our own cancels
+   already do this: ps_children_terminate.) */
+void ps_child_watch_below (struct ps_child *child);
+/* What ps_child_wait's status means, for an error a user reads: "exit
+   status 3", or "killed by signal 9 (SIGKILL)" for 128+N (a process killed
+   from outside, e.g. by the OOM killer, is told apart from one that failed).
+   malloc'd. */
+char *ps_exit_text (int status);
 /* Ask the child to stop (SIGTERM to the leader: inside a RUN step buildah
    then removes its working container, see orphans.h for elsewhere), then
    SIGKILL the whole group after grace_ms. */

@@ -64,6 +64,12 @@ ps_error_set_errno (ps_error **err, int status, int errno_value, const char *fmt
 }
 
 int
+ps_write_errno_status (int errno_value)
+{
+  return errno_value == ENOSPC || errno_value == EDQUOT ? 507 : 500;
+}
+
+int
 ps_error_wrap (ps_error **err, const char *fmt, ...)
 {
   if (err == NULL || *err == NULL)

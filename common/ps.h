@@ -33,6 +33,10 @@ int ps_error_set (ps_error **err, int status, const char *fmt, ...) PS_PRINTF (3
 /* Like ps_error_set, appending ": strerror(errno_value)". */
 int ps_error_set_errno (ps_error **err, int status, int errno_value, const char *fmt, ...)
     PS_PRINTF (4, 5);
+/* The HTTP status for a failed write of ours: 507 Insufficient Storage
+   (RFC 4918) when the disk or a quota is full (ENOSPC, EDQUOT), which the
+   client can do nothing about but wait; else 500. */
+int ps_write_errno_status (int errno_value);
 /* Prefix the message of *err with "<context>: "; returns -1. */
 int ps_error_wrap (ps_error **err, const char *fmt, ...) PS_PRINTF (2, 3);
 void ps_error_free (ps_error *err);

@@ -120,7 +120,7 @@ build_body (struct ps_request *req, const char *data, size_t len, ps_error **err
         {
           if (errno == EINTR)
             continue;
-          return ps_error_set_errno (err, errno == ENOSPC ? 507 : 500, errno, "store build context");
+          return ps_error_set_errno (err, ps_write_errno_status (errno), errno, "store build context");
         }
       data += w;
       len -= (size_t) w;

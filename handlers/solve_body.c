@@ -100,7 +100,7 @@ on_begin (void *ud, const struct ps_multipart_part *mpp, ps_error **err)
   p->size = 0;
   p->fd = open (p->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (p->fd < 0)
-    return ps_error_set_errno (err, 500, errno, "store part %s", key);
+    return ps_error_set_errno (err, ps_write_errno_status (errno), errno, "store part %s", key);
   b->current = PART_TAR;
   return 0;
 }
@@ -136,7 +136,7 @@ on_data (void *ud, const char *data, size_t size, ps_error **err)
         {
           if (errno == EINTR)
             continue;
-          return ps_error_set_errno (err, 500, errno, "store part %s", p->name);
+          return ps_error_set_errno (err, ps_write_errno_status (errno), errno, "store part %s", p->name);
         }
       data += w;
       size -= (size_t) w;

@@ -79,6 +79,8 @@ usage (FILE *f)
          "  --group NAME            group owning the unix sockets (mode 0660)\n"
          "  --job-ttl SECONDS       how long finished /solve jobs and their outputs are kept (default 600)\n"
          "  --session-idle-timeout SECONDS  close a /session no build uses after this (default 600; 0 = never)\n"
+         "  --session-transfer-timeout SECONDS  fail a build whose client sends nothing of its\n"
+         "                          context for this long (default 120)\n"
          "  --upstream URI          unix:///PATH of the Podman API service every non-build\n"
          "                          request is passed through to, or \"none\" (default\n"
          "                          /run/podman/podman.sock as root,\n"
@@ -131,6 +133,7 @@ enum
   OPT_GROUP,
   OPT_JOB_TTL,
   OPT_SESSION_IDLE_TIMEOUT,
+  OPT_SESSION_TRANSFER_TIMEOUT,
   OPT_UPSTREAM,
   OPT_SPAWN_UPSTREAM,
   OPT_BUILDKIT_LISTEN,
@@ -250,6 +253,7 @@ config_parse (int argc, char **argv, ps_error **err)
     { "group", required_argument, NULL, OPT_GROUP },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
     { "session-idle-timeout", required_argument, NULL, OPT_SESSION_IDLE_TIMEOUT },
+    { "session-transfer-timeout", required_argument, NULL, OPT_SESSION_TRANSFER_TIMEOUT },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
     { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
     { "buildkit-listen", required_argument, NULL, OPT_BUILDKIT_LISTEN },
@@ -277,6 +281,7 @@ config_parse (int argc, char **argv, ps_error **err)
   ps_cfg.max_queued = PS_DEFAULT_MAX_QUEUED;
   ps_cfg.job_ttl_s = PS_DEFAULT_JOB_TTL_S;
   ps_cfg.session_idle_timeout_s = PS_DEFAULT_SESSION_IDLE_TIMEOUT_S;
+  ps_cfg.session_transfer_timeout_s = PS_DIFFCOPY_IDLE_TIMEOUT_MS / 1000;
 
   int c;
   uint64_t u;
@@ -395,6 +400,14 @@ config_parse (int argc, char **argv, ps_error **err)
             return ps_error_set (err, 400, "--session-idle-timeout: %llu s is more than a week",
                                  (unsigned long long) u);
           ps_cfg.session_idle_timeout_s = (unsigned) u;
+          break;
+        case OPT_SESSION_TRANSFER_TIMEOUT:
+          if (parse_u64 ("--session-transfer-timeout", optarg, &u, err) < 0)
+            return -1;
+          if (u == 0 || u > PS_MAX_SESSION_TRANSFER_TIMEOUT_S)
+            return ps_error_set (err, 400, "--session-transfer-timeout: %llu s is not between 1 s and a day",
+                                 (unsigned long long) u);
+          ps_cfg.session_transfer_timeout_s = (unsigned) u;
           break;
         case OPT_UPSTREAM:
           free (ps_cfg.upstream);

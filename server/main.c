@@ -33,6 +33,7 @@
 #include "solver/cache_registry.h"
 #include "solver/job.h"
 #include "solver/orphans.h"
+#include "session/diffcopy.h"
 #include "session/session.h"
 #include "session/session_limits.h"
 
@@ -237,6 +238,7 @@ main (int argc, char **argv)
   if (frontend_image_dockerfile_default ())
     ps_info ("Dockerfiles without a syntax line are built by the frontend %s", frontend_image_dockerfile_default ());
   session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);
+  diffcopy_set_idle_timeout ((int) ps_cfg.session_transfer_timeout_s * 1000);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
 
   upstream_spawn_wait_ready ();

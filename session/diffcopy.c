@@ -750,7 +750,7 @@ on_data (struct diffcopy_receiver *d, uint32_t id, const uint8_t *data, size_t l
         {
           if (errno == EINTR)
             continue;
-          return ps_error_set_errno (err, errno == ENOSPC ? 507 : 500, errno, "write %s", e->path);
+          return ps_error_set_errno (err, ps_write_errno_status (errno), errno, "write %s", e->path);
         }
       data += w;
       len -= (size_t) w;
@@ -1021,6 +1021,15 @@ call_send (void *ud, const void *packet, size_t len, bool final, ps_error **err)
   return -1;
 }
 
+/* --session-transfer-timeout; set once at start-up, before any build. */
+static int default_idle_ms = PS_DIFFCOPY_IDLE_TIMEOUT_MS;
+
+void
+diffcopy_set_idle_timeout (int ms)
+{
+  default_idle_ms = ms > 0 ? ms : PS_DIFFCOPY_IDLE_TIMEOUT_MS;
+}
+
 static int
 run (struct diffcopy_receiver *d, grpc_conn *conn, struct call_transport *t, ps_error **err)
 {
@@ -1041,7 +1050,7 @@ run (struct diffcopy_receiver *d, grpc_conn *conn, struct call_transport *t, ps_
   if (t->call == NULL)
     return -1;
 
-  int idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : PS_DIFFCOPY_IDLE_TIMEOUT_MS;
+  int idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : default_idle_ms;
   int64_t last = ps_monotonic_ns ();
   /* The sender talks first (§3.5 step 1): just read. */
   for (;;)

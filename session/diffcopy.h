@@ -38,7 +38,7 @@ struct diffcopy_opts
   /* Optional, zero = default. */
   uint64_t max_bytes;  /* file bytes accepted; PS_DEFAULT_MAX_CONTEXT_BYTES */
   size_t max_entries;  /* entries listed; PS_MAX_CONTEXT_ENTRIES */
-  int idle_timeout_ms; /* longest silence; PS_DIFFCOPY_IDLE_TIMEOUT_MS */
+  int idle_timeout_ms; /* longest silence; diffcopy_set_idle_timeout's */
   /* Polled a few times a second; returning true abandons the transfer
      (the build was cancelled).  Optional. */
   bool (*cancelled) (void *ud);
@@ -103,5 +103,10 @@ void diffcopy_receiver_free (diffcopy_receiver *r);
    `path` is relative, clean, without "." or ".." elements, not empty and
    within PS_MAX_CONTEXT_PATH; -1 with a 400 error naming the problem. */
 int diffcopy_check_path (const char *path, ps_error **err);
+
+/* The longest silence of a transfer whose options give none
+   (--session-transfer-timeout); set once at start-up.  Default
+   PS_DIFFCOPY_IDLE_TIMEOUT_MS. */
+void diffcopy_set_idle_timeout (int ms);
 
 #endif

@@ -89,10 +89,16 @@
 #define PS_SESSION_MAX_METHODS 256
 
 /* DiffCopy: how long the transfer may see no packet at all before it is
-   abandoned.  The docker CLI sends its listing as it walks, so even a huge
-   context produces a packet at least every few milliseconds; a silent peer
-   for this long is stuck. */
+   abandoned (--session-transfer-timeout, seconds).  The docker CLI sends
+   its listing as it walks, so even a huge context produces a packet at
+   least every few milliseconds; a silent peer for this long is stuck (a
+   frozen client, a laptop suspended mid-build) and holds its build's slot. */
 #define PS_DIFFCOPY_IDLE_TIMEOUT_MS (120 * 1000)
+
+/* Largest --session-transfer-timeout accepted (a day, in seconds): the
+   value becomes milliseconds in an int; a transfer silent longer than a
+   day is not coming back. */
+#define PS_MAX_SESSION_TRANSFER_TIMEOUT_S (24 * 3600)
 
 /* DiffCopy: temporary files kept open at once.  fsutil's sender streams 4
    files at a time, so a handful suffice; past this we close the least

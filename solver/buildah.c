@@ -271,7 +271,8 @@ buildah_call (const char *const *args, char **out, ps_error **err)
       size_t n = e ? strlen (e) : 0;
       while (n > 0 && (e[n - 1] == '\n' || e[n - 1] == ' '))
         e[--n] = '\0';
-      return ps_error_set (err, 500, "buildah %s: exit status %d: %s", args[0], status, e && *e ? e : "failed");
+      cleanup_free char *how = ps_exit_text (status);
+      return ps_error_set (err, 500, "buildah %s: %s: %s", args[0], how, e && *e ? e : "failed");
     }
   if (out)
     *out = steal_pointer (&o);

@@ -316,7 +316,8 @@ not_a_tar (const struct extract *x, ps_error **err)
 /* A failure from the writing side.  Our own checks ran first, so what
    libarchive still refuses (its security checks report LA_ERRNO_MISC or 0)
    or what the kernel refuses about names and types is the entry's fault
-   (400); the rest (ENOSPC, EIO, EACCES...) is ours (500). */
+   (400); the rest is ours: a full disk 507 (ps_write_errno_status), EIO,
+   EACCES... 500. */
 static int
 write_error (const struct extract *x, const char *qname, ps_error **err)
 {
@@ -324,7 +325,7 @@ write_error (const struct extract *x, const char *qname, ps_error **err)
   bool entry_fault = e == 0 || e == LA_ERRNO_MISC || e == ENAMETOOLONG || e == ENOTDIR
                      || e == EISDIR || e == EEXIST || e == ELOOP || e == EINVAL || e == EILSEQ;
   const char *msg = archive_error_string (x->out);
-  return ps_error_set (err, entry_fault ? 400 : 500, "write context entry %s: %s", qname,
+  return ps_error_set (err, entry_fault ? 400 : ps_write_errno_status (e), "write context entry %s: %s", qname,
                        msg ? msg : "write error");
 }
 

@@ -529,6 +529,8 @@ run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, 
       orphans_build_ended (watch, false);
       return ps_error_wrap (err, "buildah build");
     }
+  /* buildah killed from outside must not leave a RUN step running. */
+  ps_child_watch_below (&child);
   solver_job_set_cancel_hook (job, cancel_child, (void *) (intptr_t) child.pid);
 
   struct line_readers lr = { buildah_progress_new (job, b->definition_digest), { { false, { 0 } }, { true, { 0 } } } };
@@ -575,7 +577,13 @@ run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, 
       if (cancelled)
         msg = "build cancelled";
       else if (msg == NULL)
-        msg = fallback = xasprintf ("buildah build exited with status %d", status);
+        {
+          /* No "Error:" line from buildah: it died without a word, most
+             likely killed from outside (the OOM killer, an operator). */
+          cleanup_free char *how = ps_exit_text (status);
+          msg = fallback = status > 128 ? xasprintf ("buildah build was %s", how)
+                                        : xasprintf ("buildah build exited with status %d", status);
+        }
       /* A base image in storage for other platforms only sent buildah to a
          registry: say so before what the registry said. */
       cleanup_free char *explained = NULL;

@@ -903,6 +903,8 @@ run_logged (struct llb_exec *x, const struct llb_vertex *v, ps_strv *argv, int *
   struct ps_child child;
   if (ps_child_spawn (argv->v, &child, err) < 0)
     return -1;
+  /* buildah run killed from outside must not leave the exec running. */
+  ps_child_watch_below (&child);
   pthread_mutex_lock (&x->lock);
   bool stopped = x->stop;
   if (x->n_pids == x->cap_pids)

@@ -980,6 +980,10 @@ class Registry:
         (self.tmp / "config.yml").write_text("\n".join(cfg) + "\n")
         self.log_path = self.tmp / "registry.log"
         self._log = open(self.log_path, "ab")
+        self.start()
+
+    def start(self):
+        """(Re)start the registry on the same address and storage."""
         self.proc = subprocess.Popen(["docker-registry", "serve", str(self.tmp / "config.yml")],
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      start_new_session=True)
@@ -996,6 +1000,12 @@ class Registry:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"docker-registry did not answer on {self.host}:\n{tail(self.log_path)}")
+
+    def kill(self):
+        """SIGKILL the registry (a crash: no upload is finished or cleaned up)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(scaled(10))
 
     def get(self, path, headers=None, creds=None, method="GET"):
         req = urllib.request.Request(f"http://{self.host}{path}", headers=dict(headers or {}), method=method)

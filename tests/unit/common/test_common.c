@@ -2,9 +2,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/ps.h"
@@ -441,6 +445,74 @@ START_TEST (csv_pairs)
 }
 END_TEST
 
+/* A child killed from outside is told apart from one that failed, and a
+   full disk from other write errors. */
+START_TEST (exit_text_and_write_errno_status)
+{
+  char *t = ps_exit_text (3);
+  ck_assert_str_eq (t, "exit status 3");
+  free (t);
+  t = ps_exit_text (128 + 9);
+  ck_assert_str_eq (t, "killed by signal 9 (SIGKILL)");
+  free (t);
+  t = ps_exit_text (128 + 15);
+  ck_assert_str_eq (t, "killed by signal 15 (SIGTERM)");
+  free (t);
+  ck_assert_int_eq (ps_write_errno_status (ENOSPC), 507);
+  ck_assert_int_eq (ps_write_errno_status (EDQUOT), 507);
+  ck_assert_int_eq (ps_write_errno_status (EIO), 500);
+}
+END_TEST
+
+static void
+ignore_chunk (void *ud, int stream, const char *data, size_t len)
+{
+  (void) ud, (void) stream, (void) data, (void) len;
+}
+
+/* A watched child killed by a signal from outside takes what it left
+   running with it (a SIGKILLed buildah's RUN container). */
+START_TEST (watched_child_killed_from_outside_takes_its_orphans_along)
+{
+  ps_error *err = NULL;
+  /* sh starts a grandchild that would outlive it, says its pid, waits */
+  char *argv[] = { (char *) "sh", (char *) "-c", (char *) "sleep 30 >/dev/null 2>&1 & echo $!; wait", NULL };
+  struct ps_child c;
+  ck_assert_int_eq (ps_child_spawn (argv, &c, &err), 0);
+  ps_child_watch_below (&c);
+  char buf[32] = { 0 };
+  ck_assert_int_gt (read (c.out_fd, buf, sizeof buf - 1), 0);
+  pid_t grandchild = (pid_t) atoi (buf);
+  ck_assert_int_gt (grandchild, 0);
+  /* someone else kills sh alone (not its group) while the pump runs */
+  pid_t killer = fork ();
+  if (killer == 0)
+    {
+      nanosleep (&(struct timespec) { 0, 400 * 1000000L }, NULL);
+      kill (c.pid, SIGKILL);
+      _exit (0);
+    }
+  ps_child_pump (&c, ignore_chunk, NULL);
+  ck_assert_int_eq (ps_child_wait (&c), 128 + 9);
+  waitpid (killer, NULL, 0);
+  ck_assert_ptr_null (c.below);
+  /* the sleep was killed: gone, or a zombie of init */
+  char path[64];
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) grandchild);
+  for (int i = 0; i < 50; i++)
+    {
+      char *stat = NULL;
+      bool gone = ps_read_file (path, 4096, &stat, NULL, NULL) < 0 || strstr (strrchr (stat, ')'), ") Z") != NULL;
+      free (stat);
+      if (gone)
+        return;
+      nanosleep (&(struct timespec) { 0, 50 * 1000000L }, NULL);
+    }
+  kill (grandchild, SIGKILL);
+  ck_abort_msg ("the grandchild of a killed, watched child still runs");
+}
+END_TEST
+
 PS_TEST_SUITE (common)
 {
   Suite *s = suite_create ("common");
@@ -450,6 +522,8 @@ PS_TEST_SUITE (common)
   tcase_add_test (tc, path_containment);
   tcase_add_test (tc, buffer_and_strv);
   tcase_add_test (tc, csv_pairs);
+  tcase_add_test (tc, exit_text_and_write_errno_status);
+  tcase_add_test (tc, watched_child_killed_from_outside_takes_its_orphans_along);
   tcase_add_test (tc, api_error_body_has_podman_fields);
   tcase_add_test (tc, regexp_engine);
   tcase_add_test (tc, deadline_helpers);
