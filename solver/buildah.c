@@ -150,6 +150,18 @@ graph_root (void)
    this, buildah is asked instead. */
 #define PS_IMAGES_JSON_MAX ((size_t) 64 << 20)
 
+struct store_image
+{
+  char *id;     /* 64 hex */
+  char *digest; /* the manifest's, "sha256:..." (buildah's FromImageDigest), or NULL */
+};
+
+struct store_name
+{
+  char *name;                      /* as stored: "localhost/busybox:latest" */
+  const struct store_image *image; /* into images.v */
+};
+
 static pthread_mutex_t images_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct
 {
@@ -158,14 +170,22 @@ static struct
   ino_t ino;
   struct timespec mtime;
   off_t size;
-  char **ids; /* sorted */
+  struct store_image *v; /* sorted by id */
   size_t n;
+  struct store_name *names; /* sorted by name */
+  size_t n_names;
 } images;
 
 static int
-cmp_id (const void *a, const void *b)
+cmp_image (const void *a, const void *b)
 {
-  return strcmp (*(char *const *) a, *(char *const *) b);
+  return strcmp (((const struct store_image *) a)->id, ((const struct store_image *) b)->id);
+}
+
+static int
+cmp_name (const void *a, const void *b)
+{
+  return strcmp (((const struct store_name *) a)->name, ((const struct store_name *) b)->name);
 }
 
 static bool
@@ -183,17 +203,26 @@ static void
 images_forget (void)
 {
   for (size_t i = 0; i < images.n; i++)
-    free (images.ids[i]);
-  free (images.ids);
-  images.ids = NULL;
-  images.n = 0;
-  images.valid = false;
+    {
+      free (images.v[i].id);
+      free (images.v[i].digest);
+    }
+  for (size_t i = 0; i < images.n_names; i++)
+    free (images.names[i].name);
+  free (images.v);
+  free (images.names);
+  memset (&images, 0, sizeof images);
 }
 
-/* Make `images` the list as it is now; false when it cannot be read. */
+/* Make `images` the list as it is now; false when it cannot be read.
+   Called with images_lock held. */
 static bool
-images_refresh (const char *path)
+images_refresh (void)
 {
+  const char *root = graph_root ();
+  if (root == NULL)
+    return false;
+  cleanup_free char *path = xasprintf ("%s/%s-images/images.json", root, buildah_storage_driver ());
   struct stat st;
   if (stat (path, &st) < 0)
     {
@@ -214,16 +243,38 @@ images_refresh (const char *path)
       cJSON_Delete (list);
       return false;
     }
-  images.ids = xcalloc ((size_t) cJSON_GetArraySize (list) + 1, sizeof *images.ids);
+  size_t cap = (size_t) cJSON_GetArraySize (list) + 1, names_cap = 0;
+  images.v = xcalloc (cap, sizeof *images.v);
   const cJSON *it;
   cJSON_ArrayForEach (it, list)
     {
       const char *id = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "id"));
-      if (id && full_id (id))
-        images.ids[images.n++] = xstrdup (id);
+      const char *digest = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "digest"));
+      if (id == NULL || !full_id (id))
+        continue;
+      images.v[images.n].id = xstrdup (id);
+      images.v[images.n].digest = digest && *digest ? xstrdup (digest) : NULL;
+      images.n++;
+      names_cap += (size_t) cJSON_GetArraySize (cJSON_GetObjectItemCaseSensitive (it, "names"));
+    }
+  qsort (images.v, images.n, sizeof *images.v, cmp_image);
+  images.names = xcalloc (names_cap + 1, sizeof *images.names);
+  cJSON_ArrayForEach (it, list)
+    {
+      const char *id = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "id"));
+      struct store_image key = { .id = (char *) id };
+      const struct store_image *img
+          = id ? bsearch (&key, images.v, images.n, sizeof *images.v, cmp_image) : NULL;
+      const cJSON *name;
+      cJSON_ArrayForEach (name, cJSON_GetObjectItemCaseSensitive (it, "names"))
+        if (img && cJSON_IsString (name) && images.n_names < names_cap)
+          {
+            images.names[images.n_names].name = xstrdup (name->valuestring);
+            images.names[images.n_names++].image = img;
+          }
     }
   cJSON_Delete (list);
-  qsort (images.ids, images.n, sizeof *images.ids, cmp_id);
+  qsort (images.names, images.n_names, sizeof *images.names, cmp_name);
   /* Read after the stat: a change in between is seen at the next call. */
   images.valid = true;
   images.dev = st.st_dev;
@@ -233,23 +284,97 @@ images_refresh (const char *path)
   return true;
 }
 
+/* A name containers-storage keeps as written: a registry host first
+   (with a dot or a port, or "localhost") and a tag, ":latest" added when
+   there is none; NULL for short names (resolved through registries.conf)
+   and digests, which buildah is asked about. */
+static char *
+stored_name (const char *ref)
+{
+  const char *slash = strchr (ref, '/');
+  if (slash == NULL || strchr (ref, '@') != NULL)
+    return NULL;
+  size_t host = (size_t) (slash - ref);
+  if (memchr (ref, '.', host) == NULL && memchr (ref, ':', host) == NULL
+      && !(host == 9 && strncmp (ref, "localhost", 9) == 0))
+    return NULL;
+  const char *last = strrchr (ref, '/');
+  return strchr (last, ':') ? xstrdup (ref) : xasprintf ("%s:latest", ref);
+}
+
+/* The image `ref` (a full ID or a stored name) from the list: a copy of
+   its ID and digest; false when the list does not say. */
+static bool
+images_find (const char *ref, char **id, char **digest)
+{
+  cleanup_free char *name = full_id (ref) ? NULL : stored_name (ref);
+  if (!full_id (ref) && name == NULL)
+    return false;
+  bool found = false;
+  pthread_mutex_lock (&images_lock);
+  if (images_refresh ())
+    {
+      const struct store_image *img = NULL;
+      if (name)
+        {
+          struct store_name key = { .name = name };
+          const struct store_name *n = bsearch (&key, images.names, images.n_names, sizeof *images.names, cmp_name);
+          img = n ? n->image : NULL;
+        }
+      else
+        {
+          struct store_image key = { .id = (char *) ref };
+          img = bsearch (&key, images.v, images.n, sizeof *images.v, cmp_image);
+        }
+      if (img)
+        {
+          found = true;
+          if (id)
+            *id = xstrdup (img->id);
+          if (digest)
+            *digest = img->digest ? xstrdup (img->digest) : NULL;
+        }
+    }
+  pthread_mutex_unlock (&images_lock);
+  return found;
+}
+
 bool
 buildah_image_present (const char *id)
 {
-  const char *root = full_id (id) ? graph_root () : NULL;
-  if (root)
-    {
-      cleanup_free char *path = xasprintf ("%s/%s-images/images.json", root, buildah_storage_driver ());
-      pthread_mutex_lock (&images_lock);
-      bool known = images_refresh (path);
-      bool found = known && bsearch (&id, images.ids, images.n, sizeof *images.ids, cmp_id) != NULL;
-      pthread_mutex_unlock (&images_lock);
-      /* Not in the list: an additional (read-only) store may still have it. */
-      if (found)
-        return true;
-    }
+  /* Not in the list: an additional (read-only) store may still have it. */
+  if (full_id (id) && images_find (id, NULL, NULL))
+    return true;
   cleanup_free char *out = NULL;
   return buildah_image_id (id, &out, NULL) == 0 && out[0];
+}
+
+int
+buildah_image_resolve (const char *ref, char **id, ps_error **err)
+{
+  if (images_find (ref, id, NULL))
+    return 0;
+  return buildah_image_id (ref, id, err);
+}
+
+bool
+buildah_image_named (const char *name, const char *id)
+{
+  cleanup_free char *named = NULL;
+  return full_id (id) && !full_id (name) && images_find (name, &named, NULL) && strcmp (named, id) == 0;
+}
+
+char *
+buildah_image_digest (const char *id)
+{
+  char *digest = NULL;
+  if (images_find (id, NULL, &digest) && digest)
+    return digest;
+  free (digest);
+  char *out = NULL;
+  if (buildah_callv (&out, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", id, NULL) < 0)
+    return NULL;
+  return out;
 }
 
 

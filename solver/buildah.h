@@ -66,13 +66,23 @@ int buildah_callv (char **out, ps_error **err, const char *arg0, ...) __attribut
    (empty when buildah printed none). */
 int buildah_image_id (const char *image, char **id, ps_error **err);
 
-/* Whether image `id` is in storage.  A full 64-hex ID is looked up in the
-   store's own image list (<graph root>/<driver>-images/images.json, which
-   containers-storage replaces whole on every change), read again only
-   when it changed: a fully cached LLB graph checks every vertex's image,
-   and a `buildah inspect` each (a Go program opening the store) cost 15 ms
-   a vertex.  Anything else, or an unreadable list, asks buildah. */
+/* What the store's own image list says (<graph root>/<driver>-images/
+   images.json, which containers-storage replaces whole on every change),
+   read again only when it changed: a fully cached LLB graph checks an image
+   per vertex, and a `buildah inspect` each (a Go program opening the
+   store) cost 15 ms or more.  Full 64-hex IDs and fully qualified tagged
+   names ("localhost/busybox:latest"; ":latest" is implied) are looked up
+   there; anything else (short names, digests), an image the list lacks
+   (an additional read-only store may hold it) or an unreadable list asks
+   buildah, as before. */
 bool buildah_image_present (const char *id);
+/* buildah_image_id, from the list when it can say. */
+int buildah_image_resolve (const char *ref, char **id, ps_error **err);
+/* Whether the list says fully qualified `name` names image `id` (full ID)
+   already: a `buildah tag` would change nothing. */
+bool buildah_image_named (const char *name, const char *id);
+/* The image's manifest digest (buildah's FromImageDigest), malloc'd, or NULL. */
+char *buildah_image_digest (const char *id);
 
 /* Every working container podsolve makes itself is named PREFIX + <tag> +
    "-" + random hex: the sweep of stopped builds' leftovers (orphans.h)

@@ -1173,15 +1173,10 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
 static char *
 manifest_digest (const struct solve_plan *p, const char *image_id)
 {
-  char *out = NULL;
   /* A manifest list in storage has no digest of its own until it is
      pushed (buildah keeps the digest of the empty list it created, and
      each push serialises it anew): none is reported. */
-  if (is_list (p, image_id))
-    return NULL;
-  if (buildah_callv (&out, NULL, "inspect", "--type=image", "--format={{.FromImageDigest}}", image_id, NULL) < 0)
-    out = NULL;
-  return out;
+  return is_list (p, image_id) ? NULL : buildah_image_digest (image_id);
 }
 
 /* A Dockerfile build for several platforms makes a manifest list, which
@@ -1396,6 +1391,30 @@ start_local_caches (solver_job *job, struct solve_plan *p, struct cache_registry
   return 0;
 }
 
+/* The image exporters' names on the built image: one `buildah tag` for
+   those that do not name it already (a process each cost 20 ms or more; a
+   rebuild that changed nothing needs none); a failure is the build's
+   ERROR event. */
+static int
+tag_image_names (solver_job *job, const struct solve_plan *p, const char *image_id, ps_error **err)
+{
+  ps_strv args = { 0 };
+  ps_strv_push (&args, "tag");
+  ps_strv_push (&args, image_id);
+  for (size_t i = 0; i < p->image_names.n; i++)
+    if (!buildah_image_named (p->image_names.v[i], image_id))
+      ps_strv_push (&args, p->image_names.v[i]);
+  int r = args.n > 2 ? buildah_call ((const char *const *) args.v, NULL, err) : 0;
+  ps_strv_free (&args);
+  if (r < 0)
+    {
+      struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+      ev.error = xasprintf ("tag %s: %s", p->image_names.v[0], (*err)->msg);
+      solver_job_emit (job, &ev);
+    }
+  return r;
+}
+
 int
 solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_error **err)
 {
@@ -1411,16 +1430,8 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
           ev.error = xstrdup ((*err)->msg);
           solver_job_emit (job, &ev);
         }
-      for (size_t i = 0; r == 0 && *image_id && i < p->image_names.n; i++)
-        {
-          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
-          if (r < 0)
-            {
-              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
-              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
-              solver_job_emit (job, &ev);
-            }
-        }
+      if (r == 0 && *image_id)
+        r = tag_image_names (job, p, *image_id, err);
     }
   else if (r == 0 && p->image_frontend)
     {
@@ -1447,32 +1458,16 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
           ev.error = xstrdup ((*err)->msg);
           solver_job_emit (job, &ev);
         }
-      for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
-        {
-          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
-          if (r < 0)
-            {
-              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
-              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
-              solver_job_emit (job, &ev);
-            }
-        }
+      if (r == 0)
+        r = tag_image_names (job, p, *image_id, err);
     }
   else if (r == 0 && p->llb)
     {
       r = llb_exec_run (p->llb, job, image_id, err);
       if (r == 0)
         r = apply_image_configs (job, p, image_id, err);
-      for (size_t i = 0; r == 0 && i < p->image_names.n; i++)
-        {
-          r = buildah_callv (NULL, err, "tag", *image_id, p->image_names.v[i], NULL);
-          if (r < 0)
-            {
-              struct solver_event ev = { .kind = SOLVER_EV_ERROR };
-              ev.error = xasprintf ("tag %s: %s", p->image_names.v[i], (*err)->msg);
-              solver_job_emit (job, &ev);
-            }
-        }
+      if (r == 0)
+        r = tag_image_names (job, p, *image_id, err);
     }
   else if (r == 0)
     r = dockerfile_frontend_run (job, &p->build, image_id, err);
