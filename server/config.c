@@ -75,6 +75,11 @@ usage (FILE *f)
          "                          (as dockerd --insecure-registry; loopback ones need none); repeatable\n"
          "  --allow-output-root DIR /solve exporters may write server-side under DIR; repeatable\n"
          "  --max-parallel N        builds running at once; the rest queue (default 4)\n"
+         "  --sandbox-network bridge|host  the network of LLB execs in BuildKit's default\n"
+         "                          (sandbox) mode, e.g. RUN through a gateway frontend: a\n"
+         "                          bridge of their own set up by netavark (default), or the\n"
+         "                          host's, as buildkitd --oci-worker-net=host (no per-exec\n"
+         "                          bridge: faster; the host's loopback is reachable)\n"
          "  --max-queued N          builds waiting for a slot; more get 429 (default 64)\n"
          "  --group NAME            group owning the unix sockets (mode 0660)\n"
          "  --job-ttl SECONDS       how long finished /solve jobs and their outputs are kept (default 600)\n"
@@ -134,6 +139,7 @@ enum
   OPT_JOB_TTL,
   OPT_SESSION_IDLE_TIMEOUT,
   OPT_SESSION_TRANSFER_TIMEOUT,
+  OPT_SANDBOX_NETWORK,
   OPT_UPSTREAM,
   OPT_SPAWN_UPSTREAM,
   OPT_BUILDKIT_LISTEN,
@@ -253,6 +259,7 @@ config_parse (int argc, char **argv, ps_error **err)
     { "group", required_argument, NULL, OPT_GROUP },
     { "job-ttl", required_argument, NULL, OPT_JOB_TTL },
     { "session-idle-timeout", required_argument, NULL, OPT_SESSION_IDLE_TIMEOUT },
+    { "sandbox-network", required_argument, NULL, OPT_SANDBOX_NETWORK },
     { "session-transfer-timeout", required_argument, NULL, OPT_SESSION_TRANSFER_TIMEOUT },
     { "upstream", required_argument, NULL, OPT_UPSTREAM },
     { "spawn-upstream", no_argument, NULL, OPT_SPAWN_UPSTREAM },
@@ -400,6 +407,11 @@ config_parse (int argc, char **argv, ps_error **err)
             return ps_error_set (err, 400, "--session-idle-timeout: %llu s is more than a week",
                                  (unsigned long long) u);
           ps_cfg.session_idle_timeout_s = (unsigned) u;
+          break;
+        case OPT_SANDBOX_NETWORK:
+          if (strcmp (optarg, "host") != 0 && strcmp (optarg, "bridge") != 0)
+            return ps_error_set (err, 400, "--sandbox-network: \"%s\" is neither bridge nor host", optarg);
+          ps_cfg.sandbox_network_host = strcmp (optarg, "host") == 0;
           break;
         case OPT_SESSION_TRANSFER_TIMEOUT:
           if (parse_u64 ("--session-transfer-timeout", optarg, &u, err) < 0)

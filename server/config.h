@@ -33,6 +33,7 @@ struct ps_config
   unsigned job_ttl_s;       /* finished /solve jobs are kept this long */
   unsigned session_idle_timeout_s; /* unused sessions are closed after this; 0 = never */
   unsigned session_transfer_timeout_s; /* a DiffCopy silent this long fails its build */
+  bool sandbox_network_host;           /* --sandbox-network host */
   char *upstream;           /* Podman API socket path non-build requests go to; NULL = none */
   bool upstream_explicit;   /* --upstream was given (else the per-user default) */
   bool spawn_upstream;      /* run `podman system service` on `upstream` ourselves */

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "handlers/grpc.h"
 #include "server/buildkit_listen.h"
+#include "solver/llb/exec.h"
 #include "solver/gateway.h"
 #include "solver/gateway_image.h"
 #include "server/config.h"
@@ -239,6 +240,7 @@ main (int argc, char **argv)
     ps_info ("Dockerfiles without a syntax line are built by the frontend %s", frontend_image_dockerfile_default ());
   session_set_idle_timeout ((int) ps_cfg.session_idle_timeout_s * 1000);
   diffcopy_set_idle_timeout ((int) ps_cfg.session_transfer_timeout_s * 1000);
+  llb_exec_set_sandbox_network_host (ps_cfg.sandbox_network_host);
   solver_jobs_set_max_queued (ps_cfg.max_queued);
 
   upstream_spawn_wait_ready ();

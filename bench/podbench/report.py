@@ -392,7 +392,10 @@ def markdown(res, chart_rel, data_rel):
     bl = (" --buildkit-listen unix://$D/buildkitd.sock" if BKD_PS in paths else "")
     bl_note = ("; `--buildkit-listen`: BuildKit's gRPC API on a socket of its own, as buildkitd serves "
                "it, for buildx's remote driver and buildctl" if bl else "")
-    w(f"| podsolved | `server/podsolved --listen unix://$D/api.sock{bl} --root … --runroot … --storage-driver overlay --state-dir …{up}` (defaults otherwise, e.g. `--max-parallel 4`){bl_note} |")
+    sn = " --sandbox-network host" if m.get("podsolved_sandbox_network_host") else ""
+    sn_note = ("; `--sandbox-network host`: LLB execs in BuildKit's default network mode run on the host network, "
+               "as buildkitd's with `--oci-worker-net=host` below" if sn else "")
+    w(f"| podsolved | `server/podsolved --listen unix://$D/api.sock{bl}{sn} --root … --runroot … --storage-driver overlay --state-dir …{up}` (defaults otherwise, e.g. `--max-parallel 4`){bl_note}{sn_note} |")
     w("| Podman | `podman system service --time=0` with a private `containers.conf` (runtime runc, cgroupfs, ulimits) and `storage.conf` (overlay), anchors.md §1 |")
     w("| Docker Engine | its own `containerd --config …` and dockerd 20.10 (`dpkg -x` of Debian's docker.io) with `--storage-driver=overlay2 --iptables=false --ip6tables=false`, private data/exec roots, `deprecated-key-path`, the default bridge (BuildKit's RUN needs it; deleted afterwards), anchors.md §3 |")
     flags = " ".join(res.get("buildah_flags") or [])

@@ -140,6 +140,18 @@ def base_env(top):
     return env
 
 
+_HELP = {}
+
+
+def has_flag(binary, flag):
+    """Whether `binary --help` lists `flag` (a commit measured with --commit
+    may predate it)."""
+    if binary not in _HELP:
+        _HELP[binary] = subprocess.run([binary, "--help"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT).stdout.decode(errors="replace")
+    return flag in _HELP[binary]
+
+
 class Podsolved(Daemon):
     key = "podsolve"
     name = "podsolve"
@@ -163,6 +175,11 @@ class Podsolved(Daemon):
     def start(self, log_level="info", extra=(), buildkit_listen=False):
         if buildkit_listen:
             extra = [*extra, "--buildkit-listen", "unix://" + self.buildkit_sock]
+        # LLB execs on the host network, as buildkitd's --oci-worker-net=host
+        # (and as podsolved's buildah-dialect builds always run): the same
+        # network setup on both sides, no per-exec bridge on one only.
+        if has_flag(self.binary, "--sandbox-network"):
+            extra = [*extra, "--sandbox-network", "host"]
         argv = [self.binary, "--listen", "unix://" + self.sock, *self.storage_args(),
                 "--state-dir", os.path.join(self.dir, "state"), "--log-level", log_level, *extra]
         if self.upstream:

@@ -746,7 +746,7 @@ resolve_image (struct llb_exec *x, const struct llb_vertex *v, char **id, bool *
   const char *mode = llb_source_attr (v->op->source, "image.resolvemode");
   bool always = mode && strcmp (mode, "pull") == 0;
   *pulled = false;
-  if (!always && buildah_image_id (ref, id, NULL) == 0 && **id)
+  if (!always && buildah_image_resolve (ref, id, NULL) == 0 && **id)
     return without_onbuild (x, id, err);
   free (*id);
   *id = NULL;
@@ -931,6 +931,15 @@ run_logged (struct llb_exec *x, const struct llb_vertex *v, ps_strv *argv, int *
   pthread_mutex_unlock (&x->lock);
   *status = ps_child_wait (&child);
   return 0;
+}
+
+/* --sandbox-network host: set once at start, before any solve. */
+static bool sandbox_network_host;
+
+void
+llb_exec_set_sandbox_network_host (bool host)
+{
+  sandbox_network_host = host;
 }
 
 static bool
@@ -1296,7 +1305,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     push_all_caps (&argv);
   if (e->network == PB__NET_MODE__NONE)
     ps_strv_push (&argv, "--network=none");
-  else if (e->network == PB__NET_MODE__HOST)
+  else if (e->network == PB__NET_MODE__HOST || sandbox_network_host)
     ps_strv_push (&argv, "--network=host");
 
   for (size_t i = 0; i < e->n_mounts && ret == 0; i++)

@@ -93,4 +93,8 @@ int llb_exec_run (struct llb_exec *x, solver_job *job, char **image_id, ps_error
 
 void llb_exec_free (struct llb_exec *x);
 
+/* Run execs in BuildKit's sandbox network mode (the default) on the host's
+   network instead of a netavark bridge of their own (--sandbox-network). */
+void llb_exec_set_sandbox_network_host (bool host);
+
 #endif

@@ -156,6 +156,37 @@ def test_network_none_cannot_reach_the_hosts_loopback_but_host_can(daemon, uniq)
         srv.server_close()
 
 
+def test_sandbox_network_is_a_bridge_of_its_own_unless_the_daemon_says_host(daemon, spawn_daemon, uniq):
+    """BuildKit's default (sandbox) network mode: by default a netavark
+    bridge of the exec's own, whose 127.0.0.1 is not the host's; with
+    `--sandbox-network host` (buildkitd's --oci-worker-net=host) the host's
+    network, no entitlement needed, no bridge set up.  A bad value stops
+    the daemon from starting, naming the flag."""
+    srv = socketserver.TCPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        script = f"echo {uniq}; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 {port} > /got; echo $? > /rc"
+        img = llb.source(BUSYBOX)
+        sandbox = llb.exec_(["sh", "-c", script], root=img)
+        status, events = _solve(daemon, [img, sandbox])
+        assert status == 200
+        image = _image(events)
+        assert b"reachable" not in daemon.image_file(image, "/got")
+        hosted = spawn_daemon("--sandbox-network", "host")
+        status, events = _solve(hosted, [img, sandbox])
+        assert status == 200, events[-3:]
+        image = _image(events)
+        assert hosted.image_file(image, "/rc") == b"0\n"
+        assert hosted.image_file(image, "/got").endswith(b"\r\n\r\nreachable\n")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    r = lib.subprocess.run([lib.podsolved_path(), "--sandbox-network", "cni", "--listen", "unix:///nonexistent/x"],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "--sandbox-network" in r.stderr and "cni" in r.stderr, r.stderr
+
+
 def test_locked_cache_mount_serialises_concurrent_execs(daemon, uniq):
     img = llb.source(BUSYBOX)
     cid = f"locked-{uniq}"
