@@ -950,6 +950,20 @@ REGISTRY_MANIFEST_ACCEPT = ", ".join([
 REGISTRY_USER, REGISTRY_PASSWORD = "podsolve", "s3cret-pw"
 
 
+@contextlib.contextmanager
+def running_registry(**kw):
+    """A started Registry(**kw), stopped at the end; the test is skipped
+    when Debian's docker-registry (or htpasswd, for auth=True) is missing."""
+    import pytest
+    if shutil.which("docker-registry") is None or (kw.get("auth") and shutil.which("htpasswd") is None):
+        pytest.skip("docker-registry (and htpasswd for an auth registry, apache2-utils) are needed")
+    r = Registry(**kw)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
 class Registry:
     """A real docker-registry (Debian's distribution 2.8) on 127.0.0.1, plain
     HTTP; auth=True: htpasswd basic auth with REGISTRY_USER/REGISTRY_PASSWORD;

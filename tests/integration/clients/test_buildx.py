@@ -270,11 +270,8 @@ def test_buildx_du_and_prune(spawn_daemon, go_clients, tmp_path, uniq):
 
 @pytest.fixture(scope="module")
 def registry():
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
-    r = lib.Registry()
-    yield r
-    r.stop()
+    with lib.running_registry() as r:
+        yield r
 
 
 def test_buildx_push_to_a_loopback_registry(spawn_daemon, go_clients, registry, tmp_path, uniq):

@@ -34,20 +34,14 @@ Registry = lib.Registry
 
 @pytest.fixture(scope="module")
 def registry():
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
-    r = Registry()
-    yield r
-    r.stop()
+    with lib.running_registry() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
 def auth_registry():
-    if shutil.which("docker-registry") is None or shutil.which("htpasswd") is None:
-        pytest.skip("docker-registry and htpasswd (apache2-utils) are needed")
-    r = Registry(auth=True)
-    yield r
-    r.stop()
+    with lib.running_registry(auth=True) as r:
+        yield r
 
 
 # --------------------------------------------------------------------------

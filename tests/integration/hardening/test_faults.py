@@ -18,7 +18,6 @@ import http.client as http_client
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -344,11 +343,8 @@ def test_state_dir_full_fails_the_build_with_a_clear_error_and_leaves_nothing(da
 @pytest.fixture
 def registry():
     """A docker-registry of this test's own (it is killed and restarted)."""
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry (Debian package docker-registry) is not installed")
-    r = lib.Registry()
-    yield r
-    r.stop()
+    with lib.running_registry() as r:
+        yield r
 
 
 def uploading(registry, repo, at_least):

@@ -7,6 +7,7 @@ include/exclude/follow attrs whether they come as a multipart part or over
 the session."""
 
 import base64
+import contextlib
 import http.server
 import json
 import socketserver
@@ -129,12 +130,22 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_network_none_cannot_reach_the_hosts_loopback_but_host_can(daemon, uniq):
+@contextlib.contextmanager
+def _host_loopback_probe(uniq):
+    """A server on the host's 127.0.0.1 and the script that asks it from an
+    exec: /got gets its answer, /rc nc's exit status."""
     srv = socketserver.TCPServer(("127.0.0.1", 0), _Hello)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         port = srv.server_address[1]
-        script = f"echo {uniq}; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 {port} > /got; echo $? > /rc"
+        yield f"echo {uniq}; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 {port} > /got; echo $? > /rc"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_network_none_cannot_reach_the_hosts_loopback_but_host_can(daemon, uniq):
+    with _host_loopback_probe(uniq) as script:
         img = llb.source(BUSYBOX)
         none = llb.exec_(["sh", "-c", script], root=img, network=llb.NET_NONE)
         status, events = _solve(daemon, [img, none])
@@ -151,9 +162,6 @@ def test_network_none_cannot_reach_the_hosts_loopback_but_host_can(daemon, uniq)
         # without the entitlement: refused before anything runs
         status, events = _solve(daemon, [img, host])
         assert status == 400
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_sandbox_network_is_a_bridge_of_its_own_unless_the_daemon_says_host(daemon, spawn_daemon, uniq):
@@ -162,11 +170,7 @@ def test_sandbox_network_is_a_bridge_of_its_own_unless_the_daemon_says_host(daem
     `--sandbox-network host` (buildkitd's --oci-worker-net=host) the host's
     network, no entitlement needed, no bridge set up.  A bad value stops
     the daemon from starting, naming the flag."""
-    srv = socketserver.TCPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        port = srv.server_address[1]
-        script = f"echo {uniq}; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 {port} > /got; echo $? > /rc"
+    with _host_loopback_probe(uniq) as script:
         img = llb.source(BUSYBOX)
         sandbox = llb.exec_(["sh", "-c", script], root=img)
         status, events = _solve(daemon, [img, sandbox])
@@ -179,9 +183,6 @@ def test_sandbox_network_is_a_bridge_of_its_own_unless_the_daemon_says_host(daem
         image = _image(events)
         assert hosted.image_file(image, "/rc") == b"0\n"
         assert hosted.image_file(image, "/got").endswith(b"\r\n\r\nreachable\n")
-    finally:
-        srv.shutdown()
-        srv.server_close()
     r = lib.subprocess.run([lib.podsolved_path(), "--sandbox-network", "cni", "--listen", "unix:///nonexistent/x"],
                            capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "--sandbox-network" in r.stderr and "cni" in r.stderr, r.stderr
