@@ -106,6 +106,10 @@
    namespace).  One look reads a few /proc files of the child's subtree. */
 #define PS_CHILD_BELOW_REFRESH_MS 250
 
+/* The most of a runc state.json read when looking for a killed buildah's
+   containers (runc_state.h): one is some 35 KiB, most of it the config. */
+#define RUNC_STATE_MAX_BYTES (1024 * 1024)
+
 /* How often a streaming response wakes to check that its client is still
    connected while no event arrives. */
 #define PS_STREAM_POLL_MS 200

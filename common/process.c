@@ -288,6 +288,8 @@ struct ps_below
   struct proc_ref *procs; /* at the last look */
   size_t n;
   struct timespec at;     /* when that was */
+  ps_child_killed_fn then; /* or NULL */
+  void *then_ud;
 };
 
 void
@@ -295,6 +297,14 @@ ps_child_watch_below (struct ps_child *child)
 {
   if (child->below == NULL)
     child->below = xcalloc (1, sizeof *child->below);
+}
+
+void
+ps_child_watch_below_then (struct ps_child *child, ps_child_killed_fn fn, void *ud)
+{
+  ps_child_watch_below (child);
+  child->below->then = fn;
+  child->below->then_ud = ud;
 }
 
 /* Every process below `root`, by its tasks' children lists: unlike
@@ -401,6 +411,14 @@ below_kill_survivors (struct ps_child *child)
   if (killed > 0)
     ps_warn ("pid %d was killed by a signal and left %zu process(es) running below it: killed them", (int) child->pid,
              killed);
+  if (b->then && b->n > 0)
+    {
+      struct ps_proc_id *ids = xcalloc (b->n, sizeof *ids);
+      for (size_t i = 0; i < b->n; i++)
+        ids[i] = (struct ps_proc_id) { b->procs[i].pid, b->procs[i].start };
+      b->then (b->then_ud, ids, b->n);
+      free (ids);
+    }
 }
 
 void

@@ -9,6 +9,14 @@
 
 struct ps_below;
 
+/* A process as it was seen: its start time (clock ticks after boot, field
+   22 of /proc/PID/stat) tells a recycled pid apart. */
+struct ps_proc_id
+{
+  pid_t pid;
+  unsigned long long start;
+};
+
 struct ps_child
 {
   pid_t pid;   /* also the process group id */
@@ -38,6 +46,13 @@ int ps_child_wait (struct ps_child *child);
    step's container outliving a SIGKILLed buildah.  (Our own cancels
    already do this: ps_children_terminate.) */
 void ps_child_watch_below (struct ps_child *child);
+/* Called by ps_child_wait when a watched child died of a signal, once what
+   still ran below it was killed: `procs` is the last look at what ran
+   below it (borrowed for the call), e.g. to find the runtime's records of
+   containers whose init was among them. */
+typedef void (*ps_child_killed_fn) (void *ud, const struct ps_proc_id *procs, size_t n);
+/* ps_child_watch_below, then `fn` if the child dies of a signal. */
+void ps_child_watch_below_then (struct ps_child *child, ps_child_killed_fn fn, void *ud);
 /* What ps_child_wait's status means, for an error a user reads: "exit
    status 3", or "killed by signal 9 (SIGKILL)" for 128+N (a process killed
    from outside, e.g. by the OOM killer, is told apart from one that failed).

@@ -15,6 +15,7 @@
 #include "solver/cache_registry.h"
 #include "solver/frontend_image.h"
 #include "solver/orphans.h"
+#include "solver/runc_state.h"
 #include "solver/dockerfile/buildah_output.h"
 #include "solver/dockerfile/parse.h"
 #include "solver/dockerfile/platforms.h"
@@ -529,8 +530,9 @@ run_buildah (solver_job *job, struct dockerfile_build *b, const char *platform, 
       orphans_build_ended (watch, false);
       return ps_error_wrap (err, "buildah build");
     }
-  /* buildah killed from outside must not leave a RUN step running. */
-  ps_child_watch_below (&child);
+  /* buildah killed from outside must not leave a RUN step running, nor
+     runc's record of its container. */
+  ps_child_watch_below_then (&child, runc_state_remove_killed, NULL);
   solver_job_set_cancel_hook (job, cancel_child, (void *) (intptr_t) child.pid);
 
   struct line_readers lr = { buildah_progress_new (job, b->definition_digest), { { false, { 0 } }, { true, { 0 } } } };

@@ -31,6 +31,7 @@
 #include "solver/llb/remote.h"
 #include "solver/llb/merge.h"
 #include "solver/rootfs_export.h"
+#include "solver/runc_state.h"
 #include "solver/session_io.h"
 
 /* Version of the cache key material: bump when what a key covers changes,
@@ -903,8 +904,9 @@ run_logged (struct llb_exec *x, const struct llb_vertex *v, ps_strv *argv, int *
   struct ps_child child;
   if (ps_child_spawn (argv->v, &child, err) < 0)
     return -1;
-  /* buildah run killed from outside must not leave the exec running. */
-  ps_child_watch_below (&child);
+  /* buildah run killed from outside must not leave the exec running, nor
+     runc's record of its container. */
+  ps_child_watch_below_then (&child, runc_state_remove_killed, NULL);
   pthread_mutex_lock (&x->lock);
   bool stopped = x->stop;
   if (x->n_pids == x->cap_pids)

@@ -93,6 +93,18 @@ def running(token):
     return [l for l in r.stdout.splitlines() if "pgrep" not in l]
 
 
+def runc_containers_below(top, root="/run/runc"):
+    """runc's records (`runc list`: id, status, pid, bundle) of the containers
+    whose bundle lies below `top`: buildah's RUN containers have their
+    bundle in its $TMPDIR, which every test daemon has in its own tree, so
+    other tests' and Podman's containers are left out."""
+    r = subprocess.run(["runc", "--root", root, "list", "--format", "json"], capture_output=True, text=True)
+    out = r.stdout.strip()
+    top = os.path.realpath(str(top))
+    return [c for c in (json.loads(out) if out and out != "null" else [])
+            if os.path.realpath(c.get("bundle", "")).startswith(top + "/")]
+
+
 def stop_process(proc, timeout=20):
     """SIGTERM a podsolved started by hand and return its exit status
     (waits timeout seconds, scaled; TimeoutExpired if it does not exit)."""

@@ -192,6 +192,7 @@ def test_kill_9_during_a_build_then_restart_leaves_nothing_behind(spawn_daemon, 
     assert status == 200
     assert lib.wait_for(lambda: lib.running("sleep 41.5"), 30, step=0.2), "the RUN never started"
     assert d.working_containers(), "a working container exists while the RUN runs"
+    assert lib.wait_for(lambda: lib.runc_containers_below(d.tmp), 10), "runc has no record of the RUN's container"
 
     d.proc.kill()  # SIGKILL
     d.proc.wait(lib.scaled(10))
@@ -199,6 +200,8 @@ def test_kill_9_during_a_build_then_restart_leaves_nothing_behind(spawn_daemon, 
     lib.wait_for(lambda: not lib.running("sleep 41.5") and not d.working_containers(), 20, step=0.3)
     assert not subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True).stdout
     assert d.working_containers() == []
+    # buildah, told to stop, deleted runc's record of the RUN's container
+    assert lib.wait_for(lambda: lib.runc_containers_below(d.tmp) == [], 10), lib.runc_containers_below(d.tmp)
 
     d.start()
     log = d.log_path.read_text()
@@ -239,6 +242,7 @@ def test_kill_9_outside_a_run_step_then_restart_removes_the_working_container(sp
 
     d.start()
     assert d.working_containers() == []
+    assert lib.runc_containers_below(d.tmp) == []
     log = d.log_path.read_text()
     assert "working container(s) left by an earlier run" in log, log[-2000:]
     assert d.image_id(f"docker.io/library/kept-{uniq}:latest") == kept_id
@@ -261,11 +265,13 @@ def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(sp
         "the exec never started"
     names = [c["containername"] for c in d.working_containers()]
     assert names and all(n.startswith("podsolve-") for n in names), names
+    assert lib.wait_for(lambda: lib.runc_containers_below(d.tmp), 10), "runc has no record of the exec's container"
     _kill_9_and_restart(d)
     it.close()
 
     d.start()
     assert d.working_containers() == []
+    assert lib.wait_for(lambda: lib.runc_containers_below(d.tmp) == [], 10), lib.runc_containers_below(d.tmp)
     assert "working container(s) left by an earlier run" in d.log_path.read_text()
 
 

@@ -216,9 +216,10 @@ def buildah_build_running(d, marker):
 def test_buildah_killed_mid_run_fails_that_build_only_and_leaves_nothing(spawn_daemon, uniq):
     """Someone (the OOM killer, an operator) SIGKILLs the `buildah build` of
     one /solve while its RUN sleeps: that client's stream ends with an
-    error naming the signal, at once; the working container is swept; a
-    build running alongside succeeds; the tag the build would have
-    replaced still names the previous image."""
+    error naming the signal, at once; the working container is swept, and
+    runc's record of the RUN's container is deleted; a build running
+    alongside succeeds; the tag the build would have replaced still names
+    the previous image."""
     d = spawn_daemon()
     tag = f"docker.io/library/victim-{uniq}:latest"
     before = d.build({"Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "RUN echo old > /v")}, {"t": tag})
@@ -234,6 +235,11 @@ def test_buildah_killed_mid_run_fails_that_build_only_and_leaves_nothing(spawn_d
     pid = wait_for(lambda: buildah_build_running(d, marker), 30, step=0.2)
     assert pid, f"the RUN never started: {d.descendants()}"
     assert d.working_containers(), "no working container while the RUN runs: the case is not reproduced"
+    # runc's record of the RUN's container: the one whose init runs the marker
+    victim = wait_for(lambda: [c for c in lib.runc_containers_below(d.tmp)
+                               if c["status"] == "running" and marker.encode() in b" ".join(cmdline(c["pid"]))], 10)
+    assert len(victim) == 1, lib.runc_containers_below(d.tmp)
+    victim_id, victim_bundle = victim[0]["id"], victim[0]["bundle"]
 
     time.sleep(1)   # the RUN has been running a moment (PS_CHILD_BELOW_REFRESH_MS)
     os.kill(pid, signal.SIGKILL)
@@ -244,12 +250,17 @@ def test_buildah_killed_mid_run_fails_that_build_only_and_leaves_nothing(spawn_d
     assert err, describe(lines, d)
     assert re.search(r"killed by signal 9 \(SIGKILL\)", err), describe(lines, d)
     assert took < lib.scaled(10), f"{took:.1f}s to report the killed buildah"
+    # gone before the error is sent: runc's record (it stayed `stopped` in
+    # /run/runc before) and the bundle buildah would have removed
+    assert victim_id not in [c["id"] for c in lib.runc_containers_below(d.tmp)], lib.runc_containers_below(d.tmp)
+    assert not os.path.exists(victim_bundle)
 
     # the bystander finishes; then the dead build's container is swept
     assert_concurrent_build_ok(d, other, other_tag)
     assert wait_for(lambda: d.working_containers() == [], 20), d.working_containers()
     assert wait_for(lambda: not lib.running(marker), 20), lib.running(marker)
     assert [m for m in mounts_below(d.tmp) if "/overlay/" in m and m.endswith("/merged")] == []
+    assert lib.runc_containers_below(d.tmp) == []
     assert d.image_id(tag) == old_id, "the killed build moved the tag"
     assert d.alive()
     lib.assert_daemon_builds(d, tag=f"after-buildah-kill-{uniq}")

@@ -470,20 +470,39 @@ ignore_chunk (void *ud, int stream, const char *data, size_t len)
   (void) ud, (void) stream, (void) data, (void) len;
 }
 
+struct seen_below
+{
+  pid_t wanted;
+  bool seen;
+  int calls;
+};
+
+static void
+note_below (void *ud, const struct ps_proc_id *procs, size_t n)
+{
+  struct seen_below *s = ud;
+  s->calls++;
+  for (size_t i = 0; i < n; i++)
+    s->seen |= procs[i].pid == s->wanted && procs[i].start > 0;
+}
+
 /* A watched child killed by a signal from outside takes what it left
-   running with it (a SIGKILLed buildah's RUN container). */
+   running with it (a SIGKILLed buildah's RUN container), and then says
+   what that was (to find runc's records of its containers). */
 START_TEST (watched_child_killed_from_outside_takes_its_orphans_along)
 {
+  struct seen_below seen = { 0 };
   ps_error *err = NULL;
   /* sh starts a grandchild that would outlive it, says its pid, waits */
   char *argv[] = { (char *) "sh", (char *) "-c", (char *) "sleep 30 >/dev/null 2>&1 & echo $!; wait", NULL };
   struct ps_child c;
   ck_assert_int_eq (ps_child_spawn (argv, &c, &err), 0);
-  ps_child_watch_below (&c);
+  ps_child_watch_below_then (&c, note_below, &seen);
   char buf[32] = { 0 };
   ck_assert_int_gt (read (c.out_fd, buf, sizeof buf - 1), 0);
   pid_t grandchild = (pid_t) atoi (buf);
   ck_assert_int_gt (grandchild, 0);
+  seen.wanted = grandchild;
   /* someone else kills sh alone (not its group) while the pump runs */
   pid_t killer = fork ();
   if (killer == 0)
@@ -496,6 +515,8 @@ START_TEST (watched_child_killed_from_outside_takes_its_orphans_along)
   ck_assert_int_eq (ps_child_wait (&c), 128 + 9);
   waitpid (killer, NULL, 0);
   ck_assert_ptr_null (c.below);
+  ck_assert_int_eq (seen.calls, 1);
+  ck_assert_msg (seen.seen, "the killed child's hook was not told of the grandchild %d", (int) grandchild);
   /* the sleep was killed: gone, or a zombie of init */
   char path[64];
   snprintf (path, sizeof path, "/proc/%d/stat", (int) grandchild);
