@@ -3,6 +3,7 @@
 #include "server/router.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,12 +156,30 @@ router_lookup (struct ps_request *req)
   return NULL;
 }
 
-bool
-router_path_known (const char *url)
+/* The methods routed for this path, each once, in route-table order. */
+char *
+router_allowed_methods (const char *url)
 {
   const char *path = strip_version (url);
+  ps_buf out = { 0 };
   for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
-    if (route_enabled (i) && pattern_matches (routes[i].pattern, path, NULL))
-      return true;
-  return false;
+    {
+      if (!route_enabled (i) || !pattern_matches (routes[i].pattern, path, NULL))
+        continue;
+      for (const char *p = routes[i].method; *p;)
+        {
+          char method[16];
+          size_t len = strcspn (p, "|");
+          snprintf (method, sizeof method, "%.*s", (int) len, p);
+          if (out.data == NULL || !http_header_has_token (out.data, method))
+            ps_buf_printf (&out, "%s%s", out.len ? ", " : "", method);
+          p += len + (p[len] == '|');
+        }
+    }
+  if (out.len == 0)
+    {
+      ps_buf_free (&out);
+      return NULL;
+    }
+  return ps_buf_steal (&out);
 }
