@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,8 +130,11 @@ opts_from_body (const ps_buf *body, struct cache_prune_opts *o, ps_error **err)
         }
       else if (size_idx < ARRAY_SIZE (json_names))
         {
-          if (!cJSON_IsNumber (f) || f->valuedouble < 0 || f->valuedouble > 9e18)
-            ret = ps_error_set (err, 400, "%s: expected a byte count", k);
+          /* cJSON reads every number as a double: 2.5e-42 or 1.5 must be
+             refused, not truncated to a byte count nobody sent. */
+          if (!cJSON_IsNumber (f) || f->valuedouble < 0 || f->valuedouble > 9e18
+              || f->valuedouble != floor (f->valuedouble))
+            ret = ps_error_set (err, 400, "%s: expected a byte count (a non-negative integer)", k);
           else
             {
               cleanup_free char *v = xasprintf ("%lld", (long long) f->valuedouble);

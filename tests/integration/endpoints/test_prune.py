@@ -291,3 +291,9 @@ def test_bad_prune_options_are_400_naming_the_problem(d):
     assert status == 400 and "everything" in body["message"]
     status, body = prune(d, "/solve/prune", body={"all": "yes"})
     assert status == 400 and "all" in body["message"]
+    # a size is a whole number of bytes: a fraction was truncated and the
+    # prune ran (schemathesis sent minFreeSpace 2.5890419884777833e-42)
+    for field, value in (("minFreeSpace", 2.5890419884777833e-42), ("keepStorage", 1.5), ("reservedSpace", -1)):
+        status, body = prune(d, "/solve/prune", body={field: value})
+        assert status == 400, (field, value, body)
+        assert body["message"] == f"{field}: expected a byte count (a non-negative integer)", body
