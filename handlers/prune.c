@@ -132,7 +132,7 @@ opts_from_body (const ps_buf *body, struct cache_prune_opts *o, ps_error **err)
         {
           /* cJSON reads every number as a double: 2.5e-42 or 1.5 must be
              refused, not truncated to a byte count nobody sent. */
-          if (!cJSON_IsNumber (f) || f->valuedouble < 0 || f->valuedouble > 9e18
+          if (!cJSON_IsNumber (f) || f->valuedouble < 0 || f->valuedouble > PS_MAX_JSON_BYTE_COUNT
               || f->valuedouble != floor (f->valuedouble))
             ret = ps_error_set (err, 400, "%s: expected a byte count (a non-negative integer)", k);
           else
@@ -141,6 +141,11 @@ opts_from_body (const ps_buf *body, struct cache_prune_opts *o, ps_error **err)
               ret = apply_size (size_names[size_idx], v, o, err);
             }
         }
+      else if (strcmp (k, "filters") == 0 && cJSON_IsString (f) && f->valuestring[0] == '\0')
+        /* "" means "no filters" in Docker's query, not in a JSON body that
+           could have left the field out */
+        ret = ps_error_set (err, 400, "could not parse filters: filters: \"\" is not a JSON object "
+                                      "(e.g. {\"until\":[\"24h\"]})");
       else if (strcmp (k, "filters") == 0)
         {
           char *text = cJSON_IsString (f) ? xstrdup (f->valuestring) : cJSON_PrintUnformatted (f);
