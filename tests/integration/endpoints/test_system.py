@@ -134,7 +134,9 @@ def test_unknown_route_is_a_json_404_with_podman_error_fields(daemon, method, pa
 
 @pytest.mark.parametrize("method,path,allow", [
     ("TRACE", "/solve", "POST, GET"),
-    ("DELETE", "/v1.41/solve/prune", "POST, GET"),  # GET: /solve/{ref} with ref "prune"
+    ("DELETE", "/v1.41/solve/prune", "POST"),
+    ("GET", "/solve/prune", "POST"),  # not GET /solve/{ref} of a job "prune": the literal path wins
+    ("GET", "/v4.3.1/libpod/solve/prune", "POST"),
     ("PUT", "/libpod/solve/abc/cancel", "POST"),
     ("GET", "/v1.41/grpc", "POST"),
     ("POST", "/_ping", "GET, HEAD"),
