@@ -150,5 +150,9 @@
 
 /* Largest POST /solve/prune JSON body: four options and a filter map. */
 #define PS_MAX_PRUNE_REQUEST (64 * 1024)
+/* Largest byte count that body may give (2^53 - 1, 8 PiB): cJSON reads
+   every number as a double, exact up to here; past it 2^53 + 1 and 2^53
+   are one number, so a size the client did not send would be used. */
+#define PS_MAX_JSON_BYTE_COUNT 9007199254740991.0
 
 #endif

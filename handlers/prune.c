@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,14 +130,22 @@ opts_from_body (const ps_buf *body, struct cache_prune_opts *o, ps_error **err)
         }
       else if (size_idx < ARRAY_SIZE (json_names))
         {
-          if (!cJSON_IsNumber (f) || f->valuedouble < 0 || f->valuedouble > 9e18)
-            ret = ps_error_set (err, 400, "%s: expected a byte count", k);
+          /* cJSON reads every number as a double: 2.5e-42 or 1.5 must be
+             refused, not truncated to a byte count nobody sent. */
+          if (!cJSON_IsNumber (f) || f->valuedouble < 0 || f->valuedouble > PS_MAX_JSON_BYTE_COUNT
+              || f->valuedouble != floor (f->valuedouble))
+            ret = ps_error_set (err, 400, "%s: expected a byte count (a non-negative integer)", k);
           else
             {
               cleanup_free char *v = xasprintf ("%lld", (long long) f->valuedouble);
               ret = apply_size (size_names[size_idx], v, o, err);
             }
         }
+      else if (strcmp (k, "filters") == 0 && cJSON_IsString (f) && f->valuestring[0] == '\0')
+        /* "" means "no filters" in Docker's query, not in a JSON body that
+           could have left the field out */
+        ret = ps_error_set (err, 400, "could not parse filters: filters: \"\" is not a JSON object "
+                                      "(e.g. {\"until\":[\"24h\"]})");
       else if (strcmp (k, "filters") == 0)
         {
           char *text = cJSON_IsString (f) ? xstrdup (f->valuestring) : cJSON_PrintUnformatted (f);

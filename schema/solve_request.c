@@ -221,6 +221,10 @@ parse_request (const cJSON *root, bool definition_part, struct solve_request *r,
       if (!ok || ref->valuestring[0] == '.')
         return ps_error_set (err, 400, "ref: \"%s\" must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
                              ref->valuestring);
+      /* /solve/prune is the cache prune for every method (server/router.c):
+         a job by that name could not be inspected. */
+      if (strcmp (ref->valuestring, "prune") == 0)
+        return ps_error_set (err, 400, "ref: \"prune\" is reserved: /solve/prune is the cache prune, not a job");
       r->ref = xstrdup (ref->valuestring);
     }
 

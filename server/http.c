@@ -179,11 +179,17 @@ http_respond_json (struct ps_request *req, unsigned status, const char *json)
 }
 
 int
-http_respond_error (struct ps_request *req, unsigned status, const char *message)
+http_respond_error_with (struct ps_request *req, unsigned status, const char *message, const char *const *extra)
 {
   cleanup_free char *body = schema_api_error_json ((int) status, NULL, message);
   ps_info ("Request Failed(%u): %s %s: %s", status, req->method, req->url, message);
-  return http_respond_json (req, status, body);
+  return http_respond (req, status, "application/json", body, strlen (body), extra);
+}
+
+int
+http_respond_error (struct ps_request *req, unsigned status, const char *message)
+{
+  return http_respond_error_with (req, status, message, NULL);
 }
 
 int
@@ -619,15 +625,19 @@ access_handler (void *cls, struct MHD_Connection *conn, const char *url, const c
         }
       req->handler = dispatch.lookup (req);
       /* Not a route of ours: the Podman API service answers it.  A known
-         path with another method stays a local 405. */
-      if (req->handler == NULL && !dispatch.path_known (req->url))
+         path with another method stays a local 405, which must say what
+         the path allows (RFC 9110 §15.5.6). */
+      cleanup_free char *allowed = req->handler ? NULL : dispatch.allowed_methods (req->url);
+      if (req->handler == NULL && allowed == NULL)
         req->handler = dispatch.fallback (req, http_request_of (req)->target);
       if (req->handler == NULL)
         {
-          bool known = dispatch.path_known (req->url);
-          cleanup_free char *msg = known ? xasprintf ("method %s not allowed for %s", method, url)
-                                         : xasprintf ("no such route: %s %s", method, url);
-          http_respond_error (req, known ? 405 : 404, msg);
+          cleanup_free char *msg = allowed ? xasprintf ("method %s not allowed for %s", method, url)
+                                           : xasprintf ("no such route: %s %s", method, url);
+          if (allowed)
+            http_respond_error_with (req, 405, msg, (const char *const[]){ "Allow", allowed, NULL });
+          else
+            http_respond_error (req, 404, msg);
           return MHD_YES;
         }
       if (req->handler->on_begin && req->handler->on_begin (req, &err) < 0 && !req->responded)

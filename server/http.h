@@ -74,6 +74,9 @@ int http_respond (struct ps_request *req, unsigned status, const char *content_t
 int http_respond_json (struct ps_request *req, unsigned status, const char *json);
 /* Podman's error body {"cause","message","response"}. */
 int http_respond_error (struct ps_request *req, unsigned status, const char *message);
+/* The same with more headers (`extra` as for http_respond), e.g. a 405's Allow. */
+int http_respond_error_with (struct ps_request *req, unsigned status, const char *message,
+                             const char *const *extra);
 
 /* A streaming (chunked) response.  `read` is called on the connection's
    thread whenever MHD can send more, and may block; it returns bytes
@@ -125,16 +128,17 @@ struct ps_tls
 };
 
 /* Where requests go, set once by main before the first http_start: the
-   route table (`lookup`: our handler or NULL; `path_known`: the path is
-   ours with some method, so another method is a 405), and the fallback for
-   everything else (the pass-through to the Podman service: `fallback`
-   returns its handler or NULL when there is none; `fallback_owns` and
-   `fallback_bytes` feed the access log).  The server floor's glue knows
-   neither the routes nor the proxy: main wires them. */
+   route table (`lookup`: our handler or NULL; `allowed_methods`: for a
+   path that is ours with some method, those methods ("GET, POST", freed by
+   the caller; another method is a 405 carrying them as Allow), else NULL),
+   and the fallback for everything else (the pass-through to the Podman
+   service: `fallback` returns its handler or NULL when there is none;
+   `fallback_owns` and `fallback_bytes` feed the access log).  The server
+   floor's glue knows neither the routes nor the proxy: main wires them. */
 struct http_dispatch
 {
   const struct ps_handler *(*lookup) (struct ps_request *req);
-  bool (*path_known) (const char *url);
+  char *(*allowed_methods) (const char *url);
   const struct ps_handler *(*fallback) (struct ps_request *req, const char *target);
   bool (*fallback_owns) (const struct ps_request *req);
   void (*fallback_bytes) (const struct ps_request *req, uint64_t *in, uint64_t *out);

@@ -120,7 +120,7 @@ main (int argc, char **argv)
   proxy_global_init ();
   http_set_dispatch (&(struct http_dispatch){
       .lookup = router_lookup,
-      .path_known = router_path_known,
+      .allowed_methods = router_allowed_methods,
       .fallback = proxy_route,
       .fallback_owns = proxy_owns,
       .fallback_bytes = proxy_bytes,

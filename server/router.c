@@ -3,6 +3,7 @@
 #include "server/router.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,25 +143,67 @@ route_enabled (size_t i)
   return !(ps_cfg.no_grpc && routes[i].handler == &handler_grpc);
 }
 
+/* A path that a route without captures spells out belongs to those routes
+   alone: /solve/prune is the prune, never GET /solve/{ref} of a job named
+   "prune" (which POST /solve refuses).  OpenAPI matches the same way
+   (concrete paths before templated ones), so the spec's methods for a path
+   are the ones served, and a 405's Allow lists just those. */
+static bool
+literal_route_exists (const char *path)
+{
+  for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
+    if (route_enabled (i) && strchr (routes[i].pattern, '{') == NULL
+        && pattern_matches (routes[i].pattern, path, NULL))
+      return true;
+  return false;
+}
+
+static bool
+route_serves (size_t i, const char *path, bool literal_only, struct ps_request *req)
+{
+  if (!route_enabled (i) || (literal_only && strchr (routes[i].pattern, '{') != NULL))
+    return false;
+  return pattern_matches (routes[i].pattern, path, req);
+}
+
 const struct ps_handler *
 router_lookup (struct ps_request *req)
 {
   const char *path = strip_version (req->url);
   req->path = path;
   req->libpod = ps_str_has_prefix (path, "/libpod/");
+  bool literal_only = literal_route_exists (path);
   for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
-    if (route_enabled (i) && method_matches (routes[i].method, req->method)
-        && pattern_matches (routes[i].pattern, path, req))
+    if (method_matches (routes[i].method, req->method) && route_serves (i, path, literal_only, req))
       return routes[i].handler;
   return NULL;
 }
 
-bool
-router_path_known (const char *url)
+/* The methods routed for this path, each once, in route-table order. */
+char *
+router_allowed_methods (const char *url)
 {
   const char *path = strip_version (url);
+  bool literal_only = literal_route_exists (path);
+  ps_buf out = { 0 };
   for (size_t i = 0; i < ARRAY_SIZE (routes); i++)
-    if (route_enabled (i) && pattern_matches (routes[i].pattern, path, NULL))
-      return true;
-  return false;
+    {
+      if (!route_serves (i, path, literal_only, NULL))
+        continue;
+      for (const char *p = routes[i].method; *p;)
+        {
+          char method[16];
+          size_t len = strcspn (p, "|");
+          snprintf (method, sizeof method, "%.*s", (int) len, p);
+          if (out.data == NULL || !http_header_has_token (out.data, method))
+            ps_buf_printf (&out, "%s%s", out.len ? ", " : "", method);
+          p += len + (p[len] == '|');
+        }
+    }
+  if (out.len == 0)
+    {
+      ps_buf_free (&out);
+      return NULL;
+    }
+  return ps_buf_steal (&out);
 }

@@ -10,7 +10,9 @@
    req->params.  Returns the handler, or NULL (404). */
 const struct ps_handler *router_lookup (struct ps_request *req);
 
-/* True when the path exists for some other method (405 rather than 404). */
-bool router_path_known (const char *path);
+/* The methods routed for this path, as the value of a 405's Allow header
+   ("GET, POST"; RFC 9110 §15.5.6 requires it), or NULL when no route has
+   the path (404).  The caller frees it. */
+char *router_allowed_methods (const char *url);
 
 #endif

@@ -494,12 +494,16 @@ def test_request_schema_matches_parser():
     assert attr_names("CacheOnlyExporter") == set(c_string_list(src, "no_attrs"))
     assert attr_names("StoreExporter") == set(c_string_list(src, "store_attrs"))
 
-    assert (schema_enum("RegistryCacheEntry") | schema_enum("LocalCacheEntry") | schema_enum("StoreCacheEntry")
-            == set(c_string_list(src, "cache_types")))
+    for direction, local in (("CacheImport", "LocalCacheImport"), ("CacheExport", "LocalCacheExport")):
+        assert (schema_enum("RegistryCacheEntry") | schema_enum(local) | schema_enum("StoreCacheEntry")
+                == set(c_string_list(src, "cache_types")) == set(SCHEMAS[direction]["discriminator"]["mapping"]))
     assert attr_names("StoreCacheEntry") == set(c_string_list(src, "store_cache_attrs"))
     assert attr_names("RegistryCacheEntry") == set(c_string_list(src, "registry_cache_attrs"))
-    assert attr_names("LocalCacheEntry") == (set(c_string_list(src, "local_import_attrs"))
-                                             | set(c_string_list(src, "local_export_attrs")))
+    # an import's attrs are not an export's: a schema allowing both in either
+    # direction let schemathesis send {"type":"local","attrs":{"dest":...}}
+    # as an import, which the parser refuses
+    assert attr_names("LocalCacheImport") == set(c_string_list(src, "local_import_attrs"))
+    assert attr_names("LocalCacheExport") == set(c_string_list(src, "local_export_attrs"))
     props = SCHEMAS["SolveRequest"]["properties"]
     assert set(props["entitlements"]["items"]["enum"]) == set(c_string_list(src, "entitlements"))
     assert set(c_string_list(src, "frontends")) <= set(props["frontend"]["enum"])

@@ -291,3 +291,16 @@ def test_bad_prune_options_are_400_naming_the_problem(d):
     assert status == 400 and "everything" in body["message"]
     status, body = prune(d, "/solve/prune", body={"all": "yes"})
     assert status == 400 and "all" in body["message"]
+    # a size is a whole number of bytes: a fraction was truncated and the
+    # prune ran (schemathesis sent minFreeSpace 2.5890419884777833e-42)
+    # ... and one a double holds exactly: 2**53 + 1 would be read as 2**53
+    for field, value in (("minFreeSpace", 2.5890419884777833e-42), ("keepStorage", 1.5), ("reservedSpace", -1),
+                         ("reservedSpace", 2**53), ("maxUsedSpace", 9000000000000000001)):
+        status, body = prune(d, "/solve/prune", body={field: value})
+        assert status == 400, (field, value, body)
+        assert body["message"] == f"{field}: expected a byte count (a non-negative integer)", body
+    status, body = prune(d, "/solve/prune", body={"keepStorage": 2**53 - 1})
+    assert status == 200, body
+    # filters as JSON text must be some: "" is not "no filters" in a body
+    status, body = prune(d, "/solve/prune", body={"filters": ""})
+    assert status == 400 and "not a JSON object" in body["message"], body

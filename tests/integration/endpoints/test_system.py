@@ -132,6 +132,27 @@ def test_unknown_route_is_a_json_404_with_podman_error_fields(daemon, method, pa
     assert err["message"]
 
 
+@pytest.mark.parametrize("method,path,allow", [
+    ("TRACE", "/solve", "POST, GET"),
+    ("DELETE", "/v1.41/solve/prune", "POST"),
+    ("GET", "/solve/prune", "POST"),  # not GET /solve/{ref} of a job "prune": the literal path wins
+    ("GET", "/v4.3.1/libpod/solve/prune", "POST"),
+    ("PUT", "/libpod/solve/abc/cancel", "POST"),
+    ("GET", "/v1.41/grpc", "POST"),
+    ("POST", "/_ping", "GET, HEAD"),
+])
+def test_wrong_method_on_a_known_path_is_a_405_that_says_what_is_allowed(daemon, method, path, allow):
+    """A known path asked with a method it has no route for answers 405 with
+    Podman's error body and an Allow header listing the methods it does
+    serve, each once (RFC 9110 §15.5.6: a 405 MUST carry Allow; schemathesis'
+    unsupported_method check found it missing)."""
+    status, headers, body = daemon.request(method, path)
+    assert status == 405, (status, body)
+    assert headers.get("Allow") == allow, dict(headers)
+    err = json.loads(body)
+    assert err["response"] == 405 and err["message"] == f"method {method} not allowed for {path}", err
+
+
 def test_ping_answers_while_a_build_is_running(daemon, uniq):
     """A build in progress does not block the API: /_ping answers within a
     second while a RUN step sleeps."""

@@ -110,6 +110,22 @@ START_TEST (api_error_body_has_podman_fields)
 }
 END_TEST
 
+START_TEST (api_error_body_is_utf8_whatever_the_message_quotes)
+{
+  /* POST /solve with the body "\xa5": the parser's message quotes the
+     byte, and the 400 was not valid JSON (schemathesis, ST110). */
+  char *s = schema_api_error_json (400, NULL, "request body is not valid JSON: line 1, column 1, at \"\xa5\"");
+  ck_assert_str_eq (s, "{\"cause\":\"line 1, column 1, at \\\"\xef\xbf\xbd\\\"\","
+                       "\"message\":\"request body is not valid JSON: line 1, column 1, at \\\"\xef\xbf\xbd\\\"\","
+                       "\"response\":400}\n");
+  free (s);
+  s = schema_api_error_json (404, "no solve \xff\xfe", "no solve \xff\xfe");
+  ck_assert_str_eq (s, "{\"cause\":\"no solve \xef\xbf\xbd\xef\xbf\xbd\",\"message\":\"no solve "
+                       "\xef\xbf\xbd\xef\xbf\xbd\",\"response\":404}\n");
+  free (s);
+}
+END_TEST
+
 static bool
 re_matches (const char *pattern, const char *text)
 {
@@ -546,6 +562,7 @@ PS_TEST_SUITE (common)
   tcase_add_test (tc, exit_text_and_write_errno_status);
   tcase_add_test (tc, watched_child_killed_from_outside_takes_its_orphans_along);
   tcase_add_test (tc, api_error_body_has_podman_fields);
+  tcase_add_test (tc, api_error_body_is_utf8_whatever_the_message_quotes);
   tcase_add_test (tc, regexp_engine);
   tcase_add_test (tc, deadline_helpers);
   tcase_add_test (tc, list_dir_sorted_without_dots);

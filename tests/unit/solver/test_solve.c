@@ -65,6 +65,8 @@ static const struct
   { "{\"frontend\":\"dockerfile.v0\",\"entitlements\":[\"device\"]}", "entitlements" },
   { "{\"frontend\":\"dockerfile.v0\",\"detach\":\"yes\"}", "detach" },
   { "{\"frontend\":\"dockerfile.v0\",\"ref\":\"../x\"}", "ref" },
+  /* /solve/prune is the prune for every method: no job may be named so */
+  { "{\"frontend\":\"dockerfile.v0\",\"ref\":\"prune\"}", "ref: \"prune\" is reserved" },
   { "{\"frontend\":\"dockerfile.v0\",\"definition\":\"AAAA\"}", "mutually exclusive" },
   { "{\"definition\":5}", "definition" },
 };
