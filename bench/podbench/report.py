@@ -609,6 +609,14 @@ def markdown(res, chart_rel, data_rel):
             w(f"| {name} | {hw} | {_mb(pk['tree_peak_kb'])} |")
         w("")
 
+    # The profile is measured by bench/profile, not by this run: its text
+    # (with its own date, commit and load) is kept in bench/PROFILE.md and
+    # carried into every report.
+    profile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "PROFILE.md")
+    if os.path.exists(profile):
+        with open(profile) as f:
+            w(f.read().rstrip() + "\n")
+
     w("## Not measured yet\n")
     for x in res["left_out"]:
         w(f"- {x}.")
