@@ -33,7 +33,7 @@ struct store_http_request
   const char *url;  /* the full URL */
   const char *what; /* for messages: the path or the object key */
   const char *const *headers;
-  const void *body; /* a body from memory (POST sends it as POSTFIELDS, so SigV4 hashes it) */
+  const void *body; /* a body from memory */
   size_t body_len;
   FILE *file; /* or a body read from here */
   uint64_t file_len;

@@ -480,7 +480,7 @@ def test_request_schema_matches_parser():
 
     exporter_schemas = {"image": "ImageExporter", "oci": "ArchiveExporter", "docker": "ArchiveExporter",
                         "tar": "TarExporter", "local": "FilesystemExporter",
-                        "cacheonly": "CacheOnlyExporter", "store": "StoreExporter"}
+                        "cacheonly": "CacheOnlyExporter", "store": "StoreExporter", "s3": "S3Exporter"}
     assert set(c_string_list(src, "exporter_types")) == set(exporter_schemas)
     assert set(SCHEMAS["Exporter"]["discriminator"]["mapping"]) == set(exporter_schemas)
     documented = set()
@@ -493,10 +493,12 @@ def test_request_schema_matches_parser():
     assert attr_names("FilesystemExporter") == set(c_string_list(src, "fs_attrs"))
     assert attr_names("CacheOnlyExporter") == set(c_string_list(src, "no_attrs"))
     assert attr_names("StoreExporter") == set(c_string_list(src, "store_attrs"))
+    assert attr_names("S3Exporter") == set(c_string_list(src, "s3_attrs"))
 
     assert (schema_enum("RegistryCacheEntry") | schema_enum("LocalCacheEntry") | schema_enum("StoreCacheEntry")
-            == set(c_string_list(src, "cache_types")))
+            | schema_enum("S3CacheEntry") == set(c_string_list(src, "cache_types")))
     assert attr_names("StoreCacheEntry") == set(c_string_list(src, "store_cache_attrs"))
+    assert attr_names("S3CacheEntry") == set(c_string_list(src, "s3_cache_attrs"))
     assert attr_names("RegistryCacheEntry") == set(c_string_list(src, "registry_cache_attrs"))
     assert attr_names("LocalCacheEntry") == (set(c_string_list(src, "local_import_attrs"))
                                              | set(c_string_list(src, "local_export_attrs")))
