@@ -331,3 +331,26 @@ def test_touch_refresh_copies_old_blobs_onto_themselves(daemon, minio, uniq):
     # the layer and the config touched; the manifest is written again anyway
     assert len(blobs) == 3 and all(before[k] != after[k] for k in blobs), (before, after)
     assert "touched" in Path(daemon.log_path).read_text(errors="replace")
+
+
+def test_buildx_output_and_cache_to_type_s3(daemon, go_clients, minio, tmp_path, uniq):
+    """`docker buildx build --output type=s3,... --cache-to type=s3,...`:
+    buildx sends both as BuildKit does, over /grpc's Control.Solve."""
+    prefix = f"buildx-{uniq}/"
+    ctx = lib.make_context(tmp_path / "ctx", {"Dockerfile": lib.containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo {uniq} > /id")})
+    common = ",".join(f"{k}={v}" for k, v in s3_attrs(minio).items())
+    r = lib.run([go_clients.docker, "buildx", "build", "--progress", "plain",
+                 "--output", f"type=s3,{common},prefix={prefix}img/,name=buildx/app:{uniq}",
+                 "--cache-to", f"type=s3,{common},prefix={prefix}cache/,name=app", "."],
+                go_clients.env(daemon), cwd=ctx, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    keys = minio.keys("podsolve", prefix)
+    assert f"{prefix}img/index.json" in keys, keys
+    assert any(k.startswith(f"{prefix}cache/manifests/app/") for k in keys), (keys, r.stderr[-2000:])
+    assert any(k.startswith(f"{prefix}cache/blobs/sha256:") for k in keys), keys
+    assert minio.password not in r.stdout + r.stderr
+    layout = tmp_path / "layout"
+    minio.download("podsolve", f"{prefix}img/", layout)
+    buildah, name = copy_layout_into_fresh_storage(layout, f"buildx/app:{uniq}", tmp_path)
+    assert run_in(buildah, name, "cat", "/id") == f"{uniq}\n"
