@@ -23,8 +23,6 @@
 
 /* ---- configuration: pure, unit-tested -------------------------------------- */
 
-static const char *const bool_attrs[] = { "use_path_style", NULL };
-
 static int
 parse_bool (const char *v, bool *out)
 {
@@ -63,8 +61,10 @@ s3_parse_duration (const char *s, int64_t *secs)
   return 0;
 }
 
+/* Any http(s) URL: SigV4 never sends the secret (api-docs/s3.md says what
+   plain http still exposes). */
 static bool
-loopback_or_any_http (const char *url)
+http_url (const char *url)
 {
   return ps_str_has_prefix (url, "https://") || ps_str_has_prefix (url, "http://");
 }
@@ -76,7 +76,6 @@ s3_config_parse (struct s3_config *c, const struct solve_attrs *attrs, enum s3_l
   memset (c, 0, sizeof *c);
   c->layout = layout;
   const char *v;
-  (void) bool_attrs;
 #define GET(k) ((v = solve_attrs_get (attrs, k)) && *v ? v : NULL)
   if (!GET ("bucket"))
     return ps_error_set (err, 400, "%s.attrs.bucket: missing (the S3 bucket)", field);
@@ -90,7 +89,7 @@ s3_config_parse (struct s3_config *c, const struct solve_attrs *attrs, enum s3_l
     return ps_error_set (err, 400, "%s.attrs.region: \"%s\" is not a region name", field, c->region);
   if (GET ("endpoint_url"))
     {
-      if (!loopback_or_any_http (v) || strlen (v) < 9)
+      if (!http_url (v) || strlen (v) < 9)
         return ps_error_set (err, 400, "%s.attrs.endpoint_url: \"%s\": expected http(s)://HOST[:PORT]", field, v);
       c->endpoint_url = xstrdup (v);
       size_t n = strlen (c->endpoint_url);
@@ -231,7 +230,7 @@ s3_multipart_plan (uint64_t size, struct s3_part_plan *plan)
 
 struct s3_client
 {
-  struct s3_config cfg; /* a copy: the client outlives nothing, but owns its strings */
+  struct s3_config cfg; /* a copy owning its strings, without the credentials */
   char *label;          /* "s3 bucket B" */
   char *userpwd;
   char *sigv4;
