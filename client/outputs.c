@@ -15,7 +15,11 @@
 #include "client/cli.h"
 #include "client/context_tar.h"
 
-static const char *const output_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", "store" };
+static const char *const output_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", "store", "s3" };
+/* The attrs of type=s3, BuildKit's names (api-docs/s3.md); passed through. */
+static const char *const s3_keys[] = { "bucket",        "region",           "endpoint_url",       "prefix",
+                                       "use_path_style", "access_key_id",   "secret_access_key", "session_token",
+                                       "upload_parallelism", "touch_refresh" };
 
 static bool
 type_is (const struct cli_output *o, const char *t)
@@ -35,6 +39,9 @@ cli_output_free (struct cli_output *o)
   if (o->token)
     explicit_bzero (o->token, strlen (o->token));
   free (o->token);
+  for (size_t i = 0; i < o->s3.n; i++)
+    explicit_bzero (o->s3.v[i], strlen (o->s3.v[i]));
+  ps_strv_free (&o->s3);
   memset (o, 0, sizeof *o);
 }
 
@@ -54,8 +61,21 @@ set_key (struct cli_output *o, const char *key, const char *value, ps_error **er
                 : strcmp (key, "endpoint") == 0 ? &o->endpoint
                 : strcmp (key, "token") == 0    ? &o->token
                                                 : NULL;
+  for (size_t i = 0; slot == NULL && i < ARRAY_SIZE (s3_keys); i++)
+    if (strcmp (key, s3_keys[i]) == 0)
+      {
+        if (ps_pairs_get (&o->s3, key))
+          return ps_error_set (err, 0, "\"%s\" is given twice", key);
+        ps_strv_push (&o->s3, key);
+        ps_strv_push (&o->s3, value);
+        return 0;
+      }
   if (slot == NULL)
-    return ps_error_set (err, 0, "unknown key \"%s\" (accepted: type, dest, name, push, endpoint, token)", key);
+    return ps_error_set (err, 0,
+                         "unknown key \"%s\" (accepted: type, dest, name, push, endpoint, token; for type=s3: "
+                         "bucket, region, endpoint_url, prefix, use_path_style, access_key_id, secret_access_key, "
+                         "session_token, upload_parallelism, touch_refresh)",
+                         key);
   if (*slot)
     return ps_error_set (err, 0, "\"%s\" is given twice", key);
   *slot = xstrdup (value);
@@ -106,7 +126,7 @@ validate (struct cli_output *o, ps_error **err)
   if (!known)
     return ps_error_set (err, 0,
                          "type \"%s\" is not supported (supported: image, oci, docker, tar, local, "
-                         "cacheonly, store)",
+                         "cacheonly, store, s3)",
                          o->type);
   if (cli_output_downloads (o))
     {
@@ -120,9 +140,14 @@ validate (struct cli_output *o, ps_error **err)
     return ps_error_set (err, 0, "type=%s takes no dest", o->type);
   if (type_is (o, "store") && (o->endpoint == NULL || o->name == NULL))
     return ps_error_set (err, 0, "type=store needs endpoint=unix:///PATH|https://HOST and name=NAME[:TAG]");
+  if (type_is (o, "s3") && (ps_pairs_get (&o->s3, "bucket") == NULL || o->name == NULL))
+    return ps_error_set (err, 0, "type=s3 needs bucket=BUCKET and name=NAME[:TAG] (and region=, endpoint_url=, ...)");
+  if (o->s3.n && !type_is (o, "s3"))
+    return ps_error_set (err, 0, "%s is only for type=s3", o->s3.v[0]);
   if ((o->endpoint || o->token) && !type_is (o, "store"))
     return ps_error_set (err, 0, "endpoint and token are only for type=store");
-  if (o->name && !(type_is (o, "image") || type_is (o, "oci") || type_is (o, "docker") || type_is (o, "store")))
+  if (o->name && !(type_is (o, "image") || type_is (o, "oci") || type_is (o, "docker") || type_is (o, "store")
+                  || type_is (o, "s3")))
     return ps_error_set (err, 0, "type=%s takes no name", o->type);
   if (o->push && !type_is (o, "image"))
     return ps_error_set (err, 0, "push is only for type=image");
@@ -167,6 +192,8 @@ cli_output_exporter (const struct cli_output *o)
     cJSON_AddStringToObject (attrs, "endpoint", o->endpoint);
   if (o->token)
     cJSON_AddStringToObject (attrs, "token", o->token);
+  for (size_t i = 0; i + 1 < o->s3.n; i += 2)
+    cJSON_AddStringToObject (attrs, o->s3.v[i], o->s3.v[i + 1]);
   return e;
 }
 

@@ -16,17 +16,19 @@
 struct cli_output
 {
   char *spec;      /* as typed, for messages */
-  char *type;      /* image, oci, docker, tar, local, cacheonly, store */
+  char *type;      /* image, oci, docker, tar, local, cacheonly, store, s3 */
   char *dest;      /* client-side file or directory; "-" = stdout */
   char *name;      /* image name(s), comma-separated */
   char *push;      /* image: push after the build ("true"/"false") */
   char *endpoint;  /* store: unix:///PATH or https://HOST (api-docs/store-protocol.md) */
   char *token;     /* store: bearer token (else the daemon's $PODSOLVE_STORE_TOKEN) */
+  ps_strv s3;      /* s3: BuildKit's attrs (bucket, region, ...) as key, value, key, value */
   size_t exporter; /* index of its exporter in the request */
 };
 
 /* "type=local,dest=out", "type=tar,dest=-", "type=oci,dest=img.tar,name=x",
-   "type=image,name=a,b,push=true", "type=store,endpoint=unix:///s.sock,name=app:1"
+   "type=image,name=a,b,push=true", "type=store,endpoint=unix:///s.sock,name=app:1",
+   "type=s3,bucket=b,region=r,endpoint_url=http://h:9000,name=app:1"
    (a bare word after name= continues the
    name list), or a bare path: "DIR" (local) or "-" (a tar on stdout). */
 int cli_output_parse (const char *spec, struct cli_output *o, ps_error **err);

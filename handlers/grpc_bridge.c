@@ -50,6 +50,9 @@ static const char *const llb_caps[] = {
   "exec.validexitcode", "file.base", "file.rm.wildcard", "file.copy.includeexcludepatterns",
   "file.copy.modestring", "file.copy.alwaysreplaceexistingdestpaths", "file.symlink.create", "constraints",
   "platform", "meta.ignorecache", "meta.description", "meta.exportcache", "mergeop", "diffop",
+  /* remote caches of type s3 (api-docs/s3.md): buildx drops --cache-to and
+     --cache-from type=s3 silently unless the daemon claims this */
+  "cache.s3",
 };
 
 /* ---- helpers ------------------------------------------------------------------ */

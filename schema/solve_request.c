@@ -85,7 +85,8 @@ check_attr_names (const struct solve_attrs *a, const char *field, const char *co
   return 0;
 }
 
-static const char *const exporter_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", "store", NULL };
+static const char *const exporter_types[] = { "image", "oci", "docker", "tar", "local", "cacheonly", "store", "s3",
+                                              NULL };
 /* containerimage.config: an image config for a definition's result
    (solver/image_config.h). */
 static const char *const image_attrs[] = { "name", "push", "registry.insecure", "containerimage.config", NULL };
@@ -95,12 +96,21 @@ static const char *const fs_attrs[] = { "dest", NULL };
 static const char *const no_attrs[] = { NULL };
 /* a store (api-docs/store-protocol.md) */
 static const char *const store_attrs[] = { "endpoint", "name", "token", "tls.ca", "tls.cert", "tls.key", NULL };
-static const char *const cache_types[] = { "registry", "local", "store", NULL };
+/* an S3 bucket, with BuildKit's attribute names (api-docs/s3.md) */
+static const char *const s3_attrs[] = { "bucket",        "region",           "endpoint_url",       "prefix",
+                                        "use_path_style", "access_key_id",   "secret_access_key", "session_token",
+                                        "upload_parallelism", "touch_refresh", "name",            NULL };
+static const char *const cache_types[] = { "registry", "local", "store", "s3", NULL };
 static const char *const registry_cache_attrs[] = { "ref", "mode", "registry.insecure", NULL };
 static const char *const local_import_attrs[] = { "src", NULL };
 static const char *const local_export_attrs[] = { "dest", "mode", NULL };
 static const char *const store_cache_attrs[] = { "endpoint", "name", "token", "tls.ca", "tls.cert", "tls.key", "mode",
                                                  NULL };
+static const char *const s3_cache_attrs[] = { "bucket",           "region",        "endpoint_url",
+                                              "prefix",           "blobs_prefix",  "manifests_prefix",
+                                              "use_path_style",   "access_key_id", "secret_access_key",
+                                              "session_token",    "upload_parallelism", "touch_refresh",
+                                              "name",             "mode",          NULL };
 static const char *const entitlements[] = { "network.host", "security.insecure", NULL };
 static const char *const frontends[] = { "dockerfile.v0", "gateway.v0", NULL };
 static const char *const top_keys[] = { "ref",     "frontend",     "frontendAttrs", "definition", "exporters",
@@ -119,6 +129,8 @@ exporter_attr_names (const char *type)
     return fs_attrs;
   if (strcmp (type, "store") == 0)
     return store_attrs;
+  if (strcmp (type, "s3") == 0)
+    return s3_attrs;
   return no_attrs;
 }
 
@@ -180,6 +192,8 @@ parse_typed_list (const cJSON *arr, const char *field, bool exporters, bool impo
         known = registry_cache_attrs;
       else if (strcmp (type->valuestring, "store") == 0)
         known = store_cache_attrs;
+      else if (strcmp (type->valuestring, "s3") == 0)
+        known = s3_cache_attrs;
       else
         known = imports ? local_import_attrs : local_export_attrs;
       if (check_attr_names (attrs, attrs_field, known, err) < 0)

@@ -42,8 +42,9 @@ struct plan_exporter
   bool to_client; /* Control.Solve: sent over the session's FileSend */
   struct image_config *config; /* containerimage.config (a definition's result only), or NULL */
   char *image;    /* the image this exporter exports, once the solve ran (config applied) */
-  ps_strv store_refs; /* type=store: name, tag, name, tag ... */
+  ps_strv store_refs; /* type=store and s3: name, tag, name, tag ... */
   const struct solve_attrs *attrs; /* the request's (endpoint, token, tls.* of type=store) */
+  struct s3_config *s3;            /* type=s3: the bucket (an OCI layout under its prefix) */
 };
 
 struct plan_store_cache
@@ -52,7 +53,24 @@ struct plan_store_cache
   char *name;                      /* the cache's name in the store */
   bool export;
   store_registry *served;          /* while the build runs */
+  struct s3_config *s3;            /* type=s3: the bucket instead of a store endpoint */
 };
+
+/* "store ENDPOINT" or "s3://BUCKET/PREFIX", for titles and messages. */
+static char *
+store_label (const struct solve_attrs *attrs, const struct s3_config *s3)
+{
+  return s3 ? s3_config_label (s3) : xasprintf ("store %s", solve_attrs_get (attrs, "endpoint"));
+}
+
+static struct s3_config *
+s3_config_free_ptr (struct s3_config *c)
+{
+  if (c)
+    s3_config_free (c);
+  free (c);
+  return NULL;
+}
 
 struct solve_plan
 {
@@ -118,6 +136,7 @@ solve_plan_free (struct solve_plan *p)
       image_config_free (p->exporters[i].config);
       free (p->exporters[i].image);
       ps_strv_free (&p->exporters[i].store_refs);
+      s3_config_free_ptr (p->exporters[i].s3);
     }
   free (p->exporters);
   ps_strv_free (&p->image_names);
@@ -129,6 +148,7 @@ solve_plan_free (struct solve_plan *p)
     {
       store_registry_stop (p->store_caches[i].served);
       free (p->store_caches[i].name);
+      s3_config_free_ptr (p->store_caches[i].s3);
     }
   free (p->store_caches);
   free (p->job_dir);
@@ -430,10 +450,16 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
             return ps_error_set (err, 400, "%s: push=true needs attrs.name", field);
           continue;
         }
-      if (strcmp (e->type, "store") == 0)
+      if (strcmp (e->type, "store") == 0 || strcmp (e->type, "s3") == 0)
         {
           const char *endpoint = solve_attrs_get (&e->attrs, "endpoint");
-          if (endpoint == NULL || *endpoint == '\0')
+          if (strcmp (e->type, "s3") == 0)
+            {
+              pe->s3 = xcalloc (1, sizeof *pe->s3);
+              if (s3_config_parse (pe->s3, &e->attrs, S3_LAYOUT_OCI, field, err) < 0)
+                return -1;
+            }
+          else if (endpoint == NULL || *endpoint == '\0')
             return ps_error_set (err, 400, "%s.attrs.endpoint: missing (unix:///PATH or https://HOST of a store)",
                                  field);
           cleanup_free char *names = xstrdup (solve_attrs_get (&e->attrs, "name") ? solve_attrs_get (&e->attrs, "name")
@@ -504,28 +530,53 @@ plan_cache (struct solve_plan *p, const struct solve_env *env, ps_error **err)
               *slot = xstrdup (dir);
               continue;
             }
-          if (strcmp (list[i].type, "store") == 0)
+          if (strcmp (list[i].type, "store") == 0 || strcmp (list[i].type, "s3") == 0)
             {
               cleanup_free char *where = xasprintf ("%s[%zu].attrs", field, i);
               const char *endpoint = solve_attrs_get (&list[i].attrs, "endpoint");
               const char *name = solve_attrs_get (&list[i].attrs, "name");
               const char *mode = solve_attrs_get (&list[i].attrs, "mode");
-              if (endpoint == NULL || *endpoint == '\0')
+              struct s3_config *s3 = NULL;
+              if (strcmp (list[i].type, "s3") == 0)
+                {
+                  cleanup_free char *entry = xasprintf ("%s[%zu]", field, i);
+                  s3 = xcalloc (1, sizeof *s3);
+                  if (s3_config_parse (s3, &list[i].attrs, S3_LAYOUT_CACHE, entry, err) < 0)
+                    {
+                      s3_config_free_ptr (s3);
+                      return -1;
+                    }
+                  /* BuildKit's default manifest name; one name per entry
+                     here (BuildKit takes a ';'-separated list). */
+                  if (name == NULL || *name == '\0')
+                    name = S3_DEFAULT_CACHE_NAME;
+                  if (strchr (name, ';'))
+                    {
+                      s3_config_free_ptr (s3);
+                      return ps_error_set (err, 400, "%s.name: \"%s\": one name per cache entry (give one entry "
+                                                     "per name)", where, name);
+                    }
+                }
+              else if (endpoint == NULL || *endpoint == '\0')
                 return ps_error_set (err, 400, "%s.endpoint: missing (unix:///PATH or https://HOST of a store)",
                                      where);
               cleanup_free char *sname = NULL, *tag = NULL;
               cleanup_free char *name_field = xasprintf ("%s.name", where);
-              if (store_split_name (name, &sname, &tag, name_field, err) < 0)
-                return -1;
-              if (strchr (name, ':'))
-                return ps_error_set (err, 400, "%s: \"%s\": a cache is a name in the store, without a tag",
-                                     name_field, name);
-              if (mode && strcmp (mode, "max") != 0)
-                return ps_error_set (err, 400, "%s.mode: \"%s\" is not supported: buildah exports the layers of "
-                                               "every step (mode=max)", where, mode);
+              int bad = store_split_name (name, &sname, &tag, name_field, err);
+              if (bad == 0 && strchr (name, ':'))
+                bad = ps_error_set (err, 400, "%s: \"%s\": a cache is a name in the store, without a tag",
+                                    name_field, name);
+              if (bad == 0 && mode && strcmp (mode, "max") != 0)
+                bad = ps_error_set (err, 400, "%s.mode: \"%s\" is not supported: buildah exports the layers of "
+                                              "every step (mode=max)", where, mode);
+              if (bad < 0)
+                {
+                  s3_config_free_ptr (s3);
+                  return -1;
+                }
               p->store_caches = xrealloc (p->store_caches, (p->n_store_caches + 1) * sizeof *p->store_caches);
               p->store_caches[p->n_store_caches++]
-                  = (struct plan_store_cache) { &list[i].attrs, steal_pointer (&sname), pass == 1, NULL };
+                  = (struct plan_store_cache) { &list[i].attrs, steal_pointer (&sname), pass == 1, NULL, s3 };
               continue;
             }
           const char *ref = solve_attrs_get (&list[i].attrs, "ref");
@@ -1051,9 +1102,11 @@ export_to_store (solver_job *job, struct solve_plan *p, size_t idx, const char *
     .tls_ca = solve_attrs_get (e->attrs, "tls.ca"),
     .tls_cert = solve_attrs_get (e->attrs, "tls.cert"),
     .tls_key = solve_attrs_get (e->attrs, "tls.key"),
+    .s3 = e->s3,
   };
   struct export_vertex v;
-  cleanup_free char *title = xasprintf ("exporting to store %s", cfg.endpoint);
+  cleanup_free char *label = store_label (e->attrs, e->s3);
+  cleanup_free char *title = xasprintf ("exporting to %s", label);
   vertex_begin (&v, job, image_id, title);
   cleanup_free char *layout = xasprintf ("%s/outputs/%zu.oci", p->job_dir, idx);
   cleanup_free char *dest = xasprintf ("oci:%s", layout);
@@ -1110,7 +1163,7 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
       return ret;
     }
 
-  if (strcmp (e->type, "store") == 0)
+  if (strcmp (e->type, "store") == 0 || strcmp (e->type, "s3") == 0)
     return export_to_store (job, p, idx, image_id, err);
   if (e->to_client)
     return export_to_client (job, p, idx, image_id, err);
@@ -1329,7 +1382,9 @@ start_local_caches (solver_job *job, struct solve_plan *p, struct cache_registry
         .tls_ca = solve_attrs_get (sc->attrs, "tls.ca"),
         .tls_cert = solve_attrs_get (sc->attrs, "tls.cert"),
         .tls_key = solve_attrs_get (sc->attrs, "tls.key"),
+        .s3 = sc->s3,
       };
+      cleanup_free char *label = store_label (sc->attrs, sc->s3);
       cleanup_free char *repo = NULL;
       ps_error *serr = NULL;
       sc->served = store_registry_start (&cfg, sc->name, p->job_dir, &repo, &serr);
@@ -1339,11 +1394,10 @@ start_local_caches (solver_job *job, struct solve_plan *p, struct cache_registry
             {
               *err = serr;
               ps_strv_free (&served);
-              return ps_error_wrap (err, "cache export to store %s", cfg.endpoint);
+              return ps_error_wrap (err, "cache export to %s", label);
             }
           /* As BuildKit: a cache that cannot be imported is a warning. */
-          cleanup_free char *msg = xasprintf ("cache import from store %s: %s; building without it", cfg.endpoint,
-                                              serr->msg);
+          cleanup_free char *msg = xasprintf ("cache import from %s: %s; building without it", label, serr->msg);
           solver_job_emit_warning (job, NULL, 1, msg, NULL, NULL);
           ps_error_free (serr);
           continue;
@@ -1485,9 +1539,10 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
       size_t failed = store_registry_failures (sc->served);
       if (failed && !sc->export)
         {
-          cleanup_free char *msg = xasprintf ("cache import from store %s: %zu requests to the store failed; the "
+          cleanup_free char *label = store_label (sc->attrs, sc->s3);
+          cleanup_free char *msg = xasprintf ("cache import from %s: %zu requests to the store failed; the "
                                               "steps they were for were built again (the daemon's log has each "
-                                              "error)", solve_attrs_get (sc->attrs, "endpoint"), failed);
+                                              "error)", label, failed);
           solver_job_emit_warning (job, NULL, 1, msg, NULL, NULL);
         }
       store_registry_stop (sc->served);

@@ -3,10 +3,8 @@
 #include "solver/store_client.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,9 +14,9 @@
 #include <sys/stat.h>
 
 #include "common/log.h"
+#include "solver/store_http.h"
+#include "solver/store_s3.h"
 
-/* Largest manifest or error body read into memory. */
-#define STORE_MAX_DOCUMENT (4 * 1024 * 1024)
 /* Chunk size when the store does not say. */
 #define STORE_DEFAULT_CHUNK (8 * 1024 * 1024)
 /* A failed chunk of a resumable upload is tried again this many times. */
@@ -27,130 +25,32 @@
 struct store_client
 {
   char *endpoint;  /* as given, for messages */
+  char *label;     /* "store <endpoint>" */
   char *unix_path; /* unix:// */
   char *base;      /* "http://store" or the https URL without a trailing '/' */
   char *auth;      /* "Authorization: Bearer ..." or NULL */
   char *tls_ca, *tls_cert, *tls_key;
   bool resumable;
   uint64_t chunk;
+  struct store_http_target target;
+  s3_client *s3; /* the S3 backend (store_s3.h) instead of the store protocol */
 };
 
+/* A request below the endpoint ("/v1/..."). */
 struct request
 {
   const char *method;
-  const char *path; /* below the endpoint: "/v1/..." */
+  const char *path;
   const char *const *headers;
   const void *body;
   size_t body_len;
-  FILE *file; /* or a body read from here */
+  FILE *file;
   uint64_t file_len;
 };
 
-struct response
-{
-  long status;
-  ps_buf body;
-  char *digest;   /* Store-Content-Digest */
-  char *location; /* Location */
-  char *ctype;    /* Content-Type */
-  uint64_t offset; /* Upload-Offset */
-  uint64_t length; /* Content-Length */
-  bool too_big;
-};
-
-static void
-response_free (struct response *r)
-{
-  ps_buf_free (&r->body);
-  free (r->digest);
-  free (r->location);
-  free (r->ctype);
-  memset (r, 0, sizeof *r);
-}
-
-struct body_source
-{
-  const struct request *req;
-  size_t off;
-};
-
-static size_t
-read_body (char *buf, size_t size, size_t nmemb, void *ud)
-{
-  struct body_source *s = ud;
-  size_t want = size * nmemb;
-  if (s->req->file)
-    {
-      uint64_t left = s->req->file_len - s->off;
-      if (want > left)
-        want = (size_t) left;
-      size_t n = fread (buf, 1, want, s->req->file);
-      if (n == 0 && want > 0)
-        return CURL_READFUNC_ABORT;
-      s->off += n;
-      return n;
-    }
-  size_t left = s->req->body_len - s->off;
-  if (want > left)
-    want = left;
-  memcpy (buf, (const char *) s->req->body + s->off, want);
-  s->off += want;
-  return want;
-}
-
-static size_t
-write_body (char *data, size_t size, size_t nmemb, void *ud)
-{
-  struct response *r = ud;
-  size_t n = size * nmemb;
-  if (r->body.len + n > STORE_MAX_DOCUMENT)
-    {
-      r->too_big = true;
-      return 0;
-    }
-  ps_buf_append (&r->body, data, n);
-  return n;
-}
-
-static char *
-header_value (const char *line, size_t n, const char *name)
-{
-  size_t nl = strlen (name);
-  if (n <= nl + 1 || strncasecmp (line, name, nl) != 0 || line[nl] != ':')
-    return NULL;
-  const char *v = line + nl + 1;
-  const char *end = line + n;
-  while (v < end && (*v == ' ' || *v == '\t'))
-    v++;
-  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-    end--;
-  return xstrndup (v, (size_t) (end - v));
-}
-
-static size_t
-on_header (char *data, size_t size, size_t nmemb, void *ud)
-{
-  struct response *r = ud;
-  size_t n = size * nmemb;
-  char *v;
-  if ((v = header_value (data, n, "Store-Content-Digest")))
-    free (r->digest), r->digest = v;
-  else if ((v = header_value (data, n, "Location")))
-    free (r->location), r->location = v;
-  else if ((v = header_value (data, n, "Content-Type")))
-    free (r->ctype), r->ctype = v;
-  else if ((v = header_value (data, n, "Content-Length")))
-    {
-      r->length = strtoull (v, NULL, 10);
-      free (v);
-    }
-  else if ((v = header_value (data, n, "Upload-Offset")))
-    {
-      r->offset = strtoull (v, NULL, 10);
-      free (v);
-    }
-  return n;
-}
+#define response store_http_response
+#define response_free store_http_response_free
+#define is_digest store_is_digest
 
 /* The store's own words for a failed request: its JSON "message", else
    the start of the body. */
@@ -172,82 +72,15 @@ store_message (const struct response *r)
   return out;
 }
 
-/* What every request to the store sets: the URL, the socket or TLS
-   files, timeouts that notice a store gone silent. */
-static void
-easy_setup (store_client *c, CURL *h, const char *url)
-{
-  curl_easy_setopt (h, CURLOPT_URL, url);
-  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, 120L);
-  if (c->unix_path)
-    curl_easy_setopt (h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (c->tls_ca)
-    curl_easy_setopt (h, CURLOPT_CAINFO, c->tls_ca);
-  if (c->tls_cert)
-    curl_easy_setopt (h, CURLOPT_SSLCERT, c->tls_cert);
-  if (c->tls_key)
-    curl_easy_setopt (h, CURLOPT_SSLKEY, c->tls_key);
-}
-
 /* One request.  0 with the response (any status), -1 with *err when the
    store could not be reached or the exchange broke. */
 static int
 perform (store_client *c, const struct request *req, struct response *resp, ps_error **err)
 {
-  memset (resp, 0, sizeof *resp);
-  CURL *h = curl_easy_init ();
-  if (h == NULL)
-    return ps_error_set (err, 500, "store %s: cannot start libcurl", c->endpoint);
   cleanup_free char *url = xasprintf ("%s%s", c->base, req->path);
-  struct curl_slist *hdrs = NULL;
-  if (c->auth)
-    hdrs = curl_slist_append (hdrs, c->auth);
-  for (const char *const *hv = req->headers; hv && *hv; hv++)
-    hdrs = curl_slist_append (hdrs, *hv);
-  hdrs = curl_slist_append (hdrs, "Expect:");
-  struct body_source src = { req, 0 };
-  easy_setup (c, h, url);
-  curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_body);
-  curl_easy_setopt (h, CURLOPT_WRITEDATA, resp);
-  curl_easy_setopt (h, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt (h, CURLOPT_HEADERDATA, resp);
-  if (strcmp (req->method, "HEAD") == 0)
-    curl_easy_setopt (h, CURLOPT_NOBODY, 1L);
-  else if (req->body || req->file)
-    {
-      curl_easy_setopt (h, CURLOPT_UPLOAD, 1L);
-      curl_easy_setopt (h, CURLOPT_READFUNCTION, read_body);
-      curl_easy_setopt (h, CURLOPT_READDATA, &src);
-      curl_easy_setopt (h, CURLOPT_INFILESIZE_LARGE,
-                        (curl_off_t) (req->file ? req->file_len : (uint64_t) req->body_len));
-      curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, req->method);
-    }
-  else if (strcmp (req->method, "GET") != 0)
-    curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, req->method);
-  char errbuf[CURL_ERROR_SIZE] = "";
-  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode rc = curl_easy_perform (h);
-  curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &resp->status);
-  curl_slist_free_all (hdrs);
-  curl_easy_cleanup (h);
-  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && resp->too_big))
-    {
-      response_free (resp);
-      return ps_error_set (err, 502, "store %s: %s %s: %s", c->endpoint, req->method, req->path,
-                           *errbuf ? errbuf : curl_easy_strerror (rc));
-    }
-  if (resp->too_big)
-    {
-      response_free (resp);
-      return ps_error_set (err, 502, "store %s: %s %s: the answer is larger than %d bytes", c->endpoint,
-                           req->method, req->path, STORE_MAX_DOCUMENT);
-    }
-  return 0;
+  struct store_http_request hr = { req->method, url, req->path, req->headers, req->body, req->body_len,
+                                   req->file, req->file_len };
+  return store_http_perform (&c->target, &hr, resp, err);
 }
 
 /* perform, then anything but one of `ok` (a 0-terminated list) is an
@@ -262,7 +95,7 @@ call (store_client *c, const struct request *req, const long *ok, struct respons
       return 0;
   cleanup_free char *msg = store_message (resp);
   /* Whatever the store answered, it is a failure upstream of the client. */
-  ps_error_set (err, 502, "store %s: %s %s: %ld %s", c->endpoint, req->method, req->path, resp->status, msg);
+  ps_error_set (err, 502, "%s: %s %s: %ld %s", c->label, req->method, req->path, resp->status, msg);
   response_free (resp);
   return -1;
 }
@@ -277,6 +110,15 @@ loopback_host (const char *hostport)
 store_client *
 store_client_new (const struct store_config *cfg, ps_error **err)
 {
+  if (cfg->s3)
+    {
+      s3_client *s3 = s3_client_new (cfg->s3, err);
+      if (s3 == NULL)
+        return NULL;
+      store_client *c = xcalloc (1, sizeof *c);
+      c->s3 = s3;
+      return c;
+    }
   const char *ep = cfg->endpoint;
   if (ep == NULL || *ep == '\0')
     return ps_error_set (err, 400, "the store needs attrs.endpoint (unix:///PATH or https://HOST)"), NULL;
@@ -314,6 +156,9 @@ store_client_new (const struct store_config *cfg, ps_error **err)
   c->tls_ca = cfg->tls_ca ? xstrdup (cfg->tls_ca) : NULL;
   c->tls_cert = cfg->tls_cert ? xstrdup (cfg->tls_cert) : NULL;
   c->tls_key = cfg->tls_key ? xstrdup (cfg->tls_key) : NULL;
+  c->label = xasprintf ("store %s", ep);
+  c->target = (struct store_http_target) { .label = c->label, .unix_path = c->unix_path, .tls_ca = c->tls_ca,
+                                           .tls_cert = c->tls_cert, .tls_key = c->tls_key, .auth = c->auth };
 
   struct request req = { .method = "GET", .path = "/v1/" };
   struct response resp;
@@ -352,7 +197,9 @@ store_client_free (store_client *c)
 {
   if (c == NULL)
     return;
+  s3_client_free (c->s3);
   free (c->endpoint);
+  free (c->label);
   free (c->unix_path);
   free (c->base);
   if (c->auth)
@@ -362,12 +209,6 @@ store_client_free (store_client *c)
   free (c->tls_cert);
   free (c->tls_key);
   free (c);
-}
-
-static bool
-is_digest (const char *d)
-{
-  return d && ps_str_has_prefix (d, "sha256:") && strlen (d) == 71 && strspn (d + 7, "0123456789abcdef") == 64;
 }
 
 int
@@ -380,6 +221,8 @@ store_blob_exists (store_client *c, const char *digest, ps_error **err)
 int
 store_blob_stat (store_client *c, const char *digest, uint64_t *size, ps_error **err)
 {
+  if (c->s3)
+    return s3_blob_stat (c->s3, digest, size, err);
   if (!is_digest (digest))
     return ps_error_set (err, 400, "not a sha256 digest: %s", digest);
   cleanup_free char *path = xasprintf ("/v1/blobs/%s", digest);
@@ -470,6 +313,8 @@ put_chunked (store_client *c, const char *digest, FILE *f, uint64_t size, ps_err
 int
 store_blob_put_file (store_client *c, const char *digest, const char *path, uint64_t *uploaded, ps_error **err)
 {
+  if (c->s3)
+    return s3_blob_put_file (c->s3, digest, path, uploaded, err);
   if (uploaded)
     *uploaded = 0;
   int have = store_blob_exists (c, digest, err);
@@ -489,82 +334,24 @@ store_blob_put_file (store_client *c, const char *digest, const char *path, uint
   return r;
 }
 
-struct file_sink
-{
-  FILE *f;
-  EVP_MD_CTX *md;
-  bool failed;
-};
-
-static size_t
-write_file (char *data, size_t size, size_t nmemb, void *ud)
-{
-  struct file_sink *s = ud;
-  size_t n = size * nmemb;
-  if (fwrite (data, 1, n, s->f) != n)
-    {
-      s->failed = true;
-      return 0;
-    }
-  EVP_DigestUpdate (s->md, data, n);
-  return n;
-}
-
 int
 store_blob_get_file (store_client *c, const char *digest, const char *path, ps_error **err)
 {
+  if (c->s3)
+    return s3_blob_get_file (c->s3, digest, path, err);
   if (!is_digest (digest))
     return ps_error_set (err, 400, "not a sha256 digest: %s", digest);
-  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return ps_error_set_errno (err, 500, errno, "create %s", path);
-  struct file_sink sink = { fdopen (fd, "wb"), EVP_MD_CTX_new (), false };
-  EVP_DigestInit_ex (sink.md, EVP_sha256 (), NULL);
-  cleanup_free char *url = xasprintf ("%s/v1/blobs/%s", c->base, digest);
-  CURL *h = curl_easy_init ();
-  struct curl_slist *hdrs = c->auth ? curl_slist_append (NULL, c->auth) : NULL;
-  char errbuf[CURL_ERROR_SIZE] = "";
-  easy_setup (c, h, url);
-  curl_easy_setopt (h, CURLOPT_FAILONERROR, 1L);
-  curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_file);
-  curl_easy_setopt (h, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode rc = curl_easy_perform (h);
-  long status = 0;
-  curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all (hdrs);
-  curl_easy_cleanup (h);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
-  EVP_DigestFinal_ex (sink.md, md, &mdlen);
-  EVP_MD_CTX_free (sink.md);
-  bool closed = fclose (sink.f) == 0;
-  int ret = 1;
-  if (rc != CURLE_OK && status == 404)
-    ret = 0;
-  else if (rc != CURLE_OK || sink.failed || !closed)
-    ret = ps_error_set (err, 502, "store %s: GET /v1/blobs/%s: %s", c->endpoint, digest,
-                        sink.failed || !closed ? "cannot write the local copy" : *errbuf ? errbuf
-                                                                                       : curl_easy_strerror (rc));
-  else
-    {
-      char hex[65];
-      for (unsigned i = 0; i < mdlen && i < 32; i++)
-        sprintf (hex + 2 * i, "%02x", md[i]);
-      if (strcmp (hex, digest + 7) != 0)
-        ret = ps_error_set (err, 502, "store %s: blob %s: the bytes received hash to sha256:%s", c->endpoint,
-                            digest, hex);
-    }
-  if (ret != 1)
-    unlink (path);
-  return ret;
+  cleanup_free char *what = xasprintf ("/v1/blobs/%s", digest);
+  cleanup_free char *url = xasprintf ("%s%s", c->base, what);
+  return store_http_get_file (&c->target, url, what, digest, path, err);
 }
 
 int
 store_manifest_put (store_client *c, const char *name, const char *ref, const char *mtype, const void *body,
                     size_t len, char **digest, ps_error **err)
 {
+  if (c->s3)
+    return s3_manifest_put (c->s3, name, ref, mtype, body, len, digest, err);
   cleanup_free char *path = xasprintf ("/v1/names/%s/manifests/%s", name, ref);
   cleanup_free char *ct = xasprintf ("Content-Type: %s", mtype);
   const char *hdrs[] = { ct, NULL };
@@ -583,6 +370,8 @@ int
 store_manifest_get (store_client *c, const char *name, const char *ref, char **body, size_t *len, char **mtype,
                     ps_error **err)
 {
+  if (c->s3)
+    return s3_manifest_get (c->s3, name, ref, body, len, mtype, err);
   cleanup_free char *path = xasprintf ("/v1/names/%s/manifests/%s", name, ref);
   struct request req = { .method = "GET", .path = path };
   struct response resp;
@@ -614,6 +403,8 @@ store_manifest_get (store_client *c, const char *name, const char *ref, char **b
 int
 store_tags (store_client *c, const char *name, char **json, ps_error **err)
 {
+  if (c->s3)
+    return s3_tags (c->s3, name, json, err);
   cleanup_free char *path = xasprintf ("/v1/names/%s/tags", name);
   struct request req = { .method = "GET", .path = path };
   struct response resp;

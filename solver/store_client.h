@@ -9,12 +9,17 @@
  * then the tags, last of all, so that a failure leaves no tag pointing at
  * a partial image.
  *
+ * Two backends sit behind these calls: the store protocol over HTTP (here)
+ * and S3 (store_s3.c), chosen by store_config.s3, so the exporter and the
+ * cache registry (store_registry.h) work the same over either.
+ *
  * Nothing here logs or reports the token: errors name the endpoint, the
  * request and the store's own message. */
 #ifndef SOLVER_STORE_CLIENT_H
 #define SOLVER_STORE_CLIENT_H
 
 #include "common/ps.h"
+#include "solver/store_s3.h"
 
 struct store_config
 {
@@ -23,6 +28,10 @@ struct store_config
   const char *tls_ca;   /* PEM files for https://: the CA to trust, the client certificate and key */
   const char *tls_cert;
   const char *tls_key;
+  /* Or an S3 bucket (`type=s3`, solver/store_s3.h): every call below then
+     goes to the bucket, with the object layout of api-docs/s3.md, and the
+     fields above are unused. */
+  const struct s3_config *s3;
 };
 
 typedef struct store_client store_client;

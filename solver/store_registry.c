@@ -482,7 +482,8 @@ store_registry_start (const struct store_config *cfg, const char *name, const ch
   const union MHD_DaemonInfo *info = r->mhd ? MHD_get_daemon_info (r->mhd, MHD_DAEMON_INFO_BIND_PORT) : NULL;
   if (info == NULL || info->port == 0)
     {
-      ps_error_set (err, 500, "cannot serve the store %s to buildah on 127.0.0.1", cfg->endpoint);
+      ps_error_set (err, 500, "cannot serve the store %s to buildah on 127.0.0.1",
+                    cfg->s3 ? cfg->s3->bucket : cfg->endpoint);
       store_registry_stop (r);
       return NULL;
     }

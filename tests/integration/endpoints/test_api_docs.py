@@ -480,7 +480,7 @@ def test_request_schema_matches_parser():
 
     exporter_schemas = {"image": "ImageExporter", "oci": "ArchiveExporter", "docker": "ArchiveExporter",
                         "tar": "TarExporter", "local": "FilesystemExporter",
-                        "cacheonly": "CacheOnlyExporter", "store": "StoreExporter"}
+                        "cacheonly": "CacheOnlyExporter", "store": "StoreExporter", "s3": "S3Exporter"}
     assert set(c_string_list(src, "exporter_types")) == set(exporter_schemas)
     assert set(SCHEMAS["Exporter"]["discriminator"]["mapping"]) == set(exporter_schemas)
     documented = set()
@@ -493,11 +493,14 @@ def test_request_schema_matches_parser():
     assert attr_names("FilesystemExporter") == set(c_string_list(src, "fs_attrs"))
     assert attr_names("CacheOnlyExporter") == set(c_string_list(src, "no_attrs"))
     assert attr_names("StoreExporter") == set(c_string_list(src, "store_attrs"))
+    assert attr_names("S3Exporter") == set(c_string_list(src, "s3_attrs"))
 
     for direction, local in (("CacheImport", "LocalCacheImport"), ("CacheExport", "LocalCacheExport")):
         assert (schema_enum("RegistryCacheEntry") | schema_enum(local) | schema_enum("StoreCacheEntry")
+                | schema_enum("S3CacheEntry")
                 == set(c_string_list(src, "cache_types")) == set(SCHEMAS[direction]["discriminator"]["mapping"]))
     assert attr_names("StoreCacheEntry") == set(c_string_list(src, "store_cache_attrs"))
+    assert attr_names("S3CacheEntry") == set(c_string_list(src, "s3_cache_attrs"))
     assert attr_names("RegistryCacheEntry") == set(c_string_list(src, "registry_cache_attrs"))
     # an import's attrs are not an export's: a schema allowing both in either
     # direction let schemathesis send {"type":"local","attrs":{"dest":...}}

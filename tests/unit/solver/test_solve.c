@@ -56,7 +56,7 @@ static const struct
   { "{\"frontend\":\"dockerfile.v0\",\"bogus\":1}", "unknown field \"bogus\"" },
   { "{\"frontend\":\"dockerfile.v0\",\"frontendAttrs\":{\"x\":1}}", "frontendAttrs.x" },
   { "{\"frontend\":\"dockerfile.v0\",\"frontendAttrs\":[]}", "frontendAttrs" },
-  { "{\"frontend\":\"dockerfile.v0\",\"exporters\":[{\"type\":\"s3\"}]}", "exporters[0].type" },
+  { "{\"frontend\":\"dockerfile.v0\",\"exporters\":[{\"type\":\"gha\"}]}", "exporters[0].type" },
   { "{\"frontend\":\"dockerfile.v0\",\"exporters\":[{\"type\":\"image\",\"attrs\":{\"dest\":\"/x\"}}]}",
     "unknown attr \"dest\"" },
   { "{\"frontend\":\"dockerfile.v0\",\"exporters\":{}}", "exporters" },
