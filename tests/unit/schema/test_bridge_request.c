@@ -157,6 +157,60 @@ START_TEST (result_names_one_ref)
 }
 END_TEST
 
+/* Found by fuzz_bridge_request: an empty bytes field (a Warn without a
+   short message, an empty config in a Return's metadata) has data NULL,
+   and xstrndup passed that to strndup (declared nonnull: undefined
+   behaviour, reported by UBSan under scripts/test-sanitizers). */
+START_TEST (empty_byte_fields_are_empty_text)
+{
+  Moby__Buildkit__V1__Frontend__WarnRequest w = F (WARN_REQUEST__INIT);
+  char *short_msg = NULL;
+  char **details = NULL;
+  schema_bridge_warn_text (&w, &short_msg, &details);
+  ck_assert_str_eq (short_msg, "");
+  ck_assert_ptr_null (details[0]);
+  free (short_msg);
+  ps_strv_free_raw (details);
+
+  ProtobufCBinaryData dv[] = { { 0, NULL }, { 5, (uint8_t *) "a\0bcd" } };
+  w.short_.len = 3;
+  w.short_.data = (uint8_t *) "Hey";
+  w.n_detail = 2;
+  w.detail = dv;
+  schema_bridge_warn_text (&w, &short_msg, &details);
+  ck_assert_str_eq (short_msg, "Hey");
+  ck_assert_str_eq (details[0], "");
+  ck_assert_str_eq (details[1], "a"); /* cut at the NUL */
+  ck_assert_ptr_null (details[2]);
+  free (short_msg);
+  ps_strv_free_raw (details);
+
+  Moby__Buildkit__V1__Frontend__Result__MetadataEntry m1 = F (RESULT__METADATA_ENTRY__INIT);
+  Moby__Buildkit__V1__Frontend__Result__MetadataEntry m2 = F (RESULT__METADATA_ENTRY__INIT);
+  m1.key = (char *) "containerimage.buildinfo";
+  m1.value.len = 2;
+  m1.value.data = (uint8_t *) "{}";
+  m2.key = (char *) "containerimage.config/linux/amd64"; /* empty value */
+  Moby__Buildkit__V1__Frontend__Result__MetadataEntry *mv[] = { &m1, &m2 };
+  Moby__Buildkit__V1__Frontend__Result res = F (RESULT__INIT);
+  ck_assert_ptr_null (schema_bridge_result_image_config (&res));
+  res.n_metadata = 2;
+  res.metadata = mv;
+  char *config = schema_bridge_result_image_config (&res);
+  ck_assert_str_eq (config, "");
+  free (config);
+  m2.value.len = 4;
+  m2.value.data = (uint8_t *) "{\"a\"";
+  config = schema_bridge_result_image_config (&res);
+  ck_assert_str_eq (config, "{\"a\"");
+  free (config);
+
+  char *s = xstrndup (NULL, 0);
+  ck_assert_str_eq (s, "");
+  free (s);
+}
+END_TEST
+
 PS_TEST_SUITE (bridge_request)
 {
   Suite *s = suite_create ("bridge_request");
@@ -164,6 +218,7 @@ PS_TEST_SUITE (bridge_request)
   tcase_add_test (tc, solve_refusals_leave_nothing);
   tcase_add_test (tc, solve_copies_the_request_and_keeps_op_bytes);
   tcase_add_test (tc, result_names_one_ref);
+  tcase_add_test (tc, empty_byte_fields_are_empty_text);
   suite_add_tcase (s, tc);
   return s;
 }
