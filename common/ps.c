@@ -144,7 +144,9 @@ xstrdup (const char *s)
 char *
 xstrndup (const char *s, size_t n)
 {
-  char *p = strndup (s, n);
+  /* NULL is "" as in xstrdup: an empty protobuf-c bytes field has no data
+     (strndup's argument is declared nonnull, even for n == 0). */
+  char *p = s ? strndup (s, n) : strdup ("");
   if (UNLIKELY (p == NULL))
     oom ();
   return p;

@@ -46,7 +46,7 @@ void *xmalloc (size_t size);
 void *xcalloc (size_t n, size_t size);
 void *xrealloc (void *p, size_t size);
 char *xstrdup (const char *s);
-char *xstrndup (const char *s, size_t n);
+char *xstrndup (const char *s, size_t n); /* both take NULL as "" */
 char *xasprintf (const char *fmt, ...) PS_PRINTF (1, 2);
 
 /* Cleanup attributes. */

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "schema/apicaps.pb-c.h"
+#include "schema/bridge_request.h"
 #include "schema/gateway.pb-c.h"
 #include "session/session_limits.h"
 #include "solver/gateway.h"
@@ -141,14 +142,6 @@ call_gone (void *ud)
   return grpc_call_cancelled (ud);
 }
 
-static void
-free_attrs (struct solve_attrs *a)
-{
-  ps_strv_free_raw (a->kv);
-  a->kv = NULL;
-  a->n = 0;
-}
-
 /* ---- Ping --------------------------------------------------------------------- */
 
 static Moby__Buildkit__V1__Apicaps__APICap **
@@ -187,61 +180,6 @@ bridge_ping (grpc_call *call, void *ud)
 
 /* ---- Solve -------------------------------------------------------------------- */
 
-static int
-solve_request (Moby__Buildkit__V1__Frontend__SolveRequest *req, struct gateway_solve_req *out,
-               struct solve_attrs *opt, struct solve_cache_entry **caches, uint8_t **def,
-               struct gateway_input **inputs, ps_error **err)
-{
-  if (req->n_frontendinputs > 0 && !(req->frontend && strcmp (req->frontend, "gateway.v0") == 0))
-    return ps_error_set (err, 501, "SolveRequest.FrontendInputs are supported with the gateway.v0 frontend only");
-  /* A nested frontend's inputs (its LLBBridge.Inputs), as definitions. */
-  *inputs = xcalloc (req->n_frontendinputs + 1, sizeof **inputs);
-  for (size_t i = 0; i < req->n_frontendinputs; i++)
-    (*inputs)[i] = gateway_input_pack (req->frontendinputs[i]->key, req->frontendinputs[i]->value);
-  out->inputs = *inputs;
-  out->n_inputs = req->n_frontendinputs;
-  if (req->final)
-    return ps_error_set (err, 501, "SolveRequest.Final (the deprecated inline return) is not supported: "
-                                   "call Return");
-  if (req->n_sourcepolicies > 0)
-    return ps_error_set (err, 501, "SolveRequest.SourcePolicies are not supported by podsolve");
-  opt->n = req->n_frontendopt;
-  opt->kv = xcalloc (2 * opt->n + 1, sizeof (char *));
-  for (size_t i = 0; i < req->n_frontendopt; i++)
-    {
-      opt->kv[2 * i] = xstrdup (req->frontendopt[i]->key);
-      opt->kv[2 * i + 1] = xstrdup (req->frontendopt[i]->value);
-    }
-  *caches = xcalloc (req->n_cacheimports + 1, sizeof **caches);
-  for (size_t i = 0; i < req->n_cacheimports; i++)
-    {
-      Moby__Buildkit__V1__Frontend__CacheOptionsEntry *c = req->cacheimports[i];
-      (*caches)[i].type = xstrdup (c->type);
-      (*caches)[i].attrs.n = c->n_attrs;
-      (*caches)[i].attrs.kv = xcalloc (2 * c->n_attrs + 1, sizeof (char *));
-      for (size_t k = 0; k < c->n_attrs; k++)
-        {
-          (*caches)[i].attrs.kv[2 * k] = xstrdup (c->attrs[k]->key);
-          (*caches)[i].attrs.kv[2 * k + 1] = xstrdup (c->attrs[k]->value);
-        }
-    }
-  out->frontend = req->frontend;
-  out->frontend_opt = opt;
-  out->cache_imports = *caches;
-  out->n_cache_imports = req->n_cacheimports;
-  if (req->definition && req->definition->n_def > 0)
-    {
-      /* The engine takes the raw bytes; each op's bytes (and so its digest)
-         are kept as the client marshalled them. */
-      size_t n = pb__definition__get_packed_size (req->definition);
-      *def = xmalloc (n + 1);
-      pb__definition__pack (req->definition, *def);
-      out->definition = *def;
-      out->definition_len = n;
-    }
-  return 0;
-}
-
 static void
 bridge_solve (grpc_call *call, void *ud)
 {
@@ -249,16 +187,28 @@ bridge_solve (grpc_call *call, void *ud)
   Moby__Buildkit__V1__Frontend__SolveRequest *req = (void *) begin_call (call, &moby__buildkit__v1__frontend__solve_request__descriptor, &b);
   if (req == NULL)
     return;
-  struct gateway_solve_req sr = { 0 };
-  struct solve_attrs opt = { 0 };
-  struct solve_cache_entry *caches = NULL;
-  cleanup_free uint8_t *def = NULL;
+  struct bridge_solve bs;
   cleanup_free char *ref_id = NULL;
-  struct gateway_input *inputs = NULL;
   ps_error *err = NULL;
-  int r = solve_request (req, &sr, &opt, &caches, &def, &inputs, &err);
+  int r = schema_bridge_solve (req, &bs, &err);
   if (r == 0)
-    r = gateway_build_solve (b, &sr, call_gone, call, &ref_id, &err);
+    {
+      struct gateway_input *inputs = xcalloc (bs.n_inputs + 1, sizeof *inputs);
+      for (size_t i = 0; i < bs.n_inputs; i++)
+        inputs[i] = (struct gateway_input){ bs.inputs[i].name, bs.inputs[i].definition, bs.inputs[i].len };
+      struct gateway_solve_req sr = {
+        .frontend = bs.frontend,
+        .frontend_opt = &bs.frontend_opt,
+        .definition = bs.definition,
+        .definition_len = bs.definition_len,
+        .cache_imports = bs.cache_imports,
+        .n_cache_imports = bs.n_cache_imports,
+        .inputs = inputs,
+        .n_inputs = bs.n_inputs,
+      };
+      r = gateway_build_solve (b, &sr, call_gone, call, &ref_id, &err);
+      free (inputs);
+    }
   if (r < 0)
     {
       ps_debug ("LLBBridge.Solve: %s", err->msg);
@@ -278,7 +228,7 @@ bridge_solve (grpc_call *call, void *ud)
           if (req->allowresultarrayref)
             {
               ref.id = id;
-              ref.def = sr.definition ? req->definition : NULL;
+              ref.def = bs.definition ? req->definition : NULL;
               res.result_case = MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF;
               res.ref = &ref;
             }
@@ -293,69 +243,12 @@ bridge_solve (grpc_call *call, void *ud)
         resp.ref = id;
       reply (call, &resp.base);
     }
-  free_attrs (&opt);
-  for (size_t i = 0; caches && i < req->n_cacheimports; i++)
-    {
-      free (caches[i].type);
-      free_attrs (&caches[i].attrs);
-    }
-  free (caches);
-  for (size_t i = 0; inputs && i < req->n_frontendinputs; i++)
-    free ((uint8_t *) inputs[i].definition);
-  free (inputs);
+  schema_bridge_solve_free (&bs);
   protobuf_c_message_free_unpacked (&req->base, NULL);
   gateway_build_unref (b);
 }
 
 /* ---- Return ------------------------------------------------------------------- */
-
-/* The one ref of a result; a map (several platforms) of more than one
-   ref is not something podsolve can export. */
-static int
-result_ref (const Moby__Buildkit__V1__Frontend__Result *res, const char **id, ps_error **err)
-{
-  *id = NULL;
-  if (res == NULL)
-    return 0;
-  switch (res->result_case)
-    {
-    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF_DEPRECATED:
-      *id = res->refdeprecated;
-      return 0;
-    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REF:
-      *id = res->ref ? res->ref->id : NULL;
-      return 0;
-    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REFS:
-      if (res->refs->n_refs > 1)
-        return ps_error_set (err, 501, "a result of %zu refs (several platforms) is not supported by podsolve",
-                             res->refs->n_refs);
-      *id = res->refs->n_refs ? (res->refs->refs[0]->value ? res->refs->refs[0]->value->id : NULL) : NULL;
-      return 0;
-    case MOBY__BUILDKIT__V1__FRONTEND__RESULT__RESULT_REFS_DEPRECATED:
-      if (res->refsdeprecated->n_refs > 1)
-        return ps_error_set (err, 501, "a result of %zu refs (several platforms) is not supported by podsolve",
-                             res->refsdeprecated->n_refs);
-      *id = res->refsdeprecated->n_refs ? res->refsdeprecated->refs[0]->value : NULL;
-      return 0;
-    default:
-      return 0;
-    }
-}
-
-/* The result's "containerimage.config" metadata (BuildKit's exporter key;
-   with one platform a client may key it "containerimage.config/<platform>"),
-   or NULL. */
-static char *
-result_image_config (const Moby__Buildkit__V1__Frontend__Result *res)
-{
-  for (size_t i = 0; i < res->n_metadata; i++)
-    {
-      const char *k = res->metadata[i]->key;
-      if (strcmp (k, "containerimage.config") == 0 || ps_str_has_prefix (k, "containerimage.config/"))
-        return xstrndup ((const char *) res->metadata[i]->value.data, res->metadata[i]->value.len);
-    }
-  return NULL;
-}
 
 static void
 bridge_return (grpc_call *call, void *ud)
@@ -368,10 +261,10 @@ bridge_return (grpc_call *call, void *ud)
   const char *id = NULL;
   int code = req->error ? req->error->code : 0;
   const char *message = req->error ? req->error->message : NULL;
-  int r = code == 0 ? result_ref (req->result, &id, &err) : 0;
+  int r = code == 0 ? schema_bridge_result_ref (req->result, &id, &err) : 0;
   cleanup_free char *config = NULL;
   if (r == 0 && req->result)
-    config = result_image_config (req->result);
+    config = schema_bridge_result_image_config (req->result);
   if (r == 0)
     r = gateway_build_return (b, id, code, message, config, &err);
   if (r < 0)
@@ -622,15 +515,11 @@ bridge_warn (grpc_call *call, void *ud)
   if (req == NULL)
     return;
   /* The byte fields become text (a NUL inside would end it early). */
-  cleanup_free char *short_msg = xstrndup ((const char *) req->short_.data, req->short_.len);
-  ps_strv details = { 0 };
-  for (size_t i = 0; i < req->n_detail; i++)
-    {
-      cleanup_free char *d = xstrndup ((const char *) req->detail[i].data, req->detail[i].len);
-      ps_strv_push (&details, d);
-    }
-  gateway_build_warn (b, req->digest, req->level, short_msg, (const char *const *) details.v, req->url);
-  ps_strv_free (&details);
+  cleanup_free char *short_msg = NULL;
+  char **details = NULL;
+  schema_bridge_warn_text (req, &short_msg, &details);
+  gateway_build_warn (b, req->digest, req->level, short_msg, (const char *const *) details, req->url);
+  ps_strv_free_raw (details);
   Moby__Buildkit__V1__Frontend__WarnResponse resp = MOBY__BUILDKIT__V1__FRONTEND__WARN_RESPONSE__INIT;
   reply (call, &resp.base);
   protobuf_c_message_free_unpacked (&req->base, NULL);

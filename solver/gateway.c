@@ -937,6 +937,13 @@ gateway_ref_read_file (gateway_build *b, const char *ref_id, const char *path, b
   int root = ref_root (b, ref_id, err);
   if (root < 0)
     return -1;
+  return gateway_root_read_file (root, path, has_range, offset, length, max, out, err);
+}
+
+int
+gateway_root_read_file (int root, const char *path, bool has_range, int64_t offset, int64_t length, size_t max,
+                        ps_buf *out, ps_error **err)
+{
   if (has_range && (offset < 0 || length < 0))
     return ps_error_set (err, 400, "ReadFile %s: negative range", path);
   cleanup_close int fd = open_in_root (root, path, O_RDONLY, err);
@@ -980,6 +987,12 @@ gateway_ref_stat (gateway_build *b, const char *ref_id, const char *path, Fsutil
   int root = ref_root (b, ref_id, err);
   if (root < 0)
     return -1;
+  return gateway_root_stat (root, path, st, err);
+}
+
+int
+gateway_root_stat (int root, const char *path, Fsutil__Types__Stat *st, ps_error **err)
+{
   cleanup_close int fd = open_in_root (root, path, O_PATH, err);
   if (fd < 0)
     return ps_error_wrap (err, "StatFile");
@@ -999,6 +1012,15 @@ gateway_ref_read_dir (gateway_build *b, const char *ref_id, const char *dir, con
   int root = ref_root (b, ref_id, err);
   if (root < 0)
     return -1;
+  return gateway_root_read_dir (root, dir, include_pattern, entries, n, err);
+}
+
+int
+gateway_root_read_dir (int root, const char *dir, const char *include_pattern, Fsutil__Types__Stat ***entries,
+                       size_t *n, ps_error **err)
+{
+  *entries = NULL;
+  *n = 0;
   cleanup_close int fd = open_in_root (root, dir, O_RDONLY | O_DIRECTORY, err);
   if (fd < 0)
     return ps_error_wrap (err, "ReadDir");

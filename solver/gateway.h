@@ -188,4 +188,13 @@ int gateway_ref_read_dir (gateway_build *b, const char *ref_id, const char *dir,
                           Fsutil__Types__Stat ***entries, size_t *n, ps_error **err);
 void gateway_stat_free (Fsutil__Types__Stat *st);
 
+/* The same below `root`, an open directory (O_PATH will do) taken as "/":
+   what the three above do once the ref is mounted (unit tests and
+   fuzz_bridge_request run them on a directory of their own). */
+int gateway_root_read_file (int root, const char *path, bool has_range, int64_t offset, int64_t length, size_t max,
+                            ps_buf *out, ps_error **err);
+int gateway_root_stat (int root, const char *path, Fsutil__Types__Stat *st, ps_error **err);
+int gateway_root_read_dir (int root, const char *dir, const char *include_pattern, Fsutil__Types__Stat ***entries,
+                           size_t *n, ps_error **err);
+
 #endif
