@@ -16,6 +16,7 @@
 #include "schema/gateway.pb-c.h"
 #include "session/session_limits.h"
 #include "solver/gateway.h"
+#include "solver/job.h"
 
 #define BRIDGE_PATH(m) "/moby.buildkit.v1.frontend.LLBBridge/" m
 #define BUILD_ID_KEY "buildkit-controlapi-buildid"
@@ -90,6 +91,21 @@ call_build (grpc_call *call)
       return NULL;
     }
   gateway_build *b = gateway_build_lookup (id, GATEWAY_BUILD_WAIT_MS);
+  /* The build is registered when its Control.Solve's job starts; a job
+     still queued behind --max-parallel (the ninth of eight builds at once)
+     is waited for as long as it waits, and once more after it starts. */
+  for (int waits_after_start = 0; b == NULL && waits_after_start < 2;)
+    {
+      solver_job *job = solver_jobs_lookup (id);
+      enum solver_job_state st = job ? solver_job_state (job) : SOLVER_JOB_FAILED;
+      if (job)
+        solver_job_unref (job);
+      if (st == SOLVER_JOB_RUNNING)
+        waits_after_start++;
+      else if (st != SOLVER_JOB_QUEUED)
+        break;
+      b = gateway_build_lookup (id, GATEWAY_BUILD_WAIT_MS);
+    }
   if (b == NULL)
     grpc_call_finish (call, GRPC_STATUS_NOT_FOUND, "no such build %s", id);
   return b;

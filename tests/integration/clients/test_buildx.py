@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import tarfile
 import tempfile
 from pathlib import Path
@@ -484,6 +485,31 @@ def test_buildx_remote_driver_against_buildkit_listen(spawn_daemon, go_clients, 
             docker(go_clients, d, "buildx", "rm", builder)
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_a_build_queued_behind_max_parallel_waits_instead_of_no_such_build(spawn_daemon, go_clients, tmp_path, uniq):
+    """buildx drives every build as a client-side gateway: its LLBBridge
+    calls name the build, which podsolved registers when the build's job
+    starts.  With --max-parallel 1, a second build waits in the queue longer
+    than BuildKit's 3 s for an unknown build (here the first RUN sleeps 6 s);
+    its calls wait with it, and both builds succeed (they got "NotFound: no
+    such build" in the bench's 8-at-once workload)."""
+    d = spawn_daemon("--max-parallel", "1")
+    first = lib.make_context(tmp_path / "first", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN sleep 6 && echo first-{uniq} > /f")})
+    second = lib.make_context(tmp_path / "second", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo second-{uniq} > /f")})
+    names = [image_ref(f"queued-a-{uniq}"), image_ref(f"queued-b-{uniq}")]
+    env = go_clients.env(d)
+    procs = []
+    for ctx, name in zip((first, second), names):
+        procs.append(subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "-t", name, "."],
+                                      cwd=ctx, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        time.sleep(1)
+    outs = [p.communicate(timeout=lib.scaled(180))[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert d.image_file(names[0], "/f") == f"first-{uniq}\n".encode()
+    assert d.image_file(names[1], "/f") == f"second-{uniq}\n".encode()
 
 
 def test_buildx_ctrl_c_cancels_the_build(daemon, go_clients, tmp_path, uniq):
