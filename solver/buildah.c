@@ -658,8 +658,9 @@ buildah_probe_isolation (const char *wanted, const char *runtime, ps_error **err
                    runc, runtime ? runtime : "default", why);
           return 0;
         }
+      char *both = xasprintf ("%s; runc: %s", why ? why : "", why2);
       free (why);
-      why = xasprintf ("%s; runc: %s", why ? why : "", why2);
+      why = both;
     }
   chosen_isolation = xstrdup ("chroot");
   ps_info ("isolation: chroot, because OCI isolation cannot run containers here: %s", why);

@@ -8,6 +8,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "solver/buildah.h"
 #include "solver/worker.h"
 #include "tests/unit/unit.h"
 
@@ -90,6 +91,30 @@ START_TEST (containers_conf_host_ip)
 }
 END_TEST
 
+/* Both OCI probes failing (the configured runtime, then runc from PATH)
+   falls back to chroot and says why for both; joining the two reasons read
+   the first after freeing it (AddressSanitizer, at a loaded start-up). */
+START_TEST (isolation_falls_back_to_chroot_when_every_oci_probe_fails)
+{
+  char dir[] = "/tmp/ps-probe-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (dir));
+  cleanup_free char *fake = xasprintf ("%s/buildah", dir);
+  const char *script = "#!/bin/sh\n"
+                       "case \" $* \" in\n"
+                       "  *\" version \"*) echo '{\"version\": \"1.28.2\"}' ;;\n"
+                       "  *\" from \"*) echo fake-working-container ;;\n"
+                       "  *\" run \"*) echo 'cannot run containers: fake' >&2; exit 1 ;;\n"
+                       "esac\n";
+  ck_assert_int_eq (ps_write_file (fake, script, strlen (script), 0755, NULL), 0);
+  struct buildah_config cfg = { .buildah = fake };
+  buildah_configure (&cfg);
+  ps_error *err = NULL;
+  ck_assert_int_eq (buildah_probe_isolation ("oci", "/bin/false", &err), 0);
+  ck_assert_str_eq (buildah_isolation (), "chroot");
+  ps_rm_rf (dir, NULL);
+}
+END_TEST
+
 PS_TEST_SUITE (worker)
 {
   Suite *s = suite_create ("worker");
@@ -99,6 +124,7 @@ PS_TEST_SUITE (worker)
   tcase_add_test (tc, host_platform_first);
   tcase_add_test (tc, gateway_is_a_host_address);
   tcase_add_test (tc, containers_conf_host_ip);
+  tcase_add_test (tc, isolation_falls_back_to_chroot_when_every_oci_probe_fails);
   suite_add_tcase (s, tc);
   return s;
 }
