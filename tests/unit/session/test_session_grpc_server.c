@@ -12,6 +12,7 @@
 
 #include "session/grpc.h"
 #include "session/session_limits.h"
+#include "tests/unit/session/grpc_pair.h"
 #include "tests/unit/unit.h"
 
 /* ---- handlers ---------------------------------------------------------------- */
@@ -150,63 +151,16 @@ static const struct grpc_service_table table = { methods, ARRAY_SIZE (methods) }
 
 /* ---- a client and a server on a socketpair ---------------------------------- */
 
-struct pair
-{
-  const char *tag; /* serve with grpc_serve_tagged */
-  int sv[2];
-  grpc_conn *client;
-  pthread_t client_th, server_th;
-};
-
-static void *
-server_main (void *arg)
-{
-  struct pair *p = arg;
-  ps_error *err = NULL;
-  int r = p->tag ? grpc_serve_tagged (p->sv[0], "unit", &table, p->tag, &err)
-                 : grpc_serve (p->sv[0], NULL, 0, "unit", &table, &err);
-  if (r < 0)
-    ps_error_free (err);
-  return NULL;
-}
-
-static void *
-client_main (void *arg)
-{
-  struct pair *p = arg;
-  ps_error *err = NULL;
-  if (grpc_conn_run (p->client, &err) < 0)
-    ps_error_free (err);
-  return NULL;
-}
-
+/* The harness (grpc_pair.h) serving this file's table. */
 static void
-pair_up (struct pair *p)
+pair_up (struct grpc_pair *p)
 {
-  ck_assert_int_eq (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p->sv), 0);
-  ps_error *err = NULL;
-  p->client = grpc_conn_new (p->sv[1], NULL, 0, "unit-client", &err);
-  ck_assert_ptr_nonnull (p->client);
-  pthread_create (&p->server_th, NULL, server_main, p);
-  pthread_create (&p->client_th, NULL, client_main, p);
-}
-
-static void
-pair_down (struct pair *p)
-{
-  grpc_conn_shutdown (p->client);
-  pthread_join (p->client_th, NULL);
-  grpc_conn_free (p->client);
-  close (p->sv[1]);
-  pthread_join (p->server_th, NULL);
-  close (p->sv[0]);
-  for (int i = 0; i < 500 && grpc_server_handlers_running () > 0; i++)
-    usleep (10000);
-  ck_assert_uint_eq (grpc_server_handlers_running (), 0);
+  p->table = &table;
+  grpc_pair_up (p);
 }
 
 static int
-unary (struct pair *p, const char *path, const char *req, char **resp, ps_error **err)
+unary (struct grpc_pair *p, const char *path, const char *req, char **resp, ps_error **err)
 {
   struct grpc_metadata md[] = { { "x-k", "a" }, { "x-k", "b" } };
   void *r = NULL;
@@ -221,52 +175,52 @@ unary (struct pair *p, const char *path, const char *req, char **resp, ps_error 
    build in the connection's tag, and another connection's calls do not. */
 START_TEST (server_tagged_connection_tags_its_calls)
 {
-  struct pair p = { .tag = "frontend-0123" };
+  struct grpc_pair p = { .tag = "frontend-0123" };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
   ck_assert_int_eq (unary (&p, "/t.S/Tag", "", &resp, &err), 0);
   ck_assert_str_eq (resp, "frontend-0123");
   free (resp);
-  pair_down (&p);
-  struct pair q = { 0 };
+  grpc_pair_down (&p);
+  struct grpc_pair q = { 0 };
   pair_up (&q);
   ck_assert_int_eq (unary (&q, "/t.S/Tag", "", &resp, &err), 0);
   ck_assert_str_eq (resp, "-");
   free (resp);
-  pair_down (&q);
+  grpc_pair_down (&q);
 }
 END_TEST
 
 START_TEST (server_unary_echo_sees_path_and_metadata)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
   ck_assert_int_eq (unary (&p, "/t.S/Echo", "hello", &resp, &err), 0);
   ck_assert_str_eq (resp, "hello|a|b|a|/t.S/Echo");
   free (resp);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 START_TEST (server_status_is_percent_encoded_and_first_finish_wins)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
   ck_assert_int_eq (unary (&p, "/t.S/Fail", "x", &resp, &err), GRPC_STATUS_FAILED_PRECONDITION);
   ck_assert_msg (strstr (err->msg, "bad\nthing 7%") != NULL, "%s", err->msg);
   ps_error_free (err);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 START_TEST (server_unknown_method_and_service_are_unimplemented)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -277,13 +231,13 @@ START_TEST (server_unknown_method_and_service_are_unimplemented)
   ck_assert_int_eq (unary (&p, "/u.V/Nope", "x", &resp, &err), GRPC_STATUS_UNIMPLEMENTED);
   ck_assert_msg (strstr (err->msg, "unknown service u.V") != NULL, "%s", err->msg);
   ps_error_free (err);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 START_TEST (server_streams_messages_then_trailers)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   grpc_call *call = grpc_call_start (p.client, "/t.S/Two", NULL, 0, &err);
@@ -300,13 +254,13 @@ START_TEST (server_streams_messages_then_trailers)
   ck_assert_int_eq (grpc_call_recv (call, &msg, &len, 10000, &err), 0);
   ck_assert_int_eq (grpc_call_status (call), GRPC_STATUS_OK);
   grpc_call_free (call);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 /* A call to WaitCancel, its handler running. */
 static grpc_call *
-start_wait_cancel (struct pair *p)
+start_wait_cancel (struct grpc_pair *p)
 {
   __atomic_store_n (&cancel_seen, 0, __ATOMIC_RELEASE);
   ps_error *err = NULL;
@@ -321,7 +275,7 @@ start_wait_cancel (struct pair *p)
 
 START_TEST (server_sees_the_client_cancel)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   grpc_call *call = start_wait_cancel (&p);
   grpc_call_cancel (call);
@@ -329,16 +283,16 @@ START_TEST (server_sees_the_client_cancel)
     usleep (10000);
   ck_assert_int_eq (__atomic_load_n (&cancel_seen, __ATOMIC_ACQUIRE), 1);
   grpc_call_free (call);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 START_TEST (server_hangup_cancels_running_handlers)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   grpc_call *call = start_wait_cancel (&p);
-  pair_down (&p); /* the connection ends with the call open */
+  grpc_pair_down (&p); /* the connection ends with the call open */
   ck_assert_int_eq (__atomic_load_n (&cancel_seen, __ATOMIC_ACQUIRE), 1);
   grpc_call_free (call);
 }
@@ -346,20 +300,20 @@ END_TEST
 
 START_TEST (server_send_over_16mib_is_resource_exhausted)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
   ck_assert_int_eq (unary (&p, "/t.S/TooBig", "x", &resp, &err), GRPC_STATUS_RESOURCE_EXHAUSTED);
   ck_assert_msg (strstr (err->msg, "over the 16777216-byte gRPC limit") != NULL, "%s", err->msg);
   ps_error_free (err);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 START_TEST (server_unary_without_a_request_is_invalid_argument)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   grpc_call *call = grpc_call_start (p.client, "/t.S/Echo", NULL, 0, &err);
@@ -371,13 +325,13 @@ START_TEST (server_unary_without_a_request_is_invalid_argument)
   ck_assert_msg (strstr (err->msg, "no request message") != NULL, "%s", err->msg);
   ps_error_free (err);
   grpc_call_free (call);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 
 START_TEST (server_status_message_is_cut_to_16kib)
 {
-  struct pair p = { 0 };
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   char *resp = NULL;
@@ -388,7 +342,7 @@ START_TEST (server_status_message_is_cut_to_16kib)
      client keeps the first 16 KiB of the encoded value: "%0A" each. */
   ck_assert_uint_eq (strspn (nl, "\n"), PS_GRPC_MAX_STATUS_MESSAGE / 3);
   ps_error_free (err);
-  pair_down (&p);
+  grpc_pair_down (&p);
 }
 END_TEST
 

@@ -13,6 +13,7 @@
 #include "session/grpc.h"
 #include "session/session.h"
 #include "session/tunnel.h"
+#include "tests/unit/session/grpc_pair.h"
 #include "tests/unit/unit.h"
 
 /* The session end of the recording method: writes `say`, then reads
@@ -58,56 +59,12 @@ static const struct grpc_method methods[] = {
 };
 static const struct grpc_service_table table = { methods, ARRAY_SIZE (methods) };
 
-struct pair
-{
-  int sv[2];
-  grpc_conn *client;
-  pthread_t client_th, server_th;
-};
-
-static void *
-server_main (void *arg)
-{
-  struct pair *p = arg;
-  ps_error *err = NULL;
-  if (grpc_serve (p->sv[0], NULL, 0, "unit", &table, &err) < 0)
-    ps_error_free (err);
-  return NULL;
-}
-
-static void *
-client_main (void *arg)
-{
-  struct pair *p = arg;
-  ps_error *err = NULL;
-  if (grpc_conn_run (p->client, &err) < 0)
-    ps_error_free (err);
-  return NULL;
-}
-
+/* The harness (grpc_pair.h) serving this file's table. */
 static void
-pair_up (struct pair *p)
+pair_up (struct grpc_pair *p)
 {
-  ck_assert_int_eq (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p->sv), 0);
-  ps_error *err = NULL;
-  p->client = grpc_conn_new (p->sv[1], NULL, 0, "unit-client", &err);
-  ck_assert_ptr_nonnull (p->client);
-  pthread_create (&p->server_th, NULL, server_main, p);
-  pthread_create (&p->client_th, NULL, client_main, p);
-}
-
-static void
-pair_down (struct pair *p)
-{
-  grpc_conn_shutdown (p->client);
-  pthread_join (p->client_th, NULL);
-  grpc_conn_free (p->client);
-  close (p->sv[1]);
-  pthread_join (p->server_th, NULL);
-  close (p->sv[0]);
-  for (int i = 0; i < 500 && grpc_server_handlers_running () > 0; i++)
-    usleep (10000);
-  ck_assert_uint_eq (grpc_server_handlers_running (), 0);
+  p->table = &table;
+  grpc_pair_up (p);
 }
 
 static void
@@ -146,7 +103,7 @@ receive (grpc_call *call, ps_buf *got, size_t want)
 
 START_TEST (split_messages_reach_the_session_whole_until_one_is_not_bytes)
 {
-  struct pair p;
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_buf_free (&heard);
   ps_error *err = NULL;
@@ -170,7 +127,7 @@ START_TEST (split_messages_reach_the_session_whole_until_one_is_not_bytes)
   ck_assert_uint_eq (got.len, sizeof say - 1);
   ck_assert_int_eq (grpc_call_status (call), GRPC_STATUS_OK);
   grpc_call_free (call);
-  pair_down (&p);
+  grpc_pair_down (&p);
   ck_assert_uint_eq (heard.len, 11);
   ck_assert_mem_eq (heard.data, "hello world", 11);
   ps_buf_free (&heard);
@@ -180,7 +137,7 @@ END_TEST
 
 START_TEST (control_session_serves_a_session_until_the_client_half_closes)
 {
-  struct pair p;
+  struct grpc_pair p = { 0 };
   pair_up (&p);
   ps_error *err = NULL;
   /* no uuid: refused before any session exists */
@@ -218,7 +175,7 @@ START_TEST (control_session_serves_a_session_until_the_client_half_closes)
   for (int i = 0; i < 500 && session_registry_has ("unit-tunnel-1"); i++)
     usleep (10000);
   ck_assert (!session_registry_has ("unit-tunnel-1"));
-  pair_down (&p);
+  grpc_pair_down (&p);
   ps_buf_free (&got);
 }
 END_TEST
