@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "client/cli.h"
+#include "common/archive.h"
 #include "common/limits.h"
 
 /* Largest ignore file read: Docker reads any size, but a megabyte of
@@ -293,6 +294,8 @@ cli_context_tar (const char *context_dir, const ps_ignore *ig, const char *const
                  struct cli_context_stats *stats, ps_error **err)
 {
   memset (stats, 0, sizeof *stats);
+  if (ps_libarchive_load (err) < 0)
+    return -1;
   cleanup_close int root = open (context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (root < 0)
     return ps_error_set_errno (err, 0, errno, "open context directory %s", context_dir);
@@ -320,6 +323,8 @@ int
 cli_context_tar_file (int src_fd, const char *name, int fd, ps_error **err)
 {
   struct stat st;
+  if (ps_libarchive_load (err) < 0)
+    return -1;
   if (fstat (src_fd, &st) < 0)
     return ps_error_set_errno (err, 0, errno, "stat %s", name);
   if (!S_ISREG (st.st_mode))

@@ -133,6 +133,8 @@ ps_archive_extract_fd (int fd, const char *dest, const struct ps_extract_opts *o
 {
   /* SECURE_SYMLINKS judges every element of the full path, the
      destination's own ancestors included: hand it a path without any. */
+  if (ps_libarchive_load (err) < 0)
+    return -1;
   cleanup_free char *root = realpath (dest, NULL);
   if (root == NULL)
     return ps_error_set_errno (err, o->status, errno, "enter %s", dest);

@@ -13,6 +13,13 @@
 
 #include "common/ps.h"
 
+/* Loads libarchive, which the programs do not link but open on first use
+   (common/libarchive.c): 0, or -1 with *err naming the library and the
+   package to install.  Call it before the first archive_* call of any
+   function that can report an error; a call without it loads the library
+   too, but stops the process if it cannot. */
+int ps_libarchive_load (ps_error **err);
+
 /* archive_free () on scope exit (a read, write or disk handle; NULL is
    fine).  Does not close it first: call archive_*_close () where its
    result matters. */

@@ -605,6 +605,8 @@ context_extract_fd (int fd, const char *dest, const struct ps_context_limits *li
   if (stats != NULL)
     memset (stats, 0, sizeof (*stats));
 
+  if (ps_libarchive_load (err) < 0)
+    return -1;
   cleanup_free char *root = realpath (dest, NULL);
   if (root == NULL)
     return ps_error_set_errno (err, 500, errno, "resolve build context directory %s", dest);

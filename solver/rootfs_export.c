@@ -141,6 +141,8 @@ emit_tar (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
 rootfs_tar *
 rootfs_tar_new (const char *tar_path, ps_error **err)
 {
+  if (ps_libarchive_load (err) < 0)
+    return NULL;
   struct archive *out = archive_write_new ();
   archive_write_set_format_pax_restricted (out);
   if (archive_write_open_filename (out, tar_path) != ARCHIVE_OK)
@@ -223,7 +225,7 @@ emit_disk (struct archive *in, struct archive_entry *e, void *ud, ps_error **err
 int
 rootfs_copy_dir (const char *root, const char *dest, ps_error **err)
 {
-  if (ps_mkdir_p (dest, 0755, err) < 0)
+  if (ps_libarchive_load (err) < 0 || ps_mkdir_p (dest, 0755, err) < 0)
     return -1;
   struct archive *out = archive_write_disk_new ();
   archive_write_disk_set_options (out, ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER

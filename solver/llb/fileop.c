@@ -1145,7 +1145,7 @@ do_copy (const char *root, const char *src_root, const Pb__FileActionCopy *c, co
       if (c->attemptunpackdockercompatibility)
         {
           cleanup_free char *srch = NULL;
-          if ((ret = host_path (src_root, mv[i], c->followsymlink, &srch, err)) < 0)
+          if ((ret = ps_libarchive_load (err)) < 0 || (ret = host_path (src_root, mv[i], c->followsymlink, &srch, err)) < 0)
             break;
           if (is_archive (srch))
             {

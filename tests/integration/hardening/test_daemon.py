@@ -351,3 +351,21 @@ def test_docker_config_without_config_json_does_not_break_builds(tmp_path, uniq)
         status, timeout_msg = d.stop(timeout=20)
         d.cleanup_storage()
     assert timeout_msg is None and status == 0
+
+
+def _mapped_libraries(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return {os.path.basename(ln.split()[5]) for ln in f if len(ln.split()) > 5}
+
+
+def test_libarchive_is_loaded_by_the_first_build_not_at_start(spawn_daemon, uniq):
+    # An idle daemon does not map libarchive nor what only it brings in
+    # (libxml2, ICU, libstdc++): common/libarchive.c opens it when the first
+    # context or tar is unpacked.  The build through it still works.
+    d = spawn_daemon("--upstream", "none")
+    assert d.request("GET", "/_ping")[0] == 200
+    idle = _mapped_libraries(d.proc.pid)
+    for lib_prefix in ("libarchive.so", "libxml2.so", "libicuuc.so", "libstdc++.so"):
+        assert not any(name.startswith(lib_prefix) for name in idle), (lib_prefix, sorted(idle))
+    lib.assert_daemon_builds(d, tag=f"lazy-archive-{uniq}")
+    assert any(name.startswith("libarchive.so") for name in _mapped_libraries(d.proc.pid))

@@ -14,6 +14,7 @@
 #include "common/ps.h"
 #include "common/archive.h"
 #include "common/cjson.h"
+#include "common/dynlib.h"
 #include "common/process.h"
 #include "common/regexp.h"
 #include "schema/apierror.h"
@@ -550,6 +551,80 @@ START_TEST (watched_child_killed_from_outside_takes_its_orphans_along)
 }
 END_TEST
 
+/* ---- libraries opened on first use (common/dynlib.h) ------------------- */
+
+START_TEST (dynlib_missing_library_names_it_and_its_package)
+{
+  static const char *const names[] = { "f" };
+  void *slots[1];
+  struct ps_dynlib lib = {
+    .soname = "libpodsolve-no-such-library.so.0",
+    .package = "podsolve-no-such-package",
+    .names = names,
+    .slots = slots,
+    .n = 1,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+  };
+  ps_error *err = NULL;
+  ck_assert_int_eq (ps_dynlib_load (&lib, &err), -1);
+  ck_assert_msg (strstr (err->msg, "libpodsolve-no-such-library.so.0 cannot be loaded (") == err->msg, "%s",
+                 err->msg);
+  ck_assert_msg (strstr (err->msg, "; install the package podsolve-no-such-package") != NULL, "%s", err->msg);
+  cleanup_free char *first = xstrdup (err->msg);
+  ps_error_free (err);
+  err = NULL;
+  /* remembered: the same answer, no second attempt */
+  ck_assert_int_eq (ps_dynlib_load (&lib, &err), -1);
+  ck_assert_str_eq (err->msg, first);
+  ck_assert (!ps_dynlib_loaded (&lib));
+  ps_error_free (err);
+}
+END_TEST
+
+START_TEST (dynlib_missing_symbol_is_named)
+{
+  static const char *const names[] = { "archive_version_number", "podsolve_no_such_function" };
+  void *slots[2];
+  struct ps_dynlib lib = {
+    .soname = "libarchive.so.13",
+    .package = "libarchive13",
+    .names = names,
+    .slots = slots,
+    .n = 2,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+  };
+  ps_error *err = NULL;
+  ck_assert_int_eq (ps_dynlib_load (&lib, &err), -1);
+  ck_assert_msg (strstr (err->msg, "libarchive.so.13 has no podsolve_no_such_function (") == err->msg, "%s",
+                 err->msg);
+  ps_error_free (err);
+}
+END_TEST
+
+START_TEST (dynlib_resolves_what_it_lists)
+{
+  static const char *const names[] = { "archive_version_number", "archive_version_string" };
+  void *slots[2];
+  struct ps_dynlib lib = {
+    .soname = "libarchive.so.13",
+    .package = "libarchive13",
+    .names = names,
+    .slots = slots,
+    .n = 2,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+  };
+  ps_error *err = NULL;
+  ck_assert_int_eq (ps_dynlib_load (&lib, &err), 0);
+  ck_assert (ps_dynlib_loaded (&lib));
+  int (*version_number) (void) = (int (*) (void)) slots[0];
+  const char *(*version_string) (void) = (const char *(*) (void)) slots[1];
+  /* the library these headers describe, major version 3 */
+  ck_assert_int_eq (version_number () / 1000000, ARCHIVE_VERSION_NUMBER / 1000000);
+  ck_assert_msg (strncmp (version_string (), "libarchive 3.", 13) == 0, "%s", version_string ());
+  ck_assert_int_eq (ps_libarchive_load (&err), 0);
+}
+END_TEST
+
 PS_TEST_SUITE (common)
 {
   Suite *s = suite_create ("common");
@@ -569,6 +644,9 @@ PS_TEST_SUITE (common)
   tcase_add_test (tc, find_in_path_walks_path);
   tcase_add_test (tc, archive_copy_data);
   tcase_add_test (tc, archive_extract_stays_inside);
+  tcase_add_test (tc, dynlib_missing_library_names_it_and_its_package);
+  tcase_add_test (tc, dynlib_missing_symbol_is_named);
+  tcase_add_test (tc, dynlib_resolves_what_it_lists);
   tcase_add_test (tc, cleanup_cjson_frees_on_scope_exit);
   suite_add_tcase (s, tc);
   return s;
