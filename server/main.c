@@ -101,8 +101,12 @@ main (int argc, char **argv)
   umask (022);
   /* A --buildkit-listen TLS connection still being served when main
      returns (past the shutdown grace) may be inside OpenSSL: no atexit
-     clean-up may free the library's state under it. */
-  OPENSSL_init_ssl (OPENSSL_INIT_NO_ATEXIT, NULL);
+     clean-up may free the library's state under it.  Only that is settled
+     here, in OpenSSL's first initialisation: loading its configuration,
+     error strings and providers waits for the first digest, TLS handshake
+     or libcurl transfer (about 2 MB of resident pages an idle daemon with
+     nothing proxied yet does without). */
+  OPENSSL_init_crypto (OPENSSL_INIT_NO_ATEXIT, NULL);
 
   /* Before any thread: the arena bound applies to all of them. */
   long ncpu = sysconf (_SC_NPROCESSORS_ONLN);

@@ -45,7 +45,11 @@ atomic_bool proxy_stopping;
 void
 proxy_global_init (void)
 {
-  curl_global_init (CURL_GLOBAL_DEFAULT);
+  /* A libcurl whose global initialisation is thread-safe (7.84 on, when
+     built with atomics; Debian's is) runs it in the first curl_easy_init,
+     with its OpenSSL initialisation: not at start-up, for nothing. */
+  if (!(curl_version_info (CURLVERSION_NOW)->features & CURL_VERSION_THREADSAFE))
+    curl_global_init (CURL_GLOBAL_DEFAULT);
 }
 
 bool

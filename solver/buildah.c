@@ -438,17 +438,36 @@ buildah_image_id (const char *image, char **id, ps_error **err)
   return buildah_callv (id, err, "inspect", "--type=image", "--format={{.FromImageID}}", image, NULL);
 }
 
+static pthread_mutex_t container_tag_lock = PTHREAD_MUTEX_INITIALIZER;
 static char container_tag[9] = "0";
+static char *container_tag_source;
 
 void
-buildah_set_container_tag (const char *tag)
+buildah_set_container_tag_source (const char *state_dir)
 {
-  snprintf (container_tag, sizeof container_tag, "%s", tag);
+  pthread_mutex_lock (&container_tag_lock);
+  free (container_tag_source);
+  container_tag_source = xstrdup (state_dir);
+  snprintf (container_tag, sizeof container_tag, "0");
+  pthread_mutex_unlock (&container_tag_lock);
 }
 
 const char *
 buildah_container_tag (void)
 {
+  pthread_mutex_lock (&container_tag_lock);
+  if (container_tag_source != NULL)
+    {
+      /* Hashed now, not at start-up: an idle daemon with no container in
+         its storage never needs it, and the first digest initialises
+         OpenSSL (about 2 MB of resident pages). */
+      char digest[65];
+      ps_sha256_hex (container_tag_source, strlen (container_tag_source), digest);
+      snprintf (container_tag, sizeof container_tag, "%.8s", digest);
+      free (container_tag_source);
+      container_tag_source = NULL;
+    }
+  pthread_mutex_unlock (&container_tag_lock);
   return container_tag;
 }
 
@@ -457,7 +476,7 @@ buildah_container_name (void)
 {
   char rnd[17];
   ps_random_hex (rnd, 8);
-  return xasprintf (PS_CONTAINER_PREFIX "%s-%s", container_tag, rnd);
+  return xasprintf (PS_CONTAINER_PREFIX "%s-%s", buildah_container_tag (), rnd);
 }
 
 int

@@ -88,8 +88,10 @@ char *buildah_image_digest (const char *id);
    "-" + random hex: the sweep of stopped builds' leftovers (orphans.h)
    never takes one, and a later run of the same daemon finds them. */
 #define PS_CONTAINER_PREFIX "podsolve-"
-/* The tag: set once at start-up (orphans_recover), "0" before. */
-void buildah_set_container_tag (const char *tag);
+/* The tag: the first 8 hex digits of the SHA-256 of the state directory
+   named at start-up (orphans_recover), hashed when first asked for; "0"
+   when none was named. */
+void buildah_set_container_tag_source (const char *state_dir);
 const char *buildah_container_tag (void);
 /* A new name for a working container of ours. */
 char *buildah_container_name (void);

@@ -228,11 +228,11 @@ append_records (const char *path, struct orphan_candidate **all, size_t *n_all)
   free (c);
 }
 
-/* Remove the containers inside any of the `due` windows and, with
-   `own_prefix`, every container whose name starts with it.  Returns how
-   many were removed. */
+/* Remove the containers inside any of the `due` windows and, with `own`,
+   every container named by this daemon's tag (buildah_container_name).
+   Returns how many were removed. */
 static size_t
-sweep (const struct window *due, const char *own_prefix)
+sweep (const struct window *due, bool own)
 {
   cleanup_free char *graph_file = NULL, *run_file = NULL;
   if (!store_files (&graph_file, &run_file))
@@ -241,6 +241,8 @@ sweep (const struct window *due, const char *own_prefix)
   size_t n = 0, removed = 0;
   append_records (graph_file, &all, &n);
   append_records (run_file, &all, &n);
+  /* Only with containers to judge: the tag is hashed on first use. */
+  cleanup_free char *own_prefix = own && n > 0 ? xasprintf (PS_CONTAINER_PREFIX "%s-", buildah_container_tag ()) : NULL;
   for (size_t i = 0; i < n; i++)
     {
       bool leak = own_prefix && ps_str_has_prefix (all[i].name, own_prefix);
@@ -266,10 +268,7 @@ sweep (const struct window *due, const char *own_prefix)
 void
 orphans_recover (const char *state_dir)
 {
-  char digest[65];
-  ps_sha256_hex (state_dir, strlen (state_dir), digest);
-  digest[8] = '\0';
-  buildah_set_container_tag (digest);
+  buildah_set_container_tag_source (state_dir);
   free (records_dir);
   records_dir = xasprintf ("%s/running-builds", state_dir);
   ps_error *err = NULL;
@@ -311,11 +310,10 @@ orphans_recover (const char *state_dir)
   if (d)
     closedir (d);
 
-  cleanup_free char *own = xasprintf (PS_CONTAINER_PREFIX "%s-", buildah_container_tag ());
   bool by_window = builds > 0 && !keeper;
   if (keeper)
     ps_info ("a build interrupted by an earlier stop kept its containers: only podsolve's own are removed");
-  size_t removed = sweep (by_window ? &win : NULL, own);
+  size_t removed = sweep (by_window ? &win : NULL, true);
   if (removed)
     ps_info ("removed %zu working container(s) left by an earlier run", removed);
 }
@@ -402,7 +400,7 @@ orphans_build_ended (orphan_watch *w, bool stopped)
     unlink (path);
   free (w);
 
-  size_t removed = due ? sweep (due, NULL) : 0;
+  size_t removed = due ? sweep (due, false) : 0;
   if (removed)
     ps_info ("removed %zu working container(s) left by a stopped build", removed);
   while (due)

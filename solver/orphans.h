@@ -28,7 +28,7 @@ typedef struct orphan_watch orphan_watch;
 
 /* At start-up, before any build: where builds are recorded while they run
    (<state-dir>/running-builds), and the tag in this daemon's container
-   names (buildah_set_container_tag: a hash of the state dir).  Then
+   names (buildah_set_container_tag_source: a hash of the state dir).  Then
    removes what a dead earlier run left behind — containers made while its
    builds ran (as for a stopped build, the window ending now) and every
    working container it named itself — and logs one line. */

@@ -84,11 +84,23 @@ START_TEST (only_anonymous_buildah_containers_inside_the_window_are_leaks)
 }
 END_TEST
 
+START_TEST (container_tag_is_the_state_dirs_hash_made_on_first_use)
+{
+  buildah_set_container_tag_source ("/var/lib/podsolve");
+  /* sha256("/var/lib/podsolve"), its first 8 hex digits */
+  ck_assert_str_eq (buildah_container_tag (), "9971308d");
+  ck_assert_str_eq (buildah_container_tag (), "9971308d");
+  cleanup_free char *name = buildah_container_name ();
+  ck_assert_msg (strncmp (name, PS_CONTAINER_PREFIX "9971308d-", strlen (PS_CONTAINER_PREFIX) + 9) == 0, "%s", name);
+}
+END_TEST
+
 PS_TEST_SUITE (orphans)
 {
   Suite *s = suite_create ("orphans");
   TCase *tc = tcase_create ("records");
   tcase_add_test (tc, storage_times_parse);
+  tcase_add_test (tc, container_tag_is_the_state_dirs_hash_made_on_first_use);
   tcase_add_test (tc, containers_records_parse);
   tcase_add_test (tc, only_anonymous_buildah_containers_inside_the_window_are_leaks);
   suite_add_tcase (s, tc);
