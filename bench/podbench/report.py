@@ -587,11 +587,16 @@ def markdown(res, chart_rel, data_rel):
       "here, divides them among the processes mapping them). Largest resident mappings "
       "of podsolved at idle, this run: " +
       ", ".join(f"{n} {kb / 1024:.1f} MB" for n, kb in mem["podsolved_top_mappings_kb"]) + ".")
-    w("Debian's libmicrohttpd links GnuTLS and initialises it in its library constructor even "
-      "though podsolved serves no TLS, and libarchive pulls in libxml2 → ICU and libstdc++. "
-      "Reaching 4 MB would mean loading libarchive and libcrypto lazily with dlopen and building "
-      f"libmicrohttpd without TLS; neither is worth its complexity while the daemon's own "
-      f"footprint is {_mb(anon)}. Measure yourself:")
+    w("What an idle podsolved does not load: libarchive and what only it brings (libxml2, ICU, "
+      "libstdc++) are opened on the first context or tar; OpenSSL's configuration, error strings "
+      "and providers on the first digest, TLS handshake or libcurl transfer. What remains: "
+      "Debian's libmicrohttpd links GnuTLS and initialises it in its library constructor (with "
+      "p11-kit, nettle, gmp) though podsolved serves no TLS through it; libcurl with all Debian "
+      "links it against (Kerberos, LDAP, libssh2, RTMP) and, from the first request passed to "
+      "Podman (here the `/_ping`), the OpenSSL initialisation libcurl's global set-up runs; libc; "
+      "podsolved itself. Reaching 4 MB would need a libmicrohttpd without TLS and an upstream "
+      "client that does not initialise OpenSSL for a Unix socket (bench/PROFILE.md, *Idle "
+      "memory*, has the breakdown). Measure yourself:")
     w("`awk '/^[0-9a-f]+-/{n=$6} /^Rss:/{r[n]+=$2} END{for(k in r) print r[k], k}' "
       "/proc/$(pidof podsolved)/smaps | sort -rn`.\n")
     if mem.get("peak"):
