@@ -578,6 +578,7 @@ START_TEST (dynlib_missing_library_names_it_and_its_package)
   ck_assert_str_eq (err->msg, first);
   ck_assert (!ps_dynlib_loaded (&lib));
   ps_error_free (err);
+  free (lib.error); /* kept by a static ps_dynlib for the process's life */
 }
 END_TEST
 
@@ -598,6 +599,7 @@ START_TEST (dynlib_missing_symbol_is_named)
   ck_assert_msg (strstr (err->msg, "libarchive.so.13 has no podsolve_no_such_function (") == err->msg, "%s",
                  err->msg);
   ps_error_free (err);
+  free (lib.error);
 }
 END_TEST
 
