@@ -208,3 +208,29 @@ def test_cancel_kills_the_exec_and_leaves_no_record(hostnet, uniq):
     assert lib.runc_containers_below(hostnet.tmp, root=root) == []
     assert list((hostnet.state / "runc-bundles").iterdir()) == []
     assert lib.wait_for(lambda: hostnet.working_containers() == [], 20), hostnet.working_containers()
+
+
+def test_the_process_sees_what_buildah_run_gives_it(daemon, hostnet, uniq):
+    """The same exec through `buildah run` (the shared daemon: a bridge
+    sandbox) and as one `runc run` (hostnet): the same ids, limits,
+    capabilities, seccomp mode, environment (but the hostname) and mounts
+    (but the network's files, and the bind sources)."""
+    img = llb.source(BUSYBOX)
+    script = ("{ id; echo nofile $(ulimit -Sn) $(ulimit -Hn); echo nproc $(ulimit -Su) $(ulimit -Hu); "
+              "grep -e ^Cap -e ^Seccomp: -e ^NoNewPrivs /proc/self/status; pwd; "
+              "env | grep -v -e ^HOSTNAME= -e ^PWD= -e ^SHLVL= | sort; "
+              "awk '$2 != \"/etc/hosts\" && $2 != \"/etc/resolv.conf\" {print $2, $3, $4}' /proc/self/mounts "
+              "| sed 's/,size=[0-9]*k//; s/,nr_inodes=[0-9]*//' | sort; } > /tmp/seen")
+    run = llb.exec_(["sh", "-c", script], root=img, cwd="/srv", user="nobody",
+                    env=("PATH=/usr/bin:/bin", f"X=1-{uniq}"), ulimits=[("nofile", 512, 1024)],
+                    mounts=[llb.mount(-1, "/t", type=llb.TMPFS)])
+    via_buildah = daemon.image_file(image(_ok(daemon, [img, run])), "/tmp/seen").decode()
+    direct = hostnet.image_file(image(_ok(hostnet, [img, run])), "/tmp/seen").decode()
+
+    def norm(text):
+        # the rootfs line names each daemon's own overlay paths
+        return [l for l in text.splitlines() if not l.startswith("/ overlay ")]
+    assert norm(direct) == norm(via_buildah), "\n".join(
+        [f"- {l}" for l in norm(via_buildah) if l not in norm(direct)]
+        + [f"+ {l}" for l in norm(direct) if l not in norm(via_buildah)])
+    assert "nofile 512 1024" in direct and "Seccomp:\t2" in direct
