@@ -1217,31 +1217,15 @@ set_exit_error (ps_error **err, const Pb__Meta *m, int status)
   ps_buf_free (&cmd);
 }
 
-/* BuildKit's INSECURE: every capability podsolved itself may hold ("all"
-   would include ones outside our bounding set, which runc cannot grant). */
+/* BuildKit's INSECURE for `buildah run`: --cap-add for each of llb_all_caps. */
 static void
 push_all_caps (ps_strv *argv)
 {
-  static const char *const names[] = {
-    "CHOWN",       "DAC_OVERRIDE",   "DAC_READ_SEARCH", "FOWNER",      "FSETID",       "KILL",
-    "SETGID",      "SETUID",         "SETPCAP",         "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN",   "NET_RAW",        "IPC_LOCK",        "IPC_OWNER",   "SYS_MODULE",   "SYS_RAWIO",
-    "SYS_CHROOT",  "SYS_PTRACE",     "SYS_PACCT",       "SYS_ADMIN",   "SYS_BOOT",     "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME",      "SYS_TTY_CONFIG",  "MKNOD",       "LEASE",        "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP",      "MAC_OVERRIDE",    "MAC_ADMIN",   "SYSLOG",       "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ",   "PERFMON",         "BPF",         "CHECKPOINT_RESTORE",
-  };
-  unsigned long long bnd = 0;
-  cleanup_free char *status = NULL;
-  if (ps_read_file ("/proc/self/status", 65536, &status, NULL, NULL) == 0)
-    {
-      const char *p = strstr (status, "\nCapBnd:");
-      if (p)
-        bnd = strtoull (p + strlen ("\nCapBnd:"), NULL, 16);
-    }
-  for (size_t i = 0; i < ARRAY_SIZE (names); i++)
-    if (bnd & (1ULL << i))
-      ps_strv_pushf (argv, "--cap-add=CAP_%s", names[i]);
+  ps_strv caps = { 0 };
+  llb_all_caps (&caps);
+  for (size_t i = 0; i < caps.n; i++)
+    ps_strv_pushf (argv, "--cap-add=%s", caps.v[i]);
+  ps_strv_free (&caps);
 }
 
 /* ---- an exec as one `runc run` (runc_exec.h) ---------------------------------- */
@@ -1458,12 +1442,10 @@ run_direct (struct llb_exec *x, const struct llb_vertex *v, const struct buildah
   ps_strv caps = { 0 };
   bool insecure = e->security == PB__SECURITY_MODE__INSECURE;
   if (insecure)
-    push_all_caps (&caps);
+    llb_all_caps (&caps);
   else
     for (size_t i = 0; i < llb_n_default_caps; i++)
       ps_strv_push (&caps, llb_default_caps[i]);
-  for (size_t i = 0; insecure && i < caps.n; i++)
-    memmove (caps.v[i], caps.v[i] + strlen ("--cap-add="), strlen (caps.v[i]) - strlen ("--cap-add=") + 1);
   const struct llb_oci_spec spec = {
     .rootfs = root->mnt,
     .args = args,

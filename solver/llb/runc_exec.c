@@ -672,10 +672,8 @@ static char *runc_bin;
 static cJSON *seccomp_default, *seccomp_all;
 static char *runc_root, *runc_bundles;
 
-/* Every capability podsolved's own bounding set holds (BuildKit's
-   INSECURE, as push_all_caps gives `buildah run`). */
-static void
-all_caps (ps_strv *out)
+void
+llb_all_caps (ps_strv *out)
 {
   static const char *const names[] = {
     "CHOWN",         "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER",    "FSETID",          "KILL",
@@ -747,7 +745,7 @@ usable_init (void)
   if (uname (&un) == 0)
     sscanf (un.release, "%d.%d", &kmaj, &kmin);
   ps_strv all = { 0 };
-  all_caps (&all);
+  llb_all_caps (&all);
   seccomp_default = llb_seccomp_from_moby (profile, llb_default_caps, llb_n_default_caps, goarch (), kmaj, kmin, &err);
   if (seccomp_default)
     seccomp_all = llb_seccomp_from_moby (profile, (const char *const *) all.v, all.n, goarch (), kmaj, kmin, &err);

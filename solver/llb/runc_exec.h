@@ -101,6 +101,11 @@ struct llb_oci_spec
 extern const char *const llb_default_caps[];
 extern const size_t llb_n_default_caps;
 
+/* BuildKit's INSECURE: every capability podsolved's own bounding set
+   holds, as "CAP_X" ("all" would include ones outside it, which runc
+   cannot grant). */
+void llb_all_caps (ps_strv *out);
+
 /* config.json text for `s`. */
 char *llb_oci_spec_json (const struct llb_oci_spec *s);
 
