@@ -234,3 +234,37 @@ def test_the_process_sees_what_buildah_run_gives_it(daemon, hostnet, uniq):
         [f"- {l}" for l in norm(via_buildah) if l not in norm(direct)]
         + [f"+ {l}" for l in norm(direct) if l not in norm(via_buildah)])
     assert "nofile 512 1024" in direct and "Seccomp:\t2" in direct
+
+
+def test_runc_run_killed_from_outside_fails_the_exec_and_leaves_nothing(hostnet, uniq):
+    """Someone SIGKILLs the exec's `runc run` (the OOM killer, an operator):
+    the solve fails at once (exit code 137, 128 + SIGKILL); the process it ran is
+    killed with it; runc's record (left `running` or `stopped` by the dead
+    runc) and the bundle are removed before the error is sent."""
+    import os
+    import signal
+    img = llb.source(BUSYBOX)
+    marker = f"sleep 46.{int(uniq, 16) % 1000:03d}"
+    run = llb.exec_(["sh", "-c", f"echo started; {marker}"], root=img)
+    req = {"definition": llb.definition_json([img, run]), "ref": f"direct-killed-{uniq}"}
+    status, _, it = hostnet.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    root = str(hostnet.state / "runc")
+    try:
+        assert lib.wait_for(lambda: lib.running(marker), 30, step=0.2), "the exec never started"
+        runc = [p for p, cmd in hostnet.descendants() if re.search(r"runc --root=\S+ run ", cmd)]
+        assert len(runc) == 1, hostnet.descendants()
+        victim = [c["id"] for c in lib.runc_containers_below(hostnet.tmp, root=root)]
+        assert len(victim) == 1
+        import time
+        time.sleep(1)   # seen by the watch of what runs below it (PS_CHILD_BELOW_REFRESH_MS)
+        os.kill(runc[0], signal.SIGKILL)
+        events = list(it)
+    finally:
+        it.close()
+    errs = [e["error"] for e in events if "error" in e]
+    assert errs and "exit code: 137" in errs[-1]["message"], events[-3:]
+    assert lib.wait_for(lambda: not lib.running(marker), 10), lib.running(marker)
+    assert lib.runc_containers_below(hostnet.tmp, root=root) == []
+    assert list((hostnet.state / "runc-bundles").iterdir()) == []
+    assert lib.wait_for(lambda: hostnet.working_containers() == [], 20), hostnet.working_containers()
