@@ -37,6 +37,7 @@
 #include "session/diffcopy.h"
 #include "session/session.h"
 #include "session/session_limits.h"
+#include "solver/llb/runc_exec.h"
 
 /* Builds interrupted by a crash leave their directories behind. */
 static void
@@ -231,7 +232,10 @@ main (int argc, char **argv)
       ps_error_log ("%s", err->msg);
       return 1;
     }
-  /* What a killed earlier run left in storage, before any build starts. */
+  /* What a killed earlier run left in storage, before any build starts:
+     its LLB execs' runc containers first (they may still run in working
+     containers the sweep below removes). */
+  llb_runc_sweep (ps_cfg.state_dir);
   orphans_recover (ps_cfg.state_dir);
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);

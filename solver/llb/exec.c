@@ -15,6 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 
 #include "common/log.h"
 #include "common/process.h"
@@ -30,6 +34,7 @@
 #include "solver/llb/local.h"
 #include "solver/llb/remote.h"
 #include "solver/llb/merge.h"
+#include "solver/llb/runc_exec.h"
 #include "solver/rootfs_export.h"
 #include "solver/runc_state.h"
 #include "solver/session_io.h"
@@ -1212,31 +1217,282 @@ set_exit_error (ps_error **err, const Pb__Meta *m, int status)
   ps_buf_free (&cmd);
 }
 
-/* BuildKit's INSECURE: every capability podsolved itself may hold ("all"
-   would include ones outside our bounding set, which runc cannot grant). */
+/* BuildKit's INSECURE for `buildah run`: --cap-add for each of llb_all_caps. */
 static void
 push_all_caps (ps_strv *argv)
 {
-  static const char *const names[] = {
-    "CHOWN",       "DAC_OVERRIDE",   "DAC_READ_SEARCH", "FOWNER",      "FSETID",       "KILL",
-    "SETGID",      "SETUID",         "SETPCAP",         "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN",   "NET_RAW",        "IPC_LOCK",        "IPC_OWNER",   "SYS_MODULE",   "SYS_RAWIO",
-    "SYS_CHROOT",  "SYS_PTRACE",     "SYS_PACCT",       "SYS_ADMIN",   "SYS_BOOT",     "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME",      "SYS_TTY_CONFIG",  "MKNOD",       "LEASE",        "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP",      "MAC_OVERRIDE",    "MAC_ADMIN",   "SYSLOG",       "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ",   "PERFMON",         "BPF",         "CHECKPOINT_RESTORE",
-  };
-  unsigned long long bnd = 0;
-  cleanup_free char *status = NULL;
-  if (ps_read_file ("/proc/self/status", 65536, &status, NULL, NULL) == 0)
+  ps_strv caps = { 0 };
+  llb_all_caps (&caps);
+  for (size_t i = 0; i < caps.n; i++)
+    ps_strv_pushf (argv, "--cap-add=%s", caps.v[i]);
+  ps_strv_free (&caps);
+}
+
+/* ---- an exec as one `runc run` (runc_exec.h) ---------------------------------- */
+
+struct direct_exec
+{
+  ps_strv env;  /* the op's environment */
+  ps_strv own;  /* strings the mounts point into */
+  struct llb_oci_mount *mounts;
+  size_t n_mounts;
+};
+
+static const char *
+direct_own (struct direct_exec *d, char *s)
+{
+  ps_strv_push (&d->own, s);
+  free (s);
+  return d->own.v[d->own.n - 1];
+}
+
+static struct llb_oci_mount *
+direct_mount (struct direct_exec *d, const char *dest, const char *type, const char *source)
+{
+  d->mounts = xrealloc (d->mounts, (d->n_mounts + 1) * sizeof *d->mounts);
+  struct llb_oci_mount *m = &d->mounts[d->n_mounts++];
+  memset (m, 0, sizeof *m);
+  m->dest = direct_own (d, xstrdup (dest));
+  m->type = type;
+  m->source = direct_own (d, xstrdup (source));
+  return m;
+}
+
+/* buildah's bind mount of the op: "rw"/"ro", rbind, private */
+static void
+direct_bind (struct direct_exec *d, const char *src, const char *dest, bool ro)
+{
+  struct llb_oci_mount *m = direct_mount (d, dest, "bind", src);
+  m->options[0] = ro ? "ro" : "rw";
+  m->options[1] = "rbind";
+  m->options[2] = "private";
+}
+
+/* buildah's tmpfs mount: rw, private[, size=N] */
+static void
+direct_tmpfs (struct direct_exec *d, const char *dest, long long size)
+{
+  const char *sz = size > 0 ? direct_own (d, xasprintf ("size=%lld", size)) : NULL;
+  struct llb_oci_mount *m = direct_mount (d, dest, "tmpfs", "tmpfs");
+  m->options[0] = "rw";
+  m->options[1] = "private";
+  m->options[2] = sz;
+}
+
+/* A file of the bundle bound at `dest` (buildah: rbind). */
+static int
+direct_file (struct direct_exec *d, const char *bundle, const char *name, const char *dest, const char *text,
+             ps_error **err)
+{
+  cleanup_free char *path = xasprintf ("%s/%s", bundle, name);
+  if (ps_write_file (path, text, strlen (text), 0644, err) < 0)
+    return -1;
+  struct llb_oci_mount *m = direct_mount (d, dest, "bind", path);
+  m->options[0] = "rbind";
+  return 0;
+}
+
+static void
+direct_exec_free (struct direct_exec *d)
+{
+  ps_strv_free (&d->env);
+  ps_strv_free (&d->own);
+  free (d->mounts);
+  memset (d, 0, sizeof *d);
+}
+
+static bool
+env_has (const ps_strv *env, const char *name)
+{
+  size_t n = strlen (name);
+  for (size_t i = 0; i < env->n; i++)
+    if (strncmp (env->v[i], name, n) == 0 && env->v[i][n] == '=')
+      return true;
+  return false;
+}
+
+/* The host's first address that is up and not a loopback one (what
+   buildah writes for host.containers.internal in a host-network exec). */
+static char *
+host_address (void)
+{
+  struct ifaddrs *ifs = NULL;
+  char *out = NULL;
+  if (getifaddrs (&ifs) < 0)
+    return NULL;
+  for (struct ifaddrs *i = ifs; i && out == NULL; i = i->ifa_next)
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && (i->ifa_flags & IFF_UP) && !(i->ifa_flags & IFF_LOOPBACK))
+      {
+        char buf[INET_ADDRSTRLEN];
+        if (inet_ntop (AF_INET, &((struct sockaddr_in *) i->ifa_addr)->sin_addr, buf, sizeof buf))
+          out = xstrdup (buf);
+      }
+  freeifaddrs (ifs);
+  return out;
+}
+
+/* buildah's /etc/hosts for a host-network exec: the op's extra hosts, the
+   host's entries ("ip<TAB>names", comments dropped), then
+   host.containers.internal. */
+static char *
+hosts_text (const Pb__Meta *m)
+{
+  ps_buf b = { 0 };
+  for (size_t i = 0; i < m->n_extrahosts; i++)
+    ps_buf_printf (&b, "%s\t%s\n", m->extrahosts[i]->ip, m->extrahosts[i]->host);
+  cleanup_free char *host = NULL;
+  if (ps_read_file ("/etc/hosts", 1 << 20, &host, NULL, NULL) == 0)
     {
-      const char *p = strstr (status, "\nCapBnd:");
-      if (p)
-        bnd = strtoull (p + strlen ("\nCapBnd:"), NULL, 16);
+      char *save = NULL;
+      for (char *line = strtok_r (host, "\n", &save); line; line = strtok_r (NULL, "\n", &save))
+        {
+          line[strcspn (line, "#")] = '\0';
+          char *s2 = NULL;
+          char *ip = strtok_r (line, " \t\r", &s2);
+          char *name = ip ? strtok_r (NULL, " \t\r", &s2) : NULL;
+          if (name == NULL)
+            continue;
+          ps_buf_printf (&b, "%s\t%s", ip, name);
+          while ((name = strtok_r (NULL, " \t\r", &s2)) != NULL)
+            ps_buf_printf (&b, " %s", name);
+          ps_buf_puts (&b, "\n");
+        }
     }
-  for (size_t i = 0; i < ARRAY_SIZE (names); i++)
-    if (bnd & (1ULL << i))
-      ps_strv_pushf (argv, "--cap-add=CAP_%s", names[i]);
+  cleanup_free char *addr = host_address ();
+  if (addr)
+    ps_buf_printf (&b, "%s\thost.containers.internal\n", addr);
+  return b.data ? ps_buf_steal (&b) : xstrdup ("");
+}
+
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Run the exec's process in the mounted `root` with `args`: a bundle of
+   its own, one `runc run`, then runc's record (if a kill left one) and the
+   bundle removed. */
+static int
+run_direct (struct llb_exec *x, const struct llb_vertex *v, const struct buildah_wc *root, struct direct_exec *d,
+            const char *const *args, size_t n_args, int *status, ps_error **err)
+{
+  const Pb__ExecOp *e = v->op->exec;
+  const Pb__Meta *m = e->meta;
+  bool host_net = e->network != PB__NET_MODE__NONE;
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  cleanup_free char *id = xasprintf ("podsolve-%s-%s", buildah_container_tag (), rnd);
+  cleanup_free char *bundle = xasprintf ("%s/%s", llb_runc_bundles (), id);
+  struct llb_user user = { 0 };
+  struct llb_rlimit *rl = NULL;
+  size_t n_rl = 0;
+  ps_strv env = { 0 };
+  char *json = NULL;
+  const char **names = xcalloc (m->n_ulimit + 1, sizeof *names);
+  int64_t *soft = xcalloc (m->n_ulimit + 1, sizeof *soft), *hard = xcalloc (m->n_ulimit + 1, sizeof *hard);
+  for (size_t i = 0; i < m->n_ulimit; i++)
+    {
+      names[i] = m->ulimit[i]->name;
+      soft[i] = m->ulimit[i]->soft;
+      hard[i] = m->ulimit[i]->hard;
+    }
+  const char *hostname = m->hostname && *m->hostname ? m->hostname : NULL;
+  char hn[13];
+  if (hostname == NULL)
+    {
+      /* buildah: the first 12 hex digits of the container's id */
+      ps_random_hex (hn, 6);
+      hostname = hn;
+    }
+  const char *cwd = m->cwd && *m->cwd ? m->cwd : "/";
+  cleanup_free char *cwd_host = NULL;
+  cleanup_free char *hostname_text = xasprintf ("%s\n", hostname);
+  cleanup_free char *containerenv = xasprintf ("engine=\"buildah-%s\"\nname=\"%s\"\nrootless=0\n",
+                                               buildah_version () ? buildah_version () : "", root->ctr);
+  int ret = ps_mkdir_p (bundle, 0700, err);
+  if (ret == 0)
+    ret = llb_user_resolve (root->mnt, m->user, &user, err);
+  /* the working directory, made when missing (as buildah does) */
+  if (ret == 0)
+    ret = llb_scoped_resolve (root->mnt, cwd, true, &cwd_host, err);
+  if (ret == 0 && access (cwd_host, F_OK) < 0)
+    ret = ps_mkdir_p (cwd_host, 0755, err);
+  if (ret == 0)
+    ret = llb_rlimits ((const char *const *) names, soft, hard, m->n_ulimit, &rl, &n_rl, err);
+  if (ret == 0)
+    ret = direct_file (d, bundle, "hostname", "/etc/hostname", hostname_text, err);
+  if (ret == 0)
+    ret = direct_file (d, bundle, "containerenv", "/run/.containerenv", containerenv, err);
+  if (ret == 0 && host_net)
+    {
+      cleanup_free char *hosts = hosts_text (m);
+      cleanup_free char *resolv = NULL;
+      if (ps_read_file ("/etc/resolv.conf", 1 << 20, &resolv, NULL, NULL) < 0)
+        resolv = xstrdup ("");
+      ret = direct_file (d, bundle, "hosts", "/etc/hosts", hosts, err);
+      if (ret == 0)
+        ret = direct_file (d, bundle, "resolv.conf", "/etc/resolv.conf", resolv, err);
+    }
+  if (ret < 0)
+    goto out;
+
+  if (!env_has (&d->env, "PATH"))
+    ps_strv_push (&env, DEFAULT_PATH);
+  for (size_t i = 0; i < d->env.n; i++)
+    ps_strv_push (&env, d->env.v[i]);
+  if (!env_has (&env, "HOSTNAME"))
+    ps_strv_pushf (&env, "HOSTNAME=%s", hostname);
+  ps_strv caps = { 0 };
+  bool insecure = e->security == PB__SECURITY_MODE__INSECURE;
+  if (insecure)
+    llb_all_caps (&caps);
+  else
+    for (size_t i = 0; i < llb_n_default_caps; i++)
+      ps_strv_push (&caps, llb_default_caps[i]);
+  const struct llb_oci_spec spec = {
+    .rootfs = root->mnt,
+    .args = args,
+    .n_args = n_args,
+    .env = (const char *const *) env.v,
+    .n_env = env.n,
+    .cwd = cwd,
+    .user = &user,
+    .caps = (const char *const *) caps.v,
+    .n_caps = caps.n,
+    .host_network = host_net,
+    .hostname = hostname,
+    .mounts = d->mounts,
+    .n_mounts = d->n_mounts,
+    .rlimits = rl,
+    .n_rlimits = n_rl,
+    .seccomp = llb_runc_seccomp (insecure),
+  };
+  json = llb_oci_spec_json (&spec);
+  ps_strv_free (&caps);
+  cleanup_free char *config = xasprintf ("%s/config.json", bundle);
+  ret = ps_write_file (config, json, strlen (json), 0600, err);
+  if (ret < 0)
+    goto out;
+
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, llb_runc_binary ());
+  ps_strv_pushf (&argv, "--root=%s", llb_runc_root ());
+  ps_strv_push (&argv, "run");
+  ps_strv_pushf (&argv, "--bundle=%s", bundle);
+  ps_strv_push (&argv, id);
+  ret = run_logged (x, v, &argv, status, err);
+  ps_strv_free (&argv);
+  /* runc run deletes its container when it ends; one killed (a cancel
+     that ran out of grace, a kill from outside) cannot */
+  llb_runc_delete (id);
+
+out:
+  ps_rm_rf (bundle, NULL);
+  free (json);
+  ps_strv_free (&env);
+  llb_user_clear (&user);
+  free (rl);
+  free (names);
+  free (soft);
+  free (hard);
+  return ret;
 }
 
 static int
@@ -1270,9 +1526,14 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       const Pb__Ulimit *u = m->ulimit[i];
       ps_strv_pushf (&from, "--ulimit=%s=%lld:%lld", u->name, (long long) u->soft, (long long) u->hard);
     }
-  /* mounted when there are mount points to look at (mount_stubs) */
+  /* One `runc run` of podsolved's own (runc_exec.h) when buildah would
+     run runc and the exec needs no network of its own. */
+  bool direct = llb_runc_usable ()
+                && (e->network == PB__NET_MODE__NONE || e->network == PB__NET_MODE__HOST || sandbox_network_host);
+  struct direct_exec d = { 0 };
+  /* mounted when there are mount points to look at (mount_stubs), or to run in */
   int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v,
-                              e->n_mounts > 1 || e->n_secretenv > 0, &root, err);
+                              direct || e->n_mounts > 1 || e->n_secretenv > 0, &root, err);
   ps_strv_free (&from);
   if (ret < 0)
     goto out;
@@ -1281,7 +1542,10 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   ps_strv_push (&argv, "run");
   buildah_argv_isolation (&argv, NULL);
   for (size_t i = 0; i < m->n_env; i++)
-    ps_strv_pushf (&argv, "--env=%s", m->env[i]);
+    {
+      ps_strv_pushf (&argv, "--env=%s", m->env[i]);
+      ps_strv_push (&d.env, m->env[i]);
+    }
   if (m->proxy_env)
     {
       const char *const names[] = { "HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY" };
@@ -1291,10 +1555,12 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
         if (vals[i] && *vals[i])
           {
             ps_strv_pushf (&argv, "--env=%s=%s", names[i], vals[i]);
+            ps_strv_pushf (&d.env, "%s=%s", names[i], vals[i]);
             cleanup_free char *lower = xstrdup (names[i]);
             for (char *c = lower; *c; c++)
               *c = (char) tolower ((unsigned char) *c);
             ps_strv_pushf (&argv, "--env=%s=%s", lower, vals[i]);
+            ps_strv_pushf (&d.env, "%s=%s", lower, vals[i]);
           }
     }
   if (m->cwd && *m->cwd)
@@ -1329,8 +1595,11 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
               ret = llb_scoped_resolve (binds[i].mnt, mt->selector && *mt->selector ? mt->selector : "/", true,
                                         &src, err);
             if (ret == 0)
-              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", src, mt->dest,
-                             mt->readonly ? "ro" : "rw");
+              {
+                ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", src, mt->dest,
+                               mt->readonly ? "ro" : "rw");
+                direct_bind (&d, src, mt->dest, mt->readonly);
+              }
             break;
           }
         case PB__MOUNT_TYPE__CACHE:
@@ -1350,8 +1619,11 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
             else
               src = xstrdup (dir);
             if (ret == 0)
-              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", src, mt->dest,
-                             mt->readonly ? "ro" : "rw");
+              {
+                ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,%s", src, mt->dest,
+                               mt->readonly ? "ro" : "rw");
+                direct_bind (&d, src, mt->dest, mt->readonly);
+              }
             break;
           }
         case PB__MOUNT_TYPE__TMPFS:
@@ -1360,6 +1632,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
                            (long long) mt->tmpfsopt->size);
           else
             ps_strv_pushf (&argv, "--mount=type=tmpfs,target=%s", mt->dest);
+          direct_tmpfs (&d, mt->dest, mt->tmpfsopt ? mt->tmpfsopt->size : 0);
           break;
         case PB__MOUNT_TYPE__SECRET:
           {
@@ -1369,7 +1642,10 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
             cleanup_free char *file = NULL;
             ret = fetch_secret (x, v, mt->secretopt, &secrets_dir, &file, err);
             if (ret == 0 && file)
-              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, mt->dest);
+              {
+                ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, mt->dest);
+                direct_bind (&d, file, mt->dest, true);
+              }
             break;
           }
         case PB__MOUNT_TYPE__SSH:
@@ -1377,8 +1653,11 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
              copied, and its owner and mode are SSHOpt's. */
           ret = forward_ssh (x, v, mt, &ssh_dir, &fwds[i], err);
           if (ret == 0 && fwds[i])
-            ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s", session_ssh_forward_path (fwds[i]),
-                           mt->dest);
+            {
+              ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s", session_ssh_forward_path (fwds[i]),
+                             mt->dest);
+              direct_bind (&d, session_ssh_forward_path (fwds[i]), mt->dest, false);
+            }
           break;
         default:
           ret = llb_unsupported (err, v, "mount type %d", (int) mt->mounttype);
@@ -1400,6 +1679,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
         {
           cleanup_free char *target = xasprintf ("%s/%zu", SECRET_ENV_DIR, i);
           ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", file, target);
+          direct_bind (&d, file, target, true);
           ps_strv_pushf (&env_args, "%s=%s", se->name, target);
           if (root.mnt)
             stubs_record (&stubs, root.mnt, target);
@@ -1408,6 +1688,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   if (ret == 0 && e->n_secretenv)
     {
       ps_strv_pushf (&argv, "--mount=type=bind,src=%s,target=%s,ro", env_exec_path (), ENV_EXEC_TARGET);
+      direct_bind (&d, env_exec_path (), ENV_EXEC_TARGET, true);
       if (root.mnt)
         stubs_record (&stubs, root.mnt, ENV_EXEC_TARGET);
     }
@@ -1429,7 +1710,16 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     ps_strv_push (&argv, m->args[i]);
 
   int status = -1;
-  ret = run_logged (x, v, &argv, &status, err);
+  if (direct)
+    {
+      /* the process's args: what follows "--" */
+      size_t dash = 0;
+      while (strcmp (argv.v[dash], "--") != 0)
+        dash++;
+      ret = run_direct (x, v, &root, &d, (const char *const *) argv.v + dash + 1, argv.n - dash - 1, &status, err);
+    }
+  else
+    ret = run_logged (x, v, &argv, &status, err);
   if (ret < 0)
     goto out;
   if (stopped (x))
@@ -1458,6 +1748,7 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     }
 
 out:
+  direct_exec_free (&d);
   ps_strv_free (&argv);
   ps_strv_free (&env_args);
   stubs_free (&stubs);

@@ -5,6 +5,8 @@ for where a test goes and how to run one.
 Environment:
   PODSOLVED          daemon binary (default: <repo>/server/podsolved)
   PODSOLVE_KEEP_TMP  1 = keep /var/tmp/podsolve-it-* after the run (debugging)
+  PODSOLVE_IT_SANDBOX_NETWORK  bridge|host: the shared daemon's
+                     --sandbox-network (host: LLB execs run as one `runc run`)
   PODSOLVE_TEST_SLOW a float (default 1) multiplying every timeout and
                      wall-clock bound, for loaded machines
   PODSOLVE_DOCKER_CLI_DIR  where scripts/get-docker-cli unpacks docker.io
@@ -54,8 +56,14 @@ def daemon():
     """The shared podsolved: unix socket, overlay storage with localhost/busybox;
     it allows security.insecure (RUN --security=insecure; /build builds are
     granted it).  Tests of a daemon without it use spawn_daemon."""
+    extra = ["--allow-insecure-entitlement", "security.insecure"]
+    # PODSOLVE_IT_SANDBOX_NETWORK=host: the shared daemon runs LLB execs
+    # without a network of their own, i.e. as one `runc run` each
+    # (solver/llb/runc_exec.h) rather than through `buildah run`.
+    if os.environ.get("PODSOLVE_IT_SANDBOX_NETWORK"):
+        extra += ["--sandbox-network", os.environ["PODSOLVE_IT_SANDBOX_NETWORK"]]
     try:
-        d = _start_daemon(["--allow-insecure-entitlement", "security.insecure"])
+        d = _start_daemon(extra)
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
     yield d

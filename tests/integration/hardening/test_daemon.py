@@ -369,3 +369,34 @@ def test_libarchive_is_loaded_by_the_first_build_not_at_start(spawn_daemon, uniq
         assert not any(name.startswith(lib_prefix) for name in idle), (lib_prefix, sorted(idle))
     lib.assert_daemon_builds(d, tag=f"lazy-archive-{uniq}")
     assert any(name.startswith("libarchive.so") for name in _mapped_libraries(d.proc.pid))
+
+
+def test_kill_9_during_a_direct_runc_exec_then_restart_kills_and_deletes_its_container(spawn_daemon, uniq):
+    """With --sandbox-network host an LLB exec is one `runc run` of
+    podsolved's own, its record in <state>/runc: a killed daemon's exec is
+    killed and its record and bundle deleted by the next start, which says
+    so, along with the working container."""
+    import json
+    d = spawn_daemon("--sandbox-network", "host")
+    root = str(d.state / "runc")
+    marker = f"sleep 44.{int(uniq, 16) % 1000:03d}"
+    img = llb.source("docker-image://" + lib.BASE_IMAGE)
+    run = llb.exec_(["sh", "-c", f"echo started-{uniq}; {marker}"], root=img)
+    req = {"definition": llb.definition_json([img, run]), "ref": f"llbdirect-{uniq}"}
+    status, _, it = d.stream("POST", "/solve", json.dumps(req).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    assert lib.wait_for(lambda: lib.running(marker), 30, step=0.2), "the exec never started"
+    assert lib.wait_for(lambda: [c for c in lib.runc_containers_below(d.tmp, root=root) if c["status"] == "running"],
+                        10), "runc never ran the exec's container in podsolved's own root"
+    assert lib.runc_containers_below(d.tmp) == [], "the exec went through buildah (runc's default root)"
+    _kill_9_and_restart(d)
+    it.close()
+
+    d.start()
+    assert lib.runc_containers_below(d.tmp, root=root) == []
+    assert list((d.state / "runc-bundles").iterdir()) == []
+    assert lib.wait_for(lambda: not lib.running(marker), 10), lib.running(marker)
+    assert d.working_containers() == []
+    log = d.log_path.read_text()
+    assert "removed 1 LLB exec container(s) and 1 bundle(s) left by an earlier run" in log, log[-3000:]
+    assert "working container(s) left by an earlier run" in log
