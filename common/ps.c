@@ -687,6 +687,44 @@ ps_read_file (const char *path, size_t max, char **out, size_t *outlen, ps_error
   return 0;
 }
 
+int
+ps_read_regular_fd (int fd, const char *what, size_t max, char **text, size_t *len, ps_error **err)
+{
+  *text = NULL;
+  *len = 0;
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return ps_error_set_errno (err, 500, errno, "stat %s", what);
+  if (!S_ISREG (st.st_mode))
+    return ps_error_set (err, 400, "%s is not a regular file", what);
+  if ((uintmax_t) st.st_size > max)
+    return ps_error_set (err, 400, "%s is larger than %zu bytes", what, max);
+  ps_buf b = { 0 };
+  char buf[16384];
+  for (;;)
+    {
+      ssize_t r = read (fd, buf, sizeof buf);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0)
+        {
+          ps_buf_free (&b);
+          return ps_error_set_errno (err, 500, errno, "read %s", what);
+        }
+      if (r == 0)
+        break;
+      if (b.len + (size_t) r > max)
+        {
+          ps_buf_free (&b);
+          return ps_error_set (err, 400, "%s is larger than %zu bytes", what, max);
+        }
+      ps_buf_append (&b, buf, (size_t) r);
+    }
+  *len = b.len;
+  *text = b.data ? ps_buf_steal (&b) : xstrdup ("");
+  return 0;
+}
+
 bool
 ps_path_is_contained (const char *rel)
 {

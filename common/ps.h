@@ -162,6 +162,10 @@ int ps_rm_rf_at (int parent_fd, const char *name, ps_error **err);
 int ps_list_dir_at (int dirfd, bool sorted, ps_strv *names, const char **failed_step);
 int ps_write_file (const char *path, const void *data, size_t len, mode_t mode, ps_error **err);
 int ps_read_file (const char *path, size_t max, char **out, size_t *outlen, ps_error **err);
+/* The whole of the regular file open on fd, at most `max` bytes; errors
+   name it `what` (a file that is not regular or is too large: 400).
+   *text is NUL-terminated ("" when empty). */
+int ps_read_regular_fd (int fd, const char *what, size_t max, char **text, size_t *len, ps_error **err);
 /* True when `rel` is a relative path that stays inside its root: no leading
    '/', no ".." component. */
 bool ps_path_is_contained (const char *rel);

@@ -100,10 +100,8 @@ mounted_below (const char *path)
   return false;
 }
 
-/* `runtime --root root delete --force id`: runc kills what may still run
-   in the container, removes its cgroup and its state directory. */
-static bool
-runtime_delete (const char *root, const char *runtime, const char *id)
+bool
+runc_state_delete (const char *root, const char *runtime, const char *id)
 {
   ps_strv argv = { 0 };
   ps_strv_push (&argv, runtime);
@@ -118,7 +116,7 @@ runtime_delete (const char *root, const char *runtime, const char *id)
   ps_strv_free (&argv);
   if (r < 0 || status != 0)
     {
-      ps_warn ("%s delete --force %s: %s", runtime, id,
+      ps_warn ("%s --root=%s delete --force %s: %s", runtime, root, id,
                err ? err->msg : (errout && *errout ? errout : "failed"));
       ps_error_free (err);
       return false;
@@ -144,7 +142,7 @@ runc_state_remove_of (const char *root, const char *runtime, const struct ps_pro
       if (ps_read_file (path, RUNC_STATE_MAX_BYTES, &json, NULL, NULL) < 0 || runc_state_parse (json, &s) < 0)
         continue;
       if (strcmp (s.id, de->d_name) == 0 && runc_state_init_among (&s, procs, n)
-          && runtime_delete (root, runtime, s.id))
+          && runc_state_delete (root, runtime, s.id))
         {
           removed++;
           /* The bundle (config.json, hosts, resolv.conf, an empty rootfs

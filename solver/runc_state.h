@@ -48,6 +48,11 @@ struct runc_state
   char *bundle; /* the config's "bundle=" label; NULL when absent */
 };
 
+/* `runtime --root root delete --force id`: runc kills what may still run
+   in the container, removes its cgroup and its state directory.  False
+   (and a warning) when it fails. */
+bool runc_state_delete (const char *root, const char *runtime, const char *id);
+
 /* Parse a state.json; -1 when it is not one (no id, no init pid). */
 int runc_state_parse (const char *json, struct runc_state *out);
 void runc_state_clear (struct runc_state *s);

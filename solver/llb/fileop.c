@@ -316,36 +316,8 @@ read_user_file (const char *root, const char *file, char **text, size_t *len, ps
         return 0;
       return ps_error_set_errno (err, 400, errno, "open %s", file);
     }
-  struct stat st;
-  if (fstat (fd, &st) < 0)
-    return ps_error_set_errno (err, 500, errno, "stat %s", file);
-  if (!S_ISREG (st.st_mode))
-    return ps_error_set (err, 400, "%s is not a regular file", file);
-  if (st.st_size > LLB_MAX_USER_FILE_BYTES)
-    return ps_error_set (err, 400, "%s is larger than %d bytes", file, LLB_MAX_USER_FILE_BYTES);
-  ps_buf b = { 0 };
-  char buf[65536];
-  for (;;)
-    {
-      ssize_t r = read (fd, buf, sizeof buf);
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r < 0)
-        {
-          ps_buf_free (&b);
-          return ps_error_set_errno (err, 500, errno, "read %s", file);
-        }
-      if (r == 0)
-        break;
-      ps_buf_append (&b, buf, (size_t) r);
-      if (b.len > LLB_MAX_USER_FILE_BYTES)
-        {
-          ps_buf_free (&b);
-          return ps_error_set (err, 400, "%s is larger than %d bytes", file, LLB_MAX_USER_FILE_BYTES);
-        }
-    }
-  *len = b.len;
-  *text = b.data ? ps_buf_steal (&b) : xstrdup ("");
+  if (ps_read_regular_fd (fd, file, LLB_MAX_USER_FILE_BYTES, text, len, err) < 0)
+    return -1;
   return 1;
 }
 

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "solver/buildah.h"
+#include "solver/runc_state.h"
 
 /* The largest /etc/passwd or /etc/group read (as the file ops' chown). */
 #define LLB_RUNC_USER_FILE_MAX (4 * 1024 * 1024)
@@ -253,36 +254,9 @@ read_in_root (int root_fd, const char *path, char **text, size_t *len, ps_error 
         return 0;
       return ps_error_set_errno (err, 400, errno, "open /%s in the rootfs", path);
     }
-  struct stat st;
-  if (fstat (fd, &st) < 0)
-    return ps_error_set_errno (err, 500, errno, "stat /%s", path);
-  if (!S_ISREG (st.st_mode))
-    return ps_error_set (err, 400, "/%s in the rootfs is not a regular file", path);
-  if (st.st_size > LLB_RUNC_USER_FILE_MAX)
-    return ps_error_set (err, 400, "/%s in the rootfs is larger than %d bytes", path, LLB_RUNC_USER_FILE_MAX);
-  ps_buf b = { 0 };
-  char buf[16384];
-  for (;;)
-    {
-      ssize_t r = read (fd, buf, sizeof buf);
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r < 0)
-        {
-          ps_buf_free (&b);
-          return ps_error_set_errno (err, 500, errno, "read /%s", path);
-        }
-      if (r == 0)
-        break;
-      ps_buf_append (&b, buf, (size_t) r);
-      if (b.len > LLB_RUNC_USER_FILE_MAX)
-        {
-          ps_buf_free (&b);
-          return ps_error_set (err, 400, "/%s in the rootfs is larger than %d bytes", path, LLB_RUNC_USER_FILE_MAX);
-        }
-    }
-  *len = b.len;
-  *text = b.data ? ps_buf_steal (&b) : xstrdup ("");
+  cleanup_free char *what = xasprintf ("/%s in the rootfs", path);
+  if (ps_read_regular_fd (fd, what, LLB_RUNC_USER_FILE_MAX, text, len, err) < 0)
+    return -1;
   return 1;
 }
 
@@ -795,30 +769,6 @@ llb_runc_bundles (void)
   return runc_bundles;
 }
 
-static bool
-runc_delete_in (const char *bin, const char *root, const char *id)
-{
-  ps_strv argv = { 0 };
-  ps_strv_push (&argv, bin);
-  ps_strv_pushf (&argv, "--root=%s", root);
-  ps_strv_push (&argv, "delete");
-  ps_strv_push (&argv, "--force");
-  ps_strv_push (&argv, id);
-  cleanup_free char *errout = NULL;
-  ps_error *err = NULL;
-  int status = -1;
-  int r = ps_run_capture (argv.v, NULL, &errout, &status, &err);
-  ps_strv_free (&argv);
-  if (r < 0 || status != 0)
-    {
-      ps_warn ("%s --root=%s delete --force %s: %s", bin, root, id,
-               err ? err->msg : (errout && *errout ? errout : "failed"));
-      ps_error_free (err);
-      return false;
-    }
-  return true;
-}
-
 void
 llb_runc_delete (const char *id)
 {
@@ -826,7 +776,7 @@ llb_runc_delete (const char *id)
     return;
   cleanup_free char *state = xasprintf ("%s/%s", runc_root, id);
   if (access (state, F_OK) == 0)
-    runc_delete_in (runc_bin, runc_root, id);
+    runc_state_delete (runc_root, runc_bin, id);
 }
 
 void
@@ -852,7 +802,7 @@ llb_runc_sweep (const char *state_dir)
   DIR *d = opendir (runc_root);
   struct dirent *de;
   while (bin && d && (de = readdir (d)) != NULL)
-    if (de->d_name[0] != '.' && runc_delete_in (bin, runc_root, de->d_name))
+    if (de->d_name[0] != '.' && runc_state_delete (runc_root, bin, de->d_name))
       deleted++;
   if (d)
     closedir (d);
