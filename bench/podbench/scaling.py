@@ -412,17 +412,17 @@ FINDINGS = [
     "Growth factors compare each system with itself, so a system with a large fixed cost (podsolve's "
     "per-build session, sync and `buildah build` start) looks flatter than one whose fixed cost is "
     "small: the marginal cost per unit of work is given beside each finding.\n",
-    "- **Context size: a tie; the verdict flips with the noise at 10 MB.** The table's run "
-    "(12:51 UTC, load 3.8 → 5.9) says no (×33 vs ×23 at 1 GB), but podsolve was faster at every "
-    "point (÷ 0.59, 0.78, 0.86) and buildkitd's 10 MB median is 1.36 s against 0.55 s in its own "
-    "first round; the run before it (12:45 UTC, load 6.6 → 3.6, commit 90c87c9 in git) said yes "
-    "(×29 vs ×38, 2 runs at 1 GB). The added time from 10 MB to 1 GB is the steadier measure: "
-    "podsolve 25.7 s vs buildkitd 29.3 s (24.3 vs 24.6 s the run before). Where it goes at 1 GB "
-    "(buildx's progress lines): the context transfer 2.8 s for podsolve's DiffCopy receive vs 3.0 s "
-    "for buildkitd's; then podsolve's `COPY` in buildah 20.3 s (buildah-copier writes the 1 GB into "
-    "the container, the layer commit writes it again), against buildkitd's `COPY` 1.3 s plus "
-    "19.2 s of `exporting layers` (gzip of the incompressible 1 GB layer for its image store). "
-    "Nothing of podsolve's own grows faster than the bytes.",
+    "- **Context size: yes** (×23 vs ×42 from 10 MB to 1 GB; added time podsolve 16.7 s, "
+    "buildkitd 20.7 s), in the quietest of three runs (13:04 UTC, load 1.7 → 2.1, 5 rounds). Of the "
+    "two runs before it (git history of this file), the one at 12:45 UTC also said yes (×29 vs ×38), "
+    "the one at 12:51 UTC (load 3.8 → 5.9) said no (×33 vs ×23) only because buildkitd's 10 MB "
+    "median was 1.36 s against 0.55 s in its first round: podsolve was faster at every point of that "
+    "run too. Where the time goes at 1 GB (buildx's progress lines, 5 runs): the context transfer "
+    "2.4–2.7 s for podsolve's DiffCopy receive vs 2.8–3.5 s for buildkitd's; then podsolve's `COPY` "
+    "in buildah 13.5–15.6 s (buildah-copier writes the 1 GB into the container, the layer commit "
+    "writes it again), against buildkitd's `COPY` 1.1 s plus 15.7–20.0 s of `exporting layers` "
+    "(gzip of the incompressible 1 GB layer for its image store). Nothing of podsolve's own grows "
+    "faster than the bytes.",
     "- **Number of files: yes** (×38 vs ×40 from 1k to 100k files). podsolve's own part, the "
     "FileSync/DiffCopy receive, took 12–15 s for 100k files against buildkitd's 48 s (the "
     "`transferring context` lines of the build logs); it is flat per file: an strace of a 10k-file "
@@ -452,10 +452,9 @@ FINDINGS = [
     "`buildah run` + `buildah commit`, three starts of the Go binary and its re-executions, with "
     "podsolved's own work 14 ms of it (bench/PROFILE.md, one LLB exec op). The cached resubmission "
     "stays flat for podsolve (×0.98; buildkitd ×1.9).",
-    "- **No-op rebuilds** stay within tens of milliseconds of buildkitd's at the small points and "
-    "below them at the large ones (100k files: 2.8 s vs 3.5 s; 16 branches: 23 ms vs 83 ms); the "
-    "two *no* verdicts (context 100 MB and 1 GB) are podsolve's 0.14 → 0.24 s against buildkitd's "
-    "0.32 → 0.27 s, podsolve still the faster.\n",
+    "- **No-op rebuilds: yes in every table** — within tens of milliseconds of buildkitd's at the "
+    "small points and below them at the large ones (1 GB: 0.13 s vs 0.16 s; 100k files: 2.8 s vs "
+    "3.5 s; 16 branches: 23 ms vs 83 ms).\n",
 ]
 
 
