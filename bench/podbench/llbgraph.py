@@ -327,3 +327,42 @@ def llb_branches(top, podsolved, archive, buildah_flags, runs, warmup, logdir, s
         "systems": systems,
         "containerfile": containerfile(scale),
     }
+
+
+# -- graph width (bench/run --only scale-width; podbench/scaling.py) ---------
+WIDTH_DEPTH = 2          # exec ops per branch
+
+
+def width_commands(b, depth):
+    """The exec steps of branch b of the width graph: a little real work each
+    (1 MiB of random data hashed), every command naming its branch."""
+    return [f"mkdir -p /work/out && busybox dd if=/dev/urandom bs=1M count=1 2>/dev/null | sha256sum "
+            f"> /work/out/b{b}-s{i} && echo branch {b} step {i} >> /work/out/b{b}-s{i}"
+            for i in range(depth)]
+
+
+def width_definition(width, depth=WIDTH_DEPTH):
+    """An LLB graph of ``width`` independent branches of ``depth`` exec ops
+    each on a base FileOp, merged at the end by one FileOp (a copy of every
+    branch's /work/out into /out/bN) and a final exec that checks the merge
+    -> (pb.Definition bytes, number of ops without the terminal op)."""
+    llb = _llb()
+    try:
+        g = llb.Graph()
+    except llb.LLBError as e:
+        raise BenchError(f"width workload: {e}") from None
+    env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    img = g.image(BASE, name=f"FROM {BASE}")
+    base = g.file(img, [g.mkdir("/work", 0o755), g.mkfile("/work/seed", SEED)], name="base: mkdir + mkfile")
+    ends = []
+    for b in range(width):
+        s = base
+        for i, cmd in enumerate(width_commands(b, depth)):
+            s = g.exec(s, ["/bin/sh", "-c", cmd], env=env, name=f"branch {b} step {i + 1}")
+        ends.append(s)
+    join = g.file(base, [g.copy(e, "/work/out", f"/out/b{b}") for b, e in enumerate(ends)],
+                  name=f"merge: copy the {width} branches' /work/out")
+    final = g.exec(join, ["/bin/sh", "-c", f"test $(ls /out | wc -l) = {width} && "
+                          f"test $(find /out -type f | wc -l) = {width * depth}"],
+                   env=env, name="check the merge")
+    return g.marshal(final), len(g.ops)

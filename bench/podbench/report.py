@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 
+from . import scaling
 from .util import BenchError, fmt_bytes, fmt_s, log, stats
 
 BUILD_WORKLOADS = ["4step-first", "4step-noop", "heavy-cold", "heavy-noop", "heavy-change"]
@@ -541,6 +542,8 @@ def markdown(res, chart_rel, data_rel):
 
     L += llb_section(res)
 
+    L += scaling.section({k: v for k, v in wl.items() if v.get("kind") == "scale"})
+
     px = wl.get("proxy")
     if px:
         w("## Proxy overhead: through podsolved vs straight to Podman\n")
@@ -1032,6 +1035,8 @@ def smoke_check(res, out, only_idle=False):
             for k in ("psb-llb-cold", "bkd-llb-cold", "psb-llb-cached", "bkd-llb-cached"):
                 if not llb_st.get(k):
                     problems.append(f"llb-branches: no buildctl result {k}")
+        if res["meta"].get("smoke") and not any("Scaling with work" in x for x in res["left_out"]):
+            problems += scaling.problems(res["workloads"], scaling.TABLES, 1)
         if not res["ratios"]:
             problems.append("no ratios computed")
         if not mem.get("peak"):
