@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 
+from . import stores
 from .util import BenchError, fmt_bytes, fmt_s, log, stats
 
 BUILD_WORKLOADS = ["4step-first", "4step-noop", "heavy-cold", "heavy-noop", "heavy-change"]
@@ -540,6 +541,7 @@ def markdown(res, chart_rel, data_rel):
     L += gateway_section(res)
 
     L += llb_section(res)
+    L += stores.sections(res)
 
     px = wl.get("proxy")
     if px:
@@ -1027,6 +1029,8 @@ def smoke_check(res, out, only_idle=False):
             for k in ("psb-llb-cold", "bkd-llb-cold", "psb-llb-cached", "bkd-llb-cached"):
                 if not llb_st.get(k):
                     problems.append(f"llb-branches: no buildctl result {k}")
+        if res["meta"].get("smoke"):
+            problems += stores.smoke_problems(res)
         if not res["ratios"]:
             problems.append("no ratios computed")
         if not mem.get("peak"):
