@@ -456,7 +456,19 @@ def splice(md_path, lines, which):
         tail = rest.split(b, 1)[1].lstrip("\n")
         text = head + block + ("\n" + tail if tail else "")
     else:
-        text = text.rstrip("\n") + "\n\n" + block
+        # where the full report puts it: after the other store section, else
+        # after the LLB section, else at the end
+        other = END.format("scale-out" if which == "s3-export" else "s3-export")
+        at = -1
+        if other in text:
+            at = text.index(other) + len(other) + 1
+        elif "\n## LLB graph" in text:
+            nxt = text.find("\n## ", text.index("\n## LLB graph") + 1)
+            at = nxt + 1 if nxt >= 0 else -1
+        if at >= 0:
+            text = text[:at].rstrip("\n") + "\n\n" + block + "\n" + text[at:].lstrip("\n")
+        else:
+            text = text.rstrip("\n") + "\n\n" + block
     with open(md_path, "w") as f:
         f.write(text)
 
