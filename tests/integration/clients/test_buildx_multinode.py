@@ -146,6 +146,12 @@ def test_two_replicas_split_a_two_platform_build_and_buildx_merges_the_list(repl
             manifest, _ = registry_json(registry, repo, desc["digest"])
             assert layer_files(registry, repo, manifest)["out"] == f"for {arch} {uniq}\n".encode()
 
+        # The nodes pushed by digest: buildx asked for the repository
+        # without a tag, and podsolve's images went up under the tag
+        # podsolve-by-digest (buildah needs one), never :latest.
+        status, _, body = registry.get(f"/v2/{repo}/tags/list")
+        assert status == 200 and sorted(json.loads(body)["tags"]) == ["podsolve-by-digest", "v1"], body
+
         # Each replica did its own part, and only that: the image it pushed
         # by digest is in its storage (the repository's name), for its platform.
         pushed = f"{registry.host}/{repo}"
