@@ -89,7 +89,8 @@ static const char *const exporter_types[] = { "image", "oci", "docker", "tar", "
                                               NULL };
 /* containerimage.config: an image config for a definition's result
    (solver/image_config.h). */
-static const char *const image_attrs[] = { "name", "push", "registry.insecure", "containerimage.config", NULL };
+static const char *const image_attrs[] = { "name", "push", "push-by-digest", "registry.insecure", "containerimage.config",
+                                            NULL };
 static const char *const archive_attrs[] = { "dest", "name", "containerimage.config", NULL };
 static const char *const tar_attrs[] = { "dest", "containerimage.config", NULL };
 static const char *const fs_attrs[] = { "dest", NULL };

@@ -38,6 +38,7 @@ struct plan_exporter
   char *dest;     /* server-side destination, NULL = keep for download */
   char *name;     /* oci/docker archive image name */
   bool push;
+  bool push_by_digest; /* push under PS_PUSH_BY_DIGEST_TAG, not the name's tag (buildx's multi-node builds) */
   bool insecure;
   bool to_client; /* Control.Solve: sent over the session's FileSend */
   struct image_config *config; /* containerimage.config (a definition's result only), or NULL */
@@ -81,6 +82,7 @@ struct solve_plan
   size_t n_exporters;
   ps_strv image_names;
   char *pushed_digest; /* manifest digest as pushed, for containerimage.digest */
+  char *pushed_descriptor; /* its OCI descriptor, base64 JSON, for containerimage.descriptor */
   ps_strv insecure_registries; /* cache registries reached without TLS checks */
   char *local_cache_import; /* cache dirs served by a loopback registry */
   char *local_cache_export;
@@ -141,6 +143,7 @@ solve_plan_free (struct solve_plan *p)
   free (p->exporters);
   ps_strv_free (&p->image_names);
   free (p->pushed_digest);
+  free (p->pushed_descriptor);
   ps_strv_free (&p->insecure_registries);
   free (p->local_cache_import);
   free (p->local_cache_export);
@@ -368,11 +371,21 @@ apply_frontend_attrs (struct solve_plan *p, const struct solve_env *env, const c
             return ps_error_set (err, 400, "frontendAttrs.%s: \"%s\" (supported: local:NAME, docker-image://REF, "
                                            "git or http(s) URLs)", k, v);
         }
+      else if (strcmp (k, "multi-platform") == 0)
+        {
+          /* buildx sends it to every node of a multi-node builder: BuildKit
+             then wraps even one platform's image in an index.  buildx merges
+             the nodes' results by descriptor, a manifest or an index alike,
+             so one platform stays one image here. */
+          bool ignored;
+          if (schema_api_bool (v, &ignored) < 0)
+            return ps_error_set (err, 400, "frontendAttrs.multi-platform: \"%s\" is not a boolean", v);
+        }
       else
         return ps_error_set (err, 400, "frontendAttrs: unknown attr \"%s\" (supported: filename, target, "
                                        "build-arg:*, label:*, platform, no-cache, image-resolve-mode, add-hosts, "
-                                       "shm-size, ulimit, force-network-mode, context:*, context, contextkey, "
-                                       "dockerfilekey)", k);
+                                       "shm-size, ulimit, force-network-mode, multi-platform, context:*, context, "
+                                       "contextkey, dockerfilekey)", k);
     }
   return 0;
 }
@@ -435,8 +448,8 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
                   ps_strv_push (&p->image_names, norm);
                 }
             }
-          const char *const bool_attrs[] = { "push", "registry.insecure" };
-          for (size_t b = 0; b < 2; b++)
+          const char *const bool_attrs[] = { "push", "registry.insecure", "push-by-digest" };
+          for (size_t b = 0; b < 3; b++)
             {
               const char *v = solve_attrs_get (&e->attrs, bool_attrs[b]);
               bool ignored;
@@ -446,6 +459,7 @@ plan_exporters (struct solve_plan *p, const struct solve_env *env, bool definiti
             }
           pe->push = attr_true (solve_attrs_get (&e->attrs, "push"));
           pe->insecure = attr_true (solve_attrs_get (&e->attrs, "registry.insecure"));
+          pe->push_by_digest = attr_true (solve_attrs_get (&e->attrs, "push-by-digest"));
           if (pe->push && p->image_names.n == 0)
             return ps_error_set (err, 400, "%s: push=true needs attrs.name", field);
           continue;
@@ -922,6 +936,71 @@ vertex_end (struct export_vertex *v, const char *error)
   free (v->name);
 }
 
+/* push-by-digest=true: buildx's multi-node --push has every node push its
+   image to the repository (name without a tag) and merges the list from
+   the digests the nodes answer.  BuildKit then pushes no tag; buildah
+   cannot push a manifest without one, so the image goes up under the tag
+   PS_PUSH_BY_DIGEST_TAG of the repository, never the name's own tag (the
+   user's :latest stays as it was). */
+#define PS_PUSH_BY_DIGEST_TAG "podsolve-by-digest"
+
+static char *
+by_digest_ref (const char *name)
+{
+  const char *slash = strrchr (name, '/');
+  const char *tail = slash ? slash : name;
+  size_t n = (size_t) (tail - name) + strcspn (tail, ":@");
+  return xasprintf ("docker://%.*s:%s", (int) n, name, PS_PUSH_BY_DIGEST_TAG);
+}
+
+/* The descriptor of the manifest `digest` just pushed to `dest_ref`
+   ("docker://host/repo:tag"), as BuildKit's exporter response carries it
+   (containerimage.descriptor: base64 of {mediaType, digest, size}): buildx
+   merges the images of a multi-node build into one list from these
+   descriptors, reading each manifest from the registry by digest.  The
+   manifest is read back as the registry serves it (`skopeo inspect
+   --raw`); NULL when that fails (buildx then falls back to the digest). */
+static char *
+pushed_manifest_descriptor (const struct solve_plan *p, const char *dest_ref, const char *digest, bool insecure)
+{
+  const char *name = ps_str_has_prefix (dest_ref, "docker://") ? dest_ref + 9 : dest_ref;
+  const char *slash = strrchr (name, '/');
+  size_t n = strcspn (slash ? slash : name, ":@") + (size_t) ((slash ? slash : name) - name);
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, "skopeo");
+  ps_strv_push (&argv, "inspect");
+  ps_strv_push (&argv, "--raw");
+  if (insecure || schema_imageref_loopback_registry (name))
+    ps_strv_push (&argv, "--tls-verify=false");
+  if (p->build.opts.authfile)
+    ps_strv_pushf (&argv, "--authfile=%s", p->build.opts.authfile);
+  ps_strv_pushf (&argv, "docker://%.*s@%s", (int) n, name, digest);
+  cleanup_free char *raw = NULL;
+  cleanup_free char *errout = NULL;
+  int status = -1;
+  ps_error *err = NULL;
+  int r = ps_run_capture (argv.v, &raw, &errout, &status, &err);
+  ps_strv_free (&argv);
+  if (r < 0 || status != 0 || raw == NULL)
+    {
+      ps_debug ("reading back the pushed manifest %.*s@%s: %s", (int) n, name, digest,
+                err ? err->msg : (errout ? errout : "failed"));
+      ps_error_free (err);
+      return NULL;
+    }
+  cJSON *doc = cJSON_Parse (raw);
+  const cJSON *mt = doc ? cJSON_GetObjectItemCaseSensitive (doc, "mediaType") : NULL;
+  cJSON *desc = cJSON_CreateObject ();
+  cJSON_AddStringToObject (desc, "mediaType", cJSON_IsString (mt) ? mt->valuestring
+                                                                  : "application/vnd.oci.image.manifest.v1+json");
+  cJSON_AddStringToObject (desc, "digest", digest);
+  cJSON_AddNumberToObject (desc, "size", (double) strlen (raw));
+  cJSON_Delete (doc);
+  cleanup_free char *json = cJSON_PrintUnformatted (desc);
+  cJSON_Delete (desc);
+  return ps_base64_encode (json, strlen (json));
+}
+
 /* Push `image_id` to `dest_ref`; with `digest_out`, the digest of the
    manifest as pushed (buildah recompresses layers, so it differs from the
    local manifest's). */
@@ -1156,8 +1235,11 @@ run_exporter (solver_job *job, struct solve_plan *p, size_t idx, const char *ima
         {
           cleanup_free char *title = xasprintf ("pushing %s", p->image_names.v[i]);
           vertex_begin (&v, job, image_id, title);
-          cleanup_free char *ref = xasprintf ("docker://%s", p->image_names.v[i]);
+          cleanup_free char *ref = e->push_by_digest ? by_digest_ref (p->image_names.v[i])
+                                                     : xasprintf ("docker://%s", p->image_names.v[i]);
           ret = push_image (p, image_id, ref, e->insecure, &p->pushed_digest, err);
+          if (ret == 0 && p->pushed_digest && p->pushed_descriptor == NULL)
+            p->pushed_descriptor = pushed_manifest_descriptor (p, ref, p->pushed_digest, e->insecure);
           vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
         }
       return ret;
@@ -1596,6 +1678,11 @@ solve_run_exports (solver_job *job, struct solve_plan *p, char **image_idp, ps_e
     {
       ps_strv_push (&resp, "containerimage.digest");
       ps_strv_push (&resp, mdigest);
+    }
+  if (p->pushed_descriptor)
+    {
+      ps_strv_push (&resp, "containerimage.descriptor");
+      ps_strv_push (&resp, p->pushed_descriptor);
     }
   ps_strv_push (&resp, "containerimage.config.digest");
   ps_strv_pushf (&resp, "sha256:%s", image_id);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,6 +445,85 @@ push_blob_desc (store_client *c, const char *dir, const cJSON *desc, uint64_t *b
   return 0;
 }
 
+/* The blobs of one manifest (config and layers), several at a time for S3
+   (s3_upload_parallelism: its client makes a curl handle per request; the
+   store protocol's client shares one): each blob is compressed already, so
+   what bounds an export after buildah wrote the layout is the upload, and
+   one blob at a time leaves the link and the server's hashing idle between
+   PUTs.  The manifest goes up only once all of them are in. */
+struct blob_batch
+{
+  store_client *c;
+  const char *dir;
+  const cJSON **descs;
+  size_t n, next;
+  uint64_t bytes;
+  ps_error *err;
+  pthread_mutex_t lock;
+};
+
+static void *
+blob_batch_worker (void *ud)
+{
+  struct blob_batch *b = ud;
+  for (;;)
+    {
+      pthread_mutex_lock (&b->lock);
+      const cJSON *desc = b->err == NULL && b->next < b->n ? b->descs[b->next++] : NULL;
+      pthread_mutex_unlock (&b->lock);
+      if (desc == NULL)
+        return NULL;
+      uint64_t sent = 0;
+      ps_error *e = NULL;
+      int r = push_blob_desc (b->c, b->dir, desc, &sent, &e);
+      pthread_mutex_lock (&b->lock);
+      b->bytes += sent;
+      if (r < 0 && b->err == NULL)
+        b->err = e;
+      else
+        ps_error_free (e);
+      pthread_mutex_unlock (&b->lock);
+    }
+}
+
+static int
+push_blobs (store_client *c, const char *dir, const cJSON **descs, size_t n, uint64_t *bytes, ps_error **err)
+{
+  unsigned width = c->s3 ? s3_upload_parallelism (c->s3) : 1;
+  if (width > n)
+    width = (unsigned) n;
+  if (width <= 1)
+    {
+      for (size_t i = 0; i < n; i++)
+        if (push_blob_desc (c, dir, descs[i], bytes, err) < 0)
+          return -1;
+      return 0;
+    }
+  struct blob_batch b = { .c = c, .dir = dir, .descs = descs, .n = n };
+  pthread_mutex_init (&b.lock, NULL);
+  pthread_t *threads = xcalloc (width, sizeof *threads);
+  unsigned started = 0;
+  for (; started < width; started++)
+    if (pthread_create (&threads[started], NULL, blob_batch_worker, &b) != 0)
+      break;
+  if (started == 0)
+    blob_batch_worker (&b);
+  for (unsigned i = 0; i < started; i++)
+    pthread_join (threads[i], NULL);
+  free (threads);
+  pthread_mutex_destroy (&b.lock);
+  *bytes += b.bytes;
+  if (b.err)
+    {
+      if (err && *err == NULL)
+        *err = b.err;
+      else
+        ps_error_free (b.err);
+      return -1;
+    }
+  return 0;
+}
+
 /* The manifest (or index) `desc` names: its blobs (or its manifests)
    first, then the manifest itself at `ref` (NULL: by its digest). */
 static int
@@ -472,12 +552,14 @@ push_descriptor (store_client *c, const char *dir, const cJSON *desc, const char
       }
   else
     {
-      ret = push_blob_desc (c, dir, cJSON_GetObjectItemCaseSensitive (doc, "config"), bytes, err);
-      cJSON_ArrayForEach (m, cJSON_GetObjectItemCaseSensitive (doc, "layers"))
-        {
-          if (ret == 0)
-            ret = push_blob_desc (c, dir, m, bytes, err);
-        }
+      const cJSON *layers = cJSON_GetObjectItemCaseSensitive (doc, "layers");
+      size_t n = 0;
+      const cJSON **descs = xcalloc ((size_t) cJSON_GetArraySize (layers) + 1, sizeof *descs);
+      descs[n++] = cJSON_GetObjectItemCaseSensitive (doc, "config");
+      cJSON_ArrayForEach (m, layers)
+        descs[n++] = m;
+      ret = push_blobs (c, dir, descs, n, bytes, err);
+      free (descs);
     }
   cJSON_Delete (doc);
   if (ret == 0)

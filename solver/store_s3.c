@@ -606,6 +606,12 @@ s3_blob_put_file (s3_client *c, const char *digest, const char *path, uint64_t *
   return ret;
 }
 
+unsigned
+s3_upload_parallelism (const s3_client *c)
+{
+  return c->cfg.upload_parallelism > 0 ? (unsigned) c->cfg.upload_parallelism : 1;
+}
+
 int
 s3_blob_get_file (s3_client *c, const char *digest, const char *path, ps_error **err)
 {

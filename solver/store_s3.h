@@ -106,6 +106,9 @@ void s3_client_free (s3_client *c);
 /* The store operations of store_client.h, with the same returns. */
 int s3_blob_stat (s3_client *c, const char *digest, uint64_t *size, ps_error **err);
 int s3_blob_put_file (s3_client *c, const char *digest, const char *path, uint64_t *uploaded, ps_error **err);
+/* The upload_parallelism attr: also how many blobs of one image go up at
+   once (s3_blob_put_file may be called from that many threads). */
+unsigned s3_upload_parallelism (const s3_client *c);
 int s3_blob_get_file (s3_client *c, const char *digest, const char *path, ps_error **err);
 int s3_manifest_put (s3_client *c, const char *name, const char *ref, const char *mtype, const void *body, size_t len,
                      char **digest, ps_error **err);

@@ -9,6 +9,7 @@ import statistics
 import subprocess
 
 from . import scaling
+from . import stores
 from .util import BenchError, fmt_bytes, fmt_s, log, stats
 
 BUILD_WORKLOADS = ["4step-first", "4step-noop", "heavy-cold", "heavy-noop", "heavy-change"]
@@ -541,6 +542,7 @@ def markdown(res, chart_rel, data_rel):
     L += gateway_section(res)
 
     L += llb_section(res)
+    L += stores.sections(res)
 
     L += scaling.section({k: v for k, v in wl.items() if v.get("kind") == "scale"})
 
@@ -1037,6 +1039,8 @@ def smoke_check(res, out, only_idle=False):
                     problems.append(f"llb-branches: no buildctl result {k}")
         if res["meta"].get("smoke") and not any("Scaling with work" in x for x in res["left_out"]):
             problems += scaling.problems(res["workloads"], scaling.TABLES, 1)
+        if res["meta"].get("smoke"):
+            problems += stores.smoke_problems(res)
         if not res["ratios"]:
             problems.append("no ratios computed")
         if not mem.get("peak"):

@@ -11,11 +11,14 @@ multipart upload.
 """
 
 import base64
+import http.client
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -253,6 +256,104 @@ def test_s3_down_is_an_export_error_and_a_cache_import_warning(daemon, minio, un
     ok(lines, daemon)
     text = warnings_text(lines)
     assert "cache import from s3://podsolve/" in text and "building without it" in text, text
+    lib.assert_daemon_builds(daemon)
+
+
+class FailOnePut(http.server.BaseHTTPRequestHandler):
+    """A loopback proxy in front of the real MinIO: every request goes
+    through unchanged (the Host header too, so SigV4 still verifies),
+    except the `fail_at`-th PUT of a blob, answered 500 InternalError as S3
+    answers it.  Records what it forwarded."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = None       # MinIO's "127.0.0.1:PORT"
+    fail_at = 2
+    lock = threading.Lock()
+    blob_puts = []        # (key, status) of every blob PUT, in order
+    index_puts = 0
+
+    def log_message(self, *a):
+        pass
+
+    def _forward(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        cls = type(self)
+        is_blob_put = self.command == "PUT" and "/blobs/sha256/" in self.path and "uploadId" not in self.path
+        with cls.lock:
+            if self.command == "PUT" and self.path.split("?")[0].endswith("/index.json"):
+                cls.index_puts += 1
+            fail = is_blob_put and sum(1 for _ in cls.blob_puts) + 1 == cls.fail_at
+            if is_blob_put:
+                cls.blob_puts.append((self.path, 500 if fail else None))
+        if fail:
+            msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>'
+                   b'We encountered an internal error, please try again.</Message></Error>')
+            self.send_response(500)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
+        conn = http.client.HTTPConnection(cls.upstream, timeout=lib.scaled(60))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "connection")}
+        conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST") else None,
+                     headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _forward
+
+
+def test_s3_export_failing_half_way_keeps_the_previous_index_and_tag(daemon, minio, uniq):
+    """The same NAME:TAG exported twice to one prefix; the second time S3
+    fails one blob PUT after another blob went up (a loopback proxy in front
+    of the real MinIO answers 500 InternalError): the solve fails naming the
+    key and S3's error, index.json is byte for byte what the first export
+    wrote (the tag still names the first image), and the daemon builds on."""
+    prefix = f"half-{uniq}/"
+    attrs = s3_attrs(minio, prefix=prefix, name="team/half:1")
+    status, lines = solve(daemon, [{"type": "s3", "attrs": attrs}], ["FROM scratch", "COPY f /f", "COPY g /g"],
+                          extra={"f": f"first {uniq}\n", "g": f"g first {uniq}\n"})
+    first = ok(lines, daemon)["exporterResponse"]["containerimage.digest"]
+    st, _, index_before = minio.call("GET", f"/podsolve/{prefix}index.json")
+    assert st == 200
+    blobs_before = {k for k in minio.keys("podsolve", prefix) if "/blobs/" in k}
+
+    FailOnePut.upstream = minio.url.split("://", 1)[1]
+    FailOnePut.blob_puts, FailOnePut.index_puts, FailOnePut.fail_at = [], 0, 2
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailOnePut)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        proxied = dict(attrs, endpoint_url=f"http://127.0.0.1:{srv.server_address[1]}")
+        status, lines = solve(daemon, [{"type": "s3", "attrs": proxied}], ["FROM scratch", "COPY f /f", "COPY g /g"],
+                              extra={"f": f"second {uniq}\n", "g": f"g second {uniq}\n"})
+    finally:
+        srv.shutdown()
+    msg = error_of(lines)
+    failed = [k for k, st in FailOnePut.blob_puts if st == 500]
+    assert len(failed) == 1, FailOnePut.blob_puts
+    assert "s3 bucket podsolve" in msg and "500" in msg and "InternalError" in msg, msg
+    assert urllib.parse.unquote(failed[0]).split("/podsolve/", 1)[1] in urllib.parse.unquote(msg), (msg, failed)
+    # Half-way: a blob of the second image went up before the failure ...
+    went_up = {k for k in minio.keys("podsolve", prefix) if "/blobs/" in k} - blobs_before
+    assert went_up, FailOnePut.blob_puts
+    # ... and the tag was never touched.
+    assert FailOnePut.index_puts == 0
+    st, _, index_after = minio.call("GET", f"/podsolve/{prefix}index.json")
+    assert st == 200 and index_after == index_before
+    index = json.loads(index_after)
+    refs = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in index["manifests"]}
+    assert refs == {"team/half:1": first}, refs
     lib.assert_daemon_builds(daemon)
 
 
