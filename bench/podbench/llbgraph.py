@@ -90,26 +90,34 @@ def _llb():
     return llb
 
 
-def definition(scale):
-    """(pb.Definition bytes, number of ops without the terminal op)."""
+def _branches(what, commands, join_name, final_cmd, final_name):
+    """The graph both workloads share: an image, a base FileOp, independent
+    branches of exec ops (``commands``: one list of shell commands per
+    branch), one FileOp copying every branch's /work/out into /out/bN, and a
+    final exec -> (pb.Definition bytes, number of ops without the terminal op)."""
     llb = _llb()
     try:
         g = llb.Graph()
     except llb.LLBError as e:
-        raise BenchError(f"LLB workload: {e}") from None
+        raise BenchError(f"{what}: {e}") from None
     env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
     img = g.image(BASE, name=f"FROM {BASE}")
     base = g.file(img, [g.mkdir("/work", 0o755), g.mkfile("/work/seed", SEED)], name="base: mkdir + mkfile")
     ends = []
-    for b in range(BRANCHES):
+    for b, cmds in enumerate(commands):
         s = base
-        for i, cmd in enumerate(branch_commands(b, scale)):
+        for i, cmd in enumerate(cmds):
             s = g.exec(s, ["/bin/sh", "-c", cmd], env=env, name=f"branch {b} step {i + 1}")
         ends.append(s)
-    join = g.file(base, [g.copy(e, "/work/out", f"/out/b{b}") for b, e in enumerate(ends)],
-                  name="join: copy each branch's /work/out")
-    final = g.exec(join, ["/bin/sh", "-c", FINAL], env=env, name="sums")
+    join = g.file(base, [g.copy(e, "/work/out", f"/out/b{b}") for b, e in enumerate(ends)], name=join_name)
+    final = g.exec(join, ["/bin/sh", "-c", final_cmd], env=env, name=final_name)
     return g.marshal(final), len(g.ops)
+
+
+def definition(scale):
+    """(pb.Definition bytes, number of ops without the terminal op)."""
+    return _branches("LLB workload", [branch_commands(b, scale) for b in range(BRANCHES)],
+                     "join: copy each branch's /work/out", FINAL, "sums")
 
 
 def _ts(s):
@@ -346,23 +354,7 @@ def width_definition(width, depth=WIDTH_DEPTH):
     each on a base FileOp, merged at the end by one FileOp (a copy of every
     branch's /work/out into /out/bN) and a final exec that checks the merge
     -> (pb.Definition bytes, number of ops without the terminal op)."""
-    llb = _llb()
-    try:
-        g = llb.Graph()
-    except llb.LLBError as e:
-        raise BenchError(f"width workload: {e}") from None
-    env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
-    img = g.image(BASE, name=f"FROM {BASE}")
-    base = g.file(img, [g.mkdir("/work", 0o755), g.mkfile("/work/seed", SEED)], name="base: mkdir + mkfile")
-    ends = []
-    for b in range(width):
-        s = base
-        for i, cmd in enumerate(width_commands(b, depth)):
-            s = g.exec(s, ["/bin/sh", "-c", cmd], env=env, name=f"branch {b} step {i + 1}")
-        ends.append(s)
-    join = g.file(base, [g.copy(e, "/work/out", f"/out/b{b}") for b, e in enumerate(ends)],
-                  name=f"merge: copy the {width} branches' /work/out")
-    final = g.exec(join, ["/bin/sh", "-c", f"test $(ls /out | wc -l) = {width} && "
-                          f"test $(find /out -type f | wc -l) = {width * depth}"],
-                   env=env, name="check the merge")
-    return g.marshal(final), len(g.ops)
+    return _branches("width workload", [width_commands(b, depth) for b in range(width)],
+                     f"merge: copy the {width} branches' /work/out",
+                     f"test $(ls /out | wc -l) = {width} && test $(find /out -type f | wc -l) = {width * depth}",
+                     "check the merge")
