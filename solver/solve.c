@@ -944,12 +944,19 @@ vertex_end (struct export_vertex *v, const char *error)
    user's :latest stays as it was). */
 #define PS_PUSH_BY_DIGEST_TAG "podsolve-by-digest"
 
-static char *
-by_digest_ref (const char *name)
+/* The length of `name`'s repository: without its :tag or @digest. */
+static size_t
+repository_len (const char *name)
 {
   const char *slash = strrchr (name, '/');
   const char *tail = slash ? slash : name;
-  size_t n = (size_t) (tail - name) + strcspn (tail, ":@");
+  return (size_t) (tail - name) + strcspn (tail, ":@");
+}
+
+static char *
+by_digest_ref (const char *name)
+{
+  size_t n = repository_len (name);
   return xasprintf ("docker://%.*s:%s", (int) n, name, PS_PUSH_BY_DIGEST_TAG);
 }
 
@@ -964,8 +971,7 @@ static char *
 pushed_manifest_descriptor (const struct solve_plan *p, const char *dest_ref, const char *digest, bool insecure)
 {
   const char *name = ps_str_has_prefix (dest_ref, "docker://") ? dest_ref + 9 : dest_ref;
-  const char *slash = strrchr (name, '/');
-  size_t n = strcspn (slash ? slash : name, ":@") + (size_t) ((slash ? slash : name) - name);
+  size_t n = repository_len (name);
   ps_strv argv = { 0 };
   ps_strv_push (&argv, "skopeo");
   ps_strv_push (&argv, "inspect");
