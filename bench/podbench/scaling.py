@@ -433,28 +433,34 @@ FINDINGS = [
     "into the new layer, and removing the intermediate container unlinks them (≈ 10k unlinkat in "
     "the same trace); 37–127 s at 100k files, swinging with the I/O pressure of the other helpers' "
     "work (`/proc/pressure/io` some avg60 8.7 % during the run).",
-    "- **Dockerfile steps: no** (×11 vs ×6.7 from 5 to 50 steps; per added step podsolve 0.47 s, "
-    "buildkitd 0.10 s). **The cost is buildah's**: the same 5- and 50-step Dockerfiles built by raw "
+    "- **Dockerfile steps: no** (×11.6 vs ×6.1 from 5 to 50 steps; per added step podsolve 0.26 s, "
+    "buildkitd 0.05 s; run of 13:36 UTC, load 3.1 → 2.3; the loaded run of 12:15 UTC said ×11.1 vs "
+    "×6.7). **The cost is buildah's**: the same 5- and 50-step Dockerfiles built by raw "
     "`buildah build` with podsolved's exact flags on fresh storage (2026-12-07 12:32 UTC, beside the "
     "scale-files run) took 1.52 / 2.05 s and 28.6 / 36.1 s (×17–19), i.e. podsolve's 50-step time "
     "*is* buildah's time; podsolve adds a fixed cost, not a per-step one. Under `--layers` buildah "
     "commits every step as a layer (a `storage-untar` re-exec writing the layer again, an image "
     "record) and runs every `RUN` through runc create/start/delete (bench/PROFILE.md); buildkitd's "
-    "overlayfs snapshotter commits a step by keeping its upper directory.",
-    "- **Graph width: no** (×6.3 vs ×5.0 from 1 to 16 branches of 2 execs; per added branch "
-    "podsolve 0.60 s, buildkitd 0.12 s). Both run the branches concurrently (podsolve at most 4 "
+    "overlayfs snapshotter commits a step by keeping its upper directory. BuildKit-mode Dockerfiles "
+    "still run on `buildah build`; the direct `runc run` below is the LLB engine's.",
+    "- **Graph width: no** (×6.4 vs ×4.4 from 1 to 16 branches of 2 execs; per added branch "
+    "podsolve 0.30 s, buildkitd 0.07 s; run of 13:36 UTC at 9157ba3, load 4.1 → 3.1). The run of "
+    "12:17 UTC (158dd3f, before LLB execs became one `runc run`, load 6.4 → 5.5) had 0.60 s per "
+    "added branch and podsolve ÷ buildkitd 3.8–4.9; now 2.6–3.8, so the direct exec halved the "
+    "marginal cost but not the slope. Both run the branches concurrently (podsolve at most 4 "
     "vertices at once, its `--max-parallel` default; buildkitd all 16), and both are bound by the "
-    "2 vCPUs: a podsolve exec vertex took 0.35 s alone and 1.1 s with 4 at once, a buildkitd one "
-    "0.07 s alone and 0.6–0.8 s with 16 at once (the vertices' started/completed times in the "
-    "buildctl logs). Raising podsolved's limit does not help: width 16 with `--max-parallel 16` "
-    "took 15.6 / 17.2 s against 19.8 / 16.2 s with the default 4 (2 rounds each, fresh podsolved, "
-    "loaded machine). **The per-exec cost is buildah's**: each LLB exec is `buildah from` + "
-    "`buildah run` + `buildah commit`, three starts of the Go binary and its re-executions, with "
-    "podsolved's own work 14 ms of it (bench/PROFILE.md, one LLB exec op). The cached resubmission "
-    "stays flat for podsolve (×0.98; buildkitd ×1.9).",
-    "- **No-op rebuilds: yes in every table** — within tens of milliseconds of buildkitd's at the "
-    "small points and below them at the large ones (1 GB: 0.13 s vs 0.16 s; 100k files: 2.8 s vs "
-    "3.5 s; 16 branches: 23 ms vs 83 ms).\n",
+    "2 vCPUs. Raising podsolved's limit did not help in the earlier run: width 16 with "
+    "`--max-parallel 16` took 15.6 / 17.2 s against 19.8 / 16.2 s with the default 4 (2 rounds "
+    "each, fresh podsolved, loaded machine). **What is left per exec is buildah's**: an exec is "
+    "now `buildah from` (≈ 60 ms), `buildah mount` (≈ 40 ms), one `runc run` (≈ 120 ms) and "
+    "`buildah commit` (≈ 155 ms, writing the step's diff as a layer and an image record) "
+    "(bench/PROFILE.md, one LLB exec op), where buildkitd's exec is one `runc run` on an overlayfs "
+    "snapshot it keeps as the result. The cached resubmission stays flat (×1.18 vs ×1.29 at 16 "
+    "branches; at 4 branches both ×1.17, podsolve's a hair steeper).",
+    "- **No-op rebuilds: yes at every point but one** (width 4, cached resubmission: ×1.17 for both, "
+    "podsolve's a hair steeper in the unrounded medians) — within tens of milliseconds of "
+    "buildkitd's at the small points and below them at the large ones (1 GB: 0.13 s vs 0.16 s; 100k "
+    "files: 2.8 s vs 3.5 s; 50 steps: 0.12 s vs 0.19 s; 16 branches: 16 ms vs 37 ms).\n",
 ]
 
 
