@@ -1466,8 +1466,10 @@ run_direct (struct llb_exec *x, const struct llb_vertex *v, const struct buildah
   };
   json = llb_oci_spec_json (&spec);
   ps_strv_free (&caps);
-  cleanup_free char *config = xasprintf ("%s/config.json", bundle);
-  ret = ps_write_file (config, json, strlen (json), 0600, err);
+  {
+    cleanup_free char *config = xasprintf ("%s/config.json", bundle);
+    ret = ps_write_file (config, json, strlen (json), 0600, err);
+  }
   if (ret < 0)
     goto out;
 
