@@ -147,12 +147,12 @@ require (void)
 
 #define LA(name) (require (), (__typeof__ (&name)) la_slots[LA_##name])
 
-#define STUB_F(ret, name, params, args) \
+#define FORWARD_F(ret, name, params, args) \
   ret name params { return LA (name) args; }
-#define STUB_V(name, params, args) \
+#define FORWARD_V(name, params, args) \
   void name params { LA (name) args; }
-#define STUB_X(name)
-PS_LIBARCHIVE_FUNCTIONS (STUB_F, STUB_V, STUB_X)
+#define FORWARD_X(name)
+PS_LIBARCHIVE_FUNCTIONS (FORWARD_F, FORWARD_V, FORWARD_X)
 
 void
 archive_set_error (struct archive *a, int code, const char *fmt, ...)
