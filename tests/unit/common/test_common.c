@@ -553,18 +553,26 @@ END_TEST
 
 /* ---- libraries opened on first use (common/dynlib.h) ------------------- */
 
+/* A loader for `n` functions `names` of `soname`, not yet opened. */
+static struct ps_dynlib
+test_dynlib (const char *soname, const char *package, const char *const *names, void **slots, size_t n)
+{
+  struct ps_dynlib lib = {
+    .soname = soname,
+    .package = package,
+    .names = names,
+    .slots = slots,
+    .n = n,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+  };
+  return lib;
+}
+
 START_TEST (dynlib_missing_library_names_it_and_its_package)
 {
   static const char *const names[] = { "f" };
   void *slots[1];
-  struct ps_dynlib lib = {
-    .soname = "libpodsolve-no-such-library.so.0",
-    .package = "podsolve-no-such-package",
-    .names = names,
-    .slots = slots,
-    .n = 1,
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-  };
+  struct ps_dynlib lib = test_dynlib ("libpodsolve-no-such-library.so.0", "podsolve-no-such-package", names, slots, 1);
   ps_error *err = NULL;
   ck_assert_int_eq (ps_dynlib_load (&lib, &err), -1);
   ck_assert_msg (strstr (err->msg, "libpodsolve-no-such-library.so.0 cannot be loaded (") == err->msg, "%s",
@@ -586,14 +594,7 @@ START_TEST (dynlib_missing_symbol_is_named)
 {
   static const char *const names[] = { "archive_version_number", "podsolve_no_such_function" };
   void *slots[2];
-  struct ps_dynlib lib = {
-    .soname = "libarchive.so.13",
-    .package = "libarchive13",
-    .names = names,
-    .slots = slots,
-    .n = 2,
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-  };
+  struct ps_dynlib lib = test_dynlib ("libarchive.so.13", "libarchive13", names, slots, 2);
   ps_error *err = NULL;
   ck_assert_int_eq (ps_dynlib_load (&lib, &err), -1);
   ck_assert_msg (strstr (err->msg, "libarchive.so.13 has no podsolve_no_such_function (") == err->msg, "%s",
@@ -607,14 +608,7 @@ START_TEST (dynlib_resolves_what_it_lists)
 {
   static const char *const names[] = { "archive_version_number", "archive_version_string" };
   void *slots[2];
-  struct ps_dynlib lib = {
-    .soname = "libarchive.so.13",
-    .package = "libarchive13",
-    .names = names,
-    .slots = slots,
-    .n = 2,
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-  };
+  struct ps_dynlib lib = test_dynlib ("libarchive.so.13", "libarchive13", names, slots, 2);
   ps_error *err = NULL;
   ck_assert_int_eq (ps_dynlib_load (&lib, &err), 0);
   ck_assert (ps_dynlib_loaded (&lib));
