@@ -174,8 +174,8 @@ tagged_ref (const char *ref)
   return xasprintf ("%s:latest", ref);
 }
 
-static void
-push_access (ps_strv *argv, const struct cache_registry_access *a)
+void
+cache_registry_access_argv (ps_strv *argv, const struct cache_registry_access *a)
 {
   if (a->registries_conf)
     ps_strv_pushf (argv, "--registries-conf=%s", a->registries_conf);
@@ -266,7 +266,7 @@ cache_registry_import (solver_job *job, const char *ref, const struct cache_regi
           ps_strv argv = { 0 };
           ps_strv_push (&argv, "pull");
           ps_strv_push (&argv, "--quiet");
-          push_access (&argv, a);
+          cache_registry_access_argv (&argv, a);
           ps_strv_pushf (&argv, "docker://%s:%.*s", repo, (int) n, k);
           ps_error *err = NULL;
           if (buildah_call ((const char *const *) argv.v, NULL, &err) == 0)
@@ -310,7 +310,7 @@ cache_registry_export_arg_steps (const char *ref, const ps_strv *keys, const str
       ps_strv argv = { 0 };
       ps_strv_push (&argv, "push");
       ps_strv_push (&argv, "--quiet");
-      push_access (&argv, a);
+      cache_registry_access_argv (&argv, a);
       ps_strv_push (&argv, image);
       ps_strv_push (&argv, dest);
       r = buildah_call ((const char *const *) argv.v, NULL, err);

@@ -56,6 +56,9 @@ struct cache_registry_access
   const char *registries_conf;
 };
 
+/* buildah's flags for `a` (--registries-conf, --authfile), appended to `argv`. */
+void cache_registry_access_argv (ps_strv *argv, const struct cache_registry_access *a);
+
 /* The repository buildah keys its cache by: `ref` without its tag. */
 char *cache_registry_repository (const char *ref);
 

@@ -135,8 +135,11 @@ def _replica(top, name, binary, archive, env):
     return d
 
 
-def _drop(d):
+def _drop(d, keep_log=None):
+    """Stop and delete a replica; its daemon log copied to `keep_log` first."""
     d.stop()
+    if keep_log:
+        shutil.copyfile(os.path.join(d.dir, "podsolved.log"), keep_log)
     from .systems import unmount_under
     unmount_under(d.dir)
     subprocess.run(["rm", "-rf", "--one-file-system", d.dir])
@@ -231,7 +234,7 @@ def scale_out(top, binary, archive, ctx, runs, logdir, registry, warmup=1):
                     req = dict(base, **({"cache": cache} if cache else {}))
                     dt, lines = _solve(d.sock, req, tar, os.path.join(logdir, f"scale-{wid}-{label}-{role}.log"))
                 finally:
-                    _drop(d)
+                    _drop(d, os.path.join(logdir, f"scale-{wid}-{label}-{role}.podsolved.log"))
                 st = _steps(lines)
                 if role == "shared":
                     if not st or not all(st.values()):

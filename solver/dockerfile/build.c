@@ -468,18 +468,90 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   return ret;
 }
 
-/* buildah build, its output as the job's progress. */
+/* A build whose whole result came from a shared cache: its steps, as
+   buildah would have announced them, each reused. */
+static void
+replay_cached_steps (solver_job *job, const struct dockerfile_build *b, const char *repo)
+{
+  size_t len = 0;
+  cleanup_free char *text = dockerfile_text (b, &len);
+  cleanup_dockerfile dockerfile *df = NULL;
+  ps_error *perr = NULL;
+  if (text == NULL || dockerfile_parse (text, len, "Dockerfile", &df, &perr) < 0)
+    {
+      ps_error_free (perr);
+      return;
+    }
+  size_t first = 0;
+  while (first < df->n_insns && strcmp (df->insns[first].keyword, "ARG") == 0)
+    first++;
+  size_t nstages = 0;
+  for (size_t i = first; i < df->n_insns; i++)
+    nstages += strcmp (df->insns[i].keyword, "FROM") == 0;
+  buildah_progress *progress = buildah_progress_new (job, b->definition_digest);
+  size_t stage = 0, step = 0, nsteps = 0;
+  for (size_t i = first; i < df->n_insns; i++)
+    {
+      if (strcmp (df->insns[i].keyword, "FROM") == 0)
+        {
+          stage++;
+          step = 0;
+          nsteps = 1;
+          while (i + nsteps < df->n_insns && strcmp (df->insns[i + nsteps].keyword, "FROM") != 0)
+            nsteps++;
+        }
+      step++;
+      cleanup_free char *line = nstages > 1 ? xasprintf ("[%zu/%zu] STEP %zu/%zu: %s", stage, nstages, step, nsteps,
+                                                          df->insns[i].original)
+                                            : xasprintf ("STEP %zu/%zu: %s", step, nsteps, df->insns[i].original);
+      buildah_progress_line (progress, line, strlen (line), false);
+      if (i + 1 == df->n_insns)
+        {
+          cleanup_free char *note = xasprintf ("the whole build's result, from cache %s\n", repo);
+          solver_job_emit_log (job, buildah_progress_current_vertex (progress), 1, note, strlen (note), NULL);
+        }
+      buildah_progress_cached (progress, NULL);
+    }
+  buildah_progress_free (progress);
+}
+
+/* buildah build, its output as the job's progress; with a cache import, a
+   result the same inputs left in that cache first (result_cache.h). */
 static int
 buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
   struct cache_registry_access access = cache_access (&b->opts);
+  cleanup_free char *shared = NULL;
+  if (b->opts.cache_from.n > 0 || b->opts.cache_to.n > 0)
+    {
+      size_t len = 0;
+      cleanup_free char *text = dockerfile_text (b, &len);
+      shared = text ? result_cache_shared_key (b, text) : NULL;
+    }
+  for (size_t i = 0; shared && i < b->opts.cache_from.n; i++)
+    if (result_cache_shared_pull (b->opts.cache_from.v[i], shared, &access, &b->opts.tags, image_id) == 1)
+      {
+        ps_info ("job %s: the whole build's result is in cache %s: image %.12s", solver_job_id (job),
+                 b->opts.cache_from.v[i], *image_id);
+        replay_cached_steps (job, b, b->opts.cache_from.v[i]);
+        return 0;
+      }
   const ps_strv *imports = b->opts.cache_from_refs.n > 0 ? &b->opts.cache_from_refs : &b->opts.cache_from;
   for (size_t i = 0; i < imports->n; i++)
     cache_registry_import (job, imports->v[i], &access);
 
-  if (b->opts.platforms.n == 0)
-    return run_buildah (job, b, NULL, false, image_id, err);
-  return build_platforms (job, b, image_id, err);
+  int r = b->opts.platforms.n == 0 ? run_buildah (job, b, NULL, false, image_id, err)
+                                   : build_platforms (job, b, image_id, err);
+  ps_error *xerr = NULL;
+  /* buildah 1.28 takes one --cache-to, the last: the result goes there too. */
+  if (r == 0 && shared && b->opts.cache_to.n > 0
+      && result_cache_shared_push (b->opts.cache_to.v[b->opts.cache_to.n - 1], shared, *image_id, &access, &xerr)
+             < 0)
+    {
+      solver_job_emit_warning (job, NULL, 1, xerr->msg, NULL, NULL);
+      ps_error_free (xerr);
+    }
+  return r;
 }
 
 /* While buildah starts, its first line when the Dockerfile says what it

@@ -425,12 +425,7 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
       return;
 
     case BUILDAH_LINE_USING_CACHE:
-      if (p->open)
-        {
-          emit_vertex (p, true, true, NULL, NULL);
-          p->open = false;
-        }
-      emit_text (p, text);
+      buildah_progress_cached (p, text);
       return;
 
     case BUILDAH_LINE_COMMIT:
@@ -478,6 +473,18 @@ buildah_progress_line (buildah_progress *p, const char *line, size_t len, bool f
       solver_job_emit_log (p->job, p->open ? p->digest : NULL, from_stderr ? 2 : 1, line, len, NULL);
       return;
     }
+}
+
+void
+buildah_progress_cached (buildah_progress *p, const char *text)
+{
+  if (p->open)
+    {
+      emit_vertex (p, true, true, NULL, NULL);
+      p->open = false;
+    }
+  if (text)
+    emit_text (p, text);
 }
 
 void

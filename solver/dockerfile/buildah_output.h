@@ -73,6 +73,10 @@ void buildah_progress_set_context_dir (buildah_progress *p, const char *dir);
    "[linux/arm64 1/2] ..." and have digests of their own. */
 void buildah_progress_set_platform (buildah_progress *p, const char *platform);
 
+/* The step opened by the last STEP line was reused whole: complete it as
+   cached, with `text` (may be NULL) as its output. */
+void buildah_progress_cached (buildah_progress *p, const char *text);
+
 /* A buildah error message as a user should read it: a Go struct dump
    (" &imagebuilder.Step{...}") cut off, the context directory `ctx_dir`
    (may be NULL) named as the build context instead of by its server path,

@@ -24,6 +24,7 @@
 
 /* Bump when the key's material changes meaning. */
 #define RESULT_CACHE_VERSION "podsolve-result-v1"
+#define RESULT_CACHE_SHARED_VERSION "podsolve-shared-result-v1"
 
 static int
 cmp_str (const void *a, const void *b)
@@ -31,10 +32,36 @@ cmp_str (const void *a, const void *b)
   return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
-/* Hash the tree under `dir` (entries sorted by name, symlinks not
-   followed) into `md`. */
+/* The digest of the regular file `name` in `dir` into hex[65]. */
 static int
-hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel)
+hash_file_content (int dir, const char *name, char hex[65])
+{
+  int fd = openat (dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  EVP_MD_CTX *md = EVP_MD_CTX_new ();
+  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+  static __thread unsigned char buf[1 << 16];
+  ssize_t n;
+  while ((n = read (fd, buf, sizeof buf)) > 0)
+    EVP_DigestUpdate (md, buf, (size_t) n);
+  close (fd);
+  unsigned char raw[32];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex (md, raw, &len);
+  EVP_MD_CTX_free (md);
+  for (unsigned i = 0; i < 32; i++)
+    sprintf (hex + 2 * i, "%02x", raw[i]);
+  return n < 0 ? -1 : 0;
+}
+
+/* Hash the tree under `dir` (entries sorted by name, symlinks not
+   followed) into `md`: each entry's path, mode, owner, size and link
+   target, and either its mtime (`by_content` false: what the DiffCopy sync
+   trusts) or, for a regular file, the digest of its bytes (BuildKit's
+   content checksums leave mtimes out too). */
+static int
+hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel, bool by_content)
 {
   DIR *d = fdopendir (dirfd_);
   if (d == NULL)
@@ -65,15 +92,29 @@ hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel)
           link[n > 0 ? n : 0] = '\0';
         }
       char line[8192];
-      int n = snprintf (line, sizeof line, "%s/%s\n%o %u %u %lld %lld.%09ld %s\n", rel, names.v[i],
+      int n;
+      if (!by_content)
+        n = snprintf (line, sizeof line, "%s/%s\n%o %u %u %lld %lld.%09ld %s\n", rel, names.v[i],
+                      (unsigned) st.st_mode, (unsigned) st.st_uid, (unsigned) st.st_gid, (long long) st.st_size,
+                      (long long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec, link);
+      else
+        {
+          char content[65] = "";
+          if (S_ISREG (st.st_mode) && hash_file_content (dirfd (d), names.v[i], content) < 0)
+            {
+              ret = -1;
+              break;
+            }
+          n = snprintf (line, sizeof line, "%s/%s\n%o %u %u %lld %llu %s%s\n", rel, names.v[i],
                         (unsigned) st.st_mode, (unsigned) st.st_uid, (unsigned) st.st_gid, (long long) st.st_size,
-                        (long long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec, link);
+                        (unsigned long long) st.st_rdev, link, content);
+        }
       EVP_DigestUpdate (md, line, (size_t) n);
       if (S_ISDIR (st.st_mode))
         {
           int fd = openat (dirfd (d), names.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
           cleanup_free char *sub = xasprintf ("%s/%s", rel, names.v[i]);
-          ret = fd < 0 ? -1 : hash_tree (md, fd, sub);
+          ret = fd < 0 ? -1 : hash_tree (md, fd, sub, by_content);
         }
     }
   ps_strv_free (&names);
@@ -86,7 +127,7 @@ static char *
 image_id_of (const char *name)
 {
   char *id = NULL;
-  if (buildah_image_id (name, &id, NULL) < 0 || *id == '\0')
+  if (buildah_image_resolve (name, &id, NULL) < 0 || *id == '\0')
     {
       free (id);
       return NULL;
@@ -128,29 +169,18 @@ hash_strv (EVP_MD_CTX *md, const char *label, const ps_strv *v)
   EVP_DigestUpdate (md, "\n\n", 2);
 }
 
-char *
-result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
+/* What decides a build's result besides its context, its FROM images and
+   where its cache goes: the options that shape the image and the
+   Dockerfile's bytes. */
+static void
+hash_build_options (EVP_MD_CTX *md, const struct build_options *o, const char *dockerfile_text)
 {
-  const struct build_options *o = &b->opts;
-  if (o->nocache || o->pull == BUILD_PULL_ALWAYS || o->pull == BUILD_PULL_NEWER || o->context_dir == NULL
-      || o->remote || o->secrets.n > 0 || o->ssh.n > 0 || o->build_contexts.n > 0)
-    return NULL;
-  EVP_MD_CTX *md = EVP_MD_CTX_new ();
-  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
-  EVP_DigestUpdate (md, RESULT_CACHE_VERSION "\n", strlen (RESULT_CACHE_VERSION) + 1);
-  /* The context directory is the client's own cache (per session shared
-     key and dir name), so a result is only reused for the same client
-     context: two clients whose trees have equal names, sizes and mtimes
-     but different bytes never share a result.  Within one client, equal
-     size and mtime is exactly what the DiffCopy sync trusts too. */
-  EVP_DigestUpdate (md, o->context_dir, strlen (o->context_dir) + 1);
   EVP_DigestUpdate (md, dockerfile_text, strlen (dockerfile_text));
   hash_strv (md, "build-args", &o->build_args);
   hash_strv (md, "labels", &o->labels);
   hash_strv (md, "platforms", &o->platforms);
   hash_strv (md, "add-hosts", &o->add_hosts);
   hash_strv (md, "ulimits", &o->ulimits);
-  hash_strv (md, "cache-from", &o->cache_from);
   cleanup_free char *scalars = xasprintf ("target=%s network=%s format=%s squash=%d layers=%d shm=%lld "
                                           "mem=%lld swap=%lld cpu=%lld/%lld/%lld sets=%s/%s cg=%s iso=%s",
                                           o->target ? o->target : "", o->network ? o->network : "",
@@ -161,12 +191,19 @@ result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
                                           o->cgroup_parent ? o->cgroup_parent : "",
                                           o->isolation ? o->isolation : buildah_isolation ());
   EVP_DigestUpdate (md, scalars, strlen (scalars));
-  bool ok = hash_from_images (md, dockerfile_text);
-  int fd = open (o->context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (ok && (fd < 0 || hash_tree (md, fd, ".") < 0))
-    ok = false;
-  else if (!ok && fd >= 0)
-    close (fd);
+}
+
+/* Builds whose result is not a function of what the key covers. */
+static bool
+reusable (const struct build_options *o)
+{
+  return !(o->nocache || o->pull == BUILD_PULL_ALWAYS || o->pull == BUILD_PULL_NEWER || o->context_dir == NULL
+           || o->remote || o->secrets.n > 0 || o->ssh.n > 0 || o->build_contexts.n > 0);
+}
+
+static char *
+finish_key (EVP_MD_CTX *md, bool ok)
+{
   unsigned char raw[32];
   unsigned int n = 0;
   EVP_DigestFinal_ex (md, raw, &n);
@@ -177,6 +214,51 @@ result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
   for (unsigned i = 0; i < 32; i++)
     sprintf (hex + 2 * i, "%02x", raw[i]);
   return hex;
+}
+
+char *
+result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
+{
+  const struct build_options *o = &b->opts;
+  if (!reusable (o))
+    return NULL;
+  EVP_MD_CTX *md = EVP_MD_CTX_new ();
+  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+  EVP_DigestUpdate (md, RESULT_CACHE_VERSION "\n", strlen (RESULT_CACHE_VERSION) + 1);
+  /* The context directory is the client's own cache (per session shared
+     key and dir name), so a result is only reused for the same client
+     context: two clients whose trees have equal names, sizes and mtimes
+     but different bytes never share a result.  Within one client, equal
+     size and mtime is exactly what the DiffCopy sync trusts too. */
+  EVP_DigestUpdate (md, o->context_dir, strlen (o->context_dir) + 1);
+  hash_build_options (md, o, dockerfile_text);
+  hash_strv (md, "cache-from", &o->cache_from);
+  bool ok = hash_from_images (md, dockerfile_text);
+  int fd = open (o->context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (ok && (fd < 0 || hash_tree (md, fd, ".", false) < 0))
+    ok = false;
+  else if (!ok && fd >= 0)
+    close (fd);
+  return finish_key (md, ok);
+}
+
+char *
+result_cache_shared_key (const struct dockerfile_build *b, const char *dockerfile_text)
+{
+  const struct build_options *o = &b->opts;
+  if (!reusable (o) || o->platforms.n > 1)
+    return NULL;
+  EVP_MD_CTX *md = EVP_MD_CTX_new ();
+  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+  EVP_DigestUpdate (md, RESULT_CACHE_SHARED_VERSION "\n", strlen (RESULT_CACHE_SHARED_VERSION) + 1);
+  hash_build_options (md, o, dockerfile_text);
+  bool ok = hash_from_images (md, dockerfile_text);
+  int fd = open (o->context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (ok && (fd < 0 || hash_tree (md, fd, ".", true) < 0))
+    ok = false;
+  else if (!ok && fd >= 0)
+    close (fd);
+  return finish_key (md, ok);
 }
 
 static char *
@@ -288,4 +370,49 @@ result_cache_store (solver_job *job, const char *state_dir, const char *key, siz
       unlink (tmp);
     }
   cJSON_free (text);
+}
+
+int
+result_cache_shared_pull (const char *repo, const char *key, const struct cache_registry_access *a,
+                          const ps_strv *tags, char **image_id)
+{
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, "pull");
+  ps_strv_push (&argv, "--quiet");
+  cache_registry_access_argv (&argv, a);
+  ps_strv_pushf (&argv, "docker://%s:" RESULT_CACHE_SHARED_TAG "%s", repo, key);
+  cleanup_free char *id = NULL;
+  ps_error *err = NULL;
+  int r = buildah_call_line ((const char *const *) argv.v, &id, &err);
+  ps_strv_free (&argv);
+  if (r < 0 || id == NULL || strlen (id) != 64)
+    {
+      /* Absent (the usual miss), or unreadable: buildah's own per-step
+         lookups say more when the build runs. */
+      ps_debug ("cache %s: no whole-build result %.12s: %s", repo, key, err ? err->msg : "no image ID");
+      ps_error_free (err);
+      return 0;
+    }
+  if (!tag_image (id, tags))
+    {
+      ps_warn ("cache %s: result %.12s pulled as %.12s but could not be tagged", repo, key, id);
+      return 0;
+    }
+  *image_id = steal_pointer (&id);
+  return 1;
+}
+
+int
+result_cache_shared_push (const char *repo, const char *key, const char *image_id,
+                          const struct cache_registry_access *a, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, "push");
+  ps_strv_push (&argv, "--quiet");
+  cache_registry_access_argv (&argv, a);
+  ps_strv_push (&argv, image_id);
+  ps_strv_pushf (&argv, "docker://%s:" RESULT_CACHE_SHARED_TAG "%s", repo, key);
+  int r = buildah_call ((const char *const *) argv.v, NULL, err);
+  ps_strv_free (&argv);
+  return r < 0 ? ps_error_wrap (err, "cache export %s: the build's result", repo) : 0;
 }

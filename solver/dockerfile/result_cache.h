@@ -14,6 +14,7 @@
 #ifndef SOLVER_RESULT_CACHE_H
 #define SOLVER_RESULT_CACHE_H
 
+#include "solver/cache_registry.h"
 #include "solver/dockerfile/build_options.h"
 #include "solver/job.h"
 
@@ -32,5 +33,34 @@ int result_cache_lookup (solver_job *job, const char *state_dir, const char *key
    event index `first_event` on. */
 void result_cache_store (solver_job *job, const char *state_dir, const char *key, size_t first_event,
                          const char *image_id);
+
+/* ---- whole-build results in a shared cache ----------------------------
+ *
+ * A build that exports its cache (--cache-to: a registry, or a store, an
+ * S3 bucket or a local directory, each of which buildah sees as a
+ * registry) also pushes its final image there, tagged
+ * RESULT_CACHE_SHARED_TAG<key>.  The key is result_cache_key's material
+ * with two differences: the context is hashed by content (each entry's
+ * path, type, mode, owner, size, link target and bytes; not its mtime, as
+ * BuildKit's content checksums), not by its directory and mtimes, and the
+ * cache options are left out.  A build that imports the cache (another
+ * replica's first build of the same project) pulls that one image instead
+ * of running buildah: every step reused, the same image ID.  buildah's own
+ * per-step cache stays beside it for builds whose inputs differ. */
+#define RESULT_CACHE_SHARED_TAG "podsolve-result-"
+
+/* The key, or NULL when the build must not be reused (as result_cache_key,
+   and multi-platform builds). */
+char *result_cache_shared_key (const struct dockerfile_build *b, const char *dockerfile_text);
+
+/* Pull REPO:podsolve-result-<key> and tag it with the build's tags: 1 with
+   *image_id, 0 when the cache has no such result (or it cannot be read:
+   the build then runs). */
+int result_cache_shared_pull (const char *repo, const char *key, const struct cache_registry_access *a,
+                              const ps_strv *tags, char **image_id);
+
+/* Push `image_id` to REPO:podsolve-result-<key>. */
+int result_cache_shared_push (const char *repo, const char *key, const char *image_id,
+                              const struct cache_registry_access *a, ps_error **err);
 
 #endif

@@ -7,6 +7,7 @@ cancellation, OCI downloads and registry auth through the BuildKit session.
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -179,6 +180,59 @@ def test_registry_cache_export_import(daemon, spawn_daemon, registry, uniq):
     assert run.get("cached") is True or "Cache pulled" in log_text(lines2), \
         f"RUN step not taken from the imported cache: {run}\n{describe(lines2, d2)}"
     assert d2.image_file(img, "/stamp") == stamp1
+
+
+def test_registry_cache_gives_a_fresh_daemon_the_whole_result(daemon, spawn_daemon, registry, uniq):
+    """A build that exports its cache also leaves its result there, keyed by
+    what decides it (the Dockerfile, the options, the base image, the
+    context's bytes): a fresh daemon importing the cache takes that image
+    instead of building, so every step is reused (the COPY too, which
+    buildah's own per-step cache must copy again before it can look up),
+    the image ID is the same and so is a RUN's random stamp, even when the
+    context's files were made again (new mtimes).  One changed byte in
+    the context builds anew."""
+    cache_ref = f"{registry.host}/whole-{uniq}"
+    img = f"localhost/e2e-whole-{uniq}:latest"
+    base = f"localhost/e2e-base-{uniq}:latest"
+    steps = (f"FROM {base}", "COPY . /ctx", "RUN cat /proc/sys/kernel/random/uuid > /stamp", 'CMD ["cat", "/stamp"]')
+    files = {"a.txt": f"{uniq}\n", "sub/b.bin": os.urandom(200_000)}
+    d2 = spawn_daemon()
+    share_base(daemon, d2, base, d2.tmpdir)
+    cache = {"registry.insecure": "true", "ref": cache_ref}
+    req_a = {"ref": f"e2e-whole-a-{uniq}", "frontend": "dockerfile.v0",
+             "exporters": [{"type": "image", "attrs": {"name": img}}],
+             "cache": {"exports": [{"type": "registry", "attrs": cache}]}}
+    _, lines_a = run_solve(daemon, req_a, {"context": dockerfile_ctx(*steps, extra=files)})
+    result_of(lines_a, daemon)
+    id_a = daemon.image_id(img)
+    stamp_a = daemon.image_file(img, "/stamp")
+    status, _, body = registry.get(f"/v2/whole-{uniq}/tags/list")
+    tags = json.loads(body).get("tags") or []
+    assert status == 200 and any(t.startswith("podsolve-result-") for t in tags), tags
+
+    time.sleep(1.1)  # the same bytes in files made again: other mtimes
+    req_b = {"ref": f"e2e-whole-b-{uniq}", "frontend": "dockerfile.v0",
+             "exporters": [{"type": "image", "attrs": {"name": img}}],
+             "cache": {"imports": [{"type": "registry", "attrs": cache}]}}
+    _, lines_b = run_solve(d2, req_b, {"context": dockerfile_ctx(*steps, extra=files)})
+    result_of(lines_b, d2)
+    steps_b = [v for v in vertexes(lines_b) if re.match(r"\[\d+/\d+\] ", v.get("name", ""))]
+    assert len(steps_b) == len(steps), describe(lines_b, d2)
+    assert all(v.get("cached") is True for v in steps_b), describe(lines_b, d2)
+    assert "the whole build's result, from cache" in log_text(lines_b), describe(lines_b, d2)
+    assert "the whole build's result is in cache" in d2.log_tail(20000)
+    assert d2.image_id(img) == id_a
+    assert d2.image_file(img, "/stamp") == stamp_a
+    assert d2.image_file(img, "/ctx/sub/b.bin") == files["sub/b.bin"]
+
+    changed = dict(files, **{"a.txt": f"{uniq[:-1]}#\n"})  # same size, one byte differs
+    req_c = dict(req_b, ref=f"e2e-whole-c-{uniq}")
+    _, lines_c = run_solve(d2, req_c, {"context": dockerfile_ctx(*steps, extra=changed)})
+    result_of(lines_c, d2)
+    assert "the whole build's result" not in log_text(lines_c), describe(lines_c, d2)
+    assert d2.image_id(img) != id_a
+    assert d2.image_file(img, "/ctx/a.txt") == changed["a.txt"].encode()
+    assert d2.image_file(img, "/stamp") != stamp_a
 
 
 # --------------------------------------------------------------------------
