@@ -58,12 +58,19 @@ buildah_argv_init (ps_strv *argv)
 }
 
 char *
-buildah_storage_image_ref (const char *id)
+buildah_storage_name_ref (const char *name)
 {
   if (config.root && config.runroot)
-    return xasprintf ("containers-storage:[%s@%s+%s]@%s", buildah_storage_driver (), config.root, config.runroot,
-                      id);
-  return xasprintf ("containers-storage:@%s", id);
+    return xasprintf ("containers-storage:[%s@%s+%s]%s", buildah_storage_driver (), config.root, config.runroot,
+                      name);
+  return xasprintf ("containers-storage:%s", name);
+}
+
+char *
+buildah_storage_image_ref (const char *id)
+{
+  cleanup_free char *at = xasprintf ("@%s", id);
+  return buildah_storage_name_ref (at);
 }
 
 const char *

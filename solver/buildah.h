@@ -23,6 +23,9 @@ void buildah_configure (const struct buildah_config *cfg);
    tools other than buildah (skopeo): "containers-storage:[DRIVER@ROOT+RUNROOT]@ID",
    or "containers-storage:@ID" when the storage is the default one. */
 char *buildah_storage_image_ref (const char *id);
+/* The same for a name ("localhost/app:1"): where skopeo copies an image to
+   store it under that name. */
+char *buildah_storage_name_ref (const char *name);
 
 /* Start an argv with the binary and the global storage flags. */
 void buildah_argv_init (ps_strv *argv);

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 
 #include "common/limits.h"
+#include "common/process.h"
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
@@ -372,19 +373,57 @@ result_cache_store (solver_job *job, const char *state_dir, const char *key, siz
   cJSON_free (text);
 }
 
+/* skopeo copy SRC containers-storage:...NAME: one process where `buildah
+   pull` and `buildah tag` are two.  0, or -1 with *err. */
+static int
+copy_into_storage (const char *src, const char *name, const struct cache_registry_access *a, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  ps_strv_push (&argv, "skopeo");
+  ps_strv_pushf (&argv, "--command-timeout=%ds", PS_CACHE_INSPECT_TIMEOUT_S);
+  if (a->registries_conf)
+    ps_strv_pushf (&argv, "--registries-conf=%s", a->registries_conf);
+  ps_strv_push (&argv, "copy");
+  ps_strv_push (&argv, "--quiet");
+  if (a->authfile)
+    ps_strv_pushf (&argv, "--src-authfile=%s", a->authfile);
+  ps_strv_push (&argv, src);
+  cleanup_free char *dst = buildah_storage_name_ref (name);
+  ps_strv_push (&argv, dst);
+  cleanup_free char *out = NULL, *errout = NULL;
+  int status = -1;
+  int r = ps_run_capture (argv.v, &out, &errout, &status, err);
+  ps_strv_free (&argv);
+  if (r == 0 && status != 0)
+    r = ps_error_set (err, 500, "skopeo copy %s: exit status %d: %s", src, status, errout ? errout : "");
+  return r;
+}
+
 int
 result_cache_shared_pull (const char *repo, const char *key, const struct cache_registry_access *a,
                           const ps_strv *tags, char **image_id)
 {
-  ps_strv argv = { 0 };
-  ps_strv_push (&argv, "pull");
-  ps_strv_push (&argv, "--quiet");
-  cache_registry_access_argv (&argv, a);
-  ps_strv_pushf (&argv, "docker://%s:" RESULT_CACHE_SHARED_TAG "%s", repo, key);
+  cleanup_free char *src = xasprintf ("docker://%s:" RESULT_CACHE_SHARED_TAG "%s", repo, key);
   cleanup_free char *id = NULL;
   ps_error *err = NULL;
-  int r = buildah_call_line ((const char *const *) argv.v, &id, &err);
-  ps_strv_free (&argv);
+  int r;
+  if (tags->n > 0)
+    {
+      /* Straight to the build's first name; its ID from the store's list. */
+      r = copy_into_storage (src, tags->v[0], a, &err);
+      if (r == 0)
+        r = buildah_image_resolve (tags->v[0], &id, &err);
+    }
+  else
+    {
+      ps_strv argv = { 0 };
+      ps_strv_push (&argv, "pull");
+      ps_strv_push (&argv, "--quiet");
+      cache_registry_access_argv (&argv, a);
+      ps_strv_push (&argv, src);
+      r = buildah_call_line ((const char *const *) argv.v, &id, &err);
+      ps_strv_free (&argv);
+    }
   if (r < 0 || id == NULL || strlen (id) != 64)
     {
       /* Absent (the usual miss), or unreadable: buildah's own per-step
@@ -393,7 +432,8 @@ result_cache_shared_pull (const char *repo, const char *key, const struct cache_
       ps_error_free (err);
       return 0;
     }
-  if (!tag_image (id, tags))
+  ps_strv rest = { .v = tags->n > 1 ? tags->v + 1 : NULL, .n = tags->n > 1 ? tags->n - 1 : 0 };
+  if (rest.n > 0 && !tag_image (id, &rest))
     {
       ps_warn ("cache %s: result %.12s pulled as %.12s but could not be tagged", repo, key, id);
       return 0;
