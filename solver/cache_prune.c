@@ -170,8 +170,9 @@ filter_values (const cJSON *v, const char *key, ps_strv *out, ps_error **err)
   return ps_error_set (err, 400, "filters.%s: expected a list of strings", key);
 }
 
-static const char *const known_types[] = { "llb.result",   "build.result",       "exec.cachemount", "source.local",
-                                           "source.http",  "image.intermediate", "image.dangling" };
+static const char *const known_types[] = { "llb.result",         "build.result",  "exec.cachemount", "source.local",
+                                           "source.http",        "export.layout", "image.intermediate",
+                                           "image.dangling" };
 
 int
 cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_error **err)
@@ -216,7 +217,7 @@ cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_erro
             if (!known)
               ret = ps_error_set (err, 400, "filters.type: unknown cache type \"%s\" (known: llb.result, "
                                             "build.result, exec.cachemount, source.local, source.http, "
-                                            "image.intermediate, image.dangling)", vals.v[i]);
+                                            "export.layout, image.intermediate, image.dangling)", vals.v[i]);
             else
               ps_strv_push (&o->types, vals.v[i]);
           }
@@ -562,6 +563,8 @@ gather (struct cache *c, const char *state_dir, ps_error **err)
   scan_dir (c, results, "build.result", false, ".json");
   scan_dir (c, mounts, "exec.cachemount", true, NULL);
   scan_dir (c, contexts, "source.local", true, NULL);
+  cleanup_free char *layouts = xasprintf ("%s/" CACHE_EXPORT_LAYOUTS, state_dir);
+  scan_dir (c, layouts, "export.layout", true, NULL);
   cleanup_free char *http = xasprintf ("%s/" CACHE_HTTP_RECORDS, state_dir);
   scan_dir (c, http, "source.http", false, ".json");
 
@@ -884,6 +887,7 @@ cache_type_description (const char *type)
     { "exec.cachemount", "an LLB cache mount" },
     { "source.local", "a client's context as last synced over its session" },
     { "source.http", "how an LLB http source was last downloaded" },
+    { "export.layout", "an exported image's OCI layout, kept for its next export" },
     { "image.intermediate", "an untagged image in buildah's layer cache" },
     { "image.dangling", "an untagged image" },
   };

@@ -16,6 +16,9 @@
  *                       source without checksum was last downloaded (ETag,
  *                       Last-Modified, digest), so the next solve asks the
  *                       server whether it changed (only pruned with `all`)
+ *   export.layout       <state>/export-layouts/<image id>: the OCI layout an
+ *                       image was exported as to a store or S3, for its next
+ *                       export (solver/export_layout.h)
  *   image.intermediate  an untagged image whose layers are the start of
  *                       another image's: buildah's layer cache (--layers)
  *   image.dangling      any other untagged image (only pruned with `all`)
@@ -40,6 +43,9 @@
 /* Under the state directory: one record per revalidatable http URL of an
    LLB http source (llb/remote.h). */
 #define CACHE_HTTP_RECORDS "http-sources"
+/* Under the state directory: the OCI layouts of exported images
+   (solver/export_layout.h). */
+#define CACHE_EXPORT_LAYOUTS "export-layouts"
 
 struct cache_prune_entry;
 

@@ -24,6 +24,7 @@
 #include "solver/frontend_image.h"
 #include "solver/dockerfile/build.h"
 #include "solver/dockerfile/scan.h"
+#include "solver/export_layout.h"
 #include "solver/image_config.h"
 #include "solver/llb/llb.h"
 #include "solver/llb/exec.h"
@@ -1193,11 +1194,27 @@ export_to_store (solver_job *job, struct solve_plan *p, size_t idx, const char *
   cleanup_free char *label = store_label (e->attrs, e->s3);
   cleanup_free char *title = xasprintf ("exporting to %s", label);
   vertex_begin (&v, job, image_id, title);
-  cleanup_free char *layout = xasprintf ("%s/outputs/%zu.oci", p->job_dir, idx);
-  cleanup_free char *dest = xasprintf ("oci:%s", layout);
-  int ret = ps_mkdir_p (layout, 0700, err);
-  if (ret == 0)
-    ret = push_image (p, image_id, dest, false, NULL, err);
+  cleanup_free char *built = xasprintf ("%s/outputs/%zu.oci", p->job_dir, idx);
+  /* The layout an earlier export of this image left (export_layout.h);
+     a list is not kept: its ID stays when an image is added to it. */
+  const char *state_dir = p->state_dir ? p->state_dir : p->build.state_dir;
+  cleanup_free char *kept = is_list (p, image_id) ? NULL : export_layout_path (state_dir, image_id);
+  const char *layout = built;
+  int ret = 0;
+  if (kept && export_layout_ready (kept))
+    {
+      layout = kept;
+      vertex_status (&v, "reusing the layout of an earlier export", 0, 0);
+    }
+  else
+    {
+      cleanup_free char *dest = xasprintf ("oci:%s", built);
+      ret = ps_mkdir_p (built, 0700, err);
+      if (ret == 0)
+        ret = push_image (p, image_id, dest, false, NULL, err);
+      if (ret == 0 && kept && export_layout_keep (built, kept))
+        layout = kept;
+    }
   store_client *c = ret == 0 ? store_client_new (&cfg, err) : NULL;
   if (ret == 0 && c == NULL)
     ret = -1;
@@ -1217,7 +1234,7 @@ export_to_store (solver_job *job, struct solve_plan *p, size_t idx, const char *
   if (ret == 0)
     vertex_status (&v, "pushing blobs", (int64_t) total, (int64_t) total);
   store_client_free (c);
-  ps_rm_rf (layout, NULL);
+  ps_rm_rf (built, NULL);
   vertex_end (&v, ret < 0 ? (*err)->msg : NULL);
   return ret;
 }

@@ -108,6 +108,45 @@ def test_image_exported_to_a_store_is_pulled_back_and_runs(daemon, store, tmp_pa
     assert pushed and pushed[-1]["current"] == 0, pushed
 
 
+def test_a_second_export_of_an_image_reuses_its_layout_until_a_prune(daemon, store, tmp_path, uniq):
+    """The OCI layout an image was exported as is kept under the state dir
+    (build cache `export.layout`): the next export of the same image, to
+    another name, uploads it without compressing anything again and gives
+    the same manifest; a prune of that type removes it, and the export
+    after it writes it again."""
+    steps = [f"FROM {BASE_IMAGE}", f"RUN head -c 300000 /dev/urandom > /blob; echo {uniq} > /id"]
+
+    def export(tag):
+        status, lines = solve(daemon, [{"type": "store", "attrs": {
+            "endpoint": store.endpoint, "name": f"layouts/app-{uniq}:{tag}"}}], steps)
+        assert status == 200
+        res = ok(lines, daemon)
+        notes = [s.get("id") for l in lines for s in (l.get("status") or {}).get("statuses") or []]
+        return res["exporterResponse"], "reusing the layout of an earlier export" in notes
+
+    first, reused = export("1")
+    assert not reused
+    image = first["containerimage.config.digest"].split(":", 1)[1]
+    kept = daemon.state / "export-layouts" / image
+    assert (kept / "index.json").is_file(), sorted(p.name for p in kept.parent.iterdir())
+    second, reused = export("2")
+    assert reused
+    assert second["containerimage.digest"] == first["containerimage.digest"]
+    st, hdrs, _ = store.call("GET", f"/v1/names/layouts/app-{uniq}/manifests/2")
+    assert st == 200 and hdrs["Store-Content-Digest"] == first["containerimage.digest"]
+
+    status, _, raw = daemon.request("POST", lib.with_query("/v1.41/build/prune", {
+        "filters": json.dumps({"type": ["export.layout"], "id": [image]})}), None, None, timeout=600)
+    assert status == 200, raw
+    report = json.loads(raw)
+    assert [r["Type"] for r in report["Records"]] == ["export.layout"], report
+    assert not kept.exists()
+    third, reused = export("3")
+    assert not reused and (kept / "index.json").is_file()
+    buildah, _, name = pull_and_copy(store, f"layouts/app-{uniq}:3", tmp_path)
+    assert subprocess.run(buildah + ["inspect", "--type", "image", name], capture_output=True).returncode == 0
+
+
 def test_multi_platform_build_lands_as_an_index(daemon, store, tmp_path, uniq):
     status, lines = solve(daemon, [{"type": "store", "attrs": {"endpoint": store.endpoint, "name": f"mp-{uniq}"}}],
                           ["FROM scratch", "COPY f /f"], extra={"f": "x\n"},

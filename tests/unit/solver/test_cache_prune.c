@@ -1,10 +1,14 @@
 /* test_cache_prune.c — the options of POST /build/prune: Go durations for
  * the until filter and Docker's two JSON shapes of `filters`, every bad
- * value a 400 naming it. */
+ * value a 400 naming it; the exported images' layouts kept beside the cache. */
 #define _GNU_SOURCE
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "solver/cache_prune.h"
+#include "solver/export_layout.h"
 #include "tests/unit/unit.h"
 
 START_TEST (go_durations_parse)
@@ -100,6 +104,43 @@ START_TEST (bad_filters_are_400_naming_the_problem)
 }
 END_TEST
 
+START_TEST (export_layouts_are_kept_by_image_id)
+{
+  char tmpl[] = "/tmp/ps-layout-XXXXXX";
+  ck_assert_ptr_nonnull (mkdtemp (tmpl));
+  static const char id[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  ck_assert_ptr_null (export_layout_path (tmpl, "../../etc"));
+  ck_assert_ptr_null (export_layout_path (tmpl, "0123"));
+  ck_assert_ptr_null (export_layout_path (NULL, id));
+  cleanup_free char *path = export_layout_path (tmpl, id);
+  ck_assert_ptr_nonnull (strstr (path, "/" CACHE_EXPORT_LAYOUTS "/"));
+  ck_assert (!export_layout_ready (path));
+
+  /* A finished layout moves into place; a second one for the same image
+     finds the first there and is left where it was. */
+  char *built[2];
+  for (int i = 0; i < 2; i++)
+    {
+      built[i] = xasprintf ("%s/job%d", tmpl, i);
+      ck_assert_int_eq (mkdir (built[i], 0700), 0);
+      cleanup_free char *index = xasprintf ("%s/index.json", built[i]);
+      ck_assert_int_eq (ps_write_file (index, "{}", 2, 0600, NULL), 0);
+    }
+  ck_assert (export_layout_keep (built[0], path));
+  ck_assert (export_layout_ready (path));
+  ck_assert (access (built[0], F_OK) < 0);
+  ck_assert (export_layout_keep (built[1], path));
+  ck_assert (access (built[1], F_OK) == 0);
+  /* A directory without index.json (an export cut short) is no layout. */
+  cleanup_free char *index = xasprintf ("%s/index.json", path);
+  unlink (index);
+  ck_assert (!export_layout_ready (path));
+  for (int i = 0; i < 2; i++)
+    free (built[i]);
+  ps_rm_rf (tmpl, NULL);
+}
+END_TEST
+
 PS_TEST_SUITE (cache_prune)
 {
   Suite *s = suite_create ("cache_prune");
@@ -107,6 +148,7 @@ PS_TEST_SUITE (cache_prune)
   tcase_add_test (tc, go_durations_parse);
   tcase_add_test (tc, filters_in_both_docker_shapes);
   tcase_add_test (tc, bad_filters_are_400_naming_the_problem);
+  tcase_add_test (tc, export_layouts_are_kept_by_image_id);
   suite_add_tcase (s, tc);
   return s;
 }
