@@ -468,20 +468,31 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
   return ret;
 }
 
+/* The build's Dockerfile parsed, or NULL (not at hand, or buildah will say
+   what is wrong with it). */
+static dockerfile *
+dockerfile_parsed (const struct dockerfile_build *b)
+{
+  size_t len = 0;
+  cleanup_free char *text = dockerfile_text (b, &len);
+  dockerfile *df = NULL;
+  ps_error *perr = NULL;
+  if (text == NULL || dockerfile_parse (text, len, "Dockerfile", &df, &perr) < 0)
+    {
+      ps_error_free (perr);
+      return NULL;
+    }
+  return df;
+}
+
 /* A build whose whole result came from a shared cache: its steps, as
    buildah would have announced them, each reused. */
 static void
 replay_cached_steps (solver_job *job, const struct dockerfile_build *b, const char *repo)
 {
-  size_t len = 0;
-  cleanup_free char *text = dockerfile_text (b, &len);
-  cleanup_dockerfile dockerfile *df = NULL;
-  ps_error *perr = NULL;
-  if (text == NULL || dockerfile_parse (text, len, "Dockerfile", &df, &perr) < 0)
-    {
-      ps_error_free (perr);
-      return;
-    }
+  cleanup_dockerfile dockerfile *df = dockerfile_parsed (b);
+  if (df == NULL)
+    return;
   size_t first = 0;
   while (first < df->n_insns && strcmp (df->insns[first].keyword, "ARG") == 0)
     first++;
@@ -559,15 +570,9 @@ buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_
 static void
 announce_first_step (const struct dockerfile_build *b, buildah_progress *progress)
 {
-  size_t len = 0;
-  cleanup_free char *text = dockerfile_text (b, &len);
-  cleanup_dockerfile dockerfile *df = NULL;
-  ps_error *perr = NULL;
-  if (text == NULL || dockerfile_parse (text, len, "Dockerfile", &df, &perr) < 0)
-    {
-      ps_error_free (perr);
-      return;
-    }
+  cleanup_dockerfile dockerfile *df = dockerfile_parsed (b);
+  if (df == NULL)
+    return;
   cleanup_free char *line = dockerfile_buildah_first_step (df);
   if (line)
     buildah_progress_announce (progress, line);
