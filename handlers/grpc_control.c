@@ -644,6 +644,10 @@ solve_start (struct solve_request *sr, const uint8_t *definition, size_t definit
     }
   cleanup_free char *what = xasprintf ("Control.Solve (%s)", kind);
   handler_log_job_start (NULL, job, what, client, NULL);
+  /* A client-side gateway build waits for its client first; buildx's
+     probe (a build returning nothing) never does any work. */
+  if (gw->run)
+    solver_job_defer_slot (job);
   if (solver_job_start (job, solve_run, plan, (void (*) (void *)) solve_plan_free, err) < 0)
     {
       solver_jobs_unregister (job);

@@ -343,7 +343,9 @@ run_task (gateway_build *b, struct gateway_task *t, char **image, ps_error **err
         .inputs = t->inputs,
         .n_inputs = t->n_inputs,
       };
-      int r = frontend_image_run (b->job, &fr, image, err);
+      /* The build's running slot (the job defers it): solve_plan_build
+         takes it for the other solves. */
+      int r = solver_job_take_slot (b->job, err) < 0 ? -1 : frontend_image_run (b->job, &fr, image, err);
       free (opts.kv);
       return r;
     }

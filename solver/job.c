@@ -45,6 +45,8 @@ struct solver_job
   solver_job *next_live; /* live list */
 
   char *kind;
+  bool slot_deferred; /* solver_job_defer_slot: fn takes its slot itself */
+  bool holds_slot;    /* only the job's thread reads and writes it */
   bool keep_dir;
   struct solver_output *outputs;
   size_t n_outputs;
@@ -467,6 +469,23 @@ acquire_slot (solver_job *job)
   return 0;
 }
 
+void
+solver_job_defer_slot (solver_job *job)
+{
+  job->slot_deferred = true;
+}
+
+int
+solver_job_take_slot (solver_job *job, ps_error **err)
+{
+  if (job->holds_slot)
+    return 0;
+  if (acquire_slot (job) < 0)
+    return ps_error_set (err, 499, "build cancelled while waiting for a build slot");
+  job->holds_slot = true;
+  return 0;
+}
+
 static void
 release_slot (void)
 {
@@ -517,12 +536,13 @@ job_thread (void *arg)
 
   int ret;
   int cache_lock = -2;
-  if (acquire_slot (job) < 0)
+  if (!job->slot_deferred && solver_job_take_slot (job, &err) < 0)
     ret = -1;
   else if ((cache_lock = hold_cache_lock (job)) == -1)
     {
       ret = -1;
-      release_slot ();
+      if (job->holds_slot)
+        release_slot ();
     }
   else
     {
@@ -533,7 +553,8 @@ job_thread (void *arg)
       ret = job->fn (job, job->fn_data, &err);
       if (cache_lock >= 0)
         close (cache_lock);
-      release_slot ();
+      if (job->holds_slot)
+        release_slot ();
     }
   if (job->fn_free)
     job->fn_free (job->fn_data);

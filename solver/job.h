@@ -49,6 +49,19 @@ enum solver_job_state solver_job_state (solver_job *job);
 int solver_job_start (solver_job *job, solver_job_fn fn, void *userdata, void (*free_fn) (void *),
                       ps_error **err);
 
+/* A job whose first part is waiting on someone else (a client-side gateway
+   build waits for its client's LLBBridge calls, and buildx's capability
+   probe never sends one) takes its running slot (--max-parallel) only when
+   it has work: call before solver_job_start; the job function then calls
+   solver_job_take_slot before it runs anything.  Without this a probe, and
+   every build behind it, queue behind builds that do run. */
+void solver_job_defer_slot (solver_job *job);
+/* On the job's thread: wait for a running slot unless the job holds one
+   (once taken it is kept until the job function returns; a job that did
+   not defer holds one already).  -1 with *err set (499) when the job was
+   cancelled while it waited. */
+int solver_job_take_slot (solver_job *job, ps_error **err);
+
 /* Append an event; the log takes ownership of every pointer in `ev`
    (ev itself is copied).  Wakes every reader. */
 void solver_job_emit (solver_job *job, struct solver_event *ev);

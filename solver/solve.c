@@ -1610,7 +1610,7 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
         .cache_exports = p->req.cache_exports,
         .n_cache_exports = p->req.n_cache_exports,
       };
-      r = frontend_image_run (job, &fr, image_id, err);
+      r = solver_job_take_slot (job, err) < 0 ? -1 : frontend_image_run (job, &fr, image_id, err);
       if (r < 0)
         {
           struct solver_event ev = { .kind = SOLVER_EV_ERROR };
@@ -1622,7 +1622,7 @@ solve_plan_build (solver_job *job, struct solve_plan *p, char **image_id, ps_err
     }
   else if (r == 0 && p->llb)
     {
-      r = llb_exec_run (p->llb, job, image_id, err);
+      r = solver_job_take_slot (job, err) < 0 ? -1 : llb_exec_run (p->llb, job, image_id, err);
       if (r == 0)
         r = apply_image_configs (job, p, image_id, err);
       if (r == 0)

@@ -429,6 +429,10 @@ frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *f
 static int
 frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_error **err)
 {
+  /* A job that deferred its running slot (a client-side gateway build)
+     takes it here: its sources are in and no earlier result was reused. */
+  if (solver_job_take_slot (job, err) < 0)
+    return -1;
   {
     size_t len = 0;
     cleanup_free char *text = dockerfile_text (b, &len);

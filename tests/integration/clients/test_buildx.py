@@ -512,6 +512,48 @@ def test_a_build_queued_behind_max_parallel_waits_instead_of_no_such_build(spawn
     assert d.image_file(names[1], "/f") == f"second-{uniq}\n".encode()
 
 
+def test_a_build_waiting_for_a_slot_has_its_context_before_the_slot(spawn_daemon, go_clients, tmp_path, uniq):
+    """With --max-parallel 1 and the only slot held by a build whose RUN
+    sleeps, a second buildx build is not stuck behind it at its capability
+    probe (a build that returns nothing, which takes no slot): its context
+    comes over the session while the first still runs, and once the first
+    is stopped (Ctrl-C) the second builds, with its own file."""
+    d = spawn_daemon("--max-parallel", "1")
+    token = f"slot-holder-{uniq}"
+    first = lib.make_context(tmp_path / "first", {"Dockerfile": containerfile(
+        f"FROM {BASE_IMAGE}", f"RUN echo started-{token} && sleep 120 && echo {token}")})
+    second = lib.make_context(tmp_path / "second", {
+        "Dockerfile": containerfile(f"FROM {BASE_IMAGE}", "COPY file.txt /file.txt"),
+        "file.txt": f"second build {uniq}\n"})
+    name = image_ref(f"slot-second-{uniq}")
+    env = go_clients.env(d)
+    log1, log2 = tmp_path / "first.log", tmp_path / "second.log"
+    with open(log1, "wb") as f1, open(log2, "wb") as f2:
+        p1 = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "--no-cache", "."],
+                              cwd=first, env=env, stdout=f1, stderr=subprocess.STDOUT, start_new_session=True)
+        p2 = None
+        try:
+            assert lib.wait_for(lambda: f"started-{token}" in log1.read_text(errors="replace"), 60), \
+                log1.read_text(errors="replace")
+            p2 = subprocess.Popen([go_clients.docker, "buildx", "build", "--progress=plain", "-t", name, "."],
+                                  cwd=second, env=env, stdout=f2, stderr=subprocess.STDOUT)
+            context_in = re.compile(r"load build context\n(#\d+ .*\n)*#\d+ DONE")
+            assert lib.wait_for(lambda: context_in.search(log2.read_text(errors="replace")), 60), \
+                log2.read_text(errors="replace")
+            assert p1.poll() is None, log1.read_text(errors="replace")
+            assert lib.running(f"sleep 120 && echo {token}")
+            os.killpg(p1.pid, signal.SIGINT)
+            p1.wait(lib.scaled(20))
+            assert p2.wait(lib.scaled(120)) == 0, log2.read_text(errors="replace")
+        finally:
+            for p in (p1, p2):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
+    assert d.image_file(name, "/file.txt") == f"second build {uniq}\n".encode()
+    assert lib.wait_for(lambda: not lib.running(f"sleep 120 && echo {token}"), 20)
+
+
 def test_buildx_ctrl_c_cancels_the_build(daemon, go_clients, tmp_path, uniq):
     """SIGINT to the client's process group (Ctrl-C) while a RUN sleeps:
     buildx exits at once with the build cancelled, the daemon stops the RUN
