@@ -138,3 +138,25 @@ def test_libpod_build_without_layers_is_not_reused(daemon, uniq):
     assert second.status == 200 and second.error is None, second.describe()
     assert daemon.image_file(tag, "/stamp") != stamp1
     assert not_unpacked_count(daemon) == before
+
+
+def test_solve_hit_still_feeds_the_tar_exporter(daemon, uniq):
+    """The exporters take the reused image as they take a built one: a tar
+    exporter's download holds the files the context put there."""
+    import io
+    import tarfile
+    ctx = dict(files(uniq, "tar-exported"), Dockerfile=dockerfile(BASE_IMAGE, uniq))
+    solve(daemon, {"ref": f"tk-t1-{uniq}", "frontend": "dockerfile.v0", "exporters": []}, lib.tar_context(ctx))
+    before = not_unpacked_count(daemon)
+    ref = f"tk-t2-{uniq}"
+    lines = solve(daemon, {"ref": ref, "frontend": "dockerfile.v0", "exporters": [{"type": "tar"}]},
+                  lib.tar_context(ctx))
+    assert all(v.get("cached") is True for v in steps_of(lines)), steps_of(lines)
+    assert not_unpacked_count(daemon) == before + 1
+    status, _, data = daemon.request("GET", f"/solve/{ref}/outputs/0")
+    assert status == 200, (status, data[:300])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        names = {n.lstrip("./") for n in tf.getnames()}
+        assert "ctx/a.txt" in names and "stamp" in names, sorted(names)[:40]
+        member = next(m for m in tf.getmembers() if m.name.lstrip("./") == "ctx/a.txt")
+        assert tf.extractfile(member).read() == ctx["a.txt"].encode()
