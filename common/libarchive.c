@@ -33,6 +33,7 @@
   F (struct archive_entry *, archive_entry_new, (void), ()) \
   F (const char *, archive_entry_pathname, (struct archive_entry *a), (a)) \
   F (const char *, archive_entry_pathname_utf8, (struct archive_entry *a), (a)) \
+  F (mode_t, archive_entry_perm, (struct archive_entry *a), (a)) \
   V (archive_entry_set_filetype, (struct archive_entry *a, unsigned int b), (a, b)) \
   V (archive_entry_set_gid, (struct archive_entry *a, la_int64_t b), (a, b)) \
   V (archive_entry_set_hardlink, (struct archive_entry *a, const char *b), (a, b)) \

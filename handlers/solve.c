@@ -98,7 +98,7 @@ solve_complete (struct ps_request *req, ps_error **err)
 
   struct solve_source *sources = NULL;
   size_t n_sources = 0;
-  int ret = solve_body_unpack_sources (s->body, &sources, &n_sources, err);
+  int ret = solve_body_sources (s->body, &sources, &n_sources);
   cleanup_free char *authfile = xasprintf ("%s/auth.json", s->dir);
   int have_auth = 0;
   if (ret == 0)
@@ -130,6 +130,7 @@ solve_complete (struct ps_request *req, ps_error **err)
     {
       free (sources[i].name);
       free (sources[i].dir);
+      free (sources[i].tar);
     }
   free (sources);
   schema_solve_request_free (&sr);

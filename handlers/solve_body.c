@@ -237,7 +237,7 @@ solve_body_definition (const struct solve_body *b, size_t *len)
 }
 
 int
-solve_body_unpack_sources (struct solve_body *b, struct solve_source **out, size_t *n, ps_error **err)
+solve_body_sources (struct solve_body *b, struct solve_source **out, size_t *n)
 {
   struct solve_source *src = xcalloc (b->n_parts + 1, sizeof *src);
   *out = src;
@@ -250,23 +250,20 @@ solve_body_unpack_sources (struct solve_body *b, struct solve_source **out, size
           close (p->fd);
           p->fd = -1;
         }
-      cleanup_free char *dir = xasprintf ("%s/sources/%s", b->dir, p->name);
-      if (ps_mkdir_p (dir, 0700, err) < 0)
-        return -1;
-      cleanup_close int fd = open (p->path, O_RDONLY | O_CLOEXEC);
-      if (fd < 0)
-        return ps_error_set_errno (err, 500, errno, "open part %s", p->name);
-      struct ps_context_limits lim = { b->max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
-      struct ps_context_stats stats = { 0 };
-      if (context_extract_fd (fd, dir, &lim, &stats, err) < 0)
-        return ps_error_wrap (err, "multipart part \"%s\"", p->name);
-      unlink (p->path);
       src[*n].name = xstrdup (p->name);
-      src[*n].dir = xstrdup (dir);
+      src[*n].dir = xasprintf ("%s/sources/%s", b->dir, p->name);
       src[*n].bytes = p->size;
+      src[*n].tar = xstrdup (p->path);
       (*n)++;
     }
   return 0;
+}
+
+int
+solve_body_unpack_sources (struct solve_body *b, struct solve_source **out, size_t *n, ps_error **err)
+{
+  solve_body_sources (b, out, n);
+  return context_unpack_sources (*out, *n, NULL, b->max_context_bytes, err);
 }
 
 void

@@ -34,6 +34,11 @@ int solve_body_finish (struct solve_body *b, ps_error **err);
 const char *solve_body_json (const struct solve_body *b, size_t *len);
 const uint8_t *solve_body_definition (const struct solve_body *b, size_t *len);
 
+/* Every tar part as a source to unpack into <dir>/sources/<name>, its
+   `tar` the spooled part (context_unpack_sources; solve_plan_new does it).
+   *out (n entries, free each name, dir and tar, then the array). */
+int solve_body_sources (struct solve_body *b, struct solve_source **out, size_t *n);
+
 /* Unpack every tar part into <dir>/sources/<name> (the spooled tar is
    removed).  *out (n entries, free each name and dir, then the array) is
    set even on failure, with what was unpacked. */

@@ -593,6 +593,26 @@ padded_read (struct archive *a, void *cls, const void **out)
   return (la_ssize_t) n;
 }
 
+/* A reader of the compressions the Docker and Podman clients send; not
+   _all(), which would also accept uuencode, lrzip and friends (some via
+   fork+exec of an external program).  NULL when libarchive cannot
+   allocate one. */
+static struct archive *
+context_reader_new (void)
+{
+  struct archive *in = archive_read_new ();
+  if (in == NULL)
+    return NULL;
+  archive_read_support_filter_gzip (in);
+  archive_read_support_filter_bzip2 (in);
+  archive_read_support_filter_xz (in);
+  archive_read_support_filter_zstd (in);
+  archive_read_support_format_tar (in); /* ustar, pax, GNU and v7 */
+  archive_read_support_format_gnutar (in);
+  archive_read_support_format_empty (in); /* a 0-byte body */
+  return in;
+}
+
 int
 context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
                        struct ps_context_stats *stats, ps_error **err)
@@ -617,20 +637,10 @@ context_extract_fd (int fd, const char *dest, const struct ps_context_limits *li
   x.root_len = strlen (root);
   x.root_fd = root_fd;
 
-  /* The compressions the Docker and Podman clients send; not _all(), which
-     would also accept uuencode, lrzip and friends (some via fork+exec of an
-     external program). */
-  cleanup_archive struct archive *in = archive_read_new ();
+  cleanup_archive struct archive *in = context_reader_new ();
   cleanup_archive struct archive *out = archive_write_disk_new ();
   if (in == NULL || out == NULL)
     return ps_error_set (err, 500, "cannot allocate a libarchive handle");
-  archive_read_support_filter_gzip (in);
-  archive_read_support_filter_bzip2 (in);
-  archive_read_support_filter_xz (in);
-  archive_read_support_filter_zstd (in);
-  archive_read_support_format_tar (in); /* ustar, pax, GNU and v7 */
-  archive_read_support_format_gnutar (in);
-  archive_read_support_format_empty (in); /* a 0-byte body */
   archive_write_disk_set_options (out, CONTEXT_EXTRACT_FLAGS);
   x.in = in;
   x.out = out;
@@ -680,6 +690,134 @@ context_extract_fd (int fd, const char *dest, const struct ps_context_limits *li
   if (stats != NULL)
     *stats = x.st;
   return ret;
+}
+
+/* ---- reading without writing ------------------------------------------------ */
+
+/* Whether any parent directory of `rel` is in `set`. */
+static bool
+parent_in (const struct name_set *set, const char *rel)
+{
+  if (set->n == 0)
+    return false;
+  cleanup_free char *prefix = xstrdup (rel);
+  for (char *slash = strrchr (prefix, '/'); slash != NULL; slash = strrchr (prefix, '/'))
+    {
+      *slash = '\0';
+      if (name_set_has (set, prefix))
+        return true;
+    }
+  return false;
+}
+
+/* One entry of context_tar_walk; -1 when the entry is one the walk does
+   not vouch for (see context.h). */
+static int
+walk_entry (struct archive_entry *e, struct name_set *seen, struct name_set *not_dirs, uint64_t *bytes,
+            uint64_t max_bytes, context_tar_entry_fn fn, void *ud, struct archive *in)
+{
+  const char *raw = entry_name (e);
+  if (raw == NULL || raw[0] == '\0' || entry_hardlink (e) != NULL)
+    return -1;
+  mode_t type = archive_entry_filetype (e);
+  if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
+    return -1;
+  cleanup_free char *rel = NULL;
+  switch (clean_relative (raw, &rel))
+    {
+    case CLEAN_ROOT:
+      return type == AE_IFDIR ? 0 : -1;
+    case CLEAN_OK:
+      break;
+    default:
+      return -1;
+    }
+  if (strlen (rel) > PS_MAX_CONTEXT_PATH || name_set_has (seen, rel) || parent_in (not_dirs, rel))
+    return -1;
+  if (type == AE_IFLNK)
+    {
+      const char *target = archive_entry_symlink (e);
+      if (target == NULL)
+        target = archive_entry_symlink_utf8 (e);
+      if (target == NULL || target[0] == '\0' || strlen (target) >= PATH_MAX)
+        return -1;
+    }
+  if (type == AE_IFREG && archive_entry_size (e) > 0)
+    {
+      *bytes += (uint64_t) archive_entry_size (e);
+      if (*bytes > max_bytes)
+        return -1;
+    }
+  name_set_add (seen, rel);
+  if (type != AE_IFDIR)
+    name_set_add (not_dirs, rel);
+  return fn (ud, rel, in, e);
+}
+
+int
+context_tar_walk (int fd, const struct ps_context_limits *lim, context_tar_entry_fn fn, void *ud)
+{
+  uint64_t max_bytes = lim && lim->max_bytes ? lim->max_bytes : PS_DEFAULT_MAX_CONTEXT_BYTES;
+  size_t max_entries = lim && lim->max_entries ? lim->max_entries : PS_MAX_CONTEXT_ENTRIES;
+  cleanup_error ps_error *load_err = NULL;
+  if (ps_libarchive_load (&load_err) < 0)
+    return -1;
+  cleanup_archive struct archive *in = context_reader_new ();
+  if (in == NULL)
+    return -1;
+  struct padded_reader pr = { .fd = fd };
+  if (archive_read_open (in, &pr, NULL, padded_read, NULL) != ARCHIVE_OK)
+    return -1;
+  struct name_set seen = { 0 }, not_dirs = { 0 };
+  uint64_t bytes = 0;
+  size_t headers = 0;
+  int ret = 0;
+  while (ret == 0)
+    {
+      struct archive_entry *e;
+      int r = archive_read_next_header (in, &e);
+      if (r == ARCHIVE_EOF)
+        break;
+      int64_t raw = archive_filter_bytes (in, -1);
+      if (r < ARCHIVE_WARN || ++headers > max_entries || (raw > 0 && (uint64_t) raw > max_bytes))
+        ret = -1;
+      else
+        ret = walk_entry (e, &seen, &not_dirs, &bytes, max_bytes, fn, ud, in) < 0 ? -1 : 0;
+    }
+  int64_t raw = archive_filter_bytes (in, -1);
+  if (ret == 0 && raw > 0 && (uint64_t) raw > max_bytes)
+    ret = -1;
+  name_set_free (&seen);
+  name_set_free (&not_dirs);
+  return ret;
+}
+
+int
+context_extract_file (const char *tar, const char *dest, const struct ps_context_limits *lim,
+                      struct ps_context_stats *stats, ps_error **err)
+{
+  if (ps_mkdir_p (dest, 0700, err) < 0)
+    return -1;
+  cleanup_close int fd = open (tar, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return ps_error_set_errno (err, 500, errno, "open %s", tar);
+  return context_extract_fd (fd, dest, lim, stats, err);
+}
+
+int
+context_unpack_sources (const struct solve_source *src, size_t n, const struct solve_source *except,
+                      uint64_t max_context_bytes, ps_error **err)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      if (&src[i] == except || src[i].tar == NULL)
+        continue;
+      struct ps_context_limits lim = { max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
+      if (context_extract_file (src[i].tar, src[i].dir, &lim, NULL, err) < 0)
+        return ps_error_wrap (err, "multipart part \"%s\"", src[i].name);
+      unlink (src[i].tar);
+    }
+  return 0;
 }
 
 /* ---- pruning ---------------------------------------------------------------- */

@@ -5,6 +5,10 @@
 
 #include "common/ps.h"
 #include "common/dockerignore.h"
+#include "solver/solve_source.h"
+
+#include <archive.h>
+#include <archive_entry.h>
 
 struct ps_context_limits
 {
@@ -36,6 +40,30 @@ struct ps_context_stats
  * tree; the caller removes the whole build directory. */
 int context_extract_fd (int fd, const char *dest, const struct ps_context_limits *lim,
                            struct ps_context_stats *stats, ps_error **err);
+
+/* context_extract_fd of the file `tar` into `dest` (made when missing). */
+int context_extract_file (const char *tar, const char *dest, const struct ps_context_limits *lim,
+                          struct ps_context_stats *stats, ps_error **err);
+
+/* Unpack the sources whose tar is still stored (all but `except`, which
+   may be NULL) into their dirs, the tars removed (their `tar` is left
+   set: these are the caller's).  0, or -1 with the extraction's error,
+   naming the part. */
+int context_unpack_sources (const struct solve_source *src, size_t n, const struct solve_source *except,
+                          uint64_t max_context_bytes, ps_error **err);
+
+/* Called by context_tar_walk for each entry with its clean relative name;
+   `in` is on the entry, its data unread.  A negative return stops the walk. */
+typedef int (*context_tar_entry_fn) (void *ud, const char *name, struct archive *in, struct archive_entry *e);
+
+/* Read the tar on `fd` as context_extract_fd would, writing nothing, and
+   call `fn` for each entry it would create (the root entry is skipped).
+   0 when the whole tar was read and every entry is one the extraction
+   takes as it is; -1 (no message) for anything else: a read error, a name
+   it refuses, a hard link, a device, an entry below a symlink or a file,
+   a name given twice, a limit passed.  Such a tar is left to
+   context_extract_fd, which says what is wrong with it. */
+int context_tar_walk (int fd, const struct ps_context_limits *lim, context_tar_entry_fn fn, void *ud);
 
 /* Remove from `dir` every path `ig` excludes, except the paths in `keep`
  * (the Dockerfile and the ignore file itself, which the builder needs).

@@ -682,6 +682,18 @@ plan_llb (struct solve_plan *p, const struct solve_env *env, struct llb_graph *g
   return llb_exec_new (g, &xe, &p->llb, err);
 }
 
+/* The request's stored sources unpacked, all but `except`: -1 with the
+   plan freed when one cannot be. */
+static int
+plan_unpack_sources (struct solve_plan *p, const struct solve_env *env, const struct solve_source *except,
+                     ps_error **err)
+{
+  if (context_unpack_sources (env->sources, env->n_sources, except, env->max_context_bytes, err) == 0)
+    return 0;
+  solve_plan_free (p);
+  return -1;
+}
+
 int
 solve_plan_new (struct solve_request *req, const struct solve_env *env, struct solve_plan **out, ps_error **err)
 {
@@ -710,6 +722,11 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
   o->format = xstrdup ("oci");
   o->layers = true;
 
+  /* Only a Dockerfile build's context may stay in its tar (below). */
+  bool dockerfile_frontend = !env->gateway.run && !p->req.has_definition
+                             && !(p->req.frontend && strcmp (p->req.frontend, "gateway.v0") == 0);
+  if (!dockerfile_frontend && plan_unpack_sources (p, env, NULL, err) < 0)
+    return -1;
   if (env->gateway.run)
     {
       /* The client's frontend runs on its side (LLBBridge); its attrs are
@@ -770,7 +787,7 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       p->sources = xcalloc (env->n_sources + 1, sizeof *p->sources);
       for (size_t i = 0; i < env->n_sources; i++)
         p->sources[i] = (struct solve_source) { xstrdup (env->sources[i].name), xstrdup (env->sources[i].dir),
-                                                env->sources[i].bytes };
+                                                env->sources[i].bytes, NULL };
       p->n_sources = env->n_sources;
       if (env->authfile)
         p->build.opts.authfile = xstrdup (env->authfile);
@@ -791,6 +808,22 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
      session, or a URL in the "context" attr. */
   const struct solve_source *ctx = find_source (env, context_key);
   const struct solve_source *dfsrc = find_source (env, dockerfile_key);
+  if (p->req.session && (ctx || o->remote))
+    p->build.client_session = xstrdup (p->req.session);
+  /* A context tar keyed before it is unpacked (dockerfile_build_key_tar):
+     kept in its tar while a whole result may be reused. */
+  const struct solve_source *deferred = NULL;
+  if (ctx && ctx->tar && dfsrc == NULL && o->remote == NULL && p->session_contexts.n == 0)
+    {
+      const char *candidates[2] = { filename ? filename : "Dockerfile", "Containerfile" };
+      o->context_dir = xstrdup (ctx->dir);
+      if (dockerfile_build_key_tar (&p->build, ctx->tar, candidates, filename ? 1 : 2, env->max_context_bytes) == 1)
+        deferred = ctx;
+      free (o->context_dir);
+      o->context_dir = NULL;
+    }
+  if (plan_unpack_sources (p, env, deferred, err) < 0)
+    return -1;
   if (ctx == NULL && o->remote == NULL && source_session)
     {
       /* Dockerfile and context come over the session, inside the job. */
@@ -826,12 +859,19 @@ solve_plan_new (struct solve_request *req, const struct solve_env *env, struct s
       solve_plan_free (p);
       return -1;
     }
-  if (p->req.session)
-    p->build.client_session = xstrdup (p->req.session);
   if (ctx)
     {
       o->context_dir = xstrdup (ctx->dir);
       p->build.context_bytes = ctx->bytes;
+    }
+  if (deferred)
+    {
+      /* The Dockerfile came from the tar; the ignore rules apply when the
+         context is unpacked. */
+      if (env->authfile)
+        o->authfile = xstrdup (env->authfile);
+      *out = p;
+      return 0;
     }
 
   /* The Dockerfile: in its own source when sent, else in the context. */

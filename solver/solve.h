@@ -14,7 +14,9 @@ struct solve_plan;
 struct solve_env
 {
   const char *job_dir;                 /* the job's own directory */
-  const struct solve_source *sources;  /* local sources by name */
+  const struct solve_source *sources;  /* local sources by name; those with a `tar` are unpacked by
+                                          solve_plan_new (a Dockerfile build's context only when
+                                          its result cannot be reused) */
   size_t n_sources;
   const ps_strv *output_roots;         /* --allow-output-root dirs */
   const char *authfile;                /* registry credentials, or NULL */

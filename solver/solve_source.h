@@ -12,6 +12,7 @@ struct solve_source
   char *name;
   char *dir;
   uint64_t bytes;
+  char *tar; /* the stored part while `dir` is not unpacked yet (context_unpack_sources), else NULL */
 };
 
 #endif

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/cache_registry.h"
+#include "solver/context.h"
 #include "solver/frontend_image.h"
 #include "solver/orphans.h"
 #include "solver/runc_state.h"
@@ -171,7 +172,76 @@ dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char **ima
       return r;
     }
   emit_internal_vertices (job, b);
-  return frontend_build (job, b, image_id, err);
+  /* A context keyed from its tar (dockerfile_build_key_tar): a result
+     recorded under that key is reused without unpacking anything. */
+  size_t first_event = solver_job_event_count (job);
+  if (b->tar_key && result_cache_lookup (job, b->state_dir, b->tar_key, b, image_id) == 1)
+    {
+      if (b->context_tar)
+        ps_info ("job %s: build context tar not unpacked: the whole result was reused", solver_job_id (job));
+      return 0;
+    }
+  int r = frontend_build (job, b, image_id, err);
+  if (r == 0 && b->tar_key)
+    result_cache_store (job, b->state_dir, b->tar_key, first_event, *image_id);
+  return r;
+}
+
+int
+dockerfile_build_key_tar (struct dockerfile_build *b, const char *tar, const char *const *dockerfiles, size_t n,
+                          uint64_t max_context_bytes)
+{
+  struct ps_context_limits lim = { max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
+  struct result_cache_tar t;
+  if (result_cache_tar_read (tar, &lim, dockerfiles, n, &t) < 0)
+    return 0;
+  b->keyed_by_tar = true;
+  b->tar_key = b->state_dir ? result_cache_tar_key (b, &t, false) : NULL;
+  if (b->opts.cache_from.n > 0 || b->opts.cache_to.n > 0)
+    b->tar_shared_key = result_cache_tar_key (b, &t, true);
+  bool may_reuse = (b->tar_key && result_cache_has (b->state_dir, b->tar_key))
+                   || (b->tar_shared_key && b->opts.cache_from.n > 0);
+  if (may_reuse)
+    {
+      b->context_tar = xstrdup (tar);
+      b->max_context_bytes = max_context_bytes;
+      ps_strv_push (&b->opts.dockerfiles, t.dockerfile);
+      free (b->dockerfile_name);
+      b->dockerfile_name = xstrdup (t.dockerfile);
+      char hex[65];
+      ps_sha256_hex (t.text, t.len, hex);
+      free (b->definition_digest);
+      b->definition_digest = xstrdup (hex);
+      b->dockerfile_bytes = steal_pointer (&t.text);
+      b->dockerfile_len = t.len;
+    }
+  result_cache_tar_clear (&t);
+  return may_reuse ? 1 : 0;
+}
+
+/* The context whose unpack dockerfile_build_key_tar put off, unpacked now
+   that the build runs (its ignore rules applied, as the plan would have):
+   0, or -1 with the ERROR event emitted. */
+static int
+unpack_deferred_context (solver_job *job, struct dockerfile_build *b, ps_error **err)
+{
+  if (b->context_tar == NULL)
+    return 0;
+  struct ps_context_limits lim = { b->max_context_bytes, PS_MAX_CONTEXT_ENTRIES };
+  int r = context_extract_file (b->context_tar, b->opts.context_dir, &lim, NULL, err);
+  if (r == 0)
+    r = context_apply_ignore (b->opts.context_dir, b->opts.dockerfiles.v[0], NULL, err);
+  unlink (b->context_tar);
+  free (b->context_tar);
+  b->context_tar = NULL;
+  if (r < 0)
+    {
+      struct solver_event ev = { .kind = SOLVER_EV_ERROR };
+      ev.error = xstrdup ((*err)->msg);
+      solver_job_emit (job, &ev);
+      return -1;
+    }
+  return 0;
 }
 
 /* The Dockerfile as given (relative to the context, or absolute), malloc'd,
@@ -210,6 +280,13 @@ syntax_build_arg (const struct dockerfile_build *b)
 static char *
 dockerfile_text (const struct dockerfile_build *b, size_t *len)
 {
+  if (b->dockerfile_bytes)
+    {
+      char *text = xmalloc (b->dockerfile_len + 1);
+      memcpy (text, b->dockerfile_bytes, b->dockerfile_len + 1);
+      *len = b->dockerfile_len;
+      return text;
+    }
   cleanup_free char *path = dockerfile_path (b);
   char *text = NULL;
   if (path == NULL || dockerfile_read (path, &text, len, NULL, NULL) < 0)
@@ -307,10 +384,10 @@ frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *f
           free (owned.v[owned.n - 1]);
           owned.v[owned.n - 1] = xstrndup (path, (size_t) (slash - path));
         }
-      sources[n_sources++] = (struct solve_source) { "dockerfile", owned.v[owned.n - 1], 0 };
+      sources[n_sources++] = (struct solve_source) { "dockerfile", owned.v[owned.n - 1], 0, NULL };
     }
   if (o->context_dir)
-    sources[n_sources++] = (struct solve_source) { "context", o->context_dir, b->context_bytes };
+    sources[n_sources++] = (struct solve_source) { "context", o->context_dir, b->context_bytes, NULL };
   else if (o->remote)
     attr_push (&kv, "context", o->remote);
   if (o->target && *o->target)
@@ -378,7 +455,7 @@ frontend_image_build (solver_job *job, struct dockerfile_build *b, const char *f
         {
           /* a directory podsolve holds: a local source of that name */
           ps_strv_push (&owned, xstrdup (name));
-          sources[n_sources++] = (struct solve_source) { owned.v[owned.n - 1], (char *) eq + 1, 0 };
+          sources[n_sources++] = (struct solve_source) { owned.v[owned.n - 1], (char *) eq + 1, 0, NULL };
           cleanup_free char *v = xasprintf ("local:%s", name);
           attr_push (&kv, k, v);
         }
@@ -439,7 +516,8 @@ frontend_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps
     cleanup_free char *syntax = NULL;
     cleanup_free char *frontend = build_frontend (b, text, len, &syntax);
     if (frontend)
-      return frontend_image_build (job, b, frontend, syntax, image_id, err);
+      return unpack_deferred_context (job, b, err) < 0 ? -1
+                                                         : frontend_image_build (job, b, frontend, syntax, image_id, err);
     if (syntax && b->legacy)
       {
         /* Docker's legacy builder ignores the line; so does this one, aloud. */
@@ -537,7 +615,9 @@ buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_
 {
   struct cache_registry_access access = cache_access (&b->opts);
   cleanup_free char *shared = NULL;
-  if (b->opts.cache_from.n > 0 || b->opts.cache_to.n > 0)
+  if (b->keyed_by_tar)
+    shared = b->tar_shared_key ? xstrdup (b->tar_shared_key) : NULL;
+  else if (b->opts.cache_from.n > 0 || b->opts.cache_to.n > 0)
     {
       size_t len = 0;
       cleanup_free char *text = dockerfile_text (b, &len);
@@ -549,8 +629,12 @@ buildah_build (solver_job *job, struct dockerfile_build *b, char **image_id, ps_
         ps_info ("job %s: the whole build's result is in cache %s: image %.12s", solver_job_id (job),
                  b->opts.cache_from.v[i], *image_id);
         replay_cached_steps (job, b, b->opts.cache_from.v[i]);
+        if (b->context_tar)
+          ps_info ("job %s: build context tar not unpacked: the whole result was reused", solver_job_id (job));
         return 0;
       }
+  if (unpack_deferred_context (job, b, err) < 0)
+    return -1;
   const ps_strv *imports = b->opts.cache_from_refs.n > 0 ? &b->opts.cache_from_refs : &b->opts.cache_from;
   for (size_t i = 0; i < imports->n; i++)
     cache_registry_import (job, imports->v[i], &access);

@@ -17,6 +17,19 @@ int dockerfile_frontend_run (solver_job *job, struct dockerfile_build *b, char *
    context) is left to buildah. */
 int dockerfile_build_check_dialect (const struct dockerfile_build *b, ps_error **err);
 
+/* The context of `b` (opts.context_dir, not made yet) is the stored tar
+   `tar`: key the build from the tar (result_cache.h), the Dockerfile being
+   the first of `dockerfiles` (names in the context) the tar holds.  1 when
+   a whole result may be reused (a local record under the key, or a cache
+   import to look in): the unpack is put off until a miss, and
+   opts.dockerfiles, dockerfile_name and definition_digest are set from the
+   tar.  0 when the caller unpacks as before; the keys, when the tar could
+   be keyed, are still used to record the result.  Reads the tar and asks
+   storage for the FROM images: no error of its own, a tar it cannot key is
+   left to the unpack to judge. */
+int dockerfile_build_key_tar (struct dockerfile_build *b, const char *tar, const char *const *dockerfiles, size_t n,
+                              uint64_t max_context_bytes);
+
 /* The /build job: the frontend, then RESULT with the image ID and the
    client's tags.  userdata is a struct dockerfile_build *. */
 int dockerfile_build_run (solver_job *job, void *userdata, ps_error **err);

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/utsname.h>
 
 #include "solver/buildah.h"
@@ -181,6 +182,12 @@ dockerfile_build_clear (struct dockerfile_build *b)
   free (b->list_id);
   ps_strv_free (&b->platform_notes);
   ps_strv_free (&b->platform_images);
+  free (b->tar_key);
+  free (b->tar_shared_key);
+  if (b->context_tar)
+    unlink (b->context_tar); /* never unpacked */
+  free (b->context_tar);
+  free (b->dockerfile_bytes);
   memset (b, 0, sizeof *b);
 }
 

@@ -85,6 +85,15 @@ struct dockerfile_build
   ps_strv platform_notes;  /* base images in storage for other platforms only (platforms.h) */
   bool legacy;             /* classic /build and /libpod/build: `# syntax=` is ignored (and said so),
                               as Docker's legacy builder does; BuildKit-mode builds honour it */
+  /* A context the client sent as a tar, keyed before it is unpacked
+     (dockerfile_build_key_tar, result_cache.h): */
+  bool keyed_by_tar;       /* the keys below came from the tar (NULL ones: not reusable) */
+  char *tar_key;           /* the local whole-build key */
+  char *tar_shared_key;    /* the shared one (cache imports/exports) */
+  char *context_tar;       /* the tar, while its unpack into opts.context_dir waits for a miss */
+  char *dockerfile_bytes;  /* the Dockerfile, as read from that tar */
+  size_t dockerfile_len;
+  uint64_t max_context_bytes; /* --max-context-bytes, for that unpack */
 };
 
 /* Free what `b` holds (an embedded one: solve.c's plan); it is zeroed. */

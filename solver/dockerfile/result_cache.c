@@ -16,16 +16,22 @@
 
 #include <openssl/evp.h>
 
+#include "common/archive.h"
 #include "common/limits.h"
 #include "common/process.h"
 #include "common/log.h"
 #include "solver/buildah.h"
 #include "solver/cache_prune.h"
+#include "solver/context.h"
+#include "solver/frontend_image.h"
+#include "solver/dockerfile/parse.h"
 #include "solver/dockerfile/scan.h"
 
 /* Bump when the key's material changes meaning. */
 #define RESULT_CACHE_VERSION "podsolve-result-v1"
 #define RESULT_CACHE_SHARED_VERSION "podsolve-shared-result-v1"
+#define RESULT_CACHE_TAR_VERSION "podsolve-tar-result-v1"
+#define RESULT_CACHE_SHARED_TAR_VERSION "podsolve-shared-tar-result-v1"
 
 static int
 cmp_str (const void *a, const void *b)
@@ -139,10 +145,10 @@ image_id_of (const char *name)
 /* The FROM images as storage has them now; false when the key cannot be
    computed (an ARG in a FROM, or an image that is not in storage). */
 static bool
-hash_from_images (EVP_MD_CTX *md, const char *dockerfile)
+hash_from_images (EVP_MD_CTX *md, const char *dockerfile_text)
 {
   ps_strv images = { 0 };
-  bool ok = dockerfile_from_images (dockerfile, &images);
+  bool ok = dockerfile_from_images (dockerfile_text, &images);
   for (size_t i = 0; ok && i < images.n; i++)
     {
       cleanup_free char *id = image_id_of (images.v[i]);
@@ -217,30 +223,52 @@ finish_key (EVP_MD_CTX *md, bool ok)
   return hex;
 }
 
+/* Every key's material before its context: the key's kind (`version`),
+   the scope it is valid in (NULL: anywhere), the options that shape the
+   image and the Dockerfile, where the cache comes from (local keys: a
+   cache import can change what buildah reuses), and the FROM images as
+   storage has them now.  *ok is false when a FROM image cannot be
+   resolved. */
+static EVP_MD_CTX *
+key_begin (const char *version, const char *scope, const struct build_options *o, const char *dockerfile_text,
+           bool with_cache_from, bool *ok)
+{
+  EVP_MD_CTX *md = EVP_MD_CTX_new ();
+  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+  EVP_DigestUpdate (md, version, strlen (version));
+  EVP_DigestUpdate (md, "\n", 1);
+  if (scope)
+    EVP_DigestUpdate (md, scope, strlen (scope) + 1);
+  hash_build_options (md, o, dockerfile_text);
+  if (with_cache_from)
+    hash_strv (md, "cache-from", &o->cache_from);
+  *ok = hash_from_images (md, dockerfile_text);
+  return md;
+}
+
+/* The context directory's tree into `md` (hash_tree); false when it
+   cannot be read. */
+static bool
+hash_context_dir (EVP_MD_CTX *md, const char *dir, bool by_content)
+{
+  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  return fd >= 0 && hash_tree (md, fd, ".", by_content) == 0;
+}
+
 char *
 result_cache_key (const struct dockerfile_build *b, const char *dockerfile_text)
 {
   const struct build_options *o = &b->opts;
   if (!reusable (o))
     return NULL;
-  EVP_MD_CTX *md = EVP_MD_CTX_new ();
-  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
-  EVP_DigestUpdate (md, RESULT_CACHE_VERSION "\n", strlen (RESULT_CACHE_VERSION) + 1);
   /* The context directory is the client's own cache (per session shared
      key and dir name), so a result is only reused for the same client
      context: two clients whose trees have equal names, sizes and mtimes
      but different bytes never share a result.  Within one client, equal
      size and mtime is exactly what the DiffCopy sync trusts too. */
-  EVP_DigestUpdate (md, o->context_dir, strlen (o->context_dir) + 1);
-  hash_build_options (md, o, dockerfile_text);
-  hash_strv (md, "cache-from", &o->cache_from);
-  bool ok = hash_from_images (md, dockerfile_text);
-  int fd = open (o->context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (ok && (fd < 0 || hash_tree (md, fd, ".", false) < 0))
-    ok = false;
-  else if (!ok && fd >= 0)
-    close (fd);
-  return finish_key (md, ok);
+  bool ok;
+  EVP_MD_CTX *md = key_begin (RESULT_CACHE_VERSION, o->context_dir, o, dockerfile_text, true, &ok);
+  return finish_key (md, ok && hash_context_dir (md, o->context_dir, false));
 }
 
 char *
@@ -249,16 +277,161 @@ result_cache_shared_key (const struct dockerfile_build *b, const char *dockerfil
   const struct build_options *o = &b->opts;
   if (!reusable (o) || o->platforms.n > 1)
     return NULL;
-  EVP_MD_CTX *md = EVP_MD_CTX_new ();
-  EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
-  EVP_DigestUpdate (md, RESULT_CACHE_SHARED_VERSION "\n", strlen (RESULT_CACHE_SHARED_VERSION) + 1);
-  hash_build_options (md, o, dockerfile_text);
-  bool ok = hash_from_images (md, dockerfile_text);
-  int fd = open (o->context_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (ok && (fd < 0 || hash_tree (md, fd, ".", true) < 0))
-    ok = false;
-  else if (!ok && fd >= 0)
-    close (fd);
+  bool ok;
+  EVP_MD_CTX *md = key_begin (RESULT_CACHE_SHARED_VERSION, NULL, o, dockerfile_text, false, &ok);
+  return finish_key (md, ok && hash_context_dir (md, o->context_dir, true));
+}
+
+/* ---- keys of a context still in its tar ------------------------------------ */
+
+struct tar_read
+{
+  ps_strv lines;                     /* one per entry (tar_entry_line) */
+  const char *const *dockerfiles;    /* candidate names, in order */
+  size_t n_dockerfiles;
+  struct result_cache_tar *out;
+  size_t found_rank;                 /* index of the candidate in out->text */
+  bool ambiguous;                    /* a candidate that is not a regular file */
+};
+
+/* An entry's material: clean name, type, permissions, size, symlink
+   target and the digest of its bytes, each length-prefixed where it is
+   free text.  Not the owner (the extraction does not restore it) nor the
+   mtime (BuildKit's content checksums leave it out too). */
+static int
+tar_entry (void *ud, const char *name, struct archive *in, struct archive_entry *e)
+{
+  struct tar_read *t = ud;
+  mode_t type = archive_entry_filetype (e);
+  size_t rank = t->n_dockerfiles;
+  for (size_t i = 0; i < t->n_dockerfiles; i++)
+    if (strcmp (name, t->dockerfiles[i]) == 0)
+      rank = i;
+  if (rank < t->n_dockerfiles && type != AE_IFREG)
+    t->ambiguous = true;
+  bool keep = type == AE_IFREG && rank < t->found_rank;
+  ps_buf text = { 0 };
+  char content[65] = "";
+  if (type == AE_IFREG)
+    {
+      EVP_MD_CTX *md = EVP_MD_CTX_new ();
+      EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+      int r;
+      const void *buf;
+      size_t size;
+      la_int64_t offset;
+      while ((r = archive_read_data_block (in, &buf, &size, &offset)) == ARCHIVE_OK || r == ARCHIVE_WARN)
+        {
+          EVP_DigestUpdate (md, buf, size);
+          if (keep && text.len + size <= PS_MAX_DOCKERFILE_BYTES)
+            ps_buf_append (&text, buf, size);
+          else
+            keep = false;
+        }
+      unsigned char raw[32];
+      unsigned int n = 0;
+      EVP_DigestFinal_ex (md, raw, &n);
+      EVP_MD_CTX_free (md);
+      if (r != ARCHIVE_EOF)
+        {
+          ps_buf_free (&text);
+          return -1;
+        }
+      for (unsigned i = 0; i < 32; i++)
+        sprintf (content + 2 * i, "%02x", raw[i]);
+    }
+  if (keep)
+    {
+      free (t->out->text);
+      t->out->len = text.len;
+      t->out->text = text.data ? ps_buf_steal (&text) : xstrdup ("");
+      free (t->out->dockerfile);
+      t->out->dockerfile = xstrdup (name);
+      t->found_rank = rank;
+    }
+  ps_buf_free (&text);
+  const char *link = "";
+  if (type == AE_IFLNK)
+    link = archive_entry_symlink (e) ? archive_entry_symlink (e) : archive_entry_symlink_utf8 (e);
+  ps_strv_pushf (&t->lines, "%zu:%s %o %o %lld %zu:%s %s\n", strlen (name), name, (unsigned) type,
+                 (unsigned) archive_entry_perm (e), (long long) (type == AE_IFREG ? archive_entry_size (e) : 0),
+                 strlen (link), link, content);
+  return 0;
+}
+
+int
+result_cache_tar_read (const char *tar, const struct ps_context_limits *lim, const char *const *dockerfiles,
+                       size_t n_dockerfiles, struct result_cache_tar *out)
+{
+  memset (out, 0, sizeof *out);
+  int fd = open (tar, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  ps_strv names = { 0 };
+  for (size_t i = 0; i < n_dockerfiles; i++)
+    {
+      const char *n = dockerfiles[i];
+      while (ps_str_has_prefix (n, "./"))
+        n += 2;
+      ps_strv_push (&names, n);
+    }
+  struct tar_read t = { .dockerfiles = (const char *const *) names.v, .n_dockerfiles = names.n, .out = out,
+                        .found_rank = names.n };
+  int r = context_tar_walk (fd, lim, tar_entry, &t);
+  close (fd);
+  ps_strv_free (&names);
+  if (r == 0 && !t.ambiguous && out->text != NULL)
+    {
+      /* Entries in name order: the order the client's tar had is not part
+         of what is built. */
+      if (t.lines.n)
+        qsort (t.lines.v, t.lines.n, sizeof (char *), cmp_str);
+      EVP_MD_CTX *md = EVP_MD_CTX_new ();
+      EVP_DigestInit_ex (md, EVP_sha256 (), NULL);
+      for (size_t i = 0; i < t.lines.n; i++)
+        EVP_DigestUpdate (md, t.lines.v[i], strlen (t.lines.v[i]));
+      cleanup_free char *hex = finish_key (md, true);
+      memcpy (out->digest, hex, 65);
+    }
+  else
+    {
+      result_cache_tar_clear (out);
+      r = -1;
+    }
+  ps_strv_free (&t.lines);
+  return r;
+}
+
+void
+result_cache_tar_clear (struct result_cache_tar *t)
+{
+  free (t->dockerfile);
+  free (t->text);
+  memset (t, 0, sizeof *t);
+}
+
+char *
+result_cache_tar_key (const struct dockerfile_build *b, const struct result_cache_tar *t, bool shared)
+{
+  const struct build_options *o = &b->opts;
+  /* Besides what the other keys refuse: builds without layers (the user
+     asked for nothing to be kept), with the client's session (secrets and
+     agents it serves are not in the key), for several platforms (a list
+     of images, not one), and through a frontend image (its own rules). */
+  if (!reusable (o) || !o->layers || b->client_session != NULL || o->platforms.n > 1)
+    return NULL;
+  const char *arg = NULL;
+  for (size_t i = 0; i < o->build_args.n; i++)
+    if (ps_str_has_prefix (o->build_args.v[i], "BUILDKIT_SYNTAX="))
+      arg = o->build_args.v[i] + strlen ("BUILDKIT_SYNTAX=");
+  cleanup_free char *directive = dockerfile_detect_syntax (t->text, t->len);
+  cleanup_free char *frontend = b->legacy ? NULL : frontend_image_for_dockerfile (directive, arg, NULL);
+  if (frontend != NULL)
+    return NULL;
+  bool ok;
+  EVP_MD_CTX *md = key_begin (shared ? RESULT_CACHE_SHARED_TAR_VERSION : RESULT_CACHE_TAR_VERSION, NULL, o, t->text,
+                              !shared, &ok);
+  EVP_DigestUpdate (md, t->digest, strlen (t->digest));
   return finish_key (md, ok);
 }
 
@@ -266,6 +439,13 @@ static char *
 record_path (const char *state_dir, const char *key)
 {
   return xasprintf ("%s/results/%s.json", state_dir, key);
+}
+
+bool
+result_cache_has (const char *state_dir, const char *key)
+{
+  cleanup_free char *path = record_path (state_dir, key);
+  return access (path, F_OK) == 0;
 }
 
 static bool
@@ -284,6 +464,63 @@ tag_image (const char *image_id, const ps_strv *tags)
   int r = buildah_call ((const char *const *) argv.v, NULL, NULL);
   ps_strv_free (&argv);
   return r == 0;
+}
+
+/* The layer ID a builder line "--> 3f2a…" shows, or NULL. */
+static const char *
+layer_of (const cJSON *line)
+{
+  if (!cJSON_IsString (line) || !ps_str_has_prefix (line->valuestring, "--> "))
+    return NULL;
+  const char *id = line->valuestring + 4;
+  return strspn (id, "0123456789abcdef") >= 11 ? id : NULL;
+}
+
+static void
+emit_line (solver_job *job, const char *vertex, char *text)
+{
+  struct solver_event ev = { .kind = SOLVER_EV_TEXT };
+  ev.vertex = xstrdup (vertex);
+  ev.text = text;
+  solver_job_emit (job, &ev);
+}
+
+/* The builder's lines of a reused vertex, as buildah prints them for a
+   step it finds in its cache (the Podman-compatible /build stream is
+   these lines): a step the recorded build ran shows its layer
+   ("--> 3f2a…"); reused, buildah says "--> Using cache 3f2a…" first.  The
+   last step's layer is the image COMMIT shows next (`commit`, the next
+   vertex's lines when it is the export), as buildah says it.  Only STEP
+   vertices (their `text`) get the line; FROM has no layer of its own. */
+static void
+replay_lines (solver_job *job, const char *vertex, const char *text, const cJSON *lines, const cJSON *next)
+{
+  bool step = text && strstr (text, "STEP ") && !strstr (text, ": FROM ");
+  bool said = !step;
+  const cJSON *l;
+  cJSON_ArrayForEach (l, lines)
+    {
+      if (!cJSON_IsString (l))
+        continue;
+      const char *id = layer_of (l);
+      if (ps_str_has_prefix (l->valuestring, "--> Using cache "))
+        said = true;
+      else if (!said && id)
+        {
+          emit_line (job, vertex, xasprintf ("--> Using cache %s", id));
+          said = true;
+        }
+      emit_line (job, vertex, xstrdup (l->valuestring));
+    }
+  const cJSON *nt = cJSON_GetObjectItemCaseSensitive (next, "text");
+  if (said || !cJSON_IsString (nt) || !ps_str_has_prefix (nt->valuestring, "COMMIT"))
+    return;
+  cJSON_ArrayForEach (l, cJSON_GetObjectItemCaseSensitive (next, "lines"))
+    if (layer_of (l))
+      {
+        emit_line (job, vertex, xasprintf ("--> Using cache %s", layer_of (l)));
+        return;
+      }
 }
 
 int
@@ -311,6 +548,7 @@ result_cache_lookup (solver_job *job, const char *state_dir, const char *key, co
       const cJSON *d = cJSON_GetObjectItemCaseSensitive (v, "digest");
       const cJSON *n = cJSON_GetObjectItemCaseSensitive (v, "name");
       const cJSON *in = cJSON_GetObjectItemCaseSensitive (v, "inputs");
+      const cJSON *t = cJSON_GetObjectItemCaseSensitive (v, "text");
       if (!cJSON_IsString (d) || !cJSON_IsString (n))
         continue;
       ps_strv inputs = { 0 };
@@ -319,8 +557,10 @@ result_cache_lookup (solver_job *job, const char *state_dir, const char *key, co
         if (cJSON_IsString (x))
           ps_strv_push (&inputs, x->valuestring);
       solver_job_emit_vertex (job, d->valuestring, n->valuestring, (const char *const *) inputs.v, now, now, true,
-                              NULL, NULL);
+                              NULL, cJSON_IsString (t) ? t->valuestring : NULL);
       ps_strv_free (&inputs);
+      replay_lines (job, d->valuestring, cJSON_IsString (t) ? t->valuestring : NULL,
+                    cJSON_GetObjectItemCaseSensitive (v, "lines"), v->next);
     }
   *image_id = xstrdup (img->valuestring);
   cJSON_Delete (rec);
@@ -339,20 +579,35 @@ result_cache_store (solver_job *job, const char *state_dir, const char *key, siz
   const struct solver_event *ev;
   for (size_t i = first_event; (ev = solver_job_next (job, i, 0, &done)) != NULL; i++)
     {
-      if (ev->kind != SOLVER_EV_VERTEX || ev->vertex == NULL)
+      if ((ev->kind != SOLVER_EV_VERTEX && ev->kind != SOLVER_EV_TEXT) || ev->vertex == NULL)
         continue;
-      bool seen = false;
-      const cJSON *x;
+      cJSON *seen = NULL, *x;
       cJSON_ArrayForEach (x, vertices)
-        seen |= strcmp (cJSON_GetObjectItemCaseSensitive (x, "digest")->valuestring, ev->vertex) == 0;
+        if (strcmp (cJSON_GetObjectItemCaseSensitive (x, "digest")->valuestring, ev->vertex) == 0)
+          seen = x;
+      if (ev->kind == SOLVER_EV_TEXT)
+        {
+          /* The builder's lines for that vertex (not a RUN's output: its
+             logs), for the Podman-compatible stream of a replay. */
+          if (seen && ev->text)
+            cJSON_AddItemToArray (cJSON_GetObjectItemCaseSensitive (seen, "lines"), cJSON_CreateString (ev->text));
+          continue;
+        }
       if (seen)
-        continue;
+        {
+          if (ev->text && !cJSON_HasObjectItem (seen, "text"))
+            cJSON_AddStringToObject (seen, "text", ev->text);
+          continue;
+        }
       cJSON *v = cJSON_CreateObject ();
       cJSON_AddStringToObject (v, "digest", ev->vertex);
       cJSON_AddStringToObject (v, "name", ev->name ? ev->name : "");
+      if (ev->text)
+        cJSON_AddStringToObject (v, "text", ev->text);
       cJSON *in = cJSON_AddArrayToObject (v, "inputs");
       for (char **p = ev->inputs; p && *p; p++)
         cJSON_AddItemToArray (in, cJSON_CreateString (*p));
+      cJSON_AddArrayToObject (v, "lines");
       cJSON_AddItemToArray (vertices, v);
     }
   char *text = cJSON_PrintUnformatted (rec);

@@ -1,4 +1,5 @@
-/* result_cache.h — whole-build reuse for session builds.
+/* result_cache.h — whole-build reuse: session builds, builds whose
+ * context is an uploaded tar (below), and results in shared caches.
  *
  * A rebuild whose inputs are unchanged should not run `buildah build` at
  * all (its COPY steps re-hash the whole context, ~0.5 s for 50 MB).  The
@@ -15,6 +16,7 @@
 #define SOLVER_RESULT_CACHE_H
 
 #include "solver/cache_registry.h"
+#include "solver/context.h"
 #include "solver/dockerfile/build_options.h"
 #include "solver/job.h"
 
@@ -28,6 +30,10 @@ char *result_cache_key (const struct dockerfile_build *b, const char *dockerfile
    recorded image is gone). */
 int result_cache_lookup (solver_job *job, const char *state_dir, const char *key, const struct dockerfile_build *b,
                          char **image_id);
+
+/* Whether a build was recorded under `key` (its image may be gone since:
+   result_cache_lookup checks). */
+bool result_cache_has (const char *state_dir, const char *key);
 
 /* Record a finished build: the image and the vertices the job emitted from
    event index `first_event` on. */
@@ -62,5 +68,41 @@ int result_cache_shared_pull (const char *repo, const char *key, const struct ca
 /* Push `image_id` to REPO:podsolve-result-<key>. */
 int result_cache_shared_push (const char *repo, const char *key, const char *image_id,
                               const struct cache_registry_access *a, ps_error **err);
+
+/* ---- builds whose context is a tar the client uploaded ------------------
+ *
+ * POST /build v1 and POST /solve store the context tar before unpacking
+ * it; unpacking thousands of files is most of a no-op rebuild's time.
+ * These keys are computed from the stored tar itself (one read, nothing
+ * written): each entry's clean name, type, permissions, size, symlink
+ * target and the digest of its bytes (not owners, which the extraction
+ * does not restore, nor mtimes), in name order, with the same options,
+ * Dockerfile bytes and FROM image IDs as the keys above.  A local hit
+ * (state_dir/results/<key>.json, result_cache_lookup) or a shared one
+ * (result_cache_shared_pull) then never unpacks the tar. */
+
+struct result_cache_tar
+{
+  char digest[65];  /* of the context's entries */
+  char *dockerfile; /* the Dockerfile's clean name in the tar */
+  char *text;       /* its bytes (len of them, NUL-terminated) */
+  size_t len;
+};
+
+/* Read the context tar at `tar` (context_tar_walk: bounded by `lim`): its
+   digest and the first of `dockerfiles` (names in the context, in order of
+   preference) that it holds as a regular file.  0, or -1 when the tar
+   cannot be keyed (anything context_tar_walk refuses, no such Dockerfile,
+   a candidate that is not a regular file): the caller unpacks it as
+   before, and the extraction reports what is wrong.  Clear *out after. */
+int result_cache_tar_read (const char *tar, const struct ps_context_limits *lim, const char *const *dockerfiles,
+                           size_t n_dockerfiles, struct result_cache_tar *out);
+void result_cache_tar_clear (struct result_cache_tar *t);
+
+/* The local (`shared` false: result_cache_lookup/store) or shared
+   (result_cache_shared_pull/push) key of `b` with the context in `t`, or
+   NULL when the build must not be reused: as result_cache_key, plus
+   layers=false, a client session, several platforms, a frontend image. */
+char *result_cache_tar_key (const struct dockerfile_build *b, const struct result_cache_tar *t, bool shared);
 
 #endif

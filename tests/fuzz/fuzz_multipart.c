@@ -147,6 +147,7 @@ intake (const char *content_type, const uint8_t *body, size_t len, size_t chunk)
         {
           free (src[i].name);
           free (src[i].dir);
+          free (src[i].tar);
         }
       free (src);
     }

@@ -221,6 +221,8 @@ def test_registry_cache_gives_a_fresh_daemon_the_whole_result(daemon, spawn_daem
     assert all(v.get("cached") is True for v in steps_b), describe(lines_b, d2)
     assert "the whole build's result, from cache" in log_text(lines_b), describe(lines_b, d2)
     assert "the whole build's result is in cache" in d2.log_tail(20000)
+    # keyed from the uploaded tar: the context was never unpacked
+    assert "build context tar not unpacked" in d2.log_tail(20000)
     assert d2.image_id(img) == id_a
     assert d2.image_file(img, "/stamp") == stamp_a
     assert d2.image_file(img, "/ctx/sub/b.bin") == files["sub/b.bin"]

@@ -259,6 +259,7 @@ START_TEST (solve_body_request_definition_and_an_empty_tar_part)
   ck_assert (!test_exists (dir, "parts/context.tar"));
   free (src[0].name);
   free (src[0].dir);
+  free (src[0].tar);
   free (src);
   solve_body_free (b);
   test_rm_rf (dir);

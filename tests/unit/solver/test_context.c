@@ -1060,6 +1060,90 @@ START_TEST (test_extract_then_prune)
 }
 END_TEST
 
+/* ---- reading without writing (context_tar_walk) ------------------------------ */
+
+static int
+walk_collect (void *ud, const char *name, struct archive *in, struct archive_entry *e)
+{
+  (void) in;
+  ps_strv_pushf (ud, "%s %o", name, (unsigned) archive_entry_filetype (e));
+  return 0;
+}
+
+static int
+walk_ents (const struct tar_ent *ents, size_t n, const struct ps_context_limits *lim, ps_strv *names)
+{
+  ps_buf tar = { 0 };
+  build_tar (&tar, ents, n, TAR_PLAIN);
+  int fd = body_fd (tar.data, tar.len);
+  int r = context_tar_walk (fd, lim, walk_collect, names);
+  close (fd);
+  ps_buf_free (&tar);
+  return r;
+}
+
+START_TEST (test_walk_gives_clean_names_and_writes_nothing)
+{
+  const struct tar_ent ents[] = {
+    { "./", AE_IFDIR, 0755, NULL, NULL, 0 },
+    { "./d/", AE_IFDIR, 0755, NULL, NULL, 0 },
+    { "./d/f", AE_IFREG, 0644, "hello", NULL, 0 },
+    { "l", AE_IFLNK, 0777, NULL, "d/f", 0 },
+  };
+  ps_strv names = { 0 };
+  ck_assert_int_eq (walk_ents (ents, ARRAY_SIZE (ents), NULL, &names), 0);
+  ck_assert_uint_eq (names.n, 3);
+  cleanup_free char *dir = xasprintf ("d %o", (unsigned) AE_IFDIR);
+  cleanup_free char *file = xasprintf ("d/f %o", (unsigned) AE_IFREG);
+  cleanup_free char *link = xasprintf ("l %o", (unsigned) AE_IFLNK);
+  ck_assert_str_eq (names.v[0], dir);
+  ck_assert_str_eq (names.v[1], file);
+  ck_assert_str_eq (names.v[2], link);
+  ps_strv_free (&names);
+  cleanup_free char *listing = dir_names (g_dest);
+  ck_assert_str_eq (listing, "");
+}
+END_TEST
+
+/* What the extraction refuses (or would have to judge on disk), the walk
+   does not vouch for: the caller unpacks, and the extraction says why. */
+static const struct tar_ent walk_refused[][2] = {
+  { { "../evil", AE_IFREG, 0644, "x", NULL, 0 }, { "ok", AE_IFREG, 0644, "x", NULL, 0 } },
+  { { "/abs", AE_IFREG, 0644, "x", NULL, 0 }, { "ok", AE_IFREG, 0644, "x", NULL, 0 } },
+  { { "link", AE_IFLNK, 0777, NULL, "/tmp", 0 }, { "link/evil", AE_IFREG, 0644, "x", NULL, 0 } },
+  { { "f", AE_IFREG, 0644, "x", NULL, 0 }, { "f/below", AE_IFREG, 0644, "x", NULL, 0 } },
+  { { "f", AE_IFREG, 0644, "x", NULL, 0 }, { "h", HARDLINK, 0644, NULL, "f", 0 } },
+  { { "f", AE_IFREG, 0644, "x", NULL, 0 }, { "./f", AE_IFREG, 0644, "y", NULL, 0 } },
+  { { "fifo", AE_IFIFO, 0644, NULL, NULL, 0 }, { "ok", AE_IFREG, 0644, "x", NULL, 0 } },
+};
+
+START_TEST (test_walk_refuses_what_it_cannot_vouch_for)
+{
+  ps_strv names = { 0 };
+  ck_assert_int_eq (walk_ents (walk_refused[_i], 2, NULL, &names), -1);
+  ps_strv_free (&names);
+}
+END_TEST
+
+START_TEST (test_walk_refuses_over_limits_and_non_tars)
+{
+  const struct tar_ent ents[] = {
+    { "a", AE_IFREG, 0644, "12345", NULL, 0 },
+    { "b", AE_IFREG, 0644, "12345", NULL, 0 },
+  };
+  ps_strv names = { 0 };
+  struct ps_context_limits bytes = { 8, 0 }, entries = { 0, 1 };
+  ck_assert_int_eq (walk_ents (ents, 2, &bytes, &names), -1);
+  ck_assert_int_eq (walk_ents (ents, 2, &entries, &names), -1);
+  ps_strv_free (&names);
+  static const char text[] = "this is not a tar archive, only some text\n";
+  int fd = body_fd (text, sizeof text - 1);
+  ck_assert_int_eq (context_tar_walk (fd, NULL, walk_collect, &names), -1);
+  close (fd);
+  ps_strv_free (&names);
+}
+END_TEST
+
 PS_TEST_SUITE (context)
 {
   Suite *s = suite_create ("context");
@@ -1106,6 +1190,14 @@ PS_TEST_SUITE (context)
   tcase_add_test (lim, test_reject_gzipped_text_400);
   tcase_add_test (lim, test_reject_truncated_tar_400);
   suite_add_tcase (s, lim);
+
+  TCase *walk = tcase_create ("walk");
+  tcase_add_unchecked_fixture (walk, setup_root, teardown_root);
+  tcase_add_checked_fixture (walk, setup, teardown);
+  tcase_add_test (walk, test_walk_gives_clean_names_and_writes_nothing);
+  tcase_add_loop_test (walk, test_walk_refuses_what_it_cannot_vouch_for, 0, (int) ARRAY_SIZE (walk_refused));
+  tcase_add_test (walk, test_walk_refuses_over_limits_and_non_tars);
+  suite_add_tcase (s, walk);
 
   TCase *pr = tcase_create ("prune");
   tcase_add_unchecked_fixture (pr, setup_root, teardown_root);
