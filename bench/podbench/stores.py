@@ -404,15 +404,15 @@ def scale_out_section(res):
              "no build: every step is shown cached and the image ID is A's. Without that record, buildah 1.28's "
              "per-step cache must perform every `COPY` before it can look the step up "
              "(`canMatchCacheOnlyAfterRun`), so B saved only its `RUN` steps (1.17× and 1.03× before).\n")
-    L.append("What bounds B now (podsolved's debug log of B): for the 4-step workload, the copy of the result "
-             "image (about 100 ms of B's 130–150 ms); for the heavy workload, writing files. Creating files is "
-             "slow on this machine's root filesystem (ext4 on a virtual disk): `tar -xf` of the heavy context "
-             "takes 1.6 s of system time there and 0.08 s in /dev/shm. B writes the tree twice, once when "
-             "podsolved unpacks the uploaded context (the classic contract: the whole context first, before "
-             "anything is known) and once when containers-storage applies the pulled layer; a cold build "
-             "writes it three times (unpack, `COPY`, the layer commit) and runs the `RUN`. That caps cold ÷ B "
-             "near 2× for this workload unless a hit can skip the unpack, which needs the key from the "
-             "uploaded tar itself.\n")
+    L.append("What bounds B now (podsolved's debug log of B): B keys the uploaded tar itself before unpacking "
+             "it (result_cache_tar_key: each entry's name, type, mode, size, link target and bytes), so a hit "
+             "never writes the context to disk; what is left is reading the tar once (50–90 ms for the heavy "
+             "one), the request, and the copy of the result image into storage: about 100 ms of B's "
+             "130–150 ms for the 4-step workload, and for the heavy one containers-storage applying the "
+             "2000-file, 50 MiB layer. Creating files is slow on this machine's root filesystem (ext4 on a "
+             "virtual disk: `tar -xf` of the heavy context takes 1.6 s of system time there and 0.08 s in "
+             "/dev/shm), and no replica can have the image in its storage without writing it once; a cold "
+             "build writes the tree three times (unpack, `COPY`, the layer commit) and runs the `RUN`.\n")
     note = so.get("note")
     if note:
         L.append(note + "\n")
