@@ -33,6 +33,13 @@
    record of a cached build with its inputs' digests). */
 #define PS_MAX_RESULT_RECORD_BYTES (4 * 1024 * 1024)
 
+/* Most context bytes hashed to key a whole build by content (a tar context
+   before it is unpacked, or a context whose result goes to a shared cache):
+   about half a second of SHA-256 here.  A larger context gets no such key,
+   only buildah's per-step cache, so it never pays the read for a reuse
+   that would save less than the hashing costs. */
+#define PS_MAX_RESULT_KEY_CONTENT_BYTES (256ULL * 1024 * 1024)
+
 /* Largest job record (one small JSON file per /solve job) read back at
    start-up to find the jobs a previous podsolved left unfinished. */
 #define PS_MAX_JOB_RECORD_BYTES (1024 * 1024)

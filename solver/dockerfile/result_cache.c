@@ -66,9 +66,10 @@ hash_file_content (int dir, const char *name, char hex[65])
    followed) into `md`: each entry's path, mode, owner, size and link
    target, and either its mtime (`by_content` false: what the DiffCopy sync
    trusts) or, for a regular file, the digest of its bytes (BuildKit's
-   content checksums leave mtimes out too). */
+   content checksums leave mtimes out too), of at most *budget bytes in
+   all (-1 past it). */
 static int
-hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel, bool by_content)
+hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel, bool by_content, uint64_t *budget)
 {
   DIR *d = fdopendir (dirfd_);
   if (d == NULL)
@@ -107,6 +108,13 @@ hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel, bool by_content)
       else
         {
           char content[65] = "";
+          if (S_ISREG (st.st_mode) && (uint64_t) st.st_size > *budget)
+            {
+              ret = -1;
+              break;
+            }
+          if (S_ISREG (st.st_mode))
+            *budget -= (uint64_t) st.st_size;
           if (S_ISREG (st.st_mode) && hash_file_content (dirfd (d), names.v[i], content) < 0)
             {
               ret = -1;
@@ -121,7 +129,7 @@ hash_tree (EVP_MD_CTX *md, int dirfd_, const char *rel, bool by_content)
         {
           int fd = openat (dirfd (d), names.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
           cleanup_free char *sub = xasprintf ("%s/%s", rel, names.v[i]);
-          ret = fd < 0 ? -1 : hash_tree (md, fd, sub, by_content);
+          ret = fd < 0 ? -1 : hash_tree (md, fd, sub, by_content, budget);
         }
     }
   ps_strv_free (&names);
@@ -252,7 +260,8 @@ static bool
 hash_context_dir (EVP_MD_CTX *md, const char *dir, bool by_content)
 {
   int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  return fd >= 0 && hash_tree (md, fd, ".", by_content) == 0;
+  uint64_t budget = PS_MAX_RESULT_KEY_CONTENT_BYTES;
+  return fd >= 0 && hash_tree (md, fd, ".", by_content, &budget) == 0;
 }
 
 char *
@@ -291,6 +300,7 @@ struct tar_read
   size_t n_dockerfiles;
   struct result_cache_tar *out;
   size_t found_rank;                 /* index of the candidate in out->text */
+  uint64_t budget;                   /* content bytes still to be hashed */
   bool ambiguous;                    /* a candidate that is not a regular file */
 };
 
@@ -309,6 +319,11 @@ tar_entry (void *ud, const char *name, struct archive *in, struct archive_entry 
       rank = i;
   if (rank < t->n_dockerfiles && type != AE_IFREG)
     t->ambiguous = true;
+  /* Past the budget: no key (the context is unpacked as without one). */
+  if (type == AE_IFREG && (uint64_t) archive_entry_size (e) > t->budget)
+    return -1;
+  if (type == AE_IFREG)
+    t->budget -= (uint64_t) archive_entry_size (e);
   bool keep = type == AE_IFREG && rank < t->found_rank;
   ps_buf text = { 0 };
   char content[65] = "";
@@ -376,7 +391,7 @@ result_cache_tar_read (const char *tar, const struct ps_context_limits *lim, con
       ps_strv_push (&names, n);
     }
   struct tar_read t = { .dockerfiles = (const char *const *) names.v, .n_dockerfiles = names.n, .out = out,
-                        .found_rank = names.n };
+                        .found_rank = names.n, .budget = PS_MAX_RESULT_KEY_CONTENT_BYTES };
   int r = context_tar_walk (fd, lim, tar_entry, &t);
   close (fd);
   ps_strv_free (&names);
@@ -451,19 +466,19 @@ result_cache_has (const char *state_dir, const char *key)
 static bool
 tag_image (const char *image_id, const ps_strv *tags)
 {
-  if (tags->n == 0)
-    {
-      cleanup_free char *id = NULL;
-      return buildah_image_id (image_id, &id, NULL) == 0;
-    }
+  /* The names that do not name the image yet: none on a rebuild with the
+     same tags, and then no buildah process at all (the store's list says
+     the image is there). */
   ps_strv argv = { 0 };
   ps_strv_push (&argv, "tag");
   ps_strv_push (&argv, image_id);
   for (size_t i = 0; i < tags->n; i++)
-    ps_strv_push (&argv, tags->v[i]);
-  int r = buildah_call ((const char *const *) argv.v, NULL, NULL);
+    if (!buildah_image_named (tags->v[i], image_id))
+      ps_strv_push (&argv, tags->v[i]);
+  bool ok = argv.n > 2 ? buildah_call ((const char *const *) argv.v, NULL, NULL) == 0
+                       : buildah_image_present (image_id);
   ps_strv_free (&argv);
-  return r == 0;
+  return ok;
 }
 
 /* The layer ID a builder line "--> 3f2a…" shows, or NULL. */
