@@ -186,15 +186,21 @@ cache_registry_access_argv (ps_strv *argv, const struct cache_registry_access *a
 /* `skopeo inspect [--raw] docker://REF` -> its stdout (the manifest as
    served, or skopeo's JSON summary); NULL when it fails (absent tag,
    unreachable registry, no skopeo). */
+void
+cache_registry_skopeo_argv (ps_strv *argv, const char *command, const struct cache_registry_access *a)
+{
+  ps_strv_push (argv, "skopeo");
+  ps_strv_pushf (argv, "--command-timeout=%ds", PS_CACHE_INSPECT_TIMEOUT_S);
+  if (a->registries_conf)
+    ps_strv_pushf (argv, "--registries-conf=%s", a->registries_conf);
+  ps_strv_push (argv, command);
+}
+
 static char *
 skopeo_inspect (const char *ref, bool raw, const struct cache_registry_access *a)
 {
   ps_strv argv = { 0 };
-  ps_strv_push (&argv, "skopeo");
-  ps_strv_pushf (&argv, "--command-timeout=%ds", PS_CACHE_INSPECT_TIMEOUT_S);
-  if (a->registries_conf)
-    ps_strv_pushf (&argv, "--registries-conf=%s", a->registries_conf);
-  ps_strv_push (&argv, "inspect");
+  cache_registry_skopeo_argv (&argv, "inspect", a);
   if (raw)
     ps_strv_push (&argv, "--raw");
   if (a->authfile)

@@ -59,6 +59,10 @@ struct cache_registry_access
 /* buildah's flags for `a` (--registries-conf, --authfile), appended to `argv`. */
 void cache_registry_access_argv (ps_strv *argv, const struct cache_registry_access *a);
 
+/* "skopeo --command-timeout=… [--registries-conf=…] COMMAND" for `a`,
+   appended to `argv`: the start of every skopeo call on a cache. */
+void cache_registry_skopeo_argv (ps_strv *argv, const char *command, const struct cache_registry_access *a);
+
 /* The repository buildah keys its cache by: `ref` without its tag. */
 char *cache_registry_repository (const char *ref);
 

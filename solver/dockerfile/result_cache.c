@@ -649,11 +649,7 @@ static int
 copy_into_storage (const char *src, const char *name, const struct cache_registry_access *a, ps_error **err)
 {
   ps_strv argv = { 0 };
-  ps_strv_push (&argv, "skopeo");
-  ps_strv_pushf (&argv, "--command-timeout=%ds", PS_CACHE_INSPECT_TIMEOUT_S);
-  if (a->registries_conf)
-    ps_strv_pushf (&argv, "--registries-conf=%s", a->registries_conf);
-  ps_strv_push (&argv, "copy");
+  cache_registry_skopeo_argv (&argv, "copy", a);
   ps_strv_push (&argv, "--quiet");
   if (a->authfile)
     ps_strv_pushf (&argv, "--src-authfile=%s", a->authfile);
