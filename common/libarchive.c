@@ -33,6 +33,13 @@
   F (struct archive_entry *, archive_entry_new, (void), ()) \
   F (const char *, archive_entry_pathname, (struct archive_entry *a), (a)) \
   F (const char *, archive_entry_pathname_utf8, (struct archive_entry *a), (a)) \
+  F (dev_t, archive_entry_rdev, (struct archive_entry *a), (a)) \
+  F (time_t, archive_entry_mtime, (struct archive_entry *a), (a)) \
+  F (long, archive_entry_mtime_nsec, (struct archive_entry *a), (a)) \
+  V (archive_entry_xattr_clear, (struct archive_entry *a), (a)) \
+  V (archive_entry_xattr_add_entry, (struct archive_entry *a, const char *b, const void *c, size_t d), (a, b, c, d)) \
+  F (int, archive_entry_xattr_reset, (struct archive_entry *a), (a)) \
+  F (int, archive_entry_xattr_next, (struct archive_entry *a, const char **b, const void **c, size_t *d), (a, b, c, d)) \
   F (mode_t, archive_entry_perm, (struct archive_entry *a), (a)) \
   V (archive_entry_set_filetype, (struct archive_entry *a, unsigned int b), (a, b)) \
   V (archive_entry_set_gid, (struct archive_entry *a, la_int64_t b), (a, b)) \

@@ -38,6 +38,7 @@
 #include "session/session.h"
 #include "session/session_limits.h"
 #include "solver/llb/runc_exec.h"
+#include "solver/llb/snapshot.h"
 
 /* Builds interrupted by a crash leave their directories behind. */
 static void
@@ -237,6 +238,7 @@ main (int argc, char **argv)
      containers the sweep below removes). */
   llb_runc_sweep (ps_cfg.state_dir);
   orphans_recover (ps_cfg.state_dir);
+  llb_snapshots_recover (ps_cfg.state_dir);
   detect_libpod_version ();
   solver_jobs_set_max_parallel (ps_cfg.max_parallel);
   /* Gateway frontends: run from images by the solver, served LLBBridge

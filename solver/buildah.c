@@ -161,6 +161,7 @@ struct store_image
 {
   char *id;     /* 64 hex */
   char *digest; /* the manifest's, "sha256:..." (buildah's FromImageDigest), or NULL */
+  char *layer;  /* its top layer's id, or NULL (an image of no layers) */
 };
 
 struct store_name
@@ -213,6 +214,7 @@ images_forget (void)
     {
       free (images.v[i].id);
       free (images.v[i].digest);
+      free (images.v[i].layer);
     }
   for (size_t i = 0; i < images.n_names; i++)
     free (images.names[i].name);
@@ -257,10 +259,12 @@ images_refresh (void)
     {
       const char *id = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "id"));
       const char *digest = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "digest"));
+      const char *layer = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "layer"));
       if (id == NULL || !full_id (id))
         continue;
       images.v[images.n].id = xstrdup (id);
       images.v[images.n].digest = digest && *digest ? xstrdup (digest) : NULL;
+      images.v[images.n].layer = layer && full_id (layer) ? xstrdup (layer) : NULL;
       images.n++;
       names_cap += (size_t) cJSON_GetArraySize (cJSON_GetObjectItemCaseSensitive (it, "names"));
     }
@@ -344,6 +348,134 @@ images_find (const char *ref, char **id, char **digest)
     }
   pthread_mutex_unlock (&images_lock);
   return found;
+}
+
+void
+buildah_layers_free (struct buildah_layer *v, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      free (v[i].dir);
+      free (v[i].diff_digest);
+    }
+  free (v);
+}
+
+int
+buildah_image_layers (const char *id, struct buildah_layer **out, size_t *n_out, ps_error **err)
+{
+  *out = NULL;
+  *n_out = 0;
+  if (strcmp (buildah_storage_driver (), "overlay") != 0)
+    return ps_error_set (err, 501, "storage driver %s: layer directories are the overlay driver's",
+                         buildah_storage_driver ());
+  const char *root = graph_root ();
+  cleanup_free char *top = NULL;
+  bool found = false;
+  pthread_mutex_lock (&images_lock);
+  if (full_id (id) && images_refresh ())
+    {
+      struct store_image key = { .id = (char *) id };
+      const struct store_image *img = bsearch (&key, images.v, images.n, sizeof *images.v, cmp_image);
+      if (img)
+        {
+          found = true;
+          top = img->layer ? xstrdup (img->layer) : NULL;
+        }
+    }
+  pthread_mutex_unlock (&images_lock);
+  if (!found || root == NULL)
+    return ps_error_set (err, 404, "image %.12s is not in the store's image list", id);
+  if (top == NULL)
+    return 0;
+  /* The parent links: <root>/overlay-layers/layers.json, which
+     containers-storage replaces whole on every change. */
+  cleanup_free char *path = xasprintf ("%s/overlay-layers/layers.json", root);
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if (ps_read_file (path, PS_IMAGES_JSON_MAX, &text, &len, err) < 0)
+    return -1;
+  cJSON *list = cJSON_ParseWithLength (text, len);
+  if (!cJSON_IsArray (list))
+    {
+      cJSON_Delete (list);
+      return ps_error_set (err, 500, "%s: not a JSON array", path);
+    }
+  int ret = 0;
+  size_t cap = (size_t) cJSON_GetArraySize (list) + 1, n = 0;
+  struct buildah_layer *v = xcalloc (cap, sizeof *v);
+  cleanup_free char *want = steal_pointer (&top);
+  while (want && ret == 0)
+    {
+      const cJSON *it, *hit = NULL;
+      cJSON_ArrayForEach (it, list)
+        {
+          const char *lid = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (it, "id"));
+          if (lid && strcmp (lid, want) == 0)
+            {
+              hit = it;
+              break;
+            }
+        }
+      /* A chain longer than the list has layers is a loop. */
+      if (hit == NULL || n + 1 >= cap)
+        {
+          ret = ps_error_set (err, 500, "layer %.12s of image %.12s: %s", want, id,
+                              hit ? "the parent links loop" : "not in the store's layer list");
+          break;
+        }
+      const cJSON *flags = cJSON_GetObjectItemCaseSensitive (hit, "flags");
+      const char *dd = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (hit, "diff-digest"));
+      const cJSON *ds = cJSON_GetObjectItemCaseSensitive (hit, "diff-size");
+      if (cJSON_IsTrue (cJSON_GetObjectItemCaseSensitive (flags, "incomplete")))
+        {
+          ret = ps_error_set (err, 500, "layer %.12s of image %.12s is incomplete", want, id);
+          break;
+        }
+      v[n].dir = xasprintf ("%s/overlay/%s/diff", root, want);
+      v[n].diff_digest = dd && ps_str_has_prefix (dd, "sha256:") ? xstrdup (dd) : NULL;
+      v[n].diff_size = cJSON_IsNumber (ds) ? (int64_t) ds->valuedouble : -1;
+      n++;
+      const char *parent = cJSON_GetStringValue (cJSON_GetObjectItemCaseSensitive (hit, "parent"));
+      free (want);
+      want = parent && *parent ? xstrdup (parent) : NULL;
+    }
+  cJSON_Delete (list);
+  if (ret < 0)
+    {
+      buildah_layers_free (v, n);
+      return -1;
+    }
+  *out = v;
+  *n_out = n;
+  return 0;
+}
+
+int
+buildah_image_layer_dirs (const char *id, ps_strv *dirs, ps_error **err)
+{
+  struct buildah_layer *v = NULL;
+  size_t n = 0;
+  if (buildah_image_layers (id, &v, &n, err) < 0)
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    ps_strv_push (dirs, v[i].dir);
+  buildah_layers_free (v, n);
+  return 0;
+}
+
+int
+buildah_image_config (const char *id, char **json, size_t *len, ps_error **err)
+{
+  const char *root = graph_root ();
+  if (!full_id (id) || root == NULL)
+    return ps_error_set (err, 404, "image %s: no config to read", id);
+  /* containers-storage keeps an image's config as the big-data item
+     "sha256:<id>", in a file named "=" and the key in base64. */
+  cleanup_free char *key = xasprintf ("sha256:%s", id);
+  cleanup_free char *enc = ps_base64_encode (key, strlen (key));
+  cleanup_free char *path = xasprintf ("%s/%s-images/%s/=%s", root, buildah_storage_driver (), id, enc);
+  return ps_read_file (path, 1 << 24, json, len, err);
 }
 
 bool

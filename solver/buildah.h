@@ -84,6 +84,23 @@ int buildah_image_resolve (const char *ref, char **id, ps_error **err);
 /* Whether the list says fully qualified `name` names image `id` (full ID)
    already: a `buildah tag` would change nothing. */
 bool buildah_image_named (const char *name, const char *id);
+/* One layer of an image in containers-storage (overlay driver). */
+struct buildah_layer
+{
+  char *dir;         /* <graph root>/overlay/<layer id>/diff */
+  char *diff_digest; /* "sha256:..." of its uncompressed tar (the config's diff_id), or NULL */
+  int64_t diff_size; /* bytes of that tar, -1 when unknown */
+};
+/* Image `id`'s layers (full ID), top layer first, from the store's image
+   and layer lists: what an overlay mount of the image stacks as its lower
+   directories (overlay driver only: a 501 for another).  None for an
+   image of no layers.  Free with buildah_layers_free. */
+int buildah_image_layers (const char *id, struct buildah_layer **out, size_t *n, ps_error **err);
+void buildah_layers_free (struct buildah_layer *v, size_t n);
+/* Just the directories, appended to *dirs. */
+int buildah_image_layer_dirs (const char *id, ps_strv *dirs, ps_error **err);
+/* Image `id`'s config document as stored (full ID). */
+int buildah_image_config (const char *id, char **json, size_t *len, ps_error **err);
 /* The image's manifest digest (buildah's FromImageDigest), malloc'd, or NULL. */
 char *buildah_image_digest (const char *id);
 

@@ -170,9 +170,9 @@ filter_values (const cJSON *v, const char *key, ps_strv *out, ps_error **err)
   return ps_error_set (err, 400, "filters.%s: expected a list of strings", key);
 }
 
-static const char *const known_types[] = { "llb.result",         "build.result",  "exec.cachemount", "source.local",
-                                           "source.http",        "export.layout", "image.intermediate",
-                                           "image.dangling" };
+static const char *const known_types[] = { "llb.result",         "build.result",   "exec.cachemount", "exec.snapshot",
+                                           "source.local",       "source.http",    "export.layout",
+                                           "image.intermediate", "image.dangling" };
 
 int
 cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_error **err)
@@ -216,8 +216,9 @@ cache_prune_parse_filters (const char *json, struct cache_prune_opts *o, ps_erro
               known |= strcmp (vals.v[i], known_types[t]) == 0;
             if (!known)
               ret = ps_error_set (err, 400, "filters.type: unknown cache type \"%s\" (known: llb.result, "
-                                            "build.result, exec.cachemount, source.local, source.http, "
-                                            "export.layout, image.intermediate, image.dangling)", vals.v[i]);
+                                            "build.result, exec.cachemount, exec.snapshot, source.local, "
+                                            "source.http, export.layout, image.intermediate, "
+                                            "image.dangling)", vals.v[i]);
             else
               ps_strv_push (&o->types, vals.v[i]);
           }
@@ -526,6 +527,17 @@ scan_dir (struct cache *c, const char *dir, const char *type, bool dirs, const c
       struct entry *e = add_entry (c, id, type, path, dirs, mtime_ns (&st));
       e->created_ns = birth_ns (path, e->last_used_ns);
       e->est = path_bytes (path, dirs);
+      if (dirs && strcmp (type, "exec.snapshot") == 0)
+        {
+          /* The image a snapshot was made into goes with it, as a
+             record's image does. */
+          cleanup_free char *ipath = xasprintf ("%s/image", path), *made = NULL;
+          if (ps_read_file (ipath, 256, &made, NULL, NULL) == 0)
+            {
+              made[strcspn (made, "\n")] = '\0';
+              e->image = find_image (c, made);
+            }
+        }
       if (dirs)
         continue;
       /* The image the record names: a bare id (llb.result) or the "image"
@@ -562,6 +574,8 @@ gather (struct cache *c, const char *state_dir, ps_error **err)
   scan_dir (c, llb, "llb.result", false, NULL);
   scan_dir (c, results, "build.result", false, ".json");
   scan_dir (c, mounts, "exec.cachemount", true, NULL);
+  cleanup_free char *snaps = xasprintf ("%s/" CACHE_LLB_SNAPSHOTS, state_dir);
+  scan_dir (c, snaps, "exec.snapshot", true, NULL);
   scan_dir (c, contexts, "source.local", true, NULL);
   cleanup_free char *layouts = xasprintf ("%s/" CACHE_EXPORT_LAYOUTS, state_dir);
   scan_dir (c, layouts, "export.layout", true, NULL);
@@ -885,6 +899,7 @@ cache_type_description (const char *type)
     { "llb.result", "the image an LLB vertex produced" },
     { "build.result", "a whole build's result, kept for reuse" },
     { "exec.cachemount", "an LLB cache mount" },
+    { "exec.snapshot", "an LLB exec's changes, kept as a directory until an image is needed" },
     { "source.local", "a client's context as last synced over its session" },
     { "source.http", "how an LLB http source was last downloaded" },
     { "export.layout", "an exported image's OCI layout, kept for its next export" },

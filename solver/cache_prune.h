@@ -9,6 +9,9 @@
  *   build.result        <state>/results/<key>.json: a whole session build
  *                       that can be reused (solver/dockerfile/result_cache.c)
  *   exec.cachemount     <state>/llb-cache-mounts/<hash>: an LLB cache mount
+ *   exec.snapshot       <state>/llb-snapshots/<id>: an LLB exec's changes as
+ *                       an overlay upper directory, an image only once one
+ *                       is needed (solver/llb/snapshot.h)
  *   source.local        <state>/contexts/<hash>: a client's context as last
  *                       synced over its session (only pruned with `all`:
  *                       it is what makes the next transfer incremental)
@@ -46,6 +49,8 @@
 /* Under the state directory: the OCI layouts of exported images
    (solver/export_layout.h). */
 #define CACHE_EXPORT_LAYOUTS "export-layouts"
+/* Under the state directory: LLB execs' snapshots (solver/llb/snapshot.h). */
+#define CACHE_LLB_SNAPSHOTS "llb-snapshots"
 
 struct cache_prune_entry;
 

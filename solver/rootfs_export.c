@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "common/archive.h"
 #include "solver/buildah.h"
 
@@ -235,5 +237,166 @@ rootfs_copy_dir (const char *root, const char *dest, ps_error **err)
   int ret = walk_tree (root, emit_disk, &d, err);
   archive_write_close (out);
   archive_write_free (out);
+  return ret;
+}
+
+/* ---- overlay upper directories as OCI layers ---------------------------------------- */
+
+struct layer_out
+{
+  struct archive *out;
+  int fd;
+  EVP_MD_CTX *md;
+  uint64_t bytes;
+};
+
+static la_ssize_t
+layer_write (struct archive *a, void *ud, const void *buf, size_t len)
+{
+  struct layer_out *l = ud;
+  for (size_t off = 0; off < len;)
+    {
+      ssize_t w = write (l->fd, (const char *) buf + off, len - off);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0)
+        {
+          archive_set_error (a, errno, "write: %s", strerror (errno));
+          return -1;
+        }
+      off += (size_t) w;
+    }
+  EVP_DigestUpdate (l->md, buf, len);
+  l->bytes += len;
+  return (la_ssize_t) len;
+}
+
+/* An empty file entry `name` (a whiteout marker) with `e`'s times. */
+static int
+write_marker (struct layer_out *l, struct archive_entry *e, const char *name, ps_error **err)
+{
+  struct archive_entry *m = archive_entry_new ();
+  archive_entry_set_pathname (m, name);
+  archive_entry_set_filetype (m, AE_IFREG);
+  archive_entry_set_perm (m, 0);
+  archive_entry_set_size (m, 0);
+  archive_entry_set_mtime (m, archive_entry_mtime (e), archive_entry_mtime_nsec (e));
+  int w = archive_write_header (l->out, m);
+  archive_entry_free (m);
+  if (w < ARCHIVE_WARN)
+    return ps_error_set (err, 500, "write %s: %s", name, archive_error_string (l->out));
+  return 0;
+}
+
+static int
+emit_layer (struct archive *in, struct archive_entry *e, void *ud, ps_error **err)
+{
+  struct layer_out *l = ud;
+  const char *path = archive_entry_pathname (e);
+  const char *slash = strrchr (path, '/');
+  cleanup_free char *dir = slash ? xstrndup (path, (size_t) (slash - path + 1)) : xstrdup ("");
+  const char *base = slash ? slash + 1 : path;
+  if (archive_entry_filetype (e) == AE_IFCHR && archive_entry_rdev (e) == 0)
+    {
+      cleanup_free char *wh = xasprintf ("%s.wh.%s", dir, base);
+      return write_marker (l, e, wh, err);
+    }
+  /* Keep every xattr but overlay's own; note an opaque directory. */
+  bool opaque = false, dropped = false;
+  ps_strv names = { 0 };
+  struct kept
+  {
+    const void *v;
+    size_t n;
+  } *vals = NULL;
+  size_t n_vals = 0;
+  if (archive_entry_xattr_reset (e) > 0)
+    {
+      const char *name;
+      const void *v;
+      size_t n;
+      while (archive_entry_xattr_next (e, &name, &v, &n) == ARCHIVE_OK)
+        {
+          if (strncmp (name, "trusted.overlay.", 16) == 0)
+            {
+              dropped = true;
+              opaque |= strcmp (name, "trusted.overlay.opaque") == 0 && n >= 1 && ((const char *) v)[0] == 'y';
+              continue;
+            }
+          ps_strv_push (&names, name);
+          vals = xrealloc (vals, (n_vals + 1) * sizeof *vals);
+          vals[n_vals].v = v;
+          vals[n_vals++].n = n;
+        }
+    }
+  if (dropped)
+    {
+      /* The kept values point into e's list: copy them before clearing it. */
+      void **copies = xcalloc (n_vals + 1, sizeof *copies);
+      for (size_t i = 0; i < n_vals; i++)
+        {
+          copies[i] = xmalloc (vals[i].n + 1);
+          memcpy (copies[i], vals[i].v, vals[i].n);
+        }
+      archive_entry_xattr_clear (e);
+      for (size_t i = 0; i < n_vals; i++)
+        {
+          archive_entry_xattr_add_entry (e, names.v[i], copies[i], vals[i].n);
+          free (copies[i]);
+        }
+      free (copies);
+    }
+  free (vals);
+  ps_strv_free (&names);
+  if (archive_write_header (l->out, e) < ARCHIVE_WARN)
+    return ps_error_set (err, 500, "write %s: %s", path, archive_error_string (l->out));
+  if (archive_entry_filetype (e) == AE_IFDIR && opaque)
+    {
+      size_t pl = strlen (path);
+      while (pl > 0 && path[pl - 1] == '/')
+        pl--;
+      cleanup_free char *opq = xasprintf ("%.*s/.wh..wh..opq", (int) pl, path);
+      return write_marker (l, e, opq, err);
+    }
+  return copy_data (in, e, l->out, false, err);
+}
+
+int
+rootfs_write_layer_tar (const char *upper, const char *tar_path, char **diff_id, uint64_t *bytes, ps_error **err)
+{
+  if (ps_libarchive_load (err) < 0)
+    return -1;
+  struct layer_out l = { 0 };
+  l.fd = open (tar_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (l.fd < 0)
+    return ps_error_set_errno (err, 500, errno, "create %s", tar_path);
+  l.md = EVP_MD_CTX_new ();
+  EVP_DigestInit_ex (l.md, EVP_sha256 (), NULL);
+  l.out = archive_write_new ();
+  archive_write_add_filter_none (l.out);
+  archive_write_set_format_pax_restricted (l.out);
+  archive_write_set_bytes_in_last_block (l.out, 1);
+  int ret = 0;
+  if (archive_write_open (l.out, &l, NULL, layer_write, NULL) != ARCHIVE_OK)
+    ret = ps_error_set (err, 500, "create %s: %s", tar_path, archive_error_string (l.out));
+  if (ret == 0)
+    ret = walk_tree (upper, emit_layer, &l, err);
+  if (archive_write_close (l.out) != ARCHIVE_OK && ret == 0)
+    ret = ps_error_set (err, 500, "write %s: %s", tar_path, archive_error_string (l.out));
+  archive_write_free (l.out);
+  if (close (l.fd) < 0 && ret == 0)
+    ret = ps_error_set_errno (err, 500, errno, "write %s", tar_path);
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_DigestFinal_ex (l.md, md, &mdlen);
+  EVP_MD_CTX_free (l.md);
+  if (ret == 0)
+    {
+      char hex[65];
+      for (int i = 0; i < 32; i++)
+        sprintf (hex + 2 * i, "%02x", md[i]);
+      *diff_id = xasprintf ("sha256:%s", hex);
+      *bytes = l.bytes;
+    }
   return ret;
 }

@@ -22,6 +22,13 @@ rootfs_tar *rootfs_tar_new (const char *tar_path, ps_error **err);
 int rootfs_tar_add (rootfs_tar *t, const char *root, const char *prefix, ps_error **err);
 int rootfs_tar_finish (rootfs_tar *t, int ret, uint64_t *bytes, ps_error **err);
 
+/* Write the overlay upper directory `upper` as an OCI layer: an
+   uncompressed tar at `tar_path` in which overlay's whiteouts (0/0
+   character devices) are ".wh.<name>" files, an opaque directory is
+   followed by its ".wh..wh..opq", and overlay's own xattrs are left out.
+   *diff_id gets "sha256:<hex>" of the tar, *bytes its size. */
+int rootfs_write_layer_tar (const char *upper, const char *tar_path, char **diff_id, uint64_t *bytes, ps_error **err);
+
 /* Copy the tree at `root` into `dest` (created if missing), keeping modes,
    owners, times and symlinks as they are. */
 int rootfs_copy_dir (const char *root, const char *dest, ps_error **err);

@@ -35,6 +35,7 @@
 #include "solver/llb/remote.h"
 #include "solver/llb/merge.h"
 #include "solver/llb/runc_exec.h"
+#include "solver/llb/snapshot.h"
 #include "solver/rootfs_export.h"
 #include "solver/runc_state.h"
 #include "solver/session_io.h"
@@ -63,6 +64,9 @@ enum vertex_phase
 struct vertex_state
 {
   char **images;        /* [n_outputs] committed output image ids, set when done */
+  char **snaps;         /* [n_outputs] an exec's output kept as a snapshot (snapshot.h), its image
+                           made (into images[]) only when something needs one */
+  pthread_mutex_t made; /* making images[] from snaps[] */
   char key[65];         /* cache key (hex) */
   enum vertex_phase phase;
   size_t waiting;       /* distinct inputs not done yet */
@@ -112,8 +116,14 @@ llb_exec_free (struct llb_exec *x)
       {
         struct vertex_state *s = &x->vs[i];
         for (size_t o = 0; s->images && o < x->g->vertices[i].n_outputs; o++)
-          free (s->images[o]);
+          {
+            free (s->images[o]);
+            free (s->snaps[o]);
+          }
         free (s->images);
+        free (s->snaps);
+        if (s->images)
+          pthread_mutex_destroy (&s->made);
         free (s->users);
         llb_local_filter_free (&s->filter);
         free (s->local_dir);
@@ -397,6 +407,8 @@ llb_exec_new (struct llb_graph *g, const struct llb_exec_env *env, struct llb_ex
     {
       const struct llb_vertex *v = &g->vertices[i];
       x->vs[i].images = xcalloc (v->n_outputs ? v->n_outputs : 1, sizeof (char *));
+      x->vs[i].snaps = xcalloc (v->n_outputs ? v->n_outputs : 1, sizeof (char *));
+      pthread_mutex_init (&x->vs[i].made, NULL);
       for (size_t k = 0; k < v->n_inputs; k++)
         {
           bool seen = false;
@@ -607,17 +619,29 @@ record_path (struct llb_exec *x, const char *key, size_t output)
                 : xasprintf ("%s/llb-results/%s", x->state_dir, key);
 }
 
-/* The image recorded for output `output` of `key`, when it still exists in
-   storage. */
+/* What is recorded for output `output` of `key`, when it still exists: an
+   image in storage (*snap NULL), or a whole snapshot chain ("snap <id>":
+   *snap the id, the image NULL). */
 static char *
-record_lookup (struct llb_exec *x, const char *key, size_t output)
+record_lookup (struct llb_exec *x, const char *key, size_t output, char **snap)
 {
   cleanup_free char *path = record_path (x, key, output);
   char *id = NULL;
   size_t len = 0;
+  *snap = NULL;
   if (ps_read_file (path, 256, &id, &len, NULL) < 0)
     return NULL;
   id[strcspn (id, "\n")] = '\0';
+  if (ps_str_has_prefix (id, "snap "))
+    {
+      if (llb_snapshot_valid (x->state_dir, id + 5))
+        {
+          *snap = xstrdup (id + 5);
+          cache_record_touch (path);
+        }
+      free (id);
+      return NULL;
+    }
   if (*id == '\0' || !buildah_image_present (id))
     {
       free (id);
@@ -649,12 +673,14 @@ records_lookup (struct llb_exec *x, size_t idx)
   const struct llb_vertex *v = &x->g->vertices[idx];
   struct vertex_state *s = &x->vs[idx];
   for (size_t o = 0; o < v->n_outputs; o++)
-    if ((s->images[o] = record_lookup (x, s->key, o)) == NULL)
+    if ((s->images[o] = record_lookup (x, s->key, o, &s->snaps[o])) == NULL && s->snaps[o] == NULL)
       {
         for (size_t k = 0; k < o; k++)
           {
             free (s->images[k]);
             s->images[k] = NULL;
+            free (s->snaps[k]);
+            s->snaps[k] = NULL;
           }
         return false;
       }
@@ -958,11 +984,45 @@ stopped (struct llb_exec *x)
   return s;
 }
 
-/* The image of the op's input `input` (the output it names), NULL = scratch. */
+/* The image of the op's input `input` (the output it names), NULL = scratch
+   (an input kept as a snapshot has been made an image by input_made). */
 static const char *
 input_image (struct llb_exec *x, const struct llb_vertex *v, int64_t input)
 {
   return input < 0 ? NULL : x->vs[v->inputs[input] - x->g->vertices].images[v->input_index[input]];
+}
+
+/* The snapshot the op's input `input` is kept as, or NULL. */
+static const char *
+input_snapshot (struct llb_exec *x, const struct llb_vertex *v, int64_t input)
+{
+  return input < 0 ? NULL : x->vs[v->inputs[input] - x->g->vertices].snaps[v->input_index[input]];
+}
+
+/* Output `o` of vertex `idx` as an image: made from its snapshot the first
+   time one is needed (once, however many users ask at once). */
+static int
+output_made (struct llb_exec *x, size_t idx, size_t o, ps_error **err)
+{
+  struct vertex_state *s = &x->vs[idx];
+  int ret = 0;
+  pthread_mutex_lock (&s->made);
+  if (s->images[o] == NULL && s->snaps[o])
+    ret = llb_snapshot_image (x->state_dir, s->snaps[o], x->g->vertices[idx].name, &s->images[o], err);
+  pthread_mutex_unlock (&s->made);
+  return ret;
+}
+
+/* Every input of vertex `idx` an image, but input `except` (-1: none). */
+static int
+inputs_made (struct llb_exec *x, size_t idx, int64_t except, ps_error **err)
+{
+  const struct llb_vertex *v = &x->g->vertices[idx];
+  for (size_t i = 0; i < v->n_inputs; i++)
+    if ((int64_t) i != except
+        && output_made (x, (size_t) (v->inputs[i] - x->g->vertices), (size_t) v->input_index[i], err) < 0)
+      return -1;
+  return 0;
 }
 
 /* A new cache directory `dir` holding a copy of image `seed`'s whole
@@ -1533,9 +1593,32 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   bool direct = llb_runc_usable ()
                 && (e->network == PB__NET_MODE__NONE || e->network == PB__NET_MODE__HOST || sandbox_network_host);
   struct direct_exec d = { 0 };
-  /* mounted when there are mount points to look at (mount_stubs), or to run in */
-  int ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v,
-                              direct || e->n_mounts > 1 || e->n_secretenv > 0, &root, err);
+  /* On the direct path the root's result can be a snapshot (snapshot.h):
+     an overlay of podsolved's own over the input, no working container,
+     no commit.  Not for a root the op reads only part of or not at all,
+     nor when another mount takes the same input (that one needs it as
+     an image). */
+  bool snap = direct && rootm->input >= 0 && !rootm->readonly
+              && (rootm->selector == NULL || *rootm->selector == '\0' || strcmp (rootm->selector, "/") == 0)
+              && llb_snapshots_usable (x->state_dir);
+  for (size_t i = 0; snap && i < e->n_mounts; i++)
+    snap = e->mounts[i] == rootm || e->mounts[i]->input != rootm->input;
+  struct llb_snapshot_mount sm = { 0 };
+  int ret = inputs_made (x, idx, snap ? rootm->input : -1, err);
+  if (ret == 0 && snap)
+    {
+      const char *psnap = input_snapshot (x, v, rootm->input);
+      ret = llb_snapshot_mount (x->state_dir, psnap ? NULL : input_image (x, v, rootm->input), psnap, &sm, err);
+      if (ret == 0)
+        {
+          root.ctr = xasprintf ("podsolve-snap-%s", sm.id);
+          root.mnt = xstrdup (sm.merged);
+        }
+    }
+  else if (ret == 0)
+    /* mounted when there are mount points to look at (mount_stubs), or to run in */
+    ret = llb_wc_from_with (input_image (x, v, rootm->input), (const char *const *) from.v,
+                            direct || e->n_mounts > 1 || e->n_secretenv > 0, &root, err);
   ps_strv_free (&from);
   if (ret < 0)
     goto out;
@@ -1746,7 +1829,14 @@ run_exec (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       const Pb__Mount *mt = e->mounts[i];
       if (mt->output < 0)
         continue;
-      ret = llb_wc_commit_rm (mt == rootm ? &root : &binds[i], &images[mt->output], err);
+      if (mt == rootm && snap)
+        {
+          sm.created_by = v->name;
+          if ((ret = llb_snapshot_finish (&sm, true, err)) == 0)
+            x->vs[idx].snaps[mt->output] = steal_pointer (&sm.id);
+        }
+      else
+        ret = llb_wc_commit_rm (mt == rootm ? &root : &binds[i], &images[mt->output], err);
     }
 
 out:
@@ -1762,6 +1852,15 @@ out:
     }
   free (binds);
   free (locks);
+  if (snap)
+    {
+      /* not a buildah container: the overlay is podsolved's own */
+      llb_snapshot_finish (&sm, false, NULL);
+      free (sm.id);
+      free (root.ctr);
+      free (root.mnt);
+      memset (&root, 0, sizeof root);
+    }
   llb_wc_remove (&root);
   if (secrets_dir)
     ps_rm_rf (secrets_dir, NULL);
@@ -1822,6 +1921,10 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
 
   if (!local && !remote_src)
     emit_vertex (x, v, started, 0, false, NULL);
+  /* Inputs kept as snapshots become images here, but an exec's root,
+     which run_exec may stack its own snapshot on. */
+  if (v->op->op_case != PB__OP__OP_EXEC && inputs_made (x, idx, -1, err) < 0)
+    return -1;
   int r;
   switch (v->op->op_case)
     {
@@ -1859,7 +1962,12 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
   if (r < 0)
     return -1;
   for (size_t o = 0; o < v->n_outputs; o++)
-    if (s->images[o])
+    if (s->snaps[o])
+      {
+        cleanup_free char *rec = xasprintf ("snap %s", s->snaps[o]);
+        record_store (x, s->key, o, rec);
+      }
+    else if (s->images[o])
       record_store (x, s->key, o, s->images[o]);
   emit_vertex (x, v, started, ps_now_ns (), false, NULL);
   return 0;
@@ -1985,6 +2093,8 @@ llb_exec_run (struct llb_exec *x, solver_job *job, char **image_id, ps_error **e
     }
   if (solver_job_cancelled (job) || x->vs[g->result - g->vertices].phase != V_DONE)
     return ps_error_set (err, 499, "cancelled");
+  if (output_made (x, (size_t) (g->result - g->vertices), (size_t) g->result_index, err) < 0)
+    return -1;
   const char *img = x->vs[g->result - g->vertices].images[g->result_index];
   if (img == NULL)
     return ps_error_set (err, 500, "op %s produced no image for output %lld", g->result->digest,

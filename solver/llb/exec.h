@@ -1,6 +1,10 @@
 /* llb_exec.h — run a validated LLB graph (solver/llb/llb.h) on buildah.
  *
- * Every vertex output is a committed buildah image.  Vertices run as soon
+ * Every vertex output is a committed buildah image, but an exec's on the
+ * direct runc path (runc_exec.h) on overlay storage: that one is a
+ * snapshot (snapshot.h), the overlay upper directory the exec wrote, which
+ * the next exec of a chain runs on directly and which becomes an image
+ * (a layer per exec) only when something needs one.  Vertices run as soon
  * as their inputs are done, up to `max_parallel` at once; the first failure
  * stops the others (their buildah children are terminated) and is the
  * job's error.  What this executor runs:

@@ -33,7 +33,9 @@
 static bool
 xattr_ignored (const char *name)
 {
-  return strcmp (name, "security.selinux") == 0;
+  /* ... and overlayfs's own (opaque directories, redirects) are how an
+     upper directory says things, not the files' attributes. */
+  return strcmp (name, "security.selinux") == 0 || strncmp (name, "trusted.overlay.", 16) == 0;
 }
 
 /* ---- inode maps (hard links, compared contents) ------------------------------------ */
@@ -129,6 +131,7 @@ struct tree_ctx
   struct ino_map same;  /* diff: (lower dev, ino, upper dev, ino) -> contents equal */
   const char *who;      /* names the op in log lines */
   char *buf_a, *buf_b;  /* TREE_CHUNK each */
+  bool upper;           /* the source is an overlay upper directory (llb_tree_apply_upper) */
 };
 
 static void
@@ -330,6 +333,16 @@ copy_data (struct tree_ctx *c, int in, int out, const char *rel, ps_error **err)
 
 static int copy_dir (struct tree_ctx *c, int sdir, int ddir, const char *rel, ps_error **err);
 
+/* An overlay upper directory's directory that hides what lies below it
+   (made anew over a deleted one). */
+static bool
+opaque_dir (int dirfd, const char *name)
+{
+  cleanup_free char *p = fd_path (dirfd, name);
+  char v[2];
+  return lgetxattr (p, "trusted.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y';
+}
+
 /* Copy the entry `name` (stat `st`) of the directory `sdir` into `ddir`:
    a directory merges into a directory, anything else replaces what is
    there.  `rel` is its path below both roots. */
@@ -338,6 +351,8 @@ copy_entry (struct tree_ctx *c, int sdir, int ddir, const char *name, const char
             ps_error **err)
 {
   mode_t type = st->st_mode & S_IFMT;
+  if (c->upper && type == S_IFCHR && st->st_rdev == 0)
+    return ps_rm_rf_at (ddir, name, err); /* overlay's whiteout: the entry was deleted */
   if (type != S_IFDIR && type != S_IFREG && type != S_IFLNK && type != S_IFIFO)
     {
       ps_warn ("%s: /%s skipped: a %s is not copied (a container gets its devices at run time)", c->who, rel,
@@ -348,7 +363,7 @@ copy_entry (struct tree_ctx *c, int sdir, int ddir, const char *name, const char
   bool exists = fstatat (ddir, name, &dt, AT_SYMLINK_NOFOLLOW) == 0;
   if (!exists && errno != ENOENT)
     return ps_error_set_errno (err, 500, errno, "stat /%s", rel);
-  if (exists && !(S_ISDIR (dt.st_mode) && type == S_IFDIR))
+  if (exists && !(S_ISDIR (dt.st_mode) && type == S_IFDIR && !(c->upper && opaque_dir (sdir, name))))
     {
       if (ps_rm_rf_at (ddir, name, err) < 0)
         return -1;
@@ -445,8 +460,22 @@ open_root (const char *path, ps_error **err)
   return fd;
 }
 
+static int tree_apply (const char *dst, const char *src, const char *who, bool upper, ps_error **err);
+
 int
 llb_tree_apply (const char *dst, const char *src, const char *who, ps_error **err)
+{
+  return tree_apply (dst, src, who, false, err);
+}
+
+int
+llb_tree_apply_upper (const char *dst, const char *src, const char *who, ps_error **err)
+{
+  return tree_apply (dst, src, who, true, err);
+}
+
+static int
+tree_apply (const char *dst, const char *src, const char *who, bool upper, ps_error **err)
 {
   cleanup_close int s = open_root (src, err);
   if (s < 0)
@@ -459,6 +488,7 @@ llb_tree_apply (const char *dst, const char *src, const char *who, ps_error **er
     return ps_error_set_errno (err, 500, errno, "stat %s", src);
   struct tree_ctx c;
   tree_ctx_init (&c, d, who);
+  c.upper = upper;
   int ret = copy_dir (&c, s, d, "", err);
   /* The root is a directory merging into a directory: the later one's
      metadata wins, as for any other. */

@@ -69,6 +69,11 @@ int llb_tree_delete (const char *root, const ps_strv *w, ps_error **err);
    llb_tree_delete).  `who` names the op in log lines. */
 int llb_tree_apply (const char *dst, const char *src, const char *who, ps_error **err);
 
+/* The same for `src` an overlay upper directory (solver/llb/snapshot.h):
+   its whiteouts (0/0 character devices) delete, its opaque directories
+   replace what `dst` has there, overlay's own xattrs are not copied. */
+int llb_tree_apply_upper (const char *dst, const char *src, const char *who, ps_error **err);
+
 /* Write into the empty directory `out` the changes from `lower` to
    `upper` (NULL = an empty tree) and append the deleted paths to *w. */
 int llb_tree_diff (const char *lower, const char *upper, const char *out, ps_strv *w, const char *who,

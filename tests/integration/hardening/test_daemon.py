@@ -277,7 +277,7 @@ def test_kill_9_during_an_llb_exec_then_restart_removes_its_working_container(sp
 
     d.start()
     assert d.working_containers() == []
-    assert lib.wait_for(lambda: lib.runc_containers_below(d.tmp) == [], 10), lib.runc_containers_below(d.tmp)
+    assert lib.wait_for(lambda: lib.runc_containers_below(d.tmp) == [], 30), lib.runc_containers_below(d.tmp)
     assert "working container(s) left by an earlier run" in d.log_path.read_text()
 
 

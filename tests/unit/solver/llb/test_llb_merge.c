@@ -18,6 +18,12 @@
 #include <unistd.h>
 
 #include "solver/llb/merge.h"
+#include "solver/rootfs_export.h"
+#include "common/archive.h"
+
+#include <openssl/sha.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 static char *g_root;   /* per test case, made and removed by Check's parent process */
 static char *g_base;   /* per test */
@@ -509,6 +515,107 @@ START_TEST (test_whiteout_record_rejects_bad_input)
 }
 END_TEST
 
+/* An overlay upper directory as the kernel writes one: a whiteout (a 0/0
+   character device) for "x", "d" made anew over a deleted directory
+   (opaque), "e" changed in place. */
+static void
+make_upper (const char *src)
+{
+  cleanup_free char *wh = xasprintf ("%s/x", src);
+  ck_assert_int_eq (mknod (wh, S_IFCHR | 0000, makedev (0, 0)), 0);
+  mk (src, "d");
+  put (src, "d/new", "new", 0644);
+  cleanup_free char *d = xasprintf ("%s/d", src);
+  ck_assert_int_eq (lsetxattr (d, "trusted.overlay.opaque", "y", 1, 0), 0);
+  mk (src, "e");
+  put (src, "e/more", "more", 0644);
+  put (src, "cap", "bin", 0755);
+  cleanup_free char *cap = xasprintf ("%s/cap", src);
+  ck_assert_int_eq (lsetxattr (cap, "user.kept", "v", 1, 0), 0);
+}
+
+START_TEST (test_apply_upper_deletes_whiteouts_and_replaces_opaque_directories)
+{
+  cleanup_free char *dst = dir_in_base ("dst"), *src = dir_in_base ("src");
+  put (dst, "x", "doomed", 0644);
+  mk (dst, "d");
+  put (dst, "d/old", "old", 0644);
+  mk (dst, "e");
+  put (dst, "e/kept", "kept", 0644);
+  make_upper (src);
+
+  ps_error *err = NULL;
+  ok (llb_tree_apply_upper (dst, src, "test", &err), err);
+  ck_assert (!exists (dst, "x"));
+  ck_assert (!exists (dst, "d/old")); /* an opaque directory hides what was below */
+  cleanup_free char *n = slurp (dst, "d/new"), *k = slurp (dst, "e/kept"), *m = slurp (dst, "e/more");
+  ck_assert_str_eq (n, "new");
+  ck_assert_str_eq (k, "kept"); /* a directory that is not opaque merges */
+  ck_assert_str_eq (m, "more");
+  cleanup_free char *dd = xasprintf ("%s/d", dst), *cap = xasprintf ("%s/cap", dst);
+  char v[8];
+  ck_assert_int_lt (lgetxattr (dd, "trusted.overlay.opaque", v, sizeof v), 0); /* overlay's own: not copied */
+  ck_assert_int_eq (lgetxattr (cap, "user.kept", v, sizeof v), 1);
+
+  /* the same upper over a tree without those entries: a whiteout of nothing is nothing */
+  cleanup_free char *empty = dir_in_base ("empty");
+  ok (llb_tree_apply_upper (empty, src, "test", &err), err);
+  ck_assert (!exists (empty, "x") && exists (empty, "d/new"));
+}
+END_TEST
+
+START_TEST (test_layer_tar_of_an_upper_has_oci_whiteouts)
+{
+  cleanup_free char *src = dir_in_base ("src"), *tar = xasprintf ("%s/layer.tar", g_base);
+  make_upper (src);
+  cleanup_free char *diff_id = NULL;
+  uint64_t bytes = 0;
+  ps_error *err = NULL;
+  ok (rootfs_write_layer_tar (src, tar, &diff_id, &bytes, &err), err);
+
+  /* the diff ID is the tar's own digest */
+  cleanup_free char *data = NULL;
+  size_t len = 0;
+  ck_assert_int_eq (ps_read_file (tar, 1 << 24, &data, &len, NULL), 0);
+  ck_assert_uint_eq (len, bytes);
+  char hex[65];
+  ps_sha256_hex (data, len, hex);
+  cleanup_free char *want = xasprintf ("sha256:%s", hex);
+  ck_assert_str_eq (diff_id, want);
+
+  struct archive *a = archive_read_new ();
+  archive_read_support_format_tar (a);
+  ck_assert_int_eq (archive_read_open_filename (a, tar, 10240), ARCHIVE_OK);
+  struct archive_entry *e;
+  bool wh_x = false, opq = false, d_new = false, dev = false, overlay_xattr = false, user_xattr = false;
+  while (archive_read_next_header (a, &e) == ARCHIVE_OK)
+    {
+      const char *p = archive_entry_pathname (e);
+      wh_x |= strcmp (p, ".wh.x") == 0 && archive_entry_filetype (e) == AE_IFREG && archive_entry_size (e) == 0;
+      opq |= strcmp (p, "d/.wh..wh..opq") == 0;
+      d_new |= strcmp (p, "d/new") == 0;
+      dev |= archive_entry_filetype (e) == AE_IFCHR;
+      const char *name;
+      const void *v;
+      size_t n;
+      archive_entry_xattr_reset (e);
+      while (archive_entry_xattr_next (e, &name, &v, &n) == ARCHIVE_OK)
+        {
+          overlay_xattr |= strncmp (name, "trusted.overlay.", 16) == 0;
+          user_xattr |= strcmp (p, "cap") == 0 && strcmp (name, "user.kept") == 0;
+        }
+    }
+  archive_read_free (a);
+  ck_assert (wh_x && opq && d_new && user_xattr);
+  ck_assert (!dev && !overlay_xattr);
+
+  /* the same tree, the same bytes: a layer's diff ID is reproducible */
+  cleanup_free char *tar2 = xasprintf ("%s/layer2.tar", g_base), *diff_id2 = NULL;
+  ok (rootfs_write_layer_tar (src, tar2, &diff_id2, &bytes, &err), err);
+  ck_assert_str_eq (diff_id2, diff_id);
+}
+END_TEST
+
 PS_TEST_SUITE (llb_merge)
 {
   Suite *s = suite_create ("llb_merge");
@@ -521,6 +628,8 @@ PS_TEST_SUITE (llb_merge)
   tcase_add_test (tc, test_delete_never_follows_symlinks);
   tcase_add_test (tc, test_whiteouts_absent_sorts_dedupes_and_keeps_paths_behind_links);
   tcase_add_test (tc, test_merge_of_lower_and_diff_is_upper);
+  tcase_add_test (tc, test_apply_upper_deletes_whiteouts_and_replaces_opaque_directories);
+  tcase_add_test (tc, test_layer_tar_of_an_upper_has_oci_whiteouts);
   suite_add_tcase (s, tc);
   TCase *rec = tcase_create ("record");
   tcase_add_unchecked_fixture (rec, setup_root, teardown_root);
