@@ -1923,7 +1923,7 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
     emit_vertex (x, v, started, 0, false, NULL);
   /* Inputs kept as snapshots become images here, but an exec's root,
      which run_exec may stack its own snapshot on. */
-  if (v->op->op_case != PB__OP__OP_EXEC && inputs_made (x, idx, -1, err) < 0)
+  if (v->op->op_case != PB__OP__OP_EXEC && v->op->op_case != PB__OP__OP_FILE && inputs_made (x, idx, -1, err) < 0)
     return -1;
   int r;
   switch (v->op->op_case)
@@ -1936,11 +1936,31 @@ run_vertex (struct llb_exec *x, size_t idx, int *exit_code, ps_error **err)
       break;
     case PB__OP__OP_FILE:
       {
+        /* An input an action starts from must be an image; one only read
+           (a copy's source, an owner's passwd) may stay a snapshot. */
+        const Pb__FileOp *f = v->op->file;
+        bool *base = xcalloc (v->n_inputs + 1, sizeof *base);
+        for (size_t k = 0; k < f->n_actions; k++)
+          if (f->actions[k]->input >= 0 && (size_t) f->actions[k]->input < v->n_inputs)
+            base[f->actions[k]->input] = true;
         const char **inputs = xcalloc (v->n_inputs + 1, sizeof *inputs);
-        for (size_t i = 0; i < v->n_inputs; i++)
-          inputs[i] = input_image (x, v, (int64_t) i);
-        r = llb_fileop_run (v, inputs, s->images, err);
+        const char **snaps = xcalloc (v->n_inputs + 1, sizeof *snaps);
+        r = 0;
+        for (size_t i = 0; r == 0 && i < v->n_inputs; i++)
+          {
+            size_t in = (size_t) (v->inputs[i] - x->g->vertices), o = (size_t) v->input_index[i];
+            if (base[i])
+              r = output_made (x, in, o, err);
+            pthread_mutex_lock (&x->vs[in].made);
+            inputs[i] = x->vs[in].images[o];
+            snaps[i] = x->vs[in].snaps[o];
+            pthread_mutex_unlock (&x->vs[in].made);
+          }
+        if (r == 0)
+          r = llb_fileop_run (v, inputs, snaps, x->state_dir, s->images, err);
         free (inputs);
+        free (snaps);
+        free (base);
         break;
       }
     case PB__OP__OP_MERGE:

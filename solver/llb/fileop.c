@@ -30,6 +30,7 @@
 #include "solver/buildah.h"
 #include "common/dockerignore.h"
 #include "solver/llb/fileutil.h"
+#include "solver/llb/snapshot.h"
 #include "solver/llb/wc.h"
 
 /* Symlinks followed while resolving one path (Linux's own limit). */
@@ -1190,6 +1191,8 @@ struct slot
 {
   struct buildah_wc wc;  /* a mounted container holding it, or zeroed */
   char *image;       /* its image: an op input's (borrowed), or committed here (owned) */
+  const char *snap;  /* an op input kept as a snapshot, with no image: only read, through `ro` */
+  struct llb_snapshot_mount ro;
   bool owned;        /* image was committed by this op */
   bool output;       /* an action result that is an output of the op */
   bool needed;       /* an action an output depends on */
@@ -1204,6 +1207,7 @@ struct fileop_run
   size_t n_in;
   struct slot *slots;  /* [n_in + n_actions] */
   struct buildah_wc empty; /* scratch, for a copy from secondaryInput -1 */
+  const char *state_dir;   /* where input snapshots live */
 };
 
 static void
@@ -1217,6 +1221,14 @@ static const char *
 slot_root (struct fileop_run *r, int64_t idx, ps_error **err)
 {
   struct buildah_wc *w = idx < 0 ? &r->empty : &r->slots[idx].wc;
+  if (idx >= 0 && r->slots[idx].image == NULL && r->slots[idx].snap)
+    {
+      /* read through an overlay of the snapshot's own: no image made */
+      struct slot *s = &r->slots[idx];
+      if (s->ro.merged == NULL && llb_snapshot_mount_ro (r->state_dir, s->snap, &s->ro, err) < 0)
+        return NULL;
+      return s->ro.merged;
+    }
   if (w->mnt == NULL && llb_wc_from (idx < 0 ? NULL : r->slots[idx].image, true, w, err) < 0)
     return NULL;
   return w->mnt;
@@ -1245,6 +1257,7 @@ slot_release (struct fileop_run *r, int64_t idx)
   if (s->uses > 0 && --s->uses > 0)
     return;
   llb_wc_remove (&s->wc);
+  llb_snapshot_unmount_ro (&s->ro);
 }
 
 static int64_t
@@ -1308,6 +1321,8 @@ take_base (struct fileop_run *r, const Pb__FileAction *a, struct buildah_wc *w, 
   if (a->input < 0)
     return llb_wc_from (NULL, true, w, err);
   struct slot *s = &r->slots[a->input];
+  if (s->image == NULL && s->wc.mnt == NULL)
+    return ps_error_set (err, 500, "file action on input %lld: it has no image to start from", (long long) a->input);
   if (s->image && !(s->uses == 1 && s->wc.mnt))
     {
       int ret = llb_wc_from (s->image, true, w, err);
@@ -1365,13 +1380,17 @@ run_action (struct fileop_run *r, size_t k, ps_error **err)
 }
 
 int
-llb_fileop_run (const struct llb_vertex *v, const char *const *inputs, char **images, ps_error **err)
+llb_fileop_run (const struct llb_vertex *v, const char *const *inputs, const char *const *snaps, const char *state_dir,
+                char **images, ps_error **err)
 {
-  struct fileop_run r = { .v = v, .f = v->op->file, .n_in = v->n_inputs };
+  struct fileop_run r = { .v = v, .f = v->op->file, .n_in = v->n_inputs, .state_dir = state_dir };
   size_t n_slots = r.n_in + r.f->n_actions;
   r.slots = xcalloc (n_slots, sizeof *r.slots);
   for (size_t i = 0; i < r.n_in; i++)
-    r.slots[i].image = (char *) inputs[i];
+    {
+      r.slots[i].image = (char *) inputs[i];
+      r.slots[i].snap = snaps ? snaps[i] : NULL;
+    }
   plan (&r);
 
   int ret = 0;
@@ -1383,7 +1402,10 @@ llb_fileop_run (const struct llb_vertex *v, const char *const *inputs, char **im
     if (r.f->actions[k]->output >= 0)
       images[r.f->actions[k]->output] = xstrdup (r.slots[r.n_in + k].image);
   for (size_t i = 0; i < n_slots; i++)
-    llb_wc_remove (&r.slots[i].wc);
+    {
+      llb_wc_remove (&r.slots[i].wc);
+      llb_snapshot_unmount_ro (&r.slots[i].ro);
+    }
   llb_wc_remove (&r.empty);
   for (size_t i = 0; i < n_slots; i++)
     {

@@ -17,10 +17,15 @@ int llb_scoped_resolve (const char *root, const char *path, bool follow_final, c
    exclude pattern, or wildcard. */
 int llb_fileop_check (const struct llb_vertex *v, ps_error **err);
 
-/* Run a checked FileOp: inputs[i] is the image of the op's input i.
+/* Run a checked FileOp: inputs[i] is the image of the op's input i, or
+   NULL with snaps[i] (snaps may be NULL) a snapshot under `state_dir`
+   (snapshot.h) when the op only reads that input (a copy's source, an
+   owner's passwd): it is read through a read-only overlay, and no image
+   is made of it.  An input an action starts from must be an image.
    images[o] (v->n_outputs entries) gets the committed image of output o.
    Only the actions some output depends on run, as in BuildKit. */
-int llb_fileop_run (const struct llb_vertex *v, const char *const *inputs, char **images, ps_error **err);
+int llb_fileop_run (const struct llb_vertex *v, const char *const *inputs, const char *const *snaps,
+                    const char *state_dir, char **images, ps_error **err);
 
 /* One action on plain directories: `root` is the rootfs it changes, a copy
    reads `src_root`; owner names are looked up in <user_root>/etc/passwd

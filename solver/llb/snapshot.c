@@ -271,6 +271,58 @@ llb_snapshot_mount (const char *state_dir, const char *parent_image, const char 
 }
 
 int
+llb_snapshot_mount_ro (const char *state_dir, const char *id, struct llb_snapshot_mount *m, ps_error **err)
+{
+  memset (m, 0, sizeof *m);
+  ps_strv snaps = { 0 }, lowers = { 0 };
+  cleanup_free char *image = NULL;
+  int ret = chain (state_dir, id, &snaps, &image, err);
+  for (size_t i = 0; ret == 0 && i < snaps.n; i++)
+    {
+      cleanup_free char *d = snap_dir (state_dir, snaps.v[i]);
+      ps_strv_pushf (&lowers, "%s/diff", d);
+    }
+  if (ret == 0)
+    ret = buildah_image_layer_dirs (image, &lowers, err);
+  char rnd[17];
+  ps_random_hex (rnd, 8);
+  /* a name prune's scan passes over and llb_snapshots_recover removes */
+  m->dir = xasprintf ("%s/" LLB_SNAPSHOTS_DIR "/.ro-%s", state_dir, rnd);
+  m->merged = xasprintf ("%s/merged", m->dir);
+  cleanup_free char *empty = xasprintf ("%s/empty", m->dir);
+  if (ret == 0)
+    ret = ps_mkdir_p (m->merged, 0755, err);
+  /* overlay without an upper directory wants two lower ones */
+  if (ret == 0 && lowers.n < 2 && (ret = ps_mkdir_p (empty, 0755, err)) == 0)
+    ps_strv_push (&lowers, empty);
+  if (ret == 0)
+    ret = overlay_mount (&lowers, NULL, NULL, m->merged, err);
+  ps_strv_free (&snaps);
+  ps_strv_free (&lowers);
+  if (ret < 0)
+    {
+      ps_rm_rf (m->dir, NULL);
+      free (m->dir);
+      free (m->merged);
+      memset (m, 0, sizeof *m);
+    }
+  return ret;
+}
+
+void
+llb_snapshot_unmount_ro (struct llb_snapshot_mount *m)
+{
+  if (m->dir == NULL)
+    return;
+  if (umount2 (m->merged, 0) < 0 && errno != EINVAL)
+    umount2 (m->merged, MNT_DETACH);
+  ps_rm_rf (m->dir, NULL);
+  free (m->dir);
+  free (m->merged);
+  memset (m, 0, sizeof *m);
+}
+
+int
 llb_snapshot_finish (struct llb_snapshot_mount *m, bool keep, ps_error **err)
 {
   if (m->dir == NULL)

@@ -60,6 +60,13 @@ struct llb_snapshot_mount
 int llb_snapshot_mount (const char *state_dir, const char *parent_image, const char *parent_snap,
                         struct llb_snapshot_mount *m, ps_error **err);
 
+/* Mount snapshot `id`'s filesystem read-only (its chain and the image
+   below, no upper directory): what a file op reads a snapshot input
+   through, without making an image of it.  Undo with
+   llb_snapshot_unmount_ro. */
+int llb_snapshot_mount_ro (const char *state_dir, const char *id, struct llb_snapshot_mount *m, ps_error **err);
+void llb_snapshot_unmount_ro (struct llb_snapshot_mount *m);
+
 /* Unmount it; with `keep` it becomes a finished snapshot (m->id stays
    valid; the caller takes it), without it is removed.  Zeroes *m's
    other fields. */

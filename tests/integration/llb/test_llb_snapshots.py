@@ -125,26 +125,33 @@ def test_a_chain_of_execs_commits_once_and_keeps_every_change(hostnet, uniq):
     assert hostnet.image_paths(mid, "/c", "/b", "/gone") == {"/c": False, "/b": True, "/gone": False}
 
 
-def test_a_snapshot_becomes_an_image_where_a_file_op_or_a_bind_needs_one(hostnet, uniq):
+def test_a_file_op_reads_a_snapshot_without_an_image_and_a_bind_makes_one(hostnet, uniq):
     img = llb.source(BUSYBOX)
     made = llb.exec_(["sh", "-c", f"mkdir /out; echo made-{uniq} > /out/f; rm /etc/passwd"], root=img)
-    # a file op copying from the snapshot: it needs the image
+    # a file op copying from the snapshot reads it through an overlay of its own
     copy = llb.file([llb.copy("/out", "/from-made", dir_contents=True, create_dest_path=True)],
                     inputs=[img, made], base=0, secondary=1)
-    # an exec reading the snapshot through a read-only bind, on a root of its own
+    copies = _skopeo_copies(hostnet)
+    out = image(_ok(hostnet, [img, made, copy]))
+    assert hostnet.image_file(out, "/from-made/f") == f"made-{uniq}\n".encode()
+    assert hostnet.image_paths(out, "/etc/passwd") == {"/etc/passwd": True}
+    assert _skopeo_copies(hostnet) == copies, "the snapshot was made an image for a copy that only reads it"
+    assert not list((hostnet.state / "llb-snapshots").glob(".ro-*")), "a read-only mount was left"
+
+    # an exec reading the snapshot through a read-only bind, on a root of its own: that one needs the image
     bind = llb.exec_(["sh", "-c", "cat /m/out/f > /seen; ls /m/etc > /m-etc"], root=copy,
                      mounts=[llb.mount(input=1, dest="/m", readonly=True)], inputs=[made])
     out = image(_ok(hostnet, [img, made, copy, bind]))
-    assert hostnet.image_file(out, "/from-made/f") == f"made-{uniq}\n".encode()
     assert hostnet.image_file(out, "/seen") == f"made-{uniq}\n".encode()
     assert b"passwd" not in hostnet.image_file(out, "/m-etc")
-    assert hostnet.image_paths(out, "/etc/passwd") == {"/etc/passwd": True}
+    assert _skopeo_copies(hostnet) > copies
 
 
 def test_prune_removes_snapshots_and_a_resubmission_runs_again(spawn_daemon, uniq):
     d = spawn_daemon("--sandbox-network", "host")
     img, one, two, three = _chain(uniq)
     out = image(_ok(d, [img, one, two, three]))
+    want_c = d.image_file(out, "/c")
     assert len(_snapshots(d)) == 3
     status, _, raw = d.request("POST", "/solve/prune", json.dumps({"all": True, "filters": {"type": ["exec.snapshot"]}}).encode(),
                                {"Content-Type": "application/json"}, timeout=600)
@@ -153,9 +160,11 @@ def test_prune_removes_snapshots_and_a_resubmission_runs_again(spawn_daemon, uni
     assert {r["Type"] for r in report["Records"]} == {"exec.snapshot"}, report
     assert len(report["Records"]) == 3 and all(r["Size"] > 0 for r in report["Records"]), report
     assert _snapshots(d) == []
+    # the untagged image made of the last snapshot went with it, as a record's image does
+    assert not d.image_exists(out)
     again = _ok(d, [img, one, two, three])
     assert not any(_cached(again, op) for op in (one, two, three))
-    assert d.image_file(image(again), "/c") == d.image_file(out, "/c")
+    assert d.image_file(image(again), "/c") == want_c
     assert len(_snapshots(d)) == 3
 
 
