@@ -518,6 +518,26 @@ buildah_image_digest (const char *id)
 
 
 int
+buildah_copy_into_storage (const char *src, const char *id, const char *what, ps_error **err)
+{
+  ps_strv argv = { 0 };
+  cleanup_free char *dst = buildah_storage_image_ref (id);
+  cleanup_free char *out = NULL, *errout = NULL;
+  int status = -1;
+  ps_strv_push (&argv, "skopeo");
+  ps_strv_push (&argv, "copy");
+  ps_strv_push (&argv, "--quiet");
+  ps_strv_push (&argv, src);
+  ps_strv_push (&argv, dst);
+  int r = ps_run_capture (argv.v, &out, &errout, &status, err);
+  ps_strv_free (&argv);
+  if (r == 0 && status != 0)
+    r = ps_error_set (err, 500, "skopeo copy of %s into storage: exit status %d: %s", what, status,
+                      errout ? errout : "");
+  return r;
+}
+
+int
 buildah_call (const char *const *args, char **out, ps_error **err)
 {
   ps_strv argv = { 0 };

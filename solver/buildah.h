@@ -27,6 +27,11 @@ char *buildah_storage_image_ref (const char *id);
    store it under that name. */
 char *buildah_storage_name_ref (const char *name);
 
+/* `skopeo copy SRC` (a containers/image reference: "dir:/path", ...) into
+   podsolved's storage as image `id` (64 hex: the config's digest); a
+   non-zero exit is a 500 naming `what`. */
+int buildah_copy_into_storage (const char *src, const char *id, const char *what, ps_error **err);
+
 /* Start an argv with the binary and the global storage flags. */
 void buildah_argv_init (ps_strv *argv);
 

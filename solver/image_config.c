@@ -398,24 +398,9 @@ rewrite_config (const char *image_id, const struct image_config *c, const char *
   new_manifest = cJSON_PrintUnformatted (manifest);
   if (ps_write_file (mpath, new_manifest, strlen (new_manifest), 0644, err) < 0)
     goto out;
-  {
-    ps_strv argv = { 0 };
-    cleanup_free char *dst = buildah_storage_image_ref (hex);
-    cleanup_free char *out = NULL, *errout = NULL;
-    int status = -1;
-    ps_strv_push (&argv, "skopeo");
-    ps_strv_push (&argv, "copy");
-    ps_strv_push (&argv, "--quiet");
-    ps_strv_push (&argv, dest);
-    ps_strv_push (&argv, dst);
-    r = ps_run_capture (argv.v, &out, &errout, &status, err);
-    ps_strv_free (&argv);
-    if (r == 0 && status != 0)
-      r = ps_error_set (err, 500, "skopeo copy of the configured image into storage: exit status %d: %s", status,
-                        errout ? errout : "");
-    if (r == 0)
-      *out_id = xstrdup (hex);
-  }
+  r = buildah_copy_into_storage (dest, hex, "the configured image", err);
+  if (r == 0)
+    *out_id = xstrdup (hex);
 out:
   cJSON_Delete (manifest);
   free (manifest_text);

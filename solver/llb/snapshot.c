@@ -216,23 +216,39 @@ chain (const char *state_dir, const char *id, ps_strv *snaps, char **image, ps_e
   return ps_error_set (err, 500, "snapshot %s: a chain deeper than %d", id, LLB_SNAPSHOT_MAX_DEPTH);
 }
 
+/* The lower directories of a mount over snapshot `snap` (NULL: over image
+   `image` alone), top first: the chain's upper directories, then the
+   image's layers. */
+static int
+chain_lowers (const char *state_dir, const char *image, const char *snap, ps_strv *lowers, ps_error **err)
+{
+  ps_strv snaps = { 0 };
+  cleanup_free char *base = image ? xstrdup (image) : NULL;
+  int ret = 0;
+  if (snap)
+    {
+      free (base);
+      base = NULL;
+      ret = chain (state_dir, snap, &snaps, &base, err);
+    }
+  for (size_t i = 0; ret == 0 && i < snaps.n; i++)
+    {
+      cleanup_free char *d = snap_dir (state_dir, snaps.v[i]);
+      ps_strv_pushf (lowers, "%s/diff", d);
+    }
+  if (ret == 0)
+    ret = buildah_image_layer_dirs (base, lowers, err);
+  ps_strv_free (&snaps);
+  return ret;
+}
+
 int
 llb_snapshot_mount (const char *state_dir, const char *parent_image, const char *parent_snap,
                     struct llb_snapshot_mount *m, ps_error **err)
 {
   memset (m, 0, sizeof *m);
-  ps_strv snaps = { 0 }, lowers = { 0 };
-  cleanup_free char *image = parent_image ? xstrdup (parent_image) : NULL;
-  int ret = 0;
-  if (parent_snap)
-    ret = chain (state_dir, parent_snap, &snaps, &image, err);
-  for (size_t i = 0; ret == 0 && i < snaps.n; i++)
-    {
-      cleanup_free char *d = snap_dir (state_dir, snaps.v[i]);
-      ps_strv_pushf (&lowers, "%s/diff", d);
-    }
-  if (ret == 0)
-    ret = buildah_image_layer_dirs (image, &lowers, err);
+  ps_strv lowers = { 0 };
+  int ret = chain_lowers (state_dir, parent_image, parent_snap, &lowers, err);
   char rnd[33];
   ps_random_hex (rnd, 16);
   m->id = xstrdup (rnd);
@@ -255,7 +271,6 @@ llb_snapshot_mount (const char *state_dir, const char *parent_image, const char 
     }
   if (ret == 0)
     ret = overlay_mount (&lowers, diff, work, m->merged, err);
-  ps_strv_free (&snaps);
   ps_strv_free (&lowers);
   if (ret < 0)
     {
@@ -274,16 +289,8 @@ int
 llb_snapshot_mount_ro (const char *state_dir, const char *id, struct llb_snapshot_mount *m, ps_error **err)
 {
   memset (m, 0, sizeof *m);
-  ps_strv snaps = { 0 }, lowers = { 0 };
-  cleanup_free char *image = NULL;
-  int ret = chain (state_dir, id, &snaps, &image, err);
-  for (size_t i = 0; ret == 0 && i < snaps.n; i++)
-    {
-      cleanup_free char *d = snap_dir (state_dir, snaps.v[i]);
-      ps_strv_pushf (&lowers, "%s/diff", d);
-    }
-  if (ret == 0)
-    ret = buildah_image_layer_dirs (image, &lowers, err);
+  ps_strv lowers = { 0 };
+  int ret = chain_lowers (state_dir, NULL, id, &lowers, err);
   char rnd[17];
   ps_random_hex (rnd, 8);
   /* a name prune's scan passes over and llb_snapshots_recover removes */
@@ -297,7 +304,6 @@ llb_snapshot_mount_ro (const char *state_dir, const char *id, struct llb_snapsho
     ps_strv_push (&lowers, empty);
   if (ret == 0)
     ret = overlay_mount (&lowers, NULL, NULL, m->merged, err);
-  ps_strv_free (&snaps);
   ps_strv_free (&lowers);
   if (ret < 0)
     {
@@ -498,20 +504,8 @@ image_from_layers (const char *state_dir, const ps_strv *snaps, size_t n, const 
   cJSON_Delete (layers);
   if (ret == 0)
     {
-      ps_strv argv = { 0 };
-      cleanup_free char *dst = buildah_storage_image_ref (hex);
-      cleanup_free char *out = NULL, *errout = NULL;
-      int status = -1;
-      ps_strv_push (&argv, "skopeo");
-      ps_strv_push (&argv, "copy");
-      ps_strv_push (&argv, "--quiet");
-      ps_strv_pushf (&argv, "dir:%s", dir);
-      ps_strv_push (&argv, dst);
-      ret = ps_run_capture (argv.v, &out, &errout, &status, err);
-      ps_strv_free (&argv);
-      if (ret == 0 && status != 0)
-        ret = ps_error_set (err, 500, "skopeo copy of the snapshots' image into storage: exit status %d: %s",
-                            status, errout ? errout : "");
+      cleanup_free char *src = xasprintf ("dir:%s", dir);
+      ret = buildah_copy_into_storage (src, hex, "the snapshots' image", err);
     }
   if (made_dir)
     ps_rm_rf (dir, NULL);
