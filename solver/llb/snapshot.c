@@ -269,6 +269,12 @@ llb_snapshot_mount (const char *state_dir, const char *parent_image, const char 
       ret = ps_mkdir_p (empty, 0755, err);
       ps_strv_push (&lowers, empty);
     }
+  /* The upper directory is the merged root: it keeps the owner and mode
+     the root had below (as containers-storage makes a layer's). */
+  struct stat st;
+  if (ret == 0 && stat (lowers.v[0], &st) == 0
+      && (chown (diff, st.st_uid, st.st_gid) < 0 || chmod (diff, st.st_mode & 07777) < 0))
+    ret = ps_error_set_errno (err, 500, errno, "set the owner and mode of %s", diff);
   if (ret == 0)
     ret = overlay_mount (&lowers, diff, work, m->merged, err);
   ps_strv_free (&lowers);
@@ -445,8 +451,10 @@ image_from_layers (const char *state_dir, const ps_strv *snaps, size_t n, const 
   buildah_layers_free (bl, nbl);
   cleanup_free char *tmp_top = xasprintf ("%s/llb-tmp", state_dir);
   cleanup_free char *dir = xasprintf ("%s/snapshot-image-XXXXXX", tmp_top);
-  if (ret == 0 && (ps_mkdir_p (tmp_top, 0700, err) < 0 || mkdtemp (dir) == NULL))
-    ret = errno ? ps_error_set_errno (err, 500, errno, "mkdtemp %s", dir) : -1;
+  if (ret == 0)
+    ret = ps_mkdir_p (tmp_top, 0700, err);
+  if (ret == 0 && mkdtemp (dir) == NULL)
+    ret = ps_error_set_errno (err, 500, errno, "mkdtemp %s", dir);
   bool made_dir = ret == 0;
   char created[64];
   ps_format_rfc3339 (ps_now_ns (), created, sizeof created);
