@@ -378,9 +378,11 @@ def test_libarchive_is_loaded_by_the_first_build_not_at_start(spawn_daemon, uniq
 
 def test_kill_9_during_a_direct_runc_exec_then_restart_kills_and_deletes_its_container(spawn_daemon, uniq):
     """With --sandbox-network host an LLB exec is one `runc run` of
-    podsolved's own, its record in <state>/runc: a killed daemon's exec is
-    killed and its record and bundle deleted by the next start, which says
-    so, along with the working container."""
+    podsolved's own, its record in <state>/runc, on an overlay of
+    podsolved's own (its result a snapshot, solver/llb/snapshot.h): a killed
+    daemon's exec is killed, its record and bundle deleted and its
+    unfinished snapshot unmounted and removed by the next start, which says
+    so."""
     import json
     d = spawn_daemon("--sandbox-network", "host")
     root = str(d.state / "runc")
@@ -394,6 +396,8 @@ def test_kill_9_during_a_direct_runc_exec_then_restart_kills_and_deletes_its_con
     assert lib.wait_for(lambda: [c for c in lib.runc_containers_below(d.tmp, root=root) if c["status"] == "running"],
                         10), "runc never ran the exec's container in podsolved's own root"
     assert lib.runc_containers_below(d.tmp) == [], "the exec went through buildah (runc's default root)"
+    snaps = d.state / "llb-snapshots"
+    assert [p.name for p in snaps.iterdir() if not p.name.startswith(".")], "the exec runs on no snapshot"
     _kill_9_and_restart(d)
     it.close()
 
@@ -404,4 +408,6 @@ def test_kill_9_during_a_direct_runc_exec_then_restart_kills_and_deletes_its_con
     assert d.working_containers() == []
     log = d.log_path.read_text()
     assert "removed 1 LLB exec container(s) and 1 bundle(s) left by an earlier run" in log, log[-3000:]
-    assert "working container(s) left by an earlier run" in log
+    assert "removed 1 unfinished LLB snapshot(s) a stopped daemon left" in log, log[-3000:]
+    assert [p.name for p in snaps.iterdir() if not p.name.startswith(".")] == []
+    assert str(snaps) not in open("/proc/mounts").read()
