@@ -443,20 +443,20 @@ FINDINGS = [
     "record) and runs every `RUN` through runc create/start/delete (bench/PROFILE.md); buildkitd's "
     "overlayfs snapshotter commits a step by keeping its upper directory. BuildKit-mode Dockerfiles "
     "still run on `buildah build`; the direct `runc run` below is the LLB engine's.",
-    "- **Graph width: no** (×6.4 vs ×4.4 from 1 to 16 branches of 2 execs; per added branch "
-    "podsolve 0.30 s, buildkitd 0.07 s; run of 13:36 UTC at 9157ba3, load 4.1 → 3.1). The run of "
-    "12:17 UTC (158dd3f, before LLB execs became one `runc run`, load 6.4 → 5.5) had 0.60 s per "
-    "added branch and podsolve ÷ buildkitd 3.8–4.9; now 2.6–3.8, so the direct exec halved the "
-    "marginal cost but not the slope. Both run the branches concurrently (podsolve at most 4 "
-    "vertices at once, its `--max-parallel` default; buildkitd all 16), and both are bound by the "
-    "2 vCPUs. Raising podsolved's limit did not help in the earlier run: width 16 with "
-    "`--max-parallel 16` took 15.6 / 17.2 s against 19.8 / 16.2 s with the default 4 (2 rounds "
-    "each, fresh podsolved, loaded machine). **What is left per exec is buildah's**: an exec is "
-    "now `buildah from` (≈ 60 ms), `buildah mount` (≈ 40 ms), one `runc run` (≈ 120 ms) and "
-    "`buildah commit` (≈ 155 ms, writing the step's diff as a layer and an image record) "
-    "(bench/PROFILE.md, one LLB exec op), where buildkitd's exec is one `runc run` on an overlayfs "
-    "snapshot it keeps as the result. The cached resubmission stays flat (×1.18 vs ×1.29 at 16 "
-    "branches; at 4 branches both ×1.17, podsolve's a hair steeper).",
+    '- **Graph width: yes** since LLB execs keep their results as snapshots (run of 21:06 UTC at e14'
+    'e79a, load 4.9 → 5.4: ×2.5 vs ×4.2 from 1 to 16 branches of 2 execs; per added branch podsolve '
+    '0.07 s, buildkitd 0.09 s; podsolve ÷ buildkitd 1.70 at 1 branch, 1.00 at 16). Before (17:56 UTC'
+    ' at 27c747b, load 1.7 → 9.7) it was **no**: ×6.2 vs ×4.4, 0.30 s per added branch, because ever'
+    'y exec cost `buildah from` (≈ 60 ms), `buildah mount` (≈ 40 ms) and `buildah commit` (≈ 155 ms,'
+    ' a layer and an image record) around its `runc run`. Now an exec on the direct path is one `run'
+    "c run` on an overlay of podsolved's own whose upper directory is the result (solver/llb/snapsho"
+    't.h), the merge reads the branches through read-only overlays, and one `skopeo copy` makes the '
+    "final image (a layer per exec) — buildkitd's design: an exec in a snapshot it keeps as the resu"
+    "lt. What is left is a fixed cost (the single-branch build is 0.29 s slower than buildkitd's: th"
+    "e export's `skopeo copy` and the file ops, which still commit through buildah). Both run the br"
+    'anches concurrently (podsolve at most 4 vertices at once, its `--max-parallel` default; buildki'
+    'td all 16) on 2 vCPUs. The cached resubmission stays flat (×1.06 vs ×1.21 at 16 branches; at 4 '
+    'branches ×1.14 vs ×0.94, within a few milliseconds of 20 ms).',
     "- **No-op rebuilds: yes at every point but one** (width 4, cached resubmission: ×1.17 for both, "
     "podsolve's a hair steeper in the unrounded medians) — within tens of milliseconds of "
     "buildkitd's at the small points and below them at the large ones (1 GB: 0.13 s vs 0.16 s; 100k "
